@@ -1,0 +1,152 @@
+// Package accounts creates users, devices and access tokens. The client
+// API's /register, the Synapse-compatible admin registration and the
+// `hearth register-user` command all register through it.
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Accounts is the set of user accounts of this server.
+type Accounts struct {
+	DB         *storage.DB
+	ServerName string
+	Passwords  *Passwords
+}
+
+// NewUser describes an account to create.
+type NewUser struct {
+	Localpart string
+	Password  string // empty: no password login
+	Admin     bool
+	Guest     bool
+	UserType  string
+	// Device fields; with InhibitLogin no device or token is made.
+	DeviceID          string
+	DeviceDisplayName string
+	InhibitLogin      bool
+	DisplayName       string // initial profile display name; default the localpart
+}
+
+// Login is what a successful registration or login hands the client.
+type Login struct {
+	UserID      string `json:"user_id"`
+	DeviceID    string `json:"device_id,omitempty"`
+	AccessToken string `json:"access_token,omitempty"`
+}
+
+// Register validates and creates a user, and unless InhibitLogin a device
+// with an access token, all in one transaction. The password is hashed
+// before the transaction starts, so no database lock is held during it.
+func (a *Accounts) Register(ctx context.Context, nu NewUser) (Login, error) {
+	nu.Localpart = strings.ToLower(nu.Localpart) // the spec folds case on registration
+	if err := ValidateLocalpart(nu.Localpart, a.ServerName); err != nil {
+		return Login{}, err
+	}
+	var hash string
+	if nu.Password != "" {
+		if len(nu.Password) > 72 {
+			return Login{}, mxhttp.WeakPassword("Passwords longer than 72 bytes are not supported")
+		}
+		var err error
+		if hash, err = a.Passwords.Hash(ctx, nu.Password); err != nil {
+			return Login{}, err
+		}
+	}
+	userID := "@" + nu.Localpart + ":" + a.ServerName
+	displayName := nu.DisplayName
+	if displayName == "" {
+		displayName = nu.Localpart
+	}
+	now := time.Now().UnixMilli()
+	login := Login{UserID: userID}
+	if !nu.InhibitLogin {
+		login.DeviceID = nu.DeviceID
+		if login.DeviceID == "" {
+			login.DeviceID = NewDeviceID()
+		}
+		login.AccessToken = NewToken("mat_")
+	}
+	err := a.DB.WriteTx(ctx, func(tx *sql.Tx) error {
+		err := storage.InsertUser(ctx, tx, storage.User{
+			UserID: userID, Localpart: nu.Localpart, PasswordHash: hash,
+			IsAdmin: nu.Admin, IsGuest: nu.Guest, UserType: nu.UserType, CreatedTS: now,
+		}, displayName)
+		if err != nil {
+			return err
+		}
+		if nu.InhibitLogin {
+			return nil
+		}
+		return a.addDevice(ctx, tx, userID, login, nu.DeviceDisplayName, now)
+	})
+	if errors.Is(err, storage.ErrConflict) {
+		return Login{}, mxhttp.UserInUse("The user ID %s is already taken", userID)
+	}
+	if err != nil {
+		return Login{}, fmt.Errorf("registering %s: %w", userID, err)
+	}
+	return login, nil
+}
+
+func (a *Accounts) addDevice(ctx context.Context, tx *sql.Tx, userID string, login Login, displayName string, now int64) error {
+	var name *string
+	if displayName != "" {
+		name = &displayName
+	}
+	if err := storage.UpsertDevice(ctx, tx, storage.Device{UserID: userID, DeviceID: login.DeviceID, DisplayName: name, CreatedTS: now}); err != nil {
+		return err
+	}
+	return storage.InsertAccessToken(ctx, tx, login.AccessToken, userID, login.DeviceID, now, 0)
+}
+
+// NewToken returns prefix + 256 random bits, URL-safe.
+func NewToken(prefix string) string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // never happens on Linux
+	}
+	return prefix + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// NewDeviceID returns a random device ID of ten upper-case letters, the
+// shape other servers use, easy to read out when verifying.
+func NewDeviceID() string {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	for i := range b {
+		b[i] = 'A' + b[i]%26
+	}
+	return string(b[:])
+}
+
+// ValidateLocalpart applies the spec's user ID grammar to a new user
+// (appendices, User Identifiers): only a-z, 0-9 and ._=-/+ are allowed for
+// new users (the historical characters are refused), and the full ID must
+// be at most 255 bytes.
+func ValidateLocalpart(localpart, serverName string) error {
+	if localpart == "" {
+		return mxhttp.InvalidUsername("The user name must not be empty")
+	}
+	for _, c := range []byte(localpart) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("._=-/+", c) >= 0) {
+			return mxhttp.InvalidUsername("User names may contain only a-z, 0-9 and ._=-/+ (found %q)", c)
+		}
+	}
+	if len("@"+localpart+":"+serverName) > 255 {
+		return mxhttp.InvalidUsername("The user ID would be longer than 255 bytes")
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package clientapi
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+)
+
+// Shared-secret registration, compatible with Synapse's
+// POST /_synapse/admin/v1/register: tooling (register_new_matrix_user) and
+// Complement create users with it. It is served only when
+// registration_shared_secret is set.
+
+const nonceLifetime = 60 * time.Second
+
+// nonceStore hands out single-use nonces that expire. Nonces live in memory:
+// a client must POST to the process that gave it the nonce.
+type nonceStore struct {
+	mu     sync.Mutex
+	issued map[string]time.Time
+}
+
+func newNonceStore() *nonceStore { return &nonceStore{issued: map[string]time.Time{}} }
+
+func (s *nonceStore) issue() string {
+	n := accounts.NewToken("")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	for k, t := range s.issued { // keep the map bounded by dropping expired nonces
+		if now.Sub(t) > nonceLifetime {
+			delete(s.issued, k)
+		}
+	}
+	s.issued[n] = now
+	return n
+}
+
+// take consumes a nonce, reporting whether it was issued and is still fresh.
+func (s *nonceStore) take(n string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.issued[n]
+	delete(s.issued, n)
+	return ok && time.Since(t) <= nonceLifetime
+}
+
+func (a *API) adminRegisterNonce(w http.ResponseWriter, r *http.Request) {
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"nonce": a.adminNonces.issue()})
+}
+
+type adminRegisterRequest struct {
+	Nonce       string `json:"nonce"`
+	Username    string `json:"username"`
+	DisplayName string `json:"displayname"`
+	Password    string `json:"password"`
+	Admin       bool   `json:"admin"`
+	UserType    string `json:"user_type"`
+	MAC         string `json:"mac"`
+}
+
+func (a *API) adminRegister(w http.ResponseWriter, r *http.Request) {
+	var req adminRegisterRequest
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	switch {
+	case req.Nonce == "":
+		mxhttp.WriteError(w, r, mxhttp.MissingParam("nonce is required"))
+		return
+	case req.Username == "":
+		mxhttp.WriteError(w, r, mxhttp.MissingParam("username is required"))
+		return
+	case req.Password == "":
+		mxhttp.WriteError(w, r, mxhttp.MissingParam("password is required"))
+		return
+	case req.MAC == "":
+		mxhttp.WriteError(w, r, mxhttp.MissingParam("mac is required"))
+		return
+	}
+	if !a.adminNonces.take(req.Nonce) {
+		mxhttp.WriteError(w, r, mxhttp.Unknown("Unrecognised or expired nonce; GET a new one"))
+		return
+	}
+	if !hmac.Equal([]byte(adminRegisterMAC(a.cfg.RegistrationSharedSecret, req)), []byte(req.MAC)) {
+		mxhttp.WriteError(w, r, mxhttp.Forbidden("HMAC incorrect"))
+		return
+	}
+	login, err := a.accounts.Register(r.Context(), accounts.NewUser{
+		Localpart: req.Username, Password: req.Password, Admin: req.Admin,
+		UserType: req.UserType, DisplayName: req.DisplayName,
+	})
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{
+		"user_id": login.UserID, "access_token": login.AccessToken,
+		"device_id": login.DeviceID, "home_server": a.cfg.ServerName,
+	})
+}
+
+// adminRegisterMAC is Synapse's MAC: hex HMAC-SHA1 over
+// nonce NUL username NUL password NUL admin|notadmin [NUL user_type].
+func adminRegisterMAC(secret string, req adminRegisterRequest) string {
+	m := hmac.New(sha1.New, []byte(secret))
+	m.Write([]byte(req.Nonce + "\x00" + req.Username + "\x00" + req.Password + "\x00"))
+	if req.Admin {
+		m.Write([]byte("admin"))
+	} else {
+		m.Write([]byte("notadmin"))
+	}
+	if req.UserType != "" {
+		m.Write([]byte("\x00" + req.UserType))
+	}
+	return hex.EncodeToString(m.Sum(nil))
+}

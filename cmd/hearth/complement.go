@@ -1,0 +1,60 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/tlscert"
+)
+
+// complement-serve is the entrypoint of the Complement test image
+// (build/complement). It follows the image contract of the Matrix
+// compliance suite: the server name comes from $SERVER_NAME at every start,
+// the federation certificate is signed by the per-run CA Complement copies to
+// /complement/ca, registration is open, rate limits are off, and all state
+// stays in the container's data directory so committed blueprint containers
+// restart with their users and rooms.
+func complementServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fset := flag.NewFlagSet("complement-serve", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	dataDir := fset.String("data-dir", "/data", "data directory inside the container")
+	caDir := fset.String("ca-dir", "/complement/ca", "where Complement puts ca.crt and ca.key")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	serverName := os.Getenv("SERVER_NAME")
+	if serverName == "" {
+		serverName = "localhost"
+	}
+	cfg := config.Default()
+	cfg.ServerName = serverName
+	cfg.DataDir = *dataDir
+	cfg.Registration = config.RegistrationOpen
+	cfg.RegistrationSharedSecret = "complement"
+	cfg.RateLimits = "off"
+	cfg.BcryptCost = 4 // test accounts only; keeps blueprint creation fast
+	caCert, caKey := filepath.Join(*caDir, "ca.crt"), filepath.Join(*caDir, "ca.key")
+	cfg.FederationCACerts = []string{caCert}
+	cfg.TLSCertPath = filepath.Join(*dataDir, "complement-tls.crt")
+	cfg.TLSKeyPath = filepath.Join(*dataDir, "complement-tls.key")
+	if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg.ResolvePaths()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	// A new certificate at every start: each Complement run has its own CA.
+	if err := tlscert.WriteSignedByCA(cfg.TLSCertPath, cfg.TLSKeyPath, serverName, caCert, caKey); err != nil {
+		return fmt.Errorf("complement: %w", err)
+	}
+	return runServer(ctx, cfg, stderr)
+}

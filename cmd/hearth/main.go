@@ -1,0 +1,78 @@
+// Command hearth is the Hearth Matrix homeserver.
+//
+//	hearth [serve] [flags]      run the server (the default)
+//	hearth generate-config      print a commented configuration
+//	hearth register-user ...    create an account
+//	hearth version              print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "hearth:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return serve(ctx, args, stderr)
+	case "complement-serve":
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return complementServe(ctx, args, stderr)
+	case "generate-config":
+		return generateConfig(args, stdout, stderr)
+	case "register-user":
+		return registerUser(ctx, args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "hearth", versionString())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+}
+
+const usage = `Usage:
+  hearth [serve] [--config FILE] [--data-dir DIR] [--server-name NAME] [--listen ADDR]
+         [--federation-listen ADDR] [--registration open|token|closed] [--database-url URL] ...
+  hearth generate-config [--server-name NAME] [--output FILE]
+  hearth register-user --config FILE --user NAME --password PW [--admin]
+  hearth version
+
+Every configuration option is also a flag of serve; see config.sample.yaml.
+`
+
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/serverkey"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// serveUntilReady runs `hearth serve args...` in the background until the
+// client API answers, and returns a function that stops it (as SIGTERM does).
+func serveUntilReady(t *testing.T, addr string, args ...string) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var logs bytes.Buffer
+	go func() { done <- run(ctx, append([]string{"serve"}, args...), os.Stdout, &logs) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/_matrix/client/versions")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("server exited early: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not become ready\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return func() error { cancel(); return <-done }
+}
+
+// First start creates the data directory, config, key and database; the
+// second start (from the written config) reuses all of it.
+func TestFirstStartAndRestart(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		dir := filepath.Join(t.TempDir(), "data")
+		addr := freeAddr(t)
+		args := []string{"--data-dir", dir, "--listen", addr, "--federation-listen", "", "--server-name", "first.test"}
+		if b == hearthtest.Postgres {
+			args = append(args, "--database-url", hearthtest.DatabaseURL(t, b))
+		}
+		stop := serveUntilReady(t, addr, args...)
+		if err := stop(); err != nil {
+			t.Fatalf("graceful stop: %v", err)
+		}
+		for _, f := range []string{"hearth.yaml", "signing.key"} {
+			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+				t.Fatalf("first start did not create %s: %v", f, err)
+			}
+		}
+		key1, err := os.ReadFile(filepath.Join(dir, "signing.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgPath := filepath.Join(dir, "hearth.yaml")
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"register-user", "--config", cfgPath, "--user", "alice", "--password", "pw", "--bcrypt-cost", "4"}, &out, &out); err != nil {
+			t.Fatalf("register-user: %v\n%s", err, out.String())
+		}
+		if !strings.Contains(out.String(), "@alice:first.test") {
+			t.Fatalf("register-user output: %s", out.String())
+		}
+		// Second start from the config alone: same key, same users.
+		stop = serveUntilReady(t, addr, "--config", cfgPath)
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		key2, _ := os.ReadFile(filepath.Join(dir, "signing.key"))
+		if !bytes.Equal(key1, key2) {
+			t.Fatal("signing key changed across restarts")
+		}
+		if _, err := serverkey.Parse(key2); err != nil {
+			t.Fatal(err)
+		}
+		out.Reset()
+		err = run(context.Background(), []string{"register-user", "--config", cfgPath, "--user", "alice", "--password", "pw"}, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), "already taken") {
+			t.Fatalf("alice registered twice: %v", err)
+		}
+	})
+}
+
+func TestSelfSignedFederationCertificate(t *testing.T) {
+	dir := t.TempDir()
+	addr, fedAddr := freeAddr(t), freeAddr(t)
+	stop := serveUntilReady(t, addr, "--data-dir", dir, "--listen", addr, "--federation-listen", fedAddr)
+	defer stop()
+	if _, err := os.Stat(filepath.Join(dir, "federation-tls.crt")); err != nil {
+		t.Fatalf("no self-signed certificate: %v", err)
+	}
+	// The federation listener speaks TLS with it.
+	conn, err := net.Dial("tcp", fedAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+}
+
+func TestStartupErrorsAreClear(t *testing.T) {
+	var out bytes.Buffer
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--config", "/nonexistent/hearth.yaml"}, "generate-config"},
+		{[]string{"serve", "--data-dir", t.TempDir(), "--registration", "sometimes"}, "registration"},
+		{[]string{"serve", "--data-dir", t.TempDir(), "--listen", freeAddr(t), "--federation-listen", "", "--database-url", "postgres://nobody:x@127.0.0.1:1/none?connect_timeout=2"}, "cannot reach PostgreSQL"},
+		{[]string{"frobnicate"}, "unknown command"},
+	}
+	for _, c := range cases {
+		err := run(context.Background(), c.args, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want one mentioning %q", c.args, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), ":x@") {
+			t.Errorf("error leaks the database password: %v", err)
+		}
+	}
+}
+
+func TestGenerateConfig(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"generate-config", "--server-name", "example.org"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "\nserver_name: example.org\n") {
+		t.Fatalf("generated config lacks the server name:\n%s", out.String())
+	}
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/homeserver"
+	"github.com/hearth-matrix/hearth/tlscert"
+)
+
+func versionString() string { return homeserver.Version() }
+
+// configFlags registers one flag per config option (server_name becomes
+// --server-name) plus --config, and returns a function that applies the
+// flags that were set.
+func configFlags(fs *flag.FlagSet) (configPath *string, apply func(*config.Config) error) {
+	configPath = fs.String("config", "", "config file (env HEARTH_CONFIG; default <data-dir>/hearth.yaml, created on first start)")
+	vals := map[string]*string{}
+	for _, key := range config.Keys() {
+		vals[key] = fs.String(strings.ReplaceAll(key, "_", "-"), "", "config option "+key+" (env "+config.EnvName(key)+")")
+	}
+	apply = func(c *config.Config) error {
+		var err error
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "config" || err != nil {
+				return
+			}
+			key := strings.ReplaceAll(f.Name, "-", "_")
+			if v, ok := vals[key]; ok {
+				if e := c.Set(key, *v); e != nil {
+					err = fmt.Errorf("flag --%s: %w", f.Name, e)
+				}
+			}
+		})
+		return err
+	}
+	return configPath, apply
+}
+
+// loadConfig finds, loads or (on first start) writes the config, then
+// applies the environment and flags, validates it and resolves paths.
+func loadConfig(configPath string, applyFlags func(*config.Config) error, log *slog.Logger) (config.Config, error) {
+	if configPath == "" {
+		configPath = os.Getenv("HEARTH_CONFIG")
+	}
+	var cfg config.Config
+	if configPath != "" {
+		var err error
+		if cfg, err = config.Load(configPath); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return cfg, fmt.Errorf("config file %s does not exist; create one with `hearth generate-config --output %s`", configPath, configPath)
+			}
+			return cfg, err
+		}
+	} else {
+		// No config named: the data directory holds it; make it on first start.
+		cfg = config.Default()
+		if err := overrides(&cfg, applyFlags); err != nil {
+			return cfg, err
+		}
+		path := filepath.Join(cfg.DataDir, "hearth.yaml")
+		loaded, err := config.Load(path)
+		switch {
+		case err == nil:
+			cfg = loaded
+		case errors.Is(err, fs.ErrNotExist):
+			if err := writeFirstConfig(&cfg, path, applyFlags); err != nil {
+				return cfg, err
+			}
+			log.Info("first start: wrote a new config", "path", path)
+		default:
+			return cfg, err
+		}
+	}
+	if err := overrides(&cfg, applyFlags); err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	cfg.ResolvePaths()
+	return cfg, nil
+}
+
+func overrides(cfg *config.Config, applyFlags func(*config.Config) error) error {
+	if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
+		return err
+	}
+	return applyFlags(cfg)
+}
+
+// writeFirstConfig writes the settings of the first start into the data
+// directory, with the data directory made absolute, so the next start (from
+// any working directory) finds the same database and key.
+func writeFirstConfig(cfg *config.Config, path string, applyFlags func(*config.Config) error) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	cfg.DataDir = abs
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return fmt.Errorf("creating data directory %s: %w", abs, err)
+	}
+	b, err := cfg.Marshal()
+	if err != nil {
+		return err
+	}
+	header := "# Written by hearth on first start. Every option is explained in config.sample.yaml\n# (or run `hearth generate-config`).\n"
+	if err := os.WriteFile(path, append([]byte(header), b...), 0o600); err != nil {
+		return fmt.Errorf("writing config (is the data directory writable?): %w", err)
+	}
+	return nil
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fset := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	configPath, applyFlags := configFlags(fset)
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	if fset.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fset.Arg(0))
+	}
+	boot := newLogger(stderr, "info", "text")
+	cfg, err := loadConfig(*configPath, applyFlags, boot)
+	if err != nil {
+		return err
+	}
+	return runServer(ctx, cfg, stderr)
+}
+
+// runServer starts the homeserver described by a complete config.
+func runServer(ctx context.Context, cfg config.Config, stderr io.Writer) error {
+	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory %s: %w", cfg.DataDir, err)
+	}
+	var cert tls.Certificate
+	if cfg.FederationListen != "" {
+		certPath, keyPath := cfg.TLSCertPath, cfg.TLSKeyPath
+		if cfg.SelfSignedTLS() {
+			certPath, keyPath = cfg.SelfSignedCertPaths()
+			made, err := tlscert.EnsureSelfSigned(certPath, keyPath, cfg.ServerName)
+			if err != nil {
+				return fmt.Errorf("creating self-signed federation certificate: %w", err)
+			}
+			log.Warn("no TLS certificate configured for federation: using a self-signed one, which other servers will not trust; set tls_cert_path and tls_key_path",
+				"cert", certPath, "created", made)
+		}
+		var err error
+		if cert, err = tls.LoadX509KeyPair(certPath, keyPath); err != nil {
+			return fmt.Errorf("loading federation TLS certificate: %w", err)
+		}
+	}
+	if cfg.RateLimits == "off" {
+		log.Warn("rate limits are off: use this only for tests and benchmarks")
+	}
+	hs, err := homeserver.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer hs.Close()
+	log.Info("hearth starting", "version", versionString(), "server_name", cfg.ServerName, "database", hs.DB.Dialect().String())
+	return hs.Run(ctx, cert)
+}

@@ -1,0 +1,261 @@
+// Package config holds Hearth's configuration: the YAML file, the environment
+// variables that override it and the command-line flags that override both.
+//
+// Precedence, lowest first: built-in defaults, the config file, HEARTH_*
+// environment variables, command-line flags. Every option has all three
+// spellings; config.sample.yaml documents each one.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Registration modes for POST /register.
+const (
+	RegistrationOpen   = "open"
+	RegistrationToken  = "token"
+	RegistrationClosed = "closed"
+)
+
+// Config is the whole server configuration. The yaml tag is the config-file
+// key; the env tag is the environment variable that overrides it.
+type Config struct {
+	ServerName       string `yaml:"server_name" env:"HEARTH_SERVER_NAME"`
+	DataDir          string `yaml:"data_dir" env:"HEARTH_DATA_DIR"`
+	Listen           string `yaml:"listen" env:"HEARTH_LISTEN"`
+	FederationListen string `yaml:"federation_listen" env:"HEARTH_FEDERATION_LISTEN"`
+	DatabaseURL      string `yaml:"database_url" env:"HEARTH_DATABASE_URL"`
+	// SQLiteSynchronous is PRAGMA synchronous for SQLite: normal survives a
+	// process crash, full also survives power loss (DESIGN.md, Storage).
+	SQLiteSynchronous string `yaml:"sqlite_synchronous" env:"HEARTH_SQLITE_SYNCHRONOUS"`
+	// DatabaseMaxConns bounds the PostgreSQL pool, or the SQLite reader pool.
+	DatabaseMaxConns int `yaml:"database_max_conns" env:"HEARTH_DATABASE_MAX_CONNS"`
+
+	SigningKeyPath string `yaml:"signing_key_path" env:"HEARTH_SIGNING_KEY_PATH"`
+	TLSCertPath    string `yaml:"tls_cert_path" env:"HEARTH_TLS_CERT_PATH"`
+	TLSKeyPath     string `yaml:"tls_key_path" env:"HEARTH_TLS_KEY_PATH"`
+	// FederationCACerts are PEM files of extra CAs trusted for outbound
+	// federation, next to the system roots.
+	FederationCACerts []string `yaml:"federation_ca_certs" env:"HEARTH_FEDERATION_CA_CERTS"`
+
+	Registration             string `yaml:"registration" env:"HEARTH_REGISTRATION"`
+	RegistrationSharedSecret string `yaml:"registration_shared_secret" env:"HEARTH_REGISTRATION_SHARED_SECRET"`
+	BcryptCost               int    `yaml:"bcrypt_cost" env:"HEARTH_BCRYPT_COST"`
+	RateLimits               string `yaml:"rate_limits" env:"HEARTH_RATE_LIMITS"`
+
+	WellKnownClient string `yaml:"well_known_client" env:"HEARTH_WELL_KNOWN_CLIENT"`
+	WellKnownServer string `yaml:"well_known_server" env:"HEARTH_WELL_KNOWN_SERVER"`
+
+	MaxRequestBytes int64  `yaml:"max_request_bytes" env:"HEARTH_MAX_REQUEST_BYTES"`
+	LogLevel        string `yaml:"log_level" env:"HEARTH_LOG_LEVEL"`
+	LogFormat       string `yaml:"log_format" env:"HEARTH_LOG_FORMAT"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	return Config{
+		ServerName:        "localhost",
+		DataDir:           "./hearth-data",
+		Listen:            ":8008",
+		FederationListen:  ":8448",
+		SQLiteSynchronous: "normal",
+		DatabaseMaxConns:  8,
+		Registration:      RegistrationClosed,
+		BcryptCost:        12,
+		RateLimits:        "on",
+		MaxRequestBytes:   50 << 20,
+		LogLevel:          "info",
+		LogFormat:         "text",
+	}
+}
+
+// Load reads a YAML config file over the defaults. Unknown keys are errors, so
+// a misspelt option is caught at start rather than silently ignored.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("reading config: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	// An empty file decodes to io.EOF and means "all defaults".
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ApplyEnv overrides fields from HEARTH_* environment variables.
+func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
+	for _, f := range fields(c) {
+		v, ok := lookup(f.env)
+		if !ok {
+			continue
+		}
+		if err := f.set(v); err != nil {
+			return fmt.Errorf("environment variable %s: %w", f.env, err)
+		}
+	}
+	return nil
+}
+
+// Set assigns the option named by its YAML key from a string, as flags do.
+func (c *Config) Set(key, value string) error {
+	for _, f := range fields(c) {
+		if f.key == key {
+			if err := f.set(value); err != nil {
+				return fmt.Errorf("option %s: %w", key, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown option %q", key)
+}
+
+// ResolvePaths fills in paths derived from the data directory and makes
+// relative paths absolute against it.
+func (c *Config) ResolvePaths() {
+	if c.SigningKeyPath == "" {
+		c.SigningKeyPath = filepath.Join(c.DataDir, "signing.key")
+	}
+	if c.DatabaseURL == "" {
+		c.DatabaseURL = filepath.Join(c.DataDir, "hearth.db")
+	}
+}
+
+// SelfSignedTLS reports whether the federation listener uses a certificate
+// Hearth generates itself because none is configured.
+func (c *Config) SelfSignedTLS() bool {
+	return c.TLSCertPath == "" && c.TLSKeyPath == ""
+}
+
+// SelfSignedCertPaths are where the generated federation certificate lives.
+func (c *Config) SelfSignedCertPaths() (cert, key string) {
+	return filepath.Join(c.DataDir, "federation-tls.crt"), filepath.Join(c.DataDir, "federation-tls.key")
+}
+
+// Validate checks every option and names the first bad one and its problem.
+func (c *Config) Validate() error {
+	bad := func(key, format string, a ...any) error {
+		return fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...))
+	}
+	if err := ValidServerName(c.ServerName); err != nil {
+		return bad("server_name", "%v", err)
+	}
+	if c.DataDir == "" {
+		return bad("data_dir", "must not be empty")
+	}
+	if err := validAddr(c.Listen); err != nil {
+		return bad("listen", "%v", err)
+	}
+	if c.FederationListen != "" {
+		if err := validAddr(c.FederationListen); err != nil {
+			return bad("federation_listen", "%v", err)
+		}
+	}
+	switch c.SQLiteSynchronous {
+	case "normal", "full":
+	default:
+		return bad("sqlite_synchronous", "%q is not one of normal, full", c.SQLiteSynchronous)
+	}
+	if c.DatabaseMaxConns < 1 || c.DatabaseMaxConns > 1000 {
+		return bad("database_max_conns", "%d is not between 1 and 1000", c.DatabaseMaxConns)
+	}
+	if (c.TLSCertPath == "") != (c.TLSKeyPath == "") {
+		return bad("tls_cert_path", "tls_cert_path and tls_key_path must be set together")
+	}
+	switch c.Registration {
+	case RegistrationOpen, RegistrationToken, RegistrationClosed:
+	default:
+		return bad("registration", "%q is not one of open, token, closed", c.Registration)
+	}
+	if c.BcryptCost < 4 || c.BcryptCost > 31 {
+		return bad("bcrypt_cost", "%d is not between 4 and 31", c.BcryptCost)
+	}
+	switch c.RateLimits {
+	case "on", "off":
+	default:
+		return bad("rate_limits", "%q is not one of on, off", c.RateLimits)
+	}
+	if c.MaxRequestBytes < 1<<16 {
+		return bad("max_request_bytes", "%d is below the 65536 bytes a single event may need", c.MaxRequestBytes)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return bad("log_format", "%q is not one of text, json", c.LogFormat)
+	}
+	return nil
+}
+
+// ValidServerName checks the spec's server name grammar (appendices, Server
+// Name): a DNS name or IP literal with an optional port.
+func ValidServerName(name string) error {
+	if name == "" {
+		return errors.New("must not be empty")
+	}
+	if len(name) > 255 {
+		return errors.New("longer than 255 characters")
+	}
+	host, port := name, ""
+	if strings.HasPrefix(name, "[") {
+		end := strings.Index(name, "]")
+		if end < 0 {
+			return fmt.Errorf("%q has an unterminated IPv6 literal", name)
+		}
+		host, port = name[1:end], strings.TrimPrefix(name[end+1:], ":")
+		if net.ParseIP(host) == nil {
+			return fmt.Errorf("%q is not a valid IPv6 literal", name)
+		}
+		if name[end+1:] != "" && !strings.HasPrefix(name[end+1:], ":") {
+			return fmt.Errorf("%q has junk after the IPv6 literal", name)
+		}
+	} else if i := strings.LastIndex(name, ":"); i >= 0 {
+		host, port = name[:i], name[i+1:]
+	}
+	if port != "" || strings.HasSuffix(name, ":") {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q has an invalid port", name)
+		}
+	}
+	if strings.HasPrefix(name, "[") {
+		return nil
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", name)
+	}
+	for _, r := range host {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return fmt.Errorf("%q contains %q, not allowed in a server name", name, r)
+		}
+	}
+	return nil
+}
+
+func validAddr(addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%q is not host:port (%v)", addr, err)
+	}
+	return nil
+}
+
+// Marshal renders the config as YAML, as written into a new data directory.
+func (c *Config) Marshal() ([]byte, error) {
+	return yaml.Marshal(c)
+}

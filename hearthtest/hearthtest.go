@@ -1,0 +1,205 @@
+// Package hearthtest starts in-process Hearth servers for tests, on a
+// temporary SQLite database and, when HEARTH_TEST_POSTGRES holds a DSN, on a
+// fresh PostgreSQL schema too. Tests talk to them over real HTTP.
+package hearthtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/homeserver"
+)
+
+// Backend names a database engine to run a test on.
+type Backend string
+
+const (
+	SQLite   Backend = "sqlite"
+	Postgres Backend = "postgres"
+)
+
+// Backends lists the engines tests run on: SQLite always, PostgreSQL when
+// HEARTH_TEST_POSTGRES is set.
+func Backends() []Backend {
+	if os.Getenv("HEARTH_TEST_POSTGRES") != "" {
+		return []Backend{SQLite, Postgres}
+	}
+	return []Backend{SQLite}
+}
+
+// ForEachBackend runs fn as a subtest per backend.
+func ForEachBackend(t *testing.T, fn func(t *testing.T, b Backend)) {
+	for _, b := range Backends() {
+		t.Run(string(b), func(t *testing.T) { fn(t, b) })
+	}
+}
+
+// DatabaseURL returns a new empty database for the test: a SQLite file in a
+// temporary directory, or a PostgreSQL schema dropped when the test ends.
+func DatabaseURL(t testing.TB, b Backend) string {
+	t.Helper()
+	if b == SQLite {
+		return filepath.Join(t.TempDir(), "hearth.db")
+	}
+	dsn := os.Getenv("HEARTH_TEST_POSTGRES")
+	var rb [6]byte
+	_, _ = rand.Read(rb[:])
+	schema := "hearth_test_" + hex.EncodeToString(rb[:])
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatalf("opening HEARTH_TEST_POSTGRES: %v", err)
+	}
+	defer admin.Close()
+	if _, err := admin.Exec("CREATE SCHEMA " + schema); err != nil {
+		t.Fatalf("creating test schema: %v", err)
+	}
+	t.Cleanup(func() {
+		db, err := sql.Open("pgx", dsn)
+		if err == nil {
+			_, _ = db.Exec("DROP SCHEMA " + schema + " CASCADE")
+			db.Close()
+		}
+	})
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + "search_path=" + schema
+}
+
+// Server is an in-process homeserver with its client API on URL and its
+// federation API (TLS) on FederationURL.
+type Server struct {
+	*homeserver.Server
+	URL           string
+	FederationURL string
+	Client        *http.Client
+}
+
+// NewServer starts a server on backend b; modify may adjust its config.
+func NewServer(t testing.TB, b Backend, modify func(*config.Config)) *Server {
+	t.Helper()
+	cfg := config.Default()
+	cfg.ServerName = "hearth.test"
+	cfg.DataDir = t.TempDir()
+	cfg.DatabaseURL = DatabaseURL(t, b)
+	cfg.Registration = config.RegistrationOpen
+	cfg.RateLimits = "off"
+	cfg.BcryptCost = 4
+	cfg.LogLevel = "warn"
+	if modify != nil {
+		modify(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	cfg.ResolvePaths()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	hs, err := homeserver.New(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatalf("starting homeserver: %v", err)
+	}
+	client := httptest.NewServer(hs.ClientHandler())
+	fed := httptest.NewTLSServer(hs.FederationHandler())
+	t.Cleanup(func() {
+		client.Close()
+		fed.Close()
+		hs.Close()
+	})
+	return &Server{Server: hs, URL: client.URL, FederationURL: fed.URL, Client: fed.Client()}
+}
+
+// testWriter sends server logs to the test log, shown only on failure.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// Response is a decoded HTTP response.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	JSON   map[string]any
+}
+
+// ErrCode is the Matrix errcode of an error response.
+func (r Response) ErrCode() string {
+	s, _ := r.JSON["errcode"].(string)
+	return s
+}
+
+// Do sends a request to the client API. body may be nil, a []byte or string
+// sent as is, or a value encoded as JSON. token, when set, goes in the
+// Authorization header.
+func (s *Server) Do(t testing.TB, method, path, token string, body any) Response {
+	t.Helper()
+	return Do(t, http.DefaultClient, method, s.URL+path, token, body)
+}
+
+// Do sends one request to any URL with client.
+func Do(t testing.TB, client *http.Client, method, url, token string, body any) Response {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		enc, err := json.Marshal(b)
+		if err != nil {
+			t.Fatalf("encoding request body: %v", err)
+		}
+		rd = bytes.NewReader(enc)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatalf("building request: %v", err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading response: %v", err)
+	}
+	out := Response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		_ = json.Unmarshal(b, &out.JSON)
+	}
+	return out
+}
+
+// Expect fails the test unless r has the given status and, when errcode is
+// not empty, that Matrix errcode.
+func Expect(t testing.TB, r Response, status int, errcode string) {
+	t.Helper()
+	if r.Status != status || (errcode != "" && r.ErrCode() != errcode) {
+		t.Fatalf("got %d %s, want %d %s; body: %s", r.Status, r.ErrCode(), status, errcode, r.Body)
+	}
+}

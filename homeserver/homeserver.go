@@ -1,0 +1,204 @@
+// Package homeserver assembles one Hearth server from its parts (store,
+// signing key, client API, federation API) and runs its listeners. The
+// hearth command and the in-process test servers both start here.
+package homeserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/clientapi"
+	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/federation"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/serverkey"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Server is one running homeserver.
+type Server struct {
+	Config   config.Config
+	DB       *storage.DB
+	Key      serverkey.Key
+	Accounts *accounts.Accounts
+	Log      *slog.Logger
+
+	client     http.Handler
+	federation http.Handler
+	metrics    *prometheus.Registry
+}
+
+// Version is the build's version: the module version, or the VCS revision
+// of a development build.
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 && (v == "" || v == "(devel)") {
+			v = "dev-" + s.Value[:12]
+		}
+	}
+	if v == "" || v == "(devel)" {
+		v = "dev"
+	}
+	return v
+}
+
+// New opens the store and key named by cfg (cfg must be validated and its
+// paths resolved) and builds the HTTP handlers.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	key, created, err := serverkey.LoadOrCreate(cfg.SigningKeyPath)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("generated a new signing key", "path", cfg.SigningKeyPath, "key_id", key.ID)
+	}
+	db, err := storage.Open(ctx, cfg.DatabaseURL, storage.Options{Synchronous: cfg.SQLiteSynchronous, MaxConns: cfg.DatabaseMaxConns})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		Config: cfg, DB: db, Key: key, Log: log,
+		Accounts: &accounts.Accounts{DB: db, ServerName: cfg.ServerName, Passwords: accounts.NewPasswords(cfg.BcryptCost, runtime.NumCPU())},
+		metrics:  prometheus.NewRegistry(),
+	}
+	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	observe := s.requestMetrics()
+	version := Version()
+
+	c := s.router(observe, "client")
+	clientapi.New(cfg, db, s.Accounts, log, version).Routes(c)
+	c.Get("/health", s.health)
+	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
+	s.client = c
+
+	f := s.router(observe, "federation")
+	federation.New(cfg.ServerName, key, log, version).Routes(f)
+	f.Get("/health", s.health)
+	s.federation = f
+	return s, nil
+}
+
+func (s *Server) router(observe mxhttp.RequestObserver, listener string) chi.Router {
+	r := chi.NewRouter()
+	r.Use(func(next http.Handler) http.Handler {
+		return mxhttp.Common(s.Log.With("listener", listener), s.Config.MaxRequestBytes, observe, routePattern, next)
+	})
+	r.NotFound(mxhttp.NotFoundHandler)
+	r.MethodNotAllowed(mxhttp.MethodNotAllowedHandler)
+	return r
+}
+
+func routePattern(r *http.Request) string {
+	if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+		return rc.RoutePattern()
+	}
+	return "unmatched"
+}
+
+func (s *Server) requestMetrics() mxhttp.RequestObserver {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hearth_http_requests_total", Help: "HTTP requests by route, method and status.",
+	}, []string{"route", "method", "code"})
+	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "hearth_http_request_duration_seconds", Help: "HTTP request latency by route.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 30},
+	}, []string{"route"})
+	s.metrics.MustRegister(requests, durations)
+	return func(r *http.Request, route string, status int, d time.Duration) {
+		requests.WithLabelValues(route, r.Method, fmt.Sprint(status)).Inc()
+		durations.WithLabelValues(route).Observe(d.Seconds())
+	}
+}
+
+// GET /health: 200 when the database answers.
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if err := s.DB.Ping(ctx); err != nil {
+		mxhttp.WriteError(w, r, fmt.Errorf("health: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = w.Write([]byte("OK"))
+}
+
+// ClientHandler serves the client-server API (the plain-HTTP listener).
+func (s *Server) ClientHandler() http.Handler { return s.client }
+
+// FederationHandler serves the federation and key APIs (the TLS listener).
+func (s *Server) FederationHandler() http.Handler { return s.federation }
+
+// Close releases the store.
+func (s *Server) Close() error { return s.DB.Close() }
+
+// Run serves the client API on cfg.Listen and, unless disabled, the
+// federation API with TLS on cfg.FederationListen, until ctx is cancelled;
+// then it stops accepting, lets requests in flight finish (up to 10 s) and
+// returns.
+func (s *Server) Run(ctx context.Context, tlsCert tls.Certificate) error {
+	servers := []*http.Server{}
+	errc := make(chan error, 2)
+	start := func(addr string, h http.Handler, tlsCfg *tls.Config, name string) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s listener: %w", name, err)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, TLSConfig: tlsCfg,
+			ErrorLog: slog.NewLogLogger(s.Log.Handler(), slog.LevelWarn)}
+		servers = append(servers, srv)
+		s.Log.Info("listening", "api", name, "addr", ln.Addr().String(), "tls", tlsCfg != nil)
+		go func() {
+			var err error
+			if tlsCfg != nil {
+				err = srv.ServeTLS(ln, "", "")
+			} else {
+				err = srv.Serve(ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s listener: %w", name, err)
+			}
+		}()
+		return nil
+	}
+	if err := start(s.Config.Listen, s.client, nil, "client"); err != nil {
+		return err
+	}
+	if s.Config.FederationListen != "" {
+		tlsCfg := &tls.Config{Certificates: []tls.Certificate{tlsCert}, MinVersion: tls.VersionTLS12}
+		if err := start(s.Config.FederationListen, s.federation, tlsCfg, "federation"); err != nil {
+			servers[0].Close()
+			return err
+		}
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+		s.Log.Info("shutting down")
+	case runErr = <-errc:
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, srv := range servers {
+		_ = srv.Shutdown(shutCtx)
+	}
+	return runErr
+}

@@ -1,0 +1,83 @@
+// Package mxhttp holds the HTTP conventions every Matrix API shares: the
+// error body {"errcode","error"}, JSON request and response bodies, CORS,
+// request ids and logging.
+package mxhttp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Error is a Matrix error: an HTTP status plus the JSON body the spec
+// defines (client-server API, Standard error response).
+type Error struct {
+	Status  int            `json:"-"`
+	ErrCode string         `json:"errcode"`
+	Message string         `json:"error"`
+	Extra   map[string]any `json:"-"` // e.g. retry_after_ms, soft_logout
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.ErrCode, e.Message) }
+
+// MarshalJSON merges Extra into the body.
+func (e *Error) MarshalJSON() ([]byte, error) {
+	m := make(map[string]any, 2+len(e.Extra))
+	for k, v := range e.Extra {
+		m[k] = v
+	}
+	m["errcode"], m["error"] = e.ErrCode, e.Message
+	return json.Marshal(m)
+}
+
+// With returns a copy of e with an extra body field.
+func (e *Error) With(key string, value any) *Error {
+	c := *e
+	c.Extra = make(map[string]any, len(e.Extra)+1)
+	for k, v := range e.Extra {
+		c.Extra[k] = v
+	}
+	c.Extra[key] = value
+	return &c
+}
+
+func newErr(status int, code string) func(format string, a ...any) *Error {
+	return func(format string, a ...any) *Error {
+		return &Error{Status: status, ErrCode: code, Message: fmt.Sprintf(format, a...)}
+	}
+}
+
+// Constructors for the spec's common errors, with the status the spec gives.
+var (
+	Forbidden          = newErr(http.StatusForbidden, "M_FORBIDDEN")
+	UnknownToken       = newErr(http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+	MissingToken       = newErr(http.StatusUnauthorized, "M_MISSING_TOKEN")
+	BadJSON            = newErr(http.StatusBadRequest, "M_BAD_JSON")
+	NotJSON            = newErr(http.StatusBadRequest, "M_NOT_JSON")
+	NotFound           = newErr(http.StatusNotFound, "M_NOT_FOUND")
+	LimitExceeded      = newErr(http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
+	Unrecognized       = newErr(http.StatusNotFound, "M_UNRECOGNIZED")
+	Unknown            = newErr(http.StatusBadRequest, "M_UNKNOWN")
+	MissingParam       = newErr(http.StatusBadRequest, "M_MISSING_PARAM")
+	InvalidParam       = newErr(http.StatusBadRequest, "M_INVALID_PARAM")
+	TooLarge           = newErr(http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
+	UserInUse          = newErr(http.StatusBadRequest, "M_USER_IN_USE")
+	InvalidUsername    = newErr(http.StatusBadRequest, "M_INVALID_USERNAME")
+	Exclusive          = newErr(http.StatusBadRequest, "M_EXCLUSIVE")
+	UserDeactivated    = newErr(http.StatusForbidden, "M_USER_DEACTIVATED")
+	WeakPassword       = newErr(http.StatusBadRequest, "M_WEAK_PASSWORD")
+	UnsupportedVersion = newErr(http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION")
+	GuestAccess        = newErr(http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
+	Internal           = newErr(http.StatusInternalServerError, "M_UNKNOWN")
+)
+
+// AsError turns any error into a Matrix error: Matrix errors pass through,
+// anything else is an internal error whose details stay in the log.
+func AsError(err error) *Error {
+	var me *Error
+	if errors.As(err, &me) {
+		return me
+	}
+	return Internal("Internal server error")
+}

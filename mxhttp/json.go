@@ -1,0 +1,69 @@
+package mxhttp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+)
+
+// WriteJSON writes a JSON response with the given status.
+func WriteJSON(w http.ResponseWriter, status int, body any) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		slog.Error("encoding response", "err", err)
+		status, b = http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"Internal server error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// WriteError writes err as a Matrix error. Errors that are not Matrix errors
+// are logged (with the request id) and reported as a bare 500.
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	me := AsError(err)
+	if me.Status >= 500 {
+		Logger(r).Error("request failed", "err", err)
+	}
+	WriteJSON(w, me.Status, me)
+}
+
+// ReadJSON decodes the request body into v, mapping failures to the spec's
+// errors: a body over the limit is M_TOO_LARGE, malformed JSON M_NOT_JSON,
+// JSON of the wrong shape M_BAD_JSON.
+func ReadJSON(r *http.Request, v any) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return TooLarge("Request body is larger than %d bytes", mbe.Limit)
+		}
+		return NotJSON("Could not read the request body")
+	}
+	return DecodeJSON(body, v)
+}
+
+// DecodeJSON decodes body into v with ReadJSON's error mapping.
+func DecodeJSON(body []byte, v any) error {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return NotJSON("Request body is empty; expected a JSON object")
+	}
+	if !json.Valid(body) {
+		return NotJSON("Request body is not valid JSON")
+	}
+	if body[0] != '{' {
+		return BadJSON("Request body must be a JSON object")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return BadJSON("Field %q has the wrong type: expected %s", te.Field, te.Type)
+		}
+		return BadJSON("Request body has the wrong shape: %v", err)
+	}
+	return nil
+}

@@ -1,0 +1,121 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// migration is one numbered schema change, NNNN_name.sql.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// dialectWords are the only spellings that differ between the two engines'
+// schemas; migrations use the left-hand words.
+var dialectWords = map[Dialect]*strings.Replacer{
+	SQLite: strings.NewReplacer(
+		"SERIAL_PK", "INTEGER PRIMARY KEY AUTOINCREMENT",
+		"BYTES", "BLOB",
+	),
+	Postgres: strings.NewReplacer(
+		"SERIAL_PK", "BIGSERIAL PRIMARY KEY",
+		"BYTES", "BYTEA",
+	),
+}
+
+func loadMigrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var out []migration
+	for _, e := range entries {
+		num, name, ok := strings.Cut(strings.TrimSuffix(e.Name(), ".sql"), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("migration %s: name must be NNNN_name.sql", e.Name())
+		}
+		b, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, migration{version: v, name: name, sql: string(b)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
+	for i, m := range out {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration numbers must run 1, 2, 3...: found %d at position %d", m.version, i+1)
+		}
+	}
+	return out, nil
+}
+
+// migrate applies every migration not yet recorded, each in its own
+// transaction. Several Hearth processes may start at once on one PostgreSQL:
+// an advisory lock makes them take turns.
+func (db *DB) migrate(ctx context.Context) error {
+	migs, err := loadMigrations()
+	if err != nil {
+		return err
+	}
+	return db.WriteTx(ctx, func(tx *sql.Tx) error {
+		if db.dialect == Postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7460118)"); err != nil {
+				return fmt.Errorf("migration lock: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)`); err != nil {
+			return fmt.Errorf("creating schema_migrations: %w", err)
+		}
+		var current int
+		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
+			return fmt.Errorf("reading schema version: %w", err)
+		}
+		if current > len(migs) {
+			return fmt.Errorf("the database schema is version %d but this hearth knows only %d: run a newer hearth", current, len(migs))
+		}
+		for _, m := range migs[current:] {
+			for _, stmt := range splitStatements(dialectWords[db.dialect].Replace(m.sql)) {
+				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("migration %04d_%s: %w", m.version, m.name, err)
+				}
+			}
+			if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_ts) VALUES ($1, $2, $3)",
+				m.version, m.name, time.Now().UnixMilli()); err != nil {
+				return fmt.Errorf("recording migration %d: %w", m.version, err)
+			}
+		}
+		return nil
+	})
+}
+
+// splitStatements splits a migration on semicolons at line ends. Migrations
+// hold no procedural code, so this is enough.
+func splitStatements(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ";\n") {
+		var lines []string
+		for _, l := range strings.Split(part, "\n") {
+			if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "--") {
+				lines = append(lines, l)
+			}
+		}
+		if st := strings.TrimSuffix(strings.TrimSpace(strings.Join(lines, "\n")), ";"); st != "" {
+			out = append(out, st)
+		}
+	}
+	return out
+}
