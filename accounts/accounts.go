@@ -22,6 +22,8 @@ type Accounts struct {
 	DB         *storage.DB
 	ServerName string
 	Passwords  *Passwords
+
+	lastSeenState
 }
 
 // NewUser describes an account to create.

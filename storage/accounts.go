@@ -148,3 +148,12 @@ func nullString(s string) any {
 	}
 	return s
 }
+
+// TouchDevice records when and from where a device was last seen.
+func (db *DB) TouchDevice(ctx context.Context, userID, deviceID string, ts int64, ip string) error {
+	return db.WriteTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_ts = $1, last_seen_ip = $2 WHERE user_id = $3 AND device_id = $4`,
+			ts, ip, userID, deviceID)
+		return err
+	})
+}

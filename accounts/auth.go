@@ -1,0 +1,96 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Caller is the authenticated user and device behind a request.
+type Caller struct {
+	UserID   string
+	DeviceID string
+	IsGuest  bool
+	// Token is the access token the request presented.
+	Token string
+}
+
+// AccessToken extracts the access token from the Authorization header or,
+// deprecated but still allowed by the spec, the access_token query
+// parameter (client-server API, Using access tokens).
+func AccessToken(r *http.Request) (string, bool) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if tok, ok := strings.CutPrefix(h, "Bearer "); ok && tok != "" {
+			return strings.TrimSpace(tok), true
+		}
+		return "", false
+	}
+	if tok := r.URL.Query().Get("access_token"); tok != "" {
+		return tok, true
+	}
+	return "", false
+}
+
+// lastSeenEvery bounds how often a device's last_seen is written.
+const lastSeenEvery = time.Minute
+
+// Authenticate resolves the request's access token to a Caller: 401
+// M_MISSING_TOKEN without one, 401 M_UNKNOWN_TOKEN for an unknown one, and
+// for an expired (refreshable) one M_UNKNOWN_TOKEN with soft_logout, so the
+// client refreshes instead of logging out.
+func (a *Accounts) Authenticate(r *http.Request) (Caller, error) {
+	tok, ok := AccessToken(r)
+	if !ok {
+		return Caller{}, mxhttp.MissingToken("Missing access token")
+	}
+	owner, err := a.DB.LookupAccessToken(r.Context(), tok)
+	if errors.Is(err, storage.ErrNotFound) {
+		return Caller{}, mxhttp.UnknownToken("Unknown access token").With("soft_logout", false)
+	}
+	if err != nil {
+		return Caller{}, err
+	}
+	now := time.Now()
+	if owner.ExpiresTS != 0 && now.UnixMilli() >= owner.ExpiresTS {
+		return Caller{}, mxhttp.UnknownToken("Access token has expired").With("soft_logout", true)
+	}
+	a.touchDevice(r, owner.UserID, owner.DeviceID, now)
+	return Caller{UserID: owner.UserID, DeviceID: owner.DeviceID, IsGuest: owner.IsGuest, Token: tok}, nil
+}
+
+// touchDevice records last_seen_ts and last_seen_ip at most once a minute
+// per device, so authentication does not turn every read into a write.
+func (a *Accounts) touchDevice(r *http.Request, userID, deviceID string, now time.Time) {
+	key := userID + "|" + deviceID
+	a.seenMu.Lock()
+	if a.lastSeen == nil {
+		a.lastSeen = map[string]time.Time{}
+	}
+	if now.Sub(a.lastSeen[key]) < lastSeenEvery {
+		a.seenMu.Unlock()
+		return
+	}
+	a.lastSeen[key] = now
+	a.seenMu.Unlock()
+	ip := r.RemoteAddr
+	if i := strings.LastIndexByte(ip, ':'); i > 0 {
+		ip = strings.Trim(ip[:i], "[]")
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+	defer cancel()
+	if err := a.DB.TouchDevice(ctx, userID, deviceID, now.UnixMilli(), ip); err != nil {
+		mxhttp.Logger(r).Warn("recording device last seen", "err", err)
+	}
+}
+
+// lastSeenState is embedded in Accounts.
+type lastSeenState struct {
+	seenMu   sync.Mutex
+	lastSeen map[string]time.Time
+}
