@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -14,7 +15,9 @@ type Passwords struct {
 	cost  int
 	slots chan struct{}
 	// dummyHash is checked against when a user does not exist, so a wrong
-	// user name costs the same time as a wrong password.
+	// user name costs the same time as a wrong password. Made on first use:
+	// at cost 12 it takes a quarter of a second.
+	dummyOnce sync.Once
 	dummyHash []byte
 }
 
@@ -23,8 +26,7 @@ func NewPasswords(cost, concurrency int) *Passwords {
 	if concurrency < 1 {
 		concurrency = 1
 	}
-	dummy, _ := bcrypt.GenerateFromPassword([]byte("hearth-dummy-password"), cost)
-	return &Passwords{cost: cost, slots: make(chan struct{}, concurrency), dummyHash: dummy}
+	return &Passwords{cost: cost, slots: make(chan struct{}, concurrency)}
 }
 
 // Cost is the bcrypt cost in use.
@@ -64,6 +66,9 @@ func (p *Passwords) Check(ctx context.Context, hash, password string) (bool, err
 	}
 	defer p.release()
 	if hash == "" {
+		p.dummyOnce.Do(func() {
+			p.dummyHash, _ = bcrypt.GenerateFromPassword([]byte("hearth-dummy-password"), p.cost)
+		})
 		_ = bcrypt.CompareHashAndPassword(p.dummyHash, []byte(password))
 		return false, nil
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/federation"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/serverkey"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -35,6 +36,7 @@ type Server struct {
 	DB       *storage.DB
 	Key      serverkey.Key
 	Accounts *accounts.Accounts
+	Rooms    *rooms.Rooms
 	Log      *slog.Logger
 
 	client     http.Handler
@@ -85,7 +87,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	version := Version()
 
 	c := s.router(observe, "client")
-	clientapi.New(cfg, db, s.Accounts, log, version).Routes(c)
+	s.Rooms = rooms.New(db, cfg.ServerName, key, log)
+	clientapi.New(cfg, db, s.Accounts, s.Rooms, log, version).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	s.client = c

@@ -81,3 +81,9 @@ func AsError(err error) *Error {
 	}
 	return Internal("Internal server error")
 }
+
+// Room errors.
+var (
+	RoomInUse    = newErr(http.StatusBadRequest, "M_ROOM_IN_USE")
+	InvalidState = newErr(http.StatusBadRequest, "M_INVALID_ROOM_STATE")
+)

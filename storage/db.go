@@ -208,3 +208,5 @@ func isUniqueViolation(err error) bool {
 	return strings.Contains(s, "UNIQUE constraint failed") || // SQLite
 		strings.Contains(s, "SQLSTATE 23505") // PostgreSQL
 }
+
+func nowMillis() int64 { return time.Now().UnixMilli() }

@@ -1,0 +1,195 @@
+package clientapi
+
+import (
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Room aliases (client-server API, Room aliases).
+
+// parseAlias checks the alias grammar (#localpart:server) and returns the
+// server part.
+func parseAlias(alias string) (server string, err error) {
+	local, server, ok := strings.Cut(strings.TrimPrefix(alias, "#"), ":")
+	if !strings.HasPrefix(alias, "#") || !ok || local == "" || server == "" || len(alias) > 255 || strings.ContainsAny(local, " \t\n") {
+		return "", mxhttp.InvalidParam("%q is not a valid room alias", alias)
+	}
+	return server, nil
+}
+
+// PUT /directory/room/{roomAlias}
+func (a *API) putAlias(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	alias := chi.URLParam(r, "roomAlias")
+	var body struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	server, err := parseAlias(alias)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if server != a.cfg.ServerName {
+		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Aliases can only be created on this server (%s)", a.cfg.ServerName))
+		return
+	}
+	if body.RoomID == "" {
+		mxhttp.WriteError(w, r, mxhttp.MissingParam("room_id is required"))
+		return
+	}
+	if _, err := a.rooms.Version(r.Context(), body.RoomID); errors.Is(err, storage.ErrNotFound) {
+		mxhttp.WriteError(w, r, mxhttp.NotFound("Unknown room %s", body.RoomID))
+		return
+	}
+	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
+		return storage.InsertAlias(r.Context(), tx, alias, body.RoomID, c.UserID)
+	})
+	if errors.Is(err, storage.ErrConflict) {
+		mxhttp.WriteError(w, r, &mxhttp.Error{Status: http.StatusConflict, ErrCode: "M_UNKNOWN", Message: "Room alias " + alias + " already exists"})
+		return
+	}
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+}
+
+// GET /directory/room/{roomAlias}
+func (a *API) getAlias(w http.ResponseWriter, r *http.Request) {
+	alias := chi.URLParam(r, "roomAlias")
+	if _, err := parseAlias(alias); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	roomID, _, err := storage.ResolveAlias(r.Context(), a.db.Read(), alias)
+	if errors.Is(err, storage.ErrNotFound) {
+		mxhttp.WriteError(w, r, mxhttp.NotFound("Room alias %s not found", alias))
+		return
+	}
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": []string{a.cfg.ServerName}})
+}
+
+// DELETE /directory/room/{roomAlias}: the alias's creator, a server admin,
+// or a room member allowed to set m.room.canonical_alias may delete it.
+func (a *API) deleteAlias(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	alias := chi.URLParam(r, "roomAlias")
+	if _, err := parseAlias(alias); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	roomID, creator, err := storage.ResolveAlias(r.Context(), a.db.Read(), alias)
+	if errors.Is(err, storage.ErrNotFound) {
+		mxhttp.WriteError(w, r, mxhttp.NotFound("Room alias %s not found", alias))
+		return
+	}
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	allowed := creator == c.UserID
+	if !allowed {
+		if u, err := a.db.GetUser(r.Context(), c.UserID); err == nil && u.IsAdmin {
+			allowed = true
+		}
+	}
+	if !allowed {
+		if pl, err := a.rooms.PowerLevels(r.Context(), roomID); err == nil {
+			m, _, _ := a.rooms.MembershipOf(r.Context(), roomID, c.UserID)
+			allowed = m == spec.Join && pl.UserLevel(spec.SenderID(c.UserID)) >= pl.EventLevel(spec.MRoomCanonicalAlias, true)
+		}
+	}
+	if !allowed {
+		mxhttp.WriteError(w, r, mxhttp.Forbidden("You may not delete the alias %s", alias))
+		return
+	}
+	if err := a.db.WriteTx(r.Context(), func(tx *sql.Tx) error { return storage.DeleteAlias(r.Context(), tx, alias) }); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+}
+
+// GET /rooms/{roomId}/aliases: for members, or anyone in world_readable rooms.
+func (a *API) roomAliases(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID := chi.URLParam(r, "roomId")
+	st, err := a.visibleState(r, roomID, c.UserID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if m, _, _ := a.rooms.MembershipOf(r.Context(), roomID, c.UserID); m != spec.Join {
+		visible := false
+		if id, ok := st[storage.StateKey{Type: spec.MRoomHistoryVisibility}]; ok {
+			if ev, err := a.rooms.Event(r.Context(), id); err == nil {
+				hv, _ := ev.PDU.HistoryVisibility()
+				visible = hv == "world_readable"
+			}
+		}
+		if !visible {
+			mxhttp.WriteError(w, r, mxhttp.Forbidden("You are not in room %s", roomID))
+			return
+		}
+	}
+	aliases, err := storage.AliasesOfRoom(r.Context(), a.db.Read(), roomID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"aliases": aliases})
+}
+
+// checkCanonicalAlias enforces the spec's rule for m.room.canonical_alias:
+// alias and alt_aliases must be valid and, for local aliases, point to this
+// room; otherwise 400 M_BAD_ALIAS.
+func (a *API) checkCanonicalAlias(r *http.Request, roomID string, content json.RawMessage) error {
+	var c struct {
+		Alias      *string  `json:"alias"`
+		AltAliases []string `json:"alt_aliases"`
+	}
+	if err := json.Unmarshal(content, &c); err != nil {
+		return mxhttp.BadJSON("Invalid m.room.canonical_alias content: %v", err)
+	}
+	check := func(alias string) error {
+		server, err := parseAlias(alias)
+		if err != nil {
+			return &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_BAD_ALIAS", Message: err.(*mxhttp.Error).Message}
+		}
+		if server != a.cfg.ServerName {
+			return nil // remote aliases cannot be checked without federation
+		}
+		target, _, err := storage.ResolveAlias(r.Context(), a.db.Read(), alias)
+		if err != nil || target != roomID {
+			return &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_BAD_ALIAS", Message: "Alias " + alias + " does not point to this room"}
+		}
+		return nil
+	}
+	if c.Alias != nil && *c.Alias != "" {
+		if err := check(*c.Alias); err != nil {
+			return err
+		}
+	}
+	for _, alt := range c.AltAliases {
+		if err := check(alt); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,390 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/rooms"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Timeline pagination (client-server API, Getting events for a room:
+// /messages and /context).
+
+// roomEventFilter is the RoomEventFilter subset /messages and /context apply.
+type roomEventFilter struct {
+	Limit                   int      `json:"limit"`
+	Types                   []string `json:"types"`
+	NotTypes                []string `json:"not_types"`
+	Senders                 []string `json:"senders"`
+	NotSenders              []string `json:"not_senders"`
+	ContainsURL             *bool    `json:"contains_url"`
+	LazyLoadMembers         bool     `json:"lazy_load_members"`
+	IncludeRedundantMembers bool     `json:"include_redundant_members"`
+}
+
+func parseRoomEventFilter(s string) (roomEventFilter, error) {
+	var f roomEventFilter
+	if s == "" {
+		return f, nil
+	}
+	if err := json.Unmarshal([]byte(s), &f); err != nil {
+		return f, mxhttp.BadJSON("filter is not a valid RoomEventFilter: %v", err)
+	}
+	return f, nil
+}
+
+// matchType applies the spec's wildcard rule: a trailing * matches any rest.
+func matchType(pattern, s string) bool {
+	if p, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(s, p)
+	}
+	return pattern == s
+}
+
+func (f roomEventFilter) allows(ev *rooms.Event) bool {
+	for _, t := range f.NotTypes {
+		if matchType(t, ev.Type) {
+			return false
+		}
+	}
+	if f.Types != nil {
+		ok := false
+		for _, t := range f.Types {
+			ok = ok || matchType(t, ev.Type)
+		}
+		if !ok {
+			return false
+		}
+	}
+	for _, s := range f.NotSenders {
+		if s == ev.Sender {
+			return false
+		}
+	}
+	if f.Senders != nil {
+		ok := false
+		for _, s := range f.Senders {
+			ok = ok || s == ev.Sender
+		}
+		if !ok {
+			return false
+		}
+	}
+	if f.ContainsURL != nil {
+		var c struct {
+			URL *string `json:"url"`
+		}
+		_ = json.Unmarshal(ev.PDU.Content(), &c)
+		if (c.URL != nil) != *f.ContainsURL {
+			return false
+		}
+	}
+	return true
+}
+
+// GET /rooms/{roomId}/messages
+func (a *API) messages(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID := chi.URLParam(r, "roomId")
+	q := r.URL.Query()
+	if err := a.requireCanSee(r, roomID, c.UserID); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	dir := q.Get("dir")
+	if dir == "" {
+		dir = "b"
+	}
+	if dir != "b" && dir != "f" {
+		mxhttp.WriteError(w, r, mxhttp.InvalidParam("dir must be b or f"))
+		return
+	}
+	backwards := dir == "b"
+	limit := 10
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 {
+			mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must be a non-negative integer"))
+			return
+		}
+		limit = min(n, 1000)
+	}
+	filter, err := parseRoomEventFilter(q.Get("filter"))
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if filter.Limit > 0 {
+		limit = min(filter.Limit, 1000)
+	}
+	var from rooms.TopoToken
+	if f := q.Get("from"); f != "" {
+		if from, err = a.parsePaginationToken(r, roomID, f); err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+	} else if backwards {
+		if from, err = a.rooms.End(r.Context(), roomID); err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+	}
+	var to *rooms.TopoToken
+	if t := q.Get("to"); t != "" {
+		tt, err := a.parsePaginationToken(r, roomID, t)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		to = &tt
+	}
+	chunk, next, err := a.paginate(r, roomID, c.UserID, from, to, backwards, limit, filter)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	viewer := rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID}
+	formatted, err := a.rooms.Format(r.Context(), chunk, viewer)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	resp := map[string]any{"start": from.String(), "chunk": formatted}
+	if next != nil {
+		resp["end"] = next.String()
+	}
+	if filter.LazyLoadMembers {
+		members, err := a.lazyMembers(r, chunk, viewer)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		resp["state"] = members
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, resp)
+}
+
+// paginate collects up to limit visible, filter-matching events from a
+// boundary, stopping at to. next is the token to continue from, nil at the
+// end of the timeline.
+func (a *API) paginate(r *http.Request, roomID, userID string, from rooms.TopoToken, to *rooms.TopoToken, backwards bool, limit int, filter roomEventFilter) ([]*rooms.Event, *rooms.TopoToken, error) {
+	var out []*rooms.Event
+	cur := from
+	// Filters and history visibility may drop events: read more pages, but
+	// a bounded number, and hand back a token to go on from.
+	for round := 0; round < 10 && len(out) < limit; round++ {
+		page, atEnd, err := a.rooms.Page(r.Context(), roomID, cur, backwards, max(limit-len(out), 10))
+		if err != nil {
+			return nil, nil, err
+		}
+		stop := atEnd
+		if to != nil {
+			for i, ev := range page {
+				if (backwards && !tokenLess(*to, rooms.Before(ev))) || (!backwards && !tokenLess(rooms.Before(ev), *to)) {
+					page, stop = page[:i], true
+					break
+				}
+			}
+		}
+		visible, err := a.rooms.Visible(r.Context(), userID, page)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, ev := range visible {
+			if len(out) == limit {
+				break
+			}
+			if filter.allows(ev) {
+				out = append(out, ev)
+			}
+		}
+		if len(page) > 0 {
+			if backwards {
+				cur = rooms.Before(page[len(page)-1])
+			} else {
+				cur = rooms.After(page[len(page)-1])
+			}
+		}
+		if len(out) == limit && len(out) > 0 {
+			// Continue right after the last event handed out.
+			last := out[len(out)-1]
+			if backwards {
+				cur = rooms.Before(last)
+			} else {
+				cur = rooms.After(last)
+			}
+			return out, &cur, nil
+		}
+		if stop {
+			return out, nil, nil
+		}
+	}
+	return out, &cur, nil
+}
+
+func tokenLess(a, b rooms.TopoToken) bool {
+	return a.Depth < b.Depth || a.Depth == b.Depth && a.Pos < b.Pos
+}
+
+// parsePaginationToken accepts our topological tokens; sync's prev_batch
+// tokens are topological too.
+func (a *API) parsePaginationToken(r *http.Request, roomID, s string) (rooms.TopoToken, error) {
+	t, err := rooms.ParseTopoToken(s)
+	if err != nil {
+		return t, mxhttp.InvalidParam("Invalid pagination token %q", s)
+	}
+	return t, nil
+}
+
+// requireCanSee fails with 404 for unknown rooms and 403 for rooms whose
+// history the user can never see (never joined, not world_readable).
+func (a *API) requireCanSee(r *http.Request, roomID, userID string) error {
+	_, err := a.visibleState(r, roomID, userID)
+	if err != nil {
+		var me *mxhttp.Error
+		if errors.As(err, &me) {
+			return err
+		}
+		if _, verr := a.rooms.Version(r.Context(), roomID); errors.Is(verr, storage.ErrNotFound) {
+			return mxhttp.NotFound("Unknown room %s", roomID)
+		}
+		return err
+	}
+	return nil
+}
+
+// lazyMembers returns the membership events of the senders of evs, as of
+// each event (lazy-loading members).
+func (a *API) lazyMembers(r *http.Request, evs []*rooms.Event, viewer rooms.Viewer) ([]rooms.ClientEvent, error) {
+	seen := map[string]bool{}
+	var ids []string
+	for _, ev := range evs {
+		if seen[ev.Sender] {
+			continue
+		}
+		seen[ev.Sender] = true
+		st, err := a.rooms.StateAt(r.Context(), ev.SnapshotAfter)
+		if err != nil {
+			return nil, err
+		}
+		if id, ok := st[storage.StateKey{Type: spec.MRoomMember, StateKey: ev.Sender}]; ok {
+			ids = append(ids, id)
+		}
+	}
+	loaded, err := a.rooms.Events(r.Context(), a.db.Read(), ids)
+	if err != nil {
+		return nil, err
+	}
+	var members []*rooms.Event
+	for _, id := range ids {
+		if ev, ok := loaded[id]; ok {
+			members = append(members, ev)
+		}
+	}
+	return a.rooms.Format(r.Context(), members, viewer)
+}
+
+// GET /rooms/{roomId}/context/{eventId}
+func (a *API) eventContext(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID, eventID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId")
+	q := r.URL.Query()
+	limit := 10
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 {
+			mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must be a non-negative integer"))
+			return
+		}
+		limit = min(n, 100)
+	}
+	filter, err := parseRoomEventFilter(q.Get("filter"))
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if err := a.requireCanSee(r, roomID, c.UserID); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	ev, err := a.rooms.Event(r.Context(), eventID)
+	if err != nil || ev.RoomID != roomID {
+		mxhttp.WriteError(w, r, mxhttp.NotFound("Event not found"))
+		return
+	}
+	if vis, err := a.rooms.Visible(r.Context(), c.UserID, []*rooms.Event{ev}); err != nil || len(vis) == 0 {
+		mxhttp.WriteError(w, r, mxhttp.NotFound("Event not found"))
+		return
+	}
+	before, _, err := a.paginate(r, roomID, c.UserID, rooms.Before(ev), nil, true, limit/2, filter)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	after, _, err := a.paginate(r, roomID, c.UserID, rooms.After(ev), nil, false, limit-limit/2, filter)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	start, end := rooms.Before(ev), rooms.After(ev)
+	if len(before) > 0 {
+		start = rooms.Before(before[len(before)-1])
+	}
+	if len(after) > 0 {
+		end = rooms.After(after[len(after)-1])
+	}
+	viewer := rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID}
+	all := append(append([]*rooms.Event{ev}, before...), after...)
+	formatted, err := a.rooms.Format(r.Context(), all, viewer)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	st, err := a.rooms.StateAt(r.Context(), ev.SnapshotAfter)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	var state []rooms.ClientEvent
+	if filter.LazyLoadMembers {
+		state, err = a.lazyMembers(r, all, viewer)
+	} else {
+		var stEvs []*rooms.Event
+		if stEvs, err = a.rooms.StateEvents(r.Context(), st); err == nil {
+			state, err = a.rooms.Format(r.Context(), stEvs, viewer)
+		}
+	}
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
+		"event":         formatted[0],
+		"events_before": formatted[1 : 1+len(before)],
+		"events_after":  formatted[1+len(before):],
+		"start":         start.String(),
+		"end":           end.String(),
+		"state":         state,
+	})
+}
+
+// stateAtToken returns the member-visible state at a pagination token (the
+// state after the last event before it), for /members?at=.
+func (a *API) stateAtToken(r *http.Request, roomID, token string, visible rooms.State) (rooms.State, error) {
+	t, err := a.parsePaginationToken(r, roomID, token)
+	if err != nil {
+		return nil, err
+	}
+	page, _, err := a.rooms.Page(r.Context(), roomID, t, true, 1)
+	if err != nil || len(page) == 0 {
+		return visible, err
+	}
+	return a.rooms.StateAt(r.Context(), page[0].SnapshotAfter)
+}

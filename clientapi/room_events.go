@@ -1,0 +1,337 @@
+package clientapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/rooms"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Sending and reading events (client-server API, Events).
+
+// readContent reads an event content body: a JSON object, at most the PDU
+// size limit.
+func readContent(r *http.Request) (json.RawMessage, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, mxhttp.TooLarge("Request body is too large")
+		}
+		return nil, mxhttp.NotJSON("Could not read the request body")
+	}
+	var obj map[string]json.RawMessage
+	if err := mxhttp.DecodeJSON(body, &obj); err != nil {
+		return nil, err
+	}
+	if len(body) > 65536 {
+		return nil, mxhttp.TooLarge("Event content is larger than 65536 bytes")
+	}
+	if err := checkCanonicalNumbers(body); err != nil {
+		return nil, err
+	}
+	return json.RawMessage(bytes.TrimSpace(body)), nil
+}
+
+// checkCanonicalNumbers refuses numbers canonical JSON cannot hold: floats
+// and integers outside [-(2^53)+1, (2^53)-1] (appendices, Canonical JSON).
+func checkCanonicalNumbers(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return mxhttp.BadJSON("Invalid JSON: %v", err)
+		}
+		n, ok := tok.(json.Number)
+		if !ok {
+			continue
+		}
+		i, err := n.Int64()
+		if err != nil {
+			return mxhttp.BadJSON("Number %s is not an integer; canonical JSON allows only integers", n)
+		}
+		if i > 1<<53-1 || i < -(1<<53-1) {
+			return mxhttp.BadJSON("Number %s is outside the range canonical JSON allows", n)
+		}
+	}
+}
+
+// requireJoined fails unless the user is joined to the room: 404 for an
+// unknown room, 403 for a room the user is not in.
+func (a *API) requireJoined(r *http.Request, roomID, userID string) error {
+	m, _, err := a.rooms.MembershipOf(r.Context(), roomID, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return mxhttp.NotFound("Unknown room %s", roomID)
+	}
+	if err != nil {
+		return err
+	}
+	if m != spec.Join {
+		return mxhttp.Forbidden("You are not joined to %s", roomID)
+	}
+	return nil
+}
+
+// PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
+func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID, evType, txnID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventType"), chi.URLParam(r, "txnId")
+	content, err := readContent(r)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if len(evType) > 255 {
+		mxhttp.WriteError(w, r, mxhttp.BadJSON("Event type is longer than 255 bytes"))
+		return
+	}
+	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{
+		Sender: c.UserID, Type: evType, Content: content,
+		Device: c.DeviceID, TxnScope: "send:" + roomID + ":" + evType, TxnID: txnID,
+	})
+	if err != nil {
+		mxhttp.WriteError(w, r, a.roomError(r, roomID, err))
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": evs[0].EventID})
+}
+
+// roomError turns an auth failure in an unknown room into 404 rather than 403.
+func (a *API) roomError(r *http.Request, roomID string, err error) error {
+	if _, verr := a.rooms.Version(r.Context(), roomID); errors.Is(verr, storage.ErrNotFound) {
+		return mxhttp.NotFound("Unknown room %s", roomID)
+	}
+	return err
+}
+
+// PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
+func (a *API) putState(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID, evType, stateKey := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventType"), chi.URLParam(r, "stateKey")
+	content, err := readContent(r)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if len(evType) > 255 || len(stateKey) > 255 {
+		mxhttp.WriteError(w, r, mxhttp.BadJSON("Event type and state key must be at most 255 bytes"))
+		return
+	}
+	if evType == spec.MRoomMember {
+		// Membership changes have their own endpoints, but the spec allows
+		// setting one's own member event here (e.g. profile changes).
+		var m struct {
+			Membership string `json:"membership"`
+		}
+		_ = json.Unmarshal(content, &m)
+		if m.Membership == "" {
+			mxhttp.WriteError(w, r, mxhttp.BadJSON("m.room.member content needs a membership"))
+			return
+		}
+	}
+	if evType == spec.MRoomCanonicalAlias {
+		if err := a.checkCanonicalAlias(r, roomID, content); err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+	}
+	// Sending the same state again is a no-op that returns the existing event.
+	if cur, err := a.rooms.CurrentState(r.Context(), roomID); err == nil {
+		if id, ok := cur[storage.StateKey{Type: evType, StateKey: stateKey}]; ok {
+			if ev, err := a.rooms.Event(r.Context(), id); err == nil && ev.Sender == c.UserID && jsonEqual(ev.PDU.Content(), content) {
+				mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": id})
+				return
+			}
+		}
+	}
+	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: c.UserID, Type: evType, StateKey: &stateKey, Content: content})
+	if err != nil {
+		mxhttp.WriteError(w, r, a.roomError(r, roomID, err))
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": evs[0].EventID})
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return bytes.Equal(xa, ya)
+}
+
+// visibleState returns the room state the user may see: the current state
+// when joined, else the state at the moment they left (or were kicked or
+// banned), else, for world_readable rooms, the current state.
+func (a *API) visibleState(r *http.Request, roomID, userID string) (rooms.State, error) {
+	m, memberEventID, err := a.rooms.MembershipOf(r.Context(), roomID, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, mxhttp.NotFound("Unknown room %s", roomID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if m == spec.Join {
+		return a.rooms.CurrentState(r.Context(), roomID)
+	}
+	cur, err := a.rooms.CurrentState(r.Context(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	if hvID, ok := cur[storage.StateKey{Type: spec.MRoomHistoryVisibility}]; ok {
+		if ev, err := a.rooms.Event(r.Context(), hvID); err == nil {
+			if hv, _ := ev.PDU.HistoryVisibility(); hv == "world_readable" {
+				return cur, nil
+			}
+		}
+	}
+	if m == spec.Leave || m == spec.Ban {
+		ev, err := a.rooms.Event(r.Context(), memberEventID)
+		if err != nil {
+			return nil, err
+		}
+		return a.rooms.StateAt(r.Context(), ev.SnapshotBefore)
+	}
+	return nil, mxhttp.Forbidden("You are not in room %s", roomID)
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
+func (a *API) getState(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID, evType, stateKey := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventType"), chi.URLParam(r, "stateKey")
+	st, err := a.visibleState(r, roomID, c.UserID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	id, ok := st[storage.StateKey{Type: evType, StateKey: stateKey}]
+	if !ok {
+		mxhttp.WriteError(w, r, mxhttp.NotFound("No %s state with key %q in %s", evType, stateKey, roomID))
+		return
+	}
+	ev, err := a.rooms.Event(r.Context(), id)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if r.URL.Query().Get("format") == "event" {
+		mxhttp.WriteJSON(w, http.StatusOK, ev.ClientEvent(rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID}, nil))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	content := ev.PDU.Content()
+	if len(content) == 0 {
+		content = []byte("{}")
+	}
+	_, _ = w.Write(content)
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/state
+func (a *API) getAllState(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID := chi.URLParam(r, "roomId")
+	st, err := a.visibleState(r, roomID, c.UserID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	evs, err := a.rooms.StateEvents(r.Context(), st)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	out, err := a.rooms.Format(r.Context(), evs, rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID})
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, out)
+}
+
+// GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
+func (a *API) getEvent(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID, eventID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId")
+	ev, err := a.rooms.Event(r.Context(), eventID)
+	if err != nil || ev.RoomID != roomID || ev.Rejected || ev.Outlier {
+		if err == nil || errors.Is(err, storage.ErrNotFound) {
+			err = mxhttp.NotFound("Event not found")
+		}
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	vis, err := a.rooms.Visible(r.Context(), c.UserID, []*rooms.Event{ev})
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if len(vis) == 0 {
+		mxhttp.WriteError(w, r, mxhttp.NotFound("Event not found"))
+		return
+	}
+	out, err := a.rooms.Format(r.Context(), vis, rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID})
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, out[0])
+}
+
+// PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
+func (a *API) redact(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID, eventID, txnID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId"), chi.URLParam(r, "txnId")
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if err := a.requireJoined(r, roomID, c.UserID); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	target, err := a.rooms.Event(r.Context(), eventID)
+	if err == nil && target.RoomID == roomID && target.Sender != c.UserID {
+		// Redacting someone else's event needs the redact power level; the
+		// auth rules defer this check to the server (room v3+).
+		if ok, err := a.rooms.CanRedactOthers(r.Context(), roomID, c.UserID); err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		} else if !ok {
+			mxhttp.WriteError(w, r, mxhttp.Forbidden("You may only redact your own events"))
+			return
+		}
+	}
+	ver, err := a.rooms.Version(r.Context(), roomID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	content := map[string]any{}
+	if body.Reason != "" {
+		content["reason"] = body.Reason
+	}
+	p := rooms.Proto{Sender: c.UserID, Type: spec.MRoomRedaction, Device: c.DeviceID, TxnScope: "redact:" + roomID, TxnID: txnID}
+	if rooms.RedactsInContent(ver.Version()) {
+		content["redacts"] = eventID
+	}
+	p.Redacts = eventID
+	p.Content, _ = json.Marshal(content)
+	evs, err := a.rooms.Send(r.Context(), roomID, p)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": evs[0].EventID})
+}

@@ -1,0 +1,418 @@
+package clientapi_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hearth-matrix/hearth/hearthtest"
+)
+
+// user is a test user: an ID and a token on a server.
+type user struct {
+	hs    *hearthtest.Server
+	id    string
+	token string
+}
+
+func newUser(t *testing.T, hs *hearthtest.Server, name string) user {
+	id, tok := hs.RegisterUser(t, name)
+	return user{hs, id, tok}
+}
+
+func (u user) do(t *testing.T, method, path string, body any) hearthtest.Response {
+	t.Helper()
+	return u.hs.Do(t, method, path, u.token, body)
+}
+
+func (u user) createRoom(t *testing.T, body map[string]any) string {
+	t.Helper()
+	if body == nil {
+		body = map[string]any{}
+	}
+	r := u.do(t, "POST", "/_matrix/client/v3/createRoom", body)
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	id, _ := r.JSON["room_id"].(string)
+	if !strings.HasPrefix(id, "!") {
+		t.Fatalf("createRoom: %s", r.Body)
+	}
+	return id
+}
+
+var txnCounter struct {
+	sync.Mutex
+	n int
+}
+
+func nextTxn() string {
+	txnCounter.Lock()
+	defer txnCounter.Unlock()
+	txnCounter.n++
+	return fmt.Sprintf("txn%d", txnCounter.n)
+}
+
+func (u user) send(t *testing.T, roomID, body string) hearthtest.Response {
+	t.Helper()
+	return u.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/"+nextTxn(),
+		map[string]any{"msgtype": "m.text", "body": body})
+}
+
+func (u user) messages(t *testing.T, roomID, query string) hearthtest.Response {
+	t.Helper()
+	return u.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?"+query, nil)
+}
+
+func (u user) member(t *testing.T, roomID, action string, body map[string]any) hearthtest.Response {
+	t.Helper()
+	if body == nil {
+		body = map[string]any{}
+	}
+	return u.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/"+action, body)
+}
+
+func bodies(t *testing.T, r hearthtest.Response) []string {
+	t.Helper()
+	var out []string
+	chunk, _ := r.JSON["chunk"].([]any)
+	for _, c := range chunk {
+		ev := c.(map[string]any)
+		if ev["type"] == "m.room.message" {
+			content, _ := ev["content"].(map[string]any)
+			b, _ := content["body"].(string)
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func TestCreateSendAndPaginate(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice := newUser(t, hs, "alice")
+		roomID := alice.createRoom(t, map[string]any{"name": "Test room", "topic": "testing", "preset": "public_chat", "room_alias_name": "test"})
+		for i := 0; i < 25; i++ {
+			hearthtest.Expect(t, alice.send(t, roomID, fmt.Sprintf("msg %d", i)), http.StatusOK, "")
+		}
+		// Page backwards through all 25 messages, 10 at a time.
+		var got []string
+		from := ""
+		for page := 0; page < 10; page++ {
+			q := "dir=b&limit=10"
+			if from != "" {
+				q += "&from=" + url.QueryEscape(from)
+			}
+			r := alice.messages(t, roomID, q)
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			got = append(got, bodies(t, r)...)
+			end, ok := r.JSON["end"].(string)
+			if !ok {
+				break
+			}
+			from = end
+		}
+		if len(got) != 25 || got[0] != "msg 24" || got[24] != "msg 0" {
+			t.Fatalf("paginated messages: %d %v", len(got), got)
+		}
+		// Forwards from the start gives them oldest first, after the state events.
+		r := alice.messages(t, roomID, "dir=f&limit=100")
+		fwd := bodies(t, r)
+		if len(fwd) != 25 || fwd[0] != "msg 0" {
+			t.Fatalf("forward messages: %v", fwd)
+		}
+		// State is readable: name, topic, canonical alias.
+		r = alice.do(t, "GET", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.name/", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if r.JSON["name"] != "Test room" {
+			t.Errorf("name: %s", r.Body)
+		}
+		r = alice.do(t, "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#test:hearth.test"), nil)
+		if r.JSON["room_id"] != roomID {
+			t.Errorf("alias: %s", r.Body)
+		}
+		r = alice.do(t, "GET", "/_matrix/client/v3/joined_rooms", nil)
+		if rooms, _ := r.JSON["joined_rooms"].([]any); len(rooms) != 1 || rooms[0] != roomID {
+			t.Errorf("joined_rooms: %s", r.Body)
+		}
+	})
+}
+
+func TestTxnIdempotency(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice := newUser(t, hs, "alice")
+		roomID := alice.createRoom(t, nil)
+		path := "/_matrix/client/v3/rooms/" + roomID + "/send/m.room.message/same-txn"
+		r1 := alice.do(t, "PUT", path, map[string]any{"body": "once"})
+		r2 := alice.do(t, "PUT", path, map[string]any{"body": "once"})
+		hearthtest.Expect(t, r1, http.StatusOK, "")
+		if r1.JSON["event_id"] != r2.JSON["event_id"] {
+			t.Fatalf("retry made a second event: %s vs %s", r1.Body, r2.Body)
+		}
+		// Another device of the same user has its own transaction scope.
+		_, tok2 := hs.RegisterUser(t, "alice2")
+		_ = tok2
+		if got := len(bodies(t, alice.messages(t, roomID, "limit=50"))); got != 1 {
+			t.Fatalf("%d messages after a retried send, want 1", got)
+		}
+	})
+}
+
+func TestSendBadInput(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice := newUser(t, hs, "alice")
+		bob := newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, nil)
+		send := func(u user, body string) hearthtest.Response {
+			return u.do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/"+nextTxn(), body)
+		}
+		hearthtest.Expect(t, send(alice, `{"body": 1.5}`), http.StatusBadRequest, "M_BAD_JSON")
+		hearthtest.Expect(t, send(alice, `{"body": 9007199254740992}`), http.StatusBadRequest, "M_BAD_JSON")
+		hearthtest.Expect(t, send(alice, `{"body": "x"`), http.StatusBadRequest, "M_NOT_JSON")
+		hearthtest.Expect(t, send(alice, `{"body": "`+strings.Repeat("x", 70000)+`"}`), http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
+		hearthtest.Expect(t, send(bob, `{"body": "not a member"}`), http.StatusForbidden, "M_FORBIDDEN")
+		r := alice.do(t, "PUT", "/_matrix/client/v3/rooms/!nope:hearth.test/send/m.room.message/x1", map[string]any{"body": "x"})
+		hearthtest.Expect(t, r, http.StatusNotFound, "M_NOT_FOUND")
+		r = alice.do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.topic/"+strings.Repeat("k", 256), map[string]any{"topic": "x"})
+		hearthtest.Expect(t, r, http.StatusBadRequest, "M_BAD_JSON")
+		r = alice.do(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"room_version": "999"})
+		hearthtest.Expect(t, r, http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION")
+		// Nothing partial: only the room's initial events plus zero messages.
+		if got := bodies(t, alice.messages(t, roomID, "limit=100")); len(got) != 0 {
+			t.Fatalf("failed sends left messages: %v", got)
+		}
+	})
+}
+
+// Membership transitions through the auth rules, for several room versions.
+func TestMembershipTransitions(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob, carol := newUser(t, hs, "alice"), newUser(t, hs, "bob"), newUser(t, hs, "carol")
+		for _, version := range []string{"1", "5", "6", "9", "10", "11"} {
+			t.Run("v"+version, func(t *testing.T) {
+				// Private room: join needs an invite.
+				roomID := alice.createRoom(t, map[string]any{"room_version": version, "preset": "private_chat"})
+				steps := []struct {
+					who    user
+					action string
+					body   map[string]any
+					status int
+				}{
+					{bob, "join", nil, http.StatusForbidden},                                   // not invited
+					{bob, "invite", map[string]any{"user_id": carol.id}, http.StatusForbidden}, // not a member
+					{alice, "invite", map[string]any{"user_id": bob.id}, http.StatusOK},
+					{alice, "invite", map[string]any{"user_id": bob.id}, http.StatusOK}, // invite again is fine
+					{bob, "join", nil, http.StatusOK},
+					{alice, "invite", map[string]any{"user_id": bob.id}, http.StatusForbidden}, // already joined
+					{bob, "kick", map[string]any{"user_id": alice.id}, http.StatusForbidden},   // power 0 < kick 50
+					{bob, "ban", map[string]any{"user_id": alice.id}, http.StatusForbidden},
+					{alice, "kick", map[string]any{"user_id": bob.id, "reason": "bye"}, http.StatusOK},
+					{bob, "join", nil, http.StatusForbidden}, // kicked from an invite-only room
+					{alice, "ban", map[string]any{"user_id": bob.id}, http.StatusOK},
+					{alice, "invite", map[string]any{"user_id": bob.id}, http.StatusForbidden},  // banned
+					{alice, "unban", map[string]any{"user_id": carol.id}, http.StatusForbidden}, // not banned
+					{alice, "unban", map[string]any{"user_id": bob.id}, http.StatusOK},
+					{alice, "invite", map[string]any{"user_id": bob.id}, http.StatusOK},
+					{bob, "leave", nil, http.StatusOK}, // rejects the invite
+					{bob, "forget", nil, http.StatusOK},
+					{alice, "forget", nil, http.StatusBadRequest}, // still joined
+				}
+				for i, s := range steps {
+					r := s.who.member(t, roomID, s.action, s.body)
+					if r.Status != s.status {
+						t.Fatalf("step %d: %s %s %v: got %d %s, want %d", i, s.who.id, s.action, s.body, r.Status, r.Body, s.status)
+					}
+				}
+				// A public room lets anyone join; a banned user still cannot.
+				pub := alice.createRoom(t, map[string]any{"room_version": version, "preset": "public_chat"})
+				hearthtest.Expect(t, carol.member(t, pub, "join", nil), http.StatusOK, "")
+				hearthtest.Expect(t, alice.member(t, pub, "ban", map[string]any{"user_id": bob.id}), http.StatusOK, "")
+				hearthtest.Expect(t, bob.member(t, pub, "join", nil), http.StatusForbidden, "M_FORBIDDEN")
+				r := carol.do(t, "GET", "/_matrix/client/v3/rooms/"+pub+"/joined_members", nil)
+				joined, _ := r.JSON["joined"].(map[string]any)
+				if len(joined) != 2 || joined[alice.id] == nil || joined[carol.id] == nil {
+					t.Fatalf("joined_members: %s", r.Body)
+				}
+				r = carol.do(t, "GET", "/_matrix/client/v3/rooms/"+pub+"/members?membership=ban", nil)
+				if chunk, _ := r.JSON["chunk"].([]any); len(chunk) != 1 {
+					t.Fatalf("members?membership=ban: %s", r.Body)
+				}
+			})
+		}
+	})
+}
+
+func TestPowerLevels(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		topic := "/_matrix/client/v3/rooms/" + roomID + "/state/m.room.topic/"
+		hearthtest.Expect(t, bob.do(t, "PUT", topic, map[string]any{"topic": "bob's"}), http.StatusForbidden, "M_FORBIDDEN")
+		// Alice raises bob to 50 (state_default): now he may.
+		r := alice.do(t, "GET", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.power_levels/", nil)
+		pl := r.JSON
+		pl["users"].(map[string]any)[bob.id] = 50
+		hearthtest.Expect(t, alice.do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.power_levels/", pl), http.StatusOK, "")
+		hearthtest.Expect(t, bob.do(t, "PUT", topic, map[string]any{"topic": "bob's"}), http.StatusOK, "")
+		// But he cannot give himself 100 or change power levels (needs 100).
+		pl["users"].(map[string]any)[bob.id] = 100
+		hearthtest.Expect(t, bob.do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.power_levels/", pl), http.StatusForbidden, "M_FORBIDDEN")
+		// power_level_content_override at creation.
+		room2 := alice.createRoom(t, map[string]any{"power_level_content_override": map[string]any{"events_default": 100}})
+		hearthtest.Expect(t, alice.member(t, room2, "invite", map[string]any{"user_id": bob.id}), http.StatusOK, "")
+		hearthtest.Expect(t, bob.member(t, room2, "join", nil), http.StatusOK, "")
+		hearthtest.Expect(t, bob.send(t, room2, "hi"), http.StatusForbidden, "M_FORBIDDEN")
+	})
+}
+
+func TestRedaction(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		aliceMsg := alice.send(t, roomID, "alice's secret").JSON["event_id"].(string)
+		bobMsg := bob.send(t, roomID, "bob's").JSON["event_id"].(string)
+		redact := func(u user, id string) hearthtest.Response {
+			return u.do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/redact/"+url.PathEscape(id)+"/"+nextTxn(), map[string]any{"reason": "oops"})
+		}
+		hearthtest.Expect(t, redact(bob, aliceMsg), http.StatusForbidden, "M_FORBIDDEN")
+		hearthtest.Expect(t, redact(bob, bobMsg), http.StatusOK, "")
+		hearthtest.Expect(t, redact(alice, aliceMsg), http.StatusOK, "")
+		for _, id := range []string{aliceMsg, bobMsg} {
+			r := bob.do(t, "GET", "/_matrix/client/v3/rooms/"+roomID+"/event/"+url.PathEscape(id), nil)
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			if c, _ := r.JSON["content"].(map[string]any); len(c) != 0 {
+				t.Fatalf("redacted event still has content: %s", r.Body)
+			}
+			if u, _ := r.JSON["unsigned"].(map[string]any); u["redacted_because"] == nil {
+				t.Fatalf("no redacted_because: %s", r.Body)
+			}
+		}
+	})
+}
+
+// Who may read history, by history_visibility and membership.
+func TestHistoryVisibility(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		cases := []struct {
+			visibility   string
+			beforeInvite bool // bob sees messages sent before he was invited
+			whileInvited bool // bob sees messages sent while he was invited
+			beforeJoin   bool
+		}{
+			{"world_readable", true, true, true},
+			{"shared", true, true, true},
+			{"invited", false, true, true},
+			{"joined", false, false, false},
+		}
+		for _, c := range cases {
+			t.Run(c.visibility, func(t *testing.T) {
+				roomID := alice.createRoom(t, map[string]any{"initial_state": []map[string]any{
+					{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": c.visibility}},
+				}})
+				alice.send(t, roomID, "before invite")
+				if c.visibility == "world_readable" {
+					r := bob.messages(t, roomID, "limit=50")
+					hearthtest.Expect(t, r, http.StatusOK, "")
+					if got := bodies(t, r); len(got) != 1 {
+						t.Fatalf("world_readable, not joined: %v", got)
+					}
+				} else {
+					hearthtest.Expect(t, bob.messages(t, roomID, "limit=50"), http.StatusForbidden, "M_FORBIDDEN")
+				}
+				hearthtest.Expect(t, alice.member(t, roomID, "invite", map[string]any{"user_id": bob.id}), http.StatusOK, "")
+				alice.send(t, roomID, "while invited")
+				hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+				alice.send(t, roomID, "after join")
+				got := strings.Join(bodies(t, bob.messages(t, roomID, "limit=50")), ",")
+				want := []string{"after join"}
+				if c.whileInvited {
+					want = append(want, "while invited")
+				}
+				if c.beforeInvite {
+					want = append(want, "before invite")
+				}
+				if got != strings.Join(want, ",") {
+					t.Fatalf("bob sees %q, want %q", got, strings.Join(want, ","))
+				}
+				// After leaving, bob sees nothing new.
+				hearthtest.Expect(t, bob.member(t, roomID, "leave", nil), http.StatusOK, "")
+				alice.send(t, roomID, "after leave")
+				got = strings.Join(bodies(t, bob.messages(t, roomID, "limit=50")), ",")
+				if c.visibility != "world_readable" && strings.Contains(got, "after leave") {
+					t.Fatalf("bob sees messages after he left: %q", got)
+				}
+			})
+		}
+	})
+}
+
+// 50 concurrent senders in one room: every event accepted, one linear DAG,
+// no transaction lost.
+func TestConcurrentSenders(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice := newUser(t, hs, "alice")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		var users []user
+		for i := 0; i < 50; i++ {
+			u := newUser(t, hs, fmt.Sprintf("sender%d", i))
+			hearthtest.Expect(t, u.member(t, roomID, "join", nil), http.StatusOK, "")
+			users = append(users, u)
+		}
+		var wg sync.WaitGroup
+		ids := make([]string, len(users))
+		errs := make(chan string, len(users))
+		for i, u := range users {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := u.hs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/c1", u.token, map[string]any{"body": u.id})
+				if r.Status != http.StatusOK {
+					errs <- string(r.Body)
+					return
+				}
+				ids[i], _ = r.JSON["event_id"].(string)
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Fatalf("concurrent send failed: %s", e)
+		}
+		// The DAG is linear: each event's only prev_event is the one before.
+		end, err := hs.Rooms.End(t.Context(), roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, _, err := hs.Rooms.Page(t.Context(), roomID, end, true, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(evs); i++ {
+			prev := evs[i].PDU.PrevEventIDs()
+			if len(prev) != 1 || prev[0] != evs[i+1].EventID {
+				t.Fatalf("event %s has prev_events %v, want [%s]", evs[i].EventID, prev, evs[i+1].EventID)
+			}
+		}
+		seen := map[string]bool{}
+		for _, id := range ids {
+			if id == "" || seen[id] {
+				t.Fatalf("missing or duplicate event id %q", id)
+			}
+			seen[id] = true
+		}
+		if got := len(bodies(t, alice.messages(t, roomID, "limit=100"))); got != 50 {
+			t.Fatalf("%d messages, want 50", got)
+		}
+	})
+}

@@ -1,0 +1,215 @@
+package rooms
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"maps"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// StateEvent is an initial state event of a new room.
+type StateEvent struct {
+	Type     string          `json:"type"`
+	StateKey string          `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+// CreateRequest is a validated POST /createRoom.
+type CreateRequest struct {
+	Creator                   string
+	Version                   gomatrixserverlib.RoomVersion
+	Preset                    string // private_chat, trusted_private_chat or public_chat
+	Public                    bool   // visibility public: published in the directory
+	Name, Topic               *string
+	Alias                     string // full alias (#name:server), already validated and free
+	Invite                    []string
+	IsDirect                  bool
+	CreationContent           map[string]json.RawMessage
+	InitialState              []StateEvent
+	PowerLevelContentOverride map[string]json.RawMessage
+}
+
+// Create makes a new room: the create event, the creator's join, power
+// levels, alias, preset state, initial state, name, topic and invites, all
+// persisted in one transaction.
+func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
+	if req.Version == "" {
+		req.Version = r.DefaultVersion
+	}
+	if !IsSupportedVersion(req.Version) {
+		return "", mxhttp.UnsupportedVersion("Room version %q is not supported", req.Version)
+	}
+	roomID := "!" + randomString(18) + ":" + string(r.serverName)
+	protos, err := r.createProtos(ctx, roomID, req)
+	if err != nil {
+		return "", err
+	}
+	unlock := r.locks.lock(roomID)
+	defer unlock()
+	var out []*Event
+	var snaps []*snapshot
+	err = r.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		room := storage.Room{RoomID: roomID, Version: string(req.Version), Extremities: []string{}, Published: req.Public, CreatedTS: time.Now().UnixMilli()}
+		if err := storage.InsertRoom(ctx, tx, room); err != nil {
+			return err
+		}
+		if req.Alias != "" {
+			if err := storage.InsertAlias(ctx, tx, req.Alias, roomID, req.Creator); errors.Is(err, storage.ErrConflict) {
+				return mxhttp.RoomInUse("Room alias %s is already taken", req.Alias)
+			} else if err != nil {
+				return err
+			}
+		}
+		out, snaps, err = r.appendLocal(ctx, tx, &room, protos)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	r.committed(out, snaps)
+	return roomID, nil
+}
+
+func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateRequest) ([]Proto, error) {
+	ver := gomatrixserverlib.MustGetRoomVersion(req.Version)
+	empty := ""
+	state := func(typ, key string, content any) Proto {
+		b, _ := json.Marshal(content)
+		k := key
+		return Proto{Sender: req.Creator, Type: typ, StateKey: &k, Content: b}
+	}
+	// m.room.create: creation_content, then the fields the server owns.
+	create := maps.Clone(req.CreationContent)
+	if create == nil {
+		create = map[string]json.RawMessage{}
+	}
+	create["room_version"], _ = json.Marshal(req.Version)
+	if ver.CreatorInCreateEvent() {
+		create["creator"], _ = json.Marshal(req.Creator)
+	}
+	protos := []Proto{state(spec.MRoomCreate, "", create)}
+
+	member, err := r.memberContent(ctx, req.Creator, spec.Join)
+	if err != nil {
+		return nil, err
+	}
+	protos = append(protos, state(spec.MRoomMember, req.Creator, member))
+
+	joinRule, history, guest := "invite", "shared", "can_join"
+	if req.Preset == "public_chat" {
+		joinRule, guest = "public", "forbidden"
+	}
+	users := map[string]int64{req.Creator: 100}
+	if req.Preset == "trusted_private_chat" {
+		for _, u := range req.Invite {
+			users[u] = 100
+		}
+	}
+	pl := map[string]any{
+		"users": users, "users_default": 0, "events_default": 0, "state_default": 50,
+		"ban": 50, "kick": 50, "redact": 50, "invite": 50,
+		"events": map[string]int64{
+			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+			"m.room.server_acl": 100, "m.room.encryption": 100,
+		},
+		"notifications": map[string]int64{"room": 50},
+	}
+	plJSON, _ := json.Marshal(pl)
+	if len(req.PowerLevelContentOverride) > 0 {
+		merged := map[string]json.RawMessage{}
+		_ = json.Unmarshal(plJSON, &merged)
+		maps.Copy(merged, req.PowerLevelContentOverride)
+		plJSON, _ = json.Marshal(merged)
+	}
+	protos = append(protos, Proto{Sender: req.Creator, Type: spec.MRoomPowerLevels, StateKey: &empty, Content: plJSON})
+	if req.Alias != "" {
+		protos = append(protos, state(spec.MRoomCanonicalAlias, "", map[string]string{"alias": req.Alias}))
+	}
+	// Preset state, unless initial_state sets the same keys.
+	overridden := map[storage.StateKey]bool{}
+	for _, s := range req.InitialState {
+		overridden[storage.StateKey{Type: s.Type, StateKey: s.StateKey}] = true
+	}
+	for _, p := range []Proto{
+		state(spec.MRoomJoinRules, "", map[string]string{"join_rule": joinRule}),
+		state(spec.MRoomHistoryVisibility, "", map[string]string{"history_visibility": history}),
+		state(spec.MRoomGuestAccess, "", map[string]string{"guest_access": guest}),
+	} {
+		if !overridden[storage.StateKey{Type: p.Type, StateKey: ""}] {
+			protos = append(protos, p)
+		}
+	}
+	for _, s := range req.InitialState {
+		k := s.StateKey
+		content := s.Content
+		if len(content) == 0 {
+			content = json.RawMessage("{}")
+		}
+		protos = append(protos, Proto{Sender: req.Creator, Type: s.Type, StateKey: &k, Content: content})
+	}
+	if req.Name != nil {
+		protos = append(protos, state(spec.MRoomName, "", map[string]string{"name": *req.Name}))
+	}
+	if req.Topic != nil {
+		protos = append(protos, state(spec.MRoomTopic, "", map[string]any{
+			"topic":   *req.Topic,
+			"m.topic": map[string]any{"m.text": []map[string]string{{"body": *req.Topic, "mimetype": "text/plain"}}},
+		}))
+	}
+	for _, u := range req.Invite {
+		content, err := r.memberContent(ctx, u, spec.Invite)
+		if err != nil {
+			return nil, err
+		}
+		if req.IsDirect {
+			content["is_direct"] = true
+		}
+		protos = append(protos, state(spec.MRoomMember, u, content))
+	}
+	_ = roomID
+	return protos, nil
+}
+
+// memberContent is the content of a membership event for a local user:
+// the membership plus, for joins and invites, the user's profile.
+func (r *Rooms) memberContent(ctx context.Context, userID, membership string) (map[string]any, error) {
+	content := map[string]any{"membership": membership}
+	if membership != spec.Join && membership != spec.Invite {
+		return content, nil
+	}
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil || uid.Domain() != r.serverName {
+		return content, nil // remote users' profiles come with federation
+	}
+	name, avatar, err := storage.MemberProfile(ctx, r.db.Read(), userID)
+	if err != nil {
+		return nil, err
+	}
+	if name != "" {
+		content["displayname"] = name
+	}
+	if avatar != "" {
+		content["avatar_url"] = avatar
+	}
+	return content, nil
+}
+
+func randomString(n int) string {
+	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b)
+}

@@ -1,0 +1,93 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// MembershipOf returns a user's current membership of a room ("" if none)
+// and the membership event's ID.
+func (r *Rooms) MembershipOf(ctx context.Context, roomID, userID string) (membership, eventID string, err error) {
+	st, err := r.CurrentState(ctx, roomID)
+	if err != nil {
+		return "", "", err
+	}
+	id, ok := st[storage.StateKey{Type: spec.MRoomMember, StateKey: userID}]
+	if !ok {
+		return "", "", nil
+	}
+	ev, err := r.Event(ctx, id)
+	if err != nil {
+		return "", "", err
+	}
+	m, _ := ev.PDU.Membership()
+	return m, id, nil
+}
+
+// ChangeMembership is one membership change requested by a local user.
+type ChangeMembership struct {
+	Sender     string
+	Target     string
+	Membership string // join, invite, leave, ban, knock
+	Reason     string
+	IsDirect   bool
+	Extra      map[string]json.RawMessage // extra content fields (e.g. join_authorised_via_users_server)
+}
+
+// SetMembership sends the membership event for c after the auth rules
+// allow it; it returns the event. A join by a user already joined, or a
+// leave by one already left, changes nothing and returns no event.
+func (r *Rooms) SetMembership(ctx context.Context, roomID string, c ChangeMembership) (*Event, error) {
+	current, _, err := r.MembershipOf(ctx, roomID, c.Target)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, mxhttp.NotFound("Unknown room %s", roomID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.Sender == c.Target && current == c.Membership && (current == spec.Join || current == spec.Leave) && c.Reason == "" {
+		return nil, nil
+	}
+	if c.Membership == spec.Leave && c.Sender == c.Target && current == "" {
+		return nil, mxhttp.Forbidden("You are not a member of %s", roomID)
+	}
+	content, err := r.memberContent(ctx, c.Target, c.Membership)
+	if err != nil {
+		return nil, err
+	}
+	if c.Reason != "" {
+		content["reason"] = c.Reason
+	}
+	if c.IsDirect {
+		content["is_direct"] = true
+	}
+	for k, v := range c.Extra {
+		content[k] = v
+	}
+	b, _ := json.Marshal(content)
+	target := c.Target
+	evs, err := r.Send(ctx, roomID, Proto{Sender: c.Sender, Type: spec.MRoomMember, StateKey: &target, Content: b})
+	if err != nil {
+		return nil, err
+	}
+	return evs[0], nil
+}
+
+// JoinedRooms lists the rooms a user is joined to.
+func (r *Rooms) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
+	ms, err := storage.RoomsOfUser(ctx, r.db.Read(), userID, spec.Join)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.RoomID)
+	}
+	return out, nil
+}

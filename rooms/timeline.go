@@ -1,0 +1,45 @@
+package rooms
+
+import (
+	"context"
+
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Page reads up to limit timeline events of a room from a boundary in
+// topological order, and reports whether the end of the timeline in that
+// direction was reached.
+func (r *Rooms) Page(ctx context.Context, roomID string, from TopoToken, backwards bool, limit int) ([]*Event, bool, error) {
+	rows, err := storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, backwards, limit)
+	if err != nil {
+		return nil, false, err
+	}
+	out, err := r.fromRows(ctx, rows)
+	return out, len(rows) < limit, err
+}
+
+// fromRows turns committed rows into Events, through the cache.
+func (r *Rooms) fromRows(ctx context.Context, rows []storage.Event) ([]*Event, error) {
+	out := make([]*Event, 0, len(rows))
+	for _, row := range rows {
+		ev, ok := r.pdus.get(row.EventID)
+		if !ok || ev.RedactedBy == nil && row.RedactedBy != nil {
+			var err error
+			if ev, err = r.parseEvent(ctx, r.db.Read(), row); err != nil {
+				return nil, err
+			}
+			r.pdus.put(row.EventID, ev)
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// End returns the boundary after the newest event of a room.
+func (r *Rooms) End(ctx context.Context, roomID string) (TopoToken, error) {
+	room, err := storage.GetRoom(ctx, r.db.Read(), roomID)
+	if err != nil {
+		return TopoToken{}, err
+	}
+	return TopoToken{Depth: room.MaxDepth + 1}, nil
+}

@@ -1,0 +1,118 @@
+package rooms
+
+import (
+	"context"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Visible returns the events of evs (all from one room) that userID may see,
+// in order, by the spec's history visibility rules (client-server API,
+// History visibility, Server behaviour):
+//
+//   - world_readable at the event: visible to anyone;
+//   - the user's membership at the event was join: visible;
+//   - shared at the event and the user is joined now: visible;
+//   - invited at the event, and the user's membership then was invite: visible.
+//
+// "At the event" is the state after it, so users see their own join and the
+// change that made history visible to them.
+func (r *Rooms) Visible(ctx context.Context, userID string, evs []*Event) ([]*Event, error) {
+	if len(evs) == 0 {
+		return evs, nil
+	}
+	current, _, err := r.MembershipOf(ctx, evs[0].RoomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	type verdict struct {
+		visibility gomatrixserverlib.HistoryVisibility
+		membership string
+	}
+	bySnapshot := map[int64]verdict{}
+	out := make([]*Event, 0, len(evs))
+	for _, ev := range evs {
+		v, ok := bySnapshot[ev.SnapshotAfter]
+		if !ok {
+			if v, err = r.visibilityAt(ctx, ev.SnapshotAfter, userID); err != nil {
+				return nil, err
+			}
+			bySnapshot[ev.SnapshotAfter] = v
+		}
+		allowed := false
+		switch {
+		case v.visibility == gomatrixserverlib.HistoryVisibilityWorldReadable:
+			allowed = true
+		case v.membership == spec.Join:
+			allowed = true
+		case v.visibility == gomatrixserverlib.HistoryVisibilityShared && current == spec.Join:
+			allowed = true
+		case v.visibility == gomatrixserverlib.HistoryVisibilityInvited && v.membership == spec.Invite:
+			allowed = true
+		}
+		if allowed {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+func (r *Rooms) visibilityAt(ctx context.Context, snapshotID int64, userID string) (v struct {
+	visibility gomatrixserverlib.HistoryVisibility
+	membership string
+}, err error) {
+	s, err := r.snapshotState(ctx, r.db.Read(), snapshotID)
+	if err != nil {
+		return v, err
+	}
+	v.visibility = gomatrixserverlib.HistoryVisibilityShared // the default when unset
+	ids := []string{}
+	hvID, hasHV := s.state[storage.StateKey{Type: spec.MRoomHistoryVisibility}]
+	memID, hasMem := s.state[storage.StateKey{Type: spec.MRoomMember, StateKey: userID}]
+	if hasHV {
+		ids = append(ids, hvID)
+	}
+	if hasMem {
+		ids = append(ids, memID)
+	}
+	evs, err := r.Events(ctx, r.db.Read(), ids)
+	if err != nil {
+		return v, err
+	}
+	if ev, ok := evs[hvID]; hasHV && ok {
+		if hv, err := ev.PDU.HistoryVisibility(); err == nil {
+			v.visibility = hv
+		}
+	}
+	if ev, ok := evs[memID]; hasMem && ok {
+		v.membership, _ = ev.PDU.Membership()
+	}
+	return v, nil
+}
+
+// Format turns events into client events for viewer, attaching
+// unsigned.redacted_because to redacted ones.
+func (r *Rooms) Format(ctx context.Context, evs []*Event, viewer Viewer) ([]ClientEvent, error) {
+	var redactionIDs []string
+	for _, ev := range evs {
+		if ev.RedactedBy != nil {
+			redactionIDs = append(redactionIDs, *ev.RedactedBy)
+		}
+	}
+	redactions, err := r.Events(ctx, r.db.Read(), redactionIDs)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ClientEvent, 0, len(evs))
+	for _, ev := range evs {
+		var because *Event
+		if ev.RedactedBy != nil {
+			because = redactions[*ev.RedactedBy]
+		}
+		out = append(out, ev.ClientEvent(viewer, because))
+	}
+	return out, nil
+}

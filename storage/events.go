@@ -1,0 +1,422 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Room is a rooms row: the head of a room's DAG.
+type Room struct {
+	RoomID          string
+	Version         string
+	Extremities     []string
+	MaxDepth        int64
+	CurrentSnapshot int64
+	Published       bool
+	CreatedTS       int64
+}
+
+// Event is an events row. JSON is the full PDU; the other columns are what
+// queries filter and order by.
+type Event struct {
+	StreamPos      int64
+	EventID        string
+	RoomID         string
+	Type           string
+	StateKey       *string
+	Sender         string
+	Depth          int64
+	OriginTS       int64
+	Membership     *string
+	SnapshotBefore int64
+	SnapshotAfter  int64
+	Rejected       bool
+	SoftFailed     bool
+	Outlier        bool
+	RedactedBy     *string
+	RelatesTo      *string
+	RelType        *string
+	PrevContent    *string
+	PrevSender     *string
+	ReplacesState  *string
+	SenderDevice   *string
+	TxnID          *string
+	JSON           []byte
+}
+
+// StateKey is a (type, state_key) pair.
+type StateKey struct{ Type, StateKey string }
+
+// InsertRoom creates the rooms row of a new room.
+func InsertRoom(ctx context.Context, tx *sql.Tx, r Room) error {
+	ext, _ := json.Marshal(r.Extremities)
+	_, err := tx.ExecContext(ctx, `INSERT INTO rooms (room_id, room_version, extremities, max_depth, current_snapshot, published, created_ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, r.RoomID, r.Version, string(ext), r.MaxDepth, r.CurrentSnapshot, r.Published, r.CreatedTS)
+	if isUniqueViolation(err) {
+		return ErrConflict
+	}
+	if err != nil {
+		return fmt.Errorf("inserting room: %w", err)
+	}
+	return nil
+}
+
+const roomColumns = `room_id, room_version, extremities, max_depth, current_snapshot, published, created_ts`
+
+func scanRoom(row *sql.Row) (Room, error) {
+	var r Room
+	var ext string
+	err := row.Scan(&r.RoomID, &r.Version, &ext, &r.MaxDepth, &r.CurrentSnapshot, &r.Published, &r.CreatedTS)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, ErrNotFound
+	}
+	if err != nil {
+		return r, fmt.Errorf("loading room: %w", err)
+	}
+	if err := json.Unmarshal([]byte(ext), &r.Extremities); err != nil {
+		return r, fmt.Errorf("room %s extremities: %w", r.RoomID, err)
+	}
+	return r, nil
+}
+
+// GetRoom loads a room's head.
+func GetRoom(ctx context.Context, q Reader, roomID string) (Room, error) {
+	return scanRoom(q.QueryRowContext(ctx, `SELECT `+roomColumns+` FROM rooms WHERE room_id = $1`, roomID))
+}
+
+// LockRoom loads a room's head inside a write transaction, locking the row
+// on PostgreSQL so that processes sharing the database take turns on a room.
+// (SQLite's single writer already serialises all write transactions.)
+func (db *DB) LockRoom(ctx context.Context, tx *sql.Tx, roomID string) (Room, error) {
+	q := `SELECT ` + roomColumns + ` FROM rooms WHERE room_id = $1`
+	if db.dialect == Postgres {
+		q += " FOR UPDATE"
+	}
+	return scanRoom(tx.QueryRowContext(ctx, q, roomID))
+}
+
+// UpdateRoomHead records new extremities, depth and current state.
+func UpdateRoomHead(ctx context.Context, tx *sql.Tx, roomID string, extremities []string, maxDepth, snapshot int64) error {
+	ext, _ := json.Marshal(extremities)
+	_, err := tx.ExecContext(ctx, `UPDATE rooms SET extremities = $1, max_depth = $2, current_snapshot = $3 WHERE room_id = $4`,
+		string(ext), maxDepth, snapshot, roomID)
+	if err != nil {
+		return fmt.Errorf("updating room head: %w", err)
+	}
+	return nil
+}
+
+// SetRoomPublished sets the room's visibility in the public directory.
+func (db *DB) SetRoomPublished(ctx context.Context, roomID string, published bool) error {
+	return db.WriteTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE rooms SET published = $1 WHERE room_id = $2`, published, roomID)
+		return err
+	})
+}
+
+// LockEventStream serialises event inserts across processes sharing one
+// PostgreSQL, so stream positions become visible in order and a reader
+// never skips an event committed late with a lower position.
+func (db *DB) LockEventStream(ctx context.Context, tx *sql.Tx) error {
+	if db.dialect != Postgres {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7460119)")
+	return err
+}
+
+// InsertEvent stores an event and returns its stream position.
+func InsertEvent(ctx context.Context, tx *sql.Tx, e Event) (int64, error) {
+	var pos int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+		membership, snapshot_before, snapshot_after, rejected, soft_failed, outlier, relates_to, rel_type,
+		prev_content, prev_sender, replaces_state, sender_device, txn_id, json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+		RETURNING stream_pos`,
+		e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginTS, e.Membership,
+		e.SnapshotBefore, e.SnapshotAfter, e.Rejected, e.SoftFailed, e.Outlier, e.RelatesTo, e.RelType,
+		e.PrevContent, e.PrevSender, e.ReplacesState, e.SenderDevice, e.TxnID, string(e.JSON)).Scan(&pos)
+	if isUniqueViolation(err) {
+		return 0, ErrConflict
+	}
+	if err != nil {
+		return 0, fmt.Errorf("inserting event: %w", err)
+	}
+	return pos, nil
+}
+
+// MarkRedacted records that redaction redacts eventID.
+func MarkRedacted(ctx context.Context, tx *sql.Tx, eventID, redactionID string) error {
+	_, err := tx.ExecContext(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL`, redactionID, eventID)
+	return err
+}
+
+const eventColumns = `stream_pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts, membership,
+	snapshot_before, snapshot_after, rejected, soft_failed, outlier, redacted_by, relates_to, rel_type,
+	prev_content, prev_sender, replaces_state, sender_device, txn_id, json`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanEvent(s scanner) (Event, error) {
+	var e Event
+	var js string
+	err := s.Scan(&e.StreamPos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.Depth, &e.OriginTS, &e.Membership,
+		&e.SnapshotBefore, &e.SnapshotAfter, &e.Rejected, &e.SoftFailed, &e.Outlier, &e.RedactedBy, &e.RelatesTo, &e.RelType,
+		&e.PrevContent, &e.PrevSender, &e.ReplacesState, &e.SenderDevice, &e.TxnID, &js)
+	e.JSON = []byte(js)
+	return e, err
+}
+
+func queryEvents(ctx context.Context, q Reader, query string, args ...any) ([]Event, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("querying events: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scanning event: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// GetEvent loads one event by ID.
+func GetEvent(ctx context.Context, q Reader, eventID string) (Event, error) {
+	e, err := scanEvent(q.QueryRowContext(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id = $1`, eventID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, ErrNotFound
+	}
+	if err != nil {
+		return e, fmt.Errorf("loading event: %w", err)
+	}
+	return e, nil
+}
+
+// GetEvents loads the events with the given IDs that exist, in no order.
+func GetEvents(ctx context.Context, q Reader, eventIDs []string) ([]Event, error) {
+	if len(eventIDs) == 0 {
+		return nil, nil
+	}
+	var out []Event
+	// Chunk to stay under both engines' parameter limits.
+	for start := 0; start < len(eventIDs); start += 500 {
+		chunk := eventIDs[start:min(start+500, len(eventIDs))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		evs, err := queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+placeholders(1, len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, evs...)
+	}
+	return out, nil
+}
+
+// placeholders returns "$from, $from+1, ..." n times.
+func placeholders(from, n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", from+i)
+	}
+	return b.String()
+}
+
+// RoomEventsTopological pages through a room's timeline (non-outlier,
+// non-rejected, non-soft-failed events) in topological order, (depth,
+// stream_pos). A position is a boundary between events: backwards returns
+// events before (depth, pos), newest first; forwards returns events at or
+// after it, oldest first.
+func RoomEventsTopological(ctx context.Context, q Reader, roomID string, depth, pos int64, backwards bool, limit int) ([]Event, error) {
+	if backwards {
+		return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
+			WHERE room_id = $1 AND NOT outlier AND NOT rejected AND NOT soft_failed
+			AND (depth < $2 OR (depth = $2 AND stream_pos < $3))
+			ORDER BY depth DESC, stream_pos DESC LIMIT $4`, roomID, depth, pos, limit)
+	}
+	return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
+		WHERE room_id = $1 AND NOT outlier AND NOT rejected AND NOT soft_failed
+		AND (depth > $2 OR (depth = $2 AND stream_pos >= $3))
+		ORDER BY depth ASC, stream_pos ASC LIMIT $4`, roomID, depth, pos, limit)
+}
+
+// RoomEventsStream returns a room's timeline events with stream positions in
+// (from, to], newest first, at most limit.
+func RoomEventsStream(ctx context.Context, q Reader, roomID string, from, to int64, limit int) ([]Event, error) {
+	return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
+		WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND NOT outlier AND NOT rejected AND NOT soft_failed
+		ORDER BY stream_pos DESC LIMIT $4`, roomID, from, to, limit)
+}
+
+// MaxStreamPos is the highest stream position persisted.
+func MaxStreamPos(ctx context.Context, q Reader) (int64, error) {
+	var pos int64
+	err := q.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM events`).Scan(&pos)
+	return pos, err
+}
+
+// InsertSnapshot stores a state snapshot: the full state when parent is 0,
+// else the entries that differ from parent.
+func InsertSnapshot(ctx context.Context, tx *sql.Tx, roomID string, parent int64, chainLen int, entries map[StateKey]string) (int64, error) {
+	var parentArg any
+	if parent != 0 {
+		parentArg = parent
+	}
+	var id int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO state_snapshots (room_id, parent_id, chain_len) VALUES ($1, $2, $3) RETURNING snapshot_id`,
+		roomID, parentArg, chainLen).Scan(&id); err != nil {
+		return 0, fmt.Errorf("inserting snapshot: %w", err)
+	}
+	for k, ev := range entries {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
+			id, k.Type, k.StateKey, ev); err != nil {
+			return 0, fmt.Errorf("inserting snapshot entry: %w", err)
+		}
+	}
+	return id, nil
+}
+
+// SnapshotInfo is a snapshot's place in its delta chain.
+type SnapshotInfo struct {
+	Parent   int64
+	ChainLen int
+}
+
+// LoadSnapshot assembles the full state of a snapshot by applying its delta
+// chain from the full snapshot at its root down to itself, in one query.
+func LoadSnapshot(ctx context.Context, q Reader, snapshotID int64) (map[StateKey]string, SnapshotInfo, error) {
+	state := map[StateKey]string{}
+	var info SnapshotInfo
+	if snapshotID == 0 {
+		return state, info, nil
+	}
+	var parent sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT parent_id, chain_len FROM state_snapshots WHERE snapshot_id = $1`, snapshotID).
+		Scan(&parent, &info.ChainLen); err != nil {
+		return nil, info, fmt.Errorf("loading snapshot %d: %w", snapshotID, err)
+	}
+	info.Parent = parent.Int64
+	rows, err := q.QueryContext(ctx, `WITH RECURSIVE chain(id, parent, lvl) AS (
+			SELECT snapshot_id, parent_id, 0 FROM state_snapshots WHERE snapshot_id = $1
+			UNION ALL
+			SELECT s.snapshot_id, s.parent_id, c.lvl + 1 FROM state_snapshots s JOIN chain c ON s.snapshot_id = c.parent
+		)
+		SELECT e.type, e.state_key, e.event_id FROM chain c JOIN state_snapshot_entries e ON e.snapshot_id = c.id
+		ORDER BY c.lvl DESC`, snapshotID)
+	if err != nil {
+		return nil, info, fmt.Errorf("loading snapshot chain %d: %w", snapshotID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k StateKey
+		var ev string
+		if err := rows.Scan(&k.Type, &k.StateKey, &ev); err != nil {
+			return nil, info, err
+		}
+		state[k] = ev
+	}
+	return state, info, rows.Err()
+}
+
+// SetCurrentState replaces one entry of a room's materialised current state.
+func SetCurrentState(ctx context.Context, tx *sql.Tx, roomID string, k StateKey, eventID string, membership *string) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership`,
+		roomID, k.Type, k.StateKey, eventID, membership)
+	if err != nil {
+		return fmt.Errorf("updating current state: %w", err)
+	}
+	return nil
+}
+
+// DeleteCurrentState removes an entry (state resolution may drop one).
+func DeleteCurrentState(ctx context.Context, tx *sql.Tx, roomID string, k StateKey) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`, roomID, k.Type, k.StateKey)
+	return err
+}
+
+// Membership is a user's current membership of a room.
+type Membership struct {
+	RoomID     string
+	UserID     string
+	Membership string
+	EventID    string
+}
+
+// RoomsOfUser lists the rooms where the user's current membership is one of
+// the given values.
+func RoomsOfUser(ctx context.Context, q Reader, userID string, memberships ...string) ([]Membership, error) {
+	args := []any{userID}
+	for _, m := range memberships {
+		args = append(args, m)
+	}
+	rows, err := q.QueryContext(ctx, `SELECT room_id, membership, event_id FROM current_state
+		WHERE type = 'm.room.member' AND state_key = $1 AND membership IN (`+placeholders(2, len(memberships))+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing rooms of user: %w", err)
+	}
+	defer rows.Close()
+	var out []Membership
+	for rows.Next() {
+		m := Membership{UserID: userID}
+		if err := rows.Scan(&m.RoomID, &m.Membership, &m.EventID); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// MembersOfRoom lists the current memberships of a room.
+func MembersOfRoom(ctx context.Context, q Reader, roomID string) ([]Membership, error) {
+	rows, err := q.QueryContext(ctx, `SELECT state_key, membership, event_id FROM current_state
+		WHERE room_id = $1 AND type = 'm.room.member'`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("listing members: %w", err)
+	}
+	defer rows.Close()
+	var out []Membership
+	for rows.Next() {
+		m := Membership{RoomID: roomID}
+		var ms sql.NullString
+		if err := rows.Scan(&m.UserID, &ms, &m.EventID); err != nil {
+			return nil, err
+		}
+		m.Membership = ms.String
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// LookupTxn returns the event ID a client transaction produced, if any.
+func LookupTxn(ctx context.Context, q Reader, userID, deviceID, scope, txnID string) (string, error) {
+	var id string
+	err := q.QueryRowContext(ctx, `SELECT event_id FROM client_txns WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4`,
+		userID, deviceID, scope, txnID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	return id, err
+}
+
+// InsertTxn records the event a client transaction produced.
+func InsertTxn(ctx context.Context, tx *sql.Tx, userID, deviceID, scope, txnID, eventID string, ts int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO client_txns (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5, $6)`,
+		userID, deviceID, scope, txnID, eventID, ts)
+	if isUniqueViolation(err) {
+		return ErrConflict
+	}
+	return err
+}
