@@ -19,6 +19,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/homeserver"
 )
@@ -202,4 +203,15 @@ func Expect(t testing.TB, r Response, status int, errcode string) {
 	if r.Status != status || (errcode != "" && r.ErrCode() != errcode) {
 		t.Fatalf("got %d %s, want %d %s; body: %s", r.Status, r.ErrCode(), status, errcode, r.Body)
 	}
+}
+
+// RegisterUser creates the local user @localpart:<server> with a device and
+// returns its user ID and access token.
+func (s *Server) RegisterUser(t testing.TB, localpart string) (userID, token string) {
+	t.Helper()
+	login, err := s.Accounts.Register(context.Background(), accounts.NewUser{Localpart: localpart, Password: "password"})
+	if err != nil {
+		t.Fatalf("registering %s: %v", localpart, err)
+	}
+	return login.UserID, login.AccessToken
 }
