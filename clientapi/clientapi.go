@@ -38,6 +38,42 @@ func (a *API) Routes(r chi.Router) {
 	r.Get("/.well-known/matrix/client", a.wellKnownClient)
 	r.Get("/.well-known/matrix/server", a.wellKnownServer)
 	a.roomRoutes(r)
+	const v3 = "/_matrix/client/v3"
+	r.Get(v3+"/capabilities", a.authed(a.capabilities))
+
+	r.Get(v3+"/profile/{userId}", a.getProfile)
+	r.Get(v3+"/profile/{userId}/{keyName}", a.getProfileField)
+	r.Put(v3+"/profile/{userId}/{keyName}", a.authed(a.putProfileField))
+	r.Delete(v3+"/profile/{userId}/{keyName}", a.authed(a.deleteProfileField))
+
+	r.Get(v3+"/user/{userId}/account_data/{type}", a.authed(a.getAccountData))
+	r.Put(v3+"/user/{userId}/account_data/{type}", a.authed(a.putAccountData))
+	r.Get(v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.getAccountData))
+	r.Put(v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.putAccountData))
+
+	r.Post(v3+"/user/{userId}/filter", a.authed(a.postFilter))
+	r.Get(v3+"/user/{userId}/filter/{filterId}", a.authed(a.getFilter))
+
+	r.Get(v3+"/pushrules", a.authed(a.getPushRules))
+	r.Get(v3+"/pushrules/", a.authed(a.getPushRules))
+	r.Get(v3+"/pushrules/global/", a.authed(a.getGlobalPushRules))
+	const rule = v3 + "/pushrules/global/{kind}/{ruleId}"
+	r.Get(rule, a.authed(a.getPushRuleHandler))
+	r.Put(rule, a.authed(a.putPushRule))
+	r.Delete(rule, a.authed(a.deletePushRule))
+	r.Get(rule+"/enabled", a.authed(a.getPushRuleEnabled))
+	r.Put(rule+"/enabled", a.authed(a.putPushRuleEnabled))
+	r.Get(rule+"/actions", a.authed(a.getPushRuleActions))
+	r.Put(rule+"/actions", a.authed(a.putPushRuleActions))
+
+	r.Get(v3+"/voip/turnServer", a.authed(a.turnServer))
+
+	r.Get(v3+"/thirdparty/protocols", a.authed(a.thirdPartyProtocols))
+	for _, p := range []string{"/thirdparty/protocol/{protocol}", "/thirdparty/location/{protocol}", "/thirdparty/user/{protocol}",
+		"/thirdparty/location", "/thirdparty/user"} {
+		r.Get(v3+p, a.authed(a.thirdPartyNotFound))
+	}
+
 	if a.cfg.RegistrationSharedSecret != "" {
 		r.Get("/_synapse/admin/v1/register", a.adminRegisterNonce)
 		r.Post("/_synapse/admin/v1/register", a.adminRegister)

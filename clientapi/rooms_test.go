@@ -416,3 +416,19 @@ func TestConcurrentSenders(t *testing.T) {
 		}
 	})
 }
+
+// A display name change reaches the member event of every joined room.
+func TestProfileChangeUpdatesMembership(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice := newUser(t, hs, "alice")
+		room1, room2 := alice.createRoom(t, nil), alice.createRoom(t, nil)
+		hearthtest.Expect(t, alice.do(t, "PUT", "/_matrix/client/v3/profile/"+alice.id+"/displayname", map[string]any{"displayname": "Alice A."}), http.StatusOK, "")
+		for _, roomID := range []string{room1, room2} {
+			r := alice.do(t, "GET", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.member/"+alice.id, nil)
+			if r.JSON["displayname"] != "Alice A." || r.JSON["membership"] != "join" {
+				t.Fatalf("member event after profile change: %s", r.Body)
+			}
+		}
+	})
+}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -55,6 +56,14 @@ type Config struct {
 	WellKnownClient string `yaml:"well_known_client" env:"HEARTH_WELL_KNOWN_CLIENT"`
 	WellKnownServer string `yaml:"well_known_server" env:"HEARTH_WELL_KNOWN_SERVER"`
 
+	// TURN server credentials handed out by GET /voip/turnServer, in the
+	// shared-secret scheme coturn's use-auth-secret implements.
+	TURNURIs         []string `yaml:"turn_uris" env:"HEARTH_TURN_URIS"`
+	TURNSharedSecret string   `yaml:"turn_shared_secret" env:"HEARTH_TURN_SHARED_SECRET"`
+	// TURNUserLifetime is how long TURN credentials stay valid: a Go
+	// duration ("1h", "90m") or a number of seconds.
+	TURNUserLifetime string `yaml:"turn_user_lifetime" env:"HEARTH_TURN_USER_LIFETIME"`
+
 	MaxRequestBytes int64  `yaml:"max_request_bytes" env:"HEARTH_MAX_REQUEST_BYTES"`
 	LogLevel        string `yaml:"log_level" env:"HEARTH_LOG_LEVEL"`
 	LogFormat       string `yaml:"log_format" env:"HEARTH_LOG_FORMAT"`
@@ -72,6 +81,7 @@ func Default() Config {
 		Registration:      RegistrationClosed,
 		BcryptCost:        12,
 		RateLimits:        "on",
+		TURNUserLifetime:  "1h",
 		MaxRequestBytes:   50 << 20,
 		LogLevel:          "info",
 		LogFormat:         "text",
@@ -187,6 +197,17 @@ func (c *Config) Validate() error {
 	default:
 		return bad("rate_limits", "%q is not one of on, off", c.RateLimits)
 	}
+	if _, err := ParseLifetime(c.TURNUserLifetime); err != nil {
+		return bad("turn_user_lifetime", "%v", err)
+	}
+	for _, u := range c.TURNURIs {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			return bad("turn_uris", "%q is not a turn: or turns: URI", u)
+		}
+	}
+	if len(c.TURNURIs) > 0 && c.TURNSharedSecret == "" {
+		return bad("turn_shared_secret", "must be set when turn_uris is set")
+	}
 	if c.MaxRequestBytes < 1<<16 {
 		return bad("max_request_bytes", "%d is below the 65536 bytes a single event may need", c.MaxRequestBytes)
 	}
@@ -201,6 +222,23 @@ func (c *Config) Validate() error {
 		return bad("log_format", "%q is not one of text, json", c.LogFormat)
 	}
 	return nil
+}
+
+// ParseLifetime reads a duration given as a Go duration ("1h", "90m") or a
+// whole number of seconds; it must be positive.
+func ParseLifetime(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		n, nerr := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		if nerr != nil {
+			return 0, fmt.Errorf("%q is neither a duration such as 1h nor a number of seconds", s)
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q must be positive", s)
+	}
+	return d, nil
 }
 
 // ValidServerName checks the spec's server name grammar (appendices, Server

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hearth-matrix/hearth"
 	"github.com/hearth-matrix/hearth/config"
@@ -46,6 +47,9 @@ func TestValidateNamesTheBadKey(t *testing.T) {
 		"sqlite_synchronous": func(c *config.Config) { c.SQLiteSynchronous = "off" },
 		"log_level":          func(c *config.Config) { c.LogLevel = "loud" },
 		"max_request_bytes":  func(c *config.Config) { c.MaxRequestBytes = 10 },
+		"turn_user_lifetime": func(c *config.Config) { c.TURNUserLifetime = "soon" },
+		"turn_uris":          func(c *config.Config) { c.TURNURIs = []string{"http://turn.example.org"}; c.TURNSharedSecret = "s" },
+		"turn_shared_secret": func(c *config.Config) { c.TURNURIs = []string{"turn:turn.example.org"} },
 	}
 	for key, breakIt := range cases {
 		c := config.Default()
@@ -99,6 +103,19 @@ func TestServerNames(t *testing.T) {
 	for _, bad := range []string{"", "a b", "x:0", "x:99999", "[::1", "ex_ample.org", "host:"} {
 		if err := config.ValidServerName(bad); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestParseLifetime(t *testing.T) {
+	for in, want := range map[string]time.Duration{"1h": time.Hour, "90m": 90 * time.Minute, "3600": time.Hour, " 60 ": time.Minute} {
+		if got, err := config.ParseLifetime(in); err != nil || got != want {
+			t.Errorf("ParseLifetime(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "-5", "-1h", "soon"} {
+		if _, err := config.ParseLifetime(in); err == nil {
+			t.Errorf("ParseLifetime(%q) accepted", in)
 		}
 	}
 }

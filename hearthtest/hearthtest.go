@@ -205,11 +205,11 @@ func Expect(t testing.TB, r Response, status int, errcode string) {
 	}
 }
 
-// RegisterUser creates a local user with a device and returns its user ID
-// and access token.
+// RegisterUser creates the local user @localpart:<server> with a device and
+// returns its user ID and access token.
 func (s *Server) RegisterUser(t testing.TB, localpart string) (userID, token string) {
 	t.Helper()
-	login, err := s.Accounts.Register(context.Background(), accounts.NewUser{Localpart: localpart, Password: "password-" + localpart})
+	login, err := s.Accounts.Register(context.Background(), accounts.NewUser{Localpart: localpart, Password: "password"})
 	if err != nil {
 		t.Fatalf("registering %s: %v", localpart, err)
 	}

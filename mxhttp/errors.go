@@ -69,8 +69,19 @@ var (
 	WeakPassword       = newErr(http.StatusBadRequest, "M_WEAK_PASSWORD")
 	UnsupportedVersion = newErr(http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION")
 	GuestAccess        = newErr(http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
+	ProfileTooLarge    = newErr(http.StatusBadRequest, "M_PROFILE_TOO_LARGE")
+	KeyTooLarge        = newErr(http.StatusBadRequest, "M_KEY_TOO_LARGE")
 	Internal           = newErr(http.StatusInternalServerError, "M_UNKNOWN")
 )
+
+// WithStatus returns a copy of e with another HTTP status, for the few
+// places the spec pairs an errcode with an unusual status (405 M_BAD_JSON
+// for server-managed account data types).
+func (e *Error) WithStatus(status int) *Error {
+	c := *e
+	c.Status = status
+	return &c
+}
 
 // AsError turns any error into a Matrix error: Matrix errors pass through,
 // anything else is an internal error whose details stay in the log.

@@ -45,7 +45,7 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 	if req.Version == "" {
 		req.Version = r.DefaultVersion
 	}
-	if !IsSupportedVersion(req.Version) {
+	if !IsSupported(string(req.Version)) {
 		return "", mxhttp.UnsupportedVersion("Room version %q is not supported", req.Version)
 	}
 	roomID := "!" + randomString(18) + ":" + string(r.serverName)
@@ -191,15 +191,18 @@ func (r *Rooms) memberContent(ctx context.Context, userID, membership string) (m
 	if err != nil || uid.Domain() != r.serverName {
 		return content, nil // remote users' profiles come with federation
 	}
-	name, avatar, err := storage.MemberProfile(ctx, r.db.Read(), userID)
+	p, err := r.db.GetProfile(ctx, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return content, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	if name != "" {
-		content["displayname"] = name
+	if p.DisplayName != nil {
+		content["displayname"] = *p.DisplayName
 	}
-	if avatar != "" {
-		content["avatar_url"] = avatar
+	if p.AvatarURL != nil {
+		content["avatar_url"] = *p.AvatarURL
 	}
 	return content, nil
 }

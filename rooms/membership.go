@@ -91,3 +91,26 @@ func (r *Rooms) JoinedRooms(ctx context.Context, userID string) ([]string, error
 	}
 	return out, nil
 }
+
+// ProfileChanged sends a new join event with the user's current profile in
+// every room they are joined to (client-server API, Events on Change of
+// Profile Information). A room that refuses it (e.g. power levels) is
+// logged and skipped.
+func (r *Rooms) ProfileChanged(ctx context.Context, userID string) error {
+	joined, err := r.JoinedRooms(ctx, userID)
+	if err != nil {
+		return err
+	}
+	content, err := r.memberContent(ctx, userID, spec.Join)
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(content)
+	for _, roomID := range joined {
+		target := userID
+		if _, err := r.Send(ctx, roomID, Proto{Sender: userID, Type: spec.MRoomMember, StateKey: &target, Content: b}); err != nil {
+			r.log.Warn("updating membership after a profile change", "room", roomID, "user", userID, "err", err)
+		}
+	}
+	return nil
+}

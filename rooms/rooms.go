@@ -21,21 +21,6 @@ import (
 	"github.com/hearth-matrix/hearth/storage"
 )
 
-// SupportedVersions are the room versions Hearth creates and advertises.
-// Version 12 needs state resolution v2.1, which gomatrixserverlib does not
-// do correctly yet, so it stays off until Hearth implements v2.1 itself.
-var SupportedVersions = []gomatrixserverlib.RoomVersion{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"}
-
-// IsSupportedVersion reports whether v is in SupportedVersions.
-func IsSupportedVersion(v gomatrixserverlib.RoomVersion) bool {
-	for _, s := range SupportedVersions {
-		if s == v {
-			return true
-		}
-	}
-	return false
-}
-
 // Observer is told about events after they are committed, in stream order.
 type Observer func(events []*Event)
 
@@ -60,7 +45,7 @@ type Rooms struct {
 func New(db *storage.DB, serverName string, key serverkey.Key, log *slog.Logger) *Rooms {
 	return &Rooms{
 		db: db, serverName: spec.ServerName(serverName), key: key, log: log,
-		DefaultVersion: "11",
+		DefaultVersion: DefaultVersion,
 		snapshots:      newSnapshotCache(4096),
 		pdus:           newPDUCache(65536),
 	}

@@ -53,17 +53,6 @@ func AliasesOfRoom(ctx context.Context, q Reader, roomID string) ([]string, erro
 	return out, rows.Err()
 }
 
-// MemberProfile is the display name and avatar a local user's membership
-// events carry.
-func MemberProfile(ctx context.Context, q Reader, userID string) (displayName, avatarURL string, err error) {
-	var n, a sql.NullString
-	err = q.QueryRowContext(ctx, `SELECT displayname, avatar_url FROM profiles WHERE user_id = $1`, userID).Scan(&n, &a)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", "", nil
-	}
-	return n.String, a.String, err
-}
-
 // ForgetRoom records that a user forgot a room they left.
 func (db *DB) ForgetRoom(ctx context.Context, userID, roomID string) error {
 	return db.WriteTx(ctx, func(tx *sql.Tx) error {

@@ -1,0 +1,107 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/pushrules"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Client Config (client-server API, account_data module; account-data.yaml):
+// global and per-room account data. Each change moves the entry forward in
+// the account-data stream that sync reads (storage/account_data.go).
+
+// pushRulesType is the account data type of the push rules. Its stored row
+// holds the user's push rule changes (package pushrules), which are
+// rendered on the way out.
+const pushRulesType = "m.push_rules"
+
+// serverManagedTypes are the account data types clients may read but not
+// set: the server maintains them (account_data module, Server Behaviour).
+var serverManagedTypes = map[string]bool{"m.fully_read": true, pushRulesType: true}
+
+// accountDataTarget reads and checks the user, room and type of an account
+// data request: only the user themself, and a room ID for room data.
+func accountDataTarget(r *http.Request, c accounts.Caller) (userID, roomID, dataType string, err error) {
+	userID, roomID, dataType = pathParam(r, "userId"), pathParam(r, "roomId"), pathParam(r, "type")
+	if err := requireSelf(c, userID, "access account data"); err != nil {
+		return "", "", "", err
+	}
+	if chiHasRoom(r) && (!strings.HasPrefix(roomID, "!") || len(roomID) < 2) {
+		return "", "", "", mxhttp.InvalidParam("%q is not a valid room ID", roomID)
+	}
+	return userID, roomID, dataType, nil
+}
+
+// chiHasRoom reports whether the route is a per-room one.
+func chiHasRoom(r *http.Request) bool {
+	rc := chi.RouteContext(r.Context())
+	return rc != nil && strings.Contains(rc.RoutePattern(), "{roomId}")
+}
+
+// PUT /_matrix/client/v3/user/{userId}/account_data/{type} and
+// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}.
+func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	userID, roomID, dataType, err := accountDataTarget(r, c)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if serverManagedTypes[dataType] {
+		mxhttp.WriteError(w, r, mxhttp.BadJSON("Cannot set %s through the account data API", dataType).WithStatus(http.StatusMethodNotAllowed))
+		return
+	}
+	var content json.RawMessage
+	if err := mxhttp.ReadJSON(r, &content); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	compact, err := compactJSON(content)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if _, err := a.db.PutAccountData(r.Context(), userID, roomID, dataType, compact); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// GET /_matrix/client/v3/user/{userId}/account_data/{type} and
+// GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}.
+func (a *API) getAccountData(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	userID, roomID, dataType, err := accountDataTarget(r, c)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if roomID == "" && dataType == pushRulesType {
+		// Readable "as normal": the rendered rules, defaults included,
+		// whether or not the user changed any.
+		u, err := a.loadPushRules(r, userID)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		mxhttp.WriteJSON(w, http.StatusOK, map[string]pushrules.Ruleset{"global": u.Render(userID)})
+		return
+	}
+	d, err := a.db.GetAccountData(r.Context(), userID, roomID, dataType)
+	if errors.Is(err, storage.ErrNotFound) {
+		err = mxhttp.NotFound("No account data of type %s", dataType)
+	}
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(d.Content)
+}

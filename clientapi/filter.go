@@ -1,0 +1,64 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/filter"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Filtering (client-server API, Filtering; filter.yaml). Filters are stored
+// as uploaded (whitespace removed) and returned as stored; package filter
+// parses them for the endpoints that apply them.
+
+// POST /_matrix/client/v3/user/{userId}/filter.
+func (a *API) postFilter(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	userID := pathParam(r, "userId")
+	if err := requireSelf(c, userID, "create filters"); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	var raw json.RawMessage
+	if err := mxhttp.ReadJSON(r, &raw); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if _, err := filter.Parse(raw); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	compact, err := compactJSON(raw)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	id, err := a.db.InsertFilter(r.Context(), userID, compact)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"filter_id": id})
+}
+
+// GET /_matrix/client/v3/user/{userId}/filter/{filterId}.
+func (a *API) getFilter(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	userID := pathParam(r, "userId")
+	if err := requireSelf(c, userID, "read filters"); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	f, err := a.db.GetFilter(r.Context(), userID, pathParam(r, "filterId"))
+	if errors.Is(err, storage.ErrNotFound) {
+		err = mxhttp.NotFound("No such filter")
+	}
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(f)
+}

@@ -1,0 +1,116 @@
+package clientapi_test
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/hearth-matrix/hearth/hearthtest"
+)
+
+func profilePath(userID string, key ...string) string {
+	p := "/_matrix/client/v3/profile/" + url.PathEscape(userID)
+	for _, k := range key {
+		p += "/" + url.PathEscape(k)
+	}
+	return p
+}
+
+func TestProfileDisplayNameAndAvatar(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, aliceTok := hs.RegisterUser(t, "alice")
+		bob, bobTok := hs.RegisterUser(t, "bob")
+
+		// Registration sets the display name to the localpart.
+		r := hs.Do(t, "GET", profilePath(alice, "displayname"), "", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if r.JSON["displayname"] != "alice" {
+			t.Fatalf("initial display name: %s", r.Body)
+		}
+		// No avatar yet.
+		hearthtest.Expect(t, hs.Do(t, "GET", profilePath(alice, "avatar_url"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
+
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, "displayname"), aliceTok, map[string]any{"displayname": "Alice Liddell"}), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, "avatar_url"), aliceTok, map[string]any{"avatar_url": "mxc://hearth.test/abc"}), http.StatusOK, "")
+
+		// Readable without a token, one field or all.
+		r = hs.Do(t, "GET", profilePath(alice, "displayname"), "", nil)
+		if r.Status != http.StatusOK || r.JSON["displayname"] != "Alice Liddell" || len(r.JSON) != 1 {
+			t.Fatalf("displayname: %d %s", r.Status, r.Body)
+		}
+		r = hs.Do(t, "GET", profilePath(alice), "", nil)
+		if r.Status != http.StatusOK || r.JSON["displayname"] != "Alice Liddell" || r.JSON["avatar_url"] != "mxc://hearth.test/abc" {
+			t.Fatalf("profile: %d %s", r.Status, r.Body)
+		}
+
+		// Only the user may change their profile.
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, "displayname"), bobTok, map[string]any{"displayname": "Mallory"}), http.StatusForbidden, "M_FORBIDDEN")
+		hearthtest.Expect(t, hs.Do(t, "DELETE", profilePath(alice, "displayname"), bobTok, nil), http.StatusForbidden, "M_FORBIDDEN")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, "displayname"), "", map[string]any{"displayname": "x"}), http.StatusUnauthorized, "M_MISSING_TOKEN")
+		if r := hs.Do(t, "GET", profilePath(alice, "displayname"), "", nil); r.JSON["displayname"] != "Alice Liddell" {
+			t.Fatalf("a refused change changed the name: %s", r.Body)
+		}
+
+		// Bad values.
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "displayname"), bobTok, map[string]any{"displayname": 12}), http.StatusBadRequest, "M_BAD_JSON")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "displayname"), bobTok, map[string]any{"other": "x"}), http.StatusBadRequest, "M_MISSING_PARAM")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "displayname"), bobTok, map[string]any{"displayname": strings.Repeat("x", 257)}), http.StatusBadRequest, "M_INVALID_PARAM")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "avatar_url"), bobTok, map[string]any{"avatar_url": "https://example.org/a.png"}), http.StatusBadRequest, "M_INVALID_PARAM")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "displayname"), bobTok, "{nope"), http.StatusBadRequest, "M_NOT_JSON")
+
+		// Deleting and clearing.
+		hearthtest.Expect(t, hs.Do(t, "DELETE", profilePath(alice, "avatar_url"), aliceTok, nil), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "GET", profilePath(alice, "avatar_url"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, "displayname"), aliceTok, map[string]any{"displayname": ""}), http.StatusOK, "")
+		r = hs.Do(t, "GET", profilePath(alice), "", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if _, ok := r.JSON["displayname"]; ok {
+			t.Fatalf("cleared display name still shown: %s", r.Body)
+		}
+
+		// Unknown local users and (for now) remote users are not found.
+		hearthtest.Expect(t, hs.Do(t, "GET", profilePath("@nobody:hearth.test"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, hs.Do(t, "GET", profilePath("@nobody:hearth.test", "displayname"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, hs.Do(t, "GET", profilePath("@someone:elsewhere.example"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, hs.Do(t, "GET", profilePath("not-a-user"), "", nil), http.StatusBadRequest, "M_INVALID_PARAM")
+	})
+}
+
+func TestProfileCustomFields(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, tok := hs.RegisterUser(t, "alice")
+
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, "m.tz"), tok, map[string]any{"m.tz": "Europe/London"}), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, "org.example.job"), tok, map[string]any{"org.example.job": map[string]any{"title": "tester", "level": 3}}), http.StatusOK, "")
+		r := hs.Do(t, "GET", profilePath(alice, "org.example.job"), "", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if job, _ := r.JSON["org.example.job"].(map[string]any); job["title"] != "tester" || job["level"] != float64(3) {
+			t.Fatalf("custom field: %s", r.Body)
+		}
+		r = hs.Do(t, "GET", profilePath(alice), "", nil)
+		if r.JSON["m.tz"] != "Europe/London" || r.JSON["org.example.job"] == nil || r.JSON["displayname"] != "alice" {
+			t.Fatalf("full profile: %s", r.Body)
+		}
+
+		// Key grammar and size limits.
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, "NoDots"), tok, map[string]any{"NoDots": 1}), http.StatusBadRequest, "M_INVALID_PARAM")
+		long := "org.example." + strings.Repeat("a", 250)
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, long), tok, map[string]any{long: 1}), http.StatusBadRequest, "M_KEY_TOO_LARGE")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, "m.tz"), tok, map[string]any{"m.tz": 5}), http.StatusBadRequest, "M_BAD_JSON")
+		big := strings.Repeat("x", 40*1024)
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, "org.example.a"), tok, map[string]any{"org.example.a": big}), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(alice, "org.example.b"), tok, map[string]any{"org.example.b": big}), http.StatusBadRequest, "M_PROFILE_TOO_LARGE")
+		hearthtest.Expect(t, hs.Do(t, "GET", profilePath(alice, "org.example.b"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
+
+		// Delete, including a field that is not set.
+		hearthtest.Expect(t, hs.Do(t, "DELETE", profilePath(alice, "org.example.job"), tok, nil), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "DELETE", profilePath(alice, "org.example.never"), tok, nil), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "GET", profilePath(alice, "org.example.job"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
+		if r := hs.Do(t, "GET", profilePath(alice, "m.tz"), "", nil); r.JSON["m.tz"] != "Europe/London" {
+			t.Fatalf("deleting one field touched another: %s", r.Body)
+		}
+	})
+}

@@ -1,0 +1,206 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"errors"
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/pushrules"
+
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Push rules (client-server API, Push Notifications: Push Rules API;
+// pushrules.yaml). Only the user's changes are stored, in the m.push_rules
+// account data row, so every change moves m.push_rules forward in the
+// account-data stream and sync sends the rendered rules.
+
+// loadPushRules returns the user's stored push rule changes.
+func (a *API) loadPushRules(r *http.Request, userID string) (pushrules.UserRules, error) {
+	d, err := a.db.GetAccountData(r.Context(), userID, "", pushRulesType)
+	if errors.Is(err, storage.ErrNotFound) {
+		return pushrules.UserRules{}, nil
+	}
+	if err != nil {
+		return pushrules.UserRules{}, err
+	}
+	return pushrules.ParseUserRules(d.Content)
+}
+
+// changePushRules applies change to the caller's push rules in one
+// transaction and answers {} (or change's error).
+func (a *API) changePushRules(w http.ResponseWriter, r *http.Request, userID string, change func(u *pushrules.UserRules) error) {
+	_, err := a.db.UpdateAccountData(r.Context(), userID, "", pushRulesType, func(old []byte, _ bool) ([]byte, error) {
+		u, err := pushrules.ParseUserRules(old)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(&u); err != nil {
+			return nil, err
+		}
+		return json.Marshal(u)
+	})
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// ruleTarget reads the kind and rule ID of a /pushrules/global/{kind}/{ruleId} path.
+func ruleTarget(r *http.Request) (pushrules.Kind, string, error) {
+	k, ok := pushrules.ParseKind(pathParam(r, "kind"))
+	if !ok {
+		return "", "", mxhttp.InvalidParam("Unknown push rule kind %q", pathParam(r, "kind"))
+	}
+	return k, pathParam(r, "ruleId"), nil
+}
+
+// GET /_matrix/client/v3/pushrules/ (all rulesets; only global exists).
+func (a *API) getPushRules(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	u, err := a.loadPushRules(r, c.UserID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]pushrules.Ruleset{"global": u.Render(c.UserID)})
+}
+
+// GET /_matrix/client/v3/pushrules/global/.
+func (a *API) getGlobalPushRules(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	u, err := a.loadPushRules(r, c.UserID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, u.Render(c.UserID))
+}
+
+// getPushRule loads the rule a path names, for the three GET endpoints.
+func (a *API) getPushRule(r *http.Request, c accounts.Caller) (pushrules.Rule, error) {
+	k, id, err := ruleTarget(r)
+	if err != nil {
+		return pushrules.Rule{}, err
+	}
+	u, err := a.loadPushRules(r, c.UserID)
+	if err != nil {
+		return pushrules.Rule{}, err
+	}
+	return u.Get(c.UserID, k, id)
+}
+
+// GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}.
+func (a *API) getPushRuleHandler(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	rule, err := a.getPushRule(r, c)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, rule)
+}
+
+// GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled.
+func (a *API) getPushRuleEnabled(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	rule, err := a.getPushRule(r, c)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]bool{"enabled": rule.Enabled})
+}
+
+// GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions.
+func (a *API) getPushRuleActions(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	rule, err := a.getPushRule(r, c)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string][]pushrules.Action{"actions": rule.Actions})
+}
+
+// readActions decodes a body with an "actions" list; a malformed action is
+// 400 M_INVALID_PARAM.
+func readActions(r *http.Request, v any) error {
+	err := mxhttp.ReadJSON(r, v)
+	var me *mxhttp.Error
+	if errors.As(err, &me) && me.ErrCode == "M_BAD_JSON" {
+		return mxhttp.InvalidParam("Invalid push rule: %s", me.Message)
+	}
+	return err
+}
+
+// PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}?before=&after=.
+func (a *API) putPushRule(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	k, id, err := ruleTarget(r)
+	if err == nil {
+		err = pushrules.ValidateRuleID(k, id)
+	}
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	var nr pushrules.NewRule
+	if err := readActions(r, &nr); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	a.changePushRules(w, r, c.UserID, func(u *pushrules.UserRules) error {
+		return u.Put(k, id, nr, q.Get("before"), q.Get("after"))
+	})
+}
+
+// DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}.
+func (a *API) deletePushRule(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	k, id, err := ruleTarget(r)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	a.changePushRules(w, r, c.UserID, func(u *pushrules.UserRules) error { return u.Delete(k, id) })
+}
+
+// PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled.
+func (a *API) putPushRuleEnabled(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	k, id, err := ruleTarget(r)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	var body struct {
+		Enabled *bool `json:"enabled"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if body.Enabled == nil {
+		mxhttp.WriteError(w, r, mxhttp.MissingParam("enabled is required"))
+		return
+	}
+	a.changePushRules(w, r, c.UserID, func(u *pushrules.UserRules) error { return u.SetEnabled(k, id, *body.Enabled) })
+}
+
+// PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions.
+func (a *API) putPushRuleActions(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	k, id, err := ruleTarget(r)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	var body struct {
+		Actions *[]pushrules.Action `json:"actions"`
+	}
+	if err := readActions(r, &body); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if body.Actions == nil {
+		mxhttp.WriteError(w, r, mxhttp.MissingParam("actions is required"))
+		return
+	}
+	a.changePushRules(w, r, c.UserID, func(u *pushrules.UserRules) error { return u.SetActions(k, id, *body.Actions) })
+}

@@ -1,0 +1,41 @@
+package clientapi
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/mxhttp"
+)
+
+// GET /_matrix/client/v3/voip/turnServer (client-server API, Voice over IP).
+// Credentials follow the TURN REST API scheme coturn checks with
+// use-auth-secret: username "<expiry unix seconds>:<user ID>", password
+// base64(HMAC-SHA1(shared secret, username)). With no TURN server
+// configured the answer is {}, as Synapse's is, and clients fall back to
+// their own.
+func (a *API) turnServer(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	if len(a.cfg.TURNURIs) == 0 {
+		mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+		return
+	}
+	lifetime, err := config.ParseLifetime(a.cfg.TURNUserLifetime) // checked by Validate
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	username := strconv.FormatInt(time.Now().Add(lifetime).Unix(), 10) + ":" + c.UserID
+	mac := hmac.New(sha1.New, []byte(a.cfg.TURNSharedSecret))
+	mac.Write([]byte(username))
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
+		"username": username,
+		"password": base64.StdEncoding.EncodeToString(mac.Sum(nil)),
+		"uris":     a.cfg.TURNURIs,
+		"ttl":      int64(lifetime / time.Second),
+	})
+}
