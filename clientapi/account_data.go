@@ -34,14 +34,14 @@ func accountDataTarget(r *http.Request, c accounts.Caller) (userID, roomID, data
 	if err := requireSelf(c, userID, "access account data"); err != nil {
 		return "", "", "", err
 	}
-	if chiHasRoom(r) && (!strings.HasPrefix(roomID, "!") || len(roomID) < 2) {
+	if isRoomRoute(r) && (!strings.HasPrefix(roomID, "!") || len(roomID) < 2) {
 		return "", "", "", mxhttp.InvalidParam("%q is not a valid room ID", roomID)
 	}
 	return userID, roomID, dataType, nil
 }
 
-// chiHasRoom reports whether the route is a per-room one.
-func chiHasRoom(r *http.Request) bool {
+// isRoomRoute reports whether the request matched a per-room account data route.
+func isRoomRoute(r *http.Request) bool {
 	rc := chi.RouteContext(r.Context())
 	return rc != nil && strings.Contains(rc.RoutePattern(), "{roomId}")
 }

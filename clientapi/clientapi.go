@@ -56,6 +56,7 @@ func (a *API) Routes(r chi.Router) {
 
 	r.Get(v3+"/pushrules", a.authed(a.getPushRules))
 	r.Get(v3+"/pushrules/", a.authed(a.getPushRules))
+	r.Get(v3+"/pushrules/global", a.authed(a.getGlobalPushRules))
 	r.Get(v3+"/pushrules/global/", a.authed(a.getGlobalPushRules))
 	const rule = v3 + "/pushrules/global/{kind}/{ruleId}"
 	r.Get(rule, a.authed(a.getPushRuleHandler))

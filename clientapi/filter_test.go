@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"reflect"
 	"testing"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
@@ -33,11 +34,13 @@ func TestFilters(t *testing.T) {
 		}
 		r = hs.Do(t, "GET", path(alice)+"/"+id, aliceTok, nil)
 		hearthtest.Expect(t, r, http.StatusOK, "")
-		want, _ := json.Marshal(filter)
-		var wantJSON map[string]any
-		_ = json.Unmarshal(want, &wantJSON)
-		if got, _ := json.Marshal(r.JSON); string(got) != string(mustMarshal(t, wantJSON)) {
-			t.Fatalf("downloaded filter differs:\n got %s\nwant %s", got, want)
+		// Both sides through map[string]any, so key order does not matter.
+		var want map[string]any
+		if err := json.Unmarshal(mustMarshal(t, filter), &want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(r.JSON, want) {
+			t.Fatalf("downloaded filter differs:\n got %s\nwant %v", r.Body, want)
 		}
 
 		// Filters are private to their user, and IDs are per user.

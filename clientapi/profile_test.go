@@ -1,9 +1,11 @@
 package clientapi_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
@@ -111,6 +113,34 @@ func TestProfileCustomFields(t *testing.T) {
 		hearthtest.Expect(t, hs.Do(t, "GET", profilePath(alice, "org.example.job"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
 		if r := hs.Do(t, "GET", profilePath(alice, "m.tz"), "", nil); r.JSON["m.tz"] != "Europe/London" {
 			t.Fatalf("deleting one field touched another: %s", r.Body)
+		}
+	})
+}
+
+// Profile changes are read-modify-writes of one row: a change of one
+// field made at the same time as changes of others must survive.
+func TestProfileConcurrentChanges(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, tok := hs.RegisterUser(t, "alice")
+		const n = 16
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				key, value := "displayname", fmt.Sprintf("name %d", i)
+				if i == n/2 {
+					key, value = "avatar_url", "mxc://hearth.test/avatar"
+				}
+				if r := hs.Do(t, "PUT", profilePath(alice, key), tok, map[string]any{key: value}); r.Status != http.StatusOK {
+					t.Errorf("PUT %s: %d %s", key, r.Status, r.Body)
+				}
+			}()
+		}
+		wg.Wait()
+		if r := hs.Do(t, "GET", profilePath(alice), "", nil); r.JSON["avatar_url"] != "mxc://hearth.test/avatar" {
+			t.Fatalf("the avatar change was lost: %s", r.Body)
 		}
 	})
 }

@@ -2,9 +2,11 @@ package clientapi_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
+	"sync"
 	"testing"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
@@ -278,6 +280,31 @@ func TestPushRulesEnabledAndActions(t *testing.T) {
 		hearthtest.Expect(t, hs.Do(t, "PUT", rulePath("override", ".m.rule.master", "actions"), tok, map[string]any{"actions": []any{42}}), http.StatusBadRequest, "M_INVALID_PARAM")
 		if enabled("override", ".m.rule.master") != true {
 			t.Fatal("a refused request changed the rule")
+		}
+	})
+}
+
+// Push rule changes are read-modify-writes of one stored document: changes
+// made at the same time must all survive.
+func TestPushRulesConcurrentChanges(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		_, tok := hs.RegisterUser(t, "alice")
+		const n = 12
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := hs.Do(t, "PUT", rulePath("sender", fmt.Sprintf("@u%d:hearth.test", i)), tok, map[string]any{"actions": []any{"notify"}})
+				if r.Status != http.StatusOK {
+					t.Errorf("PUT %d: %d %s", i, r.Status, r.Body)
+				}
+			}()
+		}
+		wg.Wait()
+		if got := ruleIDs(t, hs, tok, "sender"); len(got) != n {
+			t.Fatalf("%d of %d concurrent rules survived: %v", len(got), n, got)
 		}
 	})
 }
