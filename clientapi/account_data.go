@@ -10,6 +10,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/syncstream"
 	"github.com/hearth-matrix/hearth/pushrules"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -68,10 +69,12 @@ func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, c accounts.
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	if _, err := a.db.PutAccountData(r.Context(), userID, roomID, dataType, compact); err != nil {
+	pos, err := a.db.PutAccountData(r.Context(), userID, roomID, dataType, compact)
+	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	a.accountDataChanged(userID, pos)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
@@ -104,4 +107,9 @@ func (a *API) getAccountData(w http.ResponseWriter, r *http.Request, c accounts.
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(d.Content)
+}
+
+// accountDataChanged wakes the user's syncs after a committed change.
+func (a *API) accountDataChanged(userID string, pos int64) {
+	a.notifier.Users([]string{userID}, syncstream.Position{AccountData: pos})
 }

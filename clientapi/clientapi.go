@@ -13,6 +13,7 @@ import (
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
+	"github.com/hearth-matrix/hearth/syncstream"
 )
 
 // API is the client-server API of one homeserver.
@@ -21,6 +22,7 @@ type API struct {
 	db       *storage.DB
 	accounts *accounts.Accounts
 	rooms    *rooms.Rooms
+	notifier *syncstream.Notifier
 	log      *slog.Logger
 	version  string
 
@@ -28,8 +30,8 @@ type API struct {
 }
 
 // New returns the client API over the given store and accounts.
-func New(cfg config.Config, db *storage.DB, accts *accounts.Accounts, rms *rooms.Rooms, log *slog.Logger, version string) *API {
-	return &API{cfg: cfg, db: db, accounts: accts, rooms: rms, log: log, version: version, adminNonces: newNonceStore()}
+func New(cfg config.Config, db *storage.DB, accts *accounts.Accounts, rms *rooms.Rooms, notifier *syncstream.Notifier, log *slog.Logger, version string) *API {
+	return &API{cfg: cfg, db: db, accounts: accts, rooms: rms, notifier: notifier, log: log, version: version, adminNonces: newNonceStore()}
 }
 
 // Routes registers every client API endpoint on r.
@@ -85,6 +87,7 @@ func (a *API) Routes(r chi.Router) {
 // Room membership), under both v3 and the r0 prefix older clients use.
 func (a *API) roomRoutes(r chi.Router) {
 	for _, p := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+		r.Get(p+"/sync", a.authed(a.sync))
 		r.Post(p+"/createRoom", a.authed(a.createRoom))
 		r.Get(p+"/joined_rooms", a.authed(a.joinedRooms))
 		r.Put(p+"/rooms/{roomId}/send/{eventType}/{txnId}", a.authed(a.sendMessage))

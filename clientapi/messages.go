@@ -5,12 +5,12 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/filter"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
@@ -19,76 +19,17 @@ import (
 // Timeline pagination (client-server API, Getting events for a room:
 // /messages and /context).
 
-// roomEventFilter is the RoomEventFilter subset /messages and /context apply.
-type roomEventFilter struct {
-	Limit                   int      `json:"limit"`
-	Types                   []string `json:"types"`
-	NotTypes                []string `json:"not_types"`
-	Senders                 []string `json:"senders"`
-	NotSenders              []string `json:"not_senders"`
-	ContainsURL             *bool    `json:"contains_url"`
-	LazyLoadMembers         bool     `json:"lazy_load_members"`
-	IncludeRedundantMembers bool     `json:"include_redundant_members"`
-}
-
-func parseRoomEventFilter(s string) (roomEventFilter, error) {
-	var f roomEventFilter
+// parseRoomEventFilter parses the filter query parameter of /messages and
+// /context (a RoomEventFilter as JSON).
+func parseRoomEventFilter(s string) (*filter.RoomEventFilter, error) {
+	f := &filter.RoomEventFilter{}
 	if s == "" {
 		return f, nil
 	}
-	if err := json.Unmarshal([]byte(s), &f); err != nil {
-		return f, mxhttp.BadJSON("filter is not a valid RoomEventFilter: %v", err)
+	if err := json.Unmarshal([]byte(s), f); err != nil {
+		return nil, mxhttp.BadJSON("filter is not a valid RoomEventFilter: %v", err)
 	}
 	return f, nil
-}
-
-// matchType applies the spec's wildcard rule: a trailing * matches any rest.
-func matchType(pattern, s string) bool {
-	if p, ok := strings.CutSuffix(pattern, "*"); ok {
-		return strings.HasPrefix(s, p)
-	}
-	return pattern == s
-}
-
-func (f roomEventFilter) allows(ev *rooms.Event) bool {
-	for _, t := range f.NotTypes {
-		if matchType(t, ev.Type) {
-			return false
-		}
-	}
-	if f.Types != nil {
-		ok := false
-		for _, t := range f.Types {
-			ok = ok || matchType(t, ev.Type)
-		}
-		if !ok {
-			return false
-		}
-	}
-	for _, s := range f.NotSenders {
-		if s == ev.Sender {
-			return false
-		}
-	}
-	if f.Senders != nil {
-		ok := false
-		for _, s := range f.Senders {
-			ok = ok || s == ev.Sender
-		}
-		if !ok {
-			return false
-		}
-	}
-	if f.ContainsURL != nil {
-		var c struct {
-			URL *string `json:"url"`
-		}
-		_ = json.Unmarshal(ev.PDU.Content(), &c)
-		if (c.URL != nil) != *f.ContainsURL {
-			return false
-		}
-	}
-	return true
 }
 
 // GET /rooms/{roomId}/messages
@@ -122,8 +63,8 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, c accounts.Caller
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	if filter.Limit > 0 {
-		limit = min(filter.Limit, 1000)
+	if filter.Limit != nil && *filter.Limit > 0 {
+		limit = min(*filter.Limit, 1000)
 	}
 	var from rooms.TopoToken
 	if f := q.Get("from"); f != "" {
@@ -175,7 +116,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, c accounts.Caller
 // paginate collects up to limit visible, filter-matching events from a
 // boundary, stopping at to. next is the token to continue from, nil at the
 // end of the timeline.
-func (a *API) paginate(r *http.Request, roomID, userID string, from rooms.TopoToken, to *rooms.TopoToken, backwards bool, limit int, filter roomEventFilter) ([]*rooms.Event, *rooms.TopoToken, error) {
+func (a *API) paginate(r *http.Request, roomID, userID string, from rooms.TopoToken, to *rooms.TopoToken, backwards bool, limit int, f *filter.RoomEventFilter) ([]*rooms.Event, *rooms.TopoToken, error) {
 	var out []*rooms.Event
 	cur := from
 	// Filters and history visibility may drop events: read more pages, but
@@ -202,7 +143,7 @@ func (a *API) paginate(r *http.Request, roomID, userID string, from rooms.TopoTo
 			if len(out) == limit {
 				break
 			}
-			if filter.allows(ev) {
+			if f.AllowsEvent(ev.Type, ev.Sender, ev.PDU.Content()) {
 				out = append(out, ev)
 			}
 		}

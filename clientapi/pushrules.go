@@ -1,14 +1,14 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 
-	"errors"
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/pushrules"
-
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -29,10 +29,27 @@ func (a *API) loadPushRules(r *http.Request, userID string) (pushrules.UserRules
 	return pushrules.ParseUserRules(d.Content)
 }
 
+// pushRulesContent is the m.push_rules account data content sync sends:
+// the user's rules rendered over the defaults.
+func (a *API) pushRulesContent(ctx context.Context, userID string) (any, error) {
+	d, err := a.db.GetAccountData(ctx, userID, "", pushRulesType)
+	u := pushrules.UserRules{}
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		if u, err = pushrules.ParseUserRules(d.Content); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]pushrules.Ruleset{"global": u.Render(userID)}, nil
+}
+
 // changePushRules applies change to the caller's push rules in one
 // transaction and answers {} (or change's error).
 func (a *API) changePushRules(w http.ResponseWriter, r *http.Request, userID string, change func(u *pushrules.UserRules) error) {
-	_, err := a.db.UpdateAccountData(r.Context(), userID, "", pushRulesType, func(old []byte, _ bool) ([]byte, error) {
+	pos, err := a.db.UpdateAccountData(r.Context(), userID, "", pushRulesType, func(old []byte, _ bool) ([]byte, error) {
 		u, err := pushrules.ParseUserRules(old)
 		if err != nil {
 			return nil, err
@@ -46,6 +63,7 @@ func (a *API) changePushRules(w http.ResponseWriter, r *http.Request, userID str
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	a.accountDataChanged(userID, pos)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }
 

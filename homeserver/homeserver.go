@@ -28,6 +28,7 @@ import (
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/serverkey"
 	"github.com/hearth-matrix/hearth/storage"
+	"github.com/hearth-matrix/hearth/syncstream"
 )
 
 // Server is one running homeserver.
@@ -37,6 +38,7 @@ type Server struct {
 	Key      serverkey.Key
 	Accounts *accounts.Accounts
 	Rooms    *rooms.Rooms
+	Notifier *syncstream.Notifier
 	Log      *slog.Logger
 
 	client     http.Handler
@@ -88,7 +90,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 	c := s.router(observe, "client")
 	s.Rooms = rooms.New(db, cfg.ServerName, key, log)
-	clientapi.New(cfg, db, s.Accounts, s.Rooms, log, version).Routes(c)
+	if s.Notifier, err = newNotifier(ctx, db, s.Rooms, cfg.ServerName); err != nil {
+		db.Close()
+		return nil, err
+	}
+	clientapi.New(cfg, db, s.Accounts, s.Rooms, s.Notifier, log, version).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	s.client = c

@@ -43,3 +43,30 @@ func (r *Rooms) End(ctx context.Context, roomID string) (TopoToken, error) {
 	}
 	return TopoToken{Depth: room.MaxDepth + 1}, nil
 }
+
+// Recent returns up to limit timeline events of a room with stream
+// positions in (from, to], oldest first, and whether more were left out.
+func (r *Rooms) Recent(ctx context.Context, roomID string, from, to int64, limit int) ([]*Event, bool, error) {
+	rows, err := storage.RoomEventsStream(ctx, r.db.Read(), roomID, from, to, limit+1)
+	if err != nil {
+		return nil, false, err
+	}
+	limited := len(rows) > limit
+	if limited {
+		rows = rows[:limit]
+	}
+	for i, j := 0, len(rows)-1; i < j; i, j = i+1, j-1 {
+		rows[i], rows[j] = rows[j], rows[i]
+	}
+	evs, err := r.fromRows(ctx, rows)
+	return evs, limited, err
+}
+
+// SnapshotAtStream returns the state of a room as of stream position pos.
+func (r *Rooms) SnapshotAtStream(ctx context.Context, roomID string, pos int64) (State, error) {
+	id, err := storage.SnapshotAtStream(ctx, r.db.Read(), roomID, pos)
+	if err != nil {
+		return nil, err
+	}
+	return r.StateAt(ctx, id)
+}

@@ -125,7 +125,7 @@ func (db *DB) LockEventStream(ctx context.Context, tx *sql.Tx) error {
 	if db.dialect != Postgres {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7460119)")
+	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(7460120)")
 	return err
 }
 
@@ -419,4 +419,42 @@ func InsertTxn(ctx context.Context, tx *sql.Tx, userID, deviceID, scope, txnID, 
 		return ErrConflict
 	}
 	return err
+}
+
+// RoomsWithEventsBetween returns which of the given rooms have timeline
+// events with stream positions in (from, to].
+func RoomsWithEventsBetween(ctx context.Context, q Reader, from, to int64) (map[string]bool, error) {
+	rows, err := q.QueryContext(ctx, `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("rooms with new events: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
+}
+
+// SnapshotAtStream returns the state snapshot of a room after its last
+// event at or before stream position pos (0 if none).
+func SnapshotAtStream(ctx context.Context, q Reader, roomID string, pos int64) (int64, error) {
+	var snap int64
+	err := q.QueryRowContext(ctx, `SELECT snapshot_after FROM events WHERE room_id = $1 AND stream_pos <= $2 AND NOT outlier AND NOT rejected
+		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&snap)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return snap, err
+}
+
+// IsForgotten reports whether the user forgot the room.
+func IsForgotten(ctx context.Context, q Reader, userID, roomID string) (bool, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2`, userID, roomID).Scan(&n)
+	return n > 0, err
 }

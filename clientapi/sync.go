@@ -1,0 +1,630 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/filter"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/rooms"
+	"github.com/hearth-matrix/hearth/storage"
+	"github.com/hearth-matrix/hearth/syncstream"
+)
+
+// Syncing (client-server API, Syncing): GET /sync.
+
+// maxSyncTimeout caps the long-poll a client may ask for.
+const maxSyncTimeout = 5 * time.Minute
+
+// defaultTimelineLimit is the timeline length without a filter limit.
+const defaultTimelineLimit = 10
+
+type syncRequest struct {
+	userID, deviceID string
+	since            *syncstream.Position
+	fullState        bool
+	filter           filter.Filter
+	timeout          time.Duration
+}
+
+// GET /_matrix/client/v3/sync
+func (a *API) sync(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	req, err := a.parseSyncRequest(r, c)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	deadline := time.Now().Add(req.timeout)
+	for {
+		var wake <-chan struct{}
+		cancel := func() {}
+		if req.since != nil && !req.fullState && time.Now().Before(deadline) {
+			var hasNew bool
+			wake, hasNew, cancel = a.notifier.Wait(req.userID, req.deviceID, *req.since)
+			if hasNew {
+				wake = nil
+			}
+		}
+		if wake != nil {
+			timer := time.NewTimer(time.Until(deadline))
+			select {
+			case <-wake:
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				cancel()
+				return
+			}
+			timer.Stop()
+		}
+		cancel()
+		to := a.notifier.Current()
+		resp, err := a.buildSync(ctx, req, to)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		// A wake-up may concern nothing this filter shows: wait again.
+		if req.since != nil && resp.empty() && time.Now().Before(deadline) && !req.fullState {
+			next := to
+			req.since = &next
+			continue
+		}
+		mxhttp.WriteJSON(w, http.StatusOK, resp)
+		return
+	}
+}
+
+func (a *API) parseSyncRequest(r *http.Request, c accounts.Caller) (syncRequest, error) {
+	q := r.URL.Query()
+	req := syncRequest{userID: c.UserID, deviceID: c.DeviceID}
+	if s := q.Get("since"); s != "" {
+		pos, err := syncstream.ParseToken(s)
+		if err != nil {
+			return req, mxhttp.InvalidParam("Invalid since token %q", s)
+		}
+		req.since = &pos
+	}
+	switch q.Get("full_state") {
+	case "", "false":
+	case "true":
+		req.fullState = true
+	default:
+		return req, mxhttp.InvalidParam("full_state must be true or false")
+	}
+	if t := q.Get("timeout"); t != "" {
+		ms, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || ms < 0 {
+			return req, mxhttp.InvalidParam("timeout must be a non-negative integer")
+		}
+		req.timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+	}
+	if f := q.Get("filter"); f != "" {
+		var raw []byte
+		if strings.HasPrefix(strings.TrimSpace(f), "{") {
+			raw = []byte(f)
+		} else {
+			b, err := a.db.GetFilter(r.Context(), c.UserID, f)
+			if errors.Is(err, storage.ErrNotFound) {
+				return req, mxhttp.NotFound("Unknown filter %q", f)
+			}
+			if err != nil {
+				return req, err
+			}
+			raw = b
+		}
+		parsed, err := filter.Parse(raw)
+		if err != nil {
+			return req, err
+		}
+		req.filter = parsed
+	}
+	switch p := q.Get("set_presence"); p {
+	case "", "online", "offline", "unavailable":
+	default:
+		return req, mxhttp.InvalidParam("set_presence must be online, offline or unavailable")
+	}
+	return req, nil
+}
+
+type syncResponse struct {
+	NextBatch   string            `json:"next_batch"`
+	Rooms       syncRooms         `json:"rooms"`
+	AccountData eventList         `json:"account_data"`
+	Presence    eventList         `json:"presence"`
+	ToDevice    eventList         `json:"to_device"`
+	DeviceLists *syncDeviceLists  `json:"device_lists,omitempty"`
+	OTKCounts   map[string]int    `json:"device_one_time_keys_count,omitempty"`
+	FallbackKey []string          `json:"device_unused_fallback_key_types,omitempty"`
+	extra       map[string]func() `json:"-"`
+}
+
+type eventList struct {
+	Events []any `json:"events"`
+}
+
+type syncDeviceLists struct {
+	Changed []string `json:"changed,omitempty"`
+	Left    []string `json:"left,omitempty"`
+}
+
+type syncRooms struct {
+	Join   map[string]*joinedRoom  `json:"join"`
+	Invite map[string]*invitedRoom `json:"invite"`
+	Leave  map[string]*leftRoom    `json:"leave"`
+	Knock  map[string]*knockedRoom `json:"knock"`
+}
+
+type timeline struct {
+	Events    []rooms.ClientEvent `json:"events"`
+	Limited   bool                `json:"limited"`
+	PrevBatch string              `json:"prev_batch,omitempty"`
+}
+
+type stateList struct {
+	Events []rooms.ClientEvent `json:"events"`
+}
+
+type roomSummary struct {
+	Heroes  []string `json:"m.heroes,omitempty"`
+	Joined  *int     `json:"m.joined_member_count,omitempty"`
+	Invited *int     `json:"m.invited_member_count,omitempty"`
+}
+
+type joinedRoom struct {
+	Timeline    timeline     `json:"timeline"`
+	State       stateList    `json:"state"`
+	Ephemeral   eventList    `json:"ephemeral"`
+	AccountData eventList    `json:"account_data"`
+	Summary     *roomSummary `json:"summary,omitempty"`
+}
+
+type invitedRoom struct {
+	InviteState struct {
+		Events []rooms.StrippedEvent `json:"events"`
+	} `json:"invite_state"`
+}
+
+type knockedRoom struct {
+	KnockState struct {
+		Events []rooms.StrippedEvent `json:"events"`
+	} `json:"knock_state"`
+}
+
+type leftRoom struct {
+	Timeline    timeline  `json:"timeline"`
+	State       stateList `json:"state"`
+	AccountData eventList `json:"account_data"`
+}
+
+func (s *syncResponse) empty() bool {
+	return len(s.Rooms.Join) == 0 && len(s.Rooms.Invite) == 0 && len(s.Rooms.Leave) == 0 && len(s.Rooms.Knock) == 0 &&
+		len(s.AccountData.Events) == 0 && len(s.Presence.Events) == 0 && len(s.ToDevice.Events) == 0 &&
+		(s.DeviceLists == nil || len(s.DeviceLists.Changed)+len(s.DeviceLists.Left) == 0)
+}
+
+// buildSync computes the response for positions (since, to].
+func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Position) (*syncResponse, error) {
+	resp := &syncResponse{
+		NextBatch: to.String(),
+		Rooms: syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{},
+			Leave: map[string]*leftRoom{}, Knock: map[string]*knockedRoom{}},
+		AccountData: eventList{Events: []any{}}, Presence: eventList{Events: []any{}}, ToDevice: eventList{Events: []any{}},
+	}
+	var since syncstream.Position
+	if req.since != nil {
+		since = *req.since
+	}
+	initial := req.since == nil
+	roomFilter := req.filter.Room
+	if roomFilter == nil {
+		roomFilter = &filter.RoomFilter{}
+	}
+
+	// Account data, global and per room.
+	roomData := map[string][]any{}
+	if err := a.syncAccountData(ctx, req, since, to, resp, roomData); err != nil {
+		return nil, err
+	}
+
+	memberships, err := storage.RoomsOfUser(ctx, a.db.Read(), req.userID, spec.Join, spec.Invite, spec.Leave, spec.Ban, spec.Knock)
+	if err != nil {
+		return nil, err
+	}
+	var changed map[string]bool
+	if !initial {
+		if changed, err = storage.RoomsWithEventsBetween(ctx, a.db.Read(), since.Events, to.Events); err != nil {
+			return nil, err
+		}
+	}
+	for _, m := range memberships {
+		if !filter.AllowsRoom(roomFilter.Rooms, roomFilter.NotRooms, m.RoomID) {
+			continue
+		}
+		memberEv, err := a.rooms.Event(ctx, m.EventID)
+		if err != nil {
+			return nil, err
+		}
+		if memberEv.StreamPos > to.Events {
+			continue // arrived after this sync's snapshot of the streams
+		}
+		newMembership := initial || memberEv.StreamPos > since.Events
+		switch m.Membership {
+		case spec.Join:
+			if !initial && !changed[m.RoomID] && !req.fullState && len(roomData[m.RoomID]) == 0 {
+				continue
+			}
+			// Full state for a first sync, a full_state request or a room
+			// joined since the last sync.
+			joinedNow := newMembership && (memberEv.PrevContent == nil || !strings.Contains(*memberEv.PrevContent, `"join"`))
+			jr, err := a.syncJoinedRoom(ctx, req, m.RoomID, since, to, initial || req.fullState || joinedNow, roomFilter)
+			if err != nil {
+				return nil, err
+			}
+			jr.AccountData.Events = append(jr.AccountData.Events, roomData[m.RoomID]...)
+			if jr.AccountData.Events == nil {
+				jr.AccountData.Events = []any{}
+			}
+			if !initial && !req.fullState && !joinedNow && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 && len(roomData[m.RoomID]) == 0 {
+				continue
+			}
+			resp.Rooms.Join[m.RoomID] = jr
+		case spec.Invite, spec.Knock:
+			if !newMembership {
+				continue
+			}
+			stripped, err := a.strippedState(ctx, memberEv)
+			if err != nil {
+				return nil, err
+			}
+			if m.Membership == spec.Invite {
+				ir := &invitedRoom{}
+				ir.InviteState.Events = stripped
+				resp.Rooms.Invite[m.RoomID] = ir
+			} else {
+				kr := &knockedRoom{}
+				kr.KnockState.Events = stripped
+				resp.Rooms.Knock[m.RoomID] = kr
+			}
+		case spec.Leave, spec.Ban:
+			if !newMembership || (initial && !roomFilter.IncludeLeave) {
+				continue
+			}
+			if forgotten, err := storage.IsForgotten(ctx, a.db.Read(), req.userID, m.RoomID); err != nil || forgotten {
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
+			lr, err := a.syncLeftRoom(ctx, req, m.RoomID, since, memberEv, roomFilter)
+			if err != nil {
+				return nil, err
+			}
+			lr.AccountData.Events = append([]any{}, roomData[m.RoomID]...)
+			resp.Rooms.Leave[m.RoomID] = lr
+		}
+	}
+	return resp, nil
+}
+
+// syncAccountData fills global account data and collects per-room entries.
+func (a *API) syncAccountData(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse, roomData map[string][]any) error {
+	entries, err := a.db.AccountDataSince(ctx, req.userID, since.AccountData)
+	if err != nil {
+		return err
+	}
+	sawPushRules := false
+	for _, e := range entries {
+		if e.StreamPos > to.AccountData {
+			continue
+		}
+		ev := map[string]any{"type": e.Type, "content": json.RawMessage(e.Content)}
+		if e.RoomID == "" {
+			if !req.filter.AccountData.Allows(e.Type, "") {
+				continue
+			}
+			if e.Type == pushRulesType {
+				sawPushRules = true
+				rules, err := a.pushRulesContent(ctx, req.userID)
+				if err != nil {
+					return err
+				}
+				ev["content"] = rules
+			}
+			resp.AccountData.Events = append(resp.AccountData.Events, ev)
+		} else {
+			if req.filter.Room != nil && !req.filter.Room.AccountData.AllowsEvent(e.Type, "", nil) {
+				continue
+			}
+			roomData[e.RoomID] = append(roomData[e.RoomID], ev)
+		}
+	}
+	// A user who never changed a push rule has no m.push_rules row; the
+	// first sync still gives the default rules.
+	if req.since == nil && !sawPushRules && req.filter.AccountData.Allows(pushRulesType, "") {
+		rules, err := a.pushRulesContent(ctx, req.userID)
+		if err != nil {
+			return err
+		}
+		resp.AccountData.Events = append(resp.AccountData.Events, map[string]any{"type": pushRulesType, "content": rules})
+	}
+	return nil
+}
+
+// syncJoinedRoom builds one joined room's section.
+func (a *API) syncJoinedRoom(ctx context.Context, req syncRequest, roomID string, since, to syncstream.Position, fullState bool, rf *filter.RoomFilter) (*joinedRoom, error) {
+	viewer := rooms.Viewer{UserID: req.userID, DeviceID: req.deviceID}
+	from := since.Events
+	if fullState {
+		from = 0
+	}
+	tl, err := a.syncTimeline(ctx, req, roomID, from, to.Events, rf)
+	if err != nil {
+		return nil, err
+	}
+	jr := &joinedRoom{Timeline: tl.timeline, Ephemeral: eventList{Events: []any{}}, AccountData: eventList{Events: []any{}}}
+	// State: the full state at the start of the timeline, or what changed
+	// between since and the start of a limited timeline.
+	startState, err := a.stateAtTimelineStart(ctx, roomID, tl.events, to.Events)
+	if err != nil {
+		return nil, err
+	}
+	var state rooms.State
+	switch {
+	case fullState:
+		state = startState
+	case tl.timeline.Limited:
+		before, err := a.rooms.SnapshotAtStream(ctx, roomID, since.Events)
+		if err != nil {
+			return nil, err
+		}
+		state = rooms.State{}
+		for k, id := range startState {
+			if before[k] != id {
+				state[k] = id
+			}
+		}
+	}
+	if jr.State.Events, err = a.syncStateEvents(ctx, state, tl.events, rf.State, viewer, req.userID); err != nil {
+		return nil, err
+	}
+	if fullState || tl.memberChange {
+		if jr.Summary, err = a.roomSummary(ctx, roomID, req.userID); err != nil {
+			return nil, err
+		}
+	}
+	return jr, nil
+}
+
+type syncedTimeline struct {
+	timeline     timeline
+	events       []*rooms.Event
+	memberChange bool
+}
+
+// syncTimeline returns the room's visible events in (from, to], at most the
+// filter's limit, with prev_batch pointing before the first.
+func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, from, to int64, rf *filter.RoomFilter) (syncedTimeline, error) {
+	limit := rf.Timeline.LimitOr(defaultTimelineLimit)
+	evs, limited, err := a.rooms.Recent(ctx, roomID, from, to, limit)
+	if err != nil {
+		return syncedTimeline{}, err
+	}
+	visible, err := a.rooms.Visible(ctx, req.userID, evs)
+	if err != nil {
+		return syncedTimeline{}, err
+	}
+	var out syncedTimeline
+	out.timeline.Limited = limited
+	for _, ev := range visible {
+		if ev.Type == spec.MRoomMember {
+			out.memberChange = true
+		}
+		if rf.Timeline.AllowsEvent(ev.Type, ev.Sender, ev.PDU.Content()) && !a.ignored(ctx, req.userID, ev) {
+			out.events = append(out.events, ev)
+		}
+	}
+	if len(evs) > 0 {
+		out.timeline.PrevBatch = rooms.Before(evs[0]).String()
+	} else if end, err := a.rooms.End(ctx, roomID); err == nil {
+		out.timeline.PrevBatch = end.String()
+	}
+	formatted, err := a.rooms.Format(ctx, out.events, rooms.Viewer{UserID: req.userID, DeviceID: req.deviceID})
+	if err != nil {
+		return syncedTimeline{}, err
+	}
+	out.timeline.Events = formatted
+	return out, nil
+}
+
+// ignored reports whether ev comes from a user the viewer ignores
+// (m.ignored_user_list). Hooked up with the account data it reads.
+func (a *API) ignored(ctx context.Context, userID string, ev *rooms.Event) bool {
+	return a.ignoredUsers(ctx, userID)[ev.Sender]
+}
+
+// ignoredUsers reads m.ignored_user_list.
+func (a *API) ignoredUsers(ctx context.Context, userID string) map[string]bool {
+	d, err := a.db.GetAccountData(ctx, userID, "", "m.ignored_user_list")
+	if err != nil {
+		return nil
+	}
+	var content struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	if json.Unmarshal(d.Content, &content) != nil {
+		return nil
+	}
+	out := make(map[string]bool, len(content.IgnoredUsers))
+	for u := range content.IgnoredUsers {
+		out[u] = true
+	}
+	return out
+}
+
+// stateAtTimelineStart is the state before the first timeline event, or
+// the state at stream position to when the timeline is empty.
+func (a *API) stateAtTimelineStart(ctx context.Context, roomID string, tl []*rooms.Event, to int64) (rooms.State, error) {
+	if len(tl) > 0 {
+		return a.rooms.StateAt(ctx, tl[0].SnapshotBefore)
+	}
+	return a.rooms.SnapshotAtStream(ctx, roomID, to)
+}
+
+// syncStateEvents formats state entries through the state filter, keeping
+// only the members the timeline needs when lazy-loading.
+func (a *API) syncStateEvents(ctx context.Context, st rooms.State, tl []*rooms.Event, sf *filter.RoomEventFilter, viewer rooms.Viewer, userID string) ([]rooms.ClientEvent, error) {
+	if len(st) == 0 {
+		return []rooms.ClientEvent{}, nil
+	}
+	lazy := sf != nil && sf.LazyLoadMembers
+	needed := map[string]bool{userID: true}
+	for _, ev := range tl {
+		needed[ev.Sender] = true
+	}
+	inTimeline := map[string]bool{}
+	for _, ev := range tl {
+		inTimeline[ev.EventID] = true
+	}
+	keep := rooms.State{}
+	for k, id := range st {
+		if inTimeline[id] {
+			continue
+		}
+		if lazy && k.Type == spec.MRoomMember && !needed[k.StateKey] {
+			continue
+		}
+		keep[k] = id
+	}
+	evs, err := a.rooms.StateEvents(ctx, keep)
+	if err != nil {
+		return nil, err
+	}
+	var out []*rooms.Event
+	for _, ev := range evs {
+		if sf.AllowsEvent(ev.Type, ev.Sender, ev.PDU.Content()) {
+			out = append(out, ev)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].StreamPos < out[j].StreamPos })
+	formatted, err := a.rooms.Format(ctx, out, viewer)
+	if formatted == nil {
+		formatted = []rooms.ClientEvent{}
+	}
+	return formatted, err
+}
+
+// roomSummary gives member counts and, for rooms without a name or
+// canonical alias, up to five heroes (client-server API, Calculating the
+// display name for a room).
+func (a *API) roomSummary(ctx context.Context, roomID, userID string) (*roomSummary, error) {
+	members, err := storage.MembersOfRoom(ctx, a.db.Read(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	joined, invited := 0, 0
+	var heroes []string
+	for _, m := range members {
+		switch m.Membership {
+		case spec.Join:
+			joined++
+		case spec.Invite:
+			invited++
+		default:
+			continue
+		}
+		if m.UserID != userID {
+			heroes = append(heroes, m.UserID)
+		}
+	}
+	sort.Strings(heroes)
+	if len(heroes) > 5 {
+		heroes = heroes[:5]
+	}
+	s := &roomSummary{Joined: &joined, Invited: &invited}
+	st, err := a.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	_, named := st[storage.StateKey{Type: spec.MRoomName}]
+	_, aliased := st[storage.StateKey{Type: spec.MRoomCanonicalAlias}]
+	if !named && !aliased {
+		s.Heroes = heroes
+		if s.Heroes == nil {
+			s.Heroes = []string{}
+		}
+	}
+	return s, nil
+}
+
+// strippedState is what an invitee or knocker may see of a room: the
+// spec's recommended state events at the membership event, plus that event.
+func (a *API) strippedState(ctx context.Context, memberEv *rooms.Event) ([]rooms.StrippedEvent, error) {
+	st, err := a.rooms.StateAt(ctx, memberEv.SnapshotAfter)
+	if err != nil {
+		return nil, err
+	}
+	keep := rooms.State{}
+	for _, typ := range []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar", spec.MRoomCanonicalAlias, "m.room.encryption", spec.MRoomTopic} {
+		if id, ok := st[storage.StateKey{Type: typ}]; ok {
+			keep[storage.StateKey{Type: typ}] = id
+		}
+	}
+	if id, ok := st[storage.StateKey{Type: spec.MRoomMember, StateKey: memberEv.PDU.SenderID().ToUserID().String()}]; ok && memberEv.Sender != *memberEv.StateKey {
+		keep[storage.StateKey{Type: spec.MRoomMember, StateKey: memberEv.Sender}] = id
+	}
+	evs, err := a.rooms.StateEvents(ctx, keep)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]rooms.StrippedEvent, 0, len(evs)+1)
+	for _, ev := range evs {
+		out = append(out, rooms.Stripped(ev.PDU))
+	}
+	out = append(out, rooms.Stripped(memberEv.PDU))
+	return out, nil
+}
+
+// syncLeftRoom gives the timeline up to and including the user's leave.
+func (a *API) syncLeftRoom(ctx context.Context, req syncRequest, roomID string, since syncstream.Position, leave *rooms.Event, rf *filter.RoomFilter) (*leftRoom, error) {
+	viewer := rooms.Viewer{UserID: req.userID, DeviceID: req.deviceID}
+	tl, err := a.syncTimeline(ctx, req, roomID, since.Events, leave.StreamPos, rf)
+	if err != nil {
+		return nil, err
+	}
+	lr := &leftRoom{Timeline: tl.timeline, AccountData: eventList{Events: []any{}}}
+	var state rooms.State
+	if tl.timeline.Limited || req.since == nil || req.fullState {
+		start, err := a.stateAtTimelineStart(ctx, roomID, tl.events, leave.StreamPos)
+		if err != nil {
+			return nil, err
+		}
+		state = start
+		if req.since != nil && !req.fullState {
+			before, err := a.rooms.SnapshotAtStream(ctx, roomID, since.Events)
+			if err != nil {
+				return nil, err
+			}
+			state = rooms.State{}
+			for k, id := range start {
+				if before[k] != id {
+					state[k] = id
+				}
+			}
+		}
+	}
+	if lr.State.Events, err = a.syncStateEvents(ctx, state, tl.events, rf.State, viewer, req.userID); err != nil {
+		return nil, err
+	}
+	return lr, nil
+}

@@ -1,0 +1,166 @@
+package clientapi_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/hearth-matrix/hearth/hearthtest"
+)
+
+func (u user) sync(t *testing.T, since string, query string) hearthtest.Response {
+	t.Helper()
+	q := url.Values{}
+	if since != "" {
+		q.Set("since", since)
+	}
+	path := "/_matrix/client/v3/sync?" + q.Encode()
+	if query != "" {
+		path += "&" + query
+	}
+	r := u.do(t, "GET", path, nil)
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	return r
+}
+
+func joinedRoom(t *testing.T, r hearthtest.Response, roomID string) map[string]any {
+	t.Helper()
+	rooms, _ := r.JSON["rooms"].(map[string]any)
+	join, _ := rooms["join"].(map[string]any)
+	room, _ := join[roomID].(map[string]any)
+	return room
+}
+
+func timelineBodies(room map[string]any) []string {
+	tl, _ := room["timeline"].(map[string]any)
+	evs, _ := tl["events"].([]any)
+	var out []string
+	for _, e := range evs {
+		ev := e.(map[string]any)
+		if ev["type"] == "m.room.message" {
+			out = append(out, ev["content"].(map[string]any)["body"].(string))
+		}
+	}
+	return out
+}
+
+func TestSyncInitialAndIncremental(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat", "name": "sync test"})
+		alice.send(t, roomID, "first")
+		r := alice.sync(t, "", "")
+		room := joinedRoom(t, r, roomID)
+		if room == nil {
+			t.Fatalf("initial sync lacks the room: %s", r.Body)
+		}
+		if got := timelineBodies(room); len(got) != 1 || got[0] != "first" {
+			t.Fatalf("initial timeline: %v", got)
+		}
+		// The room's state is in state plus the timeline (here all of it
+		// fits in the timeline).
+		seen := map[string]bool{}
+		for _, part := range []any{room["state"], room["timeline"]} {
+			for _, e := range part.(map[string]any)["events"].([]any) {
+				seen[e.(map[string]any)["type"].(string)] = true
+			}
+		}
+		if !seen["m.room.create"] || !seen["m.room.name"] || !seen["m.room.power_levels"] {
+			t.Fatalf("initial sync lacks room state: %s", r.Body)
+		}
+		// With a timeline limit of 1 the rest comes as state.
+		r1 := alice.sync(t, "", `filter={"room":{"timeline":{"limit":1}}}`)
+		if st := joinedRoom(t, r1, roomID)["state"].(map[string]any)["events"].([]any); len(st) < 6 {
+			t.Fatalf("limited initial sync has %d state events", len(st))
+		}
+		next := r.JSON["next_batch"].(string)
+		// Nothing new: an incremental sync with no timeout is empty.
+		r = alice.sync(t, next, "timeout=0")
+		if joinedRoom(t, r, roomID) != nil {
+			t.Fatalf("empty incremental sync lists the room: %s", r.Body)
+		}
+		// Bob is invited: his sync shows the invite with stripped state.
+		hearthtest.Expect(t, alice.member(t, roomID, "invite", map[string]any{"user_id": bob.id}), http.StatusOK, "")
+		rb := bob.sync(t, "", "")
+		inv := rb.JSON["rooms"].(map[string]any)["invite"].(map[string]any)[roomID].(map[string]any)
+		stripped := inv["invite_state"].(map[string]any)["events"].([]any)
+		types := map[string]bool{}
+		for _, e := range stripped {
+			types[e.(map[string]any)["type"].(string)] = true
+		}
+		if !types["m.room.create"] || !types["m.room.member"] || !types["m.room.name"] {
+			t.Fatalf("invite stripped state lacks create/member/name: %s", rb.Body)
+		}
+		// A long-poll wakes when a message arrives.
+		next = alice.sync(t, next, "timeout=0").JSON["next_batch"].(string)
+		done := make(chan hearthtest.Response, 1)
+		go func() { done <- alice.sync(t, next, "timeout=10000") }()
+		time.Sleep(100 * time.Millisecond)
+		start := time.Now()
+		alice.send(t, roomID, "second")
+		select {
+		case r = <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("long-poll did not wake")
+		}
+		if waited := time.Since(start); waited > 3*time.Second {
+			t.Fatalf("long-poll woke after %v", waited)
+		}
+		if got := timelineBodies(joinedRoom(t, r, roomID)); len(got) != 1 || got[0] != "second" {
+			t.Fatalf("incremental timeline: %v (%s)", got, r.Body)
+		}
+	})
+}
+
+// A device that was away while many messages arrived gets a limited
+// timeline and can page back through the rest with prev_batch.
+func TestSyncCatchUpAfterOffline(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		bobToken := bob.sync(t, "", "").JSON["next_batch"].(string)
+		const n = 500
+		for i := 0; i < n; i++ {
+			hearthtest.Expect(t, alice.send(t, roomID, fmt.Sprintf("m%d", i)), http.StatusOK, "")
+		}
+		r := bob.sync(t, bobToken, "")
+		room := joinedRoom(t, r, roomID)
+		tl := room["timeline"].(map[string]any)
+		if tl["limited"] != true {
+			t.Fatalf("timeline of 500 new messages is not limited")
+		}
+		got := timelineBodies(room)
+		prev := tl["prev_batch"].(string)
+		for page := 0; page < 100 && prev != ""; page++ {
+			mr := bob.messages(t, roomID, "dir=b&limit=50&from="+url.QueryEscape(prev))
+			older := bodies(t, mr)
+			for i, j := 0, len(older)-1; i < j; i, j = i+1, j-1 {
+				older[i], older[j] = older[j], older[i]
+			}
+			got = append(older, got...)
+			prev, _ = mr.JSON["end"].(string)
+		}
+		if len(got) != n {
+			t.Fatalf("caught up with %d messages, want %d", len(got), n)
+		}
+		for i, body := range got {
+			if body != fmt.Sprintf("m%d", i) {
+				t.Fatalf("message %d is %q: order or duplicates wrong", i, body)
+			}
+		}
+	})
+}
+
+func TestSyncBadInput(t *testing.T) {
+	hs := hearthtest.NewServer(t, hearthtest.SQLite, nil)
+	alice := newUser(t, hs, "alice")
+	hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v3/sync?since=garbage", nil), http.StatusBadRequest, "M_INVALID_PARAM")
+	hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v3/sync?filter=12345", nil), http.StatusNotFound, "M_NOT_FOUND")
+	hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v3/sync?filter=%7Bnot", nil), http.StatusBadRequest, "M_NOT_JSON")
+	hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v3/sync?timeout=abc", nil), http.StatusBadRequest, "M_INVALID_PARAM")
+}

@@ -1,0 +1,98 @@
+package filter
+
+import (
+	"encoding/json"
+	"strings"
+)
+
+// matchType applies the spec's wildcard rule: a trailing * matches any rest
+// of the type.
+func matchType(pattern, s string) bool {
+	if p, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(s, p)
+	}
+	return pattern == s
+}
+
+// Allows reports whether an event of this type and sender passes the
+// filter. not_* lists win over the allow lists; an absent list allows all.
+func (f *EventFilter) Allows(eventType, sender string) bool {
+	if f == nil {
+		return true
+	}
+	for _, t := range f.NotTypes {
+		if matchType(t, eventType) {
+			return false
+		}
+	}
+	if f.Types != nil {
+		ok := false
+		for _, t := range f.Types {
+			ok = ok || matchType(t, eventType)
+		}
+		if !ok {
+			return false
+		}
+	}
+	for _, s := range f.NotSenders {
+		if s == sender {
+			return false
+		}
+	}
+	if f.Senders != nil {
+		for _, s := range f.Senders {
+			if s == sender {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// AllowsEvent applies a room event filter to an event's type, sender and
+// content (contains_url).
+func (f *RoomEventFilter) AllowsEvent(eventType, sender string, content []byte) bool {
+	if f == nil {
+		return true
+	}
+	if !f.EventFilter.Allows(eventType, sender) {
+		return false
+	}
+	if f.ContainsURL != nil {
+		var c struct {
+			URL *string `json:"url"`
+		}
+		_ = json.Unmarshal(content, &c)
+		if (c.URL != nil) != *f.ContainsURL {
+			return false
+		}
+	}
+	return true
+}
+
+// AllowsRoom applies rooms/not_rooms.
+func AllowsRoom(rooms, notRooms []string, roomID string) bool {
+	for _, r := range notRooms {
+		if r == roomID {
+			return false
+		}
+	}
+	if rooms == nil {
+		return true
+	}
+	for _, r := range rooms {
+		if r == roomID {
+			return true
+		}
+	}
+	return false
+}
+
+// LimitOr returns the filter's limit or def.
+func (f *RoomEventFilter) LimitOr(def int) int {
+	if f == nil || f.Limit == nil {
+		return def
+	}
+	return *f.Limit
+}

@@ -1,0 +1,49 @@
+package homeserver
+
+import (
+	"context"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/rooms"
+	"github.com/hearth-matrix/hearth/storage"
+	"github.com/hearth-matrix/hearth/syncstream"
+)
+
+// newNotifier starts the sync notifier at the store's current positions and
+// feeds it every committed room event.
+func newNotifier(ctx context.Context, db *storage.DB, rms *rooms.Rooms, serverName string) (*syncstream.Notifier, error) {
+	var pos syncstream.Position
+	var err error
+	if pos.Events, err = storage.MaxStreamPos(ctx, db.Read()); err != nil {
+		return nil, err
+	}
+	if pos.AccountData, err = db.MaxAccountDataPos(ctx); err != nil {
+		return nil, err
+	}
+	suffix := ":" + serverName
+	n := syncstream.NewNotifier(pos, func(ctx context.Context, roomID string) ([]string, error) {
+		ms, err := storage.MembersOfRoom(ctx, db.Read(), roomID)
+		if err != nil {
+			return nil, err
+		}
+		var local []string
+		for _, m := range ms {
+			if strings.HasSuffix(m.UserID, suffix) && (m.Membership == spec.Join || m.Membership == spec.Invite || m.Membership == spec.Knock) {
+				local = append(local, m.UserID)
+			}
+		}
+		return local, nil
+	})
+	rms.Observe(func(evs []*rooms.Event) {
+		for _, ev := range evs {
+			target, membership := "", ""
+			if ev.Type == spec.MRoomMember && ev.StateKey != nil && ev.Membership != nil {
+				target, membership = *ev.StateKey, *ev.Membership
+			}
+			n.RoomEvent(context.Background(), ev.RoomID, ev.StreamPos, target, membership)
+		}
+	})
+	return n, nil
+}
