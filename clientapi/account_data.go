@@ -10,9 +10,9 @@ import (
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
-	"github.com/hearth-matrix/hearth/syncstream"
 	"github.com/hearth-matrix/hearth/pushrules"
 	"github.com/hearth-matrix/hearth/storage"
+	"github.com/hearth-matrix/hearth/syncstream"
 )
 
 // Client Config (client-server API, account_data module; account-data.yaml):
