@@ -175,4 +175,3 @@ func (a *API) registrationTokenValidity(w http.ResponseWriter, r *http.Request) 
 	valid := err == nil && t.Valid(time.Now().UnixMilli())
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]bool{"valid": valid})
 }
-

@@ -94,9 +94,9 @@ func Default() Config {
 		RateLimitRegisterBurst:          3,
 		RateLimitMessagePerSecond:       0.2,
 		RateLimitMessageBurst:           10,
-		MaxRequestBytes:   50 << 20,
-		LogLevel:          "info",
-		LogFormat:         "text",
+		MaxRequestBytes:                 50 << 20,
+		LogLevel:                        "info",
+		LogFormat:                       "text",
 	}
 }
 

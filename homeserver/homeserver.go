@@ -82,7 +82,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			RefreshableTokenLifetime: time.Duration(cfg.RefreshableTokenLifetimeSeconds) * time.Second,
 			MaxDevicesPerUser:        cfg.MaxDevicesPerUser,
 		},
-		metrics:  prometheus.NewRegistry(),
+		metrics: prometheus.NewRegistry(),
 	}
 	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	observe := s.requestMetrics()
