@@ -590,3 +590,36 @@ func TestLoginRateLimit(t *testing.T) {
 		t.Fatalf("no retry_after_ms: %s", r.Body)
 	}
 }
+
+// A UIA session started on one process finishes on another sharing the
+// database, and is then used up on both.
+func TestUIASessionAcrossProcesses(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		dbURL := hearthtest.DatabaseURL(t, b)
+		shared := func(c *config.Config) { c.DatabaseURL = dbURL }
+		hs1 := hearthtest.NewServer(t, b, shared)
+		hs2 := hearthtest.NewServer(t, b, shared)
+		tok, _ := register(t, hs1, "alice", "secret")
+		r := passwordLogin(t, hs2, "alice", "secret", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		dev := r.JSON["device_id"].(string)
+		path := "/_matrix/client/v3/devices/" + dev
+		session := expectUIAChallenge(t, hs1.Do(t, "DELETE", path, tok, nil), "")
+		auth := passwordAuth("alice", "secret")
+		auth["session"] = session
+		hearthtest.Expect(t, hs2.Do(t, "DELETE", path, tok, map[string]any{"auth": auth}), http.StatusOK, "")
+		hearthtest.Expect(t, hs1.Do(t, "GET", path, tok, nil), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, hs1.Do(t, "POST", "/_matrix/client/v3/delete_devices", tok,
+			map[string]any{"devices": []string{}, "auth": map[string]any{"session": session}}), http.StatusBadRequest, "M_UNKNOWN")
+	})
+}
+
+func TestMaxDevicesPerUser(t *testing.T) {
+	hs := hearthtest.NewServer(t, hearthtest.SQLite, func(c *config.Config) { c.MaxDevicesPerUser = 2 })
+	register(t, hs, "alice", "secret")
+	r := passwordLogin(t, hs, "alice", "secret", map[string]any{"device_id": "SECOND"})
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	hearthtest.Expect(t, passwordLogin(t, hs, "alice", "secret", nil), http.StatusForbidden, "M_FORBIDDEN")
+	// Logging in again on an existing device is not a new device.
+	hearthtest.Expect(t, passwordLogin(t, hs, "alice", "secret", map[string]any{"device_id": "SECOND"}), http.StatusOK, "")
+}
