@@ -131,13 +131,20 @@ func containsByte(s string, c byte) bool {
 	return false
 }
 
+// randomToken returns n letters and digits (as Synapse generates), drawn
+// without modulo bias.
 func randomToken(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic("crypto/rand failed: " + err.Error())
+	out := make([]byte, 0, n)
+	var buf [64]byte
+	for len(out) < n {
+		if _, err := rand.Read(buf[:]); err != nil {
+			panic("crypto/rand failed: " + err.Error())
+		}
+		for _, c := range buf {
+			if c < 248 && len(out) < n { // 248 = 4 * 62
+				out = append(out, tokenAlphabet[c%62])
+			}
+		}
 	}
-	for i := range b {
-		b[i] = tokenAlphabet[int(b[i])%62] // letters and digits only, as Synapse generates
-	}
-	return string(b)
+	return string(out)
 }

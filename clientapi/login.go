@@ -121,14 +121,13 @@ func (a *API) loginInTx(ctx context.Context, nd accounts.NewDevice, who func(tx 
 			}
 			nd.UserID = userID
 		}
-		var deactivated bool
-		if err := tx.QueryRowContext(ctx, `SELECT deactivated FROM users WHERE user_id = $1`, nd.UserID).Scan(&deactivated); err != nil {
+		deactivated, err := storage.UserDeactivated(ctx, tx, nd.UserID)
+		if err != nil {
 			return err
 		}
 		if deactivated {
 			return mxhttp.UserDeactivated("This account has been deactivated")
 		}
-		var err error
 		login, err = a.accounts.LoginDevice(ctx, tx, nd, time.Now())
 		return err
 	})

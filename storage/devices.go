@@ -185,12 +185,17 @@ func RevokeRefreshGeneration(ctx context.Context, tx *sql.Tx, prevHash []byte) e
 	return nil
 }
 
-// DeleteRefreshToken deletes one refresh token.
-func DeleteRefreshToken(ctx context.Context, tx *sql.Tx, token string) error {
-	if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE token_hash = $1`, TokenHash(token)); err != nil {
-		return fmt.Errorf("deleting refresh token: %w", err)
+// UserDeactivated reports whether a user is deactivated, inside a transaction.
+func UserDeactivated(ctx context.Context, tx *sql.Tx, userID string) (bool, error) {
+	var d bool
+	err := tx.QueryRowContext(ctx, `SELECT deactivated FROM users WHERE user_id = $1`, userID).Scan(&d)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, ErrNotFound
 	}
-	return nil
+	if err != nil {
+		return false, fmt.Errorf("checking deactivation: %w", err)
+	}
+	return d, nil
 }
 
 // InsertLoginToken stores a single-use m.login.token token.
