@@ -22,8 +22,15 @@ type Accounts struct {
 	DB         *storage.DB
 	ServerName string
 	Passwords  *Passwords
+	// RefreshableTokenLifetime is how long an access token issued with a
+	// refresh token lives.
+	RefreshableTokenLifetime time.Duration
+	// MaxDevicesPerUser refuses new logins beyond this many devices; 0 means
+	// no limit.
+	MaxDevicesPerUser int
 
 	lastSeenState
+	deviceHooks []DeviceDeletedHook
 }
 
 // NewUser describes an account to create.
@@ -37,7 +44,12 @@ type NewUser struct {
 	DeviceID          string
 	DeviceDisplayName string
 	InhibitLogin      bool
+	RefreshToken      bool   // the client supports refresh tokens
 	DisplayName       string // initial profile display name; default the localpart
+	// InTx, when set, runs inside the registration's transaction: a failure
+	// rolls the registration back. /register consumes its UIA session here,
+	// so a registration token is used exactly once per account made.
+	InTx func(ctx context.Context, tx *sql.Tx) error
 }
 
 // Login is what a successful registration or login hands the client.
@@ -45,6 +57,9 @@ type Login struct {
 	UserID      string `json:"user_id"`
 	DeviceID    string `json:"device_id,omitempty"`
 	AccessToken string `json:"access_token,omitempty"`
+	// With refresh tokens: the access token's lifetime and the refresh token.
+	ExpiresInMS  int64  `json:"expires_in_ms,omitempty"`
+	RefreshToken string `json:"refresh_token,omitempty"`
 }
 
 // Register validates and creates a user, and unless InhibitLogin a device
@@ -70,27 +85,27 @@ func (a *Accounts) Register(ctx context.Context, nu NewUser) (Login, error) {
 	if displayName == "" {
 		displayName = nu.Localpart
 	}
-	now := time.Now().UnixMilli()
-	login := Login{UserID: userID}
-	if !nu.InhibitLogin {
-		login.DeviceID = nu.DeviceID
-		if login.DeviceID == "" {
-			login.DeviceID = NewDeviceID()
-		}
-		login.AccessToken = NewToken("mat_")
-	}
+	now := time.Now()
+	var login Login
 	err := a.DB.WriteTx(ctx, func(tx *sql.Tx) error {
 		err := storage.InsertUser(ctx, tx, storage.User{
 			UserID: userID, Localpart: nu.Localpart, PasswordHash: hash,
-			IsAdmin: nu.Admin, IsGuest: nu.Guest, UserType: nu.UserType, CreatedTS: now,
+			IsAdmin: nu.Admin, IsGuest: nu.Guest, UserType: nu.UserType, CreatedTS: now.UnixMilli(),
 		}, displayName)
 		if err != nil {
 			return err
 		}
+		if nu.InTx != nil {
+			if err := nu.InTx(ctx, tx); err != nil {
+				return err
+			}
+		}
 		if nu.InhibitLogin {
+			login = Login{UserID: userID}
 			return nil
 		}
-		return a.addDevice(ctx, tx, userID, login, nu.DeviceDisplayName, now)
+		login, err = a.LoginDevice(ctx, tx, NewDevice{UserID: userID, DeviceID: nu.DeviceID, DisplayName: nu.DeviceDisplayName, RefreshToken: nu.RefreshToken}, now)
+		return err
 	})
 	if errors.Is(err, storage.ErrConflict) {
 		return Login{}, mxhttp.UserInUse("The user ID %s is already taken", userID)
@@ -99,17 +114,6 @@ func (a *Accounts) Register(ctx context.Context, nu NewUser) (Login, error) {
 		return Login{}, fmt.Errorf("registering %s: %w", userID, err)
 	}
 	return login, nil
-}
-
-func (a *Accounts) addDevice(ctx context.Context, tx *sql.Tx, userID string, login Login, displayName string, now int64) error {
-	var name *string
-	if displayName != "" {
-		name = &displayName
-	}
-	if err := storage.UpsertDevice(ctx, tx, storage.Device{UserID: userID, DeviceID: login.DeviceID, DisplayName: name, CreatedTS: now}); err != nil {
-		return err
-	}
-	return storage.InsertAccessToken(ctx, tx, login.AccessToken, userID, login.DeviceID, now, 0)
 }
 
 // NewToken returns prefix + 256 random bits, URL-safe.

@@ -2,6 +2,7 @@ package accounts
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"net/http"
 	"strings"
@@ -59,6 +60,15 @@ func (a *Accounts) Authenticate(r *http.Request) (Caller, error) {
 	now := time.Now()
 	if owner.ExpiresTS != 0 && now.UnixMilli() >= owner.ExpiresTS {
 		return Caller{}, mxhttp.UnknownToken("Access token has expired").With("soft_logout", true)
+	}
+	if len(owner.PrevRefreshHash) > 0 {
+		// First use of a refreshed access token: the refresh token it was
+		// exchanged for, and that token's access tokens, are now revoked.
+		if err := a.DB.WriteTx(r.Context(), func(tx *sql.Tx) error {
+			return storage.RevokeRefreshGeneration(r.Context(), tx, owner.PrevRefreshHash)
+		}); err != nil {
+			return Caller{}, err
+		}
 	}
 	a.touchDevice(r, owner.UserID, owner.DeviceID, now)
 	return Caller{UserID: owner.UserID, DeviceID: owner.DeviceID, IsGuest: owner.IsGuest, Token: tok}, nil

@@ -1,16 +1,20 @@
 // Package clientapi serves the Matrix Client-Server API (/_matrix/client/*)
 // and the few neighbouring endpoints clients and tooling use
-// (/.well-known/matrix/*, /_synapse/admin/v1/register). Each spec module has
-// its own file.
+// (/.well-known/matrix/*, /_synapse/admin/v1/*). Each spec module has its
+// own file.
 package clientapi
 
 import (
 	"log/slog"
+	"net"
+	"net/http"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/ratelimit"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
 	"github.com/hearth-matrix/hearth/syncstream"
@@ -25,13 +29,56 @@ type API struct {
 	notifier *syncstream.Notifier
 	log      *slog.Logger
 	version  string
+	limits   limits
 
 	adminNonces *nonceStore
 }
 
+// limits are the request rate limiters; all nil (no limit) with
+// rate_limits: off.
+type limits struct {
+	loginIP, loginUser *ratelimit.Limiter
+	registerIP         *ratelimit.Limiter
+	// message is for the room module's send endpoints, per user.
+	message *ratelimit.Limiter
+}
+
+func newLimits(cfg config.Config) limits {
+	if cfg.RateLimits == "off" {
+		return limits{}
+	}
+	return limits{
+		loginIP:    ratelimit.New(cfg.RateLimitLoginPerSecond, cfg.RateLimitLoginBurst),
+		loginUser:  ratelimit.New(cfg.RateLimitLoginPerSecond, cfg.RateLimitLoginBurst),
+		registerIP: ratelimit.New(cfg.RateLimitRegisterPerSecond, cfg.RateLimitRegisterBurst),
+		message:    ratelimit.New(cfg.RateLimitMessagePerSecond, cfg.RateLimitMessageBurst),
+	}
+}
+
+// limit takes a token from l for key, or returns 429 M_LIMIT_EXCEEDED with
+// retry_after_ms.
+func (a *API) limit(r *http.Request, l *ratelimit.Limiter, key string) error {
+	ok, wait := l.Allow(key)
+	if ok {
+		return nil
+	}
+	ms := wait.Milliseconds() + 1
+	return mxhttp.LimitExceeded("Too many requests; retry in %d ms", ms).With("retry_after_ms", ms)
+}
+
+// clientIP is the address the request came from. X-Forwarded-For is not
+// trusted: a client could forge it to dodge per-IP limits.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
 // New returns the client API over the given store and accounts.
 func New(cfg config.Config, db *storage.DB, accts *accounts.Accounts, rms *rooms.Rooms, notifier *syncstream.Notifier, log *slog.Logger, version string) *API {
-	return &API{cfg: cfg, db: db, accounts: accts, rooms: rms, notifier: notifier, log: log, version: version, adminNonces: newNonceStore()}
+	return &API{cfg: cfg, db: db, accounts: accts, rooms: rms, notifier: notifier, log: log, version: version, limits: newLimits(cfg), adminNonces: newNonceStore()}
 }
 
 // Routes registers every client API endpoint on r.
@@ -39,83 +86,96 @@ func (a *API) Routes(r chi.Router) {
 	r.Get("/_matrix/client/versions", a.versions)
 	r.Get("/.well-known/matrix/client", a.wellKnownClient)
 	r.Get("/.well-known/matrix/server", a.wellKnownServer)
-	a.roomRoutes(r)
-	const v3 = "/_matrix/client/v3"
-	r.Get(v3+"/capabilities", a.authed(a.capabilities))
-
-	r.Get(v3+"/profile/{userId}", a.getProfile)
-	r.Get(v3+"/profile/{userId}/{keyName}", a.getProfileField)
-	r.Put(v3+"/profile/{userId}/{keyName}", a.authed(a.putProfileField))
-	r.Delete(v3+"/profile/{userId}/{keyName}", a.authed(a.deleteProfileField))
-
-	r.Get(v3+"/user/{userId}/account_data/{type}", a.authed(a.getAccountData))
-	r.Put(v3+"/user/{userId}/account_data/{type}", a.authed(a.putAccountData))
-	r.Get(v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.getAccountData))
-	r.Put(v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.putAccountData))
-
-	r.Post(v3+"/user/{userId}/filter", a.authed(a.postFilter))
-	r.Get(v3+"/user/{userId}/filter/{filterId}", a.authed(a.getFilter))
-
-	r.Get(v3+"/pushrules", a.authed(a.getPushRules))
-	r.Get(v3+"/pushrules/", a.authed(a.getPushRules))
-	r.Get(v3+"/pushrules/global", a.authed(a.getGlobalPushRules))
-	r.Get(v3+"/pushrules/global/", a.authed(a.getGlobalPushRules))
-	const rule = v3 + "/pushrules/global/{kind}/{ruleId}"
-	r.Get(rule, a.authed(a.getPushRuleHandler))
-	r.Put(rule, a.authed(a.putPushRule))
-	r.Delete(rule, a.authed(a.deletePushRule))
-	r.Get(rule+"/enabled", a.authed(a.getPushRuleEnabled))
-	r.Put(rule+"/enabled", a.authed(a.putPushRuleEnabled))
-	r.Get(rule+"/actions", a.authed(a.getPushRuleActions))
-	r.Put(rule+"/actions", a.authed(a.putPushRuleActions))
-
-	r.Get(v3+"/voip/turnServer", a.authed(a.turnServer))
-
-	r.Get(v3+"/thirdparty/protocols", a.authed(a.thirdPartyProtocols))
-	for _, p := range []string{"/thirdparty/protocol/{protocol}", "/thirdparty/location/{protocol}", "/thirdparty/user/{protocol}",
-		"/thirdparty/location", "/thirdparty/user"} {
-		r.Get(v3+p, a.authed(a.thirdPartyNotFound))
+	// Endpoints that existed before v3 also answer under r0, which older
+	// clients and tools still call.
+	v3 := func(method, path string, h http.HandlerFunc) {
+		r.Method(method, "/_matrix/client/v3"+path, h)
+		r.Method(method, "/_matrix/client/r0"+path, h)
 	}
-
+	a.sessionRoutes(r, v3)
+	a.registrationRoutes(r, v3)
+	a.deviceRoutes(v3)
+	a.accountRoutes(v3)
+	a.accountDataRoutes(v3)
+	a.roomRoutes(v3)
+	a.registrationTokenAdminRoutes(r)
 	if a.cfg.RegistrationSharedSecret != "" {
 		r.Get("/_synapse/admin/v1/register", a.adminRegisterNonce)
 		r.Post("/_synapse/admin/v1/register", a.adminRegister)
 	}
 }
 
-// roomRoutes registers the room endpoints (client-server API, Rooms and
-// Room membership), under both v3 and the r0 prefix older clients use.
-func (a *API) roomRoutes(r chi.Router) {
-	for _, p := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
-		r.Get(p+"/sync", a.authed(a.sync))
-		r.Post(p+"/createRoom", a.authed(a.createRoom))
-		r.Get(p+"/joined_rooms", a.authed(a.joinedRooms))
-		r.Put(p+"/rooms/{roomId}/send/{eventType}/{txnId}", a.authed(a.sendMessage))
-		r.Put(p+"/rooms/{roomId}/state/{eventType}", a.authed(a.putState))
-		r.Put(p+"/rooms/{roomId}/state/{eventType}/", a.authed(a.putState)) // empty state key
-		r.Put(p+"/rooms/{roomId}/state/{eventType}/{stateKey}", a.authed(a.putState))
-		r.Get(p+"/rooms/{roomId}/state/{eventType}", a.authed(a.getState))
-		r.Get(p+"/rooms/{roomId}/state/{eventType}/", a.authed(a.getState))
-		r.Get(p+"/rooms/{roomId}/state/{eventType}/{stateKey}", a.authed(a.getState))
-		r.Get(p+"/rooms/{roomId}/state", a.authed(a.getAllState))
-		r.Get(p+"/rooms/{roomId}/event/{eventId}", a.authed(a.getEvent))
-		r.Put(p+"/rooms/{roomId}/redact/{eventId}/{txnId}", a.authed(a.redact))
-		r.Get(p+"/rooms/{roomId}/messages", a.authed(a.messages))
-		r.Get(p+"/rooms/{roomId}/context/{eventId}", a.authed(a.eventContext))
-		r.Get(p+"/rooms/{roomId}/members", a.authed(a.members))
-		r.Get(p+"/rooms/{roomId}/joined_members", a.authed(a.joinedMembers))
-		r.Post(p+"/rooms/{roomId}/join", a.authed(a.joinRoomByID))
-		r.Post(p+"/join/{roomIdOrAlias}", a.authed(a.joinRoomByIDOrAlias))
-		r.Post(p+"/knock/{roomIdOrAlias}", a.authed(a.knock))
-		r.Post(p+"/rooms/{roomId}/invite", a.authed(a.invite))
-		r.Post(p+"/rooms/{roomId}/leave", a.authed(a.leave))
-		r.Post(p+"/rooms/{roomId}/forget", a.authed(a.forget))
-		r.Post(p+"/rooms/{roomId}/kick", a.authed(a.kick))
-		r.Post(p+"/rooms/{roomId}/ban", a.authed(a.ban))
-		r.Post(p+"/rooms/{roomId}/unban", a.authed(a.unban))
-		r.Put(p+"/directory/room/{roomAlias}", a.authed(a.putAlias))
-		r.Get(p+"/directory/room/{roomAlias}", a.getAlias)
-		r.Delete(p+"/directory/room/{roomAlias}", a.authed(a.deleteAlias))
-		r.Get(p+"/rooms/{roomId}/aliases", a.authed(a.roomAliases))
+// accountDataRoutes registers the per-account endpoints: capabilities,
+// profile, account data, filters, push rules, VoIP and third-party lookups.
+func (a *API) accountDataRoutes(v3 func(string, string, http.HandlerFunc)) {
+	v3("GET", "/capabilities", a.authed(a.capabilities))
+
+	v3("GET", "/profile/{userId}", a.getProfile)
+	v3("GET", "/profile/{userId}/{keyName}", a.getProfileField)
+	v3("PUT", "/profile/{userId}/{keyName}", a.authed(a.putProfileField))
+	v3("DELETE", "/profile/{userId}/{keyName}", a.authed(a.deleteProfileField))
+
+	v3("GET", "/user/{userId}/account_data/{type}", a.authed(a.getAccountData))
+	v3("PUT", "/user/{userId}/account_data/{type}", a.authed(a.putAccountData))
+	v3("GET", "/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.getAccountData))
+	v3("PUT", "/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.putAccountData))
+
+	v3("POST", "/user/{userId}/filter", a.authed(a.postFilter))
+	v3("GET", "/user/{userId}/filter/{filterId}", a.authed(a.getFilter))
+
+	v3("GET", "/pushrules", a.authed(a.getPushRules))
+	v3("GET", "/pushrules/", a.authed(a.getPushRules))
+	v3("GET", "/pushrules/global", a.authed(a.getGlobalPushRules))
+	v3("GET", "/pushrules/global/", a.authed(a.getGlobalPushRules))
+	const rule = "/pushrules/global/{kind}/{ruleId}"
+	v3("GET", rule, a.authed(a.getPushRuleHandler))
+	v3("PUT", rule, a.authed(a.putPushRule))
+	v3("DELETE", rule, a.authed(a.deletePushRule))
+	v3("GET", rule+"/enabled", a.authed(a.getPushRuleEnabled))
+	v3("PUT", rule+"/enabled", a.authed(a.putPushRuleEnabled))
+	v3("GET", rule+"/actions", a.authed(a.getPushRuleActions))
+	v3("PUT", rule+"/actions", a.authed(a.putPushRuleActions))
+
+	v3("GET", "/voip/turnServer", a.authed(a.turnServer))
+
+	v3("GET", "/thirdparty/protocols", a.authed(a.thirdPartyProtocols))
+	for _, p := range []string{"/thirdparty/protocol/{protocol}", "/thirdparty/location/{protocol}", "/thirdparty/user/{protocol}",
+		"/thirdparty/location", "/thirdparty/user"} {
+		v3("GET", p, a.authed(a.thirdPartyNotFound))
 	}
+}
+
+// roomRoutes registers the room endpoints (client-server API, Rooms, Room
+// membership, Syncing).
+func (a *API) roomRoutes(v3 func(string, string, http.HandlerFunc)) {
+	v3("GET", "/sync", a.authed(a.sync))
+	v3("POST", "/createRoom", a.authed(a.createRoom))
+	v3("GET", "/joined_rooms", a.authed(a.joinedRooms))
+	v3("PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", a.authed(a.sendMessage))
+	v3("PUT", "/rooms/{roomId}/state/{eventType}", a.authed(a.putState))
+	v3("PUT", "/rooms/{roomId}/state/{eventType}/", a.authed(a.putState)) // empty state key
+	v3("PUT", "/rooms/{roomId}/state/{eventType}/{stateKey}", a.authed(a.putState))
+	v3("GET", "/rooms/{roomId}/state/{eventType}", a.authed(a.getState))
+	v3("GET", "/rooms/{roomId}/state/{eventType}/", a.authed(a.getState))
+	v3("GET", "/rooms/{roomId}/state/{eventType}/{stateKey}", a.authed(a.getState))
+	v3("GET", "/rooms/{roomId}/state", a.authed(a.getAllState))
+	v3("GET", "/rooms/{roomId}/event/{eventId}", a.authed(a.getEvent))
+	v3("PUT", "/rooms/{roomId}/redact/{eventId}/{txnId}", a.authed(a.redact))
+	v3("GET", "/rooms/{roomId}/messages", a.authed(a.messages))
+	v3("GET", "/rooms/{roomId}/context/{eventId}", a.authed(a.eventContext))
+	v3("GET", "/rooms/{roomId}/members", a.authed(a.members))
+	v3("GET", "/rooms/{roomId}/joined_members", a.authed(a.joinedMembers))
+	v3("POST", "/rooms/{roomId}/join", a.authed(a.joinRoomByID))
+	v3("POST", "/join/{roomIdOrAlias}", a.authed(a.joinRoomByIDOrAlias))
+	v3("POST", "/knock/{roomIdOrAlias}", a.authed(a.knock))
+	v3("POST", "/rooms/{roomId}/invite", a.authed(a.invite))
+	v3("POST", "/rooms/{roomId}/leave", a.authed(a.leave))
+	v3("POST", "/rooms/{roomId}/forget", a.authed(a.forget))
+	v3("POST", "/rooms/{roomId}/kick", a.authed(a.kick))
+	v3("POST", "/rooms/{roomId}/ban", a.authed(a.ban))
+	v3("POST", "/rooms/{roomId}/unban", a.authed(a.unban))
+	v3("PUT", "/directory/room/{roomAlias}", a.authed(a.putAlias))
+	v3("GET", "/directory/room/{roomAlias}", a.getAlias)
+	v3("DELETE", "/directory/room/{roomAlias}", a.authed(a.deleteAlias))
+	v3("GET", "/rooms/{roomId}/aliases", a.authed(a.roomAliases))
 }

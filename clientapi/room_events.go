@@ -88,6 +88,10 @@ func (a *API) requireJoined(r *http.Request, roomID, userID string) error {
 // PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
 func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 	roomID, evType, txnID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventType"), chi.URLParam(r, "txnId")
+	if err := a.limit(r, a.limits.message, c.UserID); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
 	content, err := readContent(r)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)

@@ -52,6 +52,20 @@ type Config struct {
 	RegistrationSharedSecret string `yaml:"registration_shared_secret" env:"HEARTH_REGISTRATION_SHARED_SECRET"`
 	BcryptCost               int    `yaml:"bcrypt_cost" env:"HEARTH_BCRYPT_COST"`
 	RateLimits               string `yaml:"rate_limits" env:"HEARTH_RATE_LIMITS"`
+	// GuestAccess allows POST /register?kind=guest.
+	GuestAccess bool `yaml:"guest_access" env:"HEARTH_GUEST_ACCESS"`
+	// MaxDevicesPerUser refuses logins beyond this many devices; 0: no limit.
+	MaxDevicesPerUser int `yaml:"max_devices_per_user" env:"HEARTH_MAX_DEVICES_PER_USER"`
+	// RefreshableTokenLifetimeSeconds is the lifetime of access tokens
+	// issued to clients that asked for a refresh token.
+	RefreshableTokenLifetimeSeconds int `yaml:"refreshable_token_lifetime_seconds" env:"HEARTH_REFRESHABLE_TOKEN_LIFETIME_SECONDS"`
+	// Token buckets (events per second, burst) per IP address and per user.
+	RateLimitLoginPerSecond    float64 `yaml:"rate_limit_login_per_second" env:"HEARTH_RATE_LIMIT_LOGIN_PER_SECOND"`
+	RateLimitLoginBurst        int     `yaml:"rate_limit_login_burst" env:"HEARTH_RATE_LIMIT_LOGIN_BURST"`
+	RateLimitRegisterPerSecond float64 `yaml:"rate_limit_register_per_second" env:"HEARTH_RATE_LIMIT_REGISTER_PER_SECOND"`
+	RateLimitRegisterBurst     int     `yaml:"rate_limit_register_burst" env:"HEARTH_RATE_LIMIT_REGISTER_BURST"`
+	RateLimitMessagePerSecond  float64 `yaml:"rate_limit_message_per_second" env:"HEARTH_RATE_LIMIT_MESSAGE_PER_SECOND"`
+	RateLimitMessageBurst      int     `yaml:"rate_limit_message_burst" env:"HEARTH_RATE_LIMIT_MESSAGE_BURST"`
 
 	WellKnownClient string `yaml:"well_known_client" env:"HEARTH_WELL_KNOWN_CLIENT"`
 	WellKnownServer string `yaml:"well_known_server" env:"HEARTH_WELL_KNOWN_SERVER"`
@@ -82,9 +96,17 @@ func Default() Config {
 		BcryptCost:        12,
 		RateLimits:        "on",
 		TURNUserLifetime:  "1h",
-		MaxRequestBytes:   50 << 20,
-		LogLevel:          "info",
-		LogFormat:         "text",
+
+		RefreshableTokenLifetimeSeconds: 300,
+		RateLimitLoginPerSecond:         0.17,
+		RateLimitLoginBurst:             5,
+		RateLimitRegisterPerSecond:      0.17,
+		RateLimitRegisterBurst:          3,
+		RateLimitMessagePerSecond:       0.2,
+		RateLimitMessageBurst:           10,
+		MaxRequestBytes:                 50 << 20,
+		LogLevel:                        "info",
+		LogFormat:                       "text",
 	}
 }
 
@@ -207,6 +229,28 @@ func (c *Config) Validate() error {
 	}
 	if len(c.TURNURIs) > 0 && c.TURNSharedSecret == "" {
 		return bad("turn_shared_secret", "must be set when turn_uris is set")
+	}
+	if c.MaxDevicesPerUser < 0 {
+		return bad("max_devices_per_user", "%d is negative", c.MaxDevicesPerUser)
+	}
+	if c.RefreshableTokenLifetimeSeconds < 10 {
+		return bad("refreshable_token_lifetime_seconds", "%d is below 10 seconds", c.RefreshableTokenLifetimeSeconds)
+	}
+	for _, rl := range []struct {
+		key   string
+		rate  float64
+		burst int
+	}{
+		{"rate_limit_login", c.RateLimitLoginPerSecond, c.RateLimitLoginBurst},
+		{"rate_limit_register", c.RateLimitRegisterPerSecond, c.RateLimitRegisterBurst},
+		{"rate_limit_message", c.RateLimitMessagePerSecond, c.RateLimitMessageBurst},
+	} {
+		if rl.rate <= 0 {
+			return bad(rl.key+"_per_second", "%v must be positive (use rate_limits: off to disable limits)", rl.rate)
+		}
+		if rl.burst < 1 {
+			return bad(rl.key+"_burst", "%d must be at least 1", rl.burst)
+		}
 	}
 	if c.MaxRequestBytes < 1<<16 {
 		return bad("max_request_bytes", "%d is below the 65536 bytes a single event may need", c.MaxRequestBytes)

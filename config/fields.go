@@ -56,6 +56,18 @@ func (f field) set(s string) error {
 			return fmt.Errorf("%q is not an integer", s)
 		}
 		f.v.SetInt(n)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		f.v.SetBool(b)
+	case reflect.Float64:
+		x, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", s)
+		}
+		f.v.SetFloat(x)
 	case reflect.Slice:
 		// Lists come comma-separated from the environment and flags.
 		var parts []string

@@ -81,8 +81,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s := &Server{
 		Config: cfg, DB: db, Key: key, Log: log,
-		Accounts: &accounts.Accounts{DB: db, ServerName: cfg.ServerName, Passwords: accounts.NewPasswords(cfg.BcryptCost, runtime.NumCPU())},
-		metrics:  prometheus.NewRegistry(),
+		Accounts: &accounts.Accounts{
+			DB: db, ServerName: cfg.ServerName, Passwords: accounts.NewPasswords(cfg.BcryptCost, runtime.NumCPU()),
+			RefreshableTokenLifetime: time.Duration(cfg.RefreshableTokenLifetimeSeconds) * time.Second,
+			MaxDevicesPerUser:        cfg.MaxDevicesPerUser,
+		},
+		metrics: prometheus.NewRegistry(),
 	}
 	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	observe := s.requestMetrics()

@@ -21,13 +21,17 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.ErrCode, e.Message) }
 
-// MarshalJSON merges Extra into the body.
+// MarshalJSON merges Extra into the body. An Error without an ErrCode is a
+// bare body of Extra fields: the first 401 of user-interactive
+// authentication carries flows and a session but no error.
 func (e *Error) MarshalJSON() ([]byte, error) {
 	m := make(map[string]any, 2+len(e.Extra))
 	for k, v := range e.Extra {
 		m[k] = v
 	}
-	m["errcode"], m["error"] = e.ErrCode, e.Message
+	if e.ErrCode != "" {
+		m["errcode"], m["error"] = e.ErrCode, e.Message
+	}
 	return json.Marshal(m)
 }
 

@@ -35,15 +35,37 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 // errors: a body over the limit is M_TOO_LARGE, malformed JSON M_NOT_JSON,
 // JSON of the wrong shape M_BAD_JSON.
 func ReadJSON(r *http.Request, v any) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	return DecodeJSON(body, v)
+}
+
+// ReadOptionalJSON is ReadJSON for endpoints whose body may be left out
+// entirely (user-interactive auth endpoints are often first called without
+// one): an empty body leaves v untouched.
+func ReadOptionalJSON(r *http.Request, v any) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	return DecodeJSON(body, v)
+}
+
+func readBody(r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return TooLarge("Request body is larger than %d bytes", mbe.Limit)
+			return nil, TooLarge("Request body is larger than %d bytes", mbe.Limit)
 		}
-		return NotJSON("Could not read the request body")
+		return nil, NotJSON("Could not read the request body")
 	}
-	return DecodeJSON(body, v)
+	return body, nil
 }
 
 // DecodeJSON decodes body into v with ReadJSON's error mapping.

@@ -96,19 +96,43 @@ func UpsertDevice(ctx context.Context, tx *sql.Tx, d Device) error {
 	return nil
 }
 
+// AccessToken is a new access token row.
+type AccessToken struct {
+	Token     string
+	UserID    string
+	DeviceID  string
+	CreatedTS int64
+	ExpiresTS int64 // 0: never
+	// RefreshToken is the refresh token issued with it, if any.
+	RefreshToken string
+	// PrevRefreshHash is the hash of the refresh token exchanged for it, if
+	// any: revoked when this access token is first used.
+	PrevRefreshHash []byte
+}
+
 // InsertAccessToken stores the hash of a new access token for a device.
-// expiresTS of 0 means the token does not expire.
-func InsertAccessToken(ctx context.Context, tx *sql.Tx, token, userID, deviceID string, createdTS, expiresTS int64) error {
+func InsertAccessToken(ctx context.Context, tx *sql.Tx, t AccessToken) error {
 	var exp any
-	if expiresTS > 0 {
-		exp = expiresTS
+	if t.ExpiresTS > 0 {
+		exp = t.ExpiresTS
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts)
-		VALUES ($1, $2, $3, $4, $5)`, TokenHash(token), userID, deviceID, createdTS, exp)
+	var rh any
+	if t.RefreshToken != "" {
+		rh = TokenHash(t.RefreshToken)
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts, refresh_hash, prev_refresh_hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, TokenHash(t.Token), t.UserID, t.DeviceID, t.CreatedTS, exp, rh, nullBytes(t.PrevRefreshHash))
 	if err != nil {
 		return fmt.Errorf("inserting access token: %w", err)
 	}
 	return nil
+}
+
+func nullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }
 
 // TokenOwner is who an access token belongs to.
@@ -117,6 +141,8 @@ type TokenOwner struct {
 	DeviceID  string
 	ExpiresTS int64 // 0: never
 	IsGuest   bool
+	// PrevRefreshHash is set until the token's first use (see AccessToken).
+	PrevRefreshHash []byte
 }
 
 // LookupAccessToken finds the device an access token belongs to. The row is
@@ -126,9 +152,9 @@ func (db *DB) LookupAccessToken(ctx context.Context, token string) (TokenOwner, 
 	var o TokenOwner
 	var got []byte
 	var exp sql.NullInt64
-	err := db.read.QueryRowContext(ctx, `SELECT t.token_hash, t.user_id, t.device_id, t.expires_ts, u.is_guest
+	err := db.read.QueryRowContext(ctx, `SELECT t.token_hash, t.user_id, t.device_id, t.expires_ts, u.is_guest, t.prev_refresh_hash
 		FROM access_tokens t JOIN users u ON u.user_id = t.user_id
-		WHERE t.token_hash = $1 AND NOT u.deactivated`, want).Scan(&got, &o.UserID, &o.DeviceID, &exp, &o.IsGuest)
+		WHERE t.token_hash = $1 AND NOT u.deactivated`, want).Scan(&got, &o.UserID, &o.DeviceID, &exp, &o.IsGuest, &o.PrevRefreshHash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return o, ErrNotFound
 	}

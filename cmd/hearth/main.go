@@ -3,6 +3,7 @@
 //	hearth [serve] [flags]      run the server (the default)
 //	hearth generate-config      print a commented configuration
 //	hearth register-user ...    create an account
+//	hearth registration-token   create, list or revoke registration tokens
 //	hearth version              print the version
 package main
 
@@ -46,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return generateConfig(args, stdout, stderr)
 	case "register-user":
 		return registerUser(ctx, args, stdout, stderr)
+	case "registration-token":
+		return registrationToken(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "hearth", versionString())
 		return nil
@@ -62,6 +65,9 @@ const usage = `Usage:
          [--federation-listen ADDR] [--registration open|token|closed] [--database-url URL] ...
   hearth generate-config [--server-name NAME] [--output FILE]
   hearth register-user --config FILE --user NAME --password PW [--admin]
+  hearth registration-token create --config FILE [--token T] [--length N] [--uses N] [--expires 72h|RFC3339]
+  hearth registration-token list --config FILE [--valid true|false]
+  hearth registration-token revoke --config FILE --token T
   hearth version
 
 Every configuration option is also a flag of serve; see config.sample.yaml.

@@ -153,3 +153,55 @@ func TestGenerateConfig(t *testing.T) {
 		t.Fatalf("generated config lacks the server name:\n%s", out.String())
 	}
 }
+
+// registration-token create/list/revoke work on the configured database.
+func TestRegistrationTokenCommand(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		dir := t.TempDir()
+		cfgPath := filepath.Join(dir, "hearth.yaml")
+		cfg := "server_name: tokens.test\ndata_dir: " + dir + "\nregistration: token\nbcrypt_cost: 4\n"
+		if b == hearthtest.Postgres {
+			cfg += "database_url: " + hearthtest.DatabaseURL(t, b) + "\n"
+		}
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cli := func(args ...string) (string, error) {
+			var out bytes.Buffer
+			err := run(context.Background(), append([]string{"registration-token"}, args...), &out, &out)
+			return out.String(), err
+		}
+		out, err := cli("create", "--config", cfgPath, "--token", "invite-1", "--uses", "2", "--expires", "24h")
+		if err != nil || strings.TrimSpace(out) != "invite-1" {
+			t.Fatalf("create: %v %s", err, out)
+		}
+		out, err = cli("create", "--config", cfgPath, "--length", "20")
+		if err != nil || len(strings.TrimSpace(out)) != 20 {
+			t.Fatalf("create random: %v %q", err, out)
+		}
+		random := strings.TrimSpace(out)
+		if _, err := cli("create", "--config", cfgPath, "--token", "invite-1"); err == nil || !strings.Contains(err.Error(), "already exists") {
+			t.Fatalf("duplicate token accepted: %v", err)
+		}
+		if _, err := cli("create", "--config", cfgPath, "--expires", "yesterday"); err == nil {
+			t.Fatal("bad --expires accepted")
+		}
+		out, err = cli("list", "--config", cfgPath)
+		if err != nil || !strings.Contains(out, "invite-1") || !strings.Contains(out, random) || !strings.Contains(out, "unlimited") {
+			t.Fatalf("list: %v\n%s", err, out)
+		}
+		if out, err = cli("revoke", "--config", cfgPath, "--token", random); err != nil {
+			t.Fatalf("revoke: %v %s", err, out)
+		}
+		out, _ = cli("list", "--config", cfgPath, "--valid", "true")
+		if strings.Contains(out, random) || !strings.Contains(out, "invite-1") {
+			t.Fatalf("list after revoke:\n%s", out)
+		}
+		if _, err := cli("revoke", "--config", cfgPath, "--token", random); err == nil {
+			t.Fatal("revoking a missing token succeeded")
+		}
+		if _, err := cli("frobnicate", "--config", cfgPath); err == nil {
+			t.Fatal("unknown subcommand accepted")
+		}
+	})
+}

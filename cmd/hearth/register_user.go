@@ -5,10 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"runtime"
 
 	"github.com/hearth-matrix/hearth/accounts"
-	"github.com/hearth-matrix/hearth/storage"
 )
 
 // register-user creates an account directly in the database, for closed
@@ -26,16 +24,11 @@ func registerUser(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *user == "" || *password == "" {
 		return fmt.Errorf("--user and --password are required")
 	}
-	cfg, err := loadConfig(*configPath, applyFlags, newLogger(stderr, "warn", "text"))
+	accts, closeDB, err := openAccounts(ctx, *configPath, applyFlags, stderr)
 	if err != nil {
 		return err
 	}
-	db, err := storage.Open(ctx, cfg.DatabaseURL, storage.Options{Synchronous: cfg.SQLiteSynchronous, MaxConns: 2})
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	accts := &accounts.Accounts{DB: db, ServerName: cfg.ServerName, Passwords: accounts.NewPasswords(cfg.BcryptCost, runtime.NumCPU())}
+	defer closeDB()
 	login, err := accts.Register(ctx, accounts.NewUser{Localpart: *user, Password: *password, Admin: *admin, InhibitLogin: true})
 	if err != nil {
 		return err

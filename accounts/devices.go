@@ -1,0 +1,162 @@
+package accounts
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// NewDevice describes a login: a new device, or new tokens for an existing
+// device of the user when DeviceID names one.
+type NewDevice struct {
+	UserID       string
+	DeviceID     string // empty: generate one
+	DisplayName  string // used only when the device is new
+	RefreshToken bool   // issue a refresh token and an expiring access token
+}
+
+// LoginDevice creates or reuses a device and issues its tokens inside tx.
+// Reusing a device ID revokes that device's previous access and refresh
+// tokens (client-server API, Relationship between access tokens and
+// devices); no other device of the user is touched.
+func (a *Accounts) LoginDevice(ctx context.Context, tx *sql.Tx, nd NewDevice, now time.Time) (Login, error) {
+	login := Login{UserID: nd.UserID, DeviceID: nd.DeviceID, AccessToken: NewToken("mat_")}
+	if login.DeviceID == "" {
+		login.DeviceID = NewDeviceID()
+	}
+	exists, err := storage.DeviceExists(ctx, tx, nd.UserID, login.DeviceID)
+	if err != nil {
+		return Login{}, err
+	}
+	if exists {
+		if err := storage.DeleteDeviceTokens(ctx, tx, nd.UserID, login.DeviceID); err != nil {
+			return Login{}, err
+		}
+	} else {
+		if a.MaxDevicesPerUser > 0 {
+			ids, err := storage.DeviceIDs(ctx, tx, nd.UserID)
+			if err != nil {
+				return Login{}, err
+			}
+			if len(ids) >= a.MaxDevicesPerUser {
+				return Login{}, mxhttp.Forbidden("This account already has the maximum of %d devices; log out or delete one first", a.MaxDevicesPerUser)
+			}
+		}
+		var name *string
+		if nd.DisplayName != "" {
+			name = &nd.DisplayName
+		}
+		if err := storage.UpsertDevice(ctx, tx, storage.Device{UserID: nd.UserID, DeviceID: login.DeviceID, DisplayName: name, CreatedTS: now.UnixMilli()}); err != nil {
+			return Login{}, err
+		}
+	}
+	if err := a.issueTokens(ctx, tx, &login, nd.RefreshToken, nil, now); err != nil {
+		return Login{}, err
+	}
+	return login, nil
+}
+
+// issueTokens stores login.AccessToken and, when refresh is set, a new
+// refresh token with an access token that expires. prevRefresh is the
+// refresh token being exchanged, if any.
+func (a *Accounts) issueTokens(ctx context.Context, tx *sql.Tx, login *Login, refresh bool, prevRefresh []byte, now time.Time) error {
+	at := storage.AccessToken{Token: login.AccessToken, UserID: login.UserID, DeviceID: login.DeviceID, CreatedTS: now.UnixMilli(), PrevRefreshHash: prevRefresh}
+	if refresh {
+		lifetime := a.RefreshableTokenLifetime
+		if lifetime <= 0 {
+			lifetime = 5 * time.Minute
+		}
+		login.RefreshToken = NewToken("mar_")
+		login.ExpiresInMS = lifetime.Milliseconds()
+		at.RefreshToken = login.RefreshToken
+		at.ExpiresTS = now.Add(lifetime).UnixMilli()
+		if err := storage.InsertRefreshToken(ctx, tx, login.RefreshToken, login.UserID, login.DeviceID, prevRefresh, now.UnixMilli()); err != nil {
+			return err
+		}
+	}
+	return storage.InsertAccessToken(ctx, tx, at)
+}
+
+// Refresh exchanges a refresh token for a new access token and refresh
+// token on the same device. The old refresh token keeps working until the
+// new access or refresh token is first used (client-server API, Refreshing
+// access tokens), so a client that lost the response can retry.
+func (a *Accounts) Refresh(ctx context.Context, refreshToken string) (Login, error) {
+	var login Login
+	err := a.DB.WriteTx(ctx, func(tx *sql.Tx) error {
+		owner, err := storage.LookupRefreshToken(ctx, tx, refreshToken)
+		if errors.Is(err, storage.ErrNotFound) {
+			return mxhttp.UnknownToken("Unknown refresh token").With("soft_logout", false)
+		}
+		if err != nil {
+			return err
+		}
+		// Using this refresh token is a first use of its generation: the
+		// generation before it dies now.
+		if len(owner.PrevHash) > 0 {
+			if err := storage.RevokeRefreshGeneration(ctx, tx, owner.PrevHash); err != nil {
+				return err
+			}
+		}
+		login = Login{UserID: owner.UserID, DeviceID: owner.DeviceID, AccessToken: NewToken("mat_")}
+		return a.issueTokens(ctx, tx, &login, true, storage.TokenHash(refreshToken), time.Now())
+	})
+	if err != nil {
+		return Login{}, fmt.Errorf("refreshing: %w", err)
+	}
+	return login, nil
+}
+
+// DeviceDeletedHook runs inside the transaction that deletes a user's
+// devices. Modules that keep per-device state (end-to-end keys, to-device
+// inboxes, device-list updates) register one with OnDevicesDeleted so a
+// deleted device leaves nothing behind and nothing half-deleted.
+type DeviceDeletedHook func(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error
+
+// OnDevicesDeleted registers a hook; call it while wiring the server, before
+// requests are served.
+func (a *Accounts) OnDevicesDeleted(h DeviceDeletedHook) { a.deviceHooks = append(a.deviceHooks, h) }
+
+// DeleteDevices deletes devices of one user with their tokens inside tx,
+// then runs the registered hooks. Devices the user does not have are
+// ignored.
+func (a *Accounts) DeleteDevices(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
+	for _, id := range deviceIDs {
+		if err := storage.DeleteDeviceTokens(ctx, tx, userID, id); err != nil {
+			return err
+		}
+		if err := storage.DeleteDeviceRow(ctx, tx, userID, id); err != nil {
+			return err
+		}
+	}
+	for _, h := range a.deviceHooks {
+		if err := h(ctx, tx, userID, deviceIDs); err != nil {
+			return fmt.Errorf("device deletion hook: %w", err)
+		}
+	}
+	return nil
+}
+
+// DeleteOtherDevices deletes every device of the user except keep (which
+// may be empty to delete all).
+func (a *Accounts) DeleteOtherDevices(ctx context.Context, tx *sql.Tx, userID, keep string) error {
+	ids, err := storage.DeviceIDs(ctx, tx, userID)
+	if err != nil {
+		return err
+	}
+	del := ids[:0]
+	for _, id := range ids {
+		if id != keep {
+			del = append(del, id)
+		}
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	return a.DeleteDevices(ctx, tx, userID, del)
+}

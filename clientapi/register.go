@@ -1,0 +1,177 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Account registration (client-server API, Account registration) and the
+// registration token validity check (Token-authenticated registration).
+
+func (a *API) registrationRoutes(r chi.Router, v3 func(string, string, http.HandlerFunc)) {
+	v3("POST", "/register", a.register)
+	v3("GET", "/register/available", a.registerAvailable)
+	r.Get("/_matrix/client/v1/register/m.login.registration_token/validity", a.registrationTokenValidity)
+}
+
+type registerRequest struct {
+	Username                 string          `json:"username"`
+	Password                 string          `json:"password"`
+	DeviceID                 string          `json:"device_id"`
+	InitialDeviceDisplayName string          `json:"initial_device_display_name"`
+	InhibitLogin             bool            `json:"inhibit_login"`
+	RefreshToken             bool            `json:"refresh_token"`
+	Auth                     json.RawMessage `json:"auth"`
+}
+
+// registrationFlows are the UIA flows of the configured registration mode.
+func (a *API) registrationFlows() []uiaFlow {
+	if a.cfg.Registration == config.RegistrationToken {
+		return []uiaFlow{{Stages: []string{stageRegistrationToken}}}
+	}
+	return []uiaFlow{{Stages: []string{stageDummy}}}
+}
+
+// POST /register
+func (a *API) register(w http.ResponseWriter, r *http.Request) {
+	var req registerRequest
+	if err := mxhttp.ReadOptionalJSON(r, &req); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	var login accounts.Login
+	var err error
+	switch kind := r.URL.Query().Get("kind"); kind {
+	case "", "user":
+		login, err = a.registerUser(r, req)
+	case "guest":
+		login, err = a.registerGuest(r, req)
+	default:
+		err = mxhttp.InvalidParam("kind must be user or guest, not %q", kind)
+	}
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, a.loginResponse(login))
+}
+
+func (a *API) registerUser(r *http.Request, req registerRequest) (accounts.Login, error) {
+	if a.cfg.Registration == config.RegistrationClosed {
+		return accounts.Login{}, mxhttp.Forbidden("Registration is disabled on this server")
+	}
+	// The user name is checked before authentication, so a client learns
+	// that a name is taken before the user completes any stage.
+	if req.Username != "" {
+		req.Username = strings.ToLower(req.Username)
+		if err := a.checkAvailable(r, req.Username); err != nil {
+			return accounts.Login{}, err
+		}
+	}
+	if len(req.Password) > 72 {
+		return accounts.Login{}, mxhttp.WeakPassword("Passwords longer than 72 bytes are not supported")
+	}
+	passed, err := a.userInteractiveAuth(r, uiaRequirement{action: "POST /register", flows: a.registrationFlows()}, req.Auth)
+	if err != nil {
+		return accounts.Login{}, err
+	}
+	if err := a.limit(r, a.limits.registerIP, clientIP(r)); err != nil {
+		return accounts.Login{}, err
+	}
+	if req.Username == "" {
+		req.Username = strings.ToLower(accounts.NewDeviceID())
+	}
+	return a.accounts.Register(r.Context(), accounts.NewUser{
+		Localpart: req.Username, Password: req.Password,
+		DeviceID: req.DeviceID, DeviceDisplayName: req.InitialDeviceDisplayName,
+		InhibitLogin: req.InhibitLogin, RefreshToken: req.RefreshToken,
+		InTx: passed.consume,
+	})
+}
+
+// registerGuest makes a guest account: no authentication, no password, a
+// generated user name (client-server API, Guest access).
+func (a *API) registerGuest(r *http.Request, req registerRequest) (accounts.Login, error) {
+	if !a.cfg.GuestAccess {
+		return accounts.Login{}, mxhttp.GuestAccess("Guest access is disabled on this server")
+	}
+	if err := a.limit(r, a.limits.registerIP, clientIP(r)); err != nil {
+		return accounts.Login{}, err
+	}
+	return a.accounts.Register(r.Context(), accounts.NewUser{
+		Localpart: "guest-" + strings.ToLower(accounts.NewDeviceID()), Guest: true,
+		DeviceID: req.DeviceID, DeviceDisplayName: req.InitialDeviceDisplayName, RefreshToken: req.RefreshToken,
+	})
+}
+
+// checkAvailable validates a requested localpart and reports it taken
+// (M_USER_IN_USE) or reserved for an application service (M_EXCLUSIVE).
+func (a *API) checkAvailable(r *http.Request, localpart string) error {
+	if err := accounts.ValidateLocalpart(localpart, a.cfg.ServerName); err != nil {
+		return err
+	}
+	if a.exclusiveUserID(a.accounts.UserID(localpart)) {
+		return mxhttp.Exclusive("This user name is reserved by an application service")
+	}
+	taken, err := a.db.UserExists(r.Context(), localpart)
+	if err != nil {
+		return err
+	}
+	if taken {
+		return mxhttp.UserInUse("The user name %s is already taken", localpart)
+	}
+	return nil
+}
+
+// exclusiveUserID reports whether an application service claims the user ID
+// in an exclusive namespace. There are no application services yet; the
+// appservice module makes this consult their registrations.
+func (a *API) exclusiveUserID(userID string) bool { return false }
+
+// GET /register/available
+func (a *API) registerAvailable(w http.ResponseWriter, r *http.Request) {
+	username := strings.ToLower(r.URL.Query().Get("username"))
+	if err := a.limit(r, a.limits.loginIP, clientIP(r)); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if err := a.checkAvailable(r, username); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]bool{"available": true})
+}
+
+// GET /v1/register/m.login.registration_token/validity
+func (a *API) registrationTokenValidity(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Registration == config.RegistrationClosed {
+		mxhttp.WriteError(w, r, mxhttp.Forbidden("Registration is not enabled on this homeserver"))
+		return
+	}
+	if err := a.limit(r, a.limits.loginIP, clientIP(r)); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	token := r.URL.Query().Get("token")
+	if token == "" {
+		mxhttp.WriteError(w, r, mxhttp.MissingParam("token is required"))
+		return
+	}
+	t, err := a.db.GetRegistrationToken(r.Context(), token)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	valid := err == nil && t.Valid(time.Now().UnixMilli())
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]bool{"valid": valid})
+}

@@ -1,0 +1,225 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// GetUserByLocalpart loads a user by localpart.
+func (db *DB) GetUserByLocalpart(ctx context.Context, localpart string) (User, error) {
+	var userID string
+	err := db.read.QueryRowContext(ctx, `SELECT user_id FROM users WHERE localpart = $1`, localpart).Scan(&userID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, ErrNotFound
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("loading user: %w", err)
+	}
+	return db.GetUser(ctx, userID)
+}
+
+// ListDevices returns a user's devices, ordered by device ID.
+func (db *DB) ListDevices(ctx context.Context, userID string) ([]Device, error) {
+	return db.queryDevices(ctx, `WHERE user_id = $1`, userID)
+}
+
+// GetDevice loads one device of a user.
+func (db *DB) GetDevice(ctx context.Context, userID, deviceID string) (Device, error) {
+	ds, err := db.queryDevices(ctx, `WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
+	if err != nil {
+		return Device{}, err
+	}
+	if len(ds) == 0 {
+		return Device{}, ErrNotFound
+	}
+	return ds[0], nil
+}
+
+func (db *DB) queryDevices(ctx context.Context, where string, args ...any) ([]Device, error) {
+	rows, err := db.read.QueryContext(ctx, `SELECT user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip
+		FROM devices `+where+` ORDER BY device_id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("loading devices: %w", err)
+	}
+	defer rows.Close()
+	out := []Device{}
+	for rows.Next() {
+		var d Device
+		if err := rows.Scan(&d.UserID, &d.DeviceID, &d.DisplayName, &d.CreatedTS, &d.LastSeenTS, &d.LastSeenIP); err != nil {
+			return nil, fmt.Errorf("loading devices: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// DeviceIDs lists a user's device IDs inside a transaction.
+func DeviceIDs(ctx context.Context, tx *sql.Tx, userID string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("listing device ids: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("listing device ids: %w", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// DeviceExists reports whether the user has the device, inside a transaction.
+func DeviceExists(ctx context.Context, tx *sql.Tx, userID, deviceID string) (bool, error) {
+	var n int
+	err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("checking device: %w", err)
+	}
+	return n > 0, nil
+}
+
+// SetDeviceDisplayName renames a device; ErrNotFound if the user has no such device.
+func SetDeviceDisplayName(ctx context.Context, tx *sql.Tx, userID, deviceID string, name *string) error {
+	res, err := tx.ExecContext(ctx, `UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3`, name, userID, deviceID)
+	if err != nil {
+		return fmt.Errorf("renaming device: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// DeleteDeviceTokens revokes every access and refresh token of one device.
+func DeleteDeviceTokens(ctx context.Context, tx *sql.Tx, userID, deviceID string) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
+		return fmt.Errorf("deleting access tokens: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
+		return fmt.Errorf("deleting refresh tokens: %w", err)
+	}
+	return nil
+}
+
+// DeleteDeviceRow removes the device row itself (tokens go separately).
+func DeleteDeviceRow(ctx context.Context, tx *sql.Tx, userID, deviceID string) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
+		return fmt.Errorf("deleting device: %w", err)
+	}
+	return nil
+}
+
+// SetPasswordHash replaces a user's password hash.
+func SetPasswordHash(ctx context.Context, tx *sql.Tx, userID, hash string) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE users SET password_hash = $1 WHERE user_id = $2`, nullString(hash), userID); err != nil {
+		return fmt.Errorf("setting password: %w", err)
+	}
+	return nil
+}
+
+// DeactivateUser marks a user deactivated and removes its password; with
+// erase it also clears the profile.
+func DeactivateUser(ctx context.Context, tx *sql.Tx, userID string, erase bool) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE users SET deactivated = TRUE, password_hash = NULL WHERE user_id = $1`, userID); err != nil {
+		return fmt.Errorf("deactivating user: %w", err)
+	}
+	if erase {
+		if _, err := tx.ExecContext(ctx, `UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE user_id = $1`, userID); err != nil {
+			return fmt.Errorf("erasing profile: %w", err)
+		}
+	}
+	return nil
+}
+
+// InsertRefreshToken stores the hash of a refresh token.
+func InsertRefreshToken(ctx context.Context, tx *sql.Tx, token, userID, deviceID string, prevHash []byte, createdTS int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens (token_hash, user_id, device_id, prev_hash, created_ts)
+		VALUES ($1, $2, $3, $4, $5)`, TokenHash(token), userID, deviceID, nullBytes(prevHash), createdTS)
+	if err != nil {
+		return fmt.Errorf("inserting refresh token: %w", err)
+	}
+	return nil
+}
+
+// RefreshOwner is the device a refresh token belongs to.
+type RefreshOwner struct {
+	UserID, DeviceID string
+	PrevHash         []byte
+}
+
+// LookupRefreshToken finds a live refresh token inside a transaction.
+func LookupRefreshToken(ctx context.Context, tx *sql.Tx, token string) (RefreshOwner, error) {
+	var o RefreshOwner
+	err := tx.QueryRowContext(ctx, `SELECT r.user_id, r.device_id, r.prev_hash FROM refresh_tokens r JOIN users u ON u.user_id = r.user_id
+		WHERE r.token_hash = $1 AND NOT u.deactivated`, TokenHash(token)).Scan(&o.UserID, &o.DeviceID, &o.PrevHash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return o, ErrNotFound
+	}
+	if err != nil {
+		return o, fmt.Errorf("looking up refresh token: %w", err)
+	}
+	return o, nil
+}
+
+// RevokeRefreshGeneration deletes the refresh token with hash prevHash and
+// the access tokens issued with it: the previous generation dies when the
+// next one is first used.
+func RevokeRefreshGeneration(ctx context.Context, tx *sql.Tx, prevHash []byte) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE token_hash = $1`, prevHash); err != nil {
+		return fmt.Errorf("revoking refresh token: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM access_tokens WHERE refresh_hash = $1`, prevHash); err != nil {
+		return fmt.Errorf("revoking old access tokens: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE access_tokens SET prev_refresh_hash = NULL WHERE prev_refresh_hash = $1`, prevHash); err != nil {
+		return fmt.Errorf("marking access token used: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET prev_hash = NULL WHERE prev_hash = $1`, prevHash); err != nil {
+		return fmt.Errorf("marking refresh token used: %w", err)
+	}
+	return nil
+}
+
+// UserDeactivated reports whether a user is deactivated, inside a transaction.
+func UserDeactivated(ctx context.Context, tx *sql.Tx, userID string) (bool, error) {
+	var d bool
+	err := tx.QueryRowContext(ctx, `SELECT deactivated FROM users WHERE user_id = $1`, userID).Scan(&d)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, ErrNotFound
+	}
+	if err != nil {
+		return false, fmt.Errorf("checking deactivation: %w", err)
+	}
+	return d, nil
+}
+
+// InsertLoginToken stores a single-use m.login.token token.
+func InsertLoginToken(ctx context.Context, tx *sql.Tx, token, userID string, expiresTS int64) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)`,
+		TokenHash(token), userID, expiresTS); err != nil {
+		return fmt.Errorf("inserting login token: %w", err)
+	}
+	return nil
+}
+
+// TakeLoginToken deletes a login token and returns its user if it had not
+// expired at now; exactly one caller can take a token.
+func TakeLoginToken(ctx context.Context, tx *sql.Tx, token string, now int64) (string, error) {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM login_tokens WHERE expires_ts <= $1`, now); err != nil {
+		return "", fmt.Errorf("expiring login tokens: %w", err)
+	}
+	var userID string
+	err := tx.QueryRowContext(ctx, `DELETE FROM login_tokens WHERE token_hash = $1 RETURNING user_id`, TokenHash(token)).Scan(&userID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("taking login token: %w", err)
+	}
+	return userID, nil
+}
