@@ -11,6 +11,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -19,6 +20,7 @@ type API struct {
 	cfg      config.Config
 	db       *storage.DB
 	accounts *accounts.Accounts
+	media    *media.Repository
 	log      *slog.Logger
 	version  string
 
@@ -26,8 +28,8 @@ type API struct {
 }
 
 // New returns the client API over the given store and accounts.
-func New(cfg config.Config, db *storage.DB, accts *accounts.Accounts, log *slog.Logger, version string) *API {
-	return &API{cfg: cfg, db: db, accounts: accts, log: log, version: version, adminNonces: newNonceStore()}
+func New(cfg config.Config, db *storage.DB, accts *accounts.Accounts, repo *media.Repository, log *slog.Logger, version string) *API {
+	return &API{cfg: cfg, db: db, accounts: accts, media: repo, log: log, version: version, adminNonces: newNonceStore()}
 }
 
 // Routes registers every client API endpoint on r.
@@ -39,4 +41,5 @@ func (a *API) Routes(r chi.Router) {
 		r.Get("/_synapse/admin/v1/register", a.adminRegisterNonce)
 		r.Post("/_synapse/admin/v1/register", a.adminRegister)
 	}
+	a.mediaRoutes(r)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/federation"
+	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/serverkey"
 	"github.com/hearth-matrix/hearth/storage"
@@ -35,6 +36,7 @@ type Server struct {
 	DB       *storage.DB
 	Key      serverkey.Key
 	Accounts *accounts.Accounts
+	Media    *media.Repository
 	Log      *slog.Logger
 
 	client     http.Handler
@@ -84,8 +86,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	observe := s.requestMetrics()
 	version := Version()
 
+	s.Media, err = media.Open(ctx, cfg, db, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	c := s.router(observe, "client")
-	clientapi.New(cfg, db, s.Accounts, log, version).Routes(c)
+	clientapi.New(cfg, db, s.Accounts, s.Media, log, version).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	s.client = c
@@ -100,11 +107,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 func (s *Server) router(observe mxhttp.RequestObserver, listener string) chi.Router {
 	r := chi.NewRouter()
 	r.Use(func(next http.Handler) http.Handler {
-		return mxhttp.Common(s.Log.With("listener", listener), s.Config.MaxRequestBytes, observe, routePattern, next)
+		return mxhttp.Common(s.Log.With("listener", listener), s.bodyLimit, observe, routePattern, next)
 	})
 	r.NotFound(mxhttp.NotFoundHandler)
 	r.MethodNotAllowed(mxhttp.MethodNotAllowedHandler)
 	return r
+}
+
+// bodyLimit is max_request_bytes, except for media uploads, which stream to
+// disk and stop at max_upload_bytes themselves: a JSON body is held in
+// memory whole, an upload never is, so the two limits differ.
+func (s *Server) bodyLimit(r *http.Request) int64 {
+	if clientapi.LimitsOwnBody(r) {
+		return 0
+	}
+	return s.Config.MaxRequestBytes
 }
 
 func routePattern(r *http.Request) string {

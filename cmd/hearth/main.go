@@ -3,6 +3,7 @@
 //	hearth [serve] [flags]      run the server (the default)
 //	hearth generate-config      print a commented configuration
 //	hearth register-user ...    create an account
+//	hearth media ...            quarantine or delete media
 //	hearth version              print the version
 package main
 
@@ -46,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return generateConfig(args, stdout, stderr)
 	case "register-user":
 		return registerUser(ctx, args, stdout, stderr)
+	case "media":
+		return mediaCommand(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "hearth", versionString())
 		return nil
