@@ -97,7 +97,10 @@ func (r *Repository) Thumbnail(ctx context.Context, serverName, mediaID string, 
 	if errors.Is(err, storage.ErrNotFound) {
 		key := fmt.Sprintf("%s/%s/%dx%d/%s/%t", serverName, mediaID, size.Width, size.Height, size.Method, animated)
 		var v any
-		v, err, _ = r.thumbFlight.Do(key, func() (any, error) { return r.makeThumbnail(ctx, m, size, animated) })
+		// Detached from this request: others may be waiting on the same render.
+		renderCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		v, err, _ = r.thumbFlight.Do(key, func() (any, error) { return r.makeThumbnail(renderCtx, m, size, animated) })
+		cancel()
 		if err == nil {
 			th = v.(storage.Thumbnail)
 		}
