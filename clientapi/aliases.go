@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/accounts"
@@ -29,7 +28,7 @@ func parseAlias(alias string) (server string, err error) {
 
 // PUT /directory/room/{roomAlias}
 func (a *API) putAlias(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	alias := chi.URLParam(r, "roomAlias")
+	alias := pathParam(r, "roomAlias")
 	var body struct {
 		RoomID string `json:"room_id"`
 	}
@@ -70,7 +69,7 @@ func (a *API) putAlias(w http.ResponseWriter, r *http.Request, c accounts.Caller
 
 // GET /directory/room/{roomAlias}
 func (a *API) getAlias(w http.ResponseWriter, r *http.Request) {
-	alias := chi.URLParam(r, "roomAlias")
+	alias := pathParam(r, "roomAlias")
 	if _, err := parseAlias(alias); err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -90,7 +89,7 @@ func (a *API) getAlias(w http.ResponseWriter, r *http.Request) {
 // DELETE /directory/room/{roomAlias}: the alias's creator, a server admin,
 // or a room member allowed to set m.room.canonical_alias may delete it.
 func (a *API) deleteAlias(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	alias := chi.URLParam(r, "roomAlias")
+	alias := pathParam(r, "roomAlias")
 	if _, err := parseAlias(alias); err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -129,7 +128,7 @@ func (a *API) deleteAlias(w http.ResponseWriter, r *http.Request, c accounts.Cal
 
 // GET /rooms/{roomId}/aliases: for members, or anyone in world_readable rooms.
 func (a *API) roomAliases(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID := chi.URLParam(r, "roomId")
+	roomID := pathParam(r, "roomId")
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/ratelimit"
 	"github.com/hearth-matrix/hearth/rooms"
@@ -27,6 +28,7 @@ type API struct {
 	accounts *accounts.Accounts
 	rooms    *rooms.Rooms
 	notifier *syncstream.Notifier
+	media    *media.Repository
 	log      *slog.Logger
 	version  string
 	limits   limits
@@ -77,8 +79,8 @@ func clientIP(r *http.Request) string {
 }
 
 // New returns the client API over the given store and accounts.
-func New(cfg config.Config, db *storage.DB, accts *accounts.Accounts, rms *rooms.Rooms, notifier *syncstream.Notifier, log *slog.Logger, version string) *API {
-	return &API{cfg: cfg, db: db, accounts: accts, rooms: rms, notifier: notifier, log: log, version: version, limits: newLimits(cfg), adminNonces: newNonceStore()}
+func New(cfg config.Config, db *storage.DB, accts *accounts.Accounts, rms *rooms.Rooms, notifier *syncstream.Notifier, repo *media.Repository, log *slog.Logger, version string) *API {
+	return &API{cfg: cfg, db: db, accounts: accts, rooms: rms, notifier: notifier, media: repo, log: log, version: version, limits: newLimits(cfg), adminNonces: newNonceStore()}
 }
 
 // Routes registers every client API endpoint on r.
@@ -103,6 +105,7 @@ func (a *API) Routes(r chi.Router) {
 		r.Get("/_synapse/admin/v1/register", a.adminRegisterNonce)
 		r.Post("/_synapse/admin/v1/register", a.adminRegister)
 	}
+	a.mediaRoutes(r)
 }
 
 // accountDataRoutes registers the per-account endpoints: capabilities,

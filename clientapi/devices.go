@@ -6,8 +6,6 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
@@ -52,7 +50,7 @@ func (a *API) listDevices(w http.ResponseWriter, r *http.Request, c accounts.Cal
 
 // GET /devices/{deviceId}
 func (a *API) getDevice(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	d, err := a.db.GetDevice(r.Context(), c.UserID, chi.URLParam(r, "deviceID"))
+	d, err := a.db.GetDevice(r.Context(), c.UserID, pathParam(r, "deviceID"))
 	if errors.Is(err, storage.ErrNotFound) {
 		err = mxhttp.NotFound("No such device")
 	}
@@ -73,7 +71,7 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request, c accounts.Calle
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	deviceID := chi.URLParam(r, "deviceID")
+	deviceID := pathParam(r, "deviceID")
 	err := a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
 		if req.DisplayName == nil {
 			ok, err := storage.DeviceExists(r.Context(), tx, c.UserID, deviceID)
@@ -92,7 +90,7 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request, c accounts.Calle
 
 // DELETE /devices/{deviceId} (UIA)
 func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	deviceID := chi.URLParam(r, "deviceID")
+	deviceID := pathParam(r, "deviceID")
 	var req struct {
 		Auth json.RawMessage `json:"auth"`
 	}

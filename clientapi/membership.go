@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/accounts"
@@ -68,7 +67,7 @@ func (a *API) joinRoomByID(w http.ResponseWriter, r *http.Request, c accounts.Ca
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.changeMembership(w, r, chi.URLParam(r, "roomId"), rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: b.Reason})
+	a.changeMembership(w, r, pathParam(r, "roomId"), rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: b.Reason})
 }
 
 // resolveRoom turns a room ID or alias into a room ID.
@@ -94,7 +93,7 @@ func (a *API) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, c acco
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	roomID, err := a.resolveRoom(r, chi.URLParam(r, "roomIdOrAlias"))
+	roomID, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -109,7 +108,7 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	roomID, err := a.resolveRoom(r, chi.URLParam(r, "roomIdOrAlias"))
+	roomID, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -124,7 +123,7 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request, c accounts.Caller) 
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	roomID := chi.URLParam(r, "roomId")
+	roomID := pathParam(r, "roomId")
 	if m, _, err := a.rooms.MembershipOf(r.Context(), roomID, b.UserID); err == nil && (m == spec.Join || m == spec.Ban) {
 		mxhttp.WriteError(w, r, mxhttp.Forbidden("%s is already %s in the room", b.UserID, map[string]string{spec.Join: "joined", spec.Ban: "banned"}[m]))
 		return
@@ -139,7 +138,7 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.changeMembership(w, r, chi.URLParam(r, "roomId"), rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Leave, Reason: b.Reason})
+	a.changeMembership(w, r, pathParam(r, "roomId"), rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Leave, Reason: b.Reason})
 }
 
 // POST /rooms/{roomId}/kick
@@ -149,7 +148,7 @@ func (a *API) kick(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	roomID := chi.URLParam(r, "roomId")
+	roomID := pathParam(r, "roomId")
 	if m, _, err := a.rooms.MembershipOf(r.Context(), roomID, b.UserID); err == nil && m != spec.Join && m != spec.Invite && m != spec.Knock {
 		mxhttp.WriteError(w, r, mxhttp.Forbidden("%s is not in the room", b.UserID))
 		return
@@ -164,7 +163,7 @@ func (a *API) ban(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.changeMembership(w, r, chi.URLParam(r, "roomId"), rooms.ChangeMembership{Sender: c.UserID, Target: b.UserID, Membership: spec.Ban, Reason: b.Reason})
+	a.changeMembership(w, r, pathParam(r, "roomId"), rooms.ChangeMembership{Sender: c.UserID, Target: b.UserID, Membership: spec.Ban, Reason: b.Reason})
 }
 
 // POST /rooms/{roomId}/unban
@@ -174,7 +173,7 @@ func (a *API) unban(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	roomID := chi.URLParam(r, "roomId")
+	roomID := pathParam(r, "roomId")
 	if m, _, err := a.rooms.MembershipOf(r.Context(), roomID, b.UserID); err == nil && m != spec.Ban {
 		mxhttp.WriteError(w, r, mxhttp.Forbidden("%s is not banned", b.UserID))
 		return
@@ -184,7 +183,7 @@ func (a *API) unban(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 
 // POST /rooms/{roomId}/forget
 func (a *API) forget(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID := chi.URLParam(r, "roomId")
+	roomID := pathParam(r, "roomId")
 	m, _, err := a.rooms.MembershipOf(r.Context(), roomID, c.UserID)
 	if errors.Is(err, storage.ErrNotFound) {
 		mxhttp.WriteError(w, r, mxhttp.NotFound("Unknown room %s", roomID))
@@ -211,7 +210,7 @@ func (a *API) forget(w http.ResponseWriter, r *http.Request, c accounts.Caller) 
 
 // GET /rooms/{roomId}/members
 func (a *API) members(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID := chi.URLParam(r, "roomId")
+	roomID := pathParam(r, "roomId")
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
@@ -257,7 +256,7 @@ func (a *API) members(w http.ResponseWriter, r *http.Request, c accounts.Caller)
 
 // GET /rooms/{roomId}/joined_members
 func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID := chi.URLParam(r, "roomId")
+	roomID := pathParam(r, "roomId")
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/accounts"
@@ -34,7 +33,7 @@ func parseRoomEventFilter(s string) (*filter.RoomEventFilter, error) {
 
 // GET /rooms/{roomId}/messages
 func (a *API) messages(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID := chi.URLParam(r, "roomId")
+	roomID := pathParam(r, "roomId")
 	q := r.URL.Query()
 	if err := a.requireCanSee(r, roomID, c.UserID); err != nil {
 		mxhttp.WriteError(w, r, err)
@@ -235,7 +234,7 @@ func (a *API) lazyMembers(r *http.Request, evs []*rooms.Event, viewer rooms.View
 
 // GET /rooms/{roomId}/context/{eventId}
 func (a *API) eventContext(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID, eventID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId")
+	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
 	q := r.URL.Query()
 	limit := 10
 	if l := q.Get("limit"); l != "" {

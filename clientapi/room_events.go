@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/accounts"
@@ -87,7 +86,7 @@ func (a *API) requireJoined(r *http.Request, roomID, userID string) error {
 
 // PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
 func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID, evType, txnID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventType"), chi.URLParam(r, "txnId")
+	roomID, evType, txnID := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "txnId")
 	if err := a.limit(r, a.limits.message, c.UserID); err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -122,7 +121,7 @@ func (a *API) roomError(r *http.Request, roomID string, err error) error {
 
 // PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
 func (a *API) putState(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID, evType, stateKey := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventType"), chi.URLParam(r, "stateKey")
+	roomID, evType, stateKey := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "stateKey")
 	content, err := readContent(r)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
@@ -214,7 +213,7 @@ func (a *API) visibleState(r *http.Request, roomID, userID string) (rooms.State,
 
 // GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
 func (a *API) getState(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID, evType, stateKey := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventType"), chi.URLParam(r, "stateKey")
+	roomID, evType, stateKey := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "stateKey")
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
@@ -244,7 +243,7 @@ func (a *API) getState(w http.ResponseWriter, r *http.Request, c accounts.Caller
 
 // GET /_matrix/client/v3/rooms/{roomId}/state
 func (a *API) getAllState(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID := chi.URLParam(r, "roomId")
+	roomID := pathParam(r, "roomId")
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
@@ -265,7 +264,7 @@ func (a *API) getAllState(w http.ResponseWriter, r *http.Request, c accounts.Cal
 
 // GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
 func (a *API) getEvent(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID, eventID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId")
+	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
 	ev, err := a.rooms.Event(r.Context(), eventID)
 	if err != nil || ev.RoomID != roomID || ev.Rejected || ev.Outlier {
 		if err == nil || errors.Is(err, storage.ErrNotFound) {
@@ -293,7 +292,7 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request, c accounts.Caller
 
 // PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
 func (a *API) redact(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	roomID, eventID, txnID := chi.URLParam(r, "roomId"), chi.URLParam(r, "eventId"), chi.URLParam(r, "txnId")
+	roomID, eventID, txnID := pathParam(r, "roomId"), pathParam(r, "eventId"), pathParam(r, "txnId")
 	var body struct {
 		Reason string `json:"reason"`
 	}

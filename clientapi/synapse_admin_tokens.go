@@ -66,7 +66,7 @@ func (a *API) listRegistrationTokens(w http.ResponseWriter, r *http.Request, c a
 
 // GET /_synapse/admin/v1/registration_tokens/{token}
 func (a *API) getRegistrationToken(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	t, err := a.db.GetRegistrationToken(r.Context(), chi.URLParam(r, "token"))
+	t, err := a.db.GetRegistrationToken(r.Context(), pathParam(r, "token"))
 	if errors.Is(err, storage.ErrNotFound) {
 		err = mxhttp.NotFound("No such registration token")
 	}
@@ -150,7 +150,7 @@ func (a *API) updateRegistrationToken(w http.ResponseWriter, r *http.Request, c 
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	t, err := a.accounts.UpdateRegistrationToken(r.Context(), chi.URLParam(r, "token"), uses, exp)
+	t, err := a.accounts.UpdateRegistrationToken(r.Context(), pathParam(r, "token"), uses, exp)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -160,5 +160,5 @@ func (a *API) updateRegistrationToken(w http.ResponseWriter, r *http.Request, c 
 
 // DELETE /_synapse/admin/v1/registration_tokens/{token}
 func (a *API) deleteRegistrationToken(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	writeEmptyOrError(w, r, a.accounts.DeleteRegistrationToken(r.Context(), chi.URLParam(r, "token")))
+	writeEmptyOrError(w, r, a.accounts.DeleteRegistrationToken(r.Context(), pathParam(r, "token")))
 }

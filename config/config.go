@@ -27,6 +27,36 @@ const (
 	RegistrationClosed = "closed"
 )
 
+// Modes of legacy_media, the unauthenticated /_matrix/media/v3 downloads.
+const (
+	LegacyMediaOff          = "off"
+	LegacyMediaBeforeSwitch = "before_switch"
+	LegacyMediaOn           = "on"
+)
+
+// ThumbnailSize is one configured thumbnail: at most Width x Height with
+// Method "crop" or "scale" (client-server API, Thumbnails).
+type ThumbnailSize struct {
+	Width, Height int
+	Method        string
+}
+
+// ParseThumbnailSize parses "WxH crop|scale".
+func ParseThumbnailSize(s string) (ThumbnailSize, error) {
+	var ts ThumbnailSize
+	dims, method, ok := strings.Cut(strings.TrimSpace(s), " ")
+	w, h, ok2 := strings.Cut(dims, "x")
+	var err1, err2 error
+	ts.Width, err1 = strconv.Atoi(w)
+	ts.Height, err2 = strconv.Atoi(h)
+	ts.Method = strings.TrimSpace(method)
+	if !ok || !ok2 || err1 != nil || err2 != nil || ts.Width < 1 || ts.Height < 1 || ts.Width > 4096 || ts.Height > 4096 ||
+		(ts.Method != "crop" && ts.Method != "scale") {
+		return ts, fmt.Errorf("%q is not \"WxH crop\" or \"WxH scale\" with sides of 1 to 4096", s)
+	}
+	return ts, nil
+}
+
 // Config is the whole server configuration. The yaml tag is the config-file
 // key; the env tag is the environment variable that overrides it.
 type Config struct {
@@ -78,9 +108,30 @@ type Config struct {
 	// duration ("1h", "90m") or a number of seconds.
 	TURNUserLifetime string `yaml:"turn_user_lifetime" env:"HEARTH_TURN_USER_LIFETIME"`
 
-	MaxRequestBytes int64  `yaml:"max_request_bytes" env:"HEARTH_MAX_REQUEST_BYTES"`
-	LogLevel        string `yaml:"log_level" env:"HEARTH_LOG_LEVEL"`
-	LogFormat       string `yaml:"log_format" env:"HEARTH_LOG_FORMAT"`
+	MaxRequestBytes int64 `yaml:"max_request_bytes" env:"HEARTH_MAX_REQUEST_BYTES"`
+
+	// Content repository (media). Uploads are exempt from max_request_bytes
+	// and limited by max_upload_bytes instead, streamed to disk.
+	MaxUploadBytes  int64 `yaml:"max_upload_bytes" env:"HEARTH_MAX_UPLOAD_BYTES"`
+	MediaQuotaBytes int64 `yaml:"media_quota_bytes" env:"HEARTH_MEDIA_QUOTA_BYTES"`
+	// MaxPendingMediaUploads bounds a user's unused POST /media/v1/create IDs.
+	MaxPendingMediaUploads int `yaml:"max_pending_media_uploads" env:"HEARTH_MAX_PENDING_MEDIA_UPLOADS"`
+	// MediaCreateExpirySeconds is how long an unused create ID stays valid.
+	MediaCreateExpirySeconds int `yaml:"media_create_expiry_seconds" env:"HEARTH_MEDIA_CREATE_EXPIRY_SECONDS"`
+	// MaxThumbnailPixels refuses thumbnailing of larger images before decoding
+	// them (decompression bombs).
+	MaxThumbnailPixels int64 `yaml:"max_thumbnail_pixels" env:"HEARTH_MAX_THUMBNAIL_PIXELS"`
+	// ThumbnailSizes are "WxH crop|scale" entries, as Synapse's thumbnail_sizes.
+	ThumbnailSizes []string `yaml:"thumbnail_sizes" env:"HEARTH_THUMBNAIL_SIZES"`
+	// LegacyMedia serves the unauthenticated /_matrix/media/v3/download and
+	// thumbnail endpoints: off, before_switch (only media older than the
+	// freeze recorded at first start) or on.
+	LegacyMedia          string   `yaml:"legacy_media" env:"HEARTH_LEGACY_MEDIA"`
+	URLPreview           bool     `yaml:"url_preview" env:"HEARTH_URL_PREVIEW"`
+	URLPreviewAllowCIDRs []string `yaml:"url_preview_allow_cidrs" env:"HEARTH_URL_PREVIEW_ALLOW_CIDRS"`
+
+	LogLevel  string `yaml:"log_level" env:"HEARTH_LOG_LEVEL"`
+	LogFormat string `yaml:"log_format" env:"HEARTH_LOG_FORMAT"`
 }
 
 // Default returns the configuration used when nothing is set.
@@ -105,8 +156,16 @@ func Default() Config {
 		RateLimitMessagePerSecond:       0.2,
 		RateLimitMessageBurst:           10,
 		MaxRequestBytes:                 50 << 20,
-		LogLevel:                        "info",
-		LogFormat:                       "text",
+
+		MaxUploadBytes:           50 << 20,
+		MaxPendingMediaUploads:   5,
+		MediaCreateExpirySeconds: 24 * 60 * 60,
+		MaxThumbnailPixels:       32_000_000,
+		ThumbnailSizes:           []string{"32x32 crop", "96x96 crop", "320x240 scale", "640x480 scale", "800x600 scale"},
+		LegacyMedia:              LegacyMediaBeforeSwitch,
+
+		LogLevel:  "info",
+		LogFormat: "text",
 	}
 }
 
@@ -254,6 +313,36 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRequestBytes < 1<<16 {
 		return bad("max_request_bytes", "%d is below the 65536 bytes a single event may need", c.MaxRequestBytes)
+	}
+	if c.MaxUploadBytes < 1 {
+		return bad("max_upload_bytes", "%d must be positive", c.MaxUploadBytes)
+	}
+	if c.MediaQuotaBytes < 0 {
+		return bad("media_quota_bytes", "%d must not be negative (0 means no quota)", c.MediaQuotaBytes)
+	}
+	if c.MaxPendingMediaUploads < 1 {
+		return bad("max_pending_media_uploads", "%d must be positive", c.MaxPendingMediaUploads)
+	}
+	if c.MediaCreateExpirySeconds < 1 {
+		return bad("media_create_expiry_seconds", "%d must be positive", c.MediaCreateExpirySeconds)
+	}
+	if c.MaxThumbnailPixels < 1 {
+		return bad("max_thumbnail_pixels", "%d must be positive", c.MaxThumbnailPixels)
+	}
+	for _, s := range c.ThumbnailSizes {
+		if _, err := ParseThumbnailSize(s); err != nil {
+			return bad("thumbnail_sizes", "%v", err)
+		}
+	}
+	switch c.LegacyMedia {
+	case LegacyMediaOff, LegacyMediaBeforeSwitch, LegacyMediaOn:
+	default:
+		return bad("legacy_media", "%q is not one of off, before_switch, on", c.LegacyMedia)
+	}
+	for _, cidr := range c.URLPreviewAllowCIDRs {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			return bad("url_preview_allow_cidrs", "%q is not a CIDR such as 127.0.0.0/8", cidr)
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -50,18 +50,18 @@ func (f field) set(s string) error {
 	switch f.v.Kind() {
 	case reflect.String:
 		f.v.SetString(s)
-	case reflect.Int, reflect.Int64:
-		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-		if err != nil {
-			return fmt.Errorf("%q is not an integer", s)
-		}
-		f.v.SetInt(n)
 	case reflect.Bool:
 		b, err := strconv.ParseBool(strings.TrimSpace(s))
 		if err != nil {
 			return fmt.Errorf("%q is not true or false", s)
 		}
 		f.v.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", s)
+		}
+		f.v.SetInt(n)
 	case reflect.Float64:
 		x, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
 		if err != nil {

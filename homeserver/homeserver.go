@@ -24,6 +24,7 @@ import (
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/federation"
+	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/serverkey"
@@ -39,6 +40,7 @@ type Server struct {
 	Accounts *accounts.Accounts
 	Rooms    *rooms.Rooms
 	Notifier *syncstream.Notifier
+	Media    *media.Repository
 	Log      *slog.Logger
 
 	client     http.Handler
@@ -92,13 +94,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	observe := s.requestMetrics()
 	version := Version()
 
+	s.Media, err = media.Open(ctx, cfg, db, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	c := s.router(observe, "client")
 	s.Rooms = rooms.New(db, cfg.ServerName, key, log)
 	if s.Notifier, err = newNotifier(ctx, db, s.Rooms, cfg.ServerName); err != nil {
 		db.Close()
 		return nil, err
 	}
-	clientapi.New(cfg, db, s.Accounts, s.Rooms, s.Notifier, log, version).Routes(c)
+	clientapi.New(cfg, db, s.Accounts, s.Rooms, s.Notifier, s.Media, log, version).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	s.client = c
@@ -113,11 +120,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 func (s *Server) router(observe mxhttp.RequestObserver, listener string) chi.Router {
 	r := chi.NewRouter()
 	r.Use(func(next http.Handler) http.Handler {
-		return mxhttp.Common(s.Log.With("listener", listener), s.Config.MaxRequestBytes, observe, routePattern, next)
+		return mxhttp.Common(s.Log.With("listener", listener), s.bodyLimit, observe, routePattern, next)
 	})
 	r.NotFound(mxhttp.NotFoundHandler)
 	r.MethodNotAllowed(mxhttp.MethodNotAllowedHandler)
 	return r
+}
+
+// bodyLimit is max_request_bytes, except for media uploads, which stream to
+// disk and stop at max_upload_bytes themselves: a JSON body is held in
+// memory whole, an upload never is, so the two limits differ.
+func (s *Server) bodyLimit(r *http.Request) int64 {
+	if clientapi.LimitsOwnBody(r) {
+		return 0
+	}
+	return s.Config.MaxRequestBytes
 }
 
 func routePattern(r *http.Request) string {

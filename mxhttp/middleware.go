@@ -61,8 +61,10 @@ type RequestObserver func(r *http.Request, route string, status int, d time.Dura
 
 // Common wraps a handler with what every request gets: a request id, an
 // access log line (path only: query strings may hold access tokens), panic
-// recovery as a plain Matrix 500, a body size limit and CORS.
-func Common(base *slog.Logger, maxBody int64, observe RequestObserver, routeOf func(*http.Request) string, next http.Handler) http.Handler {
+// recovery as a plain Matrix 500, a body size limit and CORS. bodyLimit
+// gives the limit for a request; 0 means the handler enforces its own (media
+// uploads stream to disk under max_upload_bytes instead).
+func Common(base *slog.Logger, bodyLimit func(*http.Request) int64, observe RequestObserver, routeOf func(*http.Request) string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := newRequestID()
@@ -98,8 +100,8 @@ func Common(base *slog.Logger, maxBody int64, observe RequestObserver, routeOf f
 			sw.WriteHeader(http.StatusOK)
 			return
 		}
-		if r.Body != nil && maxBody > 0 {
-			r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
+		if max := bodyLimit(r); r.Body != nil && max > 0 {
+			r.Body = http.MaxBytesReader(sw, r.Body, max)
 		}
 		next.ServeHTTP(sw, r)
 	})

@@ -38,6 +38,12 @@ func complementServe(ctx context.Context, args []string, stderr io.Writer) error
 	cfg.RegistrationSharedSecret = "complement"
 	cfg.RateLimits = "off"
 	cfg.BcryptCost = 4 // test accounts only; keeps blueprint creation fast
+	// Complement downloads through the deprecated unauthenticated media
+	// endpoints too, and previews pages served from the host running it
+	// (a private docker address).
+	cfg.LegacyMedia = config.LegacyMediaOn
+	cfg.URLPreview = true
+	cfg.URLPreviewAllowCIDRs = []string{"0.0.0.0/0", "::/0"}
 	caCert, caKey := filepath.Join(*caDir, "ca.crt"), filepath.Join(*caDir, "ca.key")
 	cfg.FederationCACerts = []string{caCert}
 	cfg.TLSCertPath = filepath.Join(*dataDir, "complement-tls.crt")

@@ -4,6 +4,7 @@
 //	hearth generate-config      print a commented configuration
 //	hearth register-user ...    create an account
 //	hearth registration-token   create, list or revoke registration tokens
+//	hearth media ...            quarantine or delete media
 //	hearth version              print the version
 package main
 
@@ -49,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return registerUser(ctx, args, stdout, stderr)
 	case "registration-token":
 		return registrationToken(ctx, args, stdout, stderr)
+	case "media":
+		return mediaCommand(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "hearth", versionString())
 		return nil

@@ -1,0 +1,361 @@
+package media
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/html"
+
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// URL previews (GET /_matrix/client/v1/media/preview_url). The server
+// fetches what users point it at, so it must not become a way into the
+// network behind it: every connection, including each redirect hop and
+// whatever a name resolves to at that moment, goes through a dialer whose
+// Control hook refuses internal addresses (loopback, private, link-local,
+// CGNAT, multicast, unspecified, reserved) unless url_preview_allow_cidrs
+// lets them through. No proxy from the environment is used.
+
+const (
+	previewMaxHTML  = 1 << 20 // bytes of a page read for its Open Graph tags
+	previewMaxImage = 10 << 20
+	previewTimeout  = 20 * time.Second
+	previewCacheFor = time.Hour
+	previewRedirs   = 5
+)
+
+// blockedPrefixes are the ranges refused besides what netip classifies as
+// loopback, private, link-local, multicast and unspecified.
+var blockedPrefixes = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"), // CGNAT
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("192.0.2.0/24"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("198.51.100.0/24"),
+	netip.MustParsePrefix("203.0.113.0/24"),
+	netip.MustParsePrefix("240.0.0.0/4"),  // reserved and broadcast
+	netip.MustParsePrefix("64:ff9b::/96"), // NAT64 may reach IPv4-internal hosts
+	netip.MustParsePrefix("64:ff9b:1::/48"),
+	netip.MustParsePrefix("100::/64"),
+	netip.MustParsePrefix("2001:db8::/32"),
+	netip.MustParsePrefix("2002::/16"), // 6to4 embeds IPv4 addresses
+}
+
+// errBlockedAddress is why a dial was refused.
+var errBlockedAddress = errors.New("address is not public")
+
+type previewer struct {
+	r      *Repository
+	allow  []netip.Prefix
+	client *http.Client
+	limits *tokenBuckets
+}
+
+func newPreviewer(r *Repository, allowCIDRs []string) (*previewer, error) {
+	p := &previewer{r: r, limits: newTokenBuckets(10, 2*time.Second)}
+	for _, c := range allowCIDRs {
+		pfx, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("url_preview_allow_cidrs: %w", err)
+		}
+		p.allow = append(p.allow, pfx.Masked())
+	}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, Control: p.checkDial}
+	transport := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dialer.DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second,
+		MaxIdleConns:          10,
+		IdleConnTimeout:       30 * time.Second,
+	}
+	p.client = &http.Client{
+		Transport: transport,
+		Timeout:   previewTimeout,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= previewRedirs {
+				return errors.New("too many redirects")
+			}
+			if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+				return fmt.Errorf("redirect to a %s URL", req.URL.Scheme)
+			}
+			return nil
+		},
+	}
+	return p, nil
+}
+
+// checkDial runs for every connection attempt with the address actually
+// dialled, after name resolution.
+func (p *previewer) checkDial(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("%w: %s", errBlockedAddress, address)
+	}
+	if !p.permitted(ap.Addr()) {
+		return fmt.Errorf("%w: %s", errBlockedAddress, ap.Addr())
+	}
+	return nil
+}
+
+func (p *previewer) permitted(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, a := range p.allow {
+		if a.Contains(ip) {
+			return true
+		}
+	}
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() || !ip.IsValid() {
+		return false
+	}
+	for _, b := range blockedPrefixes {
+		if b.Contains(ip) {
+			return false
+		}
+	}
+	return true
+}
+
+// Preview returns the Open Graph data of a URL for user, from the cache
+// when it was fetched within the last hour (ts, the client's preferred
+// time, may be answered with a newer version, as the spec allows).
+func (r *Repository) Preview(ctx context.Context, user, rawURL string) (map[string]any, error) {
+	p := r.preview
+	if p == nil {
+		return nil, mxhttp.Unrecognized("URL previews are disabled on this server")
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(rawURL) > 2048 {
+		return nil, mxhttp.InvalidParam("url must be an absolute http or https URL")
+	}
+	u.Fragment = ""
+	key := u.String()
+	now := time.Now()
+	if og, err := r.db.GetURLPreview(ctx, key, now.Add(-previewCacheFor).UnixMilli()); err == nil {
+		var out map[string]any
+		if err := json.Unmarshal([]byte(og), &out); err == nil {
+			return out, nil
+		}
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	if r.rateLimits {
+		if wait := p.limits.take(user, now); wait > 0 {
+			return nil, mxhttp.LimitExceeded("Too many URL previews").With("retry_after_ms", wait.Milliseconds())
+		}
+	}
+	og, err := p.fetch(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(og)
+	if err != nil {
+		return nil, fmt.Errorf("encoding preview: %w", err)
+	}
+	err = r.db.WriteTx(ctx, func(tx *sql.Tx) error { return storage.InsertURLPreview(ctx, tx, key, now.UnixMilli(), string(b)) })
+	return og, err
+}
+
+// get fetches a URL with the guarded client and returns the response with
+// its body limited to limit bytes.
+func (p *previewer) get(ctx context.Context, target string) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, previewTimeout)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		cancel()
+		return nil, mxhttp.InvalidParam("Invalid URL")
+	}
+	req.Header.Set("User-Agent", "Hearth URL preview (Matrix homeserver)")
+	req.Header.Set("Accept", "text/html,application/xhtml+xml,image/*;q=0.9,*/*;q=0.5")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		cancel()
+		if errors.Is(err, errBlockedAddress) {
+			return nil, mxhttp.Forbidden("URL previews of non-public addresses are not allowed")
+		}
+		return nil, &mxhttp.Error{Status: http.StatusBadGateway, ErrCode: "M_UNKNOWN", Message: "Could not fetch the URL"}
+	}
+	resp.Body = cancelOnClose{resp.Body, cancel}
+	if resp.StatusCode/100 != 2 {
+		resp.Body.Close()
+		return nil, &mxhttp.Error{Status: http.StatusBadGateway, ErrCode: "M_UNKNOWN",
+			Message: fmt.Sprintf("The URL answered with status %d", resp.StatusCode)}
+	}
+	return resp, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// fetch builds the preview of one URL: the Open Graph tags of an HTML page
+// (with og:image stored as media), or an image stored as media itself.
+func (p *previewer) fetch(ctx context.Context, target string) (map[string]any, error) {
+	resp, err := p.get(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	ctype, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	og := map[string]any{}
+	switch {
+	case strings.HasPrefix(ctype, "image/"):
+		if err := p.storeImage(ctx, og, resp.Body, ctype, resp.Request.URL); err != nil {
+			return nil, err
+		}
+		og["og:url"] = target
+	case ctype == "text/html" || ctype == "application/xhtml+xml":
+		tags := parseOpenGraph(io.LimitReader(resp.Body, previewMaxHTML))
+		for k, v := range tags {
+			og[k] = v
+		}
+		if img, ok := tags["og:image"]; ok {
+			delete(og, "og:image")
+			if ref, err := resp.Request.URL.Parse(img); err == nil && (ref.Scheme == "http" || ref.Scheme == "https") {
+				p.fetchImage(ctx, og, ref.String())
+			}
+		}
+	}
+	return og, nil
+}
+
+// fetchImage adds a page's og:image to og; a failure only leaves it out.
+func (p *previewer) fetchImage(ctx context.Context, og map[string]any, target string) {
+	resp, err := p.get(ctx, target)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	ctype, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if !strings.HasPrefix(ctype, "image/") {
+		return
+	}
+	_ = p.storeImage(ctx, og, resp.Body, ctype, resp.Request.URL)
+}
+
+// storeImage saves a fetched image as server-owned media and describes it
+// in og (og:image as mxc, type, size, dimensions when decodable).
+func (p *previewer) storeImage(ctx context.Context, og map[string]any, body io.Reader, ctype string, from *url.URL) error {
+	limit := min(int64(previewMaxImage), p.r.maxUpload)
+	t, err := p.r.files.receive(body, limit)
+	if errors.Is(err, errTooLarge) {
+		return nil // previews simply go without an image that large
+	}
+	if err != nil {
+		return fmt.Errorf("fetching preview image: %w", err)
+	}
+	now := time.Now().UnixMilli()
+	filename := ""
+	if i := strings.LastIndexByte(from.Path, '/'); i >= 0 {
+		filename = from.Path[i+1:]
+	}
+	m := storage.Media{ServerName: p.r.serverName, MediaID: newMediaID(), ContentType: ctype, Filename: filename,
+		Size: t.size, SHA256: t.sha, CreatedTS: now, UploadedTS: now}
+	if len(filename) > 255 {
+		m.Filename = ""
+	}
+	if err := p.r.commit(ctx, t, func(tx *sql.Tx) error { return storage.InsertMedia(ctx, tx, m) }); err != nil {
+		return err
+	}
+	og["og:image"] = MXC(m.ServerName, m.MediaID)
+	og["og:image:type"] = ctype
+	og["matrix:image:size"] = m.Size
+	if f, err := p.r.files.open(m.SHA256); err == nil {
+		if cfg, _, err := image.DecodeConfig(f); err == nil {
+			og["og:image:width"], og["og:image:height"] = cfg.Width, cfg.Height
+		}
+		f.Close()
+	}
+	return nil
+}
+
+// parseOpenGraph collects og:* meta tags, falling back to <title> and the
+// description meta tag for og:title and og:description.
+func parseOpenGraph(r io.Reader) map[string]string {
+	out := map[string]string{}
+	var title, description string
+	z := html.NewTokenizer(r)
+	inTitle := false
+	for {
+		switch z.Next() {
+		case html.ErrorToken:
+			if _, ok := out["og:title"]; !ok && title != "" {
+				out["og:title"] = title
+			}
+			if _, ok := out["og:description"]; !ok && description != "" {
+				out["og:description"] = description
+			}
+			return out
+		case html.StartTagToken, html.SelfClosingTagToken:
+			tok := z.Token()
+			switch tok.Data {
+			case "title":
+				inTitle = title == ""
+			case "meta":
+				var prop, name, content string
+				for _, a := range tok.Attr {
+					switch strings.ToLower(a.Key) {
+					case "property":
+						prop = a.Val
+					case "name":
+						name = strings.ToLower(a.Val)
+					case "content":
+						content = a.Val
+					}
+				}
+				if strings.HasPrefix(prop, "og:") && len(out) < 50 {
+					if _, dup := out[prop]; !dup {
+						out[prop] = truncate(content, 1000)
+					}
+				}
+				if name == "description" && description == "" {
+					description = truncate(content, 1000)
+				}
+			}
+		case html.TextToken:
+			if inTitle {
+				title = truncate(strings.TrimSpace(string(bytes.TrimSpace(z.Text()))), 1000)
+				inTitle = false
+			}
+		case html.EndTagToken:
+			inTitle = false
+		}
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
