@@ -28,6 +28,8 @@ type API struct {
 	accounts *accounts.Accounts
 	rooms    *rooms.Rooms
 	notifier *syncstream.Notifier
+	typing   *syncstream.Typing
+	presence *syncstream.Presence
 	media    *media.Repository
 	log      *slog.Logger
 	version  string
@@ -79,8 +81,25 @@ func clientIP(r *http.Request) string {
 }
 
 // New returns the client API over the given store and accounts.
-func New(cfg config.Config, db *storage.DB, accts *accounts.Accounts, rms *rooms.Rooms, notifier *syncstream.Notifier, repo *media.Repository, log *slog.Logger, version string) *API {
-	return &API{cfg: cfg, db: db, accounts: accts, rooms: rms, notifier: notifier, media: repo, log: log, version: version, limits: newLimits(cfg), adminNonces: newNonceStore()}
+// Deps are what the client API is built on.
+type Deps struct {
+	Config   config.Config
+	DB       *storage.DB
+	Accounts *accounts.Accounts
+	Rooms    *rooms.Rooms
+	Notifier *syncstream.Notifier
+	Typing   *syncstream.Typing
+	Presence *syncstream.Presence
+	Media    *media.Repository
+	Log      *slog.Logger
+	Version  string
+}
+
+// New returns the client API over d.
+func New(d Deps) *API {
+	return &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
+		typing: d.Typing, presence: d.Presence, media: d.Media, log: d.Log, version: d.Version,
+		limits: newLimits(d.Config), adminNonces: newNonceStore()}
 }
 
 // Routes registers every client API endpoint on r.
@@ -152,6 +171,11 @@ func (a *API) accountDataRoutes(v3 func(string, string, http.HandlerFunc)) {
 // membership, Syncing).
 func (a *API) roomRoutes(v3 func(string, string, http.HandlerFunc)) {
 	v3("GET", "/sync", a.authed(a.sync))
+	v3("PUT", "/rooms/{roomId}/typing/{userId}", a.authed(a.putTyping))
+	v3("POST", "/rooms/{roomId}/receipt/{receiptType}/{eventId}", a.authed(a.postReceipt))
+	v3("POST", "/rooms/{roomId}/read_markers", a.authed(a.postReadMarkers))
+	v3("GET", "/presence/{userId}/status", a.authed(a.getPresence))
+	v3("PUT", "/presence/{userId}/status", a.authed(a.putPresence))
 	v3("POST", "/createRoom", a.authed(a.createRoom))
 	v3("GET", "/joined_rooms", a.authed(a.joinedRooms))
 	v3("PUT", "/rooms/{roomId}/send/{eventType}/{txnId}", a.authed(a.sendMessage))

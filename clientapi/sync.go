@@ -30,6 +30,7 @@ const defaultTimelineLimit = 10
 
 type syncRequest struct {
 	userID, deviceID string
+	setPresence      string
 	since            *syncstream.Position
 	fullState        bool
 	filter           filter.Filter
@@ -44,6 +45,9 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 		return
 	}
 	ctx := r.Context()
+	if a.cfg.Presence {
+		defer a.presence.Syncing(req.userID, req.setPresence)()
+	}
 	deadline := time.Now().Add(req.timeout)
 	for {
 		var wake <-chan struct{}
@@ -129,8 +133,11 @@ func (a *API) parseSyncRequest(r *http.Request, c accounts.Caller) (syncRequest,
 		}
 		req.filter = parsed
 	}
-	switch p := q.Get("set_presence"); p {
-	case "", "online", "offline", "unavailable":
+	req.setPresence = q.Get("set_presence")
+	switch req.setPresence {
+	case "":
+		req.setPresence = "online"
+	case "online", "offline", "unavailable":
 	default:
 		return req, mxhttp.InvalidParam("set_presence must be online, offline or unavailable")
 	}
@@ -241,9 +248,12 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 	if err != nil {
 		return nil, err
 	}
-	var changed map[string]bool
+	var changed, receiptsChanged map[string]bool
 	if !initial {
 		if changed, err = storage.RoomsWithEventsBetween(ctx, a.db.Read(), since.Events, to.Events); err != nil {
+			return nil, err
+		}
+		if receiptsChanged, err = a.db.RoomsWithReceiptsBetween(ctx, since.Receipts, to.Receipts); err != nil {
 			return nil, err
 		}
 	}
@@ -261,7 +271,9 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 		newMembership := initial || memberEv.StreamPos > since.Events
 		switch m.Membership {
 		case spec.Join:
-			if !initial && !changed[m.RoomID] && !req.fullState && len(roomData[m.RoomID]) == 0 {
+			_, typingPos := a.typing.Users(m.RoomID)
+			typingChanged := typingPos > since.Typing && typingPos <= to.Typing
+			if !initial && !changed[m.RoomID] && !req.fullState && len(roomData[m.RoomID]) == 0 && !receiptsChanged[m.RoomID] && !typingChanged {
 				continue
 			}
 			// Full state for a first sync, a full_state request or a room
@@ -275,7 +287,11 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			if jr.AccountData.Events == nil {
 				jr.AccountData.Events = []any{}
 			}
-			if !initial && !req.fullState && !joinedNow && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 && len(roomData[m.RoomID]) == 0 {
+			if jr.Ephemeral.Events, err = a.syncEphemeral(ctx, req, m.RoomID, since, to, initial || typingChanged); err != nil {
+				return nil, err
+			}
+			if !initial && !req.fullState && !joinedNow && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 &&
+				len(roomData[m.RoomID]) == 0 && len(jr.Ephemeral.Events) == 0 {
 				continue
 			}
 			resp.Rooms.Join[m.RoomID] = jr
@@ -314,7 +330,77 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
 	}
+	if a.cfg.Presence {
+		if err := a.syncPresence(ctx, req, since, to, resp, memberships); err != nil {
+			return nil, err
+		}
+	}
 	return resp, nil
+}
+
+// syncEphemeral gives a joined room's typing (when it changed) and the
+// receipts that changed in (since, to].
+func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string, since, to syncstream.Position, withTyping bool) ([]any, error) {
+	out := []any{}
+	if withTyping {
+		users, _ := a.typing.Users(roomID)
+		out = append(out, map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+	}
+	from := since.Receipts
+	if req.since == nil {
+		from = 0
+	}
+	receipts, err := a.db.ReceiptsSince(ctx, roomID, from, to.Receipts)
+	if err != nil {
+		return nil, err
+	}
+	if ev := receiptEvent(receipts, req.userID); ev != nil {
+		out = append(out, ev)
+	}
+	if req.filter.Room != nil && req.filter.Room.Ephemeral != nil {
+		kept := out[:0]
+		for _, e := range out {
+			if req.filter.Room.Ephemeral.AllowsEvent(e.(map[string]any)["type"].(string), "", nil) {
+				kept = append(kept, e)
+			}
+		}
+		out = kept
+	}
+	return out, nil
+}
+
+// syncPresence lists presence changes of the user and of users sharing a
+// joined room with them.
+func (a *API) syncPresence(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse, memberships []storage.Membership) error {
+	changed := a.presence.ChangedSince(since.Presence, to.Presence)
+	if len(changed) == 0 {
+		return nil
+	}
+	visible := map[string]bool{req.userID: true}
+	for _, m := range memberships {
+		if m.Membership != spec.Join {
+			continue
+		}
+		members, err := storage.MembersOfRoom(ctx, a.db.Read(), m.RoomID)
+		if err != nil {
+			return err
+		}
+		for _, mm := range members {
+			if mm.Membership == spec.Join {
+				visible[mm.UserID] = true
+			}
+		}
+	}
+	sort.Strings(changed)
+	for _, u := range changed {
+		if !visible[u] || !req.filter.Presence.Allows("m.presence", u) {
+			continue
+		}
+		resp.Presence.Events = append(resp.Presence.Events, map[string]any{
+			"type": "m.presence", "sender": u, "content": presenceContent(a.presence.Get(u), false),
+		})
+	}
+	return nil
 }
 
 // syncAccountData fills global account data and collects per-room entries.

@@ -130,6 +130,9 @@ type Config struct {
 	URLPreview           bool     `yaml:"url_preview" env:"HEARTH_URL_PREVIEW"`
 	URLPreviewAllowCIDRs []string `yaml:"url_preview_allow_cidrs" env:"HEARTH_URL_PREVIEW_ALLOW_CIDRS"`
 
+	// Presence turns presence (online/unavailable/offline) on or off.
+	Presence bool `yaml:"presence" env:"HEARTH_PRESENCE"`
+
 	LogLevel  string `yaml:"log_level" env:"HEARTH_LOG_LEVEL"`
 	LogFormat string `yaml:"log_format" env:"HEARTH_LOG_FORMAT"`
 }
@@ -163,6 +166,7 @@ func Default() Config {
 		MaxThumbnailPixels:       32_000_000,
 		ThumbnailSizes:           []string{"32x32 crop", "96x96 crop", "320x240 scale", "640x480 scale", "800x600 scale"},
 		LegacyMedia:              LegacyMediaBeforeSwitch,
+		Presence:                 true,
 
 		LogLevel:  "info",
 		LogFormat: "text",

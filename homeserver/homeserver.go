@@ -40,6 +40,8 @@ type Server struct {
 	Accounts *accounts.Accounts
 	Rooms    *rooms.Rooms
 	Notifier *syncstream.Notifier
+	Typing   *syncstream.Typing
+	Presence *syncstream.Presence
 	Media    *media.Repository
 	Log      *slog.Logger
 
@@ -105,7 +107,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, err
 	}
-	clientapi.New(cfg, db, s.Accounts, s.Rooms, s.Notifier, s.Media, log, version).Routes(c)
+	s.Typing, s.Presence = newEphemeral(db, s.Notifier)
+	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
+		Typing: s.Typing, Presence: s.Presence, Media: s.Media, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	s.client = c

@@ -22,6 +22,9 @@ func newNotifier(ctx context.Context, db *storage.DB, rms *rooms.Rooms, serverNa
 	if pos.AccountData, err = db.MaxAccountDataPos(ctx); err != nil {
 		return nil, err
 	}
+	if pos.Receipts, err = db.MaxReceiptPos(ctx); err != nil {
+		return nil, err
+	}
 	suffix := ":" + serverName
 	n := syncstream.NewNotifier(pos, func(ctx context.Context, roomID string) ([]string, error) {
 		ms, err := storage.MembersOfRoom(ctx, db.Read(), roomID)
@@ -46,4 +49,29 @@ func newNotifier(ctx context.Context, db *storage.DB, rms *rooms.Rooms, serverNa
 		}
 	})
 	return n, nil
+}
+
+// newEphemeral makes the in-memory typing and presence state, each change
+// waking the users it concerns: a room's users for typing, everyone sharing
+// a room with the user for presence.
+func newEphemeral(db *storage.DB, n *syncstream.Notifier) (*syncstream.Typing, *syncstream.Presence) {
+	typing := syncstream.NewTyping(func(roomID string, pos int64) {
+		n.Users(n.RoomUsers(context.Background(), roomID), syncstream.Position{Typing: pos})
+	})
+	presence := syncstream.NewPresence(func(userID string, pos int64) {
+		ctx := context.Background()
+		users := map[string]bool{userID: true}
+		joined, _ := storage.RoomsOfUser(ctx, db.Read(), userID, spec.Join)
+		for _, m := range joined {
+			for _, u := range n.RoomUsers(ctx, m.RoomID) {
+				users[u] = true
+			}
+		}
+		list := make([]string, 0, len(users))
+		for u := range users {
+			list = append(list, u)
+		}
+		n.Users(list, syncstream.Position{Presence: pos})
+	})
+	return typing, presence
 }
