@@ -2,21 +2,528 @@ package rooms
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
+	"sort"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/storage"
 )
 
-// ErrNotImplemented marks federation paths of the room core still being built.
-var ErrNotImplemented = errors.New("not implemented yet")
+// Remote is what the room core needs from federation when the DAG has
+// holes. It is defined here and implemented by the federation package, so
+// the room core never imports federation.
+type Remote interface {
+	// MissingEvents asks server for events between the earliest we have and
+	// latest (server-server API, get_missing_events), oldest first or in any order.
+	MissingEvents(ctx context.Context, server spec.ServerName, roomID string, earliest, latest []string, limit int, minDepth int64) ([]json.RawMessage, error)
+	// StateIDsAt asks server for the state before eventID (state_ids).
+	StateIDsAt(ctx context.Context, server spec.ServerName, roomID, eventID string) (stateIDs, authChainIDs []string, err error)
+	// Event fetches one event from server.
+	Event(ctx context.Context, server spec.ServerName, eventID string) (json.RawMessage, error)
+}
+
+// SetFederation plugs in signature verification (the key ring) and the
+// federation client.
+func (r *Rooms) SetFederation(verifier gomatrixserverlib.JSONVerifier, remote Remote) {
+	r.verifier, r.remote = verifier, remote
+}
+
+// Limits on the work one received PDU may cause.
+const (
+	maxMissingEvents = 20 // per get_missing_events request
+	maxFetchedEvents = 500
+)
+
+// ErrUnknownRoom is returned for PDUs of rooms this server is not in.
+var ErrUnknownRoom = errors.New("this server is not in the room")
 
 // ReceivePDU handles one PDU a remote server sent (server-server API,
-// Checks performed on receipt of a PDU): parse for the room's version,
-// check signatures and hashes, authorise against its auth events, the state
-// before it and the current state (soft-fail), fetching missing prev events,
-// then persist it through the room's sequencer. The error is the PDU's
-// result in the transaction response; nil means accepted.
+// Checks performed on receipt of a PDU): parse it for the room's version
+// (a content hash mismatch keeps the redacted form), check its signatures,
+// fetch missing prev and auth events, then authorise and persist it through
+// the room's sequencer. The error is the PDU's result in the transaction
+// response; nil means accepted (rejected and soft-failed events are
+// accepted and stored as such, as the spec says).
 func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID string, raw json.RawMessage) error {
-	return ErrNotImplemented
+	ver, err := r.roomVersion(ctx, r.db.Read(), roomID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return ErrUnknownRoom
+	}
+	if err != nil {
+		return err
+	}
+	pdu, err := r.parseRemote(ctx, ver, raw)
+	if err != nil {
+		return err
+	}
+	if pdu.RoomID().String() != roomID {
+		return fmt.Errorf("event is for room %s, not %s", pdu.RoomID().String(), roomID)
+	}
+	budget := maxFetchedEvents
+	return r.ingest(ctx, origin, ver, pdu, &budget, true)
 }
+
+// parseRemote parses and signature-checks a remote event.
+func (r *Rooms) parseRemote(ctx context.Context, ver gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	pdu, err := ver.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return nil, fmt.Errorf("invalid event: %w", err)
+	}
+	if r.verifier == nil {
+		return nil, errors.New("federation is not configured")
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, r.verifier, userIDForSender); err != nil {
+		return nil, fmt.Errorf("bad signatures: %w", err)
+	}
+	pdu.EventID()
+	return pdu, nil
+}
+
+func (r *Rooms) known(ctx context.Context, ids []string) (map[string]*Event, error) {
+	return r.Events(ctx, r.db.Read(), ids)
+}
+
+// ingest persists a verified remote event, first filling holes before it.
+func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, budget *int, fetch bool) error {
+	have, err := r.known(ctx, []string{pdu.EventID()})
+	if err != nil {
+		return err
+	}
+	if ev, ok := have[pdu.EventID()]; ok && !ev.Outlier {
+		return nil // already have it
+	}
+	roomID := pdu.RoomID().String()
+	// Missing auth events are fetched and stored as outliers.
+	if err := r.fetchAuthEvents(ctx, origin, ver, pdu, budget); err != nil {
+		return err
+	}
+	prevs, err := r.known(ctx, pdu.PrevEventIDs())
+	if err != nil {
+		return err
+	}
+	var stateBefore State
+	if len(prevs) < len(pdu.PrevEventIDs()) && fetch && r.remote != nil {
+		// Ask for what lies between our extremities and this event, oldest
+		// first, and ingest those first.
+		room, err := storage.GetRoom(ctx, r.db.Read(), roomID)
+		if err != nil {
+			return err
+		}
+		raws, err := r.remote.MissingEvents(ctx, origin, roomID, room.Extremities, []string{pdu.EventID()}, maxMissingEvents, 0)
+		if err == nil {
+			var missing []gomatrixserverlib.PDU
+			for _, raw := range raws {
+				if *budget <= 0 {
+					break
+				}
+				*budget--
+				p, err := r.parseRemote(ctx, ver, raw)
+				if err != nil || p.RoomID().String() != roomID {
+					continue // a bad event among the missing ones is dropped
+				}
+				missing = append(missing, p)
+			}
+			sort.Slice(missing, func(i, j int) bool { return missing[i].Depth() < missing[j].Depth() })
+			for _, p := range missing {
+				if err := r.ingest(ctx, origin, ver, p, budget, false); err != nil {
+					r.log.Debug("ingesting a missing event", "event", p.EventID(), "err", err)
+				}
+			}
+		}
+		if prevs, err = r.known(ctx, pdu.PrevEventIDs()); err != nil {
+			return err
+		}
+	}
+	if len(prevs) < len(pdu.PrevEventIDs()) {
+		// Still a gap: take the state before the event from the origin.
+		if r.remote == nil {
+			return errors.New("missing prev events and no federation to fetch them")
+		}
+		if stateBefore, err = r.fetchStateBefore(ctx, origin, ver, pdu, budget); err != nil {
+			return fmt.Errorf("fetching state before %s: %w", pdu.EventID(), err)
+		}
+	}
+	return r.persistRemote(ctx, ver, pdu, prevs, stateBefore)
+}
+
+// fetchAuthEvents makes sure every auth event of pdu is stored, fetching
+// missing ones (and theirs) from origin as outliers after checking them.
+func (r *Rooms) fetchAuthEvents(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, budget *int) error {
+	have, err := r.known(ctx, pdu.AuthEventIDs())
+	if err != nil {
+		return err
+	}
+	for _, id := range pdu.AuthEventIDs() {
+		if _, ok := have[id]; ok {
+			continue
+		}
+		if r.remote == nil || *budget <= 0 {
+			return fmt.Errorf("missing auth event %s", id)
+		}
+		*budget--
+		raw, err := r.remote.Event(ctx, origin, id)
+		if err != nil {
+			return fmt.Errorf("fetching auth event %s: %w", id, err)
+		}
+		ap, err := r.parseRemote(ctx, ver, raw)
+		if err != nil || ap.EventID() != id {
+			return fmt.Errorf("auth event %s from %s is invalid: %v", id, origin, err)
+		}
+		if err := r.fetchAuthEvents(ctx, origin, ver, ap, budget); err != nil {
+			return err
+		}
+		if err := r.storeOutlier(ctx, ap); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fetchStateBefore gets the state before pdu from origin (state_ids) and
+// stores the events we lack as outliers.
+func (r *Rooms) fetchStateBefore(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, budget *int) (State, error) {
+	stateIDs, authIDs, err := r.remote.StateIDsAt(ctx, origin, pdu.RoomID().String(), pdu.EventID())
+	if err != nil {
+		return nil, err
+	}
+	all := append(append([]string{}, authIDs...), stateIDs...)
+	have, err := r.known(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	var fetched []gomatrixserverlib.PDU
+	for _, id := range all {
+		if _, ok := have[id]; ok {
+			continue
+		}
+		if *budget <= 0 {
+			return nil, errors.New("too many events to fetch")
+		}
+		*budget--
+		raw, err := r.remote.Event(ctx, origin, id)
+		if err != nil {
+			return nil, err
+		}
+		p, err := r.parseRemote(ctx, ver, raw)
+		if err != nil || p.EventID() != id {
+			return nil, fmt.Errorf("state event %s is invalid: %v", id, err)
+		}
+		fetched = append(fetched, p)
+	}
+	sort.Slice(fetched, func(i, j int) bool { return fetched[i].Depth() < fetched[j].Depth() })
+	for _, p := range fetched {
+		if err := r.storeOutlier(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	evs, err := r.known(ctx, stateIDs)
+	if err != nil {
+		return nil, err
+	}
+	st := State{}
+	for _, ev := range evs {
+		if ev.StateKey != nil {
+			st[storage.StateKey{Type: ev.Type, StateKey: *ev.StateKey}] = ev.EventID
+		}
+	}
+	return st, nil
+}
+
+// storeOutlier stores an event outside the timeline (auth and state events
+// fetched to fill holes), after checking it against its own auth events.
+func (r *Rooms) storeOutlier(ctx context.Context, pdu gomatrixserverlib.PDU) error {
+	authEvs, err := r.known(ctx, pdu.AuthEventIDs())
+	if err != nil {
+		return err
+	}
+	rejected := false
+	var auth []gomatrixserverlib.PDU
+	for _, ev := range authEvs {
+		auth = append(auth, ev.PDU)
+	}
+	provider, err := gomatrixserverlib.NewAuthEvents(auth)
+	if err != nil || gomatrixserverlib.Allowed(pdu, provider, userIDForSender) != nil {
+		rejected = true
+	}
+	row := remoteRow(pdu)
+	row.Outlier, row.Rejected = true, rejected
+	err = r.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		_, err := storage.InsertEvent(ctx, tx, row)
+		return err
+	})
+	if errors.Is(err, storage.ErrConflict) {
+		return nil
+	}
+	return err
+}
+
+// remoteRow fills the columns of a remote event.
+func remoteRow(pdu gomatrixserverlib.PDU) storage.Event {
+	row := storage.Event{
+		EventID: pdu.EventID(), RoomID: pdu.RoomID().String(), Type: pdu.Type(), StateKey: pdu.StateKey(),
+		Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()), JSON: pdu.JSON(),
+	}
+	if pdu.Type() == spec.MRoomMember {
+		if m, err := pdu.Membership(); err == nil {
+			row.Membership = &m
+		}
+	}
+	return row
+}
+
+// persistRemote authorises pdu (checks 4 to 6) and persists it, updating
+// forward extremities and current state. stateBefore is given when the prev
+// events are unknown; otherwise it is computed from prevs.
+func (r *Rooms) persistRemote(ctx context.Context, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, prevs map[string]*Event, stateBefore State) error {
+	roomID := pdu.RoomID().String()
+	unlock := r.locks.lock(roomID)
+	defer unlock()
+	var out []*Event
+	var snaps []*snapshot
+	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		room, err := r.db.LockRoom(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
+		if existing, err := storage.GetEvent(ctx, tx, pdu.EventID()); err == nil && !existing.Outlier {
+			return nil
+		}
+		if stateBefore == nil {
+			var sets []map[storage.StateKey]string
+			for _, p := range prevs {
+				s, err := r.snapshotState(ctx, tx, p.SnapshotAfter)
+				if err != nil {
+					return err
+				}
+				sets = append(sets, s.state)
+			}
+			if stateBefore, err = r.resolveStates(ctx, tx, ver, sets); err != nil {
+				return fmt.Errorf("resolving state before %s: %w", pdu.EventID(), err)
+			}
+		}
+		row := remoteRow(pdu)
+		// Check 4: the event's own auth events allow it.
+		authEvs, err := r.Events(ctx, tx, pdu.AuthEventIDs())
+		if err != nil {
+			return err
+		}
+		var auth []gomatrixserverlib.PDU
+		for _, ev := range authEvs {
+			if ev.Rejected {
+				row.Rejected = true
+			}
+			auth = append(auth, ev.PDU)
+		}
+		if p, err := gomatrixserverlib.NewAuthEvents(auth); err != nil || gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil {
+			row.Rejected = true
+		}
+		// Check 5: the state before the event allows it.
+		if !row.Rejected {
+			if p, err := r.stateProvider(ctx, tx, stateBefore, pdu); err != nil {
+				return err
+			} else if gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil {
+				row.Rejected = true
+			}
+		}
+		cur, err := r.snapshotState(ctx, tx, room.CurrentSnapshot)
+		if err != nil {
+			return err
+		}
+		// Check 6: the current state allows it, else it is soft-failed: kept
+		// in the DAG but not shown, and not an extremity.
+		if !row.Rejected {
+			if p, err := r.stateProvider(ctx, tx, cur.state, pdu); err != nil {
+				return err
+			} else if gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil {
+				row.SoftFailed = true
+			}
+		}
+		beforeSnap, err := r.snapshotFor(ctx, tx, roomID, cur, stateBefore, &snaps)
+		if err != nil {
+			return err
+		}
+		row.SnapshotBefore, row.SnapshotAfter = beforeSnap.id, beforeSnap.id
+		if pdu.StateKey() != nil && !row.Rejected {
+			k := storage.StateKey{Type: pdu.Type(), StateKey: *pdu.StateKey()}
+			if old, ok := beforeSnap.state[k]; ok {
+				ev := &Event{Event: row}
+				if err := r.fillPrevState(ctx, tx, ev, old, nil); err != nil {
+					return err
+				}
+				row = ev.Event
+			}
+			after, err := r.newSnapshot(ctx, tx, roomID, beforeSnap, State{k: pdu.EventID()})
+			if err != nil {
+				return err
+			}
+			snaps = append(snaps, after)
+			row.SnapshotAfter = after.id
+		}
+		ev := &Event{Event: row, PDU: pdu}
+		fillRelation(ev)
+		if err := storage.DeleteOutlier(ctx, tx, pdu.EventID()); err != nil {
+			return err
+		}
+		if err := r.db.LockEventStream(ctx, tx); err != nil {
+			return err
+		}
+		if ev.StreamPos, err = storage.InsertEvent(ctx, tx, ev.Event); err != nil {
+			return err
+		}
+		if pdu.Type() == spec.MRoomRedaction && pdu.Redacts() != "" && !row.Rejected && !row.SoftFailed {
+			if err := r.applyRedaction(ctx, tx, roomID, pdu, nil); err != nil {
+				return err
+			}
+		}
+		out = append(out, ev)
+		if row.Rejected || row.SoftFailed {
+			return nil
+		}
+		// New forward extremities: the event replaces the prev events it cites.
+		ext := []string{pdu.EventID()}
+		for _, id := range room.Extremities {
+			if !slices.Contains(pdu.PrevEventIDs(), id) {
+				ext = append(ext, id)
+			}
+		}
+		newCur := map[storage.StateKey]string{}
+		if len(ext) == 1 {
+			s, err := r.snapshotState(ctx, tx, row.SnapshotAfter)
+			if err != nil {
+				return err
+			}
+			newCur = s.state
+		} else {
+			sets := []map[storage.StateKey]string{}
+			for _, id := range ext {
+				e, err := r.Events(ctx, tx, []string{id})
+				if err != nil {
+					return err
+				}
+				if x, ok := e[id]; ok {
+					s, err := r.snapshotState(ctx, tx, x.SnapshotAfter)
+					if err != nil {
+						return err
+					}
+					sets = append(sets, s.state)
+				}
+			}
+			if newCur, err = r.resolveStates(ctx, tx, ver, sets); err != nil {
+				return err
+			}
+		}
+		curSnap, err := r.snapshotFor(ctx, tx, roomID, cur, newCur, &snaps)
+		if err != nil {
+			return err
+		}
+		if err := r.updateCurrentState(ctx, tx, roomID, cur.state, curSnap.state); err != nil {
+			return err
+		}
+		depth := max(room.MaxDepth, pdu.Depth())
+		return storage.UpdateRoomHead(ctx, tx, roomID, ext, depth, curSnap.id)
+	})
+	if err != nil {
+		return err
+	}
+	r.committed(out, snaps)
+	return nil
+}
+
+// snapshotFor returns a snapshot holding exactly st: base itself if equal,
+// else a new one (a delta on base when small).
+func (r *Rooms) snapshotFor(ctx context.Context, tx *sql.Tx, roomID string, base *snapshot, st map[storage.StateKey]string, snaps *[]*snapshot) (*snapshot, error) {
+	if equalState(base.state, st) {
+		return base, nil
+	}
+	changes := State{}
+	for k, id := range st {
+		if base.state[k] != id {
+			changes[k] = id
+		}
+	}
+	removed := false
+	for k := range base.state {
+		if _, ok := st[k]; !ok {
+			removed = true
+		}
+	}
+	var s *snapshot
+	var err error
+	if removed {
+		// Deltas only add or replace; a removal needs a full snapshot.
+		s, err = r.newSnapshot(ctx, tx, roomID, &snapshot{}, State(st))
+	} else {
+		s, err = r.newSnapshot(ctx, tx, roomID, base, changes)
+	}
+	if err != nil {
+		return nil, err
+	}
+	*snaps = append(*snaps, s)
+	return s, nil
+}
+
+func equalState(a, b map[storage.StateKey]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// stateProvider loads the events of st that pdu's auth needs.
+func (r *Rooms) stateProvider(ctx context.Context, q storage.Reader, st map[storage.StateKey]string, pdu gomatrixserverlib.PDU) (*gomatrixserverlib.AuthEvents, error) {
+	needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{pdu})
+	var ids []string
+	for _, t := range needed.Tuples() {
+		if id, ok := st[storage.StateKey{Type: t.EventType, StateKey: t.StateKey}]; ok {
+			ids = append(ids, id)
+		}
+	}
+	return r.authEventsFor(ctx, q, ids, nil)
+}
+
+// updateCurrentState applies the difference between two states to the
+// materialised current_state table.
+func (r *Rooms) updateCurrentState(ctx context.Context, tx *sql.Tx, roomID string, old, now map[storage.StateKey]string) error {
+	for k := range old {
+		if _, ok := now[k]; !ok {
+			if err := storage.DeleteCurrentState(ctx, tx, roomID, k); err != nil {
+				return err
+			}
+		}
+	}
+	var changed []string
+	for k, id := range now {
+		if old[k] != id {
+			changed = append(changed, id)
+		}
+	}
+	evs, err := r.Events(ctx, tx, changed)
+	if err != nil {
+		return err
+	}
+	for k, id := range now {
+		if old[k] == id {
+			continue
+		}
+		var membership *string
+		if ev, ok := evs[id]; ok && ev.Membership != nil {
+			membership = ev.Membership
+		}
+		if err := storage.SetCurrentState(ctx, tx, roomID, k, id, membership); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+

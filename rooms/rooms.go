@@ -37,6 +37,9 @@ type Rooms struct {
 	pdus      *pduCache
 	versions  versionCache
 
+	verifier gomatrixserverlib.JSONVerifier
+	remote   Remote
+
 	obsMu     sync.RWMutex
 	observers []Observer
 }

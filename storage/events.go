@@ -458,3 +458,10 @@ func IsForgotten(ctx context.Context, q Reader, userID, roomID string) (bool, er
 	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2`, userID, roomID).Scan(&n)
 	return n > 0, err
 }
+
+// DeleteOutlier removes an outlier copy of an event that is now being
+// persisted into the timeline.
+func DeleteOutlier(ctx context.Context, tx *sql.Tx, eventID string) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM events WHERE event_id = $1 AND outlier`, eventID)
+	return err
+}
