@@ -11,6 +11,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -21,6 +22,7 @@ type API struct {
 	db       *storage.DB
 	accounts *accounts.Accounts
 	rooms    *rooms.Rooms
+	e2ee     *e2ee.E2EE
 	log      *slog.Logger
 	version  string
 
@@ -28,8 +30,8 @@ type API struct {
 }
 
 // New returns the client API over the given store and accounts.
-func New(cfg config.Config, db *storage.DB, accts *accounts.Accounts, rms *rooms.Rooms, log *slog.Logger, version string) *API {
-	return &API{cfg: cfg, db: db, accounts: accts, rooms: rms, log: log, version: version, adminNonces: newNonceStore()}
+func New(cfg config.Config, db *storage.DB, accts *accounts.Accounts, rms *rooms.Rooms, e2e *e2ee.E2EE, log *slog.Logger, version string) *API {
+	return &API{cfg: cfg, db: db, accounts: accts, rooms: rms, e2ee: e2e, log: log, version: version, adminNonces: newNonceStore()}
 }
 
 // Routes registers every client API endpoint on r.
@@ -38,6 +40,7 @@ func (a *API) Routes(r chi.Router) {
 	r.Get("/.well-known/matrix/client", a.wellKnownClient)
 	r.Get("/.well-known/matrix/server", a.wellKnownServer)
 	a.roomRoutes(r)
+	a.keyRoutes(r)
 	if a.cfg.RegistrationSharedSecret != "" {
 		r.Get("/_synapse/admin/v1/register", a.adminRegisterNonce)
 		r.Post("/_synapse/admin/v1/register", a.adminRegister)

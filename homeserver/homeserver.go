@@ -23,6 +23,7 @@ import (
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/federation"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/rooms"
@@ -37,6 +38,7 @@ type Server struct {
 	Key      serverkey.Key
 	Accounts *accounts.Accounts
 	Rooms    *rooms.Rooms
+	E2EE     *e2ee.E2EE
 	Log      *slog.Logger
 
 	client     http.Handler
@@ -88,7 +90,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 	c := s.router(observe, "client")
 	s.Rooms = rooms.New(db, cfg.ServerName, key, log)
-	clientapi.New(cfg, db, s.Accounts, s.Rooms, log, version).Routes(c)
+	s.E2EE = e2ee.New(db, cfg.ServerName, log)
+	clientapi.New(cfg, db, s.Accounts, s.Rooms, s.E2EE, log, version).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	s.client = c

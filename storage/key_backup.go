@@ -152,3 +152,19 @@ func DeleteBackupSessions(ctx context.Context, tx *sql.Tx, userID string, versio
 	}
 	return res.RowsAffected()
 }
+
+// LockBackupVersion loads a backup version and locks its row until the
+// transaction ends (an UPDATE that changes nothing: SQLite has no FOR
+// UPDATE), so writes to one backup take turns.
+func LockBackupVersion(ctx context.Context, tx *sql.Tx, userID string, version int64) (BackupVersion, error) {
+	var v BackupVersion
+	err := tx.QueryRowContext(ctx, `UPDATE key_backup_versions SET etag = etag WHERE user_id = $1 AND version = $2
+		RETURNING `+backupVersionColumns, userID, version).Scan(&v.Version, &v.Algorithm, &v.AuthData, &v.Etag, &v.Deleted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return v, ErrNotFound
+	}
+	if err != nil {
+		return v, fmt.Errorf("locking key backup: %w", err)
+	}
+	return v, nil
+}
