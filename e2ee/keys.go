@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -47,6 +48,9 @@ func parseKeyMap(m map[string]json.RawMessage, what string) ([]keyUpload, error)
 		}
 		out = append(out, keyUpload{alg, id, string(c)})
 	}
+	// Keys of one upload are equivalent in claim order (keys/claim); sorting
+	// them by name makes that order deterministic.
+	slices.SortFunc(out, func(a, b keyUpload) int { return strings.Compare(a.algorithm+":"+a.keyID, b.algorithm+":"+b.keyID) })
 	return out, nil
 }
 
