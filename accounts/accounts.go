@@ -31,6 +31,7 @@ type Accounts struct {
 
 	lastSeenState
 	deviceHooks []DeviceDeletedHook
+	addedHooks  []DeviceAddedHook
 }
 
 // NewUser describes an account to create.

@@ -54,6 +54,11 @@ func (a *Accounts) LoginDevice(ctx context.Context, tx *sql.Tx, nd NewDevice, no
 		if err := storage.UpsertDevice(ctx, tx, storage.Device{UserID: nd.UserID, DeviceID: login.DeviceID, DisplayName: name, CreatedTS: now.UnixMilli()}); err != nil {
 			return Login{}, err
 		}
+		for _, h := range a.addedHooks {
+			if err := h(ctx, tx, nd.UserID, login.DeviceID); err != nil {
+				return Login{}, err
+			}
+		}
 	}
 	if err := a.issueTokens(ctx, tx, &login, nd.RefreshToken, nil, now); err != nil {
 		return Login{}, err
@@ -117,6 +122,13 @@ func (a *Accounts) Refresh(ctx context.Context, refreshToken string) (Login, err
 // inboxes, device-list updates) register one with OnDevicesDeleted so a
 // deleted device leaves nothing behind and nothing half-deleted.
 type DeviceDeletedHook func(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error
+
+// DeviceAddedHook runs inside the transaction that creates a device (a
+// new login), so the user's other devices learn of it.
+type DeviceAddedHook func(ctx context.Context, tx *sql.Tx, userID, deviceID string) error
+
+// OnDeviceAdded registers a hook; call it while wiring the server.
+func (a *Accounts) OnDeviceAdded(h DeviceAddedHook) { a.addedHooks = append(a.addedHooks, h) }
 
 // OnDevicesDeleted registers a hook; call it while wiring the server, before
 // requests are served.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/ratelimit"
@@ -31,6 +32,7 @@ type API struct {
 	typing   *syncstream.Typing
 	presence *syncstream.Presence
 	media    *media.Repository
+	e2ee     *e2ee.E2EE
 	log      *slog.Logger
 	version  string
 	limits   limits
@@ -91,6 +93,7 @@ type Deps struct {
 	Typing   *syncstream.Typing
 	Presence *syncstream.Presence
 	Media    *media.Repository
+	E2EE     *e2ee.E2EE
 	Log      *slog.Logger
 	Version  string
 }
@@ -98,7 +101,7 @@ type Deps struct {
 // New returns the client API over d.
 func New(d Deps) *API {
 	return &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
-		typing: d.Typing, presence: d.Presence, media: d.Media, log: d.Log, version: d.Version,
+		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, log: d.Log, version: d.Version,
 		limits: newLimits(d.Config), adminNonces: newNonceStore()}
 }
 
@@ -119,6 +122,7 @@ func (a *API) Routes(r chi.Router) {
 	a.accountRoutes(v3)
 	a.accountDataRoutes(v3)
 	a.roomRoutes(v3)
+	a.keyRoutes(r)
 	a.registrationTokenAdminRoutes(r)
 	if a.cfg.RegistrationSharedSecret != "" {
 		r.Get("/_synapse/admin/v1/register", a.adminRegisterNonce)

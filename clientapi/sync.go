@@ -151,9 +151,8 @@ type syncResponse struct {
 	Presence    eventList         `json:"presence"`
 	ToDevice    eventList         `json:"to_device"`
 	DeviceLists *syncDeviceLists  `json:"device_lists,omitempty"`
-	OTKCounts   map[string]int    `json:"device_one_time_keys_count,omitempty"`
-	FallbackKey []string          `json:"device_unused_fallback_key_types,omitempty"`
-	extra       map[string]func() `json:"-"`
+	OTKCounts   map[string]int   `json:"device_one_time_keys_count"`
+	FallbackKey []string         `json:"device_unused_fallback_key_types"`
 }
 
 type eventList struct {
@@ -335,7 +334,63 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			return nil, err
 		}
 	}
+	if err := a.syncE2EE(ctx, req, since, to, resp); err != nil {
+		return nil, err
+	}
 	return resp, nil
+}
+
+// maxToDevicePerSync bounds the to-device messages one sync hands out; the
+// rest follow in the next sync.
+const maxToDevicePerSync = 100
+
+// syncE2EE adds to-device messages, device-list changes and key counts.
+// A sync from a token acknowledges the to-device messages that token
+// covered: they are deleted from the device's inbox only then, so nothing
+// is lost if a response never reaches the device.
+func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse) error {
+	if req.since != nil && since.ToDevice > 0 {
+		if err := a.e2ee.AckInbox(ctx, req.userID, req.deviceID, since.ToDevice); err != nil {
+			return err
+		}
+	}
+	msgs, upTo, err := a.e2ee.InboxBetween(ctx, req.userID, req.deviceID, since.ToDevice, to.ToDevice, maxToDevicePerSync)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		resp.ToDevice.Events = append(resp.ToDevice.Events, m)
+	}
+	if upTo < to.ToDevice {
+		// More are waiting: hand out a token that stops after the last one.
+		next := to
+		next.ToDevice = upTo
+		resp.NextBatch = next.String()
+	}
+	if req.since != nil {
+		changed, left, err := a.e2ee.DeviceListChangesSince(ctx, req.userID, since.DeviceLists, to.DeviceLists)
+		if err != nil {
+			return err
+		}
+		if len(changed)+len(left) > 0 {
+			resp.DeviceLists = &syncDeviceLists{Changed: changed, Left: left}
+		}
+	}
+	if resp.OTKCounts, err = a.e2ee.OneTimeKeyCounts(ctx, req.userID, req.deviceID); err != nil {
+		return err
+	}
+	if resp.OTKCounts == nil {
+		resp.OTKCounts = map[string]int{}
+	}
+	fallback, err := a.e2ee.UnusedFallbackKeyTypes(ctx, req.userID, req.deviceID)
+	if err != nil {
+		return err
+	}
+	resp.FallbackKey = fallback
+	if resp.FallbackKey == nil {
+		resp.FallbackKey = []string{}
+	}
+	return nil
 }
 
 // syncEphemeral gives a joined room's typing (when it changed) and the

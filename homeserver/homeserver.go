@@ -23,6 +23,7 @@ import (
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/federation"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
@@ -43,6 +44,7 @@ type Server struct {
 	Typing   *syncstream.Typing
 	Presence *syncstream.Presence
 	Media    *media.Repository
+	E2EE     *e2ee.E2EE
 	Log      *slog.Logger
 
 	client     http.Handler
@@ -108,8 +110,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.Typing, s.Presence = newEphemeral(db, s.Notifier)
+	s.E2EE = e2ee.New(db, cfg.ServerName, log)
+	wireE2EE(db, s.Accounts, s.E2EE, s.Notifier)
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
-		Typing: s.Typing, Presence: s.Presence, Media: s.Media, Log: log, Version: version}).Routes(c)
+		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	s.client = c

@@ -2,10 +2,13 @@ package homeserver
 
 import (
 	"context"
+	"database/sql"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
 	"github.com/hearth-matrix/hearth/syncstream"
@@ -23,6 +26,12 @@ func newNotifier(ctx context.Context, db *storage.DB, rms *rooms.Rooms, serverNa
 		return nil, err
 	}
 	if pos.Receipts, err = db.MaxReceiptPos(ctx); err != nil {
+		return nil, err
+	}
+	if pos.ToDevice, err = storage.MaxToDevicePos(ctx, db.Read()); err != nil {
+		return nil, err
+	}
+	if pos.DeviceLists, err = storage.MaxDeviceListPos(ctx, db.Read()); err != nil {
 		return nil, err
 	}
 	suffix := ":" + serverName
@@ -74,4 +83,41 @@ func newEphemeral(db *storage.DB, n *syncstream.Notifier) (*syncstream.Typing, *
 		n.Users(list, syncstream.Position{Presence: pos})
 	})
 	return typing, presence
+}
+
+// wireE2EE connects the E2EE module: device-list changes when devices are
+// added or deleted, and sync wake-ups for to-device messages and device
+// lists, with the stream positions the changes committed at.
+func wireE2EE(db *storage.DB, accts *accounts.Accounts, e *e2ee.E2EE, n *syncstream.Notifier) {
+	// /keys/changes takes sync tokens; its positions are device-list ones.
+	e.TokenPosition = func(token string) (int64, error) {
+		p, err := syncstream.ParseToken(token)
+		return p.DeviceLists, err
+	}
+	e.OnChange = func(userIDs []string, deviceID string) {
+		toDevice, deviceLists, err := e.MaxPositions(context.Background())
+		if err != nil {
+			return
+		}
+		if deviceID != "" {
+			for _, u := range userIDs {
+				n.Device(u, deviceID, toDevice)
+			}
+			return
+		}
+		n.Users(userIDs, syncstream.Position{DeviceLists: deviceLists})
+	}
+	accts.OnDeviceAdded(func(ctx context.Context, tx *sql.Tx, userID, deviceID string) error {
+		db.AfterCommit(tx, func() { e.NotifyDeviceListChange(context.Background(), userID) })
+		return e.RecordDeviceListChange(ctx, tx, userID)
+	})
+	accts.OnDevicesDeleted(func(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
+		for _, d := range deviceIDs {
+			if err := e.DeviceDeleted(ctx, tx, userID, d); err != nil {
+				return err
+			}
+		}
+		db.AfterCommit(tx, func() { e.NotifyDeviceListChange(context.Background(), userID) })
+		return nil
+	})
 }

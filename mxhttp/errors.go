@@ -97,6 +97,12 @@ func AsError(err error) *Error {
 	return Internal("Internal server error")
 }
 
+// End-to-end encryption errors.
+var (
+	InvalidSignature     = newErr(http.StatusBadRequest, "M_INVALID_SIGNATURE")
+	WrongRoomKeysVersion = newErr(http.StatusForbidden, "M_WRONG_ROOM_KEYS_VERSION")
+)
+
 // Room errors.
 var (
 	RoomInUse    = newErr(http.StatusBadRequest, "M_ROOM_IN_USE")

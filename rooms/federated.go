@@ -526,4 +526,3 @@ func (r *Rooms) updateCurrentState(ctx context.Context, tx *sql.Tx, roomID strin
 	}
 	return nil
 }
-

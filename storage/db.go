@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -49,6 +50,9 @@ type DB struct {
 	dialect Dialect
 	write   *sql.DB // SQLite: exactly one connection
 	read    *sql.DB // SQLite: read-only pool; PostgreSQL: same as write
+
+	hooksMu     sync.Mutex
+	afterCommit map[*sql.Tx][]func()
 }
 
 // IsPostgres reports whether a database URL names PostgreSQL.
@@ -177,14 +181,33 @@ func (db *DB) WriteTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(tx); err != nil {
+	err = fn(tx)
+	db.hooksMu.Lock()
+	hooks := db.afterCommit[tx]
+	delete(db.afterCommit, tx)
+	db.hooksMu.Unlock()
+	if err != nil {
 		_ = tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	for _, h := range hooks {
+		h()
+	}
 	return nil
+}
+
+// AfterCommit runs fn once tx (begun by WriteTx) has committed, and never if
+// it rolls back: the place to wake readers about what tx wrote.
+func (db *DB) AfterCommit(tx *sql.Tx, fn func()) {
+	db.hooksMu.Lock()
+	defer db.hooksMu.Unlock()
+	if db.afterCommit == nil {
+		db.afterCommit = map[*sql.Tx][]func(){}
+	}
+	db.afterCommit[tx] = append(db.afterCommit[tx], fn)
 }
 
 // Ping checks the database answers (the health endpoint uses it).

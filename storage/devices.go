@@ -55,24 +55,6 @@ func (db *DB) queryDevices(ctx context.Context, where string, args ...any) ([]De
 	return out, rows.Err()
 }
 
-// DeviceIDs lists a user's device IDs inside a transaction.
-func DeviceIDs(ctx context.Context, tx *sql.Tx, userID string) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("listing device ids: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("listing device ids: %w", err)
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
-}
-
 // DeviceExists reports whether the user has the device, inside a transaction.
 func DeviceExists(ctx context.Context, tx *sql.Tx, userID, deviceID string) (bool, error) {
 	var n int

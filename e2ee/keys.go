@@ -1,0 +1,318 @@
+package e2ee
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// UploadRequest is the body of POST /keys/upload.
+type UploadRequest struct {
+	DeviceKeys   json.RawMessage            `json:"device_keys"`
+	OneTimeKeys  map[string]json.RawMessage `json:"one_time_keys"`
+	FallbackKeys map[string]json.RawMessage `json:"fallback_keys"`
+}
+
+// deviceKeyFields are the fields of a device_keys object we check.
+type deviceKeyFields struct {
+	UserID     string            `json:"user_id"`
+	DeviceID   string            `json:"device_id"`
+	Algorithms []string          `json:"algorithms"`
+	Keys       map[string]string `json:"keys"`
+}
+
+// keyUpload is one one-time or fallback key, split into algorithm and ID.
+type keyUpload struct {
+	algorithm, keyID, json string
+}
+
+func parseKeyMap(m map[string]json.RawMessage, what string) ([]keyUpload, error) {
+	out := make([]keyUpload, 0, len(m))
+	for name, v := range m {
+		alg, id, ok := strings.Cut(name, ":")
+		if !ok || alg == "" || id == "" {
+			return nil, mxhttp.BadJSON("%s: key name %q must be <algorithm>:<key_id>", what, name)
+		}
+		c, err := gomatrixserverlib.CanonicalJSON(v)
+		if err != nil || len(c) == 0 || (c[0] != '{' && c[0] != '"') {
+			return nil, mxhttp.BadJSON("%s: key %q must be a string or a JSON object", what, name)
+		}
+		out = append(out, keyUpload{alg, id, string(c)})
+	}
+	// Keys of one upload are equivalent in claim order (keys/claim); sorting
+	// them by name makes that order deterministic.
+	slices.SortFunc(out, func(a, b keyUpload) int { return strings.Compare(a.algorithm+":"+a.keyID, b.algorithm+":"+b.keyID) })
+	return out, nil
+}
+
+// UploadKeys stores a device's identity keys, one-time keys and fallback
+// key (client-server API, POST /keys/upload) and returns its one-time key
+// counts. Device keys must name the uploading user and device and be signed
+// by the device's own ed25519 key.
+func (e *E2EE) UploadKeys(ctx context.Context, userID, deviceID string, req UploadRequest) (map[string]int, error) {
+	var dk *signedObject
+	if len(req.DeviceKeys) > 0 && string(req.DeviceKeys) != "null" {
+		var err error
+		if dk, err = e.checkDeviceKeys(userID, deviceID, req.DeviceKeys); err != nil {
+			return nil, err
+		}
+	}
+	otks, err := parseKeyMap(req.OneTimeKeys, "one_time_keys")
+	if err != nil {
+		return nil, err
+	}
+	fallbacks, err := parseKeyMap(req.FallbackKeys, "fallback_keys")
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, f := range fallbacks {
+		if seen[f.algorithm] {
+			return nil, mxhttp.InvalidParam("fallback_keys may hold at most one key per algorithm (%s)", f.algorithm)
+		}
+		seen[f.algorithm] = true
+	}
+	changed := false
+	err = e.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		if dk != nil {
+			if changed, err = e.storeDeviceKeys(ctx, tx, userID, deviceID, dk); err != nil {
+				return err
+			}
+		}
+		for _, k := range otks {
+			old, err := storage.GetOneTimeKey(ctx, tx, userID, deviceID, k.algorithm, k.keyID)
+			if err == nil {
+				if old != k.json {
+					return mxhttp.InvalidParam("One-time key %s:%s already exists with different content", k.algorithm, k.keyID)
+				}
+				continue // the same key again: a retried upload
+			}
+			if !errors.Is(err, storage.ErrNotFound) {
+				return err
+			}
+			if err := storage.InsertOneTimeKey(ctx, tx, userID, deviceID, k.algorithm, k.keyID, k.json); err != nil {
+				return err
+			}
+		}
+		for _, f := range fallbacks {
+			if err := storage.UpsertFallbackKey(ctx, tx, userID, deviceID, f.algorithm, f.keyID, f.json); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		e.NotifyDeviceListChange(ctx, userID)
+	}
+	counts, err := storage.OneTimeKeyCounts(ctx, e.db.Read(), userID, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := counts["signed_curve25519"]; !ok {
+		counts["signed_curve25519"] = 0 // clients look for it even when zero
+	}
+	return counts, nil
+}
+
+// checkDeviceKeys validates an uploaded device_keys object.
+func (e *E2EE) checkDeviceKeys(userID, deviceID string, raw json.RawMessage) (*signedObject, error) {
+	o, err := parseSigned(raw, "device_keys")
+	if err != nil {
+		return nil, err
+	}
+	var f deviceKeyFields
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return nil, mxhttp.BadJSON("device_keys has the wrong shape: %v", err)
+	}
+	if f.UserID == "" || f.DeviceID == "" || f.Algorithms == nil || f.Keys == nil || o.signatures == nil {
+		return nil, mxhttp.BadJSON("device_keys needs user_id, device_id, algorithms, keys and signatures")
+	}
+	if f.UserID != userID {
+		return nil, mxhttp.BadJSON("Provided user_id in device_keys does not match the authenticated user")
+	}
+	if f.DeviceID != deviceID {
+		return nil, mxhttp.BadJSON("Provided device_id in device_keys does not match the authenticated device")
+	}
+	keyID := "ed25519:" + deviceID
+	pub, ok := f.Keys[keyID]
+	if !ok {
+		return nil, mxhttp.BadJSON("device_keys must hold the device's ed25519 key %s", keyID)
+	}
+	if err := o.verify(userID, keyID, pub); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// storeDeviceKeys saves verified device keys with the device's own
+// signature; it reports whether they changed. New keys invalidate every
+// signature of the old ones.
+func (e *E2EE) storeDeviceKeys(ctx context.Context, tx *sql.Tx, userID, deviceID string, dk *signedObject) (bool, error) {
+	old, err := storage.GetDeviceKeys(ctx, tx, userID, deviceID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return false, err
+	}
+	if err == nil && dk.sameContent(old) {
+		return false, nil
+	}
+	if err == nil {
+		e.log.Info("device identity keys replaced", "user_id", userID, "device_id", deviceID)
+	}
+	if err := storage.UpsertDeviceKeys(ctx, tx, userID, deviceID, string(dk.canonical)); err != nil {
+		return false, err
+	}
+	if err := storage.DeleteSignaturesOf(ctx, tx, userID, deviceID); err != nil {
+		return false, err
+	}
+	keyID := "ed25519:" + deviceID
+	if err := storage.UpsertKeySignature(ctx, tx, storage.KeySignature{
+		TargetUserID: userID, TargetKeyID: deviceID, SignerUserID: userID, SignerKeyID: keyID,
+		Signature: dk.signatures[userID][keyID],
+	}); err != nil {
+		return false, err
+	}
+	return true, e.RecordDeviceListChange(ctx, tx, userID)
+}
+
+// QueryResponse is the body of a POST /keys/query answer.
+type QueryResponse struct {
+	DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
+	MasterKeys      map[string]json.RawMessage            `json:"master_keys"`
+	SelfSigningKeys map[string]json.RawMessage            `json:"self_signing_keys"`
+	UserSigningKeys map[string]json.RawMessage            `json:"user_signing_keys"`
+	Failures        map[string]any                        `json:"failures"`
+}
+
+// QueryKeys answers POST /keys/query for requester: device keys and
+// cross-signing keys of local users, with the signatures requester may see.
+// The user-signing key is returned only for requester themself. Remote
+// users are reported under failures until federation queries exist.
+func (e *E2EE) QueryKeys(ctx context.Context, requester string, query map[string][]string) (QueryResponse, error) {
+	resp := QueryResponse{
+		DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
+		SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{},
+		Failures: map[string]any{},
+	}
+	q := e.db.Read()
+	for userID, deviceIDs := range query {
+		if !e.isLocal(userID) {
+			if _, server, ok := strings.Cut(userID, ":"); ok && strings.HasPrefix(userID, "@") {
+				resp.Failures[server] = map[string]any{"status": 503, "message": "federation key queries are not supported yet"}
+			}
+			continue
+		}
+		sigs, err := storage.VisibleSignatures(ctx, q, userID, requester)
+		if err != nil {
+			return resp, err
+		}
+		sigsOf := func(keyID string) map[string]map[string]string {
+			out := map[string]map[string]string{}
+			for _, s := range sigs {
+				if s.TargetKeyID == keyID {
+					if out[s.SignerUserID] == nil {
+						out[s.SignerUserID] = map[string]string{}
+					}
+					out[s.SignerUserID][s.SignerKeyID] = s.Signature
+				}
+			}
+			return out
+		}
+		devs, err := storage.DeviceKeysOfUser(ctx, q, userID, deviceIDs)
+		if err != nil {
+			return resp, err
+		}
+		resp.DeviceKeys[userID] = map[string]json.RawMessage{}
+		for _, d := range devs {
+			unsigned := map[string]any{}
+			if d.DisplayName != "" {
+				unsigned["device_display_name"] = d.DisplayName
+			}
+			resp.DeviceKeys[userID][d.DeviceID] = withSignatures(d.KeyJSON, sigsOf(d.DeviceID), unsigned)
+		}
+		cs, err := storage.CrossSigningKeys(ctx, q, userID)
+		if err != nil {
+			return resp, err
+		}
+		if k, ok := cs[keyTypeMaster]; ok {
+			resp.MasterKeys[userID] = withSignatures(k.KeyJSON, sigsOf(k.KeyID), nil)
+		}
+		if k, ok := cs[keyTypeSelfSigning]; ok {
+			resp.SelfSigningKeys[userID] = withSignatures(k.KeyJSON, sigsOf(k.KeyID), nil)
+		}
+		if k, ok := cs[keyTypeUserSigning]; ok && userID == requester {
+			resp.UserSigningKeys[userID] = withSignatures(k.KeyJSON, sigsOf(k.KeyID), nil)
+		}
+	}
+	return resp, nil
+}
+
+// ClaimResponse is the body of a POST /keys/claim answer.
+type ClaimResponse struct {
+	OneTimeKeys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
+	Failures    map[string]any                                   `json:"failures"`
+}
+
+// ClaimKeys hands out one key per requested device and algorithm: the
+// oldest one-time key, deleted as it is handed out, or when none is left
+// the fallback key, marked used. Unknown users and devices, and devices
+// with no key, are left out of the answer.
+func (e *E2EE) ClaimKeys(ctx context.Context, claims map[string]map[string]string) (ClaimResponse, error) {
+	resp := ClaimResponse{OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}, Failures: map[string]any{}}
+	err := e.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		for userID, devices := range claims {
+			if !e.isLocal(userID) {
+				if _, server, ok := strings.Cut(userID, ":"); ok && strings.HasPrefix(userID, "@") {
+					resp.Failures[server] = map[string]any{"status": 503, "message": "federation key claims are not supported yet"}
+				}
+				continue
+			}
+			for deviceID, algorithm := range devices {
+				keyID, js, ok, err := storage.ClaimOneTimeKey(ctx, tx, userID, deviceID, algorithm)
+				if err == nil && !ok {
+					keyID, js, ok, err = storage.ClaimFallbackKey(ctx, tx, userID, deviceID, algorithm)
+				}
+				if err != nil {
+					return err
+				}
+				if !ok {
+					continue
+				}
+				if resp.OneTimeKeys[userID] == nil {
+					resp.OneTimeKeys[userID] = map[string]map[string]json.RawMessage{}
+				}
+				resp.OneTimeKeys[userID][deviceID] = map[string]json.RawMessage{algorithm + ":" + keyID: json.RawMessage(js)}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return ClaimResponse{}, fmt.Errorf("claiming keys: %w", err)
+	}
+	return resp, nil
+}
+
+// KeyChanges answers GET /keys/changes: the users sharing a room with
+// userID (and userID) whose devices changed between two sync tokens.
+func (e *E2EE) KeyChanges(ctx context.Context, userID, from, to string) (changed, left []string, err error) {
+	fromPos, err := e.TokenPosition(from)
+	if err != nil {
+		return nil, nil, mxhttp.InvalidParam("Invalid from token: %v", err)
+	}
+	toPos, err := e.TokenPosition(to)
+	if err != nil {
+		return nil, nil, mxhttp.InvalidParam("Invalid to token: %v", err)
+	}
+	return e.DeviceListChangesSince(ctx, userID, fromPos, toPos)
+}
