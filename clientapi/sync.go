@@ -145,12 +145,12 @@ func (a *API) parseSyncRequest(r *http.Request, c accounts.Caller) (syncRequest,
 }
 
 type syncResponse struct {
-	NextBatch   string            `json:"next_batch"`
-	Rooms       syncRooms         `json:"rooms"`
-	AccountData eventList         `json:"account_data"`
-	Presence    eventList         `json:"presence"`
-	ToDevice    eventList         `json:"to_device"`
-	DeviceLists *syncDeviceLists  `json:"device_lists,omitempty"`
+	NextBatch   string           `json:"next_batch"`
+	Rooms       syncRooms        `json:"rooms"`
+	AccountData eventList        `json:"account_data"`
+	Presence    eventList        `json:"presence"`
+	ToDevice    eventList        `json:"to_device"`
+	DeviceLists *syncDeviceLists `json:"device_lists,omitempty"`
 	OTKCounts   map[string]int   `json:"device_one_time_keys_count"`
 	FallbackKey []string         `json:"device_unused_fallback_key_types"`
 }
