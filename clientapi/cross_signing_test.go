@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/syncstream"
 )
 
 // crossSigning is a user's three cross-signing key pairs.
@@ -142,7 +143,9 @@ func TestKeyChanges(t *testing.T) {
 			t.Fatalf("device-list positions %d -> %d", from, to)
 		}
 		changes := func(u e2eDevice, from, to int64) string {
-			r := u.do(t, "GET", fmt.Sprintf("/_matrix/client/v3/keys/changes?from=%d&to=%d", from, to), nil)
+			// from and to are sync tokens; only their device-list positions count.
+			r := u.do(t, "GET", "/_matrix/client/v3/keys/changes?from="+syncstream.Position{DeviceLists: from}.String()+
+				"&to="+syncstream.Position{DeviceLists: to, Events: 99}.String(), nil)
 			hearthtest.Expect(t, r, http.StatusOK, "")
 			return fmt.Sprint(r.JSON["changed"])
 		}
