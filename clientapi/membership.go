@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/accounts"
@@ -67,7 +68,46 @@ func (a *API) joinRoomByID(w http.ResponseWriter, r *http.Request, c accounts.Ca
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.changeMembership(w, r, pathParam(r, "roomId"), rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: b.Reason})
+	a.join(w, r, c, pathParam(r, "roomId"), nil, b.Reason)
+}
+
+// join joins the caller to a room: through our own copy of the room when a
+// local user is in it, else over federation through the given servers (and
+// the server of the room ID).
+func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, roomID string, servers []spec.ServerName, reason string) {
+	local, err := a.rooms.CanJoinLocally(r.Context(), roomID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if local {
+		a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: reason})
+		return
+	}
+	q := r.URL.Query()
+	for _, v := range append(q["via"], q["server_name"]...) {
+		servers = append(servers, spec.ServerName(v))
+	}
+	if _, domain, err := gomatrixserverlib.SplitID('!', roomID); err == nil {
+		servers = append(servers, domain)
+	}
+	content := map[string]any{}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	if p, err := a.db.GetProfile(r.Context(), c.UserID); err == nil {
+		if p.DisplayName != nil {
+			content["displayname"] = *p.DisplayName
+		}
+		if p.AvatarURL != nil {
+			content["avatar_url"] = *p.AvatarURL
+		}
+	}
+	if _, err := a.rooms.JoinRemote(r.Context(), roomID, c.UserID, servers, content); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 }
 
 // resolveRoom turns a room ID or alias into a room ID.
@@ -98,7 +138,7 @@ func (a *API) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, c acco
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: b.Reason})
+	a.join(w, r, c, roomID, nil, b.Reason)
 }
 
 // POST /knock/{roomIdOrAlias}

@@ -28,10 +28,10 @@ type Remote interface {
 	Event(ctx context.Context, server spec.ServerName, eventID string) (json.RawMessage, error)
 }
 
-// SetFederation plugs in signature verification (the key ring) and the
-// federation client.
-func (r *Rooms) SetFederation(verifier gomatrixserverlib.JSONVerifier, remote Remote) {
-	r.verifier, r.remote = verifier, remote
+// SetFederation plugs in the key ring (signature verification) and the
+// federation clients.
+func (r *Rooms) SetFederation(keyRing *gomatrixserverlib.KeyRing, remote Remote, joins JoinClient) {
+	r.keyRing, r.verifier, r.remote, r.joins = keyRing, keyRing, remote, joins
 }
 
 // Limits on the work one received PDU may cause.

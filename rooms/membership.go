@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -113,4 +114,31 @@ func (r *Rooms) ProfileChanged(ctx context.Context, userID string) error {
 		}
 	}
 	return nil
+}
+
+// CanJoinLocally reports whether a join can go through our own copy of the
+// room: we know the room, and either one of our users is in it (our copy is
+// live) or no other server's user is (nobody else could tell us more).
+func (r *Rooms) CanJoinLocally(ctx context.Context, roomID string) (bool, error) {
+	if _, err := r.Version(ctx, roomID); errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	ms, err := storage.MembersOfRoom(ctx, r.db.Read(), roomID)
+	if err != nil {
+		return false, err
+	}
+	suffix := ":" + string(r.serverName)
+	remoteJoined := false
+	for _, m := range ms {
+		if m.Membership != spec.Join {
+			continue
+		}
+		if strings.HasSuffix(m.UserID, suffix) {
+			return true, nil
+		}
+		remoteJoined = true
+	}
+	return !remoteJoined, nil
 }

@@ -37,8 +37,10 @@ type Rooms struct {
 	pdus      *pduCache
 	versions  versionCache
 
+	keyRing  *gomatrixserverlib.KeyRing
 	verifier gomatrixserverlib.JSONVerifier
 	remote   Remote
+	joins    JoinClient
 
 	obsMu     sync.RWMutex
 	observers []Observer

@@ -1,0 +1,188 @@
+package rooms
+
+import (
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// JoinClient performs make_join and send_join against a remote server; the
+// federation package implements it over its signing client.
+type JoinClient = gomatrixserverlib.FederatedJoinClient
+
+// supportedVersionsOnly refuses make_join answers for room versions Hearth
+// does not support, before anything is signed or sent.
+type supportedVersionsOnly struct{ JoinClient }
+
+func (c supportedVersionsOnly) MakeJoin(ctx context.Context, origin, s spec.ServerName, roomID, userID string) (gomatrixserverlib.MakeJoinResponse, error) {
+	res, err := c.JoinClient.MakeJoin(ctx, origin, s, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	if v := res.GetRoomVersion(); v != "" && !IsSupported(string(v)) {
+		return nil, fmt.Errorf("room %s has version %q, which this server does not support", roomID, v)
+	}
+	return res, nil
+}
+
+// JoinRemote joins a local user to a room on other servers, trying each
+// server in turn (server-server API, Joining Rooms). PerformJoin takes the
+// event template from make_join but sets type, room, sender, state key and
+// membership itself, so a hostile template cannot make us sign something
+// else. The returned state is verified (signatures, auth chain, the join
+// allowed by it) before it is stored.
+func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers []spec.ServerName, content map[string]any) (*Event, error) {
+	if r.keyRing == nil || r.joins == nil {
+		return nil, mxhttp.NotFound("Room %s is not known to this server and federation is not available", roomID)
+	}
+	rid, err := spec.NewRoomID(roomID)
+	if err != nil {
+		return nil, mxhttp.InvalidParam("Invalid room ID %q", roomID)
+	}
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for _, server := range servers {
+		if server == r.serverName {
+			continue
+		}
+		input := gomatrixserverlib.PerformJoinInput{
+			UserID: uid, RoomID: rid, ServerName: server, Content: content,
+			PrivateKey: r.key.Private, KeyID: r.key.ID, KeyRing: r.keyRing,
+			EventProvider: r.remoteEventProvider(ctx, server),
+			UserIDQuerier: userIDForSender,
+			GetOrCreateSenderID: func(context.Context, spec.UserID, spec.RoomID, string) (spec.SenderID, ed25519.PrivateKey, error) {
+				return "", nil, errors.New("pseudo-ID rooms are not supported")
+			},
+			StoreSenderIDFromPublicID: func(context.Context, spec.SenderID, string, spec.RoomID) error { return nil },
+		}
+		resp, ferr := gomatrixserverlib.PerformJoin(ctx, supportedVersionsOnly{r.joins}, input)
+		if ferr != nil {
+			lastErr = ferr
+			r.log.Info("remote join failed", "room", roomID, "via", server, "err", ferr.Err)
+			continue
+		}
+		return r.storeJoin(ctx, resp)
+	}
+	if lastErr == nil {
+		return nil, mxhttp.NotFound("No server to join %s through", roomID)
+	}
+	return nil, mxhttp.Forbidden("Could not join %s: %v", roomID, lastErr)
+}
+
+// remoteEventProvider fetches auth events missing from a send_join answer.
+func (r *Rooms) remoteEventProvider(ctx context.Context, server spec.ServerName) gomatrixserverlib.EventProvider {
+	return func(ver gomatrixserverlib.RoomVersion, ids []string) ([]gomatrixserverlib.PDU, error) {
+		verImpl, err := gomatrixserverlib.GetRoomVersion(ver)
+		if err != nil {
+			return nil, err
+		}
+		var out []gomatrixserverlib.PDU
+		for _, id := range ids {
+			raw, err := r.remote.Event(ctx, server, id)
+			if err != nil {
+				return nil, err
+			}
+			p, err := r.parseRemote(ctx, verImpl, raw)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, p)
+		}
+		return out, nil
+	}
+}
+
+// storeJoin stores the verified state and auth chain of a send_join answer
+// as outliers, then the join itself as the room's first timeline event on
+// this server, with that state before it.
+func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJoinResponse) (*Event, error) {
+	join := resp.JoinEvent
+	join.EventID()
+	roomID := join.RoomID().String()
+	ver := gomatrixserverlib.MustGetRoomVersion(join.Version())
+	ordered := gomatrixserverlib.LineariseStateResponse(join.Version(), resp.StateSnapshot)
+	stateEvs := resp.StateSnapshot.GetStateEvents().UntrustedEvents(join.Version())
+	unlock := r.locks.lock(roomID)
+	defer unlock()
+	var out []*Event
+	var snaps []*snapshot
+	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		room, err := r.db.LockRoom(ctx, tx, roomID)
+		if errors.Is(err, storage.ErrNotFound) {
+			room = storage.Room{RoomID: roomID, Version: string(ver.Version()), Extremities: []string{}}
+			if err := storage.InsertRoom(ctx, tx, room); err != nil {
+				return err
+			}
+		} else if err != nil {
+			return err
+		}
+		for _, p := range ordered {
+			if _, err := storage.GetEvent(ctx, tx, p.EventID()); err == nil {
+				continue
+			}
+			row := remoteRow(p)
+			row.Outlier = true
+			if _, err := storage.InsertEvent(ctx, tx, row); err != nil {
+				return err
+			}
+		}
+		state := State{}
+		for _, p := range stateEvs {
+			if p.StateKey() != nil {
+				state[storage.StateKey{Type: p.Type(), StateKey: *p.StateKey()}] = p.EventID()
+			}
+		}
+		cur, err := r.snapshotState(ctx, tx, room.CurrentSnapshot)
+		if err != nil {
+			return err
+		}
+		before, err := r.newSnapshot(ctx, tx, roomID, &snapshot{}, state)
+		if err != nil {
+			return err
+		}
+		k := storage.StateKey{Type: spec.MRoomMember, StateKey: *join.StateKey()}
+		after, err := r.newSnapshot(ctx, tx, roomID, before, State{k: join.EventID()})
+		if err != nil {
+			return err
+		}
+		snaps = append(snaps, before, after)
+		row := remoteRow(join)
+		row.SnapshotBefore, row.SnapshotAfter = before.id, after.id
+		ev := &Event{Event: row, PDU: join}
+		if old, ok := state[k]; ok {
+			if err := r.fillPrevState(ctx, tx, ev, old, nil); err != nil {
+				return err
+			}
+		}
+		if err := storage.DeleteOutlier(ctx, tx, join.EventID()); err != nil {
+			return err
+		}
+		if err := r.db.LockEventStream(ctx, tx); err != nil {
+			return err
+		}
+		if ev.StreamPos, err = storage.InsertEvent(ctx, tx, ev.Event); err != nil {
+			return err
+		}
+		if err := r.updateCurrentState(ctx, tx, roomID, cur.state, after.state); err != nil {
+			return err
+		}
+		out = append(out, ev)
+		return storage.UpdateRoomHead(ctx, tx, roomID, []string{join.EventID()}, max(room.MaxDepth, join.Depth()), after.id)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storing the joined room: %w", err)
+	}
+	r.committed(out, snaps)
+	return out[0], nil
+}
