@@ -294,10 +294,19 @@ func (a *API) members(w http.ResponseWriter, r *http.Request, c accounts.Caller)
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"chunk": chunk})
 }
 
-// GET /rooms/{roomId}/joined_members
+// GET /rooms/{roomId}/joined_members: for members of the room (Synapse
+// and Complement agree that a user who left gets 403).
 func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 	roomID := pathParam(r, "roomId")
-	st, err := a.visibleState(r, roomID, c.UserID)
+	if err := a.requireJoined(r, roomID, c.UserID); err != nil {
+		var me *mxhttp.Error
+		if errors.As(err, &me) && me.ErrCode == "M_NOT_FOUND" {
+			err = mxhttp.Forbidden("You are not in room %s", roomID)
+		}
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	st, err := a.rooms.CurrentState(r.Context(), roomID)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return

@@ -13,6 +13,7 @@ import (
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
+	"github.com/hearth-matrix/hearth/syncstream"
 )
 
 // Timeline pagination (client-server API, Getting events for a room:
@@ -100,6 +101,16 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, c accounts.Caller
 	resp := map[string]any{"start": from.String(), "chunk": formatted}
 	if next != nil {
 		resp["end"] = next.String()
+	} else if len(chunk) > 0 {
+		// At the end of the timeline, but clients (and Synapse) expect an
+		// end token whenever events were returned; paging on from it gives
+		// an empty chunk without one.
+		last := chunk[len(chunk)-1]
+		if backwards {
+			resp["end"] = rooms.Before(last).String()
+		} else {
+			resp["end"] = rooms.After(last).String()
+		}
 	}
 	if filter.LazyLoadMembers {
 		members, err := a.lazyMembers(r, chunk, viewer)
@@ -174,31 +185,30 @@ func tokenLess(a, b rooms.TopoToken) bool {
 	return a.Depth < b.Depth || a.Depth == b.Depth && a.Pos < b.Pos
 }
 
-// parsePaginationToken accepts our topological tokens; sync's prev_batch
-// tokens are topological too.
+// parsePaginationToken accepts our topological tokens (sync's prev_batch
+// is one) and sync's next_batch tokens, which name a point in the event
+// stream: the boundary after the room's last event at or before it.
 func (a *API) parsePaginationToken(r *http.Request, roomID, s string) (rooms.TopoToken, error) {
-	t, err := rooms.ParseTopoToken(s)
-	if err != nil {
-		return t, mxhttp.InvalidParam("Invalid pagination token %q", s)
+	if t, err := rooms.ParseTopoToken(s); err == nil {
+		return t, nil
 	}
-	return t, nil
+	pos, err := syncstream.ParseToken(s)
+	if err != nil {
+		return rooms.TopoToken{}, mxhttp.InvalidParam("Invalid pagination token %q", s)
+	}
+	return a.rooms.TokenAtStream(r.Context(), roomID, pos.Events)
 }
 
-// requireCanSee fails with 404 for unknown rooms and 403 for rooms whose
-// history the user can never see (never joined, not world_readable).
+// requireCanSee fails with 403 for rooms whose history the user can never
+// see (never joined, not world_readable) and for unknown rooms alike, so
+// the answer does not tell whether a room exists.
 func (a *API) requireCanSee(r *http.Request, roomID, userID string) error {
 	_, err := a.visibleState(r, roomID, userID)
-	if err != nil {
-		var me *mxhttp.Error
-		if errors.As(err, &me) {
-			return err
-		}
-		if _, verr := a.rooms.Version(r.Context(), roomID); errors.Is(verr, storage.ErrNotFound) {
-			return mxhttp.NotFound("Unknown room %s", roomID)
-		}
-		return err
+	var me *mxhttp.Error
+	if errors.As(err, &me) && me.ErrCode == "M_NOT_FOUND" {
+		return mxhttp.Forbidden("You are not in room %s", roomID)
 	}
-	return nil
+	return err
 }
 
 // lazyMembers returns the membership events of the senders of evs, as of

@@ -202,11 +202,12 @@ func (a *API) visibleState(r *http.Request, roomID, userID string) (rooms.State,
 		}
 	}
 	if m == spec.Leave || m == spec.Ban {
+		// The state as the user left it, their leave included.
 		ev, err := a.rooms.Event(r.Context(), memberEventID)
 		if err != nil {
 			return nil, err
 		}
-		return a.rooms.StateAt(r.Context(), ev.SnapshotBefore)
+		return a.rooms.StateAt(r.Context(), ev.SnapshotAfter)
 	}
 	return nil, mxhttp.Forbidden("You are not in room %s", roomID)
 }

@@ -164,3 +164,49 @@ func TestSyncBadInput(t *testing.T) {
 	hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v3/sync?filter=%7Bnot", nil), http.StatusBadRequest, "M_NOT_JSON")
 	hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v3/sync?timeout=abc", nil), http.StatusBadRequest, "M_INVALID_PARAM")
 }
+
+// A room the user left appears in rooms.leave with the leave event, in an
+// incremental sync and, with include_leave, in an initial one.
+func TestSyncLeaveSection(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		tok := bob.sync(t, "", "").JSON["next_batch"].(string)
+		hearthtest.Expect(t, bob.member(t, roomID, "leave", nil), http.StatusOK, "")
+		hasLeave := func(r hearthtest.Response) bool {
+			left, _ := r.JSON["rooms"].(map[string]any)["leave"].(map[string]any)[roomID].(map[string]any)
+			if left == nil {
+				return false
+			}
+			for _, e := range left["timeline"].(map[string]any)["events"].([]any) {
+				ev := e.(map[string]any)
+				if ev["type"] == "m.room.member" && ev["state_key"] == bob.id && ev["content"].(map[string]any)["membership"] == "leave" {
+					return true
+				}
+			}
+			return false
+		}
+		if r := bob.sync(t, tok, "timeout=5000"); !hasLeave(r) {
+			t.Fatalf("incremental sync lacks the leave: %s", r.Body)
+		}
+		if r := bob.sync(t, "", `filter={"room":{"include_leave":true}}`); !hasLeave(r) {
+			t.Fatalf("include_leave initial sync lacks the leave: %s", r.Body)
+		}
+		if r := bob.sync(t, "", ""); hasLeave(r) {
+			t.Fatalf("initial sync without include_leave lists the left room")
+		}
+		// /members of the left room shows bob as having left.
+		r := bob.do(t, "GET", "/_matrix/client/v3/rooms/"+roomID+"/members", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		for _, e := range r.JSON["chunk"].([]any) {
+			ev := e.(map[string]any)
+			if ev["state_key"] == bob.id && ev["content"].(map[string]any)["membership"] != "leave" {
+				t.Fatalf("bob's membership in /members after leaving: %v", ev["content"])
+			}
+		}
+		hearthtest.Expect(t, bob.do(t, "GET", "/_matrix/client/v3/rooms/"+roomID+"/joined_members", nil), http.StatusForbidden, "M_FORBIDDEN")
+		hearthtest.Expect(t, bob.do(t, "GET", "/_matrix/client/v3/rooms/!nope:hearth.test/messages", nil), http.StatusForbidden, "M_FORBIDDEN")
+	})
+}

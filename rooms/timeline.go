@@ -70,3 +70,13 @@ func (r *Rooms) SnapshotAtStream(ctx context.Context, roomID string, pos int64) 
 	}
 	return r.StateAt(ctx, id)
 }
+
+// TokenAtStream converts a stream position into a pagination boundary: just
+// after the room's last timeline event at or before pos.
+func (r *Rooms) TokenAtStream(ctx context.Context, roomID string, pos int64) (TopoToken, error) {
+	rows, err := storage.RoomEventsStream(ctx, r.db.Read(), roomID, 0, pos, 1)
+	if err != nil || len(rows) == 0 {
+		return TopoToken{}, err
+	}
+	return TopoToken{Depth: rows[0].Depth, Pos: rows[0].StreamPos + 1}, nil
+}

@@ -44,6 +44,8 @@ func (r *Rooms) Visible(ctx context.Context, userID string, evs []*Event) ([]*Ev
 		}
 		allowed := false
 		switch {
+		case ev.Type == spec.MRoomMember && ev.StateKey != nil && *ev.StateKey == userID:
+			allowed = true // users always see their own membership changes
 		case v.visibility == gomatrixserverlib.HistoryVisibilityWorldReadable:
 			allowed = true
 		case v.membership == spec.Join:
