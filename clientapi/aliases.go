@@ -11,6 +11,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -123,7 +124,55 @@ func (a *API) deleteAlias(w http.ResponseWriter, r *http.Request, c accounts.Cal
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	a.dropFromCanonicalAlias(r, roomID, alias, c.UserID)
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+}
+
+// dropFromCanonicalAlias removes a deleted alias from the room's
+// m.room.canonical_alias, as the spec asks servers to; if the user may not
+// send that state, the event stays as it is.
+func (a *API) dropFromCanonicalAlias(r *http.Request, roomID, alias, userID string) {
+	st, err := a.rooms.CurrentState(r.Context(), roomID)
+	if err != nil {
+		return
+	}
+	id, ok := st[storage.StateKey{Type: spec.MRoomCanonicalAlias}]
+	if !ok {
+		return
+	}
+	ev, err := a.rooms.Event(r.Context(), id)
+	if err != nil {
+		return
+	}
+	var content map[string]any
+	if json.Unmarshal(ev.PDU.Content(), &content) != nil {
+		return
+	}
+	changed := false
+	if content["alias"] == alias {
+		delete(content, "alias")
+		changed = true
+	}
+	if alts, ok := content["alt_aliases"].([]any); ok {
+		kept := []any{}
+		for _, x := range alts {
+			if x != alias {
+				kept = append(kept, x)
+			}
+		}
+		if len(kept) != len(alts) {
+			content["alt_aliases"] = kept
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	b, _ := json.Marshal(content)
+	empty := ""
+	if _, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: userID, Type: spec.MRoomCanonicalAlias, StateKey: &empty, Content: b}); err != nil {
+		a.log.Info("could not update m.room.canonical_alias after deleting an alias", "room", roomID, "err", err)
+	}
 }
 
 // GET /rooms/{roomId}/aliases: for members, or anyone in world_readable rooms.
@@ -169,7 +218,7 @@ func (a *API) checkCanonicalAlias(r *http.Request, roomID string, content json.R
 	check := func(alias string) error {
 		server, err := parseAlias(alias)
 		if err != nil {
-			return &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_BAD_ALIAS", Message: err.(*mxhttp.Error).Message}
+			return err // malformed: M_INVALID_PARAM; M_BAD_ALIAS is for aliases that do not point here
 		}
 		if server != a.cfg.ServerName {
 			return nil // remote aliases cannot be checked without federation

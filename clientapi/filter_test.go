@@ -55,7 +55,7 @@ func TestFilters(t *testing.T) {
 
 		bad := map[string]string{
 			"limit as string":      `{"room":{"timeline":{"limit":"10"}}}`,
-			"limit zero":           `{"room":{"timeline":{"limit":0}}}`,
+			"limit negative":       `{"room":{"timeline":{"limit":-1}}}`,
 			"fractional limit":     `{"presence":{"limit":1.5}}`,
 			"types not a list":     `{"room":{"state":{"types":"m.room.*"}}}`,
 			"type not a string":    `{"account_data":{"types":[1]}}`,

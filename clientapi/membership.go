@@ -20,6 +20,10 @@ import (
 type membershipBody struct {
 	UserID string `json:"user_id"`
 	Reason string `json:"reason"`
+	// Extra are other fields of a join body, which go into the member
+	// event's content as Synapse does (clients use it for e.g. room-specific
+	// metadata).
+	Extra map[string]json.RawMessage `json:"-"`
 }
 
 // readMembershipBody reads the optional JSON body of a membership request;
@@ -27,10 +31,29 @@ type membershipBody struct {
 func readMembershipBody(r *http.Request, needUser bool) (membershipBody, error) {
 	var b membershipBody
 	if r.ContentLength != 0 {
-		if err := mxhttp.ReadJSON(r, &b); err != nil {
+		var raw map[string]json.RawMessage
+		if err := mxhttp.ReadJSON(r, &raw); err != nil {
 			var me *mxhttp.Error
 			if !(errors.As(err, &me) && me.Message == "Request body is empty; expected a JSON object") {
 				return b, err
+			}
+		}
+		for k, v := range raw {
+			switch k {
+			case "user_id":
+				if json.Unmarshal(v, &b.UserID) != nil {
+					return b, mxhttp.BadJSON("user_id must be a string")
+				}
+			case "reason":
+				if json.Unmarshal(v, &b.Reason) != nil {
+					return b, mxhttp.BadJSON("reason must be a string")
+				}
+			case "membership", "third_party_signed", "displayname", "avatar_url", "join_authorised_via_users_server":
+			default:
+				if b.Extra == nil {
+					b.Extra = map[string]json.RawMessage{}
+				}
+				b.Extra[k] = v
 			}
 		}
 	}
@@ -68,20 +91,21 @@ func (a *API) joinRoomByID(w http.ResponseWriter, r *http.Request, c accounts.Ca
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.join(w, r, c, pathParam(r, "roomId"), nil, b.Reason)
+	a.join(w, r, c, pathParam(r, "roomId"), nil, b)
 }
 
 // join joins the caller to a room: through our own copy of the room when a
 // local user is in it, else over federation through the given servers (and
 // the server of the room ID).
-func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, roomID string, servers []spec.ServerName, reason string) {
+func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, roomID string, servers []spec.ServerName, b membershipBody) {
+	reason := b.Reason
 	local, err := a.rooms.CanJoinLocally(r.Context(), roomID)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
 	if local {
-		a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: reason})
+		a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: reason, Extra: b.Extra})
 		return
 	}
 	q := r.URL.Query()
@@ -92,6 +116,9 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, ro
 		servers = append(servers, domain)
 	}
 	content := map[string]any{}
+	for k, v := range b.Extra {
+		content[k] = v
+	}
 	if reason != "" {
 		content["reason"] = reason
 	}
@@ -138,7 +165,7 @@ func (a *API) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, c acco
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.join(w, r, c, roomID, nil, b.Reason)
+	a.join(w, r, c, roomID, nil, b)
 }
 
 // POST /knock/{roomIdOrAlias}

@@ -143,6 +143,10 @@ func (a *API) putState(w http.ResponseWriter, r *http.Request, c accounts.Caller
 			return
 		}
 	}
+	if evType == spec.MRoomCreate {
+		mxhttp.WriteError(w, r, mxhttp.BadJSON("A room has exactly one m.room.create event; it cannot be sent again"))
+		return
+	}
 	if evType == spec.MRoomCanonicalAlias {
 		if err := a.checkCanonicalAlias(r, roomID, content); err != nil {
 			mxhttp.WriteError(w, r, err)
@@ -202,6 +206,11 @@ func (a *API) visibleState(r *http.Request, roomID, userID string) (rooms.State,
 		}
 	}
 	if m == spec.Leave || m == spec.Ban {
+		if forgotten, err := storage.IsForgotten(r.Context(), a.db.Read(), userID, roomID); err != nil {
+			return nil, err
+		} else if forgotten {
+			return nil, mxhttp.Forbidden("You forgot room %s", roomID)
+		}
 		// The state as the user left it, their leave included.
 		ev, err := a.rooms.Event(r.Context(), memberEventID)
 		if err != nil {

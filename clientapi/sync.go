@@ -298,6 +298,9 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			if !newMembership {
 				continue
 			}
+			if m.Membership == spec.Invite && a.ignoredUsers(ctx, req.userID)[memberEv.Sender] {
+				continue // invites from ignored users are dropped (Ignoring users)
+			}
 			stripped, err := a.strippedState(ctx, memberEv)
 			if err != nil {
 				return nil, err
@@ -315,7 +318,9 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			if !newMembership || (initial && !roomFilter.IncludeLeave) {
 				continue
 			}
-			if forgotten, err := storage.IsForgotten(ctx, a.db.Read(), req.userID, m.RoomID); err != nil || forgotten {
+			// A forgotten room stays out of initial syncs; an incremental sync
+			// still tells other devices about the leave (as Synapse does).
+			if forgotten, err := storage.IsForgotten(ctx, a.db.Read(), req.userID, m.RoomID); err != nil || (forgotten && initial) {
 				if err != nil {
 					return nil, err
 				}

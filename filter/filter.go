@@ -103,8 +103,8 @@ func (ef *EventFilter) validate(name string) error {
 	if ef == nil {
 		return nil
 	}
-	if ef.Limit != nil && *ef.Limit <= 0 {
-		return fmt.Errorf("%s.limit must be greater than 0", name)
+	if ef.Limit != nil && *ef.Limit < 0 {
+		return fmt.Errorf("%s.limit must not be negative", name)
 	}
 	if err := userIDs(name+".senders", ef.Senders); err != nil {
 		return err

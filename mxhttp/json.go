@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"unicode/utf8"
 )
 
 // WriteJSON writes a JSON response with the given status.
@@ -74,8 +75,8 @@ func DecodeJSON(body []byte, v any) error {
 	if len(body) == 0 {
 		return NotJSON("Request body is empty; expected a JSON object")
 	}
-	if !json.Valid(body) {
-		return NotJSON("Request body is not valid JSON")
+	if !json.Valid(body) || !utf8.Valid(body) {
+		return NotJSON("Request body is not valid JSON (UTF-8)")
 	}
 	if body[0] != '{' {
 		return BadJSON("Request body must be a JSON object")

@@ -52,7 +52,7 @@ func (r *Rooms) SetMembership(ctx context.Context, roomID string, c ChangeMember
 	if err != nil {
 		return nil, err
 	}
-	if c.Sender == c.Target && current == c.Membership && (current == spec.Join || current == spec.Leave) && c.Reason == "" {
+	if c.Sender == c.Target && current == c.Membership && (current == spec.Join || current == spec.Leave) && c.Reason == "" && len(c.Extra) == 0 {
 		return nil, nil
 	}
 	if c.Membership == spec.Leave && c.Sender == c.Target && current == "" {

@@ -109,12 +109,29 @@ func (r *Rooms) Format(ctx context.Context, evs []*Event, viewer Viewer) ([]Clie
 		return nil, err
 	}
 	out := make([]ClientEvent, 0, len(evs))
+	membershipAt := map[int64]string{}
 	for _, ev := range evs {
 		var because *Event
 		if ev.RedactedBy != nil {
 			because = redactions[*ev.RedactedBy]
 		}
-		out = append(out, ev.ClientEvent(viewer, because))
+		ce := ev.ClientEvent(viewer, because)
+		// unsigned.membership: the viewer's membership at the event (spec
+		// v1.11, MSC4115), so clients can tell what they saw as a member.
+		if viewer.UserID != "" {
+			m, ok := membershipAt[ev.SnapshotAfter]
+			if !ok {
+				if v, err := r.visibilityAt(ctx, ev.SnapshotAfter, viewer.UserID); err == nil {
+					m = v.membership
+				}
+				if m == "" {
+					m = spec.Leave
+				}
+				membershipAt[ev.SnapshotAfter] = m
+			}
+			ce.Unsigned["membership"] = m
+		}
+		out = append(out, ce)
 	}
 	return out, nil
 }
