@@ -112,6 +112,13 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, ro
 	for _, v := range append(q["via"], q["server_name"]...) {
 		servers = append(servers, spec.ServerName(v))
 	}
+	if m, evID, err := a.rooms.MembershipOf(r.Context(), roomID, c.UserID); err == nil && m == spec.Invite {
+		if inv, err := a.rooms.Event(r.Context(), evID); err == nil {
+			if _, domain, err := gomatrixserverlib.SplitID('@', inv.Sender); err == nil {
+				servers = append(servers, domain) // the inviter's server is in the room
+			}
+		}
+	}
 	if _, domain, err := gomatrixserverlib.SplitID('!', roomID); err == nil {
 		servers = append(servers, domain)
 	}

@@ -716,6 +716,14 @@ func (a *API) roomSummary(ctx context.Context, roomID, userID string) (*roomSumm
 // strippedState is what an invitee or knocker may see of a room: the
 // spec's recommended state events at the membership event, plus that event.
 func (a *API) strippedState(ctx context.Context, memberEv *rooms.Event) ([]rooms.StrippedEvent, error) {
+	if memberEv.Outlier {
+		// An invite to a room we are not in: what the inviting server sent.
+		remote, err := a.rooms.RemoteInviteState(ctx, memberEv.RoomID, *memberEv.StateKey)
+		if err != nil {
+			return nil, err
+		}
+		return append(remote, rooms.Stripped(memberEv.PDU)), nil
+	}
 	st, err := a.rooms.StateAt(ctx, memberEv.SnapshotAfter)
 	if err != nil {
 		return nil, err

@@ -15,20 +15,10 @@ import (
 // MembershipOf returns a user's current membership of a room ("" if none)
 // and the membership event's ID.
 func (r *Rooms) MembershipOf(ctx context.Context, roomID, userID string) (membership, eventID string, err error) {
-	st, err := r.CurrentState(ctx, roomID)
-	if err != nil {
-		return "", "", err
+	if _, err := r.roomVersion(ctx, r.db.Read(), roomID); err != nil {
+		return "", "", err // storage.ErrNotFound for unknown rooms
 	}
-	id, ok := st[storage.StateKey{Type: spec.MRoomMember, StateKey: userID}]
-	if !ok {
-		return "", "", nil
-	}
-	ev, err := r.Event(ctx, id)
-	if err != nil {
-		return "", "", err
-	}
-	m, _ := ev.PDU.Membership()
-	return m, id, nil
+	return storage.CurrentMembership(ctx, r.db.Read(), roomID, userID)
 }
 
 // ChangeMembership is one membership change requested by a local user.
@@ -57,6 +47,9 @@ func (r *Rooms) SetMembership(ctx context.Context, roomID string, c ChangeMember
 	}
 	if c.Membership == spec.Leave && c.Sender == c.Target && current == "" {
 		return nil, mxhttp.Forbidden("You are not a member of %s", roomID)
+	}
+	if c.Membership == spec.Invite && !r.isLocal(c.Target) {
+		return r.inviteRemote(ctx, roomID, c)
 	}
 	content, err := r.memberContent(ctx, c.Target, c.Membership)
 	if err != nil {
@@ -124,6 +117,13 @@ func (r *Rooms) CanJoinLocally(ctx context.Context, roomID string) (bool, error)
 		return false, nil
 	} else if err != nil {
 		return false, err
+	}
+	st, err := r.CurrentState(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	if _, ok := st[storage.StateKey{Type: spec.MRoomCreate}]; !ok {
+		return false, nil // a stub for an invite to a room we are not in
 	}
 	ms, err := storage.MembersOfRoom(ctx, r.db.Read(), roomID)
 	if err != nil {

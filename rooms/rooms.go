@@ -41,6 +41,7 @@ type Rooms struct {
 	verifier gomatrixserverlib.JSONVerifier
 	remote   Remote
 	joins    JoinClient
+	invites  InviteClient
 
 	obsMu     sync.RWMutex
 	observers []Observer

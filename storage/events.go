@@ -465,3 +465,34 @@ func DeleteOutlier(ctx context.Context, tx *sql.Tx, eventID string) error {
 	_, err := tx.ExecContext(ctx, `DELETE FROM events WHERE event_id = $1 AND outlier`, eventID)
 	return err
 }
+
+// PutRemoteInvite records the stripped state of an invite to a room we are
+// not in.
+func PutRemoteInvite(ctx context.Context, tx *sql.Tx, roomID, userID, eventID string, stripped []byte) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO remote_invites (room_id, user_id, event_id, stripped_state) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (room_id, user_id) DO UPDATE SET event_id = excluded.event_id, stripped_state = excluded.stripped_state`,
+		roomID, userID, eventID, string(stripped))
+	return err
+}
+
+// RemoteInviteState returns the stored stripped state of an invite.
+func RemoteInviteState(ctx context.Context, q Reader, roomID, userID string) ([]byte, error) {
+	var s string
+	err := q.QueryRowContext(ctx, `SELECT stripped_state FROM remote_invites WHERE room_id = $1 AND user_id = $2`, roomID, userID).Scan(&s)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return []byte(s), err
+}
+
+// CurrentMembership returns a user's membership of a room from the
+// materialised current state ("" if none).
+func CurrentMembership(ctx context.Context, q Reader, roomID, userID string) (membership, eventID string, err error) {
+	var m sql.NullString
+	err = q.QueryRowContext(ctx, `SELECT membership, event_id FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`,
+		roomID, userID).Scan(&m, &eventID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", "", nil
+	}
+	return m.String, eventID, err
+}
