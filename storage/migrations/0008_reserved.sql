@@ -1,0 +1,3 @@
+-- Placeholder on the fedinfra branch for the migration another branch adds
+-- with this number; dropped at merge.
+SELECT 1;
