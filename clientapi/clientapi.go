@@ -5,6 +5,8 @@
 package clientapi
 
 import (
+	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
@@ -31,6 +33,7 @@ type API struct {
 	typing   *syncstream.Typing
 	presence *syncstream.Presence
 	media    *media.Repository
+	fed      Federation
 	log      *slog.Logger
 	version  string
 	limits   limits
@@ -91,14 +94,28 @@ type Deps struct {
 	Typing   *syncstream.Typing
 	Presence *syncstream.Presence
 	Media    *media.Repository
-	Log      *slog.Logger
-	Version  string
+	// Federation answers questions only other servers can; nil: none.
+	Federation Federation
+	Log        *slog.Logger
+	Version    string
+}
+
+// Federation is what the client API asks of other servers. The federation
+// package implements it; homeserver plugs it in (clientapi never imports
+// federation). Errors are Matrix errors for the client (404 M_NOT_FOUND
+// when the remote server says so).
+type Federation interface {
+	// QueryAlias resolves an alias on its server to a room ID and the
+	// servers in the room.
+	QueryAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
+	// QueryProfile fetches a remote user's profile, or one field ("" for all).
+	QueryProfile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
 }
 
 // New returns the client API over d.
 func New(d Deps) *API {
 	return &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
-		typing: d.Typing, presence: d.Presence, media: d.Media, log: d.Log, version: d.Version,
+		typing: d.Typing, presence: d.Presence, media: d.Media, fed: d.Federation, log: d.Log, version: d.Version,
 		limits: newLimits(d.Config), adminNonces: newNonceStore()}
 }
 
