@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -75,16 +76,35 @@ func (a *API) getAlias(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	roomID, _, err := storage.ResolveAlias(r.Context(), a.db.Read(), alias)
-	if errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Room alias %s not found", alias))
-		return
-	}
+	roomID, servers, err := a.resolveAlias(r.Context(), alias)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": []string{a.cfg.ServerName}})
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": servers})
+}
+
+// resolveAlias looks a local alias up in the store and asks the alias's
+// server about a remote one.
+func (a *API) resolveAlias(ctx context.Context, alias string) (roomID string, servers []string, err error) {
+	server, err := parseAlias(alias)
+	if err != nil {
+		return "", nil, err
+	}
+	if server != a.cfg.ServerName {
+		if a.fed == nil {
+			return "", nil, mxhttp.NotFound("Room alias %s not found", alias)
+		}
+		return a.fed.QueryAlias(ctx, alias)
+	}
+	roomID, _, err = storage.ResolveAlias(ctx, a.db.Read(), alias)
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", nil, mxhttp.NotFound("Room alias %s not found", alias)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	return roomID, []string{a.cfg.ServerName}, nil
 }
 
 // DELETE /directory/room/{roomAlias}: the alias's creator, a server admin,

@@ -5,6 +5,8 @@
 package clientapi
 
 import (
+	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
@@ -33,6 +35,7 @@ type API struct {
 	presence *syncstream.Presence
 	media    *media.Repository
 	e2ee     *e2ee.E2EE
+	fed      Federation
 	log      *slog.Logger
 	version  string
 	limits   limits
@@ -94,14 +97,28 @@ type Deps struct {
 	Presence *syncstream.Presence
 	Media    *media.Repository
 	E2EE     *e2ee.E2EE
-	Log      *slog.Logger
-	Version  string
+	// Federation answers questions only other servers can; nil: none.
+	Federation Federation
+	Log        *slog.Logger
+	Version    string
+}
+
+// Federation is what the client API asks of other servers. The federation
+// package implements it; homeserver plugs it in (clientapi never imports
+// federation). Errors are Matrix errors for the client (404 M_NOT_FOUND
+// when the remote server says so).
+type Federation interface {
+	// QueryAlias resolves an alias on its server to a room ID and the
+	// servers in the room.
+	QueryAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
+	// QueryProfile fetches a remote user's profile, or one field ("" for all).
+	QueryProfile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
 }
 
 // New returns the client API over d.
 func New(d Deps) *API {
 	return &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
-		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, log: d.Log, version: d.Version,
+		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, log: d.Log, version: d.Version,
 		limits: newLimits(d.Config), adminNonces: newNonceStore()}
 }
 

@@ -144,19 +144,18 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, ro
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 }
 
-// resolveRoom turns a room ID or alias into a room ID.
-func (a *API) resolveRoom(r *http.Request, idOrAlias string) (string, error) {
+// resolveRoom turns a room ID or alias into a room ID and the servers to
+// try for a remote join: the alias's answer, or the via (and deprecated
+// server_name) query parameters given with a room ID.
+func (a *API) resolveRoom(r *http.Request, idOrAlias string) (roomID string, via []string, err error) {
 	switch {
 	case strings.HasPrefix(idOrAlias, "!"):
-		return idOrAlias, nil
+		q := r.URL.Query()
+		return idOrAlias, append(q["via"], q["server_name"]...), nil
 	case strings.HasPrefix(idOrAlias, "#"):
-		roomID, _, err := storage.ResolveAlias(r.Context(), a.db.Read(), idOrAlias)
-		if errors.Is(err, storage.ErrNotFound) {
-			return "", mxhttp.NotFound("Room alias %s not found", idOrAlias)
-		}
-		return roomID, err
+		return a.resolveAlias(r.Context(), idOrAlias)
 	default:
-		return "", mxhttp.InvalidParam("%q is neither a room ID nor a room alias", idOrAlias)
+		return "", nil, mxhttp.InvalidParam("%q is neither a room ID nor a room alias", idOrAlias)
 	}
 }
 
@@ -167,7 +166,8 @@ func (a *API) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, c acco
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	roomID, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
+	// The via servers are for the remote join the room core will make.
+	roomID, _, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -182,7 +182,7 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	roomID, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
+	roomID, _, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return

@@ -65,11 +65,13 @@ func (a *API) loadProfile(ctx context.Context, userID string) (map[string]json.R
 	return profileJSON(p), nil
 }
 
-// remoteProfile is the hook for profiles of users on other servers. It
-// will query GET /_matrix/federation/v1/query/profile once federation
-// can make requests; until then remote profiles are not found.
+// remoteProfile asks the user's server (GET
+// /_matrix/federation/v1/query/profile).
 func (a *API) remoteProfile(ctx context.Context, userID string) (map[string]json.RawMessage, error) {
-	return nil, mxhttp.NotFound("Profiles of users on other servers are not available yet")
+	if a.fed == nil {
+		return nil, mxhttp.NotFound("Profiles of users on other servers are not available")
+	}
+	return a.fed.QueryProfile(ctx, userID, "")
 }
 
 // profileChanged sends an updated m.room.member event to every room the

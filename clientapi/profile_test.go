@@ -72,10 +72,11 @@ func TestProfileDisplayNameAndAvatar(t *testing.T) {
 			t.Fatalf("cleared display name still shown: %s", r.Body)
 		}
 
-		// Unknown local users and (for now) remote users are not found.
+		// Unknown local users are not found; a remote user's server that
+		// cannot be reached is 502 (federation_test.go covers reachable ones).
 		hearthtest.Expect(t, hs.Do(t, "GET", profilePath("@nobody:hearth.test"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
 		hearthtest.Expect(t, hs.Do(t, "GET", profilePath("@nobody:hearth.test", "displayname"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
-		hearthtest.Expect(t, hs.Do(t, "GET", profilePath("@someone:elsewhere.example"), "", nil), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, hs.Do(t, "GET", profilePath("@someone:elsewhere.invalid"), "", nil), http.StatusBadGateway, "M_UNKNOWN")
 		hearthtest.Expect(t, hs.Do(t, "GET", profilePath("not-a-user"), "", nil), http.StatusBadRequest, "M_INVALID_PARAM")
 	})
 }

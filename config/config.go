@@ -7,6 +7,8 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +79,16 @@ type Config struct {
 	// FederationCACerts are PEM files of extra CAs trusted for outbound
 	// federation, next to the system roots.
 	FederationCACerts []string `yaml:"federation_ca_certs" env:"HEARTH_FEDERATION_CA_CERTS"`
+	// FederationTLSInsecureSkipVerify turns off certificate checks of other
+	// servers: for tests on one machine only.
+	FederationTLSInsecureSkipVerify bool `yaml:"federation_tls_insecure_skip_verify" env:"HEARTH_FEDERATION_TLS_INSECURE_SKIP_VERIFY"`
+	// FederationAllowCIDRs are internal address ranges outbound federation
+	// may connect to; loopback, private and link-local ranges are refused
+	// unless listed here.
+	FederationAllowCIDRs []string `yaml:"federation_allow_cidrs" env:"HEARTH_FEDERATION_ALLOW_CIDRS"`
+	// TrustedKeyServers are notaries asked for other servers' keys when a
+	// server cannot be reached directly: "server_name key_id base64_key".
+	TrustedKeyServers []string `yaml:"trusted_key_servers" env:"HEARTH_TRUSTED_KEY_SERVERS"`
 
 	Registration             string `yaml:"registration" env:"HEARTH_REGISTRATION"`
 	RegistrationSharedSecret string `yaml:"registration_shared_secret" env:"HEARTH_REGISTRATION_SHARED_SECRET"`
@@ -343,6 +355,16 @@ func (c *Config) Validate() error {
 	default:
 		return bad("legacy_media", "%q is not one of off, before_switch, on", c.LegacyMedia)
 	}
+	for _, cidr := range c.FederationAllowCIDRs {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			return bad("federation_allow_cidrs", "%q is not a CIDR such as 127.0.0.0/8", cidr)
+		}
+	}
+	for _, ks := range c.TrustedKeyServers {
+		if _, err := ParseTrustedKeyServer(ks); err != nil {
+			return bad("trusted_key_servers", "%v", err)
+		}
+	}
 	for _, cidr := range c.URLPreviewAllowCIDRs {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
 			return bad("url_preview_allow_cidrs", "%q is not a CIDR such as 127.0.0.0/8", cidr)
@@ -359,6 +381,33 @@ func (c *Config) Validate() error {
 		return bad("log_format", "%q is not one of text, json", c.LogFormat)
 	}
 	return nil
+}
+
+// TrustedKeyServer is a notary for server keys with one of its verify keys.
+type TrustedKeyServer struct {
+	ServerName string
+	KeyID      string
+	PublicKey  ed25519.PublicKey
+}
+
+// ParseTrustedKeyServer reads "server_name key_id base64_key", e.g.
+// "matrix.org ed25519:auto Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw".
+func ParseTrustedKeyServer(s string) (TrustedKeyServer, error) {
+	f := strings.Fields(s)
+	if len(f) != 3 {
+		return TrustedKeyServer{}, fmt.Errorf("%q is not \"server_name key_id base64_key\"", s)
+	}
+	if err := ValidServerName(f[0]); err != nil {
+		return TrustedKeyServer{}, err
+	}
+	if !strings.HasPrefix(f[1], "ed25519:") {
+		return TrustedKeyServer{}, fmt.Errorf("key id %q is not ed25519:...", f[1])
+	}
+	key, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(f[2], "="))
+	if err != nil || len(key) != ed25519.PublicKeySize {
+		return TrustedKeyServer{}, fmt.Errorf("%q is not an unpadded base64 ed25519 public key", f[2])
+	}
+	return TrustedKeyServer{ServerName: f[0], KeyID: f[1], PublicKey: key}, nil
 }
 
 // ParseLifetime reads a duration given as a Go duration ("1h", "90m") or a

@@ -46,6 +46,17 @@ func EnvName(key string) string {
 	return ""
 }
 
+// IsBool reports whether an option is a boolean (a flag that needs no value).
+func IsBool(key string) bool {
+	var c Config
+	for _, f := range fields(&c) {
+		if f.key == key {
+			return f.v.Kind() == reflect.Bool
+		}
+	}
+	return false
+}
+
 func (f field) set(s string) error {
 	switch f.v.Kind() {
 	case reflect.String:

@@ -1,31 +1,145 @@
 // Package federation serves the Matrix Server-Server API (/_matrix/federation/*)
-// and the key API (/_matrix/key/*) on the TLS federation listener.
+// and the key API (/_matrix/key/*) on the TLS federation listener, and makes
+// this server's outbound federation requests: the signing client, server
+// discovery, the key ring and the per-destination send queue.
+//
+// Inbound requests pass authenticate (X-Matrix) before any handler; the
+// handler reads the authenticated origin with Origin(ctx).
 package federation
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"path/filepath"
+	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/netguard"
+	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/serverkey"
+	"github.com/hearth-matrix/hearth/storage"
+	"github.com/hearth-matrix/hearth/syncstream"
+	"github.com/hearth-matrix/hearth/tlscert"
 )
+
+// requestTimeout bounds every outbound federation request, so library
+// code that uses context.Background() (PerformJoin) cannot hang.
+const requestTimeout = 60 * time.Second
+
+// Deps are what the federation side is built on.
+type Deps struct {
+	Config   config.Config
+	DB       *storage.DB
+	Rooms    *rooms.Rooms
+	Key      serverkey.Key
+	Notifier *syncstream.Notifier
+	Typing   *syncstream.Typing
+	Presence *syncstream.Presence
+	Log      *slog.Logger
+	Version  string
+}
 
 // API is the federation side of one homeserver.
 type API struct {
-	serverName string
+	serverName spec.ServerName
 	key        serverkey.Key
+	oldKeys    map[gomatrixserverlib.KeyID]gomatrixserverlib.OldVerifyKey
+	db         *storage.DB
+	rooms      *rooms.Rooms
+	notifier   *syncstream.Notifier
+	typing     *syncstream.Typing
+	presence   *syncstream.Presence
 	log        *slog.Logger
 	version    string
+
+	client    fclient.FederationClient
+	keyClient recordingKeyClient
+	keyRing   *gomatrixserverlib.KeyRing
+	queue     *Queue
+	txnLocks  keyedMutex
+	edus      map[string]EDUHandler
 }
 
-// New returns the federation API signing with key.
-func New(serverName string, key serverkey.Key, log *slog.Logger, version string) *API {
-	return &API{serverName: serverName, key: key, log: log, version: version}
+// New builds the federation side: the outbound client (one per process),
+// the key ring and the send queue, whose senders resume what the previous
+// run left queued. Close stops them.
+func New(ctx context.Context, d Deps) (*API, error) {
+	a := &API{serverName: spec.ServerName(d.Config.ServerName), key: d.Key, db: d.DB, rooms: d.Rooms,
+		notifier: d.Notifier, typing: d.Typing, presence: d.Presence, log: d.Log, version: d.Version}
+	var err error
+	if a.oldKeys, err = loadOldKeys(filepath.Join(d.Config.DataDir, OldKeysFile)); err != nil {
+		return nil, err
+	}
+	guard, err := netguard.New(d.Config.FederationAllowCIDRs)
+	if err != nil {
+		return nil, fmt.Errorf("federation_allow_cidrs: %w", err)
+	}
+	roots, err := tlscert.CertPool(d.Config.FederationCACerts)
+	if err != nil {
+		return nil, fmt.Errorf("federation_ca_certs: %w", err)
+	}
+	if d.Config.FederationTLSInsecureSkipVerify {
+		d.Log.Warn("federation_tls_insecure_skip_verify is ON: certificates of other servers are NOT checked, " +
+			"anyone on the network path can impersonate any server. Use this for local tests only.")
+	}
+	a.client = fclient.NewFederationClient(
+		[]*fclient.SigningIdentity{{ServerName: a.serverName, KeyID: d.Key.ID, PrivateKey: d.Key.Private}},
+		fclient.WithTransport(newTransport(guard, roots, d.Config.FederationTLSInsecureSkipVerify)),
+		fclient.WithTimeout(requestTimeout),
+		fclient.WithUserAgent("Hearth/"+d.Version),
+	)
+	var trusted []config.TrustedKeyServer
+	for _, s := range d.Config.TrustedKeyServers {
+		ts, err := config.ParseTrustedKeyServer(s)
+		if err != nil {
+			return nil, fmt.Errorf("trusted_key_servers: %w", err)
+		}
+		trusted = append(trusted, ts)
+	}
+	a.keyClient = recordingKeyClient{FederationClient: a.client, db: d.DB}
+	a.keyRing = newKeyRing(d.DB, a.serverName, a.ownKeys(), a.keyClient, trusted)
+	a.queue = NewQueue(d.DB, d.Rooms, a.client, a.serverName, d.Log)
+	a.edus = a.eduHandlers()
+	d.Rooms.Observe(a.queue.fanOut)
+	if err := a.queue.Start(ctx); err != nil {
+		a.queue.Close()
+		return nil, err
+	}
+	return a, nil
 }
+
+// Close stops the send queue's senders.
+func (a *API) Close() { a.queue.Close() }
+
+// Client is the process's signing federation client.
+func (a *API) Client() fclient.FederationClient { return a.client }
+
+// KeyRing verifies signatures of other servers.
+func (a *API) KeyRing() *gomatrixserverlib.KeyRing { return a.keyRing }
+
+// Queue is the outbound send queue.
+func (a *API) Queue() *Queue { return a.queue }
 
 // Routes registers every federation endpoint on r.
 func (a *API) Routes(r chi.Router) {
 	r.Get("/_matrix/key/v2/server", a.serverKeys)
 	r.Get("/_matrix/key/v2/server/{keyID}", a.serverKeys) // deprecated form, still requested by older servers
+	r.Get("/_matrix/key/v2/query/{serverName}", a.queryKeysGet)
+	r.Post("/_matrix/key/v2/query", a.queryKeysPost)
 	r.Get("/_matrix/federation/v1/version", a.serverVersion)
+	// Every other federation endpoint is authenticated; unknown paths stay
+	// 404 M_UNRECOGNIZED.
+	r.Group(func(r chi.Router) {
+		r.Use(a.authenticate)
+		f := "/_matrix/federation"
+		r.Put(f+"/v1/send/{txnId}", a.send)
+		r.Get(f+"/v1/query/directory", a.queryDirectory)
+		r.Get(f+"/v1/query/profile", a.queryProfile)
+	})
 }

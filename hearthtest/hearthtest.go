@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hearth-matrix/hearth/accounts"
@@ -87,12 +88,22 @@ type Server struct {
 	*homeserver.Server
 	URL           string
 	FederationURL string
-	Client        *http.Client
+	// Client talks to the federation listener (it trusts its certificate).
+	Client *http.Client
+
+	client, fed *swappable
 }
 
-// NewServer starts a server on backend b; modify may adjust its config.
-func NewServer(t testing.TB, b Backend, modify func(*config.Config)) *Server {
-	t.Helper()
+// swappable lets Restart put a new homeserver behind the same listeners.
+type swappable struct{ h atomic.Pointer[http.Handler] }
+
+func (s *swappable) set(h http.Handler) { s.h.Store(&h) }
+func (s *swappable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*s.h.Load()).ServeHTTP(w, r)
+}
+
+// TestConfig is the configuration NewServer starts from.
+func TestConfig(t testing.TB, b Backend) config.Config {
 	cfg := config.Default()
 	cfg.ServerName = "hearth.test"
 	cfg.DataDir = t.TempDir()
@@ -101,9 +112,32 @@ func NewServer(t testing.TB, b Backend, modify func(*config.Config)) *Server {
 	cfg.RateLimits = "off"
 	cfg.BcryptCost = 4
 	cfg.LogLevel = "warn"
+	return cfg
+}
+
+// NewServer starts a server on backend b; modify may adjust its config.
+func NewServer(t testing.TB, b Backend, modify func(*config.Config)) *Server {
+	t.Helper()
+	cfg := TestConfig(t, b)
 	if modify != nil {
 		modify(&cfg)
 	}
+	s := &Server{client: &swappable{}, fed: &swappable{}}
+	s.start(t, cfg)
+	client := httptest.NewServer(s.client)
+	fed := httptest.NewTLSServer(s.fed)
+	s.URL, s.FederationURL, s.Client = client.URL, fed.URL, fed.Client()
+	t.Cleanup(func() {
+		client.Close()
+		fed.Close()
+		s.Server.Close()
+	})
+	return s
+}
+
+// start validates cfg and puts a new homeserver behind s's handlers.
+func (s *Server) start(t testing.TB, cfg config.Config) {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
@@ -113,14 +147,21 @@ func NewServer(t testing.TB, b Backend, modify func(*config.Config)) *Server {
 	if err != nil {
 		t.Fatalf("starting homeserver: %v", err)
 	}
-	client := httptest.NewServer(hs.ClientHandler())
-	fed := httptest.NewTLSServer(hs.FederationHandler())
-	t.Cleanup(func() {
-		client.Close()
-		fed.Close()
-		hs.Close()
-	})
-	return &Server{Server: hs, URL: client.URL, FederationURL: fed.URL, Client: fed.Client()}
+	s.Server = hs
+	s.client.set(hs.ClientHandler())
+	s.fed.set(hs.FederationHandler())
+}
+
+// Restart stops the homeserver (its federation senders too) and starts a
+// new one on the same store, data directory and listeners, as a process
+// restart would.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	cfg := s.Config
+	if err := s.Server.Close(); err != nil {
+		t.Fatalf("closing homeserver: %v", err)
+	}
+	s.start(t, cfg)
 }
 
 // testWriter sends server logs to the test log, shown only on failure.

@@ -45,7 +45,10 @@ type Server struct {
 	Presence *syncstream.Presence
 	Media    *media.Repository
 	E2EE     *e2ee.E2EE
-	Log      *slog.Logger
+	// Federation is the server-server side: inbound handlers, the signing
+	// client, the key ring and the send queue.
+	Federation *federation.API
+	Log        *slog.Logger
 
 	client     http.Handler
 	federation http.Handler
@@ -112,14 +115,19 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Typing, s.Presence = newEphemeral(db, s.Notifier)
 	s.E2EE = e2ee.New(db, cfg.ServerName, log)
 	wireE2EE(db, s.Accounts, s.E2EE, s.Notifier)
+	if s.Federation, err = federation.New(ctx, federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Key: key,
+		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, Log: log, Version: version}); err != nil {
+		db.Close()
+		return nil, err
+	}
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
-		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Log: log, Version: version}).Routes(c)
+		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	s.client = c
 
 	f := s.router(observe, "federation")
-	federation.New(cfg.ServerName, key, log, version).Routes(f)
+	s.Federation.Routes(f)
 	f.Get("/health", s.health)
 	s.federation = f
 	return s, nil
@@ -185,8 +193,11 @@ func (s *Server) ClientHandler() http.Handler { return s.client }
 // FederationHandler serves the federation and key APIs (the TLS listener).
 func (s *Server) FederationHandler() http.Handler { return s.federation }
 
-// Close releases the store.
-func (s *Server) Close() error { return s.DB.Close() }
+// Close stops the federation senders and releases the store.
+func (s *Server) Close() error {
+	s.Federation.Close()
+	return s.DB.Close()
+}
 
 // Run serves the client API on cfg.Listen and, unless disabled, the
 // federation API with TLS on cfg.FederationListen, until ctx is cancelled;

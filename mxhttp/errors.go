@@ -76,6 +76,9 @@ var (
 	ProfileTooLarge    = newErr(http.StatusBadRequest, "M_PROFILE_TOO_LARGE")
 	KeyTooLarge        = newErr(http.StatusBadRequest, "M_KEY_TOO_LARGE")
 	Internal           = newErr(http.StatusInternalServerError, "M_UNKNOWN")
+	// Unauthorized is the federation API's answer to a missing or bad
+	// X-Matrix signature.
+	Unauthorized = newErr(http.StatusUnauthorized, "M_UNAUTHORIZED")
 )
 
 // WithStatus returns a copy of e with another HTTP status, for the few

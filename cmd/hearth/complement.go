@@ -46,6 +46,9 @@ func complementServe(ctx context.Context, args []string, stderr io.Writer) error
 	cfg.URLPreviewAllowCIDRs = []string{"0.0.0.0/0", "::/0"}
 	caCert, caKey := filepath.Join(*caDir, "ca.crt"), filepath.Join(*caDir, "ca.key")
 	cfg.FederationCACerts = []string{caCert}
+	// Complement's homeservers and its own test servers live on a
+	// private docker network.
+	cfg.FederationAllowCIDRs = []string{"0.0.0.0/0", "::/0"}
 	cfg.TLSCertPath = filepath.Join(*dataDir, "complement-tls.crt")
 	cfg.TLSKeyPath = filepath.Join(*dataDir, "complement-tls.key")
 	if err := cfg.ApplyEnv(os.LookupEnv); err != nil {

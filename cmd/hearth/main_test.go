@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"net"
 	"net/http"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/hearthtest"
 	"github.com/hearth-matrix/hearth/serverkey"
 )
@@ -204,4 +206,20 @@ func TestRegistrationTokenCommand(t *testing.T) {
 			t.Fatal("unknown subcommand accepted")
 		}
 	})
+}
+
+func TestBooleanFlagsNeedNoValue(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	_, apply := configFlags(fs)
+	if err := fs.Parse([]string{"--federation-tls-insecure-skip-verify", "--guest-access=false", "--server-name", "localhost:18448"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.GuestAccess = true
+	if err := apply(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.FederationTLSInsecureSkipVerify || cfg.GuestAccess || cfg.ServerName != "localhost:18448" {
+		t.Fatalf("flags applied: insecure=%v guest=%v name=%q", cfg.FederationTLSInsecureSkipVerify, cfg.GuestAccess, cfg.ServerName)
+	}
 }

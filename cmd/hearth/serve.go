@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/hearth-matrix/hearth/config"
@@ -27,7 +28,16 @@ func configFlags(fs *flag.FlagSet) (configPath *string, apply func(*config.Confi
 	configPath = fs.String("config", "", "config file (env HEARTH_CONFIG; default <data-dir>/hearth.yaml, created on first start)")
 	vals := map[string]*string{}
 	for _, key := range config.Keys() {
-		vals[key] = fs.String(strings.ReplaceAll(key, "_", "-"), "", "config option "+key+" (env "+config.EnvName(key)+")")
+		name, usage := strings.ReplaceAll(key, "_", "-"), "config option "+key+" (env "+config.EnvName(key)+")"
+		if config.IsBool(key) {
+			// A boolean option is on with the bare flag (--guest-access) or
+			// set with --guest-access=false, like the flag package's bools.
+			v := new(boolFlag)
+			fs.Var(v, name, usage)
+			vals[key] = &v.s
+			continue
+		}
+		vals[key] = fs.String(name, "", usage)
 	}
 	apply = func(c *config.Config) error {
 		var err error
@@ -46,6 +56,19 @@ func configFlags(fs *flag.FlagSet) (configPath *string, apply func(*config.Confi
 	}
 	return configPath, apply
 }
+
+// boolFlag is a flag.Value for boolean options, kept as the string config.Set parses.
+type boolFlag struct{ s string }
+
+func (b *boolFlag) String() string { return b.s }
+func (b *boolFlag) Set(v string) error {
+	if _, err := strconv.ParseBool(v); err != nil {
+		return fmt.Errorf("%q is not true or false", v)
+	}
+	b.s = v
+	return nil
+}
+func (b *boolFlag) IsBoolFlag() bool { return true }
 
 // loadConfig finds, loads or (on first start) writes the config, then
 // applies the environment and flags, validates it and resolves paths.
