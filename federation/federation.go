@@ -107,6 +107,8 @@ func New(ctx context.Context, d Deps) (*API, error) {
 	a.queue = NewQueue(d.DB, d.Rooms, a.client, a.serverName, d.Log)
 	a.edus = a.eduHandlers()
 	d.Rooms.Observe(a.queue.fanOut)
+	d.Rooms.SetFederation(a.keyRing, roomClient{a}, roomClient{a})
+	d.Rooms.SetInviteClient(roomClient{a})
 	if err := a.queue.Start(ctx); err != nil {
 		a.queue.Close()
 		return nil, err
@@ -141,5 +143,6 @@ func (a *API) Routes(r chi.Router) {
 		r.Put(f+"/v1/send/{txnId}", a.send)
 		r.Get(f+"/v1/query/directory", a.queryDirectory)
 		r.Get(f+"/v1/query/profile", a.queryProfile)
+		a.roomRoutes(r)
 	})
 }

@@ -66,7 +66,15 @@ func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID s
 		return fmt.Errorf("event is for room %s, not %s", pdu.RoomID().String(), roomID)
 	}
 	budget := maxFetchedEvents
-	return r.ingest(ctx, origin, ver, pdu, &budget, true)
+	if err := r.ingest(ctx, origin, ver, pdu, &budget, true); err != nil {
+		return err
+	}
+	// Rejected events are stored (the DAG needs them) but reported as
+	// failed, so the sender learns of it.
+	if ev, err := r.Event(ctx, pdu.EventID()); err == nil && ev.Rejected {
+		return errors.New("rejected: the event is not allowed by the auth rules")
+	}
+	return nil
 }
 
 // parseRemote parses and signature-checks a remote event.

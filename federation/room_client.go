@@ -1,0 +1,88 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/rooms"
+)
+
+// roomClient is what the room core asks of other servers (rooms.Remote,
+// rooms.JoinClient, rooms.InviteClient), over the signing client.
+type roomClient struct{ a *API }
+
+var (
+	_ rooms.Remote       = roomClient{}
+	_ rooms.JoinClient   = roomClient{}
+	_ rooms.InviteClient = roomClient{}
+)
+
+func (c roomClient) MissingEvents(ctx context.Context, server spec.ServerName, roomID string, earliest, latest []string, limit int, minDepth int64) ([]json.RawMessage, error) {
+	ver, err := c.a.rooms.Version(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.a.client.LookupMissingEvents(ctx, c.a.serverName, server, roomID, fclient.MissingEvents{
+		Limit: limit, MinDepth: int(minDepth), EarliestEvents: earliest, LatestEvents: latest,
+	}, ver.Version())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, 0, len(res.Events))
+	for _, e := range res.Events {
+		out = append(out, json.RawMessage(e))
+	}
+	return out, nil
+}
+
+func (c roomClient) StateIDsAt(ctx context.Context, server spec.ServerName, roomID, eventID string) ([]string, []string, error) {
+	res, err := c.a.client.LookupStateIDs(ctx, c.a.serverName, server, roomID, eventID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return res.StateEventIDs, res.AuthEventIDs, nil
+}
+
+func (c roomClient) Event(ctx context.Context, server spec.ServerName, eventID string) (json.RawMessage, error) {
+	txn, err := c.a.client.GetEvent(ctx, c.a.serverName, server, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if len(txn.PDUs) != 1 {
+		return nil, errors.New("the server answered /event without exactly one PDU")
+	}
+	return json.RawMessage(txn.PDUs[0]), nil
+}
+
+func (c roomClient) MakeJoin(ctx context.Context, origin, s spec.ServerName, roomID, userID string) (gomatrixserverlib.MakeJoinResponse, error) {
+	res, err := c.a.client.MakeJoin(ctx, origin, s, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c roomClient) SendJoin(ctx context.Context, origin, s spec.ServerName, event gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
+	res, err := c.a.client.SendJoin(ctx, origin, s, event)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func (c roomClient) InviteV2(ctx context.Context, destination spec.ServerName, event gomatrixserverlib.PDU, stripped []gomatrixserverlib.InviteStrippedState) (json.RawMessage, error) {
+	req, err := fclient.NewInviteV2Request(event, stripped)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.a.client.SendInviteV2(ctx, c.a.serverName, destination, req)
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(res.Event), nil
+}

@@ -1,0 +1,91 @@
+package federation_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hearth-matrix/hearth/hearthtest"
+)
+
+// fedUser is a user on one of several in-process servers.
+type fedUser struct {
+	hs    *hearthtest.Server
+	id    string
+	token string
+}
+
+func newFedUser(t *testing.T, hs *hearthtest.Server, name string) fedUser {
+	id, tok := hs.RegisterUser(t, name)
+	return fedUser{hs, id, tok}
+}
+
+func (u fedUser) do(t *testing.T, method, path string, body any) hearthtest.Response {
+	t.Helper()
+	return u.hs.Do(t, method, path, u.token, body)
+}
+
+// waitForMessage syncs until the room's timeline has a message with body.
+func (u fedUser) waitForMessage(t *testing.T, roomID, body string) {
+	t.Helper()
+	since := ""
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		path := "/_matrix/client/v3/sync?timeout=2000"
+		if since != "" {
+			path += "&since=" + url.QueryEscape(since)
+		}
+		r := u.do(t, "GET", path, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		since, _ = r.JSON["next_batch"].(string)
+		if strings.Contains(string(r.Body), `"body":"`+body+`"`) && strings.Contains(string(r.Body), roomID) {
+			return
+		}
+	}
+	t.Fatalf("%s never saw %q in %s", u.id, body, roomID)
+}
+
+func (u fedUser) send(t *testing.T, roomID, body string) {
+	t.Helper()
+	r := u.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/"+fmt.Sprint(time.Now().UnixNano()),
+		map[string]any{"msgtype": "m.text", "body": body})
+	hearthtest.Expect(t, r, http.StatusOK, "")
+}
+
+// A user on A joins a room on B; messages flow both ways.
+func TestJoinRemoteRoomAndTalk(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		r := bob.do(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "over there"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID := r.JSON["room_id"].(string)
+		bob.send(t, roomID, "before alice")
+
+		r = alice.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(bob.hs.Config.ServerName), map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		// Alice's server now has the room's state.
+		r = alice.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.name/", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if r.JSON["name"] != "over there" {
+			t.Fatalf("room name on A: %s", r.Body)
+		}
+		// B sees alice's join.
+		r = bob.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/joined_members", nil)
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(string(r.Body), alice.id) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			r = bob.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/joined_members", nil)
+		}
+		if !strings.Contains(string(r.Body), alice.id) {
+			t.Fatalf("B does not list alice as joined: %s", r.Body)
+		}
+		bob.send(t, roomID, "hello from B")
+		alice.waitForMessage(t, roomID, "hello from B")
+		alice.send(t, roomID, "hello from A")
+		bob.waitForMessage(t, roomID, "hello from A")
+	})
+}
