@@ -123,9 +123,9 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body struct {
-		Event           json.RawMessage              `json:"event"`
+		Event           json.RawMessage               `json:"event"`
 		RoomVersion     gomatrixserverlib.RoomVersion `json:"room_version"`
-		InviteRoomState json.RawMessage              `json:"invite_room_state"`
+		InviteRoomState json.RawMessage               `json:"invite_room_state"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
 		mxhttp.WriteError(w, r, err)
