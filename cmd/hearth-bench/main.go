@@ -238,7 +238,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		var sendResults []*result
 		for _, t := range targets {
 			b.logf("%s: %s", w, t.label)
+			if t.rss != nil {
+				t.rss.takeWindow()
+			}
 			r := runners[w](ctx, t)
+			if t.rss != nil {
+				r.add("server RSS peak", t.rss.takeWindow(), "MB")
+			}
 			b.logf("%s: %s done in %.1fs, %d errors, %d misses", w, t.label, r.Seconds, r.Errors, r.Misses)
 			rep.Results = append(rep.Results, r)
 			sendResults = append(sendResults, r)

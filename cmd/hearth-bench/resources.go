@@ -43,6 +43,7 @@ type rssSampler struct {
 	mu     sync.Mutex
 	idleKB int64
 	peakKB int64
+	winKB  int64 // peak since the last takeWindow
 	err    error
 	stop   chan struct{}
 	done   chan struct{}
@@ -65,12 +66,24 @@ func startRSS(pid int) *rssSampler {
 				if kb, err := procStatusKB(pid, "VmRSS"); err == nil {
 					s.mu.Lock()
 					s.peakKB = max(s.peakKB, kb)
+					s.winKB = max(s.winKB, kb)
 					s.mu.Unlock()
 				}
 			}
 		}
 	}()
 	return s
+}
+
+// takeWindow returns the peak RSS in MB since the previous call (so each
+// workload can tell what it cost) and starts a new window.
+func (s *rssSampler) takeWindow() float64 {
+	kb, _ := procStatusKB(s.pid, "VmRSS")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	peak := max(s.winKB, kb)
+	s.winKB = kb
+	return float64(peak) / 1024
 }
 
 // finish stops sampling and returns idle and peak RSS in MB.

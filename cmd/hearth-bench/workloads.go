@@ -536,6 +536,7 @@ func (b *bench) runJoins(ctx context.Context, t *target) *result {
 		return setupFailed(r, err)
 	}
 	var joins, syncs, lazies []time.Duration
+	stateEvents := map[string]int{}
 	start := time.Now()
 	for _, s := range joiners {
 		t0 := time.Now()
@@ -549,8 +550,10 @@ func (b *bench) runJoins(ctx context.Context, t *target) *result {
 			resp, err := t.c.sync(ctx, s, "", 0, filter)
 			d := time.Since(t1)
 			if err == nil {
-				if _, ok := resp.Rooms.Join[room]; !ok {
+				if jr, ok := resp.Rooms.Join[room]; !ok {
 					err = fmt.Errorf("first sync after join: room %s missing", room)
+				} else {
+					stateEvents[filter] = len(jr.State.Events) + len(jr.Timeline.Events)
 				}
 			}
 			if err != nil {
@@ -569,5 +572,7 @@ func (b *bench) runJoins(ctx context.Context, t *target) *result {
 	r.add("join", median(joins), "ms")
 	r.add("first sync (full)", median(syncs), "ms")
 	r.add("first sync (lazy)", median(lazies), "ms")
+	r.add("events in first sync (full)", float64(stateEvents[""]), "count")
+	r.add("events in first sync (lazy)", float64(stateEvents[lazyFilter]), "count")
 	return r
 }
