@@ -182,7 +182,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 			defer h.stop()
 			label := "hearth"
 			if len(srcList) > 1 {
-				label = fmt.Sprintf("hearth[%s]", filepath.Base(abs))
+				label = fmt.Sprintf("hearth%d[%s]", i+1, filepath.Base(abs))
 			}
 			targets = append(targets, &target{label: label, c: &client{base: h.url, http: httpClient, sharedSecret: *secret},
 				pid: h.cmd.Process.Pid, dataDir: h.dataDir})
