@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/hearthtest"
 )
 
@@ -85,5 +86,20 @@ func TestRefusesNonLoopback(t *testing.T) {
 	_, err := run(context.Background(), []string{"--url", "http://192.0.2.1:8008", "--smoke"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Fatalf("got %v, want a loopback error", err)
+	}
+}
+
+// TestSharedSecretRegistration: with --shared-secret the users come from the
+// Synapse-style admin API, so a server with registration closed works too.
+func TestSharedSecretRegistration(t *testing.T) {
+	hs := hearthtest.NewServer(t, hearthtest.SQLite, func(c *config.Config) {
+		c.Registration = config.RegistrationClosed
+		c.RegistrationSharedSecret = "bench-secret"
+	})
+	var stdout, stderr bytes.Buffer
+	code, err := run(context.Background(), []string{"--url", hs.URL, "--smoke", "--workloads", "send,multidevice",
+		"--limit=false", "--shared-secret", "bench-secret", "--json", filepath.Join(t.TempDir(), "r.json")}, &stdout, &stderr)
+	if err != nil || code != 0 {
+		t.Fatalf("hearth-bench: code %d, err %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout.String(), stderr.String())
 	}
 }
