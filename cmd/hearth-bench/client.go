@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// client speaks the Matrix client-server API to one homeserver, and only
+// that API, so the benchmark can drive any homeserver.
+type client struct {
+	base         string
+	http         *http.Client
+	sharedSecret string // Synapse-style admin registration when set
+}
+
+// session is one logged-in device.
+type session struct {
+	UserID   string `json:"user_id"`
+	DeviceID string `json:"device_id"`
+	Token    string `json:"access_token"`
+}
+
+// requestTimeout bounds every request, long polls included (they ask the
+// server for at most maxLongPoll).
+const requestTimeout = 60 * time.Second
+
+// httpError is a response with an unexpected status.
+type httpError struct {
+	Method, Path string
+	Status       int
+	Body         string
+}
+
+func (e *httpError) Error() string {
+	return fmt.Sprintf("%s %s: HTTP %d: %s", e.Method, e.Path, e.Status, e.Body)
+}
+
+// do sends one request and decodes a 200 response into out (when not nil).
+// Any other status is an *httpError; the caller counts it.
+func (c *client) do(ctx context.Context, method, path, token string, body, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encoding %s body: %w", path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("building %s %s: %w", method, path, err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, shortPath(path), err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: reading response: %w", method, shortPath(path), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		if len(b) > 300 {
+			b = b[:300]
+		}
+		return &httpError{Method: method, Path: shortPath(path), Status: resp.StatusCode, Body: string(b)}
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%s %s: decoding response: %w", method, shortPath(path), err)
+		}
+	}
+	return nil
+}
+
+// shortPath drops the query string from error messages (it may hold tokens
+// or long filters).
+func shortPath(p string) string {
+	if u, err := url.Parse(p); err == nil {
+		return u.Path
+	}
+	return p
+}
+
+const v3 = "/_matrix/client/v3"
+
+// register creates an account with a device. password may be empty (no
+// password hashing, so setting up thousands of users stays cheap) unless the
+// shared-secret admin API is used, which requires one.
+func (c *client) register(ctx context.Context, localpart, password string) (session, error) {
+	if c.sharedSecret != "" {
+		return c.registerShared(ctx, localpart, password)
+	}
+	body := map[string]any{"username": localpart, "auth": map[string]any{"type": "m.login.dummy"}}
+	if password != "" {
+		body["password"] = password
+	}
+	var s session
+	err := c.do(ctx, "POST", v3+"/register", "", body, &s)
+	var he *httpError
+	if errors.As(err, &he) && he.Status == http.StatusUnauthorized {
+		// The server wants the UIA session first: take it and retry.
+		var uia struct {
+			Session string `json:"session"`
+		}
+		if json.Unmarshal([]byte(he.Body), &uia) != nil || uia.Session == "" {
+			return s, err
+		}
+		body["auth"] = map[string]any{"type": "m.login.dummy", "session": uia.Session}
+		err = c.do(ctx, "POST", v3+"/register", "", body, &s)
+	}
+	if err == nil && s.Token == "" {
+		err = fmt.Errorf("register %s: no access_token in the response", localpart)
+	}
+	return s, err
+}
+
+// registerShared uses Synapse's shared-secret registration
+// (/_synapse/admin/v1/register), which Hearth implements too.
+func (c *client) registerShared(ctx context.Context, localpart, password string) (session, error) {
+	if password == "" {
+		password = "bench-" + localpart
+	}
+	var n struct {
+		Nonce string `json:"nonce"`
+	}
+	if err := c.do(ctx, "GET", "/_synapse/admin/v1/register", "", nil, &n); err != nil {
+		return session{}, err
+	}
+	mac := hmac.New(sha1.New, []byte(c.sharedSecret))
+	mac.Write([]byte(n.Nonce + "\x00" + localpart + "\x00" + password + "\x00notadmin"))
+	body := map[string]any{"nonce": n.Nonce, "username": localpart, "password": password, "admin": false,
+		"mac": hex.EncodeToString(mac.Sum(nil))}
+	var s session
+	err := c.do(ctx, "POST", "/_synapse/admin/v1/register", "", body, &s)
+	if err == nil && s.Token == "" {
+		err = fmt.Errorf("admin register %s: no access_token in the response", localpart)
+	}
+	return s, err
+}
+
+// login opens a new device of an existing account.
+func (c *client) login(ctx context.Context, localpart, password string) (session, error) {
+	body := map[string]any{"type": "m.login.password", "password": password,
+		"identifier": map[string]any{"type": "m.id.user", "user": localpart}}
+	var s session
+	err := c.do(ctx, "POST", v3+"/login", "", body, &s)
+	if err == nil && s.Token == "" {
+		err = fmt.Errorf("login %s: no access_token in the response", localpart)
+	}
+	return s, err
+}
+
+// createRoom creates a public room (anyone may join without an invite).
+func (c *client) createRoom(ctx context.Context, s session, name string) (string, error) {
+	var out struct {
+		RoomID string `json:"room_id"`
+	}
+	err := c.do(ctx, "POST", v3+"/createRoom", s.Token, map[string]any{"preset": "public_chat", "name": name}, &out)
+	if err == nil && out.RoomID == "" {
+		err = errors.New("createRoom: no room_id in the response")
+	}
+	return out.RoomID, err
+}
+
+func (c *client) join(ctx context.Context, s session, roomID string) error {
+	var out struct {
+		RoomID string `json:"room_id"`
+	}
+	err := c.do(ctx, "POST", v3+"/join/"+url.PathEscape(roomID), s.Token, map[string]any{}, &out)
+	if err == nil && out.RoomID != roomID {
+		err = fmt.Errorf("join: room_id %q in the response, want %q", out.RoomID, roomID)
+	}
+	return err
+}
+
+// benchContent is the content of a benchmark message; Seq identifies it to
+// the receivers that measure delivery.
+type benchContent struct {
+	MsgType string `json:"msgtype"`
+	Body    string `json:"body"`
+	Seq     *int   `json:"hearth_bench.seq,omitempty"`
+}
+
+// send sends one m.room.message and returns its event ID.
+func (c *client) send(ctx context.Context, s session, roomID, txnID string, content benchContent) (string, error) {
+	var out struct {
+		EventID string `json:"event_id"`
+	}
+	path := v3 + "/rooms/" + url.PathEscape(roomID) + "/send/m.room.message/" + url.PathEscape(txnID)
+	err := c.do(ctx, "PUT", path, s.Token, content, &out)
+	if err == nil && out.EventID == "" {
+		err = errors.New("send: no event_id in the response")
+	}
+	return out.EventID, err
+}
+
+// syncResponse holds the parts of a /sync response the benchmark checks.
+type syncResponse struct {
+	NextBatch string `json:"next_batch"`
+	Rooms     struct {
+		Join map[string]struct {
+			State struct {
+				Events []json.RawMessage `json:"events"`
+			} `json:"state"`
+			Timeline struct {
+				Events []struct {
+					EventID string       `json:"event_id"`
+					Type    string       `json:"type"`
+					Content benchContent `json:"content"`
+				} `json:"events"`
+			} `json:"timeline"`
+		} `json:"join"`
+	} `json:"rooms"`
+}
+
+// Filters sent inline with /sync. quietFilter keeps long polls to room
+// timelines (no presence), as a chat client's steady state would.
+const (
+	quietFilter = `{"presence":{"not_types":["*"]},"room":{"timeline":{"limit":50},"ephemeral":{"not_types":["*"]}}}`
+	lazyFilter  = `{"room":{"state":{"lazy_load_members":true}}}`
+)
+
+// sync calls /sync; since "" is an initial sync. A long poll waits up to
+// timeout on the server.
+func (c *client) sync(ctx context.Context, s session, since string, timeout time.Duration, filter string) (*syncResponse, error) {
+	q := url.Values{}
+	if since != "" {
+		q.Set("since", since)
+	}
+	q.Set("timeout", strconv.FormatInt(timeout.Milliseconds(), 10))
+	if filter != "" {
+		q.Set("filter", filter)
+	}
+	var out syncResponse
+	if err := c.do(ctx, "GET", v3+"/sync?"+q.Encode(), s.Token, nil, &out); err != nil {
+		return nil, err
+	}
+	if out.NextBatch == "" {
+		return nil, errors.New("sync: no next_batch in the response")
+	}
+	return &out, nil
+}

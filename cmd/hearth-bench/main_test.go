@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/hearthtest"
+)
+
+// TestSmokeAgainstHearth runs every workload with smoke counts against an
+// in-process Hearth on each backend: the benchmark must finish without a
+// single error or missed delivery, report every figure, and compare the
+// send workload with the limit server.
+func TestSmokeAgainstHearth(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		out := filepath.Join(t.TempDir(), "report.json")
+		var stdout, stderr bytes.Buffer
+		code, err := run(context.Background(), []string{"--url", hs.URL, "--smoke", "--hash-cost", "4",
+			"--data-dir", hs.Config.DataDir, "--json", out}, &stdout, &stderr)
+		if err != nil || code != 0 {
+			t.Fatalf("hearth-bench: code %d, err %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout.String(), stderr.String())
+		}
+		raw, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep report
+		if err := json.Unmarshal(raw, &rep); err != nil {
+			t.Fatalf("decoding the JSON report: %v", err)
+		}
+		got := map[string]*result{}
+		for _, r := range rep.Results {
+			if r.Errors != 0 || r.Misses != 0 {
+				t.Errorf("%s @ %s: %d errors, %d misses: %v", r.Workload, r.Target, r.Errors, r.Misses, r.ErrorSamples)
+			}
+			got[r.Workload+"@"+r.Target] = r
+		}
+		target := strings.TrimPrefix(hs.URL, "http://")
+		for _, w := range []string{"send", "fanout", "multidevice", "initialsync", "register+login", "joins", "resources"} {
+			r, ok := got[w+"@"+target]
+			if !ok || len(r.Metrics) == 0 {
+				t.Errorf("no figures for %s", w)
+			}
+		}
+		send := got["send@"+target]
+		if send == nil || send.Metrics[0].Name != "throughput" || send.Metrics[0].Value <= 0 {
+			t.Fatalf("send throughput missing: %+v", send)
+		}
+		if lim := got["send@"+limitTarget]; lim == nil || lim.Metrics[0].Value <= 0 {
+			t.Fatalf("limit throughput missing: %+v", lim)
+		}
+		if !hasMetric(send, "fraction of limit") {
+			t.Errorf("send has no fraction of limit: %+v", send.Metrics)
+		}
+		if !hasMetric(got["resources@"+target], "database on disk") {
+			t.Errorf("resources has no database size")
+		}
+		if !strings.Contains(stdout.String(), "fraction of limit") {
+			t.Errorf("the table lacks the limit comparison:\n%s", stdout.String())
+		}
+	})
+}
+
+func hasMetric(r *result, name string) bool {
+	if r == nil {
+		return false
+	}
+	for _, m := range r.Metrics {
+		if m.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRefusesNonLoopback: the benchmark only drives remote machines when told.
+func TestRefusesNonLoopback(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	_, err := run(context.Background(), []string{"--url", "http://192.0.2.1:8008", "--smoke"}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("got %v, want a loopback error", err)
+	}
+}
+
+// TestSharedSecretRegistration: with --shared-secret the users come from the
+// Synapse-style admin API, so a server with registration closed works too.
+func TestSharedSecretRegistration(t *testing.T) {
+	hs := hearthtest.NewServer(t, hearthtest.SQLite, func(c *config.Config) {
+		c.Registration = config.RegistrationClosed
+		c.RegistrationSharedSecret = "bench-secret"
+	})
+	var stdout, stderr bytes.Buffer
+	code, err := run(context.Background(), []string{"--url", hs.URL, "--smoke", "--workloads", "send,multidevice",
+		"--limit=false", "--shared-secret", "bench-secret", "--json", filepath.Join(t.TempDir(), "r.json")}, &stdout, &stderr)
+	if err != nil || code != 0 {
+		t.Fatalf("hearth-bench: code %d, err %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout.String(), stderr.String())
+	}
+}
