@@ -10,25 +10,23 @@ import (
 	"image"
 	"io"
 	"mime"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/html"
 
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/netguard"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
 // URL previews (GET /_matrix/client/v1/media/preview_url). The server
 // fetches what users point it at, so it must not become a way into the
 // network behind it: every connection, including each redirect hop and
-// whatever a name resolves to at that moment, goes through a dialer whose
-// Control hook refuses internal addresses (loopback, private, link-local,
+// whatever a name resolves to at that moment, goes through netguard: its
+// dialer refuses internal addresses (loopback, private, link-local,
 // CGNAT, multicast, unspecified, reserved) unless url_preview_allow_cidrs
 // lets them through. No proxy from the environment is used.
 
@@ -40,54 +38,20 @@ const (
 	previewRedirs   = 5
 )
 
-// blockedPrefixes are the ranges refused besides what netip classifies as
-// loopback, private, link-local, multicast and unspecified.
-var blockedPrefixes = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),
-	netip.MustParsePrefix("100.64.0.0/10"), // CGNAT
-	netip.MustParsePrefix("192.0.0.0/24"),
-	netip.MustParsePrefix("192.0.2.0/24"),
-	netip.MustParsePrefix("198.18.0.0/15"),
-	netip.MustParsePrefix("198.51.100.0/24"),
-	netip.MustParsePrefix("203.0.113.0/24"),
-	netip.MustParsePrefix("240.0.0.0/4"),  // reserved and broadcast
-	netip.MustParsePrefix("64:ff9b::/96"), // NAT64 may reach IPv4-internal hosts
-	netip.MustParsePrefix("64:ff9b:1::/48"),
-	netip.MustParsePrefix("100::/64"),
-	netip.MustParsePrefix("2001:db8::/32"),
-	netip.MustParsePrefix("2002::/16"), // 6to4 embeds IPv4 addresses
-}
-
-// errBlockedAddress is why a dial was refused.
-var errBlockedAddress = errors.New("address is not public")
-
 type previewer struct {
 	r      *Repository
-	allow  []netip.Prefix
 	client *http.Client
 	limits *tokenBuckets
 }
 
 func newPreviewer(r *Repository, allowCIDRs []string) (*previewer, error) {
 	p := &previewer{r: r, limits: newTokenBuckets(10, 2*time.Second)}
-	for _, c := range allowCIDRs {
-		pfx, err := netip.ParsePrefix(c)
-		if err != nil {
-			return nil, fmt.Errorf("url_preview_allow_cidrs: %w", err)
-		}
-		p.allow = append(p.allow, pfx.Masked())
-	}
-	dialer := &net.Dialer{Timeout: 10 * time.Second, Control: p.checkDial}
-	transport := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           dialer.DialContext,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 10 * time.Second,
-		MaxIdleConns:          10,
-		IdleConnTimeout:       30 * time.Second,
+	guard, err := netguard.New("url_preview_allow_cidrs", allowCIDRs)
+	if err != nil {
+		return nil, err
 	}
 	p.client = &http.Client{
-		Transport: transport,
+		Transport: guard.Transport(10),
 		Timeout:   previewTimeout,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= previewRedirs {
@@ -100,38 +64,6 @@ func newPreviewer(r *Repository, allowCIDRs []string) (*previewer, error) {
 		},
 	}
 	return p, nil
-}
-
-// checkDial runs for every connection attempt with the address actually
-// dialled, after name resolution.
-func (p *previewer) checkDial(network, address string, _ syscall.RawConn) error {
-	ap, err := netip.ParseAddrPort(address)
-	if err != nil {
-		return fmt.Errorf("%w: %s", errBlockedAddress, address)
-	}
-	if !p.permitted(ap.Addr()) {
-		return fmt.Errorf("%w: %s", errBlockedAddress, ap.Addr())
-	}
-	return nil
-}
-
-func (p *previewer) permitted(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	for _, a := range p.allow {
-		if a.Contains(ip) {
-			return true
-		}
-	}
-	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() || !ip.IsValid() {
-		return false
-	}
-	for _, b := range blockedPrefixes {
-		if b.Contains(ip) {
-			return false
-		}
-	}
-	return true
 }
 
 // Preview returns the Open Graph data of a URL for user, from the cache
@@ -188,7 +120,7 @@ func (p *previewer) get(ctx context.Context, target string) (*http.Response, err
 	resp, err := p.client.Do(req)
 	if err != nil {
 		cancel()
-		if errors.Is(err, errBlockedAddress) {
+		if errors.Is(err, netguard.ErrBlocked) {
 			return nil, mxhttp.Forbidden("URL previews of non-public addresses are not allowed")
 		}
 		return nil, &mxhttp.Error{Status: http.StatusBadGateway, ErrCode: "M_UNKNOWN", Message: "Could not fetch the URL"}
