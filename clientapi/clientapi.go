@@ -15,6 +15,7 @@ import (
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/push"
 	"github.com/hearth-matrix/hearth/ratelimit"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
@@ -31,6 +32,7 @@ type API struct {
 	typing   *syncstream.Typing
 	presence *syncstream.Presence
 	media    *media.Repository
+	push     *push.Push
 	log      *slog.Logger
 	version  string
 	limits   limits
@@ -91,6 +93,7 @@ type Deps struct {
 	Typing   *syncstream.Typing
 	Presence *syncstream.Presence
 	Media    *media.Repository
+	Push     *push.Push
 	Log      *slog.Logger
 	Version  string
 }
@@ -98,7 +101,7 @@ type Deps struct {
 // New returns the client API over d.
 func New(d Deps) *API {
 	return &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
-		typing: d.Typing, presence: d.Presence, media: d.Media, log: d.Log, version: d.Version,
+		typing: d.Typing, presence: d.Presence, media: d.Media, push: d.Push, log: d.Log, version: d.Version,
 		limits: newLimits(d.Config), adminNonces: newNonceStore()}
 }
 
@@ -118,6 +121,7 @@ func (a *API) Routes(r chi.Router) {
 	a.deviceRoutes(v3)
 	a.accountRoutes(v3)
 	a.accountDataRoutes(v3)
+	a.pusherRoutes(v3)
 	a.roomRoutes(v3)
 	a.registrationTokenAdminRoutes(r)
 	if a.cfg.RegistrationSharedSecret != "" {

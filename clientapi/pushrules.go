@@ -63,6 +63,7 @@ func (a *API) changePushRules(w http.ResponseWriter, r *http.Request, userID str
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	a.push.RulesChanged(userID)
 	a.accountDataChanged(userID, pos)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }

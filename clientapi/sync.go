@@ -15,6 +15,7 @@ import (
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/filter"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/push"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
 	"github.com/hearth-matrix/hearth/syncstream"
@@ -194,6 +195,15 @@ type joinedRoom struct {
 	Ephemeral   eventList    `json:"ephemeral"`
 	AccountData eventList    `json:"account_data"`
 	Summary     *roomSummary `json:"summary,omitempty"`
+	// Counts of notifications after the user's read receipts (push
+	// module); per thread only when the timeline filter asks.
+	UnreadNotifications       unreadCounts            `json:"unread_notifications"`
+	UnreadThreadNotifications map[string]unreadCounts `json:"unread_thread_notifications,omitempty"`
+}
+
+type unreadCounts struct {
+	NotificationCount int `json:"notification_count"`
+	HighlightCount    int `json:"highlight_count"`
 }
 
 type invitedRoom struct {
@@ -489,7 +499,35 @@ func (a *API) syncJoinedRoom(ctx context.Context, req syncRequest, roomID string
 			return nil, err
 		}
 	}
+	if err := a.syncUnreadCounts(ctx, req.userID, roomID, rf, jr); err != nil {
+		return nil, err
+	}
 	return jr, nil
+}
+
+// syncUnreadCounts fills a joined room's notification counts. The push
+// worker records an event's notifications before the sync notifier learns
+// of the event, so counts are never behind the timeline they come with.
+func (a *API) syncUnreadCounts(ctx context.Context, userID, roomID string, rf *filter.RoomFilter, jr *joinedRoom) error {
+	notif, highlight, perThread, err := a.push.UnreadCounts(ctx, userID, roomID)
+	if err != nil {
+		return err
+	}
+	if rf.Timeline == nil || !rf.Timeline.UnreadThreadNotifications {
+		jr.UnreadNotifications = unreadCounts{NotificationCount: notif, HighlightCount: highlight}
+		return nil
+	}
+	for thread, c := range perThread {
+		if thread == push.MainThread {
+			jr.UnreadNotifications = unreadCounts{NotificationCount: c[0], HighlightCount: c[1]}
+			continue
+		}
+		if jr.UnreadThreadNotifications == nil {
+			jr.UnreadThreadNotifications = map[string]unreadCounts{}
+		}
+		jr.UnreadThreadNotifications[thread] = unreadCounts{NotificationCount: c[0], HighlightCount: c[1]}
+	}
+	return nil
 }
 
 type syncedTimeline struct {

@@ -26,6 +26,7 @@ import (
 	"github.com/hearth-matrix/hearth/federation"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/push"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/serverkey"
 	"github.com/hearth-matrix/hearth/storage"
@@ -43,6 +44,7 @@ type Server struct {
 	Typing   *syncstream.Typing
 	Presence *syncstream.Presence
 	Media    *media.Repository
+	Push     *push.Push
 	Log      *slog.Logger
 
 	client     http.Handler
@@ -103,13 +105,24 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	c := s.router(observe, "client")
 	s.Rooms = rooms.New(db, cfg.ServerName, key, log)
-	if s.Notifier, err = newNotifier(ctx, db, s.Rooms, cfg.ServerName); err != nil {
+	if s.Notifier, err = newNotifier(ctx, db, cfg.ServerName); err != nil {
 		db.Close()
 		return nil, err
 	}
 	s.Typing, s.Presence = newEphemeral(db, s.Notifier)
+	// Push sits between the room core and the sync notifier: it records an
+	// event's notifications before sync can see the event.
+	s.Push, err = push.New(push.Deps{DB: db, Rooms: s.Rooms, Presence: s.Presence, ServerName: cfg.ServerName, Log: log,
+		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second,
+		Committed: feedNotifier(s.Notifier)})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.Rooms.Observe(s.Push.Observe)
+	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
-		Typing: s.Typing, Presence: s.Presence, Media: s.Media, Log: log, Version: version}).Routes(c)
+		Typing: s.Typing, Presence: s.Presence, Media: s.Media, Push: s.Push, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	s.client = c
@@ -181,8 +194,11 @@ func (s *Server) ClientHandler() http.Handler { return s.client }
 // FederationHandler serves the federation and key APIs (the TLS listener).
 func (s *Server) FederationHandler() http.Handler { return s.federation }
 
-// Close releases the store.
-func (s *Server) Close() error { return s.DB.Close() }
+// Close stops background work and releases the store.
+func (s *Server) Close() error {
+	s.Push.Close()
+	return s.DB.Close()
+}
 
 // Run serves the client API on cfg.Listen and, unless disabled, the
 // federation API with TLS on cfg.FederationListen, until ctx is cancelled;

@@ -11,9 +11,10 @@ import (
 	"github.com/hearth-matrix/hearth/syncstream"
 )
 
-// newNotifier starts the sync notifier at the store's current positions and
-// feeds it every committed room event.
-func newNotifier(ctx context.Context, db *storage.DB, rms *rooms.Rooms, serverName string) (*syncstream.Notifier, error) {
+// newNotifier starts the sync notifier at the store's current positions.
+// Committed room events reach it through feedNotifier, which push calls
+// once an event's notifications are recorded.
+func newNotifier(ctx context.Context, db *storage.DB, serverName string) (*syncstream.Notifier, error) {
 	var pos syncstream.Position
 	var err error
 	if pos.Events, err = storage.MaxStreamPos(ctx, db.Read()); err != nil {
@@ -39,7 +40,13 @@ func newNotifier(ctx context.Context, db *storage.DB, rms *rooms.Rooms, serverNa
 		}
 		return local, nil
 	})
-	rms.Observe(func(evs []*rooms.Event) {
+	return n, nil
+}
+
+// feedNotifier returns the function that tells the notifier about
+// committed room events.
+func feedNotifier(n *syncstream.Notifier) func(evs []*rooms.Event) {
+	return func(evs []*rooms.Event) {
 		for _, ev := range evs {
 			target, membership := "", ""
 			if ev.Type == spec.MRoomMember && ev.StateKey != nil && ev.Membership != nil {
@@ -47,8 +54,7 @@ func newNotifier(ctx context.Context, db *storage.DB, rms *rooms.Rooms, serverNa
 			}
 			n.RoomEvent(context.Background(), ev.RoomID, ev.StreamPos, target, membership)
 		}
-	})
-	return n, nil
+	}
 }
 
 // newEphemeral makes the in-memory typing and presence state, each change

@@ -1,0 +1,276 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hearth-matrix/hearth/netguard"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Delivery to push gateways. Each pusher with queued requests has one
+// goroutine that sends them in queue order, one at a time, and deletes
+// each only once the gateway accepted it; a failure (connection error,
+// timeout, 5xx, 429) is retried after an exponential backoff with jitter,
+// capped, so a dead gateway holds up only its own pushers' queues. At most
+// maxInFlight requests run at once across all pushers. Nothing here runs
+// on the /send or /sync path: the worker only queues rows and wakes us.
+
+const (
+	maxInFlight     = 64
+	gatewayTimeout  = 15 * time.Second
+	maxGatewayBody  = 64 << 10
+	queueBatch      = 50
+	defaultMinRetry = time.Second
+	defaultMaxRetry = 10 * time.Minute
+)
+
+type sender struct {
+	ctx    context.Context
+	db     *storage.DB
+	log    *slog.Logger
+	client *http.Client
+	isRead func(ctx context.Context, userID string, qp storage.QueuedPush) bool
+	slots  chan struct{}
+
+	mu       sync.Mutex
+	loops    map[int64]chan struct{} // pusher ID -> wake-up of its running loop
+	minRetry time.Duration
+	maxRetry time.Duration
+	wg       sync.WaitGroup
+}
+
+func newSender(ctx context.Context, db *storage.DB, log *slog.Logger, allowCIDRs []string,
+	isRead func(context.Context, string, storage.QueuedPush) bool) (*sender, error) {
+	guard, err := netguard.New("push_gateway_allow_cidrs", allowCIDRs)
+	if err != nil {
+		return nil, err
+	}
+	return &sender{
+		ctx: ctx, db: db, log: log, isRead: isRead, slots: make(chan struct{}, maxInFlight),
+		loops: map[int64]chan struct{}{}, minRetry: defaultMinRetry, maxRetry: defaultMaxRetry,
+		client: &http.Client{
+			Transport: guard.Transport(maxInFlight),
+			Timeout:   gatewayTimeout,
+			CheckRedirect: func(req *http.Request, via []*http.Request) error {
+				if len(via) >= 3 {
+					return errors.New("too many redirects")
+				}
+				return nil
+			},
+		},
+	}, nil
+}
+
+func (s *sender) setBackoff(minDelay, maxDelay time.Duration) {
+	s.mu.Lock()
+	s.minRetry, s.maxRetry = minDelay, maxDelay
+	s.mu.Unlock()
+}
+
+// resume starts the loops of pushers with queued requests (after a restart).
+func (s *sender) resume(ctx context.Context) error {
+	ids, err := storage.PushersWithQueue(ctx, s.db.Read())
+	if err != nil {
+		return err
+	}
+	s.wake(ids...)
+	return nil
+}
+
+// wait returns once every loop has stopped (after the context ended).
+func (s *sender) wait() { s.wg.Wait() }
+
+// wake makes the pushers' loops look at their queues, starting loops that
+// are not running.
+func (s *sender) wake(ids ...int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if ch, ok := s.loops[id]; ok {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		if s.ctx.Err() != nil {
+			return
+		}
+		ch := make(chan struct{}, 1)
+		s.loops[id] = ch
+		s.wg.Add(1)
+		go s.loop(id, ch)
+	}
+}
+
+// loop sends a pusher's queue until it is empty.
+func (s *sender) loop(id int64, woken chan struct{}) {
+	defer s.wg.Done()
+	failures := 0
+	for {
+		batch, err := storage.NextPushes(s.ctx, s.db.Read(), id, queueBatch)
+		if err == nil && len(batch) == 0 {
+			s.mu.Lock()
+			select {
+			case <-woken:
+				s.mu.Unlock()
+				continue
+			default:
+			}
+			delete(s.loops, id)
+			s.mu.Unlock()
+			return
+		}
+		var pusher storage.Pusher
+		if err == nil {
+			pusher, err = storage.GetPusher(s.ctx, s.db.Read(), id)
+			if errors.Is(err, storage.ErrNotFound) {
+				// Deleted meanwhile: whatever was queued after is moot.
+				err = s.db.WriteTx(s.ctx, func(tx *sql.Tx) error { return storage.DeletePusherByID(s.ctx, tx, id) })
+				if err == nil {
+					continue
+				}
+			}
+		}
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			s.log.Error("reading push queue", "pusher", id, "err", err)
+			failures++
+			if !s.sleep(s.backoff(failures)) {
+				return
+			}
+			continue
+		}
+		for _, qp := range batch {
+			if wait := time.Until(time.UnixMilli(qp.NotBefore)); qp.NotBefore > 0 && wait > 0 {
+				if !s.sleep(wait) {
+					return
+				}
+			}
+			if qp.NotBefore > 0 && qp.StreamPos > 0 && s.isRead(s.ctx, pusher.UserID, qp) {
+				// Held while the user was active elsewhere, and read there.
+				if !s.done(qp.ID, false, pusher) {
+					return
+				}
+				continue
+			}
+			rejected, err := s.post(pusher, qp.Body)
+			for err != nil {
+				failures++
+				delay := s.backoff(failures)
+				s.log.Warn("push gateway failed; will retry", "pusher", id, "app_id", pusher.AppID, "err", err, "retry_in", delay)
+				if !s.sleep(delay) {
+					return
+				}
+				rejected, err = s.post(pusher, qp.Body)
+			}
+			failures = 0
+			if !s.done(qp.ID, rejected, pusher) {
+				return
+			}
+			if rejected {
+				s.log.Info("push gateway rejected the pushkey; pusher removed", "user", pusher.UserID, "app_id", pusher.AppID)
+				break
+			}
+		}
+	}
+}
+
+// done deletes a sent request and, when the gateway rejected the pushkey,
+// the pusher (push module: the homeserver must remove such pushers).
+func (s *sender) done(queueID int64, rejected bool, pusher storage.Pusher) bool {
+	err := s.db.WriteTx(s.ctx, func(tx *sql.Tx) error {
+		if rejected {
+			return storage.DeletePusherByID(s.ctx, tx, pusher.ID)
+		}
+		return storage.DeleteQueuedPush(s.ctx, tx, queueID)
+	})
+	if err != nil && s.ctx.Err() == nil {
+		s.log.Error("updating push queue", "pusher", pusher.ID, "err", err)
+	}
+	return s.ctx.Err() == nil
+}
+
+// backoff is min * 2^(failures-1), capped, with jitter in [d/2, d].
+func (s *sender) backoff(failures int) time.Duration {
+	s.mu.Lock()
+	lo, hi := s.minRetry, s.maxRetry
+	s.mu.Unlock()
+	d := lo
+	for i := 1; i < failures && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (s *sender) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.ctx.Done():
+		return false
+	}
+}
+
+// post sends one notify request; rejected reports that the gateway
+// rejected this pusher's pushkey. A 4xx other than 429 is the gateway
+// refusing this request for good: logged and not retried.
+func (s *sender) post(pusher storage.Pusher, body string) (rejected bool, err error) {
+	var data struct {
+		URL string `json:"url"`
+	}
+	if err := json.Unmarshal([]byte(pusher.Data), &data); err != nil || data.URL == "" {
+		return true, nil // cannot be delivered ever: drop the pusher
+	}
+	select {
+	case s.slots <- struct{}{}:
+	case <-s.ctx.Done():
+		return false, s.ctx.Err()
+	}
+	defer func() { <-s.slots }()
+	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, data.URL, bytes.NewReader([]byte(body)))
+	if err != nil {
+		return true, nil
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxGatewayBody))
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return false, fmt.Errorf("gateway answered %d", resp.StatusCode)
+	case resp.StatusCode >= 400:
+		s.log.Warn("push gateway refused a notification; dropped", "app_id", pusher.AppID, "status", resp.StatusCode)
+		return false, nil
+	case resp.StatusCode >= 300:
+		return false, fmt.Errorf("gateway answered %d", resp.StatusCode)
+	}
+	var answer struct {
+		Rejected []string `json:"rejected"`
+	}
+	if err := json.Unmarshal(raw, &answer); err != nil {
+		s.log.Warn("push gateway answered something that is not JSON", "app_id", pusher.AppID)
+		return false, nil
+	}
+	return slices.Contains(answer.Rejected, pusher.PushKey), nil
+}
