@@ -110,16 +110,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.Typing, s.Presence = newEphemeral(db, s.Notifier)
-	// Push sits between the room core and the sync notifier: it records an
-	// event's notifications before sync can see the event.
 	s.Push, err = push.New(push.Deps{DB: db, Rooms: s.Rooms, Presence: s.Presence, ServerName: cfg.ServerName, Log: log,
-		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second,
-		Committed: feedNotifier(s.Notifier)})
+		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second})
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
+	// Push observes first: a position the sync notifier knows of is then
+	// already queued for evaluation, which push.WaitRecorded relies on.
 	s.Rooms.Observe(s.Push.Observe)
+	s.Rooms.Observe(feedNotifier(s.Notifier))
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, Push: s.Push, Log: log, Version: version}).Routes(c)

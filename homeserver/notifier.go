@@ -11,9 +11,8 @@ import (
 	"github.com/hearth-matrix/hearth/syncstream"
 )
 
-// newNotifier starts the sync notifier at the store's current positions.
-// Committed room events reach it through feedNotifier, which push calls
-// once an event's notifications are recorded.
+// newNotifier starts the sync notifier at the store's current positions;
+// feedNotifier is the observer that tells it about committed room events.
 func newNotifier(ctx context.Context, db *storage.DB, serverName string) (*syncstream.Notifier, error) {
 	var pos syncstream.Position
 	var err error

@@ -4,13 +4,16 @@
 // (Push Gateway API).
 //
 // Evaluation runs in one ordered background worker per server, after the
-// event's transaction committed: /send never waits for it. The sync
-// notifier is told about an event only after the worker recorded the
-// event's notifications, so a sync that shows an event also counts it
-// (the counts are never behind the timeline). The cost of that is the
-// worker's delay on sync wake-ups, measured in BenchmarkNotificationFanout:
-// evaluating the default rules is about 0.3 µs per recipient, and the
-// writes of one batch share a transaction.
+// event's transaction committed: /send never waits for it. Sync must not
+// show an event with counts that miss it, so sync asks WaitRecorded(pos)
+// before reading counts: it returns at once unless an event at or before
+// pos is still queued here, and then waits only for the worker (which
+// records a batch in one transaction; rule evaluation is about 0.3 µs per
+// recipient, see BenchmarkEvaluate and BenchmarkSendWithDeadPushers). This
+// keeps both properties: /send returns at commit and a sync right after it
+// shows the event, and every count a sync gives includes its timeline.
+// Evaluating inside the Observe callback instead would put the
+// notification writes of every recipient on the sender's request.
 //
 // Delivery to gateways is durable (a queue table written in the same
 // transaction as the notifications) and ordered per pusher, with one
@@ -42,26 +45,24 @@ type Deps struct {
 	// Hold is push_hold_seconds: how long to hold a push for a user who is
 	// active on another device.
 	Hold time.Duration
-	// Committed is called with events once their notifications are
-	// recorded, in the order they were committed (the sync notifier).
-	Committed func(evs []*rooms.Event)
 }
 
 // Push is the notification worker and push sender of one server.
 type Push struct {
-	db        *storage.DB
-	rooms     *rooms.Rooms
-	presence  *syncstream.Presence
-	log       *slog.Logger
-	suffix    string
-	hold      time.Duration
-	committed func([]*rooms.Event)
-	rules     *ruleCache
-	sender    *sender
+	db       *storage.DB
+	rooms    *rooms.Rooms
+	presence *syncstream.Presence
+	log      *slog.Logger
+	suffix   string
+	hold     time.Duration
+	rules    *ruleCache
+	sender   *sender
 
-	mu      sync.Mutex
-	pending []job
-	signal  chan struct{}
+	mu       sync.Mutex
+	pending  []job
+	signal   chan struct{}
+	queued   map[int64]int // stream positions observed and not yet recorded
+	recorded chan struct{} // closed and replaced after each batch
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -82,10 +83,8 @@ func New(d Deps) (*Push, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Push{
 		db: d.DB, rooms: d.Rooms, presence: d.Presence, log: d.Log, suffix: ":" + d.ServerName, hold: d.Hold,
-		committed: d.Committed, rules: newRuleCache(d.DB), signal: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-	}
-	if p.committed == nil {
-		p.committed = func([]*rooms.Event) {}
+		rules: newRuleCache(d.DB), signal: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		queued: map[int64]int{}, recorded: make(chan struct{}),
 	}
 	var err error
 	if p.sender, err = newSender(ctx, d.DB, d.Log, d.GatewayAllowCIDRs, p.isRead); err != nil {
@@ -117,8 +116,44 @@ func (p *Push) Close() {
 func (p *Push) SetBackoff(minDelay, maxDelay time.Duration) { p.sender.setBackoff(minDelay, maxDelay) }
 
 // Observe is the rooms.Observer: it queues committed events for
-// evaluation and returns at once.
-func (p *Push) Observe(evs []*rooms.Event) { p.enqueue(job{events: evs}) }
+// evaluation and returns at once. Register it before the sync notifier's
+// observer, so that any position sync knows of is already queued here.
+func (p *Push) Observe(evs []*rooms.Event) {
+	p.mu.Lock()
+	for _, ev := range evs {
+		p.queued[ev.StreamPos]++
+	}
+	p.mu.Unlock()
+	p.enqueue(job{events: evs})
+}
+
+// WaitRecorded returns once no event at or before stream position pos is
+// waiting for evaluation, so counts read afterwards include every event up
+// to pos. It returns at once when nothing is queued (the common case).
+func (p *Push) WaitRecorded(ctx context.Context, pos int64) error {
+	for {
+		p.mu.Lock()
+		blocked := false
+		for q := range p.queued {
+			if q <= pos {
+				blocked = true
+				break
+			}
+		}
+		ch := p.recorded
+		p.mu.Unlock()
+		if !blocked {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.ctx.Done():
+			return p.ctx.Err()
+		}
+	}
+}
 
 // ReadReceipt tells the worker that userID stored a read receipt: once the
 // notifications before it are recorded, the user's pushers get a badge
@@ -185,9 +220,9 @@ func (p *Push) run() {
 	}
 }
 
-// process handles a batch of jobs. Failures are logged: the events are
-// committed and must reach sync regardless, so they are passed on, and
-// the stored progress lets a restart evaluate them again.
+// process handles a batch of jobs. Failures are logged (the stored
+// progress lets a restart evaluate the events again) and never hold up
+// WaitRecorded.
 func (p *Push) process(batch []job) {
 	var evs []*rooms.Event
 	for _, j := range batch {
@@ -197,7 +232,15 @@ func (p *Push) process(batch []job) {
 		if err := p.recordEvents(p.ctx, evs); err != nil {
 			p.log.Error("recording notifications", "err", err, "events", len(evs))
 		}
-		p.committed(evs)
+		p.mu.Lock()
+		for _, ev := range evs {
+			if p.queued[ev.StreamPos]--; p.queued[ev.StreamPos] <= 0 {
+				delete(p.queued, ev.StreamPos)
+			}
+		}
+		close(p.recorded)
+		p.recorded = make(chan struct{})
+		p.mu.Unlock()
 	}
 	for _, j := range batch {
 		if j.receiptUser != "" {
