@@ -1,8 +1,8 @@
 package push
 
 import (
-	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -85,31 +85,45 @@ func (i *eventInfo) load() {
 	})
 }
 
-// pusherFormat reads data.format of a pusher.
-func pusherFormat(p storage.Pusher) string {
+// eventBody builds the notification of one event for one user's pushers;
+// the devices are added per pusher when it is sent (requestBody).
+func eventBody(n notified, unread int64) (string, error) {
+	ev := n.info.ev
+	n.info.load()
+	prio := "low"
+	for _, a := range n.res.Actions {
+		if a.Name == "set_tweak" && a.Tweak == "sound" {
+			prio = "high"
+		}
+	}
+	if n.res.Highlight {
+		prio = "high"
+	}
+	gn := gatewayNotification{EventID: n.n.EventID, RoomID: n.n.RoomID, Prio: prio, Counts: &gatewayCounts{Unread: unread},
+		Type: ev.Type, Sender: ev.Sender, Content: json.RawMessage(ev.PDU.Content()),
+		SenderDisplayName: n.info.senderName, RoomName: n.info.roomName, RoomAlias: n.info.roomAlias,
+		UserIsTarget: ev.StateKey != nil && *ev.StateKey == n.n.UserID}
+	b, err := json.Marshal(gn)
+	return string(b), err
+}
+
+// requestBody is the notify request of a queued push to one pusher: the
+// pusher as the only device, and only event_id, room_id, counts and prio
+// of the event when the pusher's format is event_id_only.
+func requestBody(pusher storage.Pusher, qp storage.QueuedPush) ([]byte, error) {
+	var gn gatewayNotification
+	if err := json.Unmarshal([]byte(qp.Body), &gn); err != nil {
+		return nil, fmt.Errorf("queued push %d: %w", qp.ID, err)
+	}
+	var actions []pushrules.Action
+	_ = json.Unmarshal([]byte(qp.Actions), &actions)
 	var data struct {
 		Format string `json:"format"`
 	}
-	_ = json.Unmarshal([]byte(p.Data), &data)
-	return data.Format
-}
-
-// eventBody builds the notify request for one notification to one pusher.
-func (p *Push) eventBody(_ context.Context, n notified, pusher storage.Pusher, unread int64) (string, error) {
-	dev := device(pusher, n.res.Actions)
-	prio := "low"
-	if _, ok := dev.Tweaks["sound"]; ok || n.res.Highlight {
-		prio = "high"
+	_ = json.Unmarshal([]byte(pusher.Data), &data)
+	if data.Format == "event_id_only" {
+		gn = gatewayNotification{EventID: gn.EventID, RoomID: gn.RoomID, Prio: gn.Prio, Counts: gn.Counts}
 	}
-	gn := gatewayNotification{EventID: n.n.EventID, RoomID: n.n.RoomID, Prio: prio,
-		Counts: &gatewayCounts{Unread: unread}, Devices: []gatewayDevice{dev}}
-	if pusherFormat(pusher) != "event_id_only" {
-		ev := n.info.ev
-		n.info.load()
-		gn.Type, gn.Sender, gn.Content = ev.Type, ev.Sender, json.RawMessage(ev.PDU.Content())
-		gn.SenderDisplayName, gn.RoomName, gn.RoomAlias = n.info.senderName, n.info.roomName, n.info.roomAlias
-		gn.UserIsTarget = ev.StateKey != nil && *ev.StateKey == pusher.UserID
-	}
-	b, err := json.Marshal(map[string]any{"notification": gn})
-	return string(b), err
+	gn.Devices = []gatewayDevice{device(pusher, actions)}
+	return json.Marshal(map[string]any{"notification": gn})
 }

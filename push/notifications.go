@@ -64,6 +64,18 @@ func (p *Push) recordEvents(ctx context.Context, evs []*rooms.Event) error {
 			pushersOf[ps.UserID] = append(pushersOf[ps.UserID], ps)
 		}
 	}
+	// Badge counts are read before the transaction (readers do not hold up
+	// the writer that /send also needs) and the batch's own notifications
+	// added; a receipt racing with this batch is settled by its badge update,
+	// which the worker runs after this batch.
+	totals := map[string]int64{}
+	for user := range pushersOf {
+		total, err := totalUnread(ctx, p.db.Read(), user)
+		if err != nil {
+			return err
+		}
+		totals[user] = total + int64(len(byUser[user]))
+	}
 	var wake []int64
 	err = p.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		wake = wake[:0]
@@ -72,11 +84,10 @@ func (p *Push) recordEvents(ctx context.Context, evs []*rooms.Event) error {
 				return err
 			}
 		}
+		// One queue row per notification per user, however many pushers
+		// the user has: each pusher reads the rows after its position.
 		for user, ps := range pushersOf {
-			total, err := totalUnread(ctx, tx, user)
-			if err != nil {
-				return err
-			}
+			total := totals[user]
 			var notBefore int64
 			if p.hold > 0 && p.presence != nil && p.presence.ActiveSyncing(user) {
 				notBefore = time.Now().Add(p.hold).UnixMilli()
@@ -84,21 +95,19 @@ func (p *Push) recordEvents(ctx context.Context, evs []*rooms.Event) error {
 			mine := byUser[user]
 			for k, n := range mine {
 				unread := max(total-int64(len(mine)-1-k), 0)
-				for _, pusher := range ps {
-					body, err := p.eventBody(ctx, n, pusher, unread)
-					if err != nil {
-						return err
-					}
-					if err := storage.EnqueuePush(ctx, tx, storage.QueuedPush{PusherID: pusher.ID, RoomID: n.n.RoomID,
-						StreamPos: n.n.StreamPos, ThreadID: n.n.ThreadID, Body: body, NotBefore: notBefore}); err != nil {
-						return err
-					}
-				}
-			}
-			for _, pusher := range ps {
-				if err := storage.SetPusherBadge(ctx, tx, pusher.ID, total); err != nil {
+				body, err := eventBody(n, unread)
+				if err != nil {
 					return err
 				}
+				if err := storage.EnqueuePush(ctx, tx, storage.QueuedPush{UserID: user, RoomID: n.n.RoomID, StreamPos: n.n.StreamPos,
+					ThreadID: n.n.ThreadID, Body: body, Actions: n.n.Actions, NotBefore: notBefore}); err != nil {
+					return err
+				}
+			}
+			if err := storage.SetPushBadge(ctx, tx, user, total); err != nil {
+				return err
+			}
+			for _, pusher := range ps {
 				wake = append(wake, pusher.ID)
 			}
 		}
@@ -300,44 +309,41 @@ func (p *Push) isRead(ctx context.Context, userID string, qp storage.QueuedPush)
 	return err == nil && read
 }
 
-// badgeUpdate queues a counts-only notification to each of the user's
-// pushers whose last queued unread count is above the current one, so a
-// phone clears what the user read elsewhere.
+// badgeUpdate queues a counts-only notification for the user's pushers
+// when the unread count is below the one last queued, so a phone clears
+// what the user read elsewhere.
 func (p *Push) badgeUpdate(ctx context.Context, userID string) error {
 	ps, err := storage.PushersOfUser(ctx, p.db.Read(), userID)
 	if err != nil || len(ps) == 0 {
 		return err
 	}
-	var wake []int64
+	queued := false
 	err = p.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		wake = wake[:0]
+		queued = false
 		total, err := totalUnread(ctx, tx, userID)
 		if err != nil {
 			return err
 		}
-		for _, pusher := range ps {
-			if pusher.Kind != "http" || pusher.Badge <= total {
-				continue
-			}
-			body, err := json.Marshal(map[string]any{"notification": gatewayNotification{
-				Counts: &gatewayCounts{Unread: total}, Devices: []gatewayDevice{device(pusher, nil)}, Prio: "high"}})
-			if err != nil {
-				return err
-			}
-			if err := storage.EnqueuePush(ctx, tx, storage.QueuedPush{PusherID: pusher.ID, Body: string(body)}); err != nil {
-				return err
-			}
-			if err := storage.SetPusherBadge(ctx, tx, pusher.ID, total); err != nil {
-				return err
-			}
-			wake = append(wake, pusher.ID)
+		last, err := storage.PushBadge(ctx, tx, userID)
+		if err != nil || total >= last {
+			return err
 		}
-		return nil
+		body, err := json.Marshal(gatewayNotification{Counts: &gatewayCounts{Unread: total}, Prio: "high"})
+		if err != nil {
+			return err
+		}
+		if err := storage.EnqueuePush(ctx, tx, storage.QueuedPush{UserID: userID, Body: string(body), Actions: "[]"}); err != nil {
+			return err
+		}
+		queued = true
+		return storage.SetPushBadge(ctx, tx, userID, total)
 	})
-	if err != nil {
+	if err != nil || !queued {
 		return err
 	}
-	p.sender.wake(wake...)
+	for _, pusher := range ps {
+		p.sender.wake(pusher.ID)
+	}
 	return nil
 }
 

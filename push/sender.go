@@ -19,9 +19,9 @@ import (
 	"github.com/hearth-matrix/hearth/storage"
 )
 
-// Delivery to push gateways. Each pusher with queued requests has one
-// goroutine that sends them in queue order, one at a time, and deletes
-// each only once the gateway accepted it; a failure (connection error,
+// Delivery to push gateways. Each pusher with undelivered pushes has one
+// goroutine that sends its user's queue in order, one at a time, and
+// moves the pusher's position only once the gateway accepted a push; a failure (connection error,
 // timeout, 5xx, 429) is retried after an exponential backoff with jitter,
 // capped, so a dead gateway holds up only its own pushers' queues. At most
 // maxInFlight requests run at once across all pushers. Nothing here runs
@@ -115,34 +115,19 @@ func (s *sender) wake(ids ...int64) {
 	}
 }
 
-// loop sends a pusher's queue until it is empty.
+// loop sends a pusher's queue until it has delivered everything.
 func (s *sender) loop(id int64, woken chan struct{}) {
 	defer s.wg.Done()
 	failures := 0
 	for {
-		batch, err := storage.NextPushes(s.ctx, s.db.Read(), id, queueBatch)
-		if err == nil && len(batch) == 0 {
-			s.mu.Lock()
-			select {
-			case <-woken:
-				s.mu.Unlock()
-				continue
-			default:
-			}
-			delete(s.loops, id)
-			s.mu.Unlock()
+		pusher, err := storage.GetPusher(s.ctx, s.db.Read(), id)
+		if errors.Is(err, storage.ErrNotFound) {
+			s.stop(id)
 			return
 		}
-		var pusher storage.Pusher
+		var batch []storage.QueuedPush
 		if err == nil {
-			pusher, err = storage.GetPusher(s.ctx, s.db.Read(), id)
-			if errors.Is(err, storage.ErrNotFound) {
-				// Deleted meanwhile: whatever was queued after is moot.
-				err = s.db.WriteTx(s.ctx, func(tx *sql.Tx) error { return storage.DeletePusherByID(s.ctx, tx, id) })
-				if err == nil {
-					continue
-				}
-			}
+			batch, err = storage.NextPushes(s.ctx, s.db.Read(), pusher.UserID, pusher.SentID, queueBatch)
 		}
 		if err != nil {
 			if s.ctx.Err() != nil {
@@ -155,54 +140,89 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 			}
 			continue
 		}
+		if len(batch) == 0 {
+			s.mu.Lock()
+			select {
+			case <-woken:
+				s.mu.Unlock()
+				continue
+			default:
+			}
+			delete(s.loops, id)
+			s.mu.Unlock()
+			return
+		}
+		// Delivered positions are written once per batch, and before any
+		// wait: a crash may repeat a few pushes, never lose one.
+		sent := pusher.SentID
+		commit := func() bool {
+			if sent == pusher.SentID {
+				return true
+			}
+			err := s.db.WriteTx(s.ctx, func(tx *sql.Tx) error {
+				if err := storage.SetPusherSent(s.ctx, tx, pusher.ID, sent); err != nil {
+					return err
+				}
+				return storage.TrimPushQueue(s.ctx, tx, pusher.UserID)
+			})
+			if err != nil && s.ctx.Err() == nil {
+				s.log.Error("recording push delivery", "pusher", id, "err", err)
+			}
+			pusher.SentID = sent
+			return s.ctx.Err() == nil
+		}
+		rejected := false
 		for _, qp := range batch {
 			if wait := time.Until(time.UnixMilli(qp.NotBefore)); qp.NotBefore > 0 && wait > 0 {
-				if !s.sleep(wait) {
+				if !commit() || !s.sleep(wait) {
 					return
 				}
 			}
 			if qp.NotBefore > 0 && qp.StreamPos > 0 && s.isRead(s.ctx, pusher.UserID, qp) {
-				// Held while the user was active elsewhere, and read there.
-				if !s.done(qp.ID, false, pusher) {
-					return
-				}
+				sent = qp.ID // held while the user was active elsewhere, and read there
 				continue
 			}
-			rejected, err := s.post(pusher, qp.Body)
+			body, err := requestBody(pusher, qp)
+			if err != nil {
+				s.log.Error("dropping a push that cannot be encoded", "pusher", id, "err", err)
+				sent = qp.ID
+				continue
+			}
+			rejected, err = s.post(pusher, body)
 			for err != nil {
 				failures++
 				delay := s.backoff(failures)
 				s.log.Warn("push gateway failed; will retry", "pusher", id, "app_id", pusher.AppID, "err", err, "retry_in", delay)
-				if !s.sleep(delay) {
+				if !commit() || !s.sleep(delay) {
 					return
 				}
-				rejected, err = s.post(pusher, qp.Body)
+				rejected, err = s.post(pusher, body)
 			}
 			failures = 0
-			if !s.done(qp.ID, rejected, pusher) {
-				return
-			}
+			sent = qp.ID
 			if rejected {
-				s.log.Info("push gateway rejected the pushkey; pusher removed", "user", pusher.UserID, "app_id", pusher.AppID)
 				break
 			}
+		}
+		if rejected {
+			s.log.Info("push gateway rejected the pushkey; pusher removed", "user", pusher.UserID, "app_id", pusher.AppID)
+			err := s.db.WriteTx(s.ctx, func(tx *sql.Tx) error { return storage.DeletePusherByID(s.ctx, tx, pusher.ID) })
+			if err != nil && s.ctx.Err() == nil {
+				s.log.Error("removing rejected pusher", "pusher", id, "err", err)
+			}
+			s.stop(id)
+			return
+		}
+		if !commit() {
+			return
 		}
 	}
 }
 
-// done deletes a sent request and, when the gateway rejected the pushkey,
-// the pusher (push module: the homeserver must remove such pushers).
-func (s *sender) done(queueID int64, rejected bool, pusher storage.Pusher) bool {
-	err := s.db.WriteTx(s.ctx, func(tx *sql.Tx) error {
-		if rejected {
-			return storage.DeletePusherByID(s.ctx, tx, pusher.ID)
-		}
-		return storage.DeleteQueuedPush(s.ctx, tx, queueID)
-	})
-	if err != nil && s.ctx.Err() == nil {
-		s.log.Error("updating push queue", "pusher", pusher.ID, "err", err)
-	}
-	return s.ctx.Err() == nil
+func (s *sender) stop(id int64) {
+	s.mu.Lock()
+	delete(s.loops, id)
+	s.mu.Unlock()
 }
 
 // backoff is min * 2^(failures-1), capped, with jitter in [d/2, d].
@@ -232,7 +252,7 @@ func (s *sender) sleep(d time.Duration) bool {
 // post sends one notify request; rejected reports that the gateway
 // rejected this pusher's pushkey. A 4xx other than 429 is the gateway
 // refusing this request for good: logged and not retried.
-func (s *sender) post(pusher storage.Pusher, body string) (rejected bool, err error) {
+func (s *sender) post(pusher storage.Pusher, body []byte) (rejected bool, err error) {
 	var data struct {
 		URL string `json:"url"`
 	}
@@ -245,7 +265,7 @@ func (s *sender) post(pusher storage.Pusher, body string) (rejected bool, err er
 		return false, s.ctx.Err()
 	}
 	defer func() { <-s.slots }()
-	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, data.URL, bytes.NewReader([]byte(body)))
+	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, data.URL, bytes.NewReader(body))
 	if err != nil {
 		return true, nil
 	}

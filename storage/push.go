@@ -132,10 +132,10 @@ type Pusher struct {
 	ProfileTag        string
 	Lang              string
 	Data              string // JSON object
-	Badge             int64
+	SentID            int64  // push_queue id delivered up to
 }
 
-const pusherColumns = `id, user_id, device_id, kind, app_id, pushkey, pushkey_ts, app_display_name, device_display_name, profile_tag, lang, data, badge`
+const pusherColumns = `id, user_id, device_id, kind, app_id, pushkey, pushkey_ts, app_display_name, device_display_name, profile_tag, lang, data, sent_id`
 
 func queryPushers(ctx context.Context, q Reader, query string, args ...any) ([]Pusher, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
@@ -147,7 +147,7 @@ func queryPushers(ctx context.Context, q Reader, query string, args ...any) ([]P
 	for rows.Next() {
 		var p Pusher
 		if err := rows.Scan(&p.ID, &p.UserID, &p.DeviceID, &p.Kind, &p.AppID, &p.PushKey, &p.PushKeyTS, &p.AppDisplayName,
-			&p.DeviceDisplayName, &p.ProfileTag, &p.Lang, &p.Data, &p.Badge); err != nil {
+			&p.DeviceDisplayName, &p.ProfileTag, &p.Lang, &p.Data, &p.SentID); err != nil {
 			return nil, err
 		}
 		out = append(out, p)
@@ -192,7 +192,8 @@ func GetPusher(ctx context.Context, q Reader, id int64) (Pusher, error) {
 }
 
 // PutPusher creates or updates the user's pusher with p's app ID and
-// pushkey (an update keeps its ID, and so its queue). Unless keepOthers
+// pushkey (an update keeps its ID and queue position; a new pusher starts
+// after everything queued so far). Unless keepOthers
 // (the request's append), pushers of other users with the same app ID
 // and pushkey are removed.
 func PutPusher(ctx context.Context, tx *sql.Tx, p Pusher, keepOthers bool) error {
@@ -202,7 +203,8 @@ func PutPusher(ctx context.Context, tx *sql.Tx, p Pusher, keepOthers bool) error
 		}
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO pushers (user_id, device_id, kind, app_id, pushkey, pushkey_ts, app_display_name,
-			device_display_name, profile_tag, lang, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+			device_display_name, profile_tag, lang, data, sent_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+			(SELECT COALESCE(MAX(id), 0) FROM push_queue))
 		ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET device_id = excluded.device_id, kind = excluded.kind,
 			pushkey_ts = excluded.pushkey_ts, app_display_name = excluded.app_display_name,
 			device_display_name = excluded.device_display_name, profile_tag = excluded.profile_tag,
@@ -238,46 +240,92 @@ func DeleteDevicePushers(ctx context.Context, tx *sql.Tx, userID string, deviceI
 }
 
 func deletePushersWhere(ctx context.Context, tx *sql.Tx, where string, args ...any) error {
-	if _, err := tx.ExecContext(ctx, `DELETE FROM push_queue WHERE pusher_id IN (SELECT id FROM pushers WHERE `+where+`)`, args...); err != nil {
-		return fmt.Errorf("deleting push queue: %w", err)
+	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT user_id FROM pushers WHERE `+where, args...)
+	if err != nil {
+		return fmt.Errorf("finding pushers: %w", err)
 	}
+	var users []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			rows.Close()
+			return err
+		}
+		users = append(users, u)
+	}
+	rows.Close()
 	if _, err := tx.ExecContext(ctx, `DELETE FROM pushers WHERE `+where, args...); err != nil {
 		return fmt.Errorf("deleting pushers: %w", err)
+	}
+	for _, u := range users {
+		if err := TrimPushQueue(ctx, tx, u); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// SetPusherBadge records the unread count last queued for a pusher.
-func SetPusherBadge(ctx context.Context, tx *sql.Tx, id, badge int64) error {
-	_, err := tx.ExecContext(ctx, `UPDATE pushers SET badge = $1 WHERE id = $2`, badge, id)
+// TrimPushQueue deletes the user's queued pushes every remaining pusher
+// has delivered (all of them when none remains).
+func TrimPushQueue(ctx context.Context, tx *sql.Tx, userID string) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM push_queue WHERE user_id = $1 AND id <=
+		COALESCE((SELECT MIN(sent_id) FROM pushers WHERE user_id = $1), (SELECT MAX(id) FROM push_queue))`, userID)
+	if err != nil {
+		return fmt.Errorf("trimming push queue: %w", err)
+	}
+	return nil
+}
+
+// SetPusherSent records that a pusher delivered the queue up to id.
+func SetPusherSent(ctx context.Context, tx *sql.Tx, pusherID, id int64) error {
+	_, err := tx.ExecContext(ctx, `UPDATE pushers SET sent_id = $1 WHERE id = $2 AND sent_id < $1`, id, pusherID)
 	return err
 }
 
-// QueuedPush is one request waiting for a pusher's gateway.
+// PushBadge is the unread count last queued for the user (0 if none).
+func PushBadge(ctx context.Context, q Reader, userID string) (int64, error) {
+	var badge int64
+	err := q.QueryRowContext(ctx, `SELECT badge FROM push_badges WHERE user_id = $1`, userID).Scan(&badge)
+	if err == sql.ErrNoRows {
+		return 0, nil
+	}
+	return badge, err
+}
+
+// SetPushBadge records the unread count last queued for the user.
+func SetPushBadge(ctx context.Context, tx *sql.Tx, userID string, badge int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO push_badges (user_id, badge) VALUES ($1, $2)
+		ON CONFLICT (user_id) DO UPDATE SET badge = excluded.badge`, userID, badge)
+	return err
+}
+
+// QueuedPush is one notification (or badge update) waiting for a user's
+// gateways.
 type QueuedPush struct {
 	ID        int64
-	PusherID  int64
+	UserID    string
 	RoomID    string
 	StreamPos int64
 	ThreadID  string
 	Body      string
+	Actions   string
 	NotBefore int64
 }
 
-// EnqueuePush adds a request to a pusher's queue.
+// EnqueuePush adds a push to the user's queue.
 func EnqueuePush(ctx context.Context, tx *sql.Tx, p QueuedPush) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO push_queue (pusher_id, room_id, stream_pos, thread_id, body, not_before)
-		VALUES ($1, $2, $3, $4, $5, $6)`, p.PusherID, p.RoomID, p.StreamPos, p.ThreadID, p.Body, p.NotBefore)
+	_, err := tx.ExecContext(ctx, `INSERT INTO push_queue (user_id, room_id, stream_pos, thread_id, body, actions, not_before)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, p.UserID, p.RoomID, p.StreamPos, p.ThreadID, p.Body, p.Actions, p.NotBefore)
 	if err != nil {
 		return fmt.Errorf("queueing push: %w", err)
 	}
 	return nil
 }
 
-// NextPushes returns the oldest queued requests of a pusher.
-func NextPushes(ctx context.Context, q Reader, pusherID int64, limit int) ([]QueuedPush, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, pusher_id, room_id, stream_pos, thread_id, body, not_before FROM push_queue
-		WHERE pusher_id = $1 ORDER BY id LIMIT $2`, pusherID, limit)
+// NextPushes returns the oldest of the user's queued pushes after id.
+func NextPushes(ctx context.Context, q Reader, userID string, after int64, limit int) ([]QueuedPush, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, user_id, room_id, stream_pos, thread_id, body, actions, not_before FROM push_queue
+		WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3`, userID, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("loading push queue: %w", err)
 	}
@@ -285,7 +333,7 @@ func NextPushes(ctx context.Context, q Reader, pusherID int64, limit int) ([]Que
 	var out []QueuedPush
 	for rows.Next() {
 		var p QueuedPush
-		if err := rows.Scan(&p.ID, &p.PusherID, &p.RoomID, &p.StreamPos, &p.ThreadID, &p.Body, &p.NotBefore); err != nil {
+		if err := rows.Scan(&p.ID, &p.UserID, &p.RoomID, &p.StreamPos, &p.ThreadID, &p.Body, &p.Actions, &p.NotBefore); err != nil {
 			return nil, err
 		}
 		out = append(out, p)
@@ -293,15 +341,10 @@ func NextPushes(ctx context.Context, q Reader, pusherID int64, limit int) ([]Que
 	return out, rows.Err()
 }
 
-// DeleteQueuedPush removes a delivered (or dropped) request.
-func DeleteQueuedPush(ctx context.Context, tx *sql.Tx, id int64) error {
-	_, err := tx.ExecContext(ctx, `DELETE FROM push_queue WHERE id = $1`, id)
-	return err
-}
-
-// PushersWithQueue lists the pushers that have queued requests.
+// PushersWithQueue lists the pushers that have undelivered pushes.
 func PushersWithQueue(ctx context.Context, q Reader) ([]int64, error) {
-	rows, err := q.QueryContext(ctx, `SELECT DISTINCT pusher_id FROM push_queue`)
+	rows, err := q.QueryContext(ctx, `SELECT p.id FROM pushers p WHERE EXISTS
+		(SELECT 1 FROM push_queue q WHERE q.user_id = p.user_id AND q.id > p.sent_id)`)
 	if err != nil {
 		return nil, fmt.Errorf("listing push queues: %w", err)
 	}

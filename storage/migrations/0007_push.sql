@@ -33,24 +33,34 @@ CREATE TABLE pushers (
     profile_tag         TEXT NOT NULL,
     lang                TEXT NOT NULL,
     data                TEXT NOT NULL,        -- the data object, JSON
-    badge               BIGINT NOT NULL DEFAULT 0, -- unread count last queued to the gateway
+    sent_id             BIGINT NOT NULL,      -- push_queue id delivered up to
     UNIQUE (user_id, app_id, pushkey)
 );
 CREATE INDEX pushers_app_key ON pushers (app_id, pushkey);
 CREATE INDEX pushers_device ON pushers (user_id, device_id);
 
--- What is still to be sent to each pusher's gateway, in id order. A row
--- stays until the gateway accepted it (or the pusher is gone).
+-- What is still to be sent to a user's gateways: one row per notification
+-- (or badge update) per user, whatever the number of pushers; each pusher
+-- delivers the rows after its sent_id in id order and moves sent_id, and
+-- rows every pusher of the user has delivered are deleted.
 CREATE TABLE push_queue (
     id         SERIAL_PK,
-    pusher_id  BIGINT NOT NULL,
+    user_id    TEXT NOT NULL,
     room_id    TEXT NOT NULL,                 -- '' for a badge-only update
     stream_pos BIGINT NOT NULL,               -- the event's position; 0 for a badge update
     thread_id  TEXT NOT NULL,
-    body       TEXT NOT NULL,                 -- the /_matrix/push/v1/notify request body
+    body       TEXT NOT NULL,                 -- the notification, without devices, JSON
+    actions    TEXT NOT NULL,                 -- the matching rule's actions (the tweaks), JSON
     not_before BIGINT NOT NULL                -- held until this time (ms), push_hold_seconds
 );
-CREATE INDEX push_queue_pusher ON push_queue (pusher_id, id);
+CREATE INDEX push_queue_user ON push_queue (user_id, id);
+
+-- The unread count last queued to each user's gateways, so a receipt that
+-- lowers it queues a badge update.
+CREATE TABLE push_badges (
+    user_id TEXT PRIMARY KEY,
+    badge   BIGINT NOT NULL
+);
 
 -- The last event stream position whose notifications were recorded, so a
 -- restart evaluates what a crash left out.
