@@ -18,6 +18,7 @@ import (
 	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/push"
 	"github.com/hearth-matrix/hearth/ratelimit"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
@@ -36,6 +37,7 @@ type API struct {
 	media    *media.Repository
 	e2ee     *e2ee.E2EE
 	fed      Federation
+	push     *push.Push
 	log      *slog.Logger
 	version  string
 	limits   limits
@@ -97,6 +99,7 @@ type Deps struct {
 	Presence *syncstream.Presence
 	Media    *media.Repository
 	E2EE     *e2ee.E2EE
+	Push     *push.Push
 	// Federation answers questions only other servers can; nil: none.
 	Federation Federation
 	Log        *slog.Logger
@@ -118,7 +121,7 @@ type Federation interface {
 // New returns the client API over d.
 func New(d Deps) *API {
 	return &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
-		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, log: d.Log, version: d.Version,
+		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, log: d.Log, version: d.Version,
 		limits: newLimits(d.Config), adminNonces: newNonceStore()}
 }
 
@@ -138,6 +141,7 @@ func (a *API) Routes(r chi.Router) {
 	a.deviceRoutes(v3)
 	a.accountRoutes(v3)
 	a.accountDataRoutes(v3)
+	a.pusherRoutes(v3)
 	a.roomRoutes(v3)
 	a.keyRoutes(r)
 	a.registrationTokenAdminRoutes(r)

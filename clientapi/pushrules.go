@@ -63,6 +63,7 @@ func (a *API) changePushRules(w http.ResponseWriter, r *http.Request, userID str
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	a.push.RulesChanged(userID)
 	a.accountDataChanged(userID, pos)
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }
@@ -100,7 +101,9 @@ func (a *API) getGlobalPushRules(w http.ResponseWriter, r *http.Request, c accou
 func (a *API) getPushRule(r *http.Request, c accounts.Caller) (pushrules.Rule, error) {
 	k, id, err := ruleTarget(r)
 	if err != nil {
-		return pushrules.Rule{}, err
+		// Reading a rule of a kind Hearth does not have (such as MSC4306's
+		// postcontent) finds no rule: 404, which clients take as "absent".
+		return pushrules.Rule{}, mxhttp.NotFound("No push rule of kind %q", pathParam(r, "kind"))
 	}
 	u, err := a.loadPushRules(r, c.UserID)
 	if err != nil {

@@ -108,7 +108,7 @@ func TestPushRulesDefaults(t *testing.T) {
 		hearthtest.Expect(t, hs.Do(t, "GET", rulePath("underride", ".m.rule.master"), tok, nil), http.StatusNotFound, "M_NOT_FOUND")
 		hearthtest.Expect(t, hs.Do(t, "GET", rulePath("override", "nope", "enabled"), tok, nil), http.StatusNotFound, "M_NOT_FOUND")
 		hearthtest.Expect(t, hs.Do(t, "GET", rulePath("override", "nope", "actions"), tok, nil), http.StatusNotFound, "M_NOT_FOUND")
-		hearthtest.Expect(t, hs.Do(t, "GET", rulePath("weird", "x"), tok, nil), http.StatusBadRequest, "M_INVALID_PARAM")
+		hearthtest.Expect(t, hs.Do(t, "GET", rulePath("weird", "x"), tok, nil), http.StatusNotFound, "M_NOT_FOUND")
 	})
 }
 

@@ -98,6 +98,7 @@ func (a *API) setReadMarker(ctx context.Context, userID, roomID, typ, eventID, t
 	if err != nil {
 		return err
 	}
+	a.push.ReadReceipt(userID)
 	users := []string{userID}
 	if typ != "m.read.private" {
 		users = a.notifier.RoomUsers(ctx, roomID)

@@ -18,17 +18,17 @@ type user struct {
 	token string
 }
 
-func newUser(t *testing.T, hs *hearthtest.Server, name string) user {
+func newUser(t testing.TB, hs *hearthtest.Server, name string) user {
 	id, tok := hs.RegisterUser(t, name)
 	return user{hs, id, tok}
 }
 
-func (u user) do(t *testing.T, method, path string, body any) hearthtest.Response {
+func (u user) do(t testing.TB, method, path string, body any) hearthtest.Response {
 	t.Helper()
 	return u.hs.Do(t, method, path, u.token, body)
 }
 
-func (u user) createRoom(t *testing.T, body map[string]any) string {
+func (u user) createRoom(t testing.TB, body map[string]any) string {
 	t.Helper()
 	if body == nil {
 		body = map[string]any{}
@@ -54,7 +54,7 @@ func nextTxn() string {
 	return fmt.Sprintf("txn%d", txnCounter.n)
 }
 
-func (u user) send(t *testing.T, roomID, body string) hearthtest.Response {
+func (u user) send(t testing.TB, roomID, body string) hearthtest.Response {
 	t.Helper()
 	return u.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/"+nextTxn(),
 		map[string]any{"msgtype": "m.text", "body": body})
@@ -65,7 +65,7 @@ func (u user) messages(t *testing.T, roomID, query string) hearthtest.Response {
 	return u.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?"+query, nil)
 }
 
-func (u user) member(t *testing.T, roomID, action string, body map[string]any) hearthtest.Response {
+func (u user) member(t testing.TB, roomID, action string, body map[string]any) hearthtest.Response {
 	t.Helper()
 	if body == nil {
 		body = map[string]any{}

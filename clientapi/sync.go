@@ -15,6 +15,7 @@ import (
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/filter"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/push"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
 	"github.com/hearth-matrix/hearth/syncstream"
@@ -24,6 +25,10 @@ import (
 
 // maxSyncTimeout caps the long-poll a client may ask for.
 const maxSyncTimeout = 5 * time.Minute
+
+// countsWait bounds how long a sync waits for push evaluation to catch up
+// with its position before giving counts anyway.
+const countsWait = 5 * time.Second
 
 // defaultTimelineLimit is the timeline length without a filter limit.
 const defaultTimelineLimit = 10
@@ -193,6 +198,15 @@ type joinedRoom struct {
 	Ephemeral   eventList    `json:"ephemeral"`
 	AccountData eventList    `json:"account_data"`
 	Summary     *roomSummary `json:"summary,omitempty"`
+	// Counts of notifications after the user's read receipts (push
+	// module); per thread only when the timeline filter asks.
+	UnreadNotifications       unreadCounts            `json:"unread_notifications"`
+	UnreadThreadNotifications map[string]unreadCounts `json:"unread_thread_notifications,omitempty"`
+}
+
+type unreadCounts struct {
+	NotificationCount int `json:"notification_count"`
+	HighlightCount    int `json:"highlight_count"`
 }
 
 type invitedRoom struct {
@@ -549,7 +563,41 @@ func (a *API) syncJoinedRoom(ctx context.Context, req syncRequest, roomID string
 			return nil, err
 		}
 	}
+	if err := a.syncUnreadCounts(ctx, req.userID, roomID, to.Events, rf, jr); err != nil {
+		return nil, err
+	}
 	return jr, nil
+}
+
+// syncUnreadCounts fills a joined room's notification counts, once the
+// push worker has recorded every event up to the sync's position, so the
+// counts are never behind the timeline they come with.
+func (a *API) syncUnreadCounts(ctx context.Context, userID, roomID string, to int64, rf *filter.RoomFilter, jr *joinedRoom) error {
+	wctx, cancel := context.WithTimeout(ctx, countsWait)
+	err := a.push.WaitRecorded(wctx, to)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		a.log.Warn("notification counts may miss recent events: push evaluation is behind", "room", roomID)
+	}
+	notif, highlight, perThread, err := a.push.UnreadCounts(ctx, userID, roomID)
+	if err != nil {
+		return err
+	}
+	if rf.Timeline == nil || !rf.Timeline.UnreadThreadNotifications {
+		jr.UnreadNotifications = unreadCounts{NotificationCount: notif, HighlightCount: highlight}
+		return nil
+	}
+	for thread, c := range perThread {
+		if thread == push.MainThread {
+			jr.UnreadNotifications = unreadCounts{NotificationCount: c[0], HighlightCount: c[1]}
+			continue
+		}
+		if jr.UnreadThreadNotifications == nil {
+			jr.UnreadThreadNotifications = map[string]unreadCounts{}
+		}
+		jr.UnreadThreadNotifications[thread] = unreadCounts{NotificationCount: c[0], HighlightCount: c[1]}
+	}
+	return nil
 }
 
 type syncedTimeline struct {

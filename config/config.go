@@ -142,6 +142,14 @@ type Config struct {
 	URLPreview           bool     `yaml:"url_preview" env:"HEARTH_URL_PREVIEW"`
 	URLPreviewAllowCIDRs []string `yaml:"url_preview_allow_cidrs" env:"HEARTH_URL_PREVIEW_ALLOW_CIDRS"`
 
+	// PushGatewayAllowCIDRs are internal address ranges push gateways may
+	// be reached on (by default only public addresses).
+	PushGatewayAllowCIDRs []string `yaml:"push_gateway_allow_cidrs" env:"HEARTH_PUSH_GATEWAY_ALLOW_CIDRS"`
+	// PushHoldSeconds holds a push this long when the recipient is online
+	// and syncing on a device, and drops it if they read the event
+	// meanwhile; 0 (the default) sends at once.
+	PushHoldSeconds int `yaml:"push_hold_seconds" env:"HEARTH_PUSH_HOLD_SECONDS"`
+
 	// Presence turns presence (online/unavailable/offline) on or off.
 	Presence bool `yaml:"presence" env:"HEARTH_PRESENCE"`
 
@@ -369,6 +377,14 @@ func (c *Config) Validate() error {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
 			return bad("url_preview_allow_cidrs", "%q is not a CIDR such as 127.0.0.0/8", cidr)
 		}
+	}
+	for _, cidr := range c.PushGatewayAllowCIDRs {
+		if _, _, err := net.ParseCIDR(cidr); err != nil {
+			return bad("push_gateway_allow_cidrs", "%q is not a CIDR such as 127.0.0.0/8", cidr)
+		}
+	}
+	if c.PushHoldSeconds < 0 || c.PushHoldSeconds > 300 {
+		return bad("push_hold_seconds", "%d is not between 0 and 300", c.PushHoldSeconds)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -27,6 +27,7 @@ import (
 	"github.com/hearth-matrix/hearth/federation"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/push"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/serverkey"
 	"github.com/hearth-matrix/hearth/storage"
@@ -45,6 +46,7 @@ type Server struct {
 	Presence *syncstream.Presence
 	Media    *media.Repository
 	E2EE     *e2ee.E2EE
+	Push     *push.Push
 	// Federation is the server-server side: inbound handlers, the signing
 	// client, the key ring and the send queue.
 	Federation *federation.API
@@ -108,20 +110,31 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	c := s.router(observe, "client")
 	s.Rooms = rooms.New(db, cfg.ServerName, key, log)
-	if s.Notifier, err = newNotifier(ctx, db, s.Rooms, cfg.ServerName); err != nil {
+	if s.Notifier, err = newNotifier(ctx, db, cfg.ServerName); err != nil {
 		db.Close()
 		return nil, err
 	}
 	s.Typing, s.Presence = newEphemeral(db, s.Notifier)
 	s.E2EE = e2ee.New(db, cfg.ServerName, log)
 	wireE2EE(db, s.Accounts, s.E2EE, s.Notifier)
+	s.Push, err = push.New(push.Deps{DB: db, Rooms: s.Rooms, Presence: s.Presence, ServerName: cfg.ServerName, Log: log,
+		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	// Push observes first: a position the sync notifier knows of is then
+	// already queued for evaluation, which push.WaitRecorded relies on.
+	s.Rooms.Observe(s.Push.Observe)
+	s.Rooms.Observe(feedNotifier(s.Notifier))
+	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
 	if s.Federation, err = federation.New(ctx, federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Key: key,
 		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, Log: log, Version: version}); err != nil {
 		db.Close()
 		return nil, err
 	}
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
-		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Log: log, Version: version}).Routes(c)
+		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	s.client = c
@@ -193,9 +206,11 @@ func (s *Server) ClientHandler() http.Handler { return s.client }
 // FederationHandler serves the federation and key APIs (the TLS listener).
 func (s *Server) FederationHandler() http.Handler { return s.federation }
 
-// Close stops the federation senders and releases the store.
+// Close stops background work (federation senders, push delivery) and
+// releases the store.
 func (s *Server) Close() error {
 	s.Federation.Close()
+	s.Push.Close()
 	return s.DB.Close()
 }
 

@@ -14,9 +14,9 @@ import (
 	"github.com/hearth-matrix/hearth/syncstream"
 )
 
-// newNotifier starts the sync notifier at the store's current positions and
-// feeds it every committed room event.
-func newNotifier(ctx context.Context, db *storage.DB, rms *rooms.Rooms, serverName string) (*syncstream.Notifier, error) {
+// newNotifier starts the sync notifier at the store's current positions;
+// feedNotifier is the observer that tells it about committed room events.
+func newNotifier(ctx context.Context, db *storage.DB, serverName string) (*syncstream.Notifier, error) {
 	var pos syncstream.Position
 	var err error
 	if pos.Events, err = storage.MaxStreamPos(ctx, db.Read()); err != nil {
@@ -48,7 +48,13 @@ func newNotifier(ctx context.Context, db *storage.DB, rms *rooms.Rooms, serverNa
 		}
 		return local, nil
 	})
-	rms.Observe(func(evs []*rooms.Event) {
+	return n, nil
+}
+
+// feedNotifier returns the function that tells the notifier about
+// committed room events.
+func feedNotifier(n *syncstream.Notifier) func(evs []*rooms.Event) {
+	return func(evs []*rooms.Event) {
 		for _, ev := range evs {
 			target, membership := "", ""
 			if ev.Type == spec.MRoomMember && ev.StateKey != nil && ev.Membership != nil {
@@ -56,8 +62,7 @@ func newNotifier(ctx context.Context, db *storage.DB, rms *rooms.Rooms, serverNa
 			}
 			n.RoomEvent(context.Background(), ev.RoomID, ev.StreamPos, target, membership)
 		}
-	})
-	return n, nil
+	}
 }
 
 // newEphemeral makes the in-memory typing and presence state, each change

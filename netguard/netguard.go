@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"syscall"
 	"time"
@@ -91,4 +92,19 @@ func (g *Guard) Permitted(ip netip.Addr) bool {
 		}
 	}
 	return true
+}
+
+// Transport returns an HTTP transport that dials only through the guard
+// and uses no proxy from the environment (a proxy would dial for us,
+// unchecked). maxIdle bounds the idle connections kept.
+func (g *Guard) Transport(maxIdle int) *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           g.Dialer(10 * time.Second).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second,
+		MaxIdleConns:          maxIdle,
+		MaxIdleConnsPerHost:   maxIdle,
+		IdleConnTimeout:       30 * time.Second,
+	}
 }

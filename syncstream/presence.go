@@ -141,3 +141,12 @@ func (p *Presence) ChangedSince(from, to int64) []string {
 	}
 	return out
 }
+
+// ActiveSyncing reports whether one of the user's devices is syncing right
+// now and the user is online (push_hold_seconds holds pushes then).
+func (p *Presence) ActiveSyncing(userID string) bool {
+	p.mu.Lock()
+	syncing := p.syncing[userID] > 0
+	p.mu.Unlock()
+	return syncing && p.Get(userID).Presence == "online"
+}

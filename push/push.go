@@ -1,0 +1,298 @@
+// Package push turns committed room events into notifications (push rules
+// per recipient, notification and highlight counts for sync and GET
+// /notifications) and delivers them to the recipients' push gateways
+// (Push Gateway API).
+//
+// Evaluation runs in one ordered background worker per server, after the
+// event's transaction committed: /send never waits for it. Sync must not
+// show an event with counts that miss it, so sync asks WaitRecorded(pos)
+// before reading counts: it returns at once unless an event at or before
+// pos is still queued here, and then waits only for the worker (which
+// records a batch in one transaction; rule evaluation is about 0.3 µs per
+// recipient, see BenchmarkEvaluate and BenchmarkSendWithDeadPushers). This
+// keeps both properties: /send returns at commit and a sync right after it
+// shows the event, and every count a sync gives includes its timeline.
+// Evaluating inside the Observe callback instead would put the
+// notification writes of every recipient on the sender's request.
+//
+// Delivery to gateways is durable (a queue table written in the same
+// transaction as the notifications) and ordered per pusher, with one
+// goroutine per pusher that has queued work; see sender.go.
+package push
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hearth-matrix/hearth/rooms"
+	"github.com/hearth-matrix/hearth/storage"
+	"github.com/hearth-matrix/hearth/syncstream"
+)
+
+// Deps are what push is built on.
+type Deps struct {
+	DB         *storage.DB
+	Rooms      *rooms.Rooms
+	Presence   *syncstream.Presence // nil when presence is off (no hold then)
+	ServerName string
+	Log        *slog.Logger
+	// GatewayAllowCIDRs lets gateways on these internal ranges be reached
+	// (push_gateway_allow_cidrs).
+	GatewayAllowCIDRs []string
+	// Hold is push_hold_seconds: how long to hold a push for a user who is
+	// active on another device.
+	Hold time.Duration
+}
+
+// Push is the notification worker and push sender of one server.
+type Push struct {
+	db       *storage.DB
+	rooms    *rooms.Rooms
+	presence *syncstream.Presence
+	log      *slog.Logger
+	suffix   string
+	hold     time.Duration
+	rules    *ruleCache
+	sender   *sender
+
+	mu       sync.Mutex
+	pending  []job
+	signal   chan struct{}
+	queued   map[int64]int // stream positions observed and not yet recorded
+	recorded chan struct{} // closed and replaced after each batch
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// job is one unit of the ordered worker: committed events, or a read
+// receipt whose badge update must follow the notifications before it.
+type job struct {
+	events      []*rooms.Event
+	receiptUser string
+	done        chan struct{} // closed when processed (tests, Flush)
+}
+
+// New starts the worker and the sender. Observe committed events with
+// p.Observe; catch-up of events a previous run did not evaluate runs first.
+func New(d Deps) (*Push, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Push{
+		db: d.DB, rooms: d.Rooms, presence: d.Presence, log: d.Log, suffix: ":" + d.ServerName, hold: d.Hold,
+		rules: newRuleCache(d.DB), signal: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		queued: map[int64]int{}, recorded: make(chan struct{}),
+	}
+	var err error
+	if p.sender, err = newSender(ctx, d.DB, d.Log, d.GatewayAllowCIDRs, p.isRead); err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := p.catchUp(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := p.sender.resume(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	p.wg.Add(1)
+	go p.run()
+	return p, nil
+}
+
+// Close stops the worker and the senders; queued pushes stay queued.
+func (p *Push) Close() {
+	p.cancel()
+	p.wg.Wait()
+	p.sender.wait()
+}
+
+// SetBackoff changes the retry delays of gateway deliveries (tests use
+// milliseconds).
+func (p *Push) SetBackoff(minDelay, maxDelay time.Duration) { p.sender.setBackoff(minDelay, maxDelay) }
+
+// Observe is the rooms.Observer: it queues committed events for
+// evaluation and returns at once. Register it before the sync notifier's
+// observer, so that any position sync knows of is already queued here.
+func (p *Push) Observe(evs []*rooms.Event) {
+	p.mu.Lock()
+	for _, ev := range evs {
+		p.queued[ev.StreamPos]++
+	}
+	p.mu.Unlock()
+	p.enqueue(job{events: evs})
+}
+
+// WaitRecorded returns once no event at or before stream position pos is
+// waiting for evaluation, so counts read afterwards include every event up
+// to pos. It returns at once when nothing is queued (the common case).
+func (p *Push) WaitRecorded(ctx context.Context, pos int64) error {
+	for {
+		p.mu.Lock()
+		blocked := false
+		for q := range p.queued {
+			if q <= pos {
+				blocked = true
+				break
+			}
+		}
+		ch := p.recorded
+		p.mu.Unlock()
+		if !blocked {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.ctx.Done():
+			return p.ctx.Err()
+		}
+	}
+}
+
+// ReadReceipt tells the worker that userID stored a read receipt: once the
+// notifications before it are recorded, the user's pushers get a badge
+// update if their unread count dropped.
+func (p *Push) ReadReceipt(userID string) { p.enqueue(job{receiptUser: userID}) }
+
+// RulesChanged drops the cached push rules of a user (m.push_rules changed).
+func (p *Push) RulesChanged(userID string) { p.rules.invalidate(userID) }
+
+// Flush waits until everything queued so far is processed.
+func (p *Push) Flush(ctx context.Context) error {
+	done := make(chan struct{})
+	p.enqueue(job{done: done})
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Push) enqueue(j job) {
+	p.mu.Lock()
+	p.pending = append(p.pending, j)
+	p.mu.Unlock()
+	select {
+	case p.signal <- struct{}{}:
+	default:
+	}
+}
+
+// maxBatchEvents bounds the events evaluated in one transaction.
+const maxBatchEvents = 200
+
+func (p *Push) run() {
+	defer p.wg.Done()
+	for {
+		p.mu.Lock()
+		jobs := p.pending
+		p.pending = nil
+		p.mu.Unlock()
+		if len(jobs) == 0 {
+			select {
+			case <-p.signal:
+				continue
+			case <-p.ctx.Done():
+				return
+			}
+		}
+		for len(jobs) > 0 {
+			// Take a run of event jobs (up to the batch bound) or one receipt.
+			n, count := 0, 0
+			for n < len(jobs) && jobs[n].receiptUser == "" && count < maxBatchEvents {
+				count += len(jobs[n].events)
+				n++
+			}
+			if n == 0 {
+				n = 1
+			}
+			batch := jobs[:n]
+			jobs = jobs[n:]
+			p.process(batch)
+		}
+	}
+}
+
+// process handles a batch of jobs. Failures are logged (the stored
+// progress lets a restart evaluate the events again) and never hold up
+// WaitRecorded.
+func (p *Push) process(batch []job) {
+	var evs []*rooms.Event
+	for _, j := range batch {
+		evs = append(evs, j.events...)
+	}
+	if len(evs) > 0 {
+		if err := p.recordEvents(p.ctx, evs); err != nil {
+			p.log.Error("recording notifications", "err", err, "events", len(evs))
+		}
+		p.mu.Lock()
+		for _, ev := range evs {
+			if p.queued[ev.StreamPos]--; p.queued[ev.StreamPos] <= 0 {
+				delete(p.queued, ev.StreamPos)
+			}
+		}
+		close(p.recorded)
+		p.recorded = make(chan struct{})
+		p.mu.Unlock()
+	}
+	for _, j := range batch {
+		if j.receiptUser != "" {
+			if err := p.badgeUpdate(p.ctx, j.receiptUser); err != nil {
+				p.log.Error("queueing badge update", "err", err, "user", j.receiptUser)
+			}
+		}
+		if j.done != nil {
+			close(j.done)
+		}
+	}
+}
+
+// catchUp evaluates events committed after the stored progress (a crash
+// between commit and evaluation); a first start only records the head.
+func (p *Push) catchUp(ctx context.Context) error {
+	pos, ok, err := storage.PushProgress(ctx, p.db.Read())
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return nil // new store, or one from before push: nothing owed
+	}
+	for {
+		ids, err := storage.EventIDsAfter(ctx, p.db.Read(), pos, maxBatchEvents)
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		byID, err := p.rooms.Events(ctx, p.db.Read(), ids)
+		if err != nil {
+			return err
+		}
+		var evs []*rooms.Event
+		for _, id := range ids {
+			if ev, ok := byID[id]; ok {
+				evs = append(evs, ev)
+				pos = max(pos, ev.StreamPos)
+			}
+		}
+		if len(evs) == 0 {
+			return nil
+		}
+		if err := p.recordEvents(ctx, evs); err != nil {
+			return err
+		}
+		p.log.Info("evaluated push rules for events missed before a restart", "events", len(evs))
+	}
+}
+
+// DevicesDeleted is the accounts.DeviceDeletedHook that removes the
+// pushers a deleted device set (logout, device deletion, password change
+// with logout_devices, deactivation).
+func DevicesDeleted(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
+	return storage.DeleteDevicePushers(ctx, tx, userID, deviceIDs)
+}

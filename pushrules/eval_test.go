@@ -1,0 +1,152 @@
+package pushrules
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+type fakeRoom struct {
+	members int
+	name    string
+	canRoom bool
+}
+
+func (f fakeRoom) MemberCount() int                { return f.members }
+func (f fakeRoom) DisplayName() string             { return f.name }
+func (f fakeRoom) SenderCanNotify(key string) bool { return key == "room" && f.canRoom }
+
+func mustEvent(t *testing.T, v any) *Event {
+	t.Helper()
+	b, _ := json.Marshal(v)
+	ev, err := NewEvent(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func TestEvaluateDefaults(t *testing.T) {
+	bob := "@bob:hearth.test"
+	c := Compile(UserRules{}.Render(bob))
+	msg := func(content map[string]any) map[string]any {
+		return map[string]any{"type": "m.room.message", "sender": "@alice:hearth.test", "room_id": "!r:hearth.test", "content": content}
+	}
+	cases := []struct {
+		name           string
+		ev             map[string]any
+		room           fakeRoom
+		rule           string
+		notify, hlight bool
+	}{
+		{"message in a group", msg(map[string]any{"body": "hi", "msgtype": "m.text"}), fakeRoom{members: 3}, ".m.rule.message", true, false},
+		{"one to one", msg(map[string]any{"body": "hi"}), fakeRoom{members: 2}, ".m.rule.room_one_to_one", true, false},
+		{"notice", msg(map[string]any{"body": "hi", "msgtype": "m.notice"}), fakeRoom{members: 3}, ".m.rule.suppress_notices", false, false},
+		{"user mention", msg(map[string]any{"body": "hi", "m.mentions": map[string]any{"user_ids": []any{bob}}}), fakeRoom{members: 3}, ".m.rule.is_user_mention", true, true},
+		{"room mention allowed", msg(map[string]any{"body": "hi", "m.mentions": map[string]any{"room": true}}), fakeRoom{members: 3, canRoom: true}, ".m.rule.is_room_mention", true, true},
+		{"room mention without permission", msg(map[string]any{"body": "hi", "m.mentions": map[string]any{"room": true}}), fakeRoom{members: 3}, ".m.rule.message", true, false},
+		{"room mention as string does not count", msg(map[string]any{"body": "hi", "m.mentions": map[string]any{"room": "true"}}), fakeRoom{members: 3, canRoom: true}, ".m.rule.message", true, false},
+		{"edit", msg(map[string]any{"body": "hi", "m.relates_to": map[string]any{"rel_type": "m.replace"}}), fakeRoom{members: 3}, ".m.rule.suppress_edits", false, false},
+		{"invite for me", map[string]any{"type": "m.room.member", "state_key": bob, "content": map[string]any{"membership": "invite"}}, fakeRoom{members: 3}, ".m.rule.invite_for_me", true, false},
+		{"unknown type", map[string]any{"type": "m.custom", "content": map[string]any{}}, fakeRoom{members: 3}, "", false, false},
+	}
+	for _, tc := range cases {
+		r := c.Evaluate(mustEvent(t, tc.ev), tc.room)
+		if r.RuleID != tc.rule || r.Notify != tc.notify || r.Highlight != tc.hlight {
+			t.Errorf("%s: got %+v, want rule %s notify %v highlight %v", tc.name, r, tc.rule, tc.notify, tc.hlight)
+		}
+	}
+}
+
+func TestEvaluateConditions(t *testing.T) {
+	ev := mustEvent(t, map[string]any{"type": "m.room.message", "sender": "@a:x", "room_id": "!r:x", "content": map[string]any{
+		"body": "An example event.", "topic": "Lunch plans", "m.federate": true, "n": 42, "a.b": map[string]any{`c\d`: "deep"},
+		"list": []any{"#x:y", 3, true, nil, map[string]any{}}}})
+	pat := func(s string) *string { return &s }
+	cases := []struct {
+		cond Condition
+		room fakeRoom
+		want bool
+	}{
+		{Condition{Kind: "event_match", Key: "content.topic", Pattern: pat("lunc?*")}, fakeRoom{}, true},
+		{Condition{Kind: "event_match", Key: "content.topic", Pattern: pat("LUNCH PLANS")}, fakeRoom{}, true},
+		{Condition{Kind: "event_match", Key: "content.topic", Pattern: pat("lunc")}, fakeRoom{}, false},
+		{Condition{Kind: "event_match", Key: "content.n", Pattern: pat("*")}, fakeRoom{}, false},
+		{Condition{Kind: "event_match", Key: "content.missing", Pattern: pat("*")}, fakeRoom{}, false},
+		{Condition{Kind: "event_match", Key: "content.body", Pattern: pat("ex*ple")}, fakeRoom{}, true},
+		{Condition{Kind: "event_match", Key: "content.body", Pattern: pat("exam")}, fakeRoom{}, false},
+		{Condition{Kind: "event_match", Key: "content.body", Pattern: pat("event")}, fakeRoom{}, true},
+		{Condition{Kind: "event_match", Key: `content.a\.b.c\\d`, Pattern: pat("deep")}, fakeRoom{}, true},
+		{Condition{Kind: "event_match", Key: `content.a.b.c\\d`, Pattern: pat("deep")}, fakeRoom{}, false},
+		{Condition{Kind: "event_property_is", Key: `content.m\.federate`, Value: json.RawMessage(`true`)}, fakeRoom{}, true},
+		{Condition{Kind: "event_property_is", Key: `content.m\.federate`, Value: json.RawMessage(`"true"`)}, fakeRoom{}, false},
+		{Condition{Kind: "event_property_is", Key: "content.n", Value: json.RawMessage(`42`)}, fakeRoom{}, true},
+		{Condition{Kind: "event_property_contains", Key: "content.list", Value: json.RawMessage(`"#x:y"`)}, fakeRoom{}, true},
+		{Condition{Kind: "event_property_contains", Key: "content.list", Value: json.RawMessage(`null`)}, fakeRoom{}, true},
+		{Condition{Kind: "event_property_contains", Key: "content.list", Value: json.RawMessage(`":y"`)}, fakeRoom{}, false},
+		{Condition{Kind: "event_property_contains", Key: "content.body", Value: json.RawMessage(`"An example event."`)}, fakeRoom{}, false},
+		{Condition{Kind: "contains_display_name"}, fakeRoom{name: "Example"}, true},
+		{Condition{Kind: "contains_display_name"}, fakeRoom{name: "xam"}, false},
+		{Condition{Kind: "contains_display_name"}, fakeRoom{}, false},
+		{Condition{Kind: "room_member_count", Is: "2"}, fakeRoom{members: 2}, true},
+		{Condition{Kind: "room_member_count", Is: "<10"}, fakeRoom{members: 10}, false},
+		{Condition{Kind: "room_member_count", Is: "<=10"}, fakeRoom{members: 10}, true},
+		{Condition{Kind: "room_member_count", Is: ">=3"}, fakeRoom{members: 2}, false},
+		{Condition{Kind: "room_member_count", Is: ">1"}, fakeRoom{members: 2}, true},
+		{Condition{Kind: "room_member_count", Is: "==x"}, fakeRoom{members: 2}, false},
+		{Condition{Kind: "sender_notification_permission", Key: "room"}, fakeRoom{canRoom: true}, true},
+		{Condition{Kind: "org.example.unknown"}, fakeRoom{}, false},
+	}
+	for _, tc := range cases {
+		rs := Ruleset{Override: []Rule{{RuleID: "r", Enabled: true, Actions: []Action{Notify}, Conditions: []Condition{tc.cond}}}}
+		got := Compile(rs).Evaluate(ev, tc.room).Notify
+		if got != tc.want {
+			t.Errorf("%+v (pattern %v, value %s) with %+v: got %v, want %v", tc.cond, tc.cond.Pattern, tc.cond.Value, tc.room, got, tc.want)
+		}
+	}
+}
+
+func TestEvaluateUserRules(t *testing.T) {
+	bob := "@bob:hearth.test"
+	var u UserRules
+	actions := []Action{Notify, SetTweak("highlight", false)}
+	if err := u.Put(Content, "beer", NewRule{Actions: &actions, Pattern: ptr("be?r")}, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	none := []Action{}
+	if err := u.Put(Room, "!quiet:x", NewRule{Actions: &none}, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	c := Compile(u.Render(bob))
+	ev := mustEvent(t, map[string]any{"type": "m.room.message", "room_id": "!r:x", "content": map[string]any{"body": "Fancy a BEER?"}})
+	if r := c.Evaluate(ev, fakeRoom{members: 5}); r.RuleID != "beer" || !r.Notify || r.Highlight {
+		t.Errorf("content rule: %+v", r)
+	}
+	quiet := mustEvent(t, map[string]any{"type": "m.room.message", "room_id": "!quiet:x", "content": map[string]any{"body": "hi"}})
+	if r := c.Evaluate(quiet, fakeRoom{members: 5}); r.RuleID != "!quiet:x" || r.Notify {
+		t.Errorf("room rule: %+v", r)
+	}
+	if err := u.SetEnabled(Override, MasterRuleID, true); err != nil {
+		t.Fatal(err)
+	}
+	if r := Compile(u.Render(bob)).Evaluate(ev, fakeRoom{members: 5}); r.RuleID != MasterRuleID || r.Notify {
+		t.Errorf("master rule: %+v", r)
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+// BenchmarkEvaluate is one recipient's evaluation of a plain message with
+// the default rules (the common case of the notification fan-out).
+func BenchmarkEvaluate(b *testing.B) {
+	c := Compile(UserRules{}.Render("@bob:hearth.test"))
+	raw, _ := json.Marshal(map[string]any{"type": "m.room.message", "sender": "@a:x", "room_id": "!r:x",
+		"content": map[string]any{"body": "hello there", "msgtype": "m.text"}})
+	ev, _ := NewEvent(raw)
+	room := fakeRoom{members: 20}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if !c.Evaluate(ev, room).Notify {
+			b.Fatal("no notify")
+		}
+	}
+}

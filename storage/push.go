@@ -1,0 +1,397 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// Push notifications: notifications, pushers, the per-pusher delivery queue
+// and the evaluation progress (migration 0007).
+
+// Notification is one event a user's push rules marked notify.
+type Notification struct {
+	ID        int64
+	UserID    string
+	RoomID    string
+	EventID   string
+	StreamPos int64
+	ThreadID  string // "main" or the thread root
+	Highlight bool
+	Actions   string // JSON
+	TS        int64
+}
+
+// InsertNotification records a notification; one that exists is kept
+// (re-evaluation after a restart may meet it again).
+func InsertNotification(ctx context.Context, tx *sql.Tx, n Notification) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO notifications (user_id, room_id, event_id, stream_pos, thread_id, highlight, actions, ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, event_id) DO NOTHING`,
+		n.UserID, n.RoomID, n.EventID, n.StreamPos, n.ThreadID, n.Highlight, n.Actions, n.TS)
+	if err != nil {
+		return fmt.Errorf("storing notification: %w", err)
+	}
+	return nil
+}
+
+// ReadPositions returns, per receipt thread ("" for unthreaded, "main", or
+// a thread root), the stream position of the event the user's latest
+// m.read or m.read.private receipt in the room points at.
+func ReadPositions(ctx context.Context, q Reader, userID, roomID string) (map[string]int64, error) {
+	rows, err := q.QueryContext(ctx, `SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r JOIN events e ON e.event_id = r.event_id
+		WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private') GROUP BY r.thread_id`, roomID, userID)
+	if err != nil {
+		return nil, fmt.Errorf("loading read positions: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var thread string
+		var pos int64
+		if err := rows.Scan(&thread, &pos); err != nil {
+			return nil, err
+		}
+		out[thread] = pos
+	}
+	return out, rows.Err()
+}
+
+// NotificationsAfter returns the user's notifications in a room with
+// positions after pos, in stream order (only the fields counting needs).
+func NotificationsAfter(ctx context.Context, q Reader, userID, roomID string, pos int64) ([]Notification, error) {
+	rows, err := q.QueryContext(ctx, `SELECT stream_pos, thread_id, highlight FROM notifications
+		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3 ORDER BY stream_pos`, userID, roomID, pos)
+	if err != nil {
+		return nil, fmt.Errorf("loading notifications: %w", err)
+	}
+	defer rows.Close()
+	var out []Notification
+	for rows.Next() {
+		n := Notification{UserID: userID, RoomID: roomID}
+		if err := rows.Scan(&n.StreamPos, &n.ThreadID, &n.Highlight); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// RoomsWithNotifications lists the rooms where the user has notifications.
+func RoomsWithNotifications(ctx context.Context, q Reader, userID string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT DISTINCT room_id FROM notifications WHERE user_id = $1`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("listing rooms with notifications: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// ListNotifications returns up to limit of the user's notifications with
+// IDs below before (0: from the newest), newest first.
+func ListNotifications(ctx context.Context, q Reader, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, error) {
+	query := `SELECT id, room_id, event_id, stream_pos, thread_id, highlight, actions, ts FROM notifications
+		WHERE user_id = $1 AND ($2 = 0 OR id < $2)`
+	if onlyHighlight {
+		query += ` AND highlight`
+	}
+	rows, err := q.QueryContext(ctx, query+` ORDER BY id DESC LIMIT $3`, userID, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing notifications: %w", err)
+	}
+	defer rows.Close()
+	var out []Notification
+	for rows.Next() {
+		n := Notification{UserID: userID}
+		if err := rows.Scan(&n.ID, &n.RoomID, &n.EventID, &n.StreamPos, &n.ThreadID, &n.Highlight, &n.Actions, &n.TS); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// Pusher is one pusher (POST /pushers/set).
+type Pusher struct {
+	ID                int64
+	UserID            string
+	DeviceID          string
+	Kind              string
+	AppID             string
+	PushKey           string
+	PushKeyTS         int64
+	AppDisplayName    string
+	DeviceDisplayName string
+	ProfileTag        string
+	Lang              string
+	Data              string // JSON object
+	SentID            int64  // push_queue id delivered up to
+}
+
+const pusherColumns = `id, user_id, device_id, kind, app_id, pushkey, pushkey_ts, app_display_name, device_display_name, profile_tag, lang, data, sent_id`
+
+func queryPushers(ctx context.Context, q Reader, query string, args ...any) ([]Pusher, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("loading pushers: %w", err)
+	}
+	defer rows.Close()
+	var out []Pusher
+	for rows.Next() {
+		var p Pusher
+		if err := rows.Scan(&p.ID, &p.UserID, &p.DeviceID, &p.Kind, &p.AppID, &p.PushKey, &p.PushKeyTS, &p.AppDisplayName,
+			&p.DeviceDisplayName, &p.ProfileTag, &p.Lang, &p.Data, &p.SentID); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// PushersOfUser lists a user's pushers in creation order.
+func PushersOfUser(ctx context.Context, q Reader, userID string) ([]Pusher, error) {
+	return queryPushers(ctx, q, `SELECT `+pusherColumns+` FROM pushers WHERE user_id = $1 ORDER BY id`, userID)
+}
+
+// PushersOfUsers lists the pushers of several users.
+func PushersOfUsers(ctx context.Context, q Reader, userIDs []string) ([]Pusher, error) {
+	var out []Pusher
+	for len(userIDs) > 0 {
+		chunk := userIDs[:min(len(userIDs), 500)]
+		userIDs = userIDs[len(chunk):]
+		args := make([]any, len(chunk))
+		for i, u := range chunk {
+			args[i] = u
+		}
+		ps, err := queryPushers(ctx, q, `SELECT `+pusherColumns+` FROM pushers WHERE user_id IN (`+placeholders(1, len(chunk))+`) ORDER BY id`, args...)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ps...)
+	}
+	return out, nil
+}
+
+// GetPusher loads one pusher by ID, or ErrNotFound.
+func GetPusher(ctx context.Context, q Reader, id int64) (Pusher, error) {
+	ps, err := queryPushers(ctx, q, `SELECT `+pusherColumns+` FROM pushers WHERE id = $1`, id)
+	if err != nil {
+		return Pusher{}, err
+	}
+	if len(ps) == 0 {
+		return Pusher{}, ErrNotFound
+	}
+	return ps[0], nil
+}
+
+// PutPusher creates or updates the user's pusher with p's app ID and
+// pushkey (an update keeps its ID and queue position; a new pusher starts
+// after everything queued so far). Unless keepOthers
+// (the request's append), pushers of other users with the same app ID
+// and pushkey are removed.
+func PutPusher(ctx context.Context, tx *sql.Tx, p Pusher, keepOthers bool) error {
+	if !keepOthers {
+		if err := deletePushersWhere(ctx, tx, `app_id = $1 AND pushkey = $2 AND user_id <> $3`, p.AppID, p.PushKey, p.UserID); err != nil {
+			return err
+		}
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO pushers (user_id, device_id, kind, app_id, pushkey, pushkey_ts, app_display_name,
+			device_display_name, profile_tag, lang, data, sent_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+			(SELECT COALESCE(MAX(id), 0) FROM push_queue))
+		ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET device_id = excluded.device_id, kind = excluded.kind,
+			pushkey_ts = excluded.pushkey_ts, app_display_name = excluded.app_display_name,
+			device_display_name = excluded.device_display_name, profile_tag = excluded.profile_tag,
+			lang = excluded.lang, data = excluded.data`,
+		p.UserID, p.DeviceID, p.Kind, p.AppID, p.PushKey, p.PushKeyTS, p.AppDisplayName, p.DeviceDisplayName, p.ProfileTag, p.Lang, p.Data)
+	if err != nil {
+		return fmt.Errorf("storing pusher: %w", err)
+	}
+	return nil
+}
+
+// DeletePusher removes the user's pusher with the app ID and pushkey, and
+// its queue; a pusher that does not exist is no error.
+func DeletePusher(ctx context.Context, tx *sql.Tx, userID, appID, pushKey string) error {
+	return deletePushersWhere(ctx, tx, `user_id = $1 AND app_id = $2 AND pushkey = $3`, userID, appID, pushKey)
+}
+
+// DeletePusherByID removes one pusher and its queue.
+func DeletePusherByID(ctx context.Context, tx *sql.Tx, id int64) error {
+	return deletePushersWhere(ctx, tx, `id = $1`, id)
+}
+
+// DeleteDevicePushers removes the pushers the given devices set.
+func DeleteDevicePushers(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
+	if len(deviceIDs) == 0 {
+		return nil
+	}
+	args := []any{userID}
+	for _, d := range deviceIDs {
+		args = append(args, d)
+	}
+	return deletePushersWhere(ctx, tx, `user_id = $1 AND device_id IN (`+placeholders(2, len(deviceIDs))+`)`, args...)
+}
+
+func deletePushersWhere(ctx context.Context, tx *sql.Tx, where string, args ...any) error {
+	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT user_id FROM pushers WHERE `+where, args...)
+	if err != nil {
+		return fmt.Errorf("finding pushers: %w", err)
+	}
+	var users []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			rows.Close()
+			return err
+		}
+		users = append(users, u)
+	}
+	rows.Close()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM pushers WHERE `+where, args...); err != nil {
+		return fmt.Errorf("deleting pushers: %w", err)
+	}
+	for _, u := range users {
+		if err := TrimPushQueue(ctx, tx, u); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TrimPushQueue deletes the user's queued pushes every remaining pusher
+// has delivered (all of them when none remains).
+func TrimPushQueue(ctx context.Context, tx *sql.Tx, userID string) error {
+	_, err := tx.ExecContext(ctx, `DELETE FROM push_queue WHERE user_id = $1 AND id <=
+		COALESCE((SELECT MIN(sent_id) FROM pushers WHERE user_id = $1), (SELECT MAX(id) FROM push_queue))`, userID)
+	if err != nil {
+		return fmt.Errorf("trimming push queue: %w", err)
+	}
+	return nil
+}
+
+// SetPusherSent records that a pusher delivered the queue up to id.
+func SetPusherSent(ctx context.Context, tx *sql.Tx, pusherID, id int64) error {
+	_, err := tx.ExecContext(ctx, `UPDATE pushers SET sent_id = $1 WHERE id = $2 AND sent_id < $1`, id, pusherID)
+	return err
+}
+
+// PushBadge is the unread count last queued for the user (0 if none).
+func PushBadge(ctx context.Context, q Reader, userID string) (int64, error) {
+	var badge int64
+	err := q.QueryRowContext(ctx, `SELECT badge FROM push_badges WHERE user_id = $1`, userID).Scan(&badge)
+	if err == sql.ErrNoRows {
+		return 0, nil
+	}
+	return badge, err
+}
+
+// SetPushBadge records the unread count last queued for the user.
+func SetPushBadge(ctx context.Context, tx *sql.Tx, userID string, badge int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO push_badges (user_id, badge) VALUES ($1, $2)
+		ON CONFLICT (user_id) DO UPDATE SET badge = excluded.badge`, userID, badge)
+	return err
+}
+
+// QueuedPush is one notification (or badge update) waiting for a user's
+// gateways.
+type QueuedPush struct {
+	ID        int64
+	UserID    string
+	RoomID    string
+	StreamPos int64
+	ThreadID  string
+	Body      string
+	Actions   string
+	NotBefore int64
+}
+
+// EnqueuePush adds a push to the user's queue.
+func EnqueuePush(ctx context.Context, tx *sql.Tx, p QueuedPush) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO push_queue (user_id, room_id, stream_pos, thread_id, body, actions, not_before)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, p.UserID, p.RoomID, p.StreamPos, p.ThreadID, p.Body, p.Actions, p.NotBefore)
+	if err != nil {
+		return fmt.Errorf("queueing push: %w", err)
+	}
+	return nil
+}
+
+// NextPushes returns the oldest of the user's queued pushes after id.
+func NextPushes(ctx context.Context, q Reader, userID string, after int64, limit int) ([]QueuedPush, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, user_id, room_id, stream_pos, thread_id, body, actions, not_before FROM push_queue
+		WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3`, userID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("loading push queue: %w", err)
+	}
+	defer rows.Close()
+	var out []QueuedPush
+	for rows.Next() {
+		var p QueuedPush
+		if err := rows.Scan(&p.ID, &p.UserID, &p.RoomID, &p.StreamPos, &p.ThreadID, &p.Body, &p.Actions, &p.NotBefore); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// PushersWithQueue lists the pushers that have undelivered pushes.
+func PushersWithQueue(ctx context.Context, q Reader) ([]int64, error) {
+	rows, err := q.QueryContext(ctx, `SELECT p.id FROM pushers p WHERE EXISTS
+		(SELECT 1 FROM push_queue q WHERE q.user_id = p.user_id AND q.id > p.sent_id)`)
+	if err != nil {
+		return nil, fmt.Errorf("listing push queues: %w", err)
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// PushProgress is the last event position whose notifications were
+// recorded; ok is false before the first.
+func PushProgress(ctx context.Context, q Reader) (pos int64, ok bool, err error) {
+	err = q.QueryRowContext(ctx, `SELECT stream_pos FROM push_progress WHERE id = 1`).Scan(&pos)
+	if err == sql.ErrNoRows {
+		return 0, false, nil
+	}
+	return pos, err == nil, err
+}
+
+// SetPushProgress moves the evaluation progress forward (never back).
+func SetPushProgress(ctx context.Context, tx *sql.Tx, pos int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO push_progress (id, stream_pos) VALUES (1, $1)
+		ON CONFLICT (id) DO UPDATE SET stream_pos = excluded.stream_pos WHERE push_progress.stream_pos < excluded.stream_pos`, pos)
+	return err
+}
+
+// EventIDsAfter lists the IDs of events with positions after pos, in
+// stream order, at most limit.
+func EventIDsAfter(ctx context.Context, q Reader, pos int64, limit int) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT event_id FROM events WHERE stream_pos > $1 AND NOT outlier ORDER BY stream_pos LIMIT $2`, pos, limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing events: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
