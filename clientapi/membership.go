@@ -49,6 +49,14 @@ func (a *API) changeMembership(w http.ResponseWriter, r *http.Request, roomID st
 		mxhttp.WriteError(w, r, mxhttp.NotFound("Unknown room %s", roomID))
 		return
 	}
+	if c.Membership == spec.Join && c.Sender == c.Target {
+		extra, err := a.joinAuthorisation(r, roomID, c.Sender)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		c.Extra = extra
+	}
 	if _, err := a.rooms.SetMembership(r.Context(), roomID, c); err != nil {
 		mxhttp.WriteError(w, r, err)
 		return

@@ -1,0 +1,2 @@
+-- Placeholder for the migration another branch adds as 0007; the room-extras
+-- branch needs 0008 to load in the meantime. Delete this file at merge.
