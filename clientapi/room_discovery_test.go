@@ -94,7 +94,9 @@ func TestSpaceHierarchy(t *testing.T) {
 		space := func(name, preset string) string {
 			return alice.createRoom(t, map[string]any{"preset": preset, "name": name, "creation_content": map[string]any{"type": "m.space"}})
 		}
-		room := func(name, preset string) string { return alice.createRoom(t, map[string]any{"preset": preset, "name": name}) }
+		room := func(name, preset string) string {
+			return alice.createRoom(t, map[string]any{"preset": preset, "name": name})
+		}
 		root := space("Root", "public_chat")
 		r1 := room("R1", "public_chat")
 		ss1 := space("SS1", "public_chat")
@@ -112,9 +114,9 @@ func TestSpaceHierarchy(t *testing.T) {
 		link(root, ss1, nil)
 		link(root, r2, nil)
 		link(ss1, r3, nil)
-		link(r1, r3, nil) // r1 is not a space: not followed
+		link(r1, r3, nil)                                                               // r1 is not a space: not followed
 		alice.putState(t, root, "m.space.child", "!gone:hearth.test", map[string]any{}) // no via: not a child
-		link(root, "!remote:elsewhere.test", nil)                                      // unknown room: skipped
+		link(root, "!remote:elsewhere.test", nil)                                       // unknown room: skipped
 		base := "/_matrix/client/v1/rooms/" + url.PathEscape(root) + "/hierarchy"
 		ids := func(r hearthtest.Response) []string { return roomIDsOf(r.JSON["rooms"]) }
 

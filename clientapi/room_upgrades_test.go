@@ -14,7 +14,7 @@ func TestRoomUpgrade(t *testing.T) {
 		alice, bob, mallory := newUser(t, hs, "alice"), newUser(t, hs, "bob"), newUser(t, hs, "mallory")
 		old := alice.createRoom(t, map[string]any{"room_version": "10", "preset": "public_chat", "visibility": "public",
 			"name": "Old name", "topic": "Old topic", "room_alias_name": "upgrade-me",
-			"creation_content": map[string]any{"type": "m.space"},
+			"creation_content":             map[string]any{"type": "m.space"},
 			"power_level_content_override": map[string]any{"users": map[string]any{alice.id: 100, bob.id: 50}}})
 		alice.putState(t, old, "m.room.history_visibility", "", map[string]any{"history_visibility": "world_readable"})
 		alice.putState(t, old, "m.room.avatar", "", map[string]any{"url": "mxc://hearth.test/avatar"})
