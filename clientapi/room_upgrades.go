@@ -1,12 +1,16 @@
 package clientapi
 
 import (
+	"encoding/json"
 	"net/http"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/pushrules"
+	"github.com/hearth-matrix/hearth/storage"
 )
 
 // Room upgrades (client-server API, Room upgrades): the work is
@@ -38,5 +42,40 @@ func (a *API) upgradeRoom(w http.ResponseWriter, r *http.Request, c accounts.Cal
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	if err := a.copyPushRules(r, roomID, newRoomID); err != nil {
+		a.log.Warn("copying push rules to an upgraded room", "room", roomID, "err", err)
+	}
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"replacement_room": newRoomID})
+}
+
+// copyPushRules gives every local member of the old room (joined before the
+// upgrade) copies of their push rules about it for the new room: room rules
+// named after the room, and override and underride rules matching its ID
+// (client-server API, Room upgrades: "transfer ... notifications").
+func (a *API) copyPushRules(r *http.Request, oldRoomID, newRoomID string) error {
+	members, err := storage.MembersOfRoom(r.Context(), a.db.Read(), oldRoomID)
+	if err != nil {
+		return err
+	}
+	for _, m := range members {
+		if m.Membership != spec.Join || !a.isLocalUser(m.UserID) {
+			continue
+		}
+		changed := false
+		pos, err := a.db.UpdateAccountData(r.Context(), m.UserID, "", pushRulesType, func(old []byte, _ bool) ([]byte, error) {
+			u, err := pushrules.ParseUserRules(old)
+			if err != nil {
+				return nil, err
+			}
+			changed = u.CopyRoomRules(oldRoomID, newRoomID)
+			return json.Marshal(u)
+		})
+		if err != nil {
+			return err
+		}
+		if changed {
+			a.accountDataChanged(m.UserID, pos)
+		}
+	}
+	return nil
 }

@@ -29,9 +29,17 @@ func TestRoomUpgrade(t *testing.T) {
 		hearthtest.Expect(t, alice.do(t, "POST", up, map[string]any{}), http.StatusBadRequest, "M_BAD_JSON")
 		hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/rooms/!nope:hearth.test/upgrade", map[string]any{"new_version": "11"}), http.StatusNotFound, "M_NOT_FOUND")
 
+		hearthtest.Expect(t, bob.do(t, "PUT", "/_matrix/client/v3/pushrules/global/room/"+url.PathEscape(old),
+			map[string]any{"actions": []any{"dont_notify"}}), http.StatusOK, "")
 		r := alice.do(t, "POST", up, map[string]any{"new_version": "11"})
 		hearthtest.Expect(t, r, http.StatusOK, "")
 		newRoom := r.JSON["replacement_room"].(string)
+		// Bob's push rule for the old room was copied for the new one.
+		r = bob.do(t, "GET", "/_matrix/client/v3/pushrules/global/room/"+url.PathEscape(newRoom), nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if acts, _ := r.JSON["actions"].([]any); len(acts) != 1 || acts[0] != "dont_notify" {
+			t.Fatalf("copied push rule: %s", r.Body)
+		}
 		state := func(u user, roomID, evType, key string) map[string]any {
 			t.Helper()
 			r := u.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/"+evType+"/"+url.PathEscape(key), nil)
