@@ -15,12 +15,13 @@ import (
 
 // Aggregations returns, for each event of evs that has children, its
 // unsigned["m.relations"] value as formatted for viewer. Redacted events
-// get none: redaction cuts an event off from its relations.
+// get none (redaction cuts an event off from its relations), nor do state
+// events, so formatting room state costs no relation queries.
 func (r *Rooms) Aggregations(ctx context.Context, evs []*Event, viewer Viewer) (map[string]map[string]any, error) {
 	byID := make(map[string]*Event, len(evs))
 	ids := make([]string, 0, len(evs))
 	for _, ev := range evs {
-		if ev.RedactedBy != nil || byID[ev.EventID] != nil {
+		if ev.RedactedBy != nil || ev.IsState() || byID[ev.EventID] != nil {
 			continue
 		}
 		byID[ev.EventID] = ev
