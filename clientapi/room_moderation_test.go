@@ -82,6 +82,9 @@ func TestUserDirectoryAndMutualRooms(t *testing.T) {
 		if got := users(search(bob, "carol", nil)); !sameStrings(got, []string{carol.id}) {
 			t.Fatalf("bob shares a room with carol: %v", got)
 		}
+		if got := users(search(bob, "bob", nil)); len(got) != 0 {
+			t.Fatalf("the caller is not a result: %v", got)
+		}
 		if got := users(search(bob, "Secret", nil)); len(got) != 0 {
 			t.Fatalf("per-room name leaked: %v", got)
 		}

@@ -81,6 +81,9 @@ func (a *API) searchUserDirectory(w http.ResponseWriter, r *http.Request, c acco
 	term := strings.ToLower(strings.TrimSpace(*body.SearchTerm))
 	results := []userDirectoryResult{}
 	for _, u := range users {
+		if u.UserID == c.UserID {
+			continue // the caller is not among the results (as in Synapse)
+		}
 		res := userDirectoryResult{UserID: u.UserID, DisplayName: u.DisplayName, AvatarURL: u.AvatarURL}
 		if !a.isLocalUser(u.UserID) {
 			var ev struct {
