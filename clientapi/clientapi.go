@@ -144,6 +144,7 @@ func (a *API) Routes(r chi.Router) {
 	a.pusherRoutes(v3)
 	a.roomRoutes(v3)
 	a.keyRoutes(r)
+	a.roomExtraRoutes(r, v3)
 	a.registrationTokenAdminRoutes(r)
 	if a.cfg.RegistrationSharedSecret != "" {
 		r.Get("/_synapse/admin/v1/register", a.adminRegisterNonce)
@@ -230,4 +231,27 @@ func (a *API) roomRoutes(v3 func(string, string, http.HandlerFunc)) {
 	v3("GET", "/directory/room/{roomAlias}", a.getAlias)
 	v3("DELETE", "/directory/room/{roomAlias}", a.authed(a.deleteAlias))
 	v3("GET", "/rooms/{roomId}/aliases", a.authed(a.roomAliases))
+}
+
+// roomExtraRoutes registers the room modules beyond the core: directory,
+// relations and threads, upgrades, timestamps, summaries, spaces, reports,
+// the user directory and mutual rooms.
+func (a *API) roomExtraRoutes(r chi.Router, v3 func(string, string, http.HandlerFunc)) {
+	v1 := func(method, path string, h http.HandlerFunc) { r.Method(method, "/_matrix/client/v1"+path, h) }
+	v3("GET", "/directory/list/room/{roomId}", a.getRoomVisibility)
+	v3("PUT", "/directory/list/room/{roomId}", a.authed(a.putRoomVisibility))
+	v3("GET", "/publicRooms", a.getPublicRooms)
+	v3("POST", "/publicRooms", a.authed(a.postPublicRooms))
+	v1("GET", "/rooms/{roomId}/relations/{eventId}", a.authed(a.relations))
+	v1("GET", "/rooms/{roomId}/relations/{eventId}/{relType}", a.authed(a.relations))
+	v1("GET", "/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", a.authed(a.relations))
+	v1("GET", "/rooms/{roomId}/threads", a.authed(a.threads))
+	v3("POST", "/rooms/{roomId}/upgrade", a.authed(a.upgradeRoom))
+	v1("GET", "/rooms/{roomId}/timestamp_to_event", a.authed(a.timestampToEvent))
+	v1("GET", "/room_summary/{roomIdOrAlias}", a.getRoomSummary)
+	v1("GET", "/rooms/{roomId}/hierarchy", a.authed(a.hierarchy))
+	v3("POST", "/rooms/{roomId}/report/{eventId}", a.authed(a.reportEvent))
+	v3("POST", "/rooms/{roomId}/report", a.authed(a.reportRoom))
+	v3("POST", "/user_directory/search", a.authed(a.searchUserDirectory))
+	v1("GET", "/mutual_rooms", a.authed(a.mutualRooms))
 }

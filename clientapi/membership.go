@@ -73,6 +73,14 @@ func (a *API) changeMembership(w http.ResponseWriter, r *http.Request, roomID st
 		mxhttp.WriteError(w, r, mxhttp.NotFound("Unknown room %s", roomID))
 		return
 	}
+	if c.Membership == spec.Join && c.Sender == c.Target {
+		extra, err := a.joinAuthorisation(r, roomID, c.Sender)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		c.Extra = extra
+	}
 	if _, err := a.rooms.SetMembership(r.Context(), roomID, c); err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -166,13 +174,17 @@ func (a *API) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, c acco
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	// The via servers are for the remote join the room core will make.
-	roomID, _, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
+	// The via servers (from the alias or the query) are for a remote join.
+	roomID, via, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	a.join(w, r, c, roomID, nil, b)
+	servers := make([]spec.ServerName, 0, len(via))
+	for _, v := range via {
+		servers = append(servers, spec.ServerName(v))
+	}
+	a.join(w, r, c, roomID, servers, b)
 }
 
 // POST /knock/{roomIdOrAlias}

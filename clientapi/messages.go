@@ -129,6 +129,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, c accounts.Caller
 func (a *API) paginate(r *http.Request, roomID, userID string, from rooms.TopoToken, to *rooms.TopoToken, backwards bool, limit int, f *filter.RoomEventFilter) ([]*rooms.Event, *rooms.TopoToken, error) {
 	var out []*rooms.Event
 	cur := from
+	ignored := a.ignoredUsers(r.Context(), userID)
 	// Filters and history visibility may drop events: read more pages, but
 	// a bounded number, and hand back a token to go on from.
 	for round := 0; round < 10 && len(out) < limit; round++ {
@@ -153,7 +154,7 @@ func (a *API) paginate(r *http.Request, roomID, userID string, from rooms.TopoTo
 			if len(out) == limit {
 				break
 			}
-			if f.AllowsEvent(ev.Type, ev.Sender, ev.PDU.Content()) {
+			if f.AllowsEvent(ev.Type, ev.Sender, ev.PDU.Content()) && (ev.IsState() || !ignored[ev.Sender]) {
 				out = append(out, ev)
 			}
 		}

@@ -309,8 +309,8 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			}
 			resp.Rooms.Join[m.RoomID] = jr
 		case spec.Invite, spec.Knock:
-			if !newMembership {
-				continue
+			if !newMembership || m.Membership == spec.Invite && a.ignoredUsers(ctx, req.userID)[memberEv.Sender] {
+				continue // invites from ignored users are never sent
 			}
 			if m.Membership == spec.Invite && a.ignoredUsers(ctx, req.userID)[memberEv.Sender] {
 				continue // invites from ignored users are dropped (Ignoring users)
@@ -643,8 +643,9 @@ func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, 
 
 // ignored reports whether ev comes from a user the viewer ignores
 // (m.ignored_user_list). Hooked up with the account data it reads.
+// State events are always sent (client-server API, Ignoring Users).
 func (a *API) ignored(ctx context.Context, userID string, ev *rooms.Event) bool {
-	return a.ignoredUsers(ctx, userID)[ev.Sender]
+	return !ev.IsState() && a.ignoredUsers(ctx, userID)[ev.Sender]
 }
 
 // ignoredUsers reads m.ignored_user_list.

@@ -64,3 +64,25 @@ func TestDefaultsAreCopies(t *testing.T) {
 		t.Fatalf("defaults were modified through a copy: %+v", b[:3])
 	}
 }
+
+func TestCopyRoomRules(t *testing.T) {
+	oldRoom, newRoom := "!old:hs", "!new:hs"
+	p := oldRoom
+	u := UserRules{Custom: map[Kind][]Rule{
+		Room:     {{RuleID: oldRoom, Enabled: true, Actions: []Action{{Name: "dont_notify"}}}, {RuleID: "!other:hs"}},
+		Override: {{RuleID: "mute-" + oldRoom, Enabled: true, Conditions: []Condition{{Kind: "event_match", Key: "room_id", Pattern: &p}}}},
+	}}
+	if !u.CopyRoomRules(oldRoom, newRoom) {
+		t.Fatal("nothing copied")
+	}
+	if r := u.Custom[Room]; len(r) != 3 || r[0].RuleID != newRoom || r[0].Actions[0].Name != "dont_notify" || !r[0].Enabled {
+		t.Fatalf("room rules: %+v", r)
+	}
+	o := u.Custom[Override]
+	if len(o) != 2 || o[0].RuleID != "mute-"+newRoom || *o[0].Conditions[0].Pattern != newRoom || *o[1].Conditions[0].Pattern != oldRoom {
+		t.Fatalf("override rules: %+v", o)
+	}
+	if u.CopyRoomRules(oldRoom, newRoom) {
+		t.Fatal("copied twice")
+	}
+}

@@ -240,3 +240,52 @@ func (u UserRules) Get(userID string, k Kind, ruleID string) (Rule, error) {
 	}
 	return r, nil
 }
+
+// CopyRoomRules adds, for a room upgraded from oldRoomID to newRoomID, a
+// copy of each of the user's rules about the old room: the room rule named
+// after it, and override and underride rules with an event_match on
+// room_id for it. Existing rules of the new room are kept. It reports
+// whether anything was added.
+func (u *UserRules) CopyRoomRules(oldRoomID, newRoomID string) bool {
+	added := false
+	for _, k := range []Kind{Override, Room, Underride} {
+		rules := u.Custom[k]
+		exists := map[string]bool{}
+		for _, r := range rules {
+			exists[r.RuleID] = true
+		}
+		var copies []Rule
+		for _, r := range rules {
+			matches := k == Room && r.RuleID == oldRoomID
+			var conds []Condition
+			for _, c := range r.Conditions {
+				if c.Kind == "event_match" && c.Key == "room_id" && c.Pattern != nil && *c.Pattern == oldRoomID {
+					matches = true
+					p := newRoomID
+					c.Pattern = &p
+				}
+				conds = append(conds, c)
+			}
+			if !matches {
+				continue
+			}
+			c := r
+			c.RuleID = strings.ReplaceAll(r.RuleID, oldRoomID, newRoomID)
+			c.Conditions = conds
+			c.Actions = append([]Action{}, r.Actions...)
+			if c.RuleID == r.RuleID || exists[c.RuleID] {
+				continue
+			}
+			exists[c.RuleID] = true
+			copies = append(copies, c)
+		}
+		if len(copies) > 0 {
+			if u.Custom == nil {
+				u.Custom = map[Kind][]Rule{}
+			}
+			u.Custom[k] = append(copies, rules...)
+			added = true
+		}
+	}
+	return added
+}

@@ -96,7 +96,8 @@ func (r *Rooms) visibilityAt(ctx context.Context, snapshotID int64, userID strin
 }
 
 // Format turns events into client events for viewer, attaching
-// unsigned.redacted_because to redacted ones.
+// unsigned.redacted_because to redacted ones and the bundled aggregations
+// (unsigned["m.relations"]) of events with children.
 func (r *Rooms) Format(ctx context.Context, evs []*Event, viewer Viewer) ([]ClientEvent, error) {
 	var redactionIDs []string
 	for _, ev := range evs {
@@ -132,6 +133,15 @@ func (r *Rooms) Format(ctx context.Context, evs []*Event, viewer Viewer) ([]Clie
 			ce.Unsigned["membership"] = m
 		}
 		out = append(out, ce)
+	}
+	aggs, err := r.Aggregations(ctx, evs, viewer)
+	if err != nil {
+		return nil, err
+	}
+	for i, ev := range evs {
+		if a, ok := aggs[ev.EventID]; ok {
+			out[i].Unsigned["m.relations"] = a
+		}
 	}
 	return out, nil
 }

@@ -1,0 +1,270 @@
+package clientapi
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/rooms"
+	"github.com/hearth-matrix/hearth/storage"
+	"github.com/hearth-matrix/hearth/syncstream"
+)
+
+// Relationships between events (client-server API, Forming relationships
+// between events; Threading): GET /v1/rooms/{roomId}/relations/... and
+// GET /v1/rooms/{roomId}/threads. Bundled aggregations are added by
+// rooms.Format wherever events leave the server.
+
+const (
+	defaultRelationsLimit = 50
+	maxRelationsLimit     = 1000
+	// relationsRecursion is how many levels recurse=true follows (the spec
+	// asks for at least 3).
+	relationsRecursion = 3
+)
+
+// queryLimit parses a limit query parameter: def when absent, at most max.
+func queryLimit(r *http.Request, def, max int) (int, error) {
+	l := r.URL.Query().Get("limit")
+	if l == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 0 {
+		return 0, mxhttp.InvalidParam("limit must be a non-negative integer")
+	}
+	return min(n, max), nil
+}
+
+// roomBoundary parses a pagination token that may be a /messages or
+// /relations token (topological) or a /sync next_batch (a stream
+// position, which becomes the boundary just after the room's last event
+// at or before it).
+func (a *API) roomBoundary(r *http.Request, roomID, s string) (rooms.TopoToken, error) {
+	if t, err := rooms.ParseTopoToken(s); err == nil {
+		return t, nil
+	}
+	pos, err := syncstream.ParseToken(s)
+	if err != nil {
+		return rooms.TopoToken{}, mxhttp.InvalidParam("Invalid pagination token %q", s)
+	}
+	row, err := storage.LastEventAtOrBefore(r.Context(), a.db.Read(), roomID, pos.Events)
+	if errors.Is(err, storage.ErrNotFound) {
+		return rooms.TopoToken{}, nil
+	}
+	if err != nil {
+		return rooms.TopoToken{}, err
+	}
+	return rooms.TopoToken{Depth: row.Depth, Pos: row.StreamPos + 1}, nil
+}
+
+// visibleEvent loads an event of roomID that userID may see, or 404.
+func (a *API) visibleEvent(r *http.Request, roomID, eventID, userID string) (*rooms.Event, error) {
+	ev, err := a.rooms.Event(r.Context(), eventID)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && (ev.RoomID != roomID || ev.Rejected || ev.Outlier) {
+		return nil, mxhttp.NotFound("Event not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	vis, err := a.rooms.Visible(r.Context(), userID, []*rooms.Event{ev})
+	if err != nil {
+		return nil, err
+	}
+	if len(vis) == 0 {
+		return nil, mxhttp.NotFound("Event not found")
+	}
+	return ev, nil
+}
+
+// GET /v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]
+func (a *API) relations(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
+	q := r.URL.Query()
+	dir := q.Get("dir")
+	if dir == "" {
+		dir = "b"
+	}
+	if dir != "b" && dir != "f" {
+		mxhttp.WriteError(w, r, mxhttp.InvalidParam("dir must be b or f"))
+		return
+	}
+	backwards := dir == "b"
+	limit, err := queryLimit(r, defaultRelationsLimit, maxRelationsLimit)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	recurse := false
+	switch q.Get("recurse") {
+	case "", "false":
+	case "true":
+		recurse = true
+	default:
+		mxhttp.WriteError(w, r, mxhttp.InvalidParam("recurse must be true or false"))
+		return
+	}
+	if _, err := a.visibleEvent(r, roomID, eventID, c.UserID); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	from := rooms.TopoToken{}
+	if f := q.Get("from"); f != "" {
+		if from, err = a.roomBoundary(r, roomID, f); err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+	} else if backwards {
+		if from, err = a.rooms.End(r.Context(), roomID); err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+	}
+	var to *rooms.TopoToken
+	if t := q.Get("to"); t != "" {
+		tt, err := a.roomBoundary(r, roomID, t)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		to = &tt
+	}
+	parents := []string{eventID}
+	depth := 1
+	if recurse {
+		more, reached, err := a.rooms.Descendants(r.Context(), roomID, eventID, relationsRecursion-1)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		parents = append(parents, more...)
+		depth = reached + 1
+	}
+	query := storage.RelationsQuery{
+		RoomID: roomID, Parents: parents, RelType: pathParam(r, "relType"), EventType: pathParam(r, "eventType"),
+		Depth: from.Depth, Pos: from.Pos, Backwards: backwards, Limit: limit,
+	}
+	page, err := a.rooms.Children(r.Context(), query)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	atEnd := len(page) < limit
+	if to != nil {
+		for i, ev := range page {
+			if (backwards && !tokenLess(*to, rooms.Before(ev))) || (!backwards && !tokenLess(rooms.Before(ev), *to)) {
+				page, atEnd = page[:i], true
+				break
+			}
+		}
+	}
+	resp := map[string]any{}
+	if !atEnd && len(page) > 0 {
+		last := page[len(page)-1]
+		next := rooms.After(last)
+		if backwards {
+			next = rooms.Before(last)
+		}
+		resp["next_batch"] = next.String()
+	}
+	if f := q.Get("from"); f != "" {
+		resp["prev_batch"] = f
+	}
+	if recurse {
+		resp["recursion_depth"] = depth
+	}
+	visible, err := a.rooms.Visible(r.Context(), c.UserID, page)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	visible = a.withoutIgnored(r, c.UserID, visible)
+	chunk, err := a.rooms.Format(r.Context(), visible, rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID})
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	resp["chunk"] = chunk
+	mxhttp.WriteJSON(w, http.StatusOK, resp)
+}
+
+// GET /v1/rooms/{roomId}/threads
+func (a *API) threads(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID := pathParam(r, "roomId")
+	q := r.URL.Query()
+	participant := ""
+	switch q.Get("include") {
+	case "", "all":
+	case "participated":
+		participant = c.UserID
+	default:
+		mxhttp.WriteError(w, r, mxhttp.InvalidParam("include must be all or participated"))
+		return
+	}
+	limit, err := queryLimit(r, defaultRelationsLimit, maxRelationsLimit)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	var before int64
+	if f := q.Get("from"); f != "" {
+		n, err := strconv.ParseInt(strings.TrimPrefix(f, "th"), 10, 64)
+		if !strings.HasPrefix(f, "th") || err != nil || n <= 0 {
+			mxhttp.WriteError(w, r, mxhttp.InvalidParam("Unknown pagination token %q", f))
+			return
+		}
+		before = n
+	}
+	if err := a.requireCanSee(r, roomID, c.UserID); err != nil {
+		var me *mxhttp.Error
+		if errors.As(err, &me) && me.ErrCode == "M_NOT_FOUND" {
+			err = mxhttp.Forbidden("You cannot view room %s", roomID)
+		}
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	resp := map[string]any{"chunk": []rooms.ClientEvent{}}
+	if limit == 0 {
+		mxhttp.WriteJSON(w, http.StatusOK, resp)
+		return
+	}
+	threads, err := storage.Threads(r.Context(), a.db.Read(), roomID, participant, before, limit)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	ids := make([]string, 0, len(threads))
+	for _, t := range threads {
+		ids = append(ids, t.RootID)
+	}
+	loaded, err := a.rooms.Events(r.Context(), a.db.Read(), ids)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	var roots []*rooms.Event
+	for _, id := range ids {
+		if ev, ok := loaded[id]; ok && ev.RoomID == roomID && !ev.Rejected && !ev.Outlier {
+			roots = append(roots, ev)
+		}
+	}
+	visible, err := a.rooms.Visible(r.Context(), c.UserID, roots)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	visible = a.withoutIgnored(r, c.UserID, visible)
+	chunk, err := a.rooms.Format(r.Context(), visible, rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID})
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	resp["chunk"] = chunk
+	if len(threads) == limit {
+		resp["next_batch"] = "th" + strconv.FormatInt(threads[len(threads)-1].LatestPos, 10)
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, resp)
+}

@@ -1,0 +1,134 @@
+package clientapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/rooms"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Room summaries (client-server API, GET /v1/room_summary/{roomIdOrAlias},
+// v1.15) and the access rule they share with the space hierarchy.
+
+// roomSummaryJSON is a RoomSummary: the directory fields plus the ones
+// v1.15 added.
+type roomSummaryJSON struct {
+	rooms.Info
+	AllowedRoomIDs []string `json:"allowed_room_ids,omitempty"`
+	Encryption     string   `json:"encryption,omitempty"`
+	RoomVersion    string   `json:"room_version,omitempty"`
+	Membership     string   `json:"membership,omitempty"`
+}
+
+func summaryJSON(info rooms.Info) roomSummaryJSON {
+	s := roomSummaryJSON{Info: info, Encryption: info.Encryption, RoomVersion: info.RoomVersion}
+	if info.JoinRule == "restricted" || info.JoinRule == "knock_restricted" {
+		s.AllowedRoomIDs = info.AllowedRoomIDs
+		if s.AllowedRoomIDs == nil {
+			s.AllowedRoomIDs = []string{}
+		}
+	}
+	return s
+}
+
+// publiclyPreviewable reports whether anyone may see a room's summary: a
+// public or knockable join rule, or world_readable history.
+func publiclyPreviewable(info rooms.Info) bool {
+	switch info.JoinRule {
+	case spec.Public, spec.Knock, "knock_restricted":
+		return true
+	}
+	return info.WorldReadable
+}
+
+// roomAccessible applies the spec's rule for which rooms a user may learn
+// about (space hierarchy, room summary): a member (joined or invited), a
+// public, knockable or world_readable room, or a restricted room whose
+// allowed rooms the user is joined to. It also returns the user's
+// membership.
+func (a *API) roomAccessible(ctx context.Context, info rooms.Info, userID string) (bool, string, error) {
+	membership := ""
+	if userID != "" {
+		m, _, err := a.rooms.MembershipOf(ctx, info.RoomID, userID)
+		if err != nil {
+			return false, "", err
+		}
+		membership = m
+	}
+	switch {
+	case membership == spec.Ban:
+		return false, membership, nil
+	case membership == spec.Join || membership == spec.Invite || membership == spec.Knock:
+		return true, membership, nil
+	case publiclyPreviewable(info):
+		return true, membership, nil
+	case userID != "" && (info.JoinRule == "restricted" || info.JoinRule == "knock_restricted"):
+		ok, err := a.joinedToAny(ctx, userID, info.AllowedRoomIDs)
+		return ok, membership, err
+	}
+	return false, membership, nil
+}
+
+// joinedToAny reports whether the user is joined to one of the rooms.
+func (a *API) joinedToAny(ctx context.Context, userID string, roomIDs []string) (bool, error) {
+	for _, id := range roomIDs {
+		m, _, err := a.rooms.MembershipOf(ctx, id, userID)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if m == spec.Join {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// GET /v1/room_summary/{roomIdOrAlias}: authentication is optional; without
+// it only publicly previewable rooms are summarised. Rooms this server does
+// not have are 404 until federation can ask the via servers.
+func (a *API) getRoomSummary(w http.ResponseWriter, r *http.Request) {
+	c, err := a.optionalCaller(r)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	roomID, _, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	info, err := a.rooms.Info(r.Context(), roomID)
+	if errors.Is(err, storage.ErrNotFound) {
+		mxhttp.WriteError(w, r, mxhttp.NotFound("Room not found"))
+		return
+	}
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	ok, membership, err := a.roomAccessible(r.Context(), info, c.UserID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if !ok {
+		mxhttp.WriteError(w, r, mxhttp.NotFound("Room not found"))
+		return
+	}
+	s := summaryJSON(info)
+	if c.UserID != "" {
+		s.Membership = membership
+		if s.Membership == "" {
+			s.Membership = spec.Leave
+		}
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, s)
+}

@@ -1,0 +1,81 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/pushrules"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Room upgrades (client-server API, Room upgrades): the work is
+// rooms.Upgrade, one transaction.
+
+// POST /v3/rooms/{roomId}/upgrade
+func (a *API) upgradeRoom(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	roomID := pathParam(r, "roomId")
+	var body struct {
+		NewVersion         *string  `json:"new_version"`
+		AdditionalCreators []string `json:"additional_creators"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if body.NewVersion == nil || *body.NewVersion == "" {
+		mxhttp.WriteError(w, r, mxhttp.BadJSON("new_version is required"))
+		return
+	}
+	if len(body.AdditionalCreators) > 0 {
+		// Only room versions with privileged creators (12+) take them, and
+		// Hearth does not serve those yet.
+		mxhttp.WriteError(w, r, mxhttp.InvalidParam("additional_creators needs a room version with privileged creators"))
+		return
+	}
+	newRoomID, err := a.rooms.Upgrade(r.Context(), roomID, c.UserID, gomatrixserverlib.RoomVersion(*body.NewVersion))
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if err := a.copyPushRules(r, roomID, newRoomID); err != nil {
+		a.log.Warn("copying push rules to an upgraded room", "room", roomID, "err", err)
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"replacement_room": newRoomID})
+}
+
+// copyPushRules gives every local member of the old room (joined before the
+// upgrade) copies of their push rules about it for the new room: room rules
+// named after the room, and override and underride rules matching its ID
+// (client-server API, Room upgrades: "transfer ... notifications").
+func (a *API) copyPushRules(r *http.Request, oldRoomID, newRoomID string) error {
+	members, err := storage.MembersOfRoom(r.Context(), a.db.Read(), oldRoomID)
+	if err != nil {
+		return err
+	}
+	for _, m := range members {
+		if m.Membership != spec.Join || !a.isLocalUser(m.UserID) {
+			continue
+		}
+		changed := false
+		pos, err := a.db.UpdateAccountData(r.Context(), m.UserID, "", pushRulesType, func(old []byte, _ bool) ([]byte, error) {
+			u, err := pushrules.ParseUserRules(old)
+			if err != nil {
+				return nil, err
+			}
+			changed = u.CopyRoomRules(oldRoomID, newRoomID)
+			return json.Marshal(u)
+		})
+		if err != nil {
+			return err
+		}
+		if changed {
+			a.accountDataChanged(m.UserID, pos)
+		}
+	}
+	return nil
+}

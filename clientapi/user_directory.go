@@ -1,0 +1,157 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// User directory (client-server API, User directory) and mutual rooms.
+
+const (
+	defaultUserDirectoryLimit = 10
+	maxUserDirectoryLimit     = 100
+)
+
+type userDirectoryResult struct {
+	UserID      string  `json:"user_id"`
+	DisplayName *string `json:"display_name,omitempty"`
+	AvatarURL   *string `json:"avatar_url,omitempty"`
+}
+
+// POST /v3/user_directory/search: the users who share a joined room with
+// the caller or are joined to a public room (join rule public), matched
+// case-insensitively on user ID and display name. Local users are shown
+// with their global profile, never a per-room name; remote users with the
+// name of their membership event.
+func (a *API) searchUserDirectory(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	var body struct {
+		SearchTerm *string `json:"search_term"`
+		Limit      *int    `json:"limit"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if body.SearchTerm == nil {
+		mxhttp.WriteError(w, r, mxhttp.MissingParam("search_term is required"))
+		return
+	}
+	limit := defaultUserDirectoryLimit
+	if body.Limit != nil {
+		if *body.Limit < 0 {
+			mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must not be negative"))
+			return
+		}
+		limit = min(*body.Limit, maxUserDirectoryLimit)
+	}
+	ctx := r.Context()
+	roomIDs, err := a.rooms.JoinedRooms(ctx, c.UserID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	joinRules, err := storage.CurrentStateOfType(ctx, a.db.Read(), spec.MRoomJoinRules)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	for roomID, js := range joinRules {
+		var ev struct {
+			Content struct {
+				JoinRule string `json:"join_rule"`
+			} `json:"content"`
+		}
+		if json.Unmarshal(js, &ev) == nil && ev.Content.JoinRule == spec.Public {
+			roomIDs = append(roomIDs, roomID)
+		}
+	}
+	users, err := storage.JoinedMembersOfRooms(ctx, a.db.Read(), roomIDs)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	term := strings.ToLower(strings.TrimSpace(*body.SearchTerm))
+	results := []userDirectoryResult{}
+	for _, u := range users {
+		if u.UserID == c.UserID {
+			continue // the caller is not among the results (as in Synapse)
+		}
+		res := userDirectoryResult{UserID: u.UserID, DisplayName: u.DisplayName, AvatarURL: u.AvatarURL}
+		if !a.isLocalUser(u.UserID) {
+			var ev struct {
+				Content struct {
+					DisplayName *string `json:"displayname"`
+					AvatarURL   *string `json:"avatar_url"`
+				} `json:"content"`
+			}
+			_ = json.Unmarshal(u.MemberJSON, &ev)
+			res.DisplayName, res.AvatarURL = ev.Content.DisplayName, ev.Content.AvatarURL
+		}
+		name := ""
+		if res.DisplayName != nil {
+			name = strings.ToLower(*res.DisplayName)
+		}
+		if strings.Contains(strings.ToLower(u.UserID), term) || strings.Contains(name, term) {
+			results = append(results, res)
+		}
+	}
+	sort.Slice(results, func(i, j int) bool { return results[i].UserID < results[j].UserID })
+	limited := len(results) > limit
+	if limited {
+		results = results[:limit]
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"results": results, "limited": limited})
+}
+
+// GET /v1/mutual_rooms?user_id=: the rooms both users are joined to, in
+// one batch (no next_batch).
+func (a *API) mutualRooms(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	q := r.URL.Query()
+	other := q.Get("user_id")
+	if other == "" {
+		mxhttp.WriteError(w, r, mxhttp.MissingParam("user_id is required"))
+		return
+	}
+	if _, err := spec.NewUserID(other, true); err != nil {
+		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Invalid user_id %q", other))
+		return
+	}
+	if other == c.UserID {
+		mxhttp.WriteError(w, r, mxhttp.InvalidParam("user_id must not be your own user ID"))
+		return
+	}
+	if q.Get("from") != "" {
+		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Unknown pagination token"))
+		return
+	}
+	mine, err := a.rooms.JoinedRooms(r.Context(), c.UserID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	theirs, err := a.rooms.JoinedRooms(r.Context(), other)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	in := map[string]bool{}
+	for _, id := range theirs {
+		in[id] = true
+	}
+	joined := []string{}
+	for _, id := range mine {
+		if in[id] {
+			joined = append(joined, id)
+		}
+	}
+	sort.Strings(joined)
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"joined": joined, "count": len(joined)})
+}

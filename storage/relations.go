@@ -1,0 +1,232 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// Relations between events (client-server API, Forming relationships between
+// events): the events table keeps content.m.relates_to's event_id and
+// rel_type in relates_to and rel_type. Redacted children no longer relate
+// (redaction strips m.relates_to), so every query here skips them.
+
+const relationTimeline = `NOT outlier AND NOT rejected AND NOT soft_failed AND redacted_by IS NULL`
+
+// RelationsQuery selects the children of some parents in one room.
+type RelationsQuery struct {
+	RoomID    string
+	Parents   []string
+	RelType   string // "" for any
+	EventType string // "" for any
+	// A topological boundary (depth, stream_pos): backwards returns
+	// children before it, newest first; forwards children at or after it,
+	// oldest first.
+	Depth, Pos int64
+	Backwards  bool
+	Limit      int
+}
+
+// Relations pages through the children of q.Parents.
+func Relations(ctx context.Context, rd Reader, q RelationsQuery) ([]Event, error) {
+	if len(q.Parents) == 0 {
+		return nil, nil
+	}
+	args := []any{q.RoomID, q.Depth, q.Pos}
+	where := `room_id = $1 AND ` + relationTimeline
+	if q.Backwards {
+		where += ` AND (depth < $2 OR (depth = $2 AND stream_pos < $3))`
+	} else {
+		where += ` AND (depth > $2 OR (depth = $2 AND stream_pos >= $3))`
+	}
+	if q.RelType != "" {
+		args = append(args, q.RelType)
+		where += fmt.Sprintf(` AND rel_type = $%d`, len(args))
+	}
+	if q.EventType != "" {
+		args = append(args, q.EventType)
+		where += fmt.Sprintf(` AND type = $%d`, len(args))
+	}
+	where += ` AND relates_to IN (` + placeholders(len(args)+1, len(q.Parents)) + `)`
+	for _, p := range q.Parents {
+		args = append(args, p)
+	}
+	order := `depth ASC, stream_pos ASC`
+	if q.Backwards {
+		order = `depth DESC, stream_pos DESC`
+	}
+	args = append(args, q.Limit)
+	return queryEvents(ctx, rd, `SELECT `+eventColumns+` FROM events WHERE `+where+` ORDER BY `+order+fmt.Sprintf(` LIMIT $%d`, len(args)), args...)
+}
+
+// ChildIDs returns the IDs of the events relating to any of parents, with
+// any relation type, in one room.
+func ChildIDs(ctx context.Context, q Reader, roomID string, parents []string) ([]string, error) {
+	if len(parents) == 0 {
+		return nil, nil
+	}
+	args := []any{roomID}
+	for _, p := range parents {
+		args = append(args, p)
+	}
+	return queryStrings(ctx, q, `SELECT event_id FROM events WHERE room_id = $1 AND `+relationTimeline+`
+		AND relates_to IN (`+placeholders(2, len(parents))+`)`, args...)
+}
+
+func queryStrings(ctx context.Context, q Reader, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("querying: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// ThreadSummary is what a thread root's bundled m.thread aggregation needs.
+type ThreadSummary struct {
+	Count        int
+	LatestPos    int64
+	Participated bool // the viewer sent an event in the thread
+}
+
+// ThreadSummaries summarises the threads rooted at any of roots, for viewer.
+func ThreadSummaries(ctx context.Context, q Reader, roots []string, viewer string) (map[string]ThreadSummary, error) {
+	out := map[string]ThreadSummary{}
+	if len(roots) == 0 {
+		return out, nil
+	}
+	args := []any{viewer}
+	for _, r := range roots {
+		args = append(args, r)
+	}
+	rows, err := q.QueryContext(ctx, `SELECT relates_to, COUNT(*), MAX(stream_pos), SUM(CASE WHEN sender = $1 THEN 1 ELSE 0 END)
+		FROM events WHERE rel_type = 'm.thread' AND `+relationTimeline+` AND relates_to IN (`+placeholders(2, len(roots))+`)
+		GROUP BY relates_to`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("summarising threads: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var root string
+		var s ThreadSummary
+		var mine int64
+		if err := rows.Scan(&root, &s.Count, &s.LatestPos, &mine); err != nil {
+			return nil, err
+		}
+		s.Participated = mine > 0
+		out[root] = s
+	}
+	return out, rows.Err()
+}
+
+// EventsAtPositions loads events by stream position.
+func EventsAtPositions(ctx context.Context, q Reader, positions []int64) ([]Event, error) {
+	if len(positions) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(positions))
+	for i, p := range positions {
+		args[i] = p
+	}
+	return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events WHERE stream_pos IN (`+placeholders(1, len(positions))+`)`, args...)
+}
+
+// EditsAndReferences returns the m.replace and m.reference children of
+// parents (the few events bundled whole or by ID).
+func EditsAndReferences(ctx context.Context, q Reader, parents []string) ([]Event, error) {
+	if len(parents) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(parents))
+	for i, p := range parents {
+		args[i] = p
+	}
+	return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events WHERE rel_type IN ('m.replace', 'm.reference') AND `+relationTimeline+`
+		AND relates_to IN (`+placeholders(1, len(parents))+`) ORDER BY stream_pos`, args...)
+}
+
+// ThreadRoot is a thread of a room with the position of its latest event.
+type ThreadRoot struct {
+	RootID    string
+	LatestPos int64
+}
+
+// Threads lists a room's threads by latest activity, newest first, whose
+// latest event is before stream position before (0: no bound). With
+// participant set, only threads whose root or some reply they sent.
+func Threads(ctx context.Context, q Reader, roomID, participant string, before int64, limit int) ([]ThreadRoot, error) {
+	args := []any{roomID}
+	having := ""
+	if before > 0 {
+		args = append(args, before)
+		having = fmt.Sprintf(` HAVING MAX(t.stream_pos) < $%d`, len(args))
+	}
+	where := ""
+	if participant != "" {
+		args = append(args, participant)
+		n := len(args)
+		where = fmt.Sprintf(` AND (EXISTS (SELECT 1 FROM events r WHERE r.event_id = t.relates_to AND r.sender = $%d)
+			OR EXISTS (SELECT 1 FROM events p WHERE p.relates_to = t.relates_to AND p.rel_type = 'm.thread' AND p.sender = $%d AND p.redacted_by IS NULL))`, n, n)
+	}
+	args = append(args, limit)
+	rows, err := q.QueryContext(ctx, `SELECT t.relates_to, MAX(t.stream_pos) AS latest FROM events t
+		WHERE t.room_id = $1 AND t.rel_type = 'm.thread' AND NOT t.outlier AND NOT t.rejected AND NOT t.soft_failed AND t.redacted_by IS NULL`+where+`
+		GROUP BY t.relates_to`+having+fmt.Sprintf(` ORDER BY latest DESC LIMIT $%d`, len(args)), args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing threads: %w", err)
+	}
+	defer rows.Close()
+	var out []ThreadRoot
+	for rows.Next() {
+		var t ThreadRoot
+		if err := rows.Scan(&t.RootID, &t.LatestPos); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// EventNearTimestamp returns the room's timeline event closest to ts in one
+// direction: the first at or after ts (forwards) or the last at or before
+// it (backwards). ErrNotFound if there is none.
+func EventNearTimestamp(ctx context.Context, q Reader, roomID string, ts int64, forwards bool) (Event, error) {
+	query := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND NOT outlier AND NOT rejected AND NOT soft_failed
+		AND origin_server_ts <= $2 ORDER BY origin_server_ts DESC, stream_pos DESC LIMIT 1`
+	if forwards {
+		query = `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND NOT outlier AND NOT rejected AND NOT soft_failed
+		AND origin_server_ts >= $2 ORDER BY origin_server_ts ASC, stream_pos ASC LIMIT 1`
+	}
+	e, err := scanEvent(q.QueryRowContext(ctx, query, roomID, ts))
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, ErrNotFound
+	}
+	if err != nil {
+		return e, fmt.Errorf("finding event by timestamp: %w", err)
+	}
+	return e, nil
+}
+
+// LastEventAtOrBefore returns the room's last timeline event with stream
+// position at most pos (ErrNotFound if none): sync tokens become
+// topological boundaries through it.
+func LastEventAtOrBefore(ctx context.Context, q Reader, roomID string, pos int64) (Event, error) {
+	e, err := scanEvent(q.QueryRowContext(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND stream_pos <= $2
+		AND NOT outlier AND NOT rejected AND NOT soft_failed ORDER BY stream_pos DESC LIMIT 1`, roomID, pos))
+	if errors.Is(err, sql.ErrNoRows) {
+		return e, ErrNotFound
+	}
+	if err != nil {
+		return e, fmt.Errorf("finding event at position: %w", err)
+	}
+	return e, nil
+}
