@@ -194,9 +194,27 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	roomID, _, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
+	roomID, via, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
+		return
+	}
+	local, err := a.rooms.CanJoinLocally(r.Context(), roomID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if !local {
+		// A room whose live copy is on other servers: knock through them.
+		servers := make([]spec.ServerName, 0, len(via))
+		for _, v := range via {
+			servers = append(servers, spec.ServerName(v))
+		}
+		if _, err := a.rooms.KnockRemote(r.Context(), roomID, c.UserID, b.Reason, servers); err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 		return
 	}
 	a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Knock, Reason: b.Reason})

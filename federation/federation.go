@@ -109,6 +109,7 @@ func New(ctx context.Context, d Deps) (*API, error) {
 	d.Rooms.Observe(a.queue.fanOut)
 	d.Rooms.SetFederation(a.keyRing, roomClient{a}, roomClient{a})
 	d.Rooms.SetInviteClient(roomClient{a})
+	d.Rooms.SetMembershipClient(roomClient{a})
 	if err := a.queue.Start(ctx); err != nil {
 		a.queue.Close()
 		return nil, err

@@ -23,6 +23,11 @@ func (a *API) roomRoutes(r chi.Router) {
 	r.Get(f+"/v1/make_join/{roomId}/{userId}", a.makeJoin)
 	r.Put(f+"/v2/send_join/{roomId}/{eventId}", a.sendJoin)
 	r.Put(f+"/v2/invite/{roomId}/{eventId}", a.invite)
+	r.Get(f+"/v1/make_leave/{roomId}/{userId}", a.makeLeave)
+	r.Put(f+"/v1/send_leave/{roomId}/{eventId}", a.sendLeaveV1)
+	r.Put(f+"/v2/send_leave/{roomId}/{eventId}", a.sendLeave)
+	r.Get(f+"/v1/make_knock/{roomId}/{userId}", a.makeKnock)
+	r.Put(f+"/v1/send_knock/{roomId}/{eventId}", a.sendKnock)
 	r.Get(f+"/v1/state/{roomId}", a.state)
 	r.Get(f+"/v1/state_ids/{roomId}", a.stateIDs)
 	r.Get(f+"/v1/event/{eventId}", a.event)
@@ -106,6 +111,92 @@ func (a *API) sendJoin(w http.ResponseWriter, r *http.Request) {
 		"state": pduJSONs(state), "auth_chain": pduJSONs(chain),
 		"members_omitted": false, "servers_in_room": servers,
 	})
+}
+
+// GET /v1/make_leave/{roomId}/{userId}
+func (a *API) makeLeave(w http.ResponseWriter, r *http.Request) {
+	roomID := pathParam(r, "roomId")
+	if !a.aclGate(w, r, roomID) {
+		return
+	}
+	res, err := a.rooms.MakeLeave(r.Context(), Origin(r.Context()), roomID, pathParam(r, "userId"))
+	if err != nil {
+		writeLibError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event": res.LeaveTemplateEvent, "room_version": res.RoomVersion})
+}
+
+// receiveLeave reads and hands on the body of send_leave.
+func (a *API) receiveLeave(w http.ResponseWriter, r *http.Request) bool {
+	roomID := pathParam(r, "roomId")
+	if !a.aclGate(w, r, roomID) {
+		return false
+	}
+	var raw json.RawMessage
+	if err := mxhttp.ReadJSON(r, &raw); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return false
+	}
+	if err := a.rooms.SendLeave(r.Context(), Origin(r.Context()), roomID, pathParam(r, "eventId"), raw); err != nil {
+		writeLibError(w, r, err)
+		return false
+	}
+	return true
+}
+
+// PUT /v2/send_leave/{roomId}/{eventId}
+func (a *API) sendLeave(w http.ResponseWriter, r *http.Request) {
+	if a.receiveLeave(w, r) {
+		mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+	}
+}
+
+// PUT /v1/send_leave/{roomId}/{eventId} (deprecated; answers [200, {}])
+func (a *API) sendLeaveV1(w http.ResponseWriter, r *http.Request) {
+	if a.receiveLeave(w, r) {
+		mxhttp.WriteJSON(w, http.StatusOK, []any{200, map[string]any{}})
+	}
+}
+
+// GET /v1/make_knock/{roomId}/{userId}?ver=...
+func (a *API) makeKnock(w http.ResponseWriter, r *http.Request) {
+	roomID := pathParam(r, "roomId")
+	if !a.aclGate(w, r, roomID) {
+		return
+	}
+	var vers []gomatrixserverlib.RoomVersion
+	for _, v := range r.URL.Query()["ver"] {
+		vers = append(vers, gomatrixserverlib.RoomVersion(v))
+	}
+	proto, ver, err := a.rooms.MakeKnock(r.Context(), Origin(r.Context()), roomID, pathParam(r, "userId"), vers)
+	if err != nil {
+		writeLibError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event": proto, "room_version": ver})
+}
+
+// PUT /v1/send_knock/{roomId}/{eventId}
+func (a *API) sendKnock(w http.ResponseWriter, r *http.Request) {
+	roomID := pathParam(r, "roomId")
+	if !a.aclGate(w, r, roomID) {
+		return
+	}
+	var raw json.RawMessage
+	if err := mxhttp.ReadJSON(r, &raw); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	stripped, err := a.rooms.SendKnock(r.Context(), Origin(r.Context()), roomID, pathParam(r, "eventId"), raw)
+	if err != nil {
+		writeLibError(w, r, err)
+		return
+	}
+	if stripped == nil {
+		stripped = []gomatrixserverlib.InviteStrippedState{}
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"knock_room_state": stripped})
 }
 
 func pduJSONs(pdus []gomatrixserverlib.PDU) []json.RawMessage {

@@ -164,6 +164,16 @@ func (s *Server) Restart(t testing.TB) {
 	s.start(t, cfg)
 }
 
+// FederationDown makes the server's federation listener answer every
+// request with 503, as a server that is down would fail; the client API
+// keeps working.
+func (s *Server) FederationDown(t testing.TB) {
+	t.Helper()
+	s.fed.set(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+}
+
 // testWriter sends server logs to the test log, shown only on failure.
 type testWriter struct{ t testing.TB }
 

@@ -316,28 +316,8 @@ func (r *Rooms) persistRemote(ctx context.Context, ver gomatrixserverlib.IRoomVe
 			}
 		}
 		row := remoteRow(pdu)
-		// Check 4: the event's own auth events allow it.
-		authEvs, err := r.Events(ctx, tx, pdu.AuthEventIDs())
-		if err != nil {
+		if row.Rejected, err = r.rejectedBefore(ctx, tx, pdu, stateBefore); err != nil {
 			return err
-		}
-		var auth []gomatrixserverlib.PDU
-		for _, ev := range authEvs {
-			if ev.Rejected {
-				row.Rejected = true
-			}
-			auth = append(auth, ev.PDU)
-		}
-		if p, err := gomatrixserverlib.NewAuthEvents(auth); err != nil || gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil {
-			row.Rejected = true
-		}
-		// Check 5: the state before the event allows it.
-		if !row.Rejected {
-			if p, err := r.stateProvider(ctx, tx, stateBefore, pdu); err != nil {
-				return err
-			} else if gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil {
-				row.Rejected = true
-			}
 		}
 		cur, err := r.snapshotState(ctx, tx, room.CurrentSnapshot)
 		if err != nil {
@@ -441,6 +421,31 @@ func (r *Rooms) persistRemote(ctx context.Context, ver gomatrixserverlib.IRoomVe
 	}
 	r.committed(out, snaps)
 	return nil
+}
+
+// rejectedBefore applies checks 4 and 5 of the checks on receipt of a PDU:
+// the event's own auth events (none of them rejected) allow it, and so does
+// the state before it.
+func (r *Rooms) rejectedBefore(ctx context.Context, q storage.Reader, pdu gomatrixserverlib.PDU, stateBefore State) (bool, error) {
+	authEvs, err := r.Events(ctx, q, pdu.AuthEventIDs())
+	if err != nil {
+		return false, err
+	}
+	var auth []gomatrixserverlib.PDU
+	for _, ev := range authEvs {
+		if ev.Rejected {
+			return true, nil
+		}
+		auth = append(auth, ev.PDU)
+	}
+	if p, err := gomatrixserverlib.NewAuthEvents(auth); err != nil || gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil {
+		return true, nil
+	}
+	p, err := r.stateProvider(ctx, q, stateBefore, pdu)
+	if err != nil {
+		return false, err
+	}
+	return gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil, nil
 }
 
 // snapshotFor returns a snapshot holding exactly st: base itself if equal,

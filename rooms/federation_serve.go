@@ -305,6 +305,13 @@ func (r *Rooms) ServerMaySee(ctx context.Context, server spec.ServerName, ev *Ev
 	if visibility == gomatrixserverlib.HistoryVisibilityWorldReadable {
 		return true, nil
 	}
+	if visibility == gomatrixserverlib.HistoryVisibilityShared {
+		// Shared history is for anyone in the room now, as for users: a
+		// server that joined later may backfill what came before.
+		if in, err := storage.ServerJoinedNow(ctx, r.db.Read(), ev.RoomID, string(server)); err != nil || in {
+			return in, err
+		}
+	}
 	suffix := ":" + string(server)
 	var ids []string
 	for k, id := range s.state {

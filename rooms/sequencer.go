@@ -76,6 +76,12 @@ func (r *Rooms) Send(ctx context.Context, roomID string, protos ...Proto) ([]*Ev
 
 // committed updates caches and tells observers once a transaction is durable.
 func (r *Rooms) committed(evs []*Event, snaps []*snapshot) {
+	r.cache(evs, snaps)
+	r.notify(evs)
+}
+
+// cache puts committed events and snapshots into the caches.
+func (r *Rooms) cache(evs []*Event, snaps []*snapshot) {
 	for _, s := range snaps {
 		r.snapshots.put(s.id, s)
 	}
@@ -87,7 +93,6 @@ func (r *Rooms) committed(evs []*Event, snaps []*snapshot) {
 		}
 		r.pdus.put(ev.EventID, ev)
 	}
-	r.notify(evs)
 }
 
 func (r *Rooms) txnEvent(ctx context.Context, q storage.Reader, p Proto) (*Event, error) {

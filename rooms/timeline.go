@@ -14,6 +14,19 @@ func (r *Rooms) Page(ctx context.Context, roomID string, from TopoToken, backwar
 	if err != nil {
 		return nil, false, err
 	}
+	if backwards && len(rows) < limit {
+		// The start of our copy: ask a server in the room for what lies
+		// before it, then read on.
+		added, err := r.backfillRemote(ctx, roomID, limit-len(rows))
+		if err != nil {
+			r.log.Warn("backfill", "room", roomID, "err", err)
+		}
+		if added {
+			if rows, err = storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, backwards, limit); err != nil {
+				return nil, false, err
+			}
+		}
+	}
 	out, err := r.fromRows(ctx, rows)
 	return out, len(rows) < limit, err
 }
