@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/netguard"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/serverkey"
@@ -37,6 +39,7 @@ type Deps struct {
 	Config   config.Config
 	DB       *storage.DB
 	Rooms    *rooms.Rooms
+	Media    *media.Repository // nil: no media over federation
 	Key      serverkey.Key
 	Notifier *syncstream.Notifier
 	Typing   *syncstream.Typing
@@ -52,6 +55,7 @@ type API struct {
 	oldKeys    map[gomatrixserverlib.KeyID]gomatrixserverlib.OldVerifyKey
 	db         *storage.DB
 	rooms      *rooms.Rooms
+	media      *media.Repository
 	notifier   *syncstream.Notifier
 	typing     *syncstream.Typing
 	presence   *syncstream.Presence
@@ -59,6 +63,7 @@ type API struct {
 	version    string
 
 	client    fclient.FederationClient
+	plainHTTP *http.Client // for media Location redirects, through the outbound guard
 	keyClient recordingKeyClient
 	keyRing   *gomatrixserverlib.KeyRing
 	queue     *Queue
@@ -70,7 +75,7 @@ type API struct {
 // the key ring and the send queue, whose senders resume what the previous
 // run left queued. Close stops them.
 func New(ctx context.Context, d Deps) (*API, error) {
-	a := &API{serverName: spec.ServerName(d.Config.ServerName), key: d.Key, db: d.DB, rooms: d.Rooms,
+	a := &API{serverName: spec.ServerName(d.Config.ServerName), key: d.Key, db: d.DB, rooms: d.Rooms, media: d.Media,
 		notifier: d.Notifier, typing: d.Typing, presence: d.Presence, log: d.Log, version: d.Version}
 	var err error
 	if a.oldKeys, err = loadOldKeys(filepath.Join(d.Config.DataDir, OldKeysFile)); err != nil {
@@ -94,6 +99,7 @@ func New(ctx context.Context, d Deps) (*API, error) {
 		fclient.WithTimeout(requestTimeout),
 		fclient.WithUserAgent("Hearth/"+d.Version),
 	)
+	a.plainHTTP = &http.Client{Transport: guard.Transport(8), Timeout: requestTimeout}
 	var trusted []config.TrustedKeyServer
 	for _, s := range d.Config.TrustedKeyServers {
 		ts, err := config.ParseTrustedKeyServer(s)
@@ -110,6 +116,9 @@ func New(ctx context.Context, d Deps) (*API, error) {
 	d.Rooms.SetFederation(a.keyRing, roomClient{a}, roomClient{a})
 	d.Rooms.SetInviteClient(roomClient{a})
 	d.Rooms.SetMembershipClient(roomClient{a})
+	if d.Media != nil {
+		d.Media.SetRemote(mediaFetcher{a})
+	}
 	if err := a.queue.Start(ctx); err != nil {
 		a.queue.Close()
 		return nil, err
@@ -145,5 +154,7 @@ func (a *API) Routes(r chi.Router) {
 		r.Get(f+"/v1/query/directory", a.queryDirectory)
 		r.Get(f+"/v1/query/profile", a.queryProfile)
 		a.roomRoutes(r)
+		r.Get(f+"/v1/media/download/{mediaId}", a.mediaDownload)
+		r.Get(f+"/v1/media/thumbnail/{mediaId}", a.mediaThumbnail)
 	})
 }

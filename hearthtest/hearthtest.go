@@ -174,6 +174,13 @@ func (s *Server) FederationDown(t testing.TB) {
 	}))
 }
 
+// WrapFederation puts wrap around the server's federation handler (to
+// play an older or misbehaving server); wrap gets the federation and the
+// client handler.
+func (s *Server) WrapFederation(wrap func(fed, client http.Handler) http.Handler) {
+	s.fed.set(wrap(s.FederationHandler(), s.ClientHandler()))
+}
+
 // testWriter sends server logs to the test log, shown only on failure.
 type testWriter struct{ t testing.TB }
 
