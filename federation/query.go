@@ -132,10 +132,15 @@ func (a *API) QueryProfile(ctx context.Context, userID, field string) (map[strin
 
 // query makes a signed GET to another server and decodes the answer.
 func (a *API) query(ctx context.Context, server spec.ServerName, path string, out any) error {
-	if server == a.serverName {
+	fr := fclient.NewFederationRequest(http.MethodGet, a.serverName, server, path)
+	return a.do(ctx, &fr, out)
+}
+
+// do signs and sends a request to another server and decodes the answer.
+func (a *API) do(ctx context.Context, fr *fclient.FederationRequest, out any) error {
+	if fr.Destination() == a.serverName {
 		return errors.New("query to ourselves")
 	}
-	fr := fclient.NewFederationRequest(http.MethodGet, a.serverName, server, path)
 	if err := fr.Sign(a.serverName, a.key.ID, a.key.Private); err != nil {
 		return err
 	}
