@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -105,6 +106,7 @@ func (a *API) sendJoin(w http.ResponseWriter, r *http.Request) {
 		writeLibError(w, r, err)
 		return
 	}
+	a.relay(r, roomID, join.EventID())
 	servers, _ := a.rooms.ServersInRoom(r.Context(), roomID)
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
 		"origin": a.serverName, "event": json.RawMessage(join.JSON()),
@@ -142,6 +144,7 @@ func (a *API) receiveLeave(w http.ResponseWriter, r *http.Request) bool {
 		writeLibError(w, r, err)
 		return false
 	}
+	a.relay(r, roomID, pathParam(r, "eventId"))
 	return true
 }
 
@@ -193,10 +196,35 @@ func (a *API) sendKnock(w http.ResponseWriter, r *http.Request) {
 		writeLibError(w, r, err)
 		return
 	}
+	a.relay(r, roomID, pathParam(r, "eventId"))
 	if stripped == nil {
 		stripped = []gomatrixserverlib.InviteStrippedState{}
 	}
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"knock_room_state": stripped})
+}
+
+// relay sends an event another server made through us (send_join,
+// send_leave, send_knock) on to the other servers in the room: it reached
+// only us, and our fan-out sends only our own users' events.
+func (a *API) relay(r *http.Request, roomID, eventID string) {
+	servers, err := a.rooms.ServersInRoom(r.Context(), roomID)
+	if err != nil {
+		a.log.Warn("relaying an event: listing servers", "room", roomID, "err", err)
+		return
+	}
+	origin := Origin(r.Context())
+	var dests []spec.ServerName
+	for _, s := range servers {
+		if s != a.serverName && s != origin {
+			dests = append(dests, s)
+		}
+	}
+	if len(dests) == 0 {
+		return
+	}
+	if err := a.queue.SendEvents(context.WithoutCancel(r.Context()), dests, []string{eventID}); err != nil {
+		a.log.Warn("relaying an event", "room", roomID, "event", eventID, "err", err)
+	}
 }
 
 func pduJSONs(pdus []gomatrixserverlib.PDU) []json.RawMessage {

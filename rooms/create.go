@@ -76,6 +76,16 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 		return "", err
 	}
 	r.committed(out, snaps)
+	for _, u := range req.Invite {
+		if r.isLocal(u) {
+			continue
+		}
+		// Users of other servers are invited through /invite, which their
+		// server must sign; a refusal leaves the room without them.
+		if _, err := r.inviteRemote(ctx, roomID, ChangeMembership{Sender: req.Creator, Target: u, Membership: spec.Invite, IsDirect: req.IsDirect}); err != nil {
+			r.log.Warn("inviting a remote user to a new room", "room", roomID, "user", u, "err", err)
+		}
+	}
 	return roomID, nil
 }
 
@@ -167,6 +177,9 @@ func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateReque
 		}))
 	}
 	for _, u := range req.Invite {
+		if !r.isLocal(u) {
+			continue // invited through their server once the room exists
+		}
 		content, err := r.memberContent(ctx, u, spec.Invite)
 		if err != nil {
 			return nil, err
