@@ -238,3 +238,21 @@ func TestBackfillThroughMessages(t *testing.T) {
 		}
 	})
 }
+
+// createRoom's invite list reaches users of other servers (through their
+// server's /invite), who can then join.
+func TestCreateRoomInvitesRemoteUser(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"preset": "private_chat", "invite": []string{alice.id}, "is_direct": true})
+		since := ""
+		r := alice.syncUntil(t, &since, "the invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", roomID) })
+		if !strings.Contains(string(r.Body), `"is_direct":true`) {
+			t.Fatalf("the invite is not direct: %s", r.Body)
+		}
+		r = alice.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		bob.waitMembership(t, roomID, alice.id, "join")
+	})
+}

@@ -54,7 +54,6 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 		return "", err
 	}
 	unlock := r.locks.lock(roomID)
-	defer unlock()
 	var out []*Event
 	var snaps []*snapshot
 	err = r.db.WriteTx(ctx, func(tx *sql.Tx) error {
@@ -73,9 +72,11 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 		return err
 	})
 	if err != nil {
+		unlock()
 		return "", err
 	}
 	r.committed(out, snaps)
+	unlock() // the remote invites below take the room's lock themselves
 	for _, u := range req.Invite {
 		if r.isLocal(u) {
 			continue
