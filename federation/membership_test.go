@@ -256,3 +256,18 @@ func TestCreateRoomInvitesRemoteUser(t *testing.T) {
 		bob.waitMembership(t, roomID, alice.id, "join")
 	})
 }
+
+// The inviter withdraws an invite to a room our server is not in: the
+// invitee's sync moves the room to leave.
+func TestRescindedRemoteInvite(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"preset": "private_chat", "invite": []string{alice.id}})
+		since := ""
+		alice.syncUntil(t, &since, "the invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", roomID) })
+		r := bob.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/kick", map[string]any{"user_id": alice.id, "reason": "oops"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		alice.syncUntil(t, &since, "the rescission", func(r hearthtest.Response) bool { return roomIn(r, "leave", roomID) })
+	})
+}

@@ -22,6 +22,7 @@ import (
 func (a *API) roomRoutes(r chi.Router) {
 	f := "/_matrix/federation"
 	r.Get(f+"/v1/make_join/{roomId}/{userId}", a.makeJoin)
+	r.Put(f+"/v1/send_join/{roomId}/{eventId}", a.sendJoinV1)
 	r.Put(f+"/v2/send_join/{roomId}/{eventId}", a.sendJoin)
 	r.Put(f+"/v2/invite/{roomId}/{eventId}", a.invite)
 	r.Get(f+"/v1/make_leave/{roomId}/{userId}", a.makeLeave)
@@ -92,27 +93,42 @@ func writeLibError(w http.ResponseWriter, r *http.Request, err error) {
 
 // PUT /v2/send_join/{roomId}/{eventId}
 func (a *API) sendJoin(w http.ResponseWriter, r *http.Request) {
+	if res := a.receiveJoin(w, r); res != nil {
+		mxhttp.WriteJSON(w, http.StatusOK, res)
+	}
+}
+
+// PUT /v1/send_join/{roomId}/{eventId} (deprecated; answers [200, {...}])
+func (a *API) sendJoinV1(w http.ResponseWriter, r *http.Request) {
+	if res := a.receiveJoin(w, r); res != nil {
+		mxhttp.WriteJSON(w, http.StatusOK, []any{200, res})
+	}
+}
+
+// receiveJoin checks and persists a send_join and returns the answer, or
+// writes the error and returns nil.
+func (a *API) receiveJoin(w http.ResponseWriter, r *http.Request) map[string]any {
 	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
 	if !a.aclGate(w, r, roomID) {
-		return
+		return nil
 	}
 	var raw json.RawMessage
 	if err := mxhttp.ReadJSON(r, &raw); err != nil {
 		mxhttp.WriteError(w, r, err)
-		return
+		return nil
 	}
 	join, state, chain, err := a.rooms.SendJoin(r.Context(), Origin(r.Context()), roomID, eventID, raw)
 	if err != nil {
 		writeLibError(w, r, err)
-		return
+		return nil
 	}
 	a.relay(r, roomID, join.EventID())
 	servers, _ := a.rooms.ServersInRoom(r.Context(), roomID)
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
+	return map[string]any{
 		"origin": a.serverName, "event": json.RawMessage(join.JSON()),
 		"state": pduJSONs(state), "auth_chain": pduJSONs(chain),
 		"members_omitted": false, "servers_in_room": servers,
-	})
+	}
 }
 
 // GET /v1/make_leave/{roomId}/{userId}

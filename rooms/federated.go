@@ -65,6 +65,13 @@ func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID s
 	if pdu.RoomID().String() != roomID {
 		return fmt.Errorf("event is for room %s, not %s", pdu.RoomID().String(), roomID)
 	}
+	if live, err := r.CanJoinLocally(ctx, roomID); err != nil {
+		return err
+	} else if !live {
+		if done, err := r.receiveOutOfRoom(ctx, origin, pdu); done || err != nil {
+			return err
+		}
+	}
 	budget := maxFetchedEvents
 	if err := r.ingest(ctx, origin, ver, pdu, &budget, true); err != nil {
 		return err
@@ -75,6 +82,30 @@ func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID s
 		return errors.New("rejected: the event is not allowed by the auth rules")
 	}
 	return nil
+}
+
+// receiveOutOfRoom takes the one kind of PDU that concerns a room whose
+// live copy is elsewhere: the resident server withdrawing an invite to (or
+// refusing a knock of) one of our users, a leave or ban whose sender is on
+// the origin. It is kept like the invite was, so the user's sync shows it.
+// done is false for anything else, which goes the usual way.
+func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU) (done bool, err error) {
+	if pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil || !r.isLocal(*pdu.StateKey()) {
+		return false, nil
+	}
+	m, err := pdu.Membership()
+	if err != nil || (m != spec.Leave && m != spec.Ban) {
+		return false, nil
+	}
+	if _, domain, err := gomatrixserverlib.SplitID('@', string(pdu.SenderID())); err != nil || domain != origin {
+		return false, nil
+	}
+	current, _, err := storage.CurrentMembership(ctx, r.db.Read(), pdu.RoomID().String(), *pdu.StateKey())
+	if err != nil || (current != spec.Invite && current != spec.Knock) {
+		return false, err
+	}
+	_, err = r.storeOutOfRoomMembership(ctx, pdu, nil)
+	return true, err
 }
 
 // parseRemote parses and signature-checks a remote event.

@@ -137,6 +137,26 @@ func (r *Rooms) appendLocal(ctx context.Context, tx *sql.Tx, room *storage.Room,
 		if len(content) == 0 {
 			content = json.RawMessage("{}")
 		}
+		if p.Type == spec.MRoomMember && p.StateKey != nil && gjson.GetBytes(content, "join_authorised_via_users_server").Exists() {
+			// Only a change into join is authorised by another user (and
+			// must carry their server's signature): a join over a join,
+			// e.g. a new display name, drops the field.
+			if id, ok := cur.state[storage.StateKey{Type: spec.MRoomMember, StateKey: *p.StateKey}]; ok {
+				prev, ok := pending[id]
+				if !ok {
+					evs, err := r.Events(ctx, tx, []string{id})
+					if err != nil {
+						return nil, nil, err
+					}
+					prev = evs[id]
+				}
+				var c map[string]json.RawMessage
+				if prev != nil && prev.Membership != nil && *prev.Membership == spec.Join && json.Unmarshal(content, &c) == nil {
+					delete(c, "join_authorised_via_users_server")
+					content, _ = json.Marshal(c)
+				}
+			}
+		}
 		proto := &gomatrixserverlib.ProtoEvent{
 			SenderID: p.Sender, RoomID: room.RoomID, Type: p.Type, StateKey: p.StateKey,
 			PrevEvents: append([]string{}, prev...), AuthEvents: []string{},
