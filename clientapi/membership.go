@@ -113,8 +113,20 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, ro
 		return
 	}
 	if local {
-		a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: reason, Extra: b.Extra})
-		return
+		_, err := a.joinAuthorisation(r, roomID, c.UserID)
+		var me *mxhttp.Error
+		if !errors.As(err, &me) || me.ErrCode != "M_UNABLE_TO_GRANT_JOIN" {
+			a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: reason, Extra: b.Extra})
+			return
+		}
+		// A restricted room none of our users can authorise the join to:
+		// join through a server in the room that can.
+		others, err := a.rooms.ServersInRoom(r.Context(), roomID)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		servers = append(servers, others...)
 	}
 	q := r.URL.Query()
 	for _, v := range append(q["via"], q["server_name"]...) {

@@ -99,9 +99,9 @@ var _ media.Remote = mediaFetcher{}
 // maxMetadataBytes bounds the JSON part of a multipart media answer.
 const maxMetadataBytes = 64 << 10
 
-// FetchMedia asks the origin's federation media endpoint and, if the origin
-// does not know that endpoint (older servers answer 404 M_UNRECOGNIZED, or
-// 400/405), its legacy unauthenticated /_matrix/media/v3/download.
+// FetchMedia asks the origin's federation media endpoint and, unless the
+// origin answers about the media itself, its legacy unauthenticated
+// /_matrix/media/v3/download (for servers older than v1.11).
 func (f mediaFetcher) FetchMedia(ctx context.Context, serverName, mediaID string, maxBytes int64) (media.RemoteMedia, error) {
 	server := spec.ServerName(serverName)
 	if server == f.a.serverName {
@@ -114,9 +114,11 @@ func (f mediaFetcher) FetchMedia(ctx context.Context, serverName, mediaID string
 	if res.StatusCode == http.StatusOK {
 		return f.readMultipart(ctx, res, maxBytes)
 	}
-	code := errcodeOf(res)
-	if !(res.StatusCode == http.StatusNotFound && code == "M_UNRECOGNIZED" || res.StatusCode == http.StatusBadRequest && code == "M_UNRECOGNIZED" ||
-		res.StatusCode == http.StatusMethodNotAllowed || res.StatusCode == http.StatusNotFound && code == "") {
+	// A Matrix answer about the media itself is final; anything else (the
+	// endpoint unknown: 404/400 M_UNRECOGNIZED, 405, or a non-Matrix error
+	// page) means an older server.
+	switch code := errcodeOf(res); code {
+	case "M_NOT_FOUND", "M_TOO_LARGE", "M_NOT_YET_UPLOADED", "M_LIMIT_EXCEEDED", "M_FORBIDDEN":
 		return media.RemoteMedia{}, statusError(res.StatusCode, code)
 	}
 	// An older server: the legacy endpoint.

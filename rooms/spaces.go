@@ -133,15 +133,25 @@ type ServerHierarchy struct {
 }
 
 // ServerMayPreview reports whether another server may learn about a room
-// through the hierarchy: a publicly previewable room, a restricted one (the
-// requesting server checks allowed_room_ids for its users), or one it has
-// a user joined to.
+// through the hierarchy: a publicly previewable room, one it has a user
+// joined to, or a restricted one when it has a user joined to an allowed
+// room (as far as we know: we must be in that room to tell; the requesting
+// server then checks allowed_room_ids for each of its users).
 func (r *Rooms) ServerMayPreview(ctx context.Context, info Info, server spec.ServerName) (bool, error) {
-	switch {
-	case PubliclyPreviewable(info), info.JoinRule == "restricted", info.JoinRule == "knock_restricted":
+	if PubliclyPreviewable(info) {
 		return true, nil
 	}
-	return storage.ServerJoinedNow(ctx, r.db.Read(), info.RoomID, string(server))
+	if in, err := storage.ServerJoinedNow(ctx, r.db.Read(), info.RoomID, string(server)); err != nil || in {
+		return in, err
+	}
+	if info.JoinRule == "restricted" || info.JoinRule == "knock_restricted" {
+		for _, id := range info.AllowedRoomIDs {
+			if in, err := storage.ServerJoinedNow(ctx, r.db.Read(), id, string(server)); err != nil || in {
+				return in, err
+			}
+		}
+	}
+	return false, nil
 }
 
 // HierarchyForServer is one level of a space for another server: the room
