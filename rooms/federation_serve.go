@@ -132,11 +132,12 @@ func (q restrictedQuerier) RestrictedRoomJoinInfo(ctx context.Context, roomID sp
 		return nil, err
 	}
 	var ids []string
+	// Only our own joined users may authorise a join (the library picks
+	// one of JoinedUsers for join_authorised_via_users_server, which we
+	// then countersign for).
 	for _, mm := range members {
-		if mm.Membership == spec.Join {
-			if strings.HasSuffix(mm.UserID, ":"+string(local)) {
-				info.LocalServerInRoom = true
-			}
+		if mm.Membership == spec.Join && strings.HasSuffix(mm.UserID, ":"+string(local)) {
+			info.LocalServerInRoom = true
 			ids = append(ids, mm.EventID)
 		}
 	}
