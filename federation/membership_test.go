@@ -271,3 +271,31 @@ func TestRescindedRemoteInvite(t *testing.T) {
 		alice.syncUntil(t, &since, "the rescission", func(r hearthtest.Response) bool { return roomIn(r, "leave", roomID) })
 	})
 }
+
+// A user on A leaves a room on B and rejoins after messages were sent:
+// paging back fills the hole in A's copy from B.
+func TestBackfillAfterRejoin(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat"})
+		join := "/_matrix/client/v3/join/" + url.PathEscape(roomID) + "?server_name=" + url.QueryEscape(bob.hs.Config.ServerName)
+		hearthtest.Expect(t, alice.do(t, "POST", join, map[string]any{}), http.StatusOK, "")
+		bob.waitMembership(t, roomID, alice.id, "join")
+		hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/leave", nil), http.StatusOK, "")
+		bob.waitMembership(t, roomID, alice.id, "leave")
+		const n = 60
+		for i := 0; i < n; i++ {
+			bob.send(t, roomID, fmt.Sprintf("while away %d", i))
+		}
+		hearthtest.Expect(t, alice.do(t, "POST", join, map[string]any{}), http.StatusOK, "")
+
+		r := alice.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?dir=b&limit=100", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		for i := 0; i < n; i++ {
+			if !strings.Contains(string(r.Body), fmt.Sprintf(`"while away %d"`, i)) {
+				t.Fatalf("message %d sent while away is missing: %s", i, r.Body)
+			}
+		}
+	})
+}

@@ -62,7 +62,7 @@ func (m *backfillMemo) fail(key string) {
 }
 
 // backwardExtremities are the prev events of the room's earliest timeline
-// events that are not in our timeline (unknown, or held only as outliers).
+// events that are not in our timeline.
 func (r *Rooms) backwardExtremities(ctx context.Context, roomID string) ([]string, error) {
 	rows, err := storage.EarliestTimelineEvents(ctx, r.db.Read(), roomID, 20)
 	if err != nil {
@@ -72,8 +72,14 @@ func (r *Rooms) backwardExtremities(ctx context.Context, roomID string) ([]strin
 	if err != nil {
 		return nil, err
 	}
+	return r.missingPrevs(ctx, earliest)
+}
+
+// missingPrevs are the prev events of evs that are not in our timeline
+// (unknown, or held only as outliers), each once.
+func (r *Rooms) missingPrevs(ctx context.Context, evs []*Event) ([]string, error) {
 	var prevs []string
-	for _, ev := range earliest {
+	for _, ev := range evs {
 		for _, id := range ev.PDU.PrevEventIDs() {
 			if !slices.Contains(prevs, id) {
 				prevs = append(prevs, id)
@@ -93,18 +99,17 @@ func (r *Rooms) backwardExtremities(ctx context.Context, roomID string) ([]strin
 	return missing, nil
 }
 
-// backfillRemote fills the history before our copy of a room from a server
-// in it, at most maxBackfillEvents events, and reports whether any event
-// was added.
-func (r *Rooms) backfillRemote(ctx context.Context, roomID string, want int) (bool, error) {
-	if r.members == nil || r.verifier == nil {
+// backfillRemote fills the history before the given missing events from a
+// server in the room, at most maxBackfillEvents events, and reports whether
+// any event was added.
+func (r *Rooms) backfillRemote(ctx context.Context, roomID string, extremities []string, want int) (bool, error) {
+	if r.members == nil || r.verifier == nil || len(extremities) == 0 {
 		return false, nil
 	}
-	extremities, err := r.backwardExtremities(ctx, roomID)
-	if err != nil || len(extremities) == 0 {
-		return false, err
+	extremities = slices.Compact(slices.Sorted(slices.Values(extremities)))
+	if len(extremities) > 20 {
+		extremities = extremities[:20]
 	}
-	sort.Strings(extremities)
 	key := roomID + "|" + strings.Join(extremities, ",")
 	if r.backfill.recent(key) {
 		return false, nil

@@ -72,7 +72,7 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			r.log.Info("remote join failed", "room", roomID, "via", server, "err", ferr.Err)
 			continue
 		}
-		if live, _ := r.hasRoomState(ctx, roomID); live {
+		if live, _ := r.CanJoinLocally(ctx, roomID); live {
 			// We have the room (a restricted join only another server could
 			// authorise): the join is one more event of it.
 			budget := maxFetchedEvents
@@ -195,18 +195,4 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 	}
 	r.committed(out, snaps)
 	return out[0], nil
-}
-
-// hasRoomState reports whether we hold the room's state (not just a stub
-// for an invite or knock).
-func (r *Rooms) hasRoomState(ctx context.Context, roomID string) (bool, error) {
-	st, err := r.CurrentState(ctx, roomID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	_, ok := st[storage.StateKey{Type: spec.MRoomCreate}]
-	return ok, nil
 }
