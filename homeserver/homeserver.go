@@ -137,6 +137,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
+	// The federation and key APIs also answer on the client listener, as on
+	// other homeservers, for operators whose reverse proxy sends both to one
+	// port; X-Matrix authentication applies all the same.
+	s.Federation.Routes(c)
 	s.client = c
 
 	f := s.router(observe, "federation")
