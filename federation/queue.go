@@ -309,7 +309,7 @@ func (q *Queue) fanOut(evs []*rooms.Event) {
 	byRoom := map[string][]*rooms.Event{}
 	var order []string
 	for _, ev := range evs {
-		if senderServer(ev.Sender) != q.origin || ev.Outlier || ev.Rejected {
+		if senderServer(ev.Sender) != q.origin || ev.Outlier || ev.Rejected || ev.Distributed {
 			continue
 		}
 		if _, ok := byRoom[ev.RoomID]; !ok {

@@ -49,11 +49,30 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 		return "", mxhttp.UnsupportedVersion("Room version %q is not supported", req.Version)
 	}
 	roomID := "!" + randomString(18) + ":" + string(r.serverName)
-	protos, err := r.createProtos(ctx, roomID, req)
+	// Users of other servers are invited through their server's /invite
+	// once the room exists; local invites go in with the room's events.
+	var remoteInvites []string
+	local := req
+	local.Invite = nil
+	for _, u := range req.Invite {
+		if r.isLocal(u) {
+			local.Invite = append(local.Invite, u)
+		} else {
+			remoteInvites = append(remoteInvites, u)
+		}
+	}
+	protos, err := r.createProtos(ctx, roomID, local, req.Invite)
 	if err != nil {
 		return "", err
 	}
-	unlock := r.locks.lock(roomID)
+	unlockRoom := r.locks.lock(roomID)
+	unlocked := false
+	unlock := func() {
+		if !unlocked {
+			unlocked = true
+			unlockRoom()
+		}
+	}
 	defer unlock()
 	var out []*Event
 	var snaps []*snapshot
@@ -76,10 +95,19 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 		return "", err
 	}
 	r.committed(out, snaps)
+	unlock()
+	for _, u := range remoteInvites {
+		if _, err := r.inviteRemote(ctx, roomID, ChangeMembership{Sender: req.Creator, Target: u, Membership: spec.Invite, IsDirect: req.IsDirect}); err != nil {
+			r.log.Info("inviting a user of another server to a new room", "room", roomID, "user", u, "err", err)
+		}
+	}
 	return roomID, nil
 }
 
-func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateRequest) ([]Proto, error) {
+// createProtos lists the events of a new room. allInvitees (local and
+// remote) get their power level in trusted_private_chat; only req.Invite
+// get invite events here.
+func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateRequest, allInvitees []string) ([]Proto, error) {
 	ver := gomatrixserverlib.MustGetRoomVersion(req.Version)
 	empty := ""
 	state := func(typ, key string, content any) Proto {
@@ -110,7 +138,7 @@ func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateReque
 	}
 	users := map[string]int64{req.Creator: 100}
 	if req.Preset == "trusted_private_chat" {
-		for _, u := range req.Invite {
+		for _, u := range allInvitees {
 			users[u] = 100
 		}
 	}

@@ -305,6 +305,18 @@ func (r *Rooms) ServerMaySee(ctx context.Context, server spec.ServerName, ev *Ev
 	if visibility == gomatrixserverlib.HistoryVisibilityWorldReadable {
 		return true, nil
 	}
+	if visibility == gomatrixserverlib.HistoryVisibilityShared {
+		// Shared history: visible to a server with a user in the room now.
+		servers, err := r.ServersInRoom(ctx, ev.RoomID)
+		if err != nil {
+			return false, err
+		}
+		for _, s := range servers {
+			if s == server {
+				return true, nil
+			}
+		}
+	}
 	suffix := ":" + string(server)
 	var ids []string
 	for k, id := range s.state {
@@ -326,6 +338,26 @@ func (r *Rooms) ServerMaySee(ctx context.Context, server spec.ServerName, ev *Ev
 		}
 	}
 	return false, nil
+}
+
+// redactedCopy returns ev with its content redacted, leaving the cached
+// event untouched.
+func (r *Rooms) redactedCopy(ev *Event) (*Event, error) {
+	ver, err := gomatrixserverlib.GetRoomVersion(ev.PDU.Version())
+	if err != nil {
+		return nil, err
+	}
+	redacted, err := ver.RedactEventJSON(ev.PDU.JSON())
+	if err != nil {
+		return nil, err
+	}
+	pdu, err := ver.NewEventFromTrustedJSONWithEventID(ev.EventID, redacted, true)
+	if err != nil {
+		return nil, err
+	}
+	c := *ev
+	c.PDU = pdu
+	return &c, nil
 }
 
 // Backfill answers /backfill: up to limit events walking back through
@@ -389,10 +421,14 @@ func (r *Rooms) walkBack(ctx context.Context, server spec.ServerName, roomID str
 			if !ok || ev.RoomID != roomID || ev.Depth < minDepth || ev.Outlier {
 				continue
 			}
+			// Events the server may not see go out redacted, so the DAG it
+			// receives has no holes (server-server API, history visibility).
 			if ok, err := r.ServerMaySee(ctx, server, ev); err != nil {
 				return nil, err
 			} else if !ok {
-				continue
+				if ev, err = r.redactedCopy(ev); err != nil {
+					return nil, err
+				}
 			}
 			out = append(out, ev)
 			if len(out) == limit {

@@ -130,10 +130,17 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 			Extra: map[string]any{"room_version": roomVersion}}
 	}
 	ver := gomatrixserverlib.MustGetRoomVersion(roomVersion)
-	pdu, err := r.parseRemote(ctx, ver, raw)
+	unsigned, err := ver.NewEventFromUntrustedJSON(raw)
 	if err != nil {
-		return nil, mxhttp.BadJSON("%v", err)
+		return nil, mxhttp.BadJSON("Invalid event: %v", err)
 	}
+	// An invite must carry the invitee server's signature, i.e. ours: sign
+	// first, then check every signature the event needs.
+	pdu := unsigned.Sign(string(r.serverName), r.key.ID, r.key.Private)
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, r.verifier, userIDForSender); err != nil {
+		return nil, mxhttp.Forbidden("Bad signatures: %v", err)
+	}
+	pdu.EventID()
 	if pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil {
 		return nil, mxhttp.BadJSON("Not a membership event")
 	}
@@ -150,8 +157,7 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 	if _, domain, err := gomatrixserverlib.SplitID('@', string(pdu.SenderID())); err != nil || domain != origin {
 		return nil, mxhttp.Forbidden("The inviter is not a user of the requesting server")
 	}
-	signed := pdu.Sign(string(r.serverName), r.key.ID, r.key.Private)
-	signed.EventID()
+	signed := pdu
 	roomID := signed.RoomID().String()
 	if live, _ := r.CanJoinLocally(ctx, roomID); live {
 		budget := maxFetchedEvents

@@ -111,7 +111,7 @@ func (r *Rooms) Upgrade(ctx context.Context, oldRoomID, userID string, newVersio
 			req.InitialState = append(req.InitialState, StateEvent{Type: typ, Content: json.RawMessage(ev.PDU.Content())})
 		}
 	}
-	newProtos, err := r.createProtos(ctx, newRoomID, req)
+	newProtos, err := r.createProtos(ctx, newRoomID, req, req.Invite)
 	if err != nil {
 		return "", err
 	}
