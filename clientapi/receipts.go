@@ -128,6 +128,11 @@ func receiptEvent(receipts []storage.Receipt, viewer string) map[string]any {
 		entry := map[string]any{"ts": rc.TS}
 		if rc.ThreadID != "" {
 			entry["thread_id"] = rc.ThreadID
+			// The format holds one receipt per user, event and type: an
+			// unthreaded receipt for the same event wins over a threaded one.
+			if old, ok := users[rc.UserID].(map[string]any); ok && old["thread_id"] == nil {
+				continue
+			}
 		}
 		users[rc.UserID] = entry
 	}

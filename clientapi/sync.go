@@ -261,6 +261,9 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 	if err != nil {
 		return nil, err
 	}
+	// newlyShared are users who came to share a room with the syncing user
+	// in this window: their presence is sent even if it did not change.
+	newlyShared := map[string]bool{}
 	var changed, receiptsChanged map[string]bool
 	if !initial {
 		if changed, err = storage.RoomsWithEventsBetween(ctx, a.db.Read(), since.Events, to.Events); err != nil {
@@ -295,6 +298,20 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			jr, err := a.syncJoinedRoom(ctx, req, m.RoomID, since, to, initial || req.fullState || joinedNow, roomFilter)
 			if err != nil {
 				return nil, err
+			}
+			if !initial {
+				if joinedNow || req.fullState {
+					for _, e := range jr.State.Events {
+						if e.Type == spec.MRoomMember && e.StateKey != nil {
+							newlyShared[*e.StateKey] = true
+						}
+					}
+				}
+				for _, e := range jr.Timeline.Events {
+					if e.Type == spec.MRoomMember && e.StateKey != nil {
+						newlyShared[*e.StateKey] = true
+					}
+				}
 			}
 			jr.AccountData.Events = append(jr.AccountData.Events, roomData[m.RoomID]...)
 			if jr.AccountData.Events == nil {
@@ -349,7 +366,7 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 		}
 	}
 	if a.cfg.Presence {
-		if err := a.syncPresence(ctx, req, since, to, resp, memberships); err != nil {
+		if err := a.syncPresence(ctx, req, since, to, resp, memberships, newlyShared); err != nil {
 			return nil, err
 		}
 	}
@@ -445,8 +462,17 @@ func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string,
 
 // syncPresence lists presence changes of the user and of users sharing a
 // joined room with them.
-func (a *API) syncPresence(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse, memberships []storage.Membership) error {
+func (a *API) syncPresence(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse, memberships []storage.Membership, newlyShared map[string]bool) error {
 	changed := a.presence.ChangedSince(since.Presence, to.Presence)
+	seen := map[string]bool{}
+	for _, u := range changed {
+		seen[u] = true
+	}
+	for u := range newlyShared {
+		if !seen[u] && u != req.userID && a.presence.Get(u).Pos > 0 {
+			changed = append(changed, u)
+		}
+	}
 	if len(changed) == 0 {
 		return nil
 	}
