@@ -197,6 +197,7 @@ func (a *API) accountDataRoutes(v3 func(string, string, http.HandlerFunc)) {
 // membership, Syncing).
 func (a *API) roomRoutes(v3 func(string, string, http.HandlerFunc)) {
 	v3("GET", "/sync", a.authed(a.sync))
+	v3("POST", "/search", a.authed(a.search))
 	v3("PUT", "/rooms/{roomId}/typing/{userId}", a.authed(a.putTyping))
 	v3("POST", "/rooms/{roomId}/receipt/{receiptType}/{eventId}", a.authed(a.postReceipt))
 	v3("POST", "/rooms/{roomId}/read_markers", a.authed(a.postReadMarkers))
