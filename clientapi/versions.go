@@ -11,8 +11,8 @@ import (
 // registration tokens (v1.2), refresh tokens (v1.3), threads and private
 // read receipts (v1.4), asynchronous uploads and login tokens (v1.7),
 // relations recursion and room summaries' building blocks (v1.10),
-// authenticated media (v1.11). Known gaps, all in modules the spec makes
-// optional: third-party identifiers (3PID) and server-side search.
+// authenticated media (v1.11). Known gap, in a module the spec makes
+// optional: third-party identifiers (3PID).
 var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"}
 
 // unstableFeatures are the MSC flags Hearth implements.
