@@ -90,6 +90,9 @@ func (a *API) changeMembership(w http.ResponseWriter, r *http.Request, roomID st
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	if c.Membership == spec.Join && c.Sender == c.Target {
+		a.copyPushRulesOnJoin(r.Context(), c.Sender, roomID)
+	}
 	if c.Membership == spec.Join || c.Membership == spec.Knock {
 		mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 		return
@@ -158,6 +161,7 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, ro
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	a.copyPushRulesOnJoin(r.Context(), c.UserID, roomID)
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 }
 
