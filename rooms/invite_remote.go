@@ -163,9 +163,9 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 			Extra: map[string]any{"room_version": roomVersion}}
 	}
 	ver := gomatrixserverlib.MustGetRoomVersion(roomVersion)
-	pdu, err := r.parseRemote(ctx, ver, raw)
+	pdu, err := ver.NewEventFromUntrustedJSON(raw)
 	if err != nil {
-		return nil, mxhttp.BadJSON("%v", err)
+		return nil, mxhttp.BadJSON("Invalid event: %v", err)
 	}
 	if pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil {
 		return nil, mxhttp.BadJSON("Not a membership event")
@@ -183,7 +183,18 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 	if _, domain, err := gomatrixserverlib.SplitID('@', string(pdu.SenderID())); err != nil || domain != origin {
 		return nil, mxhttp.Forbidden("The inviter is not a user of the requesting server")
 	}
-	signed := pdu.Sign(string(r.serverName), r.key.ID, r.key.Private)
+	// The signature check wants the invitee's server's signature too:
+	// ours, added before checking the sender's.
+	signed, err := resign(ver, pdu, r)
+	if err != nil {
+		return nil, err
+	}
+	if r.verifier == nil {
+		return nil, mxhttp.Forbidden("Federation is not configured")
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, signed, r.verifier, userIDForSender); err != nil {
+		return nil, mxhttp.BadJSON("bad signatures: %v", err)
+	}
 	signed.EventID()
 	roomID := signed.RoomID().String()
 	if live, _ := r.CanJoinLocally(ctx, roomID); live {
@@ -286,6 +297,19 @@ func (r *Rooms) RemoteInviteState(ctx context.Context, roomID, userID string) ([
 		}
 		b, _ := json.Marshal(ev)
 		out = append(out, b)
+	}
+	return out, nil
+}
+
+// resign adds our signature to pdu. The library's Sign returns its
+// version 2 event type even for version 12 events, which then forget the
+// create event implied by the room ID (AuthEventIDs, RoomID of the create
+// event): the signed JSON is parsed again with the room version.
+func resign(ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, r *Rooms) (gomatrixserverlib.PDU, error) {
+	signed := pdu.Sign(string(r.serverName), r.key.ID, r.key.Private)
+	out, err := ver.NewEventFromTrustedJSON(signed.JSON(), pdu.Redacted())
+	if err != nil {
+		return nil, fmt.Errorf("re-parsing a signed event: %w", err)
 	}
 	return out, nil
 }
