@@ -32,13 +32,7 @@ func (a *API) upgradeRoom(w http.ResponseWriter, r *http.Request, c accounts.Cal
 		mxhttp.WriteError(w, r, mxhttp.BadJSON("new_version is required"))
 		return
 	}
-	if len(body.AdditionalCreators) > 0 {
-		// Only room versions with privileged creators (12+) take them, and
-		// Hearth does not serve those yet.
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("additional_creators needs a room version with privileged creators"))
-		return
-	}
-	newRoomID, err := a.rooms.Upgrade(r.Context(), roomID, c.UserID, gomatrixserverlib.RoomVersion(*body.NewVersion))
+	newRoomID, err := a.rooms.Upgrade(r.Context(), roomID, c.UserID, gomatrixserverlib.RoomVersion(*body.NewVersion), body.AdditionalCreators)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return

@@ -211,13 +211,13 @@ type unreadCounts struct {
 
 type invitedRoom struct {
 	InviteState struct {
-		Events []rooms.StrippedEvent `json:"events"`
+		Events []json.RawMessage `json:"events"`
 	} `json:"invite_state"`
 }
 
 type knockedRoom struct {
 	KnockState struct {
-		Events []rooms.StrippedEvent `json:"events"`
+		Events []json.RawMessage `json:"events"`
 	} `json:"knock_state"`
 }
 
@@ -790,14 +790,14 @@ func (a *API) roomSummary(ctx context.Context, roomID, userID string) (*roomSumm
 
 // strippedState is what an invitee or knocker may see of a room: the
 // spec's recommended state events at the membership event, plus that event.
-func (a *API) strippedState(ctx context.Context, memberEv *rooms.Event) ([]rooms.StrippedEvent, error) {
+func (a *API) strippedState(ctx context.Context, memberEv *rooms.Event) ([]json.RawMessage, error) {
 	if memberEv.Outlier {
 		// An invite to a room we are not in: what the inviting server sent.
 		remote, err := a.rooms.RemoteInviteState(ctx, memberEv.RoomID, *memberEv.StateKey)
 		if err != nil {
 			return nil, err
 		}
-		return append(remote, rooms.Stripped(memberEv.PDU)), nil
+		return append(remote, rooms.StrippedJSON(memberEv.PDU)), nil
 	}
 	st, err := a.rooms.StateAt(ctx, memberEv.SnapshotAfter)
 	if err != nil {
@@ -816,11 +816,11 @@ func (a *API) strippedState(ctx context.Context, memberEv *rooms.Event) ([]rooms
 	if err != nil {
 		return nil, err
 	}
-	out := make([]rooms.StrippedEvent, 0, len(evs)+1)
+	out := make([]json.RawMessage, 0, len(evs)+1)
 	for _, ev := range evs {
-		out = append(out, rooms.Stripped(ev.PDU))
+		out = append(out, rooms.StrippedJSON(ev.PDU))
 	}
-	out = append(out, rooms.Stripped(memberEv.PDU))
+	out = append(out, rooms.StrippedJSON(memberEv.PDU))
 	return out, nil
 }
 

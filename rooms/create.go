@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -48,7 +49,6 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 	if !IsSupported(string(req.Version)) {
 		return "", mxhttp.UnsupportedVersion("Room version %q is not supported", req.Version)
 	}
-	roomID := "!" + randomString(18) + ":" + string(r.serverName)
 	// Users of other servers are invited through their server's /invite
 	// once the room exists; local invites go in with the room's events.
 	var remoteInvites []string
@@ -61,7 +61,11 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 			remoteInvites = append(remoteInvites, u)
 		}
 	}
-	protos, err := r.createProtos(ctx, roomID, local, req.Invite)
+	protos, err := r.createProtos(ctx, local, req.Invite)
+	if err != nil {
+		return "", err
+	}
+	roomID, err := r.newRoomID(req.Version, protos)
 	if err != nil {
 		return "", err
 	}
@@ -104,10 +108,33 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 	return roomID, nil
 }
 
+// newRoomID names a new room whose first proto is its m.room.create. In
+// room versions with domainless room IDs (12, MSC4291) the ID is the create
+// event's reference hash: the create event is built here, without room_id,
+// and handed to appendLocal as built; older versions get a random local
+// part and this server's name.
+func (r *Rooms) newRoomID(v gomatrixserverlib.RoomVersion, protos []Proto) (string, error) {
+	ver := gomatrixserverlib.MustGetRoomVersion(v)
+	if !ver.DomainlessRoomIDs() {
+		return "!" + randomString(18) + ":" + string(r.serverName), nil
+	}
+	p := &protos[0]
+	proto := &gomatrixserverlib.ProtoEvent{
+		SenderID: p.Sender, Type: p.Type, StateKey: p.StateKey, Content: spec.RawJSON(p.Content),
+		PrevEvents: []string{}, AuthEvents: []string{}, Depth: 1, Version: ver,
+	}
+	pdu, err := ver.NewEventBuilderFromProtoEvent(proto).Build(time.Now(), r.serverName, r.key.ID, r.key.Private)
+	if err != nil {
+		return "", mxhttp.BadJSON("Invalid m.room.create event: %v", err)
+	}
+	p.built = pdu
+	return "!" + pdu.EventID()[1:], nil
+}
+
 // createProtos lists the events of a new room. allInvitees (local and
-// remote) get their power level in trusted_private_chat; only req.Invite
-// get invite events here.
-func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateRequest, allInvitees []string) ([]Proto, error) {
+// remote) get their power (or creator role) in trusted_private_chat; only
+// req.Invite get invite events here.
+func (r *Rooms) createProtos(ctx context.Context, req CreateRequest, allInvitees []string) ([]Proto, error) {
 	ver := gomatrixserverlib.MustGetRoomVersion(req.Version)
 	empty := ""
 	state := func(typ, key string, content any) Proto {
@@ -123,6 +150,29 @@ func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateReque
 	create["room_version"], _ = json.Marshal(req.Version)
 	if ver.CreatorInCreateEvent() {
 		create["creator"], _ = json.Marshal(req.Creator)
+	}
+	// Room creators (MSC4289): the sender, additional_creators and, for
+	// trusted_private_chat, the invitees. They have infinite power and
+	// must not be listed in the power levels.
+	creators := map[string]bool{req.Creator: true}
+	if ver.PrivilegedCreators() {
+		additional, err := additionalCreators(create["additional_creators"])
+		if err != nil {
+			return nil, err
+		}
+		if req.Preset == "trusted_private_chat" {
+			for _, u := range allInvitees {
+				if !slices.Contains(additional, u) && u != req.Creator {
+					additional = append(additional, u)
+				}
+			}
+		}
+		for _, u := range additional {
+			creators[u] = true
+		}
+		if len(additional) > 0 {
+			create["additional_creators"], _ = json.Marshal(additional)
+		}
 	}
 	protos := []Proto{state(spec.MRoomCreate, "", create)}
 
@@ -142,12 +192,21 @@ func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateReque
 			users[u] = 100
 		}
 	}
+	// Upgrading a room needs 150 in version 12, so that only creators can
+	// by default (MSC4289).
+	tombstone := int64(100)
+	if ver.PrivilegedCreators() {
+		for u := range creators {
+			delete(users, u)
+		}
+		tombstone = 150
+	}
 	pl := map[string]any{
 		"users": users, "users_default": 0, "events_default": 0, "state_default": 50,
 		"ban": 50, "kick": 50, "redact": 50, "invite": 50,
 		"events": map[string]int64{
 			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
-			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": tombstone,
 			"m.room.server_acl": 100, "m.room.encryption": 100,
 		},
 		"notifications": map[string]int64{"room": 50},
@@ -204,7 +263,6 @@ func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateReque
 		}
 		protos = append(protos, state(spec.MRoomMember, u, content))
 	}
-	_ = roomID
 	return protos, nil
 }
 
@@ -233,6 +291,24 @@ func (r *Rooms) memberContent(ctx context.Context, userID, membership string) (m
 		content["avatar_url"] = *p.AvatarURL
 	}
 	return content, nil
+}
+
+// additionalCreators validates m.room.create's additional_creators: absent,
+// or an array of valid user IDs (room version 12 auth rule 1.4).
+func additionalCreators(raw json.RawMessage) ([]string, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, mxhttp.BadJSON("additional_creators must be an array of user IDs")
+	}
+	for _, u := range list {
+		if _, err := spec.NewUserID(u, true); err != nil {
+			return nil, mxhttp.BadJSON("additional_creators: %q is not a valid user ID", u)
+		}
+	}
+	return list, nil
 }
 
 func randomString(n int) string {

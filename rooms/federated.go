@@ -111,7 +111,7 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 	if err := r.fetchAuthEvents(ctx, origin, ver, pdu, budget); err != nil {
 		return err
 	}
-	prevs, err := r.known(ctx, pdu.PrevEventIDs())
+	prevs, err := r.knownInDAG(ctx, pdu.PrevEventIDs())
 	if err != nil {
 		return err
 	}
@@ -144,7 +144,7 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 				}
 			}
 		}
-		if prevs, err = r.known(ctx, pdu.PrevEventIDs()); err != nil {
+		if prevs, err = r.knownInDAG(ctx, pdu.PrevEventIDs()); err != nil {
 			return err
 		}
 	}
@@ -158,6 +158,22 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 		}
 	}
 	return r.persistRemote(ctx, ver, pdu, prevs, stateBefore)
+}
+
+// knownInDAG are the events of ids we have with a state: outliers (auth
+// events fetched on their own) have none, so they cannot stand as prev
+// events; an event whose prev events are outliers is treated as a gap.
+func (r *Rooms) knownInDAG(ctx context.Context, ids []string) (map[string]*Event, error) {
+	evs, err := r.known(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for id, ev := range evs {
+		if ev.Outlier {
+			delete(evs, id)
+		}
+	}
+	return evs, nil
 }
 
 // fetchAuthEvents makes sure every auth event of pdu is stored, fetching
@@ -256,8 +272,12 @@ func (r *Rooms) storeOutlier(ctx context.Context, pdu gomatrixserverlib.PDU) err
 		auth = append(auth, ev.PDU)
 	}
 	provider, err := gomatrixserverlib.NewAuthEvents(auth)
-	if err != nil || gomatrixserverlib.Allowed(pdu, provider, userIDForSender) != nil {
+	if err == nil {
+		err = gomatrixserverlib.Allowed(pdu, provider, userIDForSender)
+	}
+	if err != nil {
 		rejected = true
+		r.log.Info("rejecting a fetched auth event: its auth events do not allow it", "event", pdu.EventID(), "err", err)
 	}
 	row := remoteRow(pdu)
 	row.Outlier, row.Rejected = true, rejected
@@ -325,18 +345,23 @@ func (r *Rooms) persistRemote(ctx context.Context, ver gomatrixserverlib.IRoomVe
 		for _, ev := range authEvs {
 			if ev.Rejected {
 				row.Rejected = true
+				r.log.Info("rejecting a remote event: a rejected auth event", "event", pdu.EventID(), "auth_event", ev.EventID)
 			}
 			auth = append(auth, ev.PDU)
 		}
-		if p, err := gomatrixserverlib.NewAuthEvents(auth); err != nil || gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil {
+		if p, err := gomatrixserverlib.NewAuthEvents(auth); err != nil {
 			row.Rejected = true
+		} else if err := gomatrixserverlib.Allowed(pdu, p, userIDForSender); err != nil {
+			row.Rejected = true
+			r.log.Info("rejecting a remote event: its auth events do not allow it", "event", pdu.EventID(), "err", err)
 		}
 		// Check 5: the state before the event allows it.
 		if !row.Rejected {
 			if p, err := r.stateProvider(ctx, tx, stateBefore, pdu); err != nil {
 				return err
-			} else if gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil {
+			} else if err := gomatrixserverlib.Allowed(pdu, p, userIDForSender); err != nil {
 				row.Rejected = true
+				r.log.Info("rejecting a remote event: the state before it does not allow it", "event", pdu.EventID(), "err", err)
 			}
 		}
 		cur, err := r.snapshotState(ctx, tx, room.CurrentSnapshot)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"strings"
 	"time"
@@ -175,7 +176,11 @@ func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, ev
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	join = res.JoinEvent
+	// HandleSendJoin signed it with the library's Sign, which loses the
+	// version 12 event type: parse the signed JSON again.
+	if join, err = ver.NewEventFromTrustedJSON(res.JoinEvent.JSON(), false); err != nil {
+		return nil, nil, nil, fmt.Errorf("re-parsing the signed join: %w", err)
+	}
 	join.EventID()
 	if !res.AlreadyJoined {
 		room, err := storage.GetRoom(ctx, r.db.Read(), roomID)
