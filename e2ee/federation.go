@@ -155,7 +155,11 @@ func (e *E2EE) queueSigningKeyUpdate(ctx context.Context, tx *sql.Tx, userID str
 	if err != nil || len(servers) == 0 {
 		return err
 	}
-	k, err := e.localKeys(ctx, tx, userID, "", []string{"\x00"}) // no devices: only the cross-signing keys
+	sigsOf, err := visibleSignatures(ctx, tx, userID, "")
+	if err != nil {
+		return err
+	}
+	k, err := localCrossSigningKeys(ctx, tx, userID, sigsOf)
 	if err != nil {
 		return err
 	}

@@ -255,23 +255,15 @@ func (k userKeys) addTo(resp *QueryResponse, userID string, withUserSigning bool
 // localKeys loads a local user's device keys (those listed, or all) and
 // cross-signing keys with the signatures viewer may see.
 func (e *E2EE) localKeys(ctx context.Context, q storage.Reader, userID, viewer string, deviceIDs []string) (userKeys, error) {
-	out := userKeys{devices: map[string]json.RawMessage{}}
-	sigs, err := storage.VisibleSignatures(ctx, q, userID, viewer)
+	sigsOf, err := visibleSignatures(ctx, q, userID, viewer)
+	if err != nil {
+		return userKeys{}, err
+	}
+	out, err := localCrossSigningKeys(ctx, q, userID, sigsOf)
 	if err != nil {
 		return out, err
 	}
-	sigsOf := func(keyID string) map[string]map[string]string {
-		m := map[string]map[string]string{}
-		for _, s := range sigs {
-			if s.TargetKeyID == keyID {
-				if m[s.SignerUserID] == nil {
-					m[s.SignerUserID] = map[string]string{}
-				}
-				m[s.SignerUserID][s.SignerKeyID] = s.Signature
-			}
-		}
-		return m
-	}
+	out.devices = map[string]json.RawMessage{}
 	devs, err := storage.DeviceKeysOfUser(ctx, q, userID, deviceIDs)
 	if err != nil {
 		return out, err
@@ -283,6 +275,37 @@ func (e *E2EE) localKeys(ctx context.Context, q storage.Reader, userID, viewer s
 		}
 		out.devices[d.DeviceID] = withSignatures(d.KeyJSON, sigsOf(d.DeviceID), unsigned)
 	}
+	return out, nil
+}
+
+// signaturesOf gives the signatures of one key (a device ID or a
+// cross-signing public key) by signer user and key.
+type signaturesOf func(keyID string) map[string]map[string]string
+
+// visibleSignatures loads the signatures of userID's keys viewer may see.
+func visibleSignatures(ctx context.Context, q storage.Reader, userID, viewer string) (signaturesOf, error) {
+	sigs, err := storage.VisibleSignatures(ctx, q, userID, viewer)
+	if err != nil {
+		return nil, err
+	}
+	return func(keyID string) map[string]map[string]string {
+		m := map[string]map[string]string{}
+		for _, s := range sigs {
+			if s.TargetKeyID == keyID {
+				if m[s.SignerUserID] == nil {
+					m[s.SignerUserID] = map[string]string{}
+				}
+				m[s.SignerUserID][s.SignerKeyID] = s.Signature
+			}
+		}
+		return m
+	}, nil
+}
+
+// localCrossSigningKeys loads a local user's cross-signing keys with the
+// given signatures.
+func localCrossSigningKeys(ctx context.Context, q storage.Reader, userID string, sigsOf signaturesOf) (userKeys, error) {
+	var out userKeys
 	cs, err := storage.CrossSigningKeys(ctx, q, userID)
 	if err != nil {
 		return out, err

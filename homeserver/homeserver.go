@@ -131,8 +131,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// Push observes first: a position the sync notifier knows of is then
 	// already queued for evaluation, which push.WaitRecorded relies on.
 	s.Rooms.Observe(s.Push.Observe)
-	s.Rooms.Observe(feedNotifier(s.Notifier))
+	// Remote device lists are dropped before syncs hear of the membership
+	// change that ends the shared room, so a client reacting to
+	// device_lists.left never reads the stale list.
 	s.Rooms.Observe(watchMemberships(s.E2EE, log))
+	s.Rooms.Observe(feedNotifier(s.Notifier))
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
 	if s.Federation, err = federation.New(ctx, federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Key: key,
 		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Log: log, Version: version}); err != nil {
