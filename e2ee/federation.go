@@ -553,14 +553,18 @@ func (e *E2EE) ReceiveSigningKeyUpdate(ctx context.Context, u SigningKeyUpdate) 
 	return nil
 }
 
-// MembershipChanged keeps the remote device lists honest: once no local
-// user shares a room with a remote user, their server stops sending us
-// updates, so what we keep of their devices is dropped (and asked of
-// their server again until updates flow anew). Called for every committed
-// m.room.member event.
+// MembershipChanged keeps device lists flowing between servers. A local
+// user who joins a room announces their devices to the servers in it that
+// shared no room with them before. Once no local user shares a room with
+// a remote user, their server stops sending us updates, so what we keep
+// of their devices is dropped (and asked of their server again until
+// updates flow anew). Called for every committed m.room.member event.
 func (e *E2EE) MembershipChanged(ctx context.Context, roomID, userID, membership string) error {
 	if membership == "join" {
-		return nil
+		if !e.isLocal(userID) || e.remote == nil {
+			return nil
+		}
+		return e.announceDevices(ctx, roomID, userID)
 	}
 	candidates := []string{userID}
 	if e.isLocal(userID) {
@@ -593,4 +597,82 @@ func (e *E2EE) MembershipChanged(ctx context.Context, roomID, userID, membership
 		}
 	}
 	return nil
+}
+
+// announceDevices sends a local user's devices and cross-signing keys,
+// who just joined roomID, to the servers in it that shared no other room
+// with them (server-server API, Device Management: updates are sent when
+// the user joins a room with servers not yet receiving them).
+func (e *E2EE) announceDevices(ctx context.Context, roomID, userID string) error {
+	q := e.db.Read()
+	serversOf := func(roomID string) (map[string]bool, error) {
+		ms, err := storage.MembersOfRoom(ctx, q, roomID)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]bool{}
+		for _, m := range ms {
+			if s := serverOf(m.UserID); m.Membership == "join" && s != e.serverName && s != "" {
+				out[s] = true
+			}
+		}
+		return out, nil
+	}
+	fresh, err := serversOf(roomID)
+	if err != nil || len(fresh) == 0 {
+		return err
+	}
+	joined, err := storage.RoomsOfUser(ctx, q, userID, "join")
+	if err != nil {
+		return err
+	}
+	for _, m := range joined {
+		if m.RoomID == roomID {
+			continue
+		}
+		old, err := serversOf(m.RoomID)
+		if err != nil {
+			return err
+		}
+		for s := range old {
+			delete(fresh, s)
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	servers := sortedKeys(fresh)
+	return e.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		pos, err := storage.LastDeviceListPosition(ctx, tx, userID)
+		if err != nil {
+			return err
+		}
+		names, err := storage.DeviceNames(ctx, tx, userID)
+		if err != nil {
+			return err
+		}
+		k, err := e.localKeys(ctx, tx, userID, "", nil)
+		if err != nil {
+			return err
+		}
+		for _, id := range sortedKeys(keysOf(names)) {
+			u := DeviceListUpdate{UserID: userID, DeviceID: id, DisplayName: names[id], StreamID: pos, Keys: k.devices[id]}
+			if err := e.remote.QueueEDU(ctx, tx, servers, "m.device_list_update", u); err != nil {
+				return err
+			}
+		}
+		if k.master == nil {
+			return nil
+		}
+		return e.remote.QueueEDU(ctx, tx, servers, "m.signing_key_update",
+			SigningKeyUpdate{UserID: userID, MasterKey: k.master, SelfSigningKey: k.selfSigning})
+	})
+}
+
+func keysOf(m map[string]string) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
 }
