@@ -49,9 +49,29 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 		return "", mxhttp.UnsupportedVersion("Room version %q is not supported", req.Version)
 	}
 	roomID := "!" + randomString(18) + ":" + string(r.serverName)
+	// Users of other servers are invited once the room exists, through
+	// their servers (which must countersign the invite).
+	var remoteInvites []string
+	for _, u := range req.Invite {
+		if !r.isLocal(u) {
+			remoteInvites = append(remoteInvites, u)
+		}
+	}
+	if err := r.create(ctx, roomID, req); err != nil {
+		return "", err
+	}
+	for _, u := range remoteInvites {
+		if _, err := r.SetMembership(ctx, roomID, ChangeMembership{Sender: req.Creator, Target: u, Membership: spec.Invite, IsDirect: req.IsDirect}); err != nil {
+			r.log.Warn("inviting a remote user to a new room", "room", roomID, "user_id", u, "err", err)
+		}
+	}
+	return roomID, nil
+}
+
+func (r *Rooms) create(ctx context.Context, roomID string, req CreateRequest) error {
 	protos, err := r.createProtos(ctx, roomID, req)
 	if err != nil {
-		return "", err
+		return err
 	}
 	unlock := r.locks.lock(roomID)
 	defer unlock()
@@ -73,10 +93,10 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 		return err
 	})
 	if err != nil {
-		return "", err
+		return err
 	}
 	r.committed(out, snaps)
-	return roomID, nil
+	return nil
 }
 
 func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateRequest) ([]Proto, error) {
@@ -167,6 +187,9 @@ func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateReque
 		}))
 	}
 	for _, u := range req.Invite {
+		if !r.isLocal(u) {
+			continue // invited through their server once the room exists (Create)
+		}
 		content, err := r.memberContent(ctx, u, spec.Invite)
 		if err != nil {
 			return nil, err

@@ -130,9 +130,11 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 			Extra: map[string]any{"room_version": roomVersion}}
 	}
 	ver := gomatrixserverlib.MustGetRoomVersion(roomVersion)
-	pdu, err := r.parseRemote(ctx, ver, raw)
+	// The invite needs our signature too before its signatures check out
+	// (the invitee's server signs invites), so it is checked once signed.
+	pdu, err := ver.NewEventFromUntrustedJSON(raw)
 	if err != nil {
-		return nil, mxhttp.BadJSON("%v", err)
+		return nil, mxhttp.BadJSON("invalid event: %v", err)
 	}
 	if pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil {
 		return nil, mxhttp.BadJSON("Not a membership event")
@@ -151,6 +153,12 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 		return nil, mxhttp.Forbidden("The inviter is not a user of the requesting server")
 	}
 	signed := pdu.Sign(string(r.serverName), r.key.ID, r.key.Private)
+	if r.verifier == nil {
+		return nil, mxhttp.BadJSON("federation is not configured")
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, signed, r.verifier, userIDForSender); err != nil {
+		return nil, mxhttp.BadJSON("bad signatures: %v", err)
+	}
 	signed.EventID()
 	roomID := signed.RoomID().String()
 	if live, _ := r.CanJoinLocally(ctx, roomID); live {
