@@ -132,7 +132,11 @@ func (e *E2EE) DeviceListChangesSince(ctx context.Context, userID string, from, 
 			note(m.UserID, m.Membership == "join")
 			continue
 		}
-		// userID's own join or leave: every member of the room.
+		// userID's own join or leave: every member of the room, and on a
+		// join userID too (their other devices track the same rooms).
+		if m.Membership == "join" {
+			changedSet[userID] = true
+		}
 		members, err := storage.MembersOfRoom(ctx, q, m.RoomID)
 		if err != nil {
 			return nil, nil, err
