@@ -435,7 +435,12 @@ func (e *E2EE) ReceiveDeviceListUpdate(ctx context.Context, origin string, u Dev
 		return nil // already applied
 	}
 	if !have || !slices.Contains(u.PrevID, stored) {
-		return e.resyncDeviceList(ctx, origin, u.UserID)
+		// An update without prev_id about a user we keep no list for is
+		// the announcement of a user who just started sharing a room with
+		// us: local users see them as changed through that membership
+		// change already, so the resync only fills the list.
+		announced := !have && len(u.PrevID) == 0
+		return e.resyncDeviceList(ctx, origin, u.UserID, !announced)
 	}
 	dev := storage.RemoteDevice{DeviceID: u.DeviceID, DisplayName: u.DisplayName}
 	if len(u.Keys) > 0 && string(u.Keys) != "null" {
@@ -468,9 +473,9 @@ func (e *E2EE) ReceiveDeviceListUpdate(ctx context.Context, origin string, u Dev
 
 // resyncDeviceList replaces what we keep of a remote user's devices with
 // their server's full list. If the server does not answer, the list is
-// dropped (so /keys/query asks the server) and the user still shows as
-// changed.
-func (e *E2EE) resyncDeviceList(ctx context.Context, origin, userID string) error {
+// dropped (so /keys/query asks the server). With showChanged, local users
+// sharing a room with the user see them in device_lists.changed.
+func (e *E2EE) resyncDeviceList(ctx context.Context, origin, userID string, showChanged bool) error {
 	var list UserDevices
 	var fetchErr error
 	if e.remote == nil {
@@ -507,10 +512,13 @@ func (e *E2EE) resyncDeviceList(ctx context.Context, origin, userID string) erro
 				return err
 			}
 		}
+		if !showChanged {
+			return nil
+		}
 		_, err := e.db.AppendDeviceListChange(ctx, tx, userID)
 		return err
 	})
-	if err != nil {
+	if err != nil || !showChanged {
 		return err
 	}
 	e.NotifyDeviceListChange(ctx, userID)
