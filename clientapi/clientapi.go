@@ -116,6 +116,11 @@ type Federation interface {
 	QueryAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
 	// QueryProfile fetches a remote user's profile, or one field ("" for all).
 	QueryProfile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
+	// SendTyping tells the room's other servers of a local user's typing.
+	SendTyping(ctx context.Context, roomID, userID string, typing bool)
+	// SendReceipt tells the room's other servers of a local user's receipt
+	// (only m.read leaves the server).
+	SendReceipt(ctx context.Context, roomID, userID, receiptType, eventID, threadID string, ts int64)
 }
 
 // New returns the client API over d.

@@ -94,9 +94,13 @@ func (a *API) setReadMarker(ctx context.Context, userID, roomID, typ, eventID, t
 	if threadID != "" && threadID != "main" && !strings.HasPrefix(threadID, "$") {
 		return mxhttp.InvalidParam("thread_id must be main or an event ID")
 	}
-	pos, err := a.db.PutReceipt(ctx, storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: time.Now().UnixMilli()})
+	ts := time.Now().UnixMilli()
+	pos, err := a.db.PutReceipt(ctx, storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: ts})
 	if err != nil {
 		return err
+	}
+	if a.fed != nil {
+		a.fed.SendReceipt(ctx, roomID, userID, typ, eventID, threadID, ts)
 	}
 	a.push.ReadReceipt(userID)
 	users := []string{userID}

@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/filter"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/push"
@@ -404,7 +405,8 @@ func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstrea
 		resp.NextBatch = next.String()
 	}
 	if req.since != nil {
-		changed, left, err := a.e2ee.DeviceListChangesSince(ctx, req.userID, since.DeviceLists, to.DeviceLists)
+		changed, left, err := a.e2ee.DeviceListChangesSince(ctx, req.userID,
+			e2ee.Positions{Events: since.Events, DeviceLists: since.DeviceLists}, e2ee.Positions{Events: to.Events, DeviceLists: to.DeviceLists})
 		if err != nil {
 			return err
 		}

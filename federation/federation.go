@@ -20,6 +20,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/netguard"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/serverkey"
@@ -41,6 +42,7 @@ type Deps struct {
 	Notifier *syncstream.Notifier
 	Typing   *syncstream.Typing
 	Presence *syncstream.Presence
+	E2EE     *e2ee.E2EE
 	Log      *slog.Logger
 	Version  string
 }
@@ -55,6 +57,7 @@ type API struct {
 	notifier   *syncstream.Notifier
 	typing     *syncstream.Typing
 	presence   *syncstream.Presence
+	e2ee       *e2ee.E2EE
 	log        *slog.Logger
 	version    string
 
@@ -71,7 +74,7 @@ type API struct {
 // run left queued. Close stops them.
 func New(ctx context.Context, d Deps) (*API, error) {
 	a := &API{serverName: spec.ServerName(d.Config.ServerName), key: d.Key, db: d.DB, rooms: d.Rooms,
-		notifier: d.Notifier, typing: d.Typing, presence: d.Presence, log: d.Log, version: d.Version}
+		notifier: d.Notifier, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, log: d.Log, version: d.Version}
 	var err error
 	if a.oldKeys, err = loadOldKeys(filepath.Join(d.Config.DataDir, OldKeysFile)); err != nil {
 		return nil, err
@@ -144,5 +147,6 @@ func (a *API) Routes(r chi.Router) {
 		r.Get(f+"/v1/query/directory", a.queryDirectory)
 		r.Get(f+"/v1/query/profile", a.queryProfile)
 		a.roomRoutes(r)
+		a.e2eeRoutes(r)
 	})
 }

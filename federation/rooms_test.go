@@ -117,3 +117,19 @@ func TestInviteAcrossServers(t *testing.T) {
 		bob.waitForMessage(t, roomID, "welcome bob")
 	})
 }
+
+// createRoom's invite list reaches a user of another server through their
+// server, who can then join.
+func TestCreateRoomInvitesRemoteUser(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		bobSync := newSyncer(t, bob)
+		r := alice.do(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "invite": []string{bob.id}})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID := r.JSON["room_id"].(string)
+		bobSync.until(t, "the invite", func(resp map[string]any) bool { return get(resp, "rooms", "invite", roomID) != nil })
+		r = bob.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(alice.hs.Config.ServerName), map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+	})
+}

@@ -254,6 +254,9 @@ func (r *Rooms) createProtos(ctx context.Context, req CreateRequest, allInvitees
 		}))
 	}
 	for _, u := range req.Invite {
+		if !r.isLocal(u) {
+			continue // invited through their server once the room exists (Create)
+		}
 		content, err := r.memberContent(ctx, u, spec.Invite)
 		if err != nil {
 			return nil, err
