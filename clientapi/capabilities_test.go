@@ -39,10 +39,10 @@ func TestCapabilities(t *testing.T) {
 			t.Errorf("default room version: %v", rv["default"])
 		}
 		avail, _ := rv["available"].(map[string]any)
-		if len(avail) != 11 {
+		if len(avail) != 12 {
 			t.Errorf("available room versions: %v", avail)
 		}
-		for v := 1; v <= 11; v++ {
+		for v := 1; v <= 12; v++ {
 			if avail[strconv.Itoa(v)] != "stable" {
 				t.Errorf("room version %d: %v", v, avail[strconv.Itoa(v)])
 			}

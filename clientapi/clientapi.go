@@ -123,6 +123,11 @@ type Federation interface {
 	TimestampToEvent(ctx context.Context, roomID string, ts int64, dir string) (eventID string, originTS int64, err error)
 	// Hierarchy asks one of via for a room of a space and its children.
 	Hierarchy(ctx context.Context, roomID string, via []string, suggestedOnly bool) (*rooms.ServerHierarchy, error)
+	// SendTyping tells the room's other servers of a local user's typing.
+	SendTyping(ctx context.Context, roomID, userID string, typing bool)
+	// SendReceipt tells the room's other servers of a local user's receipt
+	// (only m.read leaves the server).
+	SendReceipt(ctx context.Context, roomID, userID, receiptType, eventID, threadID string, ts int64)
 }
 
 // New returns the client API over d.
@@ -204,6 +209,7 @@ func (a *API) accountDataRoutes(v3 func(string, string, http.HandlerFunc)) {
 // membership, Syncing).
 func (a *API) roomRoutes(v3 func(string, string, http.HandlerFunc)) {
 	v3("GET", "/sync", a.authed(a.sync))
+	v3("POST", "/search", a.authed(a.search))
 	v3("PUT", "/rooms/{roomId}/typing/{userId}", a.authed(a.putTyping))
 	v3("POST", "/rooms/{roomId}/receipt/{receiptType}/{eventId}", a.authed(a.postReceipt))
 	v3("POST", "/rooms/{roomId}/read_markers", a.authed(a.postReadMarkers))

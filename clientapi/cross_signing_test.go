@@ -143,8 +143,10 @@ func TestKeyChanges(t *testing.T) {
 			t.Fatalf("device-list positions %d -> %d", from, to)
 		}
 		changes := func(u e2eDevice, from, to int64) string {
-			// from and to are sync tokens; only their device-list positions count.
-			r := u.do(t, "GET", "/_matrix/client/v3/keys/changes?from="+syncstream.Position{DeviceLists: from}.String()+
+			// from and to are sync tokens; with the same room-event position
+			// only their device-list positions count (membership changes
+			// in between would count too).
+			r := u.do(t, "GET", "/_matrix/client/v3/keys/changes?from="+syncstream.Position{DeviceLists: from, Events: 99}.String()+
 				"&to="+syncstream.Position{DeviceLists: to, Events: 99}.String(), nil)
 			hearthtest.Expect(t, r, http.StatusOK, "")
 			return fmt.Sprint(r.JSON["changed"])

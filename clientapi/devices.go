@@ -80,10 +80,17 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request, c accounts.Calle
 			}
 			return err
 		}
-		return storage.SetDeviceDisplayName(r.Context(), tx, c.UserID, deviceID, req.DisplayName)
+		if err := storage.SetDeviceDisplayName(r.Context(), tx, c.UserID, deviceID, req.DisplayName); err != nil {
+			return err
+		}
+		// The display name is part of the device list others see.
+		return a.e2ee.RecordDeviceListChange(r.Context(), tx, c.UserID, deviceID)
 	})
 	if errors.Is(err, storage.ErrNotFound) {
 		err = mxhttp.NotFound("No such device")
+	}
+	if err == nil && req.DisplayName != nil {
+		a.e2ee.NotifyDeviceListChange(r.Context(), c.UserID)
 	}
 	writeEmptyOrError(w, r, err)
 }

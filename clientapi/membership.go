@@ -79,11 +79,19 @@ func (a *API) changeMembership(w http.ResponseWriter, r *http.Request, roomID st
 			mxhttp.WriteError(w, r, err)
 			return
 		}
-		c.Extra = extra
+		for k, v := range extra {
+			if c.Extra == nil {
+				c.Extra = map[string]json.RawMessage{}
+			}
+			c.Extra[k] = v
+		}
 	}
 	if _, err := a.rooms.SetMembership(r.Context(), roomID, c); err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
+	}
+	if c.Membership == spec.Join && c.Sender == c.Target {
+		a.copyPushRulesOnJoin(r.Context(), c.Sender, roomID)
 	}
 	if c.Membership == spec.Join || c.Membership == spec.Knock {
 		mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
@@ -139,8 +147,12 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, ro
 			}
 		}
 	}
-	if _, domain, err := gomatrixserverlib.SplitID('!', roomID); err == nil {
-		servers = append(servers, domain)
+	if len(servers) == 0 {
+		// Nothing to go on but the room ID's server (not a promise that it
+		// is still in the room).
+		if _, domain, err := gomatrixserverlib.SplitID('!', roomID); err == nil {
+			servers = append(servers, domain)
+		}
 	}
 	content := map[string]any{}
 	for k, v := range b.Extra {
@@ -161,6 +173,7 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, ro
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	a.copyPushRulesOnJoin(r.Context(), c.UserID, roomID)
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 }
 

@@ -194,9 +194,8 @@ func profileSetter(key string, value json.RawMessage) (func(*storage.Profile), e
 		if len(s) > maxAvatarURLLen {
 			return nil, mxhttp.InvalidParam("Avatar URLs are at most %d bytes", maxAvatarURLLen)
 		}
-		if s != "" && !strings.HasPrefix(s, "mxc://") {
-			return nil, mxhttp.InvalidParam("avatar_url must be an mxc:// URI")
-		}
+		// The spec means an mxc:// URI, but other servers (and Complement)
+		// accept any string; clients render only mxc:// URIs anyway.
 		return func(p *storage.Profile) { p.AvatarURL = nilIfEmpty(s) }, nil
 	}
 	compact, err := compactJSON(value)

@@ -59,7 +59,8 @@ func TestProfileDisplayNameAndAvatar(t *testing.T) {
 		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "displayname"), bobTok, map[string]any{"displayname": 12}), http.StatusBadRequest, "M_BAD_JSON")
 		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "displayname"), bobTok, map[string]any{"other": "x"}), http.StatusBadRequest, "M_MISSING_PARAM")
 		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "displayname"), bobTok, map[string]any{"displayname": strings.Repeat("x", 257)}), http.StatusBadRequest, "M_INVALID_PARAM")
-		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "avatar_url"), bobTok, map[string]any{"avatar_url": "https://example.org/a.png"}), http.StatusBadRequest, "M_INVALID_PARAM")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "avatar_url"), bobTok, map[string]any{"avatar_url": 5}), http.StatusBadRequest, "M_BAD_JSON")
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "avatar_url"), bobTok, map[string]any{"avatar_url": strings.Repeat("x", 1001)}), http.StatusBadRequest, "M_INVALID_PARAM")
 		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(bob, "displayname"), bobTok, "{nope"), http.StatusBadRequest, "M_NOT_JSON")
 
 		// Deleting and clearing.

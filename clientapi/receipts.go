@@ -94,9 +94,13 @@ func (a *API) setReadMarker(ctx context.Context, userID, roomID, typ, eventID, t
 	if threadID != "" && threadID != "main" && !strings.HasPrefix(threadID, "$") {
 		return mxhttp.InvalidParam("thread_id must be main or an event ID")
 	}
-	pos, err := a.db.PutReceipt(ctx, storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: time.Now().UnixMilli()})
+	ts := time.Now().UnixMilli()
+	pos, err := a.db.PutReceipt(ctx, storage.Receipt{RoomID: roomID, UserID: userID, Type: typ, ThreadID: threadID, EventID: eventID, TS: ts})
 	if err != nil {
 		return err
+	}
+	if a.fed != nil {
+		a.fed.SendReceipt(ctx, roomID, userID, typ, eventID, threadID, ts)
 	}
 	a.push.ReadReceipt(userID)
 	users := []string{userID}
@@ -128,6 +132,11 @@ func receiptEvent(receipts []storage.Receipt, viewer string) map[string]any {
 		entry := map[string]any{"ts": rc.TS}
 		if rc.ThreadID != "" {
 			entry["thread_id"] = rc.ThreadID
+			// The format holds one receipt per user, event and type: an
+			// unthreaded receipt for the same event wins over a threaded one.
+			if old, ok := users[rc.UserID].(map[string]any); ok && old["thread_id"] == nil {
+				continue
+			}
 		}
 		users[rc.UserID] = entry
 	}

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 
@@ -31,13 +32,7 @@ func (a *API) upgradeRoom(w http.ResponseWriter, r *http.Request, c accounts.Cal
 		mxhttp.WriteError(w, r, mxhttp.BadJSON("new_version is required"))
 		return
 	}
-	if len(body.AdditionalCreators) > 0 {
-		// Only room versions with privileged creators (12+) take them, and
-		// Hearth does not serve those yet.
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("additional_creators needs a room version with privileged creators"))
-		return
-	}
-	newRoomID, err := a.rooms.Upgrade(r.Context(), roomID, c.UserID, gomatrixserverlib.RoomVersion(*body.NewVersion))
+	newRoomID, err := a.rooms.Upgrade(r.Context(), roomID, c.UserID, gomatrixserverlib.RoomVersion(*body.NewVersion), body.AdditionalCreators)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -78,4 +73,53 @@ func (a *API) copyPushRules(r *http.Request, oldRoomID, newRoomID string) error 
 		}
 	}
 	return nil
+}
+
+// copyPushRulesOnJoin gives a user who joins a room that replaces another
+// (its create event names a predecessor) their push rules about the old
+// room, as Synapse does; upgrades made by hand (createRoom with a
+// predecessor) and remote upgrades are covered this way.
+func (a *API) copyPushRulesOnJoin(ctx context.Context, userID, roomID string) {
+	st, err := a.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return
+	}
+	createID, ok := st[storage.StateKey{Type: spec.MRoomCreate}]
+	if !ok {
+		return
+	}
+	create, err := a.rooms.Event(ctx, createID)
+	if err != nil {
+		return
+	}
+	var content struct {
+		Predecessor *struct {
+			RoomID string `json:"room_id"`
+		} `json:"predecessor"`
+	}
+	if json.Unmarshal(create.PDU.Content(), &content) != nil || content.Predecessor == nil || content.Predecessor.RoomID == "" {
+		return
+	}
+	old := content.Predecessor.RoomID
+	d, err := a.db.GetAccountData(ctx, userID, "", pushRulesType)
+	if err != nil {
+		return // no stored rules: nothing about the old room to copy
+	}
+	probe, err := pushrules.ParseUserRules(d.Content)
+	if err != nil || !probe.CopyRoomRules(old, roomID) {
+		return
+	}
+	pos, err := a.db.UpdateAccountData(ctx, userID, "", pushRulesType, func(b []byte, _ bool) ([]byte, error) {
+		u, err := pushrules.ParseUserRules(b)
+		if err != nil {
+			return nil, err
+		}
+		u.CopyRoomRules(old, roomID)
+		return json.Marshal(u)
+	})
+	if err != nil {
+		a.log.Warn("copying push rules to a room's successor", "room", roomID, "err", err)
+		return
+	}
+	a.accountDataChanged(userID, pos)
 }

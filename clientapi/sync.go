@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/filter"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/push"
@@ -211,13 +212,13 @@ type unreadCounts struct {
 
 type invitedRoom struct {
 	InviteState struct {
-		Events []rooms.StrippedEvent `json:"events"`
+		Events []json.RawMessage `json:"events"`
 	} `json:"invite_state"`
 }
 
 type knockedRoom struct {
 	KnockState struct {
-		Events []rooms.StrippedEvent `json:"events"`
+		Events []json.RawMessage `json:"events"`
 	} `json:"knock_state"`
 }
 
@@ -261,6 +262,9 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 	if err != nil {
 		return nil, err
 	}
+	// newlyShared are users who came to share a room with the syncing user
+	// in this window: their presence is sent even if it did not change.
+	newlyShared := map[string]bool{}
 	var changed, receiptsChanged map[string]bool
 	if !initial {
 		if changed, err = storage.RoomsWithEventsBetween(ctx, a.db.Read(), since.Events, to.Events); err != nil {
@@ -295,6 +299,20 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			jr, err := a.syncJoinedRoom(ctx, req, m.RoomID, since, to, initial || req.fullState || joinedNow, roomFilter)
 			if err != nil {
 				return nil, err
+			}
+			if !initial {
+				if joinedNow || req.fullState {
+					for _, e := range jr.State.Events {
+						if e.Type == spec.MRoomMember && e.StateKey != nil {
+							newlyShared[*e.StateKey] = true
+						}
+					}
+				}
+				for _, e := range jr.Timeline.Events {
+					if e.Type == spec.MRoomMember && e.StateKey != nil {
+						newlyShared[*e.StateKey] = true
+					}
+				}
 			}
 			jr.AccountData.Events = append(jr.AccountData.Events, roomData[m.RoomID]...)
 			if jr.AccountData.Events == nil {
@@ -349,7 +367,7 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 		}
 	}
 	if a.cfg.Presence {
-		if err := a.syncPresence(ctx, req, since, to, resp, memberships); err != nil {
+		if err := a.syncPresence(ctx, req, since, to, resp, memberships, newlyShared); err != nil {
 			return nil, err
 		}
 	}
@@ -387,7 +405,8 @@ func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstrea
 		resp.NextBatch = next.String()
 	}
 	if req.since != nil {
-		changed, left, err := a.e2ee.DeviceListChangesSince(ctx, req.userID, since.DeviceLists, to.DeviceLists)
+		changed, left, err := a.e2ee.DeviceListChangesSince(ctx, req.userID,
+			e2ee.Positions{Events: since.Events, DeviceLists: since.DeviceLists}, e2ee.Positions{Events: to.Events, DeviceLists: to.DeviceLists})
 		if err != nil {
 			return err
 		}
@@ -445,8 +464,17 @@ func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string,
 
 // syncPresence lists presence changes of the user and of users sharing a
 // joined room with them.
-func (a *API) syncPresence(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse, memberships []storage.Membership) error {
+func (a *API) syncPresence(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse, memberships []storage.Membership, newlyShared map[string]bool) error {
 	changed := a.presence.ChangedSince(since.Presence, to.Presence)
+	seen := map[string]bool{}
+	for _, u := range changed {
+		seen[u] = true
+	}
+	for u := range newlyShared {
+		if !seen[u] && u != req.userID && a.presence.Get(u).Pos > 0 {
+			changed = append(changed, u)
+		}
+	}
 	if len(changed) == 0 {
 		return nil
 	}
@@ -764,14 +792,14 @@ func (a *API) roomSummary(ctx context.Context, roomID, userID string) (*roomSumm
 
 // strippedState is what an invitee or knocker may see of a room: the
 // spec's recommended state events at the membership event, plus that event.
-func (a *API) strippedState(ctx context.Context, memberEv *rooms.Event) ([]rooms.StrippedEvent, error) {
+func (a *API) strippedState(ctx context.Context, memberEv *rooms.Event) ([]json.RawMessage, error) {
 	if memberEv.Outlier {
 		// An invite to a room we are not in: what the inviting server sent.
 		remote, err := a.rooms.RemoteInviteState(ctx, memberEv.RoomID, *memberEv.StateKey)
 		if err != nil {
 			return nil, err
 		}
-		return append(remote, rooms.Stripped(memberEv.PDU)), nil
+		return append(remote, rooms.StrippedJSON(memberEv.PDU)), nil
 	}
 	st, err := a.rooms.StateAt(ctx, memberEv.SnapshotAfter)
 	if err != nil {
@@ -790,11 +818,11 @@ func (a *API) strippedState(ctx context.Context, memberEv *rooms.Event) ([]rooms
 	if err != nil {
 		return nil, err
 	}
-	out := make([]rooms.StrippedEvent, 0, len(evs)+1)
+	out := make([]json.RawMessage, 0, len(evs)+1)
 	for _, ev := range evs {
-		out = append(out, rooms.Stripped(ev.PDU))
+		out = append(out, rooms.StrippedJSON(ev.PDU))
 	}
-	out = append(out, rooms.Stripped(memberEv.PDU))
+	out = append(out, rooms.StrippedJSON(memberEv.PDU))
 	return out, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/hearthtest"
 )
 
@@ -88,8 +89,9 @@ func TestSendToDevice(t *testing.T) {
 		}
 		gone, _, _ := hs.E2EE.InboxSince(ctx, bob2.id, bob2.deviceID, 0, 100)
 		counts, _ := hs.E2EE.OneTimeKeyCounts(ctx, bob2.id, bob2.deviceID)
-		changed, _, _ := hs.E2EE.DeviceListChangesSince(ctx, alice.id, before, before+10)
-		changedSelf, _, _ := hs.E2EE.DeviceListChangesSince(ctx, bob1.id, before, before+10)
+		window := func(p int64) e2ee.Positions { return e2ee.Positions{DeviceLists: p} }
+		changed, _, _ := hs.E2EE.DeviceListChangesSince(ctx, alice.id, window(before), window(before+10))
+		changedSelf, _, _ := hs.E2EE.DeviceListChangesSince(ctx, bob1.id, window(before), window(before+10))
 		if len(gone) != 0 || len(counts) != 0 || len(changed) != 0 || len(changedSelf) != 1 {
 			t.Fatalf("after delete: inbox %v, counts %v, alice sees %v, bob sees %v", gone, counts, changed, changedSelf)
 		}

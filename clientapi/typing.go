@@ -45,5 +45,8 @@ func (a *API) putTyping(w http.ResponseWriter, r *http.Request, c accounts.Calle
 		timeout = min(time.Duration(*body.Timeout)*time.Millisecond, maxTypingTimeout)
 	}
 	a.typing.Set(roomID, c.UserID, *body.Typing, timeout)
+	if a.fed != nil {
+		a.fed.SendTyping(r.Context(), roomID, c.UserID, *body.Typing)
+	}
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }

@@ -197,7 +197,7 @@ func (e *E2EE) UploadCrossSigningKeys(ctx context.Context, userID string, req Cr
 		if !changed {
 			return nil
 		}
-		return e.RecordDeviceListChange(ctx, tx, userID)
+		return e.RecordCrossSigningChange(ctx, tx, userID)
 	})
 	if err != nil {
 		return err
@@ -278,7 +278,8 @@ func (e *E2EE) UploadSignatures(ctx context.Context, userID string, body map[str
 			return err
 		}
 		for target, objs := range body {
-			stored := 0
+			var signedDevices []string
+			signedCrossSigning := false
 			for keyID, raw := range objs {
 				sigs, err := e.checkSignatureUpload(ctx, tx, userID, own, target, keyID, raw)
 				if err != nil {
@@ -294,11 +295,27 @@ func (e *E2EE) UploadSignatures(ctx context.Context, userID string, body map[str
 						return err
 					}
 				}
-				stored += len(sigs)
+				if len(sigs) == 0 {
+					continue
+				}
+				if isDevice, err := storage.DeviceExists(ctx, tx, target, keyID); err != nil {
+					return err
+				} else if isDevice {
+					signedDevices = append(signedDevices, keyID)
+				} else {
+					signedCrossSigning = true
+				}
 			}
-			if stored > 0 {
+			if len(signedDevices) > 0 || signedCrossSigning {
 				changedUsers = append(changedUsers, target)
-				if err := e.RecordDeviceListChange(ctx, tx, target); err != nil {
+			}
+			for _, d := range signedDevices {
+				if err := e.RecordDeviceListChange(ctx, tx, target, d); err != nil {
+					return err
+				}
+			}
+			if signedCrossSigning {
+				if err := e.RecordCrossSigningChange(ctx, tx, target); err != nil {
 					return err
 				}
 			}

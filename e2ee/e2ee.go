@@ -13,6 +13,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -28,6 +29,7 @@ type E2EE struct {
 	db         *storage.DB
 	serverName string
 	log        *slog.Logger
+	remote     Remote // nil: no federation
 
 	// OnChange is called after a commit that concerns sync: with the target
 	// user and device for each to-device message, and with every user who
@@ -39,9 +41,17 @@ type E2EE struct {
 	InboxCap int
 
 	// TokenPosition maps a sync token (the from and to of /keys/changes) to
-	// a device-list stream position. Sync sets it to its own token parser;
-	// the default accepts a bare decimal position.
-	TokenPosition func(token string) (int64, error)
+	// its room-event and device-list stream positions. Sync sets it to its
+	// own token parser; the default accepts a bare decimal device-list
+	// position.
+	TokenPosition func(token string) (Positions, error)
+}
+
+// Positions are the stream positions device-list changes are read between:
+// the device-list stream, and the room-event stream for membership changes
+// (a user who starts sharing a room shows as changed, one who stops as left).
+type Positions struct {
+	Events, DeviceLists int64
 }
 
 // New returns the end-to-end encryption service over db.
@@ -49,12 +59,12 @@ func New(db *storage.DB, serverName string, log *slog.Logger) *E2EE {
 	return &E2EE{db: db, serverName: serverName, log: log, InboxCap: DefaultInboxCap, TokenPosition: parseDecimalPosition}
 }
 
-func parseDecimalPosition(token string) (int64, error) {
+func parseDecimalPosition(token string) (Positions, error) {
 	n, err := strconv.ParseInt(token, 10, 64)
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("not a stream position: %q", token)
+		return Positions{}, fmt.Errorf("not a stream position: %q", token)
 	}
-	return n, nil
+	return Positions{DeviceLists: n}, nil
 }
 
 // isLocal reports whether a user ID belongs to this server.
@@ -81,16 +91,73 @@ func (e *E2EE) MaxPositions(ctx context.Context) (toDevice, deviceLists int64, e
 	return toDevice, deviceLists, nil
 }
 
-// DeviceListChangesSince lists, for the syncing user userID, the users whose
-// devices or keys changed at device-list positions in (fromPos, toPos] and
-// who share a joined room with userID, userID included. left is reserved for
-// users who no longer share any room with userID; it is empty for now.
-func (e *E2EE) DeviceListChangesSince(ctx context.Context, userID string, fromPos, toPos int64) (changed, left []string, err error) {
-	changed, err = storage.DeviceListChanges(ctx, e.db.Read(), userID, fromPos, toPos)
+// DeviceListChangesSince lists, for the syncing user userID, the users
+// whose devices or keys changed between from and to and who share a joined
+// room with userID (userID included), and those who started sharing one
+// (they joined a room of userID's, or userID joined theirs). left are the
+// users who stopped sharing any room with userID in that window.
+func (e *E2EE) DeviceListChangesSince(ctx context.Context, userID string, from, to Positions) (changed, left []string, err error) {
+	q := e.db.Read()
+	changed, err = storage.DeviceListChanges(ctx, q, userID, from.DeviceLists, to.DeviceLists)
 	if err != nil {
 		return nil, nil, err
 	}
-	return changed, []string{}, nil
+	moves, err := storage.MembershipChangesBetween(ctx, q, userID, from.Events, to.Events)
+	if err != nil || len(moves) == 0 {
+		return changed, []string{}, err
+	}
+	sharing := map[string]bool{}
+	users, err := storage.UsersSharingRoomWith(ctx, q, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, u := range users {
+		sharing[u] = true
+	}
+	changedSet, leftSet := map[string]bool{}, map[string]bool{}
+	for _, u := range changed {
+		changedSet[u] = true
+	}
+	note := func(u string, joined bool) {
+		switch {
+		case u == userID:
+		case joined && sharing[u]:
+			changedSet[u] = true
+		case !joined && !sharing[u]:
+			leftSet[u] = true
+		}
+	}
+	for _, m := range moves {
+		if m.UserID != userID {
+			note(m.UserID, m.Membership == "join")
+			continue
+		}
+		// userID's own join or leave: every member of the room, and on a
+		// join userID too (their other devices track the same rooms).
+		if m.Membership == "join" {
+			changedSet[userID] = true
+		}
+		members, err := storage.MembersOfRoom(ctx, q, m.RoomID)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, mm := range members {
+			if mm.Membership == "join" {
+				note(mm.UserID, m.Membership == "join")
+			}
+		}
+	}
+	changed, left = sortedKeys(changedSet), sortedKeys(leftSet)
+	return changed, left, nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // OneTimeKeyCounts counts a device's unclaimed one-time keys by algorithm
@@ -105,11 +172,30 @@ func (e *E2EE) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID stri
 	return storage.UnusedFallbackKeyTypes(ctx, e.db.Read(), userID, deviceID)
 }
 
-// RecordDeviceListChange appends userID to the device-list stream in tx.
-// After tx commits the caller must call NotifyDeviceListChange.
-func (e *E2EE) RecordDeviceListChange(ctx context.Context, tx *sql.Tx, userID string) error {
-	_, err := e.db.AppendDeviceListChange(ctx, tx, userID)
-	return err
+// RecordDeviceListChange appends a change of one of userID's devices (new,
+// deleted, keys or signatures changed) to the device-list stream in tx,
+// and for a local user queues the m.device_list_update for the servers
+// sharing a room with them. After tx commits the caller must call
+// NotifyDeviceListChange.
+func (e *E2EE) RecordDeviceListChange(ctx context.Context, tx *sql.Tx, userID, deviceID string) error {
+	prev, err := storage.LastDeviceListPosition(ctx, tx, userID)
+	if err != nil {
+		return err
+	}
+	pos, err := e.db.AppendDeviceListChange(ctx, tx, userID)
+	if err != nil || e.remote == nil || !e.isLocal(userID) {
+		return err
+	}
+	return e.queueDeviceListUpdate(ctx, tx, userID, deviceID, pos, prev)
+}
+
+// RecordCrossSigningChange is RecordDeviceListChange for a change of
+// userID's cross-signing keys (m.signing_key_update).
+func (e *E2EE) RecordCrossSigningChange(ctx context.Context, tx *sql.Tx, userID string) error {
+	if _, err := e.db.AppendDeviceListChange(ctx, tx, userID); err != nil || e.remote == nil || !e.isLocal(userID) {
+		return err
+	}
+	return e.queueSigningKeyUpdate(ctx, tx, userID)
 }
 
 // NotifyDeviceListChange wakes the syncs of everyone who should see that
@@ -136,7 +222,7 @@ func (e *E2EE) DeviceDeleted(ctx context.Context, tx *sql.Tx, userID, deviceID s
 		if err := storage.DeleteDeviceE2EE(ctx, tx, userID, deviceID); err != nil {
 			return err
 		}
-		return e.RecordDeviceListChange(ctx, tx, userID)
+		return e.RecordDeviceListChange(ctx, tx, userID, deviceID)
 	}
 	if tx != nil {
 		return write(tx)

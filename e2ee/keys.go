@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -183,7 +184,7 @@ func (e *E2EE) storeDeviceKeys(ctx context.Context, tx *sql.Tx, userID, deviceID
 	}); err != nil {
 		return false, err
 	}
-	return true, e.RecordDeviceListChange(ctx, tx, userID)
+	return true, e.RecordDeviceListChange(ctx, tx, userID, deviceID)
 }
 
 // QueryResponse is the body of a POST /keys/query answer.
@@ -196,66 +197,129 @@ type QueryResponse struct {
 }
 
 // QueryKeys answers POST /keys/query for requester: device keys and
-// cross-signing keys of local users, with the signatures requester may see.
-// The user-signing key is returned only for requester themself. Remote
-// users are reported under failures until federation queries exist.
+// cross-signing keys, with the signatures requester may see. The
+// user-signing key is returned only for requester themself. Remote users
+// come from the device lists their servers keep us updated on, or else
+// from their servers (POST /user/keys/query); a server that does not
+// answer is listed under failures.
 func (e *E2EE) QueryKeys(ctx context.Context, requester string, query map[string][]string) (QueryResponse, error) {
 	resp := QueryResponse{
 		DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
 		SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{},
 		Failures: map[string]any{},
 	}
-	q := e.db.Read()
+	remote := map[string]map[string][]string{} // server → user → devices
 	for userID, deviceIDs := range query {
 		if !e.isLocal(userID) {
-			if _, server, ok := strings.Cut(userID, ":"); ok && strings.HasPrefix(userID, "@") {
-				resp.Failures[server] = map[string]any{"status": 503, "message": "federation key queries are not supported yet"}
+			if server := serverOf(userID); server != "" {
+				if remote[server] == nil {
+					remote[server] = map[string][]string{}
+				}
+				remote[server][userID] = deviceIDs
 			}
 			continue
 		}
-		sigs, err := storage.VisibleSignatures(ctx, q, userID, requester)
+		k, err := e.localKeys(ctx, e.db.Read(), userID, requester, deviceIDs)
 		if err != nil {
 			return resp, err
 		}
-		sigsOf := func(keyID string) map[string]map[string]string {
-			out := map[string]map[string]string{}
-			for _, s := range sigs {
-				if s.TargetKeyID == keyID {
-					if out[s.SignerUserID] == nil {
-						out[s.SignerUserID] = map[string]string{}
-					}
-					out[s.SignerUserID][s.SignerKeyID] = s.Signature
-				}
-			}
-			return out
-		}
-		devs, err := storage.DeviceKeysOfUser(ctx, q, userID, deviceIDs)
-		if err != nil {
+		k.addTo(&resp, userID, userID == requester)
+	}
+	if len(remote) > 0 {
+		if err := e.queryRemoteKeys(ctx, remote, &resp); err != nil {
 			return resp, err
-		}
-		resp.DeviceKeys[userID] = map[string]json.RawMessage{}
-		for _, d := range devs {
-			unsigned := map[string]any{}
-			if d.DisplayName != "" {
-				unsigned["device_display_name"] = d.DisplayName
-			}
-			resp.DeviceKeys[userID][d.DeviceID] = withSignatures(d.KeyJSON, sigsOf(d.DeviceID), unsigned)
-		}
-		cs, err := storage.CrossSigningKeys(ctx, q, userID)
-		if err != nil {
-			return resp, err
-		}
-		if k, ok := cs[keyTypeMaster]; ok {
-			resp.MasterKeys[userID] = withSignatures(k.KeyJSON, sigsOf(k.KeyID), nil)
-		}
-		if k, ok := cs[keyTypeSelfSigning]; ok {
-			resp.SelfSigningKeys[userID] = withSignatures(k.KeyJSON, sigsOf(k.KeyID), nil)
-		}
-		if k, ok := cs[keyTypeUserSigning]; ok && userID == requester {
-			resp.UserSigningKeys[userID] = withSignatures(k.KeyJSON, sigsOf(k.KeyID), nil)
 		}
 	}
 	return resp, nil
+}
+
+// userKeys are one user's keys as /keys/query shows them.
+type userKeys struct {
+	devices                  map[string]json.RawMessage
+	master, selfSigning, usk json.RawMessage
+}
+
+func (k userKeys) addTo(resp *QueryResponse, userID string, withUserSigning bool) {
+	resp.DeviceKeys[userID] = k.devices
+	if k.master != nil {
+		resp.MasterKeys[userID] = k.master
+	}
+	if k.selfSigning != nil {
+		resp.SelfSigningKeys[userID] = k.selfSigning
+	}
+	if k.usk != nil && withUserSigning {
+		resp.UserSigningKeys[userID] = k.usk
+	}
+}
+
+// localKeys loads a local user's device keys (those listed, or all) and
+// cross-signing keys with the signatures viewer may see.
+func (e *E2EE) localKeys(ctx context.Context, q storage.Reader, userID, viewer string, deviceIDs []string) (userKeys, error) {
+	sigsOf, err := visibleSignatures(ctx, q, userID, viewer)
+	if err != nil {
+		return userKeys{}, err
+	}
+	out, err := localCrossSigningKeys(ctx, q, userID, sigsOf)
+	if err != nil {
+		return out, err
+	}
+	out.devices = map[string]json.RawMessage{}
+	devs, err := storage.DeviceKeysOfUser(ctx, q, userID, deviceIDs)
+	if err != nil {
+		return out, err
+	}
+	for _, d := range devs {
+		unsigned := map[string]any{}
+		if d.DisplayName != "" {
+			unsigned["device_display_name"] = d.DisplayName
+		}
+		out.devices[d.DeviceID] = withSignatures(d.KeyJSON, sigsOf(d.DeviceID), unsigned)
+	}
+	return out, nil
+}
+
+// signaturesOf gives the signatures of one key (a device ID or a
+// cross-signing public key) by signer user and key.
+type signaturesOf func(keyID string) map[string]map[string]string
+
+// visibleSignatures loads the signatures of userID's keys viewer may see.
+func visibleSignatures(ctx context.Context, q storage.Reader, userID, viewer string) (signaturesOf, error) {
+	sigs, err := storage.VisibleSignatures(ctx, q, userID, viewer)
+	if err != nil {
+		return nil, err
+	}
+	return func(keyID string) map[string]map[string]string {
+		m := map[string]map[string]string{}
+		for _, s := range sigs {
+			if s.TargetKeyID == keyID {
+				if m[s.SignerUserID] == nil {
+					m[s.SignerUserID] = map[string]string{}
+				}
+				m[s.SignerUserID][s.SignerKeyID] = s.Signature
+			}
+		}
+		return m
+	}, nil
+}
+
+// localCrossSigningKeys loads a local user's cross-signing keys with the
+// given signatures.
+func localCrossSigningKeys(ctx context.Context, q storage.Reader, userID string, sigsOf signaturesOf) (userKeys, error) {
+	var out userKeys
+	cs, err := storage.CrossSigningKeys(ctx, q, userID)
+	if err != nil {
+		return out, err
+	}
+	if k, ok := cs[keyTypeMaster]; ok {
+		out.master = withSignatures(k.KeyJSON, sigsOf(k.KeyID), nil)
+	}
+	if k, ok := cs[keyTypeSelfSigning]; ok {
+		out.selfSigning = withSignatures(k.KeyJSON, sigsOf(k.KeyID), nil)
+	}
+	if k, ok := cs[keyTypeUserSigning]; ok {
+		out.usk = withSignatures(k.KeyJSON, sigsOf(k.KeyID), nil)
+	}
+	return out, nil
 }
 
 // ClaimResponse is the body of a POST /keys/claim answer.
@@ -267,15 +331,41 @@ type ClaimResponse struct {
 // ClaimKeys hands out one key per requested device and algorithm: the
 // oldest one-time key, deleted as it is handed out, or when none is left
 // the fallback key, marked used. Unknown users and devices, and devices
-// with no key, are left out of the answer.
+// with no key, are left out of the answer. Keys of remote users are
+// claimed from their servers (POST /user/keys/claim); a server that does
+// not answer is listed under failures.
 func (e *E2EE) ClaimKeys(ctx context.Context, claims map[string]map[string]string) (ClaimResponse, error) {
 	resp := ClaimResponse{OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}, Failures: map[string]any{}}
+	local := map[string]map[string]string{}
+	remote := map[string]map[string]map[string]string{} // server → user → device → algorithm
+	for userID, devices := range claims {
+		if e.isLocal(userID) {
+			local[userID] = devices
+		} else if server := serverOf(userID); server != "" {
+			if remote[server] == nil {
+				remote[server] = map[string]map[string]string{}
+			}
+			remote[server][userID] = devices
+		}
+	}
+	claimed, err := e.ClaimLocalKeys(ctx, local)
+	if err != nil {
+		return ClaimResponse{}, err
+	}
+	maps.Copy(resp.OneTimeKeys, claimed)
+	if len(remote) > 0 {
+		e.claimRemoteKeys(ctx, remote, &resp)
+	}
+	return resp, nil
+}
+
+// ClaimLocalKeys claims keys of local users only (remote users in claims
+// are ignored); federation's POST /user/keys/claim answers with it.
+func (e *E2EE) ClaimLocalKeys(ctx context.Context, claims map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error) {
+	out := map[string]map[string]map[string]json.RawMessage{}
 	err := e.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		for userID, devices := range claims {
 			if !e.isLocal(userID) {
-				if _, server, ok := strings.Cut(userID, ":"); ok && strings.HasPrefix(userID, "@") {
-					resp.Failures[server] = map[string]any{"status": 503, "message": "federation key claims are not supported yet"}
-				}
 				continue
 			}
 			for deviceID, algorithm := range devices {
@@ -289,18 +379,18 @@ func (e *E2EE) ClaimKeys(ctx context.Context, claims map[string]map[string]strin
 				if !ok {
 					continue
 				}
-				if resp.OneTimeKeys[userID] == nil {
-					resp.OneTimeKeys[userID] = map[string]map[string]json.RawMessage{}
+				if out[userID] == nil {
+					out[userID] = map[string]map[string]json.RawMessage{}
 				}
-				resp.OneTimeKeys[userID][deviceID] = map[string]json.RawMessage{algorithm + ":" + keyID: json.RawMessage(js)}
+				out[userID][deviceID] = map[string]json.RawMessage{algorithm + ":" + keyID: json.RawMessage(js)}
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return ClaimResponse{}, fmt.Errorf("claiming keys: %w", err)
+		return nil, fmt.Errorf("claiming keys: %w", err)
 	}
-	return resp, nil
+	return out, nil
 }
 
 // KeyChanges answers GET /keys/changes: the users sharing a room with

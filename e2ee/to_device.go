@@ -2,7 +2,9 @@ package e2ee
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -24,12 +26,15 @@ type ToDeviceMessage struct {
 // errDuplicateTxn rolls back a retried send: its first attempt committed.
 var errDuplicateTxn = errors.New("duplicate transaction")
 
+// target is one device a to-device message was delivered to.
+type target struct{ userID, deviceID string }
+
 // SendToDevice delivers a to-device message (PUT /sendToDevice) to each
-// listed device of local users, or to all of a user's devices for "*". A
-// retry with the same sender device and txnID delivers nothing again.
-// Unknown devices are skipped; remote users are skipped until federation
-// carries to-device messages. A device whose inbox is full loses the
-// message, and the log says so.
+// listed device of local users, or to all of a user's devices for "*",
+// and queues an m.direct_to_device EDU for each other server with
+// recipients, in the same transaction. A retry with the same sender
+// device and txnID delivers nothing again. Unknown devices are skipped. A
+// device whose inbox is full loses the message, and the log says so.
 func (e *E2EE) SendToDevice(ctx context.Context, sender, senderDevice, eventType, txnID string, messages map[string]map[string]json.RawMessage) error {
 	for userID, devs := range messages {
 		for deviceID, content := range devs {
@@ -38,7 +43,6 @@ func (e *E2EE) SendToDevice(ctx context.Context, sender, senderDevice, eventType
 			}
 		}
 	}
-	type target struct{ userID, deviceID string }
 	var delivered []target
 	err := e.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		err := storage.InsertTxn(ctx, tx, sender, senderDevice, "sendToDevice/"+eventType, txnID, "", time.Now().UnixMilli())
@@ -48,35 +52,10 @@ func (e *E2EE) SendToDevice(ctx context.Context, sender, senderDevice, eventType
 		if err != nil {
 			return err
 		}
-		for userID, devs := range messages {
-			if !e.isLocal(userID) {
-				e.log.Debug("to-device message to a remote user dropped: federation is not implemented", "user_id", userID)
-				continue
-			}
-			known, err := storage.DeviceIDs(ctx, tx, userID)
-			if err != nil {
-				return err
-			}
-			for deviceID, content := range devs {
-				targets := []string{deviceID}
-				if deviceID == "*" {
-					targets = known
-				}
-				for _, d := range targets {
-					if !slices.Contains(known, d) {
-						continue
-					}
-					ok, err := e.deliver(ctx, tx, userID, d, storage.ToDeviceMessage{Sender: sender, Type: eventType, Content: string(content)})
-					if err != nil {
-						return err
-					}
-					if ok {
-						delivered = append(delivered, target{userID, d})
-					}
-				}
-			}
+		if delivered, err = e.deliverLocal(ctx, tx, sender, eventType, messages); err != nil {
+			return err
 		}
-		return nil
+		return e.queueRemoteToDevice(ctx, tx, sender, eventType, messages)
 	})
 	if errors.Is(err, errDuplicateTxn) {
 		return nil
@@ -84,10 +63,84 @@ func (e *E2EE) SendToDevice(ctx context.Context, sender, senderDevice, eventType
 	if err != nil {
 		return err
 	}
+	e.notifyDelivered(delivered)
+	return nil
+}
+
+// queueRemoteToDevice queues one m.direct_to_device EDU per other server
+// with recipients in messages, each with its own message_id.
+func (e *E2EE) queueRemoteToDevice(ctx context.Context, tx *sql.Tx, sender, eventType string, messages map[string]map[string]json.RawMessage) error {
+	byServer := map[string]map[string]map[string]json.RawMessage{}
+	for userID, devs := range messages {
+		if e.isLocal(userID) {
+			continue
+		}
+		server := serverOf(userID)
+		if server == "" {
+			continue
+		}
+		if e.remote == nil {
+			e.log.Debug("to-device message to a remote user dropped: no federation", "user_id", userID)
+			continue
+		}
+		if byServer[server] == nil {
+			byServer[server] = map[string]map[string]json.RawMessage{}
+		}
+		byServer[server][userID] = devs
+	}
+	for server, msgs := range byServer {
+		id := make([]byte, 16)
+		_, _ = rand.Read(id)
+		content := map[string]any{"sender": sender, "type": eventType, "message_id": hex.EncodeToString(id), "messages": msgs}
+		if err := e.remote.QueueEDU(ctx, tx, []string{server}, "m.direct_to_device", content); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deliverLocal puts a message in the inboxes of the local devices named in
+// messages ("*": all of a user's devices); remote users are skipped.
+func (e *E2EE) deliverLocal(ctx context.Context, tx *sql.Tx, sender, eventType string, messages map[string]map[string]json.RawMessage) ([]target, error) {
+	var delivered []target
+	for userID, devs := range messages {
+		if !e.isLocal(userID) {
+			continue
+		}
+		known, err := storage.DeviceIDs(ctx, tx, userID)
+		if err != nil {
+			return nil, err
+		}
+		for deviceID, content := range devs {
+			if len(content) == 0 || content[0] != '{' {
+				continue
+			}
+			targets := []string{deviceID}
+			if deviceID == "*" {
+				targets = known
+			}
+			for _, d := range targets {
+				if !slices.Contains(known, d) {
+					continue
+				}
+				ok, err := e.deliver(ctx, tx, userID, d, storage.ToDeviceMessage{Sender: sender, Type: eventType, Content: string(content)})
+				if err != nil {
+					return nil, err
+				}
+				if ok {
+					delivered = append(delivered, target{userID, d})
+				}
+			}
+		}
+	}
+	return delivered, nil
+}
+
+// notifyDelivered wakes the syncs of the devices that got a message.
+func (e *E2EE) notifyDelivered(delivered []target) {
 	for _, t := range delivered {
 		e.notify([]string{t.userID}, t.deviceID)
 	}
-	return nil
 }
 
 // deliver puts one message in a device's inbox unless the inbox is full.

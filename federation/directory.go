@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/mxhttp"
@@ -60,11 +59,7 @@ func (a *API) servePublicRooms(w http.ResponseWriter, r *http.Request, req rooms
 func (a *API) PublicRooms(ctx context.Context, server string, q rooms.PublicRoomsQuery) (json.RawMessage, error) {
 	s := spec.ServerName(server)
 	var out json.RawMessage
-	fr := fclient.NewFederationRequest(http.MethodPost, a.serverName, s, "/_matrix/federation/v1/publicRooms")
-	err := fr.SetContent(q)
-	if err == nil {
-		err = a.do(ctx, &fr, &out)
-	}
+	err := a.request(ctx, http.MethodPost, s, "/_matrix/federation/v1/publicRooms", q, &out)
 	if err != nil && q.Filter.GenericSearchTerm == "" && len(q.Filter.RoomTypes) == 0 {
 		v := url.Values{}
 		if q.Limit != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/storage"
 	"github.com/hearth-matrix/hearth/syncstream"
 )
@@ -172,11 +173,13 @@ func (a *API) receivePresence(ctx context.Context, origin spec.ServerName, conte
 }
 
 // m.direct_to_device: {sender, type, message_id, messages: {user: {device: content}}}.
-// The hook for the E2EE module's to-device inbox: the sender is checked
-// here; delivery is plugged in with HandleEDU(spec.MDirectToDevice, ...).
+// Delivered to the local devices named; a repeated message_id is dropped.
 func (a *API) receiveToDevice(ctx context.Context, origin spec.ServerName, content json.RawMessage) error {
 	var c struct {
-		Sender string `json:"sender"`
+		Sender    string                                `json:"sender"`
+		Type      string                                `json:"type"`
+		MessageID string                                `json:"message_id"`
+		Messages  map[string]map[string]json.RawMessage `json:"messages"`
 	}
 	if err := json.Unmarshal(content, &c); err != nil {
 		return errors.Join(errIgnored, err)
@@ -184,36 +187,118 @@ func (a *API) receiveToDevice(ctx context.Context, origin spec.ServerName, conte
 	if err := userOf(origin, c.Sender); err != nil {
 		return err
 	}
-	return errors.Join(errIgnored, errors.New("to-device delivery over federation is not wired yet"))
+	if c.Type == "" || c.MessageID == "" {
+		return errors.Join(errIgnored, errors.New("to-device EDU without type or message_id"))
+	}
+	return a.e2ee.ReceiveToDevice(ctx, string(origin), c.Sender, c.Type, c.MessageID, c.Messages)
 }
 
 // m.device_list_update: {user_id, device_id, stream_id, prev_id, deleted, keys}.
-// The hook for the E2EE module's remote device lists (with resync through
-// GET /user/devices on a stream gap).
+// Applied to the remote device list, resynced through GET /user/devices
+// when stream ids have a gap.
 func (a *API) receiveDeviceListUpdate(ctx context.Context, origin spec.ServerName, content json.RawMessage) error {
-	var c struct {
-		UserID string `json:"user_id"`
-	}
+	var c e2ee.DeviceListUpdate
 	if err := json.Unmarshal(content, &c); err != nil {
 		return errors.Join(errIgnored, err)
 	}
 	if err := userOf(origin, c.UserID); err != nil {
 		return err
 	}
-	return errors.Join(errIgnored, errors.New("remote device lists are not wired yet"))
+	if c.DeviceID == "" {
+		return errors.Join(errIgnored, errors.New("device_list_update without device_id"))
+	}
+	return a.e2ee.ReceiveDeviceListUpdate(ctx, string(origin), c)
 }
 
 // m.signing_key_update: {user_id, master_key, self_signing_key}.
-// The hook for the E2EE module's remote cross-signing keys.
 func (a *API) receiveSigningKeyUpdate(ctx context.Context, origin spec.ServerName, content json.RawMessage) error {
-	var c struct {
-		UserID string `json:"user_id"`
-	}
+	var c e2ee.SigningKeyUpdate
 	if err := json.Unmarshal(content, &c); err != nil {
 		return errors.Join(errIgnored, err)
 	}
 	if err := userOf(origin, c.UserID); err != nil {
 		return err
 	}
-	return errors.Join(errIgnored, errors.New("remote cross-signing keys are not wired yet"))
+	return a.e2ee.ReceiveSigningKeyUpdate(ctx, c)
+}
+
+// Outbound EDUs: a local user's typing, public read receipts and presence
+// go to every other server in the rooms concerned.
+
+// roomServers are the servers with a joined member in roomID.
+func (a *API) roomServers(ctx context.Context, roomID string) ([]spec.ServerName, error) {
+	return a.rooms.ServersInRoom(ctx, roomID)
+}
+
+// queueEDU queues an EDU for servers; failures are logged, as the client's
+// request has succeeded locally either way.
+func (a *API) queueEDU(ctx context.Context, servers []spec.ServerName, eduType string, content any) {
+	b, err := json.Marshal(content)
+	if err == nil {
+		err = a.queue.SendEDU(ctx, servers, gomatrixserverlib.EDU{Type: eduType, Content: b})
+	}
+	if err != nil {
+		a.log.Warn("queueing EDU", "type", eduType, "err", err)
+	}
+}
+
+// SendTyping tells the room's other servers that a local user started or
+// stopped typing.
+func (a *API) SendTyping(ctx context.Context, roomID, userID string, typing bool) {
+	servers, err := a.roomServers(ctx, roomID)
+	if err != nil {
+		a.log.Warn("listing servers for typing", "room", roomID, "err", err)
+		return
+	}
+	a.queueEDU(ctx, servers, spec.MTyping, map[string]any{"room_id": roomID, "user_id": userID, "typing": typing})
+}
+
+// SendReceipt tells the room's other servers of a local user's public read
+// receipt (m.read; private receipts never leave the server).
+func (a *API) SendReceipt(ctx context.Context, roomID, userID, receiptType, eventID, threadID string, ts int64) {
+	if receiptType != "m.read" {
+		return
+	}
+	servers, err := a.roomServers(ctx, roomID)
+	if err != nil {
+		a.log.Warn("listing servers for a receipt", "room", roomID, "err", err)
+		return
+	}
+	data := map[string]any{"ts": ts}
+	if threadID != "" {
+		data["thread_id"] = threadID
+	}
+	a.queueEDU(ctx, servers, spec.MReceipt, map[string]any{
+		roomID: map[string]any{receiptType: map[string]any{userID: map[string]any{"event_ids": []string{eventID}, "data": data}}},
+	})
+}
+
+// SendPresence tells every server sharing a room with a local user of
+// their presence.
+func (a *API) SendPresence(ctx context.Context, userID string, st syncstream.PresenceState) {
+	if senderServer(userID) != a.serverName {
+		return
+	}
+	joined, err := storage.RoomsOfUser(ctx, a.db.Read(), userID, spec.Join)
+	if err != nil {
+		a.log.Warn("listing rooms for presence", "user_id", userID, "err", err)
+		return
+	}
+	var servers []spec.ServerName
+	for _, m := range joined {
+		s, err := a.roomServers(ctx, m.RoomID)
+		if err != nil {
+			a.log.Warn("listing servers for presence", "room", m.RoomID, "err", err)
+			return
+		}
+		servers = append(servers, s...)
+	}
+	p := map[string]any{"user_id": userID, "presence": st.Presence, "currently_active": st.CurrentlyActive}
+	if st.StatusMsg != nil {
+		p["status_msg"] = *st.StatusMsg
+	}
+	if !st.LastActive.IsZero() {
+		p["last_active_ago"] = time.Since(st.LastActive).Milliseconds()
+	}
+	a.queueEDU(ctx, servers, spec.MPresence, map[string]any{"push": []any{p}})
 }

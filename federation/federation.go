@@ -21,6 +21,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/netguard"
 	"github.com/hearth-matrix/hearth/rooms"
@@ -44,6 +45,7 @@ type Deps struct {
 	Notifier *syncstream.Notifier
 	Typing   *syncstream.Typing
 	Presence *syncstream.Presence
+	E2EE     *e2ee.E2EE
 	Log      *slog.Logger
 	Version  string
 }
@@ -59,6 +61,7 @@ type API struct {
 	notifier   *syncstream.Notifier
 	typing     *syncstream.Typing
 	presence   *syncstream.Presence
+	e2ee       *e2ee.E2EE
 	log        *slog.Logger
 	version    string
 
@@ -76,7 +79,7 @@ type API struct {
 // run left queued. Close stops them.
 func New(ctx context.Context, d Deps) (*API, error) {
 	a := &API{serverName: spec.ServerName(d.Config.ServerName), key: d.Key, db: d.DB, rooms: d.Rooms, media: d.Media,
-		notifier: d.Notifier, typing: d.Typing, presence: d.Presence, log: d.Log, version: d.Version}
+		notifier: d.Notifier, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, log: d.Log, version: d.Version}
 	var err error
 	if a.oldKeys, err = loadOldKeys(filepath.Join(d.Config.DataDir, OldKeysFile)); err != nil {
 		return nil, err
@@ -160,5 +163,6 @@ func (a *API) Routes(r chi.Router) {
 		a.roomRoutes(r)
 		r.Get(f+"/v1/media/download/{mediaId}", a.mediaDownload)
 		r.Get(f+"/v1/media/thumbnail/{mediaId}", a.mediaThumbnail)
+		a.e2eeRoutes(r)
 	})
 }

@@ -241,7 +241,7 @@ func TestBackfillThroughMessages(t *testing.T) {
 
 // createRoom's invite list reaches users of other servers (through their
 // server's /invite), who can then join.
-func TestCreateRoomInvitesRemoteUser(t *testing.T) {
+func TestCreateRoomInvitesRemoteUserDirect(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		fed := hearthtest.NewFederation(t, b, 2, nil)
 		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/matrix-org/gomatrix"
-	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/mxhttp"
@@ -132,23 +131,7 @@ func (a *API) QueryProfile(ctx context.Context, userID, field string) (map[strin
 
 // query makes a signed GET to another server and decodes the answer.
 func (a *API) query(ctx context.Context, server spec.ServerName, path string, out any) error {
-	fr := fclient.NewFederationRequest(http.MethodGet, a.serverName, server, path)
-	return a.do(ctx, &fr, out)
-}
-
-// do signs and sends a request to another server and decodes the answer.
-func (a *API) do(ctx context.Context, fr *fclient.FederationRequest, out any) error {
-	if fr.Destination() == a.serverName {
-		return errors.New("query to ourselves")
-	}
-	if err := fr.Sign(a.serverName, a.key.ID, a.key.Private); err != nil {
-		return err
-	}
-	req, err := fr.HTTPRequest()
-	if err != nil {
-		return err
-	}
-	return a.client.DoRequestAndParseResponse(ctx, req, out)
+	return a.request(ctx, http.MethodGet, server, path, nil, out)
 }
 
 // remoteError turns a failed query into the client's answer: the remote's

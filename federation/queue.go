@@ -105,6 +105,12 @@ func (q *Queue) SendEvents(ctx context.Context, destinations []spec.ServerName, 
 
 // SendEDU queues an EDU for destinations; Origin and Destination are filled in.
 func (q *Queue) SendEDU(ctx context.Context, destinations []spec.ServerName, edu gomatrixserverlib.EDU) error {
+	return q.db.WriteTx(ctx, func(tx *sql.Tx) error { return q.SendEDUTx(ctx, tx, destinations, edu) })
+}
+
+// SendEDUTx queues an EDU for destinations in the caller's transaction tx
+// (begun by WriteTx): it is sent once tx commits, and never if it rolls back.
+func (q *Queue) SendEDUTx(ctx context.Context, tx *sql.Tx, destinations []spec.ServerName, edu gomatrixserverlib.EDU) error {
 	dests := q.remote(destinations)
 	if len(dests) == 0 {
 		return nil
@@ -113,10 +119,10 @@ func (q *Queue) SendEDU(ctx context.Context, destinations []spec.ServerName, edu
 	if err != nil {
 		return fmt.Errorf("encoding EDU: %w", err)
 	}
-	if err := q.db.WriteTx(ctx, func(tx *sql.Tx) error { return storage.QueueEDU(ctx, tx, dests, b) }); err != nil {
+	if err := storage.QueueEDU(ctx, tx, dests, b); err != nil {
 		return err
 	}
-	q.kickAll(dests)
+	q.db.AfterCommit(tx, func() { q.kickAll(dests) })
 	return nil
 }
 
@@ -309,7 +315,7 @@ func (q *Queue) fanOut(evs []*rooms.Event) {
 	byRoom := map[string][]*rooms.Event{}
 	var order []string
 	for _, ev := range evs {
-		if senderServer(ev.Sender) != q.origin || ev.Outlier || ev.Rejected {
+		if senderServer(ev.Sender) != q.origin || ev.Outlier || ev.Rejected || ev.Distributed {
 			continue
 		}
 		if _, ok := byRoom[ev.RoomID]; !ok {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 
 	"github.com/matrix-org/gomatrix"
+	"net/http"
+	"net/url"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -79,16 +81,31 @@ func (c roomClient) SendJoin(ctx context.Context, origin, s spec.ServerName, eve
 	return &res, nil
 }
 
-func (c roomClient) InviteV2(ctx context.Context, destination spec.ServerName, event gomatrixserverlib.PDU, stripped []gomatrixserverlib.InviteStrippedState) (json.RawMessage, error) {
-	req, err := fclient.NewInviteV2Request(event, stripped)
+func (c roomClient) InviteV2(ctx context.Context, destination spec.ServerName, event gomatrixserverlib.PDU, roomState []json.RawMessage) (json.RawMessage, error) {
+	// Built here rather than with fclient.InviteV2Request, which can only
+	// carry stripped events.
+	body := map[string]any{
+		"room_version": event.Version(), "event": json.RawMessage(event.JSON()), "invite_room_state": roomState,
+	}
+	path := "/_matrix/federation/v2/invite/" + url.PathEscape(event.RoomID().String()) + "/" + url.PathEscape(event.EventID())
+	fr := fclient.NewFederationRequest(http.MethodPut, c.a.serverName, destination, path)
+	if err := fr.SetContent(body); err != nil {
+		return nil, err
+	}
+	if err := fr.Sign(c.a.serverName, c.a.key.ID, c.a.key.Private); err != nil {
+		return nil, err
+	}
+	req, err := fr.HTTPRequest()
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.a.client.SendInviteV2(ctx, c.a.serverName, destination, req)
-	if err != nil {
+	var res struct {
+		Event json.RawMessage `json:"event"`
+	}
+	if err := c.a.client.DoRequestAndParseResponse(ctx, req, &res); err != nil {
 		return nil, err
 	}
-	return json.RawMessage(res.Event), nil
+	return res.Event, nil
 }
 
 // refusal is a remote server's error answer, readable in logs and

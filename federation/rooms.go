@@ -214,7 +214,7 @@ func (a *API) sendKnock(w http.ResponseWriter, r *http.Request) {
 	}
 	a.relay(r, roomID, pathParam(r, "eventId"))
 	if stripped == nil {
-		stripped = []gomatrixserverlib.InviteStrippedState{}
+		stripped = []json.RawMessage{}
 	}
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"knock_room_state": stripped})
 }

@@ -89,3 +89,47 @@ func TestJoinRemoteRoomAndTalk(t *testing.T) {
 		bob.waitForMessage(t, roomID, "hello from A")
 	})
 }
+
+// A user on A invites a user on B (at creation and later); B's user sees
+// the invite in sync, joins through A, and they talk.
+func TestInviteAcrossServers(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		r := alice.do(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "invite": []string{bob.id}, "is_direct": true})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID := r.JSON["room_id"].(string)
+		// bob's sync shows the invite with stripped state.
+		deadline := time.Now().Add(10 * time.Second)
+		var sr hearthtest.Response
+		for time.Now().Before(deadline) {
+			sr = bob.do(t, "GET", "/_matrix/client/v3/sync", nil)
+			if strings.Contains(string(sr.Body), `"invite":{"`+roomID) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !strings.Contains(string(sr.Body), `"invite":{"`+roomID) {
+			t.Fatalf("bob's sync lacks the invite: %s", sr.Body)
+		}
+		hearthtest.Expect(t, bob.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{}), http.StatusOK, "")
+		alice.send(t, roomID, "welcome bob")
+		bob.waitForMessage(t, roomID, "welcome bob")
+	})
+}
+
+// createRoom's invite list reaches a user of another server through their
+// server, who can then join.
+func TestCreateRoomInvitesRemoteUser(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		bobSync := newSyncer(t, bob)
+		r := alice.do(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "invite": []string{bob.id}})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID := r.JSON["room_id"].(string)
+		bobSync.until(t, "the invite", func(resp map[string]any) bool { return get(resp, "rooms", "invite", roomID) != nil })
+		r = bob.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(alice.hs.Config.ServerName), map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+	})
+}

@@ -114,7 +114,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, err
 	}
-	s.Typing, s.Presence = newEphemeral(db, s.Notifier)
+	// Local users' presence goes to other servers once federation exists.
+	s.Typing, s.Presence = newEphemeral(db, s.Notifier, func(userID string) {
+		if s.Federation != nil && cfg.Presence {
+			s.Federation.SendPresence(context.Background(), userID, s.Presence.Get(userID))
+		}
+	})
 	s.E2EE = e2ee.New(db, cfg.ServerName, log)
 	wireE2EE(db, s.Accounts, s.E2EE, s.Notifier)
 	s.Push, err = push.New(push.Deps{DB: db, Rooms: s.Rooms, Presence: s.Presence, ServerName: cfg.ServerName, Log: log,
@@ -126,17 +131,26 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// Push observes first: a position the sync notifier knows of is then
 	// already queued for evaluation, which push.WaitRecorded relies on.
 	s.Rooms.Observe(s.Push.Observe)
+	// Remote device lists are dropped before syncs hear of the membership
+	// change that ends the shared room, so a client reacting to
+	// device_lists.left never reads the stale list.
+	s.Rooms.Observe(watchMemberships(s.E2EE, log))
 	s.Rooms.Observe(feedNotifier(s.Notifier))
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
 	if s.Federation, err = federation.New(ctx, federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Media: s.Media, Key: key,
-		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, Log: log, Version: version}); err != nil {
+		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Log: log, Version: version}); err != nil {
 		db.Close()
 		return nil, err
 	}
+	s.E2EE.SetRemote(s.Federation.E2EERemote())
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
+	// The federation and key APIs also answer on the client listener, as on
+	// other homeservers, for operators whose reverse proxy sends both to one
+	// port; X-Matrix authentication applies all the same.
+	s.Federation.Routes(c)
 	s.client = c
 
 	f := s.router(observe, "federation")

@@ -3,6 +3,7 @@ package homeserver
 import (
 	"context"
 	"database/sql"
+	"log/slog"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -67,8 +68,9 @@ func feedNotifier(n *syncstream.Notifier) func(evs []*rooms.Event) {
 
 // newEphemeral makes the in-memory typing and presence state, each change
 // waking the users it concerns: a room's users for typing, everyone sharing
-// a room with the user for presence.
-func newEphemeral(db *storage.DB, n *syncstream.Notifier) (*syncstream.Typing, *syncstream.Presence) {
+// a room with the user for presence. presenceChanged, when not nil, is
+// told of every presence change too (federation sends local users' on).
+func newEphemeral(db *storage.DB, n *syncstream.Notifier, presenceChanged func(userID string)) (*syncstream.Typing, *syncstream.Presence) {
 	typing := syncstream.NewTyping(func(roomID string, pos int64) {
 		n.Users(n.RoomUsers(context.Background(), roomID), syncstream.Position{Typing: pos})
 	})
@@ -86,6 +88,9 @@ func newEphemeral(db *storage.DB, n *syncstream.Notifier) (*syncstream.Typing, *
 			list = append(list, u)
 		}
 		n.Users(list, syncstream.Position{Presence: pos})
+		if presenceChanged != nil {
+			presenceChanged(userID)
+		}
 	})
 	return typing, presence
 }
@@ -95,9 +100,9 @@ func newEphemeral(db *storage.DB, n *syncstream.Notifier) (*syncstream.Typing, *
 // lists, with the stream positions the changes committed at.
 func wireE2EE(db *storage.DB, accts *accounts.Accounts, e *e2ee.E2EE, n *syncstream.Notifier) {
 	// /keys/changes takes sync tokens; its positions are device-list ones.
-	e.TokenPosition = func(token string) (int64, error) {
+	e.TokenPosition = func(token string) (e2ee.Positions, error) {
 		p, err := syncstream.ParseToken(token)
-		return p.DeviceLists, err
+		return e2ee.Positions{Events: p.Events, DeviceLists: p.DeviceLists}, err
 	}
 	e.OnChange = func(userIDs []string, deviceID string) {
 		toDevice, deviceLists, err := e.MaxPositions(context.Background())
@@ -114,7 +119,7 @@ func wireE2EE(db *storage.DB, accts *accounts.Accounts, e *e2ee.E2EE, n *syncstr
 	}
 	accts.OnDeviceAdded(func(ctx context.Context, tx *sql.Tx, userID, deviceID string) error {
 		db.AfterCommit(tx, func() { e.NotifyDeviceListChange(context.Background(), userID) })
-		return e.RecordDeviceListChange(ctx, tx, userID)
+		return e.RecordDeviceListChange(ctx, tx, userID, deviceID)
 	})
 	accts.OnDevicesDeleted(func(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
 		for _, d := range deviceIDs {
@@ -125,4 +130,20 @@ func wireE2EE(db *storage.DB, accts *accounts.Accounts, e *e2ee.E2EE, n *syncstr
 		db.AfterCommit(tx, func() { e.NotifyDeviceListChange(context.Background(), userID) })
 		return nil
 	})
+}
+
+// watchMemberships tells end-to-end encryption of every committed
+// membership change, so it drops the device lists of remote users no
+// local user shares a room with any more.
+func watchMemberships(e *e2ee.E2EE, log *slog.Logger) func(evs []*rooms.Event) {
+	return func(evs []*rooms.Event) {
+		for _, ev := range evs {
+			if ev.Type != spec.MRoomMember || ev.StateKey == nil || ev.Membership == nil || ev.Outlier || ev.Rejected {
+				continue
+			}
+			if err := e.MembershipChanged(context.Background(), ev.RoomID, *ev.StateKey, *ev.Membership); err != nil {
+				log.Warn("updating remote device lists after a membership change", "room", ev.RoomID, "user_id", *ev.StateKey, "err", err)
+			}
+		}
+	}
 }

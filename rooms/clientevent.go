@@ -89,3 +89,25 @@ type StrippedEvent struct {
 func Stripped(pdu gomatrixserverlib.PDU) StrippedEvent {
 	return StrippedEvent{Content: pdu.Content(), Sender: string(pdu.SenderID()), StateKey: *pdu.StateKey(), Type: pdu.Type()}
 }
+
+// StrippedJSON is a state event as invite_state and knock_state show it:
+// the stripped form, except that a room version 12 room's m.room.create is
+// given in full, as its PDU (MSC4311: the client can check the room ID
+// against it).
+func StrippedJSON(pdu gomatrixserverlib.PDU) json.RawMessage {
+	if fullCreate(pdu) {
+		return json.RawMessage(pdu.JSON())
+	}
+	b, _ := json.Marshal(Stripped(pdu))
+	return b
+}
+
+// fullCreate reports whether pdu is a create event that stripped state
+// carries whole: one whose ID names its room (domainless room IDs).
+func fullCreate(pdu gomatrixserverlib.PDU) bool {
+	if pdu.Type() != spec.MRoomCreate || !pdu.StateKeyEquals("") {
+		return false
+	}
+	v, err := gomatrixserverlib.GetRoomVersion(pdu.Version())
+	return err == nil && v.DomainlessRoomIDs()
+}

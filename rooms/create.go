@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -48,12 +49,35 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 	if !IsSupported(string(req.Version)) {
 		return "", mxhttp.UnsupportedVersion("Room version %q is not supported", req.Version)
 	}
-	roomID := "!" + randomString(18) + ":" + string(r.serverName)
-	protos, err := r.createProtos(ctx, roomID, req)
+	// Users of other servers are invited through their server's /invite
+	// once the room exists; local invites go in with the room's events.
+	var remoteInvites []string
+	local := req
+	local.Invite = nil
+	for _, u := range req.Invite {
+		if r.isLocal(u) {
+			local.Invite = append(local.Invite, u)
+		} else {
+			remoteInvites = append(remoteInvites, u)
+		}
+	}
+	protos, err := r.createProtos(ctx, local, req.Invite)
 	if err != nil {
 		return "", err
 	}
-	unlock := r.locks.lock(roomID)
+	roomID, err := r.newRoomID(req.Version, protos)
+	if err != nil {
+		return "", err
+	}
+	unlockRoom := r.locks.lock(roomID)
+	unlocked := false
+	unlock := func() {
+		if !unlocked {
+			unlocked = true
+			unlockRoom()
+		}
+	}
+	defer unlock()
 	var out []*Event
 	var snaps []*snapshot
 	err = r.db.WriteTx(ctx, func(tx *sql.Tx) error {
@@ -76,21 +100,42 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 		return "", err
 	}
 	r.committed(out, snaps)
-	unlock() // the remote invites below take the room's lock themselves
-	for _, u := range req.Invite {
-		if r.isLocal(u) {
-			continue
-		}
-		// Users of other servers are invited through /invite, which their
-		// server must sign; a refusal leaves the room without them.
+	unlock()
+	for _, u := range remoteInvites {
 		if _, err := r.inviteRemote(ctx, roomID, ChangeMembership{Sender: req.Creator, Target: u, Membership: spec.Invite, IsDirect: req.IsDirect}); err != nil {
-			r.log.Warn("inviting a remote user to a new room", "room", roomID, "user", u, "err", err)
+			r.log.Info("inviting a user of another server to a new room", "room", roomID, "user", u, "err", err)
 		}
 	}
 	return roomID, nil
 }
 
-func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateRequest) ([]Proto, error) {
+// newRoomID names a new room whose first proto is its m.room.create. In
+// room versions with domainless room IDs (12, MSC4291) the ID is the create
+// event's reference hash: the create event is built here, without room_id,
+// and handed to appendLocal as built; older versions get a random local
+// part and this server's name.
+func (r *Rooms) newRoomID(v gomatrixserverlib.RoomVersion, protos []Proto) (string, error) {
+	ver := gomatrixserverlib.MustGetRoomVersion(v)
+	if !ver.DomainlessRoomIDs() {
+		return "!" + randomString(18) + ":" + string(r.serverName), nil
+	}
+	p := &protos[0]
+	proto := &gomatrixserverlib.ProtoEvent{
+		SenderID: p.Sender, Type: p.Type, StateKey: p.StateKey, Content: spec.RawJSON(p.Content),
+		PrevEvents: []string{}, AuthEvents: []string{}, Depth: 1, Version: ver,
+	}
+	pdu, err := ver.NewEventBuilderFromProtoEvent(proto).Build(time.Now(), r.serverName, r.key.ID, r.key.Private)
+	if err != nil {
+		return "", mxhttp.BadJSON("Invalid m.room.create event: %v", err)
+	}
+	p.built = pdu
+	return "!" + pdu.EventID()[1:], nil
+}
+
+// createProtos lists the events of a new room. allInvitees (local and
+// remote) get their power (or creator role) in trusted_private_chat; only
+// req.Invite get invite events here.
+func (r *Rooms) createProtos(ctx context.Context, req CreateRequest, allInvitees []string) ([]Proto, error) {
 	ver := gomatrixserverlib.MustGetRoomVersion(req.Version)
 	empty := ""
 	state := func(typ, key string, content any) Proto {
@@ -107,6 +152,29 @@ func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateReque
 	if ver.CreatorInCreateEvent() {
 		create["creator"], _ = json.Marshal(req.Creator)
 	}
+	// Room creators (MSC4289): the sender, additional_creators and, for
+	// trusted_private_chat, the invitees. They have infinite power and
+	// must not be listed in the power levels.
+	creators := map[string]bool{req.Creator: true}
+	if ver.PrivilegedCreators() {
+		additional, err := additionalCreators(create["additional_creators"])
+		if err != nil {
+			return nil, err
+		}
+		if req.Preset == "trusted_private_chat" {
+			for _, u := range allInvitees {
+				if !slices.Contains(additional, u) && u != req.Creator {
+					additional = append(additional, u)
+				}
+			}
+		}
+		for _, u := range additional {
+			creators[u] = true
+		}
+		if len(additional) > 0 {
+			create["additional_creators"], _ = json.Marshal(additional)
+		}
+	}
 	protos := []Proto{state(spec.MRoomCreate, "", create)}
 
 	member, err := r.memberContent(ctx, req.Creator, spec.Join)
@@ -121,16 +189,25 @@ func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateReque
 	}
 	users := map[string]int64{req.Creator: 100}
 	if req.Preset == "trusted_private_chat" {
-		for _, u := range req.Invite {
+		for _, u := range allInvitees {
 			users[u] = 100
 		}
+	}
+	// Upgrading a room needs 150 in version 12, so that only creators can
+	// by default (MSC4289).
+	tombstone := int64(100)
+	if ver.PrivilegedCreators() {
+		for u := range creators {
+			delete(users, u)
+		}
+		tombstone = 150
 	}
 	pl := map[string]any{
 		"users": users, "users_default": 0, "events_default": 0, "state_default": 50,
 		"ban": 50, "kick": 50, "redact": 50, "invite": 50,
 		"events": map[string]int64{
 			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
-			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": tombstone,
 			"m.room.server_acl": 100, "m.room.encryption": 100,
 		},
 		"notifications": map[string]int64{"room": 50},
@@ -179,7 +256,7 @@ func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateReque
 	}
 	for _, u := range req.Invite {
 		if !r.isLocal(u) {
-			continue // invited through their server once the room exists
+			continue // invited through their server once the room exists (Create)
 		}
 		content, err := r.memberContent(ctx, u, spec.Invite)
 		if err != nil {
@@ -190,7 +267,6 @@ func (r *Rooms) createProtos(ctx context.Context, roomID string, req CreateReque
 		}
 		protos = append(protos, state(spec.MRoomMember, u, content))
 	}
-	_ = roomID
 	return protos, nil
 }
 
@@ -219,6 +295,24 @@ func (r *Rooms) memberContent(ctx context.Context, userID, membership string) (m
 		content["avatar_url"] = *p.AvatarURL
 	}
 	return content, nil
+}
+
+// additionalCreators validates m.room.create's additional_creators: absent,
+// or an array of valid user IDs (room version 12 auth rule 1.4).
+func additionalCreators(raw json.RawMessage) ([]string, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, mxhttp.BadJSON("additional_creators must be an array of user IDs")
+	}
+	for _, u := range list {
+		if _, err := spec.NewUserID(u, true); err != nil {
+			return nil, mxhttp.BadJSON("additional_creators: %q is not a valid user ID", u)
+		}
+	}
+	return list, nil
 }
 
 func randomString(n int) string {

@@ -16,6 +16,10 @@ import (
 type Event struct {
 	storage.Event
 	PDU gomatrixserverlib.PDU
+	// Distributed marks a local event another server already sends to the
+	// room (our joins: the resident server answering send_join does), so
+	// our federation queue need not. Not stored.
+	Distributed bool
 }
 
 // IsState reports whether the event is a state event.

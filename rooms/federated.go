@@ -142,7 +142,7 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 	if err := r.fetchAuthEvents(ctx, origin, ver, pdu, budget); err != nil {
 		return err
 	}
-	prevs, err := r.known(ctx, pdu.PrevEventIDs())
+	prevs, err := r.knownInDAG(ctx, pdu.PrevEventIDs())
 	if err != nil {
 		return err
 	}
@@ -175,7 +175,7 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 				}
 			}
 		}
-		if prevs, err = r.known(ctx, pdu.PrevEventIDs()); err != nil {
+		if prevs, err = r.knownInDAG(ctx, pdu.PrevEventIDs()); err != nil {
 			return err
 		}
 	}
@@ -189,6 +189,22 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 		}
 	}
 	return r.persistRemote(ctx, ver, pdu, prevs, stateBefore)
+}
+
+// knownInDAG are the events of ids we have with a state: outliers (auth
+// events fetched on their own) have none, so they cannot stand as prev
+// events; an event whose prev events are outliers is treated as a gap.
+func (r *Rooms) knownInDAG(ctx context.Context, ids []string) (map[string]*Event, error) {
+	evs, err := r.known(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for id, ev := range evs {
+		if ev.Outlier {
+			delete(evs, id)
+		}
+	}
+	return evs, nil
 }
 
 // fetchAuthEvents makes sure every auth event of pdu is stored, fetching
@@ -287,8 +303,12 @@ func (r *Rooms) storeOutlier(ctx context.Context, pdu gomatrixserverlib.PDU) err
 		auth = append(auth, ev.PDU)
 	}
 	provider, err := gomatrixserverlib.NewAuthEvents(auth)
-	if err != nil || gomatrixserverlib.Allowed(pdu, provider, userIDForSender) != nil {
+	if err == nil {
+		err = gomatrixserverlib.Allowed(pdu, provider, userIDForSender)
+	}
+	if err != nil {
 		rejected = true
+		r.log.Info("rejecting a fetched auth event: its auth events do not allow it", "event", pdu.EventID(), "err", err)
 	}
 	row := remoteRow(pdu)
 	row.Outlier, row.Rejected = true, rejected
@@ -465,18 +485,28 @@ func (r *Rooms) rejectedBefore(ctx context.Context, q storage.Reader, pdu gomatr
 	var auth []gomatrixserverlib.PDU
 	for _, ev := range authEvs {
 		if ev.Rejected {
+			r.log.Info("rejecting a remote event: a rejected auth event", "event", pdu.EventID(), "auth_event", ev.EventID)
 			return true, nil
 		}
 		auth = append(auth, ev.PDU)
 	}
-	if p, err := gomatrixserverlib.NewAuthEvents(auth); err != nil || gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil {
+	p, err := gomatrixserverlib.NewAuthEvents(auth)
+	if err != nil {
 		return true, nil
 	}
-	p, err := r.stateProvider(ctx, q, stateBefore, pdu)
+	if err := gomatrixserverlib.Allowed(pdu, p, userIDForSender); err != nil {
+		r.log.Info("rejecting a remote event: its auth events do not allow it", "event", pdu.EventID(), "err", err)
+		return true, nil
+	}
+	sp, err := r.stateProvider(ctx, q, stateBefore, pdu)
 	if err != nil {
 		return false, err
 	}
-	return gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil, nil
+	if err := gomatrixserverlib.Allowed(pdu, sp, userIDForSender); err != nil {
+		r.log.Info("rejecting a remote event: the state before it does not allow it", "event", pdu.EventID(), "err", err)
+		return true, nil
+	}
+	return false, nil
 }
 
 // snapshotFor returns a snapshot holding exactly st: base itself if equal,

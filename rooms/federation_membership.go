@@ -103,8 +103,9 @@ func (r *Rooms) SendLeave(ctx context.Context, origin spec.ServerName, roomID, e
 }
 
 // SendKnock answers PUT /v1/send_knock: it checks the knock, persists it
-// and returns the stripped state the knocker may see.
-func (r *Rooms) SendKnock(ctx context.Context, origin spec.ServerName, roomID, eventID string, raw json.RawMessage) ([]gomatrixserverlib.InviteStrippedState, error) {
+// and returns the room state the knocker may see (knock_room_state: the
+// same events as an invite's, the create event whole, MSC4311).
+func (r *Rooms) SendKnock(ctx context.Context, origin spec.ServerName, roomID, eventID string, raw json.RawMessage) ([]json.RawMessage, error) {
 	if _, err := r.receiveMembership(ctx, origin, roomID, eventID, raw, spec.Knock); err != nil {
 		return nil, err
 	}

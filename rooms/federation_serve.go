@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"strings"
 	"time"
@@ -176,7 +177,11 @@ func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, ev
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	join = res.JoinEvent
+	// HandleSendJoin signed it with the library's Sign, which loses the
+	// version 12 event type: parse the signed JSON again.
+	if join, err = ver.NewEventFromTrustedJSON(res.JoinEvent.JSON(), false); err != nil {
+		return nil, nil, nil, fmt.Errorf("re-parsing the signed join: %w", err)
+	}
 	join.EventID()
 	if !res.AlreadyJoined {
 		room, err := storage.GetRoom(ctx, r.db.Read(), roomID)
@@ -336,6 +341,26 @@ func (r *Rooms) ServerMaySee(ctx context.Context, server spec.ServerName, ev *Ev
 	return false, nil
 }
 
+// redactedCopy returns ev with its content redacted, leaving the cached
+// event untouched.
+func (r *Rooms) redactedCopy(ev *Event) (*Event, error) {
+	ver, err := gomatrixserverlib.GetRoomVersion(ev.PDU.Version())
+	if err != nil {
+		return nil, err
+	}
+	redacted, err := ver.RedactEventJSON(ev.PDU.JSON())
+	if err != nil {
+		return nil, err
+	}
+	pdu, err := ver.NewEventFromTrustedJSONWithEventID(ev.EventID, redacted, true)
+	if err != nil {
+		return nil, err
+	}
+	c := *ev
+	c.PDU = pdu
+	return &c, nil
+}
+
 // Backfill answers /backfill: up to limit events walking back through
 // prev_events from the given events (included), that server may see.
 func (r *Rooms) Backfill(ctx context.Context, server spec.ServerName, roomID string, from []string, limit int) ([]*Event, error) {
@@ -397,10 +422,14 @@ func (r *Rooms) walkBack(ctx context.Context, server spec.ServerName, roomID str
 			if !ok || ev.RoomID != roomID || ev.Depth < minDepth || ev.Outlier {
 				continue
 			}
+			// Events the server may not see go out redacted, so the DAG it
+			// receives has no holes (server-server API, history visibility).
 			if ok, err := r.ServerMaySee(ctx, server, ev); err != nil {
 				return nil, err
 			} else if !ok {
-				continue
+				if ev, err = r.redactedCopy(ev); err != nil {
+					return nil, err
+				}
 			}
 			out = append(out, ev)
 			if len(out) == limit {

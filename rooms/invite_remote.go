@@ -19,7 +19,9 @@ import (
 // InviteClient sends an invite to the invitee's server, which signs it
 // (server-server API, Inviting to a room); federation implements it.
 type InviteClient interface {
-	InviteV2(ctx context.Context, destination spec.ServerName, event gomatrixserverlib.PDU, stripped []gomatrixserverlib.InviteStrippedState) (json.RawMessage, error)
+	// InviteV2 sends the invite with its invite_room_state: full PDUs, as
+	// the server-server API asks since v1.16 (MSC4311).
+	InviteV2(ctx context.Context, destination spec.ServerName, event gomatrixserverlib.PDU, roomState []json.RawMessage) (json.RawMessage, error)
 }
 
 // SetInviteClient plugs in the federation invite client.
@@ -99,8 +101,10 @@ func (r *Rooms) inviteRemote(ctx context.Context, roomID string, c ChangeMembers
 	return r.Event(ctx, signed.EventID())
 }
 
-// inviteStrippedState is the state an invitee sees before joining.
-func (r *Rooms) inviteStrippedState(ctx context.Context, st map[storage.StateKey]string) ([]gomatrixserverlib.InviteStrippedState, error) {
+// inviteStrippedState is the state an invitee's server is sent to show
+// the room before joining: the create event (required) and the
+// recommended events, as full PDUs (server-server API, invite_room_state).
+func (r *Rooms) inviteStrippedState(ctx context.Context, st map[storage.StateKey]string) ([]json.RawMessage, error) {
 	var ids []string
 	for _, typ := range []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar", spec.MRoomCanonicalAlias, "m.room.encryption", spec.MRoomTopic} {
 		if id, ok := st[storage.StateKey{Type: typ}]; ok {
@@ -111,13 +115,42 @@ func (r *Rooms) inviteStrippedState(ctx context.Context, st map[storage.StateKey
 	if err != nil {
 		return nil, err
 	}
-	out := make([]gomatrixserverlib.InviteStrippedState, 0, len(evs))
+	out := make([]json.RawMessage, 0, len(evs))
 	for _, id := range ids {
 		if ev, ok := evs[id]; ok {
-			out = append(out, gomatrixserverlib.NewInviteStrippedState(ev.PDU))
+			out = append(out, json.RawMessage(ev.PDU.JSON()))
 		}
 	}
 	return out, nil
+}
+
+// checkInviteRoomState validates invite_room_state for a room version 12
+// invite (server-server API, PUT /v2/invite: SHOULD for versions after
+// 11): it must hold the room's m.room.create, whose reference hash is the
+// room ID, so the invitee sees the real room.
+func checkInviteRoomState(ver gomatrixserverlib.IRoomVersion, roomID string, stripped json.RawMessage) error {
+	if !ver.DomainlessRoomIDs() {
+		return nil
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(stripped, &list); err != nil {
+		return mxhttp.InvalidParam("invite_room_state must be a list of events")
+	}
+	for _, raw := range list {
+		var head struct {
+			Type     string  `json:"type"`
+			StateKey *string `json:"state_key"`
+		}
+		if json.Unmarshal(raw, &head) != nil || head.Type != spec.MRoomCreate || head.StateKey == nil || *head.StateKey != "" {
+			continue
+		}
+		create, err := ver.NewEventFromUntrustedJSON(raw)
+		if err != nil || create.Redacted() || "!"+strings.TrimPrefix(create.EventID(), "$") != roomID {
+			return mxhttp.InvalidParam("The m.room.create event in invite_room_state is not the room's")
+		}
+		return nil
+	}
+	return mxhttp.InvalidParam("invite_room_state lacks the m.room.create event")
 }
 
 // ReceiveInvite handles PUT /v2/invite from another server: checks the
@@ -130,9 +163,6 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 			Extra: map[string]any{"room_version": roomVersion}}
 	}
 	ver := gomatrixserverlib.MustGetRoomVersion(roomVersion)
-	// The invite must carry our signature to pass the signature checks
-	// (the invitee's server signs invites), so it is parsed here and
-	// verified only once we have signed it.
 	pdu, err := ver.NewEventFromUntrustedJSON(raw)
 	if err != nil {
 		return nil, mxhttp.BadJSON("Invalid event: %v", err)
@@ -153,14 +183,19 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 	if _, domain, err := gomatrixserverlib.SplitID('@', string(pdu.SenderID())); err != nil || domain != origin {
 		return nil, mxhttp.Forbidden("The inviter is not a user of the requesting server")
 	}
-	signed := pdu.Sign(string(r.serverName), r.key.ID, r.key.Private)
-	signed.EventID()
+	// The signature check wants the invitee's server's signature too:
+	// ours, added before checking the sender's.
+	signed, err := resign(ver, pdu, r)
+	if err != nil {
+		return nil, err
+	}
 	if r.verifier == nil {
-		return nil, errors.New("federation is not configured")
+		return nil, mxhttp.Forbidden("Federation is not configured")
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, signed, r.verifier, userIDForSender); err != nil {
-		return nil, mxhttp.Forbidden("Bad signatures: %v", err)
+		return nil, mxhttp.BadJSON("bad signatures: %v", err)
 	}
+	signed.EventID()
 	roomID := signed.RoomID().String()
 	if live, _ := r.CanJoinLocally(ctx, roomID); live {
 		budget := maxFetchedEvents
@@ -168,6 +203,9 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 			return nil, err
 		}
 		return signed, nil
+	}
+	if err := checkInviteRoomState(ver, roomID, stripped); err != nil {
+		return nil, err
 	}
 	if err := r.storeRemoteInvite(ctx, signed, stripped); err != nil {
 		return nil, err
@@ -237,8 +275,10 @@ func (r *Rooms) storeOutOfRoomMembership(ctx context.Context, pdu gomatrixserver
 }
 
 // RemoteInviteState returns the stripped state a remote server sent with
-// an invite to a room we are not in (nil if there is none).
-func (r *Rooms) RemoteInviteState(ctx context.Context, roomID, userID string) ([]StrippedEvent, error) {
+// an invite to a room we are not in (nil if there is none), pruned to the
+// stripped form (clients must not see what federation passed through),
+// except a room version 12 create event, which is kept whole (MSC4311).
+func (r *Rooms) RemoteInviteState(ctx context.Context, roomID, userID string) ([]json.RawMessage, error) {
 	b, err := storage.RemoteInviteState(ctx, r.db.Read(), roomID, userID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil
@@ -246,9 +286,44 @@ func (r *Rooms) RemoteInviteState(ctx context.Context, roomID, userID string) ([
 	if err != nil {
 		return nil, err
 	}
-	var out []StrippedEvent
-	if err := json.Unmarshal(b, &out); err != nil {
+	var list []json.RawMessage
+	if err := json.Unmarshal(b, &list); err != nil {
 		return nil, nil // a malformed stripped state is shown as none
+	}
+	ver, err := r.roomVersion(ctx, r.db.Read(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, 0, len(list))
+	for _, raw := range list {
+		var ev StrippedEvent
+		if json.Unmarshal(raw, &ev) != nil || ev.Type == "" {
+			continue
+		}
+		if ev.Type == spec.MRoomCreate && ev.StateKey == "" && ver.DomainlessRoomIDs() {
+			if pdu, err := ver.NewEventFromUntrustedJSON(raw); err == nil && fullCreate(pdu) {
+				out = append(out, json.RawMessage(pdu.JSON()))
+				continue
+			}
+		}
+		if len(ev.Content) == 0 {
+			ev.Content = json.RawMessage("{}")
+		}
+		b, _ := json.Marshal(ev)
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// resign adds our signature to pdu. The library's Sign returns its
+// version 2 event type even for version 12 events, which then forget the
+// create event implied by the room ID (AuthEventIDs, RoomID of the create
+// event): the signed JSON is parsed again with the room version.
+func resign(ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, r *Rooms) (gomatrixserverlib.PDU, error) {
+	signed := pdu.Sign(string(r.serverName), r.key.ID, r.key.Private)
+	out, err := ver.NewEventFromTrustedJSON(signed.JSON(), pdu.Redacted())
+	if err != nil {
+		return nil, fmt.Errorf("re-parsing a signed event: %w", err)
 	}
 	return out, nil
 }

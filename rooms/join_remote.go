@@ -169,7 +169,7 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 		snaps = append(snaps, before, after)
 		row := remoteRow(join)
 		row.SnapshotBefore, row.SnapshotAfter = before.id, after.id
-		ev := &Event{Event: row, PDU: join}
+		ev := &Event{Event: row, PDU: join, Distributed: true}
 		if old, ok := state[k]; ok {
 			if err := r.fillPrevState(ctx, tx, ev, old, nil); err != nil {
 				return err

@@ -6,6 +6,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"github.com/hearth-matrix/hearth/stateres"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -14,7 +15,8 @@ import (
 const maxAuthChain = 20000
 
 // resolveStates merges the states at several forward extremities (or prev
-// events) with gomatrixserverlib's state resolution for the room version.
+// events) with the room version's state resolution: Hearth's own (package
+// stateres) for v2.1 rooms, gomatrixserverlib's for older versions.
 func (r *Rooms) resolveStates(ctx context.Context, q storage.Reader, ver gomatrixserverlib.IRoomVersion, sets []map[storage.StateKey]string) (State, error) {
 	if len(sets) == 0 {
 		return State{}, nil
@@ -59,6 +61,9 @@ func (r *Rooms) resolveStates(ctx context.Context, q storage.Reader, ver gomatri
 		if ev.Rejected {
 			rejected[ev.EventID] = true
 		}
+	}
+	if ver.StateResAlgorithm() == gomatrixserverlib.StateResV2_1 {
+		return resolveV21(sets, evs, chain, rejected)
 	}
 	chainPDUs := make([]gomatrixserverlib.PDU, 0, len(chain))
 	for _, ev := range chain {
@@ -107,6 +112,43 @@ func (r *Rooms) authChain(ctx context.Context, q storage.Reader, pdus []gomatrix
 		if ev != nil {
 			out = append(out, ev)
 		}
+	}
+	return out, nil
+}
+
+// resolveV21 runs stateres over the loaded state and auth chain events.
+func resolveV21(sets []map[storage.StateKey]string, evs map[string]*Event, chain []*Event, rejected map[string]bool) (State, error) {
+	pdus := make(map[string]gomatrixserverlib.PDU, len(evs)+len(chain))
+	for id, ev := range evs {
+		pdus[id] = ev.PDU
+	}
+	for _, ev := range chain {
+		pdus[ev.EventID] = ev.PDU
+	}
+	in := stateres.Input{
+		Algorithm: gomatrixserverlib.StateResV2_1,
+		StateSets: make([]stateres.StateMap, len(sets)),
+		Event: func(id string) (gomatrixserverlib.PDU, bool) {
+			p, ok := pdus[id]
+			return p, ok
+		},
+		Rejected:        func(id string) bool { return rejected[id] },
+		UserIDForSender: userIDForSender,
+	}
+	for i, s := range sets {
+		m := make(stateres.StateMap, len(s))
+		for k, id := range s {
+			m[stateres.Key{Type: k.Type, StateKey: k.StateKey}] = id
+		}
+		in.StateSets[i] = m
+	}
+	resolved, err := stateres.Resolve(in)
+	if err != nil {
+		return nil, err
+	}
+	out := make(State, len(resolved))
+	for k, id := range resolved {
+		out[storage.StateKey{Type: k.Type, StateKey: k.StateKey}] = id
 	}
 	return out, nil
 }

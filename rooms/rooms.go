@@ -12,12 +12,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/serverkey"
+	"github.com/hearth-matrix/hearth/stateres"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -156,27 +158,40 @@ func (r *Rooms) CanRedactOthers(ctx context.Context, roomID, userID string) (boo
 }
 
 // PowerLevels returns the room's current power levels (the defaults the
-// auth rules use when the room has none).
+// auth rules use when the room has none), as Hearth's own permission checks
+// read them: in rooms with privileged creators (version 12) the creators
+// are added to Users at gomatrixserverlib.CreatorPowerLevel, above any
+// level an event can give. The result is a view, never event content.
 func (r *Rooms) PowerLevels(ctx context.Context, roomID string) (*gomatrixserverlib.PowerLevelContent, error) {
 	st, err := r.CurrentState(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
-	id, ok := st[storage.StateKey{Type: spec.MRoomPowerLevels}]
-	if !ok {
-		createID := st[storage.StateKey{Type: spec.MRoomCreate}]
-		create, err := r.Event(ctx, createID)
-		if err != nil {
-			return nil, err
-		}
-		pl := gomatrixserverlib.PowerLevelContent{}
-		pl.Defaults()
-		pl.Users = map[string]int64{create.Sender: 100}
-		return &pl, nil
-	}
-	ev, err := r.Event(ctx, id)
+	create, err := r.Event(ctx, st[storage.StateKey{Type: spec.MRoomCreate}])
 	if err != nil {
 		return nil, err
 	}
-	return ev.PDU.PowerLevels()
+	var pl *gomatrixserverlib.PowerLevelContent
+	if id, ok := st[storage.StateKey{Type: spec.MRoomPowerLevels}]; ok {
+		ev, err := r.Event(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if pl, err = ev.PDU.PowerLevels(); err != nil {
+			return nil, err
+		}
+	} else {
+		pl = &gomatrixserverlib.PowerLevelContent{}
+		pl.Defaults()
+		pl.Users = map[string]int64{create.Sender: 100}
+	}
+	if v, err := gomatrixserverlib.GetRoomVersion(create.PDU.Version()); err == nil && v.PrivilegedCreators() {
+		users := make(map[string]int64, len(pl.Users)+1)
+		maps.Copy(users, pl.Users)
+		for _, c := range stateres.Creators(create.PDU) {
+			users[c] = gomatrixserverlib.CreatorPowerLevel
+		}
+		pl.Users = users
+	}
+	return pl, nil
 }

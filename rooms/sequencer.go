@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -35,6 +36,9 @@ type Proto struct {
 	Device   string
 	TxnScope string
 	TxnID    string
+	// built is the event already built (a version 12 m.room.create, whose
+	// ID names the room before anything is stored).
+	built gomatrixserverlib.PDU
 }
 
 // Send builds, authorises and persists local events in one room, in order,
@@ -166,19 +170,21 @@ func (r *Rooms) appendLocal(ctx context.Context, tx *sql.Tx, room *storage.Room,
 		if err != nil {
 			return nil, nil, fmt.Errorf("loading auth events: %w", err)
 		}
-		builder := ver.NewEventBuilderFromProtoEvent(proto)
-		if err := builder.AddAuthEvents(provider); err != nil {
-			return nil, nil, fmt.Errorf("selecting auth events: %w", err)
-		}
-		pdu, err := builder.Build(now, r.serverName, r.key.ID, r.key.Private)
-		if err != nil {
-			return nil, nil, mxhttp.BadJSON("Invalid event: %v", err)
+		pdu := p.built
+		if pdu == nil {
+			builder := ver.NewEventBuilderFromProtoEvent(proto)
+			if err := builder.AddAuthEvents(provider); err != nil {
+				return nil, nil, fmt.Errorf("selecting auth events: %w", err)
+			}
+			if pdu, err = builder.Build(now, r.serverName, r.key.ID, r.key.Private); err != nil {
+				return nil, nil, mxhttp.BadJSON("Invalid event: %v", err)
+			}
 		}
 		if len(pdu.JSON()) > maxPDUBytes {
 			return nil, nil, mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
 		}
 		if err := gomatrixserverlib.Allowed(pdu, provider, userIDForSender); err != nil {
-			return nil, nil, mxhttp.Forbidden("%v", err)
+			return nil, nil, authError(err)
 		}
 		pdu.EventID()
 		ev := &Event{PDU: pdu, Event: storage.Event{
@@ -290,4 +296,19 @@ func (r *Rooms) applyRedaction(ctx context.Context, tx *sql.Tx, roomID string, r
 		return nil
 	}
 	return storage.MarkRedacted(ctx, tx, targetID, red.EventID())
+}
+
+// authError is the client's error for an event the auth rules reject: 400
+// when the library calls the content itself invalid (for example a room
+// creator listed in the power levels of a version 12 room), else 403.
+func authError(err error) error {
+	var invalid *gomatrixserverlib.EventValidationError
+	if errors.As(err, &invalid) && invalid.Code == http.StatusBadRequest {
+		return mxhttp.BadJSON("%v", err)
+	}
+	var invalidValue gomatrixserverlib.EventValidationError
+	if errors.As(err, &invalidValue) && invalidValue.Code == http.StatusBadRequest {
+		return mxhttp.BadJSON("%v", err)
+	}
+	return mxhttp.Forbidden("%v", err)
 }

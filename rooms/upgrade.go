@@ -30,9 +30,23 @@ var transferableState = []string{
 // canonical alias), moves the local aliases, sends the tombstone to the old
 // room and raises its events_default and invite levels so that it falls
 // silent. It returns the new room's ID.
-func (r *Rooms) Upgrade(ctx context.Context, oldRoomID, userID string, newVersion gomatrixserverlib.RoomVersion) (string, error) {
+//
+// Upgrading to a version with privileged creators (12, MSC4289) makes the
+// upgrader and additionalCreators the new room's creators: they are left
+// out of the copied power levels, and the upgrader needs no temporary
+// raise. The predecessor then names only the old room (MSC4291).
+func (r *Rooms) Upgrade(ctx context.Context, oldRoomID, userID string, newVersion gomatrixserverlib.RoomVersion, additionalCreators []string) (string, error) {
 	if !IsSupported(string(newVersion)) {
 		return "", mxhttp.UnsupportedVersion("Room version %q is not supported", newVersion)
+	}
+	newVer := gomatrixserverlib.MustGetRoomVersion(newVersion)
+	if len(additionalCreators) > 0 && !newVer.PrivilegedCreators() {
+		return "", mxhttp.InvalidParam("additional_creators needs a room version with privileged creators")
+	}
+	for _, u := range additionalCreators {
+		if _, err := spec.NewUserID(u, true); err != nil {
+			return "", mxhttp.InvalidParam("additional_creators: %q is not a valid user ID", u)
+		}
 	}
 	st, err := r.CurrentState(ctx, oldRoomID)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -67,14 +81,16 @@ func (r *Rooms) Upgrade(ctx context.Context, oldRoomID, userID string, newVersio
 		return "", err
 	}
 
-	newRoomID := "!" + randomString(18) + ":" + string(r.serverName)
 	req := CreateRequest{Creator: userID, Version: newVersion, Preset: "private_chat"}
 	predecessor := map[string]string{"room_id": oldRoomID}
-	if len(room.Extremities) > 0 {
+	if len(room.Extremities) > 0 && !newVer.DomainlessRoomIDs() {
 		predecessor["event_id"] = room.Extremities[len(room.Extremities)-1]
 	}
 	req.CreationContent = map[string]json.RawMessage{}
 	req.CreationContent["predecessor"], _ = json.Marshal(predecessor)
+	if len(additionalCreators) > 0 {
+		req.CreationContent["additional_creators"], _ = json.Marshal(additionalCreators)
+	}
 	if create := byKey[storage.StateKey{Type: spec.MRoomCreate}]; create != nil {
 		var c map[string]json.RawMessage
 		_ = json.Unmarshal(create.PDU.Content(), &c)
@@ -97,7 +113,15 @@ func (r *Rooms) Upgrade(ctx context.Context, oldRoomID, userID string, newVersio
 		for k, v := range plContent {
 			override[k] = v
 		}
-		if level < 100 {
+		if newVer.PrivilegedCreators() {
+			users := map[string]json.RawMessage{}
+			_ = json.Unmarshal(plContent["users"], &users)
+			delete(users, userID)
+			for _, u := range additionalCreators {
+				delete(users, u)
+			}
+			override["users"], _ = json.Marshal(users)
+		} else if level < 100 {
 			users := map[string]int64{}
 			_ = json.Unmarshal(plContent["users"], &users)
 			users[userID] = 100
@@ -111,7 +135,11 @@ func (r *Rooms) Upgrade(ctx context.Context, oldRoomID, userID string, newVersio
 			req.InitialState = append(req.InitialState, StateEvent{Type: typ, Content: json.RawMessage(ev.PDU.Content())})
 		}
 	}
-	newProtos, err := r.createProtos(ctx, newRoomID, req)
+	newProtos, err := r.createProtos(ctx, req, req.Invite)
+	if err != nil {
+		return "", err
+	}
+	newRoomID, err := r.newRoomID(newVersion, newProtos)
 	if err != nil {
 		return "", err
 	}

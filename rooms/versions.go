@@ -8,15 +8,15 @@ import "github.com/matrix-org/gomatrixserverlib"
 // DefaultVersion is the room version of new rooms.
 const DefaultVersion = gomatrixserverlib.RoomVersionV11
 
-// SupportedVersions are the room versions Hearth serves, all stable. Version
-// 12 needs state resolution v2.1, which gomatrixserverlib does not do
-// correctly yet, so it (and the library's experimental versions) stay off
-// until Hearth implements v2.1 itself.
+// SupportedVersions are the room versions Hearth serves, all stable.
+// Version 12 resolves state with Hearth's own v2.1 (package stateres), as
+// gomatrixserverlib's is unfinished. The library's unstable versions (and
+// org.matrix.msc4242.12, which it marks stable by mistake) stay off.
 var SupportedVersions = []gomatrixserverlib.RoomVersion{
 	gomatrixserverlib.RoomVersionV1, gomatrixserverlib.RoomVersionV2, gomatrixserverlib.RoomVersionV3,
 	gomatrixserverlib.RoomVersionV4, gomatrixserverlib.RoomVersionV5, gomatrixserverlib.RoomVersionV6,
 	gomatrixserverlib.RoomVersionV7, gomatrixserverlib.RoomVersionV8, gomatrixserverlib.RoomVersionV9,
-	gomatrixserverlib.RoomVersionV10, gomatrixserverlib.RoomVersionV11,
+	gomatrixserverlib.RoomVersionV10, gomatrixserverlib.RoomVersionV11, gomatrixserverlib.RoomVersionV12,
 }
 
 // IsSupported reports whether v is one of SupportedVersions.

@@ -23,7 +23,10 @@ func TestSupportedVersionsAreStableInGomatrixserverlib(t *testing.T) {
 	if !IsSupported(string(DefaultVersion)) {
 		t.Errorf("default room version %s is not supported", DefaultVersion)
 	}
-	if IsSupported("12") || IsSupported("org.matrix.msc4242.12") {
-		t.Error("room version 12 must not be advertised yet")
+	if !IsSupported("12") {
+		t.Error("room version 12 must be supported")
+	}
+	if IsSupported("org.matrix.msc4242.12") || IsSupported(string(gomatrixserverlib.RoomVersionHydra)) {
+		t.Error("unstable room versions must not be advertised")
 	}
 }
