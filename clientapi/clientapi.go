@@ -116,6 +116,13 @@ type Federation interface {
 	QueryAlias(ctx context.Context, alias string) (roomID string, servers []string, err error)
 	// QueryProfile fetches a remote user's profile, or one field ("" for all).
 	QueryProfile(ctx context.Context, userID, field string) (map[string]json.RawMessage, error)
+	// PublicRooms reads another server's published room directory.
+	PublicRooms(ctx context.Context, server string, q rooms.PublicRoomsQuery) (json.RawMessage, error)
+	// TimestampToEvent asks the other servers in a room for the event
+	// closest to ts in direction dir ("f" or "b"), checked to be the room's.
+	TimestampToEvent(ctx context.Context, roomID string, ts int64, dir string) (eventID string, originTS int64, err error)
+	// Hierarchy asks one of via for a room of a space and its children.
+	Hierarchy(ctx context.Context, roomID string, via []string, suggestedOnly bool) (*rooms.ServerHierarchy, error)
 	// SendTyping tells the room's other servers of a local user's typing.
 	SendTyping(ctx context.Context, roomID, userID string, typing bool)
 	// SendReceipt tells the room's other servers of a local user's receipt

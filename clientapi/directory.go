@@ -3,9 +3,7 @@ package clientapi
 import (
 	"errors"
 	"net/http"
-	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -17,11 +15,6 @@ import (
 
 // The published room directory (client-server API, Room discovery):
 // GET/PUT /v3/directory/list/room/{roomId}, GET/POST /v3/publicRooms.
-
-const (
-	defaultPublicRoomsLimit = 100
-	maxPublicRoomsLimit     = 500
-)
 
 // optionalCaller authenticates the request when it carries an access token;
 // without one the caller is anonymous (empty UserID).
@@ -112,16 +105,7 @@ func (a *API) canSendState(r *http.Request, roomID, userID, eventType string) (b
 	return pl.UserLevel(spec.SenderID(userID)) >= pl.EventLevel(eventType, true), nil
 }
 
-type publicRoomsRequest struct {
-	Limit  *int   `json:"limit"`
-	Since  string `json:"since"`
-	Filter struct {
-		GenericSearchTerm string    `json:"generic_search_term"`
-		RoomTypes         []*string `json:"room_types"`
-	} `json:"filter"`
-	IncludeAllNetworks   bool   `json:"include_all_networks"`
-	ThirdPartyInstanceID string `json:"third_party_instance_id"`
-}
+type publicRoomsRequest = rooms.PublicRoomsQuery
 
 // GET /v3/publicRooms
 func (a *API) getPublicRooms(w http.ResponseWriter, r *http.Request) {
@@ -149,85 +133,26 @@ func (a *API) postPublicRooms(w http.ResponseWriter, r *http.Request, c accounts
 	a.publicRooms(w, r, req)
 }
 
-// publicRooms lists published rooms, largest first. Only this server's
-// directory exists until federation: another server's is 404. Hearth has no
-// application-service networks, so include_all_networks changes nothing and
-// a third_party_instance_id matches no room.
+// publicRooms lists published rooms: ours, or with server= another
+// server's (asked over federation).
 func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, req publicRoomsRequest) {
 	if server := r.URL.Query().Get("server"); server != "" && server != a.cfg.ServerName {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("The room directory of %s is not available: federation is not supported yet", server))
-		return
-	}
-	limit := defaultPublicRoomsLimit
-	if req.Limit != nil {
-		if *req.Limit < 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must not be negative"))
+		if a.fed == nil {
+			mxhttp.WriteError(w, r, mxhttp.NotFound("The room directory of %s is not available without federation", server))
 			return
 		}
-		if *req.Limit > 0 {
-			limit = min(*req.Limit, maxPublicRoomsLimit)
-		}
-	}
-	offset := 0
-	if req.Since != "" {
-		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, "o"))
-		if !strings.HasPrefix(req.Since, "o") || err != nil || n < 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("Invalid since token %q", req.Since))
-			return
-		}
-		offset = n
-	}
-	ids, err := storage.PublishedRooms(r.Context(), a.db.Read())
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	term := strings.ToLower(req.Filter.GenericSearchTerm)
-	all := []rooms.Info{}
-	for _, id := range ids {
-		info, err := a.rooms.Info(r.Context(), id)
+		page, err := a.fed.PublicRooms(r.Context(), server, req)
 		if err != nil {
 			mxhttp.WriteError(w, r, err)
 			return
 		}
-		if req.ThirdPartyInstanceID != "" || !matchesRoomTypes(info.RoomType, req.Filter.RoomTypes) {
-			continue
-		}
-		if term != "" && !strings.Contains(strings.ToLower(info.Name), term) && !strings.Contains(strings.ToLower(info.Topic), term) &&
-			!strings.Contains(strings.ToLower(info.CanonicalAlias), term) && !strings.Contains(strings.ToLower(info.RoomID), term) {
-			continue
-		}
-		all = append(all, info)
+		mxhttp.WriteJSON(w, http.StatusOK, page)
+		return
 	}
-	sort.SliceStable(all, func(i, j int) bool {
-		if all[i].NumJoinedMembers != all[j].NumJoinedMembers {
-			return all[i].NumJoinedMembers > all[j].NumJoinedMembers
-		}
-		return all[i].RoomID < all[j].RoomID
-	})
-	resp := map[string]any{"total_room_count_estimate": len(all)}
-	start := min(offset, len(all))
-	end := min(start+limit, len(all))
-	resp["chunk"] = all[start:end]
-	if end < len(all) {
-		resp["next_batch"] = "o" + strconv.Itoa(end)
+	page, err := a.rooms.PublicRooms(r.Context(), req)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
 	}
-	if start > 0 {
-		resp["prev_batch"] = "o" + strconv.Itoa(max(start-limit, 0))
-	}
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
-}
-
-// matchesRoomTypes applies the room_types filter: absent or empty matches
-// every room; null in the list matches rooms without a type.
-func matchesRoomTypes(roomType string, types []*string) bool {
-	if len(types) == 0 {
-		return true
-	}
-	for _, t := range types {
-		if t == nil && roomType == "" || t != nil && *t == roomType {
-			return true
-		}
-	}
-	return false
+	mxhttp.WriteJSON(w, http.StatusOK, page)
 }

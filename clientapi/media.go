@@ -3,8 +3,6 @@ package clientapi
 import (
 	"errors"
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -95,19 +93,6 @@ func (a *API) mediaConfig(w http.ResponseWriter, r *http.Request, c accounts.Cal
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"m.upload.size": a.media.MaxUploadBytes()})
 }
 
-// timeoutParam reads timeout_ms (default 20 s).
-func timeoutParam(r *http.Request) (time.Duration, error) {
-	s := r.URL.Query().Get("timeout_ms")
-	if s == "" {
-		return 20 * time.Second, nil
-	}
-	ms, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || ms < 0 {
-		return 0, mxhttp.InvalidParam("timeout_ms must be a non-negative integer")
-	}
-	return time.Duration(min(ms, 3_600_000)) * time.Millisecond, nil
-}
-
 // GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]
 func (a *API) mediaDownload(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 	a.download(w, r, false)
@@ -123,7 +108,7 @@ func (a *API) download(w http.ResponseWriter, r *http.Request, legacy bool) {
 		mxhttp.WriteError(w, r, mxhttp.NotFound("Media not found"))
 		return
 	}
-	wait, err := timeoutParam(r)
+	wait, err := media.TimeoutParam(r.URL.Query())
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -165,12 +150,12 @@ func (a *API) thumbnail(w http.ResponseWriter, r *http.Request, legacy bool) {
 		mxhttp.WriteError(w, r, mxhttp.NotFound("Media not found"))
 		return
 	}
-	req, err := thumbnailParams(r.URL.Query())
+	req, err := media.ThumbnailParams(r.URL.Query())
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	wait, err := timeoutParam(r)
+	wait, err := media.TimeoutParam(r.URL.Query())
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -186,35 +171,6 @@ func (a *API) thumbnail(w http.ResponseWriter, r *http.Request, legacy bool) {
 		return
 	}
 	serveContent(w, r, content, "")
-}
-
-func thumbnailParams(q url.Values) (media.ThumbnailRequest, error) {
-	req := media.ThumbnailRequest{Method: q.Get("method")}
-	if req.Method == "" {
-		req.Method = "scale"
-	}
-	for _, p := range []struct {
-		name string
-		dst  *int
-	}{{"width", &req.Width}, {"height", &req.Height}} {
-		s := q.Get(p.name)
-		if s == "" {
-			return req, mxhttp.MissingParam("%s is required", p.name)
-		}
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 100_000 {
-			return req, mxhttp.InvalidParam("%s must be a positive integer", p.name)
-		}
-		*p.dst = n
-	}
-	if s := q.Get("animated"); s != "" {
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			return req, mxhttp.InvalidParam("animated must be true or false")
-		}
-		req.Animated = b
-	}
-	return req, nil
 }
 
 // GET /_matrix/client/v1/media/preview_url. With url_preview off the

@@ -332,8 +332,8 @@ func TestMediaIDsAreChecked(t *testing.T) {
 		}
 		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v1/media/download/hearth.test/..%2F..%2Fhearth.db", alice, nil), http.StatusBadRequest, "M_INVALID_PARAM")
 		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v1/media/download/hearth.test/unknownMedia", alice, nil), http.StatusNotFound, "M_NOT_FOUND")
-		// Remote media: no federation client yet, so unknown.
-		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v1/media/download/elsewhere.example/abc", alice, nil), http.StatusNotFound, "M_NOT_FOUND")
+		// Remote media of a server that cannot be reached: 502 (as Synapse).
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v1/media/download/elsewhere.example/abc", alice, nil), http.StatusBadGateway, "M_UNKNOWN")
 		hearthtest.Expect(t, rawDo(t, hs, "PUT", "/_matrix/media/v3/upload/hearth.test/..%2Fx", alice, "text/plain", strings.NewReader("x")),
 			http.StatusBadRequest, "M_INVALID_PARAM")
 	})

@@ -121,8 +121,20 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, ro
 		return
 	}
 	if local {
-		a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: reason, Extra: b.Extra})
-		return
+		_, err := a.joinAuthorisation(r, roomID, c.UserID)
+		var me *mxhttp.Error
+		if !errors.As(err, &me) || me.ErrCode != "M_UNABLE_TO_GRANT_JOIN" {
+			a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: reason, Extra: b.Extra})
+			return
+		}
+		// A restricted room none of our users can authorise the join to:
+		// join through a server in the room that can.
+		others, err := a.rooms.ServersInRoom(r.Context(), roomID)
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		servers = append(servers, others...)
 	}
 	q := r.URL.Query()
 	for _, v := range append(q["via"], q["server_name"]...) {
@@ -207,9 +219,27 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	roomID, _, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
+	roomID, via, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
+		return
+	}
+	local, err := a.rooms.CanJoinLocally(r.Context(), roomID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if !local {
+		// A room whose live copy is on other servers: knock through them.
+		servers := make([]spec.ServerName, 0, len(via))
+		for _, v := range via {
+			servers = append(servers, spec.ServerName(v))
+		}
+		if _, err := a.rooms.KnockRemote(r.Context(), roomID, c.UserID, b.Reason, servers); err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 		return
 	}
 	a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Knock, Reason: b.Reason})

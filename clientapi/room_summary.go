@@ -15,37 +15,6 @@ import (
 // Room summaries (client-server API, GET /v1/room_summary/{roomIdOrAlias},
 // v1.15) and the access rule they share with the space hierarchy.
 
-// roomSummaryJSON is a RoomSummary: the directory fields plus the ones
-// v1.15 added.
-type roomSummaryJSON struct {
-	rooms.Info
-	AllowedRoomIDs []string `json:"allowed_room_ids,omitempty"`
-	Encryption     string   `json:"encryption,omitempty"`
-	RoomVersion    string   `json:"room_version,omitempty"`
-	Membership     string   `json:"membership,omitempty"`
-}
-
-func summaryJSON(info rooms.Info) roomSummaryJSON {
-	s := roomSummaryJSON{Info: info, Encryption: info.Encryption, RoomVersion: info.RoomVersion}
-	if info.JoinRule == "restricted" || info.JoinRule == "knock_restricted" {
-		s.AllowedRoomIDs = info.AllowedRoomIDs
-		if s.AllowedRoomIDs == nil {
-			s.AllowedRoomIDs = []string{}
-		}
-	}
-	return s
-}
-
-// publiclyPreviewable reports whether anyone may see a room's summary: a
-// public or knockable join rule, or world_readable history.
-func publiclyPreviewable(info rooms.Info) bool {
-	switch info.JoinRule {
-	case spec.Public, spec.Knock, "knock_restricted":
-		return true
-	}
-	return info.WorldReadable
-}
-
 // roomAccessible applies the spec's rule for which rooms a user may learn
 // about (space hierarchy, room summary): a member (joined or invited), a
 // public, knockable or world_readable room, or a restricted room whose
@@ -65,13 +34,27 @@ func (a *API) roomAccessible(ctx context.Context, info rooms.Info, userID string
 		return false, membership, nil
 	case membership == spec.Join || membership == spec.Invite || membership == spec.Knock:
 		return true, membership, nil
-	case publiclyPreviewable(info):
+	case rooms.PubliclyPreviewable(info):
 		return true, membership, nil
 	case userID != "" && (info.JoinRule == "restricted" || info.JoinRule == "knock_restricted"):
 		ok, err := a.joinedToAny(ctx, userID, info.AllowedRoomIDs)
 		return ok, membership, err
 	}
 	return false, membership, nil
+}
+
+// remoteRoomAccessible applies roomAccessible to a room only another
+// server has (its summary from federation): the user has no membership we
+// know of, so the room must be publicly previewable, or restricted to
+// rooms the user is joined to.
+func (a *API) remoteRoomAccessible(ctx context.Context, s rooms.Summary, userID string) (bool, error) {
+	if rooms.PubliclyPreviewable(s.Info) {
+		return true, nil
+	}
+	if userID != "" && (s.JoinRule == "restricted" || s.JoinRule == "knock_restricted") {
+		return a.joinedToAny(ctx, userID, s.AllowedRoomIDs)
+	}
+	return false, nil
 }
 
 // joinedToAny reports whether the user is joined to one of the rooms.
@@ -123,7 +106,7 @@ func (a *API) getRoomSummary(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, mxhttp.NotFound("Room not found"))
 		return
 	}
-	s := summaryJSON(info)
+	s := rooms.SummaryOf(info)
 	if c.UserID != "" {
 		s.Membership = membership
 		if s.Membership == "" {

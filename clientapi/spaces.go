@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -24,82 +23,9 @@ const (
 	defaultHierarchyDepth = 10
 	// maxHierarchyRooms bounds one walk; pagination slices it.
 	maxHierarchyRooms = 1000
+	// maxRemoteHierarchyAsks bounds the federation requests of one walk.
+	maxRemoteHierarchyAsks = 10
 )
-
-type spaceChild struct {
-	rooms.StrippedEvent
-	OriginServerTS int64 `json:"origin_server_ts"`
-	order          string
-	suggested      bool
-}
-
-type hierarchyRoom struct {
-	roomSummaryJSON
-	ChildrenState []spaceChild `json:"children_state"`
-}
-
-// spaceChildren returns a space's valid m.space.child events (content.via
-// a non-empty list), in the spec's order: by content.order when valid,
-// then origin_server_ts, then room ID.
-func (a *API) spaceChildren(r *http.Request, roomID string) ([]spaceChild, error) {
-	st, err := a.rooms.CurrentState(r.Context(), roomID)
-	if err != nil {
-		return nil, err
-	}
-	keep := rooms.State{}
-	for k, id := range st {
-		if k.Type == "m.space.child" {
-			keep[k] = id
-		}
-	}
-	evs, err := a.rooms.StateEvents(r.Context(), keep)
-	if err != nil {
-		return nil, err
-	}
-	var out []spaceChild
-	for _, ev := range evs {
-		var c struct {
-			Via       []string `json:"via"`
-			Order     any      `json:"order"`
-			Suggested bool     `json:"suggested"`
-		}
-		if json.Unmarshal(ev.PDU.Content(), &c) != nil || len(c.Via) == 0 {
-			continue
-		}
-		order, _ := c.Order.(string)
-		if !validSpaceOrder(order) {
-			order = ""
-		}
-		out = append(out, spaceChild{StrippedEvent: rooms.Stripped(ev.PDU), OriginServerTS: ev.OriginTS, order: order, suggested: c.Suggested})
-	}
-	sort.Slice(out, func(i, j int) bool {
-		x, y := out[i], out[j]
-		if (x.order != "") != (y.order != "") {
-			return x.order != ""
-		}
-		if x.order != y.order {
-			return x.order < y.order
-		}
-		if x.OriginServerTS != y.OriginServerTS {
-			return x.OriginServerTS < y.OriginServerTS
-		}
-		return x.StateKey < y.StateKey
-	})
-	return out, nil
-}
-
-// validSpaceOrder: at most 50 characters in the range \x20 to \x7E.
-func validSpaceOrder(s string) bool {
-	if len(s) > 50 {
-		return false
-	}
-	for _, ch := range []byte(s) {
-		if ch < 0x20 || ch > 0x7e {
-			return false
-		}
-	}
-	return true
-}
 
 // GET /v1/rooms/{roomId}/hierarchy
 func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
@@ -171,14 +97,18 @@ func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Calle
 		mxhttp.WriteError(w, r, mxhttp.Forbidden("You cannot view room %s", roomID))
 		return
 	}
-	// Depth-first walk with an explicit stack; each room once.
+	// Depth-first walk with an explicit stack; each room once. Rooms this
+	// server is not in are asked of the servers their m.space.child names
+	// (federation hierarchy), a bounded number of times per walk.
 	type item struct {
 		roomID string
 		depth  int
+		via    []string
 	}
-	stack := []item{{roomID, 0}}
+	stack := []item{{roomID, 0, nil}}
 	seen := map[string]bool{}
-	var all []hierarchyRoom
+	remoteAsks := 0
+	var all []rooms.HierarchyRoom
 	for len(stack) > 0 && len(all) < maxHierarchyRooms {
 		it := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
@@ -186,36 +116,61 @@ func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Calle
 			continue
 		}
 		seen[it.roomID] = true
+		var entry rooms.HierarchyRoom
 		info, err := a.rooms.Info(r.Context(), it.roomID)
-		if errors.Is(err, storage.ErrNotFound) {
-			continue // a room on another server, or gone
-		}
-		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
-		if ok, _, err := a.roomAccessible(r.Context(), info, c.UserID); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		} else if !ok {
-			continue
-		}
-		entry := hierarchyRoom{roomSummaryJSON: summaryJSON(info), ChildrenState: []spaceChild{}}
-		if info.RoomType == "m.space" {
-			children, err := a.spaceChildren(r, it.roomID)
+		switch {
+		case errors.Is(err, storage.ErrNotFound) || err == nil && info.RoomVersion == "":
+			// A room on another server (or one we only hold an invite to).
+			if a.fed == nil || len(it.via) == 0 || remoteAsks == maxRemoteHierarchyAsks {
+				continue
+			}
+			remoteAsks++
+			h, err := a.fed.Hierarchy(r.Context(), it.roomID, it.via, suggestedOnly)
 			if err != nil {
+				continue
+			}
+			if ok, err := a.remoteRoomAccessible(r.Context(), h.Room.Summary, c.UserID); err != nil {
 				mxhttp.WriteError(w, r, err)
 				return
+			} else if !ok {
+				continue
 			}
-			for _, ch := range children {
-				if !suggestedOnly || ch.suggested {
-					entry.ChildrenState = append(entry.ChildrenState, ch)
+			entry = h.Room
+			if entry.ChildrenState == nil {
+				entry.ChildrenState = []rooms.SpaceChild{}
+			}
+		case err != nil:
+			mxhttp.WriteError(w, r, err)
+			return
+		default:
+			if ok, _, err := a.roomAccessible(r.Context(), info, c.UserID); err != nil {
+				mxhttp.WriteError(w, r, err)
+				return
+			} else if !ok {
+				continue
+			}
+			entry = rooms.HierarchyRoom{Summary: rooms.SummaryOf(info), ChildrenState: []rooms.SpaceChild{}}
+			if info.RoomType == "m.space" {
+				children, err := a.rooms.SpaceChildren(r.Context(), it.roomID)
+				if err != nil {
+					mxhttp.WriteError(w, r, err)
+					return
+				}
+				for _, ch := range children {
+					if !suggestedOnly || ch.Suggested {
+						entry.ChildrenState = append(entry.ChildrenState, ch)
+					}
 				}
 			}
-			if it.depth < maxDepth {
-				for i := len(entry.ChildrenState) - 1; i >= 0; i-- {
-					stack = append(stack, item{entry.ChildrenState[i].StateKey, it.depth + 1})
+		}
+		if it.depth < maxDepth {
+			for i := len(entry.ChildrenState) - 1; i >= 0; i-- {
+				ch := entry.ChildrenState[i]
+				var content struct {
+					Via []string `json:"via"`
 				}
+				_ = json.Unmarshal(ch.Content, &content)
+				stack = append(stack, item{ch.StateKey, it.depth + 1, content.Via})
 			}
 		}
 		all = append(all, entry)

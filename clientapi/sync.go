@@ -829,6 +829,15 @@ func (a *API) strippedState(ctx context.Context, memberEv *rooms.Event) ([]json.
 // syncLeftRoom gives the timeline up to and including the user's leave.
 func (a *API) syncLeftRoom(ctx context.Context, req syncRequest, roomID string, since syncstream.Position, leave *rooms.Event, rf *filter.RoomFilter) (*leftRoom, error) {
 	viewer := rooms.Viewer{UserID: req.userID, DeviceID: req.deviceID}
+	if leave.Outlier {
+		// The leave that rejected an invite to (or rescinded a knock on) a
+		// room we are not in: it is all we have of the room.
+		evs, err := a.rooms.Format(ctx, []*rooms.Event{leave}, viewer)
+		if err != nil {
+			return nil, err
+		}
+		return &leftRoom{Timeline: timeline{Events: evs}, State: stateList{Events: []rooms.ClientEvent{}}, AccountData: eventList{Events: []any{}}}, nil
+	}
 	tl, err := a.syncTimeline(ctx, req, roomID, since.Events, leave.StreamPos, rf)
 	if err != nil {
 		return nil, err

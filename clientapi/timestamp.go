@@ -12,8 +12,8 @@ import (
 )
 
 // Jumping to a date (client-server API, GET
-// /v1/rooms/{roomId}/timestamp_to_event). Only events this server has are
-// searched; asking other servers comes with federation.
+// /v1/rooms/{roomId}/timestamp_to_event): the events this server has, and
+// when none fits, the servers in the room (federation timestamp_to_event).
 
 // GET /v1/rooms/{roomId}/timestamp_to_event?ts=&dir=f|b
 func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
@@ -37,34 +37,22 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, c account
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	// Skip events the caller may not see, a bounded number of times.
-	for range 20 {
-		row, err := storage.EventNearTimestamp(r.Context(), a.db.Read(), roomID, ts, dir == "f")
-		if errors.Is(err, storage.ErrNotFound) {
-			break
-		}
-		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
-		ev, err := a.rooms.Event(r.Context(), row.EventID)
-		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
+	ev, err := a.rooms.EventNearTimestamp(r.Context(), roomID, ts, dir == "f", func(ev *rooms.Event) (bool, error) {
 		vis, err := a.rooms.Visible(r.Context(), c.UserID, []*rooms.Event{ev})
-		if err != nil {
-			mxhttp.WriteError(w, r, err)
+		return len(vis) == 1, err
+	})
+	if err == nil {
+		mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": ev.EventID, "origin_server_ts": ev.OriginTS})
+		return
+	}
+	if !errors.Is(err, storage.ErrNotFound) {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if a.fed != nil {
+		if id, originTS, err := a.fed.TimestampToEvent(r.Context(), roomID, ts, dir); err == nil {
+			mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": id, "origin_server_ts": originTS})
 			return
-		}
-		if len(vis) == 1 {
-			mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": ev.EventID, "origin_server_ts": ev.OriginTS})
-			return
-		}
-		if dir == "f" {
-			ts = ev.OriginTS + 1
-		} else {
-			ts = ev.OriginTS - 1
 		}
 	}
 	mxhttp.WriteError(w, r, mxhttp.NotFound("No event found from %d in direction %s", ts, dir))

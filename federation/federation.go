@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/e2ee"
+	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/netguard"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/serverkey"
@@ -38,6 +40,7 @@ type Deps struct {
 	Config   config.Config
 	DB       *storage.DB
 	Rooms    *rooms.Rooms
+	Media    *media.Repository // nil: no media over federation
 	Key      serverkey.Key
 	Notifier *syncstream.Notifier
 	Typing   *syncstream.Typing
@@ -54,6 +57,7 @@ type API struct {
 	oldKeys    map[gomatrixserverlib.KeyID]gomatrixserverlib.OldVerifyKey
 	db         *storage.DB
 	rooms      *rooms.Rooms
+	media      *media.Repository
 	notifier   *syncstream.Notifier
 	typing     *syncstream.Typing
 	presence   *syncstream.Presence
@@ -62,6 +66,7 @@ type API struct {
 	version    string
 
 	client    fclient.FederationClient
+	plainHTTP *http.Client // for media Location redirects, through the outbound guard
 	keyClient recordingKeyClient
 	keyRing   *gomatrixserverlib.KeyRing
 	queue     *Queue
@@ -73,7 +78,7 @@ type API struct {
 // the key ring and the send queue, whose senders resume what the previous
 // run left queued. Close stops them.
 func New(ctx context.Context, d Deps) (*API, error) {
-	a := &API{serverName: spec.ServerName(d.Config.ServerName), key: d.Key, db: d.DB, rooms: d.Rooms,
+	a := &API{serverName: spec.ServerName(d.Config.ServerName), key: d.Key, db: d.DB, rooms: d.Rooms, media: d.Media,
 		notifier: d.Notifier, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, log: d.Log, version: d.Version}
 	var err error
 	if a.oldKeys, err = loadOldKeys(filepath.Join(d.Config.DataDir, OldKeysFile)); err != nil {
@@ -97,6 +102,7 @@ func New(ctx context.Context, d Deps) (*API, error) {
 		fclient.WithTimeout(requestTimeout),
 		fclient.WithUserAgent("Hearth/"+d.Version),
 	)
+	a.plainHTTP = &http.Client{Transport: guard.Transport(8), Timeout: requestTimeout}
 	var trusted []config.TrustedKeyServer
 	for _, s := range d.Config.TrustedKeyServers {
 		ts, err := config.ParseTrustedKeyServer(s)
@@ -112,6 +118,10 @@ func New(ctx context.Context, d Deps) (*API, error) {
 	d.Rooms.Observe(a.queue.fanOut)
 	d.Rooms.SetFederation(a.keyRing, roomClient{a}, roomClient{a})
 	d.Rooms.SetInviteClient(roomClient{a})
+	d.Rooms.SetMembershipClient(roomClient{a})
+	if d.Media != nil {
+		d.Media.SetRemote(mediaFetcher{a})
+	}
 	if err := a.queue.Start(ctx); err != nil {
 		a.queue.Close()
 		return nil, err
@@ -146,7 +156,13 @@ func (a *API) Routes(r chi.Router) {
 		r.Put(f+"/v1/send/{txnId}", a.send)
 		r.Get(f+"/v1/query/directory", a.queryDirectory)
 		r.Get(f+"/v1/query/profile", a.queryProfile)
+		r.Get(f+"/v1/publicRooms", a.getPublicRooms)
+		r.Post(f+"/v1/publicRooms", a.postPublicRooms)
+		r.Get(f+"/v1/hierarchy/{roomId}", a.hierarchy)
+		r.Get(f+"/v1/timestamp_to_event/{roomId}", a.timestampToEvent)
 		a.roomRoutes(r)
+		r.Get(f+"/v1/media/download/{mediaId}", a.mediaDownload)
+		r.Get(f+"/v1/media/thumbnail/{mediaId}", a.mediaThumbnail)
 		a.e2eeRoutes(r)
 	})
 }

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+
+	"github.com/matrix-org/gomatrix"
 	"net/http"
 	"net/url"
 
@@ -19,9 +22,10 @@ import (
 type roomClient struct{ a *API }
 
 var (
-	_ rooms.Remote       = roomClient{}
-	_ rooms.JoinClient   = roomClient{}
-	_ rooms.InviteClient = roomClient{}
+	_ rooms.Remote           = roomClient{}
+	_ rooms.JoinClient       = roomClient{}
+	_ rooms.InviteClient     = roomClient{}
+	_ rooms.MembershipClient = roomClient{}
 )
 
 func (c roomClient) MissingEvents(ctx context.Context, server spec.ServerName, roomID string, earliest, latest []string, limit int, minDepth int64) ([]json.RawMessage, error) {
@@ -102,4 +106,65 @@ func (c roomClient) InviteV2(ctx context.Context, destination spec.ServerName, e
 		return nil, err
 	}
 	return res.Event, nil
+}
+
+// refusal is a remote server's error answer, readable in logs and
+// carrying its status for the room core (rooms.remoteRefusal).
+type refusal struct {
+	status int
+	body   string
+}
+
+func (e refusal) Error() string   { return fmt.Sprintf("%d %s", e.status, e.body) }
+func (e refusal) HTTPStatus() int { return e.status }
+
+// readable turns the client's HTTP errors into refusal.
+func readable(err error) error {
+	var he gomatrix.HTTPError
+	if errors.As(err, &he) {
+		return refusal{status: he.Code, body: string(he.Contents)}
+	}
+	return err
+}
+
+func (c roomClient) MakeLeave(ctx context.Context, s spec.ServerName, roomID, userID string) (gomatrixserverlib.ProtoEvent, gomatrixserverlib.RoomVersion, error) {
+	res, err := c.a.client.MakeLeave(ctx, c.a.serverName, s, roomID, userID)
+	return res.LeaveEvent, res.RoomVersion, readable(err)
+}
+
+func (c roomClient) SendLeave(ctx context.Context, s spec.ServerName, event gomatrixserverlib.PDU) error {
+	return readable(c.a.client.SendLeave(ctx, c.a.serverName, s, event))
+}
+
+func (c roomClient) MakeKnock(ctx context.Context, s spec.ServerName, roomID, userID string, versions []gomatrixserverlib.RoomVersion) (gomatrixserverlib.ProtoEvent, gomatrixserverlib.RoomVersion, error) {
+	res, err := c.a.client.MakeKnock(ctx, c.a.serverName, s, roomID, userID, versions)
+	return res.KnockEvent, res.RoomVersion, readable(err)
+}
+
+func (c roomClient) SendKnock(ctx context.Context, s spec.ServerName, event gomatrixserverlib.PDU) ([]json.RawMessage, error) {
+	res, err := c.a.client.SendKnock(ctx, c.a.serverName, s, event)
+	if err != nil {
+		return nil, readable(err)
+	}
+	out := make([]json.RawMessage, 0, len(res.KnockRoomState))
+	for _, st := range res.KnockRoomState {
+		b, err := json.Marshal(st)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+func (c roomClient) Backfill(ctx context.Context, s spec.ServerName, roomID string, from []string, limit int) ([]json.RawMessage, error) {
+	txn, err := c.a.client.Backfill(ctx, c.a.serverName, s, roomID, limit, from)
+	if err != nil {
+		return nil, readable(err)
+	}
+	out := make([]json.RawMessage, 0, len(txn.PDUs))
+	for _, p := range txn.PDUs {
+		out = append(out, json.RawMessage(p))
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -21,8 +22,14 @@ import (
 func (a *API) roomRoutes(r chi.Router) {
 	f := "/_matrix/federation"
 	r.Get(f+"/v1/make_join/{roomId}/{userId}", a.makeJoin)
+	r.Put(f+"/v1/send_join/{roomId}/{eventId}", a.sendJoinV1)
 	r.Put(f+"/v2/send_join/{roomId}/{eventId}", a.sendJoin)
 	r.Put(f+"/v2/invite/{roomId}/{eventId}", a.invite)
+	r.Get(f+"/v1/make_leave/{roomId}/{userId}", a.makeLeave)
+	r.Put(f+"/v1/send_leave/{roomId}/{eventId}", a.sendLeaveV1)
+	r.Put(f+"/v2/send_leave/{roomId}/{eventId}", a.sendLeave)
+	r.Get(f+"/v1/make_knock/{roomId}/{userId}", a.makeKnock)
+	r.Put(f+"/v1/send_knock/{roomId}/{eventId}", a.sendKnock)
 	r.Get(f+"/v1/state/{roomId}", a.state)
 	r.Get(f+"/v1/state_ids/{roomId}", a.stateIDs)
 	r.Get(f+"/v1/event/{eventId}", a.event)
@@ -86,7 +93,112 @@ func writeLibError(w http.ResponseWriter, r *http.Request, err error) {
 
 // PUT /v2/send_join/{roomId}/{eventId}
 func (a *API) sendJoin(w http.ResponseWriter, r *http.Request) {
+	if res := a.receiveJoin(w, r); res != nil {
+		mxhttp.WriteJSON(w, http.StatusOK, res)
+	}
+}
+
+// PUT /v1/send_join/{roomId}/{eventId} (deprecated; answers [200, {...}])
+func (a *API) sendJoinV1(w http.ResponseWriter, r *http.Request) {
+	if res := a.receiveJoin(w, r); res != nil {
+		mxhttp.WriteJSON(w, http.StatusOK, []any{200, res})
+	}
+}
+
+// receiveJoin checks and persists a send_join and returns the answer, or
+// writes the error and returns nil.
+func (a *API) receiveJoin(w http.ResponseWriter, r *http.Request) map[string]any {
 	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
+	if !a.aclGate(w, r, roomID) {
+		return nil
+	}
+	var raw json.RawMessage
+	if err := mxhttp.ReadJSON(r, &raw); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return nil
+	}
+	join, state, chain, err := a.rooms.SendJoin(r.Context(), Origin(r.Context()), roomID, eventID, raw)
+	if err != nil {
+		writeLibError(w, r, err)
+		return nil
+	}
+	a.relay(r, roomID, join.EventID())
+	servers, _ := a.rooms.ServersInRoom(r.Context(), roomID)
+	return map[string]any{
+		"origin": a.serverName, "event": json.RawMessage(join.JSON()),
+		"state": pduJSONs(state), "auth_chain": pduJSONs(chain),
+		"members_omitted": false, "servers_in_room": servers,
+	}
+}
+
+// GET /v1/make_leave/{roomId}/{userId}
+func (a *API) makeLeave(w http.ResponseWriter, r *http.Request) {
+	roomID := pathParam(r, "roomId")
+	if !a.aclGate(w, r, roomID) {
+		return
+	}
+	res, err := a.rooms.MakeLeave(r.Context(), Origin(r.Context()), roomID, pathParam(r, "userId"))
+	if err != nil {
+		writeLibError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event": res.LeaveTemplateEvent, "room_version": res.RoomVersion})
+}
+
+// receiveLeave reads and hands on the body of send_leave.
+func (a *API) receiveLeave(w http.ResponseWriter, r *http.Request) bool {
+	roomID := pathParam(r, "roomId")
+	if !a.aclGate(w, r, roomID) {
+		return false
+	}
+	var raw json.RawMessage
+	if err := mxhttp.ReadJSON(r, &raw); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return false
+	}
+	if err := a.rooms.SendLeave(r.Context(), Origin(r.Context()), roomID, pathParam(r, "eventId"), raw); err != nil {
+		writeLibError(w, r, err)
+		return false
+	}
+	a.relay(r, roomID, pathParam(r, "eventId"))
+	return true
+}
+
+// PUT /v2/send_leave/{roomId}/{eventId}
+func (a *API) sendLeave(w http.ResponseWriter, r *http.Request) {
+	if a.receiveLeave(w, r) {
+		mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+	}
+}
+
+// PUT /v1/send_leave/{roomId}/{eventId} (deprecated; answers [200, {}])
+func (a *API) sendLeaveV1(w http.ResponseWriter, r *http.Request) {
+	if a.receiveLeave(w, r) {
+		mxhttp.WriteJSON(w, http.StatusOK, []any{200, map[string]any{}})
+	}
+}
+
+// GET /v1/make_knock/{roomId}/{userId}?ver=...
+func (a *API) makeKnock(w http.ResponseWriter, r *http.Request) {
+	roomID := pathParam(r, "roomId")
+	if !a.aclGate(w, r, roomID) {
+		return
+	}
+	var vers []gomatrixserverlib.RoomVersion
+	for _, v := range r.URL.Query()["ver"] {
+		vers = append(vers, gomatrixserverlib.RoomVersion(v))
+	}
+	proto, ver, err := a.rooms.MakeKnock(r.Context(), Origin(r.Context()), roomID, pathParam(r, "userId"), vers)
+	if err != nil {
+		writeLibError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event": proto, "room_version": ver})
+}
+
+// PUT /v1/send_knock/{roomId}/{eventId}
+func (a *API) sendKnock(w http.ResponseWriter, r *http.Request) {
+	roomID := pathParam(r, "roomId")
 	if !a.aclGate(w, r, roomID) {
 		return
 	}
@@ -95,17 +207,40 @@ func (a *API) sendJoin(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	join, state, chain, err := a.rooms.SendJoin(r.Context(), Origin(r.Context()), roomID, eventID, raw)
+	stripped, err := a.rooms.SendKnock(r.Context(), Origin(r.Context()), roomID, pathParam(r, "eventId"), raw)
 	if err != nil {
 		writeLibError(w, r, err)
 		return
 	}
-	servers, _ := a.rooms.ServersInRoom(r.Context(), roomID)
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
-		"origin": a.serverName, "event": json.RawMessage(join.JSON()),
-		"state": pduJSONs(state), "auth_chain": pduJSONs(chain),
-		"members_omitted": false, "servers_in_room": servers,
-	})
+	a.relay(r, roomID, pathParam(r, "eventId"))
+	if stripped == nil {
+		stripped = []json.RawMessage{}
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"knock_room_state": stripped})
+}
+
+// relay sends an event another server made through us (send_join,
+// send_leave, send_knock) on to the other servers in the room: it reached
+// only us, and our fan-out sends only our own users' events.
+func (a *API) relay(r *http.Request, roomID, eventID string) {
+	servers, err := a.rooms.ServersInRoom(r.Context(), roomID)
+	if err != nil {
+		a.log.Warn("relaying an event: listing servers", "room", roomID, "err", err)
+		return
+	}
+	origin := Origin(r.Context())
+	var dests []spec.ServerName
+	for _, s := range servers {
+		if s != a.serverName && s != origin {
+			dests = append(dests, s)
+		}
+	}
+	if len(dests) == 0 {
+		return
+	}
+	if err := a.queue.SendEvents(context.WithoutCancel(r.Context()), dests, []string{eventID}); err != nil {
+		a.log.Warn("relaying an event", "room", roomID, "event", eventID, "err", err)
+	}
 }
 
 func pduJSONs(pdus []gomatrixserverlib.PDU) []json.RawMessage {

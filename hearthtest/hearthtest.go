@@ -164,6 +164,23 @@ func (s *Server) Restart(t testing.TB) {
 	s.start(t, cfg)
 }
 
+// FederationDown makes the server's federation listener answer every
+// request with 503, as a server that is down would fail; the client API
+// keeps working.
+func (s *Server) FederationDown(t testing.TB) {
+	t.Helper()
+	s.fed.set(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+}
+
+// WrapFederation puts wrap around the server's federation handler (to
+// play an older or misbehaving server); wrap gets the federation and the
+// client handler.
+func (s *Server) WrapFederation(wrap func(fed, client http.Handler) http.Handler) {
+	s.fed.set(wrap(s.FederationHandler(), s.ClientHandler()))
+}
+
 // testWriter sends server logs to the test log, shown only on failure.
 type testWriter struct{ t testing.TB }
 

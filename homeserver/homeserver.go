@@ -137,7 +137,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Rooms.Observe(watchMemberships(s.E2EE, log))
 	s.Rooms.Observe(feedNotifier(s.Notifier))
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
-	if s.Federation, err = federation.New(ctx, federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Key: key,
+	if s.Federation, err = federation.New(ctx, federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Media: s.Media, Key: key,
 		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Log: log, Version: version}); err != nil {
 		db.Close()
 		return nil, err

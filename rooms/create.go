@@ -96,6 +96,7 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 		return err
 	})
 	if err != nil {
+		unlock()
 		return "", err
 	}
 	r.committed(out, snaps)

@@ -65,6 +65,13 @@ func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID s
 	if pdu.RoomID().String() != roomID {
 		return fmt.Errorf("event is for room %s, not %s", pdu.RoomID().String(), roomID)
 	}
+	if live, err := r.CanJoinLocally(ctx, roomID); err != nil {
+		return err
+	} else if !live {
+		if done, err := r.receiveOutOfRoom(ctx, origin, pdu); done || err != nil {
+			return err
+		}
+	}
 	budget := maxFetchedEvents
 	if err := r.ingest(ctx, origin, ver, pdu, &budget, true); err != nil {
 		return err
@@ -75,6 +82,30 @@ func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID s
 		return errors.New("rejected: the event is not allowed by the auth rules")
 	}
 	return nil
+}
+
+// receiveOutOfRoom takes the one kind of PDU that concerns a room whose
+// live copy is elsewhere: the resident server withdrawing an invite to (or
+// refusing a knock of) one of our users, a leave or ban whose sender is on
+// the origin. It is kept like the invite was, so the user's sync shows it.
+// done is false for anything else, which goes the usual way.
+func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU) (done bool, err error) {
+	if pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil || !r.isLocal(*pdu.StateKey()) {
+		return false, nil
+	}
+	m, err := pdu.Membership()
+	if err != nil || (m != spec.Leave && m != spec.Ban) {
+		return false, nil
+	}
+	if _, domain, err := gomatrixserverlib.SplitID('@', string(pdu.SenderID())); err != nil || domain != origin {
+		return false, nil
+	}
+	current, _, err := storage.CurrentMembership(ctx, r.db.Read(), pdu.RoomID().String(), *pdu.StateKey())
+	if err != nil || (current != spec.Invite && current != spec.Knock) {
+		return false, err
+	}
+	_, err = r.storeOutOfRoomMembership(ctx, pdu, nil)
+	return true, err
 }
 
 // parseRemote parses and signature-checks a remote event.
@@ -336,33 +367,8 @@ func (r *Rooms) persistRemote(ctx context.Context, ver gomatrixserverlib.IRoomVe
 			}
 		}
 		row := remoteRow(pdu)
-		// Check 4: the event's own auth events allow it.
-		authEvs, err := r.Events(ctx, tx, pdu.AuthEventIDs())
-		if err != nil {
+		if row.Rejected, err = r.rejectedBefore(ctx, tx, pdu, stateBefore); err != nil {
 			return err
-		}
-		var auth []gomatrixserverlib.PDU
-		for _, ev := range authEvs {
-			if ev.Rejected {
-				row.Rejected = true
-				r.log.Info("rejecting a remote event: a rejected auth event", "event", pdu.EventID(), "auth_event", ev.EventID)
-			}
-			auth = append(auth, ev.PDU)
-		}
-		if p, err := gomatrixserverlib.NewAuthEvents(auth); err != nil {
-			row.Rejected = true
-		} else if err := gomatrixserverlib.Allowed(pdu, p, userIDForSender); err != nil {
-			row.Rejected = true
-			r.log.Info("rejecting a remote event: its auth events do not allow it", "event", pdu.EventID(), "err", err)
-		}
-		// Check 5: the state before the event allows it.
-		if !row.Rejected {
-			if p, err := r.stateProvider(ctx, tx, stateBefore, pdu); err != nil {
-				return err
-			} else if err := gomatrixserverlib.Allowed(pdu, p, userIDForSender); err != nil {
-				row.Rejected = true
-				r.log.Info("rejecting a remote event: the state before it does not allow it", "event", pdu.EventID(), "err", err)
-			}
 		}
 		cur, err := r.snapshotState(ctx, tx, room.CurrentSnapshot)
 		if err != nil {
@@ -466,6 +472,41 @@ func (r *Rooms) persistRemote(ctx context.Context, ver gomatrixserverlib.IRoomVe
 	}
 	r.committed(out, snaps)
 	return nil
+}
+
+// rejectedBefore applies checks 4 and 5 of the checks on receipt of a PDU:
+// the event's own auth events (none of them rejected) allow it, and so does
+// the state before it.
+func (r *Rooms) rejectedBefore(ctx context.Context, q storage.Reader, pdu gomatrixserverlib.PDU, stateBefore State) (bool, error) {
+	authEvs, err := r.Events(ctx, q, pdu.AuthEventIDs())
+	if err != nil {
+		return false, err
+	}
+	var auth []gomatrixserverlib.PDU
+	for _, ev := range authEvs {
+		if ev.Rejected {
+			r.log.Info("rejecting a remote event: a rejected auth event", "event", pdu.EventID(), "auth_event", ev.EventID)
+			return true, nil
+		}
+		auth = append(auth, ev.PDU)
+	}
+	p, err := gomatrixserverlib.NewAuthEvents(auth)
+	if err != nil {
+		return true, nil
+	}
+	if err := gomatrixserverlib.Allowed(pdu, p, userIDForSender); err != nil {
+		r.log.Info("rejecting a remote event: its auth events do not allow it", "event", pdu.EventID(), "err", err)
+		return true, nil
+	}
+	sp, err := r.stateProvider(ctx, q, stateBefore, pdu)
+	if err != nil {
+		return false, err
+	}
+	if err := gomatrixserverlib.Allowed(pdu, sp, userIDForSender); err != nil {
+		r.log.Info("rejecting a remote event: the state before it does not allow it", "event", pdu.EventID(), "err", err)
+		return true, nil
+	}
+	return false, nil
 }
 
 // snapshotFor returns a snapshot holding exactly st: base itself if equal,

@@ -133,11 +133,12 @@ func (q restrictedQuerier) RestrictedRoomJoinInfo(ctx context.Context, roomID sp
 		return nil, err
 	}
 	var ids []string
+	// Only our own joined users may authorise a join (the library picks
+	// one of JoinedUsers for join_authorised_via_users_server, which we
+	// then countersign for).
 	for _, mm := range members {
-		if mm.Membership == spec.Join {
-			if strings.HasSuffix(mm.UserID, ":"+string(local)) {
-				info.LocalServerInRoom = true
-			}
+		if mm.Membership == spec.Join && strings.HasSuffix(mm.UserID, ":"+string(local)) {
+			info.LocalServerInRoom = true
 			ids = append(ids, mm.EventID)
 		}
 	}
@@ -311,15 +312,10 @@ func (r *Rooms) ServerMaySee(ctx context.Context, server spec.ServerName, ev *Ev
 		return true, nil
 	}
 	if visibility == gomatrixserverlib.HistoryVisibilityShared {
-		// Shared history: visible to a server with a user in the room now.
-		servers, err := r.ServersInRoom(ctx, ev.RoomID)
-		if err != nil {
-			return false, err
-		}
-		for _, s := range servers {
-			if s == server {
-				return true, nil
-			}
+		// Shared history is for anyone in the room now, as for users: a
+		// server that joined later may backfill what came before.
+		if in, err := storage.ServerJoinedNow(ctx, r.db.Read(), ev.RoomID, string(server)); err != nil || in {
+			return in, err
 		}
 	}
 	suffix := ":" + string(server)

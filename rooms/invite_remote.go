@@ -207,57 +207,71 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 	if err := checkInviteRoomState(ver, roomID, stripped); err != nil {
 		return nil, err
 	}
-	if err := r.storeRemoteInvite(ctx, ver, signed, stripped); err != nil {
+	if err := r.storeRemoteInvite(ctx, signed, stripped); err != nil {
 		return nil, err
 	}
 	return signed, nil
 }
 
-// storeRemoteInvite records an invite to a room we are not in: a stub room
-// row, the invite as an outlier, the invitee's membership in current state
-// and the stripped state.
-func (r *Rooms) storeRemoteInvite(ctx context.Context, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, stripped json.RawMessage) error {
-	roomID := pdu.RoomID().String()
+// storeRemoteInvite records an invite to a room we are not in, with the
+// stripped state the inviting server sent.
+func (r *Rooms) storeRemoteInvite(ctx context.Context, pdu gomatrixserverlib.PDU, stripped json.RawMessage) error {
 	var list []json.RawMessage
 	if len(stripped) > 0 && json.Unmarshal(stripped, &list) != nil {
 		list = nil
 	}
 	strippedJSON, _ := json.Marshal(list)
+	_, err := r.storeOutOfRoomMembership(ctx, pdu, strippedJSON)
+	return err
+}
+
+// storeOutOfRoomMembership records a membership event of a local user in a
+// room we are not in (an invite received, a knock sent, a leave that
+// rejected either): a stub room row when we have none, the event as an
+// outlier with a stream position (so sync sees it), the user's membership
+// in current state and, when given, the stripped state to show with it.
+func (r *Rooms) storeOutOfRoomMembership(ctx context.Context, pdu gomatrixserverlib.PDU, stripped []byte) (*Event, error) {
+	roomID := pdu.RoomID().String()
 	unlock := r.locks.lock(roomID)
 	defer unlock()
 	var out []*Event
 	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		if _, err := r.db.LockRoom(ctx, tx, roomID); errors.Is(err, storage.ErrNotFound) {
-			if err := storage.InsertRoom(ctx, tx, storage.Room{RoomID: roomID, Version: string(ver.Version()), Extremities: []string{}, CreatedTS: time.Now().UnixMilli()}); err != nil {
+			if err := storage.InsertRoom(ctx, tx, storage.Room{RoomID: roomID, Version: string(pdu.Version()), Extremities: []string{}, CreatedTS: time.Now().UnixMilli()}); err != nil {
 				return err
 			}
 		} else if err != nil {
 			return err
 		}
-		row := remoteRow(pdu)
-		row.Outlier = true
 		if _, err := storage.GetEvent(ctx, tx, pdu.EventID()); err == nil {
 			return nil
 		}
+		row := remoteRow(pdu)
+		row.Outlier = true
 		var err error
 		if row.StreamPos, err = storage.InsertEvent(ctx, tx, row); err != nil {
 			return err
 		}
-		invitee := *pdu.StateKey()
-		if err := storage.SetCurrentState(ctx, tx, roomID, storage.StateKey{Type: spec.MRoomMember, StateKey: invitee}, pdu.EventID(), row.Membership); err != nil {
+		user := *pdu.StateKey()
+		if err := storage.SetCurrentState(ctx, tx, roomID, storage.StateKey{Type: spec.MRoomMember, StateKey: user}, pdu.EventID(), row.Membership); err != nil {
 			return err
 		}
-		if err := storage.PutRemoteInvite(ctx, tx, roomID, invitee, pdu.EventID(), strippedJSON); err != nil {
-			return err
+		if stripped != nil {
+			if err := storage.PutRemoteInvite(ctx, tx, roomID, user, pdu.EventID(), stripped); err != nil {
+				return err
+			}
 		}
 		out = append(out, &Event{Event: row, PDU: pdu})
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	r.committed(out, nil)
-	return nil
+	if len(out) == 0 {
+		return r.Event(ctx, pdu.EventID())
+	}
+	return out[0], nil
 }
 
 // RemoteInviteState returns the stripped state a remote server sent with

@@ -72,6 +72,16 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			r.log.Info("remote join failed", "room", roomID, "via", server, "err", ferr.Err)
 			continue
 		}
+		if live, _ := r.CanJoinLocally(ctx, roomID); live {
+			// We have the room (a restricted join only another server could
+			// authorise): the join is one more event of it.
+			budget := maxFetchedEvents
+			ver := gomatrixserverlib.MustGetRoomVersion(resp.JoinEvent.Version())
+			if err := r.ingest(ctx, server, ver, resp.JoinEvent, &budget, true); err != nil {
+				return nil, err
+			}
+			return r.Event(ctx, resp.JoinEvent.EventID())
+		}
 		return r.storeJoin(ctx, resp)
 	}
 	if lastErr == nil {

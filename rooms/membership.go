@@ -48,6 +48,15 @@ func (r *Rooms) SetMembership(ctx context.Context, roomID string, c ChangeMember
 	if c.Membership == spec.Leave && c.Sender == c.Target && current == "" {
 		return nil, mxhttp.Forbidden("You are not a member of %s", roomID)
 	}
+	if c.Membership == spec.Leave && c.Sender == c.Target && (current == spec.Invite || current == spec.Knock) {
+		// Rejecting an invite to, or rescinding a knock on, a room whose
+		// live copy is elsewhere goes through a server in the room.
+		if local, err := r.CanJoinLocally(ctx, roomID); err != nil {
+			return nil, err
+		} else if !local {
+			return r.leaveRemote(ctx, roomID, c, nil)
+		}
+	}
 	if c.Membership == spec.Invite && !r.isLocal(c.Target) {
 		return r.inviteRemote(ctx, roomID, c)
 	}

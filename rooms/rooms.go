@@ -44,6 +44,8 @@ type Rooms struct {
 	remote   Remote
 	joins    JoinClient
 	invites  InviteClient
+	members  MembershipClient
+	backfill backfillMemo
 
 	obsMu     sync.RWMutex
 	observers []Observer

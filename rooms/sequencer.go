@@ -80,6 +80,12 @@ func (r *Rooms) Send(ctx context.Context, roomID string, protos ...Proto) ([]*Ev
 
 // committed updates caches and tells observers once a transaction is durable.
 func (r *Rooms) committed(evs []*Event, snaps []*snapshot) {
+	r.cache(evs, snaps)
+	r.notify(evs)
+}
+
+// cache puts committed events and snapshots into the caches.
+func (r *Rooms) cache(evs []*Event, snaps []*snapshot) {
 	for _, s := range snaps {
 		r.snapshots.put(s.id, s)
 	}
@@ -91,7 +97,6 @@ func (r *Rooms) committed(evs []*Event, snaps []*snapshot) {
 		}
 		r.pdus.put(ev.EventID, ev)
 	}
-	r.notify(evs)
 }
 
 func (r *Rooms) txnEvent(ctx context.Context, q storage.Reader, p Proto) (*Event, error) {
@@ -135,6 +140,26 @@ func (r *Rooms) appendLocal(ctx context.Context, tx *sql.Tx, room *storage.Room,
 		content := p.Content
 		if len(content) == 0 {
 			content = json.RawMessage("{}")
+		}
+		if p.Type == spec.MRoomMember && p.StateKey != nil && gjson.GetBytes(content, "join_authorised_via_users_server").Exists() {
+			// Only a change into join is authorised by another user (and
+			// must carry their server's signature): a join over a join,
+			// e.g. a new display name, drops the field.
+			if id, ok := cur.state[storage.StateKey{Type: spec.MRoomMember, StateKey: *p.StateKey}]; ok {
+				prev, ok := pending[id]
+				if !ok {
+					evs, err := r.Events(ctx, tx, []string{id})
+					if err != nil {
+						return nil, nil, err
+					}
+					prev = evs[id]
+				}
+				var c map[string]json.RawMessage
+				if prev != nil && prev.Membership != nil && *prev.Membership == spec.Join && json.Unmarshal(content, &c) == nil {
+					delete(c, "join_authorised_via_users_server")
+					content, _ = json.Marshal(c)
+				}
+			}
 		}
 		proto := &gomatrixserverlib.ProtoEvent{
 			SenderID: p.Sender, RoomID: room.RoomID, Type: p.Type, StateKey: p.StateKey,

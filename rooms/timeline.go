@@ -14,6 +14,38 @@ func (r *Rooms) Page(ctx context.Context, roomID string, from TopoToken, backwar
 	if err != nil {
 		return nil, false, err
 	}
+	if backwards && r.members != nil {
+		// Holes in our copy: before the page's events (a join over
+		// federation, a rejoin after a while away) or, at its start, before
+		// the earliest events. Ask a server in the room for what lies
+		// there, then read again.
+		evs, err := r.fromRows(ctx, rows)
+		if err != nil {
+			return nil, false, err
+		}
+		missing, err := r.missingPrevs(ctx, evs)
+		if err != nil {
+			return nil, false, err
+		}
+		if len(rows) < limit {
+			earliest, err := r.backwardExtremities(ctx, roomID)
+			if err != nil {
+				return nil, false, err
+			}
+			missing = append(missing, earliest...)
+		}
+		if len(missing) > 0 {
+			added, err := r.backfillRemote(ctx, roomID, missing, limit)
+			if err != nil {
+				r.log.Warn("backfill", "room", roomID, "err", err)
+			}
+			if added {
+				if rows, err = storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, backwards, limit); err != nil {
+					return nil, false, err
+				}
+			}
+		}
+	}
 	out, err := r.fromRows(ctx, rows)
 	return out, len(rows) < limit, err
 }

@@ -31,7 +31,8 @@ func ParseTopoToken(s string) (TopoToken, error) {
 	}
 	depth, err1 := strconv.ParseInt(d, 10, 64)
 	pos, err2 := strconv.ParseInt(p, 10, 64)
-	if err1 != nil || err2 != nil || depth < 0 || pos < 0 {
+	// Positions are negative for events backfilled from other servers.
+	if err1 != nil || err2 != nil || depth < 0 {
 		return TopoToken{}, fmt.Errorf("not a pagination token")
 	}
 	return TopoToken{depth, pos}, nil

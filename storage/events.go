@@ -497,6 +497,53 @@ func CurrentMembership(ctx context.Context, q Reader, roomID, userID string) (me
 	return m.String, eventID, err
 }
 
+// EarliestTimelineEvents returns a room's first timeline events in
+// topological order, at most limit: where backwards pagination ends.
+func EarliestTimelineEvents(ctx context.Context, q Reader, roomID string, limit int) ([]Event, error) {
+	return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
+		WHERE room_id = $1 AND NOT outlier AND NOT rejected AND NOT soft_failed
+		ORDER BY depth ASC, stream_pos ASC LIMIT $2`, roomID, limit)
+}
+
+// InsertHistoricalEvent stores an event fetched from the room's past
+// (backfill) below every stream position in use: negative, decreasing, so
+// topological pagination finds it by depth while sync, which reads forward
+// from positive positions, never reports it as new. The caller holds
+// LockEventStream.
+func InsertHistoricalEvent(ctx context.Context, tx *sql.Tx, e Event) (int64, error) {
+	var lowest int64
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MIN(stream_pos), 0) FROM events`).Scan(&lowest); err != nil {
+		return 0, fmt.Errorf("lowest stream position: %w", err)
+	}
+	pos := min(lowest, 0) - 1
+	_, err := tx.ExecContext(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+		membership, snapshot_before, snapshot_after, rejected, soft_failed, outlier, relates_to, rel_type,
+		prev_content, prev_sender, replaces_state, sender_device, txn_id, json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)`,
+		pos, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginTS, e.Membership,
+		e.SnapshotBefore, e.SnapshotAfter, e.Rejected, e.SoftFailed, e.Outlier, e.RelatesTo, e.RelType,
+		e.PrevContent, e.PrevSender, e.ReplacesState, e.SenderDevice, e.TxnID, string(e.JSON))
+	if isUniqueViolation(err) {
+		return 0, ErrConflict
+	}
+	if err != nil {
+		return 0, fmt.Errorf("inserting historical event: %w", err)
+	}
+	return pos, nil
+}
+
+// ServerJoinedNow reports whether a user of server is joined to the room.
+func ServerJoinedNow(ctx context.Context, q Reader, roomID, server string) (bool, error) {
+	suffix := ":" + server
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM current_state WHERE room_id = $1 AND type = 'm.room.member'
+		AND membership = 'join' AND substr(state_key, length(state_key) - $2 + 1) = $3`, roomID, len(suffix), suffix).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("checking if %s is in %s: %w", server, roomID, err)
+	}
+	return n > 0, nil
+}
+
 // SearchCandidates returns the newest timeline events of the given types
 // in the given rooms whose JSON contains every term (case-insensitively),
 // unredacted, at most limit: the candidates server-side search then checks

@@ -1,0 +1,92 @@
+package federation_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hearth-matrix/hearth/hearthtest"
+)
+
+// A user on A reads the published room directory of B (server=).
+func TestPublicRoomsOfRemoteServer(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat", "visibility": "public", "name": "Bob's lounge"})
+		server := url.QueryEscape(bob.hs.Config.ServerName)
+
+		r := alice.do(t, "GET", "/_matrix/client/v3/publicRooms?server="+server, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !strings.Contains(string(r.Body), roomID) || !strings.Contains(string(r.Body), "Bob's lounge") {
+			t.Fatalf("B's directory through A: %s", r.Body)
+		}
+		r = alice.do(t, "POST", "/_matrix/client/v3/publicRooms?server="+server, map[string]any{"filter": map[string]any{"generic_search_term": "lounge"}})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !strings.Contains(string(r.Body), roomID) {
+			t.Fatalf("filtered directory: %s", r.Body)
+		}
+		r = alice.do(t, "POST", "/_matrix/client/v3/publicRooms?server="+server, map[string]any{"filter": map[string]any{"generic_search_term": "nothing like it"}})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if strings.Contains(string(r.Body), roomID) {
+			t.Fatalf("the filter matched: %s", r.Body)
+		}
+		// A's own directory does not list B's room.
+		r = alice.do(t, "GET", "/_matrix/client/v3/publicRooms", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if strings.Contains(string(r.Body), roomID) {
+			t.Fatalf("A lists B's room: %s", r.Body)
+		}
+	})
+}
+
+// A space on A has a child room on B: the hierarchy shows it, asked of B.
+func TestHierarchyWithRemoteChild(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		space := alice.createRoom(t, map[string]any{"preset": "public_chat", "name": "A space", "creation_content": map[string]any{"type": "m.space"}})
+		child := bob.createRoom(t, map[string]any{"preset": "public_chat", "name": "Room on B"})
+		private := bob.createRoom(t, map[string]any{"preset": "private_chat", "name": "Secret on B"})
+		for _, id := range []string{child, private} {
+			r := alice.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(space)+"/state/m.space.child/"+url.PathEscape(id),
+				map[string]any{"via": []string{bob.hs.Config.ServerName}})
+			hearthtest.Expect(t, r, http.StatusOK, "")
+		}
+		r := alice.do(t, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(space)+"/hierarchy", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !strings.Contains(string(r.Body), "Room on B") || !strings.Contains(string(r.Body), child) {
+			t.Fatalf("the remote child is missing: %s", r.Body)
+		}
+		if strings.Contains(string(r.Body), "Secret on B") {
+			t.Fatalf("a private remote room is shown: %s", r.Body)
+		}
+	})
+}
+
+// A user on A jumps to a date before their server joined a room on B: the
+// answer comes from B.
+func TestTimestampToEventFromRemote(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat"})
+		r := bob.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/old", map[string]any{"msgtype": "m.text", "body": "old news"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		oldID := r.JSON["event_id"].(string)
+		time.Sleep(20 * time.Millisecond)
+		between := time.Now().UnixMilli()
+		time.Sleep(20 * time.Millisecond)
+		r = alice.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(bob.hs.Config.ServerName), map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+
+		r = alice.do(t, "GET", fmt.Sprintf("/_matrix/client/v1/rooms/%s/timestamp_to_event?dir=b&ts=%d", url.PathEscape(roomID), between), nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if r.JSON["event_id"] != oldID {
+			t.Fatalf("got %s, want B's message %s", r.Body, oldID)
+		}
+	})
+}

@@ -1,0 +1,55 @@
+package media
+
+import (
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/hearth-matrix/hearth/mxhttp"
+)
+
+// Query parameters shared by the client and federation media endpoints.
+
+// TimeoutParam reads the timeout_ms query parameter of downloads and
+// thumbnails (default 20 s, at most an hour).
+func TimeoutParam(q url.Values) (time.Duration, error) {
+	s := q.Get("timeout_ms")
+	if s == "" {
+		return 20 * time.Second, nil
+	}
+	ms, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || ms < 0 {
+		return 0, mxhttp.InvalidParam("timeout_ms must be a non-negative integer")
+	}
+	return time.Duration(min(ms, 3_600_000)) * time.Millisecond, nil
+}
+
+// ThumbnailParams reads the query parameters of a thumbnail request.
+func ThumbnailParams(q url.Values) (ThumbnailRequest, error) {
+	req := ThumbnailRequest{Method: q.Get("method")}
+	if req.Method == "" {
+		req.Method = "scale"
+	}
+	for _, p := range []struct {
+		name string
+		dst  *int
+	}{{"width", &req.Width}, {"height", &req.Height}} {
+		s := q.Get(p.name)
+		if s == "" {
+			return req, mxhttp.MissingParam("%s is required", p.name)
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 100_000 {
+			return req, mxhttp.InvalidParam("%s must be a positive integer", p.name)
+		}
+		*p.dst = n
+	}
+	if s := q.Get("animated"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return req, mxhttp.InvalidParam("animated must be true or false")
+		}
+		req.Animated = b
+	}
+	return req, nil
+}

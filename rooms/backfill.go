@@ -1,0 +1,295 @@
+package rooms
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Backfill from other servers (server-server API, Backfilling and
+// retrieving missing events): when /messages pages back past the start of
+// our copy of a room we joined over federation, the history before it is
+// asked of a server in the room, checked like any received event, and
+// inserted into the timeline as history: with its depth and the state
+// before it, but without touching current state or forward extremities.
+
+// Limits on the work one backfill does.
+const (
+	maxBackfillEvents    = 100 // events asked for per backfill request
+	maxBackfillServers   = 3   // servers tried per backfill
+	maxBackfillStateGaps = 3   // state_ids look-ups per backfill
+	backfillRetryAfter   = time.Minute
+)
+
+// backfillMemo remembers, per room, backward extremities that no server
+// could fill, so every /messages at the start of such a room does not ask
+// again.
+type backfillMemo struct {
+	mu     sync.Mutex
+	failed map[string]time.Time // room + "|" + sorted extremities → when
+}
+
+func (m *backfillMemo) recent(key string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.failed[key]
+	return ok && time.Since(t) < backfillRetryAfter
+}
+
+func (m *backfillMemo) fail(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failed == nil {
+		m.failed = map[string]time.Time{}
+	}
+	for k, t := range m.failed {
+		if time.Since(t) >= backfillRetryAfter {
+			delete(m.failed, k)
+		}
+	}
+	m.failed[key] = time.Now()
+}
+
+// backwardExtremities are the prev events of the room's earliest timeline
+// events that are not in our timeline.
+func (r *Rooms) backwardExtremities(ctx context.Context, roomID string) ([]string, error) {
+	rows, err := storage.EarliestTimelineEvents(ctx, r.db.Read(), roomID, 20)
+	if err != nil {
+		return nil, err
+	}
+	earliest, err := r.fromRows(ctx, rows)
+	if err != nil {
+		return nil, err
+	}
+	return r.missingPrevs(ctx, earliest)
+}
+
+// missingPrevs are the prev events of evs that are not in our timeline
+// (unknown, or held only as outliers), each once.
+func (r *Rooms) missingPrevs(ctx context.Context, evs []*Event) ([]string, error) {
+	var prevs []string
+	for _, ev := range evs {
+		for _, id := range ev.PDU.PrevEventIDs() {
+			if !slices.Contains(prevs, id) {
+				prevs = append(prevs, id)
+			}
+		}
+	}
+	have, err := r.known(ctx, prevs)
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, id := range prevs {
+		if ev, ok := have[id]; !ok || ev.Outlier {
+			missing = append(missing, id)
+		}
+	}
+	return missing, nil
+}
+
+// backfillRemote fills the history before the given missing events from a
+// server in the room, at most maxBackfillEvents events, and reports whether
+// any event was added.
+func (r *Rooms) backfillRemote(ctx context.Context, roomID string, extremities []string, want int) (bool, error) {
+	if r.members == nil || r.verifier == nil || len(extremities) == 0 {
+		return false, nil
+	}
+	extremities = slices.Compact(slices.Sorted(slices.Values(extremities)))
+	if len(extremities) > 20 {
+		extremities = extremities[:20]
+	}
+	key := roomID + "|" + strings.Join(extremities, ",")
+	if r.backfill.recent(key) {
+		return false, nil
+	}
+	ver, err := r.Version(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	servers, err := r.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	tried := 0
+	for _, s := range servers {
+		if s == r.serverName || tried == maxBackfillServers {
+			continue
+		}
+		tried++
+		raws, err := r.members.Backfill(ctx, s, roomID, extremities, min(max(want, 20), maxBackfillEvents))
+		if err != nil {
+			r.log.Info("backfill failed", "room", roomID, "from", s, "err", err)
+			continue
+		}
+		var pdus []gomatrixserverlib.PDU
+		seen := map[string]bool{}
+		for _, raw := range raws[:min(len(raws), maxBackfillEvents)] {
+			p, err := r.parseRemote(ctx, ver, raw)
+			if err != nil || p.RoomID().String() != roomID || seen[p.EventID()] {
+				r.log.Debug("dropping a backfilled event", "room", roomID, "from", s, "err", err)
+				continue
+			}
+			seen[p.EventID()] = true
+			pdus = append(pdus, p)
+		}
+		added, err := r.ingestHistory(ctx, s, ver, pdus)
+		if err != nil {
+			return false, err
+		}
+		if added > 0 {
+			return true, nil
+		}
+	}
+	r.backfill.fail(key)
+	return false, nil
+}
+
+// ingestHistory checks and stores backfilled events, oldest first, and
+// returns how many were added to the timeline.
+func (r *Rooms) ingestHistory(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.IRoomVersion, pdus []gomatrixserverlib.PDU) (int, error) {
+	sort.SliceStable(pdus, func(i, j int) bool { return pdus[i].Depth() < pdus[j].Depth() })
+	budget := maxFetchedEvents
+	gaps := 0
+	added := 0
+	for _, pdu := range pdus {
+		have, err := r.known(ctx, []string{pdu.EventID()})
+		if err != nil {
+			return added, err
+		}
+		if ev, ok := have[pdu.EventID()]; ok && !ev.Outlier {
+			continue
+		}
+		if err := r.fetchAuthEvents(ctx, origin, ver, pdu, &budget); err != nil {
+			r.log.Debug("backfilled event without its auth events", "event", pdu.EventID(), "err", err)
+			continue
+		}
+		prevs, err := r.known(ctx, pdu.PrevEventIDs())
+		if err != nil {
+			return added, err
+		}
+		complete := true
+		for _, id := range pdu.PrevEventIDs() {
+			if p, ok := prevs[id]; !ok || p.Outlier {
+				complete = false
+			}
+		}
+		var stateBefore State
+		if !complete {
+			if gaps == maxBackfillStateGaps {
+				continue
+			}
+			gaps++
+			if stateBefore, err = r.fetchStateBefore(ctx, origin, ver, pdu, &budget); err != nil {
+				r.log.Info("backfill: no state before an event", "event", pdu.EventID(), "err", err)
+				continue
+			}
+			prevs = nil
+		}
+		if err := r.persistHistorical(ctx, ver, pdu, prevs, stateBefore); err != nil {
+			return added, fmt.Errorf("storing backfilled event %s: %w", pdu.EventID(), err)
+		}
+		added++
+	}
+	return added, nil
+}
+
+// persistHistorical authorises a backfilled event against its auth events
+// and the state before it (from its prev events, or given) and inserts it
+// into the timeline below everything sync has handed out. Current state,
+// forward extremities and observers are left alone: this is history.
+func (r *Rooms) persistHistorical(ctx context.Context, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, prevs map[string]*Event, stateBefore State) error {
+	roomID := pdu.RoomID().String()
+	unlock := r.locks.lock(roomID)
+	defer unlock()
+	var out []*Event
+	var snaps []*snapshot
+	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		if _, err := r.db.LockRoom(ctx, tx, roomID); err != nil {
+			return err
+		}
+		if existing, err := storage.GetEvent(ctx, tx, pdu.EventID()); err == nil && !existing.Outlier {
+			return nil
+		} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+		base := &snapshot{}
+		if stateBefore == nil {
+			var sets []map[storage.StateKey]string
+			for _, p := range prevs {
+				s, err := r.snapshotState(ctx, tx, p.SnapshotAfter)
+				if err != nil {
+					return err
+				}
+				sets = append(sets, s.state)
+				base = s
+			}
+			if len(sets) == 1 {
+				stateBefore = State(sets[0])
+			} else {
+				var err error
+				if stateBefore, err = r.resolveStates(ctx, tx, ver, sets); err != nil {
+					return fmt.Errorf("resolving state before %s: %w", pdu.EventID(), err)
+				}
+			}
+		}
+		row := remoteRow(pdu)
+		var err error
+		if row.Rejected, err = r.rejectedBefore(ctx, tx, pdu, stateBefore); err != nil {
+			return err
+		}
+		before, err := r.snapshotFor(ctx, tx, roomID, base, stateBefore, &snaps)
+		if err != nil {
+			return err
+		}
+		row.SnapshotBefore, row.SnapshotAfter = before.id, before.id
+		ev := &Event{Event: row, PDU: pdu}
+		if pdu.StateKey() != nil && !row.Rejected {
+			k := storage.StateKey{Type: pdu.Type(), StateKey: *pdu.StateKey()}
+			if old, ok := before.state[k]; ok {
+				if err := r.fillPrevState(ctx, tx, ev, old, nil); err != nil {
+					return err
+				}
+			}
+			after, err := r.newSnapshot(ctx, tx, roomID, before, State{k: pdu.EventID()})
+			if err != nil {
+				return err
+			}
+			snaps = append(snaps, after)
+			ev.SnapshotAfter = after.id
+		}
+		fillRelation(ev)
+		if err := storage.DeleteOutlier(ctx, tx, pdu.EventID()); err != nil {
+			return err
+		}
+		if err := r.db.LockEventStream(ctx, tx); err != nil {
+			return err
+		}
+		if ev.StreamPos, err = storage.InsertHistoricalEvent(ctx, tx, ev.Event); err != nil {
+			return err
+		}
+		if pdu.Type() == spec.MRoomRedaction && pdu.Redacts() != "" && !row.Rejected {
+			if err := r.applyRedaction(ctx, tx, roomID, pdu, nil); err != nil {
+				return err
+			}
+		}
+		out = append(out, ev)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.cache(out, snaps)
+	return nil
+}
