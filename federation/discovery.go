@@ -86,7 +86,7 @@ func (a *API) TimestampToEvent(ctx context.Context, roomID string, ts int64, dir
 		if err := a.query(ctx, s, path, &res); err != nil || res.EventID == "" {
 			continue
 		}
-		ev, err := a.rooms.CheckRemoteEvent(ctx, s, roomID, res.EventID)
+		ev, err := a.rooms.FetchHistoricalEvent(ctx, s, roomID, res.EventID)
 		if err != nil {
 			a.log.Info("timestamp_to_event: a server named a bad event", "server", s, "event", res.EventID, "err", err)
 			continue

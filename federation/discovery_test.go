@@ -88,5 +88,11 @@ func TestTimestampToEventFromRemote(t *testing.T) {
 		if r.JSON["event_id"] != oldID {
 			t.Fatalf("got %s, want B's message %s", r.Body, oldID)
 		}
+		// The event is now ours to show in context.
+		r = alice.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/context/"+url.PathEscape(oldID)+"?limit=2", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !strings.Contains(string(r.Body), "old news") {
+			t.Fatalf("context of the remote event: %s", r.Body)
+		}
 	})
 }

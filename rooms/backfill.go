@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -133,18 +134,7 @@ func (r *Rooms) backfillRemote(ctx context.Context, roomID string, extremities [
 			r.log.Info("backfill failed", "room", roomID, "from", s, "err", err)
 			continue
 		}
-		var pdus []gomatrixserverlib.PDU
-		seen := map[string]bool{}
-		for _, raw := range raws[:min(len(raws), maxBackfillEvents)] {
-			p, err := r.parseRemote(ctx, ver, raw)
-			if err != nil || p.RoomID().String() != roomID || seen[p.EventID()] {
-				r.log.Debug("dropping a backfilled event", "room", roomID, "from", s, "err", err)
-				continue
-			}
-			seen[p.EventID()] = true
-			pdus = append(pdus, p)
-		}
-		added, err := r.ingestHistory(ctx, s, ver, pdus)
+		added, err := r.ingestHistory(ctx, s, ver, r.parseHistory(ctx, s, ver, roomID, raws))
 		if err != nil {
 			return false, err
 		}
@@ -154,6 +144,54 @@ func (r *Rooms) backfillRemote(ctx context.Context, roomID string, extremities [
 	}
 	r.backfill.fail(key)
 	return false, nil
+}
+
+// parseHistory parses and signature-checks a backfill answer, dropping bad
+// events and events of other rooms.
+func (r *Rooms) parseHistory(ctx context.Context, from spec.ServerName, ver gomatrixserverlib.IRoomVersion, roomID string, raws []json.RawMessage) []gomatrixserverlib.PDU {
+	var pdus []gomatrixserverlib.PDU
+	seen := map[string]bool{}
+	for _, raw := range raws[:min(len(raws), maxBackfillEvents)] {
+		p, err := r.parseRemote(ctx, ver, raw)
+		if err != nil || p.RoomID().String() != roomID || seen[p.EventID()] {
+			r.log.Debug("dropping a backfilled event", "room", roomID, "from", from, "err", err)
+			continue
+		}
+		seen[p.EventID()] = true
+		pdus = append(pdus, p)
+	}
+	return pdus
+}
+
+// FetchHistoricalEvent brings an event another server named (its
+// timestamp_to_event answer) and a few before it into our timeline as
+// history, so /context and /messages can start from it.
+func (r *Rooms) FetchHistoricalEvent(ctx context.Context, server spec.ServerName, roomID, eventID string) (*Event, error) {
+	if ev, err := r.Event(ctx, eventID); err == nil && !ev.Outlier {
+		if ev.RoomID != roomID {
+			return nil, errors.New("the event is in another room")
+		}
+		return ev, nil
+	}
+	if r.members == nil || r.verifier == nil {
+		return nil, errors.New("federation is not available")
+	}
+	ver, err := r.Version(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	raws, err := r.members.Backfill(ctx, server, roomID, []string{eventID}, 10)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.ingestHistory(ctx, server, ver, r.parseHistory(ctx, server, ver, roomID, raws)); err != nil {
+		return nil, err
+	}
+	ev, err := r.Event(ctx, eventID)
+	if err != nil || ev.Outlier || ev.RoomID != roomID {
+		return nil, fmt.Errorf("%s did not give event %s of room %s", server, eventID, roomID)
+	}
+	return ev, nil
 }
 
 // ingestHistory checks and stores backfilled events, oldest first, and

@@ -50,36 +50,3 @@ func (r *Rooms) EventNearTimestampForServer(ctx context.Context, server spec.Ser
 	}
 	return ev, err
 }
-
-// CheckRemoteEvent fetches an event another server named (e.g. its
-// timestamp_to_event answer) and checks it is a validly signed event of
-// the room before we hand its ID to a client.
-func (r *Rooms) CheckRemoteEvent(ctx context.Context, server spec.ServerName, roomID, eventID string) (*Event, error) {
-	if ev, err := r.Event(ctx, eventID); err == nil {
-		if ev.RoomID != roomID {
-			return nil, errors.New("the event is in another room")
-		}
-		return ev, nil
-	}
-	if r.remote == nil {
-		return nil, errors.New("federation is not available")
-	}
-	ver, err := r.Version(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := r.remote.Event(ctx, server, eventID)
-	if err != nil {
-		return nil, err
-	}
-	pdu, err := r.parseRemote(ctx, ver, raw)
-	if err != nil {
-		return nil, err
-	}
-	if pdu.EventID() != eventID || pdu.RoomID().String() != roomID {
-		return nil, errors.New("the server answered with another event")
-	}
-	row := remoteRow(pdu)
-	row.Outlier = true
-	return &Event{Event: row, PDU: pdu}, nil
-}
