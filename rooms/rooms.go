@@ -51,13 +51,23 @@ type Rooms struct {
 	notifyMu sync.Mutex
 }
 
+// Cache bounds. They were 4,096 snapshots and 65,536 events: the state of a
+// 1,000-member room is about 100 KB in memory and each join makes a new
+// snapshot, so the joins benchmark alone held ~100 MB of snapshots
+// (docs/performance.md). Now: 100,000 state entries (about 10 MB; 100 full
+// states of a 1,000-member room) and about 16 MB of events.
+const (
+	snapshotCacheEntries = 100_000
+	pduCacheBytes        = 16 << 20
+)
+
 // New returns the room core over db, signing as serverName with key.
 func New(db *storage.DB, serverName string, key serverkey.Key, log *slog.Logger) *Rooms {
 	return &Rooms{
 		db: db, serverName: spec.ServerName(serverName), key: key, log: log,
 		DefaultVersion: DefaultVersion,
-		snapshots:      newSnapshotCache(4096),
-		pdus:           newPDUCache(65536),
+		snapshots:      newSnapshotCache(snapshotCacheEntries),
+		pdus:           newPDUCache(pduCacheBytes),
 	}
 }
 
