@@ -389,21 +389,7 @@ func TestConcurrentSenders(t *testing.T) {
 		for e := range errs {
 			t.Fatalf("concurrent send failed: %s", e)
 		}
-		// The DAG is linear: each event's only prev_event is the one before.
-		end, err := hs.Rooms.End(t.Context(), roomID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		evs, _, err := hs.Rooms.Page(t.Context(), roomID, end, true, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i+1 < len(evs); i++ {
-			prev := evs[i].PDU.PrevEventIDs()
-			if len(prev) != 1 || prev[0] != evs[i+1].EventID {
-				t.Fatalf("event %s has prev_events %v, want [%s]", evs[i].EventID, prev, evs[i+1].EventID)
-			}
-		}
+		expectLinearDAG(t, hs, roomID)
 		seen := map[string]bool{}
 		for _, id := range ids {
 			if id == "" || seen[id] {
@@ -415,6 +401,26 @@ func TestConcurrentSenders(t *testing.T) {
 			t.Fatalf("%d messages, want 50", got)
 		}
 	})
+}
+
+// expectLinearDAG checks that each event of the room (up to 1,000) has the
+// event before it as its only prev_event.
+func expectLinearDAG(t *testing.T, hs *hearthtest.Server, roomID string) {
+	t.Helper()
+	end, err := hs.Rooms.End(t.Context(), roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _, err := hs.Rooms.Page(t.Context(), roomID, end, true, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(evs); i++ {
+		prev := evs[i].PDU.PrevEventIDs()
+		if len(prev) != 1 || prev[0] != evs[i+1].EventID {
+			t.Fatalf("event %s has prev_events %v, want [%s]", evs[i].EventID, prev, evs[i+1].EventID)
+		}
+	}
 }
 
 // Sends that wait for a room are committed together; one that fails (not a
@@ -469,20 +475,7 @@ func TestConcurrentSendsFailAlone(t *testing.T) {
 				hearthtest.Expect(t, res.r, http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
 			}
 		}
-		end, err := hs.Rooms.End(t.Context(), roomID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		evs, _, err := hs.Rooms.Page(t.Context(), roomID, end, true, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i+1 < len(evs); i++ {
-			prev := evs[i].PDU.PrevEventIDs()
-			if len(prev) != 1 || prev[0] != evs[i+1].EventID {
-				t.Fatalf("event %s has prev_events %v, want [%s]", evs[i].EventID, prev, evs[i+1].EventID)
-			}
-		}
+		expectLinearDAG(t, hs, roomID)
 		if got := len(bodies(t, alice.messages(t, roomID, "limit=1000"))); got != len(members) {
 			t.Fatalf("%d messages, want %d", got, len(members))
 		}
