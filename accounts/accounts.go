@@ -30,6 +30,7 @@ type Accounts struct {
 	MaxDevicesPerUser int
 
 	lastSeenState
+	tokens      tokenCache
 	deviceHooks []DeviceDeletedHook
 	addedHooks  []DeviceAddedHook
 }

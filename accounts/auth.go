@@ -50,14 +50,22 @@ func (a *Accounts) Authenticate(r *http.Request) (Caller, error) {
 	if !ok {
 		return Caller{}, mxhttp.MissingToken("Missing access token")
 	}
-	owner, err := a.DB.LookupAccessToken(r.Context(), tok)
-	if errors.Is(err, storage.ErrNotFound) {
-		return Caller{}, mxhttp.UnknownToken("Unknown access token").With("soft_logout", false)
-	}
-	if err != nil {
-		return Caller{}, err
-	}
 	now := time.Now()
+	hash := string(storage.TokenHash(tok))
+	owner, cached := a.tokens.get(hash, now)
+	if !cached {
+		var err error
+		owner, err = a.DB.LookupAccessToken(r.Context(), tok)
+		if errors.Is(err, storage.ErrNotFound) {
+			return Caller{}, mxhttp.UnknownToken("Unknown access token").With("soft_logout", false)
+		}
+		if err != nil {
+			return Caller{}, err
+		}
+		if len(owner.PrevRefreshHash) == 0 {
+			a.tokens.put(hash, owner, now)
+		}
+	}
 	if owner.ExpiresTS != 0 && now.UnixMilli() >= owner.ExpiresTS {
 		return Caller{}, mxhttp.UnknownToken("Access token has expired").With("soft_logout", true)
 	}
@@ -65,6 +73,7 @@ func (a *Accounts) Authenticate(r *http.Request) (Caller, error) {
 		// First use of a refreshed access token: the refresh token it was
 		// exchanged for, and that token's access tokens, are now revoked.
 		if err := a.DB.WriteTx(r.Context(), func(tx *sql.Tx) error {
+			a.forgetTokensOnCommit(tx, owner.UserID)
 			return storage.RevokeRefreshGeneration(r.Context(), tx, owner.PrevRefreshHash)
 		}); err != nil {
 			return Caller{}, err
@@ -97,6 +106,12 @@ func (a *Accounts) touchDevice(r *http.Request, userID, deviceID string, now tim
 	if err := a.DB.TouchDevice(ctx, userID, deviceID, now.UnixMilli(), ip); err != nil {
 		mxhttp.Logger(r).Warn("recording device last seen", "err", err)
 	}
+}
+
+// forgetTokensOnCommit drops the user's cached access tokens once tx,
+// which revokes some of them, commits.
+func (a *Accounts) forgetTokensOnCommit(tx *sql.Tx, userID string) {
+	a.DB.AfterCommit(tx, func() { a.tokens.dropUser(userID) })
 }
 
 // lastSeenState is embedded in Accounts.

@@ -34,6 +34,7 @@ func (a *Accounts) LoginDevice(ctx context.Context, tx *sql.Tx, nd NewDevice, no
 		return Login{}, err
 	}
 	if exists {
+		a.forgetTokensOnCommit(tx, nd.UserID)
 		if err := storage.DeleteDeviceTokens(ctx, tx, nd.UserID, login.DeviceID); err != nil {
 			return Login{}, err
 		}
@@ -104,6 +105,7 @@ func (a *Accounts) Refresh(ctx context.Context, refreshToken string) (Login, err
 		// Using this refresh token is a first use of its generation: the
 		// generation before it dies now.
 		if len(owner.PrevHash) > 0 {
+			a.forgetTokensOnCommit(tx, owner.UserID)
 			if err := storage.RevokeRefreshGeneration(ctx, tx, owner.PrevHash); err != nil {
 				return err
 			}
@@ -138,6 +140,7 @@ func (a *Accounts) OnDevicesDeleted(h DeviceDeletedHook) { a.deviceHooks = appen
 // then runs the registered hooks. Devices the user does not have are
 // ignored.
 func (a *Accounts) DeleteDevices(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
+	a.forgetTokensOnCommit(tx, userID)
 	for _, id := range deviceIDs {
 		if err := storage.DeleteDeviceTokens(ctx, tx, userID, id); err != nil {
 			return err

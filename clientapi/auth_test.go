@@ -623,3 +623,55 @@ func TestMaxDevicesPerUser(t *testing.T) {
 	// Logging in again on an existing device is not a new device.
 	hearthtest.Expect(t, passwordLogin(t, hs, "alice", "secret", map[string]any{"device_id": "SECOND"}), http.StatusOK, "")
 }
+
+// TestRevokedTokensFailAtOnce: access tokens are cached in memory after
+// their first use; every way of revoking one must take effect on the very
+// next request, not when the cache entry expires.
+func TestRevokedTokensFailAtOnce(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		main, _ := register(t, hs, "alice", "secret")
+		login := func(extra map[string]any) (token, device string) {
+			t.Helper()
+			r := passwordLogin(t, hs, "alice", "secret", extra)
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			token = r.JSON["access_token"].(string)
+			return token, whoami(t, hs, token) // cached from here on
+		}
+		gone := func(what, token string) {
+			t.Helper()
+			r := hs.Do(t, "GET", "/_matrix/client/v3/account/whoami", token, nil)
+			if r.Status != http.StatusUnauthorized {
+				t.Fatalf("token still accepted after %s: %d %s", what, r.Status, r.Body)
+			}
+		}
+		auth := passwordAuth("alice", "secret")
+
+		tok, dev := login(nil)
+		hearthtest.Expect(t, hs.Do(t, "DELETE", "/_matrix/client/v3/devices/"+dev, main, map[string]any{"auth": auth}), http.StatusOK, "")
+		gone("DELETE /devices", tok)
+
+		tok, dev = login(nil)
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/delete_devices", main, map[string]any{"devices": []string{dev}, "auth": auth}), http.StatusOK, "")
+		gone("delete_devices", tok)
+
+		tok, dev = login(nil)
+		login(map[string]any{"device_id": dev})
+		gone("a new login on the same device", tok)
+
+		tok, _ = login(nil)
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/logout", tok, map[string]any{}), http.StatusOK, "")
+		gone("logout", tok)
+
+		tok, _ = login(nil)
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/account/password", main,
+			map[string]any{"new_password": "secret", "auth": auth}), http.StatusOK, "")
+		gone("a password change", tok)
+		whoami(t, hs, main)
+
+		tok, _ = login(nil)
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/account/deactivate", main, map[string]any{"auth": auth}), http.StatusOK, "")
+		gone("deactivation (other device)", tok)
+		gone("deactivation (calling device)", main)
+	})
+}

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/hearthtest"
@@ -50,6 +52,28 @@ func benchRoom(b *testing.B, hs *hearthtest.Server, members, prior int) (roomID,
 	return roomID, token
 }
 
+// cpuTime is the CPU time (user and system) this process has used so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU adds the metric cpu-ns/op, the process's CPU time per operation
+// from now until the benchmark ends (server and client, in one process).
+// On a shared machine wall time per op moves with the load of other jobs;
+// CPU time moves much less, so compare it first (docs/performance.md).
+func reportCPU(b *testing.B) {
+	start := cpuTime(b)
+	b.Cleanup(func() {
+		if b.N > 0 {
+			b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N), "cpu-ns/op")
+		}
+	})
+}
+
 // BenchmarkSend is one PUT /send in rooms of different sizes: the cost of a
 // message must not grow with the room's history or membership.
 func BenchmarkSend(b *testing.B) {
@@ -60,6 +84,7 @@ func BenchmarkSend(b *testing.B) {
 			path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/send/m.room.message/"
 			body := map[string]any{"msgtype": "m.text", "body": "hello"}
 			b.ReportAllocs()
+			reportCPU(b)
 			for i := 0; b.Loop(); i++ {
 				r := hs.Do(b, "PUT", path+fmt.Sprintf("t%d", i), token, body)
 				if r.Status != 200 {
@@ -79,6 +104,7 @@ func BenchmarkSyncNothingNew(b *testing.B) {
 	hearthtest.Expect(b, r, 200, "")
 	since := url.QueryEscape(r.JSON["next_batch"].(string))
 	b.ReportAllocs()
+	reportCPU(b)
 	for b.Loop() {
 		r := hs.Do(b, "GET", "/_matrix/client/v3/sync?timeout=0&since="+since, token, nil)
 		if r.Status != 200 {
@@ -106,6 +132,7 @@ func BenchmarkInitialSync100Rooms(b *testing.B) {
 		}
 	}
 	b.ReportAllocs()
+	reportCPU(b)
 	for b.Loop() {
 		r := hs.Do(b, "GET", "/_matrix/client/v3/sync", token, nil)
 		if r.Status != 200 {

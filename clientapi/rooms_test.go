@@ -389,21 +389,7 @@ func TestConcurrentSenders(t *testing.T) {
 		for e := range errs {
 			t.Fatalf("concurrent send failed: %s", e)
 		}
-		// The DAG is linear: each event's only prev_event is the one before.
-		end, err := hs.Rooms.End(t.Context(), roomID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		evs, _, err := hs.Rooms.Page(t.Context(), roomID, end, true, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i+1 < len(evs); i++ {
-			prev := evs[i].PDU.PrevEventIDs()
-			if len(prev) != 1 || prev[0] != evs[i+1].EventID {
-				t.Fatalf("event %s has prev_events %v, want [%s]", evs[i].EventID, prev, evs[i+1].EventID)
-			}
-		}
+		expectLinearDAG(t, hs, roomID)
 		seen := map[string]bool{}
 		for _, id := range ids {
 			if id == "" || seen[id] {
@@ -413,6 +399,85 @@ func TestConcurrentSenders(t *testing.T) {
 		}
 		if got := len(bodies(t, alice.messages(t, roomID, "limit=100"))); got != 50 {
 			t.Fatalf("%d messages, want 50", got)
+		}
+	})
+}
+
+// expectLinearDAG checks that each event of the room (up to 1,000) has the
+// event before it as its only prev_event.
+func expectLinearDAG(t *testing.T, hs *hearthtest.Server, roomID string) {
+	t.Helper()
+	end, err := hs.Rooms.End(t.Context(), roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _, err := hs.Rooms.Page(t.Context(), roomID, end, true, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(evs); i++ {
+		prev := evs[i].PDU.PrevEventIDs()
+		if len(prev) != 1 || prev[0] != evs[i+1].EventID {
+			t.Fatalf("event %s has prev_events %v, want [%s]", evs[i].EventID, prev, evs[i+1].EventID)
+		}
+	}
+}
+
+// Sends that wait for a room are committed together; one that fails (not a
+// member, too large) must fail alone, a retry racing its first attempt
+// must get the same event, and the DAG must stay linear.
+func TestConcurrentSendsFailAlone(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice := newUser(t, hs, "alice")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		var members, outsiders []user
+		for i := 0; i < 30; i++ {
+			u := newUser(t, hs, fmt.Sprintf("member%d", i))
+			hearthtest.Expect(t, u.member(t, roomID, "join", nil), http.StatusOK, "")
+			members = append(members, u)
+			outsiders = append(outsiders, newUser(t, hs, fmt.Sprintf("outsider%d", i)))
+		}
+		huge := strings.Repeat("x", 70000)
+		type result struct {
+			who, kind string
+			r         hearthtest.Response
+		}
+		results := make(chan result, 4*len(members))
+		var wg sync.WaitGroup
+		send := func(u user, kind, txn, body string) {
+			defer wg.Done()
+			r := u.hs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/"+txn, u.token, map[string]any{"body": body})
+			results <- result{u.id, kind, r}
+		}
+		for i := range members {
+			wg.Add(4)
+			go send(members[i], "ok", "t1", members[i].id)
+			go send(members[i], "ok", "t1", members[i].id) // the same transaction twice at once
+			go send(outsiders[i], "forbidden", "t1", "not a member")
+			go send(members[i], "large", "t2", huge)
+		}
+		wg.Wait()
+		close(results)
+		eventOf := map[string]string{}
+		for res := range results {
+			switch res.kind {
+			case "ok":
+				hearthtest.Expect(t, res.r, http.StatusOK, "")
+				id, _ := res.r.JSON["event_id"].(string)
+				if prev, ok := eventOf[res.who]; ok && prev != id {
+					t.Fatalf("one transaction of %s gave two events: %s and %s", res.who, prev, id)
+				}
+				eventOf[res.who] = id
+			case "forbidden":
+				hearthtest.Expect(t, res.r, http.StatusForbidden, "M_FORBIDDEN")
+			case "large":
+				hearthtest.Expect(t, res.r, http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
+			}
+		}
+		expectLinearDAG(t, hs, roomID)
+		if got := len(bodies(t, alice.messages(t, roomID, "limit=1000"))); got != len(members) {
+			t.Fatalf("%d messages, want %d", got, len(members))
 		}
 	})
 }

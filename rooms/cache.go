@@ -7,21 +7,27 @@ import (
 	"github.com/hearth-matrix/hearth/storage"
 )
 
-// lru is a small least-recently-used map, safe for concurrent use.
+// lru is a small least-recently-used map, safe for concurrent use, bounded
+// by the total weight of its values (their approximate size), not their
+// count: the values of one cache differ in size by orders of magnitude
+// (the state of a 2-member room and of a 1,000-member one).
 type lru[K comparable, V any] struct {
-	mu    sync.Mutex
-	max   int
-	ll    *list.List
-	items map[K]*list.Element
+	mu     sync.Mutex
+	max    int // total weight
+	total  int
+	weight func(V) int
+	ll     *list.List
+	items  map[K]*list.Element
 }
 
 type lruEntry[K comparable, V any] struct {
-	key K
-	val V
+	key    K
+	val    V
+	weight int
 }
 
-func newLRU[K comparable, V any](max int) *lru[K, V] {
-	return &lru[K, V]{max: max, ll: list.New(), items: map[K]*list.Element{}}
+func newLRU[K comparable, V any](max int, weight func(V) int) *lru[K, V] {
+	return &lru[K, V]{max: max, weight: weight, ll: list.New(), items: map[K]*list.Element{}}
 }
 
 func (c *lru[K, V]) get(k K) (V, bool) {
@@ -38,25 +44,36 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 func (c *lru[K, V]) put(k K, v V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	w := c.weight(v)
+	if w > c.max/4 {
+		return // one value must not push out most of the others
+	}
 	if el, ok := c.items[k]; ok {
-		el.Value.(*lruEntry[K, V]).val = v
+		e := el.Value.(*lruEntry[K, V])
+		c.total += w - e.weight
+		e.val, e.weight = v, w
 		c.ll.MoveToFront(el)
-		return
+	} else {
+		c.items[k] = c.ll.PushFront(&lruEntry[K, V]{k, v, w})
+		c.total += w
 	}
-	c.items[k] = c.ll.PushFront(&lruEntry[K, V]{k, v})
-	if c.ll.Len() > c.max {
-		last := c.ll.Back()
-		c.ll.Remove(last)
-		delete(c.items, last.Value.(*lruEntry[K, V]).key)
+	for c.total > c.max {
+		c.removeElement(c.ll.Back())
 	}
+}
+
+func (c *lru[K, V]) removeElement(el *list.Element) {
+	e := el.Value.(*lruEntry[K, V])
+	c.ll.Remove(el)
+	delete(c.items, e.key)
+	c.total -= e.weight
 }
 
 func (c *lru[K, V]) remove(k K) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[k]; ok {
-		c.ll.Remove(el)
-		delete(c.items, k)
+		c.removeElement(el)
 	}
 }
 
@@ -70,10 +87,18 @@ type snapshot struct {
 	state map[storage.StateKey]string // read-only once cached
 }
 
-func newSnapshotCache(n int) *snapshotCache { return newLRU[int64, *snapshot](n) }
+// newSnapshotCache holds at most maxEntries state entries in all.
+func newSnapshotCache(maxEntries int) *snapshotCache {
+	return newLRU[int64](maxEntries, func(s *snapshot) int { return len(s.state) + 1 })
+}
 
 // pduCache maps event IDs to parsed events. Cached events are never mutated:
 // a redaction evicts the entry.
 type pduCache = lru[string, *Event]
 
-func newPDUCache(n int) *pduCache { return newLRU[string, *Event](n) }
+// newPDUCache holds events of about maxBytes in all: a parsed event keeps
+// its JSON and decoded copies of parts of it, weighed as twice the JSON
+// plus a fixed overhead.
+func newPDUCache(maxBytes int) *pduCache {
+	return newLRU[string](maxBytes, func(ev *Event) int { return 2*len(ev.JSON) + 512 })
+}

@@ -41,17 +41,54 @@ type Proto struct {
 	built gomatrixserverlib.PDU
 }
 
+// maxSendBatch bounds how many waiting sends one transaction commits.
+const maxSendBatch = 64
+
 // Send builds, authorises and persists local events in one room, in order,
 // in one transaction: either all are committed or none.
+//
+// Sends to one room queue for its lock (one writer per room, which keeps
+// the DAG of local events linear). The caller that gets the lock commits
+// every send waiting for the room in one transaction (group commit: one
+// commit, one WAL write, for many messages), each in order on top of the
+// one before, then completes each waiting caller with its own result. Each
+// send runs under a savepoint, so one that fails (auth rules, size, an
+// unknown room) is rolled back alone and fails alone; the others commit.
+// A send returns once its transaction is committed and observers have
+// been told.
 func (r *Rooms) Send(ctx context.Context, roomID string, protos ...Proto) ([]*Event, error) {
-	if len(protos) == 1 && protos[0].TxnID != "" {
-		if ev, err := r.txnEvent(ctx, r.db.Read(), protos[0]); err == nil || !errors.Is(err, storage.ErrNotFound) {
-			return []*Event{ev}, err
-		}
+	req := &sendRequest{protos: protos, done: make(chan struct{})}
+	rl, unlock := r.locks.lockQueued(roomID, req)
+	batch := r.locks.take(rl, req, maxSendBatch)
+	if batch == nil {
+		// An earlier caller's batch took this send: wait for its result.
+		unlock()
+		<-req.done
+		return req.out, req.err
 	}
-	unlock := r.locks.lock(roomID)
-	defer unlock()
-	var out []*Event
+	if len(batch) > 1 {
+		// The transaction is the other callers' too: a client of this one
+		// going away must not roll it back.
+		ctx = context.WithoutCancel(ctx)
+	}
+	r.sendBatch(ctx, roomID, batch, unlock)
+	return req.out, req.err
+}
+
+// sendRequest is one caller's events waiting for the room's writer.
+type sendRequest struct {
+	protos []Proto
+	taken  bool // picked up by a writer; guarded by roomLocks.mu
+	done   chan struct{}
+	out    []*Event
+	err    error
+}
+
+// sendBatch persists a batch of sends in one transaction, then releases
+// the room (unlock) and tells observers in commit order, then completes
+// every request of the batch.
+func (r *Rooms) sendBatch(ctx context.Context, roomID string, batch []*sendRequest, unlock func()) {
+	var all []*Event
 	var snaps []*snapshot
 	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		room, err := r.db.LockRoom(ctx, tx, roomID)
@@ -61,26 +98,72 @@ func (r *Rooms) Send(ctx context.Context, roomID string, protos ...Proto) ([]*Ev
 		if err != nil {
 			return err
 		}
-		if len(protos) == 1 && protos[0].TxnID != "" {
-			// Another request with the same transaction may have won the race.
-			if ev, err := r.txnEvent(ctx, tx, protos[0]); err == nil || !errors.Is(err, storage.ErrNotFound) {
-				out = []*Event{ev}
-				return err
+		b, err := r.newLocalBatch(ctx, tx, &room)
+		if err != nil {
+			return err
+		}
+		for _, req := range batch {
+			if len(batch) == 1 {
+				req.out, err = r.sendOne(ctx, tx, b, req.protos)
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, "SAVEPOINT hearth_send"); err != nil {
+				return fmt.Errorf("savepoint: %w", err)
+			}
+			saved := b.save()
+			req.out, req.err = r.sendOne(ctx, tx, b, req.protos)
+			if req.err != nil {
+				if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT hearth_send"); err != nil {
+					return fmt.Errorf("rolling back to savepoint: %w", err)
+				}
+				b.restore(saved)
+				req.out = nil
+			}
+			if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT hearth_send"); err != nil {
+				return fmt.Errorf("releasing savepoint: %w", err)
 			}
 		}
-		out, snaps, err = r.appendLocal(ctx, tx, &room, protos)
-		return err
+		if len(b.appended) == 0 {
+			return nil
+		}
+		all, snaps = b.appended, b.snaps
+		return storage.UpdateRoomHead(ctx, tx, room.RoomID, room.Extremities, room.MaxDepth, room.CurrentSnapshot)
 	})
 	if err != nil {
-		return nil, err
+		unlock()
+		for _, req := range batch {
+			if req.err == nil {
+				req.out, req.err = nil, err
+			}
+		}
+	} else {
+		r.publish(all, snaps, unlock)
 	}
-	r.committed(out, snaps)
-	return out, nil
+	for _, req := range batch {
+		close(req.done)
+	}
 }
 
-// committed updates caches and tells observers once a transaction is durable.
+// committed updates caches and tells observers once a transaction is
+// durable, for callers that release the room lock themselves afterwards.
 func (r *Rooms) committed(evs []*Event, snaps []*snapshot) {
+	r.publish(evs, snaps, nil)
+}
+
+// publish updates caches with a committed transaction's events, then tells
+// observers. unlock, if set, releases the room once the observers' turn is
+// taken: the room's next transaction runs while observers are told about
+// this one, yet observers still see every room's events in commit order.
+func (r *Rooms) publish(evs []*Event, snaps []*snapshot, unlock func()) {
 	r.cache(evs, snaps)
+	r.notifyMu.Lock()
+	defer r.notifyMu.Unlock()
+	if unlock != nil {
+		unlock()
+	}
 	r.notify(evs)
 }
 
@@ -99,12 +182,17 @@ func (r *Rooms) cache(evs []*Event, snaps []*snapshot) {
 	}
 }
 
-func (r *Rooms) txnEvent(ctx context.Context, q storage.Reader, p Proto) (*Event, error) {
-	id, err := storage.LookupTxn(ctx, q, p.Sender, p.Device, p.TxnScope, p.TxnID)
+// txnEvent returns the event an earlier send with the same transaction ID
+// produced, or storage.ErrNotFound.
+func (r *Rooms) txnEvent(ctx context.Context, tx *sql.Tx, b *localBatch, p Proto) (*Event, error) {
+	id, err := storage.LookupTxn(ctx, tx, p.Sender, p.Device, p.TxnScope, p.TxnID)
 	if err != nil {
 		return nil, err
 	}
-	evs, err := r.Events(ctx, q, []string{id})
+	if ev, ok := b.pending[id]; ok {
+		return ev, nil // sent earlier in this batch
+	}
+	evs, err := r.Events(ctx, tx, []string{id})
 	if err != nil {
 		return nil, err
 	}
@@ -114,25 +202,92 @@ func (r *Rooms) txnEvent(ctx context.Context, q storage.Reader, p Proto) (*Event
 	return nil, fmt.Errorf("transaction %s names missing event %s", p.TxnID, id)
 }
 
-// appendLocal builds each proto on top of the room's head and persists it.
-// room is updated in place to the new head.
-func (r *Rooms) appendLocal(ctx context.Context, tx *sql.Tx, room *storage.Room, protos []Proto) ([]*Event, []*snapshot, error) {
+// localBatch is the state of a room while local events are appended in
+// one transaction: the head (updated in place), the state after it, and
+// the events appended so far.
+type localBatch struct {
+	room     *storage.Room
+	ver      gomatrixserverlib.IRoomVersion
+	cur      *snapshot
+	pending  map[string]*Event
+	appended []*Event
+	snaps    []*snapshot
+	now      time.Time
+}
+
+func (r *Rooms) newLocalBatch(ctx context.Context, tx *sql.Tx, room *storage.Room) (*localBatch, error) {
 	ver, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(room.Version))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	cur, err := r.snapshotState(ctx, tx, room.CurrentSnapshot)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if err := r.db.LockEventStream(ctx, tx); err != nil {
+		return nil, err
+	}
+	return &localBatch{room: room, ver: ver, cur: cur, pending: map[string]*Event{}, now: time.Now()}, nil
+}
+
+// batchMark is what restore needs to undo the sends after it.
+type batchMark struct {
+	room               storage.Room
+	cur                *snapshot
+	appended, snapsLen int
+}
+
+func (b *localBatch) save() batchMark {
+	return batchMark{room: *b.room, cur: b.cur, appended: len(b.appended), snapsLen: len(b.snaps)}
+}
+
+// restore forgets the events appended since m (their rows were rolled back).
+func (b *localBatch) restore(m batchMark) {
+	*b.room, b.cur = m.room, m.cur
+	for _, ev := range b.appended[m.appended:] {
+		delete(b.pending, ev.EventID)
+	}
+	b.appended, b.snaps = b.appended[:m.appended], b.snaps[:m.snapsLen]
+}
+
+// sendOne appends one caller's events, or returns the event of an earlier
+// send with the same transaction ID.
+func (r *Rooms) sendOne(ctx context.Context, tx *sql.Tx, b *localBatch, protos []Proto) ([]*Event, error) {
+	if len(protos) == 1 && protos[0].TxnID != "" {
+		// A retry, possibly racing the first attempt: return its event.
+		if ev, err := r.txnEvent(ctx, tx, b, protos[0]); err == nil || !errors.Is(err, storage.ErrNotFound) {
+			return []*Event{ev}, err
+		}
+	}
+	mark := len(b.appended)
+	if err := r.appendTo(ctx, tx, b, protos); err != nil {
+		return nil, err
+	}
+	return b.appended[mark:len(b.appended):len(b.appended)], nil
+}
+
+// appendLocal builds each proto on top of the room's head and persists it,
+// with the room's new head. room is updated in place to the new head.
+func (r *Rooms) appendLocal(ctx context.Context, tx *sql.Tx, room *storage.Room, protos []Proto) ([]*Event, []*snapshot, error) {
+	b, err := r.newLocalBatch(ctx, tx, room)
+	if err != nil {
 		return nil, nil, err
 	}
-	pending := map[string]*Event{}
-	var out []*Event
-	var snaps []*snapshot
-	now := time.Now()
+	if err := r.appendTo(ctx, tx, b, protos); err != nil {
+		return nil, nil, err
+	}
+	if err := storage.UpdateRoomHead(ctx, tx, room.RoomID, room.Extremities, room.MaxDepth, room.CurrentSnapshot); err != nil {
+		return nil, nil, err
+	}
+	return b.appended, b.snaps, nil
+}
+
+// appendTo builds each proto on top of the batch's head and persists the
+// event rows; the caller records the room's head once for the batch.
+func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *localBatch, protos []Proto) error {
+	room, ver, now, pending := b.room, b.ver, b.now, b.pending
 	for _, p := range protos {
+		cur := b.cur
 		prev := room.Extremities
 		if len(prev) > maxPrevEvents {
 			prev = prev[len(prev)-maxPrevEvents:]
@@ -150,7 +305,7 @@ func (r *Rooms) appendLocal(ctx context.Context, tx *sql.Tx, room *storage.Room,
 				if !ok {
 					evs, err := r.Events(ctx, tx, []string{id})
 					if err != nil {
-						return nil, nil, err
+						return err
 					}
 					prev = evs[id]
 				}
@@ -168,25 +323,24 @@ func (r *Rooms) appendLocal(ctx context.Context, tx *sql.Tx, room *storage.Room,
 		}
 		provider, err := r.authProvider(ctx, tx, cur.state, proto, pending)
 		if err != nil {
-			return nil, nil, fmt.Errorf("loading auth events: %w", err)
+			return fmt.Errorf("loading auth events: %w", err)
 		}
 		pdu := p.built
 		if pdu == nil {
 			builder := ver.NewEventBuilderFromProtoEvent(proto)
 			if err := builder.AddAuthEvents(provider); err != nil {
-				return nil, nil, fmt.Errorf("selecting auth events: %w", err)
+				return fmt.Errorf("selecting auth events: %w", err)
 			}
 			if pdu, err = builder.Build(now, r.serverName, r.key.ID, r.key.Private); err != nil {
-				return nil, nil, mxhttp.BadJSON("Invalid event: %v", err)
+				return mxhttp.BadJSON("Invalid event: %v", err)
 			}
 		}
 		if len(pdu.JSON()) > maxPDUBytes {
-			return nil, nil, mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
+			return mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
 		}
 		if err := gomatrixserverlib.Allowed(pdu, provider, userIDForSender); err != nil {
-			return nil, nil, authError(err)
+			return authError(err)
 		}
-		pdu.EventID()
 		ev := &Event{PDU: pdu, Event: storage.Event{
 			EventID: pdu.EventID(), RoomID: room.RoomID, Type: pdu.Type(), StateKey: pdu.StateKey(),
 			Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()),
@@ -205,43 +359,40 @@ func (r *Rooms) appendLocal(ctx context.Context, tx *sql.Tx, room *storage.Room,
 			}
 			if old, ok := cur.state[k]; ok {
 				if err := r.fillPrevState(ctx, tx, ev, old, pending); err != nil {
-					return nil, nil, err
+					return err
 				}
 			}
 			next, err := r.newSnapshot(ctx, tx, room.RoomID, cur, State{k: ev.EventID})
 			if err != nil {
-				return nil, nil, err
+				return err
 			}
-			snaps = append(snaps, next)
-			cur = next
-			ev.SnapshotAfter = cur.id
+			b.snaps = append(b.snaps, next)
+			b.cur = next
+			ev.SnapshotAfter = next.id
 			if err := storage.SetCurrentState(ctx, tx, room.RoomID, k, ev.EventID, ev.Membership); err != nil {
-				return nil, nil, err
+				return err
 			}
 		}
 		if ev.StreamPos, err = storage.InsertEvent(ctx, tx, ev.Event); err != nil {
-			return nil, nil, err
+			return err
 		}
 		if p.TxnID != "" {
 			if err := storage.InsertTxn(ctx, tx, p.Sender, p.Device, p.TxnScope, p.TxnID, ev.EventID, now.UnixMilli()); err != nil {
-				return nil, nil, err
+				return err
 			}
 		}
 		if pdu.Type() == spec.MRoomRedaction && pdu.Redacts() != "" {
 			if err := r.applyRedaction(ctx, tx, room.RoomID, pdu, pending); err != nil {
-				return nil, nil, err
+				return err
 			}
 		}
 		pending[ev.EventID] = ev
-		out = append(out, ev)
+		b.appended = append(b.appended, ev)
 		room.Extremities = []string{ev.EventID}
 		room.MaxDepth = pdu.Depth()
-		room.CurrentSnapshot = cur.id
+		room.CurrentSnapshot = b.cur.id
 	}
-	if err := storage.UpdateRoomHead(ctx, tx, room.RoomID, room.Extremities, room.MaxDepth, room.CurrentSnapshot); err != nil {
-		return nil, nil, err
-	}
-	return out, snaps, nil
+	return nil
 }
 
 // fillPrevState records the replaced state event for unsigned.prev_content.

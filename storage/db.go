@@ -19,7 +19,6 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
-	_ "modernc.org/sqlite"             // registers the "sqlite" driver
 )
 
 // Dialect names the SQL engine behind a DB.
@@ -126,10 +125,11 @@ func openSQLite(ctx context.Context, path string, opts Options) (*DB, error) {
 	common := "_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=synchronous(" + sync + ")"
 	// _txlock=immediate takes the write lock at BEGIN, so a transaction never
 	// fails half-way with SQLITE_BUSY when it first writes.
-	write, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_txlock=immediate&"+common)
+	writeConn, err := newCachingConnector("file:" + path + "?_pragma=journal_mode(WAL)&_txlock=immediate&" + common)
 	if err != nil {
 		return nil, fmt.Errorf("opening SQLite database %s: %w", path, err)
 	}
+	write := sql.OpenDB(writeConn)
 	write.SetMaxOpenConns(1)
 	write.SetMaxIdleConns(1)
 	write.SetConnMaxLifetime(0)
@@ -143,11 +143,12 @@ func openSQLite(ctx context.Context, path string, opts Options) (*DB, error) {
 		write.Close()
 		return nil, fmt.Errorf("SQLite database %s is not writable (check permissions of the file and its directory): %w", path, err)
 	}
-	read, err := sql.Open("sqlite", "file:"+path+"?_pragma=query_only(1)&"+common)
+	readConn, err := newCachingConnector("file:" + path + "?_pragma=query_only(1)&" + common)
 	if err != nil {
 		write.Close()
 		return nil, fmt.Errorf("opening SQLite readers: %w", err)
 	}
+	read := sql.OpenDB(readConn)
 	read.SetMaxOpenConns(opts.MaxConns)
 	read.SetMaxIdleConns(opts.MaxConns)
 	return &DB{dialect: SQLite, write: write, read: read}, nil

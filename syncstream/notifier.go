@@ -10,19 +10,33 @@ import (
 // per user, the newest position of anything that concerned them, so a sync
 // with nothing new waits without touching the database, and a change costs
 // work proportional to the users it concerns.
+//
+// Room events, the frequent change, are recorded once per room (the room's
+// newest position) rather than once per member: a user's newest position
+// is the maximum over their rooms, computed when they wait. An event then
+// costs work proportional to the users waiting on the room, not to its
+// members, which matters in rooms with thousands of members.
 type Notifier struct {
 	mu      sync.Mutex
 	current Position
 	users   map[string]*userState
 	// roomUsers are the local users joined to, invited to or knocking on
-	// each room, loaded from the database the first time the room changes.
-	roomUsers   map[string]map[string]bool
+	// each room, loaded from the database the first time the room changes;
+	// userRooms is the same relation by user. Only rooms that changed since
+	// the notifier started are in them, and only those have a roomPos.
+	roomUsers map[string]map[string]bool
+	userRooms map[string]map[string]bool
+	// roomPos is the stream position of each room's newest event.
+	roomPos map[string]int64
+	// waiting are the users with at least one waiting sync.
+	waiting     map[string]*userState
 	loadMembers func(ctx context.Context, roomID string) ([]string, error)
 }
 
 type userState struct {
 	// changed is the newest position of a change that concerned the user
-	// (per device for to-device messages, in toDevice).
+	// other than an event in one of their rooms (see roomPos), and per
+	// device for to-device messages, in toDevice.
 	changed  Position
 	toDevice map[string]int64
 	waiters  map[*waiter]bool
@@ -36,7 +50,12 @@ type waiter struct {
 // NewNotifier starts at position current. loadMembers lists a room's local
 // users (joined, invited or knocking).
 func NewNotifier(current Position, loadMembers func(ctx context.Context, roomID string) ([]string, error)) *Notifier {
-	return &Notifier{current: current, users: map[string]*userState{}, roomUsers: map[string]map[string]bool{}, loadMembers: loadMembers}
+	return &Notifier{
+		current: current, users: map[string]*userState{},
+		roomUsers: map[string]map[string]bool{}, userRooms: map[string]map[string]bool{},
+		roomPos: map[string]int64{}, waiting: map[string]*userState{},
+		loadMembers: loadMembers,
+	}
 }
 
 // Current is the newest position of every stream.
@@ -68,6 +87,12 @@ func (n *Notifier) wakeLocked(userID string, pos Position, device string) {
 			u.toDevice[device] = pos.ToDevice
 		}
 	}
+	n.wakeWaitersLocked(userID, u, device)
+}
+
+// wakeWaitersLocked ends the user's waiting syncs (only device's when device
+// is set).
+func (n *Notifier) wakeWaitersLocked(userID string, u *userState, device string) {
 	for w := range u.waiters {
 		if device != "" && w.device != device {
 			continue
@@ -75,67 +100,110 @@ func (n *Notifier) wakeLocked(userID string, pos Position, device string) {
 		close(w.ch)
 		delete(u.waiters, w)
 	}
+	if len(u.waiters) == 0 {
+		delete(n.waiting, userID)
+	}
 }
 
 // RoomEvent reports an event at stream position pos in roomID. membership
 // is set for m.room.member events: the target user and new membership,
 // which keep the room's user set up to date.
 func (n *Notifier) RoomEvent(ctx context.Context, roomID string, pos int64, target, membership string) {
-	users := n.roomMembers(ctx, roomID)
+	loaded := n.loadRoom(ctx, roomID)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if pos > n.current.Events {
 		n.current.Events = pos
 	}
 	p := Position{Events: pos}
-	for u := range users {
-		n.wakeLocked(u, p, "")
+	set := n.roomUsers[roomID]
+	switch {
+	case !loaded:
+		// The members could not be loaded: tell everyone, to be safe.
+		for id, u := range n.users {
+			u.changed = u.changed.Max(p)
+			n.wakeWaitersLocked(id, u, "")
+		}
+	case len(n.waiting) <= len(set):
+		n.roomPos[roomID] = pos
+		for id, u := range n.waiting {
+			if set[id] {
+				n.wakeWaitersLocked(id, u, "")
+			}
+		}
+	default:
+		n.roomPos[roomID] = pos
+		for id := range set {
+			if u, ok := n.waiting[id]; ok {
+				n.wakeWaitersLocked(id, u, "")
+			}
+		}
 	}
 	if target != "" {
 		n.wakeLocked(target, p, "") // also a user who just left or was invited
-		set := n.roomUsers[roomID]
 		if set != nil {
 			switch membership {
 			case "join", "invite", "knock":
-				set[target] = true
+				n.addRoomUserLocked(roomID, target)
 			default:
 				delete(set, target)
+				delete(n.userRooms[target], roomID)
+				if len(n.userRooms[target]) == 0 {
+					delete(n.userRooms, target)
+				}
 			}
 		}
 	}
 }
 
-// roomMembers returns the room's local users, loading them once.
-func (n *Notifier) roomMembers(ctx context.Context, roomID string) map[string]bool {
+func (n *Notifier) addRoomUserLocked(roomID, userID string) {
+	n.roomUsers[roomID][userID] = true
+	rooms := n.userRooms[userID]
+	if rooms == nil {
+		rooms = map[string]bool{}
+		n.userRooms[userID] = rooms
+	}
+	rooms[roomID] = true
+}
+
+// loadRoom loads the room's local users the first time the room changes,
+// and reports whether they are known.
+func (n *Notifier) loadRoom(ctx context.Context, roomID string) bool {
 	n.mu.Lock()
-	set, ok := n.roomUsers[roomID]
+	_, ok := n.roomUsers[roomID]
 	n.mu.Unlock()
 	if ok {
-		return copySet(n, set)
+		return true
 	}
 	ids, err := n.loadMembers(ctx, roomID)
+	if err != nil {
+		return false
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if set, ok := n.roomUsers[roomID]; ok {
-		return copySetLocked(set)
+	if _, ok := n.roomUsers[roomID]; ok {
+		return true
 	}
-	set = map[string]bool{}
+	n.roomUsers[roomID] = map[string]bool{}
 	for _, id := range ids {
-		set[id] = true
+		n.addRoomUserLocked(roomID, id)
 	}
-	if err == nil {
-		n.roomUsers[roomID] = set
-	}
-	return copySetLocked(set)
+	return true
 }
 
-func copySet(n *Notifier, set map[string]bool) map[string]bool {
+// roomMembers returns a copy of the room's local users, loading them once.
+func (n *Notifier) roomMembers(ctx context.Context, roomID string) map[string]bool {
+	if !n.loadRoom(ctx, roomID) {
+		ids, _ := n.loadMembers(ctx, roomID)
+		out := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			out[id] = true
+		}
+		return out
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return copySetLocked(set)
-}
-
-func copySetLocked(set map[string]bool) map[string]bool {
+	set := n.roomUsers[roomID]
 	out := make(map[string]bool, len(set))
 	for k := range set {
 		out[k] = true
@@ -190,14 +258,21 @@ func (n *Notifier) Wait(userID, deviceID string, since Position) (ch <-chan stru
 	u := n.user(userID)
 	changed := u.changed
 	changed.ToDevice = u.toDevice[deviceID]
+	for room := range n.userRooms[userID] {
+		changed.Events = max(changed.Events, n.roomPos[room])
+	}
 	if changed.After(since) {
 		return nil, true, func() {}
 	}
 	w := &waiter{device: deviceID, ch: make(chan struct{})}
 	u.waiters[w] = true
+	n.waiting[userID] = u
 	return w.ch, false, func() {
 		n.mu.Lock()
 		delete(u.waiters, w)
+		if len(u.waiters) == 0 && n.waiting[userID] == u {
+			delete(n.waiting, userID)
+		}
 		n.mu.Unlock()
 	}
 }
