@@ -202,9 +202,15 @@ func (r *Rooms) createProtos(ctx context.Context, req CreateRequest, allInvitees
 		}
 		tombstone = 150
 	}
+	// Members of private chats may invite others (as on Synapse, whose
+	// private presets override invite to 0); public rooms need 50.
+	invite := 0
+	if req.Preset == "public_chat" {
+		invite = 50
+	}
 	pl := map[string]any{
 		"users": users, "users_default": 0, "events_default": 0, "state_default": 50,
-		"ban": 50, "kick": 50, "redact": 50, "invite": 50,
+		"ban": 50, "kick": 50, "redact": 50, "invite": invite,
 		"events": map[string]int64{
 			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
 			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": tombstone,
