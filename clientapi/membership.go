@@ -245,19 +245,35 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 	a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Knock, Reason: b.Reason})
 }
 
-// POST /rooms/{roomId}/invite
-func (a *API) invite(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+// changeOther makes a membership change the caller applies to another user
+// (invite, kick, ban, unban), refusing it first when the target's current
+// membership makes it meaningless; the auth rules decide the rest.
+func (a *API) changeOther(w http.ResponseWriter, r *http.Request, c accounts.Caller, membership string, refuse func(target, current string) error) {
 	b, err := readMembershipBody(r, true)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
 	roomID := pathParam(r, "roomId")
-	if m, _, err := a.rooms.MembershipOf(r.Context(), roomID, b.UserID); err == nil && (m == spec.Join || m == spec.Ban) {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("%s is already %s in the room", b.UserID, map[string]string{spec.Join: "joined", spec.Ban: "banned"}[m]))
-		return
+	if refuse != nil {
+		if m, _, err := a.rooms.MembershipOf(r.Context(), roomID, b.UserID); err == nil {
+			if err := refuse(b.UserID, m); err != nil {
+				mxhttp.WriteError(w, r, err)
+				return
+			}
+		}
 	}
-	a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: b.UserID, Membership: spec.Invite, Reason: b.Reason})
+	a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: b.UserID, Membership: membership, Reason: b.Reason})
+}
+
+// POST /rooms/{roomId}/invite
+func (a *API) invite(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	a.changeOther(w, r, c, spec.Invite, func(target, m string) error {
+		if m == spec.Join || m == spec.Ban {
+			return mxhttp.Forbidden("%s is already %s in the room", target, map[string]string{spec.Join: "joined", spec.Ban: "banned"}[m])
+		}
+		return nil
+	})
 }
 
 // POST /rooms/{roomId}/leave
@@ -272,42 +288,27 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 
 // POST /rooms/{roomId}/kick
 func (a *API) kick(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	b, err := readMembershipBody(r, true)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	roomID := pathParam(r, "roomId")
-	if m, _, err := a.rooms.MembershipOf(r.Context(), roomID, b.UserID); err == nil && m != spec.Join && m != spec.Invite && m != spec.Knock {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("%s is not in the room", b.UserID))
-		return
-	}
-	a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: b.UserID, Membership: spec.Leave, Reason: b.Reason})
+	a.changeOther(w, r, c, spec.Leave, func(target, m string) error {
+		if m != spec.Join && m != spec.Invite && m != spec.Knock {
+			return mxhttp.Forbidden("%s is not in the room", target)
+		}
+		return nil
+	})
 }
 
 // POST /rooms/{roomId}/ban
 func (a *API) ban(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	b, err := readMembershipBody(r, true)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	a.changeMembership(w, r, pathParam(r, "roomId"), rooms.ChangeMembership{Sender: c.UserID, Target: b.UserID, Membership: spec.Ban, Reason: b.Reason})
+	a.changeOther(w, r, c, spec.Ban, nil)
 }
 
 // POST /rooms/{roomId}/unban
 func (a *API) unban(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	b, err := readMembershipBody(r, true)
-	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
-	roomID := pathParam(r, "roomId")
-	if m, _, err := a.rooms.MembershipOf(r.Context(), roomID, b.UserID); err == nil && m != spec.Ban {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("%s is not banned", b.UserID))
-		return
-	}
-	a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: b.UserID, Membership: spec.Leave, Reason: b.Reason})
+	a.changeOther(w, r, c, spec.Leave, func(target, m string) error {
+		if m != spec.Ban {
+			return mxhttp.Forbidden("%s is not banned", target)
+		}
+		return nil
+	})
 }
 
 // POST /rooms/{roomId}/forget
