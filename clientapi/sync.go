@@ -436,8 +436,11 @@ func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstrea
 func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string, since, to syncstream.Position, withTyping bool) ([]any, error) {
 	out := []any{}
 	if withTyping {
-		users, _ := a.typing.Users(roomID)
-		out = append(out, map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+		// A first sync tells only who is typing now; an incremental one also
+		// that typing stopped (an empty list).
+		if users, _ := a.typing.Users(roomID); len(users) > 0 || req.since != nil {
+			out = append(out, map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+		}
 	}
 	from := since.Receipts
 	if req.since == nil {
