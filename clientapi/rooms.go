@@ -95,6 +95,9 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request, c accounts.Call
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	// A room created by hand as another room's successor (creation_content
+	// with a predecessor) carries the creator's push rules over too.
+	a.copyPushRulesOnJoin(r.Context(), c.UserID, roomID)
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
 }
 
