@@ -41,6 +41,8 @@ type syncRequest struct {
 	fullState        bool
 	filter           filter.Filter
 	timeout          time.Duration
+	// ignored is the user's m.ignored_user_list, read once per response.
+	ignored map[string]bool
 }
 
 // GET /_matrix/client/v3/sync
@@ -236,6 +238,7 @@ func (s *syncResponse) empty() bool {
 
 // buildSync computes the response for positions (since, to].
 func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Position) (*syncResponse, error) {
+	req.ignored = a.ignoredUsers(ctx, req.userID)
 	resp := &syncResponse{
 		NextBatch: to.String(),
 		Rooms: syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{},
@@ -327,10 +330,7 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			}
 			resp.Rooms.Join[m.RoomID] = jr
 		case spec.Invite, spec.Knock:
-			if !newMembership || m.Membership == spec.Invite && a.ignoredUsers(ctx, req.userID)[memberEv.Sender] {
-				continue // invites from ignored users are never sent
-			}
-			if m.Membership == spec.Invite && a.ignoredUsers(ctx, req.userID)[memberEv.Sender] {
+			if !newMembership || m.Membership == spec.Invite && req.ignored[memberEv.Sender] {
 				continue // invites from ignored users are dropped (Ignoring users)
 			}
 			stripped, err := a.strippedState(ctx, memberEv)
@@ -655,7 +655,9 @@ func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, 
 		if ev.Type == spec.MRoomMember {
 			out.memberChange = true
 		}
-		if rf.Timeline.AllowsEvent(ev.Type, ev.Sender, ev.PDU.Content()) && !a.ignored(ctx, req.userID, ev) {
+		// Ignored users' non-state events are left out; their state events
+		// are always sent (client-server API, Ignoring Users).
+		if rf.Timeline.AllowsEvent(ev.Type, ev.Sender, ev.PDU.Content()) && !(req.ignored[ev.Sender] && !ev.IsState()) {
 			out.events = append(out.events, ev)
 		}
 	}
@@ -670,13 +672,6 @@ func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, 
 	}
 	out.timeline.Events = formatted
 	return out, nil
-}
-
-// ignored reports whether ev comes from a user the viewer ignores
-// (m.ignored_user_list). Hooked up with the account data it reads.
-// State events are always sent (client-server API, Ignoring Users).
-func (a *API) ignored(ctx context.Context, userID string, ev *rooms.Event) bool {
-	return !ev.IsState() && a.ignoredUsers(ctx, userID)[ev.Sender]
 }
 
 // ignoredUsers reads m.ignored_user_list.
