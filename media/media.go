@@ -27,6 +27,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/ratelimit"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -68,7 +69,7 @@ type Repository struct {
 	legacy        string
 	legacyFreeze  int64 // ms; media created before it is served by the legacy endpoints in before_switch mode
 	rateLimits    bool
-	uploadBuckets *tokenBuckets
+	uploadBuckets *ratelimit.Limiter
 
 	remote  Remote
 	preview *previewer // nil when url_preview is off
@@ -81,8 +82,7 @@ type Repository struct {
 }
 
 // Upload rate limit per user: a burst of uploadBurst, then one every
-// uploadEvery. Fixed for now; the shared rate-limit package, when it comes,
-// should take this over.
+// uploadEvery.
 const (
 	uploadBurst = 20
 	uploadEvery = time.Second
@@ -111,7 +111,7 @@ func Open(ctx context.Context, cfg config.Config, db *storage.DB, log *slog.Logg
 		maxUpload: cfg.MaxUploadBytes, quota: cfg.MediaQuotaBytes, maxPending: cfg.MaxPendingMediaUploads,
 		createExpiry: time.Duration(cfg.MediaCreateExpirySeconds) * time.Second, maxPixels: cfg.MaxThumbnailPixels,
 		legacy: cfg.LegacyMedia, legacyFreeze: freezeTS, rateLimits: cfg.RateLimits == "on",
-		uploadBuckets: newTokenBuckets(uploadBurst, uploadEvery),
+		uploadBuckets: ratelimit.New(1/uploadEvery.Seconds(), uploadBurst),
 		thumbSem:      make(chan struct{}, 2),
 		waiters:       map[string][]chan struct{}{},
 	}
@@ -233,7 +233,7 @@ func (r *Repository) rateLimit(user string) error {
 	if !r.rateLimits {
 		return nil
 	}
-	if wait := r.uploadBuckets.take(user, time.Now()); wait > 0 {
+	if ok, wait := r.uploadBuckets.Allow(user); !ok {
 		return mxhttp.LimitExceeded("Too many uploads").With("retry_after_ms", wait.Milliseconds())
 	}
 	return nil

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/netguard"
+	"github.com/hearth-matrix/hearth/ratelimit"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -41,11 +42,11 @@ const (
 type previewer struct {
 	r      *Repository
 	client *http.Client
-	limits *tokenBuckets
+	limits *ratelimit.Limiter
 }
 
 func newPreviewer(r *Repository, allowCIDRs []string) (*previewer, error) {
-	p := &previewer{r: r, limits: newTokenBuckets(10, 2*time.Second)}
+	p := &previewer{r: r, limits: ratelimit.New(0.5, 10)}
 	guard, err := netguard.New(allowCIDRs)
 	if err != nil {
 		return nil, fmt.Errorf("url_preview_allow_cidrs: %w", err)
@@ -99,7 +100,7 @@ func (r *Repository) Preview(ctx context.Context, user, rawURL string) (map[stri
 		return nil, err
 	}
 	if r.rateLimits {
-		if wait := p.limits.take(user, now); wait > 0 {
+		if ok, wait := p.limits.Allow(user); !ok {
 			return nil, mxhttp.LimitExceeded("Too many URL previews").With("retry_after_ms", wait.Milliseconds())
 		}
 	}
