@@ -66,26 +66,10 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, c accounts.Caller
 	if filter.Limit != nil && *filter.Limit > 0 {
 		limit = min(*filter.Limit, 1000)
 	}
-	var from rooms.TopoToken
-	if f := q.Get("from"); f != "" {
-		if from, err = a.parsePaginationToken(r, roomID, f); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
-	} else if backwards {
-		if from, err = a.rooms.End(r.Context(), roomID); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
-	}
-	var to *rooms.TopoToken
-	if t := q.Get("to"); t != "" {
-		tt, err := a.parsePaginationToken(r, roomID, t)
-		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
-		to = &tt
+	from, to, err := a.pageBounds(r, roomID, backwards)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
 	}
 	chunk, next, err := a.paginate(r, roomID, c.UserID, from, to, backwards, limit, filter)
 	if err != nil {
@@ -184,6 +168,30 @@ func (a *API) paginate(r *http.Request, roomID, userID string, from rooms.TopoTo
 
 func tokenLess(a, b rooms.TopoToken) bool {
 	return a.Depth < b.Depth || a.Depth == b.Depth && a.Pos < b.Pos
+}
+
+// pageBounds reads the from and to query parameters of a paginated room
+// endpoint; without from, backwards paging starts at the room's end and
+// forwards paging at its start.
+func (a *API) pageBounds(r *http.Request, roomID string, backwards bool) (from rooms.TopoToken, to *rooms.TopoToken, err error) {
+	q := r.URL.Query()
+	if f := q.Get("from"); f != "" {
+		if from, err = a.parsePaginationToken(r, roomID, f); err != nil {
+			return from, nil, err
+		}
+	} else if backwards {
+		if from, err = a.rooms.End(r.Context(), roomID); err != nil {
+			return from, nil, err
+		}
+	}
+	if t := q.Get("to"); t != "" {
+		tt, err := a.parsePaginationToken(r, roomID, t)
+		if err != nil {
+			return from, nil, err
+		}
+		to = &tt
+	}
+	return from, to, nil
 }
 
 // parsePaginationToken accepts our topological tokens (sync's prev_batch

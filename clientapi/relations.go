@@ -10,7 +10,6 @@ import (
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
-	"github.com/hearth-matrix/hearth/syncstream"
 )
 
 // Relationships between events (client-server API, Forming relationships
@@ -37,28 +36,6 @@ func queryLimit(r *http.Request, def, max int) (int, error) {
 		return 0, mxhttp.InvalidParam("limit must be a non-negative integer")
 	}
 	return min(n, max), nil
-}
-
-// roomBoundary parses a pagination token that may be a /messages or
-// /relations token (topological) or a /sync next_batch (a stream
-// position, which becomes the boundary just after the room's last event
-// at or before it).
-func (a *API) roomBoundary(r *http.Request, roomID, s string) (rooms.TopoToken, error) {
-	if t, err := rooms.ParseTopoToken(s); err == nil {
-		return t, nil
-	}
-	pos, err := syncstream.ParseToken(s)
-	if err != nil {
-		return rooms.TopoToken{}, mxhttp.InvalidParam("Invalid pagination token %q", s)
-	}
-	row, err := storage.LastEventAtOrBefore(r.Context(), a.db.Read(), roomID, pos.Events)
-	if errors.Is(err, storage.ErrNotFound) {
-		return rooms.TopoToken{}, nil
-	}
-	if err != nil {
-		return rooms.TopoToken{}, err
-	}
-	return rooms.TopoToken{Depth: row.Depth, Pos: row.StreamPos + 1}, nil
 }
 
 // visibleEvent loads an event of roomID that userID may see, or 404.
@@ -111,26 +88,10 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request, c accounts.Calle
 		mxhttp.WriteError(w, r, err)
 		return
 	}
-	from := rooms.TopoToken{}
-	if f := q.Get("from"); f != "" {
-		if from, err = a.roomBoundary(r, roomID, f); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
-	} else if backwards {
-		if from, err = a.rooms.End(r.Context(), roomID); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
-	}
-	var to *rooms.TopoToken
-	if t := q.Get("to"); t != "" {
-		tt, err := a.roomBoundary(r, roomID, t)
-		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
-		to = &tt
+	from, to, err := a.pageBounds(r, roomID, backwards)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
 	}
 	parents := []string{eventID}
 	depth := 1

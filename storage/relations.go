@@ -215,18 +215,3 @@ func EventNearTimestamp(ctx context.Context, q Reader, roomID string, ts int64, 
 	}
 	return e, nil
 }
-
-// LastEventAtOrBefore returns the room's last timeline event with stream
-// position at most pos (ErrNotFound if none): sync tokens become
-// topological boundaries through it.
-func LastEventAtOrBefore(ctx context.Context, q Reader, roomID string, pos int64) (Event, error) {
-	e, err := scanEvent(q.QueryRowContext(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND stream_pos <= $2
-		AND NOT outlier AND NOT rejected AND NOT soft_failed ORDER BY stream_pos DESC LIMIT 1`, roomID, pos))
-	if errors.Is(err, sql.ErrNoRows) {
-		return e, ErrNotFound
-	}
-	if err != nil {
-		return e, fmt.Errorf("finding event at position: %w", err)
-	}
-	return e, nil
-}
