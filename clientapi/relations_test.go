@@ -207,3 +207,34 @@ func TestThreads(t *testing.T) {
 		hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v1/rooms/!nope:hearth.test/threads", nil), http.StatusForbidden, "M_FORBIDDEN")
 	})
 }
+
+// TestMessagesFilterByRelType covers MSC3874's rel_types / not_rel_types in
+// the /messages filter: an allow list matches only events with one of those
+// relations; a deny list drops them and keeps events without a relation.
+func TestMessagesFilterByRelType(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice := newUser(t, hs, "alice")
+		roomID := alice.createRoom(t, nil)
+		root := alice.sendEvent(t, roomID, "m.room.message", map[string]any{"body": "root"})
+		threaded := alice.sendEvent(t, roomID, "m.room.message", map[string]any{"body": "in thread",
+			"m.relates_to": map[string]any{"event_id": root, "rel_type": "m.thread"}})
+		ref := alice.sendEvent(t, roomID, "m.room.message", map[string]any{"body": "reference",
+			"m.relates_to": map[string]any{"event_id": root, "rel_type": "m.reference"}})
+		for _, tc := range []struct {
+			filter string
+			want   []string
+		}{
+			{`{"types":["m.room.message"],"org.matrix.msc3874.rel_types":["m.thread"]}`, []string{threaded}},
+			{`{"types":["m.room.message"],"org.matrix.msc3874.rel_types":["m.thread","m.reference"]}`, []string{threaded, ref}},
+			{`{"types":["m.room.message"],"org.matrix.msc3874.not_rel_types":["m.thread"]}`, []string{root, ref}},
+			{`{"types":["m.room.message"],"org.matrix.msc3874.not_rel_types":["m.thread","m.reference"]}`, []string{root}},
+		} {
+			r := alice.messages(t, roomID, "dir=f&limit=50&filter="+url.QueryEscape(tc.filter))
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			if got := eventIDs(r.JSON["chunk"]); !sameStrings(got, tc.want) {
+				t.Errorf("filter %s: got %v, want %v", tc.filter, got, tc.want)
+			}
+		}
+	})
+}

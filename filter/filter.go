@@ -42,6 +42,10 @@ type RoomEventFilter struct {
 	NotRooms                  []string `json:"not_rooms,omitempty"`
 	Rooms                     []string `json:"rooms,omitempty"`
 	ContainsURL               *bool    `json:"contains_url,omitempty"`
+	// RelTypes and NotRelTypes filter on content.m.relates_to.rel_type
+	// (MSC3874, unstable prefix as Synapse and Complement use it).
+	RelTypes    []string `json:"org.matrix.msc3874.rel_types,omitempty"`
+	NotRelTypes []string `json:"org.matrix.msc3874.not_rel_types,omitempty"`
 }
 
 // RoomFilter is the spec's RoomFilter.

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 )
 
@@ -51,7 +52,7 @@ func (f *EventFilter) Allows(eventType, sender string) bool {
 }
 
 // AllowsEvent applies a room event filter to an event's type, sender and
-// content (contains_url).
+// content (contains_url and MSC3874's rel_types / not_rel_types).
 func (f *RoomEventFilter) AllowsEvent(eventType, sender string, content []byte) bool {
 	if f == nil {
 		return true
@@ -59,14 +60,26 @@ func (f *RoomEventFilter) AllowsEvent(eventType, sender string, content []byte) 
 	if !f.EventFilter.Allows(eventType, sender) {
 		return false
 	}
-	if f.ContainsURL != nil {
-		var c struct {
-			URL *string `json:"url"`
-		}
-		_ = json.Unmarshal(content, &c)
-		if (c.URL != nil) != *f.ContainsURL {
-			return false
-		}
+	if f.ContainsURL == nil && f.RelTypes == nil && f.NotRelTypes == nil {
+		return true
+	}
+	var c struct {
+		URL       *string `json:"url"`
+		RelatesTo struct {
+			RelType string `json:"rel_type"`
+		} `json:"m.relates_to"`
+	}
+	_ = json.Unmarshal(content, &c)
+	if f.ContainsURL != nil && (c.URL != nil) != *f.ContainsURL {
+		return false
+	}
+	rel := c.RelatesTo.RelType
+	if rel != "" && slices.Contains(f.NotRelTypes, rel) {
+		return false
+	}
+	// An event without a relation never matches a rel_types allow list.
+	if f.RelTypes != nil && (rel == "" || !slices.Contains(f.RelTypes, rel)) {
+		return false
 	}
 	return true
 }
