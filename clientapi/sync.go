@@ -39,8 +39,11 @@ type syncRequest struct {
 	setPresence      string
 	since            *syncstream.Position
 	fullState        bool
-	filter           filter.Filter
-	timeout          time.Duration
+	// useStateAfter asks for state_after (state up to the end of the
+	// timeline) instead of state (spec v1.16, MSC4222).
+	useStateAfter bool
+	filter        filter.Filter
+	timeout       time.Duration
 	// ignored is the user's m.ignored_user_list, read once per response.
 	ignored map[string]bool
 }
@@ -113,6 +116,13 @@ func (a *API) parseSyncRequest(r *http.Request, c accounts.Caller) (syncRequest,
 		req.fullState = true
 	default:
 		return req, mxhttp.InvalidParam("full_state must be true or false")
+	}
+	switch q.Get("use_state_after") {
+	case "", "false":
+	case "true":
+		req.useStateAfter = true
+	default:
+		return req, mxhttp.InvalidParam("use_state_after must be true or false")
 	}
 	if t := q.Get("timeout"); t != "" {
 		ms, err := strconv.ParseInt(t, 10, 64)
@@ -196,8 +206,10 @@ type roomSummary struct {
 }
 
 type joinedRoom struct {
-	Timeline    timeline     `json:"timeline"`
-	State       stateList    `json:"state"`
+	Timeline timeline `json:"timeline"`
+	// Exactly one of State and StateAfter is set, by use_state_after.
+	State       *stateList   `json:"state,omitempty"`
+	StateAfter  *stateList   `json:"state_after,omitempty"`
 	Ephemeral   eventList    `json:"ephemeral"`
 	AccountData eventList    `json:"account_data"`
 	Summary     *roomSummary `json:"summary,omitempty"`
@@ -225,9 +237,18 @@ type knockedRoom struct {
 }
 
 type leftRoom struct {
-	Timeline    timeline  `json:"timeline"`
-	State       stateList `json:"state"`
-	AccountData eventList `json:"account_data"`
+	Timeline    timeline   `json:"timeline"`
+	State       *stateList `json:"state,omitempty"`
+	StateAfter  *stateList `json:"state_after,omitempty"`
+	AccountData eventList  `json:"account_data"`
+}
+
+// stateEvents is the room's state section, whichever form it has.
+func (jr *joinedRoom) stateEvents() []rooms.ClientEvent {
+	if jr.StateAfter != nil {
+		return jr.StateAfter.Events
+	}
+	return jr.State.Events
 }
 
 func (s *syncResponse) empty() bool {
@@ -305,7 +326,7 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			}
 			if !initial {
 				if joinedNow || req.fullState {
-					for _, e := range jr.State.Events {
+					for _, e := range jr.stateEvents() {
 						if e.Type == spec.MRoomMember && e.StateKey != nil {
 							newlyShared[*e.StateKey] = true
 						}
@@ -324,7 +345,7 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			if jr.Ephemeral.Events, err = a.syncEphemeral(ctx, req, m.RoomID, since, to, initial || typingChanged); err != nil {
 				return nil, err
 			}
-			if !initial && !req.fullState && !joinedNow && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 &&
+			if !initial && !req.fullState && !joinedNow && len(jr.Timeline.Events) == 0 && len(jr.stateEvents()) == 0 &&
 				len(roomData[m.RoomID]) == 0 && len(jr.Ephemeral.Events) == 0 {
 				continue
 			}
@@ -554,7 +575,6 @@ func (a *API) syncAccountData(ctx context.Context, req syncRequest, since, to sy
 
 // syncJoinedRoom builds one joined room's section.
 func (a *API) syncJoinedRoom(ctx context.Context, req syncRequest, roomID string, since, to syncstream.Position, fullState bool, rf *filter.RoomFilter) (*joinedRoom, error) {
-	viewer := rooms.Viewer{UserID: req.userID, DeviceID: req.deviceID}
 	from := since.Events
 	if fullState {
 		from = 0
@@ -564,29 +584,13 @@ func (a *API) syncJoinedRoom(ctx context.Context, req syncRequest, roomID string
 		return nil, err
 	}
 	jr := &joinedRoom{Timeline: tl.timeline, Ephemeral: eventList{Events: []any{}}, AccountData: eventList{Events: []any{}}}
-	// State: the full state at the start of the timeline, or what changed
-	// between since and the start of a limited timeline.
-	startState, err := a.stateAtTimelineStart(ctx, roomID, tl.events, to.Events)
-	if err != nil {
-		return nil, err
-	}
-	var state rooms.State
-	switch {
-	case fullState:
-		state = startState
-	case tl.timeline.Limited:
-		before, err := a.rooms.SnapshotAtStream(ctx, roomID, since.Events)
+	if req.useStateAfter {
+		evs, err := a.syncStateAfter(ctx, req, roomID, since.Events, to.Events, fullState, tl, rf.State)
 		if err != nil {
 			return nil, err
 		}
-		state = rooms.State{}
-		for k, id := range startState {
-			if before[k] != id {
-				state[k] = id
-			}
-		}
-	}
-	if jr.State.Events, err = a.syncStateEvents(ctx, state, tl.events, rf.State, viewer, req.userID); err != nil {
+		jr.StateAfter = &stateList{Events: evs}
+	} else if err := a.syncStateBefore(ctx, req, roomID, since.Events, to.Events, fullState, tl, rf.State, jr); err != nil {
 		return nil, err
 	}
 	if fullState || tl.memberChange {
@@ -598,6 +602,64 @@ func (a *API) syncJoinedRoom(ctx context.Context, req syncRequest, roomID string
 		return nil, err
 	}
 	return jr, nil
+}
+
+// syncStateBefore fills state: the full state at the start of the
+// timeline, or what changed between since and the start of a limited
+// timeline.
+func (a *API) syncStateBefore(ctx context.Context, req syncRequest, roomID string, since, to int64, fullState bool, tl syncedTimeline, sf *filter.RoomEventFilter, jr *joinedRoom) error {
+	viewer := rooms.Viewer{UserID: req.userID, DeviceID: req.deviceID}
+	startState, err := a.stateAtTimelineStart(ctx, roomID, tl.events, to)
+	if err != nil {
+		return err
+	}
+	var state rooms.State
+	switch {
+	case fullState:
+		state = startState
+	case tl.timeline.Limited:
+		before, err := a.rooms.SnapshotAtStream(ctx, roomID, since)
+		if err != nil {
+			return err
+		}
+		state = stateDiff(before, startState)
+	}
+	evs, err := a.syncStateEvents(ctx, state, tl.events, sf, viewer, req.userID, false)
+	jr.State = &stateList{Events: evs}
+	return err
+}
+
+// syncStateAfter is state_after: the full state at the end of the timeline
+// (stream position to), or what changed between since and there. Unlike
+// state it repeats state events that are in the timeline, since clients
+// take their state from state_after alone.
+func (a *API) syncStateAfter(ctx context.Context, req syncRequest, roomID string, since, to int64, fullState bool, tl syncedTimeline, sf *filter.RoomEventFilter) ([]rooms.ClientEvent, error) {
+	if !fullState && !tl.timeline.Limited && !tl.hasState {
+		return []rooms.ClientEvent{}, nil // nothing in (since, to] changed state
+	}
+	end, err := a.rooms.SnapshotAtStream(ctx, roomID, to)
+	if err != nil {
+		return nil, err
+	}
+	if !fullState {
+		before, err := a.rooms.SnapshotAtStream(ctx, roomID, since)
+		if err != nil {
+			return nil, err
+		}
+		end = stateDiff(before, end)
+	}
+	return a.syncStateEvents(ctx, end, tl.events, sf, rooms.Viewer{UserID: req.userID, DeviceID: req.deviceID}, req.userID, true)
+}
+
+// stateDiff is the entries of after that differ from before.
+func stateDiff(before, after rooms.State) rooms.State {
+	out := rooms.State{}
+	for k, id := range after {
+		if before[k] != id {
+			out[k] = id
+		}
+	}
+	return out
 }
 
 // syncUnreadCounts fills a joined room's notification counts, once the
@@ -635,6 +697,8 @@ type syncedTimeline struct {
 	timeline     timeline
 	events       []*rooms.Event
 	memberChange bool
+	// hasState: some event in the range, shown or not, is a state event.
+	hasState bool
 }
 
 // syncTimeline returns the room's visible events in (from, to], at most the
@@ -651,6 +715,9 @@ func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, 
 	}
 	var out syncedTimeline
 	out.timeline.Limited = limited
+	for _, ev := range evs {
+		out.hasState = out.hasState || ev.IsState()
+	}
 	for _, ev := range visible {
 		if ev.Type == spec.MRoomMember {
 			out.memberChange = true
@@ -703,8 +770,9 @@ func (a *API) stateAtTimelineStart(ctx context.Context, roomID string, tl []*roo
 }
 
 // syncStateEvents formats state entries through the state filter, keeping
-// only the members the timeline needs when lazy-loading.
-func (a *API) syncStateEvents(ctx context.Context, st rooms.State, tl []*rooms.Event, sf *filter.RoomEventFilter, viewer rooms.Viewer, userID string) ([]rooms.ClientEvent, error) {
+// only the members the timeline needs when lazy-loading. Events already in
+// the timeline are left out unless withTimeline (state_after).
+func (a *API) syncStateEvents(ctx context.Context, st rooms.State, tl []*rooms.Event, sf *filter.RoomEventFilter, viewer rooms.Viewer, userID string, withTimeline bool) ([]rooms.ClientEvent, error) {
 	if len(st) == 0 {
 		return []rooms.ClientEvent{}, nil
 	}
@@ -719,7 +787,7 @@ func (a *API) syncStateEvents(ctx context.Context, st rooms.State, tl []*rooms.E
 	}
 	keep := rooms.State{}
 	for k, id := range st {
-		if inTimeline[id] {
+		if inTimeline[id] && !withTimeline {
 			continue
 		}
 		if lazy && k.Type == spec.MRoomMember && !needed[k.StateKey] {
@@ -834,35 +902,41 @@ func (a *API) syncLeftRoom(ctx context.Context, req syncRequest, roomID string, 
 		if err != nil {
 			return nil, err
 		}
-		return &leftRoom{Timeline: timeline{Events: evs}, State: stateList{Events: []rooms.ClientEvent{}}, AccountData: eventList{Events: []any{}}}, nil
+		lr := &leftRoom{Timeline: timeline{Events: evs}, AccountData: eventList{Events: []any{}}}
+		if req.useStateAfter {
+			lr.StateAfter = &stateList{Events: evs} // the leave is the state we know
+		} else {
+			lr.State = &stateList{Events: []rooms.ClientEvent{}}
+		}
+		return lr, nil
 	}
 	tl, err := a.syncTimeline(ctx, req, roomID, since.Events, leave.StreamPos, rf)
 	if err != nil {
 		return nil, err
 	}
 	lr := &leftRoom{Timeline: tl.timeline, AccountData: eventList{Events: []any{}}}
+	full := req.since == nil || req.fullState
+	if req.useStateAfter {
+		evs, err := a.syncStateAfter(ctx, req, roomID, since.Events, leave.StreamPos, full, tl, rf.State)
+		lr.StateAfter = &stateList{Events: evs}
+		return lr, err
+	}
 	var state rooms.State
-	if tl.timeline.Limited || req.since == nil || req.fullState {
+	if tl.timeline.Limited || full {
 		start, err := a.stateAtTimelineStart(ctx, roomID, tl.events, leave.StreamPos)
 		if err != nil {
 			return nil, err
 		}
 		state = start
-		if req.since != nil && !req.fullState {
+		if !full {
 			before, err := a.rooms.SnapshotAtStream(ctx, roomID, since.Events)
 			if err != nil {
 				return nil, err
 			}
-			state = rooms.State{}
-			for k, id := range start {
-				if before[k] != id {
-					state[k] = id
-				}
-			}
+			state = stateDiff(before, start)
 		}
 	}
-	if lr.State.Events, err = a.syncStateEvents(ctx, state, tl.events, rf.State, viewer, req.userID); err != nil {
-		return nil, err
-	}
-	return lr, nil
+	evs, err := a.syncStateEvents(ctx, state, tl.events, rf.State, viewer, req.userID, false)
+	lr.State = &stateList{Events: evs}
+	return lr, err
 }

@@ -210,3 +210,77 @@ func TestSyncLeaveSection(t *testing.T) {
 		hearthtest.Expect(t, bob.do(t, "GET", "/_matrix/client/v3/rooms/!nope:hearth.test/messages", nil), http.StatusForbidden, "M_FORBIDDEN")
 	})
 }
+
+// stateKeys lists a sync section's state events as "type|state_key".
+func stateKeys(section any) map[string]string {
+	out := map[string]string{}
+	evs, _ := path(section, "events").([]any)
+	for _, e := range evs {
+		ev := e.(map[string]any)
+		out[fmt.Sprint(ev["type"], "|", ev["state_key"])] = fmt.Sprint(ev["event_id"])
+	}
+	return out
+}
+
+// TestSyncStateAfter covers use_state_after (spec v1.16): state_after
+// replaces state and runs to the end of the timeline, repeating state
+// events that are in the timeline; lazy loading still trims members.
+func TestSyncStateAfter(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob, carol := newUser(t, hs, "alice"), newUser(t, hs, "bob"), newUser(t, hs, "carol")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		for _, u := range []user{bob, carol} {
+			hearthtest.Expect(t, u.member(t, roomID, "join", nil), http.StatusOK, "")
+		}
+		topic := alice.putState(t, roomID, "m.room.topic", "", map[string]any{"topic": "first"})
+
+		// Initial sync: the full state at the end, timeline state included.
+		r := bob.sync(t, "", "use_state_after=true")
+		room := joinedRoom(t, r, roomID)
+		if _, ok := room["state"]; ok {
+			t.Fatalf("state must be omitted with use_state_after: %s", r.Body)
+		}
+		got := stateKeys(room["state_after"])
+		for _, k := range []string{"m.room.create|", "m.room.member|" + alice.id, "m.room.member|" + bob.id, "m.room.member|" + carol.id} {
+			if got[k] == "" {
+				t.Errorf("initial state_after lacks %s: %v", k, got)
+			}
+		}
+		if got["m.room.topic|"] != topic {
+			t.Errorf("state_after topic = %q, want %q (in the timeline too)", got["m.room.topic|"], topic)
+		}
+		since, _ := r.JSON["next_batch"].(string)
+
+		// Incremental: a state change in the timeline appears in state_after.
+		topic2 := alice.putState(t, roomID, "m.room.topic", "", map[string]any{"topic": "second"})
+		alice.send(t, roomID, "hello")
+		r = bob.sync(t, since, "use_state_after=true")
+		got = stateKeys(joinedRoom(t, r, roomID)["state_after"])
+		if len(got) != 1 || got["m.room.topic|"] != topic2 {
+			t.Fatalf("incremental state_after = %v, want only the new topic %s", got, topic2)
+		}
+		since, _ = r.JSON["next_batch"].(string)
+		// A message alone changes no state: state_after is present and empty.
+		alice.send(t, roomID, "again")
+		r = bob.sync(t, since, "use_state_after=true")
+		sa, ok := joinedRoom(t, r, roomID)["state_after"].(map[string]any)
+		if !ok || len(stateKeys(sa)) != 0 {
+			t.Fatalf("state_after after a message: %s", r.Body)
+		}
+
+		// Lazy loading: only the timeline's senders (and the syncing user).
+		filter := url.QueryEscape(`{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":1}}}`)
+		got = stateKeys(joinedRoom(t, bob.sync(t, "", "use_state_after=true&filter="+filter), roomID)["state_after"])
+		if got["m.room.member|"+alice.id] == "" || got["m.room.member|"+bob.id] == "" || got["m.room.member|"+carol.id] != "" {
+			t.Fatalf("lazy-loaded state_after members: %v", got)
+		}
+
+		// Without the parameter: state, never state_after.
+		room = joinedRoom(t, bob.sync(t, "", ""), roomID)
+		if _, ok := room["state_after"]; ok || room["state"] == nil {
+			t.Fatalf("default sync must use state: %v", room)
+		}
+		hearthtest.Expect(t, bob.do(t, "GET", "/_matrix/client/v3/sync?use_state_after=yes", nil), http.StatusBadRequest, "M_INVALID_PARAM")
+	})
+}
