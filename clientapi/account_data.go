@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -75,6 +76,34 @@ func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, c accounts.
 		return
 	}
 	a.accountDataChanged(userID, pos)
+	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/account_data/{type}
+// and its per-room form (MSC3391): the entry reads as absent from now on and
+// incremental syncs carry it with empty content. A PUT of {} does the same.
+func (a *API) deleteAccountData(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	userID, roomID, dataType, err := accountDataTarget(r, c)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if serverManagedTypes[dataType] {
+		mxhttp.WriteError(w, r, mxhttp.BadJSON("Cannot delete %s through the account data API", dataType).WithStatus(http.StatusMethodNotAllowed))
+		return
+	}
+	var pos int64
+	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
+		pos, err = a.db.DeleteAccountDataTx(r.Context(), tx, userID, roomID, dataType)
+		return err
+	})
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if pos > 0 {
+		a.accountDataChanged(userID, pos)
+	}
 	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
 }
 

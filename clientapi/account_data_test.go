@@ -118,3 +118,72 @@ func TestAccountDataStream(t *testing.T) {
 		}
 	})
 }
+
+// accountDataTypes lists the types in a sync section's account_data events,
+// with their content.
+func accountDataTypes(section any) map[string]any {
+	out := map[string]any{}
+	evs, _ := path(section, "account_data", "events").([]any)
+	for _, e := range evs {
+		ev := e.(map[string]any)
+		out[ev["type"].(string)] = ev["content"]
+	}
+	return out
+}
+
+// TestAccountDataDeletion covers MSC3391 (DELETE, or PUT of {}): the entry
+// reads as 404, an incremental sync carries it with empty content, an
+// initial sync leaves it out; and MSC3890: a device's local notification
+// settings go when the device is logged out.
+func TestAccountDataDeletion(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, nil)
+		const typ = "org.example.cfg"
+		unstable := "/_matrix/client/unstable/org.matrix.msc3391/user/" + url.PathEscape(alice.id)
+		for _, tc := range []struct {
+			name, get, del string
+			viaPut         bool
+			section        func(hearthtest.Response) any
+		}{
+			{"global DELETE", globalDataPath(alice.id, typ), unstable + "/account_data/" + typ, false,
+				func(r hearthtest.Response) any { return r.JSON }},
+			{"room PUT {}", roomDataPath(alice.id, roomID, typ), "", true,
+				func(r hearthtest.Response) any { return joinedRoom(t, r, roomID) }},
+			{"room DELETE", roomDataPath(alice.id, roomID, typ), unstable + "/rooms/" + url.PathEscape(roomID) + "/account_data/" + typ, false,
+				func(r hearthtest.Response) any { return joinedRoom(t, r, roomID) }},
+		} {
+			hearthtest.Expect(t, alice.do(t, "PUT", tc.get, map[string]any{"v": 1}), http.StatusOK, "")
+			since, _ := alice.sync(t, "", "").JSON["next_batch"].(string)
+			if tc.viaPut {
+				hearthtest.Expect(t, alice.do(t, "PUT", tc.get, map[string]any{}), http.StatusOK, "")
+			} else {
+				hearthtest.Expect(t, bob.do(t, "DELETE", tc.del, nil), http.StatusForbidden, "M_FORBIDDEN")
+				hearthtest.Expect(t, alice.do(t, "DELETE", tc.del, nil), http.StatusOK, "")
+			}
+			hearthtest.Expect(t, alice.do(t, "GET", tc.get, nil), http.StatusNotFound, "M_NOT_FOUND")
+			got := accountDataTypes(tc.section(alice.sync(t, since, "")))
+			if c, ok := got[typ].(map[string]any); !ok || len(c) != 0 {
+				t.Fatalf("%s: incremental sync must carry the deletion as {}: %v", tc.name, got)
+			}
+			if _, ok := accountDataTypes(tc.section(alice.sync(t, "", "")))[typ]; ok {
+				t.Fatalf("%s: initial sync still shows deleted account data", tc.name)
+			}
+			// It can be set again.
+			hearthtest.Expect(t, alice.do(t, "PUT", tc.get, map[string]any{"v": 2}), http.StatusOK, "")
+			if r := alice.do(t, "GET", tc.get, nil); r.JSON["v"] != float64(2) {
+				t.Fatalf("%s: set after delete: %s", tc.name, r.Body)
+			}
+		}
+		hearthtest.Expect(t, alice.do(t, "DELETE", unstable+"/account_data/m.push_rules", nil), http.StatusMethodNotAllowed, "M_BAD_JSON")
+
+		// MSC3890: logging a device out deletes its local notification settings.
+		phone := alice.login(t, "alice")
+		r := phone.do(t, "GET", "/_matrix/client/v3/account/whoami", nil)
+		settings := globalDataPath(alice.id, "org.matrix.msc3890.local_notification_settings."+r.JSON["device_id"].(string))
+		hearthtest.Expect(t, alice.do(t, "PUT", settings, map[string]any{"is_silenced": true}), http.StatusOK, "")
+		hearthtest.Expect(t, phone.do(t, "POST", "/_matrix/client/v3/logout", map[string]any{}), http.StatusOK, "")
+		hearthtest.Expect(t, alice.do(t, "GET", settings, nil), http.StatusNotFound, "M_NOT_FOUND")
+	})
+}

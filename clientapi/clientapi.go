@@ -153,6 +153,11 @@ func (a *API) Routes(r chi.Router) {
 	a.deviceRoutes(v3)
 	a.accountRoutes(v3)
 	a.accountDataRoutes(v3)
+	// MSC3391: deleting account data (unstable prefix, as Element and
+	// Complement call it).
+	const msc3391 = "/_matrix/client/unstable/org.matrix.msc3391"
+	r.Delete(msc3391+"/user/{userId}/account_data/{type}", a.authed(a.deleteAccountData))
+	r.Delete(msc3391+"/user/{userId}/rooms/{roomId}/account_data/{type}", a.authed(a.deleteAccountData))
 	a.pusherRoutes(v3)
 	a.roomRoutes(v3)
 	a.keyRoutes(r)

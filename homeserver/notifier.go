@@ -132,6 +132,30 @@ func wireE2EE(db *storage.DB, accts *accounts.Accounts, e *e2ee.E2EE, n *syncstr
 	})
 }
 
+// wireDeviceAccountData deletes the account data that belongs to a device
+// with it. MSC3890: a device's local notification settings live in
+// account data named after the device.
+func wireDeviceAccountData(db *storage.DB, accts *accounts.Accounts, n *syncstream.Notifier) {
+	accts.OnDevicesDeleted(func(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
+		var last int64
+		for _, d := range deviceIDs {
+			pos, err := db.DeleteAccountDataTx(ctx, tx, userID, "", localNotificationSettingsPrefix+d)
+			if err != nil {
+				return err
+			}
+			last = max(last, pos)
+		}
+		if last > 0 {
+			db.AfterCommit(tx, func() { n.Users([]string{userID}, syncstream.Position{AccountData: last}) })
+		}
+		return nil
+	})
+}
+
+// localNotificationSettingsPrefix is MSC3890's per-device account data type
+// (unstable name, as Element writes it) without the device ID.
+const localNotificationSettingsPrefix = "org.matrix.msc3890.local_notification_settings."
+
 // watchMemberships tells end-to-end encryption of every committed
 // membership change, so it drops the device lists of remote users no
 // local user shares a room with any more.

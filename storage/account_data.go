@@ -24,6 +24,12 @@ import (
 // the same order. Account data changes are rare enough that one writer at a
 // time costs nothing noticeable.
 
+// Deleted account data (MSC3391, and a PUT of an empty object) is a row
+// whose content is {}: it moves forward in the stream so incremental syncs
+// tell clients with an empty content, while reads and initial syncs treat it
+// as absent.
+const deletedAccountData = "{}"
+
 // AccountData is one account-data entry.
 type AccountData struct {
 	StreamPos int64
@@ -49,7 +55,11 @@ func (db *DB) lockAccountDataStream(ctx context.Context, tx *sql.Tx) error {
 // GetAccountData loads one entry; ErrNotFound if the user has none of that
 // type (in that room; roomID "" is global).
 func (db *DB) GetAccountData(ctx context.Context, userID, roomID, dataType string) (AccountData, error) {
-	return getAccountData(ctx, db.read, userID, roomID, dataType)
+	d, err := getAccountData(ctx, db.read, userID, roomID, dataType)
+	if err == nil && string(d.Content) == deletedAccountData {
+		return d, ErrNotFound
+	}
+	return d, err
 }
 
 func getAccountData(ctx context.Context, q Reader, userID, roomID, dataType string) (AccountData, error) {
@@ -89,26 +99,50 @@ func (db *DB) UpdateAccountData(ctx context.Context, userID, roomID, dataType st
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		content, err := change(old.Content, found)
+		content, err := change(old.Content, found && string(old.Content) != deletedAccountData)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3`,
-			userID, roomID, dataType); err != nil {
-			return fmt.Errorf("replacing account data %s: %w", dataType, err)
-		}
-		err = tx.QueryRowContext(ctx, `INSERT INTO account_data (user_id, room_id, data_type, content)
-			VALUES ($1, $2, $3, $4) RETURNING stream_pos`, userID, roomID, dataType, string(content)).Scan(&pos)
-		if err != nil {
-			return fmt.Errorf("storing account data %s: %w", dataType, err)
-		}
-		return nil
+		pos, err = putAccountData(ctx, tx, userID, roomID, dataType, content)
+		return err
 	})
 	return pos, err
 }
 
+// putAccountData replaces an entry, moving it to a new stream position.
+func putAccountData(ctx context.Context, tx *sql.Tx, userID, roomID, dataType string, content []byte) (int64, error) {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3`,
+		userID, roomID, dataType); err != nil {
+		return 0, fmt.Errorf("replacing account data %s: %w", dataType, err)
+	}
+	var pos int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO account_data (user_id, room_id, data_type, content)
+		VALUES ($1, $2, $3, $4) RETURNING stream_pos`, userID, roomID, dataType, string(content)).Scan(&pos)
+	if err != nil {
+		return 0, fmt.Errorf("storing account data %s: %w", dataType, err)
+	}
+	return pos, nil
+}
+
+// DeleteAccountDataTx deletes an entry inside tx, if it exists: it becomes
+// the {} tombstone at a new position (0 when there was nothing to delete).
+func (db *DB) DeleteAccountDataTx(ctx context.Context, tx *sql.Tx, userID, roomID, dataType string) (int64, error) {
+	if err := db.lockAccountDataStream(ctx, tx); err != nil {
+		return 0, err
+	}
+	old, err := getAccountData(ctx, tx, userID, roomID, dataType)
+	if errors.Is(err, ErrNotFound) || err == nil && string(old.Content) == deletedAccountData {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return putAccountData(ctx, tx, userID, roomID, dataType, []byte(deletedAccountData))
+}
+
 // AccountDataSince returns the user's account data changed after position
-// since (0: all of it), global and per room, oldest change first.
+// since (0: all of it, without deleted entries), global and per room,
+// oldest change first.
 func (db *DB) AccountDataSince(ctx context.Context, userID string, since int64) ([]AccountData, error) {
 	rows, err := db.read.QueryContext(ctx, `SELECT stream_pos, room_id, data_type, content FROM account_data
 		WHERE user_id = $1 AND stream_pos > $2 ORDER BY stream_pos`, userID, since)
@@ -122,6 +156,9 @@ func (db *DB) AccountDataSince(ctx context.Context, userID string, since int64) 
 		var content string
 		if err := rows.Scan(&d.StreamPos, &d.RoomID, &d.Type, &content); err != nil {
 			return nil, fmt.Errorf("reading account data: %w", err)
+		}
+		if since == 0 && content == deletedAccountData {
+			continue
 		}
 		d.Content = []byte(content)
 		out = append(out, d)
