@@ -128,12 +128,21 @@ func TestCreateSendAndPaginate(t *testing.T) {
 		if r.JSON["name"] != "Test room" {
 			t.Errorf("name: %s", r.Body)
 		}
+		// public_chat forbids guests by having no m.room.guest_access
+		// (absent means forbidden); private_chat lets them join.
+		r = alice.do(t, "GET", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.guest_access/", nil)
+		hearthtest.Expect(t, r, http.StatusNotFound, "M_NOT_FOUND")
+		private := alice.createRoom(t, map[string]any{"preset": "private_chat"})
+		r = alice.do(t, "GET", "/_matrix/client/v3/rooms/"+private+"/state/m.room.guest_access/", nil)
+		if r.JSON["guest_access"] != "can_join" {
+			t.Errorf("private_chat guest_access: %s", r.Body)
+		}
 		r = alice.do(t, "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#test:hearth.test"), nil)
 		if r.JSON["room_id"] != roomID {
 			t.Errorf("alias: %s", r.Body)
 		}
 		r = alice.do(t, "GET", "/_matrix/client/v3/joined_rooms", nil)
-		if rooms, _ := r.JSON["joined_rooms"].([]any); len(rooms) != 1 || rooms[0] != roomID {
+		if rooms, _ := r.JSON["joined_rooms"].([]any); len(rooms) != 2 || rooms[0] != roomID && rooms[1] != roomID {
 			t.Errorf("joined_rooms: %s", r.Body)
 		}
 	})

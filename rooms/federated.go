@@ -40,6 +40,13 @@ const (
 	maxFetchedEvents = 500
 )
 
+// unavailableError is a remote event's auth or prior state that could not
+// be fetched.
+type unavailableError struct{ err error }
+
+func (e unavailableError) Error() string { return e.err.Error() }
+func (e unavailableError) Unwrap() error { return e.err }
+
 // ErrUnknownRoom is returned for PDUs of rooms this server is not in.
 var ErrUnknownRoom = errors.New("this server is not in the room")
 
@@ -74,6 +81,16 @@ func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID s
 	}
 	budget := maxFetchedEvents
 	if err := r.ingest(ctx, origin, ver, pdu, &budget, true); err != nil {
+		var u unavailableError
+		if errors.As(err, &u) {
+			// The event cannot be placed: the auth or state events it
+			// needs could not be had from its sender. It is dropped as if
+			// never received (a later event that references it brings it
+			// back through get_missing_events); nothing about the event
+			// itself is wrong, so no error goes back for it.
+			r.log.Warn("dropping a remote event whose auth or state events are unavailable", "event", pdu.EventID(), "origin", origin, "err", u.err)
+			return nil
+		}
 		return err
 	}
 	// Rejected events are stored (the DAG needs them) but reported as
@@ -140,7 +157,7 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 	roomID := pdu.RoomID().String()
 	// Missing auth events are fetched and stored as outliers.
 	if err := r.fetchAuthEvents(ctx, origin, ver, pdu, budget); err != nil {
-		return err
+		return unavailableError{err}
 	}
 	prevs, err := r.knownInDAG(ctx, pdu.PrevEventIDs())
 	if err != nil {
@@ -185,7 +202,7 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 			return errors.New("missing prev events and no federation to fetch them")
 		}
 		if stateBefore, err = r.fetchStateBefore(ctx, origin, ver, pdu, budget); err != nil {
-			return fmt.Errorf("fetching state before %s: %w", pdu.EventID(), err)
+			return unavailableError{fmt.Errorf("fetching state before %s: %w", pdu.EventID(), err)}
 		}
 	}
 	return r.persistRemote(ctx, ver, pdu, prevs, stateBefore)
@@ -300,15 +317,23 @@ func (r *Rooms) storeOutlier(ctx context.Context, pdu gomatrixserverlib.PDU) err
 	rejected := false
 	var auth []gomatrixserverlib.PDU
 	for _, ev := range authEvs {
+		// An event with a rejected auth event is rejected too (auth rules,
+		// "Considering the event's auth_events").
+		if ev.Rejected && !rejected {
+			rejected = true
+			r.log.Info("rejecting a fetched auth event: it has a rejected auth event", "event", pdu.EventID(), "auth_event", ev.EventID)
+		}
 		auth = append(auth, ev.PDU)
 	}
-	provider, err := gomatrixserverlib.NewAuthEvents(auth)
-	if err == nil {
-		err = gomatrixserverlib.Allowed(pdu, provider, userIDForSender)
-	}
-	if err != nil {
-		rejected = true
-		r.log.Info("rejecting a fetched auth event: its auth events do not allow it", "event", pdu.EventID(), "err", err)
+	if !rejected {
+		provider, err := gomatrixserverlib.NewAuthEvents(auth)
+		if err == nil {
+			err = gomatrixserverlib.Allowed(pdu, provider, userIDForSender)
+		}
+		if err != nil {
+			rejected = true
+			r.log.Info("rejecting a fetched auth event: its auth events do not allow it", "event", pdu.EventID(), "err", err)
+		}
 	}
 	row := remoteRow(pdu)
 	row.Outlier, row.Rejected = true, rejected

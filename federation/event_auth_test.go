@@ -1,0 +1,112 @@
+package federation_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// TestRemoteEventsWithBadAuthEvents: an event whose auth events include a
+// rejected one is rejected too, also when that auth event arrives later as
+// a fetched outlier (auth rules, "Considering the event's auth_events");
+// an event whose auth events its sender cannot produce is dropped without
+// an error result.
+func TestRemoteEventsWithBadAuthEvents(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		a, bs := fed[0], fed[1]
+		ctx := context.Background()
+		roomID, bobTok := createRoom(t, bs, "bob", map[string]any{"preset": "public_chat", "room_version": "11"})
+		mallory, malloryTok := a.RegisterUser(t, "mallory")
+		r := a.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(bs.Config.ServerName), malloryTok, map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+
+		st, err := bs.Rooms.CurrentState(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		create, pl := st[storage.StateKey{Type: spec.MRoomCreate}], st[storage.StateKey{Type: spec.MRoomPowerLevels}]
+		joinRules, join := st[storage.StateKey{Type: spec.MRoomJoinRules}], st[storage.StateKey{Type: spec.MRoomMember, StateKey: mallory}]
+		joinEv, err := bs.Rooms.Event(ctx, join)
+		if err != nil {
+			t.Fatalf("mallory's join on B: %v", err)
+		}
+		ver := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11)
+		build := func(typ string, stateKey *string, content map[string]any, auth, prev []string, depth int64) gomatrixserverlib.PDU {
+			t.Helper()
+			c, _ := json.Marshal(content)
+			proto := gomatrixserverlib.ProtoEvent{SenderID: mallory, RoomID: roomID, Type: typ, StateKey: stateKey,
+				Content: c, PrevEvents: prev, AuthEvents: auth, Depth: depth}
+			ev, err := ver.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), serverName(a), a.Key.ID, a.Key.Private)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ev
+		}
+		empty := ""
+		depth := joinEv.PDU.Depth()
+		// Mallory (power 0) makes herself an admin: rejected.
+		badPL := build(spec.MRoomPowerLevels, &empty, map[string]any{"users": map[string]int{mallory: 100}},
+			[]string{create, pl, join}, []string{join}, depth+1)
+		// An outlier that leans on it, and a message that leans on the
+		// outlier; and a message whose auth event nobody can produce.
+		outlier := build(spec.MRoomMember, &mallory, map[string]any{"membership": "join", "displayname": "poisoned"},
+			[]string{create, joinRules, badPL.EventID(), join}, []string{badPL.EventID()}, depth+2)
+		poisoned := build("m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "poisoned"},
+			[]string{create, pl, outlier.EventID()}, []string{join}, depth+1)
+		ghost := build(spec.MRoomMember, &mallory, map[string]any{"membership": "join", "displayname": "ghost"},
+			[]string{create, joinRules, pl, join}, []string{join}, depth+1)
+		orphan := build("m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "orphan"},
+			[]string{create, pl, ghost.EventID()}, []string{join}, depth+1)
+
+		// A answers /event for the outlier as the sender of these events
+		// would; the ghost it has never heard of.
+		a.WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasSuffix(r.URL.Path, "/event/"+outlier.EventID()) {
+					_ = json.NewEncoder(w).Encode(map[string]any{"origin": string(serverName(a)),
+						"origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{outlier.JSON()}})
+					return
+				}
+				fedH.ServeHTTP(w, r)
+			})
+		})
+		send := func(txnID string, pdus ...gomatrixserverlib.PDU) fclient.RespSend {
+			t.Helper()
+			var raw []json.RawMessage
+			for _, p := range pdus {
+				raw = append(raw, p.JSON())
+			}
+			res, err := a.Federation.Client().SendTransaction(ctx, gomatrixserverlib.Transaction{TransactionID: gomatrixserverlib.TransactionID(txnID),
+				Origin: serverName(a), Destination: serverName(bs), OriginServerTS: spec.AsTimestamp(time.Now()), PDUs: raw})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+		if res := send("bad-pl", badPL); !strings.Contains(res.PDUs[badPL.EventID()].Error, "rejected") {
+			t.Fatalf("the power levels change must be rejected: %+v", res.PDUs)
+		}
+		res := send("leaning", poisoned, orphan)
+		if !strings.Contains(res.PDUs[poisoned.EventID()].Error, "rejected") {
+			t.Errorf("an event with a rejected auth event (via an outlier) must be rejected: %+v", res.PDUs)
+		}
+		if e := res.PDUs[orphan.EventID()].Error; e != "" {
+			t.Errorf("an event whose auth events are unavailable is dropped without an error, got %q", e)
+		}
+		for _, id := range []string{badPL.EventID(), poisoned.EventID(), orphan.EventID()} {
+			hearthtest.Expect(t, bs.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/event/"+url.PathEscape(id), bobTok, nil), http.StatusNotFound, "M_NOT_FOUND")
+		}
+	})
+}
