@@ -38,33 +38,42 @@ func (a *Accounts) LoginDevice(ctx context.Context, tx *sql.Tx, nd NewDevice, no
 		if err := storage.DeleteDeviceTokens(ctx, tx, nd.UserID, login.DeviceID); err != nil {
 			return Login{}, err
 		}
-	} else {
-		if a.MaxDevicesPerUser > 0 {
-			ids, err := storage.DeviceIDs(ctx, tx, nd.UserID)
-			if err != nil {
-				return Login{}, err
-			}
-			if len(ids) >= a.MaxDevicesPerUser {
-				return Login{}, mxhttp.Forbidden("This account already has the maximum of %d devices; log out or delete one first", a.MaxDevicesPerUser)
-			}
-		}
-		var name *string
-		if nd.DisplayName != "" {
-			name = &nd.DisplayName
-		}
-		if err := storage.UpsertDevice(ctx, tx, storage.Device{UserID: nd.UserID, DeviceID: login.DeviceID, DisplayName: name, CreatedTS: now.UnixMilli()}); err != nil {
-			return Login{}, err
-		}
-		for _, h := range a.addedHooks {
-			if err := h(ctx, tx, nd.UserID, login.DeviceID); err != nil {
-				return Login{}, err
-			}
-		}
+	} else if err := a.AddDevice(ctx, tx, nd.UserID, login.DeviceID, nd.DisplayName, now); err != nil {
+		return Login{}, err
 	}
 	if err := a.issueTokens(ctx, tx, &login, nd.RefreshToken, nil, now); err != nil {
 		return Login{}, err
 	}
 	return login, nil
+}
+
+// AddDevice creates a device that has no access token yet, inside tx,
+// within the per-user device limit, and runs the device-added hooks.
+// LoginDevice uses it; so does a dehydrated device (MSC3814), which never
+// gets a token.
+func (a *Accounts) AddDevice(ctx context.Context, tx *sql.Tx, userID, deviceID, displayName string, now time.Time) error {
+	if a.MaxDevicesPerUser > 0 {
+		ids, err := storage.DeviceIDs(ctx, tx, userID)
+		if err != nil {
+			return err
+		}
+		if len(ids) >= a.MaxDevicesPerUser {
+			return mxhttp.Forbidden("This account already has the maximum of %d devices; log out or delete one first", a.MaxDevicesPerUser)
+		}
+	}
+	var name *string
+	if displayName != "" {
+		name = &displayName
+	}
+	if err := storage.UpsertDevice(ctx, tx, storage.Device{UserID: userID, DeviceID: deviceID, DisplayName: name, CreatedTS: now.UnixMilli()}); err != nil {
+		return err
+	}
+	for _, h := range a.addedHooks {
+		if err := h(ctx, tx, userID, deviceID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // issueTokens stores login.AccessToken and, when refresh is set, a new

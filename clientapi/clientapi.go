@@ -161,6 +161,7 @@ func (a *API) Routes(r chi.Router) {
 	a.pusherRoutes(v3)
 	a.roomRoutes(v3)
 	a.keyRoutes(r)
+	a.dehydratedDeviceRoutes(r)
 	a.roomExtraRoutes(r, v3)
 	a.registrationTokenAdminRoutes(r)
 	if a.cfg.RegistrationSharedSecret != "" {

@@ -16,7 +16,9 @@ import (
 var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"}
 
 // unstableFeatures are the MSC flags Hearth implements.
-var unstableFeatures = map[string]bool{}
+var unstableFeatures = map[string]bool{
+	"org.matrix.msc3814": true, // dehydrated devices (dehydrated_device.go)
+}
 
 // GET /_matrix/client/versions (client-server API, API Standards).
 func (a *API) versions(w http.ResponseWriter, r *http.Request) {

@@ -60,56 +60,14 @@ func parseKeyMap(m map[string]json.RawMessage, what string) ([]keyUpload, error)
 // counts. Device keys must name the uploading user and device and be signed
 // by the device's own ed25519 key.
 func (e *E2EE) UploadKeys(ctx context.Context, userID, deviceID string, req UploadRequest) (map[string]int, error) {
-	var dk *signedObject
-	if len(req.DeviceKeys) > 0 && string(req.DeviceKeys) != "null" {
-		var err error
-		if dk, err = e.checkDeviceKeys(userID, deviceID, req.DeviceKeys); err != nil {
-			return nil, err
-		}
-	}
-	otks, err := parseKeyMap(req.OneTimeKeys, "one_time_keys")
+	u, err := e.CheckUpload(userID, deviceID, req)
 	if err != nil {
 		return nil, err
-	}
-	fallbacks, err := parseKeyMap(req.FallbackKeys, "fallback_keys")
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	for _, f := range fallbacks {
-		if seen[f.algorithm] {
-			return nil, mxhttp.InvalidParam("fallback_keys may hold at most one key per algorithm (%s)", f.algorithm)
-		}
-		seen[f.algorithm] = true
 	}
 	changed := false
 	err = e.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		if dk != nil {
-			if changed, err = e.storeDeviceKeys(ctx, tx, userID, deviceID, dk); err != nil {
-				return err
-			}
-		}
-		for _, k := range otks {
-			old, err := storage.GetOneTimeKey(ctx, tx, userID, deviceID, k.algorithm, k.keyID)
-			if err == nil {
-				if old != k.json {
-					return mxhttp.InvalidParam("One-time key %s:%s already exists with different content", k.algorithm, k.keyID)
-				}
-				continue // the same key again: a retried upload
-			}
-			if !errors.Is(err, storage.ErrNotFound) {
-				return err
-			}
-			if err := storage.InsertOneTimeKey(ctx, tx, userID, deviceID, k.algorithm, k.keyID, k.json); err != nil {
-				return err
-			}
-		}
-		for _, f := range fallbacks {
-			if err := storage.UpsertFallbackKey(ctx, tx, userID, deviceID, f.algorithm, f.keyID, f.json); err != nil {
-				return err
-			}
-		}
-		return nil
+		changed, err = e.StoreUpload(ctx, tx, u)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -125,6 +83,74 @@ func (e *E2EE) UploadKeys(ctx context.Context, userID, deviceID string, req Uplo
 		counts["signed_curve25519"] = 0 // clients look for it even when zero
 	}
 	return counts, nil
+}
+
+// CheckedUpload is a key upload that passed CheckUpload, ready to store.
+type CheckedUpload struct {
+	userID, deviceID string
+	dk               *signedObject
+	otks, fallbacks  []keyUpload
+}
+
+// CheckUpload validates a key upload for a device without writing anything.
+func (e *E2EE) CheckUpload(userID, deviceID string, req UploadRequest) (*CheckedUpload, error) {
+	u := &CheckedUpload{userID: userID, deviceID: deviceID}
+	if len(req.DeviceKeys) > 0 && string(req.DeviceKeys) != "null" {
+		var err error
+		if u.dk, err = e.checkDeviceKeys(userID, deviceID, req.DeviceKeys); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if u.otks, err = parseKeyMap(req.OneTimeKeys, "one_time_keys"); err != nil {
+		return nil, err
+	}
+	if u.fallbacks, err = parseKeyMap(req.FallbackKeys, "fallback_keys"); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, f := range u.fallbacks {
+		if seen[f.algorithm] {
+			return nil, mxhttp.InvalidParam("fallback_keys may hold at most one key per algorithm (%s)", f.algorithm)
+		}
+		seen[f.algorithm] = true
+	}
+	return u, nil
+}
+
+// HasDeviceKeys reports whether the upload carries device_keys.
+func (u *CheckedUpload) HasDeviceKeys() bool { return u.dk != nil }
+
+// StoreUpload writes a checked upload inside tx; changed reports new
+// device keys (the caller notifies after commit with
+// NotifyDeviceListChange).
+func (e *E2EE) StoreUpload(ctx context.Context, tx *sql.Tx, u *CheckedUpload) (changed bool, err error) {
+	if u.dk != nil {
+		if changed, err = e.storeDeviceKeys(ctx, tx, u.userID, u.deviceID, u.dk); err != nil {
+			return false, err
+		}
+	}
+	for _, k := range u.otks {
+		old, err := storage.GetOneTimeKey(ctx, tx, u.userID, u.deviceID, k.algorithm, k.keyID)
+		if err == nil {
+			if old != k.json {
+				return false, mxhttp.InvalidParam("One-time key %s:%s already exists with different content", k.algorithm, k.keyID)
+			}
+			continue // the same key again: a retried upload
+		}
+		if !errors.Is(err, storage.ErrNotFound) {
+			return false, err
+		}
+		if err := storage.InsertOneTimeKey(ctx, tx, u.userID, u.deviceID, k.algorithm, k.keyID, k.json); err != nil {
+			return false, err
+		}
+	}
+	for _, f := range u.fallbacks {
+		if err := storage.UpsertFallbackKey(ctx, tx, u.userID, u.deviceID, f.algorithm, f.keyID, f.json); err != nil {
+			return false, err
+		}
+	}
+	return changed, nil
 }
 
 // checkDeviceKeys validates an uploaded device_keys object.

@@ -132,11 +132,14 @@ func wireE2EE(db *storage.DB, accts *accounts.Accounts, e *e2ee.E2EE, n *syncstr
 	})
 }
 
-// wireDeviceAccountData deletes the account data that belongs to a device
-// with it. MSC3890: a device's local notification settings live in
-// account data named after the device.
+// wireDeviceAccountData deletes what belongs to a device with it: its mark
+// as the user's dehydrated device (MSC3814), and its local notification
+// settings, which live in account data named after the device (MSC3890).
 func wireDeviceAccountData(db *storage.DB, accts *accounts.Accounts, n *syncstream.Notifier) {
 	accts.OnDevicesDeleted(func(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
+		if err := storage.ForgetDehydratedDevices(ctx, tx, userID, deviceIDs); err != nil {
+			return err
+		}
 		var last int64
 		for _, d := range deviceIDs {
 			pos, err := db.DeleteAccountDataTx(ctx, tx, userID, "", localNotificationSettingsPrefix+d)
