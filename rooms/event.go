@@ -77,8 +77,11 @@ func (r *Rooms) parseEvent(ctx context.Context, q storage.Reader, row storage.Ev
 func (r *Rooms) Events(ctx context.Context, q storage.Reader, ids []string) (map[string]*Event, error) {
 	out := make(map[string]*Event, len(ids))
 	var missing []string
+	committed := q == storage.Reader(r.db.Read())
 	for _, id := range ids {
-		if ev, ok := r.pdus.get(id); ok {
+		// An outlier may be turning into a timeline event in the very
+		// transaction q belongs to: a transaction reads it afresh.
+		if ev, ok := r.pdus.get(id); ok && (committed || !ev.Outlier) {
 			out[id] = ev
 		} else {
 			missing = append(missing, id)
@@ -97,9 +100,15 @@ func (r *Rooms) Events(ctx context.Context, q storage.Reader, ids []string) (map
 			return nil, err
 		}
 		out[row.EventID] = ev
-		if q == storage.Reader(r.db.Read()) {
-			r.pdus.put(row.EventID, ev) // only committed rows are cached
+		if !committed {
+			continue // only committed rows are cached
 		}
+		if _, ok := r.pdus.get(row.EventID); ok && ev.Outlier {
+			// The cached copy is as new or newer: a read that began
+			// before an outlier's promotion must not put it back.
+			continue
+		}
+		r.pdus.put(row.EventID, ev)
 	}
 	return out, nil
 }

@@ -110,3 +110,82 @@ func TestRemoteEventsWithBadAuthEvents(t *testing.T) {
 		}
 	})
 }
+
+// TestRemoteForkAfterOutlierFetch: a remote event arrives whose prev event
+// we lack; fetching its auth events stores that prev event as an outlier,
+// then get_missing_events brings it back as a timeline event on a fork.
+// Resolving the fork must use the event as now stored, not the outlier
+// (regression: a cached outlier had no state, so the resolved state lost
+// the sender and the later event was soft-failed).
+func TestRemoteForkAfterOutlierFetch(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		a, bs := fed[0], fed[1]
+		ctx := context.Background()
+		// Version 12: state resolution v2.1 starts from an empty state, so
+		// a fork resolved from a wrong (empty) state loses charlie.
+		roomID, bobTok := createRoom(t, bs, "bob", map[string]any{"preset": "public_chat", "room_version": "12"})
+		charlie, charlieTok := a.RegisterUser(t, "charlie")
+		r := a.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(bs.Config.ServerName), charlieTok, map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		st, err := bs.Rooms.CurrentState(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		join := st[storage.StateKey{Type: spec.MRoomMember, StateKey: charlie}]
+		joinEv, err := bs.Rooms.Event(ctx, join)
+		if err != nil {
+			t.Fatalf("charlie's join on B: %v", err)
+		}
+		// Bob closes the room and talks on, so charlie's events below fork
+		// from an older point, where the room was public.
+		r = bs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.join_rules/", bobTok, map[string]any{"join_rule": "invite"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		r = bs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/t1", bobTok, map[string]any{"msgtype": "m.text", "body": "hi"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+
+		ver, err := bs.Rooms.Version(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// (In version 12 the create event is not an auth event.)
+		auth := []string{st[storage.StateKey{Type: spec.MRoomPowerLevels}], st[storage.StateKey{Type: spec.MRoomJoinRules}]}
+		rename := func(name string, prev string, depth int64) gomatrixserverlib.PDU {
+			t.Helper()
+			c, _ := json.Marshal(map[string]any{"membership": "join", "displayname": name})
+			proto := gomatrixserverlib.ProtoEvent{SenderID: charlie, RoomID: roomID, Type: spec.MRoomMember, StateKey: &charlie,
+				Content: c, PrevEvents: []string{prev}, AuthEvents: append(append([]string{}, auth...), prev), Depth: depth}
+			ev, err := ver.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), serverName(a), a.Key.ID, a.Key.Private)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ev
+		}
+		one := rename("one", join, joinEv.PDU.Depth()+1)
+		two := rename("two", one.EventID(), joinEv.PDU.Depth()+2)
+		a.WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				switch {
+				case strings.HasSuffix(r.URL.Path, "/event/"+one.EventID()):
+					_ = json.NewEncoder(w).Encode(map[string]any{"origin": string(serverName(a)),
+						"origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{one.JSON()}})
+				case strings.Contains(r.URL.Path, "/get_missing_events/"):
+					_ = json.NewEncoder(w).Encode(map[string]any{"events": []json.RawMessage{one.JSON()}})
+				default:
+					fedH.ServeHTTP(w, r)
+				}
+			})
+		})
+		res, err := a.Federation.Client().SendTransaction(ctx, gomatrixserverlib.Transaction{TransactionID: "fork",
+			Origin: serverName(a), Destination: serverName(bs), OriginServerTS: spec.AsTimestamp(time.Now()), PDUs: []json.RawMessage{two.JSON()}})
+		if err != nil || res.PDUs[two.EventID()].Error != "" {
+			t.Fatalf("send: %v %+v", err, res.PDUs)
+		}
+		r = bs.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.member/"+url.PathEscape(charlie), bobTok, nil)
+		if r.JSON["displayname"] != "two" {
+			t.Fatalf("charlie's membership after the fork: %s", r.Body)
+		}
+		r = bs.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/event/"+url.PathEscape(two.EventID()), bobTok, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+	})
+}
