@@ -138,12 +138,7 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 			return err
 		}
 		for _, p := range ordered {
-			if _, err := storage.GetEvent(ctx, tx, p.EventID()); err == nil {
-				continue
-			}
-			row := remoteRow(p)
-			row.Outlier = true
-			if _, err := storage.InsertEvent(ctx, tx, row); err != nil {
+			if err := storage.InsertOutlierIfAbsent(ctx, tx, remoteRow(p)); err != nil {
 				return err
 			}
 		}

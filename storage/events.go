@@ -149,6 +149,25 @@ func InsertEvent(ctx context.Context, tx *sql.Tx, e Event) (int64, error) {
 	return pos, nil
 }
 
+// InsertOutlierIfAbsent stores an outlier unless an event with its ID is
+// already stored or being stored by a concurrent transaction (which it
+// waits for): several paths fetch the same auth events at once, and on
+// PostgreSQL a failed insert would abort the whole transaction.
+func InsertOutlierIfAbsent(ctx context.Context, tx *sql.Tx, e Event) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+		membership, snapshot_before, snapshot_after, rejected, soft_failed, outlier, relates_to, rel_type,
+		prev_content, prev_sender, replaces_state, sender_device, txn_id, json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, TRUE, $13, $14, $15, $16, $17, $18, $19, $20)
+		ON CONFLICT (event_id) DO NOTHING`,
+		e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginTS, e.Membership,
+		e.SnapshotBefore, e.SnapshotAfter, e.Rejected, e.SoftFailed, e.RelatesTo, e.RelType,
+		e.PrevContent, e.PrevSender, e.ReplacesState, e.SenderDevice, e.TxnID, string(e.JSON))
+	if err != nil {
+		return fmt.Errorf("inserting outlier: %w", err)
+	}
+	return nil
+}
+
 // MarkRedacted records that redaction redacts eventID.
 func MarkRedacted(ctx context.Context, tx *sql.Tx, eventID, redactionID string) error {
 	_, err := tx.ExecContext(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL`, redactionID, eventID)
