@@ -153,6 +153,7 @@ func (a *API) Routes(r chi.Router) {
 	a.deviceRoutes(v3)
 	a.accountRoutes(v3)
 	a.accountDataRoutes(v3)
+	a.tagRoutes(v3)
 	// MSC3391: deleting account data (unstable prefix, as Element and
 	// Complement call it).
 	const msc3391 = "/_matrix/client/unstable/org.matrix.msc3391"
