@@ -43,6 +43,7 @@ type API struct {
 	limits   limits
 
 	adminNonces *nonceStore
+	notices     noticeRooms
 }
 
 // limits are the request rate limiters; all nil (no limit) with
@@ -165,6 +166,7 @@ func (a *API) Routes(r chi.Router) {
 	a.dehydratedDeviceRoutes(r)
 	a.roomExtraRoutes(r, v3)
 	a.registrationTokenAdminRoutes(r)
+	a.serverNoticeRoutes(r)
 	if a.cfg.RegistrationSharedSecret != "" {
 		r.Get("/_synapse/admin/v1/register", a.adminRegisterNonce)
 		r.Post("/_synapse/admin/v1/register", a.adminRegister)

@@ -120,6 +120,9 @@ func (a *API) checkAvailable(r *http.Request, localpart string) error {
 	if err := accounts.ValidateLocalpart(localpart, a.cfg.ServerName); err != nil {
 		return err
 	}
+	if localpart == a.cfg.ServerNoticesLocalpart {
+		return mxhttp.UserInUse("The user name %s is reserved for server notices", localpart)
+	}
 	if a.exclusiveUserID(a.accounts.UserID(localpart)) {
 		return mxhttp.Exclusive("This user name is reserved by an application service")
 	}

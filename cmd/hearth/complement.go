@@ -43,6 +43,7 @@ func complementServe(ctx context.Context, args []string, stderr io.Writer) error
 	// (a private docker address).
 	cfg.LegacyMedia = config.LegacyMediaOn
 	cfg.URLPreview = true
+	cfg.ServerNoticesLocalpart = "_server" // the sender Complement expects
 	cfg.URLPreviewAllowCIDRs = []string{"0.0.0.0/0", "::/0"}
 	caCert, caKey := filepath.Join(*caDir, "ca.crt"), filepath.Join(*caDir, "ca.key")
 	cfg.FederationCACerts = []string{caCert}
