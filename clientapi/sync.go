@@ -354,6 +354,16 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			if !newMembership || m.Membership == spec.Invite && req.ignored[memberEv.Sender] {
 				continue // invites from ignored users are dropped (Ignoring users)
 			}
+			if m.Membership == spec.Invite {
+				// Invites the user's invite permission blocks or ignores
+				// are not served (Invite permission); they show again if
+				// the setting changes.
+				if v, err := a.rooms.InvitePermission(ctx, req.userID, memberEv.Sender); err != nil {
+					return nil, err
+				} else if v != rooms.InviteAllowed {
+					continue
+				}
+			}
 			stripped, err := a.strippedState(ctx, memberEv)
 			if err != nil {
 				return nil, err

@@ -299,3 +299,17 @@ func TestBackfillAfterRejoin(t *testing.T) {
 		}
 	})
 }
+
+// An invite over federation to a user who blocks invites is refused by
+// their server with M_INVITE_BLOCKED, which reaches the inviter's client.
+func TestRemoteInviteBlocked(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		r := alice.do(t, "PUT", "/_matrix/client/v3/user/"+url.PathEscape(alice.id)+"/account_data/m.invite_permission_config", map[string]any{"default_action": "block"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID := bob.createRoom(t, map[string]any{"preset": "private_chat"})
+		r = bob.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/invite", map[string]any{"user_id": alice.id})
+		hearthtest.Expect(t, r, http.StatusForbidden, "M_INVITE_BLOCKED")
+	})
+}
