@@ -386,7 +386,7 @@ func TestPusherValidationAndLifecycle(t *testing.T) {
 // unread_thread_notifications from a sync response.
 func unread(t *testing.T, r hearthtest.Response, roomID string) (counts map[string]any, threads map[string]any) {
 	t.Helper()
-	room, _ := r.JSON["rooms"].(map[string]any)["join"].(map[string]any)[roomID].(map[string]any)
+	room, _ := path(r.JSON, "rooms", "join", roomID).(map[string]any)
 	if room == nil {
 		t.Fatalf("room %s not in sync: %s", roomID, r.Body)
 	}

@@ -182,11 +182,13 @@ type syncDeviceLists struct {
 	Left    []string `json:"left,omitempty"`
 }
 
+// syncRooms leaves out empty sections, as Synapse does; clients treat a
+// missing section as empty.
 type syncRooms struct {
-	Join   map[string]*joinedRoom  `json:"join"`
-	Invite map[string]*invitedRoom `json:"invite"`
-	Leave  map[string]*leftRoom    `json:"leave"`
-	Knock  map[string]*knockedRoom `json:"knock"`
+	Join   map[string]*joinedRoom  `json:"join,omitempty"`
+	Invite map[string]*invitedRoom `json:"invite,omitempty"`
+	Leave  map[string]*leftRoom    `json:"leave,omitempty"`
+	Knock  map[string]*knockedRoom `json:"knock,omitempty"`
 }
 
 type timeline struct {

@@ -85,7 +85,7 @@ func TestSyncInitialAndIncremental(t *testing.T) {
 		// Bob is invited: his sync shows the invite with stripped state.
 		hearthtest.Expect(t, alice.member(t, roomID, "invite", map[string]any{"user_id": bob.id}), http.StatusOK, "")
 		rb := bob.sync(t, "", "")
-		inv := rb.JSON["rooms"].(map[string]any)["invite"].(map[string]any)[roomID].(map[string]any)
+		inv, _ := path(rb.JSON, "rooms", "invite", roomID).(map[string]any)
 		stripped := inv["invite_state"].(map[string]any)["events"].([]any)
 		types := map[string]bool{}
 		for _, e := range stripped {
@@ -176,7 +176,7 @@ func TestSyncLeaveSection(t *testing.T) {
 		tok := bob.sync(t, "", "").JSON["next_batch"].(string)
 		hearthtest.Expect(t, bob.member(t, roomID, "leave", nil), http.StatusOK, "")
 		hasLeave := func(r hearthtest.Response) bool {
-			left, _ := r.JSON["rooms"].(map[string]any)["leave"].(map[string]any)[roomID].(map[string]any)
+			left, _ := path(r.JSON, "rooms", "leave", roomID).(map[string]any)
 			if left == nil {
 				return false
 			}
