@@ -256,6 +256,75 @@ func TestPushQueueSurvivesADeadGateway(t *testing.T) {
 	})
 }
 
+// TestPushCatchesUpAfterACrash: events committed while the push worker
+// is gone (a kill -9 after commit, before evaluation) are evaluated at the
+// next start: counts in sync and pushes to the phones, in order.
+func TestPushCatchesUpAfterACrash(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := pushServer(t, b, nil)
+		gw := newGateway(t)
+		alice, laptop, roomID := twoPhoneRoom(t, hs, gw, nil)
+		flush(t, hs)
+		hs.Push.Close() // the worker stops; /send still commits
+		var sent []string
+		for i := 0; i < 3; i++ {
+			sent = append(sent, alice.send(t, roomID, fmt.Sprintf("while down %d", i)).JSON["event_id"].(string))
+		}
+		hs.Restart(t)
+		hs.Push.SetBackoff(2*time.Millisecond, 20*time.Millisecond)
+		for _, key := range []string{"phone1", "phone2"} {
+			waitFor(t, "pushes to "+key, func() bool { return len(gw.notifications(key)) >= 3 })
+			var got []string
+			for _, n := range gw.notifications(key) {
+				got = append(got, n["event_id"].(string))
+			}
+			if !slices.Equal(got, sent) {
+				t.Fatalf("%s: got %v, want %v", key, got, sent)
+			}
+			if c := gw.notifications(key)[2]["counts"].(map[string]any); c["unread"] != 3.0 {
+				t.Fatalf("%s badge: %v", key, c)
+			}
+		}
+		c, _ := unread(t, laptop.sync(t, "", ""), roomID)
+		expectCounts(t, c, 3, 0)
+	})
+}
+
+// TestPusherChangesReachDelivery: the worker caches each user's pushers;
+// a pusher set or removed between two messages is seen by the next one.
+func TestPusherChangesReachDelivery(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := pushServer(t, b, nil)
+		gw := newGateway(t)
+		alice, laptop, roomID := twoPhoneRoom(t, hs, gw, nil)
+		alice.send(t, roomID, "one")
+		waitFor(t, "first push", func() bool { return len(gw.notifications("phone1")) == 1 && len(gw.notifications("phone2")) == 1 })
+
+		phone3 := laptop.login(t, "bob")
+		hearthtest.Expect(t, phone3.do(t, "POST", "/_matrix/client/v3/pushers/set", pusherBody(gw.url(), "phone3", nil)), http.StatusOK, "")
+		alice.send(t, roomID, "two")
+		waitFor(t, "second push", func() bool {
+			return len(gw.notifications("phone1")) == 2 && len(gw.notifications("phone2")) == 2 && len(gw.notifications("phone3")) == 1
+		})
+		if c := gw.notifications("phone3")[0]["counts"].(map[string]any); c["unread"] != 2.0 {
+			t.Fatalf("phone3 badge: %v", c)
+		}
+
+		hearthtest.Expect(t, laptop.do(t, "POST", "/_matrix/client/v3/pushers/set",
+			map[string]any{"kind": nil, "app_id": "org.example.app", "pushkey": "phone1"}), http.StatusOK, "")
+		alice.send(t, roomID, "three")
+		waitFor(t, "third push", func() bool { return len(gw.notifications("phone2")) == 3 && len(gw.notifications("phone3")) == 2 })
+		flush(t, hs)
+		time.Sleep(50 * time.Millisecond)
+		if n := len(gw.notifications("phone1")); n != 2 {
+			t.Fatalf("removed pusher got %d pushes, want 2", n)
+		}
+		if c := gw.notifications("phone3")[1]["counts"].(map[string]any); c["unread"] != 3.0 {
+			t.Fatalf("phone3 badge: %v", c)
+		}
+	})
+}
+
 func TestPusherRemovedWhenRejected(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		hs := pushServer(t, b, nil)

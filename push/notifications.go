@@ -72,31 +72,42 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 		}
 		byUser[n.n.UserID] = append(byUser[n.n.UserID], n)
 	}
-	pushers, err := storage.PushersOfUsers(ctx, p.db.Read(), users)
+	// One pusher_versions row per recipient tells whether the sender's
+	// cached list of their pushers is current: the cost here is per
+	// recipient, never per pusher.
+	versions, err := storage.PusherVersions(ctx, p.db.Read(), users)
 	if err != nil {
 		return err
 	}
-	pushersOf := map[string][]storage.Pusher{}
-	for _, ps := range pushers {
-		if ps.Kind == "http" {
-			pushersOf[ps.UserID] = append(pushersOf[ps.UserID], ps)
+	var withPushers []string
+	for _, user := range users {
+		if v, ok := versions[user]; ok {
+			has, err := p.sender.hasPushers(ctx, user, v)
+			if err != nil {
+				return err
+			}
+			if has {
+				withPushers = append(withPushers, user)
+			}
 		}
 	}
-	// Badge counts are read before the transaction (readers do not hold up
-	// the writer that /send also needs) and the batch's own notifications
-	// added; a receipt racing with this batch is settled by its badge update,
-	// which the worker runs after this batch.
+	// The badge is the one last queued plus this batch's notifications;
+	// a user without one stored is recounted. Both are read before the
+	// transaction (readers do not hold up the writer that /send also
+	// needs); a receipt racing with this batch is settled by its badge
+	// update, which the worker runs after this batch and which recounts.
 	totals := map[string]int64{}
-	for user := range pushersOf {
-		total, err := totalUnread(ctx, p.db.Read(), user)
+	for _, user := range withPushers {
+		badge, ok, err := storage.PushBadge(ctx, p.db.Read(), user)
+		if err == nil && !ok {
+			badge, err = totalUnread(ctx, p.db.Read(), user)
+		}
 		if err != nil {
 			return err
 		}
-		totals[user] = total + int64(len(byUser[user]))
+		totals[user] = badge + int64(len(byUser[user]))
 	}
-	var wake []int64
 	err = p.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		wake = wake[:0]
 		for _, n := range notes {
 			if err := storage.InsertNotification(ctx, tx, n.n); err != nil {
 				return err
@@ -104,7 +115,7 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 		}
 		// One queue row per notification per user, however many pushers
 		// the user has: each pusher reads the rows after its position.
-		for user, ps := range pushersOf {
+		for _, user := range withPushers {
 			total := totals[user]
 			var notBefore int64
 			if p.hold > 0 && p.presence != nil && p.presence.ActiveSyncing(user) {
@@ -125,16 +136,15 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 			if err := storage.SetPushBadge(ctx, tx, user, total); err != nil {
 				return err
 			}
-			for _, pusher := range ps {
-				wake = append(wake, pusher.ID)
-			}
 		}
 		return storage.SetPushProgress(ctx, tx, maxPos)
 	})
 	if err != nil {
 		return err
 	}
-	p.sender.wake(wake...)
+	for _, user := range withPushers {
+		p.sender.wakeUser(user)
+	}
 	return nil
 }
 
@@ -331,8 +341,15 @@ func (p *Push) isRead(ctx context.Context, userID string, qp storage.QueuedPush)
 // when the unread count is below the one last queued, so a phone clears
 // what the user read elsewhere.
 func (p *Push) badgeUpdate(ctx context.Context, userID string) error {
-	ps, err := storage.PushersOfUser(ctx, p.db.Read(), userID)
-	if err != nil || len(ps) == 0 {
+	versions, err := storage.PusherVersions(ctx, p.db.Read(), []string{userID})
+	if err != nil {
+		return err
+	}
+	v, ok := versions[userID]
+	if !ok {
+		return nil
+	}
+	if has, err := p.sender.hasPushers(ctx, userID, v); err != nil || !has {
 		return err
 	}
 	queued := false
@@ -342,26 +359,26 @@ func (p *Push) badgeUpdate(ctx context.Context, userID string) error {
 		if err != nil {
 			return err
 		}
-		last, err := storage.PushBadge(ctx, tx, userID)
-		if err != nil || total >= last {
+		// The recount is stored even when it did not drop, so the
+		// worker's running sum starts from an exact count again.
+		last, ok, err := storage.PushBadge(ctx, tx, userID)
+		if err != nil {
+			return err
+		}
+		if err := storage.SetPushBadge(ctx, tx, userID, total); err != nil || !ok || total >= last {
 			return err
 		}
 		body, err := json.Marshal(gatewayNotification{Counts: &gatewayCounts{Unread: total}, Prio: "high"})
 		if err != nil {
 			return err
 		}
-		if err := storage.EnqueuePush(ctx, tx, storage.QueuedPush{UserID: userID, Body: string(body), Actions: "[]"}); err != nil {
-			return err
-		}
 		queued = true
-		return storage.SetPushBadge(ctx, tx, userID, total)
+		return storage.EnqueuePush(ctx, tx, storage.QueuedPush{UserID: userID, Body: string(body), Actions: "[]"})
 	})
 	if err != nil || !queued {
 		return err
 	}
-	for _, pusher := range ps {
-		p.sender.wake(pusher.ID)
-	}
+	p.sender.wakeUser(userID)
 	return nil
 }
 

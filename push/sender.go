@@ -45,10 +45,22 @@ type sender struct {
 	slots  chan struct{}
 
 	mu       sync.Mutex
-	loops    map[int64]chan struct{} // pusher ID -> wake-up of its running loop
+	users    map[string]*userPushers
 	minRetry time.Duration
 	maxRetry time.Duration
 	wg       sync.WaitGroup
+}
+
+// userPushers is what the sender knows of one user's http pushers. Waking
+// a user costs the same whatever their number of pushers while every
+// pusher's loop runs (a dead gateway keeps them running): one channel
+// close. Only pushers without a running loop are looked at one by one.
+type userPushers struct {
+	version int64          // the pusher_versions row ids were loaded at; -1 when not loaded
+	ids     map[int64]bool // the user's http pushers
+	running map[int64]bool // pushers whose loop runs
+	active  int            // how many of ids are running
+	woken   chan struct{}  // closed and replaced when the user's queue grows
 }
 
 func newSender(ctx context.Context, db *storage.DB, log *slog.Logger, allowCIDRs []string,
@@ -59,7 +71,7 @@ func newSender(ctx context.Context, db *storage.DB, log *slog.Logger, allowCIDRs
 	}
 	return &sender{
 		ctx: ctx, db: db, log: log, isRead: isRead, slots: make(chan struct{}, maxInFlight),
-		loops: map[int64]chan struct{}{}, minRetry: defaultMinRetry, maxRetry: defaultMaxRetry,
+		users: map[string]*userPushers{}, minRetry: defaultMinRetry, maxRetry: defaultMaxRetry,
 		client: &http.Client{
 			Transport: guard.Transport(maxInFlight),
 			Timeout:   gatewayTimeout,
@@ -79,50 +91,103 @@ func (s *sender) setBackoff(minDelay, maxDelay time.Duration) {
 	s.mu.Unlock()
 }
 
+// user returns the user's entry, creating it; s.mu is held.
+func (s *sender) user(userID string) *userPushers {
+	u, ok := s.users[userID]
+	if !ok {
+		u = &userPushers{version: -1, running: map[int64]bool{}, woken: make(chan struct{})}
+		s.users[userID] = u
+	}
+	return u
+}
+
+// hasPushers reports whether the user has http pushers, given the user's
+// pusher_versions row (read before this call, so a change after it makes
+// the next call reload): the cached IDs unless the version moved.
+func (s *sender) hasPushers(ctx context.Context, userID string, version int64) (bool, error) {
+	s.mu.Lock()
+	u := s.user(userID)
+	if u.version == version {
+		n := len(u.ids)
+		s.mu.Unlock()
+		return n > 0, nil
+	}
+	s.mu.Unlock()
+	ids, err := storage.HTTPPusherIDs(ctx, s.db.Read(), userID)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	u.version, u.ids, u.active = version, map[int64]bool{}, 0
+	for _, id := range ids {
+		u.ids[id] = true
+		if u.running[id] {
+			u.active++
+		}
+	}
+	s.mu.Unlock()
+	return len(ids) > 0, nil
+}
+
 // resume starts the loops of pushers with queued requests (after a restart).
 func (s *sender) resume(ctx context.Context) error {
-	ids, err := storage.PushersWithQueue(ctx, s.db.Read())
+	queued, err := storage.PushersWithQueue(ctx, s.db.Read())
 	if err != nil {
 		return err
 	}
-	s.wake(ids...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, userID := range queued {
+		s.start(s.user(userID), userID, id)
+	}
 	return nil
 }
 
 // wait returns once every loop has stopped (after the context ended).
 func (s *sender) wait() { s.wg.Wait() }
 
-// wake makes the pushers' loops look at their queues, starting loops that
-// are not running.
-func (s *sender) wake(ids ...int64) {
+// wakeUser makes the loops of the user's pushers look at the user's
+// queue, starting the loops that are not running.
+func (s *sender) wakeUser(userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, id := range ids {
-		if ch, ok := s.loops[id]; ok {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
-			continue
-		}
-		if s.ctx.Err() != nil {
-			return
-		}
-		ch := make(chan struct{}, 1)
-		s.loops[id] = ch
-		s.wg.Add(1)
-		go s.loop(id, ch)
+	u := s.user(userID)
+	close(u.woken)
+	u.woken = make(chan struct{})
+	if u.active == len(u.ids) {
+		return
+	}
+	for id := range u.ids {
+		s.start(u, userID, id)
 	}
 }
 
+// start runs the pusher's loop unless it runs; s.mu is held.
+func (s *sender) start(u *userPushers, userID string, id int64) {
+	if u.running[id] || s.ctx.Err() != nil {
+		return
+	}
+	u.running[id] = true
+	if u.ids[id] {
+		u.active++
+	}
+	s.wg.Add(1)
+	go s.loop(u, userID, id)
+}
+
 // loop sends a pusher's queue until it has delivered everything.
-func (s *sender) loop(id int64, woken chan struct{}) {
+func (s *sender) loop(u *userPushers, userID string, id int64) {
 	defer s.wg.Done()
 	failures := 0
 	for {
+		// The wake-up is taken before the queue is read: a push queued
+		// after the read closes it, and the loop reads again.
+		s.mu.Lock()
+		woken := u.woken
+		s.mu.Unlock()
 		pusher, err := storage.GetPusher(s.ctx, s.db.Read(), id)
-		if errors.Is(err, storage.ErrNotFound) {
-			s.stop(id)
+		if errors.Is(err, storage.ErrNotFound) || (err == nil && (pusher.Kind != "http" || pusher.UserID != userID)) {
+			s.stop(u, id)
 			return
 		}
 		var batch []storage.QueuedPush
@@ -148,7 +213,7 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 				continue
 			default:
 			}
-			delete(s.loops, id)
+			u.stopped(id)
 			s.mu.Unlock()
 			return
 		}
@@ -210,7 +275,7 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 			if err != nil && s.ctx.Err() == nil {
 				s.log.Error("removing rejected pusher", "pusher", id, "err", err)
 			}
-			s.stop(id)
+			s.stop(u, id)
 			return
 		}
 		if !commit() {
@@ -219,10 +284,18 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 	}
 }
 
-func (s *sender) stop(id int64) {
+func (s *sender) stop(u *userPushers, id int64) {
 	s.mu.Lock()
-	delete(s.loops, id)
+	u.stopped(id)
 	s.mu.Unlock()
+}
+
+// stopped records that the pusher's loop ended; s.mu is held.
+func (u *userPushers) stopped(id int64) {
+	if u.running[id] && u.ids[id] {
+		u.active--
+	}
+	delete(u.running, id)
 }
 
 // backoff is min * 2^(failures-1), capped, with jitter in [d/2, d].
