@@ -560,3 +560,44 @@ func TestNotificationCountsInSync(t *testing.T) {
 		}
 	})
 }
+
+// TestLegacyBodyMentions: mentions only in the body (bridges, older
+// clients) highlight through the legacy default rules we keep (issue #5),
+// except in events with m.mentions (MSC3952); the rules can be disabled.
+func TestLegacyBodyMentions(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := pushServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		hearthtest.Expect(t, bob.do(t, "PUT", "/_matrix/client/v3/profile/"+bob.id+"/displayname", map[string]any{"displayname": "Robert Tables"}), http.StatusOK, "")
+		counts := func() map[string]any {
+			t.Helper()
+			c, _ := unread(t, bob.sync(t, "", ""), roomID)
+			return c
+		}
+		send := func(content map[string]any) {
+			t.Helper()
+			content["msgtype"] = "m.text"
+			alice.sendContent(t, roomID, content)
+		}
+
+		send(map[string]any{"body": "ping " + bob.id})                                 // .m.rule.contains_user_name
+		send(map[string]any{"body": "hello robert tables!"})                           // .m.rule.contains_display_name
+		send(map[string]any{"body": "@room lunch"})                                    // .m.rule.roomnotif (alice has PL 100)
+		send(map[string]any{"body": "ping " + bob.id, "m.mentions": map[string]any{}}) // m.mentions: legacy rules off
+		send(map[string]any{"body": "@room", "m.mentions": map[string]any{"user_ids": []any{}}})
+		expectCounts(t, counts(), 5, 3)
+
+		// Disabled like any default rule.
+		hearthtest.Expect(t, bob.do(t, "PUT", rulePath("content", ".m.rule.contains_user_name", "enabled"), map[string]any{"enabled": false}), http.StatusOK, "")
+		hearthtest.Expect(t, bob.do(t, "PUT", rulePath("override", ".m.rule.roomnotif", "enabled"), map[string]any{"enabled": false}), http.StatusOK, "")
+		send(map[string]any{"body": "ping " + bob.id})
+		send(map[string]any{"body": "@room again"})
+		expectCounts(t, counts(), 7, 3)
+		r := bob.do(t, "GET", rulePath("content", ".m.rule.contains_user_name"), nil)
+		if r.JSON["enabled"] != false || r.JSON["pattern"] != "bob" {
+			t.Fatalf("disabled rule: %s", r.Body)
+		}
+	})
+}
