@@ -186,7 +186,7 @@ func (p *Push) evaluate(ctx context.Context, ev *rooms.Event) ([]notified, error
 				return nil, err
 			}
 		}
-		res := rules.Evaluate(flat, recipient{rc, m.UserID})
+		res := rules.Evaluate(flat, recipient{rc, m.UserID, m.EventID})
 		if !res.Notify {
 			continue
 		}
@@ -263,11 +263,12 @@ func (r *roomCtx) senderCanNotify(key string) bool {
 // recipient is the pushrules.RoomContext of one recipient.
 type recipient struct {
 	*roomCtx
-	userID string
+	userID      string
+	memberEvent string // the recipient's current m.room.member event
 }
 
 func (r recipient) MemberCount() int                { return r.joined }
-func (r recipient) DisplayName() string             { return r.displayName(r.userID) }
+func (r recipient) DisplayName() string             { return r.p.names.get(r.ctx, r.p.rooms, r.memberEvent) }
 func (r recipient) SenderCanNotify(key string) bool { return r.senderCanNotify(key) }
 
 // UnreadCounts gives a user's unread notification and highlight counts in
@@ -435,4 +436,39 @@ func (c *ruleCache) invalidate(userID string) {
 	delete(c.m, userID)
 	c.version++
 	c.mu.Unlock()
+}
+
+// memberNames caches the displayname of m.room.member events by event ID
+// (an event never changes), so .m.rule.contains_display_name costs a map
+// lookup per recipient instead of loading their member event per message.
+type memberNames struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// maxCachedNames bounds the cache; beyond it, it starts over.
+const maxCachedNames = 100_000
+
+func (c *memberNames) get(ctx context.Context, rs *rooms.Rooms, eventID string) string {
+	c.mu.Lock()
+	name, ok := c.m[eventID]
+	c.mu.Unlock()
+	if ok || eventID == "" {
+		return name
+	}
+	ev, err := rs.Event(ctx, eventID)
+	if err != nil {
+		return "" // not cached: a later message retries
+	}
+	var content struct {
+		DisplayName string `json:"displayname"`
+	}
+	_ = json.Unmarshal(ev.PDU.Content(), &content)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedNames {
+		c.m = map[string]string{}
+	}
+	c.m[eventID] = content.DisplayName
+	c.mu.Unlock()
+	return content.DisplayName
 }

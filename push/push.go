@@ -60,6 +60,7 @@ type Push struct {
 	suffix   string
 	hold     time.Duration
 	rules    *ruleCache
+	names    memberNames
 	sender   *sender
 
 	mu       sync.Mutex

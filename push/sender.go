@@ -21,11 +21,12 @@ import (
 
 // Delivery to push gateways. Each pusher with undelivered pushes has one
 // goroutine that sends its user's queue in order, one at a time, and
-// moves the pusher's position only once the gateway accepted a push; a failure (connection error,
-// timeout, 5xx, 429) is retried after an exponential backoff with jitter,
-// capped, so a dead gateway holds up only its own pushers' queues. At most
-// maxInFlight requests run at once across all pushers. Nothing here runs
-// on the /send or /sync path: the worker only queues rows and wakes us.
+// moves the pusher's position only once the gateway accepted a push; a
+// failure (connection error, timeout, 5xx, 429) is retried after an
+// exponential backoff with jitter, capped, so a dead gateway holds up only
+// its own pushers' queues. At most maxInFlight pushers read their queue
+// and post at once across all users. Nothing here runs on the /send or
+// /sync path: the worker only queues rows and wakes us.
 
 const (
 	maxInFlight     = 64
@@ -178,8 +179,39 @@ func (s *sender) start(u *userPushers, userID string, id int64) {
 // loop sends a pusher's queue until it has delivered everything.
 func (s *sender) loop(u *userPushers, userID string, id int64) {
 	defer s.wg.Done()
+	// A loop holds one of the maxInFlight slots while it reads its queue
+	// and posts, and gives it up while it sleeps: when many pushers have
+	// work (1,000 behind a dead gateway), the others wait here without
+	// reading the database or building requests.
+	held := false
+	acquire := func() bool {
+		if held {
+			return true
+		}
+		select {
+		case s.slots <- struct{}{}:
+			held = true
+			return true
+		case <-s.ctx.Done():
+			return false
+		}
+	}
+	release := func() {
+		if held {
+			<-s.slots
+			held = false
+		}
+	}
+	defer release()
+	pause := func(d time.Duration) bool {
+		release()
+		return s.sleep(d) && acquire()
+	}
 	failures := 0
 	for {
+		if !acquire() {
+			return
+		}
 		// The wake-up is taken before the queue is read: a push queued
 		// after the read closes it, and the loop reads again.
 		s.mu.Lock()
@@ -200,7 +232,7 @@ func (s *sender) loop(u *userPushers, userID string, id int64) {
 			}
 			s.log.Error("reading push queue", "pusher", id, "err", err)
 			failures++
-			if !s.sleep(s.backoff(failures)) {
+			if !pause(s.backoff(failures)) {
 				return
 			}
 			continue
@@ -239,7 +271,7 @@ func (s *sender) loop(u *userPushers, userID string, id int64) {
 		rejected := false
 		for _, qp := range batch {
 			if wait := time.Until(time.UnixMilli(qp.NotBefore)); qp.NotBefore > 0 && wait > 0 {
-				if !commit() || !s.sleep(wait) {
+				if !commit() || !pause(wait) {
 					return
 				}
 			}
@@ -258,7 +290,7 @@ func (s *sender) loop(u *userPushers, userID string, id int64) {
 				failures++
 				delay := s.backoff(failures)
 				s.log.Warn("push gateway failed; will retry", "pusher", id, "app_id", pusher.AppID, "err", err, "retry_in", delay)
-				if !commit() || !s.sleep(delay) {
+				if !commit() || !pause(delay) {
 					return
 				}
 				rejected, err = s.post(pusher, body)
@@ -332,12 +364,6 @@ func (s *sender) post(pusher storage.Pusher, body []byte) (rejected bool, err er
 	if err := json.Unmarshal([]byte(pusher.Data), &data); err != nil || data.URL == "" {
 		return true, nil // cannot be delivered ever: drop the pusher
 	}
-	select {
-	case s.slots <- struct{}{}:
-	case <-s.ctx.Done():
-		return false, s.ctx.Err()
-	}
-	defer func() { <-s.slots }()
 	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, data.URL, bytes.NewReader(body))
 	if err != nil {
 		return true, nil

@@ -350,8 +350,7 @@ func (c *compiledCond) matches(ev *Event, room RoomContext) bool {
 		if !ok || name == "" {
 			return false
 		}
-		re, err := regexp.Compile(`(?is)(?:^|[^a-z0-9_])` + regexp.QuoteMeta(name) + `(?:[^a-z0-9_]|$)`)
-		return err == nil && re.MatchString(body)
+		return containsWord(body, name)
 	case condMemberCount:
 		n := room.MemberCount()
 		switch c.op {
@@ -367,6 +366,27 @@ func (c *compiledCond) matches(ev *Event, room RoomContext) bool {
 		return n == c.n
 	case condSenderPermission:
 		return room.SenderCanNotify(c.key)
+	}
+	return false
+}
+
+// containsWord reports whether body contains word, case-insensitively,
+// with no letter, digit or underscore right before or after it (the
+// word-boundary rule of content.body matching), without building a
+// regular expression per recipient.
+func containsWord(body, word string) bool {
+	body, word = strings.ToLower(body), strings.ToLower(word)
+	isWordByte := func(c byte) bool { return c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+	for from := 0; from <= len(body)-len(word); {
+		i := strings.Index(body[from:], word)
+		if i < 0 {
+			return false
+		}
+		start, end := from+i, from+i+len(word)
+		if (start == 0 || !isWordByte(body[start-1])) && (end == len(body) || !isWordByte(body[end])) {
+			return true
+		}
+		from = start + 1
 	}
 	return false
 }

@@ -52,6 +52,8 @@ func TestEvaluateDefaults(t *testing.T) {
 		{"user name in body", msg(map[string]any{"body": "ping @bob:hearth.test please"}), fakeRoom{members: 3}, ".m.rule.contains_user_name", true, true},
 		{"user name inside a word", msg(map[string]any{"body": "bobsleigh"}), fakeRoom{members: 3}, ".m.rule.message", true, false},
 		{"display name in body", msg(map[string]any{"body": "Hi Bobby Tables!"}), fakeRoom{members: 3, name: "Bobby Tables"}, ".m.rule.contains_display_name", true, true},
+		{"display name inside a word", msg(map[string]any{"body": "Roberta and robert_x"}), fakeRoom{members: 3, name: "Robert"}, ".m.rule.message", true, false},
+		{"display name at the end", msg(map[string]any{"body": "thanks, ROBERT"}), fakeRoom{members: 3, name: "Robert"}, ".m.rule.contains_display_name", true, true},
 		{"@room allowed", msg(map[string]any{"body": "@room lunch"}), fakeRoom{members: 3, canRoom: true}, ".m.rule.roomnotif", true, true},
 		{"@room without permission", msg(map[string]any{"body": "@room lunch"}), fakeRoom{members: 3}, ".m.rule.message", true, false},
 		{"user name in body with m.mentions", msg(map[string]any{"body": "@bob:hearth.test", "m.mentions": map[string]any{}}), fakeRoom{members: 3}, ".m.rule.message", true, false},
