@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,6 +323,48 @@ func TestPusherChangesReachDelivery(t *testing.T) {
 		}
 		if c := gw.notifications("phone3")[1]["counts"].(map[string]any); c["unread"] != 3.0 {
 			t.Fatalf("phone3 badge: %v", c)
+		}
+	})
+}
+
+// TestDeadGatewayDoesNotHoldUpOthers: 70 pushers behind a gateway that
+// never answers (each request hangs until the gateway timeout) are more
+// than all delivery slots; another user's gateway still gets its push
+// while they hang, not after some of them gave up.
+func TestDeadGatewayDoesNotHoldUpOthers(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hang := make(chan struct{})
+		var ended atomic.Int64 // dead-gateway requests that ended (timed out)
+		dead := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body) // so that the server sees the client go away
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+				ended.Add(1)
+			}
+		}))
+		t.Cleanup(dead.Close)
+		t.Cleanup(func() { close(hang) })
+		hs := pushServer(t, b, nil)
+		gw := newGateway(t)
+		alice, bob, carol := newUser(t, hs, "alice"), newUser(t, hs, "bob"), newUser(t, hs, "carol")
+		for i := 0; i < 70; i++ {
+			hearthtest.Expect(t, bob.do(t, "POST", "/_matrix/client/v3/pushers/set",
+				pusherBody(dead.URL+"/_matrix/push/v1/notify", fmt.Sprintf("dead%d", i), nil)), http.StatusOK, "")
+		}
+		hearthtest.Expect(t, carol.do(t, "POST", "/_matrix/client/v3/pushers/set", pusherBody(gw.url(), "carol", nil)), http.StatusOK, "")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		alice.send(t, roomID, "to bob's dead gateway")
+		flush(t, hs)
+		hearthtest.Expect(t, carol.member(t, roomID, "join", nil), http.StatusOK, "")
+		eventID := alice.send(t, roomID, "to everyone").JSON["event_id"].(string)
+		waitFor(t, "carol's push", func() bool { return len(gw.notifications("carol")) == 1 })
+		if n := ended.Load(); n != 0 {
+			t.Fatalf("carol's push waited for %d dead-gateway requests to time out", n)
+		}
+		if got := gw.notifications("carol")[0]["event_id"]; got != eventID {
+			t.Fatalf("carol got %v, want %s", got, eventID)
 		}
 	})
 }

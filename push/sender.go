@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -25,7 +26,8 @@ import (
 // failure (connection error, timeout, 5xx, 429) is retried after an
 // exponential backoff with jitter, capped, so a dead gateway holds up only
 // its own pushers' queues. At most maxInFlight pushers read their queue
-// and post at once across all users. Nothing here runs on the /send or
+// and post at once across all users, at most maxPerHost of them to one
+// gateway host. Nothing here runs on the /send or
 // /sync path: the worker only queues rows and wakes us.
 
 const (
@@ -47,6 +49,7 @@ type sender struct {
 
 	mu       sync.Mutex
 	users    map[string]*userPushers
+	hosts    map[string]*hostGate
 	minRetry time.Duration
 	maxRetry time.Duration
 	wg       sync.WaitGroup
@@ -72,7 +75,7 @@ func newSender(ctx context.Context, db *storage.DB, log *slog.Logger, allowCIDRs
 	}
 	return &sender{
 		ctx: ctx, db: db, log: log, isRead: isRead, slots: make(chan struct{}, maxInFlight),
-		users: map[string]*userPushers{}, minRetry: defaultMinRetry, maxRetry: defaultMaxRetry,
+		users: map[string]*userPushers{}, hosts: map[string]*hostGate{}, minRetry: defaultMinRetry, maxRetry: defaultMaxRetry,
 		client: &http.Client{
 			Transport: guard.Transport(maxInFlight),
 			Timeout:   gatewayTimeout,
@@ -179,39 +182,44 @@ func (s *sender) start(u *userPushers, userID string, id int64) {
 // loop sends a pusher's queue until it has delivered everything.
 func (s *sender) loop(u *userPushers, userID string, id int64) {
 	defer s.wg.Done()
-	// A loop holds one of the maxInFlight slots while it reads its queue
-	// and posts, and gives it up while it sleeps: when many pushers have
-	// work (1,000 behind a dead gateway), the others wait here without
-	// reading the database or building requests.
-	held := false
-	acquire := func() bool {
-		if held {
-			return true
-		}
-		select {
-		case s.slots <- struct{}{}:
-			held = true
-			return true
-		case <-s.ctx.Done():
-			return false
-		}
-	}
+	// A loop holds a slot of its gateway's host and one of the maxInFlight
+	// slots while it reads its queue and posts, and gives them up while it
+	// sleeps: when many pushers have work (1,000 behind a dead gateway),
+	// the others wait without reading their queue or building requests,
+	// and one host never holds every slot (see hostGate).
+	held, heldHost := false, ""
 	release := func() {
 		if held {
 			<-s.slots
+			s.hostDone(heldHost)
 			held = false
+		}
+	}
+	acquire := func(host string) bool {
+		if held && heldHost == host {
+			return true
+		}
+		release()
+		if !s.hostWait(host) {
+			return false
+		}
+		select {
+		case s.slots <- struct{}{}:
+			held, heldHost = true, host
+			return true
+		case <-s.ctx.Done():
+			s.hostDone(host)
+			return false
 		}
 	}
 	defer release()
 	pause := func(d time.Duration) bool {
+		host, wasHeld := heldHost, held
 		release()
-		return s.sleep(d) && acquire()
+		return s.sleep(d) && (!wasHeld || acquire(host))
 	}
 	failures := 0
 	for {
-		if !acquire() {
-			return
-		}
 		// The wake-up is taken before the queue is read: a push queued
 		// after the read closes it, and the loop reads again.
 		s.mu.Lock()
@@ -220,6 +228,9 @@ func (s *sender) loop(u *userPushers, userID string, id int64) {
 		pusher, err := storage.GetPusher(s.ctx, s.db.Read(), id)
 		if errors.Is(err, storage.ErrNotFound) || (err == nil && (pusher.Kind != "http" || pusher.UserID != userID)) {
 			s.stop(u, id)
+			return
+		}
+		if err == nil && !acquire(gatewayHost(pusher)) {
 			return
 		}
 		var batch []storage.QueuedPush
@@ -316,6 +327,98 @@ func (s *sender) loop(u *userPushers, userID string, id int64) {
 	}
 }
 
+// Gateway hosts. Most pushers of a server share a few gateways, and a dead
+// one holds each request until gatewayTimeout: without a bound per host,
+// 64 pushers behind it would hold every slot and delay every other
+// gateway's pushes by minutes. A host gets at most maxPerHost slots, and
+// failingHostProbes while its last request failed (until one succeeds).
+const (
+	maxPerHost        = maxInFlight / 2
+	failingHostProbes = 2
+)
+
+// hostGate is the state of one gateway host (scheme and host:port of the
+// pusher's url); s.mu guards it.
+type hostGate struct {
+	inFlight int
+	failing  bool
+	freed    chan struct{} // closed and replaced when a slot frees or the limit grows
+}
+
+// gatewayHost is the host a pusher's requests go to ("" if its url does
+// not parse; post drops such pushers).
+func gatewayHost(p storage.Pusher) string {
+	var data struct {
+		URL string `json:"url"`
+	}
+	_ = json.Unmarshal([]byte(p.Data), &data)
+	u, err := url.Parse(data.URL)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// hostWait takes a slot of host, waiting while it has its limit in flight.
+func (s *sender) hostWait(host string) bool {
+	for {
+		s.mu.Lock()
+		h := s.hosts[host]
+		if h == nil {
+			h = &hostGate{freed: make(chan struct{})}
+			s.hosts[host] = h
+		}
+		limit := maxPerHost
+		if h.failing {
+			limit = failingHostProbes
+		}
+		if h.inFlight < limit {
+			h.inFlight++
+			s.mu.Unlock()
+			return true
+		}
+		freed := h.freed
+		s.mu.Unlock()
+		select {
+		case <-freed:
+		case <-s.ctx.Done():
+			return false
+		}
+	}
+}
+
+// hostDone gives back a slot of host taken by hostWait.
+func (s *sender) hostDone(host string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.hosts[host]
+	if h == nil {
+		return
+	}
+	h.inFlight--
+	close(h.freed)
+	h.freed = make(chan struct{})
+	if h.inFlight <= 0 && !h.failing {
+		delete(s.hosts, host)
+	}
+}
+
+// hostHealth records whether a request to host got an answer that is not
+// a failure to retry.
+func (s *sender) hostHealth(host string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.hosts[host]
+	if h == nil || h.failing == !ok {
+		return
+	}
+	h.failing = !ok
+	if ok {
+		close(h.freed)
+		h.freed = make(chan struct{})
+	}
+}
+
 func (s *sender) stop(u *userPushers, id int64) {
 	s.mu.Lock()
 	u.stopped(id)
@@ -371,8 +474,10 @@ func (s *sender) post(pusher storage.Pusher, body []byte) (rejected bool, err er
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := s.client.Do(req)
 	if err != nil {
+		s.hostHealth(gatewayHost(pusher), false)
 		return false, err
 	}
+	s.hostHealth(gatewayHost(pusher), resp.StatusCode < 300 || resp.StatusCode >= 400 && resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode < 500)
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxGatewayBody))
 	switch {
