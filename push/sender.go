@@ -60,11 +60,11 @@ type sender struct {
 // pusher's loop runs (a dead gateway keeps them running): one channel
 // close. Only pushers without a running loop are looked at one by one.
 type userPushers struct {
-	version int64          // the pusher_versions row ids were loaded at; -1 when not loaded
-	ids     map[int64]bool // the user's http pushers
-	running map[int64]bool // pushers whose loop runs
-	active  int            // how many of ids are running
-	woken   chan struct{}  // closed and replaced when the user's queue grows
+	version int64            // the pusher_versions row ids were loaded at; -1 when not loaded
+	ids     map[int64]string // the user's http pushers and their gateway hosts
+	running map[int64]bool   // pushers whose loop runs
+	active  int              // how many of ids are running
+	woken   chan struct{}    // closed and replaced when the user's queue grows
 }
 
 func newSender(ctx context.Context, db *storage.DB, log *slog.Logger, allowCIDRs []string,
@@ -117,20 +117,20 @@ func (s *sender) hasPushers(ctx context.Context, userID string, version int64) (
 		return n > 0, nil
 	}
 	s.mu.Unlock()
-	ids, err := storage.HTTPPusherIDs(ctx, s.db.Read(), userID)
+	data, err := storage.HTTPPusherData(ctx, s.db.Read(), userID)
 	if err != nil {
 		return false, err
 	}
 	s.mu.Lock()
-	u.version, u.ids, u.active = version, map[int64]bool{}, 0
-	for _, id := range ids {
-		u.ids[id] = true
+	u.version, u.ids, u.active = version, map[int64]string{}, 0
+	for id, d := range data {
+		u.ids[id] = gatewayHostOf(d)
 		if u.running[id] {
 			u.active++
 		}
 	}
 	s.mu.Unlock()
-	return len(ids) > 0, nil
+	return len(data) > 0, nil
 }
 
 // resume starts the loops of pushers with queued requests (after a restart).
@@ -142,7 +142,7 @@ func (s *sender) resume(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, userID := range queued {
-		s.start(s.user(userID), userID, id)
+		s.start(s.user(userID), userID, id, "")
 	}
 	return nil
 }
@@ -161,26 +161,27 @@ func (s *sender) wakeUser(userID string) {
 	if u.active == len(u.ids) {
 		return
 	}
-	for id := range u.ids {
-		s.start(u, userID, id)
+	for id, host := range u.ids {
+		s.start(u, userID, id, host)
 	}
 }
 
-// start runs the pusher's loop unless it runs; s.mu is held.
-func (s *sender) start(u *userPushers, userID string, id int64) {
+// start runs the pusher's loop unless it runs; host is its gateway host
+// if known ("": the loop reads it). s.mu is held.
+func (s *sender) start(u *userPushers, userID string, id int64, host string) {
 	if u.running[id] || s.ctx.Err() != nil {
 		return
 	}
 	u.running[id] = true
-	if u.ids[id] {
+	if _, ok := u.ids[id]; ok {
 		u.active++
 	}
 	s.wg.Add(1)
-	go s.loop(u, userID, id)
+	go s.loop(u, userID, id, host)
 }
 
 // loop sends a pusher's queue until it has delivered everything.
-func (s *sender) loop(u *userPushers, userID string, id int64) {
+func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
 	defer s.wg.Done()
 	// A loop holds a slot of its gateway's host and one of the maxInFlight
 	// slots while it reads its queue and posts, and gives them up while it
@@ -220,6 +221,10 @@ func (s *sender) loop(u *userPushers, userID string, id int64) {
 	}
 	failures := 0
 	for {
+		// Slots first when the host is known: loops that wait read nothing.
+		if host != "" && !acquire(host) {
+			return
+		}
 		// The wake-up is taken before the queue is read: a push queued
 		// after the read closes it, and the loop reads again.
 		s.mu.Lock()
@@ -230,8 +235,10 @@ func (s *sender) loop(u *userPushers, userID string, id int64) {
 			s.stop(u, id)
 			return
 		}
-		if err == nil && !acquire(gatewayHost(pusher)) {
-			return
+		if err == nil {
+			if host = gatewayHost(pusher); !acquire(host) {
+				return
+			}
 		}
 		var batch []storage.QueuedPush
 		if err == nil {
@@ -347,11 +354,14 @@ type hostGate struct {
 
 // gatewayHost is the host a pusher's requests go to ("" if its url does
 // not parse; post drops such pushers).
-func gatewayHost(p storage.Pusher) string {
+func gatewayHost(p storage.Pusher) string { return gatewayHostOf(p.Data) }
+
+// gatewayHostOf is gatewayHost of a pusher's data (JSON).
+func gatewayHostOf(pusherData string) string {
 	var data struct {
 		URL string `json:"url"`
 	}
-	_ = json.Unmarshal([]byte(p.Data), &data)
+	_ = json.Unmarshal([]byte(pusherData), &data)
 	u, err := url.Parse(data.URL)
 	if err != nil {
 		return ""
@@ -427,7 +437,7 @@ func (s *sender) stop(u *userPushers, id int64) {
 
 // stopped records that the pusher's loop ended; s.mu is held.
 func (u *userPushers) stopped(id int64) {
-	if u.running[id] && u.ids[id] {
+	if _, ok := u.ids[id]; ok && u.running[id] {
 		u.active--
 	}
 	delete(u.running, id)

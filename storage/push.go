@@ -241,10 +241,24 @@ func PusherVersions(ctx context.Context, q Reader, userIDs []string) (map[string
 	return out, nil
 }
 
-// HTTPPusherIDs lists the IDs of the user's http pushers (the ones that
-// deliver to a push gateway).
-func HTTPPusherIDs(ctx context.Context, q Reader, userID string) ([]int64, error) {
-	return queryColumn[int64](ctx, q, `SELECT id FROM pushers WHERE user_id = $1 AND kind = 'http' ORDER BY id`, userID)
+// HTTPPusherData returns the data (JSON) of the user's http pushers (the
+// ones that deliver to a push gateway) by pusher ID.
+func HTTPPusherData(ctx context.Context, q Reader, userID string) (map[int64]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, data FROM pushers WHERE user_id = $1 AND kind = 'http'`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("listing pushers: %w", err)
+	}
+	defer rows.Close()
+	out := map[int64]string{}
+	for rows.Next() {
+		var id int64
+		var data string
+		if err := rows.Scan(&id, &data); err != nil {
+			return nil, err
+		}
+		out[id] = data
+	}
+	return out, rows.Err()
 }
 
 // DeletePusher removes the user's pusher with the app ID and pushkey, and
