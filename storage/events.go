@@ -149,6 +149,27 @@ func InsertEvent(ctx context.Context, tx *sql.Tx, e Event) (int64, error) {
 	return pos, nil
 }
 
+// InsertOutlierIfAbsent stores an event outside the timeline unless an
+// event with its ID exists. Another transaction may be storing the same
+// auth or state event at the same time (a transaction's PDU fetching its
+// auth chain while a join stores the room's state): on PostgreSQL a unique
+// violation would abort the whole transaction, so the conflict is skipped
+// in SQL instead of reported.
+func InsertOutlierIfAbsent(ctx context.Context, tx *sql.Tx, e Event) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+		membership, snapshot_before, snapshot_after, rejected, soft_failed, outlier, relates_to, rel_type,
+		prev_content, prev_sender, replaces_state, sender_device, txn_id, json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, TRUE, $13, $14, $15, $16, $17, $18, $19, $20)
+		ON CONFLICT (event_id) DO NOTHING`,
+		e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginTS, e.Membership,
+		e.SnapshotBefore, e.SnapshotAfter, e.Rejected, e.SoftFailed, e.RelatesTo, e.RelType,
+		e.PrevContent, e.PrevSender, e.ReplacesState, e.SenderDevice, e.TxnID, string(e.JSON))
+	if err != nil {
+		return fmt.Errorf("inserting outlier: %w", err)
+	}
+	return nil
+}
+
 // MarkRedacted records that redaction redacts eventID.
 func MarkRedacted(ctx context.Context, tx *sql.Tx, eventID, redactionID string) error {
 	_, err := tx.ExecContext(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL`, redactionID, eventID)
