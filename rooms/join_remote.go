@@ -127,6 +127,7 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 	defer unlock()
 	var out []*Event
 	var snaps []*snapshot
+	already := false
 	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		room, err := r.db.LockRoom(ctx, tx, roomID)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -136,6 +137,13 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 			}
 		} else if err != nil {
 			return err
+		}
+		// A PDU of this room that arrived meanwhile (the room goes on while
+		// send_join is answered) may have stored some of these events, or
+		// be storing them now, and may have put the join in the timeline.
+		if existing, err := storage.GetEvent(ctx, tx, join.EventID()); err == nil && !existing.Outlier {
+			already = true
+			return nil
 		}
 		for _, p := range ordered {
 			if err := storage.InsertOutlierIfAbsent(ctx, tx, remoteRow(p)); err != nil {
@@ -187,6 +195,9 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storing the joined room: %w", err)
+	}
+	if already {
+		return r.Event(ctx, join.EventID())
 	}
 	r.committed(out, snaps)
 	return out[0], nil

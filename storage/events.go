@@ -149,10 +149,12 @@ func InsertEvent(ctx context.Context, tx *sql.Tx, e Event) (int64, error) {
 	return pos, nil
 }
 
-// InsertOutlierIfAbsent stores an outlier unless an event with its ID is
-// already stored or being stored by a concurrent transaction (which it
-// waits for): several paths fetch the same auth events at once, and on
-// PostgreSQL a failed insert would abort the whole transaction.
+// InsertOutlierIfAbsent stores an event outside the timeline unless an
+// event with its ID exists. Another transaction may be storing the same
+// auth or state event at the same time (a transaction's PDU fetching its
+// auth chain while a join stores the room's state): on PostgreSQL a unique
+// violation would abort the whole transaction, so the conflict is skipped
+// in SQL instead of reported.
 func InsertOutlierIfAbsent(ctx context.Context, tx *sql.Tx, e Event) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts,
 		membership, snapshot_before, snapshot_after, rejected, soft_failed, outlier, relates_to, rel_type,
