@@ -299,3 +299,47 @@ func TestBackfillAfterRejoin(t *testing.T) {
 		}
 	})
 }
+
+// Someone other than the inviter kicks an invitee of another server: the
+// invitee's server cannot check that against a room it is not in and
+// keeps the invite (only the inviter can withdraw it over federation).
+func TestKickOfRemoteInviteeByOtherUserKeepsInvite(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, alice2, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[0], "alice2"), newFedUser(t, fed[1], "bob")
+		// A room bob is in, to know when his server has caught up.
+		room1 := alice.createRoom(t, map[string]any{"preset": "private_chat", "invite": []string{bob.id}})
+		since := ""
+		bob.syncUntil(t, &since, "the first invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", room1) })
+		hearthtest.Expect(t, bob.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room1), map[string]any{}), http.StatusOK, "")
+
+		room2 := alice.createRoom(t, map[string]any{"preset": "private_chat", "invite": []string{alice2.id}})
+		hearthtest.Expect(t, alice2.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room2), map[string]any{}), http.StatusOK, "")
+		hearthtest.Expect(t, alice2.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room2)+"/invite", map[string]any{"user_id": bob.id}), http.StatusOK, "")
+		bob.syncUntil(t, &since, "alice2's invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", room2) })
+
+		hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room2)+"/kick", map[string]any{"user_id": bob.id, "reason": "not yours"}), http.StatusOK, "")
+		alice.waitMembership(t, room2, bob.id, "leave")
+		alice.send(t, room1, "after the kick")
+		filter := url.QueryEscape(`{"room":{"include_leave":true}}`)
+		for deadline := time.Now().Add(15 * time.Second); ; {
+			if time.Now().After(deadline) {
+				t.Fatal("bob never saw the message sent after the kick")
+			}
+			r := bob.do(t, "GET", "/_matrix/client/v3/sync?timeout=1000&filter="+filter+"&since="+url.QueryEscape(since), nil)
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			since, _ = r.JSON["next_batch"].(string)
+			if roomIn(r, "leave", room2) {
+				t.Fatalf("bob's server took the kick by someone other than the inviter: %s", r.Body)
+			}
+			if strings.Contains(string(r.Body), "after the kick") {
+				break
+			}
+		}
+		r := bob.do(t, "GET", "/_matrix/client/v3/sync", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !roomIn(r, "invite", room2) {
+			t.Fatalf("bob's initial sync lacks the invite: %s", r.Body)
+		}
+	})
+}

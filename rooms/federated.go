@@ -87,7 +87,9 @@ func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID s
 // receiveOutOfRoom takes the one kind of PDU that concerns a room whose
 // live copy is elsewhere: the resident server withdrawing an invite to (or
 // refusing a knock of) one of our users, a leave or ban whose sender is on
-// the origin. It is kept like the invite was, so the user's sync shows it.
+// the origin (for an invite: the inviter). It is kept like the invite was,
+// so the user's sync shows it; another user's kick of the invitee is
+// dropped, and the invite stands.
 // done is false for anything else, which goes the usual way.
 func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU) (done bool, err error) {
 	if pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil || !r.isLocal(*pdu.StateKey()) {
@@ -100,9 +102,23 @@ func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pd
 	if _, domain, err := gomatrixserverlib.SplitID('@', string(pdu.SenderID())); err != nil || domain != origin {
 		return false, nil
 	}
-	current, _, err := storage.CurrentMembership(ctx, r.db.Read(), pdu.RoomID().String(), *pdu.StateKey())
+	current, currentID, err := storage.CurrentMembership(ctx, r.db.Read(), pdu.RoomID().String(), *pdu.StateKey())
 	if err != nil || (current != spec.Invite && current != spec.Knock) {
 		return false, err
+	}
+	if current == spec.Invite {
+		// Only the inviter can withdraw an invite: anyone else's kick of an
+		// invitee we cannot check against the room's state (we are not in
+		// it), and the room's server may well have refused it.
+		invite, err := storage.GetEvent(ctx, r.db.Read(), currentID)
+		if err != nil {
+			return true, fmt.Errorf("reading the invite being withdrawn: %w", err)
+		}
+		if invite.Sender != string(pdu.SenderID()) {
+			r.log.Info("ignoring the withdrawal of an invite by someone other than the inviter",
+				"room", pdu.RoomID().String(), "event", pdu.EventID(), "sender", pdu.SenderID(), "inviter", invite.Sender)
+			return true, nil
+		}
 	}
 	_, err = r.storeOutOfRoomMembership(ctx, pdu, nil)
 	return true, err
