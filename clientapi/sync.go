@@ -347,7 +347,10 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 				resp.Rooms.Knock[m.RoomID] = kr
 			}
 		case spec.Leave, spec.Ban:
-			if !newMembership || (initial && !roomFilter.IncludeLeave) {
+			// Without include_leave an initial sync still shows the rooms
+			// the user was kicked or banned from (as Synapse does), so a
+			// client learns of it; only leaving by choice drops the room.
+			if !newMembership || (initial && !roomFilter.IncludeLeave && memberEv.Sender == req.userID) {
 				continue
 			}
 			// A forgotten room stays out of initial syncs; an incremental sync

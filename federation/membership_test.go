@@ -343,3 +343,42 @@ func TestKickOfRemoteInviteeByOtherUserKeepsInvite(t *testing.T) {
 		}
 	})
 }
+
+// A user of another server banned, unbanned and invited again sees each
+// step (the ban in an initial sync without include_leave) and can join.
+func TestUnbanThroughInviteAcrossServers(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat"})
+		join := "/_matrix/client/v3/join/" + url.PathEscape(roomID) + "?server_name=" + url.QueryEscape(bob.hs.Config.ServerName)
+		hearthtest.Expect(t, alice.do(t, "POST", join, map[string]any{}), http.StatusOK, "")
+		room := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/ban", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		banned := func(r hearthtest.Response) bool {
+			left, _ := get(r.JSON, "rooms", "leave", roomID, "timeline", "events").([]any)
+			for _, ev := range left {
+				if get(ev, "state_key") == alice.id && get(ev, "content", "membership") == "ban" {
+					return true
+				}
+			}
+			return false
+		}
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			r := alice.do(t, "GET", "/_matrix/client/v3/sync", nil) // initial, no include_leave
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			if banned(r) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("alice's initial sync never showed the ban: %s", r.Body)
+			}
+		}
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/unban", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/invite", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		since := ""
+		alice.syncUntil(t, &since, "the invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", roomID) })
+		hearthtest.Expect(t, alice.do(t, "POST", join, map[string]any{}), http.StatusOK, "")
+		bob.waitMembership(t, roomID, alice.id, "join")
+	})
+}
