@@ -598,7 +598,7 @@ func (r *Rooms) updateCurrentState(ctx context.Context, tx *sql.Tx, roomID strin
 			changed = append(changed, id)
 		}
 	}
-	evs, err := r.Events(ctx, tx, changed)
+	memberships, err := r.memberships(ctx, tx, changed)
 	if err != nil {
 		return err
 	}
@@ -606,13 +606,33 @@ func (r *Rooms) updateCurrentState(ctx context.Context, tx *sql.Tx, roomID strin
 		if old[k] == id {
 			continue
 		}
-		var membership *string
-		if ev, ok := evs[id]; ok && ev.Membership != nil {
-			membership = ev.Membership
-		}
+		membership := memberships[id]
 		if err := storage.SetCurrentState(ctx, tx, roomID, k, id, membership); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// memberships returns the membership column of those of ids that are
+// membership events, from the cache or else from the rows, unparsed (a
+// join over federation sets a thousand members at once).
+func (r *Rooms) memberships(ctx context.Context, q storage.Reader, ids []string) (map[string]*string, error) {
+	out := make(map[string]*string, len(ids))
+	var rest []string
+	for _, id := range ids {
+		if ev, ok := r.pdus.get(id); ok {
+			out[id] = ev.Membership
+		} else {
+			rest = append(rest, id)
+		}
+	}
+	rows, err := storage.GetEvents(ctx, q, rest)
+	if err != nil {
+		return nil, err
+	}
+	for _, row := range rows {
+		out[row.EventID] = row.Membership
+	}
+	return out, nil
 }

@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -121,8 +123,16 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 	join.EventID()
 	roomID := join.RoomID().String()
 	ver := gomatrixserverlib.MustGetRoomVersion(join.Version())
-	ordered := gomatrixserverlib.LineariseStateResponse(join.Version(), resp.StateSnapshot)
+	// Parsed once (LineariseStateResponse would parse the state again,
+	// and every event ID is a hash of the event): the state and auth
+	// chain in auth order, each event after its auth events.
+	authEvs := resp.StateSnapshot.GetAuthEvents().UntrustedEvents(join.Version())
 	stateEvs := resp.StateSnapshot.GetStateEvents().UntrustedEvents(join.Version())
+	byID := make(map[string]gomatrixserverlib.PDU, len(authEvs)+len(stateEvs))
+	for _, p := range slices.Concat(authEvs, stateEvs) {
+		byID[p.EventID()] = p
+	}
+	ordered := gomatrixserverlib.ReverseTopologicalOrdering(slices.Collect(maps.Values(byID)), gomatrixserverlib.TopologicalOrderByAuthEvents)
 	unlock := r.locks.lock(roomID)
 	defer unlock()
 	var out []*Event
