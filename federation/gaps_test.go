@@ -1,7 +1,9 @@
 package federation_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,7 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/storage"
 )
 
 // A server that missed a run of events and gets only part of it back
@@ -103,5 +110,125 @@ func TestSyncTimelineAfterFederationGap(t *testing.T) {
 		if strings.Join(bodies, "|") != strings.Join(want, "|") {
 			t.Fatalf("/messages from prev_batch = %q, want %q", bodies, want)
 		}
+	})
+}
+
+// eventOn builds an event of alice (a user of from, joined to the room on
+// host) on top of the room's current extremities on host, with the auth
+// events host's current state names, signed by from.
+func eventOn(t *testing.T, host, from *hearthtest.Server, roomID, sender, typ string, stateKey *string, content map[string]any, prevs []string) gomatrixserverlib.PDU {
+	t.Helper()
+	ctx := context.Background()
+	room, err := storage.GetRoom(ctx, host.DB.Read(), roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prevs == nil {
+		prevs = room.Extremities
+	}
+	st, err := host.Rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var auth []string
+	for _, k := range []storage.StateKey{{Type: spec.MRoomCreate}, {Type: spec.MRoomPowerLevels}, {Type: spec.MRoomMember, StateKey: sender}} {
+		if id, ok := st[k]; ok {
+			auth = append(auth, id)
+		}
+	}
+	c, _ := json.Marshal(content)
+	ver := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(room.Version))
+	proto := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: typ, StateKey: stateKey, Content: c,
+		PrevEvents: prevs, AuthEvents: auth, Depth: room.MaxDepth + 1}
+	ev, err := ver.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), serverName(from), from.Key.ID, from.Key.Private)
+	var verr gomatrixserverlib.EventValidationError
+	if err != nil && !(errors.As(err, &verr) && verr.Persistable) {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// sendPDUs sends a transaction of pdus from one server to another and
+// returns the per-PDU results.
+func sendPDUs(t *testing.T, from, to *hearthtest.Server, txnID string, pdus ...gomatrixserverlib.PDU) map[string]fclient.PDUResult {
+	t.Helper()
+	raws := make([]json.RawMessage, len(pdus))
+	for i, p := range pdus {
+		raws[i] = p.JSON()
+	}
+	res, err := from.Federation.Client().SendTransaction(context.Background(), gomatrixserverlib.Transaction{TransactionID: gomatrixserverlib.TransactionID(txnID),
+		Origin: serverName(from), Destination: serverName(to), OriginServerTS: spec.AsTimestamp(time.Now()), PDUs: raws})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.PDUs
+}
+
+// A pushed event whose prev events the sender cannot supply through
+// get_missing_events is refused; its state is not asked for (state_ids)
+// and taken on trust.
+func TestPushedEventWithUnfetchablePrevEventsIsRefused(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(bob.hs.Config.ServerName), map[string]any{}), http.StatusOK, "")
+		var stateIDs, missing atomic.Int64
+		alice.hs.WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				switch {
+				case strings.Contains(req.URL.Path, "/v1/state_ids/"):
+					stateIDs.Add(1)
+				case strings.Contains(req.URL.Path, "/v1/get_missing_events/"):
+					missing.Add(1)
+				}
+				fedH.ServeHTTP(w, req)
+			})
+		})
+		// The prev event exists nowhere.
+		unknown := eventOn(t, bob.hs, alice.hs, roomID, alice.id, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "lost"}, nil)
+		ev := eventOn(t, bob.hs, alice.hs, roomID, alice.id, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "orphan"}, []string{unknown.EventID()})
+		res := sendPDUs(t, alice.hs, bob.hs, "orphan", ev)
+		if res[ev.EventID()].Error == "" {
+			t.Fatalf("the event without its prev events was accepted: %+v", res)
+		}
+		if missing.Load() == 0 || stateIDs.Load() != 0 {
+			t.Fatalf("get_missing_events asked %d times (want some), state_ids %d times (want none)", missing.Load(), stateIDs.Load())
+		}
+		r := bob.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/event/"+url.PathEscape(ev.EventID()), nil)
+		hearthtest.Expect(t, r, http.StatusNotFound, "M_NOT_FOUND")
+	})
+}
+
+// In a room version before the byte limits (10), a state key of 70 code
+// points but 280 bytes is valid: such an event fetched through
+// get_missing_events is kept, and so is the event after it.
+func TestMissingEventWithLongByteStateKeyInRoomV10(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat", "room_version": "10", "power_level_content_override": map[string]any{"state_default": 0}})
+		hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(bob.hs.Config.ServerName), map[string]any{}), http.StatusOK, "")
+		key := strings.Repeat("💥", 70)
+		breaker := eventOn(t, bob.hs, alice.hs, roomID, alice.id, "my.room.breaker", &key, map[string]any{}, nil)
+		after := eventOn(t, bob.hs, alice.hs, roomID, alice.id, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "after the breaker"}, []string{breaker.EventID()})
+		// A answers get_missing_events with the breaker, which it never sent.
+		alice.hs.WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if !strings.Contains(req.URL.Path, "/v1/get_missing_events/") {
+					fedH.ServeHTTP(w, req)
+					return
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(map[string]any{"events": []json.RawMessage{breaker.JSON()}})
+			})
+		})
+		res := sendPDUs(t, alice.hs, bob.hs, "breaker", after)
+		if res[after.EventID()].Error != "" {
+			t.Fatalf("the event after the breaker was refused: %+v", res)
+		}
+		bob.waitForMessage(t, roomID, "after the breaker")
+		r := bob.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/my.room.breaker/"+url.PathEscape(key), nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
 	})
 }

@@ -73,7 +73,7 @@ func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID s
 		}
 	}
 	budget := maxFetchedEvents
-	if err := r.ingest(ctx, origin, ver, pdu, &budget, true); err != nil {
+	if err := r.ingest(ctx, origin, ver, pdu, &budget, pushedEvent); err != nil {
 		return err
 	}
 	// Rejected events are stored (the DAG needs them) but reported as
@@ -127,6 +127,13 @@ func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pd
 // parseRemote parses and signature-checks a remote event.
 func (r *Rooms) parseRemote(ctx context.Context, ver gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
 	pdu, err := ver.NewEventFromUntrustedJSON(raw)
+	var verr gomatrixserverlib.EventValidationError
+	if errors.As(err, &verr) && verr.Persistable && pdu != nil {
+		// Too many bytes in a type or state key in a room version from
+		// before the byte limits (v11): such events exist in old rooms
+		// and are kept, as the rules of their version allow.
+		err = nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("invalid event: %w", err)
 	}
@@ -144,8 +151,29 @@ func (r *Rooms) known(ctx context.Context, ids []string) (map[string]*Event, err
 	return r.Events(ctx, r.db.Read(), ids)
 }
 
+// holePolicy says what ingest does about prev events it lacks.
+type holePolicy int
+
+const (
+	// pulledEvent: an event we fetched ourselves (get_missing_events): the
+	// state before it comes from state_ids.
+	pulledEvent holePolicy = iota
+	// fetchHoles: ask get_missing_events for what lies between, then
+	// state_ids for what remains.
+	fetchHoles
+	// pushedEvent: an event another server pushed (/send): ask
+	// get_missing_events; if that does not reach our copy, the event is
+	// refused, not taken on state_ids' word: it could otherwise become the
+	// room's only forward extremity with state we cannot check (as Synapse).
+	pushedEvent
+)
+
+// errMissingPrevEvents refuses a pushed event whose prev events could not
+// be fetched.
+var errMissingPrevEvents = errors.New("not all prev_events are available")
+
 // ingest persists a verified remote event, first filling holes before it.
-func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, budget *int, fetch bool) error {
+func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, budget *int, holes holePolicy) error {
 	have, err := r.known(ctx, []string{pdu.EventID()})
 	if err != nil {
 		return err
@@ -163,7 +191,7 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 		return err
 	}
 	var stateBefore State
-	if len(prevs) < len(pdu.PrevEventIDs()) && fetch && r.remote != nil {
+	if len(prevs) < len(pdu.PrevEventIDs()) && holes != pulledEvent && r.remote != nil {
 		// Ask for what lies between our extremities and this event, oldest
 		// first, and ingest those first.
 		room, err := storage.GetRoom(ctx, r.db.Read(), roomID)
@@ -186,7 +214,7 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 			}
 			sort.Slice(missing, func(i, j int) bool { return missing[i].Depth() < missing[j].Depth() })
 			for _, p := range missing {
-				if err := r.ingest(ctx, origin, ver, p, budget, false); err != nil {
+				if err := r.ingest(ctx, origin, ver, p, budget, pulledEvent); err != nil {
 					r.log.Debug("ingesting a missing event", "event", p.EventID(), "err", err)
 				}
 			}
@@ -196,6 +224,10 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 		}
 	}
 	if len(prevs) < len(pdu.PrevEventIDs()) {
+		if holes == pushedEvent {
+			r.log.Info("refusing a pushed event: its prev events could not be fetched", "event", pdu.EventID(), "room", roomID)
+			return errMissingPrevEvents
+		}
 		// Still a gap: take the state before the event from the origin.
 		if r.remote == nil {
 			return errors.New("missing prev events and no federation to fetch them")

@@ -79,7 +79,7 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			// authorise): the join is one more event of it.
 			budget := maxFetchedEvents
 			ver := gomatrixserverlib.MustGetRoomVersion(resp.JoinEvent.Version())
-			if err := r.ingest(ctx, server, ver, resp.JoinEvent, &budget, true); err != nil {
+			if err := r.ingest(ctx, server, ver, resp.JoinEvent, &budget, fetchHoles); err != nil {
 				return nil, err
 			}
 			return r.Event(ctx, resp.JoinEvent.EventID())
