@@ -665,7 +665,7 @@ func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, 
 		}
 	}
 	if len(evs) > 0 {
-		out.timeline.PrevBatch = rooms.Before(evs[0]).String()
+		out.timeline.PrevBatch = rooms.BeforeStream(evs[0].StreamPos).String()
 	} else if end, err := a.rooms.End(ctx, roomID); err == nil {
 		out.timeline.PrevBatch = end.String()
 	}

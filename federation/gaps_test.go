@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -231,4 +232,99 @@ func TestMissingEventWithLongByteStateKeyInRoomV10(t *testing.T) {
 		r := bob.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/my.room.breaker/"+url.PathEscape(key), nil)
 		hearthtest.Expect(t, r, http.StatusOK, "")
 	})
+}
+
+// An event from another server that arrives after local events it does
+// not follow (a network partition) comes down sync after them; sync's
+// prev_batch then pages back through the local events, which sync has
+// not shown, not from the late event's lower depth.
+func TestPrevBatchAfterLateRemoteEvent(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob, charlie := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[0], "bob"), newFedUser(t, fed[1], "charlie")
+		roomID := charlie.createRoom(t, map[string]any{"preset": "public_chat"})
+		join := "/_matrix/client/v3/join/" + url.PathEscape(roomID) + "?server_name=" + url.QueryEscape(charlie.hs.Config.ServerName)
+		hearthtest.Expect(t, alice.do(t, "POST", join, map[string]any{}), http.StatusOK, "")
+		hearthtest.Expect(t, bob.do(t, "POST", join, map[string]any{}), http.StatusOK, "")
+		filter := url.QueryEscape(`{"room":{"timeline":{"limit":4}}}`)
+		r := bob.do(t, "GET", "/_matrix/client/v3/sync?filter="+filter, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		since := r.JSON["next_batch"].(string)
+
+		// A loses charlie's next transaction: it is kept to replay later.
+		type held struct {
+			req  *http.Request
+			body []byte
+		}
+		heldTxns := make(chan held, 10)
+		alice.hs.WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if req.Method != http.MethodPut || !strings.Contains(req.URL.Path, "/federation/v1/send/") {
+					fedH.ServeHTTP(w, req)
+					return
+				}
+				body, _ := io.ReadAll(req.Body)
+				heldTxns <- held{req, body}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(`{"pdus":{}}`))
+			})
+		})
+		charlie.send(t, roomID, "Event 1'")
+		var late held
+		select {
+		case late = <-heldTxns:
+		case <-time.After(15 * time.Second):
+			t.Fatal("charlie's server never sent its event")
+		}
+		var fedH http.Handler
+		alice.hs.WrapFederation(func(h, _ http.Handler) http.Handler { fedH = h; return h })
+
+		var local []string
+		for i := 1; i <= 4; i++ {
+			local = append(local, sendAndID(t, alice, roomID, fmt.Sprintf("event %d", i)))
+		}
+		// The partition heals: the transaction arrives.
+		replay := late.req.Clone(context.Background())
+		replay.Body = io.NopCloser(strings.NewReader(string(late.body)))
+		rec := httptest.NewRecorder()
+		fedH.ServeHTTP(rec, replay)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("replayed transaction: %d %s", rec.Code, rec.Body)
+		}
+		alice.waitForMessage(t, roomID, "Event 1'")
+		for i := 5; i <= 7; i++ {
+			local = append(local, sendAndID(t, alice, roomID, fmt.Sprintf("event %d", i)))
+		}
+
+		r = bob.do(t, "GET", "/_matrix/client/v3/sync?filter="+filter+"&since="+url.QueryEscape(since), nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		tl, _ := get(r.JSON, "rooms", "join", roomID, "timeline").(map[string]any)
+		evs, _ := tl["events"].([]any)
+		var bodies []string
+		for _, ev := range evs {
+			body, _ := get(ev, "content", "body").(string)
+			bodies = append(bodies, body)
+		}
+		if strings.Join(bodies, "|") != "Event 1'|event 5|event 6|event 7" {
+			t.Fatalf("sync timeline %q, want the late event and events 5 to 7", bodies)
+		}
+		r = bob.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?dir=b&limit=4&from="+url.QueryEscape(tl["prev_batch"].(string)), nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		var ids []string
+		for _, ev := range r.JSON["chunk"].([]any) {
+			ids = append(ids, get(ev, "event_id").(string))
+		}
+		want := []string{local[3], local[2], local[1], local[0]}
+		if strings.Join(ids, " ") != strings.Join(want, " ") {
+			t.Fatalf("/messages from prev_batch = %v, want events 4 to 1 %v", ids, want)
+		}
+	})
+}
+
+func sendAndID(t *testing.T, u fedUser, roomID, body string) string {
+	t.Helper()
+	r := u.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/"+fmt.Sprint(time.Now().UnixNano()),
+		map[string]any{"msgtype": "m.text", "body": body})
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	return r.JSON["event_id"].(string)
 }

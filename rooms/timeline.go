@@ -10,7 +10,7 @@ import (
 // topological order, and reports whether the end of the timeline in that
 // direction was reached.
 func (r *Rooms) Page(ctx context.Context, roomID string, from TopoToken, backwards bool, limit int) ([]*Event, bool, error) {
-	rows, err := storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, backwards, limit)
+	rows, err := storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, from.Stream, backwards, limit)
 	if err != nil {
 		return nil, false, err
 	}
@@ -25,7 +25,7 @@ func (r *Rooms) Page(ctx context.Context, roomID string, from TopoToken, backwar
 		}
 		// The event at the boundary too: sync's prev_batch sits just
 		// before the first event after a hole.
-		at, err := storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, false, 1)
+		at, err := storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, from.Stream, false, 1)
 		if err != nil {
 			return nil, false, err
 		}
@@ -50,7 +50,7 @@ func (r *Rooms) Page(ctx context.Context, roomID string, from TopoToken, backwar
 				r.log.Warn("backfill", "room", roomID, "err", err)
 			}
 			if added {
-				if rows, err = storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, backwards, limit); err != nil {
+				if rows, err = storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, from.Stream, backwards, limit); err != nil {
 					return nil, false, err
 				}
 			}

@@ -239,7 +239,20 @@ func placeholders(from, n int) string {
 // stream_pos). A position is a boundary between events: backwards returns
 // events before (depth, pos), newest first; forwards returns events at or
 // after it, oldest first.
-func RoomEventsTopological(ctx context.Context, q Reader, roomID string, depth, pos int64, backwards bool, limit int) ([]Event, error) {
+func RoomEventsTopological(ctx context.Context, q Reader, roomID string, depth, pos, stream int64, backwards bool, limit int) ([]Event, error) {
+	if stream != 0 {
+		// From a point in the stream (see rooms.TopoToken.Stream): the
+		// events persisted before it (backwards) or from it on, in
+		// topological order.
+		if backwards {
+			return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
+				WHERE room_id = $1 AND NOT outlier AND NOT rejected AND NOT soft_failed AND stream_pos < $2
+				ORDER BY depth DESC, stream_pos DESC LIMIT $3`, roomID, stream, limit)
+		}
+		return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
+			WHERE room_id = $1 AND NOT outlier AND NOT rejected AND NOT soft_failed AND stream_pos >= $2
+			ORDER BY depth ASC, stream_pos ASC LIMIT $3`, roomID, stream, limit)
+	}
 	if backwards {
 		return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
 			WHERE room_id = $1 AND NOT outlier AND NOT rejected AND NOT soft_failed
