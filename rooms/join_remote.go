@@ -147,15 +147,12 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 		} else if err != nil {
 			return err
 		}
-		for _, p := range ordered {
-			if _, err := storage.GetEvent(ctx, tx, p.EventID()); err == nil {
-				continue
-			}
-			row := remoteRow(p)
-			row.Outlier = true
-			if _, err := storage.InsertEvent(ctx, tx, row); err != nil {
-				return err
-			}
+		rows := make([]storage.Event, len(ordered))
+		for i, p := range ordered {
+			rows[i] = remoteRow(p)
+		}
+		if err := storage.InsertOutliers(ctx, tx, rows); err != nil {
+			return err
 		}
 		state := State{}
 		for _, p := range stateEvs {

@@ -149,6 +149,37 @@ func InsertEvent(ctx context.Context, tx *sql.Tx, e Event) (int64, error) {
 	return pos, nil
 }
 
+// InsertOutliers stores events outside the timeline (a joined room's
+// state and auth chain), many rows per statement, skipping any event
+// already stored: with ON CONFLICT in SQL, as another transaction may be
+// storing the same auth event at the same time and PostgreSQL aborts a
+// transaction on a unique violation.
+func InsertOutliers(ctx context.Context, tx *sql.Tx, evs []Event) error {
+	const cols, perStmt = 20, 50
+	for start := 0; start < len(evs); start += perStmt {
+		chunk := evs[start:min(start+perStmt, len(evs))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+			membership, snapshot_before, snapshot_after, rejected, soft_failed, relates_to, rel_type,
+			prev_content, prev_sender, replaces_state, sender_device, txn_id, json, outlier) VALUES `)
+		args := make([]any, 0, len(chunk)*cols)
+		for i, e := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(" + placeholders(i*cols+1, cols) + ", TRUE)")
+			args = append(args, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginTS, e.Membership,
+				e.SnapshotBefore, e.SnapshotAfter, e.Rejected, e.SoftFailed, e.RelatesTo, e.RelType,
+				e.PrevContent, e.PrevSender, e.ReplacesState, e.SenderDevice, e.TxnID, string(e.JSON))
+		}
+		b.WriteString(" ON CONFLICT (event_id) DO NOTHING")
+		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("inserting outliers: %w", err)
+		}
+	}
+	return nil
+}
+
 // MarkRedacted records that redaction redacts eventID.
 func MarkRedacted(ctx context.Context, tx *sql.Tx, eventID, redactionID string) error {
 	_, err := tx.ExecContext(ctx, `UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND redacted_by IS NULL`, redactionID, eventID)
