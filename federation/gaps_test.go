@@ -30,10 +30,9 @@ func TestSyncTimelineAfterFederationGap(t *testing.T) {
 		fed := hearthtest.NewFederation(t, b, 2, nil)
 		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
 		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat"})
-		r := alice.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(bob.hs.Config.ServerName), map[string]any{})
-		hearthtest.Expect(t, r, http.StatusOK, "")
+		joinVia(t, alice, roomID, bob)
 		filter := url.QueryEscape(`{"room":{"timeline":{"limit":30}}}`)
-		r = alice.do(t, "GET", "/_matrix/client/v3/sync?filter="+filter, nil)
+		r := alice.do(t, "GET", "/_matrix/client/v3/sync?filter="+filter, nil)
 		hearthtest.Expect(t, r, http.StatusOK, "")
 		since := r.JSON["next_batch"].(string)
 		// A full page of history before the hole, so /messages has to
@@ -45,21 +44,12 @@ func TestSyncTimelineAfterFederationGap(t *testing.T) {
 
 		// A swallows B's transactions: B thinks them delivered.
 		var swallowed atomic.Int64
-		alice.hs.WrapFederation(func(fedH, _ http.Handler) http.Handler {
-			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-				if req.Method != http.MethodPut || !strings.Contains(req.URL.Path, "/federation/v1/send/") {
-					fedH.ServeHTTP(w, req)
-					return
-				}
-				body, _ := io.ReadAll(req.Body)
-				var txn struct {
-					PDUs []json.RawMessage `json:"pdus"`
-				}
-				_ = json.Unmarshal(body, &txn)
-				swallowed.Add(int64(len(txn.PDUs)))
-				w.Header().Set("Content-Type", "application/json")
-				_, _ = w.Write([]byte(`{"pdus":{}}`))
-			})
+		holdTransactions(alice.hs, func(_ *http.Request, body []byte) {
+			var txn struct {
+				PDUs []json.RawMessage `json:"pdus"`
+			}
+			_ = json.Unmarshal(body, &txn)
+			swallowed.Add(int64(len(txn.PDUs)))
 		})
 		const missed = 30
 		for i := 0; i < missed; i++ {
@@ -173,7 +163,7 @@ func TestPushedEventWithUnfetchablePrevEventsIsRefused(t *testing.T) {
 		fed := hearthtest.NewFederation(t, b, 2, nil)
 		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
 		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat"})
-		hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(bob.hs.Config.ServerName), map[string]any{}), http.StatusOK, "")
+		joinVia(t, alice, roomID, bob)
 		var stateIDs, missing atomic.Int64
 		alice.hs.WrapFederation(func(fedH, _ http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -209,7 +199,7 @@ func TestMissingEventWithLongByteStateKeyInRoomV10(t *testing.T) {
 		fed := hearthtest.NewFederation(t, b, 2, nil)
 		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
 		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat", "room_version": "10", "power_level_content_override": map[string]any{"state_default": 0}})
-		hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(bob.hs.Config.ServerName), map[string]any{}), http.StatusOK, "")
+		joinVia(t, alice, roomID, bob)
 		key := strings.Repeat("💥", 70)
 		breaker := eventOn(t, bob.hs, alice.hs, roomID, alice.id, "my.room.breaker", &key, map[string]any{}, nil)
 		after := eventOn(t, bob.hs, alice.hs, roomID, alice.id, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "after the breaker"}, []string{breaker.EventID()})
@@ -243,9 +233,8 @@ func TestPrevBatchAfterLateRemoteEvent(t *testing.T) {
 		fed := hearthtest.NewFederation(t, b, 2, nil)
 		alice, bob, charlie := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[0], "bob"), newFedUser(t, fed[1], "charlie")
 		roomID := charlie.createRoom(t, map[string]any{"preset": "public_chat"})
-		join := "/_matrix/client/v3/join/" + url.PathEscape(roomID) + "?server_name=" + url.QueryEscape(charlie.hs.Config.ServerName)
-		hearthtest.Expect(t, alice.do(t, "POST", join, map[string]any{}), http.StatusOK, "")
-		hearthtest.Expect(t, bob.do(t, "POST", join, map[string]any{}), http.StatusOK, "")
+		joinVia(t, alice, roomID, charlie)
+		joinVia(t, bob, roomID, charlie)
 		filter := url.QueryEscape(`{"room":{"timeline":{"limit":4}}}`)
 		r := bob.do(t, "GET", "/_matrix/client/v3/sync?filter="+filter, nil)
 		hearthtest.Expect(t, r, http.StatusOK, "")
@@ -257,18 +246,7 @@ func TestPrevBatchAfterLateRemoteEvent(t *testing.T) {
 			body []byte
 		}
 		heldTxns := make(chan held, 10)
-		alice.hs.WrapFederation(func(fedH, _ http.Handler) http.Handler {
-			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-				if req.Method != http.MethodPut || !strings.Contains(req.URL.Path, "/federation/v1/send/") {
-					fedH.ServeHTTP(w, req)
-					return
-				}
-				body, _ := io.ReadAll(req.Body)
-				heldTxns <- held{req, body}
-				w.Header().Set("Content-Type", "application/json")
-				_, _ = w.Write([]byte(`{"pdus":{}}`))
-			})
-		})
+		holdTransactions(alice.hs, func(req *http.Request, body []byte) { heldTxns <- held{req, body} })
 		charlie.send(t, roomID, "Event 1'")
 		var late held
 		select {
@@ -327,4 +305,28 @@ func sendAndID(t *testing.T, u fedUser, roomID, body string) string {
 		map[string]any{"msgtype": "m.text", "body": body})
 	hearthtest.Expect(t, r, http.StatusOK, "")
 	return r.JSON["event_id"].(string)
+}
+
+// joinVia joins u to a room through the server of via.
+func joinVia(t *testing.T, u fedUser, roomID string, via fedUser) {
+	t.Helper()
+	r := u.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(via.hs.Config.ServerName), map[string]any{})
+	hearthtest.Expect(t, r, http.StatusOK, "")
+}
+
+// holdTransactions makes hs answer every transaction (PUT /send) as if
+// it had taken it, without taking it: keep gets each one instead.
+func holdTransactions(hs *hearthtest.Server, keep func(req *http.Request, body []byte)) {
+	hs.WrapFederation(func(fedH, _ http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.Method != http.MethodPut || !strings.Contains(req.URL.Path, "/federation/v1/send/") {
+				fedH.ServeHTTP(w, req)
+				return
+			}
+			body, _ := io.ReadAll(req.Body)
+			keep(req, body)
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"pdus":{}}`))
+		})
+	})
 }

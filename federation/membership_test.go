@@ -351,8 +351,7 @@ func TestUnbanThroughInviteAcrossServers(t *testing.T) {
 		fed := hearthtest.NewFederation(t, b, 2, nil)
 		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
 		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat"})
-		join := "/_matrix/client/v3/join/" + url.PathEscape(roomID) + "?server_name=" + url.QueryEscape(bob.hs.Config.ServerName)
-		hearthtest.Expect(t, alice.do(t, "POST", join, map[string]any{}), http.StatusOK, "")
+		joinVia(t, alice, roomID, bob)
 		room := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
 		hearthtest.Expect(t, bob.do(t, "POST", room+"/ban", map[string]any{"user_id": alice.id}), http.StatusOK, "")
 		banned := func(r hearthtest.Response) bool {
@@ -378,7 +377,7 @@ func TestUnbanThroughInviteAcrossServers(t *testing.T) {
 		hearthtest.Expect(t, bob.do(t, "POST", room+"/invite", map[string]any{"user_id": alice.id}), http.StatusOK, "")
 		since := ""
 		alice.syncUntil(t, &since, "the invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", roomID) })
-		hearthtest.Expect(t, alice.do(t, "POST", join, map[string]any{}), http.StatusOK, "")
+		joinVia(t, alice, roomID, bob)
 		bob.waitMembership(t, roomID, alice.id, "join")
 	})
 }
