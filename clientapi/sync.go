@@ -380,7 +380,10 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 				resp.Rooms.Knock[m.RoomID] = kr
 			}
 		case spec.Leave, spec.Ban:
-			if !newMembership || (initial && !roomFilter.IncludeLeave) {
+			// Without include_leave an initial sync still shows the rooms
+			// the user was kicked or banned from (as Synapse does), so a
+			// client learns of it; only leaving by choice drops the room.
+			if !newMembership || (initial && !roomFilter.IncludeLeave && memberEv.Sender == req.userID) {
 				continue
 			}
 			// A forgotten room stays out of initial syncs; an incremental sync
@@ -741,7 +744,7 @@ func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, 
 		}
 	}
 	if len(evs) > 0 {
-		out.timeline.PrevBatch = rooms.Before(evs[0]).String()
+		out.timeline.PrevBatch = rooms.BeforeStream(evs[0].StreamPos).String()
 	} else if end, err := a.rooms.End(ctx, roomID); err == nil {
 		out.timeline.PrevBatch = end.String()
 	}

@@ -197,6 +197,18 @@ func TestSyncLeaveSection(t *testing.T) {
 		if r := bob.sync(t, "", ""); hasLeave(r) {
 			t.Fatalf("initial sync without include_leave lists the left room")
 		}
+		// A kick or a ban shows even without include_leave.
+		carol := newUser(t, hs, "carol")
+		for _, how := range []string{"kick", "ban"} {
+			kicked := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+			hearthtest.Expect(t, carol.member(t, kicked, "join", nil), http.StatusOK, "")
+			hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(kicked)+"/"+how, map[string]any{"user_id": carol.id}), http.StatusOK, "")
+			r := carol.sync(t, "", "")
+			left, _ := r.JSON["rooms"].(map[string]any)["leave"].(map[string]any)[kicked].(map[string]any)
+			if left == nil {
+				t.Fatalf("initial sync without include_leave lacks the room carol was removed from (%s): %s", how, r.Body)
+			}
+		}
 		// /members of the left room shows bob as having left.
 		r := bob.do(t, "GET", "/_matrix/client/v3/rooms/"+roomID+"/members", nil)
 		hearthtest.Expect(t, r, http.StatusOK, "")

@@ -22,7 +22,7 @@ type fedUser struct {
 	token string
 }
 
-func newFedUser(t *testing.T, hs *hearthtest.Server, name string) fedUser {
+func newFedUser(t testing.TB, hs *hearthtest.Server, name string) fedUser {
 	id, tok := hs.RegisterUser(t, name)
 	return fedUser{hs, id, tok}
 }

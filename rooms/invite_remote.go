@@ -210,7 +210,7 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 	roomID := signed.RoomID().String()
 	if live, _ := r.CanJoinLocally(ctx, roomID); live {
 		budget := maxFetchedEvents
-		if err := r.ingest(ctx, origin, ver, signed, &budget, true); err != nil {
+		if err := r.ingest(ctx, origin, ver, signed, &budget, fetchHoles); err != nil {
 			return nil, err
 		}
 		return signed, nil

@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -77,7 +79,7 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			// authorise): the join is one more event of it.
 			budget := maxFetchedEvents
 			ver := gomatrixserverlib.MustGetRoomVersion(resp.JoinEvent.Version())
-			if err := r.ingest(ctx, server, ver, resp.JoinEvent, &budget, true); err != nil {
+			if err := r.ingest(ctx, server, ver, resp.JoinEvent, &budget, fetchHoles); err != nil {
 				return nil, err
 			}
 			return r.Event(ctx, resp.JoinEvent.EventID())
@@ -121,8 +123,16 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 	join.EventID()
 	roomID := join.RoomID().String()
 	ver := gomatrixserverlib.MustGetRoomVersion(join.Version())
-	ordered := gomatrixserverlib.LineariseStateResponse(join.Version(), resp.StateSnapshot)
+	// Parsed once (LineariseStateResponse would parse the state again,
+	// and every event ID is a hash of the event): the state and auth
+	// chain in auth order, each event after its auth events.
+	authEvs := resp.StateSnapshot.GetAuthEvents().UntrustedEvents(join.Version())
 	stateEvs := resp.StateSnapshot.GetStateEvents().UntrustedEvents(join.Version())
+	byID := make(map[string]gomatrixserverlib.PDU, len(authEvs)+len(stateEvs))
+	for _, p := range slices.Concat(authEvs, stateEvs) {
+		byID[p.EventID()] = p
+	}
+	ordered := gomatrixserverlib.ReverseTopologicalOrdering(slices.Collect(maps.Values(byID)), gomatrixserverlib.TopologicalOrderByAuthEvents)
 	unlock := r.locks.lock(roomID)
 	defer unlock()
 	var out []*Event
@@ -145,10 +155,12 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 			already = true
 			return nil
 		}
-		for _, p := range ordered {
-			if err := storage.InsertOutlierIfAbsent(ctx, tx, remoteRow(p)); err != nil {
-				return err
-			}
+		rows := make([]storage.Event, len(ordered))
+		for i, p := range ordered {
+			rows[i] = remoteRow(p)
+		}
+		if err := storage.InsertOutliers(ctx, tx, rows); err != nil {
+			return err
 		}
 		state := State{}
 		for _, p := range stateEvs {
