@@ -717,7 +717,8 @@ type syncedTimeline struct {
 }
 
 // syncTimeline returns the room's visible events in (from, to], at most the
-// filter's limit, with prev_batch pointing before the first.
+// filter's limit, with prev_batch pointing before the first when the limit
+// cut the timeline short.
 func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, from, to int64, rf *filter.RoomFilter) (syncedTimeline, error) {
 	limit := rf.Timeline.LimitOr(defaultTimelineLimit)
 	evs, limited, err := a.rooms.Recent(ctx, roomID, from, to, limit)
@@ -743,10 +744,18 @@ func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, 
 			out.events = append(out.events, ev)
 		}
 	}
-	if len(evs) > 0 {
+	switch {
+	case len(evs) > 0 && !limited:
+		// A complete timeline's prev_batch is the sync point itself, as
+		// on Synapse: /members?at= then gives the members as this sync
+		// left them, and paging back from it re-reads the timeline first.
+		out.timeline.PrevBatch = rooms.BeforeStream(to + 1).String()
+	case len(evs) > 0:
 		out.timeline.PrevBatch = rooms.BeforeStream(evs[0].StreamPos).String()
-	} else if end, err := a.rooms.End(ctx, roomID); err == nil {
-		out.timeline.PrevBatch = end.String()
+	default:
+		if end, err := a.rooms.End(ctx, roomID); err == nil {
+			out.timeline.PrevBatch = end.String()
+		}
 	}
 	formatted, err := a.rooms.Format(ctx, out.events, rooms.Viewer{UserID: req.userID, DeviceID: req.deviceID})
 	if err != nil {

@@ -1,14 +1,21 @@
 package federation_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/storage"
 )
 
 // syncUntil syncs as u from *since until cond holds for a response, or
@@ -393,5 +400,68 @@ func TestUnbanThroughInviteAcrossServers(t *testing.T) {
 		alice.syncUntil(t, &since, "the invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", roomID) })
 		joinVia(t, alice, roomID, bob)
 		bob.waitMembership(t, roomID, alice.id, "join")
+	})
+}
+
+// An older membership change that reaches the invitee's server after a
+// newer invite (the unban the invite follows, delivered late) does not
+// undo the invite: only a change whose auth events name the invite can.
+func TestLateUnbanKeepsInvite(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat"})
+		joinVia(t, alice, roomID, bob)
+		room := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/ban", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		ctx := context.Background()
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if m, _, _ := storage.CurrentMembership(ctx, alice.hs.DB.Read(), roomID, alice.id); m == "ban" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("alice's server never saw the ban")
+			}
+		}
+		// Alice's server misses the unban for now.
+		var mu sync.Mutex
+		var held []json.RawMessage
+		holdTransactions(alice.hs, func(_ *http.Request, body []byte) {
+			var txn struct {
+				PDUs []json.RawMessage `json:"pdus"`
+			}
+			_ = json.Unmarshal(body, &txn)
+			mu.Lock()
+			held = append(held, txn.PDUs...)
+			mu.Unlock()
+		})
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/unban", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			mu.Lock()
+			n := len(held)
+			mu.Unlock()
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("bob's server never sent the unban")
+			}
+		}
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/invite", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		// Now the unban arrives.
+		alice.hs.WrapFederation(func(fedH, _ http.Handler) http.Handler { return fedH })
+		mu.Lock()
+		late := held
+		mu.Unlock()
+		if _, err := bob.hs.Federation.Client().SendTransaction(ctx, gomatrixserverlib.Transaction{TransactionID: "late-unban",
+			Origin: serverName(bob.hs), Destination: serverName(alice.hs), OriginServerTS: spec.AsTimestamp(time.Now()), PDUs: late}); err != nil {
+			t.Fatal(err)
+		}
+		if m, _, _ := storage.CurrentMembership(ctx, alice.hs.DB.Read(), roomID, alice.id); m != "invite" {
+			t.Fatalf("after the late unban alice's membership is %q, want the invite", m)
+		}
+		since := ""
+		alice.syncUntil(t, &since, "the invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", roomID) })
+		joinVia(t, alice, roomID, bob)
 	})
 }

@@ -123,6 +123,14 @@ func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pd
 	if err != nil || (current != spec.Invite && current != spec.Knock) {
 		return false, err
 	}
+	if !slices.Contains(pdu.AuthEventIDs(), currentID) {
+		// Not about the invite (or knock) we hold: its auth events would
+		// name it. An older membership change that reaches us late (the
+		// unban an invite followed) must not undo the newer invite.
+		r.log.Info("ignoring a membership change that does not follow the invite or knock we hold",
+			"room", pdu.RoomID().String(), "event", pdu.EventID(), "held", currentID)
+		return true, nil
+	}
 	if current == spec.Invite {
 		// Only the inviter can withdraw an invite: anyone else's kick of an
 		// invitee we cannot check against the room's state (we are not in
