@@ -38,6 +38,7 @@ func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
 	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"flows": []map[string]any{
 		{"type": "m.login.password"},
 		{"type": "m.login.token", "get_login_token": true},
+		{"type": loginTypeAppService},
 	}})
 }
 
@@ -104,6 +105,8 @@ func (a *API) doLogin(r *http.Request) (accounts.Login, error) {
 			}
 			return userID, err
 		})
+	case loginTypeAppService:
+		return a.loginAppService(r, body, nd)
 	default:
 		return accounts.Login{}, mxhttp.Unknown("Bad login type %q", req.Type)
 	}

@@ -1,0 +1,341 @@
+package appservice_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/hearthtest"
+)
+
+const (
+	asToken = "as_secret_token"
+	hsToken = "hs_secret_token"
+)
+
+// fakeAS is an application service: it records the transactions it is
+// sent and answers 500 while failing is set.
+type fakeAS struct {
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	failing  bool
+	attempts []string                     // txn IDs in the order they arrived
+	txns     map[string][]json.RawMessage // accepted transactions
+	order    []string                     // accepted txn IDs in order
+	badAuth  int
+}
+
+func newFakeAS(t *testing.T) *fakeAS {
+	f := &fakeAS{txns: map[string][]json.RawMessage{}}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if r.Header.Get("Authorization") != "Bearer "+hsToken {
+			f.badAuth++
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		if r.URL.Path == "/_matrix/app/v1/ping" {
+			_, _ = w.Write([]byte("{}"))
+			return
+		}
+		txn, ok := strings.CutPrefix(r.URL.Path, "/_matrix/app/v1/transactions/")
+		if !ok || r.Method != "PUT" {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		f.attempts = append(f.attempts, txn)
+		if f.failing {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		var body struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		if _, seen := f.txns[txn]; !seen {
+			f.order = append(f.order, txn)
+			f.txns[txn] = body.Events
+		}
+		_, _ = w.Write([]byte("{}"))
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeAS) setFailing(v bool) {
+	f.mu.Lock()
+	f.failing = v
+	f.mu.Unlock()
+}
+
+// events are the accepted events in delivery order, as (type, body or
+// membership, sender) strings.
+func (f *fakeAS) events() []map[string]any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []map[string]any
+	for _, txn := range f.order {
+		for _, raw := range f.txns[txn] {
+			var ev map[string]any
+			_ = json.Unmarshal(raw, &ev)
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func (f *fakeAS) bodies() []string {
+	var out []string
+	for _, ev := range f.events() {
+		if c, ok := ev["content"].(map[string]any); ok && ev["type"] == "m.room.message" {
+			out = append(out, c["body"].(string))
+		}
+	}
+	return out
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// bridgeServer starts a server with one bridge registered: users
+// @bridge_*, aliases #bridge_*, both exclusive, pushing to asURL.
+func bridgeServer(t *testing.T, b hearthtest.Backend, asURL string) *hearthtest.Server {
+	t.Helper()
+	reg := `id: test-bridge
+url: ` + asURL + `
+as_token: ` + asToken + `
+hs_token: ` + hsToken + `
+sender_localpart: bridgebot
+rate_limited: false
+de.sorunome.msc2409.push_ephemeral: true
+namespaces:
+  users:
+    - exclusive: true
+      regex: '@bridge_.*:hearth\.test'
+  aliases:
+    - exclusive: true
+      regex: '#bridge_.*:hearth\.test'
+  rooms: []
+`
+	path := filepath.Join(t.TempDir(), "bridge.yaml")
+	if err := os.WriteFile(path, []byte(reg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hs := hearthtest.NewServer(t, b, func(c *config.Config) { c.AppServiceConfigFiles = []string{path} })
+	hs.AppServices.SetBackoff(2*time.Millisecond, 20*time.Millisecond)
+	return hs
+}
+
+func asRegister(t *testing.T, hs *hearthtest.Server, token, username string, inhibit bool) hearthtest.Response {
+	t.Helper()
+	return hs.Do(t, "POST", "/_matrix/client/v3/register", token,
+		map[string]any{"type": "m.login.application_service", "username": username, "inhibit_login": inhibit})
+}
+
+func as(userID string) string { return "?user_id=" + url.QueryEscape(userID) }
+
+func TestAppServiceRegistrationAndIdentityAssertion(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := bridgeServer(t, b, "")
+		alice, aliceToken := hs.RegisterUser(t, "alice")
+
+		// Registration by the service: inside its namespace, without a
+		// password; outside it M_EXCLUSIVE; a bad token 401.
+		r := asRegister(t, hs, asToken, "bridge_one", true)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if r.JSON["user_id"] != "@bridge_one:hearth.test" || r.JSON["access_token"] != nil {
+			t.Fatalf("inhibited registration: %s", r.Body)
+		}
+		r = asRegister(t, hs, asToken, "bridge_two", false)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if tok, _ := r.JSON["access_token"].(string); tok == "" {
+			t.Fatalf("registration with login: %s", r.Body)
+		}
+		hearthtest.Expect(t, asRegister(t, hs, asToken, "carol", true), http.StatusBadRequest, "M_EXCLUSIVE")
+		hearthtest.Expect(t, asRegister(t, hs, asToken, "Bad Name", true), http.StatusBadRequest, "M_INVALID_USERNAME")
+		hearthtest.Expect(t, asRegister(t, hs, "not-a-token", "bridge_three", true), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+		hearthtest.Expect(t, asRegister(t, hs, "", "bridge_three", true), http.StatusUnauthorized, "M_MISSING_TOKEN")
+
+		// Ordinary registration in the exclusive namespace is refused.
+		r = hs.Do(t, "POST", "/_matrix/client/v3/register", "", map[string]any{"username": "bridge_four", "password": "pw-123456", "auth": map[string]any{"type": "m.login.dummy"}})
+		hearthtest.Expect(t, r, http.StatusBadRequest, "M_EXCLUSIVE")
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/register/available?username=bridge_five", "", nil), http.StatusBadRequest, "M_EXCLUSIVE")
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/register/available?username=bridgebot", "", nil), http.StatusBadRequest, "M_EXCLUSIVE")
+
+		// Identity assertion: the sender by default, a namespace user on
+		// request, nobody else.
+		whoami := func(query string) hearthtest.Response {
+			return hs.Do(t, "GET", "/_matrix/client/v3/account/whoami"+query, asToken, nil)
+		}
+		if r := whoami(""); r.Status != http.StatusOK || r.JSON["user_id"] != "@bridgebot:hearth.test" {
+			t.Fatalf("whoami as the service: %d %s", r.Status, r.Body)
+		}
+		if r := whoami(as("@bridge_one:hearth.test")); r.Status != http.StatusOK || r.JSON["user_id"] != "@bridge_one:hearth.test" {
+			t.Fatalf("whoami as a bridged user: %d %s", r.Status, r.Body)
+		}
+		hearthtest.Expect(t, whoami(as(alice)), http.StatusForbidden, "M_FORBIDDEN")
+		hearthtest.Expect(t, whoami(as("@bridge_unregistered:hearth.test")), http.StatusForbidden, "M_FORBIDDEN")
+		hearthtest.Expect(t, whoami(as("@bridge_one:elsewhere.test")), http.StatusForbidden, "M_FORBIDDEN")
+		hearthtest.Expect(t, whoami(as("@bridge_one:hearth.test")+"&device_id=NOPE"), http.StatusBadRequest, "M_UNKNOWN_DEVICE")
+
+		// Login as a namespace user with the as_token.
+		r = hs.Do(t, "POST", "/_matrix/client/v3/login", asToken, map[string]any{"type": "m.login.application_service", "identifier": map[string]any{"type": "m.id.user", "user": "bridge_one"}})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/login", asToken, map[string]any{"type": "m.login.application_service", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}}), http.StatusBadRequest, "M_EXCLUSIVE")
+
+		// Aliases: the exclusive namespace is the service's alone, and the
+		// service stays inside its namespaces.
+		r = hs.Do(t, "POST", "/_matrix/client/v3/createRoom", aliceToken, map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID := r.JSON["room_id"].(string)
+		hearthtest.Expect(t, hs.Do(t, "PUT", "/_matrix/client/v3/directory/room/"+url.PathEscape("#bridge_x:hearth.test"), aliceToken, map[string]any{"room_id": roomID}), http.StatusBadRequest, "M_EXCLUSIVE")
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/createRoom", aliceToken, map[string]any{"room_alias_name": "bridge_y"}), http.StatusBadRequest, "M_EXCLUSIVE")
+		hearthtest.Expect(t, hs.Do(t, "PUT", "/_matrix/client/v3/directory/room/"+url.PathEscape("#other:hearth.test"), asToken, map[string]any{"room_id": roomID}), http.StatusBadRequest, "M_EXCLUSIVE")
+		hearthtest.Expect(t, hs.Do(t, "PUT", "/_matrix/client/v3/directory/room/"+url.PathEscape("#bridge_x:hearth.test"), asToken, map[string]any{"room_id": roomID}), http.StatusOK, "")
+
+		// Timestamp massaging: the service sets origin_server_ts; a user
+		// cannot.
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/rooms/"+roomID+"/invite", aliceToken, map[string]any{"user_id": "@bridge_one:hearth.test"}), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/rooms/"+roomID+"/join"+as("@bridge_one:hearth.test"), asToken, map[string]any{}), http.StatusOK, "")
+		r = hs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/t1"+as("@bridge_one:hearth.test")+"&ts=1234567", asToken, map[string]any{"msgtype": "m.text", "body": "old"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		ev := hs.Do(t, "GET", "/_matrix/client/v3/rooms/"+roomID+"/event/"+url.PathEscape(r.JSON["event_id"].(string)), aliceToken, nil)
+		if ev.JSON["origin_server_ts"] != 1234567.0 || ev.JSON["sender"] != "@bridge_one:hearth.test" {
+			t.Fatalf("massaged event: %s", ev.Body)
+		}
+		hearthtest.Expect(t, hs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/t2"+as("@bridge_one:hearth.test")+"&ts=soon", asToken, map[string]any{"body": "x"}), http.StatusBadRequest, "M_INVALID_PARAM")
+		r = hs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/t3?ts=1234567", aliceToken, map[string]any{"msgtype": "m.text", "body": "now"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		ev = hs.Do(t, "GET", "/_matrix/client/v3/rooms/"+roomID+"/event/"+url.PathEscape(r.JSON["event_id"].(string)), aliceToken, nil)
+		if ev.JSON["origin_server_ts"] == 1234567.0 {
+			t.Fatalf("a user massaged a timestamp: %s", ev.Body)
+		}
+
+		// A service without a URL cannot be pinged.
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v1/appservice/test-bridge/ping", asToken, map[string]any{}), http.StatusBadRequest, "M_URL_NOT_SET")
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v1/appservice/test-bridge/ping", aliceToken, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
+	})
+}
+
+func TestAppServiceReceivesEventsInOrderAcrossFailuresAndRestarts(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fake := newFakeAS(t)
+		hs := bridgeServer(t, b, fake.srv.URL)
+		_, aliceToken := hs.RegisterUser(t, "alice")
+		hearthtest.Expect(t, asRegister(t, hs, asToken, "bridge_one", true), http.StatusOK, "")
+		send := func(roomID, body string) {
+			t.Helper()
+			hearthtest.Expect(t, hs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/"+url.PathEscape(body), aliceToken,
+				map[string]any{"msgtype": "m.text", "body": body}), http.StatusOK, "")
+		}
+		newRoom := func() string {
+			r := hs.Do(t, "POST", "/_matrix/client/v3/createRoom", aliceToken, map[string]any{})
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			return r.JSON["room_id"].(string)
+		}
+		private, bridged := newRoom(), newRoom()
+		send(private, "not for the bridge")
+		// The invite of a namespace user makes the room interesting.
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/rooms/"+bridged+"/invite", aliceToken, map[string]any{"user_id": "@bridge_one:hearth.test"}), http.StatusOK, "")
+		for _, body := range []string{"one", "two", "three"} {
+			send(bridged, body)
+		}
+		waitFor(t, "three messages", func() bool { return len(fake.bodies()) == 3 })
+		if got := strings.Join(fake.bodies(), ","); got != "one,two,three" {
+			t.Fatalf("delivered %s", got)
+		}
+		evs := fake.events()
+		if evs[0]["type"] != "m.room.member" || evs[0]["state_key"] != "@bridge_one:hearth.test" || evs[0]["room_id"] != bridged {
+			t.Fatalf("first event pushed: %v", evs[0])
+		}
+		for _, ev := range evs {
+			if ev["room_id"] != bridged {
+				t.Fatalf("pushed an event of a room the service has no interest in: %v", ev)
+			}
+		}
+
+		// A failing service gets the same transaction again until it
+		// accepts it, then everything after it.
+		fake.setFailing(true)
+		send(bridged, "four")
+		waitFor(t, "retries", func() bool {
+			fake.mu.Lock()
+			defer fake.mu.Unlock()
+			return len(fake.attempts) >= len(fake.order)+3
+		})
+		fake.mu.Lock()
+		failedTxn := fake.attempts[len(fake.attempts)-1]
+		retried := fake.attempts[len(fake.attempts)-2] == failedTxn
+		fake.mu.Unlock()
+		if !retried {
+			t.Fatalf("the failed transaction was not retried with the same ID")
+		}
+		send(bridged, "five")
+		fake.setFailing(false)
+		waitFor(t, "five messages", func() bool { return len(fake.bodies()) == 5 })
+		if got := strings.Join(fake.bodies(), ","); got != "one,two,three,four,five" {
+			t.Fatalf("delivered %s", got)
+		}
+		fake.mu.Lock()
+		if _, ok := fake.txns[failedTxn]; !ok {
+			t.Errorf("transaction %s never accepted; accepted %v", failedTxn, fake.order)
+		}
+		fake.mu.Unlock()
+
+		// What is owed when the server stops is sent after it restarts.
+		fake.setFailing(true)
+		send(bridged, "six")
+		waitFor(t, "an attempt", func() bool {
+			fake.mu.Lock()
+			defer fake.mu.Unlock()
+			return len(fake.attempts) > 0 && fake.txns[fake.attempts[len(fake.attempts)-1]] == nil
+		})
+		hs.Restart(t)
+		hs.AppServices.SetBackoff(2*time.Millisecond, 20*time.Millisecond)
+		send(bridged, "seven")
+		fake.setFailing(false)
+		waitFor(t, "seven messages", func() bool { return len(fake.bodies()) == 7 })
+		if got := strings.Join(fake.bodies(), ","); got != "one,two,three,four,five,six,seven" {
+			t.Fatalf("delivered %s", got)
+		}
+		fake.mu.Lock()
+		defer fake.mu.Unlock()
+		if fake.badAuth != 0 {
+			t.Fatalf("%d requests without the hs_token", fake.badAuth)
+		}
+	})
+}
+
+func TestAppServicePing(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fake := newFakeAS(t)
+		hs := bridgeServer(t, b, fake.srv.URL)
+		r := hs.Do(t, "POST", "/_matrix/client/v1/appservice/test-bridge/ping", asToken, map[string]any{"transaction_id": "p1"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if _, ok := r.JSON["duration_ms"].(float64); !ok {
+			t.Fatalf("ping: %s", r.Body)
+		}
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v1/appservice/other/ping", asToken, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
+	})
+}
