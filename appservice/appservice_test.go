@@ -32,6 +32,8 @@ type fakeAS struct {
 	txns     map[string][]json.RawMessage // accepted transactions
 	order    []string                     // accepted txn IDs in order
 	badAuth  int
+	// onQuery answers GET /_matrix/app/v1/users/... and rooms/...; nil: 404.
+	onQuery func(path string) int
 }
 
 func newFakeAS(t *testing.T) *fakeAS {
@@ -45,6 +47,17 @@ func newFakeAS(t *testing.T) *fakeAS {
 			return
 		}
 		if r.URL.Path == "/_matrix/app/v1/ping" {
+			_, _ = w.Write([]byte("{}"))
+			return
+		}
+		if r.Method == "GET" {
+			status := http.StatusNotFound
+			if f.onQuery != nil {
+				f.mu.Unlock() // the answer may call the homeserver, which may query again
+				status = f.onQuery(r.URL.Path)
+				f.mu.Lock()
+			}
+			w.WriteHeader(status)
 			_, _ = w.Write([]byte("{}"))
 			return
 		}
@@ -337,5 +350,46 @@ func TestAppServicePing(t *testing.T) {
 			t.Fatalf("ping: %s", r.Body)
 		}
 		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v1/appservice/other/ping", asToken, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
+	})
+}
+
+func TestAppServiceIsAskedAboutUnknownUsersAndAliases(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fake := newFakeAS(t)
+		hs := bridgeServer(t, b, fake.srv.URL)
+		_, aliceToken := hs.RegisterUser(t, "alice")
+		var queried []string
+		fake.onQuery = func(path string) int {
+			queried = append(queried, path)
+			switch path {
+			case "/_matrix/app/v1/users/@bridge_lazy:hearth.test":
+				if asRegister(t, hs, asToken, "bridge_lazy", true).Status != http.StatusOK {
+					return http.StatusInternalServerError
+				}
+				return http.StatusOK
+			case "/_matrix/app/v1/rooms/#bridge_portal:hearth.test":
+				r := hs.Do(t, "POST", "/_matrix/client/v3/createRoom", asToken, map[string]any{"room_alias_name": "bridge_portal", "preset": "public_chat"})
+				if r.Status != http.StatusOK {
+					return http.StatusInternalServerError
+				}
+				return http.StatusOK
+			}
+			return http.StatusNotFound
+		}
+		// Before the services are asked, nothing exists.
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/profile/@bridge_lazy:hearth.test", aliceToken, nil), http.StatusOK, "")
+		r := hs.Do(t, "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#bridge_portal:hearth.test"), aliceToken, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if id, _ := r.JSON["room_id"].(string); id == "" {
+			t.Fatalf("alias made by the service: %s", r.Body)
+		}
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#bridge_none:hearth.test"), aliceToken, nil), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/profile/@bridge_none:hearth.test", aliceToken, nil), http.StatusNotFound, "M_NOT_FOUND")
+		// Outside the namespaces nobody is asked.
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#other:hearth.test"), aliceToken, nil), http.StatusNotFound, "M_NOT_FOUND")
+		if got := strings.Join(queried, " "); got != "/_matrix/app/v1/users/@bridge_lazy:hearth.test /_matrix/app/v1/rooms/#bridge_portal:hearth.test "+
+			"/_matrix/app/v1/rooms/#bridge_none:hearth.test /_matrix/app/v1/users/@bridge_none:hearth.test" {
+			t.Fatalf("queries: %s", got)
+		}
 	})
 }

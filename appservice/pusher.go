@@ -366,3 +366,43 @@ func PingError(err error) (errcode string, status int, body []byte) {
 	}
 	return "M_CONNECTION_FAILED", 0, nil
 }
+
+// QueryUser asks the services whose users namespaces hold userID whether
+// the user exists (GET /_matrix/app/v1/users/{userId}); a service that
+// answers 200 has created the user by then. It reports whether one did.
+func (p *Pusher) QueryUser(ctx context.Context, userID string) bool {
+	return p.query(ctx, "/_matrix/app/v1/users/"+url.PathEscape(userID), func(reg *Registration) bool {
+		return matchAny(reg.Namespaces.Users, userID, false)
+	})
+}
+
+// QueryAlias asks the services whose aliases namespaces hold alias
+// whether it exists (GET /_matrix/app/v1/rooms/{roomAlias}); a service
+// that answers 200 has created the room and alias by then.
+func (p *Pusher) QueryAlias(ctx context.Context, alias string) bool {
+	return p.query(ctx, "/_matrix/app/v1/rooms/"+url.PathEscape(alias), func(reg *Registration) bool {
+		return reg.OwnsAlias(alias)
+	})
+}
+
+func (p *Pusher) query(ctx context.Context, path string, owns func(*Registration) bool) bool {
+	if p == nil {
+		return false
+	}
+	for _, reg := range p.registry.All() {
+		if reg.PushURL() == "" || !owns(reg) {
+			continue
+		}
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := p.call(qctx, reg, "GET", path, nil)
+		cancel()
+		if err == nil {
+			return true
+		}
+		var es *errStatus
+		if !errors.As(err, &es) || es.status != http.StatusNotFound {
+			p.log.Warn("application service query failed", "appservice", reg.ID, "path", path, "err", err)
+		}
+	}
+	return false
+}

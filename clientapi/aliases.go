@@ -102,6 +102,10 @@ func (a *API) resolveAlias(ctx context.Context, alias string) (roomID string, se
 		return a.fed.QueryAlias(ctx, alias)
 	}
 	roomID, _, err = storage.ResolveAlias(ctx, a.db.Read(), alias)
+	if errors.Is(err, storage.ErrNotFound) && a.appsvc.QueryAlias(ctx, alias) {
+		// An application service made the alias on being asked.
+		roomID, _, err = storage.ResolveAlias(ctx, a.db.Read(), alias)
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return "", nil, mxhttp.NotFound("Room alias %s not found", alias)
 	}
