@@ -213,6 +213,9 @@ func TestAppServiceRegistrationAndIdentityAssertion(t *testing.T) {
 		hearthtest.Expect(t, whoami(as("@bridge_one:hearth.test")+"&device_id=NOPE"), http.StatusBadRequest, "M_UNKNOWN_DEVICE")
 
 		// Login as a namespace user with the as_token.
+		if r := hs.Do(t, "GET", "/_matrix/client/v3/login", "", nil); !strings.Contains(string(r.Body), `"m.login.application_service"`) {
+			t.Fatalf("login flows: %s", r.Body)
+		}
 		r = hs.Do(t, "POST", "/_matrix/client/v3/login", asToken, map[string]any{"type": "m.login.application_service", "identifier": map[string]any{"type": "m.id.user", "user": "bridge_one"}})
 		hearthtest.Expect(t, r, http.StatusOK, "")
 		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/login", asToken, map[string]any{"type": "m.login.application_service", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}}), http.StatusBadRequest, "M_EXCLUSIVE")

@@ -35,11 +35,14 @@ func (a *API) sessionRoutes(r chi.Router, v3 func(string, string, http.HandlerFu
 
 // GET /login
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"flows": []map[string]any{
+	flows := []map[string]any{
 		{"type": "m.login.password"},
 		{"type": "m.login.token", "get_login_token": true},
-		{"type": loginTypeAppService},
-	}})
+	}
+	if a.accounts.AppServices != nil && len(a.accounts.AppServices.All()) > 0 {
+		flows = append(flows, map[string]any{"type": loginTypeAppService})
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"flows": flows})
 }
 
 type loginRequest struct {
