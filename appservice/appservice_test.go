@@ -131,9 +131,9 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 	}
 }
 
-// bridgeServer starts a server with one bridge registered: users
+// writeRegistration writes the test bridge's registration: users
 // @bridge_*, aliases #bridge_*, both exclusive, pushing to asURL.
-func bridgeServer(t *testing.T, b hearthtest.Backend, asURL string) *hearthtest.Server {
+func writeRegistration(t *testing.T, asURL string) string {
 	t.Helper()
 	reg := `id: test-bridge
 url: ` + asURL + `
@@ -145,16 +145,23 @@ de.sorunome.msc2409.push_ephemeral: true
 namespaces:
   users:
     - exclusive: true
-      regex: '@bridge_.*:hearth\.test'
+      regex: '@bridge_.*'
   aliases:
     - exclusive: true
-      regex: '#bridge_.*:hearth\.test'
+      regex: '#bridge_.*'
   rooms: []
 `
 	path := filepath.Join(t.TempDir(), "bridge.yaml")
 	if err := os.WriteFile(path, []byte(reg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return path
+}
+
+// bridgeServer starts a server with the test bridge registered.
+func bridgeServer(t *testing.T, b hearthtest.Backend, asURL string) *hearthtest.Server {
+	t.Helper()
+	path := writeRegistration(t, asURL)
 	hs := hearthtest.NewServer(t, b, func(c *config.Config) { c.AppServiceConfigFiles = []string{path} })
 	hs.AppServices.SetBackoff(2*time.Millisecond, 20*time.Millisecond)
 	return hs
@@ -393,6 +400,35 @@ func TestAppServiceIsAskedAboutUnknownUsersAndAliases(t *testing.T) {
 		if got := strings.Join(queried, " "); got != "/_matrix/app/v1/users/@bridge_lazy:hearth.test /_matrix/app/v1/rooms/#bridge_portal:hearth.test "+
 			"/_matrix/app/v1/rooms/#bridge_none:hearth.test /_matrix/app/v1/users/@bridge_none:hearth.test" {
 			t.Fatalf("queries: %s", got)
+		}
+	})
+}
+
+func TestRemoteServerResolvesAnAliasTheServiceMakesOnDemand(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fake := newFakeAS(t)
+		path := writeRegistration(t, fake.srv.URL)
+		servers := hearthtest.NewFederation(t, b, 2, func(i int, c *config.Config) {
+			if i == 1 {
+				c.AppServiceConfigFiles = []string{path}
+			}
+		})
+		remote, bridged := servers[0], servers[1]
+		alias := "#bridge_portal:" + bridged.Config.ServerName
+		fake.onQuery = func(path string) int {
+			if path != "/_matrix/app/v1/rooms/"+alias {
+				return http.StatusNotFound
+			}
+			r := bridged.Do(t, "POST", "/_matrix/client/v3/createRoom", asToken, map[string]any{"room_alias_name": "bridge_portal", "preset": "public_chat"})
+			return r.Status
+		}
+		_, token := remote.RegisterUser(t, "alice")
+		r := remote.Do(t, "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape(alias), token, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID, _ := r.JSON["room_id"].(string)
+		hearthtest.Expect(t, remote.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(alias), token, map[string]any{}), http.StatusOK, "")
+		if roomID == "" {
+			t.Fatalf("resolved: %s", r.Body)
 		}
 	})
 }
