@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -189,7 +190,8 @@ func TestAppServiceRegistrationAndIdentityAssertion(t *testing.T) {
 		}
 		r = asRegister(t, hs, asToken, "bridge_two", false)
 		hearthtest.Expect(t, r, http.StatusOK, "")
-		if tok, _ := r.JSON["access_token"].(string); tok == "" {
+		twoDevice, _ := r.JSON["device_id"].(string)
+		if tok, _ := r.JSON["access_token"].(string); tok == "" || twoDevice == "" {
 			t.Fatalf("registration with login: %s", r.Body)
 		}
 		hearthtest.Expect(t, asRegister(t, hs, asToken, "carol", true), http.StatusBadRequest, "M_EXCLUSIVE")
@@ -218,6 +220,9 @@ func TestAppServiceRegistrationAndIdentityAssertion(t *testing.T) {
 		hearthtest.Expect(t, whoami(as("@bridge_unregistered:hearth.test")), http.StatusForbidden, "M_FORBIDDEN")
 		hearthtest.Expect(t, whoami(as("@bridge_one:elsewhere.test")), http.StatusForbidden, "M_FORBIDDEN")
 		hearthtest.Expect(t, whoami(as("@bridge_one:hearth.test")+"&device_id=NOPE"), http.StatusBadRequest, "M_UNKNOWN_DEVICE")
+		if r := whoami(as("@bridge_two:hearth.test") + "&device_id=" + twoDevice); r.Status != http.StatusOK || r.JSON["device_id"] != twoDevice {
+			t.Fatalf("whoami as a bridged user's device: %d %s", r.Status, r.Body)
+		}
 
 		// Login as a namespace user with the as_token.
 		if r := hs.Do(t, "GET", "/_matrix/client/v3/login", "", nil); !strings.Contains(string(r.Body), `"m.login.application_service"`) {
@@ -429,6 +434,35 @@ func TestRemoteServerResolvesAnAliasTheServiceMakesOnDemand(t *testing.T) {
 		hearthtest.Expect(t, remote.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(alias), token, map[string]any{}), http.StatusOK, "")
 		if roomID == "" {
 			t.Fatalf("resolved: %s", r.Body)
+		}
+	})
+}
+
+func TestAppServiceWithoutRateLimitIsNotLimited(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		path := writeRegistration(t, "")
+		hs := hearthtest.NewServer(t, b, func(c *config.Config) {
+			c.AppServiceConfigFiles = []string{path}
+			c.RateLimits = "on"
+			c.RateLimitMessagePerSecond, c.RateLimitMessageBurst = 0.001, 2
+		})
+		_, aliceToken := hs.RegisterUser(t, "alice")
+		r := hs.Do(t, "POST", "/_matrix/client/v3/createRoom", asToken, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID := r.JSON["room_id"].(string)
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/join/"+roomID, aliceToken, map[string]any{}), http.StatusOK, "")
+		send := func(token, txn string) hearthtest.Response {
+			return hs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/"+txn, token, map[string]any{"msgtype": "m.text", "body": txn})
+		}
+		for i := 0; i < 10; i++ {
+			hearthtest.Expect(t, send(asToken, "as"+strconv.Itoa(i)), http.StatusOK, "")
+		}
+		limited := false
+		for i := 0; i < 10 && !limited; i++ {
+			limited = send(aliceToken, "alice"+strconv.Itoa(i)).Status == http.StatusTooManyRequests
+		}
+		if !limited {
+			t.Fatal("the user was not rate limited, so the test proves nothing")
 		}
 	})
 }
