@@ -115,8 +115,9 @@ func (p *Pusher) Observe([]*rooms.Event) {
 func (p *Pusher) run(reg *Registration, wake chan struct{}) {
 	defer p.wg.Done()
 	var delay time.Duration
+	var cur cursor
 	for {
-		progressed, err := p.step(p.ctx, reg)
+		progressed, err := p.step(p.ctx, reg, &cur)
 		if p.ctx.Err() != nil {
 			return
 		}
@@ -143,15 +144,29 @@ func (p *Pusher) run(reg *Registration, wake chan struct{}) {
 	}
 }
 
+// saveSkippedEvery bounds how often a position advanced only past events
+// of no interest to the service is written: such a write is not needed
+// for correctness (after a restart those events are judged again), so an
+// idle bridge does not add a write to every message on the server.
+const saveSkippedEvery = 10 * time.Second
+
+// cursor is a sender's position beyond the stored one: events up to
+// skipped were of no interest.
+type cursor struct {
+	skipped int64
+	saved   time.Time
+}
+
 // step sends the transaction in flight, or makes the next one from the
 // events after the delivered position. It reports whether it advanced.
-func (p *Pusher) step(ctx context.Context, reg *Registration) (bool, error) {
+func (p *Pusher) step(ctx context.Context, reg *Registration, cur *cursor) (bool, error) {
 	st, err := p.db.GetAppServiceStream(ctx, reg.ID)
 	if err != nil {
 		return false, err
 	}
 	if len(st.TxnEvents) == 0 {
-		ids, err := storage.EventIDsAfter(ctx, p.db.Read(), st.DeliveredPos, maxTxnEvents)
+		from := max(st.DeliveredPos, cur.skipped)
+		ids, err := storage.EventIDsAfter(ctx, p.db.Read(), from, maxTxnEvents)
 		if err != nil || len(ids) == 0 {
 			return false, err
 		}
@@ -159,9 +174,9 @@ func (p *Pusher) step(ctx context.Context, reg *Registration) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		to := st.DeliveredPos
+		to := from
 		var chosen []string
-		rooms := roomCache{}
+		cache := roomCache{}
 		for _, id := range ids {
 			ev, ok := byID[id]
 			if !ok {
@@ -171,7 +186,7 @@ func (p *Pusher) step(ctx context.Context, reg *Registration) (bool, error) {
 			if ev.Rejected || ev.SoftFailed {
 				continue
 			}
-			interested, err := p.interested(ctx, reg, ev, rooms)
+			interested, err := p.interested(ctx, reg, ev, cache)
 			if err != nil {
 				return false, err
 			}
@@ -180,7 +195,12 @@ func (p *Pusher) step(ctx context.Context, reg *Registration) (bool, error) {
 			}
 		}
 		if len(chosen) == 0 {
-			return to > st.DeliveredPos, p.db.AdvanceAppServiceStream(ctx, reg.ID, to)
+			cur.skipped = to
+			if time.Since(cur.saved) < saveSkippedEvery {
+				return to > from, nil
+			}
+			cur.saved = time.Now()
+			return to > from, p.db.AdvanceAppServiceStream(ctx, reg.ID, to)
 		}
 		st.TxnID++
 		st.TxnToPos, st.TxnEvents = to, chosen

@@ -152,6 +152,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	if s.Federation, err = federation.New(ctx, federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Media: s.Media, Key: key,
 		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, AppServices: s.AppServices, Log: log, Version: version}); err != nil {
+		s.AppServices.Close()
 		db.Close()
 		return nil, err
 	}
