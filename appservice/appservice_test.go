@@ -284,8 +284,11 @@ func TestAppServiceReceivesEventsInOrderAcrossFailuresAndRestarts(t *testing.T) 
 		}
 		private, bridged := newRoom(), newRoom()
 		send(private, "not for the bridge")
-		// The invite of a namespace user makes the room interesting.
+		// The invite of a namespace user concerns the service; once the
+		// user has joined, the whole room does.
 		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/rooms/"+bridged+"/invite", aliceToken, map[string]any{"user_id": "@bridge_one:hearth.test"}), http.StatusOK, "")
+		send(bridged, "while invited")
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/rooms/"+bridged+"/join"+as("@bridge_one:hearth.test"), asToken, map[string]any{}), http.StatusOK, "")
 		for _, body := range []string{"one", "two", "three"} {
 			send(bridged, body)
 		}
@@ -294,8 +297,9 @@ func TestAppServiceReceivesEventsInOrderAcrossFailuresAndRestarts(t *testing.T) 
 			t.Fatalf("delivered %s", got)
 		}
 		evs := fake.events()
-		if evs[0]["type"] != "m.room.member" || evs[0]["state_key"] != "@bridge_one:hearth.test" || evs[0]["room_id"] != bridged {
-			t.Fatalf("first event pushed: %v", evs[0])
+		if len(evs) != 5 || evs[0]["type"] != "m.room.member" || evs[0]["state_key"] != "@bridge_one:hearth.test" || evs[0]["room_id"] != bridged ||
+			evs[1]["type"] != "m.room.member" || evs[1]["sender"] != "@bridge_one:hearth.test" {
+			t.Fatalf("pushed before the messages: %v", evs)
 		}
 		for _, ev := range evs {
 			if ev["room_id"] != bridged {

@@ -271,13 +271,14 @@ func (p *Pusher) call(ctx context.Context, reg *Registration, method, path strin
 type roomCache map[int64]*roomFacts
 
 type roomFacts struct {
-	members []string // joined and invited users in the service's namespaces
+	members []string // joined users in the service's namespaces
 	aliases []string // canonical alias and alt_aliases, local aliases
 }
 
 // interested applies the spec's interest rules: the event's sender or
 // member state_key is in the service's users namespaces, the room ID is
-// in its rooms namespaces, the room has a member in its users namespaces,
+// in its rooms namespaces, the room has a joined member in its users
+// namespaces,
 // or one of the room's aliases is in its aliases namespaces. Membership
 // is judged by the room's state at the event, not by its state when the
 // sender gets to it, so a service late by a backoff is not sent what
@@ -335,7 +336,7 @@ func (p *Pusher) facts(ctx context.Context, reg *Registration, ev *rooms.Event, 
 			return nil, err
 		}
 		for _, m := range members {
-			if m.Membership != nil && (*m.Membership == spec.Join || *m.Membership == spec.Invite) {
+			if m.Membership != nil && *m.Membership == spec.Join {
 				f.members = append(f.members, *m.StateKey)
 			}
 		}

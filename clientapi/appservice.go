@@ -140,9 +140,13 @@ func massagedTS(r *http.Request, c accounts.Caller) (time.Time, error) {
 }
 
 // rateLimited reports whether the caller's requests count against rate
-// limits: not for a service registered with rate_limited: false.
-func rateLimited(c accounts.Caller) bool {
-	return c.AppService == nil || c.AppService.IsRateLimited()
+// limits: never for a service's sender, and not for the users it acts as
+// when it is registered with rate_limited: false.
+func (a *API) rateLimited(c accounts.Caller) bool {
+	if c.AppService == nil {
+		return true
+	}
+	return c.UserID != a.accounts.AppServices.SenderID(c.AppService) && c.AppService.IsRateLimited()
 }
 
 // POST /_matrix/client/v1/appservice/{appserviceId}/ping

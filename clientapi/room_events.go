@@ -87,7 +87,7 @@ func (a *API) requireJoined(r *http.Request, roomID, userID string) error {
 // PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
 func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 	roomID, evType, txnID := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "txnId")
-	if rateLimited(c) {
+	if a.rateLimited(c) {
 		if err := a.limit(r, a.limits.message, c.UserID); err != nil {
 			mxhttp.WriteError(w, r, err)
 			return
