@@ -33,8 +33,9 @@ type fakeAS struct {
 	txns     map[string][]json.RawMessage // accepted transactions
 	order    []string                     // accepted txn IDs in order
 	badAuth  int
-	// onQuery answers GET /_matrix/app/v1/users/... and rooms/...; nil: 404.
-	onQuery func(path string) int
+	// onQuery answers GET requests (users, rooms, thirdparty queries) with
+	// a status and a body; nil: 404.
+	onQuery func(r *http.Request) (int, string)
 }
 
 func newFakeAS(t *testing.T) *fakeAS {
@@ -52,14 +53,14 @@ func newFakeAS(t *testing.T) *fakeAS {
 			return
 		}
 		if r.Method == "GET" {
-			status := http.StatusNotFound
+			status, body := http.StatusNotFound, "{}"
 			if f.onQuery != nil {
 				f.mu.Unlock() // the answer may call the homeserver, which may query again
-				status = f.onQuery(r.URL.Path)
+				status, body = f.onQuery(r)
 				f.mu.Lock()
 			}
 			w.WriteHeader(status)
-			_, _ = w.Write([]byte("{}"))
+			_, _ = w.Write([]byte(body))
 			return
 		}
 		txn, ok := strings.CutPrefix(r.URL.Path, "/_matrix/app/v1/transactions/")
@@ -142,6 +143,7 @@ as_token: ` + asToken + `
 hs_token: ` + hsToken + `
 sender_localpart: bridgebot
 rate_limited: false
+protocols: [chatnet]
 de.sorunome.msc2409.push_ephemeral: true
 namespaces:
   users:
@@ -378,22 +380,17 @@ func TestAppServiceIsAskedAboutUnknownUsersAndAliases(t *testing.T) {
 		hs := bridgeServer(t, b, fake.srv.URL)
 		_, aliceToken := hs.RegisterUser(t, "alice")
 		var queried []string
-		fake.onQuery = func(path string) int {
+		fake.onQuery = func(r *http.Request) (int, string) {
+			path := r.URL.Path
 			queried = append(queried, path)
 			switch path {
 			case "/_matrix/app/v1/users/@bridge_lazy:hearth.test":
-				if asRegister(t, hs, asToken, "bridge_lazy", true).Status != http.StatusOK {
-					return http.StatusInternalServerError
-				}
-				return http.StatusOK
+				return asRegister(t, hs, asToken, "bridge_lazy", true).Status, "{}"
 			case "/_matrix/app/v1/rooms/#bridge_portal:hearth.test":
 				r := hs.Do(t, "POST", "/_matrix/client/v3/createRoom", asToken, map[string]any{"room_alias_name": "bridge_portal", "preset": "public_chat"})
-				if r.Status != http.StatusOK {
-					return http.StatusInternalServerError
-				}
-				return http.StatusOK
+				return r.Status, "{}"
 			}
-			return http.StatusNotFound
+			return http.StatusNotFound, "{}"
 		}
 		// Before the services are asked, nothing exists.
 		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/profile/@bridge_lazy:hearth.test", aliceToken, nil), http.StatusOK, "")
@@ -424,12 +421,12 @@ func TestRemoteServerResolvesAnAliasTheServiceMakesOnDemand(t *testing.T) {
 		})
 		remote, bridged := servers[0], servers[1]
 		alias := "#bridge_portal:" + bridged.Config.ServerName
-		fake.onQuery = func(path string) int {
-			if path != "/_matrix/app/v1/rooms/"+alias {
-				return http.StatusNotFound
+		fake.onQuery = func(r *http.Request) (int, string) {
+			if r.URL.Path != "/_matrix/app/v1/rooms/"+alias {
+				return http.StatusNotFound, "{}"
 			}
-			r := bridged.Do(t, "POST", "/_matrix/client/v3/createRoom", asToken, map[string]any{"room_alias_name": "bridge_portal", "preset": "public_chat"})
-			return r.Status
+			resp := bridged.Do(t, "POST", "/_matrix/client/v3/createRoom", asToken, map[string]any{"room_alias_name": "bridge_portal", "preset": "public_chat"})
+			return resp.Status, "{}"
 		}
 		_, token := remote.RegisterUser(t, "alice")
 		r := remote.Do(t, "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape(alias), token, nil)
@@ -468,5 +465,45 @@ func TestAppServiceWithoutRateLimitIsNotLimited(t *testing.T) {
 		if !limited {
 			t.Fatal("the user was not rate limited, so the test proves nothing")
 		}
+	})
+}
+
+func TestThirdPartyLookupsGoToTheBridge(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fake := newFakeAS(t)
+		fake.onQuery = func(r *http.Request) (int, string) {
+			switch r.URL.Path + "?" + r.URL.RawQuery {
+			case "/_matrix/app/v1/thirdparty/protocol/chatnet?":
+				return http.StatusOK, `{"user_fields":["nick"],"location_fields":["channel"],"icon":"mxc://x/y","field_types":{},"instances":[{"desc":"Main","fields":{},"network_id":"main"}]}`
+			case "/_matrix/app/v1/thirdparty/location/chatnet?channel=%23lobby":
+				return http.StatusOK, `[{"alias":"#bridge_lobby:hearth.test","protocol":"chatnet","fields":{"channel":"#lobby"}}]`
+			case "/_matrix/app/v1/thirdparty/user?userid=%40bridge_x%3Ahearth.test":
+				return http.StatusOK, `[{"userid":"@bridge_x:hearth.test","protocol":"chatnet","fields":{"nick":"x"}}]`
+			}
+			return http.StatusNotFound, "{}"
+		}
+		hs := bridgeServer(t, b, fake.srv.URL)
+		_, tok := hs.RegisterUser(t, "alice")
+		r := hs.Do(t, "GET", "/_matrix/client/v3/thirdparty/protocols", tok, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		chatnet, _ := r.JSON["chatnet"].(map[string]any)
+		instances, _ := chatnet["instances"].([]any)
+		if len(instances) != 1 || instances[0].(map[string]any)["instance_id"] != "test-bridge|main" {
+			t.Fatalf("protocols: %s", r.Body)
+		}
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/thirdparty/protocol/chatnet", tok, nil), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/thirdparty/protocol/other", tok, nil), http.StatusNotFound, "M_NOT_FOUND")
+		r = hs.Do(t, "GET", "/_matrix/client/v3/thirdparty/location/chatnet?channel=%23lobby", tok, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !strings.Contains(string(r.Body), "#bridge_lobby:hearth.test") {
+			t.Fatalf("location: %s", r.Body)
+		}
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/thirdparty/location/chatnet?channel=%23none", tok, nil), http.StatusNotFound, "M_NOT_FOUND")
+		r = hs.Do(t, "GET", "/_matrix/client/v3/thirdparty/user?userid=%40bridge_x%3Ahearth.test", tok, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !strings.Contains(string(r.Body), `"nick":"x"`) {
+			t.Fatalf("user: %s", r.Body)
+		}
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/thirdparty/user", tok, nil), http.StatusBadRequest, "M_MISSING_PARAM")
 	})
 }

@@ -414,16 +414,16 @@ func (p *Pusher) query(ctx context.Context, path string, owns func(*Registration
 		if reg.PushURL() == "" || !owns(reg) {
 			continue
 		}
-		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := p.call(qctx, reg, "GET", path, nil)
-		cancel()
-		if err == nil {
+		var answer map[string]any
+		if p.get(ctx, reg, path, &answer) {
 			return true
-		}
-		var es *errStatus
-		if !errors.As(err, &es) || es.status != http.StatusNotFound {
-			p.log.Warn("application service query failed", "appservice", reg.ID, "path", path, "err", err)
 		}
 	}
 	return false
+}
+
+// isNotFound reports whether err is the service's 404.
+func isNotFound(err error) bool {
+	var es *errStatus
+	return errors.As(err, &es) && es.status == http.StatusNotFound
 }

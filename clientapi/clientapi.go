@@ -212,11 +212,7 @@ func (a *API) accountDataRoutes(v3 func(string, string, http.HandlerFunc)) {
 
 	v3("GET", "/voip/turnServer", a.authed(a.turnServer))
 
-	v3("GET", "/thirdparty/protocols", a.authed(a.thirdPartyProtocols))
-	for _, p := range []string{"/thirdparty/protocol/{protocol}", "/thirdparty/location/{protocol}", "/thirdparty/user/{protocol}",
-		"/thirdparty/location", "/thirdparty/user"} {
-		v3("GET", p, a.authed(a.thirdPartyNotFound))
-	}
+	a.thirdPartyRoutes(v3)
 }
 
 // roomRoutes registers the room endpoints (client-server API, Rooms, Room
