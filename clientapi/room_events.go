@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -153,6 +154,15 @@ func (a *API) putState(w http.ResponseWriter, r *http.Request, c accounts.Caller
 		if m.Membership == "" {
 			mxhttp.WriteError(w, r, mxhttp.BadJSON("m.room.member content needs a membership"))
 			return
+		}
+		if m.Membership == spec.Invite && stateKey != c.UserID && strings.HasSuffix(stateKey, ":"+a.cfg.ServerName) {
+			if v, err := a.rooms.InvitePermission(r.Context(), stateKey, c.UserID); err != nil || v == rooms.InviteBlocked {
+				if err == nil {
+					err = rooms.ErrInviteBlocked(stateKey)
+				}
+				mxhttp.WriteError(w, r, err)
+				return
+			}
 		}
 	}
 	if evType == spec.MRoomCreate {

@@ -263,9 +263,11 @@ func (s *Server) ClientHandler() http.Handler { return s.client }
 // FederationHandler serves the federation and key APIs (the TLS listener).
 func (s *Server) FederationHandler() http.Handler { return s.federation }
 
-// Close stops background work (federation senders, push delivery) and
-// releases the store.
+// Close stops background work (presence and typing expiry, federation
+// senders, push delivery) and releases the store.
 func (s *Server) Close() error {
+	s.Presence.Close()
+	s.Typing.Close()
 	s.Federation.Close()
 	s.AppServices.Close()
 	s.Push.Close()

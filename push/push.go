@@ -17,7 +17,11 @@
 //
 // Delivery to gateways is durable (a queue table written in the same
 // transaction as the notifications) and ordered per pusher, with one
-// goroutine per pusher that has queued work; see sender.go.
+// goroutine per pusher that has queued work; see sender.go. The worker's
+// work per event is per recipient whatever their number of pushers (a
+// version row per user checks the sender's cached pusher list; the badge
+// is kept as a running count), so pushers behind a dead gateway cost the
+// send path nothing.
 package push
 
 import (
@@ -56,6 +60,7 @@ type Push struct {
 	suffix   string
 	hold     time.Duration
 	rules    *ruleCache
+	names    memberNames
 	sender   *sender
 
 	mu       sync.Mutex

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -21,11 +22,13 @@ import (
 
 // Delivery to push gateways. Each pusher with undelivered pushes has one
 // goroutine that sends its user's queue in order, one at a time, and
-// moves the pusher's position only once the gateway accepted a push; a failure (connection error,
-// timeout, 5xx, 429) is retried after an exponential backoff with jitter,
-// capped, so a dead gateway holds up only its own pushers' queues. At most
-// maxInFlight requests run at once across all pushers. Nothing here runs
-// on the /send or /sync path: the worker only queues rows and wakes us.
+// moves the pusher's position only once the gateway accepted a push; a
+// failure (connection error, timeout, 5xx, 429) is retried after an
+// exponential backoff with jitter, capped, so a dead gateway holds up only
+// its own pushers' queues. At most maxInFlight pushers read their queue
+// and post at once across all users, at most maxPerHost of them to one
+// gateway host. Nothing here runs on the /send or
+// /sync path: the worker only queues rows and wakes us.
 
 const (
 	maxInFlight     = 64
@@ -45,10 +48,23 @@ type sender struct {
 	slots  chan struct{}
 
 	mu       sync.Mutex
-	loops    map[int64]chan struct{} // pusher ID -> wake-up of its running loop
+	users    map[string]*userPushers
+	hosts    map[string]*hostGate
 	minRetry time.Duration
 	maxRetry time.Duration
 	wg       sync.WaitGroup
+}
+
+// userPushers is what the sender knows of one user's http pushers. Waking
+// a user costs the same whatever their number of pushers while every
+// pusher's loop runs (a dead gateway keeps them running): one channel
+// close. Only pushers without a running loop are looked at one by one.
+type userPushers struct {
+	version int64            // the pusher_versions row ids were loaded at; -1 when not loaded
+	ids     map[int64]string // the user's http pushers and their gateway hosts
+	running map[int64]bool   // pushers whose loop runs
+	active  int              // how many of ids are running
+	woken   chan struct{}    // closed and replaced when the user's queue grows
 }
 
 func newSender(ctx context.Context, db *storage.DB, log *slog.Logger, allowCIDRs []string,
@@ -59,7 +75,7 @@ func newSender(ctx context.Context, db *storage.DB, log *slog.Logger, allowCIDRs
 	}
 	return &sender{
 		ctx: ctx, db: db, log: log, isRead: isRead, slots: make(chan struct{}, maxInFlight),
-		loops: map[int64]chan struct{}{}, minRetry: defaultMinRetry, maxRetry: defaultMaxRetry,
+		users: map[string]*userPushers{}, hosts: map[string]*hostGate{}, minRetry: defaultMinRetry, maxRetry: defaultMaxRetry,
 		client: &http.Client{
 			Transport: guard.Transport(maxInFlight),
 			Timeout:   gatewayTimeout,
@@ -79,51 +95,150 @@ func (s *sender) setBackoff(minDelay, maxDelay time.Duration) {
 	s.mu.Unlock()
 }
 
+// user returns the user's entry, creating it; s.mu is held.
+func (s *sender) user(userID string) *userPushers {
+	u, ok := s.users[userID]
+	if !ok {
+		u = &userPushers{version: -1, running: map[int64]bool{}, woken: make(chan struct{})}
+		s.users[userID] = u
+	}
+	return u
+}
+
+// hasPushers reports whether the user has http pushers, given the user's
+// pusher_versions row (read before this call, so a change after it makes
+// the next call reload): the cached IDs unless the version moved.
+func (s *sender) hasPushers(ctx context.Context, userID string, version int64) (bool, error) {
+	s.mu.Lock()
+	u := s.user(userID)
+	if u.version == version {
+		n := len(u.ids)
+		s.mu.Unlock()
+		return n > 0, nil
+	}
+	s.mu.Unlock()
+	data, err := storage.HTTPPusherData(ctx, s.db.Read(), userID)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	u.version, u.ids, u.active = version, map[int64]string{}, 0
+	for id, d := range data {
+		u.ids[id] = gatewayHostOf(d)
+		if u.running[id] {
+			u.active++
+		}
+	}
+	s.mu.Unlock()
+	return len(data) > 0, nil
+}
+
 // resume starts the loops of pushers with queued requests (after a restart).
 func (s *sender) resume(ctx context.Context) error {
-	ids, err := storage.PushersWithQueue(ctx, s.db.Read())
+	queued, err := storage.PushersWithQueue(ctx, s.db.Read())
 	if err != nil {
 		return err
 	}
-	s.wake(ids...)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, userID := range queued {
+		s.start(s.user(userID), userID, id, "")
+	}
 	return nil
 }
 
 // wait returns once every loop has stopped (after the context ended).
 func (s *sender) wait() { s.wg.Wait() }
 
-// wake makes the pushers' loops look at their queues, starting loops that
-// are not running.
-func (s *sender) wake(ids ...int64) {
+// wakeUser makes the loops of the user's pushers look at the user's
+// queue, starting the loops that are not running.
+func (s *sender) wakeUser(userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, id := range ids {
-		if ch, ok := s.loops[id]; ok {
-			select {
-			case ch <- struct{}{}:
-			default:
-			}
-			continue
-		}
-		if s.ctx.Err() != nil {
-			return
-		}
-		ch := make(chan struct{}, 1)
-		s.loops[id] = ch
-		s.wg.Add(1)
-		go s.loop(id, ch)
+	u := s.user(userID)
+	close(u.woken)
+	u.woken = make(chan struct{})
+	if u.active == len(u.ids) {
+		return
+	}
+	for id, host := range u.ids {
+		s.start(u, userID, id, host)
 	}
 }
 
+// start runs the pusher's loop unless it runs; host is its gateway host
+// if known ("": the loop reads it). s.mu is held.
+func (s *sender) start(u *userPushers, userID string, id int64, host string) {
+	if u.running[id] || s.ctx.Err() != nil {
+		return
+	}
+	u.running[id] = true
+	if _, ok := u.ids[id]; ok {
+		u.active++
+	}
+	s.wg.Add(1)
+	go s.loop(u, userID, id, host)
+}
+
 // loop sends a pusher's queue until it has delivered everything.
-func (s *sender) loop(id int64, woken chan struct{}) {
+func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
 	defer s.wg.Done()
+	// A loop holds a slot of its gateway's host and one of the maxInFlight
+	// slots while it reads its queue and posts, and gives them up while it
+	// sleeps: when many pushers have work (1,000 behind a dead gateway),
+	// the others wait without reading their queue or building requests,
+	// and one host never holds every slot (see hostGate).
+	held, heldHost := false, ""
+	release := func() {
+		if held {
+			<-s.slots
+			s.hostDone(heldHost)
+			held = false
+		}
+	}
+	acquire := func(host string) bool {
+		if held && heldHost == host {
+			return true
+		}
+		release()
+		if !s.hostWait(host) {
+			return false
+		}
+		select {
+		case s.slots <- struct{}{}:
+			held, heldHost = true, host
+			return true
+		case <-s.ctx.Done():
+			s.hostDone(host)
+			return false
+		}
+	}
+	defer release()
+	pause := func(d time.Duration) bool {
+		host, wasHeld := heldHost, held
+		release()
+		return s.sleep(d) && (!wasHeld || acquire(host))
+	}
 	failures := 0
 	for {
-		pusher, err := storage.GetPusher(s.ctx, s.db.Read(), id)
-		if errors.Is(err, storage.ErrNotFound) {
-			s.stop(id)
+		// Slots first when the host is known: loops that wait read nothing.
+		if host != "" && !acquire(host) {
 			return
+		}
+		// The wake-up is taken before the queue is read: a push queued
+		// after the read closes it, and the loop reads again.
+		s.mu.Lock()
+		woken := u.woken
+		s.mu.Unlock()
+		pusher, err := storage.GetPusher(s.ctx, s.db.Read(), id)
+		if errors.Is(err, storage.ErrNotFound) || (err == nil && (pusher.Kind != "http" || pusher.UserID != userID)) {
+			s.stop(u, id)
+			return
+		}
+		if err == nil {
+			if host = gatewayHost(pusher); !acquire(host) {
+				return
+			}
 		}
 		var batch []storage.QueuedPush
 		if err == nil {
@@ -135,7 +250,7 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 			}
 			s.log.Error("reading push queue", "pusher", id, "err", err)
 			failures++
-			if !s.sleep(s.backoff(failures)) {
+			if !pause(s.backoff(failures)) {
 				return
 			}
 			continue
@@ -148,7 +263,7 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 				continue
 			default:
 			}
-			delete(s.loops, id)
+			u.stopped(id)
 			s.mu.Unlock()
 			return
 		}
@@ -174,7 +289,7 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 		rejected := false
 		for _, qp := range batch {
 			if wait := time.Until(time.UnixMilli(qp.NotBefore)); qp.NotBefore > 0 && wait > 0 {
-				if !commit() || !s.sleep(wait) {
+				if !commit() || !pause(wait) {
 					return
 				}
 			}
@@ -193,7 +308,7 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 				failures++
 				delay := s.backoff(failures)
 				s.log.Warn("push gateway failed; will retry", "pusher", id, "app_id", pusher.AppID, "err", err, "retry_in", delay)
-				if !commit() || !s.sleep(delay) {
+				if !commit() || !pause(delay) {
 					return
 				}
 				rejected, err = s.post(pusher, body)
@@ -210,7 +325,7 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 			if err != nil && s.ctx.Err() == nil {
 				s.log.Error("removing rejected pusher", "pusher", id, "err", err)
 			}
-			s.stop(id)
+			s.stop(u, id)
 			return
 		}
 		if !commit() {
@@ -219,10 +334,113 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 	}
 }
 
-func (s *sender) stop(id int64) {
+// Gateway hosts. Most pushers of a server share a few gateways, and a dead
+// one holds each request until gatewayTimeout: without a bound per host,
+// 64 pushers behind it would hold every slot and delay every other
+// gateway's pushes by minutes. A host gets at most maxPerHost slots, and
+// failingHostProbes while its last request failed (until one succeeds).
+const (
+	maxPerHost        = maxInFlight / 2
+	failingHostProbes = 2
+)
+
+// hostGate is the state of one gateway host (scheme and host:port of the
+// pusher's url); s.mu guards it.
+type hostGate struct {
+	inFlight int
+	failing  bool
+	freed    chan struct{} // closed and replaced when a slot frees or the limit grows
+}
+
+// gatewayHost is the host a pusher's requests go to ("" if its url does
+// not parse; post drops such pushers).
+func gatewayHost(p storage.Pusher) string { return gatewayHostOf(p.Data) }
+
+// gatewayHostOf is gatewayHost of a pusher's data (JSON).
+func gatewayHostOf(pusherData string) string {
+	var data struct {
+		URL string `json:"url"`
+	}
+	_ = json.Unmarshal([]byte(pusherData), &data)
+	u, err := url.Parse(data.URL)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// hostWait takes a slot of host, waiting while it has its limit in flight.
+func (s *sender) hostWait(host string) bool {
+	for {
+		s.mu.Lock()
+		h := s.hosts[host]
+		if h == nil {
+			h = &hostGate{freed: make(chan struct{})}
+			s.hosts[host] = h
+		}
+		limit := maxPerHost
+		if h.failing {
+			limit = failingHostProbes
+		}
+		if h.inFlight < limit {
+			h.inFlight++
+			s.mu.Unlock()
+			return true
+		}
+		freed := h.freed
+		s.mu.Unlock()
+		select {
+		case <-freed:
+		case <-s.ctx.Done():
+			return false
+		}
+	}
+}
+
+// hostDone gives back a slot of host taken by hostWait.
+func (s *sender) hostDone(host string) {
 	s.mu.Lock()
-	delete(s.loops, id)
+	defer s.mu.Unlock()
+	h := s.hosts[host]
+	if h == nil {
+		return
+	}
+	h.inFlight--
+	close(h.freed)
+	h.freed = make(chan struct{})
+	if h.inFlight <= 0 && !h.failing {
+		delete(s.hosts, host)
+	}
+}
+
+// hostHealth records whether a request to host got an answer that is not
+// a failure to retry.
+func (s *sender) hostHealth(host string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.hosts[host]
+	if h == nil || h.failing == !ok {
+		return
+	}
+	h.failing = !ok
+	if ok {
+		close(h.freed)
+		h.freed = make(chan struct{})
+	}
+}
+
+func (s *sender) stop(u *userPushers, id int64) {
+	s.mu.Lock()
+	u.stopped(id)
 	s.mu.Unlock()
+}
+
+// stopped records that the pusher's loop ended; s.mu is held.
+func (u *userPushers) stopped(id int64) {
+	if _, ok := u.ids[id]; ok && u.running[id] {
+		u.active--
+	}
+	delete(u.running, id)
 }
 
 // backoff is min * 2^(failures-1), capped, with jitter in [d/2, d].
@@ -259,12 +477,6 @@ func (s *sender) post(pusher storage.Pusher, body []byte) (rejected bool, err er
 	if err := json.Unmarshal([]byte(pusher.Data), &data); err != nil || data.URL == "" {
 		return true, nil // cannot be delivered ever: drop the pusher
 	}
-	select {
-	case s.slots <- struct{}{}:
-	case <-s.ctx.Done():
-		return false, s.ctx.Err()
-	}
-	defer func() { <-s.slots }()
 	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, data.URL, bytes.NewReader(body))
 	if err != nil {
 		return true, nil
@@ -272,8 +484,10 @@ func (s *sender) post(pusher storage.Pusher, body []byte) (rejected bool, err er
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := s.client.Do(req)
 	if err != nil {
+		s.hostHealth(gatewayHost(pusher), false)
 		return false, err
 	}
+	s.hostHealth(gatewayHost(pusher), resp.StatusCode < 300 || resp.StatusCode >= 400 && resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode < 500)
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxGatewayBody))
 	switch {

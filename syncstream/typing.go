@@ -14,6 +14,7 @@ type Typing struct {
 	pos     int64
 	rooms   map[string]*roomTyping
 	changed func(roomID string, pos int64) // wakes the room's users
+	timers  timers
 }
 
 type roomTyping struct {
@@ -40,7 +41,7 @@ func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) 
 		delete(rt.users, userID)
 	}
 	if typing {
-		rt.users[userID] = time.AfterFunc(timeout, func() { t.expire(roomID, userID) })
+		rt.users[userID] = t.timers.after(timeout, func() { t.expire(roomID, userID) })
 	}
 	if was == typing && typing {
 		// Still typing: the timer was extended, nothing to tell anyone.
@@ -72,6 +73,10 @@ func (t *Typing) expire(roomID, userID string) {
 	t.mu.Unlock()
 	t.changed(roomID, pos)
 }
+
+// Close stops the pending expiries, for a server shutting down; it waits
+// for one that is being made.
+func (t *Typing) Close() { t.timers.close() }
 
 // Users returns who is typing in a room and the position of the last change.
 func (t *Typing) Users(roomID string) ([]string, int64) {
