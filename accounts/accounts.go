@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -28,6 +29,9 @@ type Accounts struct {
 	// MaxDevicesPerUser refuses new logins beyond this many devices; 0 means
 	// no limit.
 	MaxDevicesPerUser int
+	// AppServices are the registered application services, whose
+	// as_tokens authenticate too; nil: none.
+	AppServices *appservice.Registry
 
 	lastSeenState
 	tokens      tokenCache

@@ -95,8 +95,11 @@ type Config struct {
 	// ServerNoticesLocalpart names the account that sends server notices
 	// (client-server API, Server Notices); empty disables them.
 	ServerNoticesLocalpart string `yaml:"server_notices_localpart" env:"HEARTH_SERVER_NOTICES_LOCALPART"`
-	BcryptCost             int    `yaml:"bcrypt_cost" env:"HEARTH_BCRYPT_COST"`
-	RateLimits             string `yaml:"rate_limits" env:"HEARTH_RATE_LIMITS"`
+	// AppServiceConfigFiles are the registration files of application
+	// services (bridges), read and checked at start.
+	AppServiceConfigFiles []string `yaml:"app_service_config_files" env:"HEARTH_APP_SERVICE_CONFIG_FILES"`
+	BcryptCost            int      `yaml:"bcrypt_cost" env:"HEARTH_BCRYPT_COST"`
+	RateLimits            string   `yaml:"rate_limits" env:"HEARTH_RATE_LIMITS"`
 	// GuestAccess allows POST /register?kind=guest.
 	GuestAccess bool `yaml:"guest_access" env:"HEARTH_GUEST_ACCESS"`
 	// MaxDevicesPerUser refuses logins beyond this many devices; 0: no limit.

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/e2ee"
@@ -47,6 +48,8 @@ type Server struct {
 	Media    *media.Repository
 	E2EE     *e2ee.E2EE
 	Push     *push.Push
+	// AppServices pushes events to the registered application services.
+	AppServices *appservice.Pusher
 	// Federation is the server-server side: inbound handlers, the signing
 	// client, the key ring and the send queue.
 	Federation *federation.API
@@ -79,6 +82,10 @@ func Version() string {
 // New opens the store and key named by cfg (cfg must be validated and its
 // paths resolved) and builds the HTTP handlers.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	regs, err := appservice.Load(cfg.AppServiceConfigFiles, cfg.ServerName)
+	if err != nil {
+		return nil, err
+	}
 	key, created, err := serverkey.LoadOrCreate(cfg.SigningKeyPath)
 	if err != nil {
 		return nil, err
@@ -138,14 +145,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Rooms.Observe(watchMemberships(s.E2EE, log))
 	s.Rooms.Observe(feedNotifier(s.Notifier))
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
+	if s.AppServices, err = startAppServices(ctx, s, regs); err != nil {
+		s.Push.Close()
+		db.Close()
+		return nil, err
+	}
 	if s.Federation, err = federation.New(ctx, federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Media: s.Media, Key: key,
-		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Log: log, Version: version}); err != nil {
+		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, AppServices: s.AppServices, Log: log, Version: version}); err != nil {
+		s.AppServices.Close()
 		db.Close()
 		return nil, err
 	}
 	s.E2EE.SetRemote(s.Federation.E2EERemote())
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
-		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push, Log: log, Version: version}).Routes(c)
+		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
+		AppServices: s.AppServices, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	// The federation and key APIs also answer on the client listener, as on
@@ -159,6 +173,34 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	f.Get("/health", s.health)
 	s.federation = f
 	return s, nil
+}
+
+// startAppServices makes the registered application services known to
+// authentication, creates each one's sender user (without a password) if
+// missing, and starts pushing events to them.
+func startAppServices(ctx context.Context, s *Server, regs []*appservice.Registration) (*appservice.Pusher, error) {
+	registry := appservice.NewRegistry(regs, s.Config.ServerName)
+	s.Accounts.AppServices = registry
+	for _, reg := range regs {
+		exists, err := s.DB.UserExists(ctx, reg.SenderLocalpart)
+		if err != nil {
+			return nil, err
+		}
+		if exists {
+			continue
+		}
+		_, err = s.Accounts.Register(ctx, accounts.NewUser{Localpart: reg.SenderLocalpart, InhibitLogin: true})
+		if err != nil && mxhttp.AsError(err).ErrCode != "M_USER_IN_USE" {
+			return nil, fmt.Errorf("creating the sender of application service %s: %w", reg.ID, err)
+		}
+		s.Log.Info("created application service sender", "appservice", reg.ID, "user_id", registry.SenderID(reg))
+	}
+	p, err := appservice.NewPusher(ctx, s.DB, s.Rooms, registry, s.Log)
+	if err != nil {
+		return nil, err
+	}
+	s.Rooms.Observe(p.Observe)
+	return p, nil
 }
 
 func (s *Server) router(observe mxhttp.RequestObserver, listener string) chi.Router {
@@ -227,6 +269,7 @@ func (s *Server) Close() error {
 	s.Presence.Close()
 	s.Typing.Close()
 	s.Federation.Close()
+	s.AppServices.Close()
 	s.Push.Close()
 	return s.DB.Close()
 }
