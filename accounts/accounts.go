@@ -28,6 +28,11 @@ type Accounts struct {
 	// MaxDevicesPerUser refuses new logins beyond this many devices; 0 means
 	// no limit.
 	MaxDevicesPerUser int
+	// TokensRevoked, when set, is told (after commit) of every user some of
+	// whose access tokens were revoked, so that other processes sharing
+	// the database drop their cached tokens too (ForgetTokens). Set it
+	// before serving.
+	TokensRevoked func(userID string)
 
 	lastSeenState
 	tokens      tokenCache

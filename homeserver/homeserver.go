@@ -55,6 +55,10 @@ type Server struct {
 	client     http.Handler
 	federation http.Handler
 	metrics    *prometheus.Registry
+	// relay and leader coordinate the processes sharing a PostgreSQL
+	// database (nil on SQLite, which one process serves alone).
+	relay  *relay
+	leader *leadership
 }
 
 // Version is the build's version: the module version, or the VCS revision
@@ -114,6 +118,16 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, err
 	}
+	if db.Dialect() == storage.Postgres {
+		if s.relay, err = newRelay(ctx, db, log); err != nil {
+			db.Close()
+			return nil, err
+		}
+		s.Notifier.SetPublish(func(c syncstream.Change) { s.relay.publish(relayMessage{Sync: &c}) })
+		// A revoked token must be refused everywhere once the request
+		// that revoked it has answered.
+		s.Accounts.TokensRevoked = func(userID string) { s.relay.publishAndWait(relayMessage{Tokens: userID}) }
+	}
 	// Local users' presence goes to other servers once federation exists.
 	s.Typing, s.Presence = newEphemeral(db, s.Notifier, func(userID string) {
 		if s.Federation != nil && cfg.Presence {
@@ -123,8 +137,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.E2EE = e2ee.New(db, cfg.ServerName, log)
 	wireE2EE(db, s.Accounts, s.E2EE, s.Notifier)
 	wireDeviceAccountData(db, s.Accounts, s.Notifier)
-	s.Push, err = push.New(push.Deps{DB: db, Rooms: s.Rooms, Presence: s.Presence, ServerName: cfg.ServerName, Log: log,
-		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second})
+	pushDeps := push.Deps{DB: db, Rooms: s.Rooms, Presence: s.Presence, ServerName: cfg.ServerName, Log: log,
+		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second}
+	if s.relay != nil {
+		pushDeps.Standby = true // until this process leads
+		pushDeps.PushesQueued = func(ids []int64) { s.relay.publish(relayMessage{Pushers: ids}) }
+		pushDeps.RulesChanged = func(userID string) { s.relay.publish(relayMessage{Rules: userID}) }
+	}
+	s.Push, err = push.New(pushDeps)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -136,10 +156,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// change that ends the shared room, so a client reacting to
 	// device_lists.left never reads the stale list.
 	s.Rooms.Observe(watchMemberships(s.E2EE, log))
+	if s.relay != nil {
+		// Before the sync wake-ups: a process woken for a redaction has
+		// already dropped the redacted event from its cache.
+		s.Rooms.Observe(s.relay.publishRedactions)
+	}
 	s.Rooms.Observe(feedNotifier(s.Notifier))
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
-	if s.Federation, err = federation.New(ctx, federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Media: s.Media, Key: key,
-		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Log: log, Version: version}); err != nil {
+	fedDeps := federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Media: s.Media, Key: key,
+		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Log: log, Version: version}
+	if s.relay != nil {
+		fedDeps.Standby = true // until this process leads
+		fedDeps.Queued = func(dests []string) { s.relay.publish(relayMessage{Dests: dests}) }
+	}
+	if s.Federation, err = federation.New(ctx, fedDeps); err != nil {
+		s.Push.Close()
 		db.Close()
 		return nil, err
 	}
@@ -158,6 +189,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Federation.Routes(f)
 	f.Get("/health", s.health)
 	s.federation = f
+	if s.relay != nil {
+		if err := s.startCluster(ctx); err != nil {
+			s.Federation.Close()
+			s.Push.Close()
+			db.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -224,6 +263,10 @@ func (s *Server) FederationHandler() http.Handler { return s.federation }
 // Close stops background work (federation senders, push delivery) and
 // releases the store.
 func (s *Server) Close() error {
+	if s.relay != nil {
+		s.leader.close()
+		s.relay.close()
+	}
 	s.Federation.Close()
 	s.Push.Close()
 	return s.DB.Close()

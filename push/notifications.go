@@ -97,6 +97,9 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 	var wake []int64
 	err = p.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		wake = wake[:0]
+		if err := p.db.LockPushQueue(ctx, tx); err != nil {
+			return err
+		}
 		for _, n := range notes {
 			if err := storage.InsertNotification(ctx, tx, n.n); err != nil {
 				return err
@@ -338,6 +341,9 @@ func (p *Push) badgeUpdate(ctx context.Context, userID string) error {
 	queued := false
 	err = p.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		queued = false
+		if err := p.db.LockPushQueue(ctx, tx); err != nil {
+			return err
+		}
 		total, err := totalUnread(ctx, tx, userID)
 		if err != nil {
 			return err
@@ -411,6 +417,13 @@ func (c *ruleCache) get(ctx context.Context, userID string) (*pushrules.Compiled
 	}
 	c.mu.Unlock()
 	return compiled, nil
+}
+
+func (c *ruleCache) clear() {
+	c.mu.Lock()
+	c.m = map[string]*pushrules.Compiled{}
+	c.version++
+	c.mu.Unlock()
 }
 
 func (c *ruleCache) invalidate(userID string) {

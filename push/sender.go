@@ -37,28 +37,33 @@ const (
 )
 
 type sender struct {
-	ctx    context.Context
 	db     *storage.DB
 	log    *slog.Logger
 	client *http.Client
 	isRead func(ctx context.Context, userID string, qp storage.QueuedPush) bool
 	slots  chan struct{}
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// ctx is the sending term, between start and stop; nil or done when
+	// this process does not deliver (another process sharing the
+	// database leads): wake-ups are then ignored, the queue stays.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	queued   func(ids []int64)       // told of every wake-up, for the leading process
 	loops    map[int64]chan struct{} // pusher ID -> wake-up of its running loop
 	minRetry time.Duration
 	maxRetry time.Duration
 	wg       sync.WaitGroup
 }
 
-func newSender(ctx context.Context, db *storage.DB, log *slog.Logger, allowCIDRs []string,
+func newSender(db *storage.DB, log *slog.Logger, allowCIDRs []string,
 	isRead func(context.Context, string, storage.QueuedPush) bool) (*sender, error) {
 	guard, err := netguard.New(allowCIDRs)
 	if err != nil {
 		return nil, fmt.Errorf("push_gateway_allow_cidrs: %w", err)
 	}
 	return &sender{
-		ctx: ctx, db: db, log: log, isRead: isRead, slots: make(chan struct{}, maxInFlight),
+		db: db, log: log, isRead: isRead, slots: make(chan struct{}, maxInFlight),
 		loops: map[int64]chan struct{}{}, minRetry: defaultMinRetry, maxRetry: defaultMaxRetry,
 		client: &http.Client{
 			Transport: guard.Transport(maxInFlight),
@@ -79,22 +84,48 @@ func (s *sender) setBackoff(minDelay, maxDelay time.Duration) {
 	s.mu.Unlock()
 }
 
-// resume starts the loops of pushers with queued requests (after a restart).
-func (s *sender) resume(ctx context.Context) error {
+// start begins a sending term (if none runs) and starts the loops of
+// pushers with queued requests: after a restart, or when this process
+// takes over delivery from another.
+func (s *sender) start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.ctx == nil || s.ctx.Err() != nil {
+		s.ctx, s.cancel = context.WithCancel(ctx)
+	}
+	s.mu.Unlock()
 	ids, err := storage.PushersWithQueue(ctx, s.db.Read())
 	if err != nil {
 		return err
 	}
-	s.wake(ids...)
+	s.wakeLocal(ids)
 	return nil
 }
 
-// wait returns once every loop has stopped (after the context ended).
-func (s *sender) wait() { s.wg.Wait() }
+// halt ends the sending term and returns once every loop has stopped;
+// what is queued stays queued.
+func (s *sender) halt() {
+	s.mu.Lock()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.mu.Lock()
+	s.loops = map[int64]chan struct{}{}
+	s.mu.Unlock()
+}
 
 // wake makes the pushers' loops look at their queues, starting loops that
 // are not running.
 func (s *sender) wake(ids ...int64) {
+	if len(ids) > 0 && s.queued != nil {
+		s.queued(ids)
+	}
+	s.wakeLocal(ids)
+}
+
+// wakeLocal is wake without telling other processes.
+func (s *sender) wakeLocal(ids []int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, id := range ids {
@@ -105,37 +136,37 @@ func (s *sender) wake(ids ...int64) {
 			}
 			continue
 		}
-		if s.ctx.Err() != nil {
+		if s.ctx == nil || s.ctx.Err() != nil {
 			return
 		}
 		ch := make(chan struct{}, 1)
 		s.loops[id] = ch
 		s.wg.Add(1)
-		go s.loop(id, ch)
+		go s.loop(s.ctx, id, ch)
 	}
 }
 
 // loop sends a pusher's queue until it has delivered everything.
-func (s *sender) loop(id int64, woken chan struct{}) {
+func (s *sender) loop(ctx context.Context, id int64, woken chan struct{}) {
 	defer s.wg.Done()
 	failures := 0
 	for {
-		pusher, err := storage.GetPusher(s.ctx, s.db.Read(), id)
+		pusher, err := storage.GetPusher(ctx, s.db.Read(), id)
 		if errors.Is(err, storage.ErrNotFound) {
 			s.stop(id)
 			return
 		}
 		var batch []storage.QueuedPush
 		if err == nil {
-			batch, err = storage.NextPushes(s.ctx, s.db.Read(), pusher.UserID, pusher.SentID, queueBatch)
+			batch, err = storage.NextPushes(ctx, s.db.Read(), pusher.UserID, pusher.SentID, queueBatch)
 		}
 		if err != nil {
-			if s.ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return
 			}
 			s.log.Error("reading push queue", "pusher", id, "err", err)
 			failures++
-			if !s.sleep(s.backoff(failures)) {
+			if !s.sleep(ctx, s.backoff(failures)) {
 				return
 			}
 			continue
@@ -159,26 +190,26 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 			if sent == pusher.SentID {
 				return true
 			}
-			err := s.db.WriteTx(s.ctx, func(tx *sql.Tx) error {
-				if err := storage.SetPusherSent(s.ctx, tx, pusher.ID, sent); err != nil {
+			err := s.db.WriteTx(ctx, func(tx *sql.Tx) error {
+				if err := storage.SetPusherSent(ctx, tx, pusher.ID, sent); err != nil {
 					return err
 				}
-				return storage.TrimPushQueue(s.ctx, tx, pusher.UserID)
+				return storage.TrimPushQueue(ctx, tx, pusher.UserID)
 			})
-			if err != nil && s.ctx.Err() == nil {
+			if err != nil && ctx.Err() == nil {
 				s.log.Error("recording push delivery", "pusher", id, "err", err)
 			}
 			pusher.SentID = sent
-			return s.ctx.Err() == nil
+			return ctx.Err() == nil
 		}
 		rejected := false
 		for _, qp := range batch {
 			if wait := time.Until(time.UnixMilli(qp.NotBefore)); qp.NotBefore > 0 && wait > 0 {
-				if !commit() || !s.sleep(wait) {
+				if !commit() || !s.sleep(ctx, wait) {
 					return
 				}
 			}
-			if qp.NotBefore > 0 && qp.StreamPos > 0 && s.isRead(s.ctx, pusher.UserID, qp) {
+			if qp.NotBefore > 0 && qp.StreamPos > 0 && s.isRead(ctx, pusher.UserID, qp) {
 				sent = qp.ID // held while the user was active elsewhere, and read there
 				continue
 			}
@@ -188,15 +219,15 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 				sent = qp.ID
 				continue
 			}
-			rejected, err = s.post(pusher, body)
+			rejected, err = s.post(ctx, pusher, body)
 			for err != nil {
 				failures++
 				delay := s.backoff(failures)
 				s.log.Warn("push gateway failed; will retry", "pusher", id, "app_id", pusher.AppID, "err", err, "retry_in", delay)
-				if !commit() || !s.sleep(delay) {
+				if !commit() || !s.sleep(ctx, delay) {
 					return
 				}
-				rejected, err = s.post(pusher, body)
+				rejected, err = s.post(ctx, pusher, body)
 			}
 			failures = 0
 			sent = qp.ID
@@ -206,8 +237,8 @@ func (s *sender) loop(id int64, woken chan struct{}) {
 		}
 		if rejected {
 			s.log.Info("push gateway rejected the pushkey; pusher removed", "user", pusher.UserID, "app_id", pusher.AppID)
-			err := s.db.WriteTx(s.ctx, func(tx *sql.Tx) error { return storage.DeletePusherByID(s.ctx, tx, pusher.ID) })
-			if err != nil && s.ctx.Err() == nil {
+			err := s.db.WriteTx(ctx, func(tx *sql.Tx) error { return storage.DeletePusherByID(ctx, tx, pusher.ID) })
+			if err != nil && ctx.Err() == nil {
 				s.log.Error("removing rejected pusher", "pusher", id, "err", err)
 			}
 			s.stop(id)
@@ -238,13 +269,13 @@ func (s *sender) backoff(failures int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func (s *sender) sleep(d time.Duration) bool {
+func (s *sender) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-s.ctx.Done():
+	case <-ctx.Done():
 		return false
 	}
 }
@@ -252,7 +283,7 @@ func (s *sender) sleep(d time.Duration) bool {
 // post sends one notify request; rejected reports that the gateway
 // rejected this pusher's pushkey. A 4xx other than 429 is the gateway
 // refusing this request for good: logged and not retried.
-func (s *sender) post(pusher storage.Pusher, body []byte) (rejected bool, err error) {
+func (s *sender) post(ctx context.Context, pusher storage.Pusher, body []byte) (rejected bool, err error) {
 	var data struct {
 		URL string `json:"url"`
 	}
@@ -261,11 +292,11 @@ func (s *sender) post(pusher storage.Pusher, body []byte) (rejected bool, err er
 	}
 	select {
 	case s.slots <- struct{}{}:
-	case <-s.ctx.Done():
-		return false, s.ctx.Err()
+	case <-ctx.Done():
+		return false, ctx.Err()
 	}
 	defer func() { <-s.slots }()
-	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, data.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, data.URL, bytes.NewReader(body))
 	if err != nil {
 		return true, nil
 	}

@@ -1,0 +1,309 @@
+package homeserver_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hearth-matrix/hearth/hearthtest"
+)
+
+// Several processes sharing one PostgreSQL database: only PostgreSQL is
+// shared by processes (SQLite is one process by nature), so these tests
+// run on the PostgreSQL backend alone.
+func onPostgres(t *testing.T, fn func(t *testing.T)) {
+	for _, b := range hearthtest.Backends() {
+		if b == hearthtest.Postgres {
+			t.Run(string(b), fn)
+		}
+	}
+}
+
+type user struct {
+	hs    *hearthtest.Server
+	id    string
+	token string
+}
+
+func (u user) on(hs *hearthtest.Server) user { return user{hs, u.id, u.token} }
+
+func (u user) do(t *testing.T, method, path string, body any) hearthtest.Response {
+	t.Helper()
+	return u.hs.Do(t, method, path, u.token, body)
+}
+
+func (u user) send(t *testing.T, roomID, body string) string {
+	t.Helper()
+	r := u.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/"+fmt.Sprint(time.Now().UnixNano()),
+		map[string]any{"msgtype": "m.text", "body": body})
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	return r.JSON["event_id"].(string)
+}
+
+// caughtUp syncs until nothing new is left and returns the next token.
+func (u user) caughtUp(t *testing.T) string {
+	t.Helper()
+	r := u.do(t, "GET", "/_matrix/client/v3/sync", nil)
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	since := r.JSON["next_batch"].(string)
+	for range 20 {
+		r = u.do(t, "GET", "/_matrix/client/v3/sync?timeout=300&since="+url.QueryEscape(since), nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		next := r.JSON["next_batch"].(string)
+		if next == since {
+			return since
+		}
+		since = next
+	}
+	t.Fatalf("%s's sync never settled", u.id)
+	return ""
+}
+
+// longPoll starts a /sync long-poll (30 s timeout) from since, runs act
+// once the request waits, and returns the response with how long it took.
+func (u user) longPoll(t *testing.T, since string, act func()) (hearthtest.Response, time.Duration) {
+	t.Helper()
+	type result struct {
+		r hearthtest.Response
+		d time.Duration
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		r := hearthtest.Do(t, http.DefaultClient, "GET", u.hs.URL+"/_matrix/client/v3/sync?timeout=30000&since="+url.QueryEscape(since), u.token, nil)
+		done <- result{r, time.Since(start)}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	act()
+	select {
+	case res := <-done:
+		hearthtest.Expect(t, res.r, http.StatusOK, "")
+		return res.r, res.d
+	case <-time.After(40 * time.Second):
+		t.Fatal("sync never returned")
+		return hearthtest.Response{}, 0
+	}
+}
+
+// twoProcesses starts two processes on one database, alice (registered on
+// the first) and bob (on the second) in a room alice made.
+func twoProcesses(t *testing.T) (p1, p2 *hearthtest.Server, alice, bob user, roomID string) {
+	p1 = hearthtest.NewServer(t, hearthtest.Postgres, nil)
+	p2 = p1.AnotherProcess(t)
+	aliceID, aliceTok := p1.RegisterUser(t, "alice")
+	bobID, bobTok := p2.RegisterUser(t, "bob")
+	alice, bob = user{p1, aliceID, aliceTok}, user{p2, bobID, bobTok}
+	r := alice.do(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"})
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	roomID = r.JSON["room_id"].(string)
+	r = bob.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	return p1, p2, alice, bob, roomID
+}
+
+// A change made through one process wakes the syncs waiting on another at
+// once, not at their timeout: a room message, account data (a change for
+// users) and a to-device message (for one device).
+func TestSyncWakesAcrossProcesses(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		_, _, alice, bob, roomID := twoProcesses(t)
+		since := alice.caughtUp(t)
+
+		r, took := alice.longPoll(t, since, func() { bob.send(t, roomID, "from the other process") })
+		if took > 5*time.Second || !strings.Contains(string(r.Body), "from the other process") {
+			t.Fatalf("message: sync returned after %v: %s", took, r.Body)
+		}
+		since = alice.caughtUp(t)
+
+		r, took = alice.longPoll(t, since, func() {
+			r := alice.on(bob.hs).do(t, "PUT", "/_matrix/client/v3/user/"+url.PathEscape(alice.id)+"/account_data/org.example.x", map[string]any{"n": 1})
+			hearthtest.Expect(t, r, http.StatusOK, "")
+		})
+		if took > 5*time.Second || !strings.Contains(string(r.Body), "org.example.x") {
+			t.Fatalf("account data: sync returned after %v: %s", took, r.Body)
+		}
+		since = alice.caughtUp(t)
+
+		r = alice.do(t, "GET", "/_matrix/client/v3/account/whoami", nil)
+		device := r.JSON["device_id"].(string)
+		r, took = alice.longPoll(t, since, func() {
+			r := bob.do(t, "PUT", "/_matrix/client/v3/sendToDevice/org.example.ping/1", map[string]any{
+				"messages": map[string]any{alice.id: map[string]any{device: map[string]any{"hello": "there"}}}})
+			hearthtest.Expect(t, r, http.StatusOK, "")
+		})
+		if took > 5*time.Second || !strings.Contains(string(r.Body), "org.example.ping") {
+			t.Fatalf("to-device: sync returned after %v: %s", took, r.Body)
+		}
+	})
+}
+
+// A token logged out through one process is refused by another at once,
+// although the other had it in its token cache.
+func TestLogoutAcrossProcesses(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		p1, p2, alice, _, _ := twoProcesses(t)
+		r := p1.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",
+			"identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "password"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		second := user{p2, alice.id, r.JSON["access_token"].(string)}
+		hearthtest.Expect(t, second.do(t, "GET", "/_matrix/client/v3/account/whoami", nil), http.StatusOK, "") // cached on p2
+		hearthtest.Expect(t, second.on(p1).do(t, "POST", "/_matrix/client/v3/logout", map[string]any{}), http.StatusOK, "")
+		hearthtest.Expect(t, second.do(t, "GET", "/_matrix/client/v3/account/whoami", nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+		// The first device is untouched on both.
+		hearthtest.Expect(t, alice.on(p2).do(t, "GET", "/_matrix/client/v3/account/whoami", nil), http.StatusOK, "")
+
+		// logout/all through p2 ends alice's first token on p1 as well.
+		hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v3/account/whoami", nil), http.StatusOK, "") // cached on p1
+		hearthtest.Expect(t, alice.on(p2).do(t, "POST", "/_matrix/client/v3/logout/all", map[string]any{}), http.StatusOK, "")
+		hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v3/account/whoami", nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+	})
+}
+
+// A message redacted through one process reads redacted through another
+// that had it in its event cache.
+func TestRedactionAcrossProcesses(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		_, _, alice, bob, roomID := twoProcesses(t)
+		eventID := alice.send(t, roomID, "regrettable")
+		path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/event/" + url.PathEscape(eventID)
+		r := bob.do(t, "GET", path, nil) // now in p2's event cache
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !strings.Contains(string(r.Body), "regrettable") {
+			t.Fatalf("event before redaction: %s", r.Body)
+		}
+		since := bob.caughtUp(t)
+		r, _ = bob.longPoll(t, since, func() {
+			r := alice.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/redact/"+url.PathEscape(eventID)+"/1", map[string]any{})
+			hearthtest.Expect(t, r, http.StatusOK, "")
+		})
+		if !strings.Contains(string(r.Body), "m.room.redaction") {
+			t.Fatalf("bob's sync did not bring the redaction: %s", r.Body)
+		}
+		r = bob.do(t, "GET", path, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if strings.Contains(string(r.Body), "regrettable") {
+			t.Fatalf("event still unredacted on the other process: %s", r.Body)
+		}
+	})
+}
+
+// transactionCounter records the messages of the transactions a server
+// receives, by body.
+type transactionCounter struct {
+	mu     sync.Mutex
+	bodies map[string]int
+}
+
+func (c *transactionCounter) wrap(fed, _ http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/send/") {
+			b, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(b))
+			var txn struct {
+				PDUs []struct {
+					Type    string `json:"type"`
+					Content struct {
+						Body string `json:"body"`
+					} `json:"content"`
+				} `json:"pdus"`
+			}
+			_ = json.Unmarshal(b, &txn)
+			c.mu.Lock()
+			for _, p := range txn.PDUs {
+				if p.Type == "m.room.message" {
+					c.bodies[p.Content.Body]++
+				}
+			}
+			c.mu.Unlock()
+		}
+		fed.ServeHTTP(w, r)
+	})
+}
+
+func (c *transactionCounter) count(body string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bodies[body]
+}
+
+// Of two processes of one server, only the leader sends to other servers:
+// every message reaches the remote server once, whichever process it was
+// sent through. When the leader stops, the other takes over and delivers
+// what was queued meanwhile.
+func TestOneProcessSendsFederation(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		fed := hearthtest.NewFederation(t, hearthtest.Postgres, 2, nil)
+		p1, remote := fed[0], fed[1]
+		p2 := p1.AnotherProcess(t)
+		counter := &transactionCounter{bodies: map[string]int{}}
+		remote.WrapFederation(counter.wrap)
+
+		aliceID, aliceTok := p1.RegisterUser(t, "alice")
+		alice := user{p1, aliceID, aliceTok}
+		bobID, bobTok := remote.RegisterUser(t, "bob")
+		bob := user{remote, bobID, bobTok}
+		r := alice.do(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID := r.JSON["room_id"].(string)
+		r = bob.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(p1.Config.ServerName), map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+
+		var bodies []string
+		for i := range 6 {
+			body := fmt.Sprintf("message %d", i)
+			bodies = append(bodies, body)
+			if i%2 == 0 {
+				alice.send(t, roomID, body)
+			} else {
+				alice.on(p2).send(t, roomID, body)
+			}
+		}
+		waitForBodies(t, bob, roomID, bodies)
+		time.Sleep(time.Second) // time for a second delivery, if there were one
+		for _, body := range bodies {
+			if n := counter.count(body); n != 1 {
+				t.Fatalf("%q reached the remote server %d times", body, n)
+			}
+		}
+
+		p1.Stop(t) // the leader
+		alice.on(p2).send(t, roomID, "after the leader stopped")
+		waitForBodies(t, bob, roomID, []string{"after the leader stopped"})
+		if n := counter.count("after the leader stopped"); n != 1 {
+			t.Fatalf("the message queued after the leader stopped reached the remote server %d times", n)
+		}
+	})
+}
+
+// waitForBodies syncs u until the room's timeline brought every body.
+func waitForBodies(t *testing.T, u user, roomID string, bodies []string) {
+	t.Helper()
+	seen := map[string]bool{}
+	since := ""
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		path := "/_matrix/client/v3/sync?timeout=2000"
+		if since != "" {
+			path += "&since=" + url.QueryEscape(since)
+		}
+		r := u.do(t, "GET", path, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		since, _ = r.JSON["next_batch"].(string)
+		for _, b := range bodies {
+			if strings.Contains(string(r.Body), `"body":"`+b+`"`) {
+				seen[b] = true
+			}
+		}
+		if len(seen) == len(bodies) {
+			return
+		}
+	}
+	t.Fatalf("%s saw only %v of %v in %s", u.id, seen, bodies, roomID)
+}
