@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/hearthtest"
 )
 
@@ -94,8 +96,8 @@ func (u user) longPoll(t *testing.T, since string, act func()) (hearthtest.Respo
 
 // twoProcesses starts two processes on one database, alice (registered on
 // the first) and bob (on the second) in a room alice made.
-func twoProcesses(t *testing.T) (p1, p2 *hearthtest.Server, alice, bob user, roomID string) {
-	p1 = hearthtest.NewServer(t, hearthtest.Postgres, nil)
+func twoProcesses(t *testing.T, modify func(*config.Config)) (p1, p2 *hearthtest.Server, alice, bob user, roomID string) {
+	p1 = hearthtest.NewServer(t, hearthtest.Postgres, modify)
 	p2 = p1.AnotherProcess(t)
 	aliceID, aliceTok := p1.RegisterUser(t, "alice")
 	bobID, bobTok := p2.RegisterUser(t, "bob")
@@ -113,7 +115,7 @@ func twoProcesses(t *testing.T) (p1, p2 *hearthtest.Server, alice, bob user, roo
 // users) and a to-device message (for one device).
 func TestSyncWakesAcrossProcesses(t *testing.T) {
 	onPostgres(t, func(t *testing.T) {
-		_, _, alice, bob, roomID := twoProcesses(t)
+		_, _, alice, bob, roomID := twoProcesses(t, nil)
 		since := alice.caughtUp(t)
 
 		r, took := alice.longPoll(t, since, func() { bob.send(t, roomID, "from the other process") })
@@ -148,7 +150,7 @@ func TestSyncWakesAcrossProcesses(t *testing.T) {
 // although the other had it in its token cache.
 func TestLogoutAcrossProcesses(t *testing.T) {
 	onPostgres(t, func(t *testing.T) {
-		p1, p2, alice, _, _ := twoProcesses(t)
+		p1, p2, alice, _, _ := twoProcesses(t, nil)
 		r := p1.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",
 			"identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "password"})
 		hearthtest.Expect(t, r, http.StatusOK, "")
@@ -170,7 +172,7 @@ func TestLogoutAcrossProcesses(t *testing.T) {
 // that had it in its event cache.
 func TestRedactionAcrossProcesses(t *testing.T) {
 	onPostgres(t, func(t *testing.T) {
-		_, _, alice, bob, roomID := twoProcesses(t)
+		_, _, alice, bob, roomID := twoProcesses(t, nil)
 		eventID := alice.send(t, roomID, "regrettable")
 		path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/event/" + url.PathEscape(eventID)
 		r := bob.do(t, "GET", path, nil) // now in p2's event cache
@@ -306,4 +308,82 @@ func waitForBodies(t *testing.T, u user, roomID string, bodies []string) {
 		}
 	}
 	t.Fatalf("%s saw only %v of %v in %s", u.id, seen, bodies, roomID)
+}
+
+// gateway is a push gateway that counts the notifications it receives,
+// by event ID.
+type gateway struct {
+	mu     sync.Mutex
+	events map[string]int
+}
+
+func (g *gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Notification struct {
+			EventID string `json:"event_id"`
+		} `json:"notification"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	g.mu.Lock()
+	g.events[body.Notification.EventID]++
+	g.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"rejected":[]}`))
+}
+
+func (g *gateway) count(eventID string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.events[eventID]
+}
+
+// Pushes are delivered by one process, once, whichever process evaluated
+// the event; push rules changed through one process apply at once to the
+// events another evaluates.
+func TestOneProcessDeliversPushes(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		gw := &gateway{events: map[string]int{}}
+		srv := httptest.NewServer(gw)
+		t.Cleanup(srv.Close)
+		_, p2, alice, bob, roomID := twoProcesses(t, func(c *config.Config) {
+			c.PushGatewayAllowCIDRs = []string{"127.0.0.0/8"}
+			c.PushHoldSeconds = 0
+		})
+		r := alice.do(t, "POST", "/_matrix/client/v3/pushers/set", map[string]any{
+			"kind": "http", "app_id": "org.example.app", "pushkey": "phone", "app_display_name": "App",
+			"device_display_name": "Phone", "lang": "en", "data": map[string]any{"url": srv.URL + "/_matrix/push/v1/notify"}})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+
+		ids := []string{bob.send(t, roomID, "evaluated by the second process"), bob.on(alice.hs).send(t, roomID, "evaluated by the first")}
+		deadline := time.Now().Add(10 * time.Second)
+		for (gw.count(ids[0]) == 0 || gw.count(ids[1]) == 0) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(time.Second) // time for a second delivery, if there were one
+		for _, id := range ids {
+			if n := gw.count(id); n != 1 {
+				t.Fatalf("event %s pushed %d times", id, n)
+			}
+		}
+
+		// Alice mutes the room through the first process; the second, which
+		// cached her rules when it evaluated the first message, hears of it.
+		since := alice.on(p2).caughtUp(t)
+		hearthtest.Expect(t, alice.do(t, "PUT", "/_matrix/client/v3/pushrules/global/room/"+url.PathEscape(roomID),
+			map[string]any{"actions": []any{}}), http.StatusOK, "")
+		for i := 0; i < 5 && !strings.Contains(string(r.Body), `"m.push_rules"`); i++ {
+			r = alice.on(p2).do(t, "GET", "/_matrix/client/v3/sync?timeout=10000&since="+url.QueryEscape(since), nil)
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			since = r.JSON["next_batch"].(string)
+		}
+		if !strings.Contains(string(r.Body), `"m.push_rules"`) {
+			t.Fatalf("the second process never synced the new push rules: %s", r.Body)
+		}
+		muted := bob.send(t, roomID, "muted")
+		after := bob.on(alice.hs).send(t, roomID, "also muted")
+		time.Sleep(1500 * time.Millisecond)
+		if gw.count(muted) != 0 || gw.count(after) != 0 {
+			t.Fatalf("a muted room's messages were pushed: %d, %d", gw.count(muted), gw.count(after))
+		}
+	})
 }
