@@ -2,6 +2,7 @@ package homeserver_test
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -275,11 +276,24 @@ func TestOneProcessSendsFederation(t *testing.T) {
 			}
 		}
 
-		p1.Stop(t) // the leader
+		// The leader stops: the other process takes over within a few
+		// seconds and sends what was queued while no one led.
+		p1.Stop(t)
 		alice.on(p2).send(t, roomID, "after the leader stopped")
 		waitForBodies(t, bob, roomID, []string{"after the leader stopped"})
 		if n := counter.count("after the leader stopped"); n != 1 {
 			t.Fatalf("the message queued after the leader stopped reached the remote server %d times", n)
+		}
+
+		// The new leader's lock connection breaks: it stops sending, then
+		// takes the lock again and sends, once.
+		if n := terminate(t, p2, leaderSession); n != 1 {
+			t.Fatalf("ended %d leader sessions, want 1", n)
+		}
+		alice.on(p2).send(t, roomID, "after a new election")
+		waitForBodies(t, bob, roomID, []string{"after a new election"})
+		if n := counter.count("after a new election"); n != 1 {
+			t.Fatalf("the message sent after a new election reached the remote server %d times", n)
 		}
 	})
 }
@@ -384,6 +398,61 @@ func TestOneProcessDeliversPushes(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 		if gw.count(muted) != 0 || gw.count(after) != 0 {
 			t.Fatalf("a muted room's messages were pushed: %d, %d", gw.count(muted), gw.count(after))
+		}
+	})
+}
+
+// terminate ends the PostgreSQL sessions of hs's database that match
+// where (a condition on pg_stat_activity's pid, with $1 the channel and
+// lock key of hs's processes), as a network failure or an administrator
+// would, and returns how many it ended.
+func terminate(t *testing.T, hs *hearthtest.Server, where string) int {
+	t.Helper()
+	db, err := sql.Open("pgx", hs.Config.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var key int32
+	if err := db.QueryRow(`SELECT hashtext(current_database() || '/' || current_schema())`).Scan(&key); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	err = db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE `+where,
+		fmt.Sprintf("hearth_%08x", uint32(key)), int64(uint32(key))).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// listeners selects the sessions that listen for the processes' news.
+const listeners = `query = 'LISTEN "' || $1::text || '"' AND $2::bigint IS NOT NULL`
+
+// leaderSession selects the session holding the leadership lock.
+const leaderSession = `pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 7460130 AND objsubid = 2
+	AND objid = $2::bigint::oid) AND $1::text IS NOT NULL`
+
+// When the connections that hear other processes break, they are made
+// again (and whatever was missed meanwhile wakes the syncs anyway).
+func TestRelayReconnects(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		p1, _, alice, bob, roomID := twoProcesses(t, nil)
+		since := bob.caughtUp(t)
+		r, took := bob.longPoll(t, since, func() {
+			if n := terminate(t, p1, listeners); n != 2 {
+				t.Fatalf("ended %d listening sessions, want 2", n)
+			}
+			alice.send(t, roomID, "while nobody listened")
+		})
+		if took > 5*time.Second || !strings.Contains(string(r.Body), "while nobody listened") {
+			t.Fatalf("sync returned after %v: %s", took, r.Body)
+		}
+		time.Sleep(500 * time.Millisecond)
+		since = bob.caughtUp(t)
+		r, took = bob.longPoll(t, since, func() { alice.send(t, roomID, "after reconnecting") })
+		if took > 5*time.Second || !strings.Contains(string(r.Body), "after reconnecting") {
+			t.Fatalf("sync returned after %v: %s", took, r.Body)
 		}
 	})
 }
