@@ -134,6 +134,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			s.Federation.SendPresence(context.Background(), userID, s.Presence.Get(userID))
 		}
 	})
+	if s.relay != nil {
+		// Every process keeps who is typing, each with positions of its own;
+		// presence stays per process (docs/operations.md).
+		s.Typing.SetPublish(func(roomID, userID string, typing bool, timeout time.Duration) {
+			s.relay.publish(relayMessage{Typing: &relayedTyping{Room: roomID, User: userID, Typing: typing, Timeout: timeout.Milliseconds()}})
+		})
+	}
 	s.E2EE = e2ee.New(db, cfg.ServerName, log)
 	wireE2EE(db, s.Accounts, s.E2EE, s.Notifier)
 	wireDeviceAccountData(db, s.Accounts, s.Notifier)

@@ -113,7 +113,7 @@ func twoProcesses(t *testing.T, modify func(*config.Config)) (p1, p2 *hearthtest
 
 // A change made through one process wakes the syncs waiting on another at
 // once, not at their timeout: a room message, account data (a change for
-// users) and a to-device message (for one device).
+// users), a to-device message (for one device) and typing.
 func TestSyncWakesAcrossProcesses(t *testing.T) {
 	onPostgres(t, func(t *testing.T) {
 		_, _, alice, bob, roomID := twoProcesses(t, nil)
@@ -143,6 +143,16 @@ func TestSyncWakesAcrossProcesses(t *testing.T) {
 		})
 		if took > 5*time.Second || !strings.Contains(string(r.Body), "org.example.ping") {
 			t.Fatalf("to-device: sync returned after %v: %s", took, r.Body)
+		}
+		since = alice.caughtUp(t)
+
+		// Typing is relayed too: each process keeps who is typing.
+		r, took = alice.longPoll(t, since, func() {
+			r := bob.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/typing/"+url.PathEscape(bob.id), map[string]any{"typing": true, "timeout": 20000})
+			hearthtest.Expect(t, r, http.StatusOK, "")
+		})
+		if took > 5*time.Second || !strings.Contains(string(r.Body), `"m.typing"`) || !strings.Contains(string(r.Body), bob.id) {
+			t.Fatalf("typing: sync returned after %v: %s", took, r.Body)
 		}
 	})
 }

@@ -60,6 +60,15 @@ type relayMessage struct {
 	Rules    string             `json:"rules,omitempty"` // user whose push rules changed
 	Dests    []string           `json:"fed,omitempty"`   // destinations with queued federation work
 	Pushers  []int64            `json:"push,omitempty"`  // pushers with queued pushes
+	Typing   *relayedTyping     `json:"typ,omitempty"`
+}
+
+// relayedTyping is a Typing.Set made in another process.
+type relayedTyping struct {
+	Room    string `json:"r"`
+	User    string `json:"u"`
+	Typing  bool   `json:"t"`
+	Timeout int64  `json:"ms"`
 }
 
 // relayPayload is one notification: messages from one process.
@@ -362,6 +371,8 @@ func (s *Server) applyRelayed(ctx context.Context, m relayMessage) {
 		s.Federation.Queue().Kick(m.Dests) // nothing unless leading
 	case len(m.Pushers) > 0:
 		s.Push.PushesQueued(m.Pushers) // nothing unless leading
+	case m.Typing != nil:
+		s.Typing.Apply(m.Typing.Room, m.Typing.User, m.Typing.Typing, time.Duration(m.Typing.Timeout)*time.Millisecond)
 	}
 }
 
