@@ -271,7 +271,9 @@ func (s *Server) FederationHandler() http.Handler { return s.federation }
 // releases the store.
 func (s *Server) Close() error {
 	if s.relay != nil {
-		s.leader.close()
+		if s.leader.close() {
+			s.relay.publish(relayMessage{SteppedDown: true})
+		}
 		s.relay.close()
 	}
 	s.Federation.Close()

@@ -13,8 +13,9 @@ import (
 // the one that runs the work that must not run twice: the federation
 // senders and push delivery. The leader holds a session advisory lock on a
 // connection of its own; PostgreSQL releases it when that connection ends,
-// so a leader that stops or dies hands over to the first other process
-// whose next attempt (every leaderRetry) takes the lock. A leader checks
+// so a leader that dies hands over to the first other process whose next
+// attempt (every leaderRetry) takes the lock; one that stops announces it
+// (relayMessage.SteppedDown) and the others try at once. A leader checks
 // its connection as often, and stops leading when it fails (the lock may
 // be someone else's by then).
 type leadership struct {
@@ -27,6 +28,7 @@ type leadership struct {
 
 	conn    *storage.SessionConn // holding the lock while leading
 	leading bool
+	poke    chan struct{} // an attempt now: the leader has just stepped down
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -43,7 +45,7 @@ func newLeadership(ctx context.Context, db *storage.DB, log *slog.Logger, lead f
 		return nil, err
 	}
 	lctx, cancel := context.WithCancel(context.Background())
-	return &leadership{db: db, log: log, key: key, lead: lead, follow: follow, ctx: lctx, cancel: cancel}, nil
+	return &leadership{db: db, log: log, key: key, lead: lead, follow: follow, poke: make(chan struct{}, 1), ctx: lctx, cancel: cancel}, nil
 }
 
 // start makes a first attempt before it returns (so the first process
@@ -58,6 +60,8 @@ func (l *leadership) start() {
 		for {
 			select {
 			case <-t.C:
+				l.attempt()
+			case <-l.poke:
 				l.attempt()
 			case <-l.ctx.Done():
 				return
@@ -107,13 +111,26 @@ func (l *leadership) stepDown() {
 	l.conn = nil
 }
 
-// close stops leading (the others take over) and stops trying.
-func (l *leadership) close() {
+// tryNow makes the next attempt now rather than at the next tick:
+// another process announced that it stepped down.
+func (l *leadership) tryNow() {
+	select {
+	case l.poke <- struct{}{}:
+	default:
+	}
+}
+
+// close stops leading and trying; it reports whether this process led
+// (the others may then take over at once).
+func (l *leadership) close() (led bool) {
 	l.cancel()
 	l.wg.Wait()
+	led = l.leading
 	if l.leading {
 		l.stepDown()
 	} else if l.conn != nil {
 		l.conn.Close()
+		l.conn = nil
 	}
+	return led
 }

@@ -61,6 +61,8 @@ type relayMessage struct {
 	Dests    []string           `json:"fed,omitempty"`   // destinations with queued federation work
 	Pushers  []int64            `json:"push,omitempty"`  // pushers with queued pushes
 	Typing   *relayedTyping     `json:"typ,omitempty"`
+	// SteppedDown says the leader stopped leading: the others try now.
+	SteppedDown bool `json:"down,omitempty"`
 }
 
 // relayedTyping is a Typing.Set made in another process.
@@ -331,11 +333,6 @@ func (r *relay) publishRedactions(evs []*rooms.Event) {
 // startCluster joins the other processes sharing the PostgreSQL database:
 // it listens to their news, then takes leadership if no one holds it.
 func (s *Server) startCluster(ctx context.Context) error {
-	s.relay.apply = s.applyRelayed
-	s.relay.resync = s.resync
-	if err := s.relay.start(ctx); err != nil {
-		return err
-	}
 	var err error
 	s.leader, err = newLeadership(ctx, s.DB, s.Log, func(ctx context.Context) {
 		if err := s.Federation.Queue().Start(ctx); err != nil {
@@ -349,7 +346,11 @@ func (s *Server) startCluster(ctx context.Context) error {
 		s.Push.StopSending()
 	})
 	if err != nil {
-		s.relay.close()
+		return err
+	}
+	s.relay.apply = s.applyRelayed
+	s.relay.resync = s.resync
+	if err := s.relay.start(ctx); err != nil {
 		return err
 	}
 	s.leader.start()
@@ -371,6 +372,8 @@ func (s *Server) applyRelayed(ctx context.Context, m relayMessage) {
 		s.Federation.Queue().Kick(m.Dests) // nothing unless leading
 	case len(m.Pushers) > 0:
 		s.Push.PushesQueued(m.Pushers) // nothing unless leading
+	case m.SteppedDown:
+		s.leader.tryNow()
 	case m.Typing != nil:
 		s.Typing.Apply(m.Typing.Room, m.Typing.User, m.Typing.Typing, time.Duration(m.Typing.Timeout)*time.Millisecond)
 	}
