@@ -125,8 +125,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 		s.Notifier.SetPublish(func(c syncstream.Change) { s.relay.publish(relayMessage{Sync: &c}) })
 		// A revoked token must be refused everywhere once the request
-		// that revoked it has answered.
-		s.Accounts.TokensRevoked = func(userID string) { s.relay.publishAndWait(relayMessage{Tokens: userID}) }
+		// that revoked it has answered: the others acknowledge.
+		s.Accounts.TokensRevoked = func(userID string) { s.relay.publishAcked(relayMessage{Tokens: userID}) }
 	}
 	// Local users' presence goes to other servers once federation exists.
 	s.Typing, s.Presence = newEphemeral(db, s.Notifier, func(userID string) {

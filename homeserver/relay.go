@@ -41,6 +41,9 @@ type relay struct {
 	apply  func(ctx context.Context, m relayMessage)
 	resync func(ctx context.Context)
 
+	acksMu sync.Mutex
+	acks   map[string]chan struct{} // revocation ID → one value per process that applied it
+
 	mu      sync.Mutex
 	pending []relayMessage
 	flushed []chan struct{} // closed once the pending messages are sent
@@ -63,6 +66,10 @@ type relayMessage struct {
 	Typing   *relayedTyping     `json:"typ,omitempty"`
 	// SteppedDown says the leader stopped leading: the others try now.
 	SteppedDown bool `json:"down,omitempty"`
+	// AckID asks every process to acknowledge the message once applied,
+	// with an Ack of the same ID (see publishAcked).
+	AckID string `json:"aid,omitempty"`
+	Ack   string `json:"ack,omitempty"`
 }
 
 // relayedTyping is a Typing.Set made in another process.
@@ -96,7 +103,7 @@ func newRelay(ctx context.Context, db *storage.DB, log *slog.Logger) (*relay, er
 	_, _ = rand.Read(id[:])
 	rctx, cancel := context.WithCancel(context.Background())
 	return &relay{db: db, log: log, id: hex.EncodeToString(id[:]), channel: fmt.Sprintf("hearth_%08x", uint32(key)),
-		signal: make(chan struct{}, 1), ctx: rctx, cancel: cancel}, nil
+		signal: make(chan struct{}, 1), acks: map[string]chan struct{}{}, ctx: rctx, cancel: cancel}, nil
 }
 
 // start listens (the first connection is made before it returns, so that
@@ -125,15 +132,45 @@ func (r *relay) close() {
 // publish queues m for the other processes.
 func (r *relay) publish(m relayMessage) { r.send(m, nil) }
 
-// publishAndWait queues m and waits (up to a few seconds) until it is
-// sent: for revocations, which must reach the others before the request
-// that made them answers.
-func (r *relay) publishAndWait(m relayMessage) {
-	done := make(chan struct{})
-	r.send(m, done)
+// relayAckTimeout bounds how long publishAcked waits for the others.
+const relayAckTimeout = 2 * time.Second
+
+// publishAcked sends m and waits until every other process listening has
+// applied it (or relayAckTimeout passed): for revocations, which must
+// have taken effect everywhere before the request that made them answers.
+func (r *relay) publishAcked(m relayMessage) {
+	ctx, cancel := context.WithTimeout(context.Background(), relayAckTimeout)
+	defer cancel()
+	listeners, err := r.db.Listeners(ctx, r.channel)
+	if err != nil {
+		r.log.Warn("counting the other processes", "err", err)
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	m.AckID = hex.EncodeToString(id[:])
+	acked := make(chan struct{}, max(listeners, 1))
+	r.acksMu.Lock()
+	r.acks[m.AckID] = acked
+	r.acksMu.Unlock()
+	defer func() {
+		r.acksMu.Lock()
+		delete(r.acks, m.AckID)
+		r.acksMu.Unlock()
+	}()
+	sent := make(chan struct{})
+	r.send(m, sent)
 	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-sent:
+	case <-ctx.Done():
+		return
+	}
+	for range listeners - 1 { // the others: this process listens too
+		select {
+		case <-acked:
+		case <-ctx.Done():
+			r.log.Warn("not every process acknowledged a revocation in time", "missing", listeners-1)
+			return
+		}
 	}
 }
 
@@ -309,7 +346,21 @@ func (r *relay) receiveFrom(conn *storage.SessionConn) error {
 				r.log.Warn("an unreadable message from another process", "err", err)
 				continue
 			}
+			if m.Ack != "" {
+				r.acksMu.Lock()
+				if ch, ok := r.acks[m.Ack]; ok {
+					select {
+					case ch <- struct{}{}:
+					default:
+					}
+				}
+				r.acksMu.Unlock()
+				continue
+			}
 			r.apply(r.ctx, m)
+			if m.AckID != "" {
+				r.publish(relayMessage{Ack: m.AckID})
+			}
 		}
 	}
 }

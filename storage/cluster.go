@@ -42,6 +42,20 @@ func (db *DB) Notify(ctx context.Context, channel string, payloads []string) err
 	return nil
 }
 
+// Listeners counts the sessions listening on channel: one per process
+// sharing the database (the listening sessions run nothing else, so their
+// last statement is the LISTEN). Sessions of other roles are not visible
+// to an unprivileged role and are not counted.
+func (db *DB) Listeners(ctx context.Context, channel string) (int, error) {
+	var n int
+	err := db.read.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = $1`,
+		"LISTEN "+pgx.Identifier{channel}.Sanitize()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting listeners: %w", err)
+	}
+	return n, nil
+}
+
 // SessionConn is a PostgreSQL connection of its own, for LISTEN or for a
 // session advisory lock. It is not safe for concurrent use.
 type SessionConn struct{ conn *pgx.Conn }
