@@ -164,11 +164,11 @@ func (r *relay) publishAcked(m relayMessage) {
 	case <-ctx.Done():
 		return
 	}
-	for range listeners - 1 { // the others: this process listens too
+	for i := range listeners - 1 { // the others: this process listens too
 		select {
 		case <-acked:
 		case <-ctx.Done():
-			r.log.Warn("not every process acknowledged a revocation in time", "missing", listeners-1)
+			r.log.Warn("not every process acknowledged a revocation in time", "missing", listeners-1-i)
 			return
 		}
 	}
