@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -33,6 +34,9 @@ type Accounts struct {
 	// the database drop their cached tokens too (ForgetTokens). Set it
 	// before serving.
 	TokensRevoked func(userID string)
+	// AppServices are the registered application services, whose
+	// as_tokens authenticate too; nil: none.
+	AppServices *appservice.Registry
 
 	lastSeenState
 	tokens      tokenCache

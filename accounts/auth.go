@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -20,6 +21,9 @@ type Caller struct {
 	IsGuest  bool
 	// Token is the access token the request presented.
 	Token string
+	// AppService is the application service whose as_token the request
+	// presented (acting as its sender or an asserted user); nil otherwise.
+	AppService *appservice.Registration
 }
 
 // AccessToken extracts the access token from the Authorization header or,
@@ -49,6 +53,11 @@ func (a *Accounts) Authenticate(r *http.Request) (Caller, error) {
 	tok, ok := AccessToken(r)
 	if !ok {
 		return Caller{}, mxhttp.MissingToken("Missing access token")
+	}
+	if a.AppServices != nil {
+		if reg, ok := a.AppServices.ByToken(tok); ok {
+			return a.assertIdentity(r, reg, tok)
+		}
 	}
 	now := time.Now()
 	hash := string(storage.TokenHash(tok))
@@ -133,4 +142,39 @@ func (a *Accounts) ForgetTokens(userID string) {
 type lastSeenState struct {
 	seenMu   sync.Mutex
 	lastSeen map[string]time.Time
+}
+
+// assertIdentity is authentication by an application service's as_token
+// (Application Service API, Identity assertion): the caller is the
+// service's sender, or the user named by ?user_id= when that user is in
+// the service's users namespaces and exists (403 M_FORBIDDEN otherwise);
+// ?device_id= must name one of that user's devices (400
+// M_UNKNOWN_DEVICE).
+func (a *Accounts) assertIdentity(r *http.Request, reg *appservice.Registration, tok string) (Caller, error) {
+	q := r.URL.Query()
+	userID := a.AppServices.SenderID(reg)
+	if asserted := q.Get("user_id"); asserted != "" && asserted != userID {
+		localpart, server, ok := strings.Cut(strings.TrimPrefix(asserted, "@"), ":")
+		if !ok || !strings.HasPrefix(asserted, "@") || server != a.ServerName || !reg.OwnsUser(asserted, a.ServerName) {
+			return Caller{}, mxhttp.Forbidden("The application service may not act as %s", asserted)
+		}
+		exists, err := a.DB.UserExists(r.Context(), localpart)
+		if err != nil {
+			return Caller{}, err
+		}
+		if !exists {
+			return Caller{}, mxhttp.Forbidden("The application service has not registered %s", asserted)
+		}
+		userID = asserted
+	}
+	c := Caller{UserID: userID, Token: tok, AppService: reg}
+	if deviceID := q.Get("device_id"); deviceID != "" {
+		if _, err := a.DB.GetDevice(r.Context(), userID, deviceID); errors.Is(err, storage.ErrNotFound) {
+			return Caller{}, &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_UNKNOWN_DEVICE", Message: "No device " + deviceID + " of " + userID}
+		} else if err != nil {
+			return Caller{}, err
+		}
+		c.DeviceID = deviceID
+	}
+	return c, nil
 }

@@ -51,6 +51,10 @@ func (a *API) putAlias(w http.ResponseWriter, r *http.Request, c accounts.Caller
 		mxhttp.WriteError(w, r, mxhttp.MissingParam("room_id is required"))
 		return
 	}
+	if err := a.checkAliasNamespace(c, alias); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
 	if _, err := a.rooms.Version(r.Context(), body.RoomID); errors.Is(err, storage.ErrNotFound) {
 		mxhttp.WriteError(w, r, mxhttp.NotFound("Unknown room %s", body.RoomID))
 		return
@@ -98,6 +102,10 @@ func (a *API) resolveAlias(ctx context.Context, alias string) (roomID string, se
 		return a.fed.QueryAlias(ctx, alias)
 	}
 	roomID, _, err = storage.ResolveAlias(ctx, a.db.Read(), alias)
+	if errors.Is(err, storage.ErrNotFound) && a.appsvc.QueryAlias(ctx, alias) {
+		// An application service made the alias on being asked.
+		roomID, _, err = storage.ResolveAlias(ctx, a.db.Read(), alias)
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return "", nil, mxhttp.NotFound("Room alias %s not found", alias)
 	}

@@ -138,7 +138,7 @@ func BenchmarkInitialSync100Rooms(b *testing.B) {
 		if r.Status != 200 {
 			b.Fatalf("sync: %d %s", r.Status, r.Body)
 		}
-		if n := len(r.JSON["rooms"].(map[string]any)["join"].(map[string]any)); n != 100 {
+		if n := len(path(r.JSON, "rooms", "join").(map[string]any)); n != 100 {
 			b.Fatalf("initial sync has %d joined rooms, want 100", n)
 		}
 	}

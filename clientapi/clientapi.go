@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/media"
@@ -38,11 +39,13 @@ type API struct {
 	e2ee     *e2ee.E2EE
 	fed      Federation
 	push     *push.Push
+	appsvc   *appservice.Pusher
 	log      *slog.Logger
 	version  string
 	limits   limits
 
 	adminNonces *nonceStore
+	notices     noticeRooms
 }
 
 // limits are the request rate limiters; all nil (no limit) with
@@ -100,6 +103,8 @@ type Deps struct {
 	Media    *media.Repository
 	E2EE     *e2ee.E2EE
 	Push     *push.Push
+	// AppServices are the registered application services.
+	AppServices *appservice.Pusher
 	// Federation answers questions only other servers can; nil: none.
 	Federation Federation
 	Log        *slog.Logger
@@ -133,7 +138,7 @@ type Federation interface {
 // New returns the client API over d.
 func New(d Deps) *API {
 	return &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
-		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, log: d.Log, version: d.Version,
+		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, appsvc: d.AppServices, log: d.Log, version: d.Version,
 		limits: newLimits(d.Config), adminNonces: newNonceStore()}
 }
 
@@ -153,6 +158,7 @@ func (a *API) Routes(r chi.Router) {
 	a.deviceRoutes(v3)
 	a.accountRoutes(v3)
 	a.accountDataRoutes(v3)
+	a.tagRoutes(v3)
 	// MSC3391: deleting account data (unstable prefix, as Element and
 	// Complement call it).
 	const msc3391 = "/_matrix/client/unstable/org.matrix.msc3391"
@@ -164,6 +170,8 @@ func (a *API) Routes(r chi.Router) {
 	a.dehydratedDeviceRoutes(r)
 	a.roomExtraRoutes(r, v3)
 	a.registrationTokenAdminRoutes(r)
+	a.serverNoticeRoutes(r)
+	a.appServiceRoutes(r)
 	if a.cfg.RegistrationSharedSecret != "" {
 		r.Get("/_synapse/admin/v1/register", a.adminRegisterNonce)
 		r.Post("/_synapse/admin/v1/register", a.adminRegister)
@@ -204,11 +212,7 @@ func (a *API) accountDataRoutes(v3 func(string, string, http.HandlerFunc)) {
 
 	v3("GET", "/voip/turnServer", a.authed(a.turnServer))
 
-	v3("GET", "/thirdparty/protocols", a.authed(a.thirdPartyProtocols))
-	for _, p := range []string{"/thirdparty/protocol/{protocol}", "/thirdparty/location/{protocol}", "/thirdparty/user/{protocol}",
-		"/thirdparty/location", "/thirdparty/user"} {
-		v3("GET", p, a.authed(a.thirdPartyNotFound))
-	}
+	a.thirdPartyRoutes(v3)
 }
 
 // roomRoutes registers the room endpoints (client-server API, Rooms, Room

@@ -35,10 +35,14 @@ func (a *API) sessionRoutes(r chi.Router, v3 func(string, string, http.HandlerFu
 
 // GET /login
 func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"flows": []map[string]any{
+	flows := []map[string]any{
 		{"type": "m.login.password"},
 		{"type": "m.login.token", "get_login_token": true},
-	}})
+	}
+	if a.accounts.AppServices != nil && len(a.accounts.AppServices.All()) > 0 {
+		flows = append(flows, map[string]any{"type": loginTypeAppService})
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"flows": flows})
 }
 
 type loginRequest struct {
@@ -104,6 +108,8 @@ func (a *API) doLogin(r *http.Request) (accounts.Login, error) {
 			}
 			return userID, err
 		})
+	case loginTypeAppService:
+		return a.loginAppService(r, body, nd)
 	default:
 		return accounts.Login{}, mxhttp.Unknown("Bad login type %q", req.Type)
 	}

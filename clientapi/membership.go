@@ -283,6 +283,10 @@ func (a *API) leave(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
+	if err := a.refuseNoticeRoomReject(r, pathParam(r, "roomId"), c.UserID); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
 	a.changeMembership(w, r, pathParam(r, "roomId"), rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Leave, Reason: b.Reason})
 }
 

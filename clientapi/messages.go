@@ -124,7 +124,7 @@ func (a *API) paginate(r *http.Request, roomID, userID string, from rooms.TopoTo
 		stop := atEnd
 		if to != nil {
 			for i, ev := range page {
-				if (backwards && !tokenLess(*to, rooms.Before(ev))) || (!backwards && !tokenLess(rooms.Before(ev), *to)) {
+				if pastBound(*to, ev, backwards) {
 					page, stop = page[:i], true
 					break
 				}
@@ -164,6 +164,15 @@ func (a *API) paginate(r *http.Request, roomID, userID string, from rooms.TopoTo
 		}
 	}
 	return out, &cur, nil
+}
+
+// pastBound reports whether paging in the given direction has come to the
+// bound to with ev (ev is not to be returned).
+func pastBound(to rooms.TopoToken, ev *rooms.Event, backwards bool) bool {
+	if to.Stream != 0 {
+		return backwards == (ev.StreamPos < to.Stream)
+	}
+	return (backwards && !tokenLess(to, rooms.Before(ev))) || (!backwards && !tokenLess(rooms.Before(ev), to))
 }
 
 func tokenLess(a, b rooms.TopoToken) bool {

@@ -56,6 +56,10 @@ func (a *API) loadProfile(ctx context.Context, userID string) (map[string]json.R
 		return a.remoteProfile(ctx, userID)
 	}
 	p, err := a.db.GetProfile(ctx, userID)
+	if errors.Is(err, storage.ErrNotFound) && a.appsvc.QueryUser(ctx, userID) {
+		// An application service made the user on being asked.
+		p, err = a.db.GetProfile(ctx, userID)
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, mxhttp.NotFound("Profile not found")
 	}

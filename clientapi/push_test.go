@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -256,6 +258,117 @@ func TestPushQueueSurvivesADeadGateway(t *testing.T) {
 	})
 }
 
+// TestPushCatchesUpAfterACrash: events committed while the push worker
+// is gone (a kill -9 after commit, before evaluation) are evaluated at the
+// next start: counts in sync and pushes to the phones, in order.
+func TestPushCatchesUpAfterACrash(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := pushServer(t, b, nil)
+		gw := newGateway(t)
+		alice, laptop, roomID := twoPhoneRoom(t, hs, gw, nil)
+		flush(t, hs)
+		hs.Push.Close() // the worker stops; /send still commits
+		var sent []string
+		for i := 0; i < 3; i++ {
+			sent = append(sent, alice.send(t, roomID, fmt.Sprintf("while down %d", i)).JSON["event_id"].(string))
+		}
+		hs.Restart(t)
+		hs.Push.SetBackoff(2*time.Millisecond, 20*time.Millisecond)
+		for _, key := range []string{"phone1", "phone2"} {
+			waitFor(t, "pushes to "+key, func() bool { return len(gw.notifications(key)) >= 3 })
+			var got []string
+			for _, n := range gw.notifications(key) {
+				got = append(got, n["event_id"].(string))
+			}
+			if !slices.Equal(got, sent) {
+				t.Fatalf("%s: got %v, want %v", key, got, sent)
+			}
+			if c := gw.notifications(key)[2]["counts"].(map[string]any); c["unread"] != 3.0 {
+				t.Fatalf("%s badge: %v", key, c)
+			}
+		}
+		c, _ := unread(t, laptop.sync(t, "", ""), roomID)
+		expectCounts(t, c, 3, 0)
+	})
+}
+
+// TestPusherChangesReachDelivery: the worker caches each user's pushers;
+// a pusher set or removed between two messages is seen by the next one.
+func TestPusherChangesReachDelivery(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := pushServer(t, b, nil)
+		gw := newGateway(t)
+		alice, laptop, roomID := twoPhoneRoom(t, hs, gw, nil)
+		alice.send(t, roomID, "one")
+		waitFor(t, "first push", func() bool { return len(gw.notifications("phone1")) == 1 && len(gw.notifications("phone2")) == 1 })
+
+		phone3 := laptop.login(t, "bob")
+		hearthtest.Expect(t, phone3.do(t, "POST", "/_matrix/client/v3/pushers/set", pusherBody(gw.url(), "phone3", nil)), http.StatusOK, "")
+		alice.send(t, roomID, "two")
+		waitFor(t, "second push", func() bool {
+			return len(gw.notifications("phone1")) == 2 && len(gw.notifications("phone2")) == 2 && len(gw.notifications("phone3")) == 1
+		})
+		if c := gw.notifications("phone3")[0]["counts"].(map[string]any); c["unread"] != 2.0 {
+			t.Fatalf("phone3 badge: %v", c)
+		}
+
+		hearthtest.Expect(t, laptop.do(t, "POST", "/_matrix/client/v3/pushers/set",
+			map[string]any{"kind": nil, "app_id": "org.example.app", "pushkey": "phone1"}), http.StatusOK, "")
+		alice.send(t, roomID, "three")
+		waitFor(t, "third push", func() bool { return len(gw.notifications("phone2")) == 3 && len(gw.notifications("phone3")) == 2 })
+		flush(t, hs)
+		time.Sleep(50 * time.Millisecond)
+		if n := len(gw.notifications("phone1")); n != 2 {
+			t.Fatalf("removed pusher got %d pushes, want 2", n)
+		}
+		if c := gw.notifications("phone3")[1]["counts"].(map[string]any); c["unread"] != 3.0 {
+			t.Fatalf("phone3 badge: %v", c)
+		}
+	})
+}
+
+// TestDeadGatewayDoesNotHoldUpOthers: 70 pushers behind a gateway that
+// never answers (each request hangs until the gateway timeout) are more
+// than all delivery slots; another user's gateway still gets its push
+// while they hang, not after some of them gave up.
+func TestDeadGatewayDoesNotHoldUpOthers(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hang := make(chan struct{})
+		var ended atomic.Int64 // dead-gateway requests that ended (timed out)
+		dead := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body) // so that the server sees the client go away
+			select {
+			case <-hang:
+			case <-r.Context().Done():
+				ended.Add(1)
+			}
+		}))
+		t.Cleanup(dead.Close)
+		t.Cleanup(func() { close(hang) })
+		hs := pushServer(t, b, nil)
+		gw := newGateway(t)
+		alice, bob, carol := newUser(t, hs, "alice"), newUser(t, hs, "bob"), newUser(t, hs, "carol")
+		for i := 0; i < 70; i++ {
+			hearthtest.Expect(t, bob.do(t, "POST", "/_matrix/client/v3/pushers/set",
+				pusherBody(dead.URL+"/_matrix/push/v1/notify", fmt.Sprintf("dead%d", i), nil)), http.StatusOK, "")
+		}
+		hearthtest.Expect(t, carol.do(t, "POST", "/_matrix/client/v3/pushers/set", pusherBody(gw.url(), "carol", nil)), http.StatusOK, "")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		alice.send(t, roomID, "to bob's dead gateway")
+		flush(t, hs)
+		hearthtest.Expect(t, carol.member(t, roomID, "join", nil), http.StatusOK, "")
+		eventID := alice.send(t, roomID, "to everyone").JSON["event_id"].(string)
+		waitFor(t, "carol's push", func() bool { return len(gw.notifications("carol")) == 1 })
+		if n := ended.Load(); n != 0 {
+			t.Fatalf("carol's push waited for %d dead-gateway requests to time out", n)
+		}
+		if got := gw.notifications("carol")[0]["event_id"]; got != eventID {
+			t.Fatalf("carol got %v, want %s", got, eventID)
+		}
+	})
+}
+
 func TestPusherRemovedWhenRejected(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		hs := pushServer(t, b, nil)
@@ -386,7 +499,7 @@ func TestPusherValidationAndLifecycle(t *testing.T) {
 // unread_thread_notifications from a sync response.
 func unread(t *testing.T, r hearthtest.Response, roomID string) (counts map[string]any, threads map[string]any) {
 	t.Helper()
-	room, _ := r.JSON["rooms"].(map[string]any)["join"].(map[string]any)[roomID].(map[string]any)
+	room, _ := path(r.JSON, "rooms", "join", roomID).(map[string]any)
 	if room == nil {
 		t.Fatalf("room %s not in sync: %s", roomID, r.Body)
 	}
@@ -488,6 +601,47 @@ func TestNotificationCountsInSync(t *testing.T) {
 		expectCounts(t, c, 0, 0)
 		if len(threads) != 0 {
 			t.Fatalf("threads after reading all: %v", threads)
+		}
+	})
+}
+
+// TestLegacyBodyMentions: mentions only in the body (bridges, older
+// clients) highlight through the legacy default rules we keep (issue #5),
+// except in events with m.mentions (MSC3952); the rules can be disabled.
+func TestLegacyBodyMentions(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := pushServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		hearthtest.Expect(t, bob.do(t, "PUT", "/_matrix/client/v3/profile/"+bob.id+"/displayname", map[string]any{"displayname": "Robert Tables"}), http.StatusOK, "")
+		counts := func() map[string]any {
+			t.Helper()
+			c, _ := unread(t, bob.sync(t, "", ""), roomID)
+			return c
+		}
+		send := func(content map[string]any) {
+			t.Helper()
+			content["msgtype"] = "m.text"
+			alice.sendContent(t, roomID, content)
+		}
+
+		send(map[string]any{"body": "ping " + bob.id})                                 // .m.rule.contains_user_name
+		send(map[string]any{"body": "hello robert tables!"})                           // .m.rule.contains_display_name
+		send(map[string]any{"body": "@room lunch"})                                    // .m.rule.roomnotif (alice has PL 100)
+		send(map[string]any{"body": "ping " + bob.id, "m.mentions": map[string]any{}}) // m.mentions: legacy rules off
+		send(map[string]any{"body": "@room", "m.mentions": map[string]any{"user_ids": []any{}}})
+		expectCounts(t, counts(), 5, 3)
+
+		// Disabled like any default rule.
+		hearthtest.Expect(t, bob.do(t, "PUT", rulePath("content", ".m.rule.contains_user_name", "enabled"), map[string]any{"enabled": false}), http.StatusOK, "")
+		hearthtest.Expect(t, bob.do(t, "PUT", rulePath("override", ".m.rule.roomnotif", "enabled"), map[string]any{"enabled": false}), http.StatusOK, "")
+		send(map[string]any{"body": "ping " + bob.id})
+		send(map[string]any{"body": "@room again"})
+		expectCounts(t, counts(), 7, 3)
+		r := bob.do(t, "GET", rulePath("content", ".m.rule.contains_user_name"), nil)
+		if r.JSON["enabled"] != false || r.JSON["pattern"] != "bob" {
+			t.Fatalf("disabled rule: %s", r.Body)
 		}
 	})
 }

@@ -45,19 +45,26 @@ func TestPushRulesDefaults(t *testing.T) {
 		alice, tok := hs.RegisterUser(t, "alice")
 		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/pushrules/", "", nil), http.StatusUnauthorized, "M_MISSING_TOKEN")
 
-		// The spec's server-default rules (push module, Predefined Rules), in its order.
+		// The spec's server-default rules (push module, Predefined Rules), in
+		// its order, with the legacy mention rules where v1.7-v1.16 had them
+		// and MSC3930's poll rules where the MSC puts them.
 		wantOverride := []string{".m.rule.master", ".m.rule.suppress_notices", ".m.rule.invite_for_me", ".m.rule.member_event",
-			".m.rule.is_user_mention", ".m.rule.is_room_mention", ".m.rule.tombstone", ".m.rule.reaction",
-			".m.rule.room.server_acl", ".m.rule.suppress_edits"}
+			".m.rule.is_user_mention", ".m.rule.contains_display_name", ".m.rule.is_room_mention", ".m.rule.roomnotif",
+			".m.rule.tombstone", ".m.rule.reaction", ".m.rule.room.server_acl", ".org.matrix.msc3930.rule.poll_response",
+			".m.rule.suppress_edits"}
 		wantUnderride := []string{".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one",
-			".m.rule.message", ".m.rule.encrypted"}
+			".m.rule.message", ".m.rule.encrypted", ".org.matrix.msc3930.rule.poll_start_one_to_one",
+			".org.matrix.msc3930.rule.poll_start", ".org.matrix.msc3930.rule.poll_end_one_to_one", ".org.matrix.msc3930.rule.poll_end"}
 		if got := ruleIDs(t, hs, tok, "override"); !reflect.DeepEqual(got, wantOverride) {
 			t.Errorf("override rules:\n got %v\nwant %v", got, wantOverride)
 		}
 		if got := ruleIDs(t, hs, tok, "underride"); !reflect.DeepEqual(got, wantUnderride) {
 			t.Errorf("underride rules:\n got %v\nwant %v", got, wantUnderride)
 		}
-		for _, kind := range []string{"content", "room", "sender"} {
+		if got := ruleIDs(t, hs, tok, "content"); !reflect.DeepEqual(got, []string{".m.rule.contains_user_name"}) {
+			t.Errorf("content rules: %v", got)
+		}
+		for _, kind := range []string{"room", "sender"} {
 			if got := ruleIDs(t, hs, tok, kind); len(got) != 0 {
 				t.Errorf("%s rules: %v, want none", kind, got)
 			}
@@ -92,6 +99,21 @@ func TestPushRulesDefaults(t *testing.T) {
 		expectRule("override", ".m.rule.tombstone", `{"rule_id":".m.rule.tombstone","default":true,"enabled":true,
 			"conditions":[{"kind":"event_match","key":"type","pattern":"m.room.tombstone"},{"kind":"event_match","key":"state_key","pattern":""}],
 			"actions":["notify",{"set_tweak":"highlight"}]}`)
+		expectRule("override", ".m.rule.contains_display_name", `{"rule_id":".m.rule.contains_display_name","default":true,"enabled":true,
+			"conditions":[{"kind":"contains_display_name"}],
+			"actions":["notify",{"set_tweak":"sound","value":"default"},{"set_tweak":"highlight"}]}`)
+		expectRule("override", ".m.rule.roomnotif", `{"rule_id":".m.rule.roomnotif","default":true,"enabled":true,
+			"conditions":[{"kind":"event_match","key":"content.body","pattern":"@room"},{"kind":"sender_notification_permission","key":"room"}],
+			"actions":["notify",{"set_tweak":"highlight"}]}`)
+		expectRule("content", ".m.rule.contains_user_name", `{"rule_id":".m.rule.contains_user_name","default":true,"enabled":true,
+			"pattern":"alice","actions":["notify",{"set_tweak":"sound","value":"default"},{"set_tweak":"highlight"}]}`)
+		expectRule("override", ".org.matrix.msc3930.rule.poll_response", `{"rule_id":".org.matrix.msc3930.rule.poll_response","default":true,"enabled":true,
+			"conditions":[{"kind":"event_match","key":"type","pattern":"org.matrix.msc3381.poll.response"}],"actions":[]}`)
+		expectRule("underride", ".org.matrix.msc3930.rule.poll_start_one_to_one", `{"rule_id":".org.matrix.msc3930.rule.poll_start_one_to_one","default":true,"enabled":true,
+			"conditions":[{"kind":"room_member_count","is":"2"},{"kind":"event_match","key":"type","pattern":"org.matrix.msc3381.poll.start"}],
+			"actions":["notify",{"set_tweak":"sound","value":"default"}]}`)
+		expectRule("underride", ".org.matrix.msc3930.rule.poll_end", `{"rule_id":".org.matrix.msc3930.rule.poll_end","default":true,"enabled":true,
+			"conditions":[{"kind":"event_match","key":"type","pattern":"org.matrix.msc3381.poll.end"}],"actions":["notify"]}`)
 		expectRule("underride", ".m.rule.encrypted_room_one_to_one", `{"rule_id":".m.rule.encrypted_room_one_to_one","default":true,"enabled":true,
 			"conditions":[{"kind":"room_member_count","is":"2"},{"kind":"event_match","key":"type","pattern":"m.room.encrypted"}],
 			"actions":["notify",{"set_tweak":"sound","value":"default"}]}`)
@@ -131,7 +153,7 @@ func TestPushRulesEdit(t *testing.T) {
 		}}), http.StatusOK, "")
 		hearthtest.Expect(t, put("override", "b", "", notify), http.StatusOK, "")
 		got := ruleIDs(t, hs, tok, "override")
-		if len(got) != 12 || got[0] != ".m.rule.master" || got[1] != "b" || got[2] != "a" || got[3] != ".m.rule.suppress_notices" {
+		if len(got) != 15 || got[0] != ".m.rule.master" || got[1] != "b" || got[2] != "a" || got[3] != ".m.rule.suppress_notices" {
 			t.Fatalf("override order: %v", got)
 		}
 		// before and after place a rule next to a user rule.
@@ -150,7 +172,7 @@ func TestPushRulesEdit(t *testing.T) {
 		hearthtest.Expect(t, put("override", "f", "?before=nope", notify), http.StatusBadRequest, "M_UNKNOWN")
 		hearthtest.Expect(t, put("override", "f", "?after=.m.rule.message", notify), http.StatusBadRequest, "M_UNKNOWN")
 		hearthtest.Expect(t, put("underride", "f", "?after=a", notify), http.StatusBadRequest, "M_UNKNOWN")
-		if got := ruleIDs(t, hs, tok, "underride"); len(got) != 5 {
+		if got := ruleIDs(t, hs, tok, "underride"); len(got) != 9 {
 			t.Fatalf("a refused PUT added a rule: %v", got)
 		}
 

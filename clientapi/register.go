@@ -25,6 +25,7 @@ func (a *API) registrationRoutes(r chi.Router, v3 func(string, string, http.Hand
 }
 
 type registerRequest struct {
+	Type                     string          `json:"type"`
 	Username                 string          `json:"username"`
 	Password                 string          `json:"password"`
 	DeviceID                 string          `json:"device_id"`
@@ -53,7 +54,11 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 	var err error
 	switch kind := r.URL.Query().Get("kind"); kind {
 	case "", "user":
-		login, err = a.registerUser(r, req)
+		if isAppServiceRegistration(req) {
+			login, err = a.registerAppServiceUser(r, req)
+		} else {
+			login, err = a.registerUser(r, req)
+		}
 	case "guest":
 		login, err = a.registerGuest(r, req)
 	default:
@@ -120,6 +125,9 @@ func (a *API) checkAvailable(r *http.Request, localpart string) error {
 	if err := accounts.ValidateLocalpart(localpart, a.cfg.ServerName); err != nil {
 		return err
 	}
+	if localpart == a.cfg.ServerNoticesLocalpart {
+		return mxhttp.UserInUse("The user name %s is reserved for server notices", localpart)
+	}
 	if a.exclusiveUserID(a.accounts.UserID(localpart)) {
 		return mxhttp.Exclusive("This user name is reserved by an application service")
 	}
@@ -132,11 +140,6 @@ func (a *API) checkAvailable(r *http.Request, localpart string) error {
 	}
 	return nil
 }
-
-// exclusiveUserID reports whether an application service claims the user ID
-// in an exclusive namespace. There are no application services yet; the
-// appservice module makes this consult their registrations.
-func (a *API) exclusiveUserID(userID string) bool { return false }
 
 // GET /register/available
 func (a *API) registerAvailable(w http.ResponseWriter, r *http.Request) {

@@ -89,6 +89,12 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request, c accounts.Calle
 		return
 	}
 	from, to, err := a.pageBounds(r, roomID, backwards)
+	if err == nil && from.Stream != 0 {
+		// Relations page topologically only: a point in the stream (sync's
+		// prev_batch) becomes the boundary after the room's last event
+		// before it.
+		from, err = a.rooms.TokenAtStream(r.Context(), roomID, from.Stream-1)
+	}
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
@@ -116,7 +122,7 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request, c accounts.Calle
 	atEnd := len(page) < limit
 	if to != nil {
 		for i, ev := range page {
-			if (backwards && !tokenLess(*to, rooms.Before(ev))) || (!backwards && !tokenLess(rooms.Before(ev), *to)) {
+			if pastBound(*to, ev, backwards) {
 				page, atEnd = page[:i], true
 				break
 			}

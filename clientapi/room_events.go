@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -87,7 +88,14 @@ func (a *API) requireJoined(r *http.Request, roomID, userID string) error {
 // PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
 func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 	roomID, evType, txnID := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "txnId")
-	if err := a.limit(r, a.limits.message, c.UserID); err != nil {
+	if a.rateLimited(c) {
+		if err := a.limit(r, a.limits.message, c.UserID); err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+	}
+	ts, err := massagedTS(r, c)
+	if err != nil {
 		mxhttp.WriteError(w, r, err)
 		return
 	}
@@ -102,7 +110,7 @@ func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, c accounts.Cal
 	}
 	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{
 		Sender: c.UserID, Type: evType, Content: content,
-		Device: c.DeviceID, TxnScope: "send:" + roomID + ":" + evType, TxnID: txnID,
+		Device: c.DeviceID, TxnScope: "send:" + roomID + ":" + evType, TxnID: txnID, Timestamp: ts,
 	})
 	if err != nil {
 		mxhttp.WriteError(w, r, a.roomError(r, roomID, err))
@@ -122,6 +130,11 @@ func (a *API) roomError(r *http.Request, roomID string, err error) error {
 // PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
 func (a *API) putState(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 	roomID, evType, stateKey := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "stateKey")
+	ts, err := massagedTS(r, c)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
 	content, err := readContent(r)
 	if err != nil {
 		mxhttp.WriteError(w, r, err)
@@ -141,6 +154,15 @@ func (a *API) putState(w http.ResponseWriter, r *http.Request, c accounts.Caller
 		if m.Membership == "" {
 			mxhttp.WriteError(w, r, mxhttp.BadJSON("m.room.member content needs a membership"))
 			return
+		}
+		if m.Membership == spec.Invite && stateKey != c.UserID && strings.HasSuffix(stateKey, ":"+a.cfg.ServerName) {
+			if v, err := a.rooms.InvitePermission(r.Context(), stateKey, c.UserID); err != nil || v == rooms.InviteBlocked {
+				if err == nil {
+					err = rooms.ErrInviteBlocked(stateKey)
+				}
+				mxhttp.WriteError(w, r, err)
+				return
+			}
 		}
 	}
 	if evType == spec.MRoomCreate {
@@ -162,7 +184,7 @@ func (a *API) putState(w http.ResponseWriter, r *http.Request, c accounts.Caller
 			}
 		}
 	}
-	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: c.UserID, Type: evType, StateKey: &stateKey, Content: content})
+	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: c.UserID, Type: evType, StateKey: &stateKey, Content: content, Timestamp: ts})
 	if err != nil {
 		mxhttp.WriteError(w, r, a.roomError(r, roomID, err))
 		return

@@ -89,6 +89,10 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request, c accounts.Call
 			mxhttp.WriteError(w, r, mxhttp.InvalidParam("The room alias is longer than 255 bytes"))
 			return
 		}
+		if err := a.checkAliasNamespace(c, cr.Alias); err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
 	}
 	roomID, err := a.rooms.Create(r.Context(), cr)
 	if err != nil {

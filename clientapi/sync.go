@@ -182,11 +182,13 @@ type syncDeviceLists struct {
 	Left    []string `json:"left,omitempty"`
 }
 
+// syncRooms leaves out empty sections, as Synapse does; clients treat a
+// missing section as empty.
 type syncRooms struct {
-	Join   map[string]*joinedRoom  `json:"join"`
-	Invite map[string]*invitedRoom `json:"invite"`
-	Leave  map[string]*leftRoom    `json:"leave"`
-	Knock  map[string]*knockedRoom `json:"knock"`
+	Join   map[string]*joinedRoom  `json:"join,omitempty"`
+	Invite map[string]*invitedRoom `json:"invite,omitempty"`
+	Leave  map[string]*leftRoom    `json:"leave,omitempty"`
+	Knock  map[string]*knockedRoom `json:"knock,omitempty"`
 }
 
 type timeline struct {
@@ -354,6 +356,16 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			if !newMembership || m.Membership == spec.Invite && req.ignored[memberEv.Sender] {
 				continue // invites from ignored users are dropped (Ignoring users)
 			}
+			if m.Membership == spec.Invite {
+				// Invites the user's invite permission blocks or ignores
+				// are not served (Invite permission); they show again if
+				// the setting changes.
+				if v, err := a.rooms.InvitePermission(ctx, req.userID, memberEv.Sender); err != nil {
+					return nil, err
+				} else if v != rooms.InviteAllowed {
+					continue
+				}
+			}
 			stripped, err := a.strippedState(ctx, memberEv)
 			if err != nil {
 				return nil, err
@@ -368,7 +380,10 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 				resp.Rooms.Knock[m.RoomID] = kr
 			}
 		case spec.Leave, spec.Ban:
-			if !newMembership || (initial && !roomFilter.IncludeLeave) {
+			// Without include_leave an initial sync still shows the rooms
+			// the user was kicked or banned from (as Synapse does), so a
+			// client learns of it; only leaving by choice drops the room.
+			if !newMembership || (initial && !roomFilter.IncludeLeave && memberEv.Sender == req.userID) {
 				continue
 			}
 			// A forgotten room stays out of initial syncs; an incremental sync
@@ -702,7 +717,8 @@ type syncedTimeline struct {
 }
 
 // syncTimeline returns the room's visible events in (from, to], at most the
-// filter's limit, with prev_batch pointing before the first.
+// filter's limit, with prev_batch pointing before the first when the limit
+// cut the timeline short.
 func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, from, to int64, rf *filter.RoomFilter) (syncedTimeline, error) {
 	limit := rf.Timeline.LimitOr(defaultTimelineLimit)
 	evs, limited, err := a.rooms.Recent(ctx, roomID, from, to, limit)
@@ -728,10 +744,18 @@ func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, 
 			out.events = append(out.events, ev)
 		}
 	}
-	if len(evs) > 0 {
-		out.timeline.PrevBatch = rooms.Before(evs[0]).String()
-	} else if end, err := a.rooms.End(ctx, roomID); err == nil {
-		out.timeline.PrevBatch = end.String()
+	switch {
+	case len(evs) > 0 && !limited:
+		// A complete timeline's prev_batch is the sync point itself, as
+		// on Synapse: /members?at= then gives the members as this sync
+		// left them, and paging back from it re-reads the timeline first.
+		out.timeline.PrevBatch = rooms.BeforeStream(to + 1).String()
+	case len(evs) > 0:
+		out.timeline.PrevBatch = rooms.BeforeStream(evs[0].StreamPos).String()
+	default:
+		if end, err := a.rooms.End(ctx, roomID); err == nil {
+			out.timeline.PrevBatch = end.String()
+		}
 	}
 	formatted, err := a.rooms.Format(ctx, out.events, rooms.Viewer{UserID: req.userID, DeviceID: req.deviceID})
 	if err != nil {

@@ -85,7 +85,7 @@ func TestSyncInitialAndIncremental(t *testing.T) {
 		// Bob is invited: his sync shows the invite with stripped state.
 		hearthtest.Expect(t, alice.member(t, roomID, "invite", map[string]any{"user_id": bob.id}), http.StatusOK, "")
 		rb := bob.sync(t, "", "")
-		inv := rb.JSON["rooms"].(map[string]any)["invite"].(map[string]any)[roomID].(map[string]any)
+		inv, _ := path(rb.JSON, "rooms", "invite", roomID).(map[string]any)
 		stripped := inv["invite_state"].(map[string]any)["events"].([]any)
 		types := map[string]bool{}
 		for _, e := range stripped {
@@ -176,7 +176,7 @@ func TestSyncLeaveSection(t *testing.T) {
 		tok := bob.sync(t, "", "").JSON["next_batch"].(string)
 		hearthtest.Expect(t, bob.member(t, roomID, "leave", nil), http.StatusOK, "")
 		hasLeave := func(r hearthtest.Response) bool {
-			left, _ := r.JSON["rooms"].(map[string]any)["leave"].(map[string]any)[roomID].(map[string]any)
+			left, _ := path(r.JSON, "rooms", "leave", roomID).(map[string]any)
 			if left == nil {
 				return false
 			}
@@ -196,6 +196,18 @@ func TestSyncLeaveSection(t *testing.T) {
 		}
 		if r := bob.sync(t, "", ""); hasLeave(r) {
 			t.Fatalf("initial sync without include_leave lists the left room")
+		}
+		// A kick or a ban shows even without include_leave.
+		carol := newUser(t, hs, "carol")
+		for _, how := range []string{"kick", "ban"} {
+			kicked := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+			hearthtest.Expect(t, carol.member(t, kicked, "join", nil), http.StatusOK, "")
+			hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(kicked)+"/"+how, map[string]any{"user_id": carol.id}), http.StatusOK, "")
+			r := carol.sync(t, "", "")
+			left, _ := r.JSON["rooms"].(map[string]any)["leave"].(map[string]any)[kicked].(map[string]any)
+			if left == nil {
+				t.Fatalf("initial sync without include_leave lacks the room carol was removed from (%s): %s", how, r.Body)
+			}
 		}
 		// /members of the left room shows bob as having left.
 		r := bob.do(t, "GET", "/_matrix/client/v3/rooms/"+roomID+"/members", nil)

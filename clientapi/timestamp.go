@@ -41,6 +41,17 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, c account
 		vis, err := a.rooms.Visible(r.Context(), c.UserID, []*rooms.Event{ev})
 		return len(vis) == 1, err
 	})
+	if err == nil && dir == "f" && a.fed != nil {
+		// The event found may follow a gap: history before this server
+		// joined, which the servers in the room have. If one of them knows
+		// a closer event, that is the answer.
+		if gap, gerr := a.followsGap(r, ev); gerr == nil && gap {
+			if id, originTS, ferr := a.fed.TimestampToEvent(r.Context(), roomID, ts, dir); ferr == nil && originTS >= ts && originTS < ev.OriginTS {
+				mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": id, "origin_server_ts": originTS})
+				return
+			}
+		}
+	}
 	if err == nil {
 		mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": ev.EventID, "origin_server_ts": ev.OriginTS})
 		return
@@ -56,4 +67,21 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, c account
 		}
 	}
 	mxhttp.WriteError(w, r, mxhttp.NotFound("No event found from %d in direction %s", ts, dir))
+}
+
+// followsGap reports whether one of the event's prev_events is not in this
+// server's timeline (unknown, or known only as state): events may be
+// missing just before it.
+func (a *API) followsGap(r *http.Request, ev *rooms.Event) (bool, error) {
+	prevs := ev.PDU.PrevEventIDs()
+	known, err := a.rooms.Events(r.Context(), a.db.Read(), prevs)
+	if err != nil {
+		return false, err
+	}
+	for _, id := range prevs {
+		if p, ok := known[id]; !ok || p.Outlier {
+			return true, nil
+		}
+	}
+	return false, nil
 }

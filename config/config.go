@@ -92,8 +92,14 @@ type Config struct {
 
 	Registration             string `yaml:"registration" env:"HEARTH_REGISTRATION"`
 	RegistrationSharedSecret string `yaml:"registration_shared_secret" env:"HEARTH_REGISTRATION_SHARED_SECRET"`
-	BcryptCost               int    `yaml:"bcrypt_cost" env:"HEARTH_BCRYPT_COST"`
-	RateLimits               string `yaml:"rate_limits" env:"HEARTH_RATE_LIMITS"`
+	// ServerNoticesLocalpart names the account that sends server notices
+	// (client-server API, Server Notices); empty disables them.
+	ServerNoticesLocalpart string `yaml:"server_notices_localpart" env:"HEARTH_SERVER_NOTICES_LOCALPART"`
+	// AppServiceConfigFiles are the registration files of application
+	// services (bridges), read and checked at start.
+	AppServiceConfigFiles []string `yaml:"app_service_config_files" env:"HEARTH_APP_SERVICE_CONFIG_FILES"`
+	BcryptCost            int      `yaml:"bcrypt_cost" env:"HEARTH_BCRYPT_COST"`
+	RateLimits            string   `yaml:"rate_limits" env:"HEARTH_RATE_LIMITS"`
 	// GuestAccess allows POST /register?kind=guest.
 	GuestAccess bool `yaml:"guest_access" env:"HEARTH_GUEST_ACCESS"`
 	// MaxDevicesPerUser refuses logins beyond this many devices; 0: no limit.
@@ -269,6 +275,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return bad("data_dir", "must not be empty")
+	}
+	if l := c.ServerNoticesLocalpart; l != "" && (len(l) > 255 || strings.Trim(l, "abcdefghijklmnopqrstuvwxyz0123456789._=-/+") != "") {
+		return bad("server_notices_localpart", "%q is not a valid localpart (lower-case letters, digits and ._=-/+)", l)
 	}
 	if err := validAddr(c.Listen); err != nil {
 		return bad("listen", "%v", err)

@@ -74,6 +74,9 @@ func TestTimestampToEventFromRemote(t *testing.T) {
 		fed := hearthtest.NewFederation(t, b, 2, nil)
 		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
 		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat"})
+		time.Sleep(20 * time.Millisecond)
+		before := time.Now().UnixMilli()
+		time.Sleep(20 * time.Millisecond)
 		r := bob.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/old", map[string]any{"msgtype": "m.text", "body": "old news"})
 		hearthtest.Expect(t, r, http.StatusOK, "")
 		oldID := r.JSON["event_id"].(string)
@@ -83,6 +86,13 @@ func TestTimestampToEventFromRemote(t *testing.T) {
 		r = alice.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(bob.hs.Config.ServerName), map[string]any{})
 		hearthtest.Expect(t, r, http.StatusOK, "")
 
+		// Looking forwards from before B's message: A's first event is its
+		// join, after a gap; B knows the message in between.
+		r = alice.do(t, "GET", fmt.Sprintf("/_matrix/client/v1/rooms/%s/timestamp_to_event?dir=f&ts=%d", url.PathEscape(roomID), before), nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if r.JSON["event_id"] != oldID {
+			t.Fatalf("looking forwards: got %s, want B's message %s", r.Body, oldID)
+		}
 		r = alice.do(t, "GET", fmt.Sprintf("/_matrix/client/v1/rooms/%s/timestamp_to_event?dir=b&ts=%d", url.PathEscape(roomID), between), nil)
 		hearthtest.Expect(t, r, http.StatusOK, "")
 		if r.JSON["event_id"] != oldID {

@@ -20,6 +20,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/media"
@@ -46,8 +47,11 @@ type Deps struct {
 	Typing   *syncstream.Typing
 	Presence *syncstream.Presence
 	E2EE     *e2ee.E2EE
-	Log      *slog.Logger
-	Version  string
+	// AppServices are asked about unknown aliases in their namespaces;
+	// nil: none.
+	AppServices *appservice.Pusher
+	Log         *slog.Logger
+	Version     string
 	// Standby leaves the send queue stopped until its Start: another
 	// process sharing the database may be the one sending. Queued, when
 	// set, is told of destinations with newly queued work (see Queue).
@@ -67,6 +71,7 @@ type API struct {
 	typing     *syncstream.Typing
 	presence   *syncstream.Presence
 	e2ee       *e2ee.E2EE
+	appsvc     *appservice.Pusher
 	log        *slog.Logger
 	version    string
 
@@ -84,7 +89,7 @@ type API struct {
 // run left queued. Close stops them.
 func New(ctx context.Context, d Deps) (*API, error) {
 	a := &API{serverName: spec.ServerName(d.Config.ServerName), key: d.Key, db: d.DB, rooms: d.Rooms, media: d.Media,
-		notifier: d.Notifier, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, log: d.Log, version: d.Version}
+		notifier: d.Notifier, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, appsvc: d.AppServices, log: d.Log, version: d.Version}
 	var err error
 	if a.oldKeys, err = loadOldKeys(filepath.Join(d.Config.DataDir, OldKeysFile)); err != nil {
 		return nil, err

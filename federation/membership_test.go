@@ -1,14 +1,21 @@
 package federation_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/storage"
 )
 
 // syncUntil syncs as u from *since until cond holds for a response, or
@@ -297,5 +304,164 @@ func TestBackfillAfterRejoin(t *testing.T) {
 				t.Fatalf("message %d sent while away is missing: %s", i, r.Body)
 			}
 		}
+	})
+}
+
+// An invite over federation to a user who blocks invites is refused by
+// their server with M_INVITE_BLOCKED, which reaches the inviter's client.
+func TestRemoteInviteBlocked(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		r := alice.do(t, "PUT", "/_matrix/client/v3/user/"+url.PathEscape(alice.id)+"/account_data/m.invite_permission_config", map[string]any{"default_action": "block"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID := bob.createRoom(t, map[string]any{"preset": "private_chat"})
+		r = bob.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/invite", map[string]any{"user_id": alice.id})
+		hearthtest.Expect(t, r, http.StatusForbidden, "M_INVITE_BLOCKED")
+	})
+}
+
+// Someone other than the inviter kicks an invitee of another server: the
+// invitee's server cannot check that against a room it is not in and
+// keeps the invite (only the inviter can withdraw it over federation).
+func TestKickOfRemoteInviteeByOtherUserKeepsInvite(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, alice2, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[0], "alice2"), newFedUser(t, fed[1], "bob")
+		// A room bob is in, to know when his server has caught up.
+		room1 := alice.createRoom(t, map[string]any{"preset": "private_chat", "invite": []string{bob.id}})
+		since := ""
+		bob.syncUntil(t, &since, "the first invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", room1) })
+		hearthtest.Expect(t, bob.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room1), map[string]any{}), http.StatusOK, "")
+
+		room2 := alice.createRoom(t, map[string]any{"preset": "private_chat", "invite": []string{alice2.id}})
+		hearthtest.Expect(t, alice2.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(room2), map[string]any{}), http.StatusOK, "")
+		hearthtest.Expect(t, alice2.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room2)+"/invite", map[string]any{"user_id": bob.id}), http.StatusOK, "")
+		bob.syncUntil(t, &since, "alice2's invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", room2) })
+
+		hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room2)+"/kick", map[string]any{"user_id": bob.id, "reason": "not yours"}), http.StatusOK, "")
+		alice.waitMembership(t, room2, bob.id, "leave")
+		alice.send(t, room1, "after the kick")
+		filter := url.QueryEscape(`{"room":{"include_leave":true}}`)
+		for deadline := time.Now().Add(15 * time.Second); ; {
+			if time.Now().After(deadline) {
+				t.Fatal("bob never saw the message sent after the kick")
+			}
+			r := bob.do(t, "GET", "/_matrix/client/v3/sync?timeout=1000&filter="+filter+"&since="+url.QueryEscape(since), nil)
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			since, _ = r.JSON["next_batch"].(string)
+			if roomIn(r, "leave", room2) {
+				t.Fatalf("bob's server took the kick by someone other than the inviter: %s", r.Body)
+			}
+			if strings.Contains(string(r.Body), "after the kick") {
+				break
+			}
+		}
+		r := bob.do(t, "GET", "/_matrix/client/v3/sync", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !roomIn(r, "invite", room2) {
+			t.Fatalf("bob's initial sync lacks the invite: %s", r.Body)
+		}
+	})
+}
+
+// A user of another server banned, unbanned and invited again sees each
+// step (the ban in an initial sync without include_leave) and can join.
+func TestUnbanThroughInviteAcrossServers(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat"})
+		joinVia(t, alice, roomID, bob)
+		room := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/ban", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		banned := func(r hearthtest.Response) bool {
+			left, _ := get(r.JSON, "rooms", "leave", roomID, "timeline", "events").([]any)
+			for _, ev := range left {
+				if get(ev, "state_key") == alice.id && get(ev, "content", "membership") == "ban" {
+					return true
+				}
+			}
+			return false
+		}
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			r := alice.do(t, "GET", "/_matrix/client/v3/sync", nil) // initial, no include_leave
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			if banned(r) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("alice's initial sync never showed the ban: %s", r.Body)
+			}
+		}
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/unban", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/invite", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		since := ""
+		alice.syncUntil(t, &since, "the invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", roomID) })
+		joinVia(t, alice, roomID, bob)
+		bob.waitMembership(t, roomID, alice.id, "join")
+	})
+}
+
+// An older membership change that reaches the invitee's server after a
+// newer invite (the unban the invite follows, delivered late) does not
+// undo the invite: only a change whose auth events name the invite can.
+func TestLateUnbanKeepsInvite(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"preset": "public_chat"})
+		joinVia(t, alice, roomID, bob)
+		room := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID)
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/ban", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		ctx := context.Background()
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if m, _, _ := storage.CurrentMembership(ctx, alice.hs.DB.Read(), roomID, alice.id); m == "ban" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("alice's server never saw the ban")
+			}
+		}
+		// Alice's server misses the unban for now.
+		var mu sync.Mutex
+		var held []json.RawMessage
+		holdTransactions(alice.hs, func(_ *http.Request, body []byte) {
+			var txn struct {
+				PDUs []json.RawMessage `json:"pdus"`
+			}
+			_ = json.Unmarshal(body, &txn)
+			mu.Lock()
+			held = append(held, txn.PDUs...)
+			mu.Unlock()
+		})
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/unban", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			mu.Lock()
+			n := len(held)
+			mu.Unlock()
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("bob's server never sent the unban")
+			}
+		}
+		hearthtest.Expect(t, bob.do(t, "POST", room+"/invite", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		// Now the unban arrives.
+		alice.hs.WrapFederation(func(fedH, _ http.Handler) http.Handler { return fedH })
+		mu.Lock()
+		late := held
+		mu.Unlock()
+		if _, err := bob.hs.Federation.Client().SendTransaction(ctx, gomatrixserverlib.Transaction{TransactionID: "late-unban",
+			Origin: serverName(bob.hs), Destination: serverName(alice.hs), OriginServerTS: spec.AsTimestamp(time.Now()), PDUs: late}); err != nil {
+			t.Fatal(err)
+		}
+		if m, _, _ := storage.CurrentMembership(ctx, alice.hs.DB.Read(), roomID, alice.id); m != "invite" {
+			t.Fatalf("after the late unban alice's membership is %q, want the invite", m)
+		}
+		since := ""
+		alice.syncUntil(t, &since, "the invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", roomID) })
+		joinVia(t, alice, roomID, bob)
 	})
 }

@@ -26,6 +26,10 @@ func (a *API) queryDirectory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	roomID, _, err := storage.ResolveAlias(r.Context(), a.db.Read(), alias)
+	if errors.Is(err, storage.ErrNotFound) && a.appsvc.QueryAlias(r.Context(), alias) {
+		// An application service made the alias on being asked.
+		roomID, _, err = storage.ResolveAlias(r.Context(), a.db.Read(), alias)
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		mxhttp.WriteError(w, r, mxhttp.NotFound("Room alias %s not found", alias))
 		return

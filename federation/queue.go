@@ -340,7 +340,10 @@ func batchID(pdus []storage.QueuedPDU, edus []storage.QueuedEDU) gomatrixserverl
 
 // fanOut queues each committed local event for every other server with a
 // member joined to the room, and for the server of a member event's target
-// (a kicked or banned user's server must hear of it).
+// (a kicked or banned user's server must hear of it). An invite is the
+// exception: the invitee's server signed it through /invite and has it;
+// sent again in a transaction it would be a PDU for a room that server is
+// not in.
 func (q *Queue) fanOut(evs []*rooms.Event) {
 	ctx := context.Background()
 	byRoom := map[string][]*rooms.Event{}
@@ -364,7 +367,7 @@ func (q *Queue) fanOut(evs []*rooms.Event) {
 		extra := map[spec.ServerName][]string{}
 		for _, ev := range byRoom[roomID] {
 			ids = append(ids, ev.EventID)
-			if ev.Type == spec.MRoomMember && ev.StateKey != nil {
+			if ev.Type == spec.MRoomMember && ev.StateKey != nil && (ev.Membership == nil || *ev.Membership != spec.Invite) {
 				if s := senderServer(*ev.StateKey); s != "" && !servers[s] {
 					extra[s] = append(extra[s], ev.EventID)
 				}

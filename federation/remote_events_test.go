@@ -150,12 +150,15 @@ func TestRemoteForkAfterOutlierFetch(t *testing.T) {
 		}
 		// (In version 12 the create event is not an auth event.)
 		auth := []string{st[storage.StateKey{Type: spec.MRoomPowerLevels}], st[storage.StateKey{Type: spec.MRoomJoinRules}]}
+		// Origin timestamps a second apart: state resolution orders the
+		// two renames by them, and "two" must win.
+		now := time.Now()
 		rename := func(name string, prev string, depth int64) gomatrixserverlib.PDU {
 			t.Helper()
 			c, _ := json.Marshal(map[string]any{"membership": "join", "displayname": name})
 			proto := gomatrixserverlib.ProtoEvent{SenderID: charlie, RoomID: roomID, Type: spec.MRoomMember, StateKey: &charlie,
 				Content: c, PrevEvents: []string{prev}, AuthEvents: append(append([]string{}, auth...), prev), Depth: depth}
-			ev, err := ver.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), serverName(a), a.Key.ID, a.Key.Private)
+			ev, err := ver.NewEventBuilderFromProtoEvent(&proto).Build(now.Add(time.Duration(depth)*time.Second), serverName(a), a.Key.ID, a.Key.Private)
 			if err != nil {
 				t.Fatal(err)
 			}

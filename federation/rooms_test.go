@@ -1,10 +1,14 @@
 package federation_test
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +22,7 @@ type fedUser struct {
 	token string
 }
 
-func newFedUser(t *testing.T, hs *hearthtest.Server, name string) fedUser {
+func newFedUser(t testing.TB, hs *hearthtest.Server, name string) fedUser {
 	id, tok := hs.RegisterUser(t, name)
 	return fedUser{hs, id, tok}
 }
@@ -131,5 +135,135 @@ func TestCreateRoomInvitesRemoteUser(t *testing.T) {
 		bobSync.until(t, "the invite", func(resp map[string]any) bool { return get(resp, "rooms", "invite", roomID) != nil })
 		r = bob.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(alice.hs.Config.ServerName), map[string]any{})
 		hearthtest.Expect(t, r, http.StatusOK, "")
+	})
+}
+
+// While our send_join is in flight the room goes on: the resident server
+// sends us (in the room from our join on) a new event, and our server takes
+// it in (fetching its auth chain and the join before it) while it stores
+// the send_join answer, the same events from two sides at once. The join
+// must succeed and the room work afterwards.
+func TestJoinWhileTheRoomArrivesByTransaction(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		bobSync := newSyncer(t, bob)
+		r := alice.do(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "invite": []string{bob.id}})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID := r.JSON["room_id"].(string)
+		bobSync.until(t, "the invite", func(resp map[string]any) bool { return get(resp, "rooms", "invite", roomID) != nil })
+
+		// PDUs carry no event_id (room versions 3 and up): the transaction
+		// is recognised by the message's text.
+		const text = "while you were joining"
+		arrived := make(chan struct{})
+		var once sync.Once
+		fed[1].WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/send/") {
+					body, _ := io.ReadAll(r.Body)
+					r.Body = io.NopCloser(bytes.NewReader(body))
+					if strings.Contains(string(body), text) {
+						once.Do(func() { close(arrived) })
+					}
+				}
+				fedH.ServeHTTP(w, r)
+			})
+		})
+		// A answers send_join once alice has spoken and her message has
+		// reached B, so that B handles both at the same time.
+		fed[0].WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !strings.HasPrefix(r.URL.Path, "/_matrix/federation/v2/send_join/") {
+					fedH.ServeHTTP(w, r)
+					return
+				}
+				rec := httptest.NewRecorder()
+				fedH.ServeHTTP(rec, r)
+				if alice.sendRaw(t, roomID, text) {
+					select {
+					case <-arrived:
+					case <-time.After(10 * time.Second):
+						t.Errorf("alice's message never reached B")
+					}
+				}
+				for k, v := range rec.Header() {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(rec.Code)
+				_, _ = w.Write(rec.Body.Bytes())
+			})
+		})
+		r = bob.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(alice.hs.Config.ServerName), map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		bob.waitForMessage(t, roomID, text)
+		alice.send(t, roomID, "you made it")
+		bob.waitForMessage(t, roomID, "you made it")
+	})
+}
+
+// sendRaw sends a message from a goroutine other than the test's (inside a
+// handler): it reports failure with t.Errorf and returns false.
+func (u fedUser) sendRaw(t *testing.T, roomID, body string) bool {
+	req, _ := http.NewRequest("PUT", u.hs.URL+"/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/"+fmt.Sprint(time.Now().UnixNano()),
+		strings.NewReader(fmt.Sprintf(`{"msgtype":"m.text","body":%q}`, body)))
+	req.Header.Set("Authorization", "Bearer "+u.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Errorf("sending %q: %v", body, err)
+		return false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("sending %q: %d", body, resp.StatusCode)
+		return false
+	}
+	return true
+}
+
+// The invitee's server gets an invite through /invite (it signs it there)
+// and not a second time as a PDU in a transaction, where it would be an
+// event of a room that server is not in.
+func TestRemoteInviteIsNotSentAgainInATransaction(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		var mu sync.Mutex
+		var txns []string
+		fed[1].WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/send/") {
+					body, _ := io.ReadAll(r.Body)
+					r.Body = io.NopCloser(bytes.NewReader(body))
+					mu.Lock()
+					txns = append(txns, string(body))
+					mu.Unlock()
+				}
+				fedH.ServeHTTP(w, r)
+			})
+		})
+		bobSync := newSyncer(t, bob)
+		r := alice.do(t, "POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "invite": []string{bob.id}})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		roomID := r.JSON["room_id"].(string)
+		bobSync.until(t, "the invite", func(resp map[string]any) bool { return get(resp, "rooms", "invite", roomID) != nil })
+		r = bob.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID)+"?server_name="+url.QueryEscape(alice.hs.Config.ServerName), map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		// A's queue to B is in order: once this message is through, an
+		// invite queued before it would have been too.
+		alice.send(t, roomID, "after the invite")
+		bob.waitForMessage(t, roomID, "after the invite")
+		mu.Lock()
+		defer mu.Unlock()
+		seen := false
+		for _, txn := range txns {
+			if strings.Contains(txn, `"membership":"invite"`) {
+				t.Fatalf("B got the invite again in a transaction: %s", txn)
+			}
+			seen = seen || strings.Contains(txn, "after the invite")
+		}
+		if !seen {
+			t.Fatalf("B got alice's message, but not in any transaction it was sent")
+		}
 	})
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/e2ee"
@@ -47,6 +48,8 @@ type Server struct {
 	Media    *media.Repository
 	E2EE     *e2ee.E2EE
 	Push     *push.Push
+	// AppServices pushes events to the registered application services.
+	AppServices *appservice.Pusher
 	// Federation is the server-server side: inbound handlers, the signing
 	// client, the key ring and the send queue.
 	Federation *federation.API
@@ -83,6 +86,10 @@ func Version() string {
 // New opens the store and key named by cfg (cfg must be validated and its
 // paths resolved) and builds the HTTP handlers.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, error) {
+	regs, err := appservice.Load(cfg.AppServiceConfigFiles, cfg.ServerName)
+	if err != nil {
+		return nil, err
+	}
 	key, created, err := serverkey.LoadOrCreate(cfg.SigningKeyPath)
 	if err != nil {
 		return nil, err
@@ -148,7 +155,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second}
 	if s.relay != nil {
 		pushDeps.Standby = true // until this process leads
-		pushDeps.PushesQueued = func(ids []int64) { s.relay.publish(relayMessage{Pushers: ids}) }
+		pushDeps.PushesQueued = func(users []string) { s.relay.publish(relayMessage{PushUsers: users}) }
 		pushDeps.RulesChanged = func(userID string) { s.relay.publish(relayMessage{Rules: userID}) }
 	}
 	s.Push, err = push.New(pushDeps)
@@ -170,20 +177,29 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.Rooms.Observe(feedNotifier(s.Notifier))
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
-	fedDeps := federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Media: s.Media, Key: key,
-		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Log: log, Version: version}
+	// With several processes, application services get their events from
+	// the leader only, as gateways and other servers do.
+	if s.AppServices, err = startAppServices(ctx, s, regs, s.relay != nil); err != nil {
+		s.Push.Close()
+		db.Close()
+		return nil, err
+	}
+	fedDeps := federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Media: s.Media, Key: key, Notifier: s.Notifier,
+		Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, AppServices: s.AppServices, Log: log, Version: version}
 	if s.relay != nil {
 		fedDeps.Standby = true // until this process leads
 		fedDeps.Queued = func(dests []string) { s.relay.publish(relayMessage{Dests: dests}) }
 	}
 	if s.Federation, err = federation.New(ctx, fedDeps); err != nil {
+		s.AppServices.Close()
 		s.Push.Close()
 		db.Close()
 		return nil, err
 	}
 	s.E2EE.SetRemote(s.Federation.E2EERemote())
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
-		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push, Log: log, Version: version}).Routes(c)
+		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
+		AppServices: s.AppServices, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	// The federation and key APIs also answer on the client listener, as on
@@ -199,12 +215,42 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	if s.relay != nil {
 		if err := s.startCluster(ctx); err != nil {
 			s.Federation.Close()
+			s.AppServices.Close()
 			s.Push.Close()
 			db.Close()
 			return nil, err
 		}
 	}
 	return s, nil
+}
+
+// startAppServices makes the registered application services known to
+// authentication, creates each one's sender user (without a password) if
+// missing, and starts pushing events to them (unless standby: when this
+// process leads).
+func startAppServices(ctx context.Context, s *Server, regs []*appservice.Registration, standby bool) (*appservice.Pusher, error) {
+	registry := appservice.NewRegistry(regs, s.Config.ServerName)
+	s.Accounts.AppServices = registry
+	for _, reg := range regs {
+		exists, err := s.DB.UserExists(ctx, reg.SenderLocalpart)
+		if err != nil {
+			return nil, err
+		}
+		if exists {
+			continue
+		}
+		_, err = s.Accounts.Register(ctx, accounts.NewUser{Localpart: reg.SenderLocalpart, InhibitLogin: true})
+		if err != nil && mxhttp.AsError(err).ErrCode != "M_USER_IN_USE" {
+			return nil, fmt.Errorf("creating the sender of application service %s: %w", reg.ID, err)
+		}
+		s.Log.Info("created application service sender", "appservice", reg.ID, "user_id", registry.SenderID(reg))
+	}
+	p, err := appservice.NewPusher(ctx, s.DB, s.Rooms, registry, s.Log, standby)
+	if err != nil {
+		return nil, err
+	}
+	s.Rooms.Observe(p.Observe)
+	return p, nil
 }
 
 func (s *Server) router(observe mxhttp.RequestObserver, listener string) chi.Router {
@@ -267,8 +313,8 @@ func (s *Server) ClientHandler() http.Handler { return s.client }
 // FederationHandler serves the federation and key APIs (the TLS listener).
 func (s *Server) FederationHandler() http.Handler { return s.federation }
 
-// Close stops background work (federation senders, push delivery) and
-// releases the store.
+// Close stops background work (presence and typing expiry, federation
+// senders, push delivery) and releases the store.
 func (s *Server) Close() error {
 	if s.relay != nil {
 		if s.leader.close() {
@@ -276,7 +322,10 @@ func (s *Server) Close() error {
 		}
 		s.relay.close()
 	}
+	s.Presence.Close()
+	s.Typing.Close()
 	s.Federation.Close()
+	s.AppServices.Close()
 	s.Push.Close()
 	return s.DB.Close()
 }

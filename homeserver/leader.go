@@ -99,7 +99,7 @@ func (l *leadership) attempt() {
 	}
 	if ok {
 		l.leading = true
-		l.log.Info("leading: this process runs the federation senders and push delivery")
+		l.log.Info("leading: this process runs the federation senders, push delivery and application-service pushes")
 		l.lead(l.ctx)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -463,6 +465,106 @@ func TestRelayReconnects(t *testing.T) {
 		r, took = bob.longPoll(t, since, func() { alice.send(t, roomID, "after reconnecting") })
 		if took > 5*time.Second || !strings.Contains(string(r.Body), "after reconnecting") {
 			t.Fatalf("sync returned after %v: %s", took, r.Body)
+		}
+	})
+}
+
+// bridge is an application service that counts the transactions and the
+// events it is sent.
+type bridge struct {
+	mu     sync.Mutex
+	txns   map[string]int // transaction ID → times received
+	events map[string]int // event ID → times received in distinct transactions
+}
+
+func (b *bridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer hs_token" {
+		w.WriteHeader(http.StatusForbidden)
+		return
+	}
+	var txn struct {
+		Events []struct {
+			EventID string `json:"event_id"`
+		} `json:"events"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&txn); err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	id := r.URL.Path
+	b.txns[id]++
+	if b.txns[id] == 1 {
+		for _, ev := range txn.Events {
+			b.events[ev.EventID]++
+		}
+	}
+	_, _ = w.Write([]byte("{}"))
+}
+
+func (b *bridge) count(eventID string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.events[eventID]
+}
+
+// Bridges are sent events by one process, the leader, whichever process
+// committed them, each event once; when the leader stops, the next one
+// goes on from where it was.
+func TestOneProcessPushesToBridges(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		br := &bridge{txns: map[string]int{}, events: map[string]int{}}
+		srv := httptest.NewServer(br)
+		t.Cleanup(srv.Close)
+		reg := filepath.Join(t.TempDir(), "bridge.yaml")
+		err := os.WriteFile(reg, []byte(`id: bridge
+url: `+srv.URL+`
+as_token: as_token
+hs_token: hs_token
+sender_localpart: bridgebot
+namespaces:
+  users: []
+  aliases: []
+  rooms:
+    - exclusive: false
+      regex: '!.*'
+`), 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p1, _, alice, bob, roomID := twoProcesses(t, func(c *config.Config) { c.AppServiceConfigFiles = []string{reg} })
+		wait := func(ids []string) {
+			t.Helper()
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) {
+				missing := false
+				for _, id := range ids {
+					missing = missing || br.count(id) == 0
+				}
+				if !missing {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			time.Sleep(time.Second) // time for a second delivery, if there were one
+			for _, id := range ids {
+				if n := br.count(id); n != 1 {
+					t.Fatalf("event %s sent to the bridge %d times", id, n)
+				}
+			}
+		}
+		wait([]string{bob.send(t, roomID, "committed by the second process"), alice.send(t, roomID, "committed by the first"),
+			bob.send(t, roomID, "the second again")})
+
+		p1.Stop(t)
+		wait([]string{bob.send(t, roomID, "after the leader stopped")})
+		br.mu.Lock()
+		defer br.mu.Unlock()
+		for id, n := range br.txns {
+			if n != 1 {
+				t.Fatalf("transaction %s sent %d times", id, n)
+			}
 		}
 	})
 }

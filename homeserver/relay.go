@@ -57,13 +57,13 @@ type relay struct {
 
 // relayMessage is one piece of news; one field is set.
 type relayMessage struct {
-	Sync     *syncstream.Change `json:"s,omitempty"`
-	Tokens   string             `json:"tok,omitempty"`   // user whose access tokens were revoked
-	Redacted []string           `json:"red,omitempty"`   // events redacted
-	Rules    string             `json:"rules,omitempty"` // user whose push rules changed
-	Dests    []string           `json:"fed,omitempty"`   // destinations with queued federation work
-	Pushers  []int64            `json:"push,omitempty"`  // pushers with queued pushes
-	Typing   *relayedTyping     `json:"typ,omitempty"`
+	Sync      *syncstream.Change `json:"s,omitempty"`
+	Tokens    string             `json:"tok,omitempty"`   // user whose access tokens were revoked
+	Redacted  []string           `json:"red,omitempty"`   // events redacted
+	Rules     string             `json:"rules,omitempty"` // user whose push rules changed
+	Dests     []string           `json:"fed,omitempty"`   // destinations with queued federation work
+	PushUsers []string           `json:"push,omitempty"`  // users with queued pushes
+	Typing    *relayedTyping     `json:"typ,omitempty"`
 	// SteppedDown says the leader stopped leading: the others try now.
 	SteppedDown bool `json:"down,omitempty"`
 	// AckID asks every process to acknowledge the message once applied,
@@ -272,9 +272,9 @@ func (r *relay) encode(m relayMessage, limit int) [][]byte {
 	case len(m.Dests) > 1:
 		h := len(m.Dests) / 2
 		a.Dests, z.Dests = m.Dests[:h], m.Dests[h:]
-	case len(m.Pushers) > 1:
-		h := len(m.Pushers) / 2
-		a.Pushers, z.Pushers = m.Pushers[:h], m.Pushers[h:]
+	case len(m.PushUsers) > 1:
+		h := len(m.PushUsers) / 2
+		a.PushUsers, z.PushUsers = m.PushUsers[:h], m.PushUsers[h:]
 	default:
 		r.log.Error("a relay message too large to send; dropped", "bytes", len(b))
 		return nil
@@ -392,9 +392,11 @@ func (s *Server) startCluster(ctx context.Context) error {
 		if err := s.Push.StartSending(); err != nil {
 			s.Log.Error("starting push delivery", "err", err)
 		}
+		s.AppServices.Start()
 	}, func() {
 		s.Federation.Queue().Stop()
 		s.Push.StopSending()
+		s.AppServices.Stop()
 	})
 	if err != nil {
 		return err
@@ -413,6 +415,9 @@ func (s *Server) applyRelayed(ctx context.Context, m relayMessage) {
 	switch {
 	case m.Sync != nil:
 		s.Notifier.Apply(ctx, *m.Sync)
+		if m.Sync.Room != "" {
+			s.AppServices.Wake() // events another process committed; nothing unless leading
+		}
 	case m.Tokens != "":
 		s.Accounts.ForgetTokens(m.Tokens)
 	case len(m.Redacted) > 0:
@@ -421,8 +426,8 @@ func (s *Server) applyRelayed(ctx context.Context, m relayMessage) {
 		s.Push.ForgetRules(m.Rules)
 	case len(m.Dests) > 0:
 		s.Federation.Queue().Kick(m.Dests) // nothing unless leading
-	case len(m.Pushers) > 0:
-		s.Push.PushesQueued(m.Pushers) // nothing unless leading
+	case len(m.PushUsers) > 0:
+		s.Push.PushesQueued(m.PushUsers) // nothing unless leading
 	case m.SteppedDown:
 		s.leader.tryNow()
 	case m.Typing != nil:
@@ -445,7 +450,16 @@ func (s *Server) resync(ctx context.Context) {
 	if dests, err := storage.QueueDestinations(ctx, s.DB.Read()); err == nil {
 		s.Federation.Queue().Kick(dests)
 	}
-	if ids, err := storage.PushersWithQueue(ctx, s.DB.Read()); err == nil {
-		s.Push.PushesQueued(ids)
+	if queued, err := storage.PushersWithQueue(ctx, s.DB.Read()); err == nil {
+		users := map[string]bool{}
+		var list []string
+		for _, userID := range queued {
+			if !users[userID] {
+				users[userID] = true
+				list = append(list, userID)
+			}
+		}
+		s.Push.PushesQueued(list)
 	}
+	s.AppServices.Wake()
 }

@@ -72,31 +72,42 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 		}
 		byUser[n.n.UserID] = append(byUser[n.n.UserID], n)
 	}
-	pushers, err := storage.PushersOfUsers(ctx, p.db.Read(), users)
+	// One pusher_versions row per recipient tells whether the sender's
+	// cached list of their pushers is current: the cost here is per
+	// recipient, never per pusher.
+	versions, err := storage.PusherVersions(ctx, p.db.Read(), users)
 	if err != nil {
 		return err
 	}
-	pushersOf := map[string][]storage.Pusher{}
-	for _, ps := range pushers {
-		if ps.Kind == "http" {
-			pushersOf[ps.UserID] = append(pushersOf[ps.UserID], ps)
+	var withPushers []string
+	for _, user := range users {
+		if v, ok := versions[user]; ok {
+			has, err := p.sender.hasPushers(ctx, user, v)
+			if err != nil {
+				return err
+			}
+			if has {
+				withPushers = append(withPushers, user)
+			}
 		}
 	}
-	// Badge counts are read before the transaction (readers do not hold up
-	// the writer that /send also needs) and the batch's own notifications
-	// added; a receipt racing with this batch is settled by its badge update,
-	// which the worker runs after this batch.
+	// The badge is the one last queued plus this batch's notifications;
+	// a user without one stored is recounted. Both are read before the
+	// transaction (readers do not hold up the writer that /send also
+	// needs); a receipt racing with this batch is settled by its badge
+	// update, which the worker runs after this batch and which recounts.
 	totals := map[string]int64{}
-	for user := range pushersOf {
-		total, err := totalUnread(ctx, p.db.Read(), user)
+	for _, user := range withPushers {
+		badge, ok, err := storage.PushBadge(ctx, p.db.Read(), user)
+		if err == nil && !ok {
+			badge, err = totalUnread(ctx, p.db.Read(), user)
+		}
 		if err != nil {
 			return err
 		}
-		totals[user] = total + int64(len(byUser[user]))
+		totals[user] = badge + int64(len(byUser[user]))
 	}
-	var wake []int64
 	err = p.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		wake = wake[:0]
 		if err := p.db.LockPushQueue(ctx, tx); err != nil {
 			return err
 		}
@@ -107,7 +118,7 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 		}
 		// One queue row per notification per user, however many pushers
 		// the user has: each pusher reads the rows after its position.
-		for user, ps := range pushersOf {
+		for _, user := range withPushers {
 			total := totals[user]
 			var notBefore int64
 			if p.hold > 0 && p.presence != nil && p.presence.ActiveSyncing(user) {
@@ -128,16 +139,13 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 			if err := storage.SetPushBadge(ctx, tx, user, total); err != nil {
 				return err
 			}
-			for _, pusher := range ps {
-				wake = append(wake, pusher.ID)
-			}
 		}
 		return storage.SetPushProgress(ctx, tx, maxPos)
 	})
 	if err != nil {
 		return err
 	}
-	p.sender.wake(wake...)
+	p.sender.wakeUsers(withPushers...)
 	return nil
 }
 
@@ -179,7 +187,7 @@ func (p *Push) evaluate(ctx context.Context, ev *rooms.Event) ([]notified, error
 				return nil, err
 			}
 		}
-		res := rules.Evaluate(flat, recipient{rc, m.UserID})
+		res := rules.Evaluate(flat, recipient{rc, m.UserID, m.EventID})
 		if !res.Notify {
 			continue
 		}
@@ -256,11 +264,12 @@ func (r *roomCtx) senderCanNotify(key string) bool {
 // recipient is the pushrules.RoomContext of one recipient.
 type recipient struct {
 	*roomCtx
-	userID string
+	userID      string
+	memberEvent string // the recipient's current m.room.member event
 }
 
 func (r recipient) MemberCount() int                { return r.joined }
-func (r recipient) DisplayName() string             { return r.displayName(r.userID) }
+func (r recipient) DisplayName() string             { return r.p.names.get(r.ctx, r.p.rooms, r.memberEvent) }
 func (r recipient) SenderCanNotify(key string) bool { return r.senderCanNotify(key) }
 
 // UnreadCounts gives a user's unread notification and highlight counts in
@@ -334,8 +343,15 @@ func (p *Push) isRead(ctx context.Context, userID string, qp storage.QueuedPush)
 // when the unread count is below the one last queued, so a phone clears
 // what the user read elsewhere.
 func (p *Push) badgeUpdate(ctx context.Context, userID string) error {
-	ps, err := storage.PushersOfUser(ctx, p.db.Read(), userID)
-	if err != nil || len(ps) == 0 {
+	versions, err := storage.PusherVersions(ctx, p.db.Read(), []string{userID})
+	if err != nil {
+		return err
+	}
+	v, ok := versions[userID]
+	if !ok {
+		return nil
+	}
+	if has, err := p.sender.hasPushers(ctx, userID, v); err != nil || !has {
 		return err
 	}
 	queued := false
@@ -348,26 +364,26 @@ func (p *Push) badgeUpdate(ctx context.Context, userID string) error {
 		if err != nil {
 			return err
 		}
-		last, err := storage.PushBadge(ctx, tx, userID)
-		if err != nil || total >= last {
+		// The recount is stored even when it did not drop, so the
+		// worker's running sum starts from an exact count again.
+		last, ok, err := storage.PushBadge(ctx, tx, userID)
+		if err != nil {
+			return err
+		}
+		if err := storage.SetPushBadge(ctx, tx, userID, total); err != nil || !ok || total >= last {
 			return err
 		}
 		body, err := json.Marshal(gatewayNotification{Counts: &gatewayCounts{Unread: total}, Prio: "high"})
 		if err != nil {
 			return err
 		}
-		if err := storage.EnqueuePush(ctx, tx, storage.QueuedPush{UserID: userID, Body: string(body), Actions: "[]"}); err != nil {
-			return err
-		}
 		queued = true
-		return storage.SetPushBadge(ctx, tx, userID, total)
+		return storage.EnqueuePush(ctx, tx, storage.QueuedPush{UserID: userID, Body: string(body), Actions: "[]"})
 	})
 	if err != nil || !queued {
 		return err
 	}
-	for _, pusher := range ps {
-		p.sender.wake(pusher.ID)
-	}
+	p.sender.wakeUsers(userID)
 	return nil
 }
 
@@ -431,4 +447,39 @@ func (c *ruleCache) invalidate(userID string) {
 	delete(c.m, userID)
 	c.version++
 	c.mu.Unlock()
+}
+
+// memberNames caches the displayname of m.room.member events by event ID
+// (an event never changes), so .m.rule.contains_display_name costs a map
+// lookup per recipient instead of loading their member event per message.
+type memberNames struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// maxCachedNames bounds the cache; beyond it, it starts over.
+const maxCachedNames = 100_000
+
+func (c *memberNames) get(ctx context.Context, rs *rooms.Rooms, eventID string) string {
+	c.mu.Lock()
+	name, ok := c.m[eventID]
+	c.mu.Unlock()
+	if ok || eventID == "" {
+		return name
+	}
+	ev, err := rs.Event(ctx, eventID)
+	if err != nil {
+		return "" // not cached: a later message retries
+	}
+	var content struct {
+		DisplayName string `json:"displayname"`
+	}
+	_ = json.Unmarshal(ev.PDU.Content(), &content)
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCachedNames {
+		c.m = map[string]string{}
+	}
+	c.m[eventID] = content.DisplayName
+	c.mu.Unlock()
+	return content.DisplayName
 }

@@ -17,7 +17,11 @@
 //
 // Delivery to gateways is durable (a queue table written in the same
 // transaction as the notifications) and ordered per pusher, with one
-// goroutine per pusher that has queued work; see sender.go.
+// goroutine per pusher that has queued work; see sender.go. The worker's
+// work per event is per recipient whatever their number of pushers (a
+// version row per user checks the sender's cached pusher list; the badge
+// is kept as a running count), so pushers behind a dead gateway cost the
+// send path nothing.
 package push
 
 import (
@@ -49,10 +53,10 @@ type Deps struct {
 	// process sharing the database may be delivering (see
 	// docs/operations.md, several processes).
 	Standby bool
-	// PushesQueued, when set, is told of the pushers with newly queued
+	// PushesQueued, when set, is told of the users with newly queued
 	// pushes, and RulesChanged of users whose push rules changed here:
 	// other processes sharing the database must hear of both.
-	PushesQueued func(pusherIDs []int64)
+	PushesQueued func(userIDs []string)
 	RulesChanged func(userID string)
 }
 
@@ -65,6 +69,7 @@ type Push struct {
 	suffix   string
 	hold     time.Duration
 	rules    *ruleCache
+	names    memberNames
 	sender   *sender
 	// rulesChanged is Deps.RulesChanged.
 	rulesChanged func(userID string)
@@ -98,7 +103,7 @@ func New(d Deps) (*Push, error) {
 		queued: map[int64]int{}, recorded: make(chan struct{}), rulesChanged: d.RulesChanged,
 	}
 	var err error
-	if p.sender, err = newSender(d.DB, d.Log, d.GatewayAllowCIDRs, p.isRead); err != nil {
+	if p.sender, err = newSender(ctx, d.DB, d.Log, d.GatewayAllowCIDRs, p.isRead); err != nil {
 		cancel()
 		return nil, err
 	}
@@ -128,15 +133,15 @@ func (p *Push) Close() {
 // StartSending starts delivery to gateways (if it is not running) and
 // delivers what is queued: at start, or when this process takes over
 // delivery from another process sharing the database.
-func (p *Push) StartSending() error { return p.sender.start(p.ctx) }
+func (p *Push) StartSending() error { return p.sender.start() }
 
 // StopSending stops delivery and returns once no request is in flight;
 // what is queued stays queued for StartSending or another process.
 func (p *Push) StopSending() { p.sender.halt() }
 
-// PushesQueued tells delivery of pushes another process queued; it does
-// nothing unless this process is delivering.
-func (p *Push) PushesQueued(pusherIDs []int64) { p.sender.wakeLocal(pusherIDs) }
+// PushesQueued tells delivery of pushes another process queued for these
+// users; it does nothing unless this process is delivering.
+func (p *Push) PushesQueued(userIDs []string) { p.sender.wakeRemote(userIDs) }
 
 // ForgetRules drops cached push rules: of one user whose rules another
 // process changed, or of everyone when userID is "".

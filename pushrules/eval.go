@@ -20,6 +20,9 @@ import (
 // condition's key is one map lookup.
 type Event struct {
 	props map[string]prop
+	// hasMentions: the content has an m.mentions property (whatever its
+	// value), which turns the legacy mention rules off (MSC3952).
+	hasMentions bool
 }
 
 // prop is one property value: the string of a string value, the canonical
@@ -45,6 +48,9 @@ func NewEvent(eventJSON []byte) (*Event, error) {
 		return nil, fmt.Errorf("decoding event for push rules: %w", err)
 	}
 	ev := &Event{props: make(map[string]prop, 16)}
+	if content, ok := top["content"].(map[string]any); ok {
+		_, ev.hasMentions = content["m.mentions"]
+	}
 	for k, v := range top {
 		if skipTopLevel[k] {
 			continue
@@ -171,6 +177,9 @@ type compiledRule struct {
 	conds   []compiledCond
 	notify  bool
 	hl      bool
+	// legacyMention: a legacy body-matching mention rule, skipped for
+	// events with m.mentions (see LegacyMentionRule).
+	legacyMention bool
 }
 
 type condKind int
@@ -205,7 +214,7 @@ func Compile(rs Ruleset) *Compiled {
 			if !r.Enabled {
 				continue
 			}
-			cr := compiledRule{id: r.RuleID, actions: r.Actions}
+			cr := compiledRule{id: r.RuleID, actions: r.Actions, legacyMention: r.Default && LegacyMentionRule(r.RuleID)}
 			for _, a := range r.Actions {
 				switch {
 				case a.Name == "notify":
@@ -297,6 +306,9 @@ func parseMemberCount(is string) (string, int, bool) {
 func (c *Compiled) Evaluate(ev *Event, room RoomContext) Result {
 	for i := range c.rules {
 		r := &c.rules[i]
+		if r.legacyMention && ev.hasMentions {
+			continue
+		}
 		if r.matches(ev, room) {
 			return Result{RuleID: r.id, Actions: r.actions, Notify: r.notify, Highlight: r.notify && r.hl}
 		}
@@ -338,8 +350,7 @@ func (c *compiledCond) matches(ev *Event, room RoomContext) bool {
 		if !ok || name == "" {
 			return false
 		}
-		re, err := regexp.Compile(`(?is)(?:^|[^a-z0-9_])` + regexp.QuoteMeta(name) + `(?:[^a-z0-9_]|$)`)
-		return err == nil && re.MatchString(body)
+		return containsWord(body, name)
 	case condMemberCount:
 		n := room.MemberCount()
 		switch c.op {
@@ -355,6 +366,27 @@ func (c *compiledCond) matches(ev *Event, room RoomContext) bool {
 		return n == c.n
 	case condSenderPermission:
 		return room.SenderCanNotify(c.key)
+	}
+	return false
+}
+
+// containsWord reports whether body contains word, case-insensitively,
+// with no letter, digit or underscore right before or after it (the
+// word-boundary rule of content.body matching), without building a
+// regular expression per recipient.
+func containsWord(body, word string) bool {
+	body, word = strings.ToLower(body), strings.ToLower(word)
+	isWordByte := func(c byte) bool { return c == '_' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+	for from := 0; from <= len(body)-len(word); {
+		i := strings.Index(body[from:], word)
+		if i < 0 {
+			return false
+		}
+		start, end := from+i, from+i+len(word)
+		if (start == 0 || !isWordByte(body[start-1])) && (end == len(body) || !isWordByte(body[end])) {
+			return true
+		}
+		from = start + 1
 	}
 	return false
 }

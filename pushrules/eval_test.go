@@ -48,6 +48,24 @@ func TestEvaluateDefaults(t *testing.T) {
 		{"edit", msg(map[string]any{"body": "hi", "m.relates_to": map[string]any{"rel_type": "m.replace"}}), fakeRoom{members: 3}, ".m.rule.suppress_edits", false, false},
 		{"invite for me", map[string]any{"type": "m.room.member", "state_key": bob, "content": map[string]any{"membership": "invite"}}, fakeRoom{members: 3}, ".m.rule.invite_for_me", true, false},
 		{"unknown type", map[string]any{"type": "m.custom", "content": map[string]any{}}, fakeRoom{members: 3}, "", false, false},
+		// The legacy body mention rules (kept, issue #5) unless the event has m.mentions (MSC3952).
+		{"user name in body", msg(map[string]any{"body": "ping @bob:hearth.test please"}), fakeRoom{members: 3}, ".m.rule.contains_user_name", true, true},
+		{"user name inside a word", msg(map[string]any{"body": "bobsleigh"}), fakeRoom{members: 3}, ".m.rule.message", true, false},
+		{"display name in body", msg(map[string]any{"body": "Hi Bobby Tables!"}), fakeRoom{members: 3, name: "Bobby Tables"}, ".m.rule.contains_display_name", true, true},
+		{"display name inside a word", msg(map[string]any{"body": "Roberta and robert_x"}), fakeRoom{members: 3, name: "Robert"}, ".m.rule.message", true, false},
+		{"display name at the end", msg(map[string]any{"body": "thanks, ROBERT"}), fakeRoom{members: 3, name: "Robert"}, ".m.rule.contains_display_name", true, true},
+		{"@room allowed", msg(map[string]any{"body": "@room lunch"}), fakeRoom{members: 3, canRoom: true}, ".m.rule.roomnotif", true, true},
+		{"@room without permission", msg(map[string]any{"body": "@room lunch"}), fakeRoom{members: 3}, ".m.rule.message", true, false},
+		{"user name in body with m.mentions", msg(map[string]any{"body": "@bob:hearth.test", "m.mentions": map[string]any{}}), fakeRoom{members: 3}, ".m.rule.message", true, false},
+		{"display name with m.mentions of others", msg(map[string]any{"body": "Bobby Tables", "m.mentions": map[string]any{"user_ids": []any{"@carol:hearth.test"}}}), fakeRoom{members: 3, name: "Bobby Tables"}, ".m.rule.message", true, false},
+		{"@room with m.mentions", msg(map[string]any{"body": "@room", "m.mentions": map[string]any{}}), fakeRoom{members: 3, canRoom: true}, ".m.rule.message", true, false},
+		{"m.mentions null still counts", msg(map[string]any{"body": "@room", "m.mentions": nil}), fakeRoom{members: 3, canRoom: true}, ".m.rule.message", true, false},
+		// Polls (MSC3930).
+		{"poll start one to one", map[string]any{"type": "org.matrix.msc3381.poll.start", "content": map[string]any{}}, fakeRoom{members: 2}, ".org.matrix.msc3930.rule.poll_start_one_to_one", true, false},
+		{"poll start", map[string]any{"type": "org.matrix.msc3381.poll.start", "content": map[string]any{}}, fakeRoom{members: 4}, ".org.matrix.msc3930.rule.poll_start", true, false},
+		{"poll end one to one", map[string]any{"type": "org.matrix.msc3381.poll.end", "content": map[string]any{}}, fakeRoom{members: 2}, ".org.matrix.msc3930.rule.poll_end_one_to_one", true, false},
+		{"poll end", map[string]any{"type": "org.matrix.msc3381.poll.end", "content": map[string]any{}}, fakeRoom{members: 4}, ".org.matrix.msc3930.rule.poll_end", true, false},
+		{"poll response", map[string]any{"type": "org.matrix.msc3381.poll.response", "content": map[string]any{}}, fakeRoom{members: 2}, ".org.matrix.msc3930.rule.poll_response", false, false},
 	}
 	for _, tc := range cases {
 		r := c.Evaluate(mustEvent(t, tc.ev), tc.room)
@@ -132,8 +150,6 @@ func TestEvaluateUserRules(t *testing.T) {
 		t.Errorf("master rule: %+v", r)
 	}
 }
-
-func ptr(s string) *string { return &s }
 
 // BenchmarkEvaluate is one recipient's evaluation of a plain message with
 // the default rules (the common case of the notification fan-out).

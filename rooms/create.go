@@ -56,6 +56,14 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 	local.Invite = nil
 	for _, u := range req.Invite {
 		if r.isLocal(u) {
+			// An invitee who blocks the invite is left out; the room is
+			// made all the same (Invite permission).
+			if v, err := r.InvitePermission(ctx, u, req.Creator); err != nil {
+				return "", err
+			} else if v == InviteBlocked {
+				r.log.Info("createRoom: leaving out an invitee who blocks invites", "invitee", u)
+				continue
+			}
 			local.Invite = append(local.Invite, u)
 		} else {
 			remoteInvites = append(remoteInvites, u)

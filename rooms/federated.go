@@ -80,7 +80,7 @@ func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID s
 		}
 	}
 	budget := maxFetchedEvents
-	if err := r.ingest(ctx, origin, ver, pdu, &budget, true); err != nil {
+	if err := r.ingest(ctx, origin, ver, pdu, &budget, pushedEvent); err != nil {
 		var u unavailableError
 		if errors.As(err, &u) {
 			// The event cannot be placed: the auth or state events it
@@ -104,7 +104,9 @@ func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID s
 // receiveOutOfRoom takes the one kind of PDU that concerns a room whose
 // live copy is elsewhere: the resident server withdrawing an invite to (or
 // refusing a knock of) one of our users, a leave or ban whose sender is on
-// the origin. It is kept like the invite was, so the user's sync shows it.
+// the origin (for an invite: the inviter). It is kept like the invite was,
+// so the user's sync shows it; another user's kick of the invitee is
+// dropped, and the invite stands.
 // done is false for anything else, which goes the usual way.
 func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU) (done bool, err error) {
 	if pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil || !r.isLocal(*pdu.StateKey()) {
@@ -117,9 +119,31 @@ func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pd
 	if _, domain, err := gomatrixserverlib.SplitID('@', string(pdu.SenderID())); err != nil || domain != origin {
 		return false, nil
 	}
-	current, _, err := storage.CurrentMembership(ctx, r.db.Read(), pdu.RoomID().String(), *pdu.StateKey())
+	current, currentID, err := storage.CurrentMembership(ctx, r.db.Read(), pdu.RoomID().String(), *pdu.StateKey())
 	if err != nil || (current != spec.Invite && current != spec.Knock) {
 		return false, err
+	}
+	if !slices.Contains(pdu.AuthEventIDs(), currentID) {
+		// Not about the invite (or knock) we hold: its auth events would
+		// name it. An older membership change that reaches us late (the
+		// unban an invite followed) must not undo the newer invite.
+		r.log.Info("ignoring a membership change that does not follow the invite or knock we hold",
+			"room", pdu.RoomID().String(), "event", pdu.EventID(), "held", currentID)
+		return true, nil
+	}
+	if current == spec.Invite {
+		// Only the inviter can withdraw an invite: anyone else's kick of an
+		// invitee we cannot check against the room's state (we are not in
+		// it), and the room's server may well have refused it.
+		invite, err := storage.GetEvent(ctx, r.db.Read(), currentID)
+		if err != nil {
+			return true, fmt.Errorf("reading the invite being withdrawn: %w", err)
+		}
+		if invite.Sender != string(pdu.SenderID()) {
+			r.log.Info("ignoring the withdrawal of an invite by someone other than the inviter",
+				"room", pdu.RoomID().String(), "event", pdu.EventID(), "sender", pdu.SenderID(), "inviter", invite.Sender)
+			return true, nil
+		}
 	}
 	_, err = r.storeOutOfRoomMembership(ctx, pdu, nil)
 	return true, err
@@ -128,6 +152,13 @@ func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pd
 // parseRemote parses and signature-checks a remote event.
 func (r *Rooms) parseRemote(ctx context.Context, ver gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
 	pdu, err := ver.NewEventFromUntrustedJSON(raw)
+	var verr gomatrixserverlib.EventValidationError
+	if errors.As(err, &verr) && verr.Persistable && pdu != nil {
+		// Too many bytes in a type or state key in a room version from
+		// before the byte limits (v11): such events exist in old rooms
+		// and are kept, as the rules of their version allow.
+		err = nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("invalid event: %w", err)
 	}
@@ -145,8 +176,29 @@ func (r *Rooms) known(ctx context.Context, ids []string) (map[string]*Event, err
 	return r.Events(ctx, r.db.Read(), ids)
 }
 
+// holePolicy says what ingest does about prev events it lacks.
+type holePolicy int
+
+const (
+	// pulledEvent: an event we fetched ourselves (get_missing_events): the
+	// state before it comes from state_ids.
+	pulledEvent holePolicy = iota
+	// fetchHoles: ask get_missing_events for what lies between, then
+	// state_ids for what remains.
+	fetchHoles
+	// pushedEvent: an event another server pushed (/send): ask
+	// get_missing_events; if that does not reach our copy, the event is
+	// refused, not taken on state_ids' word: it could otherwise become the
+	// room's only forward extremity with state we cannot check (as Synapse).
+	pushedEvent
+)
+
+// errMissingPrevEvents refuses a pushed event whose prev events could not
+// be fetched.
+var errMissingPrevEvents = errors.New("not all prev_events are available")
+
 // ingest persists a verified remote event, first filling holes before it.
-func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, budget *int, fetch bool) error {
+func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, budget *int, holes holePolicy) error {
 	have, err := r.known(ctx, []string{pdu.EventID()})
 	if err != nil {
 		return err
@@ -164,7 +216,7 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 		return err
 	}
 	var stateBefore State
-	if len(prevs) < len(pdu.PrevEventIDs()) && fetch && r.remote != nil {
+	if len(prevs) < len(pdu.PrevEventIDs()) && holes != pulledEvent && r.remote != nil {
 		// Ask for what lies between our extremities and this event, oldest
 		// first, and ingest those first.
 		room, err := storage.GetRoom(ctx, r.db.Read(), roomID)
@@ -187,7 +239,7 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 			}
 			sort.Slice(missing, func(i, j int) bool { return missing[i].Depth() < missing[j].Depth() })
 			for _, p := range missing {
-				if err := r.ingest(ctx, origin, ver, p, budget, false); err != nil {
+				if err := r.ingest(ctx, origin, ver, p, budget, pulledEvent); err != nil {
 					r.log.Debug("ingesting a missing event", "event", p.EventID(), "err", err)
 				}
 			}
@@ -197,6 +249,10 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 		}
 	}
 	if len(prevs) < len(pdu.PrevEventIDs()) {
+		if holes == pushedEvent {
+			r.log.Info("refusing a pushed event: its prev events could not be fetched", "event", pdu.EventID(), "room", roomID)
+			return errMissingPrevEvents
+		}
 		// Still a gap: take the state before the event from the origin.
 		if r.remote == nil {
 			return errors.New("missing prev events and no federation to fetch them")
@@ -607,7 +663,7 @@ func (r *Rooms) updateCurrentState(ctx context.Context, tx *sql.Tx, roomID strin
 			changed = append(changed, id)
 		}
 	}
-	evs, err := r.Events(ctx, tx, changed)
+	memberships, err := r.memberships(ctx, tx, changed)
 	if err != nil {
 		return err
 	}
@@ -615,13 +671,33 @@ func (r *Rooms) updateCurrentState(ctx context.Context, tx *sql.Tx, roomID strin
 		if old[k] == id {
 			continue
 		}
-		var membership *string
-		if ev, ok := evs[id]; ok && ev.Membership != nil {
-			membership = ev.Membership
-		}
+		membership := memberships[id]
 		if err := storage.SetCurrentState(ctx, tx, roomID, k, id, membership); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// memberships returns the membership column of those of ids that are
+// membership events, from the cache or else from the rows, unparsed (a
+// join over federation sets a thousand members at once).
+func (r *Rooms) memberships(ctx context.Context, q storage.Reader, ids []string) (map[string]*string, error) {
+	out := make(map[string]*string, len(ids))
+	var rest []string
+	for _, id := range ids {
+		if ev, ok := r.pdus.get(id); ok {
+			out[id] = ev.Membership
+		} else {
+			rest = append(rest, id)
+		}
+	}
+	rows, err := storage.GetEvents(ctx, q, rest)
+	if err != nil {
+		return nil, err
+	}
+	for _, row := range rows {
+		out[row.EventID] = row.Membership
+	}
+	return out, nil
 }

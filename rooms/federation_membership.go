@@ -162,7 +162,7 @@ func (r *Rooms) receiveMembership(ctx context.Context, origin spec.ServerName, r
 		return nil, mxhttp.Forbidden("The %s is not allowed: %v", membership, err)
 	}
 	budget := maxFetchedEvents
-	if err := r.ingest(ctx, origin, ver, pdu, &budget, true); err != nil {
+	if err := r.ingest(ctx, origin, ver, pdu, &budget, fetchHoles); err != nil {
 		return nil, err
 	}
 	stored, err := r.Event(ctx, eventID)

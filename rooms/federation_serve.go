@@ -200,7 +200,7 @@ func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, ev
 			return nil, nil, nil, mxhttp.Forbidden("The join is not allowed: %v", err)
 		}
 		budget := maxFetchedEvents
-		if err := r.ingest(ctx, origin, ver, join, &budget, true); err != nil {
+		if err := r.ingest(ctx, origin, ver, join, &budget, fetchHoles); err != nil {
 			return nil, nil, nil, err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -82,6 +83,13 @@ func (r *Rooms) inviteRemote(ctx context.Context, roomID string, c ChangeMembers
 	}
 	raw, err := r.invites.InviteV2(ctx, domain, pdu, stripped)
 	if err != nil {
+		var he gomatrix.HTTPError
+		var body struct {
+			ErrCode string `json:"errcode"`
+		}
+		if errors.As(err, &he) && json.Unmarshal(he.Contents, &body) == nil && body.ErrCode == "M_INVITE_BLOCKED" {
+			return nil, ErrInviteBlocked(c.Target)
+		}
 		return nil, mxhttp.Forbidden("The invitee's server refused or could not be reached: %v", err)
 	}
 	signed, err := ver.NewEventFromUntrustedJSON(raw)
@@ -180,6 +188,9 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 	if _, err := r.db.GetUser(ctx, invitee); err != nil {
 		return nil, mxhttp.NotFound("Unknown user %s", invitee)
 	}
+	if err := r.checkInvite(ctx, invitee, string(pdu.SenderID())); err != nil {
+		return nil, err
+	}
 	if _, domain, err := gomatrixserverlib.SplitID('@', string(pdu.SenderID())); err != nil || domain != origin {
 		return nil, mxhttp.Forbidden("The inviter is not a user of the requesting server")
 	}
@@ -199,7 +210,7 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 	roomID := signed.RoomID().String()
 	if live, _ := r.CanJoinLocally(ctx, roomID); live {
 		budget := maxFetchedEvents
-		if err := r.ingest(ctx, origin, ver, signed, &budget, true); err != nil {
+		if err := r.ingest(ctx, origin, ver, signed, &budget, fetchHoles); err != nil {
 			return nil, err
 		}
 		return signed, nil

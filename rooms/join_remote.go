@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -77,7 +79,7 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			// authorise): the join is one more event of it.
 			budget := maxFetchedEvents
 			ver := gomatrixserverlib.MustGetRoomVersion(resp.JoinEvent.Version())
-			if err := r.ingest(ctx, server, ver, resp.JoinEvent, &budget, true); err != nil {
+			if err := r.ingest(ctx, server, ver, resp.JoinEvent, &budget, fetchHoles); err != nil {
 				return nil, err
 			}
 			return r.Event(ctx, resp.JoinEvent.EventID())
@@ -121,12 +123,21 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 	join.EventID()
 	roomID := join.RoomID().String()
 	ver := gomatrixserverlib.MustGetRoomVersion(join.Version())
-	ordered := gomatrixserverlib.LineariseStateResponse(join.Version(), resp.StateSnapshot)
+	// Parsed once (LineariseStateResponse would parse the state again,
+	// and every event ID is a hash of the event): the state and auth
+	// chain in auth order, each event after its auth events.
+	authEvs := resp.StateSnapshot.GetAuthEvents().UntrustedEvents(join.Version())
 	stateEvs := resp.StateSnapshot.GetStateEvents().UntrustedEvents(join.Version())
+	byID := make(map[string]gomatrixserverlib.PDU, len(authEvs)+len(stateEvs))
+	for _, p := range slices.Concat(authEvs, stateEvs) {
+		byID[p.EventID()] = p
+	}
+	ordered := gomatrixserverlib.ReverseTopologicalOrdering(slices.Collect(maps.Values(byID)), gomatrixserverlib.TopologicalOrderByAuthEvents)
 	unlock := r.locks.lock(roomID)
 	defer unlock()
 	var out []*Event
 	var snaps []*snapshot
+	already := false
 	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		room, err := r.db.LockRoom(ctx, tx, roomID)
 		if errors.Is(err, storage.ErrNotFound) {
@@ -137,10 +148,19 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 		} else if err != nil {
 			return err
 		}
-		for _, p := range ordered {
-			if err := storage.InsertOutlierIfAbsent(ctx, tx, remoteRow(p)); err != nil {
-				return err
-			}
+		// A PDU of this room that arrived meanwhile (the room goes on while
+		// send_join is answered) may have stored some of these events, or
+		// be storing them now, and may have put the join in the timeline.
+		if existing, err := storage.GetEvent(ctx, tx, join.EventID()); err == nil && !existing.Outlier {
+			already = true
+			return nil
+		}
+		rows := make([]storage.Event, len(ordered))
+		for i, p := range ordered {
+			rows[i] = remoteRow(p)
+		}
+		if err := storage.InsertOutliers(ctx, tx, rows); err != nil {
+			return err
 		}
 		state := State{}
 		for _, p := range stateEvs {
@@ -187,6 +207,9 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 	})
 	if err != nil {
 		return nil, fmt.Errorf("storing the joined room: %w", err)
+	}
+	if already {
+		return r.Event(ctx, join.EventID())
 	}
 	r.committed(out, snaps)
 	return out[0], nil

@@ -60,6 +60,11 @@ func (r *Rooms) SetMembership(ctx context.Context, roomID string, c ChangeMember
 	if c.Membership == spec.Invite && !r.isLocal(c.Target) {
 		return r.inviteRemote(ctx, roomID, c)
 	}
+	if c.Membership == spec.Invite && c.Sender != c.Target {
+		if err := r.checkInvite(ctx, c.Target, c.Sender); err != nil {
+			return nil, err
+		}
+	}
 	content, err := r.memberContent(ctx, c.Target, c.Membership)
 	if err != nil {
 		return nil, err

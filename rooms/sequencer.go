@@ -36,6 +36,10 @@ type Proto struct {
 	Device   string
 	TxnScope string
 	TxnID    string
+	// Timestamp, when set, is the event's origin_server_ts instead of now
+	// (application services' timestamp massaging); it does not change
+	// where the event goes in the DAG.
+	Timestamp time.Time
 	// built is the event already built (a version 12 m.room.create, whose
 	// ID names the room before anything is stored).
 	built gomatrixserverlib.PDU
@@ -331,7 +335,11 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *localBatch, protos 
 			if err := builder.AddAuthEvents(provider); err != nil {
 				return fmt.Errorf("selecting auth events: %w", err)
 			}
-			if pdu, err = builder.Build(now, r.serverName, r.key.ID, r.key.Private); err != nil {
+			ts := now
+			if !p.Timestamp.IsZero() {
+				ts = p.Timestamp
+			}
+			if pdu, err = builder.Build(ts, r.serverName, r.key.ID, r.key.Private); err != nil {
 				return mxhttp.BadJSON("Invalid event: %v", err)
 			}
 		}

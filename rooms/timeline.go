@@ -10,7 +10,7 @@ import (
 // topological order, and reports whether the end of the timeline in that
 // direction was reached.
 func (r *Rooms) Page(ctx context.Context, roomID string, from TopoToken, backwards bool, limit int) ([]*Event, bool, error) {
-	rows, err := storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, backwards, limit)
+	rows, err := storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, from.Stream, backwards, limit)
 	if err != nil {
 		return nil, false, err
 	}
@@ -23,7 +23,17 @@ func (r *Rooms) Page(ctx context.Context, roomID string, from TopoToken, backwar
 		if err != nil {
 			return nil, false, err
 		}
-		missing, err := r.missingPrevs(ctx, evs)
+		// The event at the boundary too: sync's prev_batch sits just
+		// before the first event after a hole.
+		at, err := storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, from.Stream, false, 1)
+		if err != nil {
+			return nil, false, err
+		}
+		atEvs, err := r.fromRows(ctx, at)
+		if err != nil {
+			return nil, false, err
+		}
+		missing, err := r.missingPrevs(ctx, append(atEvs, evs...))
 		if err != nil {
 			return nil, false, err
 		}
@@ -40,7 +50,7 @@ func (r *Rooms) Page(ctx context.Context, roomID string, from TopoToken, backwar
 				r.log.Warn("backfill", "room", roomID, "err", err)
 			}
 			if added {
-				if rows, err = storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, backwards, limit); err != nil {
+				if rows, err = storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, from.Stream, backwards, limit); err != nil {
 					return nil, false, err
 				}
 			}
@@ -91,7 +101,55 @@ func (r *Rooms) Recent(ctx context.Context, roomID string, from, to int64, limit
 		rows[i], rows[j] = rows[j], rows[i]
 	}
 	evs, err := r.fromRows(ctx, rows)
-	return evs, limited, err
+	if err != nil {
+		return nil, false, err
+	}
+	// A hole in our copy (a remote event persisted without its prev
+	// events: get_missing_events did not reach back far enough) ends what
+	// sync may show as contiguous: the timeline starts after the latest
+	// one and is limited, so the client paginates back from prev_batch
+	// and /messages backfills the hole.
+	gap, err := r.latestGap(ctx, evs)
+	if err != nil {
+		return nil, false, err
+	}
+	if gap >= 0 {
+		evs, limited = evs[gap:], true
+	}
+	return evs, limited, nil
+}
+
+// latestGap returns the index of the last of evs (oldest first) with a
+// prev event we lack in the DAG, or -1. Prev events are mostly recent and
+// cached, so this rarely reads the store.
+func (r *Rooms) latestGap(ctx context.Context, evs []*Event) (int, error) {
+	if len(evs) == 0 {
+		return -1, nil
+	}
+	inPage := make(map[string]bool, len(evs))
+	for _, ev := range evs {
+		inPage[ev.EventID] = true
+	}
+	var prevs []string
+	for _, ev := range evs {
+		for _, id := range ev.PDU.PrevEventIDs() {
+			if !inPage[id] {
+				prevs = append(prevs, id)
+			}
+		}
+	}
+	have, err := r.knownInDAG(ctx, prevs)
+	if err != nil {
+		return -1, err
+	}
+	for i := len(evs) - 1; i >= 0; i-- {
+		for _, id := range evs[i].PDU.PrevEventIDs() {
+			if _, ok := have[id]; !ok && !inPage[id] {
+				return i, nil
+			}
+		}
+	}
+	return -1, nil
 }
 
 // SnapshotAtStream returns the state of a room as of stream position pos.

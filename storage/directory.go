@@ -10,7 +10,7 @@ import (
 
 // PublishedRooms lists the rooms in the public room directory.
 func PublishedRooms(ctx context.Context, q Reader) ([]string, error) {
-	return queryStrings(ctx, q, `SELECT room_id FROM rooms WHERE published ORDER BY room_id`)
+	return queryColumn[string](ctx, q, `SELECT room_id FROM rooms WHERE published ORDER BY room_id`)
 }
 
 // JoinedMemberCount counts a room's joined members.

@@ -149,21 +149,33 @@ func InsertEvent(ctx context.Context, tx *sql.Tx, e Event) (int64, error) {
 	return pos, nil
 }
 
-// InsertOutlierIfAbsent stores an outlier unless an event with its ID is
-// already stored or being stored by a concurrent transaction (which it
-// waits for): several paths fetch the same auth events at once, and on
-// PostgreSQL a failed insert would abort the whole transaction.
-func InsertOutlierIfAbsent(ctx context.Context, tx *sql.Tx, e Event) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts,
-		membership, snapshot_before, snapshot_after, rejected, soft_failed, outlier, relates_to, rel_type,
-		prev_content, prev_sender, replaces_state, sender_device, txn_id, json)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, TRUE, $13, $14, $15, $16, $17, $18, $19, $20)
-		ON CONFLICT (event_id) DO NOTHING`,
-		e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginTS, e.Membership,
-		e.SnapshotBefore, e.SnapshotAfter, e.Rejected, e.SoftFailed, e.RelatesTo, e.RelType,
-		e.PrevContent, e.PrevSender, e.ReplacesState, e.SenderDevice, e.TxnID, string(e.JSON))
-	if err != nil {
-		return fmt.Errorf("inserting outlier: %w", err)
+// InsertOutliers stores events outside the timeline (a joined room's
+// state and auth chain), many rows per statement, skipping any event
+// already stored: with ON CONFLICT in SQL, as another transaction may be
+// storing the same auth event at the same time and PostgreSQL aborts a
+// transaction on a unique violation.
+func InsertOutliers(ctx context.Context, tx *sql.Tx, evs []Event) error {
+	const cols, perStmt = 20, 50
+	for start := 0; start < len(evs); start += perStmt {
+		chunk := evs[start:min(start+perStmt, len(evs))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO events (event_id, room_id, type, state_key, sender, depth, origin_server_ts,
+			membership, snapshot_before, snapshot_after, rejected, soft_failed, relates_to, rel_type,
+			prev_content, prev_sender, replaces_state, sender_device, txn_id, json, outlier) VALUES `)
+		args := make([]any, 0, len(chunk)*cols)
+		for i, e := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(" + placeholders(i*cols+1, cols) + ", TRUE)")
+			args = append(args, e.EventID, e.RoomID, e.Type, e.StateKey, e.Sender, e.Depth, e.OriginTS, e.Membership,
+				e.SnapshotBefore, e.SnapshotAfter, e.Rejected, e.SoftFailed, e.RelatesTo, e.RelType,
+				e.PrevContent, e.PrevSender, e.ReplacesState, e.SenderDevice, e.TxnID, string(e.JSON))
+		}
+		b.WriteString(" ON CONFLICT (event_id) DO NOTHING")
+		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("inserting outliers: %w", err)
+		}
 	}
 	return nil
 }
@@ -258,7 +270,20 @@ func placeholders(from, n int) string {
 // stream_pos). A position is a boundary between events: backwards returns
 // events before (depth, pos), newest first; forwards returns events at or
 // after it, oldest first.
-func RoomEventsTopological(ctx context.Context, q Reader, roomID string, depth, pos int64, backwards bool, limit int) ([]Event, error) {
+func RoomEventsTopological(ctx context.Context, q Reader, roomID string, depth, pos, stream int64, backwards bool, limit int) ([]Event, error) {
+	if stream != 0 {
+		// From a point in the stream (see rooms.TopoToken.Stream): the
+		// events persisted before it (backwards) or from it on, in
+		// topological order.
+		if backwards {
+			return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
+				WHERE room_id = $1 AND NOT outlier AND NOT rejected AND NOT soft_failed AND stream_pos < $2
+				ORDER BY depth DESC, stream_pos DESC LIMIT $3`, roomID, stream, limit)
+		}
+		return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
+			WHERE room_id = $1 AND NOT outlier AND NOT rejected AND NOT soft_failed AND stream_pos >= $2
+			ORDER BY depth ASC, stream_pos ASC LIMIT $3`, roomID, stream, limit)
+	}
 	if backwards {
 		return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events
 			WHERE room_id = $1 AND NOT outlier AND NOT rejected AND NOT soft_failed

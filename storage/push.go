@@ -160,25 +160,6 @@ func PushersOfUser(ctx context.Context, q Reader, userID string) ([]Pusher, erro
 	return queryPushers(ctx, q, `SELECT `+pusherColumns+` FROM pushers WHERE user_id = $1 ORDER BY id`, userID)
 }
 
-// PushersOfUsers lists the pushers of several users.
-func PushersOfUsers(ctx context.Context, q Reader, userIDs []string) ([]Pusher, error) {
-	var out []Pusher
-	for len(userIDs) > 0 {
-		chunk := userIDs[:min(len(userIDs), 500)]
-		userIDs = userIDs[len(chunk):]
-		args := make([]any, len(chunk))
-		for i, u := range chunk {
-			args[i] = u
-		}
-		ps, err := queryPushers(ctx, q, `SELECT `+pusherColumns+` FROM pushers WHERE user_id IN (`+placeholders(1, len(chunk))+`) ORDER BY id`, args...)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ps...)
-	}
-	return out, nil
-}
-
 // GetPusher loads one pusher by ID, or ErrNotFound.
 func GetPusher(ctx context.Context, q Reader, id int64) (Pusher, error) {
 	ps, err := queryPushers(ctx, q, `SELECT `+pusherColumns+` FROM pushers WHERE id = $1`, id)
@@ -213,7 +194,71 @@ func PutPusher(ctx context.Context, tx *sql.Tx, p Pusher, keepOthers bool) error
 	if err != nil {
 		return fmt.Errorf("storing pusher: %w", err)
 	}
+	return bumpPusherVersion(ctx, tx, p.UserID)
+}
+
+// bumpPusherVersion moves the user's pusher_versions row, so caches of
+// the user's pushers reload (every insert, update or delete of a pusher).
+func bumpPusherVersion(ctx context.Context, tx *sql.Tx, userID string) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO pusher_versions (user_id, version) VALUES ($1, 1)
+		ON CONFLICT (user_id) DO UPDATE SET version = pusher_versions.version + 1`, userID)
+	if err != nil {
+		return fmt.Errorf("moving pusher version: %w", err)
+	}
 	return nil
+}
+
+// PusherVersions returns the pusher_versions of those of the users that
+// have ever had a pusher (one row each, whatever their number of pushers).
+func PusherVersions(ctx context.Context, q Reader, userIDs []string) (map[string]int64, error) {
+	out := map[string]int64{}
+	for len(userIDs) > 0 {
+		chunk := userIDs[:min(len(userIDs), 500)]
+		userIDs = userIDs[len(chunk):]
+		args := make([]any, len(chunk))
+		for i, u := range chunk {
+			args[i] = u
+		}
+		rows, err := q.QueryContext(ctx, `SELECT user_id, version FROM pusher_versions WHERE user_id IN (`+placeholders(1, len(chunk))+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("loading pusher versions: %w", err)
+		}
+		for rows.Next() {
+			var u string
+			var v int64
+			if err := rows.Scan(&u, &v); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[u] = v
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// HTTPPusherData returns the data (JSON) of the user's http pushers (the
+// ones that deliver to a push gateway) by pusher ID.
+func HTTPPusherData(ctx context.Context, q Reader, userID string) (map[int64]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, data FROM pushers WHERE user_id = $1 AND kind = 'http'`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("listing pushers: %w", err)
+	}
+	defer rows.Close()
+	out := map[int64]string{}
+	for rows.Next() {
+		var id int64
+		var data string
+		if err := rows.Scan(&id, &data); err != nil {
+			return nil, err
+		}
+		out[id] = data
+	}
+	return out, rows.Err()
 }
 
 // DeletePusher removes the user's pusher with the app ID and pushkey, and
@@ -261,6 +306,15 @@ func deletePushersWhere(ctx context.Context, tx *sql.Tx, where string, args ...a
 		if err := TrimPushQueue(ctx, tx, u); err != nil {
 			return err
 		}
+		if err := bumpPusherVersion(ctx, tx, u); err != nil {
+			return err
+		}
+		// The badge is kept for users with pushers only; a user who sets
+		// one again gets a recount.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM push_badges WHERE user_id = $1
+			AND NOT EXISTS (SELECT 1 FROM pushers WHERE user_id = $1)`, u); err != nil {
+			return fmt.Errorf("dropping push badge: %w", err)
+		}
 	}
 	return nil
 }
@@ -282,14 +336,17 @@ func SetPusherSent(ctx context.Context, tx *sql.Tx, pusherID, id int64) error {
 	return err
 }
 
-// PushBadge is the unread count last queued for the user (0 if none).
-func PushBadge(ctx context.Context, q Reader, userID string) (int64, error) {
-	var badge int64
-	err := q.QueryRowContext(ctx, `SELECT badge FROM push_badges WHERE user_id = $1`, userID).Scan(&badge)
+// PushBadge is the unread count last queued for the user; ok is false
+// when none is stored (the user has had no pusher since).
+func PushBadge(ctx context.Context, q Reader, userID string) (badge int64, ok bool, err error) {
+	err = q.QueryRowContext(ctx, `SELECT badge FROM push_badges WHERE user_id = $1`, userID).Scan(&badge)
 	if err == sql.ErrNoRows {
-		return 0, nil
+		return 0, false, nil
 	}
-	return badge, err
+	if err != nil {
+		return 0, false, fmt.Errorf("loading push badge: %w", err)
+	}
+	return badge, true, nil
 }
 
 // SetPushBadge records the unread count last queued for the user.
@@ -359,21 +416,23 @@ func NextPushes(ctx context.Context, q Reader, userID string, after int64, limit
 	return out, rows.Err()
 }
 
-// PushersWithQueue lists the pushers that have undelivered pushes.
-func PushersWithQueue(ctx context.Context, q Reader) ([]int64, error) {
-	rows, err := q.QueryContext(ctx, `SELECT p.id FROM pushers p WHERE EXISTS
+// PushersWithQueue lists the http pushers that have undelivered pushes,
+// as pusher ID to user ID.
+func PushersWithQueue(ctx context.Context, q Reader) (map[int64]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT p.id, p.user_id FROM pushers p WHERE p.kind = 'http' AND EXISTS
 		(SELECT 1 FROM push_queue q WHERE q.user_id = p.user_id AND q.id > p.sent_id)`)
 	if err != nil {
 		return nil, fmt.Errorf("listing push queues: %w", err)
 	}
 	defer rows.Close()
-	var out []int64
+	out := map[int64]string{}
 	for rows.Next() {
 		var id int64
-		if err := rows.Scan(&id); err != nil {
+		var user string
+		if err := rows.Scan(&id, &user); err != nil {
 			return nil, err
 		}
-		out = append(out, id)
+		out[id] = user
 	}
 	return out, rows.Err()
 }

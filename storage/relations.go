@@ -70,23 +70,24 @@ func ChildIDs(ctx context.Context, q Reader, roomID string, parents []string) ([
 	for _, p := range parents {
 		args = append(args, p)
 	}
-	return queryStrings(ctx, q, `SELECT event_id FROM events WHERE room_id = $1 AND `+relationTimeline+`
+	return queryColumn[string](ctx, q, `SELECT event_id FROM events WHERE room_id = $1 AND `+relationTimeline+`
 		AND relates_to IN (`+placeholders(2, len(parents))+`)`, args...)
 }
 
-func queryStrings(ctx context.Context, q Reader, query string, args ...any) ([]string, error) {
+// queryColumn runs a query of one column and returns its values.
+func queryColumn[T any](ctx context.Context, q Reader, query string, args ...any) ([]T, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("querying: %w", err)
 	}
 	defer rows.Close()
-	var out []string
+	var out []T
 	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
+		var v T
+		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}
-		out = append(out, s)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }

@@ -25,6 +25,7 @@ type Presence struct {
 	offline map[string]*time.Timer // pending "went offline" per user
 	changed func(userID string, pos int64)
 	now     func() time.Time
+	timers  timers
 }
 
 const (
@@ -117,7 +118,7 @@ func (p *Presence) Syncing(userID, presence string) (done func()) {
 			return
 		}
 		delete(p.syncing, userID)
-		p.offline[userID] = time.AfterFunc(presenceOfflineAfter, func() {
+		p.offline[userID] = p.timers.after(presenceOfflineAfter, func() {
 			p.mu.Lock()
 			idle := p.syncing[userID] == 0
 			delete(p.offline, userID)
@@ -128,6 +129,10 @@ func (p *Presence) Syncing(userID, presence string) (done func()) {
 		})
 	}
 }
+
+// Close stops the pending "went offline" changes, for a server shutting
+// down; it waits for one that is being made.
+func (p *Presence) Close() { p.timers.close() }
 
 // ChangedSince returns the users whose presence changed in (from, to].
 func (p *Presence) ChangedSince(from, to int64) []string {

@@ -14,6 +14,7 @@ type Typing struct {
 	pos     int64
 	rooms   map[string]*roomTyping
 	changed func(roomID string, pos int64) // wakes the room's users
+	timers  timers
 	// publish, when set, is told of every Set (not of Apply), so other
 	// processes sharing the database keep the same typing state, each
 	// with positions of its own.
@@ -57,7 +58,7 @@ func (t *Typing) Apply(roomID, userID string, typing bool, timeout time.Duration
 		delete(rt.users, userID)
 	}
 	if typing {
-		rt.users[userID] = time.AfterFunc(timeout, func() { t.expire(roomID, userID) })
+		rt.users[userID] = t.timers.after(timeout, func() { t.expire(roomID, userID) })
 	}
 	if was == typing && typing {
 		// Still typing: the timer was extended, nothing to tell anyone.
@@ -89,6 +90,10 @@ func (t *Typing) expire(roomID, userID string) {
 	t.mu.Unlock()
 	t.changed(roomID, pos)
 }
+
+// Close stops the pending expiries, for a server shutting down; it waits
+// for one that is being made.
+func (t *Typing) Close() { t.timers.close() }
 
 // Users returns who is typing in a room and the position of the last change.
 func (t *Typing) Users(roomID string) ([]string, int64) {

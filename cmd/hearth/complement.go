@@ -24,7 +24,9 @@ func complementServe(ctx context.Context, args []string, stderr io.Writer) error
 	fset.SetOutput(stderr)
 	dataDir := fset.String("data-dir", "/data", "data directory inside the container")
 	caDir := fset.String("ca-dir", "/complement/ca", "where Complement puts ca.crt and ca.key")
-	if err := fset.Parse(args); err != nil {
+	asDir := fset.String("appservice-dir", "/complement/appservice", "where Complement puts application service registrations")
+	err := fset.Parse(args)
+	if err != nil {
 		return err
 	}
 	serverName := os.Getenv("SERVER_NAME")
@@ -43,7 +45,12 @@ func complementServe(ctx context.Context, args []string, stderr io.Writer) error
 	// (a private docker address).
 	cfg.LegacyMedia = config.LegacyMediaOn
 	cfg.URLPreview = true
+	cfg.ServerNoticesLocalpart = "_server" // the sender Complement expects
 	cfg.URLPreviewAllowCIDRs = []string{"0.0.0.0/0", "::/0"}
+	// Blueprints with application services get their registrations here.
+	if cfg.AppServiceConfigFiles, err = filepath.Glob(filepath.Join(*asDir, "*.yaml")); err != nil {
+		return fmt.Errorf("complement: %w", err)
+	}
 	caCert, caKey := filepath.Join(*caDir, "ca.crt"), filepath.Join(*caDir, "ca.key")
 	cfg.FederationCACerts = []string{caCert}
 	// Complement's homeservers and its own test servers live on a

@@ -1,0 +1,161 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/rooms"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Server Notices (client-server API, Server Notices module): one room per
+// user, made by the notices account (config server_notices_localpart) on
+// the first notice, tagged m.server_notice, to which the user is invited
+// rather than joined. Notices are sent through Synapse's admin API, so the
+// tools operators already use work.
+
+const serverNoticeTag = "m.server_notice"
+
+// noticeRooms serialises finding-or-making a user's notices room, so two
+// notices at once do not make two rooms.
+type noticeRooms struct{ mu sync.Mutex }
+
+func (a *API) serverNoticeRoutes(r chi.Router) {
+	r.Post("/_synapse/admin/v1/send_server_notice", a.admin(a.sendServerNotice))
+	r.Put("/_synapse/admin/v1/send_server_notice/{txnId}", a.admin(a.sendServerNotice))
+}
+
+// POST /_synapse/admin/v1/send_server_notice and PUT .../{txnId}
+// (idempotent per admin device and txnId):
+// {"user_id", "content", "type" (default m.room.message), "state_key"}.
+func (a *API) sendServerNotice(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	if a.cfg.ServerNoticesLocalpart == "" {
+		mxhttp.WriteError(w, r, mxhttp.Unknown("Server notices are off: set server_notices_localpart in the config"))
+		return
+	}
+	var req struct {
+		UserID   string          `json:"user_id"`
+		Content  json.RawMessage `json:"content"`
+		Type     string          `json:"type"`
+		StateKey *string         `json:"state_key"`
+	}
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	switch {
+	case req.UserID == "":
+		mxhttp.WriteError(w, r, mxhttp.MissingParam("user_id is required"))
+		return
+	case !strings.HasSuffix(req.UserID, ":"+a.cfg.ServerName):
+		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Server notices go to users of this server only"))
+		return
+	case len(req.Content) == 0 || req.Content[0] != '{':
+		mxhttp.WriteError(w, r, mxhttp.BadJSON("content must be a JSON object"))
+		return
+	}
+	if req.Type == "" {
+		req.Type = "m.room.message"
+	}
+	if _, err := a.db.GetUser(r.Context(), req.UserID); errors.Is(err, storage.ErrNotFound) {
+		mxhttp.WriteError(w, r, mxhttp.NotFound("Unknown user %s", req.UserID))
+		return
+	} else if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	roomID, err := a.serverNoticeRoom(r, req.UserID)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	p := rooms.Proto{Sender: a.noticesUserID(), Type: req.Type, StateKey: req.StateKey, Content: req.Content}
+	if txn := pathParam(r, "txnId"); txn != "" {
+		p.Device, p.TxnScope, p.TxnID = c.DeviceID, "server_notice:"+c.UserID, txn
+	}
+	evs, err := a.rooms.Send(r.Context(), roomID, p)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": evs[0].EventID})
+}
+
+func (a *API) noticesUserID() string {
+	return "@" + a.cfg.ServerNoticesLocalpart + ":" + a.cfg.ServerName
+}
+
+// serverNoticeRoom returns the user's notices room, making it (and the
+// notices account) on first use, and invites the user again if they left.
+func (a *API) serverNoticeRoom(r *http.Request, userID string) (string, error) {
+	a.notices.mu.Lock()
+	defer a.notices.mu.Unlock()
+	ctx := r.Context()
+	sender := a.noticesUserID()
+	if _, err := a.db.GetUser(ctx, sender); errors.Is(err, storage.ErrNotFound) {
+		// No password: nobody can log in as the notices account.
+		_, err := a.accounts.Register(ctx, accounts.NewUser{Localpart: a.cfg.ServerNoticesLocalpart, DisplayName: "Server Notices", InhibitLogin: true})
+		if err != nil && !errors.Is(err, storage.ErrConflict) {
+			return "", err
+		}
+	} else if err != nil {
+		return "", err
+	}
+	roomID, err := storage.ServerNoticeRoom(ctx, a.db.Read(), userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		name := "Server Notices"
+		// Users may read and leave but not talk: users_default below
+		// events_default.
+		roomID, err = a.rooms.Create(ctx, rooms.CreateRequest{Creator: sender, Preset: "private_chat", Name: &name,
+			Invite: []string{userID}, PowerLevelContentOverride: map[string]json.RawMessage{"users_default": json.RawMessage("-10")}})
+		if err != nil {
+			return "", err
+		}
+		if err := a.db.SetServerNoticeRoom(ctx, userID, roomID); err != nil {
+			return "", err
+		}
+		if err := a.changeTag(r, userID, roomID, serverNoticeTag, json.RawMessage(`{}`)); err != nil {
+			return "", err
+		}
+		return roomID, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	m, _, err := storage.CurrentMembership(ctx, a.db.Read(), roomID, userID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return "", err
+	}
+	if m != spec.Join && m != spec.Invite {
+		if _, err := a.rooms.SetMembership(ctx, roomID, rooms.ChangeMembership{Sender: sender, Target: userID, Membership: spec.Invite}); err != nil {
+			return "", err
+		}
+	}
+	return roomID, nil
+}
+
+// refuseNoticeRoomReject: an invite to one's server notices room cannot
+// be rejected (M_CANNOT_LEAVE_SERVER_NOTICE_ROOM); once joined, the user
+// may leave.
+func (a *API) refuseNoticeRoomReject(r *http.Request, roomID, userID string) error {
+	if a.cfg.ServerNoticesLocalpart == "" {
+		return nil
+	}
+	own, err := storage.ServerNoticeRoom(r.Context(), a.db.Read(), userID)
+	if err != nil || own != roomID {
+		return nil
+	}
+	if m, _, _ := storage.CurrentMembership(r.Context(), a.db.Read(), roomID, userID); m == spec.Invite {
+		return &mxhttp.Error{Status: http.StatusForbidden, ErrCode: "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM",
+			Message: "The invite to your server notices room cannot be rejected; join the room, then you may leave it"}
+	}
+	return nil
+}

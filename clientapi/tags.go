@@ -1,0 +1,122 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Room Tagging (client-server API, tags module): a room's tags are its
+// m.tag room account data, {"tags": {name: {"order": n, ...}}}, so sync
+// carries them like any room account data.
+
+const tagType = "m.tag"
+
+// tagContent is the content of m.tag.
+type tagContent struct {
+	Tags map[string]json.RawMessage `json:"tags"`
+}
+
+func (a *API) tagRoutes(v3 func(string, string, http.HandlerFunc)) {
+	v3("GET", "/user/{userId}/rooms/{roomId}/tags", a.authed(a.getTags))
+	v3("PUT", "/user/{userId}/rooms/{roomId}/tags/{tag}", a.authed(a.putTag))
+	v3("DELETE", "/user/{userId}/rooms/{roomId}/tags/{tag}", a.authed(a.deleteTag))
+}
+
+// GET /user/{userId}/rooms/{roomId}/tags
+func (a *API) getTags(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	userID, roomID, _, err := accountDataTarget(r, c)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	tc := tagContent{Tags: map[string]json.RawMessage{}}
+	d, err := a.db.GetAccountData(r.Context(), userID, roomID, tagType)
+	if err == nil {
+		_ = json.Unmarshal(d.Content, &tc)
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if tc.Tags == nil {
+		tc.Tags = map[string]json.RawMessage{}
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, tc)
+}
+
+// PUT /user/{userId}/rooms/{roomId}/tags/{tag}
+func (a *API) putTag(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	userID, roomID, _, err := accountDataTarget(r, c)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	var body map[string]json.RawMessage
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if o, ok := body["order"]; ok {
+		var order float64
+		if json.Unmarshal(o, &order) != nil {
+			mxhttp.WriteError(w, r, mxhttp.BadJSON("order must be a number"))
+			return
+		}
+	}
+	info, err := json.Marshal(body)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if err := a.changeTag(r, userID, roomID, pathParam(r, "tag"), info); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// DELETE /user/{userId}/rooms/{roomId}/tags/{tag}
+func (a *API) deleteTag(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+	userID, roomID, _, err := accountDataTarget(r, c)
+	if err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	if err := a.changeTag(r, userID, roomID, pathParam(r, "tag"), nil); err != nil {
+		mxhttp.WriteError(w, r, err)
+		return
+	}
+	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+}
+
+// changeTag sets (info non-nil) or removes a tag in one read-modify-write
+// of m.tag, and wakes the user's syncs.
+func (a *API) changeTag(r *http.Request, userID, roomID, tag string, info json.RawMessage) error {
+	if tag == "" || len(tag) > 255 {
+		return mxhttp.InvalidParam("A tag name must be 1 to 255 bytes")
+	}
+	pos, err := a.db.UpdateAccountData(r.Context(), userID, roomID, tagType, func(old []byte, found bool) ([]byte, error) {
+		tc := tagContent{}
+		if found {
+			_ = json.Unmarshal(old, &tc)
+		}
+		if tc.Tags == nil {
+			tc.Tags = map[string]json.RawMessage{}
+		}
+		if info == nil {
+			delete(tc.Tags, tag)
+		} else {
+			tc.Tags[tag] = info
+		}
+		return json.Marshal(tc)
+	})
+	if err != nil {
+		return err
+	}
+	a.accountDataChanged(userID, pos)
+	return nil
+}
