@@ -411,6 +411,28 @@ func TestOneProcessDeliversPushes(t *testing.T) {
 		if gw.count(muted) != 0 || gw.count(after) != 0 {
 			t.Fatalf("a muted room's messages were pushed: %d, %d", gw.count(muted), gw.count(after))
 		}
+
+		// Unmuted again, the leader stops: the second process delivers, also
+		// after its own lock connection breaks and it leads again.
+		hearthtest.Expect(t, alice.do(t, "DELETE", "/_matrix/client/v3/pushrules/global/room/"+url.PathEscape(roomID), nil),
+			http.StatusOK, "")
+		alice.hs.Stop(t)
+		delivered := func(id string) {
+			t.Helper()
+			deadline := time.Now().Add(10 * time.Second)
+			for gw.count(id) == 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			time.Sleep(time.Second)
+			if n := gw.count(id); n != 1 {
+				t.Fatalf("event %s pushed %d times", id, n)
+			}
+		}
+		delivered(bob.send(t, roomID, "after the leader stopped"))
+		if n := terminate(t, p2, leaderSession); n != 1 {
+			t.Fatalf("ended %d leader sessions, want 1", n)
+		}
+		delivered(bob.send(t, roomID, "after a new election"))
 	})
 }
 
@@ -559,6 +581,12 @@ namespaces:
 
 		p1.Stop(t)
 		wait([]string{bob.send(t, roomID, "after the leader stopped")})
+		// The new leader's lock connection breaks: it stops sending, takes
+		// the lock again and goes on.
+		if n := terminate(t, bob.hs, leaderSession); n != 1 {
+			t.Fatalf("ended %d leader sessions, want 1", n)
+		}
+		wait([]string{bob.send(t, roomID, "after a new election")})
 		br.mu.Lock()
 		defer br.mu.Unlock()
 		for id, n := range br.txns {
