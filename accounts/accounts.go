@@ -29,6 +29,11 @@ type Accounts struct {
 	// MaxDevicesPerUser refuses new logins beyond this many devices; 0 means
 	// no limit.
 	MaxDevicesPerUser int
+	// TokensRevoked, when set, is told (after commit) of every user some of
+	// whose access tokens were revoked, so that other processes sharing
+	// the database drop their cached tokens too (ForgetTokens). Set it
+	// before serving.
+	TokensRevoked func(userID string)
 	// AppServices are the registered application services, whose
 	// as_tokens authenticate too; nil: none.
 	AppServices *appservice.Registry

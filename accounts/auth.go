@@ -120,7 +120,22 @@ func (a *Accounts) touchDevice(r *http.Request, userID, deviceID string, now tim
 // forgetTokensOnCommit drops the user's cached access tokens once tx,
 // which revokes some of them, commits.
 func (a *Accounts) forgetTokensOnCommit(tx *sql.Tx, userID string) {
-	a.DB.AfterCommit(tx, func() { a.tokens.dropUser(userID) })
+	a.DB.AfterCommit(tx, func() {
+		a.tokens.dropUser(userID)
+		if a.TokensRevoked != nil {
+			a.TokensRevoked(userID)
+		}
+	})
+}
+
+// ForgetTokens drops the cached access tokens of a user (another process
+// revoked some), or of everyone when userID is "".
+func (a *Accounts) ForgetTokens(userID string) {
+	if userID == "" {
+		a.tokens.clear()
+	} else {
+		a.tokens.dropUser(userID)
+	}
 }
 
 // lastSeenState is embedded in Accounts.

@@ -8,11 +8,11 @@ import (
 )
 
 // tokenCacheTTL is how long a resolved access token is trusted without
-// asking the database. Within one process every revocation (logout, device
-// deletion, password change with logout, deactivation, refresh rotation,
-// re-login with the same device ID) drops the user's entries as it
-// commits; another process sharing the database sees a revocation made
-// here at most this long after it committed.
+// asking the database. Every revocation (logout, device deletion, password
+// change with logout, deactivation, refresh rotation, re-login with the
+// same device ID) drops the user's entries as it commits, here and, by
+// Accounts.TokensRevoked, in other processes sharing the database; the TTL
+// bounds what a lost notification could leave behind.
 const tokenCacheTTL = 10 * time.Second
 
 // tokenCacheMax bounds the entries; when full, the cache is emptied (the
@@ -57,6 +57,13 @@ func (c *tokenCache) put(hash string, owner storage.TokenOwner, now time.Time) {
 		c.byUser[owner.UserID] = set
 	}
 	set[hash] = true
+}
+
+// clear forgets every cached token.
+func (c *tokenCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.entries, c.byUser = nil, nil
 }
 
 // dropUser forgets every cached token of a user.

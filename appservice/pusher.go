@@ -32,6 +32,10 @@ const maxTxnEvents = 100
 // transaction the service does not accept with a 2xx is retried, with the
 // same ID and events, after an exponential backoff.
 //
+// With several processes sharing one PostgreSQL only the leader sends
+// (Start, Stop): two senders of one service would number and send their
+// transactions over each other. The others wake it through the relay.
+//
 // Requests go to the configured URL whatever its address: bridges usually
 // run next to the server on a private or loopback address, and the URL
 // comes from the operator's registration file, not from a user.
@@ -47,14 +51,21 @@ type Pusher struct {
 	mu                 sync.Mutex
 	minDelay, maxDelay time.Duration
 
-	ctx    context.Context
+	ctx    context.Context // the Pusher's lifetime; sending terms derive from it
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// term is the running sending term's cancel, nil when the senders do
+	// not run; termMu orders Start, Stop and Close.
+	termMu sync.Mutex
+	term   context.CancelFunc
 }
 
-// NewPusher starts a sender for every service with a URL. A service seen
-// for the first time starts at the current end of the stream.
-func NewPusher(ctx context.Context, db *storage.DB, rs *rooms.Rooms, registry *Registry, log *slog.Logger) (*Pusher, error) {
+// NewPusher starts a sender for every service with a URL, unless standby
+// (another process sharing the database may be sending: Start when this
+// one leads). A service seen for the first time starts at the current end
+// of the stream.
+func NewPusher(ctx context.Context, db *storage.DB, rs *rooms.Rooms, registry *Registry, log *slog.Logger, standby bool) (*Pusher, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	p := &Pusher{db: db, rooms: rs, registry: registry, log: log, client: &http.Client{Timeout: 30 * time.Second},
 		wake: map[string]chan struct{}{}, minDelay: 2 * time.Second, maxDelay: 5 * time.Minute, ctx: runCtx, cancel: cancel}
@@ -73,19 +84,47 @@ func NewPusher(ctx context.Context, db *storage.DB, rs *rooms.Rooms, registry *R
 		}
 		p.wake[reg.ID] = make(chan struct{}, 1)
 	}
-	for _, reg := range registry.All() {
-		if w, ok := p.wake[reg.ID]; ok {
-			p.wg.Add(1)
-			go p.run(reg, w)
-		}
+	if !standby {
+		p.Start()
 	}
 	return p, nil
+}
+
+// Start runs the senders (if they do not run): at start, or when this
+// process takes over from another sharing the database. Each goes on
+// from its service's stored position and transaction in flight.
+func (p *Pusher) Start() {
+	p.termMu.Lock()
+	defer p.termMu.Unlock()
+	if p.term != nil || p.ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(p.ctx)
+	p.term = cancel
+	for _, reg := range p.registry.All() {
+		if w, ok := p.wake[reg.ID]; ok {
+			p.wg.Add(1)
+			go p.run(ctx, reg, w)
+		}
+	}
+}
+
+// Stop stops the senders and returns once none runs; what is not yet
+// delivered stays owed, to Start or another process.
+func (p *Pusher) Stop() {
+	p.termMu.Lock()
+	defer p.termMu.Unlock()
+	if p.term != nil {
+		p.term()
+		p.term = nil
+	}
+	p.wg.Wait()
 }
 
 // Close stops the senders; what is not yet delivered stays owed.
 func (p *Pusher) Close() {
 	p.cancel()
-	p.wg.Wait()
+	p.Stop()
 }
 
 // SetBackoff changes the retry delays (tests use milliseconds).
@@ -103,7 +142,12 @@ func (p *Pusher) backoff() (time.Duration, time.Duration) {
 
 // Observe is the rooms.Observer: it wakes every sender, which reads the
 // committed events from the store itself.
-func (p *Pusher) Observe([]*rooms.Event) {
+func (p *Pusher) Observe([]*rooms.Event) { p.Wake() }
+
+// Wake makes every sender look for new events: for events committed here
+// (Observe) or by another process sharing the database. A sender that
+// does not run looks when it starts.
+func (p *Pusher) Wake() {
 	for _, w := range p.wake {
 		select {
 		case w <- struct{}{}:
@@ -112,13 +156,14 @@ func (p *Pusher) Observe([]*rooms.Event) {
 	}
 }
 
-func (p *Pusher) run(reg *Registration, wake chan struct{}) {
+// run is one service's sender, until ctx (its sending term) ends.
+func (p *Pusher) run(ctx context.Context, reg *Registration, wake chan struct{}) {
 	defer p.wg.Done()
 	var delay time.Duration
 	var cur cursor
 	for {
-		progressed, err := p.step(p.ctx, reg, &cur)
-		if p.ctx.Err() != nil {
+		progressed, err := p.step(ctx, reg, &cur)
+		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
@@ -126,7 +171,7 @@ func (p *Pusher) run(reg *Registration, wake chan struct{}) {
 			delay = min(max(delay*2, minDelay), maxDelay)
 			p.log.Warn("application service transaction failed; retrying", "appservice", reg.ID, "err", err, "retry_in", delay)
 			select {
-			case <-p.ctx.Done():
+			case <-ctx.Done():
 				return
 			case <-time.After(delay):
 			}
@@ -137,7 +182,7 @@ func (p *Pusher) run(reg *Registration, wake chan struct{}) {
 			continue
 		}
 		select {
-		case <-p.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-wake:
 		}

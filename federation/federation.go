@@ -52,6 +52,11 @@ type Deps struct {
 	AppServices *appservice.Pusher
 	Log         *slog.Logger
 	Version     string
+	// Standby leaves the send queue stopped until its Start: another
+	// process sharing the database may be the one sending. Queued, when
+	// set, is told of destinations with newly queued work (see Queue).
+	Standby bool
+	Queued  func(destinations []string)
 }
 
 // API is the federation side of one homeserver.
@@ -119,6 +124,7 @@ func New(ctx context.Context, d Deps) (*API, error) {
 	a.keyClient = recordingKeyClient{FederationClient: a.client, db: d.DB}
 	a.keyRing = newKeyRing(d.DB, a.serverName, a.ownKeys(), a.keyClient, trusted)
 	a.queue = NewQueue(d.DB, d.Rooms, a.client, a.serverName, d.Log)
+	a.queue.Queued = d.Queued
 	a.edus = a.eduHandlers()
 	d.Rooms.Observe(a.queue.fanOut)
 	d.Rooms.SetFederation(a.keyRing, roomClient{a}, roomClient{a})
@@ -127,9 +133,11 @@ func New(ctx context.Context, d Deps) (*API, error) {
 	if d.Media != nil {
 		d.Media.SetRemote(mediaFetcher{a})
 	}
-	if err := a.queue.Start(ctx); err != nil {
-		a.queue.Close()
-		return nil, err
+	if !d.Standby {
+		if err := a.queue.Start(ctx); err != nil {
+			a.queue.Close()
+			return nil, err
+		}
 	}
 	return a, nil
 }

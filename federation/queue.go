@@ -46,12 +46,20 @@ type Queue struct {
 	// doubles per failure, with ±25% jitter.
 	MinBackoff, MaxBackoff time.Duration
 
+	// Queued, when set, is told of destinations with newly queued work
+	// (after commit): another process sharing the database may be the one
+	// sending. Set it before anything is queued.
+	Queued func(destinations []string)
+
+	wg sync.WaitGroup
+
+	mu sync.Mutex
+	// ctx is the sending term, between Start and Stop; done when this
+	// process does not send (before Start, or while another process
+	// sharing the database sends): new work then only stays queued.
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	mu    sync.Mutex
-	dests map[spec.ServerName]*destinationQueue
+	dests  map[spec.ServerName]*destinationQueue
 }
 
 // destinationQueue is the sender state of one destination.
@@ -65,13 +73,21 @@ type destinationQueue struct {
 // NewQueue returns a stopped queue; Start resumes what the tables hold.
 func NewQueue(db *storage.DB, rms *rooms.Rooms, client fclient.FederationClient, origin spec.ServerName, log *slog.Logger) *Queue {
 	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
 	return &Queue{db: db, rooms: rms, client: client, origin: origin, log: log,
 		MinBackoff: time.Second, MaxBackoff: 30 * time.Minute,
 		ctx: ctx, cancel: cancel, dests: map[spec.ServerName]*destinationQueue{}}
 }
 
-// Start starts a sender for every destination with queued work.
+// Start begins sending (if the queue is stopped) and starts a sender for
+// every destination with queued work: at start, or when this process
+// takes over sending from another process sharing the database.
 func (q *Queue) Start(ctx context.Context) error {
+	q.mu.Lock()
+	if q.ctx.Err() != nil {
+		q.ctx, q.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	}
+	q.mu.Unlock()
 	dests, err := storage.QueueDestinations(ctx, q.db.Read())
 	if err != nil {
 		return err
@@ -82,11 +98,24 @@ func (q *Queue) Start(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the senders and waits for them; queued work stays in the
-// tables for the next start.
-func (q *Queue) Close() {
+// Stop stops the senders and waits for them; queued work stays in the
+// tables for the next Start, here or in another process.
+func (q *Queue) Stop() {
+	q.mu.Lock()
 	q.cancel()
+	q.mu.Unlock()
 	q.wg.Wait()
+}
+
+// Close stops the senders (see Stop).
+func (q *Queue) Close() { q.Stop() }
+
+// Kick makes the senders of destinations look at their queues: another
+// process queued work for them. It does nothing while the queue is stopped.
+func (q *Queue) Kick(destinations []string) {
+	for _, d := range destinations {
+		q.kick(spec.ServerName(d))
+	}
 }
 
 // SendEvents queues events (by ID; they must be persisted) for destinations.
@@ -99,7 +128,7 @@ func (q *Queue) SendEvents(ctx context.Context, destinations []spec.ServerName, 
 	if err != nil {
 		return err
 	}
-	q.kickAll(dests)
+	q.queued(dests)
 	return nil
 }
 
@@ -122,7 +151,7 @@ func (q *Queue) SendEDUTx(ctx context.Context, tx *sql.Tx, destinations []spec.S
 	if err := storage.QueueEDU(ctx, tx, dests, b); err != nil {
 		return err
 	}
-	q.db.AfterCommit(tx, func() { q.kickAll(dests) })
+	q.db.AfterCommit(tx, func() { q.queued(dests) })
 	return nil
 }
 
@@ -153,10 +182,13 @@ func (q *Queue) remote(destinations []spec.ServerName) []string {
 	return out
 }
 
-func (q *Queue) kickAll(dests []string) {
-	for _, d := range dests {
-		q.kick(spec.ServerName(d))
+// queued starts or wakes the senders of destinations with new work, and
+// tells Queued.
+func (q *Queue) queued(dests []string) {
+	if q.Queued != nil {
+		q.Queued(dests)
 	}
+	q.Kick(dests)
 }
 
 // kick makes sure a sender for dest runs and sees the new work.
@@ -177,18 +209,18 @@ func (q *Queue) kick(dest spec.ServerName) {
 	}
 	dq.running = true
 	q.wg.Add(1)
-	go q.run(dq)
+	go q.run(q.ctx, dq)
 }
 
-// run sends dq's queue until it is empty or the queue is closed.
-func (q *Queue) run(dq *destinationQueue) {
+// run sends dq's queue until it is empty or the queue is stopped.
+func (q *Queue) run(ctx context.Context, dq *destinationQueue) {
 	defer q.wg.Done()
 	failures := 0
-	for q.ctx.Err() == nil {
+	for ctx.Err() == nil {
 		q.mu.Lock()
 		dq.pending = false
 		q.mu.Unlock()
-		sent, err := q.sendBatch(dq.dest)
+		sent, err := q.sendBatch(ctx, dq.dest)
 		if err != nil {
 			failures++
 			wait := q.backoff(failures)
@@ -196,7 +228,7 @@ func (q *Queue) run(dq *destinationQueue) {
 			select {
 			case <-time.After(wait):
 			case <-dq.wake:
-			case <-q.ctx.Done():
+			case <-ctx.Done():
 			}
 			continue
 		}
@@ -230,8 +262,7 @@ func (q *Queue) backoff(failures int) time.Duration {
 
 // sendBatch sends one transaction of the oldest queued work for dest. It
 // reports false when there was nothing to send.
-func (q *Queue) sendBatch(dest spec.ServerName) (bool, error) {
-	ctx := q.ctx
+func (q *Queue) sendBatch(ctx context.Context, dest spec.ServerName) (bool, error) {
 	pdus, err := storage.PendingPDUs(ctx, q.db.Read(), string(dest), maxTxnPDUs)
 	if err != nil {
 		return false, err

@@ -122,6 +122,12 @@ func NewServer(t testing.TB, b Backend, modify func(*config.Config)) *Server {
 	if modify != nil {
 		modify(&cfg)
 	}
+	return serve(t, cfg)
+}
+
+// serve starts a homeserver on cfg behind listeners of its own.
+func serve(t testing.TB, cfg config.Config) *Server {
+	t.Helper()
 	s := &Server{client: &swappable{}, fed: &swappable{}}
 	s.start(t, cfg)
 	client := httptest.NewServer(s.client)
@@ -162,6 +168,33 @@ func (s *Server) Restart(t testing.TB) {
 		t.Fatalf("closing homeserver: %v", err)
 	}
 	s.start(t, cfg)
+}
+
+// AnotherProcess starts a second homeserver process on s's PostgreSQL
+// database and schema, as an operator runs several processes on one
+// database: the same configuration (server name, data directory, signing
+// key), listeners of its own. Only PostgreSQL is shared by processes.
+func (s *Server) AnotherProcess(t testing.TB) *Server {
+	t.Helper()
+	if !strings.HasPrefix(s.Config.DatabaseURL, "postgres") {
+		t.Fatal("AnotherProcess needs a PostgreSQL backend")
+	}
+	return serve(t, s.Config)
+}
+
+// Stop ends the homeserver as a process that stops would (its background
+// work stops, its database connections close); its listeners answer 503
+// from then on.
+func (s *Server) Stop(t testing.TB) {
+	t.Helper()
+	down := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "stopped", http.StatusServiceUnavailable)
+	})
+	s.client.set(down)
+	s.fed.set(down)
+	if err := s.Server.Close(); err != nil {
+		t.Fatalf("stopping homeserver: %v", err)
+	}
 }
 
 // FederationDown makes the server's federation listener answer every

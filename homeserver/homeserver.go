@@ -58,6 +58,10 @@ type Server struct {
 	client     http.Handler
 	federation http.Handler
 	metrics    *prometheus.Registry
+	// relay and leader coordinate the processes sharing a PostgreSQL
+	// database (nil on SQLite, which one process serves alone).
+	relay  *relay
+	leader *leadership
 }
 
 // Version is the build's version: the module version, or the VCS revision
@@ -121,17 +125,40 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, err
 	}
+	if db.Dialect() == storage.Postgres {
+		if s.relay, err = newRelay(ctx, db, log); err != nil {
+			db.Close()
+			return nil, err
+		}
+		s.Notifier.SetPublish(func(c syncstream.Change) { s.relay.publish(relayMessage{Sync: &c}) })
+		// A revoked token must be refused everywhere once the request
+		// that revoked it has answered: the others acknowledge.
+		s.Accounts.TokensRevoked = func(userID string) { s.relay.publishAcked(relayMessage{Tokens: userID}) }
+	}
 	// Local users' presence goes to other servers once federation exists.
 	s.Typing, s.Presence = newEphemeral(db, s.Notifier, func(userID string) {
 		if s.Federation != nil && cfg.Presence {
 			s.Federation.SendPresence(context.Background(), userID, s.Presence.Get(userID))
 		}
 	})
+	if s.relay != nil {
+		// Every process keeps who is typing, each with positions of its own;
+		// presence stays per process (docs/operations.md).
+		s.Typing.SetPublish(func(roomID, userID string, typing bool, timeout time.Duration) {
+			s.relay.publish(relayMessage{Typing: &relayedTyping{Room: roomID, User: userID, Typing: typing, Timeout: timeout.Milliseconds()}})
+		})
+	}
 	s.E2EE = e2ee.New(db, cfg.ServerName, log)
 	wireE2EE(db, s.Accounts, s.E2EE, s.Notifier)
 	wireDeviceAccountData(db, s.Accounts, s.Notifier)
-	s.Push, err = push.New(push.Deps{DB: db, Rooms: s.Rooms, Presence: s.Presence, ServerName: cfg.ServerName, Log: log,
-		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second})
+	pushDeps := push.Deps{DB: db, Rooms: s.Rooms, Presence: s.Presence, ServerName: cfg.ServerName, Log: log,
+		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second}
+	if s.relay != nil {
+		pushDeps.Standby = true // until this process leads
+		pushDeps.PushesQueued = func(users []string) { s.relay.publish(relayMessage{PushUsers: users}) }
+		pushDeps.RulesChanged = func(userID string) { s.relay.publish(relayMessage{Rules: userID}) }
+	}
+	s.Push, err = push.New(pushDeps)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -143,16 +170,29 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// change that ends the shared room, so a client reacting to
 	// device_lists.left never reads the stale list.
 	s.Rooms.Observe(watchMemberships(s.E2EE, log))
+	if s.relay != nil {
+		// Before the sync wake-ups: a process woken for a redaction has
+		// already dropped the redacted event from its cache.
+		s.Rooms.Observe(s.relay.publishRedactions)
+	}
 	s.Rooms.Observe(feedNotifier(s.Notifier))
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
-	if s.AppServices, err = startAppServices(ctx, s, regs); err != nil {
+	// With several processes, application services get their events from
+	// the leader only, as gateways and other servers do.
+	if s.AppServices, err = startAppServices(ctx, s, regs, s.relay != nil); err != nil {
 		s.Push.Close()
 		db.Close()
 		return nil, err
 	}
-	if s.Federation, err = federation.New(ctx, federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Media: s.Media, Key: key,
-		Notifier: s.Notifier, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, AppServices: s.AppServices, Log: log, Version: version}); err != nil {
+	fedDeps := federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Media: s.Media, Key: key, Notifier: s.Notifier,
+		Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, AppServices: s.AppServices, Log: log, Version: version}
+	if s.relay != nil {
+		fedDeps.Standby = true // until this process leads
+		fedDeps.Queued = func(dests []string) { s.relay.publish(relayMessage{Dests: dests}) }
+	}
+	if s.Federation, err = federation.New(ctx, fedDeps); err != nil {
 		s.AppServices.Close()
+		s.Push.Close()
 		db.Close()
 		return nil, err
 	}
@@ -172,13 +212,23 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Federation.Routes(f)
 	f.Get("/health", s.health)
 	s.federation = f
+	if s.relay != nil {
+		if err := s.startCluster(ctx); err != nil {
+			s.Federation.Close()
+			s.AppServices.Close()
+			s.Push.Close()
+			db.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
 // startAppServices makes the registered application services known to
 // authentication, creates each one's sender user (without a password) if
-// missing, and starts pushing events to them.
-func startAppServices(ctx context.Context, s *Server, regs []*appservice.Registration) (*appservice.Pusher, error) {
+// missing, and starts pushing events to them (unless standby: when this
+// process leads).
+func startAppServices(ctx context.Context, s *Server, regs []*appservice.Registration, standby bool) (*appservice.Pusher, error) {
 	registry := appservice.NewRegistry(regs, s.Config.ServerName)
 	s.Accounts.AppServices = registry
 	for _, reg := range regs {
@@ -195,7 +245,7 @@ func startAppServices(ctx context.Context, s *Server, regs []*appservice.Registr
 		}
 		s.Log.Info("created application service sender", "appservice", reg.ID, "user_id", registry.SenderID(reg))
 	}
-	p, err := appservice.NewPusher(ctx, s.DB, s.Rooms, registry, s.Log)
+	p, err := appservice.NewPusher(ctx, s.DB, s.Rooms, registry, s.Log, standby)
 	if err != nil {
 		return nil, err
 	}
@@ -266,6 +316,12 @@ func (s *Server) FederationHandler() http.Handler { return s.federation }
 // Close stops background work (presence and typing expiry, federation
 // senders, push delivery) and releases the store.
 func (s *Server) Close() error {
+	if s.relay != nil {
+		if s.leader.close() {
+			s.relay.publish(relayMessage{SteppedDown: true})
+		}
+		s.relay.close()
+	}
 	s.Presence.Close()
 	s.Typing.Close()
 	s.Federation.Close()

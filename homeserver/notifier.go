@@ -18,21 +18,8 @@ import (
 // newNotifier starts the sync notifier at the store's current positions;
 // feedNotifier is the observer that tells it about committed room events.
 func newNotifier(ctx context.Context, db *storage.DB, serverName string) (*syncstream.Notifier, error) {
-	var pos syncstream.Position
-	var err error
-	if pos.Events, err = storage.MaxStreamPos(ctx, db.Read()); err != nil {
-		return nil, err
-	}
-	if pos.AccountData, err = db.MaxAccountDataPos(ctx); err != nil {
-		return nil, err
-	}
-	if pos.Receipts, err = db.MaxReceiptPos(ctx); err != nil {
-		return nil, err
-	}
-	if pos.ToDevice, err = storage.MaxToDevicePos(ctx, db.Read()); err != nil {
-		return nil, err
-	}
-	if pos.DeviceLists, err = storage.MaxDeviceListPos(ctx, db.Read()); err != nil {
+	pos, err := storedPositions(ctx, db)
+	if err != nil {
 		return nil, err
 	}
 	suffix := ":" + serverName
@@ -50,6 +37,27 @@ func newNotifier(ctx context.Context, db *storage.DB, serverName string) (*syncs
 		return local, nil
 	})
 	return n, nil
+}
+
+// storedPositions are the newest positions of the streams kept in the
+// database.
+func storedPositions(ctx context.Context, db *storage.DB) (syncstream.Position, error) {
+	var pos syncstream.Position
+	var err error
+	if pos.Events, err = storage.MaxStreamPos(ctx, db.Read()); err != nil {
+		return pos, err
+	}
+	if pos.AccountData, err = db.MaxAccountDataPos(ctx); err != nil {
+		return pos, err
+	}
+	if pos.Receipts, err = db.MaxReceiptPos(ctx); err != nil {
+		return pos, err
+	}
+	if pos.ToDevice, err = storage.MaxToDevicePos(ctx, db.Read()); err != nil {
+		return pos, err
+	}
+	pos.DeviceLists, err = storage.MaxDeviceListPos(ctx, db.Read())
+	return pos, err
 }
 
 // feedNotifier returns the function that tells the notifier about

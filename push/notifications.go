@@ -108,6 +108,9 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 		totals[user] = badge + int64(len(byUser[user]))
 	}
 	err = p.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		if err := p.db.LockPushQueue(ctx, tx); err != nil {
+			return err
+		}
 		for _, n := range notes {
 			if err := storage.InsertNotification(ctx, tx, n.n); err != nil {
 				return err
@@ -142,9 +145,7 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 	if err != nil {
 		return err
 	}
-	for _, user := range withPushers {
-		p.sender.wakeUser(user)
-	}
+	p.sender.wakeUsers(withPushers...)
 	return nil
 }
 
@@ -356,6 +357,9 @@ func (p *Push) badgeUpdate(ctx context.Context, userID string) error {
 	queued := false
 	err = p.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		queued = false
+		if err := p.db.LockPushQueue(ctx, tx); err != nil {
+			return err
+		}
 		total, err := totalUnread(ctx, tx, userID)
 		if err != nil {
 			return err
@@ -379,7 +383,7 @@ func (p *Push) badgeUpdate(ctx context.Context, userID string) error {
 	if err != nil || !queued {
 		return err
 	}
-	p.sender.wakeUser(userID)
+	p.sender.wakeUsers(userID)
 	return nil
 }
 
@@ -429,6 +433,13 @@ func (c *ruleCache) get(ctx context.Context, userID string) (*pushrules.Compiled
 	}
 	c.mu.Unlock()
 	return compiled, nil
+}
+
+func (c *ruleCache) clear() {
+	c.mu.Lock()
+	c.m = map[string]*pushrules.Compiled{}
+	c.version++
+	c.mu.Unlock()
 }
 
 func (c *ruleCache) invalidate(userID string) {

@@ -49,6 +49,15 @@ type Deps struct {
 	// Hold is push_hold_seconds: how long to hold a push for a user who is
 	// active on another device.
 	Hold time.Duration
+	// Standby leaves delivery to gateways off until StartSending: another
+	// process sharing the database may be delivering (see
+	// docs/operations.md, several processes).
+	Standby bool
+	// PushesQueued, when set, is told of the users with newly queued
+	// pushes, and RulesChanged of users whose push rules changed here:
+	// other processes sharing the database must hear of both.
+	PushesQueued func(userIDs []string)
+	RulesChanged func(userID string)
 }
 
 // Push is the notification worker and push sender of one server.
@@ -62,6 +71,8 @@ type Push struct {
 	rules    *ruleCache
 	names    memberNames
 	sender   *sender
+	// rulesChanged is Deps.RulesChanged.
+	rulesChanged func(userID string)
 
 	mu       sync.Mutex
 	pending  []job
@@ -89,20 +100,23 @@ func New(d Deps) (*Push, error) {
 	p := &Push{
 		db: d.DB, rooms: d.Rooms, presence: d.Presence, log: d.Log, suffix: ":" + d.ServerName, hold: d.Hold,
 		rules: newRuleCache(d.DB), signal: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-		queued: map[int64]int{}, recorded: make(chan struct{}),
+		queued: map[int64]int{}, recorded: make(chan struct{}), rulesChanged: d.RulesChanged,
 	}
 	var err error
 	if p.sender, err = newSender(ctx, d.DB, d.Log, d.GatewayAllowCIDRs, p.isRead); err != nil {
 		cancel()
 		return nil, err
 	}
+	p.sender.queued = d.PushesQueued
 	if err := p.catchUp(ctx); err != nil {
 		cancel()
 		return nil, err
 	}
-	if err := p.sender.resume(ctx); err != nil {
-		cancel()
-		return nil, err
+	if !d.Standby {
+		if err := p.StartSending(); err != nil {
+			cancel()
+			return nil, err
+		}
 	}
 	p.wg.Add(1)
 	go p.run()
@@ -113,7 +127,30 @@ func New(d Deps) (*Push, error) {
 func (p *Push) Close() {
 	p.cancel()
 	p.wg.Wait()
-	p.sender.wait()
+	p.sender.halt()
+}
+
+// StartSending starts delivery to gateways (if it is not running) and
+// delivers what is queued: at start, or when this process takes over
+// delivery from another process sharing the database.
+func (p *Push) StartSending() error { return p.sender.start() }
+
+// StopSending stops delivery and returns once no request is in flight;
+// what is queued stays queued for StartSending or another process.
+func (p *Push) StopSending() { p.sender.halt() }
+
+// PushesQueued tells delivery of pushes another process queued for these
+// users; it does nothing unless this process is delivering.
+func (p *Push) PushesQueued(userIDs []string) { p.sender.wakeRemote(userIDs) }
+
+// ForgetRules drops cached push rules: of one user whose rules another
+// process changed, or of everyone when userID is "".
+func (p *Push) ForgetRules(userID string) {
+	if userID == "" {
+		p.rules.clear()
+	} else {
+		p.rules.invalidate(userID)
+	}
 }
 
 // SetBackoff changes the retry delays of gateway deliveries (tests use
@@ -166,7 +203,12 @@ func (p *Push) WaitRecorded(ctx context.Context, pos int64) error {
 func (p *Push) ReadReceipt(userID string) { p.enqueue(job{receiptUser: userID}) }
 
 // RulesChanged drops the cached push rules of a user (m.push_rules changed).
-func (p *Push) RulesChanged(userID string) { p.rules.invalidate(userID) }
+func (p *Push) RulesChanged(userID string) {
+	p.rules.invalidate(userID)
+	if p.rulesChanged != nil {
+		p.rulesChanged(userID)
+	}
+}
 
 // Flush waits until everything queued so far is processed.
 func (p *Push) Flush(ctx context.Context) error {

@@ -29,6 +29,11 @@ import (
 // and post at once across all users, at most maxPerHost of them to one
 // gateway host. Nothing here runs on the /send or
 // /sync path: the worker only queues rows and wakes us.
+//
+// Delivery runs in sending terms, between start and halt: with several
+// processes sharing one PostgreSQL only the leader delivers (see
+// docs/operations.md); the others queue rows and tell it through the
+// relay (queued), and a new leader's start picks up what is queued.
 
 const (
 	maxInFlight     = 64
@@ -40,14 +45,22 @@ const (
 )
 
 type sender struct {
-	ctx    context.Context
+	parent context.Context // the Push's lifetime; terms derive from it
 	db     *storage.DB
 	log    *slog.Logger
 	client *http.Client
 	isRead func(ctx context.Context, userID string, qp storage.QueuedPush) bool
 	slots  chan struct{}
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// ctx is the sending term, between start and halt; nil or done when
+	// this process does not deliver (another process sharing the
+	// database leads): loops do not start then, the queue stays.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// queued, when set, is told of the users whose queue grew here, for
+	// the process that delivers (the relay).
+	queued   func(userIDs []string)
 	users    map[string]*userPushers
 	hosts    map[string]*hostGate
 	minRetry time.Duration
@@ -74,7 +87,7 @@ func newSender(ctx context.Context, db *storage.DB, log *slog.Logger, allowCIDRs
 		return nil, fmt.Errorf("push_gateway_allow_cidrs: %w", err)
 	}
 	return &sender{
-		ctx: ctx, db: db, log: log, isRead: isRead, slots: make(chan struct{}, maxInFlight),
+		parent: ctx, db: db, log: log, isRead: isRead, slots: make(chan struct{}, maxInFlight),
 		users: map[string]*userPushers{}, hosts: map[string]*hostGate{}, minRetry: defaultMinRetry, maxRetry: defaultMaxRetry,
 		client: &http.Client{
 			Transport: guard.Transport(maxInFlight),
@@ -133,8 +146,16 @@ func (s *sender) hasPushers(ctx context.Context, userID string, version int64) (
 	return len(data) > 0, nil
 }
 
-// resume starts the loops of pushers with queued requests (after a restart).
-func (s *sender) resume(ctx context.Context) error {
+// start begins a sending term (if none runs) and starts the loops of
+// pushers with queued requests: after a restart, or when this process
+// takes over delivery from another.
+func (s *sender) start() error {
+	s.mu.Lock()
+	if s.ctx == nil || s.ctx.Err() != nil {
+		s.ctx, s.cancel = context.WithCancel(s.parent)
+	}
+	ctx := s.ctx
+	s.mu.Unlock()
 	queued, err := storage.PushersWithQueue(ctx, s.db.Read())
 	if err != nil {
 		return err
@@ -142,17 +163,45 @@ func (s *sender) resume(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, userID := range queued {
-		s.start(s.user(userID), userID, id, "")
+		s.startLoop(s.user(userID), userID, id, "")
 	}
 	return nil
 }
 
-// wait returns once every loop has stopped (after the context ended).
-func (s *sender) wait() { s.wg.Wait() }
+// halt ends the sending term and returns once every loop has stopped;
+// what is queued stays queued (for the next term or another process).
+func (s *sender) halt() {
+	s.mu.Lock()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	// Loops that the term's end stopped did not record it: no loop runs
+	// now, and none starts until the next term.
+	s.mu.Lock()
+	for _, u := range s.users {
+		u.running, u.active = map[int64]bool{}, 0
+	}
+	s.hosts = map[string]*hostGate{}
+	s.mu.Unlock()
+}
 
-// wakeUser makes the loops of the user's pushers look at the user's
-// queue, starting the loops that are not running.
-func (s *sender) wakeUser(userID string) {
+// wakeUsers makes the loops of the users' pushers look at their queues,
+// starting the loops that are not running; the process that delivers, if
+// another, hears of it through queued (one message for all of them).
+func (s *sender) wakeUsers(userIDs ...string) {
+	if s.queued != nil && len(userIDs) > 0 {
+		s.queued(userIDs)
+	}
+	for _, userID := range userIDs {
+		s.wakeUserLocal(userID)
+	}
+}
+
+// wakeUserLocal is wakeUsers of one user without telling other
+// processes. The user's pushers must be known (hasPushers).
+func (s *sender) wakeUserLocal(userID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.user(userID)
@@ -162,14 +211,55 @@ func (s *sender) wakeUser(userID string) {
 		return
 	}
 	for id, host := range u.ids {
-		s.start(u, userID, id, host)
+		s.startLoop(u, userID, id, host)
 	}
 }
 
-// start runs the pusher's loop unless it runs; host is its gateway host
-// if known ("": the loop reads it). s.mu is held.
-func (s *sender) start(u *userPushers, userID string, id int64, host string) {
-	if u.running[id] || s.ctx.Err() != nil {
+// wakeRemote wakes the users whose queues another process grew: nothing
+// unless this process delivers. Their pushers are looked up first (this
+// process may not know them, or know an old list), off the caller's
+// goroutine (the relay's).
+func (s *sender) wakeRemote(userIDs []string) {
+	s.mu.Lock()
+	if s.ctx == nil || s.ctx.Err() != nil || len(userIDs) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	ctx := s.ctx
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		versions, err := storage.PusherVersions(ctx, s.db.Read(), userIDs)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("reading pusher versions for another process's pushes", "err", err)
+			}
+			return
+		}
+		for _, userID := range userIDs {
+			v, ok := versions[userID]
+			if !ok {
+				continue
+			}
+			has, err := s.hasPushers(ctx, userID, v)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Error("loading pushers for another process's pushes", "user", userID, "err", err)
+				}
+				return
+			}
+			if has {
+				s.wakeUserLocal(userID)
+			}
+		}
+	}()
+}
+
+// startLoop runs the pusher's loop unless it runs or no sending term runs;
+// host is its gateway host if known ("": the loop reads it). s.mu is held.
+func (s *sender) startLoop(u *userPushers, userID string, id int64, host string) {
+	if u.running[id] || s.ctx == nil || s.ctx.Err() != nil {
 		return
 	}
 	u.running[id] = true
@@ -177,11 +267,12 @@ func (s *sender) start(u *userPushers, userID string, id int64, host string) {
 		u.active++
 	}
 	s.wg.Add(1)
-	go s.loop(u, userID, id, host)
+	go s.loop(s.ctx, u, userID, id, host)
 }
 
-// loop sends a pusher's queue until it has delivered everything.
-func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
+// loop sends a pusher's queue until it has delivered everything, or until
+// ctx (its sending term) ends.
+func (s *sender) loop(ctx context.Context, u *userPushers, userID string, id int64, host string) {
 	defer s.wg.Done()
 	// A loop holds a slot of its gateway's host and one of the maxInFlight
 	// slots while it reads its queue and posts, and gives them up while it
@@ -201,14 +292,14 @@ func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
 			return true
 		}
 		release()
-		if !s.hostWait(host) {
+		if !s.hostWait(ctx, host) {
 			return false
 		}
 		select {
 		case s.slots <- struct{}{}:
 			held, heldHost = true, host
 			return true
-		case <-s.ctx.Done():
+		case <-ctx.Done():
 			s.hostDone(host)
 			return false
 		}
@@ -217,7 +308,7 @@ func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
 	pause := func(d time.Duration) bool {
 		host, wasHeld := heldHost, held
 		release()
-		return s.sleep(d) && (!wasHeld || acquire(host))
+		return s.sleep(ctx, d) && (!wasHeld || acquire(host))
 	}
 	failures := 0
 	for {
@@ -230,7 +321,7 @@ func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
 		s.mu.Lock()
 		woken := u.woken
 		s.mu.Unlock()
-		pusher, err := storage.GetPusher(s.ctx, s.db.Read(), id)
+		pusher, err := storage.GetPusher(ctx, s.db.Read(), id)
 		if errors.Is(err, storage.ErrNotFound) || (err == nil && (pusher.Kind != "http" || pusher.UserID != userID)) {
 			s.stop(u, id)
 			return
@@ -242,10 +333,10 @@ func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
 		}
 		var batch []storage.QueuedPush
 		if err == nil {
-			batch, err = storage.NextPushes(s.ctx, s.db.Read(), pusher.UserID, pusher.SentID, queueBatch)
+			batch, err = storage.NextPushes(ctx, s.db.Read(), pusher.UserID, pusher.SentID, queueBatch)
 		}
 		if err != nil {
-			if s.ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return
 			}
 			s.log.Error("reading push queue", "pusher", id, "err", err)
@@ -274,17 +365,17 @@ func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
 			if sent == pusher.SentID {
 				return true
 			}
-			err := s.db.WriteTx(s.ctx, func(tx *sql.Tx) error {
-				if err := storage.SetPusherSent(s.ctx, tx, pusher.ID, sent); err != nil {
+			err := s.db.WriteTx(ctx, func(tx *sql.Tx) error {
+				if err := storage.SetPusherSent(ctx, tx, pusher.ID, sent); err != nil {
 					return err
 				}
-				return storage.TrimPushQueue(s.ctx, tx, pusher.UserID)
+				return storage.TrimPushQueue(ctx, tx, pusher.UserID)
 			})
-			if err != nil && s.ctx.Err() == nil {
+			if err != nil && ctx.Err() == nil {
 				s.log.Error("recording push delivery", "pusher", id, "err", err)
 			}
 			pusher.SentID = sent
-			return s.ctx.Err() == nil
+			return ctx.Err() == nil
 		}
 		rejected := false
 		for _, qp := range batch {
@@ -293,7 +384,7 @@ func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
 					return
 				}
 			}
-			if qp.NotBefore > 0 && qp.StreamPos > 0 && s.isRead(s.ctx, pusher.UserID, qp) {
+			if qp.NotBefore > 0 && qp.StreamPos > 0 && s.isRead(ctx, pusher.UserID, qp) {
 				sent = qp.ID // held while the user was active elsewhere, and read there
 				continue
 			}
@@ -303,7 +394,7 @@ func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
 				sent = qp.ID
 				continue
 			}
-			rejected, err = s.post(pusher, body)
+			rejected, err = s.post(ctx, pusher, body)
 			for err != nil {
 				failures++
 				delay := s.backoff(failures)
@@ -311,7 +402,7 @@ func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
 				if !commit() || !pause(delay) {
 					return
 				}
-				rejected, err = s.post(pusher, body)
+				rejected, err = s.post(ctx, pusher, body)
 			}
 			failures = 0
 			sent = qp.ID
@@ -321,8 +412,8 @@ func (s *sender) loop(u *userPushers, userID string, id int64, host string) {
 		}
 		if rejected {
 			s.log.Info("push gateway rejected the pushkey; pusher removed", "user", pusher.UserID, "app_id", pusher.AppID)
-			err := s.db.WriteTx(s.ctx, func(tx *sql.Tx) error { return storage.DeletePusherByID(s.ctx, tx, pusher.ID) })
-			if err != nil && s.ctx.Err() == nil {
+			err := s.db.WriteTx(ctx, func(tx *sql.Tx) error { return storage.DeletePusherByID(ctx, tx, pusher.ID) })
+			if err != nil && ctx.Err() == nil {
 				s.log.Error("removing rejected pusher", "pusher", id, "err", err)
 			}
 			s.stop(u, id)
@@ -370,7 +461,7 @@ func gatewayHostOf(pusherData string) string {
 }
 
 // hostWait takes a slot of host, waiting while it has its limit in flight.
-func (s *sender) hostWait(host string) bool {
+func (s *sender) hostWait(ctx context.Context, host string) bool {
 	for {
 		s.mu.Lock()
 		h := s.hosts[host]
@@ -391,7 +482,7 @@ func (s *sender) hostWait(host string) bool {
 		s.mu.Unlock()
 		select {
 		case <-freed:
-		case <-s.ctx.Done():
+		case <-ctx.Done():
 			return false
 		}
 	}
@@ -456,13 +547,13 @@ func (s *sender) backoff(failures int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func (s *sender) sleep(d time.Duration) bool {
+func (s *sender) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-s.ctx.Done():
+	case <-ctx.Done():
 		return false
 	}
 }
@@ -470,14 +561,14 @@ func (s *sender) sleep(d time.Duration) bool {
 // post sends one notify request; rejected reports that the gateway
 // rejected this pusher's pushkey. A 4xx other than 429 is the gateway
 // refusing this request for good: logged and not retried.
-func (s *sender) post(pusher storage.Pusher, body []byte) (rejected bool, err error) {
+func (s *sender) post(ctx context.Context, pusher storage.Pusher, body []byte) (rejected bool, err error) {
 	var data struct {
 		URL string `json:"url"`
 	}
 	if err := json.Unmarshal([]byte(pusher.Data), &data); err != nil || data.URL == "" {
 		return true, nil // cannot be delivered ever: drop the pusher
 	}
-	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, data.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, data.URL, bytes.NewReader(body))
 	if err != nil {
 		return true, nil
 	}

@@ -77,6 +77,14 @@ func (c *lru[K, V]) remove(k K) {
 	}
 }
 
+func (c *lru[K, V]) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ll.Init()
+	c.items = map[K]*list.Element{}
+	c.total = 0
+}
+
 // snapshotCache maps snapshot IDs to full state. Snapshots never change once
 // committed, so entries never go stale, even across processes.
 type snapshotCache = lru[int64, *snapshot]

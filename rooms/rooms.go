@@ -75,6 +75,18 @@ func New(db *storage.DB, serverName string, key serverkey.Key, log *slog.Logger)
 	}
 }
 
+// ForgetEvents drops events from the event cache, for redactions another
+// process sharing the database committed; with no IDs, every cached event
+// (when such news may have been missed).
+func (r *Rooms) ForgetEvents(ids ...string) {
+	if len(ids) == 0 {
+		r.pdus.clear()
+	}
+	for _, id := range ids {
+		r.pdus.remove(id)
+	}
+}
+
 // Observe registers fn to be called with every batch of committed events.
 func (r *Rooms) Observe(fn Observer) {
 	r.obsMu.Lock()

@@ -47,6 +47,7 @@ type Options struct {
 // DB is an open database with its dialect. It is safe for concurrent use.
 type DB struct {
 	dialect Dialect
+	dsn     string  // PostgreSQL: for session connections (see cluster.go)
 	write   *sql.DB // SQLite: exactly one connection
 	read    *sql.DB // SQLite: read-only pool; PostgreSQL: same as write
 
@@ -96,7 +97,7 @@ func openPostgres(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("cannot reach PostgreSQL at %s (is it running, and are the credentials right?): %w", redactDSN(dsn), err)
 	}
-	return &DB{dialect: Postgres, write: pool, read: pool}, nil
+	return &DB{dialect: Postgres, dsn: dsn, write: pool, read: pool}, nil
 }
 
 // redactDSN hides the password of a DSN for error messages and logs.

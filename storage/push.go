@@ -369,6 +369,24 @@ type QueuedPush struct {
 	NotBefore int64
 }
 
+// pushQueueLockKey orders push_queue inserts across processes (see
+// LockPushQueue).
+const pushQueueLockKey = 7460122
+
+// LockPushQueue makes transactions that queue pushes take turns across
+// processes sharing one PostgreSQL, until tx ends: a pusher's position is
+// a push_queue ID, so IDs must become visible in order, or a delivery
+// could move past a row committed late with a lower ID.
+func (db *DB) LockPushQueue(ctx context.Context, tx *sql.Tx) error {
+	if db.dialect != Postgres {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", pushQueueLockKey); err != nil {
+		return fmt.Errorf("locking the push queue: %w", err)
+	}
+	return nil
+}
+
 // EnqueuePush adds a push to the user's queue.
 func EnqueuePush(ctx context.Context, tx *sql.Tx, p QueuedPush) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO push_queue (user_id, room_id, stream_pos, thread_id, body, actions, not_before)

@@ -31,6 +31,23 @@ type Notifier struct {
 	// waiting are the users with at least one waiting sync.
 	waiting     map[string]*userState
 	loadMembers func(ctx context.Context, roomID string) ([]string, error)
+	// publish, when set, is told of every change reported here (not of
+	// those applied with Apply), so other processes sharing the database
+	// can wake their own syncs; see SetPublish.
+	publish func(Change)
+}
+
+// Change is one reported change, as other processes sharing the database
+// receive it: a room event (Room set) or a change for users (Users set,
+// and Device for a to-device message). Typing and presence positions are
+// never in it: they are counters of one process's memory.
+type Change struct {
+	Room       string   `json:"r,omitempty"`
+	Target     string   `json:"t,omitempty"`
+	Membership string   `json:"m,omitempty"`
+	Users      []string `json:"u,omitempty"`
+	Device     string   `json:"d,omitempty"`
+	Pos        Position `json:"p"`
 }
 
 type userState struct {
@@ -55,6 +72,37 @@ func NewNotifier(current Position, loadMembers func(ctx context.Context, roomID 
 		roomUsers: map[string]map[string]bool{}, userRooms: map[string]map[string]bool{},
 		roomPos: map[string]int64{}, waiting: map[string]*userState{},
 		loadMembers: loadMembers,
+	}
+}
+
+// SetPublish makes the notifier tell fn of every change reported to it
+// (called after the change is applied here, outside the notifier's lock).
+// Call it before any change is reported.
+func (n *Notifier) SetPublish(fn func(Change)) { n.publish = fn }
+
+// Apply applies a change another process reported, without publishing it.
+func (n *Notifier) Apply(ctx context.Context, c Change) {
+	switch {
+	case c.Room != "":
+		n.roomEvent(ctx, c.Room, c.Pos.Events, c.Target, c.Membership)
+	case c.Device != "" && len(c.Users) == 1:
+		n.wakeDevice(c.Users[0], c.Device, c.Pos.ToDevice)
+	default:
+		n.wakeUsers(c.Users, c.Pos)
+	}
+}
+
+// WakeAll moves the current position to pos and wakes every waiting sync,
+// which then looks in the database: for changes that may have been missed
+// (another process's notifications lost while the connection that
+// receives them was down).
+func (n *Notifier) WakeAll(pos Position) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.current = n.current.Max(pos)
+	for id, u := range n.users {
+		u.changed = u.changed.Max(n.current)
+		n.wakeWaitersLocked(id, u, "")
 	}
 }
 
@@ -109,6 +157,13 @@ func (n *Notifier) wakeWaitersLocked(userID string, u *userState, device string)
 // is set for m.room.member events: the target user and new membership,
 // which keep the room's user set up to date.
 func (n *Notifier) RoomEvent(ctx context.Context, roomID string, pos int64, target, membership string) {
+	n.roomEvent(ctx, roomID, pos, target, membership)
+	if n.publish != nil {
+		n.publish(Change{Room: roomID, Target: target, Membership: membership, Pos: Position{Events: pos}})
+	}
+}
+
+func (n *Notifier) roomEvent(ctx context.Context, roomID string, pos int64, target, membership string) {
 	loaded := n.loadRoom(ctx, roomID)
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -224,6 +279,17 @@ func (n *Notifier) RoomUsers(ctx context.Context, roomID string) []string {
 // Users reports a change at pos that concerns the given users (account
 // data, receipts, typing, device lists, presence).
 func (n *Notifier) Users(users []string, pos Position) {
+	n.wakeUsers(users, pos)
+	if n.publish != nil && len(users) > 0 {
+		// Typing and presence are counters of this process's memory.
+		pos.Typing, pos.Presence = 0, 0
+		if pos != (Position{}) {
+			n.publish(Change{Users: users, Pos: pos})
+		}
+	}
+}
+
+func (n *Notifier) wakeUsers(users []string, pos Position) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.current = n.current.Max(pos)
@@ -234,6 +300,13 @@ func (n *Notifier) Users(users []string, pos Position) {
 
 // Device reports a to-device message at pos for one device of a user.
 func (n *Notifier) Device(userID, deviceID string, pos int64) {
+	n.wakeDevice(userID, deviceID, pos)
+	if n.publish != nil {
+		n.publish(Change{Users: []string{userID}, Device: deviceID, Pos: Position{ToDevice: pos}})
+	}
+}
+
+func (n *Notifier) wakeDevice(userID, deviceID string, pos int64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	p := Position{ToDevice: pos}

@@ -15,6 +15,10 @@ type Typing struct {
 	rooms   map[string]*roomTyping
 	changed func(roomID string, pos int64) // wakes the room's users
 	timers  timers
+	// publish, when set, is told of every Set (not of Apply), so other
+	// processes sharing the database keep the same typing state, each
+	// with positions of its own.
+	publish func(roomID, userID string, typing bool, timeout time.Duration)
 }
 
 type roomTyping struct {
@@ -27,8 +31,21 @@ func NewTyping(changed func(roomID string, pos int64)) *Typing {
 	return &Typing{rooms: map[string]*roomTyping{}, changed: changed}
 }
 
+// SetPublish makes Set tell fn of every change (call it before serving).
+func (t *Typing) SetPublish(fn func(roomID, userID string, typing bool, timeout time.Duration)) {
+	t.publish = fn
+}
+
 // Set marks a user typing for timeout, or not typing.
 func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) {
+	t.Apply(roomID, userID, typing, timeout)
+	if t.publish != nil {
+		t.publish(roomID, userID, typing, timeout)
+	}
+}
+
+// Apply is Set for a change another process published.
+func (t *Typing) Apply(roomID, userID string, typing bool, timeout time.Duration) {
 	t.mu.Lock()
 	rt := t.rooms[roomID]
 	if rt == nil {
