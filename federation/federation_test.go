@@ -216,10 +216,10 @@ func TestSendTransaction(t *testing.T) {
 			t.Fatalf("101 EDUs: %v", err)
 		}
 
-		// Per-PDU results: the event from a server with nobody in the room
-		// is refused with an error; malformed PDUs and PDUs for unknown
-		// rooms have no ID to report under and are dropped; the others
-		// still get their results.
+		// Per-PDU results: the events from a server with nobody in the room
+		// are rejected (stored, never shown, no error back, as Synapse
+		// does); malformed PDUs and PDUs for unknown rooms have no ID to
+		// report under and are dropped; the others still get their results.
 		ev1, ev2 := remoteEvent(t, a, roomID, 1), remoteEvent(t, a, roomID, 2)
 		pdus := []json.RawMessage{ev1.JSON(), json.RawMessage(`{"room_id":"` + roomID + `","type":5}`),
 			remoteEvent(t, a, "!unknown:"+bs.Config.ServerName, 3).JSON(), json.RawMessage(`"not an object"`), ev2.JSON()}
@@ -227,8 +227,12 @@ func TestSendTransaction(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(res.PDUs) != 2 || res.PDUs[ev1.EventID()].Error == "" || res.PDUs[ev2.EventID()].Error == "" {
+		if _, ok1 := res.PDUs[ev1.EventID()]; !ok1 || len(res.PDUs) != 2 || res.PDUs[ev1.EventID()].Error != "" || res.PDUs[ev2.EventID()].Error != "" {
 			t.Fatalf("per-PDU results: %+v", res.PDUs)
+		}
+		for _, ev := range []gomatrixserverlib.PDU{ev1, ev2} {
+			r := bs.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/event/"+url.PathEscape(ev.EventID()), tok, nil)
+			hearthtest.Expect(t, r, http.StatusNotFound, "M_NOT_FOUND")
 		}
 
 		// A repeated transaction ID gets the stored response, unprocessed.

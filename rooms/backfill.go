@@ -229,7 +229,13 @@ func (r *Rooms) ingestHistory(ctx context.Context, origin spec.ServerName, ver g
 				continue
 			}
 			gaps++
-			if stateBefore, err = r.fetchStateBefore(ctx, origin, ver, pdu, &budget); err != nil {
+			inDAG := map[string]*Event{}
+			for id, p := range prevs {
+				if !p.Outlier {
+					inDAG[id] = p
+				}
+			}
+			if stateBefore, err = r.fetchStateBefore(ctx, origin, ver, pdu, inDAG, &budget); err != nil {
 				r.log.Info("backfill: no state before an event", "event", pdu.EventID(), "err", err)
 				continue
 			}

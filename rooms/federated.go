@@ -93,10 +93,11 @@ func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID s
 		}
 		return err
 	}
-	// Rejected events are stored (the DAG needs them) but reported as
-	// failed, so the sender learns of it.
+	// A rejected event was handled all the same (stored, so the DAG stays
+	// whole, and never shown): like Synapse, no error goes back for it,
+	// which the sender could not act on anyway.
 	if ev, err := r.Event(ctx, pdu.EventID()); err == nil && ev.Rejected {
-		return errors.New("rejected: the event is not allowed by the auth rules")
+		r.log.Info("a remote event was rejected", "event", pdu.EventID(), "origin", origin)
 	}
 	return nil
 }
@@ -207,10 +208,8 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 		return nil // already have it
 	}
 	roomID := pdu.RoomID().String()
-	// Missing auth events are fetched and stored as outliers.
-	if err := r.fetchAuthEvents(ctx, origin, ver, pdu, budget); err != nil {
-		return unavailableError{err}
-	}
+	// Prev events first, then auth events, as Synapse does: what fills a
+	// hole before the event often brings its auth events too.
 	prevs, err := r.knownInDAG(ctx, pdu.PrevEventIDs())
 	if err != nil {
 		return err
@@ -257,9 +256,15 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 		if r.remote == nil {
 			return errors.New("missing prev events and no federation to fetch them")
 		}
-		if stateBefore, err = r.fetchStateBefore(ctx, origin, ver, pdu, budget); err != nil {
+		if stateBefore, err = r.fetchStateBefore(ctx, origin, ver, pdu, prevs, budget); err != nil {
 			return unavailableError{fmt.Errorf("fetching state before %s: %w", pdu.EventID(), err)}
 		}
+	}
+	// Missing auth events are fetched and stored as outliers. One that
+	// cannot be had leaves the event rejected (rejectedBefore), as its
+	// authorisation cannot be shown.
+	if err := r.fetchAuthEvents(ctx, origin, ver, pdu, budget); err != nil {
+		r.log.Info("an auth event of a remote event is unavailable", "event", pdu.EventID(), "err", err)
 	}
 	return r.persistRemote(ctx, ver, pdu, prevs, stateBefore)
 }
@@ -313,54 +318,88 @@ func (r *Rooms) fetchAuthEvents(ctx context.Context, origin spec.ServerName, ver
 	return nil
 }
 
-// fetchStateBefore gets the state before pdu from origin (state_ids) and
-// stores the events we lack as outliers.
-func (r *Rooms) fetchStateBefore(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, budget *int) (State, error) {
-	stateIDs, authIDs, err := r.remote.StateIDsAt(ctx, origin, pdu.RoomID().String(), pdu.EventID())
-	if err != nil {
-		return nil, err
-	}
-	all := append(append([]string{}, authIDs...), stateIDs...)
-	have, err := r.known(ctx, all)
-	if err != nil {
-		return nil, err
-	}
-	var fetched []gomatrixserverlib.PDU
-	for _, id := range all {
-		if _, ok := have[id]; ok {
+// fetchStateBefore works out the state before pdu when some of its prev
+// events are missing: for each missing prev event P the origin gives the
+// state before P (state_ids at P), P itself is fetched, and the state after
+// P is that plus P; known prev events give their own state after. The
+// states are then resolved. Events the origin cannot produce are left out,
+// and so are events rejected against their auth events.
+func (r *Rooms) fetchStateBefore(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, prevs map[string]*Event, budget *int) (State, error) {
+	roomID := pdu.RoomID().String()
+	var sets []map[storage.StateKey]string
+	for _, prevID := range pdu.PrevEventIDs() {
+		if p, ok := prevs[prevID]; ok {
+			s, err := r.snapshotState(ctx, r.db.Read(), p.SnapshotAfter)
+			if err != nil {
+				return nil, err
+			}
+			sets = append(sets, s.state)
 			continue
 		}
+		stateIDs, authIDs, err := r.remote.StateIDsAt(ctx, origin, roomID, prevID)
+		if err != nil {
+			return nil, err
+		}
+		all := append(append(append([]string{}, authIDs...), stateIDs...), prevID)
+		if err := r.fetchOutliers(ctx, origin, ver, all, budget); err != nil {
+			return nil, err
+		}
+		evs, err := r.known(ctx, append(stateIDs, prevID))
+		if err != nil {
+			return nil, err
+		}
+		st := map[storage.StateKey]string{}
+		for _, id := range stateIDs {
+			if ev, ok := evs[id]; ok && ev.StateKey != nil && !ev.Rejected {
+				st[storage.StateKey{Type: ev.Type, StateKey: *ev.StateKey}] = id
+			}
+		}
+		if ev, ok := evs[prevID]; ok && ev.StateKey != nil && !ev.Rejected {
+			st[storage.StateKey{Type: ev.Type, StateKey: *ev.StateKey}] = prevID
+		}
+		sets = append(sets, st)
+	}
+	return r.resolveStates(ctx, r.db.Read(), ver, sets)
+}
+
+// fetchOutliers fetches the events of ids we lack from origin and stores
+// them as outliers, oldest first; events origin cannot produce (or sends
+// broken) are skipped with a log line.
+func (r *Rooms) fetchOutliers(ctx context.Context, origin spec.ServerName, ver gomatrixserverlib.IRoomVersion, ids []string, budget *int) error {
+	have, err := r.known(ctx, ids)
+	if err != nil {
+		return err
+	}
+	var fetched []gomatrixserverlib.PDU
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if _, ok := have[id]; ok || seen[id] {
+			continue
+		}
+		seen[id] = true
 		if *budget <= 0 {
-			return nil, errors.New("too many events to fetch")
+			return errors.New("too many events to fetch")
 		}
 		*budget--
 		raw, err := r.remote.Event(ctx, origin, id)
 		if err != nil {
-			return nil, err
+			r.log.Info("an event of the state before a hole is unavailable", "event", id, "origin", origin, "err", err)
+			continue
 		}
 		p, err := r.parseRemote(ctx, ver, raw)
 		if err != nil || p.EventID() != id {
-			return nil, fmt.Errorf("state event %s is invalid: %v", id, err)
+			r.log.Info("dropping a broken event of the state before a hole", "event", id, "origin", origin, "err", err)
+			continue
 		}
 		fetched = append(fetched, p)
 	}
 	sort.Slice(fetched, func(i, j int) bool { return fetched[i].Depth() < fetched[j].Depth() })
 	for _, p := range fetched {
 		if err := r.storeOutlier(ctx, p); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	evs, err := r.known(ctx, stateIDs)
-	if err != nil {
-		return nil, err
-	}
-	st := State{}
-	for _, ev := range evs {
-		if ev.StateKey != nil {
-			st[storage.StateKey{Type: ev.Type, StateKey: *ev.StateKey}] = ev.EventID
-		}
-	}
-	return st, nil
+	return nil
 }
 
 // storeOutlier stores an event outside the timeline (auth and state events
@@ -371,6 +410,10 @@ func (r *Rooms) storeOutlier(ctx context.Context, pdu gomatrixserverlib.PDU) err
 		return err
 	}
 	rejected := false
+	if len(authEvs) < len(pdu.AuthEventIDs()) {
+		rejected = true
+		r.log.Info("rejecting a fetched auth event: some of its auth events are unavailable", "event", pdu.EventID())
+	}
 	var auth []gomatrixserverlib.PDU
 	for _, ev := range authEvs {
 		// An event with a rejected auth event is rejected too (auth rules,
@@ -562,6 +605,10 @@ func (r *Rooms) rejectedBefore(ctx context.Context, q storage.Reader, pdu gomatr
 	authEvs, err := r.Events(ctx, q, pdu.AuthEventIDs())
 	if err != nil {
 		return false, err
+	}
+	if len(authEvs) < len(pdu.AuthEventIDs()) {
+		r.log.Info("rejecting a remote event: some of its auth events are unavailable", "event", pdu.EventID())
+		return true, nil
 	}
 	var auth []gomatrixserverlib.PDU
 	for _, ev := range authEvs {
