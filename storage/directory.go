@@ -26,21 +26,8 @@ func JoinedMemberCount(ctx context.Context, q Reader, roomID string) (int, error
 // CurrentStateOfType returns (room ID, event JSON) of every room's current
 // state event of one type with an empty state key.
 func CurrentStateOfType(ctx context.Context, q Reader, eventType string) (map[string][]byte, error) {
-	rows, err := q.QueryContext(ctx, `SELECT cs.room_id, e.json FROM current_state cs JOIN events e ON e.event_id = cs.event_id
+	return queryMap[string, []byte](ctx, q, "reading "+eventType+" state", `SELECT cs.room_id, e.json FROM current_state cs JOIN events e ON e.event_id = cs.event_id
 		WHERE cs.type = $1 AND cs.state_key = ''`, eventType)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s state: %w", eventType, err)
-	}
-	defer rows.Close()
-	out := map[string][]byte{}
-	for rows.Next() {
-		var room, js string
-		if err := rows.Scan(&room, &js); err != nil {
-			return nil, err
-		}
-		out[room] = []byte(js)
-	}
-	return out, rows.Err()
 }
 
 // DirectoryUser is a joined member found by the user directory, with the

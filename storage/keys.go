@@ -159,22 +159,8 @@ func InsertOneTimeKey(ctx context.Context, tx *sql.Tx, userID, deviceID, algorit
 
 // OneTimeKeyCounts counts a device's unclaimed one-time keys per algorithm.
 func OneTimeKeyCounts(ctx context.Context, q Reader, userID, deviceID string) (map[string]int, error) {
-	rows, err := q.QueryContext(ctx, `SELECT algorithm, COUNT(*) FROM one_time_keys
+	return queryMap[string, int](ctx, q, "counting one-time keys", `SELECT algorithm, COUNT(*) FROM one_time_keys
 		WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm`, userID, deviceID)
-	if err != nil {
-		return nil, fmt.Errorf("counting one-time keys: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var alg string
-		var n int
-		if err := rows.Scan(&alg, &n); err != nil {
-			return nil, err
-		}
-		out[alg] = n
-	}
-	return out, rows.Err()
 }
 
 // ClaimOneTimeKey removes and returns the oldest one-time key of a device

@@ -38,22 +38,8 @@ func InsertNotification(ctx context.Context, tx *sql.Tx, n Notification) error {
 // a thread root), the stream position of the event the user's latest
 // m.read or m.read.private receipt in the room points at.
 func ReadPositions(ctx context.Context, q Reader, userID, roomID string) (map[string]int64, error) {
-	rows, err := q.QueryContext(ctx, `SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r JOIN events e ON e.event_id = r.event_id
+	return queryMap[string, int64](ctx, q, "loading read positions", `SELECT r.thread_id, MAX(e.stream_pos) FROM receipts r JOIN events e ON e.event_id = r.event_id
 		WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private') GROUP BY r.thread_id`, roomID, userID)
-	if err != nil {
-		return nil, fmt.Errorf("loading read positions: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var thread string
-		var pos int64
-		if err := rows.Scan(&thread, &pos); err != nil {
-			return nil, err
-		}
-		out[thread] = pos
-	}
-	return out, rows.Err()
 }
 
 // NotificationsAfter returns the user's notifications in a room with
@@ -244,21 +230,7 @@ func PusherVersions(ctx context.Context, q Reader, userIDs []string) (map[string
 // HTTPPusherData returns the data (JSON) of the user's http pushers (the
 // ones that deliver to a push gateway) by pusher ID.
 func HTTPPusherData(ctx context.Context, q Reader, userID string) (map[int64]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, data FROM pushers WHERE user_id = $1 AND kind = 'http'`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("listing pushers: %w", err)
-	}
-	defer rows.Close()
-	out := map[int64]string{}
-	for rows.Next() {
-		var id int64
-		var data string
-		if err := rows.Scan(&id, &data); err != nil {
-			return nil, err
-		}
-		out[id] = data
-	}
-	return out, rows.Err()
+	return queryMap[int64, string](ctx, q, "listing pushers", `SELECT id, data FROM pushers WHERE user_id = $1 AND kind = 'http'`, userID)
 }
 
 // DeletePusher removes the user's pusher with the app ID and pushkey, and
@@ -419,22 +391,8 @@ func NextPushes(ctx context.Context, q Reader, userID string, after int64, limit
 // PushersWithQueue lists the http pushers that have undelivered pushes,
 // as pusher ID to user ID.
 func PushersWithQueue(ctx context.Context, q Reader) (map[int64]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT p.id, p.user_id FROM pushers p WHERE p.kind = 'http' AND EXISTS
+	return queryMap[int64, string](ctx, q, "listing push queues", `SELECT p.id, p.user_id FROM pushers p WHERE p.kind = 'http' AND EXISTS
 		(SELECT 1 FROM push_queue q WHERE q.user_id = p.user_id AND q.id > p.sent_id)`)
-	if err != nil {
-		return nil, fmt.Errorf("listing push queues: %w", err)
-	}
-	defer rows.Close()
-	out := map[int64]string{}
-	for rows.Next() {
-		var id int64
-		var user string
-		if err := rows.Scan(&id, &user); err != nil {
-			return nil, err
-		}
-		out[id] = user
-	}
-	return out, rows.Err()
 }
 
 // PushProgress is the last event position whose notifications were

@@ -92,6 +92,26 @@ func queryColumn[T any](ctx context.Context, q Reader, query string, args ...any
 	return out, rows.Err()
 }
 
+// queryMap runs a query of two columns, key and value, into a map; what
+// names the query in errors.
+func queryMap[K comparable, V any](ctx context.Context, q Reader, what, query string, args ...any) (map[K]V, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	out := map[K]V{}
+	for rows.Next() {
+		var k K
+		var v V
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out[k] = v
+	}
+	return out, rows.Err()
+}
+
 // ThreadSummary is what a thread root's bundled m.thread aggregation needs.
 type ThreadSummary struct {
 	Count        int

@@ -101,20 +101,7 @@ func UpsertRemoteCrossSigningKey(ctx context.Context, tx *sql.Tx, userID, keyTyp
 // RemoteCrossSigningKeys returns a remote user's stored cross-signing keys
 // by key type.
 func RemoteCrossSigningKeys(ctx context.Context, q Reader, userID string) (map[string]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT key_type, key_json FROM remote_cross_signing_keys WHERE user_id = $1`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("loading remote cross-signing keys: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]string{}
-	for rows.Next() {
-		var typ, js string
-		if err := rows.Scan(&typ, &js); err != nil {
-			return nil, err
-		}
-		out[typ] = js
-	}
-	return out, rows.Err()
+	return queryMap[string, string](ctx, q, "loading remote cross-signing keys", `SELECT key_type, key_json FROM remote_cross_signing_keys WHERE user_id = $1`, userID)
 }
 
 // ForgetRemoteDeviceList drops everything kept about a remote user's
@@ -177,18 +164,5 @@ func MembershipChangesBetween(ctx context.Context, q Reader, userID string, from
 // DeviceNames maps each of a local user's devices to its display name
 // ("" when unnamed).
 func DeviceNames(ctx context.Context, q Reader, userID string) (map[string]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT device_id, COALESCE(display_name, '') FROM devices WHERE user_id = $1`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("listing devices: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]string{}
-	for rows.Next() {
-		var id, name string
-		if err := rows.Scan(&id, &name); err != nil {
-			return nil, err
-		}
-		out[id] = name
-	}
-	return out, rows.Err()
+	return queryMap[string, string](ctx, q, "listing devices", `SELECT device_id, COALESCE(display_name, '') FROM devices WHERE user_id = $1`, userID)
 }
