@@ -3,6 +3,7 @@ package federation_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -115,9 +116,9 @@ func TestRemoteEventsWithBadAuthEvents(t *testing.T) {
 	})
 }
 
-// TestRemoteForkAfterOutlierFetch: a remote event arrives whose prev event
-// we lack; fetching its auth events stores that prev event as an outlier,
-// then get_missing_events brings it back as a timeline event on a fork.
+// TestRemoteForkAfterOutlierFetch: an event is fetched as another event's
+// auth event and kept as an outlier; a later event names it as its prev
+// event and get_missing_events brings it back as a timeline event on a fork.
 // Resolving the fork must use the event as now stored, not the outlier
 // (regression: a cached outlier had no state, so the resolved state lost
 // the sender and the later event was soft-failed).
@@ -183,10 +184,21 @@ func TestRemoteForkAfterOutlierFetch(t *testing.T) {
 				}
 			})
 		})
-		res, err := a.Federation.Client().SendTransaction(ctx, gomatrixserverlib.Transaction{TransactionID: "fork",
-			Origin: serverName(a), Destination: serverName(bs), OriginServerTS: spec.AsTimestamp(time.Now()), PDUs: []json.RawMessage{two.JSON()}})
-		if err != nil || res.PDUs[two.EventID()].Error != "" {
-			t.Fatalf("send: %v %+v", err, res.PDUs)
+		// First a message of charlie's that cites "one" as its auth event:
+		// B fetches "one" and keeps it as an outlier.
+		c, _ := json.Marshal(map[string]any{"msgtype": "m.text", "body": "hello"})
+		proto := gomatrixserverlib.ProtoEvent{SenderID: charlie, RoomID: roomID, Type: "m.room.message",
+			Content: c, PrevEvents: []string{join}, AuthEvents: append(append([]string{}, auth...), one.EventID()), Depth: joinEv.PDU.Depth() + 1}
+		hello, err := ver.NewEventBuilderFromProtoEvent(&proto).Build(now, serverName(a), a.Key.ID, a.Key.Private)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, ev := range []gomatrixserverlib.PDU{hello, two} {
+			res, err := a.Federation.Client().SendTransaction(ctx, gomatrixserverlib.Transaction{TransactionID: gomatrixserverlib.TransactionID(fmt.Sprint("fork", i)),
+				Origin: serverName(a), Destination: serverName(bs), OriginServerTS: spec.AsTimestamp(time.Now()), PDUs: []json.RawMessage{ev.JSON()}})
+			if err != nil || res.PDUs[ev.EventID()].Error != "" {
+				t.Fatalf("send: %v %+v", err, res.PDUs)
+			}
 		}
 		r = bs.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.member/"+url.PathEscape(charlie), bobTok, nil)
 		if r.JSON["displayname"] != "two" {

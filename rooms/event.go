@@ -79,9 +79,7 @@ func (r *Rooms) Events(ctx context.Context, q storage.Reader, ids []string) (map
 	var missing []string
 	committed := q == storage.Reader(r.db.Read())
 	for _, id := range ids {
-		// An outlier may be turning into a timeline event in the very
-		// transaction q belongs to: a transaction reads it afresh.
-		if ev, ok := r.pdus.get(id); ok && (committed || !ev.Outlier) {
+		if ev, ok := r.pdus.get(id); ok {
 			out[id] = ev
 		} else {
 			missing = append(missing, id)

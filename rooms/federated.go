@@ -565,6 +565,16 @@ func (r *Rooms) persistRemote(ctx context.Context, ver gomatrixserverlib.IRoomVe
 		} else {
 			sets := []map[storage.StateKey]string{}
 			for _, id := range ext {
+				if id == pdu.EventID() {
+					// The row just built: the cache may still hold the
+					// event as the outlier this transaction promotes.
+					s, err := r.snapshotState(ctx, tx, row.SnapshotAfter)
+					if err != nil {
+						return err
+					}
+					sets = append(sets, s.state)
+					continue
+				}
 				e, err := r.Events(ctx, tx, []string{id})
 				if err != nil {
 					return err
