@@ -61,15 +61,16 @@ func (r *Rooms) InvitePermission(ctx context.Context, invitee, inviter string) (
 		return InviteAllowed, err
 	}
 	var c struct {
-		AllowedUsers, IgnoredUsers, BlockedUsers       []string
-		AllowedServers, IgnoredServers, BlockedServers []string
+		AllowedUsers   []string `json:"allowed_users"`
+		IgnoredUsers   []string `json:"ignored_users"`
+		BlockedUsers   []string `json:"blocked_users"`
+		AllowedServers []string `json:"allowed_servers"`
+		IgnoredServers []string `json:"ignored_servers"`
+		BlockedServers []string `json:"blocked_servers"`
 	}
-	var raw map[string][]string
-	if json.Unmarshal(d.Content, &raw) != nil {
+	if json.Unmarshal(d.Content, &c) != nil {
 		return InviteAllowed, nil
 	}
-	c.AllowedUsers, c.IgnoredUsers, c.BlockedUsers = raw["allowed_users"], raw["ignored_users"], raw["blocked_users"]
-	c.AllowedServers, c.IgnoredServers, c.BlockedServers = raw["allowed_servers"], raw["ignored_servers"], raw["blocked_servers"]
 	_, server, err := gomatrixserverlib.SplitID('@', inviter)
 	if err != nil {
 		return InviteAllowed, nil
