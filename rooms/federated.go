@@ -728,12 +728,41 @@ func (r *Rooms) updateCurrentState(ctx context.Context, tx *sql.Tx, roomID strin
 		if old[k] == id {
 			continue
 		}
+		if k.Type == spec.MRoomMember && r.isLocal(k.StateKey) {
+			if keep, err := r.newerOutOfRoomMembership(ctx, tx, roomID, k.StateKey, old[k], id); err != nil {
+				return err
+			} else if keep {
+				continue
+			}
+		}
 		membership := memberships[id]
 		if err := storage.SetCurrentState(ctx, tx, roomID, k, id, membership); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// newerOutOfRoomMembership reports whether a local user's current
+// membership is one stored outside the DAG (an invite to a room we had
+// left, taken from /invite) that is newer than the DAG event about to
+// replace it. An older change can reach the DAG after the invite (the
+// unban the invite follows, whose transaction raced the /invite) and must
+// not undo it.
+func (r *Rooms) newerOutOfRoomMembership(ctx context.Context, tx *sql.Tx, roomID, userID, oldID, newID string) (bool, error) {
+	_, curID, err := storage.CurrentMembership(ctx, tx, roomID, userID)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && (curID == oldID || curID == newID) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	evs, err := r.Events(ctx, tx, []string{curID, newID})
+	if err != nil {
+		return false, err
+	}
+	cur, next := evs[curID], evs[newID]
+	return cur != nil && next != nil && cur.Outlier && cur.Depth > next.Depth, nil
 }
 
 // memberships returns the membership column of those of ids that are
