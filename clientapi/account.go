@@ -13,45 +13,33 @@ import (
 // Account management (client-server API, Account management: password
 // change, deactivation, third-party identifiers).
 
-func (a *API) accountRoutes(v3 func(string, string, http.HandlerFunc)) {
-	v3("POST", "/account/password", a.authed(a.changePassword))
-	v3("POST", "/account/deactivate", a.authed(a.deactivate))
-	v3("GET", "/account/3pid", a.authed(a.threePIDs))
-}
-
 // POST /account/password (UIA). With logout_devices (the default) every
 // other device of the user is logged out; the calling device stays.
-func (a *API) changePassword(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) changePassword(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		NewPassword   string          `json:"new_password"`
 		LogoutDevices *bool           `json:"logout_devices"`
 		Auth          json.RawMessage `json:"auth"`
 	}
 	if err := mxhttp.ReadOptionalJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if c.IsGuest {
-		mxhttp.WriteError(w, r, mxhttp.GuestAccess("Guests cannot set a password"))
-		return
+		return nil, mxhttp.GuestAccess("Guests cannot set a password")
 	}
 	passed, err := a.userInteractiveAuth(r, passwordFlows("POST /account/password", c.UserID), req.Auth)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if req.NewPassword == "" {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("new_password is required"))
-		return
+		return nil, mxhttp.MissingParam("new_password is required")
 	}
 	if len(req.NewPassword) > 72 {
-		mxhttp.WriteError(w, r, mxhttp.WeakPassword("Passwords longer than 72 bytes are not supported"))
-		return
+		return nil, mxhttp.WeakPassword("Passwords longer than 72 bytes are not supported")
 	}
 	hash, err := a.accounts.Passwords.Hash(r.Context(), req.NewPassword) // outside the transaction
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	logout := req.LogoutDevices == nil || *req.LogoutDevices
 	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
@@ -66,24 +54,22 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, c accounts.
 		}
 		return nil
 	})
-	writeEmptyOrError(w, r, err)
+	return writeEmptyOrError(r, err)
 }
 
 // POST /account/deactivate (UIA). The account keeps its user ID forever
 // (it can never be registered again); its password and every device go.
-func (a *API) deactivate(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) deactivate(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		Auth  json.RawMessage `json:"auth"`
 		Erase bool            `json:"erase"`
 	}
 	if err := mxhttp.ReadOptionalJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	passed, err := a.userInteractiveAuth(r, passwordFlows("POST /account/deactivate", c.UserID), req.Auth)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
 		if err := passed.consume(r.Context(), tx); err != nil {
@@ -95,14 +81,13 @@ func (a *API) deactivate(w http.ResponseWriter, r *http.Request, c accounts.Call
 		return a.accounts.DeleteOtherDevices(r.Context(), tx, c.UserID, "")
 	})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	// No identity server support: nothing was bound, nothing to unbind.
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"id_server_unbind_result": "no-support"})
+	return map[string]string{"id_server_unbind_result": "no-support"}, nil
 }
 
 // GET /account/3pid: Hearth stores no third-party identifiers.
-func (a *API) threePIDs(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"threepids": []any{}})
+func (a *API) threePIDs(r *http.Request, c accounts.Caller) (any, error) {
+	return map[string]any{"threepids": []any{}}, nil
 }

@@ -50,47 +50,40 @@ func isRoomRoute(r *http.Request) bool {
 
 // PUT /_matrix/client/v3/user/{userId}/account_data/{type} and
 // PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}.
-func (a *API) putAccountData(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putAccountData(r *http.Request, c accounts.Caller) (any, error) {
 	userID, roomID, dataType, err := accountDataTarget(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if serverManagedTypes[dataType] {
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("Cannot set %s through the account data API", dataType).WithStatus(http.StatusMethodNotAllowed))
-		return
+		return nil, mxhttp.BadJSON("Cannot set %s through the account data API", dataType).WithStatus(http.StatusMethodNotAllowed)
 	}
 	var content json.RawMessage
 	if err := mxhttp.ReadJSON(r, &content); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	compact, err := compactJSON(content)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	pos, err := a.db.PutAccountData(r.Context(), userID, roomID, dataType, compact)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	a.accountDataChanged(userID, pos)
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }
 
 // DELETE /_matrix/client/unstable/org.matrix.msc3391/user/{userId}/account_data/{type}
 // and its per-room form (MSC3391): the entry reads as absent from now on and
 // incremental syncs carry it with empty content. A PUT of {} does the same.
-func (a *API) deleteAccountData(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) deleteAccountData(r *http.Request, c accounts.Caller) (any, error) {
 	userID, roomID, dataType, err := accountDataTarget(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if serverManagedTypes[dataType] {
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("Cannot delete %s through the account data API", dataType).WithStatus(http.StatusMethodNotAllowed))
-		return
+		return nil, mxhttp.BadJSON("Cannot delete %s through the account data API", dataType).WithStatus(http.StatusMethodNotAllowed)
 	}
 	var pos int64
 	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
@@ -98,44 +91,38 @@ func (a *API) deleteAccountData(w http.ResponseWriter, r *http.Request, c accoun
 		return err
 	})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if pos > 0 {
 		a.accountDataChanged(userID, pos)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }
 
 // GET /_matrix/client/v3/user/{userId}/account_data/{type} and
 // GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}.
-func (a *API) getAccountData(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getAccountData(r *http.Request, c accounts.Caller) (any, error) {
 	userID, roomID, dataType, err := accountDataTarget(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if roomID == "" && dataType == pushRulesType {
 		// Readable "as normal": the rendered rules, defaults included,
 		// whether or not the user changed any.
 		u, err := a.loadPushRules(r, userID)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
-		mxhttp.WriteJSON(w, http.StatusOK, map[string]pushrules.Ruleset{"global": u.Render(userID)})
-		return
+		return map[string]pushrules.Ruleset{"global": u.Render(userID)}, nil
 	}
 	d, err := a.db.GetAccountData(r.Context(), userID, roomID, dataType)
 	if errors.Is(err, storage.ErrNotFound) {
 		err = mxhttp.NotFound("No account data of type %s", dataType)
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(d.Content)
+	return json.RawMessage(d.Content), nil
 }
 
 // accountDataChanged wakes the user's syncs after a committed change.

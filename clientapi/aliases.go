@@ -29,63 +29,53 @@ func parseAlias(alias string) (server string, err error) {
 }
 
 // PUT /directory/room/{roomAlias}
-func (a *API) putAlias(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putAlias(r *http.Request, c accounts.Caller) (any, error) {
 	alias := pathParam(r, "roomAlias")
 	var body struct {
 		RoomID string `json:"room_id"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	server, err := parseAlias(alias)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if server != a.cfg.ServerName {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Aliases can only be created on this server (%s)", a.cfg.ServerName))
-		return
+		return nil, mxhttp.InvalidParam("Aliases can only be created on this server (%s)", a.cfg.ServerName)
 	}
 	if body.RoomID == "" {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("room_id is required"))
-		return
+		return nil, mxhttp.MissingParam("room_id is required")
 	}
 	if err := a.checkAliasNamespace(c, alias); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if _, err := a.rooms.Version(r.Context(), body.RoomID); errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Unknown room %s", body.RoomID))
-		return
+		return nil, mxhttp.NotFound("Unknown room %s", body.RoomID)
 	}
 	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
 		return storage.InsertAlias(r.Context(), tx, alias, body.RoomID, c.UserID)
 	})
 	if errors.Is(err, storage.ErrConflict) {
-		mxhttp.WriteError(w, r, &mxhttp.Error{Status: http.StatusConflict, ErrCode: "M_UNKNOWN", Message: "Room alias " + alias + " already exists"})
-		return
+		return nil, &mxhttp.Error{Status: http.StatusConflict, ErrCode: "M_UNKNOWN", Message: "Room alias " + alias + " already exists"}
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+	return map[string]any{}, nil
 }
 
 // GET /directory/room/{roomAlias}
-func (a *API) getAlias(w http.ResponseWriter, r *http.Request) {
+func (a *API) getAlias(r *http.Request, _ accounts.Caller) (any, error) {
 	alias := pathParam(r, "roomAlias")
 	if _, err := parseAlias(alias); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	roomID, servers, err := a.resolveAlias(r.Context(), alias)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": servers})
+	return map[string]any{"room_id": roomID, "servers": servers}, nil
 }
 
 // resolveAlias looks a local alias up in the store and asks the alias's
@@ -117,20 +107,17 @@ func (a *API) resolveAlias(ctx context.Context, alias string) (roomID string, se
 
 // DELETE /directory/room/{roomAlias}: the alias's creator, a server admin,
 // or a room member allowed to set m.room.canonical_alias may delete it.
-func (a *API) deleteAlias(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) deleteAlias(r *http.Request, c accounts.Caller) (any, error) {
 	alias := pathParam(r, "roomAlias")
 	if _, err := parseAlias(alias); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	roomID, creator, err := storage.ResolveAlias(r.Context(), a.db.Read(), alias)
 	if errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Room alias %s not found", alias))
-		return
+		return nil, mxhttp.NotFound("Room alias %s not found", alias)
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	allowed := creator == c.UserID
 	if !allowed {
@@ -145,15 +132,13 @@ func (a *API) deleteAlias(w http.ResponseWriter, r *http.Request, c accounts.Cal
 		}
 	}
 	if !allowed {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("You may not delete the alias %s", alias))
-		return
+		return nil, mxhttp.Forbidden("You may not delete the alias %s", alias)
 	}
 	if err := a.db.WriteTx(r.Context(), func(tx *sql.Tx) error { return storage.DeleteAlias(r.Context(), tx, alias) }); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	a.dropFromCanonicalAlias(r, roomID, alias, c.UserID)
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+	return map[string]any{}, nil
 }
 
 // dropFromCanonicalAlias removes a deleted alias from the room's
@@ -204,12 +189,11 @@ func (a *API) dropFromCanonicalAlias(r *http.Request, roomID, alias, userID stri
 }
 
 // GET /rooms/{roomId}/aliases: for members, or anyone in world_readable rooms.
-func (a *API) roomAliases(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) roomAliases(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if m, _, _ := a.rooms.MembershipOf(r.Context(), roomID, c.UserID); m != spec.Join {
 		visible := false
@@ -220,16 +204,14 @@ func (a *API) roomAliases(w http.ResponseWriter, r *http.Request, c accounts.Cal
 			}
 		}
 		if !visible {
-			mxhttp.WriteError(w, r, mxhttp.Forbidden("You are not in room %s", roomID))
-			return
+			return nil, mxhttp.Forbidden("You are not in room %s", roomID)
 		}
 	}
 	aliases, err := storage.AliasesOfRoom(r.Context(), a.db.Read(), roomID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"aliases": aliases})
+	return map[string]any{"aliases": aliases}, nil
 }
 
 // checkCanonicalAlias enforces the spec's rule for m.room.canonical_alias:

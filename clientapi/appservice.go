@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/mxhttp"
@@ -20,10 +18,6 @@ import (
 // assertion itself is in accounts.Authenticate.
 
 const loginTypeAppService = "m.login.application_service"
-
-func (a *API) appServiceRoutes(r chi.Router) {
-	r.Post("/_matrix/client/v1/appservice/{appserviceId}/ping", a.authed(a.pingAppService))
-}
 
 // appServiceByToken is the service whose as_token the request carries:
 // 401 M_MISSING_TOKEN without a token, 401 M_UNKNOWN_TOKEN when it is no
@@ -150,22 +144,19 @@ func (a *API) rateLimited(c accounts.Caller) bool {
 }
 
 // POST /_matrix/client/v1/appservice/{appserviceId}/ping
-func (a *API) pingAppService(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) pingAppService(r *http.Request, c accounts.Caller) (any, error) {
 	id := pathParam(r, "appserviceId")
 	if c.AppService == nil || c.AppService.ID != id {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("Only application service %s may ping itself", id))
-		return
+		return nil, mxhttp.Forbidden("Only application service %s may ping itself", id)
 	}
 	var body struct {
 		TransactionID string `json:"transaction_id"`
 	}
 	if err := mxhttp.ReadOptionalJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if c.AppService.PushURL() == "" {
-		mxhttp.WriteError(w, r, &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_URL_NOT_SET", Message: "The application service has no URL"})
-		return
+		return nil, &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_URL_NOT_SET", Message: "The application service has no URL"}
 	}
 	took, err := a.appsvc.Ping(r.Context(), c.AppService, body.TransactionID)
 	if err != nil {
@@ -177,10 +168,9 @@ func (a *API) pingAppService(w http.ResponseWriter, r *http.Request, c accounts.
 		case "M_BAD_STATUS":
 			e = e.With("status", status).With("body", string(respBody))
 		}
-		mxhttp.WriteError(w, r, e)
-		return
+		return nil, e
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]int64{"duration_ms": took.Milliseconds()})
+	return map[string]int64{"duration_ms": took.Milliseconds()}, nil
 }
 
 // isAppServiceRegistration reports whether a /register body asks for

@@ -4,20 +4,19 @@ import (
 	"net/http"
 
 	"github.com/hearth-matrix/hearth/accounts"
-	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/rooms"
 )
 
 // GET /_matrix/client/v3/capabilities (client-server API, Capabilities
 // negotiation). getLoginToken says whether POST /login/get_token is
 // served; it is off until that endpoint exists.
-func (a *API) capabilities(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) capabilities(r *http.Request, c accounts.Caller) (any, error) {
 	available := make(map[string]string, len(rooms.SupportedVersions))
 	for _, v := range rooms.SupportedVersions {
 		available[string(v)] = "stable"
 	}
 	enabled := func(on bool) map[string]bool { return map[string]bool{"enabled": on} }
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"capabilities": map[string]any{
+	return map[string]any{"capabilities": map[string]any{
 		"m.change_password": enabled(true),
 		"m.room_versions":   map[string]any{"default": string(rooms.DefaultVersion), "available": available},
 		"m.set_displayname": enabled(true),
@@ -25,7 +24,7 @@ func (a *API) capabilities(w http.ResponseWriter, r *http.Request, c accounts.Ca
 		"m.profile_fields":  enabled(true),
 		"m.3pid_changes":    enabled(false),
 		"m.get_login_token": enabled(a.getLoginTokenEnabled()),
-	}})
+	}}, nil
 }
 
 // getLoginTokenEnabled reports whether POST /login/get_token is served.

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/mxhttp"
@@ -29,13 +27,6 @@ const msc3814Prefix = "/_matrix/client/unstable/org.matrix.msc3814.v1"
 // /dehydrated_device/{deviceId}/events returns.
 const dehydratedEventsBatch = 100
 
-func (a *API) dehydratedDeviceRoutes(r chi.Router) {
-	r.Put(msc3814Prefix+"/dehydrated_device", a.authed(a.putDehydratedDevice))
-	r.Get(msc3814Prefix+"/dehydrated_device", a.authed(a.getDehydratedDevice))
-	r.Delete(msc3814Prefix+"/dehydrated_device", a.authed(a.deleteDehydratedDevice))
-	r.Post(msc3814Prefix+"/dehydrated_device/{deviceId}/events", a.authed(a.dehydratedDeviceEvents))
-}
-
 type dehydratedDeviceUpload struct {
 	e2ee.UploadRequest
 	DeviceID                 string          `json:"device_id"`
@@ -46,35 +37,28 @@ type dehydratedDeviceUpload struct {
 // PUT /dehydrated_device: replaces the user's dehydrated device with a new
 // one, its device and one-time keys uploaded in the same request, all in
 // one transaction.
-func (a *API) putDehydratedDevice(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putDehydratedDevice(r *http.Request, c accounts.Caller) (any, error) {
 	var req dehydratedDeviceUpload
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	switch {
 	case req.DeviceID == "":
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("device_id is required"))
-		return
+		return nil, mxhttp.MissingParam("device_id is required")
 	case len(req.DeviceID) > 255:
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("device_id is longer than 255 bytes"))
-		return
+		return nil, mxhttp.InvalidParam("device_id is longer than 255 bytes")
 	case len(req.DeviceData) == 0 || req.DeviceData[0] != '{':
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("device_data must be a JSON object"))
-		return
+		return nil, mxhttp.BadJSON("device_data must be a JSON object")
 	case len(req.DeviceKeys) == 0 || string(req.DeviceKeys) == "null":
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("device_keys is required: a dehydrated device without keys could receive nothing"))
-		return
+		return nil, mxhttp.MissingParam("device_keys is required: a dehydrated device without keys could receive nothing")
 	}
 	data, err := compactJSON(req.DeviceData)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	keys, err := a.e2ee.CheckUpload(c.UserID, req.DeviceID, req.UploadRequest)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	ctx := r.Context()
 	keysChanged := false
@@ -101,30 +85,28 @@ func (a *API) putDehydratedDevice(w http.ResponseWriter, r *http.Request, c acco
 		return storage.PutDehydratedDevice(ctx, tx, c.UserID, storage.DehydratedDevice{DeviceID: req.DeviceID, DeviceData: data})
 	})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if keysChanged {
 		a.e2ee.NotifyDeviceListChange(ctx, c.UserID)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"device_id": req.DeviceID})
+	return map[string]string{"device_id": req.DeviceID}, nil
 }
 
 // GET /dehydrated_device
-func (a *API) getDehydratedDevice(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getDehydratedDevice(r *http.Request, c accounts.Caller) (any, error) {
 	d, err := storage.GetDehydratedDevice(r.Context(), a.db.Read(), c.UserID)
 	if errors.Is(err, storage.ErrNotFound) {
 		err = mxhttp.NotFound("No dehydrated device")
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"device_id": d.DeviceID, "device_data": json.RawMessage(d.DeviceData)})
+	return map[string]any{"device_id": d.DeviceID, "device_data": json.RawMessage(d.DeviceData)}, nil
 }
 
 // DELETE /dehydrated_device: the device goes with its keys and messages.
-func (a *API) deleteDehydratedDevice(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) deleteDehydratedDevice(r *http.Request, c accounts.Caller) (any, error) {
 	ctx := r.Context()
 	var deviceID string
 	err := a.db.WriteTx(ctx, func(tx *sql.Tx) error {
@@ -139,42 +121,37 @@ func (a *API) deleteDehydratedDevice(w http.ResponseWriter, r *http.Request, c a
 		return a.accounts.DeleteDevices(ctx, tx, c.UserID, []string{d.DeviceID})
 	})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"device_id": deviceID})
+	return map[string]string{"device_id": deviceID}, nil
 }
 
 // POST /dehydrated_device/{deviceId}/events: the dehydrated device's
 // to-device messages after next_batch, in batches. Unlike sync, reading
 // deletes nothing, so an interrupted rehydration can start over.
-func (a *API) dehydratedDeviceEvents(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) dehydratedDeviceEvents(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		NextBatch string `json:"next_batch"`
 	}
 	if err := mxhttp.ReadOptionalJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	d, err := storage.GetDehydratedDevice(r.Context(), a.db.Read(), c.UserID)
 	if errors.Is(err, storage.ErrNotFound) || err == nil && d.DeviceID != pathParam(r, "deviceId") {
 		err = mxhttp.Forbidden("%s is not your dehydrated device", pathParam(r, "deviceId"))
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var after int64
 	if req.NextBatch != "" {
 		if after, err = strconv.ParseInt(req.NextBatch, 10, 64); err != nil || after < 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("Invalid next_batch %q", req.NextBatch))
-			return
+			return nil, mxhttp.InvalidParam("Invalid next_batch %q", req.NextBatch)
 		}
 	}
 	msgs, next, err := a.e2ee.InboxSince(r.Context(), c.UserID, d.DeviceID, after, dehydratedEventsBatch)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"events": msgs, "next_batch": strconv.FormatInt(next, 10)})
+	return map[string]any{"events": msgs, "next_batch": strconv.FormatInt(next, 10)}, nil
 }

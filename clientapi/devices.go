@@ -15,14 +15,6 @@ import (
 // sees and changes only their own devices: another user's device ID is
 // simply not found.
 
-func (a *API) deviceRoutes(v3 func(string, string, http.HandlerFunc)) {
-	v3("GET", "/devices", a.authed(a.listDevices))
-	v3("GET", "/devices/{deviceID}", a.authed(a.getDevice))
-	v3("PUT", "/devices/{deviceID}", a.authed(a.putDevice))
-	v3("DELETE", "/devices/{deviceID}", a.authed(a.deleteDevice))
-	v3("POST", "/delete_devices", a.authed(a.deleteDevices))
-}
-
 type deviceJSON struct {
 	DeviceID    string  `json:"device_id"`
 	DisplayName *string `json:"display_name,omitempty"`
@@ -35,41 +27,38 @@ func toDeviceJSON(d storage.Device) deviceJSON {
 }
 
 // GET /devices
-func (a *API) listDevices(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) listDevices(r *http.Request, c accounts.Caller) (any, error) {
 	ds, err := a.db.ListDevices(r.Context(), c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	out := make([]deviceJSON, len(ds))
 	for i, d := range ds {
 		out[i] = toDeviceJSON(d)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"devices": out})
+	return map[string]any{"devices": out}, nil
 }
 
 // GET /devices/{deviceId}
-func (a *API) getDevice(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getDevice(r *http.Request, c accounts.Caller) (any, error) {
 	d, err := a.db.GetDevice(r.Context(), c.UserID, pathParam(r, "deviceID"))
 	if errors.Is(err, storage.ErrNotFound) {
 		err = mxhttp.NotFound("No such device")
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, toDeviceJSON(d))
+	return toDeviceJSON(d), nil
 }
 
 // PUT /devices/{deviceId}: only display_name can change. Creating devices
 // this way is for application services, which do not exist yet.
-func (a *API) putDevice(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putDevice(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		DisplayName *string `json:"display_name"`
 	}
 	if err := mxhttp.ReadOptionalJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	deviceID := pathParam(r, "deviceID")
 	err := a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
@@ -92,18 +81,17 @@ func (a *API) putDevice(w http.ResponseWriter, r *http.Request, c accounts.Calle
 	if err == nil && req.DisplayName != nil {
 		a.e2ee.NotifyDeviceListChange(r.Context(), c.UserID)
 	}
-	writeEmptyOrError(w, r, err)
+	return writeEmptyOrError(r, err)
 }
 
 // DELETE /devices/{deviceId} (UIA)
-func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) deleteDevice(r *http.Request, c accounts.Caller) (any, error) {
 	deviceID := pathParam(r, "deviceID")
 	var req struct {
 		Auth json.RawMessage `json:"auth"`
 	}
 	if err := mxhttp.ReadOptionalJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	// An unknown device is reported before authentication, so nobody is
 	// asked for a password to delete nothing.
@@ -111,34 +99,30 @@ func (a *API) deleteDevice(w http.ResponseWriter, r *http.Request, c accounts.Ca
 		if errors.Is(err, storage.ErrNotFound) {
 			err = mxhttp.NotFound("No such device")
 		}
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	a.deleteDevicesWithAuth(w, r, c, "DELETE /devices/"+deviceID, req.Auth, []string{deviceID})
+	return a.deleteDevicesWithAuth(r, c, "DELETE /devices/"+deviceID, req.Auth, []string{deviceID})
 }
 
 // POST /delete_devices (UIA)
-func (a *API) deleteDevices(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) deleteDevices(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		Devices *[]string       `json:"devices"`
 		Auth    json.RawMessage `json:"auth"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if req.Devices == nil {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("devices is required"))
-		return
+		return nil, mxhttp.MissingParam("devices is required")
 	}
-	a.deleteDevicesWithAuth(w, r, c, "POST /delete_devices", req.Auth, *req.Devices)
+	return a.deleteDevicesWithAuth(r, c, "POST /delete_devices", req.Auth, *req.Devices)
 }
 
-func (a *API) deleteDevicesWithAuth(w http.ResponseWriter, r *http.Request, c accounts.Caller, action string, auth json.RawMessage, ids []string) {
+func (a *API) deleteDevicesWithAuth(r *http.Request, c accounts.Caller, action string, auth json.RawMessage, ids []string) (any, error) {
 	passed, err := a.userInteractiveAuth(r, passwordFlows(action, c.UserID), auth)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
 		if err := passed.consume(r.Context(), tx); err != nil {
@@ -146,5 +130,5 @@ func (a *API) deleteDevicesWithAuth(w http.ResponseWriter, r *http.Request, c ac
 		}
 		return a.accounts.DeleteDevices(r.Context(), tx, c.UserID, ids)
 	})
-	writeEmptyOrError(w, r, err)
+	return writeEmptyOrError(r, err)
 }

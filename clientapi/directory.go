@@ -26,54 +26,47 @@ func (a *API) optionalCaller(r *http.Request) (accounts.Caller, error) {
 }
 
 // GET /v3/directory/list/room/{roomId}
-func (a *API) getRoomVisibility(w http.ResponseWriter, r *http.Request) {
+func (a *API) getRoomVisibility(r *http.Request, _ accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	room, err := storage.GetRoom(r.Context(), a.db.Read(), roomID)
 	if errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Room not found"))
-		return
+		return nil, mxhttp.NotFound("Room not found")
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	vis := "private"
 	if room.Published {
 		vis = "public"
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"visibility": vis})
+	return map[string]string{"visibility": vis}, nil
 }
 
 // PUT /v3/directory/list/room/{roomId}: like Synapse, a server admin or a
 // joined member allowed to send m.room.canonical_alias may publish a room.
-func (a *API) putRoomVisibility(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putRoomVisibility(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	var body struct {
 		Visibility *string `json:"visibility"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	vis := "public"
 	if body.Visibility != nil {
 		vis = *body.Visibility
 	}
 	if vis != "public" && vis != "private" {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("visibility must be public or private"))
-		return
+		return nil, mxhttp.InvalidParam("visibility must be public or private")
 	}
 	if _, err := a.rooms.Version(r.Context(), roomID); errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Room not found"))
-		return
+		return nil, mxhttp.NotFound("Room not found")
 	} else if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	allowed, err := a.canSendState(r, roomID, c.UserID, spec.MRoomCanonicalAlias)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if !allowed {
 		if u, err := a.db.GetUser(r.Context(), c.UserID); err == nil && u.IsAdmin {
@@ -81,14 +74,12 @@ func (a *API) putRoomVisibility(w http.ResponseWriter, r *http.Request, c accoun
 		}
 	}
 	if !allowed {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("You may not change the visibility of %s", roomID))
-		return
+		return nil, mxhttp.Forbidden("You may not change the visibility of %s", roomID)
 	}
 	if err := a.db.SetRoomPublished(r.Context(), roomID, vis == "public"); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+	return map[string]any{}, nil
 }
 
 // canSendState reports whether userID is joined to the room with the power
@@ -108,51 +99,45 @@ func (a *API) canSendState(r *http.Request, roomID, userID, eventType string) (b
 type publicRoomsRequest = rooms.PublicRoomsQuery
 
 // GET /v3/publicRooms
-func (a *API) getPublicRooms(w http.ResponseWriter, r *http.Request) {
+func (a *API) getPublicRooms(r *http.Request, _ accounts.Caller) (any, error) {
 	q := r.URL.Query()
 	var req publicRoomsRequest
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must be an integer"))
-			return
+			return nil, mxhttp.InvalidParam("limit must be an integer")
 		}
 		req.Limit = &n
 	}
 	req.Since = q.Get("since")
-	a.publicRooms(w, r, req)
+	return a.publicRooms(r, req)
 }
 
 // POST /v3/publicRooms
-func (a *API) postPublicRooms(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) postPublicRooms(r *http.Request, c accounts.Caller) (any, error) {
 	var req publicRoomsRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	a.publicRooms(w, r, req)
+	return a.publicRooms(r, req)
 }
 
 // publicRooms lists published rooms: ours, or with server= another
 // server's (asked over federation).
-func (a *API) publicRooms(w http.ResponseWriter, r *http.Request, req publicRoomsRequest) {
+func (a *API) publicRooms(r *http.Request, req publicRoomsRequest) (any, error) {
 	if server := r.URL.Query().Get("server"); server != "" && server != a.cfg.ServerName {
 		if a.fed == nil {
-			mxhttp.WriteError(w, r, mxhttp.NotFound("The room directory of %s is not available without federation", server))
-			return
+			return nil, mxhttp.NotFound("The room directory of %s is not available without federation", server)
 		}
 		page, err := a.fed.PublicRooms(r.Context(), server, req)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
-		mxhttp.WriteJSON(w, http.StatusOK, page)
-		return
+		return page, nil
 	}
 	page, err := a.rooms.PublicRooms(r.Context(), req)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, page)
+	return page, nil
 }

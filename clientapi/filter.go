@@ -16,49 +16,41 @@ import (
 // parses them for the endpoints that apply them.
 
 // POST /_matrix/client/v3/user/{userId}/filter.
-func (a *API) postFilter(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) postFilter(r *http.Request, c accounts.Caller) (any, error) {
 	userID := pathParam(r, "userId")
 	if err := requireSelf(c, userID, "create filters"); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var raw json.RawMessage
 	if err := mxhttp.ReadJSON(r, &raw); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if _, err := filter.Parse(raw); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	compact, err := compactJSON(raw)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	id, err := a.db.InsertFilter(r.Context(), userID, compact)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"filter_id": id})
+	return map[string]string{"filter_id": id}, nil
 }
 
 // GET /_matrix/client/v3/user/{userId}/filter/{filterId}.
-func (a *API) getFilter(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getFilter(r *http.Request, c accounts.Caller) (any, error) {
 	userID := pathParam(r, "userId")
 	if err := requireSelf(c, userID, "read filters"); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	f, err := a.db.GetFilter(r.Context(), userID, pathParam(r, "filterId"))
 	if errors.Is(err, storage.ErrNotFound) {
 		err = mxhttp.NotFound("No such filter")
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(f)
+	return json.RawMessage(f), nil
 }

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
@@ -22,19 +20,8 @@ import (
 // loginTokenLifetime is how long an m.login.token token from get_token lives.
 const loginTokenLifetime = 2 * time.Minute
 
-func (a *API) sessionRoutes(r chi.Router, v3 func(string, string, http.HandlerFunc)) {
-	v3("GET", "/login", a.loginFlows)
-	v3("POST", "/login", a.login)
-	r.Post("/_matrix/client/v3/refresh", a.refresh)
-	r.Post("/_matrix/client/v1/refresh", a.refresh)
-	v3("POST", "/logout", a.authed(a.logout))
-	v3("POST", "/logout/all", a.authed(a.logoutAll))
-	v3("GET", "/account/whoami", a.authed(a.whoami))
-	r.Post("/_matrix/client/v1/login/get_token", a.authed(a.getLoginToken))
-}
-
 // GET /login
-func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
+func (a *API) loginFlows(r *http.Request, _ accounts.Caller) (any, error) {
 	flows := []map[string]any{
 		{"type": "m.login.password"},
 		{"type": "m.login.token", "get_login_token": true},
@@ -42,7 +29,7 @@ func (a *API) loginFlows(w http.ResponseWriter, r *http.Request) {
 	if a.accounts.AppServices != nil && len(a.accounts.AppServices.All()) > 0 {
 		flows = append(flows, map[string]any{"type": loginTypeAppService})
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"flows": flows})
+	return map[string]any{"flows": flows}, nil
 }
 
 type loginRequest struct {
@@ -54,13 +41,12 @@ type loginRequest struct {
 }
 
 // POST /login
-func (a *API) login(w http.ResponseWriter, r *http.Request) {
+func (a *API) login(r *http.Request, _ accounts.Caller) (any, error) {
 	login, err := a.doLogin(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, a.loginResponse(login))
+	return a.loginResponse(login), nil
 }
 
 func (a *API) doLogin(r *http.Request) (accounts.Login, error) {
@@ -156,67 +142,61 @@ func (a *API) loginResponse(l accounts.Login) map[string]any {
 }
 
 // POST /refresh
-func (a *API) refresh(w http.ResponseWriter, r *http.Request) {
+func (a *API) refresh(r *http.Request, _ accounts.Caller) (any, error) {
 	var req struct {
 		RefreshToken string `json:"refresh_token"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if req.RefreshToken == "" {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("refresh_token is required"))
-		return
+		return nil, mxhttp.MissingParam("refresh_token is required")
 	}
 	login, err := a.accounts.Refresh(r.Context(), req.RefreshToken)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
+	return map[string]any{
 		"access_token": login.AccessToken, "refresh_token": login.RefreshToken, "expires_in_ms": login.ExpiresInMS,
-	})
+	}, nil
 }
 
 // POST /logout: the device goes with its token (client-server API, Logout).
-func (a *API) logout(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) logout(r *http.Request, c accounts.Caller) (any, error) {
 	err := a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
 		return a.accounts.DeleteDevices(r.Context(), tx, c.UserID, []string{c.DeviceID})
 	})
-	writeEmptyOrError(w, r, err)
+	return writeEmptyOrError(r, err)
 }
 
 // POST /logout/all
-func (a *API) logoutAll(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) logoutAll(r *http.Request, c accounts.Caller) (any, error) {
 	err := a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
 		return a.accounts.DeleteOtherDevices(r.Context(), tx, c.UserID, "")
 	})
-	writeEmptyOrError(w, r, err)
+	return writeEmptyOrError(r, err)
 }
 
 // GET /account/whoami
-func (a *API) whoami(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"user_id": c.UserID, "device_id": c.DeviceID, "is_guest": c.IsGuest})
+func (a *API) whoami(r *http.Request, c accounts.Caller) (any, error) {
+	return map[string]any{"user_id": c.UserID, "device_id": c.DeviceID, "is_guest": c.IsGuest}, nil
 }
 
 // POST /v1/login/get_token: a short-lived single-use m.login.token token
 // for signing in another device, after re-checking the password.
-func (a *API) getLoginToken(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getLoginToken(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		Auth json.RawMessage `json:"auth"`
 	}
 	if err := mxhttp.ReadOptionalJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if c.IsGuest {
-		mxhttp.WriteError(w, r, mxhttp.GuestAccess("Guests cannot create login tokens"))
-		return
+		return nil, mxhttp.GuestAccess("Guests cannot create login tokens")
 	}
 	passed, err := a.userInteractiveAuth(r, passwordFlows("POST /login/get_token", c.UserID), req.Auth)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	token := accounts.NewToken("mlt_")
 	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
@@ -226,10 +206,9 @@ func (a *API) getLoginToken(w http.ResponseWriter, r *http.Request, c accounts.C
 		return storage.InsertLoginToken(r.Context(), tx, token, c.UserID, time.Now().Add(loginTokenLifetime).UnixMilli())
 	})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"login_token": token, "expires_in_ms": loginTokenLifetime.Milliseconds()})
+	return map[string]any{"login_token": token, "expires_in_ms": loginTokenLifetime.Milliseconds()}, nil
 }
 
 // readBody reads the whole request body with ReadJSON's size errors.
@@ -241,10 +220,9 @@ func readBody(r *http.Request) ([]byte, error) {
 	return raw, nil
 }
 
-func writeEmptyOrError(w http.ResponseWriter, r *http.Request, err error) {
+func writeEmptyOrError(r *http.Request, err error) (any, error) {
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }

@@ -1,17 +1,13 @@
 package clientapi
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
-	"github.com/hearth-matrix/hearth/storage"
 )
 
 // Content repository (client-server API, Content repository). Uploads and
@@ -29,201 +25,149 @@ func LimitsOwnBody(r *http.Request) bool {
 		r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, uploadPath+"/")
 }
 
-func (a *API) mediaRoutes(r chi.Router) {
-	r.Post(uploadPath, a.authed(a.mediaUpload))
-	r.Post("/_matrix/media/v1/create", a.authed(a.mediaCreate))
-	r.Put(uploadPath+"/{serverName}/{mediaId}", a.authed(a.mediaUploadTo))
-
-	r.Get("/_matrix/client/v1/media/config", a.authed(a.mediaConfig))
-	r.Get("/_matrix/client/v1/media/download/{serverName}/{mediaId}", a.authed(a.mediaDownload))
-	r.Get("/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}", a.authed(a.mediaDownload))
-	r.Get("/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}", a.authed(a.mediaThumbnail))
-	r.Get("/_matrix/client/v1/media/preview_url", a.authed(a.mediaPreview))
-
-	// Deprecated in v1.11. config and preview_url always required a token.
-	r.Get("/_matrix/media/v3/config", a.authed(a.mediaConfig))
-	r.Get("/_matrix/media/v3/preview_url", a.authed(a.mediaPreview))
-	r.Get("/_matrix/media/v3/download/{serverName}/{mediaId}", a.legacyMediaDownload)
-	r.Get("/_matrix/media/v3/download/{serverName}/{mediaId}/{fileName}", a.legacyMediaDownload)
-	r.Get("/_matrix/media/v3/thumbnail/{serverName}/{mediaId}", a.legacyMediaThumbnail)
-
-	// Synapse-compatible administration.
-	r.Post("/_synapse/admin/v1/media/quarantine/{serverName}/{mediaId}", a.authed(a.adminQuarantineMedia(true)))
-	r.Post("/_synapse/admin/v1/media/unquarantine/{serverName}/{mediaId}", a.authed(a.adminQuarantineMedia(false)))
-	r.Delete("/_synapse/admin/v1/media/{serverName}/{mediaId}", a.authed(a.adminDeleteMedia))
-}
-
 func uploadFrom(r *http.Request, c accounts.Caller) media.Upload {
 	return media.Upload{Uploader: c.UserID, ContentType: r.Header.Get("Content-Type"),
 		Filename: r.URL.Query().Get("filename"), Body: r.Body, DeclaredSize: r.ContentLength}
 }
 
 // POST /_matrix/media/v3/upload
-func (a *API) mediaUpload(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) mediaUpload(r *http.Request, c accounts.Caller) (any, error) {
 	mxc, err := a.media.Upload(r.Context(), uploadFrom(r, c))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"content_uri": mxc})
+	return map[string]string{"content_uri": mxc}, nil
 }
 
 // POST /_matrix/media/v1/create
-func (a *API) mediaCreate(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) mediaCreate(r *http.Request, c accounts.Caller) (any, error) {
 	mxc, expires, err := a.media.Create(r.Context(), c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"content_uri": mxc, "unused_expires_at": expires})
+	return map[string]any{"content_uri": mxc, "unused_expires_at": expires}, nil
 }
 
 // PUT /_matrix/media/v3/upload/{serverName}/{mediaId}
-func (a *API) mediaUploadTo(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) mediaUploadTo(r *http.Request, c accounts.Caller) (any, error) {
 	err := a.media.UploadTo(r.Context(), pathParam(r, "serverName"), pathParam(r, "mediaId"), uploadFrom(r, c))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+	return map[string]any{}, nil
 }
 
 // GET /_matrix/client/v1/media/config
-func (a *API) mediaConfig(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"m.upload.size": a.media.MaxUploadBytes()})
+func (a *API) mediaConfig(r *http.Request, c accounts.Caller) (any, error) {
+	return map[string]any{"m.upload.size": a.media.MaxUploadBytes()}, nil
 }
 
 // GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]
-func (a *API) mediaDownload(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	a.download(w, r, false)
+func (a *API) mediaDownload(r *http.Request, c accounts.Caller) (any, error) {
+	return a.download(r, false)
 }
 
 // GET /_matrix/media/v3/download/{serverName}/{mediaId}[/{fileName}], deprecated
-func (a *API) legacyMediaDownload(w http.ResponseWriter, r *http.Request) {
-	a.download(w, r, true)
+func (a *API) legacyMediaDownload(r *http.Request, _ accounts.Caller) (any, error) {
+	return a.download(r, true)
 }
 
-func (a *API) download(w http.ResponseWriter, r *http.Request, legacy bool) {
+func (a *API) download(r *http.Request, legacy bool) (any, error) {
 	if legacy && !a.media.LegacyEnabled() {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Media not found"))
-		return
+		return nil, mxhttp.NotFound("Media not found")
 	}
 	wait, err := media.TimeoutParam(r.URL.Query())
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	content, err := a.media.Get(r.Context(), pathParam(r, "serverName"), pathParam(r, "mediaId"), wait)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	defer content.File.Close()
 	if legacy && !a.media.LegacyAllowed(content.Media) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Media not found"))
-		return
+		content.File.Close()
+		return nil, mxhttp.NotFound("Media not found")
 	}
 	filename := content.Media.Filename
 	if fn := pathParam(r, "fileName"); fn != "" {
 		filename = pathParam(r, "fileName")
 	}
-	serveContent(w, r, content, filename)
+	return serveContent(content, filename), nil
 }
 
-func serveContent(w http.ResponseWriter, r *http.Request, c media.Content, filename string) {
-	media.SetServeHeaders(w.Header(), c.ContentType, filename)
-	http.ServeContent(w, r, "", time.UnixMilli(c.Media.UploadedTS), c.File)
+// serveContent is the response that sends c's bytes (with range
+// requests) and closes its file.
+func serveContent(c media.Content, filename string) mxhttp.Stream {
+	return mxhttp.Stream(func(w http.ResponseWriter, r *http.Request) {
+		defer c.File.Close()
+		media.SetServeHeaders(w.Header(), c.ContentType, filename)
+		http.ServeContent(w, r, "", time.UnixMilli(c.Media.UploadedTS), c.File)
+	})
 }
 
 // GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}
-func (a *API) mediaThumbnail(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	a.thumbnail(w, r, false)
+func (a *API) mediaThumbnail(r *http.Request, c accounts.Caller) (any, error) {
+	return a.thumbnail(r, false)
 }
 
 // GET /_matrix/media/v3/thumbnail/{serverName}/{mediaId}, deprecated
-func (a *API) legacyMediaThumbnail(w http.ResponseWriter, r *http.Request) {
-	a.thumbnail(w, r, true)
+func (a *API) legacyMediaThumbnail(r *http.Request, _ accounts.Caller) (any, error) {
+	return a.thumbnail(r, true)
 }
 
-func (a *API) thumbnail(w http.ResponseWriter, r *http.Request, legacy bool) {
+func (a *API) thumbnail(r *http.Request, legacy bool) (any, error) {
 	if legacy && !a.media.LegacyEnabled() {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Media not found"))
-		return
+		return nil, mxhttp.NotFound("Media not found")
 	}
 	req, err := media.ThumbnailParams(r.URL.Query())
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	wait, err := media.TimeoutParam(r.URL.Query())
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	content, err := a.media.Thumbnail(r.Context(), pathParam(r, "serverName"), pathParam(r, "mediaId"), req, wait)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	defer content.File.Close()
 	if legacy && !a.media.LegacyAllowed(content.Media) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Media not found"))
-		return
+		content.File.Close()
+		return nil, mxhttp.NotFound("Media not found")
 	}
-	serveContent(w, r, content, "")
+	return serveContent(content, ""), nil
 }
 
 // GET /_matrix/client/v1/media/preview_url. With url_preview off the
 // endpoint answers 404 M_UNRECOGNIZED, as for any endpoint a server does
 // not offer, so clients stop asking rather than retry one URL.
-func (a *API) mediaPreview(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) mediaPreview(r *http.Request, c accounts.Caller) (any, error) {
 	target := r.URL.Query().Get("url")
 	if target == "" && a.media.PreviewsEnabled() {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("url is required"))
-		return
+		return nil, mxhttp.MissingParam("url is required")
 	}
 	og, err := a.media.Preview(r.Context(), c.UserID, target)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, og)
-}
-
-// requireAdmin fails unless the caller is a server administrator.
-func (a *API) requireAdmin(r *http.Request, c accounts.Caller) error {
-	u, err := a.db.GetUser(r.Context(), c.UserID)
-	if errors.Is(err, storage.ErrNotFound) || err == nil && !u.IsAdmin {
-		return mxhttp.Forbidden("You are not a server admin")
-	}
-	return err
+	return og, nil
 }
 
 // POST /_synapse/admin/v1/media/(un)quarantine/{serverName}/{mediaId}
-func (a *API) adminQuarantineMedia(quarantined bool) authedHandler {
-	return func(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-		if err := a.requireAdmin(r, c); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
+func (a *API) adminQuarantineMedia(quarantined bool) handler {
+	return func(r *http.Request, c accounts.Caller) (any, error) {
 		if err := a.media.Quarantine(r.Context(), pathParam(r, "serverName"), pathParam(r, "mediaId"), quarantined); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
-		mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+		return map[string]any{}, nil
 	}
 }
 
 // DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}
-func (a *API) adminDeleteMedia(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	if err := a.requireAdmin(r, c); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
-	}
+func (a *API) adminDeleteMedia(r *http.Request, c accounts.Caller) (any, error) {
 	serverName, mediaID := pathParam(r, "serverName"), pathParam(r, "mediaId")
 	if err := a.media.Delete(r.Context(), serverName, mediaID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"deleted_media": []string{mediaID}, "total": 1})
+	return map[string]any{"deleted_media": []string{mediaID}, "total": 1}, nil
 }

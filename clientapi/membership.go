@@ -68,16 +68,14 @@ func readMembershipBody(r *http.Request, needUser bool) (membershipBody, error) 
 	return b, nil
 }
 
-func (a *API) changeMembership(w http.ResponseWriter, r *http.Request, roomID string, c rooms.ChangeMembership) {
+func (a *API) changeMembership(r *http.Request, roomID string, c rooms.ChangeMembership) (any, error) {
 	if _, err := a.rooms.Version(r.Context(), roomID); errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Unknown room %s", roomID))
-		return
+		return nil, mxhttp.NotFound("Unknown room %s", roomID)
 	}
 	if c.Membership == spec.Join && c.Sender == c.Target {
 		extra, err := a.joinAuthorisation(r, roomID, c.Sender)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 		for k, v := range extra {
 			if c.Extra == nil {
@@ -87,52 +85,46 @@ func (a *API) changeMembership(w http.ResponseWriter, r *http.Request, roomID st
 		}
 	}
 	if _, err := a.rooms.SetMembership(r.Context(), roomID, c); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if c.Membership == spec.Join && c.Sender == c.Target {
 		a.copyPushRulesOnJoin(r.Context(), c.Sender, roomID)
 	}
 	if c.Membership == spec.Join || c.Membership == spec.Knock {
-		mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
-		return
+		return map[string]string{"room_id": roomID}, nil
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+	return map[string]any{}, nil
 }
 
 // POST /rooms/{roomId}/join
-func (a *API) joinRoomByID(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) joinRoomByID(r *http.Request, c accounts.Caller) (any, error) {
 	b, err := readMembershipBody(r, false)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	a.join(w, r, c, pathParam(r, "roomId"), nil, b)
+	return a.join(r, c, pathParam(r, "roomId"), nil, b)
 }
 
 // join joins the caller to a room: through our own copy of the room when a
 // local user is in it, else over federation through the given servers (and
 // the server of the room ID).
-func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, roomID string, servers []spec.ServerName, b membershipBody) {
+func (a *API) join(r *http.Request, c accounts.Caller, roomID string, servers []spec.ServerName, b membershipBody) (any, error) {
 	reason := b.Reason
 	local, err := a.rooms.CanJoinLocally(r.Context(), roomID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if local {
 		_, err := a.joinAuthorisation(r, roomID, c.UserID)
 		var me *mxhttp.Error
 		if !errors.As(err, &me) || me.ErrCode != "M_UNABLE_TO_GRANT_JOIN" {
-			a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: reason, Extra: b.Extra})
-			return
+			return a.changeMembership(r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Join, Reason: reason, Extra: b.Extra})
 		}
 		// A restricted room none of our users can authorise the join to:
 		// join through a server in the room that can.
 		others, err := a.rooms.ServersInRoom(r.Context(), roomID)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 		servers = append(servers, others...)
 	}
@@ -170,11 +162,10 @@ func (a *API) join(w http.ResponseWriter, r *http.Request, c accounts.Caller, ro
 		}
 	}
 	if _, err := a.rooms.JoinRemote(r.Context(), roomID, c.UserID, servers, content); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	a.copyPushRulesOnJoin(r.Context(), c.UserID, roomID)
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+	return map[string]string{"room_id": roomID}, nil
 }
 
 // resolveRoom turns a room ID or alias into a room ID and the servers to
@@ -193,41 +184,36 @@ func (a *API) resolveRoom(r *http.Request, idOrAlias string) (roomID string, via
 }
 
 // POST /join/{roomIdOrAlias}
-func (a *API) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) joinRoomByIDOrAlias(r *http.Request, c accounts.Caller) (any, error) {
 	b, err := readMembershipBody(r, false)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	// The via servers (from the alias or the query) are for a remote join.
 	roomID, via, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	servers := make([]spec.ServerName, 0, len(via))
 	for _, v := range via {
 		servers = append(servers, spec.ServerName(v))
 	}
-	a.join(w, r, c, roomID, servers, b)
+	return a.join(r, c, roomID, servers, b)
 }
 
 // POST /knock/{roomIdOrAlias}
-func (a *API) knock(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) knock(r *http.Request, c accounts.Caller) (any, error) {
 	b, err := readMembershipBody(r, false)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	roomID, via, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	local, err := a.rooms.CanJoinLocally(r.Context(), roomID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if !local {
 		// A room whose live copy is on other servers: knock through them.
@@ -236,39 +222,35 @@ func (a *API) knock(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 			servers = append(servers, spec.ServerName(v))
 		}
 		if _, err := a.rooms.KnockRemote(r.Context(), roomID, c.UserID, b.Reason, servers); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
-		mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
-		return
+		return map[string]string{"room_id": roomID}, nil
 	}
-	a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Knock, Reason: b.Reason})
+	return a.changeMembership(r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Knock, Reason: b.Reason})
 }
 
 // changeOther makes a membership change the caller applies to another user
 // (invite, kick, ban, unban), refusing it first when the target's current
 // membership makes it meaningless; the auth rules decide the rest.
-func (a *API) changeOther(w http.ResponseWriter, r *http.Request, c accounts.Caller, membership string, refuse func(target, current string) error) {
+func (a *API) changeOther(r *http.Request, c accounts.Caller, membership string, refuse func(target, current string) error) (any, error) {
 	b, err := readMembershipBody(r, true)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	roomID := pathParam(r, "roomId")
 	if refuse != nil {
 		if m, _, err := a.rooms.MembershipOf(r.Context(), roomID, b.UserID); err == nil {
 			if err := refuse(b.UserID, m); err != nil {
-				mxhttp.WriteError(w, r, err)
-				return
+				return nil, err
 			}
 		}
 	}
-	a.changeMembership(w, r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: b.UserID, Membership: membership, Reason: b.Reason})
+	return a.changeMembership(r, roomID, rooms.ChangeMembership{Sender: c.UserID, Target: b.UserID, Membership: membership, Reason: b.Reason})
 }
 
 // POST /rooms/{roomId}/invite
-func (a *API) invite(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	a.changeOther(w, r, c, spec.Invite, func(target, m string) error {
+func (a *API) invite(r *http.Request, c accounts.Caller) (any, error) {
+	return a.changeOther(r, c, spec.Invite, func(target, m string) error {
 		if m == spec.Join || m == spec.Ban {
 			return mxhttp.Forbidden("%s is already %s in the room", target, map[string]string{spec.Join: "joined", spec.Ban: "banned"}[m])
 		}
@@ -277,22 +259,20 @@ func (a *API) invite(w http.ResponseWriter, r *http.Request, c accounts.Caller) 
 }
 
 // POST /rooms/{roomId}/leave
-func (a *API) leave(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) leave(r *http.Request, c accounts.Caller) (any, error) {
 	b, err := readMembershipBody(r, false)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if err := a.refuseNoticeRoomReject(r, pathParam(r, "roomId"), c.UserID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	a.changeMembership(w, r, pathParam(r, "roomId"), rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Leave, Reason: b.Reason})
+	return a.changeMembership(r, pathParam(r, "roomId"), rooms.ChangeMembership{Sender: c.UserID, Target: c.UserID, Membership: spec.Leave, Reason: b.Reason})
 }
 
 // POST /rooms/{roomId}/kick
-func (a *API) kick(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	a.changeOther(w, r, c, spec.Leave, func(target, m string) error {
+func (a *API) kick(r *http.Request, c accounts.Caller) (any, error) {
+	return a.changeOther(r, c, spec.Leave, func(target, m string) error {
 		if m != spec.Join && m != spec.Invite && m != spec.Knock {
 			return mxhttp.Forbidden("%s is not in the room", target)
 		}
@@ -301,13 +281,13 @@ func (a *API) kick(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 }
 
 // POST /rooms/{roomId}/ban
-func (a *API) ban(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	a.changeOther(w, r, c, spec.Ban, nil)
+func (a *API) ban(r *http.Request, c accounts.Caller) (any, error) {
+	return a.changeOther(r, c, spec.Ban, nil)
 }
 
 // POST /rooms/{roomId}/unban
-func (a *API) unban(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
-	a.changeOther(w, r, c, spec.Leave, func(target, m string) error {
+func (a *API) unban(r *http.Request, c accounts.Caller) (any, error) {
+	return a.changeOther(r, c, spec.Leave, func(target, m string) error {
 		if m != spec.Ban {
 			return mxhttp.Forbidden("%s is not banned", target)
 		}
@@ -316,44 +296,37 @@ func (a *API) unban(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 }
 
 // POST /rooms/{roomId}/forget
-func (a *API) forget(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) forget(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	m, _, err := a.rooms.MembershipOf(r.Context(), roomID, c.UserID)
 	if errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Unknown room %s", roomID))
-		return
+		return nil, mxhttp.NotFound("Unknown room %s", roomID)
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if m == spec.Join || m == spec.Invite || m == spec.Knock {
-		mxhttp.WriteError(w, r, mxhttp.Unknown("You must leave the room before forgetting it"))
-		return
+		return nil, mxhttp.Unknown("You must leave the room before forgetting it")
 	}
 	if m == "" {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("You were never in %s", roomID))
-		return
+		return nil, mxhttp.NotFound("You were never in %s", roomID)
 	}
 	if err := a.db.ForgetRoom(r.Context(), c.UserID, roomID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+	return map[string]any{}, nil
 }
 
 // GET /rooms/{roomId}/members
-func (a *API) members(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) members(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if at := r.URL.Query().Get("at"); at != "" {
 		if st, err = a.stateAtToken(r, roomID, at, st); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 	}
 	var memberState = rooms.State{}
@@ -364,8 +337,7 @@ func (a *API) members(w http.ResponseWriter, r *http.Request, c accounts.Caller)
 	}
 	evs, err := a.rooms.StateEvents(r.Context(), memberState)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	q := r.URL.Query()
 	want, notWant := q.Get("membership"), q.Get("not_membership")
@@ -382,28 +354,25 @@ func (a *API) members(w http.ResponseWriter, r *http.Request, c accounts.Caller)
 	}
 	chunk, err := a.rooms.Format(r.Context(), keep, rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"chunk": chunk})
+	return map[string]any{"chunk": chunk}, nil
 }
 
 // GET /rooms/{roomId}/joined_members: for members of the room (Synapse
 // and Complement agree that a user who left gets 403).
-func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) joinedMembers(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	if err := a.requireJoined(r, roomID, c.UserID); err != nil {
 		var me *mxhttp.Error
 		if errors.As(err, &me) && me.ErrCode == "M_NOT_FOUND" {
 			err = mxhttp.Forbidden("You are not in room %s", roomID)
 		}
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	st, err := a.rooms.CurrentState(r.Context(), roomID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	memberState := rooms.State{}
 	for k, id := range st {
@@ -413,8 +382,7 @@ func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request, c accounts.C
 	}
 	evs, err := a.rooms.StateEvents(r.Context(), memberState)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	joined := map[string]any{}
 	for _, ev := range evs {
@@ -428,5 +396,5 @@ func (a *API) joinedMembers(w http.ResponseWriter, r *http.Request, c accounts.C
 		_ = json.Unmarshal(ev.PDU.Content(), &content)
 		joined[*ev.StateKey] = map[string]*string{"display_name": content.DisplayName, "avatar_url": content.AvatarURL}
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"joined": joined})
+	return map[string]any{"joined": joined}, nil
 }

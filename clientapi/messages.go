@@ -33,54 +33,47 @@ func parseRoomEventFilter(s string) (*filter.RoomEventFilter, error) {
 }
 
 // GET /rooms/{roomId}/messages
-func (a *API) messages(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) messages(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	q := r.URL.Query()
 	if err := a.requireCanSee(r, roomID, c.UserID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	dir := q.Get("dir")
 	if dir == "" {
 		dir = "b"
 	}
 	if dir != "b" && dir != "f" {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("dir must be b or f"))
-		return
+		return nil, mxhttp.InvalidParam("dir must be b or f")
 	}
 	backwards := dir == "b"
 	limit := 10
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must be a non-negative integer"))
-			return
+			return nil, mxhttp.InvalidParam("limit must be a non-negative integer")
 		}
 		limit = min(n, 1000)
 	}
 	filter, err := parseRoomEventFilter(q.Get("filter"))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if filter.Limit != nil && *filter.Limit > 0 {
 		limit = min(*filter.Limit, 1000)
 	}
 	from, to, err := a.pageBounds(r, roomID, backwards)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	chunk, next, err := a.paginate(r, roomID, c.UserID, from, to, backwards, limit, filter)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	viewer := rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID}
 	formatted, err := a.rooms.Format(r.Context(), chunk, viewer)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	resp := map[string]any{"start": from.String(), "chunk": formatted}
 	if next != nil {
@@ -99,12 +92,11 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request, c accounts.Caller
 	if filter.LazyLoadMembers {
 		members, err := a.lazyMembers(r, chunk, viewer)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 		resp["state"] = members
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
+	return resp, nil
 }
 
 // paginate collects up to limit visible, filter-matching events from a
@@ -261,45 +253,38 @@ func (a *API) lazyMembers(r *http.Request, evs []*rooms.Event, viewer rooms.View
 }
 
 // GET /rooms/{roomId}/context/{eventId}
-func (a *API) eventContext(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) eventContext(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
 	q := r.URL.Query()
 	limit := 10
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must be a non-negative integer"))
-			return
+			return nil, mxhttp.InvalidParam("limit must be a non-negative integer")
 		}
 		limit = min(n, 100)
 	}
 	filter, err := parseRoomEventFilter(q.Get("filter"))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if err := a.requireCanSee(r, roomID, c.UserID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	ev, err := a.rooms.Event(r.Context(), eventID)
 	if err != nil || ev.RoomID != roomID {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Event not found"))
-		return
+		return nil, mxhttp.NotFound("Event not found")
 	}
 	if vis, err := a.rooms.Visible(r.Context(), c.UserID, []*rooms.Event{ev}); err != nil || len(vis) == 0 {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Event not found"))
-		return
+		return nil, mxhttp.NotFound("Event not found")
 	}
 	before, _, err := a.paginate(r, roomID, c.UserID, rooms.Before(ev), nil, true, limit/2, filter)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	after, _, err := a.paginate(r, roomID, c.UserID, rooms.After(ev), nil, false, limit-limit/2, filter)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	start, end := rooms.Before(ev), rooms.After(ev)
 	if len(before) > 0 {
@@ -312,13 +297,11 @@ func (a *API) eventContext(w http.ResponseWriter, r *http.Request, c accounts.Ca
 	all := append(append([]*rooms.Event{ev}, before...), after...)
 	formatted, err := a.rooms.Format(r.Context(), all, viewer)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	st, err := a.rooms.StateAt(r.Context(), ev.SnapshotAfter)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var state []rooms.ClientEvent
 	if filter.LazyLoadMembers {
@@ -330,17 +313,16 @@ func (a *API) eventContext(w http.ResponseWriter, r *http.Request, c accounts.Ca
 		}
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
+	return map[string]any{
 		"event":         formatted[0],
 		"events_before": formatted[1 : 1+len(before)],
 		"events_after":  formatted[1+len(before):],
 		"start":         start.String(),
 		"end":           end.String(),
 		"state":         state,
-	})
+	}, nil
 }
 
 // stateAtToken returns the member-visible state at a pagination token (the

@@ -14,14 +14,13 @@ import (
 // GET /notifications (client-server API, Push Notifications: Listing
 // Notifications; notifications.yaml): the user's notifications, newest
 // first; from is the next_token of a previous page (a notification ID).
-func (a *API) getNotifications(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getNotifications(r *http.Request, c accounts.Caller) (any, error) {
 	q := r.URL.Query()
 	var before int64
 	if f := q.Get("from"); f != "" {
 		n, err := strconv.ParseInt(f, 10, 64)
 		if err != nil || n < 1 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("Invalid from token %q", f))
-			return
+			return nil, mxhttp.InvalidParam("Invalid from token %q", f)
 		}
 		before = n
 	}
@@ -29,8 +28,7 @@ func (a *API) getNotifications(w http.ResponseWriter, r *http.Request, c account
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must be a non-negative integer"))
-			return
+			return nil, mxhttp.InvalidParam("limit must be a non-negative integer")
 		}
 		limit = min(n, 100)
 	}
@@ -40,8 +38,7 @@ func (a *API) getNotifications(w http.ResponseWriter, r *http.Request, c account
 	if limit > 0 {
 		ns, err := storage.ListNotifications(ctx, a.db.Read(), c.UserID, before, limit, q.Get("only") == "highlight")
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 		ids := make([]string, len(ns))
 		for i, n := range ns {
@@ -49,8 +46,7 @@ func (a *API) getNotifications(w http.ResponseWriter, r *http.Request, c account
 		}
 		byID, err := a.rooms.Events(ctx, a.db.Read(), ids)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 		for _, n := range ns {
 			ev, ok := byID[n.EventID]
@@ -60,15 +56,13 @@ func (a *API) getNotifications(w http.ResponseWriter, r *http.Request, c account
 			formatted, err := a.rooms.Format(ctx, []*rooms.Event{ev}, rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID})
 			if err != nil || len(formatted) == 0 {
 				if err != nil {
-					mxhttp.WriteError(w, r, err)
-					return
+					return nil, err
 				}
 				continue
 			}
 			read, err := a.push.IsRead(ctx, c.UserID, n.RoomID, n.ThreadID, n.StreamPos)
 			if err != nil {
-				mxhttp.WriteError(w, r, err)
-				return
+				return nil, err
 			}
 			out = append(out, map[string]any{"actions": json.RawMessage(n.Actions), "event": formatted[0],
 				"read": read, "room_id": n.RoomID, "ts": n.TS})
@@ -78,5 +72,5 @@ func (a *API) getNotifications(w http.ResponseWriter, r *http.Request, c account
 		}
 	}
 	resp["notifications"] = out
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
+	return resp, nil
 }

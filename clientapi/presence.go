@@ -12,42 +12,37 @@ import (
 // Presence (client-server API, Presence).
 
 // PUT /presence/{userId}/status
-func (a *API) putPresence(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putPresence(r *http.Request, c accounts.Caller) (any, error) {
 	userID := pathParam(r, "userId")
 	var body struct {
 		Presence  string  `json:"presence"`
 		StatusMsg *string `json:"status_msg"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if userID != c.UserID {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("You can only set your own presence"))
-		return
+		return nil, mxhttp.Forbidden("You can only set your own presence")
 	}
 	switch body.Presence {
 	case "online", "offline", "unavailable":
 	default:
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("presence must be online, offline or unavailable"))
-		return
+		return nil, mxhttp.InvalidParam("presence must be online, offline or unavailable")
 	}
 	if !a.cfg.Presence {
-		mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
-		return
+		return struct{}{}, nil
 	}
 	a.presence.Set(c.UserID, body.Presence, body.StatusMsg, body.Presence == "online")
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }
 
 // GET /presence/{userId}/status
-func (a *API) getPresence(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getPresence(r *http.Request, c accounts.Caller) (any, error) {
 	userID := pathParam(r, "userId")
 	if _, err := a.db.GetUser(r.Context(), userID); err != nil {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Unknown user %s", userID))
-		return
+		return nil, mxhttp.NotFound("Unknown user %s", userID)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, presenceContent(a.presence.Get(userID), false))
+	return presenceContent(a.presence.Get(userID), false), nil
 }
 
 // presenceContent is the m.presence content (or GET body) of a state.

@@ -88,33 +88,29 @@ func (a *API) profileChanged(ctx context.Context, userID string, p storage.Profi
 }
 
 // GET /_matrix/client/v3/profile/{userId}. No access token is needed.
-func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
+func (a *API) getProfile(r *http.Request, _ accounts.Caller) (any, error) {
 	p, err := a.loadProfile(r.Context(), pathParam(r, "userId"))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, p)
+	return p, nil
 }
 
 // GET /_matrix/client/v3/profile/{userId}/{keyName}.
-func (a *API) getProfileField(w http.ResponseWriter, r *http.Request) {
+func (a *API) getProfileField(r *http.Request, _ accounts.Caller) (any, error) {
 	key := pathParam(r, "keyName")
 	if !profileKeyPattern.MatchString(key) {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Invalid profile key"))
-		return
+		return nil, mxhttp.InvalidParam("Invalid profile key")
 	}
 	p, err := a.loadProfile(r.Context(), pathParam(r, "userId"))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	v, ok := p[key]
 	if !ok {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("The user has no profile field %s", key))
-		return
+		return nil, mxhttp.NotFound("The user has no profile field %s", key)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]json.RawMessage{key: v})
+	return map[string]json.RawMessage{key: v}, nil
 }
 
 // checkProfileChange checks who may change which field: only the user
@@ -133,39 +129,34 @@ func (a *API) checkProfileChange(c accounts.Caller, userID, key string) error {
 }
 
 // PUT /_matrix/client/v3/profile/{userId}/{keyName}.
-func (a *API) putProfileField(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putProfileField(r *http.Request, c accounts.Caller) (any, error) {
 	userID, key := pathParam(r, "userId"), pathParam(r, "keyName")
 	if err := a.checkProfileChange(c, userID, key); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var body map[string]json.RawMessage
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	value, ok := body[key]
 	if !ok {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("The body must have the property %s", key))
-		return
+		return nil, mxhttp.MissingParam("The body must have the property %s", key)
 	}
 	set, err := profileSetter(key, value)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	a.updateProfile(w, r, userID, set)
+	return a.updateProfile(r, userID, set)
 }
 
 // DELETE /_matrix/client/v3/profile/{userId}/{keyName}: removing a field
 // that is not set succeeds too.
-func (a *API) deleteProfileField(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) deleteProfileField(r *http.Request, c accounts.Caller) (any, error) {
 	userID, key := pathParam(r, "userId"), pathParam(r, "keyName")
 	if err := a.checkProfileChange(c, userID, key); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	a.updateProfile(w, r, userID, func(p *storage.Profile) {
+	return a.updateProfile(r, userID, func(p *storage.Profile) {
 		switch key {
 		case "displayname":
 			p.DisplayName = nil
@@ -211,7 +202,7 @@ func profileSetter(key string, value json.RawMessage) (func(*storage.Profile), e
 
 // updateProfile applies set to the caller's profile, refusing a profile
 // over 64 KiB, and answers the request.
-func (a *API) updateProfile(w http.ResponseWriter, r *http.Request, userID string, set func(*storage.Profile)) {
+func (a *API) updateProfile(r *http.Request, userID string, set func(*storage.Profile)) (any, error) {
 	p, err := a.db.UpdateProfile(r.Context(), userID, func(p *storage.Profile) error {
 		set(p)
 		if b, _ := json.Marshal(profileJSON(*p)); len(b) > maxProfileBytes {
@@ -223,11 +214,10 @@ func (a *API) updateProfile(w http.ResponseWriter, r *http.Request, userID strin
 		err = mxhttp.NotFound("Profile not found")
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	a.profileChanged(r.Context(), userID, p)
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }
 
 func nilIfEmpty(s string) *string {

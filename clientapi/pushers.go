@@ -19,12 +19,6 @@ import (
 
 const notifyPath = "/_matrix/push/v1/notify"
 
-func (a *API) pusherRoutes(v3 func(string, string, http.HandlerFunc)) {
-	v3("GET", "/pushers", a.authed(a.getPushers))
-	v3("POST", "/pushers/set", a.authed(a.setPusher))
-	v3("GET", "/notifications", a.authed(a.getNotifications))
-}
-
 type pusherJSON struct {
 	PushKey           string         `json:"pushkey"`
 	Kind              string         `json:"kind"`
@@ -37,11 +31,10 @@ type pusherJSON struct {
 }
 
 // GET /_matrix/client/v3/pushers
-func (a *API) getPushers(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getPushers(r *http.Request, c accounts.Caller) (any, error) {
 	ps, err := storage.PushersOfUser(r.Context(), a.db.Read(), c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	out := make([]pusherJSON, 0, len(ps))
 	for _, p := range ps {
@@ -50,11 +43,11 @@ func (a *API) getPushers(w http.ResponseWriter, r *http.Request, c accounts.Call
 		_ = json.Unmarshal([]byte(p.Data), &pj.Data)
 		out = append(out, pj)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"pushers": out})
+	return map[string]any{"pushers": out}, nil
 }
 
 // POST /_matrix/client/v3/pushers/set
-func (a *API) setPusher(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) setPusher(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		PushKey           *string         `json:"pushkey"`
 		Kind              json.RawMessage `json:"kind"`
@@ -67,13 +60,11 @@ func (a *API) setPusher(w http.ResponseWriter, r *http.Request, c accounts.Calle
 		Append            bool            `json:"append"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	p, deleting, err := validatePusher(c, req.PushKey, req.Kind, req.AppID, req.AppDisplayName, req.DeviceDisplayName, req.Lang, req.Data)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	p.ProfileTag = req.ProfileTag
 	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
@@ -82,7 +73,7 @@ func (a *API) setPusher(w http.ResponseWriter, r *http.Request, c accounts.Calle
 		}
 		return storage.PutPusher(r.Context(), tx, p, req.Append)
 	})
-	writeEmptyOrError(w, r, err)
+	return writeEmptyOrError(r, err)
 }
 
 // validatePusher checks a /pushers/set body: M_MISSING_PARAM for absent

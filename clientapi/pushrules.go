@@ -48,7 +48,7 @@ func (a *API) pushRulesContent(ctx context.Context, userID string) (any, error) 
 
 // changePushRules applies change to the caller's push rules in one
 // transaction and answers {} (or change's error).
-func (a *API) changePushRules(w http.ResponseWriter, r *http.Request, userID string, change func(u *pushrules.UserRules) error) {
+func (a *API) changePushRules(r *http.Request, userID string, change func(u *pushrules.UserRules) error) (any, error) {
 	pos, err := a.db.UpdateAccountData(r.Context(), userID, "", pushRulesType, func(old []byte, _ bool) ([]byte, error) {
 		u, err := pushrules.ParseUserRules(old)
 		if err != nil {
@@ -60,12 +60,11 @@ func (a *API) changePushRules(w http.ResponseWriter, r *http.Request, userID str
 		return json.Marshal(u)
 	})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	a.push.RulesChanged(userID)
 	a.accountDataChanged(userID, pos)
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }
 
 // ruleTarget reads the kind and rule ID of a /pushrules/global/{kind}/{ruleId} path.
@@ -78,23 +77,21 @@ func ruleTarget(r *http.Request) (pushrules.Kind, string, error) {
 }
 
 // GET /_matrix/client/v3/pushrules/ (all rulesets; only global exists).
-func (a *API) getPushRules(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getPushRules(r *http.Request, c accounts.Caller) (any, error) {
 	u, err := a.loadPushRules(r, c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]pushrules.Ruleset{"global": u.Render(c.UserID)})
+	return map[string]pushrules.Ruleset{"global": u.Render(c.UserID)}, nil
 }
 
 // GET /_matrix/client/v3/pushrules/global/.
-func (a *API) getGlobalPushRules(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getGlobalPushRules(r *http.Request, c accounts.Caller) (any, error) {
 	u, err := a.loadPushRules(r, c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, u.Render(c.UserID))
+	return u.Render(c.UserID), nil
 }
 
 // getPushRule loads the rule a path names, for the three GET endpoints.
@@ -113,33 +110,30 @@ func (a *API) getPushRule(r *http.Request, c accounts.Caller) (pushrules.Rule, e
 }
 
 // GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}.
-func (a *API) getPushRuleHandler(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getPushRuleHandler(r *http.Request, c accounts.Caller) (any, error) {
 	rule, err := a.getPushRule(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, rule)
+	return rule, nil
 }
 
 // GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled.
-func (a *API) getPushRuleEnabled(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getPushRuleEnabled(r *http.Request, c accounts.Caller) (any, error) {
 	rule, err := a.getPushRule(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]bool{"enabled": rule.Enabled})
+	return map[string]bool{"enabled": rule.Enabled}, nil
 }
 
 // GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions.
-func (a *API) getPushRuleActions(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getPushRuleActions(r *http.Request, c accounts.Caller) (any, error) {
 	rule, err := a.getPushRule(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string][]pushrules.Action{"actions": rule.Actions})
+	return map[string][]pushrules.Action{"actions": rule.Actions}, nil
 }
 
 // readActions decodes a body with an "actions" list; a malformed action is
@@ -154,74 +148,65 @@ func readActions(r *http.Request, v any) error {
 }
 
 // PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}?before=&after=.
-func (a *API) putPushRule(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putPushRule(r *http.Request, c accounts.Caller) (any, error) {
 	k, id, err := ruleTarget(r)
 	if err == nil {
 		err = pushrules.ValidateRuleID(k, id)
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var nr pushrules.NewRule
 	if err := readActions(r, &nr); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	q := r.URL.Query()
-	a.changePushRules(w, r, c.UserID, func(u *pushrules.UserRules) error {
+	return a.changePushRules(r, c.UserID, func(u *pushrules.UserRules) error {
 		return u.Put(k, id, nr, q.Get("before"), q.Get("after"))
 	})
 }
 
 // DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}.
-func (a *API) deletePushRule(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) deletePushRule(r *http.Request, c accounts.Caller) (any, error) {
 	k, id, err := ruleTarget(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	a.changePushRules(w, r, c.UserID, func(u *pushrules.UserRules) error { return u.Delete(k, id) })
+	return a.changePushRules(r, c.UserID, func(u *pushrules.UserRules) error { return u.Delete(k, id) })
 }
 
 // PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled.
-func (a *API) putPushRuleEnabled(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putPushRuleEnabled(r *http.Request, c accounts.Caller) (any, error) {
 	k, id, err := ruleTarget(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var body struct {
 		Enabled *bool `json:"enabled"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if body.Enabled == nil {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("enabled is required"))
-		return
+		return nil, mxhttp.MissingParam("enabled is required")
 	}
-	a.changePushRules(w, r, c.UserID, func(u *pushrules.UserRules) error { return u.SetEnabled(k, id, *body.Enabled) })
+	return a.changePushRules(r, c.UserID, func(u *pushrules.UserRules) error { return u.SetEnabled(k, id, *body.Enabled) })
 }
 
 // PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions.
-func (a *API) putPushRuleActions(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putPushRuleActions(r *http.Request, c accounts.Caller) (any, error) {
 	k, id, err := ruleTarget(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var body struct {
 		Actions *[]pushrules.Action `json:"actions"`
 	}
 	if err := readActions(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if body.Actions == nil {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("actions is required"))
-		return
+		return nil, mxhttp.MissingParam("actions is required")
 	}
-	a.changePushRules(w, r, c.UserID, func(u *pushrules.UserRules) error { return u.SetActions(k, id, *body.Actions) })
+	return a.changePushRules(r, c.UserID, func(u *pushrules.UserRules) error { return u.SetActions(k, id, *body.Actions) })
 }

@@ -19,57 +19,49 @@ import (
 const fullyReadType = "m.fully_read"
 
 // POST /rooms/{roomId}/receipt/{receiptType}/{eventId}
-func (a *API) postReceipt(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) postReceipt(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, typ, eventID := pathParam(r, "roomId"), pathParam(r, "receiptType"), pathParam(r, "eventId")
 	var body struct {
 		ThreadID string `json:"thread_id"`
 	}
 	if err := mxhttp.ReadOptionalJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	switch typ {
 	case "m.read", "m.read.private", fullyReadType:
 	default:
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Unknown receipt type %q", typ))
-		return
+		return nil, mxhttp.InvalidParam("Unknown receipt type %q", typ)
 	}
 	if typ == fullyReadType && body.ThreadID != "" {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("m.fully_read cannot be threaded"))
-		return
+		return nil, mxhttp.InvalidParam("m.fully_read cannot be threaded")
 	}
 	if err := a.requireJoined(r, roomID, c.UserID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if err := a.setReadMarker(r.Context(), c.UserID, roomID, typ, eventID, body.ThreadID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }
 
 // POST /rooms/{roomId}/read_markers
-func (a *API) postReadMarkers(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) postReadMarkers(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	var body map[string]*string
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if err := a.requireJoined(r, roomID, c.UserID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	for _, typ := range []string{fullyReadType, "m.read", "m.read.private"} {
 		if id := body[typ]; id != nil && *id != "" {
 			if err := a.setReadMarker(r.Context(), c.UserID, roomID, typ, *id, ""); err != nil {
-				mxhttp.WriteError(w, r, err)
-				return
+				return nil, err
 			}
 		}
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }
 
 // setReadMarker stores a receipt, or for m.fully_read the room account data,

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/mxhttp"
@@ -17,12 +15,6 @@ import (
 
 // Account registration (client-server API, Account registration) and the
 // registration token validity check (Token-authenticated registration).
-
-func (a *API) registrationRoutes(r chi.Router, v3 func(string, string, http.HandlerFunc)) {
-	v3("POST", "/register", a.register)
-	v3("GET", "/register/available", a.registerAvailable)
-	r.Get("/_matrix/client/v1/register/m.login.registration_token/validity", a.registrationTokenValidity)
-}
 
 type registerRequest struct {
 	Type                     string          `json:"type"`
@@ -44,11 +36,10 @@ func (a *API) registrationFlows() []uiaFlow {
 }
 
 // POST /register
-func (a *API) register(w http.ResponseWriter, r *http.Request) {
+func (a *API) register(r *http.Request, _ accounts.Caller) (any, error) {
 	var req registerRequest
 	if err := mxhttp.ReadOptionalJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var login accounts.Login
 	var err error
@@ -65,10 +56,9 @@ func (a *API) register(w http.ResponseWriter, r *http.Request) {
 		err = mxhttp.InvalidParam("kind must be user or guest, not %q", kind)
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, a.loginResponse(login))
+	return a.loginResponse(login), nil
 }
 
 func (a *API) registerUser(r *http.Request, req registerRequest) (accounts.Login, error) {
@@ -142,39 +132,33 @@ func (a *API) checkAvailable(r *http.Request, localpart string) error {
 }
 
 // GET /register/available
-func (a *API) registerAvailable(w http.ResponseWriter, r *http.Request) {
+func (a *API) registerAvailable(r *http.Request, _ accounts.Caller) (any, error) {
 	username := strings.ToLower(r.URL.Query().Get("username"))
 	if err := a.limit(r, a.limits.loginIP, clientIP(r)); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if err := a.checkAvailable(r, username); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]bool{"available": true})
+	return map[string]bool{"available": true}, nil
 }
 
 // GET /v1/register/m.login.registration_token/validity
-func (a *API) registrationTokenValidity(w http.ResponseWriter, r *http.Request) {
+func (a *API) registrationTokenValidity(r *http.Request, _ accounts.Caller) (any, error) {
 	if a.cfg.Registration == config.RegistrationClosed {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("Registration is not enabled on this homeserver"))
-		return
+		return nil, mxhttp.Forbidden("Registration is not enabled on this homeserver")
 	}
 	if err := a.limit(r, a.limits.loginIP, clientIP(r)); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	token := r.URL.Query().Get("token")
 	if token == "" {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("token is required"))
-		return
+		return nil, mxhttp.MissingParam("token is required")
 	}
 	t, err := a.db.GetRegistrationToken(r.Context(), token)
 	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	valid := err == nil && t.Valid(time.Now().UnixMilli())
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]bool{"valid": valid})
+	return map[string]bool{"valid": valid}, nil
 }

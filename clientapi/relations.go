@@ -58,7 +58,7 @@ func (a *API) visibleEvent(r *http.Request, roomID, eventID, userID string) (*ro
 }
 
 // GET /v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]
-func (a *API) relations(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) relations(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
 	q := r.URL.Query()
 	dir := q.Get("dir")
@@ -66,14 +66,12 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request, c accounts.Calle
 		dir = "b"
 	}
 	if dir != "b" && dir != "f" {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("dir must be b or f"))
-		return
+		return nil, mxhttp.InvalidParam("dir must be b or f")
 	}
 	backwards := dir == "b"
 	limit, err := queryLimit(r, defaultRelationsLimit, maxRelationsLimit)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	recurse := false
 	switch q.Get("recurse") {
@@ -81,12 +79,10 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request, c accounts.Calle
 	case "true":
 		recurse = true
 	default:
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("recurse must be true or false"))
-		return
+		return nil, mxhttp.InvalidParam("recurse must be true or false")
 	}
 	if _, err := a.visibleEvent(r, roomID, eventID, c.UserID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	from, to, err := a.pageBounds(r, roomID, backwards)
 	if err == nil && from.Stream != 0 {
@@ -96,16 +92,14 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request, c accounts.Calle
 		from, err = a.rooms.TokenAtStream(r.Context(), roomID, from.Stream-1)
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	parents := []string{eventID}
 	depth := 1
 	if recurse {
 		more, reached, err := a.rooms.Descendants(r.Context(), roomID, eventID, relationsRecursion-1)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 		parents = append(parents, more...)
 		depth = reached + 1
@@ -116,8 +110,7 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request, c accounts.Calle
 	}
 	page, err := a.rooms.Children(r.Context(), query)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	atEnd := len(page) < limit
 	if to != nil {
@@ -145,21 +138,19 @@ func (a *API) relations(w http.ResponseWriter, r *http.Request, c accounts.Calle
 	}
 	visible, err := a.rooms.Visible(r.Context(), c.UserID, page)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	visible = a.withoutIgnored(r, c.UserID, visible)
 	chunk, err := a.rooms.Format(r.Context(), visible, rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	resp["chunk"] = chunk
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
+	return resp, nil
 }
 
 // GET /v1/rooms/{roomId}/threads
-func (a *API) threads(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) threads(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	q := r.URL.Query()
 	participant := ""
@@ -168,20 +159,17 @@ func (a *API) threads(w http.ResponseWriter, r *http.Request, c accounts.Caller)
 	case "participated":
 		participant = c.UserID
 	default:
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("include must be all or participated"))
-		return
+		return nil, mxhttp.InvalidParam("include must be all or participated")
 	}
 	limit, err := queryLimit(r, defaultRelationsLimit, maxRelationsLimit)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var before int64
 	if f := q.Get("from"); f != "" {
 		n, err := strconv.ParseInt(strings.TrimPrefix(f, "th"), 10, 64)
 		if !strings.HasPrefix(f, "th") || err != nil || n <= 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("Unknown pagination token %q", f))
-			return
+			return nil, mxhttp.InvalidParam("Unknown pagination token %q", f)
 		}
 		before = n
 	}
@@ -190,18 +178,15 @@ func (a *API) threads(w http.ResponseWriter, r *http.Request, c accounts.Caller)
 		if errors.As(err, &me) && me.ErrCode == "M_NOT_FOUND" {
 			err = mxhttp.Forbidden("You cannot view room %s", roomID)
 		}
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	resp := map[string]any{"chunk": []rooms.ClientEvent{}}
 	if limit == 0 {
-		mxhttp.WriteJSON(w, http.StatusOK, resp)
-		return
+		return resp, nil
 	}
 	threads, err := storage.Threads(r.Context(), a.db.Read(), roomID, participant, before, limit)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	ids := make([]string, 0, len(threads))
 	for _, t := range threads {
@@ -209,8 +194,7 @@ func (a *API) threads(w http.ResponseWriter, r *http.Request, c accounts.Caller)
 	}
 	loaded, err := a.rooms.Events(r.Context(), a.db.Read(), ids)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var roots []*rooms.Event
 	for _, id := range ids {
@@ -220,18 +204,16 @@ func (a *API) threads(w http.ResponseWriter, r *http.Request, c accounts.Caller)
 	}
 	visible, err := a.rooms.Visible(r.Context(), c.UserID, roots)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	visible = a.withoutIgnored(r, c.UserID, visible)
 	chunk, err := a.rooms.Format(r.Context(), visible, rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	resp["chunk"] = chunk
 	if len(threads) == limit {
 		resp["next_batch"] = "th" + strconv.FormatInt(threads[len(threads)-1].LatestPos, 10)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
+	return resp, nil
 }

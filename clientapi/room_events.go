@@ -86,37 +86,32 @@ func (a *API) requireJoined(r *http.Request, roomID, userID string) error {
 }
 
 // PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
-func (a *API) sendMessage(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) sendMessage(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, evType, txnID := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "txnId")
 	if a.rateLimited(c) {
 		if err := a.limit(r, a.limits.message, c.UserID); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 	}
 	ts, err := massagedTS(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	content, err := readContent(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if len(evType) > 255 {
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("Event type is longer than 255 bytes"))
-		return
+		return nil, mxhttp.BadJSON("Event type is longer than 255 bytes")
 	}
 	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{
 		Sender: c.UserID, Type: evType, Content: content,
 		Device: c.DeviceID, TxnScope: "send:" + roomID + ":" + evType, TxnID: txnID, Timestamp: ts,
 	})
 	if err != nil {
-		mxhttp.WriteError(w, r, a.roomError(r, roomID, err))
-		return
+		return nil, a.roomError(r, roomID, err)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": evs[0].EventID})
+	return map[string]string{"event_id": evs[0].EventID}, nil
 }
 
 // roomError turns an auth failure in an unknown room into 404 rather than 403.
@@ -128,21 +123,18 @@ func (a *API) roomError(r *http.Request, roomID string, err error) error {
 }
 
 // PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
-func (a *API) putState(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putState(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, evType, stateKey := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "stateKey")
 	ts, err := massagedTS(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	content, err := readContent(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if len(evType) > 255 || len(stateKey) > 255 {
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("Event type and state key must be at most 255 bytes"))
-		return
+		return nil, mxhttp.BadJSON("Event type and state key must be at most 255 bytes")
 	}
 	if evType == spec.MRoomMember {
 		// Membership changes have their own endpoints, but the spec allows
@@ -152,44 +144,38 @@ func (a *API) putState(w http.ResponseWriter, r *http.Request, c accounts.Caller
 		}
 		_ = json.Unmarshal(content, &m)
 		if m.Membership == "" {
-			mxhttp.WriteError(w, r, mxhttp.BadJSON("m.room.member content needs a membership"))
-			return
+			return nil, mxhttp.BadJSON("m.room.member content needs a membership")
 		}
 		if m.Membership == spec.Invite && stateKey != c.UserID && strings.HasSuffix(stateKey, ":"+a.cfg.ServerName) {
 			if v, err := a.rooms.InvitePermission(r.Context(), stateKey, c.UserID); err != nil || v == rooms.InviteBlocked {
 				if err == nil {
 					err = rooms.ErrInviteBlocked(stateKey)
 				}
-				mxhttp.WriteError(w, r, err)
-				return
+				return nil, err
 			}
 		}
 	}
 	if evType == spec.MRoomCreate {
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("A room has exactly one m.room.create event; it cannot be sent again"))
-		return
+		return nil, mxhttp.BadJSON("A room has exactly one m.room.create event; it cannot be sent again")
 	}
 	if evType == spec.MRoomCanonicalAlias {
 		if err := a.checkCanonicalAlias(r, roomID, content); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 	}
 	// Sending the same state again is a no-op that returns the existing event.
 	if cur, err := a.rooms.CurrentState(r.Context(), roomID); err == nil {
 		if id, ok := cur[storage.StateKey{Type: evType, StateKey: stateKey}]; ok {
 			if ev, err := a.rooms.Event(r.Context(), id); err == nil && ev.Sender == c.UserID && jsonEqual(ev.PDU.Content(), content) {
-				mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": id})
-				return
+				return map[string]string{"event_id": id}, nil
 			}
 		}
 	}
 	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: c.UserID, Type: evType, StateKey: &stateKey, Content: content, Timestamp: ts})
 	if err != nil {
-		mxhttp.WriteError(w, r, a.roomError(r, roomID, err))
-		return
+		return nil, a.roomError(r, roomID, err)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": evs[0].EventID})
+	return map[string]string{"event_id": evs[0].EventID}, nil
 }
 
 func jsonEqual(a, b []byte) bool {
@@ -244,114 +230,97 @@ func (a *API) visibleState(r *http.Request, roomID, userID string) (rooms.State,
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
-func (a *API) getState(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getState(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, evType, stateKey := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "stateKey")
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	id, ok := st[storage.StateKey{Type: evType, StateKey: stateKey}]
 	if !ok {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("No %s state with key %q in %s", evType, stateKey, roomID))
-		return
+		return nil, mxhttp.NotFound("No %s state with key %q in %s", evType, stateKey, roomID)
 	}
 	ev, err := a.rooms.Event(r.Context(), id)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if r.URL.Query().Get("format") == "event" {
-		mxhttp.WriteJSON(w, http.StatusOK, ev.ClientEvent(rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID}, nil))
-		return
+		return ev.ClientEvent(rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID}, nil), nil
 	}
-	w.Header().Set("Content-Type", "application/json")
 	content := ev.PDU.Content()
 	if len(content) == 0 {
 		content = []byte("{}")
 	}
-	_, _ = w.Write(content)
+	return json.RawMessage(content), nil
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/state
-func (a *API) getAllState(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getAllState(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	evs, err := a.rooms.StateEvents(r.Context(), st)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	out, err := a.rooms.Format(r.Context(), evs, rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}
-func (a *API) getEvent(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getEvent(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
 	ev, err := a.rooms.Event(r.Context(), eventID)
 	if err != nil || ev.RoomID != roomID || ev.Rejected || ev.Outlier {
 		if err == nil || errors.Is(err, storage.ErrNotFound) {
 			err = mxhttp.NotFound("Event not found")
 		}
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	vis, err := a.rooms.Visible(r.Context(), c.UserID, []*rooms.Event{ev})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if len(vis) == 0 {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Event not found"))
-		return
+		return nil, mxhttp.NotFound("Event not found")
 	}
 	out, err := a.rooms.Format(r.Context(), vis, rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, out[0])
+	return out[0], nil
 }
 
 // PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
-func (a *API) redact(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) redact(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, eventID, txnID := pathParam(r, "roomId"), pathParam(r, "eventId"), pathParam(r, "txnId")
 	var body struct {
 		Reason string `json:"reason"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if err := a.requireJoined(r, roomID, c.UserID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	target, err := a.rooms.Event(r.Context(), eventID)
 	if err == nil && target.RoomID == roomID && target.Sender != c.UserID {
 		// Redacting someone else's event needs the redact power level; the
 		// auth rules defer this check to the server (room v3+).
 		if ok, err := a.rooms.CanRedactOthers(r.Context(), roomID, c.UserID); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		} else if !ok {
-			mxhttp.WriteError(w, r, mxhttp.Forbidden("You may only redact your own events"))
-			return
+			return nil, mxhttp.Forbidden("You may only redact your own events")
 		}
 	}
 	ver, err := a.rooms.Version(r.Context(), roomID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	content := map[string]any{}
 	if body.Reason != "" {
@@ -365,8 +334,7 @@ func (a *API) redact(w http.ResponseWriter, r *http.Request, c accounts.Caller) 
 	p.Content, _ = json.Marshal(content)
 	evs, err := a.rooms.Send(r.Context(), roomID, p)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": evs[0].EventID})
+	return map[string]string{"event_id": evs[0].EventID}, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
@@ -77,34 +78,28 @@ func (a *API) joinedToAny(ctx context.Context, userID string, roomIDs []string) 
 // GET /v1/room_summary/{roomIdOrAlias}: authentication is optional; without
 // it only publicly previewable rooms are summarised. Rooms this server does
 // not have are 404 until federation can ask the via servers.
-func (a *API) getRoomSummary(w http.ResponseWriter, r *http.Request) {
+func (a *API) getRoomSummary(r *http.Request, _ accounts.Caller) (any, error) {
 	c, err := a.optionalCaller(r)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	roomID, _, err := a.resolveRoom(r, pathParam(r, "roomIdOrAlias"))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	info, err := a.rooms.Info(r.Context(), roomID)
 	if errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Room not found"))
-		return
+		return nil, mxhttp.NotFound("Room not found")
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	ok, membership, err := a.roomAccessible(r.Context(), info, c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if !ok {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Room not found"))
-		return
+		return nil, mxhttp.NotFound("Room not found")
 	}
 	s := rooms.SummaryOf(info)
 	if c.UserID != "" {
@@ -113,5 +108,5 @@ func (a *API) getRoomSummary(w http.ResponseWriter, r *http.Request) {
 			s.Membership = spec.Leave
 		}
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, s)
+	return s, nil
 }

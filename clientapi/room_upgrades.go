@@ -18,29 +18,26 @@ import (
 // rooms.Upgrade, one transaction.
 
 // POST /v3/rooms/{roomId}/upgrade
-func (a *API) upgradeRoom(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) upgradeRoom(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	var body struct {
 		NewVersion         *string  `json:"new_version"`
 		AdditionalCreators []string `json:"additional_creators"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if body.NewVersion == nil || *body.NewVersion == "" {
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("new_version is required"))
-		return
+		return nil, mxhttp.BadJSON("new_version is required")
 	}
 	newRoomID, err := a.rooms.Upgrade(r.Context(), roomID, c.UserID, gomatrixserverlib.RoomVersion(*body.NewVersion), body.AdditionalCreators)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if err := a.copyPushRules(r, roomID, newRoomID); err != nil {
 		a.log.Warn("copying push rules to an upgraded room", "room", roomID, "err", err)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"replacement_room": newRoomID})
+	return map[string]string{"replacement_room": newRoomID}, nil
 }
 
 // copyPushRules gives every local member of the old room (joined before the

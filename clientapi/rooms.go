@@ -31,11 +31,10 @@ type createRoomRequest struct {
 }
 
 // POST /_matrix/client/v3/createRoom
-func (a *API) createRoom(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) createRoom(r *http.Request, c accounts.Caller) (any, error) {
 	var req createRoomRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	cr := rooms.CreateRequest{
 		Creator: c.UserID, Version: gomatrixserverlib.RoomVersion(req.RoomVersion),
@@ -47,8 +46,7 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request, c accounts.Call
 	switch req.Visibility {
 	case "", "private", "public":
 	default:
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("visibility must be public or private"))
-		return
+		return nil, mxhttp.InvalidParam("visibility must be public or private")
 	}
 	cr.Preset = req.Preset
 	switch req.Preset {
@@ -59,61 +57,52 @@ func (a *API) createRoom(w http.ResponseWriter, r *http.Request, c accounts.Call
 		}
 	case "private_chat", "trusted_private_chat", "public_chat":
 	default:
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Unknown preset %q", req.Preset))
-		return
+		return nil, mxhttp.InvalidParam("Unknown preset %q", req.Preset)
 	}
 	for _, u := range req.Invite {
 		if _, err := spec.NewUserID(u, true); err != nil {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("Invalid user ID to invite: %q", u))
-			return
+			return nil, mxhttp.InvalidParam("Invalid user ID to invite: %q", u)
 		}
 		if u == c.UserID {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("You cannot invite yourself"))
-			return
+			return nil, mxhttp.InvalidParam("You cannot invite yourself")
 		}
 	}
 	cr.Invite = req.Invite
 	for _, s := range req.InitialState {
 		if s.Type == "" {
-			mxhttp.WriteError(w, r, mxhttp.BadJSON("initial_state events need a type"))
-			return
+			return nil, mxhttp.BadJSON("initial_state events need a type")
 		}
 	}
 	if req.RoomAliasName != "" {
 		if strings.ContainsAny(req.RoomAliasName, ": \t\n#") {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("room_alias_name must be the local part only, without ':', '#' or whitespace"))
-			return
+			return nil, mxhttp.InvalidParam("room_alias_name must be the local part only, without ':', '#' or whitespace")
 		}
 		cr.Alias = "#" + req.RoomAliasName + ":" + a.cfg.ServerName
 		if len(cr.Alias) > 255 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("The room alias is longer than 255 bytes"))
-			return
+			return nil, mxhttp.InvalidParam("The room alias is longer than 255 bytes")
 		}
 		if err := a.checkAliasNamespace(c, cr.Alias); err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 	}
 	roomID, err := a.rooms.Create(r.Context(), cr)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	// A room created by hand as another room's successor (creation_content
 	// with a predecessor) carries the creator's push rules over too.
 	a.copyPushRulesOnJoin(r.Context(), c.UserID, roomID)
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"room_id": roomID})
+	return map[string]string{"room_id": roomID}, nil
 }
 
 // GET /_matrix/client/v3/joined_rooms
-func (a *API) joinedRooms(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) joinedRooms(r *http.Request, c accounts.Caller) (any, error) {
 	ids, err := a.rooms.JoinedRooms(r.Context(), c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if ids == nil {
 		ids = []string{}
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"joined_rooms": ids})
+	return map[string]any{"joined_rooms": ids}, nil
 }

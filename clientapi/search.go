@@ -49,27 +49,23 @@ var searchKeyTypes = map[string]string{
 }
 
 // POST /v3/search
-func (a *API) search(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) search(r *http.Request, c accounts.Caller) (any, error) {
 	var req searchRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	re := req.SearchCategories.RoomEvents
 	if re == nil {
-		mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"search_categories": map[string]any{}})
-		return
+		return map[string]any{"search_categories": map[string]any{}}, nil
 	}
 	terms := searchWords(re.SearchTerm)
 	if len(terms) == 0 {
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("search_term must contain a word"))
-		return
+		return nil, mxhttp.BadJSON("search_term must contain a word")
 	}
 	switch re.OrderBy {
 	case "", "rank", "recent":
 	default:
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("order_by must be rank or recent"))
-		return
+		return nil, mxhttp.InvalidParam("order_by must be rank or recent")
 	}
 	keys := re.Keys
 	if len(keys) == 0 {
@@ -79,8 +75,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request, c accounts.Caller) 
 	for _, k := range keys {
 		t, ok := searchKeyTypes[k]
 		if !ok {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("Unknown search key %q", k))
-			return
+			return nil, mxhttp.InvalidParam("Unknown search key %q", k)
 		}
 		types = append(types, t)
 	}
@@ -88,8 +83,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request, c accounts.Caller) 
 	if nb := r.URL.Query().Get("next_batch"); nb != "" {
 		n, err := strconv.Atoi(strings.TrimPrefix(nb, "o"))
 		if err != nil || n < 0 || !strings.HasPrefix(nb, "o") {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("Invalid next_batch"))
-			return
+			return nil, mxhttp.InvalidParam("Invalid next_batch")
 		}
 		offset = n
 	}
@@ -100,8 +94,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request, c accounts.Caller) 
 	limit := f.LimitOr(10)
 	ms, err := storage.RoomsOfUser(r.Context(), a.db.Read(), c.UserID, spec.Join, spec.Leave, spec.Ban)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var roomIDs []string
 	for _, m := range ms {
@@ -111,13 +104,11 @@ func (a *API) search(w http.ResponseWriter, r *http.Request, c accounts.Caller) 
 	}
 	rows, err := storage.SearchCandidates(r.Context(), a.db.Read(), roomIDs, types, terms, maxSearchScan)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	evs, err := a.rooms.Events(r.Context(), a.db.Read(), eventIDsOf(rows))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	// Keep word matches, grouped by room for history visibility.
 	ignored := a.ignoredUsers(r.Context(), c.UserID)
@@ -135,8 +126,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request, c accounts.Caller) 
 	for _, list := range byRoom {
 		vis, err := a.rooms.Visible(r.Context(), c.UserID, list)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 		for _, ev := range vis {
 			visible[ev.EventID] = true
@@ -155,15 +145,13 @@ func (a *API) search(w http.ResponseWriter, r *http.Request, c accounts.Caller) 
 	for _, ev := range matches[offset:end] {
 		formatted, err := a.rooms.Format(r.Context(), []*rooms.Event{ev}, viewer)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 		res := map[string]any{"rank": 1, "result": formatted[0]}
 		if re.EventContext != nil {
 			ctxBody, err := a.searchContext(r, ev, viewer, re.EventContext.BeforeLimit, re.EventContext.AfterLimit, re.EventContext.IncludeProfile)
 			if err != nil {
-				mxhttp.WriteError(w, r, err)
-				return
+				return nil, err
 			}
 			res["context"] = ctxBody
 		}
@@ -175,7 +163,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request, c accounts.Caller) 
 	if limit > 0 && len(results) == limit {
 		out["next_batch"] = "o" + strconv.Itoa(end)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"search_categories": map[string]any{"room_events": out}})
+	return map[string]any{"search_categories": map[string]any{"room_events": out}}, nil
 }
 
 func eventIDsOf(rows []storage.Event) []string {

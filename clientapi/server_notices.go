@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/accounts"
@@ -28,18 +27,12 @@ const serverNoticeTag = "m.server_notice"
 // notices at once do not make two rooms.
 type noticeRooms struct{ mu sync.Mutex }
 
-func (a *API) serverNoticeRoutes(r chi.Router) {
-	r.Post("/_synapse/admin/v1/send_server_notice", a.admin(a.sendServerNotice))
-	r.Put("/_synapse/admin/v1/send_server_notice/{txnId}", a.admin(a.sendServerNotice))
-}
-
 // POST /_synapse/admin/v1/send_server_notice and PUT .../{txnId}
 // (idempotent per admin device and txnId):
 // {"user_id", "content", "type" (default m.room.message), "state_key"}.
-func (a *API) sendServerNotice(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) sendServerNotice(r *http.Request, c accounts.Caller) (any, error) {
 	if a.cfg.ServerNoticesLocalpart == "" {
-		mxhttp.WriteError(w, r, mxhttp.Unknown("Server notices are off: set server_notices_localpart in the config"))
-		return
+		return nil, mxhttp.Unknown("Server notices are off: set server_notices_localpart in the config")
 	}
 	var req struct {
 		UserID   string          `json:"user_id"`
@@ -48,34 +41,27 @@ func (a *API) sendServerNotice(w http.ResponseWriter, r *http.Request, c account
 		StateKey *string         `json:"state_key"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	switch {
 	case req.UserID == "":
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("user_id is required"))
-		return
+		return nil, mxhttp.MissingParam("user_id is required")
 	case !strings.HasSuffix(req.UserID, ":"+a.cfg.ServerName):
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Server notices go to users of this server only"))
-		return
+		return nil, mxhttp.InvalidParam("Server notices go to users of this server only")
 	case len(req.Content) == 0 || req.Content[0] != '{':
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("content must be a JSON object"))
-		return
+		return nil, mxhttp.BadJSON("content must be a JSON object")
 	}
 	if req.Type == "" {
 		req.Type = "m.room.message"
 	}
 	if _, err := a.db.GetUser(r.Context(), req.UserID); errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Unknown user %s", req.UserID))
-		return
+		return nil, mxhttp.NotFound("Unknown user %s", req.UserID)
 	} else if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	roomID, err := a.serverNoticeRoom(r, req.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	p := rooms.Proto{Sender: a.noticesUserID(), Type: req.Type, StateKey: req.StateKey, Content: req.Content}
 	if txn := pathParam(r, "txnId"); txn != "" {
@@ -83,10 +69,9 @@ func (a *API) sendServerNotice(w http.ResponseWriter, r *http.Request, c account
 	}
 	evs, err := a.rooms.Send(r.Context(), roomID, p)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"event_id": evs[0].EventID})
+	return map[string]string{"event_id": evs[0].EventID}, nil
 }
 
 func (a *API) noticesUserID() string {

@@ -28,7 +28,7 @@ const (
 )
 
 // GET /v1/rooms/{roomId}/hierarchy
-func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) hierarchy(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	q := r.URL.Query()
 	suggestedOnly := false
@@ -37,15 +37,13 @@ func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Calle
 	case "true":
 		suggestedOnly = true
 	default:
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("suggested_only must be true or false"))
-		return
+		return nil, mxhttp.InvalidParam("suggested_only must be true or false")
 	}
 	limit := defaultHierarchyLimit
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n <= 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must be a positive integer"))
-			return
+			return nil, mxhttp.InvalidParam("limit must be a positive integer")
 		}
 		limit = min(n, maxHierarchyLimit)
 	}
@@ -53,8 +51,7 @@ func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Calle
 	if d := q.Get("max_depth"); d != "" {
 		n, err := strconv.Atoi(d)
 		if err != nil || n < 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("max_depth must be a non-negative integer"))
-			return
+			return nil, mxhttp.InvalidParam("max_depth must be a non-negative integer")
 		}
 		maxDepth = min(n, defaultHierarchyDepth)
 	}
@@ -65,12 +62,10 @@ func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Calle
 		off, rest, ok := strings.Cut(strings.TrimPrefix(from, "h"), "_")
 		n, err := strconv.Atoi(off)
 		if !strings.HasPrefix(from, "h") || !ok || err != nil || n < 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("Unknown pagination token %q", from))
-			return
+			return nil, mxhttp.InvalidParam("Unknown pagination token %q", from)
 		}
 		if rest != params && (q.Has("suggested_only") || q.Has("max_depth")) {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("suggested_only and max_depth cannot change during pagination"))
-			return
+			return nil, mxhttp.InvalidParam("suggested_only and max_depth cannot change during pagination")
 		}
 		if s, d, ok := strings.Cut(rest, "_"); ok {
 			suggestedOnly = s == "true"
@@ -83,19 +78,15 @@ func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Calle
 	}
 	root, err := a.rooms.Info(r.Context(), roomID)
 	if errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("You cannot view room %s", roomID))
-		return
+		return nil, mxhttp.Forbidden("You cannot view room %s", roomID)
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if ok, _, err := a.roomAccessible(r.Context(), root, c.UserID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	} else if !ok {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("You cannot view room %s", roomID))
-		return
+		return nil, mxhttp.Forbidden("You cannot view room %s", roomID)
 	}
 	// Depth-first walk with an explicit stack; each room once. Rooms this
 	// server is not in are asked of the servers their m.space.child names
@@ -130,8 +121,7 @@ func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Calle
 				continue
 			}
 			if ok, err := a.remoteRoomAccessible(r.Context(), h.Room.Summary, c.UserID); err != nil {
-				mxhttp.WriteError(w, r, err)
-				return
+				return nil, err
 			} else if !ok {
 				continue
 			}
@@ -140,12 +130,10 @@ func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Calle
 				entry.ChildrenState = []rooms.SpaceChild{}
 			}
 		case err != nil:
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		default:
 			if ok, _, err := a.roomAccessible(r.Context(), info, c.UserID); err != nil {
-				mxhttp.WriteError(w, r, err)
-				return
+				return nil, err
 			} else if !ok {
 				continue
 			}
@@ -153,8 +141,7 @@ func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Calle
 			if info.RoomType == "m.space" {
 				children, err := a.rooms.SpaceChildren(r.Context(), it.roomID)
 				if err != nil {
-					mxhttp.WriteError(w, r, err)
-					return
+					return nil, err
 				}
 				for _, ch := range children {
 					if !suggestedOnly || ch.Suggested {
@@ -182,5 +169,5 @@ func (a *API) hierarchy(w http.ResponseWriter, r *http.Request, c accounts.Calle
 	if end < len(all) {
 		resp["next_batch"] = "h" + strconv.Itoa(end) + "_" + params
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, resp)
+	return resp, nil
 }

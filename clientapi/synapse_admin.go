@@ -51,8 +51,8 @@ func (s *nonceStore) take(n string) bool {
 	return ok && time.Since(t) <= nonceLifetime
 }
 
-func (a *API) adminRegisterNonce(w http.ResponseWriter, r *http.Request) {
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"nonce": a.adminNonces.issue()})
+func (a *API) adminRegisterNonce(r *http.Request, _ accounts.Caller) (any, error) {
+	return map[string]string{"nonce": a.adminNonces.issue()}, nil
 }
 
 type adminRegisterRequest struct {
@@ -65,46 +65,38 @@ type adminRegisterRequest struct {
 	MAC         string `json:"mac"`
 }
 
-func (a *API) adminRegister(w http.ResponseWriter, r *http.Request) {
+func (a *API) adminRegister(r *http.Request, _ accounts.Caller) (any, error) {
 	var req adminRegisterRequest
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	switch {
 	case req.Nonce == "":
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("nonce is required"))
-		return
+		return nil, mxhttp.MissingParam("nonce is required")
 	case req.Username == "":
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("username is required"))
-		return
+		return nil, mxhttp.MissingParam("username is required")
 	case req.Password == "":
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("password is required"))
-		return
+		return nil, mxhttp.MissingParam("password is required")
 	case req.MAC == "":
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("mac is required"))
-		return
+		return nil, mxhttp.MissingParam("mac is required")
 	}
 	if !a.adminNonces.take(req.Nonce) {
-		mxhttp.WriteError(w, r, mxhttp.Unknown("Unrecognised or expired nonce; GET a new one"))
-		return
+		return nil, mxhttp.Unknown("Unrecognised or expired nonce; GET a new one")
 	}
 	if !hmac.Equal([]byte(adminRegisterMAC(a.cfg.RegistrationSharedSecret, req)), []byte(req.MAC)) {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("HMAC incorrect"))
-		return
+		return nil, mxhttp.Forbidden("HMAC incorrect")
 	}
 	login, err := a.accounts.Register(r.Context(), accounts.NewUser{
 		Localpart: req.Username, Password: req.Password, Admin: req.Admin,
 		UserType: req.UserType, DisplayName: req.DisplayName,
 	})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{
+	return map[string]string{
 		"user_id": login.UserID, "access_token": login.AccessToken,
 		"device_id": login.DeviceID, "home_server": a.cfg.ServerName,
-	})
+	}, nil
 }
 
 // adminRegisterMAC is Synapse's MAC: hex HMAC-SHA1 over

@@ -49,11 +49,10 @@ type syncRequest struct {
 }
 
 // GET /_matrix/client/v3/sync
-func (a *API) sync(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) sync(r *http.Request, c accounts.Caller) (any, error) {
 	req, err := a.parseSyncRequest(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	ctx := r.Context()
 	if a.cfg.Presence {
@@ -78,7 +77,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 			case <-ctx.Done():
 				timer.Stop()
 				cancel()
-				return
+				return nil, ctx.Err()
 			}
 			timer.Stop()
 		}
@@ -86,8 +85,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 		to := a.notifier.Current()
 		resp, err := a.buildSync(ctx, req, to)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 		// A wake-up may concern nothing this filter shows: wait again.
 		if req.since != nil && resp.empty() && time.Now().Before(deadline) && !req.fullState {
@@ -95,8 +93,7 @@ func (a *API) sync(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
 			req.since = &next
 			continue
 		}
-		mxhttp.WriteJSON(w, http.StatusOK, resp)
-		return
+		return resp, nil
 	}
 }
 

@@ -21,76 +21,61 @@ type tagContent struct {
 	Tags map[string]json.RawMessage `json:"tags"`
 }
 
-func (a *API) tagRoutes(v3 func(string, string, http.HandlerFunc)) {
-	v3("GET", "/user/{userId}/rooms/{roomId}/tags", a.authed(a.getTags))
-	v3("PUT", "/user/{userId}/rooms/{roomId}/tags/{tag}", a.authed(a.putTag))
-	v3("DELETE", "/user/{userId}/rooms/{roomId}/tags/{tag}", a.authed(a.deleteTag))
-}
-
 // GET /user/{userId}/rooms/{roomId}/tags
-func (a *API) getTags(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) getTags(r *http.Request, c accounts.Caller) (any, error) {
 	userID, roomID, _, err := accountDataTarget(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	tc := tagContent{Tags: map[string]json.RawMessage{}}
 	d, err := a.db.GetAccountData(r.Context(), userID, roomID, tagType)
 	if err == nil {
 		_ = json.Unmarshal(d.Content, &tc)
 	} else if !errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if tc.Tags == nil {
 		tc.Tags = map[string]json.RawMessage{}
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, tc)
+	return tc, nil
 }
 
 // PUT /user/{userId}/rooms/{roomId}/tags/{tag}
-func (a *API) putTag(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putTag(r *http.Request, c accounts.Caller) (any, error) {
 	userID, roomID, _, err := accountDataTarget(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var body map[string]json.RawMessage
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if o, ok := body["order"]; ok {
 		var order float64
 		if json.Unmarshal(o, &order) != nil {
-			mxhttp.WriteError(w, r, mxhttp.BadJSON("order must be a number"))
-			return
+			return nil, mxhttp.BadJSON("order must be a number")
 		}
 	}
 	info, err := json.Marshal(body)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if err := a.changeTag(r, userID, roomID, pathParam(r, "tag"), info); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }
 
 // DELETE /user/{userId}/rooms/{roomId}/tags/{tag}
-func (a *API) deleteTag(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) deleteTag(r *http.Request, c accounts.Caller) (any, error) {
 	userID, roomID, _, err := accountDataTarget(r, c)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if err := a.changeTag(r, userID, roomID, pathParam(r, "tag"), nil); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }
 
 // changeTag sets (info non-nil) or removes a tag in one read-modify-write

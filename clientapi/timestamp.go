@@ -16,26 +16,22 @@ import (
 // when none fits, the servers in the room (federation timestamp_to_event).
 
 // GET /v1/rooms/{roomId}/timestamp_to_event?ts=&dir=f|b
-func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) timestampToEvent(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
 	q := r.URL.Query()
 	if q.Get("ts") == "" || q.Get("dir") == "" {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("ts and dir are required"))
-		return
+		return nil, mxhttp.MissingParam("ts and dir are required")
 	}
 	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
 	if err != nil || ts < 0 {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("ts must be a timestamp in milliseconds"))
-		return
+		return nil, mxhttp.InvalidParam("ts must be a timestamp in milliseconds")
 	}
 	dir := q.Get("dir")
 	if dir != "f" && dir != "b" {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("dir must be f or b"))
-		return
+		return nil, mxhttp.InvalidParam("dir must be f or b")
 	}
 	if err := a.requireCanSee(r, roomID, c.UserID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	ev, err := a.rooms.EventNearTimestamp(r.Context(), roomID, ts, dir == "f", func(ev *rooms.Event) (bool, error) {
 		vis, err := a.rooms.Visible(r.Context(), c.UserID, []*rooms.Event{ev})
@@ -47,26 +43,22 @@ func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request, c account
 		// a closer event, that is the answer.
 		if gap, gerr := a.followsGap(r, ev); gerr == nil && gap {
 			if id, originTS, ferr := a.fed.TimestampToEvent(r.Context(), roomID, ts, dir); ferr == nil && originTS >= ts && originTS < ev.OriginTS {
-				mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": id, "origin_server_ts": originTS})
-				return
+				return map[string]any{"event_id": id, "origin_server_ts": originTS}, nil
 			}
 		}
 	}
 	if err == nil {
-		mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": ev.EventID, "origin_server_ts": ev.OriginTS})
-		return
+		return map[string]any{"event_id": ev.EventID, "origin_server_ts": ev.OriginTS}, nil
 	}
 	if !errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if a.fed != nil {
 		if id, originTS, err := a.fed.TimestampToEvent(r.Context(), roomID, ts, dir); err == nil {
-			mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": id, "origin_server_ts": originTS})
-			return
+			return map[string]any{"event_id": id, "origin_server_ts": originTS}, nil
 		}
 	}
-	mxhttp.WriteError(w, r, mxhttp.NotFound("No event found from %d in direction %s", ts, dir))
+	return nil, mxhttp.NotFound("No event found from %d in direction %s", ts, dir)
 }
 
 // followsGap reports whether one of the event's prev_events is not in this

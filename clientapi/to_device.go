@@ -14,22 +14,19 @@ import (
 // Delivery to the device happens in /sync.
 
 // PUT /sendToDevice/{eventType}/{txnId}
-func (a *API) sendToDevice(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) sendToDevice(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		Messages map[string]map[string]json.RawMessage `json:"messages"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if req.Messages == nil {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("messages is required"))
-		return
+		return nil, mxhttp.MissingParam("messages is required")
 	}
 	err := a.e2ee.SendToDevice(r.Context(), c.UserID, c.DeviceID, chi.URLParam(r, "eventType"), chi.URLParam(r, "txnId"), req.Messages)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }

@@ -14,33 +14,28 @@ import (
 const maxTypingTimeout = 2 * time.Minute
 
 // PUT /rooms/{roomId}/typing/{userId}
-func (a *API) putTyping(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) putTyping(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, userID := pathParam(r, "roomId"), pathParam(r, "userId")
 	var body struct {
 		Typing  *bool  `json:"typing"`
 		Timeout *int64 `json:"timeout"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if body.Typing == nil {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("typing is required"))
-		return
+		return nil, mxhttp.MissingParam("typing is required")
 	}
 	if userID != c.UserID {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("You can only set your own typing state"))
-		return
+		return nil, mxhttp.Forbidden("You can only set your own typing state")
 	}
 	if err := a.requireJoined(r, roomID, c.UserID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	timeout := 30 * time.Second
 	if body.Timeout != nil {
 		if *body.Timeout < 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("timeout must not be negative"))
-			return
+			return nil, mxhttp.InvalidParam("timeout must not be negative")
 		}
 		timeout = min(time.Duration(*body.Timeout)*time.Millisecond, maxTypingTimeout)
 	}
@@ -48,5 +43,5 @@ func (a *API) putTyping(w http.ResponseWriter, r *http.Request, c accounts.Calle
 	if a.fed != nil {
 		a.fed.SendTyping(r.Context(), roomID, c.UserID, *body.Typing)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
+	return struct{}{}, nil
 }

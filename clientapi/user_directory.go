@@ -31,37 +31,32 @@ type userDirectoryResult struct {
 // case-insensitively on user ID and display name. Local users are shown
 // with their global profile, never a per-room name; remote users with the
 // name of their membership event.
-func (a *API) searchUserDirectory(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) searchUserDirectory(r *http.Request, c accounts.Caller) (any, error) {
 	var body struct {
 		SearchTerm *string `json:"search_term"`
 		Limit      *int    `json:"limit"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if body.SearchTerm == nil {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("search_term is required"))
-		return
+		return nil, mxhttp.MissingParam("search_term is required")
 	}
 	limit := defaultUserDirectoryLimit
 	if body.Limit != nil {
 		if *body.Limit < 0 {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must not be negative"))
-			return
+			return nil, mxhttp.InvalidParam("limit must not be negative")
 		}
 		limit = min(*body.Limit, maxUserDirectoryLimit)
 	}
 	ctx := r.Context()
 	roomIDs, err := a.rooms.JoinedRooms(ctx, c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	joinRules, err := storage.CurrentStateOfType(ctx, a.db.Read(), spec.MRoomJoinRules)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	for roomID, js := range joinRules {
 		var ev struct {
@@ -75,8 +70,7 @@ func (a *API) searchUserDirectory(w http.ResponseWriter, r *http.Request, c acco
 	}
 	users, err := storage.JoinedMembersOfRooms(ctx, a.db.Read(), roomIDs)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	term := strings.ToLower(strings.TrimSpace(*body.SearchTerm))
 	results := []userDirectoryResult{}
@@ -108,39 +102,33 @@ func (a *API) searchUserDirectory(w http.ResponseWriter, r *http.Request, c acco
 	if limited {
 		results = results[:limit]
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"results": results, "limited": limited})
+	return map[string]any{"results": results, "limited": limited}, nil
 }
 
 // GET /v1/mutual_rooms?user_id=: the rooms both users are joined to, in
 // one batch (no next_batch).
-func (a *API) mutualRooms(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) mutualRooms(r *http.Request, c accounts.Caller) (any, error) {
 	q := r.URL.Query()
 	other := q.Get("user_id")
 	if other == "" {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("user_id is required"))
-		return
+		return nil, mxhttp.MissingParam("user_id is required")
 	}
 	if _, err := spec.NewUserID(other, true); err != nil {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Invalid user_id %q", other))
-		return
+		return nil, mxhttp.InvalidParam("Invalid user_id %q", other)
 	}
 	if other == c.UserID {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("user_id must not be your own user ID"))
-		return
+		return nil, mxhttp.InvalidParam("user_id must not be your own user ID")
 	}
 	if q.Get("from") != "" {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("Unknown pagination token"))
-		return
+		return nil, mxhttp.InvalidParam("Unknown pagination token")
 	}
 	mine, err := a.rooms.JoinedRooms(r.Context(), c.UserID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	theirs, err := a.rooms.JoinedRooms(r.Context(), other)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	in := map[string]bool{}
 	for _, id := range theirs {
@@ -153,5 +141,5 @@ func (a *API) mutualRooms(w http.ResponseWriter, r *http.Request, c accounts.Cal
 		}
 	}
 	sort.Strings(joined)
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"joined": joined, "count": len(joined)})
+	return map[string]any{"joined": joined, "count": len(joined)}, nil
 }

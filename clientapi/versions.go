@@ -3,7 +3,7 @@ package clientapi
 import (
 	"net/http"
 
-	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/accounts"
 )
 
 // specVersions are the client-server API versions Hearth advertises. A
@@ -21,9 +21,9 @@ var unstableFeatures = map[string]bool{
 }
 
 // GET /_matrix/client/versions (client-server API, API Standards).
-func (a *API) versions(w http.ResponseWriter, r *http.Request) {
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
+func (a *API) versions(r *http.Request, _ accounts.Caller) (any, error) {
+	return map[string]any{
 		"versions":          specVersions,
 		"unstable_features": unstableFeatures,
-	})
+	}, nil
 }

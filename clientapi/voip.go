@@ -10,7 +10,6 @@ import (
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
-	"github.com/hearth-matrix/hearth/mxhttp"
 )
 
 // GET /_matrix/client/v3/voip/turnServer (client-server API, Voice over IP).
@@ -19,23 +18,21 @@ import (
 // base64(HMAC-SHA1(shared secret, username)). With no TURN server
 // configured the answer is {}, as Synapse's is, and clients fall back to
 // their own.
-func (a *API) turnServer(w http.ResponseWriter, r *http.Request, c accounts.Caller) {
+func (a *API) turnServer(r *http.Request, c accounts.Caller) (any, error) {
 	if len(a.cfg.TURNURIs) == 0 {
-		mxhttp.WriteJSON(w, http.StatusOK, struct{}{})
-		return
+		return struct{}{}, nil
 	}
 	lifetime, err := config.ParseLifetime(a.cfg.TURNUserLifetime) // checked by Validate
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	username := strconv.FormatInt(time.Now().Add(lifetime).Unix(), 10) + ":" + c.UserID
 	mac := hmac.New(sha1.New, []byte(a.cfg.TURNSharedSecret))
 	mac.Write([]byte(username))
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
+	return map[string]any{
 		"username": username,
 		"password": base64.StdEncoding.EncodeToString(mac.Sum(nil)),
 		"uris":     a.cfg.TURNURIs,
 		"ttl":      int64(lifetime / time.Second),
-	})
+	}, nil
 }

@@ -3,27 +3,26 @@ package clientapi
 import (
 	"net/http"
 
+	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
 )
 
 // GET /.well-known/matrix/client (client-server API, Server Discovery). With
 // no well_known_client configured there is nothing to discover: 404, as the
 // spec's discovery algorithm expects.
-func (a *API) wellKnownClient(w http.ResponseWriter, r *http.Request) {
+func (a *API) wellKnownClient(r *http.Request, _ accounts.Caller) (any, error) {
 	if a.cfg.WellKnownClient == "" {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("No client discovery information is configured"))
-		return
+		return nil, mxhttp.NotFound("No client discovery information is configured")
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
+	return map[string]any{
 		"m.homeserver": map[string]string{"base_url": a.cfg.WellKnownClient},
-	})
+	}, nil
 }
 
 // GET /.well-known/matrix/server (server-server API, Server discovery).
-func (a *API) wellKnownServer(w http.ResponseWriter, r *http.Request) {
+func (a *API) wellKnownServer(r *http.Request, _ accounts.Caller) (any, error) {
 	if a.cfg.WellKnownServer == "" {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("No server delegation is configured"))
-		return
+		return nil, mxhttp.NotFound("No server delegation is configured")
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"m.server": a.cfg.WellKnownServer})
+	return map[string]string{"m.server": a.cfg.WellKnownServer}, nil
 }

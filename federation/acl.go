@@ -10,10 +10,19 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
 // Server ACLs (client-server API, Server Access Control Lists; m.room.server_acl).
+
+// checkACL is 403 M_FORBIDDEN for a server the room's ACL denies.
+func (a *API) checkACL(ctx context.Context, roomID string, origin spec.ServerName) error {
+	if !a.ACLAllows(ctx, roomID, origin) {
+		return mxhttp.Forbidden("Server ACL denies %s", origin)
+	}
+	return nil
+}
 
 // ACLAllows reports whether serverName may take part in roomID under the
 // room's current m.room.server_acl. A room without one, or one we do not

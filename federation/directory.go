@@ -18,40 +18,37 @@ import (
 // clients' /publicRooms?server=.
 
 // GET /v1/publicRooms
-func (a *API) getPublicRooms(w http.ResponseWriter, r *http.Request) {
+func (a *API) getPublicRooms(r *http.Request, origin spec.ServerName) (any, error) {
 	q := r.URL.Query()
 	var req rooms.PublicRoomsQuery
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must be an integer"))
-			return
+			return nil, mxhttp.InvalidParam("limit must be an integer")
 		}
 		req.Limit = &n
 	}
 	req.Since = q.Get("since")
 	req.IncludeAllNetworks = q.Get("include_all_networks") == "true"
 	req.ThirdPartyInstanceID = q.Get("third_party_instance_id")
-	a.servePublicRooms(w, r, req)
+	return a.servePublicRooms(r, req)
 }
 
 // POST /v1/publicRooms
-func (a *API) postPublicRooms(w http.ResponseWriter, r *http.Request) {
+func (a *API) postPublicRooms(r *http.Request, origin spec.ServerName) (any, error) {
 	var req rooms.PublicRoomsQuery
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	a.servePublicRooms(w, r, req)
+	return a.servePublicRooms(r, req)
 }
 
-func (a *API) servePublicRooms(w http.ResponseWriter, r *http.Request, req rooms.PublicRoomsQuery) {
+func (a *API) servePublicRooms(r *http.Request, req rooms.PublicRoomsQuery) (any, error) {
 	page, err := a.rooms.PublicRooms(r.Context(), req)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, page)
+	return page, nil
 }
 
 // PublicRooms asks server for its directory (POST, which carries the

@@ -19,51 +19,40 @@ import (
 // (GET /v1/timestamp_to_event/{roomId}), served and asked.
 
 // GET /v1/hierarchy/{roomId}?suggested_only=
-func (a *API) hierarchy(w http.ResponseWriter, r *http.Request) {
+func (a *API) hierarchy(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
 	suggested := false
 	switch r.URL.Query().Get("suggested_only") {
 	case "", "false":
 	case "true":
 		suggested = true
 	default:
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("suggested_only must be true or false"))
-		return
+		return nil, mxhttp.InvalidParam("suggested_only must be true or false")
 	}
-	h, err := a.rooms.HierarchyForServer(r.Context(), Origin(r.Context()), roomID, suggested)
+	h, err := a.rooms.HierarchyForServer(r.Context(), origin, roomID, suggested)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, h)
+	return h, nil
 }
 
 // GET /v1/timestamp_to_event/{roomId}?ts=&dir=
-func (a *API) timestampToEvent(w http.ResponseWriter, r *http.Request) {
+func (a *API) timestampToEvent(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
 	q := r.URL.Query()
 	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
 	if err != nil || ts < 0 {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("ts must be a timestamp in milliseconds"))
-		return
+		return nil, mxhttp.InvalidParam("ts must be a timestamp in milliseconds")
 	}
 	dir := q.Get("dir")
 	if dir != "f" && dir != "b" {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("dir must be f or b"))
-		return
+		return nil, mxhttp.InvalidParam("dir must be f or b")
 	}
-	ev, err := a.rooms.EventNearTimestampForServer(r.Context(), Origin(r.Context()), roomID, ts, dir == "f")
+	ev, err := a.rooms.EventNearTimestampForServer(r.Context(), origin, roomID, ts, dir == "f")
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event_id": ev.EventID, "origin_server_ts": ev.OriginTS})
+	return map[string]any{"event_id": ev.EventID, "origin_server_ts": ev.OriginTS}, nil
 }
 
 // TimestampToEvent asks the other servers in the room, in turn, and checks

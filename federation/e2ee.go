@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -22,13 +21,6 @@ import (
 // about our users' devices and keys, and e2eeRemote, the same requests
 // made by us, which package e2ee uses through its Remote interface.
 
-func (a *API) e2eeRoutes(r chi.Router) {
-	f := "/_matrix/federation/v1"
-	r.Get(f+"/user/devices/{userId}", a.userDevices)
-	r.Post(f+"/user/keys/query", a.userKeysQuery)
-	r.Post(f+"/user/keys/claim", a.userKeysClaim)
-}
-
 // localUser checks that userID is one of ours.
 func (a *API) localUser(userID string) error {
 	if senderServer(userID) != a.serverName {
@@ -38,60 +30,52 @@ func (a *API) localUser(userID string) error {
 }
 
 // GET /_matrix/federation/v1/user/devices/{userId}
-func (a *API) userDevices(w http.ResponseWriter, r *http.Request) {
+func (a *API) userDevices(r *http.Request, origin spec.ServerName) (any, error) {
 	userID := pathParam(r, "userId")
 	if err := a.localUser(userID); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	res, err := a.e2ee.LocalUserDevices(r.Context(), userID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, res)
+	return res, nil
 }
 
 // POST /_matrix/federation/v1/user/keys/query
-func (a *API) userKeysQuery(w http.ResponseWriter, r *http.Request) {
+func (a *API) userKeysQuery(r *http.Request, origin spec.ServerName) (any, error) {
 	var req struct {
 		DeviceKeys map[string][]string `json:"device_keys"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if req.DeviceKeys == nil {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("device_keys is required"))
-		return
+		return nil, mxhttp.MissingParam("device_keys is required")
 	}
 	res, err := a.e2ee.LocalKeys(r.Context(), req.DeviceKeys)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, res)
+	return res, nil
 }
 
 // POST /_matrix/federation/v1/user/keys/claim
-func (a *API) userKeysClaim(w http.ResponseWriter, r *http.Request) {
+func (a *API) userKeysClaim(r *http.Request, origin spec.ServerName) (any, error) {
 	var req struct {
 		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if req.OneTimeKeys == nil {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("one_time_keys is required"))
-		return
+		return nil, mxhttp.MissingParam("one_time_keys is required")
 	}
 	keys, err := a.e2ee.ClaimLocalKeys(r.Context(), req.OneTimeKeys)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"one_time_keys": keys})
+	return map[string]any{"one_time_keys": keys}, nil
 }
 
 // e2eeRemote is e2ee.Remote over the signing client and the send queue.

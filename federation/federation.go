@@ -3,8 +3,9 @@
 // this server's outbound federation requests: the signing client, server
 // discovery, the key ring and the per-destination send queue.
 //
-// Inbound requests pass authenticate (X-Matrix) before any handler; the
-// handler reads the authenticated origin with Origin(ctx).
+// Every endpoint is listed in routes.go. Inbound requests are verified
+// (X-Matrix) before any handler runs; the handler gets the authenticated
+// origin as its argument (and Origin(ctx) for code below it).
 package federation
 
 import (
@@ -15,7 +16,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -153,29 +153,3 @@ func (a *API) KeyRing() *gomatrixserverlib.KeyRing { return a.keyRing }
 
 // Queue is the outbound send queue.
 func (a *API) Queue() *Queue { return a.queue }
-
-// Routes registers every federation endpoint on r.
-func (a *API) Routes(r chi.Router) {
-	r.Get("/_matrix/key/v2/server", a.serverKeys)
-	r.Get("/_matrix/key/v2/server/{keyID}", a.serverKeys) // deprecated form, still requested by older servers
-	r.Get("/_matrix/key/v2/query/{serverName}", a.queryKeysGet)
-	r.Post("/_matrix/key/v2/query", a.queryKeysPost)
-	r.Get("/_matrix/federation/v1/version", a.serverVersion)
-	// Every other federation endpoint is authenticated; unknown paths stay
-	// 404 M_UNRECOGNIZED.
-	r.Group(func(r chi.Router) {
-		r.Use(a.authenticate)
-		f := "/_matrix/federation"
-		r.Put(f+"/v1/send/{txnId}", a.send)
-		r.Get(f+"/v1/query/directory", a.queryDirectory)
-		r.Get(f+"/v1/query/profile", a.queryProfile)
-		r.Get(f+"/v1/publicRooms", a.getPublicRooms)
-		r.Post(f+"/v1/publicRooms", a.postPublicRooms)
-		r.Get(f+"/v1/hierarchy/{roomId}", a.hierarchy)
-		r.Get(f+"/v1/timestamp_to_event/{roomId}", a.timestampToEvent)
-		a.roomRoutes(r)
-		r.Get(f+"/v1/media/download/{mediaId}", a.mediaDownload)
-		r.Get(f+"/v1/media/thumbnail/{mediaId}", a.mediaThumbnail)
-		a.e2eeRoutes(r)
-	})
-}

@@ -67,14 +67,12 @@ func (a *API) ownKeys() map[gomatrixserverlib.KeyID]lookupRes {
 
 // GET /_matrix/key/v2/server (server-server API, Publishing Keys): our
 // verify keys, signed with the key itself.
-func (a *API) serverKeys(w http.ResponseWriter, r *http.Request) {
+func (a *API) serverKeys(r *http.Request, origin spec.ServerName) (any, error) {
 	b, err := a.signedServerKeys(time.Now())
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(b)
+	return json.RawMessage(b), nil
 }
 
 func (a *API) signedServerKeys(now time.Time) ([]byte, error) {
@@ -95,33 +93,30 @@ func (a *API) signedServerKeys(now time.Time) ([]byte, error) {
 
 // GET /_matrix/key/v2/query/{serverName} (Querying Keys Through Another
 // Server): the server's keys as this notary knows them.
-func (a *API) queryKeysGet(w http.ResponseWriter, r *http.Request) {
+func (a *API) queryKeysGet(r *http.Request, origin spec.ServerName) (any, error) {
 	minValid := spec.AsTimestamp(time.Now())
 	if s := r.URL.Query().Get("minimum_valid_until_ts"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			mxhttp.WriteError(w, r, mxhttp.InvalidParam("minimum_valid_until_ts must be an integer"))
-			return
+			return nil, mxhttp.InvalidParam("minimum_valid_until_ts must be an integer")
 		}
 		minValid = spec.Timestamp(n)
 	}
-	a.writeNotaryKeys(w, r, map[spec.ServerName]spec.Timestamp{spec.ServerName(pathParam(r, "serverName")): minValid})
+	return a.notaryKeysResponse(r, map[spec.ServerName]spec.Timestamp{spec.ServerName(pathParam(r, "serverName")): minValid})
 }
 
 // POST /_matrix/key/v2/query: keys of several servers.
-func (a *API) queryKeysPost(w http.ResponseWriter, r *http.Request) {
+func (a *API) queryKeysPost(r *http.Request, origin spec.ServerName) (any, error) {
 	var body struct {
 		ServerKeys map[spec.ServerName]map[gomatrixserverlib.KeyID]struct {
 			MinimumValidUntilTS spec.Timestamp `json:"minimum_valid_until_ts"`
 		} `json:"server_keys"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if len(body.ServerKeys) > 100 {
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("At most 100 servers per query"))
-		return
+		return nil, mxhttp.BadJSON("At most 100 servers per query")
 	}
 	now := spec.AsTimestamp(time.Now())
 	want := map[spec.ServerName]spec.Timestamp{}
@@ -134,10 +129,10 @@ func (a *API) queryKeysPost(w http.ResponseWriter, r *http.Request) {
 		}
 		want[server] = min
 	}
-	a.writeNotaryKeys(w, r, want)
+	return a.notaryKeysResponse(r, want)
 }
 
-func (a *API) writeNotaryKeys(w http.ResponseWriter, r *http.Request, want map[spec.ServerName]spec.Timestamp) {
+func (a *API) notaryKeysResponse(r *http.Request, want map[spec.ServerName]spec.Timestamp) (any, error) {
 	list := []json.RawMessage{}
 	for server, minValid := range want {
 		raw, err := a.notaryKeys(r.Context(), server, minValid)
@@ -147,12 +142,11 @@ func (a *API) writeNotaryKeys(w http.ResponseWriter, r *http.Request, want map[s
 		}
 		signed, err := gomatrixserverlib.SignJSON(string(a.serverName), a.key.ID, a.key.Private, raw)
 		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
+			return nil, err
 		}
 		list = append(list, signed)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"server_keys": list})
+	return map[string]any{"server_keys": list}, nil
 }
 
 // notaryKeys returns a server's signed key response valid until at least

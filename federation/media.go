@@ -24,52 +24,51 @@ import (
 // the media repository (media.Remote).
 
 // GET /_matrix/federation/v1/media/download/{mediaId}
-func (a *API) mediaDownload(w http.ResponseWriter, r *http.Request) {
+func (a *API) mediaDownload(r *http.Request, origin spec.ServerName) (any, error) {
 	if a.media == nil {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Media not found"))
-		return
+		return nil, mxhttp.NotFound("Media not found")
 	}
 	wait, err := media.TimeoutParam(r.URL.Query())
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	content, err := a.media.Get(r.Context(), string(a.serverName), pathParam(r, "mediaId"), wait)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	defer content.File.Close()
-	writeMultipartMedia(w, content, content.Media.Filename)
+	return multipartMedia(content, content.Media.Filename), nil
 }
 
 // GET /_matrix/federation/v1/media/thumbnail/{mediaId}
-func (a *API) mediaThumbnail(w http.ResponseWriter, r *http.Request) {
+func (a *API) mediaThumbnail(r *http.Request, origin spec.ServerName) (any, error) {
 	if a.media == nil {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Media not found"))
-		return
+		return nil, mxhttp.NotFound("Media not found")
 	}
 	req, err := media.ThumbnailParams(r.URL.Query())
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	wait, err := media.TimeoutParam(r.URL.Query())
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	content, err := a.media.Thumbnail(r.Context(), string(a.serverName), pathParam(r, "mediaId"), req, wait)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	defer content.File.Close()
-	writeMultipartMedia(w, content, "")
+	return multipartMedia(content, ""), nil
 }
 
-// writeMultipartMedia writes the spec's two parts: the metadata (an empty
-// object for now), then the bytes with their type and disposition.
+// multipartMedia is the response of the spec's two parts: the metadata (an
+// empty object for now), then the bytes with their type and disposition.
+// It closes c's file.
+func multipartMedia(c media.Content, filename string) mxhttp.Stream {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		defer c.File.Close()
+		writeMultipartMedia(w, c, filename)
+	}
+}
+
 func writeMultipartMedia(w http.ResponseWriter, c media.Content, filename string) {
 	mw := multipart.NewWriter(w)
 	w.Header().Set("Content-Type", "multipart/mixed; boundary="+mw.Boundary())

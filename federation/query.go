@@ -19,11 +19,10 @@ import (
 
 // GET /_matrix/federation/v1/query/directory?room_alias=: a local alias's
 // room and the servers in it.
-func (a *API) queryDirectory(w http.ResponseWriter, r *http.Request) {
+func (a *API) queryDirectory(r *http.Request, origin spec.ServerName) (any, error) {
 	alias := r.URL.Query().Get("room_alias")
 	if alias == "" {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("room_alias is required"))
-		return
+		return nil, mxhttp.MissingParam("room_alias is required")
 	}
 	roomID, _, err := storage.ResolveAlias(r.Context(), a.db.Read(), alias)
 	if errors.Is(err, storage.ErrNotFound) && a.appsvc.QueryAlias(r.Context(), alias) {
@@ -31,47 +30,40 @@ func (a *API) queryDirectory(w http.ResponseWriter, r *http.Request) {
 		roomID, _, err = storage.ResolveAlias(r.Context(), a.db.Read(), alias)
 	}
 	if errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Room alias %s not found", alias))
-		return
+		return nil, mxhttp.NotFound("Room alias %s not found", alias)
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	servers := []string{string(a.serverName)}
 	joined, err := a.queue.joinedServers(r.Context(), roomID)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	for s := range joined {
 		if s != a.serverName {
 			servers = append(servers, string(s))
 		}
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"room_id": roomID, "servers": servers})
+	return map[string]any{"room_id": roomID, "servers": servers}, nil
 }
 
 // GET /_matrix/federation/v1/query/profile?user_id=&field=: a local user's
 // profile, or one field of it.
-func (a *API) queryProfile(w http.ResponseWriter, r *http.Request) {
+func (a *API) queryProfile(r *http.Request, origin spec.ServerName) (any, error) {
 	userID, field := r.URL.Query().Get("user_id"), r.URL.Query().Get("field")
 	if userID == "" {
-		mxhttp.WriteError(w, r, mxhttp.MissingParam("user_id is required"))
-		return
+		return nil, mxhttp.MissingParam("user_id is required")
 	}
 	if senderServer(userID) != a.serverName {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("%s is not a user of this server", userID))
-		return
+		return nil, mxhttp.InvalidParam("%s is not a user of this server", userID)
 	}
 	p, err := a.db.GetProfile(r.Context(), userID)
 	if errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, mxhttp.NotFound("Profile not found"))
-		return
+		return nil, mxhttp.NotFound("Profile not found")
 	}
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	out := map[string]json.RawMessage{}
 	for k, v := range p.Fields {
@@ -86,12 +78,11 @@ func (a *API) queryProfile(w http.ResponseWriter, r *http.Request) {
 	if field != "" {
 		v, ok := out[field]
 		if !ok {
-			mxhttp.WriteError(w, r, mxhttp.NotFound("The user has no profile field %s", field))
-			return
+			return nil, mxhttp.NotFound("The user has no profile field %s", field)
 		}
 		out = map[string]json.RawMessage{field: v}
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // QueryAlias asks the alias's server which room it names, and which

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/matrix-org/gomatrix"
 	"net/http"
 	"net/url"
+
+	"github.com/matrix-org/gomatrix"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"

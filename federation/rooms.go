@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -19,40 +18,9 @@ import (
 // events and state. The room core does the work; these handlers check the
 // room's ACL for the origin and shape the wire format.
 
-func (a *API) roomRoutes(r chi.Router) {
-	f := "/_matrix/federation"
-	r.Get(f+"/v1/make_join/{roomId}/{userId}", a.makeJoin)
-	r.Put(f+"/v1/send_join/{roomId}/{eventId}", a.sendJoinV1)
-	r.Put(f+"/v2/send_join/{roomId}/{eventId}", a.sendJoin)
-	r.Put(f+"/v2/invite/{roomId}/{eventId}", a.invite)
-	r.Get(f+"/v1/make_leave/{roomId}/{userId}", a.makeLeave)
-	r.Put(f+"/v1/send_leave/{roomId}/{eventId}", a.sendLeaveV1)
-	r.Put(f+"/v2/send_leave/{roomId}/{eventId}", a.sendLeave)
-	r.Get(f+"/v1/make_knock/{roomId}/{userId}", a.makeKnock)
-	r.Put(f+"/v1/send_knock/{roomId}/{eventId}", a.sendKnock)
-	r.Get(f+"/v1/state/{roomId}", a.state)
-	r.Get(f+"/v1/state_ids/{roomId}", a.stateIDs)
-	r.Get(f+"/v1/event/{eventId}", a.event)
-	r.Get(f+"/v1/backfill/{roomId}", a.backfill)
-	r.Post(f+"/v1/get_missing_events/{roomId}", a.getMissingEvents)
-	r.Get(f+"/v1/event_auth/{roomId}/{eventId}", a.eventAuth)
-}
-
-// aclGate refuses requests from servers the room's ACL denies.
-func (a *API) aclGate(w http.ResponseWriter, r *http.Request, roomID string) bool {
-	if !a.ACLAllows(r.Context(), roomID, Origin(r.Context())) {
-		mxhttp.WriteError(w, r, mxhttp.Forbidden("Server ACL denies %s", Origin(r.Context())))
-		return false
-	}
-	return true
-}
-
 // GET /v1/make_join/{roomId}/{userId}?ver=...
-func (a *API) makeJoin(w http.ResponseWriter, r *http.Request) {
+func (a *API) makeJoin(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID, userID := pathParam(r, "roomId"), pathParam(r, "userId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
 	var vers []gomatrixserverlib.RoomVersion
 	for _, v := range r.URL.Query()["ver"] {
 		vers = append(vers, gomatrixserverlib.RoomVersion(v))
@@ -60,17 +28,16 @@ func (a *API) makeJoin(w http.ResponseWriter, r *http.Request) {
 	if len(vers) == 0 {
 		vers = []gomatrixserverlib.RoomVersion{"1"} // the spec's default when ver is absent
 	}
-	res, err := a.rooms.MakeJoin(r.Context(), Origin(r.Context()), roomID, userID, vers)
+	res, err := a.rooms.MakeJoin(r.Context(), origin, roomID, userID, vers)
 	if err != nil {
-		writeLibError(w, r, err)
-		return
+		return nil, libError(err)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event": res.JoinTemplateEvent, "room_version": res.RoomVersion})
+	return map[string]any{"event": res.JoinTemplateEvent, "room_version": res.RoomVersion}, nil
 }
 
-// writeLibError writes errors the library returns as spec.MatrixError (or
-// our own) with their status.
-func writeLibError(w http.ResponseWriter, r *http.Request, err error) {
+// libError is the Matrix error for an error the library returns as
+// spec.MatrixError (or our own), with its status.
+func libError(err error) error {
 	switch e := err.(type) {
 	case spec.MatrixError:
 		status := http.StatusBadRequest
@@ -80,47 +47,41 @@ func writeLibError(w http.ResponseWriter, r *http.Request, err error) {
 		case spec.ErrorNotFound:
 			status = http.StatusNotFound
 		}
-		mxhttp.WriteError(w, r, &mxhttp.Error{Status: status, ErrCode: string(e.ErrCode), Message: e.Err})
+		return &mxhttp.Error{Status: status, ErrCode: string(e.ErrCode), Message: e.Err}
 	case spec.IncompatibleRoomVersionError:
-		mxhttp.WriteError(w, r, &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_INCOMPATIBLE_ROOM_VERSION",
-			Message: e.Error(), Extra: map[string]any{"room_version": e.RoomVersion}})
+		return &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_INCOMPATIBLE_ROOM_VERSION",
+			Message: e.Error(), Extra: map[string]any{"room_version": e.RoomVersion}}
 	case spec.InternalServerError:
-		mxhttp.WriteError(w, r, &mxhttp.Error{Status: http.StatusInternalServerError, ErrCode: "M_UNKNOWN", Message: "Internal server error"})
+		return &mxhttp.Error{Status: http.StatusInternalServerError, ErrCode: "M_UNKNOWN", Message: "Internal server error"}
 	default:
-		mxhttp.WriteError(w, r, err)
+		return err
 	}
 }
 
 // PUT /v2/send_join/{roomId}/{eventId}
-func (a *API) sendJoin(w http.ResponseWriter, r *http.Request) {
-	if res := a.receiveJoin(w, r); res != nil {
-		mxhttp.WriteJSON(w, http.StatusOK, res)
-	}
+func (a *API) sendJoin(r *http.Request, origin spec.ServerName) (any, error) {
+	return a.receiveJoin(r, origin)
 }
 
 // PUT /v1/send_join/{roomId}/{eventId} (deprecated; answers [200, {...}])
-func (a *API) sendJoinV1(w http.ResponseWriter, r *http.Request) {
-	if res := a.receiveJoin(w, r); res != nil {
-		mxhttp.WriteJSON(w, http.StatusOK, []any{200, res})
+func (a *API) sendJoinV1(r *http.Request, origin spec.ServerName) (any, error) {
+	res, err := a.receiveJoin(r, origin)
+	if err != nil {
+		return nil, err
 	}
+	return []any{200, res}, nil
 }
 
-// receiveJoin checks and persists a send_join and returns the answer, or
-// writes the error and returns nil.
-func (a *API) receiveJoin(w http.ResponseWriter, r *http.Request) map[string]any {
+// receiveJoin checks and persists a send_join and returns the answer.
+func (a *API) receiveJoin(r *http.Request, origin spec.ServerName) (map[string]any, error) {
 	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
-	if !a.aclGate(w, r, roomID) {
-		return nil
-	}
 	var raw json.RawMessage
 	if err := mxhttp.ReadJSON(r, &raw); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return nil
+		return nil, err
 	}
-	join, state, chain, err := a.rooms.SendJoin(r.Context(), Origin(r.Context()), roomID, eventID, raw)
+	join, state, chain, err := a.rooms.SendJoin(r.Context(), origin, roomID, eventID, raw)
 	if err != nil {
-		writeLibError(w, r, err)
-		return nil
+		return nil, libError(err)
 	}
 	a.relay(r, roomID, join.EventID())
 	servers, _ := a.rooms.ServersInRoom(r.Context(), roomID)
@@ -128,95 +89,79 @@ func (a *API) receiveJoin(w http.ResponseWriter, r *http.Request) map[string]any
 		"origin": a.serverName, "event": json.RawMessage(join.JSON()),
 		"state": pduJSONs(state), "auth_chain": pduJSONs(chain),
 		"members_omitted": false, "servers_in_room": servers,
-	}
+	}, nil
 }
 
 // GET /v1/make_leave/{roomId}/{userId}
-func (a *API) makeLeave(w http.ResponseWriter, r *http.Request) {
+func (a *API) makeLeave(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
-	res, err := a.rooms.MakeLeave(r.Context(), Origin(r.Context()), roomID, pathParam(r, "userId"))
+	res, err := a.rooms.MakeLeave(r.Context(), origin, roomID, pathParam(r, "userId"))
 	if err != nil {
-		writeLibError(w, r, err)
-		return
+		return nil, libError(err)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event": res.LeaveTemplateEvent, "room_version": res.RoomVersion})
+	return map[string]any{"event": res.LeaveTemplateEvent, "room_version": res.RoomVersion}, nil
 }
 
 // receiveLeave reads and hands on the body of send_leave.
-func (a *API) receiveLeave(w http.ResponseWriter, r *http.Request) bool {
+func (a *API) receiveLeave(r *http.Request, origin spec.ServerName) error {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return false
-	}
 	var raw json.RawMessage
 	if err := mxhttp.ReadJSON(r, &raw); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return false
+		return err
 	}
-	if err := a.rooms.SendLeave(r.Context(), Origin(r.Context()), roomID, pathParam(r, "eventId"), raw); err != nil {
-		writeLibError(w, r, err)
-		return false
+	if err := a.rooms.SendLeave(r.Context(), origin, roomID, pathParam(r, "eventId"), raw); err != nil {
+		return libError(err)
 	}
 	a.relay(r, roomID, pathParam(r, "eventId"))
-	return true
+	return nil
 }
 
 // PUT /v2/send_leave/{roomId}/{eventId}
-func (a *API) sendLeave(w http.ResponseWriter, r *http.Request) {
-	if a.receiveLeave(w, r) {
-		mxhttp.WriteJSON(w, http.StatusOK, map[string]any{})
+func (a *API) sendLeave(r *http.Request, origin spec.ServerName) (any, error) {
+	if err := a.receiveLeave(r, origin); err != nil {
+		return nil, err
 	}
+	return map[string]any{}, nil
 }
 
 // PUT /v1/send_leave/{roomId}/{eventId} (deprecated; answers [200, {}])
-func (a *API) sendLeaveV1(w http.ResponseWriter, r *http.Request) {
-	if a.receiveLeave(w, r) {
-		mxhttp.WriteJSON(w, http.StatusOK, []any{200, map[string]any{}})
+func (a *API) sendLeaveV1(r *http.Request, origin spec.ServerName) (any, error) {
+	if err := a.receiveLeave(r, origin); err != nil {
+		return nil, err
 	}
+	return []any{200, map[string]any{}}, nil
 }
 
 // GET /v1/make_knock/{roomId}/{userId}?ver=...
-func (a *API) makeKnock(w http.ResponseWriter, r *http.Request) {
+func (a *API) makeKnock(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
 	var vers []gomatrixserverlib.RoomVersion
 	for _, v := range r.URL.Query()["ver"] {
 		vers = append(vers, gomatrixserverlib.RoomVersion(v))
 	}
-	proto, ver, err := a.rooms.MakeKnock(r.Context(), Origin(r.Context()), roomID, pathParam(r, "userId"), vers)
+	proto, ver, err := a.rooms.MakeKnock(r.Context(), origin, roomID, pathParam(r, "userId"), vers)
 	if err != nil {
-		writeLibError(w, r, err)
-		return
+		return nil, libError(err)
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event": proto, "room_version": ver})
+	return map[string]any{"event": proto, "room_version": ver}, nil
 }
 
 // PUT /v1/send_knock/{roomId}/{eventId}
-func (a *API) sendKnock(w http.ResponseWriter, r *http.Request) {
+func (a *API) sendKnock(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
 	var raw json.RawMessage
 	if err := mxhttp.ReadJSON(r, &raw); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	stripped, err := a.rooms.SendKnock(r.Context(), Origin(r.Context()), roomID, pathParam(r, "eventId"), raw)
+	stripped, err := a.rooms.SendKnock(r.Context(), origin, roomID, pathParam(r, "eventId"), raw)
 	if err != nil {
-		writeLibError(w, r, err)
-		return
+		return nil, libError(err)
 	}
 	a.relay(r, roomID, pathParam(r, "eventId"))
 	if stripped == nil {
 		stripped = []json.RawMessage{}
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"knock_room_state": stripped})
+	return map[string]any{"knock_room_state": stripped}, nil
 }
 
 // relay sends an event another server made through us (send_join,
@@ -252,59 +197,45 @@ func pduJSONs(pdus []gomatrixserverlib.PDU) []json.RawMessage {
 }
 
 // PUT /v2/invite/{roomId}/{eventId}
-func (a *API) invite(w http.ResponseWriter, r *http.Request) {
+func (a *API) invite(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
 	var body struct {
 		Event           json.RawMessage               `json:"event"`
 		RoomVersion     gomatrixserverlib.RoomVersion `json:"room_version"`
 		InviteRoomState json.RawMessage               `json:"invite_room_state"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if body.RoomVersion == "" {
 		body.RoomVersion = "1"
 	}
-	signed, err := a.rooms.ReceiveInvite(r.Context(), Origin(r.Context()), body.RoomVersion, body.Event, body.InviteRoomState)
+	signed, err := a.rooms.ReceiveInvite(r.Context(), origin, body.RoomVersion, body.Event, body.InviteRoomState)
 	if err != nil {
-		writeLibError(w, r, err)
-		return
+		return nil, libError(err)
 	}
 	if signed.RoomID().String() != roomID || signed.EventID() != pathParam(r, "eventId") {
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("The event does not match the room and event ID of the path"))
-		return
+		return nil, mxhttp.BadJSON("The event does not match the room and event ID of the path")
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"event": json.RawMessage(signed.JSON())})
+	return map[string]any{"event": json.RawMessage(signed.JSON())}, nil
 }
 
 // GET /v1/state/{roomId}?event_id=
-func (a *API) state(w http.ResponseWriter, r *http.Request) {
+func (a *API) state(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
-	state, chain, err := a.rooms.StateForServer(r.Context(), Origin(r.Context()), roomID, r.URL.Query().Get("event_id"))
+	state, chain, err := a.rooms.StateForServer(r.Context(), origin, roomID, r.URL.Query().Get("event_id"))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"pdus": pduJSONs(state), "auth_chain": pduJSONs(chain)})
+	return map[string]any{"pdus": pduJSONs(state), "auth_chain": pduJSONs(chain)}, nil
 }
 
 // GET /v1/state_ids/{roomId}?event_id=
-func (a *API) stateIDs(w http.ResponseWriter, r *http.Request) {
+func (a *API) stateIDs(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
-	state, chain, err := a.rooms.StateForServer(r.Context(), Origin(r.Context()), roomID, r.URL.Query().Get("event_id"))
+	state, chain, err := a.rooms.StateForServer(r.Context(), origin, roomID, r.URL.Query().Get("event_id"))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	ids := func(pdus []gomatrixserverlib.PDU) []string {
 		out := make([]string, 0, len(pdus))
@@ -313,7 +244,7 @@ func (a *API) stateIDs(w http.ResponseWriter, r *http.Request) {
 		}
 		return out
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"pdu_ids": ids(state), "auth_chain_ids": ids(chain)})
+	return map[string]any{"pdu_ids": ids(state), "auth_chain_ids": ids(chain)}, nil
 }
 
 // transaction is the wire shape of /event and /backfill answers.
@@ -322,36 +253,30 @@ func (a *API) transaction(pdus []json.RawMessage) map[string]any {
 }
 
 // GET /v1/event/{eventId}
-func (a *API) event(w http.ResponseWriter, r *http.Request) {
-	ev, err := a.rooms.EventForServer(r.Context(), Origin(r.Context()), pathParam(r, "eventId"))
+func (a *API) event(r *http.Request, origin spec.ServerName) (any, error) {
+	ev, err := a.rooms.EventForServer(r.Context(), origin, pathParam(r, "eventId"))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	if !a.aclGate(w, r, ev.RoomID) {
-		return
+	if err := a.checkACL(r.Context(), ev.RoomID, origin); err != nil {
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, a.transaction([]json.RawMessage{ev.PDU.JSON()}))
+	return a.transaction([]json.RawMessage{ev.PDU.JSON()}), nil
 }
 
 // GET /v1/backfill/{roomId}?v=...&limit=
-func (a *API) backfill(w http.ResponseWriter, r *http.Request) {
+func (a *API) backfill(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
 	q := r.URL.Query()
 	limit, err := strconv.Atoi(q.Get("limit"))
 	if err != nil || limit < 1 {
-		mxhttp.WriteError(w, r, mxhttp.InvalidParam("limit must be a positive integer"))
-		return
+		return nil, mxhttp.InvalidParam("limit must be a positive integer")
 	}
-	evs, err := a.rooms.Backfill(r.Context(), Origin(r.Context()), roomID, q["v"], min(limit, 100))
+	evs, err := a.rooms.Backfill(r.Context(), origin, roomID, q["v"], min(limit, 100))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, a.transaction(eventJSONs(evs)))
+	return a.transaction(eventJSONs(evs)), nil
 }
 
 func eventJSONs(evs []*rooms.Event) []json.RawMessage {
@@ -363,11 +288,8 @@ func eventJSONs(evs []*rooms.Event) []json.RawMessage {
 }
 
 // POST /v1/get_missing_events/{roomId}
-func (a *API) getMissingEvents(w http.ResponseWriter, r *http.Request) {
+func (a *API) getMissingEvents(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
 	var body struct {
 		Earliest []string `json:"earliest_events"`
 		Latest   []string `json:"latest_events"`
@@ -375,30 +297,24 @@ func (a *API) getMissingEvents(w http.ResponseWriter, r *http.Request) {
 		MinDepth int64    `json:"min_depth"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if body.Limit <= 0 {
 		body.Limit = 10
 	}
-	evs, err := a.rooms.MissingEvents(r.Context(), Origin(r.Context()), roomID, body.Earliest, body.Latest, min(body.Limit, 100), body.MinDepth)
+	evs, err := a.rooms.MissingEvents(r.Context(), origin, roomID, body.Earliest, body.Latest, min(body.Limit, 100), body.MinDepth)
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"events": eventJSONs(evs)})
+	return map[string]any{"events": eventJSONs(evs)}, nil
 }
 
 // GET /v1/event_auth/{roomId}/{eventId}
-func (a *API) eventAuth(w http.ResponseWriter, r *http.Request) {
+func (a *API) eventAuth(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
-	if !a.aclGate(w, r, roomID) {
-		return
-	}
-	chain, err := a.rooms.EventAuth(r.Context(), Origin(r.Context()), roomID, pathParam(r, "eventId"))
+	chain, err := a.rooms.EventAuth(r.Context(), origin, roomID, pathParam(r, "eventId"))
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{"auth_chain": pduJSONs(chain)})
+	return map[string]any{"auth_chain": pduJSONs(chain)}, nil
 }

@@ -21,31 +21,25 @@ import (
 // txnId) and a repeat gets it back unprocessed. Each PDU is handed to the
 // room core on its own and gets its own result, so one bad PDU never fails
 // the others; EDUs are dispatched by type and have no result.
-func (a *API) send(w http.ResponseWriter, r *http.Request) {
+func (a *API) send(r *http.Request, origin spec.ServerName) (any, error) {
 	ctx := r.Context()
-	origin := Origin(ctx)
 	txnID := pathParam(r, "txnId")
 	unlock := a.txnLocks.lock(string(origin) + "\x00" + txnID)
 	defer unlock()
 	if resp, err := storage.InboundTxn(ctx, a.db.Read(), string(origin), txnID); err == nil {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(resp)
-		return
+		return json.RawMessage(resp), nil
 	} else if !errors.Is(err, storage.ErrNotFound) {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	var body struct {
 		PDUs []json.RawMessage       `json:"pdus"`
 		EDUs []gomatrixserverlib.EDU `json:"edus"`
 	}
 	if err := mxhttp.ReadJSON(r, &body); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if len(body.PDUs) > maxTxnPDUs || len(body.EDUs) > maxTxnEDUs {
-		mxhttp.WriteError(w, r, mxhttp.BadJSON("A transaction holds at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs))
-		return
+		return nil, mxhttp.BadJSON("A transaction holds at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs)
 	}
 	results := map[string]fclient.PDUResult{}
 	for _, raw := range body.PDUs {
@@ -58,15 +52,12 @@ func (a *API) send(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, err := json.Marshal(fclient.RespSend{PDUs: results})
 	if err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
 	if err := a.db.WriteTx(ctx, func(tx *sql.Tx) error { return storage.PutInboundTxn(ctx, tx, string(origin), txnID, resp) }); err != nil {
-		mxhttp.WriteError(w, r, err)
-		return
+		return nil, err
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(resp)
+	return json.RawMessage(resp), nil
 }
 
 // receivePDU hands one PDU to the room core and returns its result. PDUs

@@ -7,15 +7,14 @@ import (
 	"sync"
 
 	"github.com/go-chi/chi/v5"
-
-	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 )
 
 // GET /_matrix/federation/v1/version (server-server API, Server implementation).
-func (a *API) serverVersion(w http.ResponseWriter, r *http.Request) {
-	mxhttp.WriteJSON(w, http.StatusOK, map[string]any{
+func (a *API) serverVersion(r *http.Request, origin spec.ServerName) (any, error) {
+	return map[string]any{
 		"server": map[string]string{"name": "Hearth", "version": a.version},
-	})
+	}, nil
 }
 
 func mustMarshal(v any) []byte {

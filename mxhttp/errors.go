@@ -110,4 +110,7 @@ var (
 var (
 	RoomInUse    = newErr(http.StatusBadRequest, "M_ROOM_IN_USE")
 	InvalidState = newErr(http.StatusBadRequest, "M_INVALID_ROOM_STATE")
+	// InviteBlocked answers an invite the invitee's invite permission
+	// config refuses (v1.18).
+	InviteBlocked = newErr(http.StatusForbidden, "M_INVITE_BLOCKED")
 )

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 
 	"github.com/matrix-org/gomatrixserverlib"
 
@@ -36,7 +35,7 @@ const (
 
 // ErrInviteBlocked is the spec's answer to an invite the invitee blocks.
 func ErrInviteBlocked(invitee string) *mxhttp.Error {
-	return &mxhttp.Error{Status: http.StatusForbidden, ErrCode: "M_INVITE_BLOCKED", Message: invitee + " does not accept this invite"}
+	return mxhttp.InviteBlocked("%s does not accept this invite", invitee)
 }
 
 // InvitePermission judges an invite of local user invitee by inviter. A
