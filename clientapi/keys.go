@@ -29,16 +29,11 @@ func (a *API) uploadKeys(r *http.Request, c accounts.Caller) (any, error) {
 
 // POST /keys/query
 func (a *API) queryKeys(r *http.Request, c accounts.Caller) (any, error) {
-	var req struct {
-		DeviceKeys map[string][]string `json:"device_keys"`
-	}
-	if err := mxhttp.ReadJSON(r, &req); err != nil {
+	deviceKeys, err := mxhttp.ReadRequiredField[map[string][]string](r, "device_keys")
+	if err != nil {
 		return nil, err
 	}
-	if req.DeviceKeys == nil {
-		return nil, mxhttp.MissingParam("device_keys is required")
-	}
-	resp, err := a.e2ee.QueryKeys(r.Context(), c.UserID, req.DeviceKeys)
+	resp, err := a.e2ee.QueryKeys(r.Context(), c.UserID, deviceKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -47,16 +42,11 @@ func (a *API) queryKeys(r *http.Request, c accounts.Caller) (any, error) {
 
 // POST /keys/claim
 func (a *API) claimKeys(r *http.Request, c accounts.Caller) (any, error) {
-	var req struct {
-		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
-	}
-	if err := mxhttp.ReadJSON(r, &req); err != nil {
+	claims, err := mxhttp.ReadRequiredField[map[string]map[string]string](r, "one_time_keys")
+	if err != nil {
 		return nil, err
 	}
-	if req.OneTimeKeys == nil {
-		return nil, mxhttp.MissingParam("one_time_keys is required")
-	}
-	resp, err := a.e2ee.ClaimKeys(r.Context(), req.OneTimeKeys)
+	resp, err := a.e2ee.ClaimKeys(r.Context(), claims)
 	if err != nil {
 		return nil, err
 	}

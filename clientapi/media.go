@@ -76,11 +76,7 @@ func (a *API) download(r *http.Request, legacy bool) (any, error) {
 	if legacy && !a.media.LegacyEnabled() {
 		return nil, mxhttp.NotFound("Media not found")
 	}
-	wait, err := media.TimeoutParam(r.URL.Query())
-	if err != nil {
-		return nil, err
-	}
-	content, err := a.media.Get(r.Context(), pathParam(r, "serverName"), pathParam(r, "mediaId"), wait)
+	content, err := a.media.GetQueried(r.Context(), pathParam(r, "serverName"), pathParam(r, "mediaId"), r.URL.Query())
 	if err != nil {
 		return nil, err
 	}
@@ -119,15 +115,7 @@ func (a *API) thumbnail(r *http.Request, legacy bool) (any, error) {
 	if legacy && !a.media.LegacyEnabled() {
 		return nil, mxhttp.NotFound("Media not found")
 	}
-	req, err := media.ThumbnailParams(r.URL.Query())
-	if err != nil {
-		return nil, err
-	}
-	wait, err := media.TimeoutParam(r.URL.Query())
-	if err != nil {
-		return nil, err
-	}
-	content, err := a.media.Thumbnail(r.Context(), pathParam(r, "serverName"), pathParam(r, "mediaId"), req, wait)
+	content, err := a.media.ThumbnailQueried(r.Context(), pathParam(r, "serverName"), pathParam(r, "mediaId"), r.URL.Query())
 	if err != nil {
 		return nil, err
 	}

@@ -44,16 +44,11 @@ func (a *API) userDevices(r *http.Request, origin spec.ServerName) (any, error) 
 
 // POST /_matrix/federation/v1/user/keys/query
 func (a *API) userKeysQuery(r *http.Request, origin spec.ServerName) (any, error) {
-	var req struct {
-		DeviceKeys map[string][]string `json:"device_keys"`
-	}
-	if err := mxhttp.ReadJSON(r, &req); err != nil {
+	deviceKeys, err := mxhttp.ReadRequiredField[map[string][]string](r, "device_keys")
+	if err != nil {
 		return nil, err
 	}
-	if req.DeviceKeys == nil {
-		return nil, mxhttp.MissingParam("device_keys is required")
-	}
-	res, err := a.e2ee.LocalKeys(r.Context(), req.DeviceKeys)
+	res, err := a.e2ee.LocalKeys(r.Context(), deviceKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -62,16 +57,11 @@ func (a *API) userKeysQuery(r *http.Request, origin spec.ServerName) (any, error
 
 // POST /_matrix/federation/v1/user/keys/claim
 func (a *API) userKeysClaim(r *http.Request, origin spec.ServerName) (any, error) {
-	var req struct {
-		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
-	}
-	if err := mxhttp.ReadJSON(r, &req); err != nil {
+	claims, err := mxhttp.ReadRequiredField[map[string]map[string]string](r, "one_time_keys")
+	if err != nil {
 		return nil, err
 	}
-	if req.OneTimeKeys == nil {
-		return nil, mxhttp.MissingParam("one_time_keys is required")
-	}
-	keys, err := a.e2ee.ClaimLocalKeys(r.Context(), req.OneTimeKeys)
+	keys, err := a.e2ee.ClaimLocalKeys(r.Context(), claims)
 	if err != nil {
 		return nil, err
 	}

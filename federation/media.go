@@ -28,11 +28,7 @@ func (a *API) mediaDownload(r *http.Request, origin spec.ServerName) (any, error
 	if a.media == nil {
 		return nil, mxhttp.NotFound("Media not found")
 	}
-	wait, err := media.TimeoutParam(r.URL.Query())
-	if err != nil {
-		return nil, err
-	}
-	content, err := a.media.Get(r.Context(), string(a.serverName), pathParam(r, "mediaId"), wait)
+	content, err := a.media.GetQueried(r.Context(), string(a.serverName), pathParam(r, "mediaId"), r.URL.Query())
 	if err != nil {
 		return nil, err
 	}
@@ -44,15 +40,7 @@ func (a *API) mediaThumbnail(r *http.Request, origin spec.ServerName) (any, erro
 	if a.media == nil {
 		return nil, mxhttp.NotFound("Media not found")
 	}
-	req, err := media.ThumbnailParams(r.URL.Query())
-	if err != nil {
-		return nil, err
-	}
-	wait, err := media.TimeoutParam(r.URL.Query())
-	if err != nil {
-		return nil, err
-	}
-	content, err := a.media.Thumbnail(r.Context(), string(a.serverName), pathParam(r, "mediaId"), req, wait)
+	content, err := a.media.ThumbnailQueried(r.Context(), string(a.serverName), pathParam(r, "mediaId"), r.URL.Query())
 	if err != nil {
 		return nil, err
 	}

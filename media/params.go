@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"net/url"
 	"strconv"
 	"time"
@@ -52,4 +53,27 @@ func ThumbnailParams(q url.Values) (ThumbnailRequest, error) {
 		req.Animated = b
 	}
 	return req, nil
+}
+
+// GetQueried is Get with the wait read from a download's query.
+func (r *Repository) GetQueried(ctx context.Context, serverName, mediaID string, q url.Values) (Content, error) {
+	wait, err := TimeoutParam(q)
+	if err != nil {
+		return Content{}, err
+	}
+	return r.Get(ctx, serverName, mediaID, wait)
+}
+
+// ThumbnailQueried is Thumbnail with the size, method and wait read from a
+// thumbnail request's query.
+func (r *Repository) ThumbnailQueried(ctx context.Context, serverName, mediaID string, q url.Values) (Content, error) {
+	req, err := ThumbnailParams(q)
+	if err != nil {
+		return Content{}, err
+	}
+	wait, err := TimeoutParam(q)
+	if err != nil {
+		return Content{}, err
+	}
+	return r.Thumbnail(ctx, serverName, mediaID, req, wait)
 }

@@ -69,6 +69,27 @@ func readBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
+// ReadRequiredField reads a JSON object body and returns its field name
+// decoded as T: M_MISSING_PARAM when the field is absent or null,
+// M_BAD_JSON when it has the wrong type. For bodies with one field that
+// matters, such as /keys/query in both APIs.
+func ReadRequiredField[T any](r *http.Request, name string) (T, error) {
+	var zero T
+	var fields map[string]json.RawMessage
+	if err := ReadJSON(r, &fields); err != nil {
+		return zero, err
+	}
+	raw, ok := fields[name]
+	if !ok || string(raw) == "null" {
+		return zero, MissingParam("%s is required", name)
+	}
+	var v T
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return zero, BadJSON("Field %q has the wrong type: %v", name, err)
+	}
+	return v, nil
+}
+
 // DecodeJSON decodes body into v with ReadJSON's error mapping.
 func DecodeJSON(body []byte, v any) error {
 	body = bytes.TrimSpace(body)
