@@ -16,6 +16,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hearth-matrix/hearth/backoff"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -134,10 +135,11 @@ func (p *Pusher) SetBackoff(minDelay, maxDelay time.Duration) {
 	p.mu.Unlock()
 }
 
-func (p *Pusher) backoff() (time.Duration, time.Duration) {
+func (p *Pusher) backoff(failures int) time.Duration {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.minDelay, p.maxDelay
+	lo, hi := p.minDelay, p.maxDelay
+	p.mu.Unlock()
+	return backoff.Delay(failures, lo, hi)
 }
 
 // Observe is the rooms.Observer: it wakes every sender, which reads the
@@ -159,7 +161,7 @@ func (p *Pusher) Wake() {
 // run is one service's sender, until ctx (its sending term) ends.
 func (p *Pusher) run(ctx context.Context, reg *Registration, wake chan struct{}) {
 	defer p.wg.Done()
-	var delay time.Duration
+	failures := 0
 	var cur cursor
 	for {
 		progressed, err := p.step(ctx, reg, &cur)
@@ -167,8 +169,8 @@ func (p *Pusher) run(ctx context.Context, reg *Registration, wake chan struct{})
 			return
 		}
 		if err != nil {
-			minDelay, maxDelay := p.backoff()
-			delay = min(max(delay*2, minDelay), maxDelay)
+			failures++
+			delay := p.backoff(failures)
 			p.log.Warn("application service transaction failed; retrying", "appservice", reg.ID, "err", err, "retry_in", delay)
 			select {
 			case <-ctx.Done():
@@ -177,7 +179,7 @@ func (p *Pusher) run(ctx context.Context, reg *Registration, wake chan struct{})
 			}
 			continue
 		}
-		delay = 0
+		failures = 0
 		if progressed {
 			continue
 		}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hearth-matrix/hearth/backoff"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -43,7 +43,7 @@ type Queue struct {
 	origin spec.ServerName
 	log    *slog.Logger
 	// MinBackoff and MaxBackoff bound the wait after a failed send; it
-	// doubles per failure, with ±25% jitter.
+	// doubles per failure, with jitter (backoff.Delay).
 	MinBackoff, MaxBackoff time.Duration
 
 	// Queued, when set, is told of destinations with newly queued work
@@ -249,15 +249,8 @@ func (q *Queue) run(ctx context.Context, dq *destinationQueue) {
 	q.mu.Unlock()
 }
 
-// backoff is MinBackoff doubled per earlier failure, capped at MaxBackoff,
-// with ±25% jitter so that many senders do not retry in step.
 func (q *Queue) backoff(failures int) time.Duration {
-	d := q.MinBackoff
-	for i := 1; i < failures && d < q.MaxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, q.MaxBackoff)
-	return time.Duration(float64(d) * (0.75 + rand.Float64()/2))
+	return backoff.Delay(failures, q.MinBackoff, q.MaxBackoff)
 }
 
 // sendBatch sends one transaction of the oldest queued work for dest. It

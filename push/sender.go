@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/hearth-matrix/hearth/backoff"
 	"github.com/hearth-matrix/hearth/netguard"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -534,17 +534,11 @@ func (u *userPushers) stopped(id int64) {
 	delete(u.running, id)
 }
 
-// backoff is min * 2^(failures-1), capped, with jitter in [d/2, d].
 func (s *sender) backoff(failures int) time.Duration {
 	s.mu.Lock()
 	lo, hi := s.minRetry, s.maxRetry
 	s.mu.Unlock()
-	d := lo
-	for i := 1; i < failures && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	return d/2 + rand.N(d/2+1)
+	return backoff.Delay(failures, lo, hi)
 }
 
 func (s *sender) sleep(ctx context.Context, d time.Duration) bool {
