@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"regexp"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hearth-matrix/hearth/glob"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -100,29 +100,9 @@ func matchesAny(patterns []json.RawMessage, host string) bool {
 		if json.Unmarshal(raw, &p) != nil {
 			continue
 		}
-		if globMatch(p, host) {
+		if glob.MatchFold(p, host) {
 			return true
 		}
 	}
 	return false
-}
-
-// globMatch matches case-insensitively with * (any run) and ? (one
-// character), as the appendices' glob-style matching describes.
-func globMatch(pattern, s string) bool {
-	var re strings.Builder
-	re.WriteString("(?is)^")
-	for _, r := range pattern {
-		switch r {
-		case '*':
-			re.WriteString(".*")
-		case '?':
-			re.WriteString(".")
-		default:
-			re.WriteString(regexp.QuoteMeta(string(r)))
-		}
-	}
-	re.WriteString("$")
-	m, err := regexp.MatchString(re.String(), s)
-	return err == nil && m
 }

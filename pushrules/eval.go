@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/hearth-matrix/hearth/glob"
 )
 
 // Push rule evaluation (push module, Push Rules: conditions and actions).
@@ -197,7 +199,7 @@ const (
 type compiledCond struct {
 	kind  condKind
 	path  string
-	glob  *glob
+	glob  *pattern
 	value string // canonical JSON of event_property_is/contains
 	op    string // room_member_count
 	n     int
@@ -391,56 +393,32 @@ func containsWord(body, word string) bool {
 	return false
 }
 
-// glob is a compiled glob-style pattern (appendices, glob-style matching:
-// * is any run of characters, ? exactly one), matched case-insensitively.
-// Patterns without wildcards compare with strings.EqualFold, which covers
-// every default rule without a regular expression.
-type glob struct {
-	literal string
-	re      *regexp.Regexp
-	isLit   bool
+// pattern is a compiled glob-style pattern, matched case-insensitively
+// (package glob). Only content.body's word matching needs a regular
+// expression; whole-string patterns match without one.
+type pattern struct {
+	glob  string
+	words *regexp.Regexp
 }
 
-func literalGlob(s string) *glob { return &glob{literal: s, isLit: true} }
+func literalGlob(s string) *pattern { return &pattern{glob: s} }
 
-// compileGlob compiles pattern; words makes it match any substring that
-// starts and ends at a word boundary (the content.body rule).
-func compileGlob(pattern string, words bool) *glob {
-	if !words && !strings.ContainsAny(pattern, "*?") {
-		return literalGlob(pattern)
+// compileGlob compiles p; words makes it match any substring that starts
+// and ends at a word boundary (the content.body rule).
+func compileGlob(p string, words bool) *pattern {
+	if !words {
+		return &pattern{glob: p}
 	}
-	var b strings.Builder
-	b.WriteString("(?is)")
-	if words {
-		b.WriteString(`(?:^|[^a-z0-9_])`)
-	} else {
-		b.WriteString("^")
-	}
-	for _, r := range pattern {
-		switch r {
-		case '*':
-			b.WriteString(".*")
-		case '?':
-			b.WriteString(".")
-		default:
-			b.WriteString(regexp.QuoteMeta(string(r)))
-		}
-	}
-	if words {
-		b.WriteString(`(?:[^a-z0-9_]|$)`)
-	} else {
-		b.WriteString("$")
-	}
-	re, err := regexp.Compile(b.String())
+	re, err := regexp.Compile(`(?is)(?:^|[^a-z0-9_])` + glob.Regexp(p) + `(?:[^a-z0-9_]|$)`)
 	if err != nil {
-		return &glob{re: regexp.MustCompile(`\A\z.`)} // never matches
+		re = regexp.MustCompile(`\A\z.`) // never matches
 	}
-	return &glob{re: re}
+	return &pattern{words: re}
 }
 
-func (g *glob) match(s string) bool {
-	if g.isLit {
-		return strings.EqualFold(s, g.literal)
+func (g *pattern) match(s string) bool {
+	if g.words != nil {
+		return g.words.MatchString(s)
 	}
-	return g.re.MatchString(s)
+	return glob.MatchFold(g.glob, s)
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"github.com/hearth-matrix/hearth/glob"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -85,40 +86,12 @@ func (r *Rooms) InvitePermission(ctx context.Context, invitee, inviter string) (
 		{c.AllowedServers, string(server), InviteAllowed}, {c.IgnoredServers, string(server), InviteIgnored}, {c.BlockedServers, string(server), InviteBlocked},
 	} {
 		for _, g := range rule.globs {
-			if globMatch(g, rule.subject) {
+			if glob.Match(g, rule.subject) {
 				return rule.verdict, nil
 			}
 		}
 	}
 	return InviteAllowed, nil
-}
-
-// globMatch matches MSC4155's globs: * any run of characters, ? exactly
-// one; everything else literally.
-func globMatch(glob, s string) bool {
-	g, t := []rune(glob), []rune(s)
-	gi, ti := 0, 0
-	star, mark := -1, 0 // the last * seen, and where its run started in t
-	for ti < len(t) {
-		switch {
-		case gi < len(g) && (g[gi] == '?' || g[gi] == t[ti]):
-			gi++
-			ti++
-		case gi < len(g) && g[gi] == '*':
-			star, mark = gi, ti
-			gi++
-		case star >= 0:
-			// Let the last * swallow one more character and retry.
-			mark++
-			gi, ti = star+1, mark
-		default:
-			return false
-		}
-	}
-	for gi < len(g) && g[gi] == '*' {
-		gi++
-	}
-	return gi == len(g)
 }
 
 // checkInvite refuses an invite the local invitee blocks.
