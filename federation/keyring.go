@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/storage"
@@ -180,20 +181,12 @@ func (c recordingKeyClient) GetServerKeys(ctx context.Context, server spec.Serve
 // coalescingFetcher runs at most one fetch per server at a time: callers
 // asking for a server already being fetched wait for that fetch's result.
 type coalescingFetcher struct {
-	inner gomatrixserverlib.KeyFetcher
-
-	mu       sync.Mutex
-	inFlight map[spec.ServerName]*keyFetch
-}
-
-type keyFetch struct {
-	done chan struct{}
-	res  map[lookupReq]lookupRes
-	err  error
+	inner    gomatrixserverlib.KeyFetcher
+	inFlight singleflight.Group // by server name
 }
 
 func newCoalescingFetcher(inner gomatrixserverlib.KeyFetcher) *coalescingFetcher {
-	return &coalescingFetcher{inner: inner, inFlight: map[spec.ServerName]*keyFetch{}}
+	return &coalescingFetcher{inner: inner}
 }
 
 func (f *coalescingFetcher) FetcherName() string { return f.inner.FetcherName() }
@@ -210,47 +203,30 @@ func (f *coalescingFetcher) FetchKeys(ctx context.Context, reqs map[lookupReq]sp
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for server, sreqs := range byServer {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fetch := f.start(ctx, server, sreqs)
+		wg.Go(func() {
+			// The fetch runs on its own context so that one caller giving
+			// up does not fail the others waiting for it.
+			fetch := f.inFlight.DoChan(string(server), func() (any, error) {
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+				defer cancel()
+				return f.inner.FetchKeys(fctx, sreqs)
+			})
+			var res singleflight.Result
 			select {
-			case <-fetch.done:
+			case res = <-fetch:
 			case <-ctx.Done():
 				return
 			}
-			if fetch.err != nil {
+			if res.Err != nil {
 				return
 			}
 			mu.Lock()
-			for req, res := range fetch.res {
-				out[req] = res
+			for req, r := range res.Val.(map[lookupReq]lookupRes) {
+				out[req] = r
 			}
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
 	return out, ctx.Err()
-}
-
-// start joins the fetch in flight for server or starts one. The fetch runs
-// on its own context so that one caller giving up does not fail the others.
-func (f *coalescingFetcher) start(ctx context.Context, server spec.ServerName, reqs map[lookupReq]spec.Timestamp) *keyFetch {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if fetch, ok := f.inFlight[server]; ok {
-		return fetch
-	}
-	fetch := &keyFetch{done: make(chan struct{})}
-	f.inFlight[server] = fetch
-	go func() {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		fetch.res, fetch.err = f.inner.FetchKeys(fctx, reqs)
-		f.mu.Lock()
-		delete(f.inFlight, server)
-		f.mu.Unlock()
-		close(fetch.done)
-	}()
-	return fetch
 }
