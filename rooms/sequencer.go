@@ -454,6 +454,9 @@ func (r *Rooms) applyRedaction(ctx context.Context, tx *sql.Tx, roomID string, r
 	if target.RoomID != roomID {
 		return nil
 	}
+	if ok, err := r.redactionTakesEffect(ctx, tx, roomID, red, target, pending); err != nil || !ok {
+		return err
+	}
 	return storage.MarkRedacted(ctx, tx, targetID, red.EventID())
 }
 
