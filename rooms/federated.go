@@ -11,6 +11,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -50,27 +51,40 @@ func (e unavailableError) Unwrap() error { return e.err }
 // ErrUnknownRoom is returned for PDUs of rooms this server is not in.
 var ErrUnknownRoom = errors.New("this server is not in the room")
 
-// ReceivePDU handles one PDU a remote server sent (server-server API,
-// Checks performed on receipt of a PDU): parse it for the room's version
-// (a content hash mismatch keeps the redacted form), check its signatures,
-// fetch missing prev and auth events, then authorise and persist it through
-// the room's sequencer. The error is the PDU's result in the transaction
-// response; nil means accepted (rejected and soft-failed events are
-// accepted and stored as such, as the spec says).
-func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID string, raw json.RawMessage) error {
+// ParsePDU parses a PDU a remote server sent in a transaction for its
+// room's version, so its event ID is known (the result in the transaction
+// response is keyed by it) before ReceivePDU takes it on. A content hash
+// mismatch keeps the redacted form. It fails for a PDU without a room ID,
+// of a room we do not know (ErrUnknownRoom), or that does not parse.
+func (r *Rooms) ParsePDU(ctx context.Context, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	roomID := gjson.GetBytes(raw, "room_id").String()
+	if roomID == "" {
+		return nil, errors.New("the PDU has no room_id")
+	}
 	ver, err := r.roomVersion(ctx, r.db.Read(), roomID)
 	if errors.Is(err, storage.ErrNotFound) {
-		return ErrUnknownRoom
+		return nil, fmt.Errorf("room %s: %w", roomID, ErrUnknownRoom)
 	}
+	if err != nil {
+		return nil, err
+	}
+	return parsePDU(ver, raw)
+}
+
+// ReceivePDU handles one PDU a remote server sent, as ParsePDU parsed it
+// (server-server API, Checks performed on receipt of a PDU): check its
+// signatures, fetch missing prev and auth events, then authorise and
+// persist it. The error is the PDU's result in the transaction response;
+// nil means accepted (rejected and soft-failed events are accepted and
+// stored as such, as the spec says).
+func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU) error {
+	roomID := pdu.RoomID().String()
+	ver, err := gomatrixserverlib.GetRoomVersion(pdu.Version())
 	if err != nil {
 		return err
 	}
-	pdu, err := r.parseRemote(ctx, ver, raw)
-	if err != nil {
+	if err := r.verifyRemote(ctx, pdu); err != nil {
 		return err
-	}
-	if pdu.RoomID().String() != roomID {
-		return fmt.Errorf("event is for room %s, not %s", pdu.RoomID().String(), roomID)
 	}
 	if live, err := r.CanJoinLocally(ctx, roomID); err != nil {
 		return err
@@ -152,6 +166,18 @@ func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pd
 
 // parseRemote parses and signature-checks a remote event.
 func (r *Rooms) parseRemote(ctx context.Context, ver gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	pdu, err := parsePDU(ver, raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.verifyRemote(ctx, pdu); err != nil {
+		return nil, err
+	}
+	return pdu, nil
+}
+
+// parsePDU parses a remote event for its room's version.
+func parsePDU(ver gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
 	pdu, err := ver.NewEventFromUntrustedJSON(raw)
 	var verr gomatrixserverlib.EventValidationError
 	if errors.As(err, &verr) && verr.Persistable && pdu != nil {
@@ -163,14 +189,19 @@ func (r *Rooms) parseRemote(ctx context.Context, ver gomatrixserverlib.IRoomVers
 	if err != nil {
 		return nil, fmt.Errorf("invalid event: %w", err)
 	}
+	pdu.EventID() // computed lazily; compute once before sharing
+	return pdu, nil
+}
+
+// verifyRemote checks a remote event's signatures.
+func (r *Rooms) verifyRemote(ctx context.Context, pdu gomatrixserverlib.PDU) error {
 	if r.verifier == nil {
-		return nil, errors.New("federation is not configured")
+		return errors.New("federation is not configured")
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, r.verifier, userIDForSender); err != nil {
-		return nil, fmt.Errorf("bad signatures: %w", err)
+		return fmt.Errorf("bad signatures: %w", err)
 	}
-	pdu.EventID()
-	return pdu, nil
+	return nil
 }
 
 func (r *Rooms) known(ctx context.Context, ids []string) (map[string]*Event, error) {
