@@ -132,15 +132,15 @@ func (r *Rooms) newRoomWrite(ctx context.Context, tx *sql.Tx, room *storage.Room
 
 // writeMark is what restore needs to undo the writes after it.
 type writeMark struct {
-	room                  storage.Room
-	cur                   *snapshot
-	appended, snapsLen    int
-	streamLocked, headMvd bool
+	room                    storage.Room
+	cur                     *snapshot
+	appended, snapsLen      int
+	streamLocked, headMoved bool
 }
 
 func (w *roomWrite) save() writeMark {
 	return writeMark{room: *w.room, cur: w.cur, appended: len(w.appended), snapsLen: len(w.snaps),
-		streamLocked: w.streamLocked, headMvd: w.headMoved}
+		streamLocked: w.streamLocked, headMoved: w.headMoved}
 }
 
 // restore forgets the events written since m, whose rows were rolled back
@@ -151,7 +151,7 @@ func (w *roomWrite) restore(m writeMark) {
 		delete(w.pending, ev.EventID)
 	}
 	w.appended, w.snaps = w.appended[:m.appended], w.snaps[:m.snapsLen]
-	w.streamLocked, w.headMoved = m.streamLocked, m.headMvd
+	w.streamLocked, w.headMoved = m.streamLocked, m.headMoved
 }
 
 // persist stores one event that arrived on its own, in its own
