@@ -225,7 +225,8 @@ func (r *Rooms) persistEvent(ctx context.Context, tx *sql.Tx, w *roomWrite, in i
 	pdu, a := in.pdu, in.arrival
 	roomID := pdu.RoomID().String()
 	if a != arriveLocal {
-		// An outlier held of an event now placed in the DAG is promoted.
+		// Stored already: nothing to do, unless it is held as an outlier
+		// and now placed in the DAG (promoted: its row is replaced).
 		existing, err := storage.GetEvent(ctx, tx, pdu.EventID())
 		if err == nil && (!existing.Outlier || !a.inDAG()) {
 			return nil, nil
