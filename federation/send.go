@@ -65,28 +65,16 @@ func (a *API) send(r *http.Request, origin spec.ServerName) (any, error) {
 // JSON that does not parse for the room's version) are dropped without a
 // result, as there is no ID to report it under.
 func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw json.RawMessage) (string, fclient.PDUResult, bool) {
-	var head struct {
-		RoomID string `json:"room_id"`
-	}
-	if err := json.Unmarshal(raw, &head); err != nil || head.RoomID == "" {
-		a.log.Info("dropping PDU without room_id", "origin", origin)
-		return "", fclient.PDUResult{}, false
-	}
-	ver, err := a.rooms.Version(ctx, head.RoomID)
+	pdu, err := a.rooms.ParsePDU(ctx, raw)
 	if err != nil {
-		a.log.Info("dropping PDU for an unknown room", "origin", origin, "room", head.RoomID, "err", err)
-		return "", fclient.PDUResult{}, false
-	}
-	pdu, err := ver.NewEventFromUntrustedJSON(raw)
-	if err != nil {
-		a.log.Info("dropping malformed PDU", "origin", origin, "room", head.RoomID, "err", err)
+		a.log.Info("dropping a PDU whose event ID cannot be worked out", "origin", origin, "err", err)
 		return "", fclient.PDUResult{}, false
 	}
 	id := pdu.EventID()
-	if !a.ACLAllows(ctx, head.RoomID, origin) {
+	if !a.ACLAllows(ctx, pdu.RoomID().String(), origin) {
 		return id, fclient.PDUResult{Error: "Server " + string(origin) + " is denied by the room's server ACL"}, true
 	}
-	if err := a.rooms.ReceivePDU(ctx, origin, head.RoomID, raw); err != nil {
+	if err := a.rooms.ReceivePDU(ctx, origin, pdu); err != nil {
 		return id, fclient.PDUResult{Error: err.Error()}, true
 	}
 	return id, fclient.PDUResult{}, true

@@ -2,7 +2,6 @@ package rooms
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -241,99 +240,10 @@ func (r *Rooms) ingestHistory(ctx context.Context, origin spec.ServerName, ver g
 			}
 			prevs = nil
 		}
-		if err := r.persistHistorical(ctx, ver, pdu, prevs, stateBefore); err != nil {
+		if _, err := r.persist(ctx, incoming{arrival: arriveBackfill, pdu: pdu, prevs: prevs, stateBefore: stateBefore}); err != nil {
 			return added, fmt.Errorf("storing backfilled event %s: %w", pdu.EventID(), err)
 		}
 		added++
 	}
 	return added, nil
-}
-
-// persistHistorical authorises a backfilled event against its auth events
-// and the state before it (from its prev events, or given) and inserts it
-// into the timeline below everything sync has handed out. Current state,
-// forward extremities and observers are left alone: this is history.
-func (r *Rooms) persistHistorical(ctx context.Context, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, prevs map[string]*Event, stateBefore State) error {
-	roomID := pdu.RoomID().String()
-	unlock := r.locks.lock(roomID)
-	defer unlock()
-	var out []*Event
-	var snaps []*snapshot
-	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		if _, err := r.db.LockRoom(ctx, tx, roomID); err != nil {
-			return err
-		}
-		if existing, err := storage.GetEvent(ctx, tx, pdu.EventID()); err == nil && !existing.Outlier {
-			return nil
-		} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
-			return err
-		}
-		base := &snapshot{}
-		if stateBefore == nil {
-			var sets []map[storage.StateKey]string
-			for _, p := range prevs {
-				s, err := r.snapshotState(ctx, tx, p.SnapshotAfter)
-				if err != nil {
-					return err
-				}
-				sets = append(sets, s.state)
-				base = s
-			}
-			if len(sets) == 1 {
-				stateBefore = State(sets[0])
-			} else {
-				var err error
-				if stateBefore, err = r.resolveStates(ctx, tx, ver, sets); err != nil {
-					return fmt.Errorf("resolving state before %s: %w", pdu.EventID(), err)
-				}
-			}
-		}
-		row := remoteRow(pdu)
-		var err error
-		if row.Rejected, err = r.rejectedBefore(ctx, tx, pdu, stateBefore); err != nil {
-			return err
-		}
-		before, err := r.snapshotFor(ctx, tx, roomID, base, stateBefore, &snaps)
-		if err != nil {
-			return err
-		}
-		row.SnapshotBefore, row.SnapshotAfter = before.id, before.id
-		ev := &Event{Event: row, PDU: pdu}
-		if pdu.StateKey() != nil && !row.Rejected {
-			k := storage.StateKey{Type: pdu.Type(), StateKey: *pdu.StateKey()}
-			if old, ok := before.state[k]; ok {
-				if err := r.fillPrevState(ctx, tx, ev, old, nil); err != nil {
-					return err
-				}
-			}
-			after, err := r.newSnapshot(ctx, tx, roomID, before, State{k: pdu.EventID()})
-			if err != nil {
-				return err
-			}
-			snaps = append(snaps, after)
-			ev.SnapshotAfter = after.id
-		}
-		fillRelation(ev)
-		if err := storage.DeleteOutlier(ctx, tx, pdu.EventID()); err != nil {
-			return err
-		}
-		if err := r.db.LockEventStream(ctx, tx); err != nil {
-			return err
-		}
-		if ev.StreamPos, err = storage.InsertHistoricalEvent(ctx, tx, ev.Event); err != nil {
-			return err
-		}
-		if pdu.Type() == spec.MRoomRedaction && pdu.Redacts() != "" && !row.Rejected {
-			if err := r.applyRedaction(ctx, tx, roomID, pdu, nil); err != nil {
-				return err
-			}
-		}
-		out = append(out, ev)
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	r.cache(out, snaps)
-	return nil
 }

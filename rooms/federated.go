@@ -11,6 +11,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -50,27 +51,40 @@ func (e unavailableError) Unwrap() error { return e.err }
 // ErrUnknownRoom is returned for PDUs of rooms this server is not in.
 var ErrUnknownRoom = errors.New("this server is not in the room")
 
-// ReceivePDU handles one PDU a remote server sent (server-server API,
-// Checks performed on receipt of a PDU): parse it for the room's version
-// (a content hash mismatch keeps the redacted form), check its signatures,
-// fetch missing prev and auth events, then authorise and persist it through
-// the room's sequencer. The error is the PDU's result in the transaction
-// response; nil means accepted (rejected and soft-failed events are
-// accepted and stored as such, as the spec says).
-func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, roomID string, raw json.RawMessage) error {
+// ParsePDU parses a PDU a remote server sent in a transaction for its
+// room's version, so its event ID is known (the result in the transaction
+// response is keyed by it) before ReceivePDU takes it on. A content hash
+// mismatch keeps the redacted form. It fails for a PDU without a room ID,
+// of a room we do not know (ErrUnknownRoom), or that does not parse.
+func (r *Rooms) ParsePDU(ctx context.Context, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	roomID := gjson.GetBytes(raw, "room_id").String()
+	if roomID == "" {
+		return nil, errors.New("the PDU has no room_id")
+	}
 	ver, err := r.roomVersion(ctx, r.db.Read(), roomID)
 	if errors.Is(err, storage.ErrNotFound) {
-		return ErrUnknownRoom
+		return nil, fmt.Errorf("room %s: %w", roomID, ErrUnknownRoom)
 	}
+	if err != nil {
+		return nil, err
+	}
+	return parsePDU(ver, raw)
+}
+
+// ReceivePDU handles one PDU a remote server sent, as ParsePDU parsed it
+// (server-server API, Checks performed on receipt of a PDU): check its
+// signatures, fetch missing prev and auth events, then authorise and
+// persist it. The error is the PDU's result in the transaction response;
+// nil means accepted (rejected and soft-failed events are accepted and
+// stored as such, as the spec says).
+func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU) error {
+	roomID := pdu.RoomID().String()
+	ver, err := gomatrixserverlib.GetRoomVersion(pdu.Version())
 	if err != nil {
 		return err
 	}
-	pdu, err := r.parseRemote(ctx, ver, raw)
-	if err != nil {
+	if err := r.verifyRemote(ctx, pdu); err != nil {
 		return err
-	}
-	if pdu.RoomID().String() != roomID {
-		return fmt.Errorf("event is for room %s, not %s", pdu.RoomID().String(), roomID)
 	}
 	if live, err := r.CanJoinLocally(ctx, roomID); err != nil {
 		return err
@@ -146,12 +160,24 @@ func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pd
 			return true, nil
 		}
 	}
-	_, err = r.storeOutOfRoomMembership(ctx, pdu, nil)
+	_, err = r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu})
 	return true, err
 }
 
 // parseRemote parses and signature-checks a remote event.
 func (r *Rooms) parseRemote(ctx context.Context, ver gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	pdu, err := parsePDU(ver, raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.verifyRemote(ctx, pdu); err != nil {
+		return nil, err
+	}
+	return pdu, nil
+}
+
+// parsePDU parses a remote event for its room's version.
+func parsePDU(ver gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
 	pdu, err := ver.NewEventFromUntrustedJSON(raw)
 	var verr gomatrixserverlib.EventValidationError
 	if errors.As(err, &verr) && verr.Persistable && pdu != nil {
@@ -163,14 +189,19 @@ func (r *Rooms) parseRemote(ctx context.Context, ver gomatrixserverlib.IRoomVers
 	if err != nil {
 		return nil, fmt.Errorf("invalid event: %w", err)
 	}
+	pdu.EventID() // computed lazily; compute once before sharing
+	return pdu, nil
+}
+
+// verifyRemote checks a remote event's signatures.
+func (r *Rooms) verifyRemote(ctx context.Context, pdu gomatrixserverlib.PDU) error {
 	if r.verifier == nil {
-		return nil, errors.New("federation is not configured")
+		return errors.New("federation is not configured")
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, r.verifier, userIDForSender); err != nil {
-		return nil, fmt.Errorf("bad signatures: %w", err)
+		return fmt.Errorf("bad signatures: %w", err)
 	}
-	pdu.EventID()
-	return pdu, nil
+	return nil
 }
 
 func (r *Rooms) known(ctx context.Context, ids []string) (map[string]*Event, error) {
@@ -261,12 +292,13 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 		}
 	}
 	// Missing auth events are fetched and stored as outliers. One that
-	// cannot be had leaves the event rejected (rejectedBefore), as its
+	// cannot be had leaves the event rejected (rejection), as its
 	// authorisation cannot be shown.
 	if err := r.fetchAuthEvents(ctx, origin, ver, pdu, budget); err != nil {
 		r.log.Info("an auth event of a remote event is unavailable", "event", pdu.EventID(), "err", err)
 	}
-	return r.persistRemote(ctx, ver, pdu, prevs, stateBefore)
+	_, err = r.persist(ctx, incoming{arrival: arriveLive, pdu: pdu, prevs: prevs, stateBefore: stateBefore})
+	return err
 }
 
 // knownInDAG are the events of ids we have with a state: outliers (auth
@@ -311,7 +343,7 @@ func (r *Rooms) fetchAuthEvents(ctx context.Context, origin spec.ServerName, ver
 		if err := r.fetchAuthEvents(ctx, origin, ver, ap, budget); err != nil {
 			return err
 		}
-		if err := r.storeOutlier(ctx, ap); err != nil {
+		if _, err := r.persist(ctx, incoming{arrival: arriveOutlier, pdu: ap}); err != nil {
 			return err
 		}
 	}
@@ -395,256 +427,11 @@ func (r *Rooms) fetchOutliers(ctx context.Context, origin spec.ServerName, ver g
 	}
 	sort.Slice(fetched, func(i, j int) bool { return fetched[i].Depth() < fetched[j].Depth() })
 	for _, p := range fetched {
-		if err := r.storeOutlier(ctx, p); err != nil {
+		if _, err := r.persist(ctx, incoming{arrival: arriveOutlier, pdu: p}); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// storeOutlier stores an event outside the timeline (auth and state events
-// fetched to fill holes), after checking it against its own auth events.
-func (r *Rooms) storeOutlier(ctx context.Context, pdu gomatrixserverlib.PDU) error {
-	authEvs, err := r.known(ctx, pdu.AuthEventIDs())
-	if err != nil {
-		return err
-	}
-	rejected := false
-	if len(authEvs) < len(pdu.AuthEventIDs()) {
-		rejected = true
-		r.log.Info("rejecting a fetched auth event: some of its auth events are unavailable", "event", pdu.EventID())
-	}
-	var auth []gomatrixserverlib.PDU
-	for _, ev := range authEvs {
-		// An event with a rejected auth event is rejected too (auth rules,
-		// "Considering the event's auth_events").
-		if ev.Rejected && !rejected {
-			rejected = true
-			r.log.Info("rejecting a fetched auth event: it has a rejected auth event", "event", pdu.EventID(), "auth_event", ev.EventID)
-		}
-		auth = append(auth, ev.PDU)
-	}
-	if !rejected {
-		provider, err := gomatrixserverlib.NewAuthEvents(auth)
-		if err == nil {
-			err = gomatrixserverlib.Allowed(pdu, provider, userIDForSender)
-		}
-		if err != nil {
-			rejected = true
-			r.log.Info("rejecting a fetched auth event: its auth events do not allow it", "event", pdu.EventID(), "err", err)
-		}
-	}
-	row := remoteRow(pdu)
-	row.Outlier, row.Rejected = true, rejected
-	err = r.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		_, err := storage.InsertEvent(ctx, tx, row)
-		return err
-	})
-	if errors.Is(err, storage.ErrConflict) {
-		return nil
-	}
-	return err
-}
-
-// remoteRow fills the columns of a remote event.
-func remoteRow(pdu gomatrixserverlib.PDU) storage.Event {
-	row := storage.Event{
-		EventID: pdu.EventID(), RoomID: pdu.RoomID().String(), Type: pdu.Type(), StateKey: pdu.StateKey(),
-		Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()), JSON: pdu.JSON(),
-	}
-	if pdu.Type() == spec.MRoomMember {
-		if m, err := pdu.Membership(); err == nil {
-			row.Membership = &m
-		}
-	}
-	return row
-}
-
-// persistRemote authorises pdu (checks 4 to 6) and persists it, updating
-// forward extremities and current state. stateBefore is given when the prev
-// events are unknown; otherwise it is computed from prevs.
-func (r *Rooms) persistRemote(ctx context.Context, ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU, prevs map[string]*Event, stateBefore State) error {
-	roomID := pdu.RoomID().String()
-	unlock := r.locks.lock(roomID)
-	defer unlock()
-	var out []*Event
-	var snaps []*snapshot
-	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		room, err := r.db.LockRoom(ctx, tx, roomID)
-		if err != nil {
-			return err
-		}
-		if existing, err := storage.GetEvent(ctx, tx, pdu.EventID()); err == nil && !existing.Outlier {
-			return nil
-		}
-		if stateBefore == nil {
-			var sets []map[storage.StateKey]string
-			for _, p := range prevs {
-				s, err := r.snapshotState(ctx, tx, p.SnapshotAfter)
-				if err != nil {
-					return err
-				}
-				sets = append(sets, s.state)
-			}
-			if stateBefore, err = r.resolveStates(ctx, tx, ver, sets); err != nil {
-				return fmt.Errorf("resolving state before %s: %w", pdu.EventID(), err)
-			}
-		}
-		row := remoteRow(pdu)
-		if row.Rejected, err = r.rejectedBefore(ctx, tx, pdu, stateBefore); err != nil {
-			return err
-		}
-		cur, err := r.snapshotState(ctx, tx, room.CurrentSnapshot)
-		if err != nil {
-			return err
-		}
-		// Check 6: the current state allows it, else it is soft-failed: kept
-		// in the DAG but not shown, and not an extremity.
-		if !row.Rejected {
-			if p, err := r.stateProvider(ctx, tx, cur.state, pdu); err != nil {
-				return err
-			} else if gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil {
-				row.SoftFailed = true
-			}
-		}
-		beforeSnap, err := r.snapshotFor(ctx, tx, roomID, cur, stateBefore, &snaps)
-		if err != nil {
-			return err
-		}
-		row.SnapshotBefore, row.SnapshotAfter = beforeSnap.id, beforeSnap.id
-		if pdu.StateKey() != nil && !row.Rejected {
-			k := storage.StateKey{Type: pdu.Type(), StateKey: *pdu.StateKey()}
-			if old, ok := beforeSnap.state[k]; ok {
-				ev := &Event{Event: row}
-				if err := r.fillPrevState(ctx, tx, ev, old, nil); err != nil {
-					return err
-				}
-				row = ev.Event
-			}
-			after, err := r.newSnapshot(ctx, tx, roomID, beforeSnap, State{k: pdu.EventID()})
-			if err != nil {
-				return err
-			}
-			snaps = append(snaps, after)
-			row.SnapshotAfter = after.id
-		}
-		ev := &Event{Event: row, PDU: pdu}
-		fillRelation(ev)
-		if err := storage.DeleteOutlier(ctx, tx, pdu.EventID()); err != nil {
-			return err
-		}
-		if err := r.db.LockEventStream(ctx, tx); err != nil {
-			return err
-		}
-		if ev.StreamPos, err = storage.InsertEvent(ctx, tx, ev.Event); err != nil {
-			return err
-		}
-		if pdu.Type() == spec.MRoomRedaction && pdu.Redacts() != "" && !row.Rejected && !row.SoftFailed {
-			if err := r.applyRedaction(ctx, tx, roomID, pdu, nil); err != nil {
-				return err
-			}
-		}
-		out = append(out, ev)
-		if row.Rejected || row.SoftFailed {
-			return nil
-		}
-		// New forward extremities: the event replaces the prev events it cites.
-		ext := []string{pdu.EventID()}
-		for _, id := range room.Extremities {
-			if !slices.Contains(pdu.PrevEventIDs(), id) {
-				ext = append(ext, id)
-			}
-		}
-		newCur := map[storage.StateKey]string{}
-		if len(ext) == 1 {
-			s, err := r.snapshotState(ctx, tx, row.SnapshotAfter)
-			if err != nil {
-				return err
-			}
-			newCur = s.state
-		} else {
-			sets := []map[storage.StateKey]string{}
-			for _, id := range ext {
-				if id == pdu.EventID() {
-					// The row just built: the cache may still hold the
-					// event as the outlier this transaction promotes.
-					s, err := r.snapshotState(ctx, tx, row.SnapshotAfter)
-					if err != nil {
-						return err
-					}
-					sets = append(sets, s.state)
-					continue
-				}
-				e, err := r.Events(ctx, tx, []string{id})
-				if err != nil {
-					return err
-				}
-				if x, ok := e[id]; ok {
-					s, err := r.snapshotState(ctx, tx, x.SnapshotAfter)
-					if err != nil {
-						return err
-					}
-					sets = append(sets, s.state)
-				}
-			}
-			if newCur, err = r.resolveStates(ctx, tx, ver, sets); err != nil {
-				return err
-			}
-		}
-		curSnap, err := r.snapshotFor(ctx, tx, roomID, cur, newCur, &snaps)
-		if err != nil {
-			return err
-		}
-		if err := r.updateCurrentState(ctx, tx, roomID, cur.state, curSnap.state); err != nil {
-			return err
-		}
-		depth := max(room.MaxDepth, pdu.Depth())
-		return storage.UpdateRoomHead(ctx, tx, roomID, ext, depth, curSnap.id)
-	})
-	if err != nil {
-		return err
-	}
-	r.committed(out, snaps)
-	return nil
-}
-
-// rejectedBefore applies checks 4 and 5 of the checks on receipt of a PDU:
-// the event's own auth events (none of them rejected) allow it, and so does
-// the state before it.
-func (r *Rooms) rejectedBefore(ctx context.Context, q storage.Reader, pdu gomatrixserverlib.PDU, stateBefore State) (bool, error) {
-	authEvs, err := r.Events(ctx, q, pdu.AuthEventIDs())
-	if err != nil {
-		return false, err
-	}
-	if len(authEvs) < len(pdu.AuthEventIDs()) {
-		r.log.Info("rejecting a remote event: some of its auth events are unavailable", "event", pdu.EventID())
-		return true, nil
-	}
-	var auth []gomatrixserverlib.PDU
-	for _, ev := range authEvs {
-		if ev.Rejected {
-			r.log.Info("rejecting a remote event: a rejected auth event", "event", pdu.EventID(), "auth_event", ev.EventID)
-			return true, nil
-		}
-		auth = append(auth, ev.PDU)
-	}
-	p, err := gomatrixserverlib.NewAuthEvents(auth)
-	if err != nil {
-		return true, nil
-	}
-	if err := gomatrixserverlib.Allowed(pdu, p, userIDForSender); err != nil {
-		r.log.Info("rejecting a remote event: its auth events do not allow it", "event", pdu.EventID(), "err", err)
-		return true, nil
-	}
-	sp, err := r.stateProvider(ctx, q, stateBefore, pdu)
-	if err != nil {
-		return false, err
-	}
-	if err := gomatrixserverlib.Allowed(pdu, sp, userIDForSender); err != nil {
-		r.log.Info("rejecting a remote event: the state before it does not allow it", "event", pdu.EventID(), "err", err)
-		return true, nil
-	}
-	return false, nil
 }
 
 // snapshotFor returns a snapshot holding exactly st: base itself if equal,
@@ -692,8 +479,9 @@ func equalState(a, b map[storage.StateKey]string) bool {
 	return true
 }
 
-// stateProvider loads the events of st that pdu's auth needs.
-func (r *Rooms) stateProvider(ctx context.Context, q storage.Reader, st map[storage.StateKey]string, pdu gomatrixserverlib.PDU) (*gomatrixserverlib.AuthEvents, error) {
+// stateProvider loads the events of st that pdu's auth needs, taking
+// events written earlier in the same transaction from pending.
+func (r *Rooms) stateProvider(ctx context.Context, q storage.Reader, st map[storage.StateKey]string, pdu gomatrixserverlib.PDU, pending map[string]*Event) (*gomatrixserverlib.AuthEvents, error) {
 	needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{pdu})
 	var ids []string
 	for _, t := range needed.Tuples() {
@@ -701,7 +489,7 @@ func (r *Rooms) stateProvider(ctx context.Context, q storage.Reader, st map[stor
 			ids = append(ids, id)
 		}
 	}
-	return r.authEventsFor(ctx, q, ids, nil)
+	return r.authEventsFor(ctx, q, ids, pending)
 }
 
 // updateCurrentState applies the difference between two states to the

@@ -154,7 +154,7 @@ func (r *Rooms) receiveMembership(ctx context.Context, origin spec.ServerName, r
 	if err != nil {
 		return nil, err
 	}
-	provider, err := r.stateProvider(ctx, r.db.Read(), cur, pdu)
+	provider, err := r.stateProvider(ctx, r.db.Read(), cur, pdu, nil)
 	if err != nil {
 		return nil, err
 	}

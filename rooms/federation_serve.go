@@ -192,7 +192,7 @@ func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, ev
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		provider, err := r.stateProvider(ctx, r.db.Read(), cur.state, join)
+		provider, err := r.stateProvider(ctx, r.db.Read(), cur.state, join, nil)
 		if err != nil {
 			return nil, nil, nil, err
 		}

@@ -2,12 +2,10 @@ package rooms
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
@@ -70,7 +68,7 @@ func (r *Rooms) inviteRemote(ctx context.Context, roomID string, c ChangeMembers
 	if err != nil {
 		return nil, err
 	}
-	provider, err := r.stateProvider(ctx, r.db.Read(), cur.state, pdu)
+	provider, err := r.stateProvider(ctx, r.db.Read(), cur.state, pdu, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -103,10 +101,7 @@ func (r *Rooms) inviteRemote(ctx context.Context, roomID string, c ChangeMembers
 	if err != nil {
 		return nil, err
 	}
-	if err := r.persistRemote(ctx, ver, signed, prevs, nil); err != nil {
-		return nil, err
-	}
-	return r.Event(ctx, signed.EventID())
+	return r.persist(ctx, incoming{arrival: arriveLive, pdu: signed, prevs: prevs})
 }
 
 // inviteStrippedState is the state an invitee's server is sent to show
@@ -232,57 +227,8 @@ func (r *Rooms) storeRemoteInvite(ctx context.Context, pdu gomatrixserverlib.PDU
 		list = nil
 	}
 	strippedJSON, _ := json.Marshal(list)
-	_, err := r.storeOutOfRoomMembership(ctx, pdu, strippedJSON)
+	_, err := r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu, stripped: strippedJSON})
 	return err
-}
-
-// storeOutOfRoomMembership records a membership event of a local user in a
-// room we are not in (an invite received, a knock sent, a leave that
-// rejected either): a stub room row when we have none, the event as an
-// outlier with a stream position (so sync sees it), the user's membership
-// in current state and, when given, the stripped state to show with it.
-func (r *Rooms) storeOutOfRoomMembership(ctx context.Context, pdu gomatrixserverlib.PDU, stripped []byte) (*Event, error) {
-	roomID := pdu.RoomID().String()
-	unlock := r.locks.lock(roomID)
-	defer unlock()
-	var out []*Event
-	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		if _, err := r.db.LockRoom(ctx, tx, roomID); errors.Is(err, storage.ErrNotFound) {
-			if err := storage.InsertRoom(ctx, tx, storage.Room{RoomID: roomID, Version: string(pdu.Version()), Extremities: []string{}, CreatedTS: time.Now().UnixMilli()}); err != nil {
-				return err
-			}
-		} else if err != nil {
-			return err
-		}
-		if _, err := storage.GetEvent(ctx, tx, pdu.EventID()); err == nil {
-			return nil
-		}
-		row := remoteRow(pdu)
-		row.Outlier = true
-		var err error
-		if row.StreamPos, err = storage.InsertEvent(ctx, tx, row); err != nil {
-			return err
-		}
-		user := *pdu.StateKey()
-		if err := storage.SetCurrentState(ctx, tx, roomID, storage.StateKey{Type: spec.MRoomMember, StateKey: user}, pdu.EventID(), row.Membership); err != nil {
-			return err
-		}
-		if stripped != nil {
-			if err := storage.PutRemoteInvite(ctx, tx, roomID, user, pdu.EventID(), stripped); err != nil {
-				return err
-			}
-		}
-		out = append(out, &Event{Event: row, PDU: pdu})
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	r.committed(out, nil)
-	if len(out) == 0 {
-		return r.Event(ctx, pdu.EventID())
-	}
-	return out[0], nil
 }
 
 // RemoteInviteState returns the stripped state a remote server sent with

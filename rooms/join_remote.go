@@ -3,7 +3,6 @@ package rooms
 import (
 	"context"
 	"crypto/ed25519"
-	"database/sql"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,7 +12,6 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/mxhttp"
-	"github.com/hearth-matrix/hearth/storage"
 )
 
 // JoinClient performs make_join and send_join against a remote server; the
@@ -117,12 +115,13 @@ func (r *Rooms) remoteEventProvider(ctx context.Context, server spec.ServerName)
 
 // storeJoin stores the verified state and auth chain of a send_join answer
 // as outliers, then the join itself as the room's first timeline event on
-// this server, with that state before it.
+// this server, with that state before it. A PDU of the room that arrived
+// meanwhile (the room goes on while send_join is answered) may have stored
+// some of these events, or be storing them now, and may have put the join
+// in the timeline: then the stored join is returned.
 func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJoinResponse) (*Event, error) {
 	join := resp.JoinEvent
 	join.EventID()
-	roomID := join.RoomID().String()
-	ver := gomatrixserverlib.MustGetRoomVersion(join.Version())
 	// Parsed once (LineariseStateResponse would parse the state again,
 	// and every event ID is a hash of the event): the state and auth
 	// chain in auth order, each event after its auth events.
@@ -133,84 +132,15 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 		byID[p.EventID()] = p
 	}
 	ordered := gomatrixserverlib.ReverseTopologicalOrdering(slices.Collect(maps.Values(byID)), gomatrixserverlib.TopologicalOrderByAuthEvents)
-	unlock := r.locks.lock(roomID)
-	defer unlock()
-	var out []*Event
-	var snaps []*snapshot
-	already := false
-	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		room, err := r.db.LockRoom(ctx, tx, roomID)
-		if errors.Is(err, storage.ErrNotFound) {
-			room = storage.Room{RoomID: roomID, Version: string(ver.Version()), Extremities: []string{}}
-			if err := storage.InsertRoom(ctx, tx, room); err != nil {
-				return err
-			}
-		} else if err != nil {
-			return err
+	state := State{}
+	for _, p := range stateEvs {
+		if k, ok := stateKeyOf(p); ok {
+			state[k] = p.EventID()
 		}
-		// A PDU of this room that arrived meanwhile (the room goes on while
-		// send_join is answered) may have stored some of these events, or
-		// be storing them now, and may have put the join in the timeline.
-		if existing, err := storage.GetEvent(ctx, tx, join.EventID()); err == nil && !existing.Outlier {
-			already = true
-			return nil
-		}
-		rows := make([]storage.Event, len(ordered))
-		for i, p := range ordered {
-			rows[i] = remoteRow(p)
-		}
-		if err := storage.InsertOutliers(ctx, tx, rows); err != nil {
-			return err
-		}
-		state := State{}
-		for _, p := range stateEvs {
-			if p.StateKey() != nil {
-				state[storage.StateKey{Type: p.Type(), StateKey: *p.StateKey()}] = p.EventID()
-			}
-		}
-		cur, err := r.snapshotState(ctx, tx, room.CurrentSnapshot)
-		if err != nil {
-			return err
-		}
-		before, err := r.newSnapshot(ctx, tx, roomID, &snapshot{}, state)
-		if err != nil {
-			return err
-		}
-		k := storage.StateKey{Type: spec.MRoomMember, StateKey: *join.StateKey()}
-		after, err := r.newSnapshot(ctx, tx, roomID, before, State{k: join.EventID()})
-		if err != nil {
-			return err
-		}
-		snaps = append(snaps, before, after)
-		row := remoteRow(join)
-		row.SnapshotBefore, row.SnapshotAfter = before.id, after.id
-		ev := &Event{Event: row, PDU: join, Distributed: true}
-		if old, ok := state[k]; ok {
-			if err := r.fillPrevState(ctx, tx, ev, old, nil); err != nil {
-				return err
-			}
-		}
-		if err := storage.DeleteOutlier(ctx, tx, join.EventID()); err != nil {
-			return err
-		}
-		if err := r.db.LockEventStream(ctx, tx); err != nil {
-			return err
-		}
-		if ev.StreamPos, err = storage.InsertEvent(ctx, tx, ev.Event); err != nil {
-			return err
-		}
-		if err := r.updateCurrentState(ctx, tx, roomID, cur.state, after.state); err != nil {
-			return err
-		}
-		out = append(out, ev)
-		return storage.UpdateRoomHead(ctx, tx, roomID, []string{join.EventID()}, max(room.MaxDepth, join.Depth()), after.id)
-	})
+	}
+	ev, err := r.persist(ctx, incoming{arrival: arriveJoin, pdu: join, stateBefore: state, joinState: ordered})
 	if err != nil {
 		return nil, fmt.Errorf("storing the joined room: %w", err)
 	}
-	if already {
-		return r.Event(ctx, join.EventID())
-	}
-	r.committed(out, snaps)
-	return out[0], nil
+	return ev, nil
 }

@@ -131,7 +131,7 @@ func (r *Rooms) leaveRemote(ctx context.Context, roomID string, c ChangeMembersh
 				r.log.Info("send_leave failed", "room", roomID, "via", s, "err", err)
 				continue
 			}
-			return r.storeOutOfRoomMembership(ctx, pdu, nil)
+			return r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu})
 		}
 	}
 	// Nobody could be asked: record the leave locally.
@@ -155,7 +155,7 @@ func (r *Rooms) leaveRemote(ctx context.Context, roomID string, c ChangeMembersh
 	if err != nil {
 		return nil, err
 	}
-	return r.storeOutOfRoomMembership(ctx, pdu, nil)
+	return r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu})
 }
 
 // KnockRemote knocks on a room we are not in through make_knock/send_knock
@@ -197,7 +197,7 @@ func (r *Rooms) KnockRemote(ctx context.Context, roomID, userID, reason string, 
 		if stripped == nil {
 			b = []byte("[]")
 		}
-		return r.storeOutOfRoomMembership(ctx, pdu, b)
+		return r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu, stripped: b})
 	}
 	if lastErr == nil {
 		return nil, mxhttp.NotFound("No server to knock on %s through", roomID)

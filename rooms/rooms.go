@@ -2,10 +2,12 @@
 // checked with each room version's auth rules, persisted through one
 // sequencer per room, with state kept as delta snapshots.
 //
-// Local sends (and, later, federated PDUs) take the same path: build or
-// parse the PDU, authorise it against the state before it, persist it,
-// advance the forward extremities and current state, assign a stream
-// position, notify observers.
+// Every event takes the same road, persistEvent, whichever way it arrived
+// (a local send, a remote PDU, backfill, an auth event fetched alone, a
+// send_join answer, an invite to a room we are not in): authorise it
+// against the state before it, persist it with a stream position, advance
+// the forward extremities and current state, notify observers; the way it
+// arrived decides which of the steps apply.
 package rooms
 
 import (

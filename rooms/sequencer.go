@@ -102,7 +102,7 @@ func (r *Rooms) sendBatch(ctx context.Context, roomID string, batch []*sendReque
 		if err != nil {
 			return err
 		}
-		b, err := r.newLocalBatch(ctx, tx, &room)
+		b, err := r.newRoomWrite(ctx, tx, &room)
 		if err != nil {
 			return err
 		}
@@ -188,7 +188,7 @@ func (r *Rooms) cache(evs []*Event, snaps []*snapshot) {
 
 // txnEvent returns the event an earlier send with the same transaction ID
 // produced, or storage.ErrNotFound.
-func (r *Rooms) txnEvent(ctx context.Context, tx *sql.Tx, b *localBatch, p Proto) (*Event, error) {
+func (r *Rooms) txnEvent(ctx context.Context, tx *sql.Tx, b *roomWrite, p Proto) (*Event, error) {
 	id, err := storage.LookupTxn(ctx, tx, p.Sender, p.Device, p.TxnScope, p.TxnID)
 	if err != nil {
 		return nil, err
@@ -206,57 +206,9 @@ func (r *Rooms) txnEvent(ctx context.Context, tx *sql.Tx, b *localBatch, p Proto
 	return nil, fmt.Errorf("transaction %s names missing event %s", p.TxnID, id)
 }
 
-// localBatch is the state of a room while local events are appended in
-// one transaction: the head (updated in place), the state after it, and
-// the events appended so far.
-type localBatch struct {
-	room     *storage.Room
-	ver      gomatrixserverlib.IRoomVersion
-	cur      *snapshot
-	pending  map[string]*Event
-	appended []*Event
-	snaps    []*snapshot
-	now      time.Time
-}
-
-func (r *Rooms) newLocalBatch(ctx context.Context, tx *sql.Tx, room *storage.Room) (*localBatch, error) {
-	ver, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(room.Version))
-	if err != nil {
-		return nil, err
-	}
-	cur, err := r.snapshotState(ctx, tx, room.CurrentSnapshot)
-	if err != nil {
-		return nil, err
-	}
-	if err := r.db.LockEventStream(ctx, tx); err != nil {
-		return nil, err
-	}
-	return &localBatch{room: room, ver: ver, cur: cur, pending: map[string]*Event{}, now: time.Now()}, nil
-}
-
-// batchMark is what restore needs to undo the sends after it.
-type batchMark struct {
-	room               storage.Room
-	cur                *snapshot
-	appended, snapsLen int
-}
-
-func (b *localBatch) save() batchMark {
-	return batchMark{room: *b.room, cur: b.cur, appended: len(b.appended), snapsLen: len(b.snaps)}
-}
-
-// restore forgets the events appended since m (their rows were rolled back).
-func (b *localBatch) restore(m batchMark) {
-	*b.room, b.cur = m.room, m.cur
-	for _, ev := range b.appended[m.appended:] {
-		delete(b.pending, ev.EventID)
-	}
-	b.appended, b.snaps = b.appended[:m.appended], b.snaps[:m.snapsLen]
-}
-
 // sendOne appends one caller's events, or returns the event of an earlier
 // send with the same transaction ID.
-func (r *Rooms) sendOne(ctx context.Context, tx *sql.Tx, b *localBatch, protos []Proto) ([]*Event, error) {
+func (r *Rooms) sendOne(ctx context.Context, tx *sql.Tx, b *roomWrite, protos []Proto) ([]*Event, error) {
 	if len(protos) == 1 && protos[0].TxnID != "" {
 		// A retry, possibly racing the first attempt: return its event.
 		if ev, err := r.txnEvent(ctx, tx, b, protos[0]); err == nil || !errors.Is(err, storage.ErrNotFound) {
@@ -273,7 +225,7 @@ func (r *Rooms) sendOne(ctx context.Context, tx *sql.Tx, b *localBatch, protos [
 // appendLocal builds each proto on top of the room's head and persists it,
 // with the room's new head. room is updated in place to the new head.
 func (r *Rooms) appendLocal(ctx context.Context, tx *sql.Tx, room *storage.Room, protos []Proto) ([]*Event, []*snapshot, error) {
-	b, err := r.newLocalBatch(ctx, tx, room)
+	b, err := r.newRoomWrite(ctx, tx, room)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -286,9 +238,9 @@ func (r *Rooms) appendLocal(ctx context.Context, tx *sql.Tx, room *storage.Room,
 	return b.appended, b.snaps, nil
 }
 
-// appendTo builds each proto on top of the batch's head and persists the
-// event rows; the caller records the room's head once for the batch.
-func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *localBatch, protos []Proto) error {
+// appendTo builds each proto on top of the batch's head and persists it;
+// the caller records the room's head once for the batch.
+func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos []Proto) error {
 	room, ver, now, pending := b.room, b.ver, b.now, b.pending
 	for _, p := range protos {
 		cur := b.cur
@@ -325,12 +277,12 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *localBatch, protos 
 			PrevEvents: append([]string{}, prev...), AuthEvents: []string{},
 			Depth: room.MaxDepth + 1, Content: spec.RawJSON(content), Redacts: p.Redacts, Version: ver,
 		}
-		provider, err := r.authProvider(ctx, tx, cur.state, proto, pending)
-		if err != nil {
-			return fmt.Errorf("loading auth events: %w", err)
-		}
 		pdu := p.built
 		if pdu == nil {
+			provider, err := r.authProvider(ctx, tx, cur.state, proto, pending)
+			if err != nil {
+				return fmt.Errorf("loading auth events: %w", err)
+			}
 			builder := ver.NewEventBuilderFromProtoEvent(proto)
 			if err := builder.AddAuthEvents(provider); err != nil {
 				return fmt.Errorf("selecting auth events: %w", err)
@@ -346,42 +298,12 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *localBatch, protos 
 		if len(pdu.JSON()) > maxPDUBytes {
 			return mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
 		}
-		if err := gomatrixserverlib.Allowed(pdu, provider, userIDForSender); err != nil {
-			return authError(err)
-		}
-		ev := &Event{PDU: pdu, Event: storage.Event{
-			EventID: pdu.EventID(), RoomID: room.RoomID, Type: pdu.Type(), StateKey: pdu.StateKey(),
-			Sender: string(pdu.SenderID()), Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()),
-			SnapshotBefore: cur.id, SnapshotAfter: cur.id, JSON: pdu.JSON(),
-		}}
+		in := incoming{arrival: arriveLocal, pdu: pdu}
 		if p.TxnID != "" {
-			ev.SenderDevice, ev.TxnID = &p.Device, &p.TxnID
+			in.device, in.txnID = &p.Device, &p.TxnID
 		}
-		fillRelation(ev)
-		if pdu.StateKey() != nil {
-			k := storage.StateKey{Type: pdu.Type(), StateKey: *pdu.StateKey()}
-			if pdu.Type() == spec.MRoomMember {
-				if m, err := pdu.Membership(); err == nil {
-					ev.Membership = &m
-				}
-			}
-			if old, ok := cur.state[k]; ok {
-				if err := r.fillPrevState(ctx, tx, ev, old, pending); err != nil {
-					return err
-				}
-			}
-			next, err := r.newSnapshot(ctx, tx, room.RoomID, cur, State{k: ev.EventID})
-			if err != nil {
-				return err
-			}
-			b.snaps = append(b.snaps, next)
-			b.cur = next
-			ev.SnapshotAfter = next.id
-			if err := storage.SetCurrentState(ctx, tx, room.RoomID, k, ev.EventID, ev.Membership); err != nil {
-				return err
-			}
-		}
-		if ev.StreamPos, err = storage.InsertEvent(ctx, tx, ev.Event); err != nil {
+		ev, err := r.persistEvent(ctx, tx, b, in)
+		if err != nil {
 			return err
 		}
 		if p.TxnID != "" {
@@ -389,16 +311,6 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *localBatch, protos 
 				return err
 			}
 		}
-		if pdu.Type() == spec.MRoomRedaction && pdu.Redacts() != "" {
-			if err := r.applyRedaction(ctx, tx, room.RoomID, pdu, pending); err != nil {
-				return err
-			}
-		}
-		pending[ev.EventID] = ev
-		b.appended = append(b.appended, ev)
-		room.Extremities = []string{ev.EventID}
-		room.MaxDepth = pdu.Depth()
-		room.CurrentSnapshot = b.cur.id
 	}
 	return nil
 }
