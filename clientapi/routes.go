@@ -119,6 +119,9 @@ func (a *API) routes() []route {
 		{"POST", v3 + "/pushers/set", user, a.setPusher},
 		{"GET", v3 + "/notifications", user, a.getNotifications},
 
+		// OpenID.
+		{"POST", v3 + "/user/{userId}/openid/request_token", user, a.requestOpenIDToken},
+
 		// Voice over IP, third-party networks.
 		{"GET", v3 + "/voip/turnServer", user, a.turnServer},
 		{"GET", v3 + "/thirdparty/protocols", user, a.thirdPartyProtocols},

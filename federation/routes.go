@@ -47,6 +47,9 @@ func (a *API) routes() []route {
 		{"GET", keyV2 + "/query/{serverName}", public, a.queryKeysGet},
 		{"POST", keyV2 + "/query", public, a.queryKeysPost},
 
+		// OpenID: any third party may ask, with the user's token.
+		{"GET", fedV1 + "/openid/userinfo", public, a.openIDUserInfo},
+
 		// Transactions.
 		{"PUT", fedV1 + "/send/{txnId}", signed, a.send},
 
