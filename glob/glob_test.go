@@ -7,7 +7,7 @@ import (
 
 func TestMatch(t *testing.T) {
 	for _, c := range []struct {
-		pattern, s string
+		pattern, s     string
 		want, wantFold bool
 	}{
 		{"", "", true, true},
