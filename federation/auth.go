@@ -52,7 +52,9 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 		}
 		fr, resp := fclient.VerifyHTTPRequest(r, time.Now(), a.serverName, nil, a.keyRing)
 		if fr == nil {
-			switch {
+			switch tooLarge := mxhttp.BodyTooLarge(r); {
+			case tooLarge != nil:
+				mxhttp.WriteError(w, r, tooLarge)
 			case resp.Code == http.StatusUnauthorized:
 				mxhttp.WriteError(w, r, mxhttp.Unauthorized("Invalid X-Matrix signature"))
 			case resp.Code >= 500:
