@@ -17,7 +17,7 @@ import (
 // countingReader yields n bytes of 'x' after prefix and counts what was
 // read from it.
 type countingReader struct {
-	prefix string
+	prefix  string
 	n, read int64
 }
 
