@@ -52,9 +52,7 @@ func (a *API) authenticate(next http.Handler) http.Handler {
 		}
 		fr, resp := fclient.VerifyHTTPRequest(r, time.Now(), a.serverName, nil, a.keyRing)
 		if fr == nil {
-			switch tooLarge := mxhttp.BodyTooLarge(r); {
-			case tooLarge != nil:
-				mxhttp.WriteError(w, r, tooLarge)
+			switch {
 			case resp.Code == http.StatusUnauthorized:
 				mxhttp.WriteError(w, r, mxhttp.Unauthorized("Invalid X-Matrix signature"))
 			case resp.Code >= 500:

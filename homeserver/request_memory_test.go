@@ -243,3 +243,35 @@ func TestEventContentLimit(t *testing.T) {
 		t.Errorf("state: 65537 bytes of content got %d %s, want 413", status, errcode)
 	}
 }
+
+// A federation request is read whole for its X-Matrix signature: over its
+// limit (12.5 MiB for a transaction) it is 413 M_TOO_LARGE, not a
+// malformed request, with or without a Content-Length.
+func TestFederationBodyLimit(t *testing.T) {
+	hs := hearthtest.NewServer(t, hearthtest.SQLite, nil)
+	const size = 20 << 20
+	for _, chunked := range []bool{false, true} {
+		var body io.Reader = &pattern{prefix: `{"pdus":[],"edus":[],"x":"`, n: size}
+		if chunked {
+			body = onlyReader{body}
+		}
+		req, _ := http.NewRequest("PUT", hs.FederationURL+"/_matrix/federation/v1/send/t1", body)
+		if !chunked {
+			req.ContentLength = size
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", `X-Matrix origin="other.test",destination="hearth.test",key="ed25519:a",sig="c2ln"`)
+		resp, err := hs.Client.Do(req)
+		if err != nil {
+			t.Fatalf("chunked %v: %v", chunked, err)
+		}
+		var e struct {
+			ErrCode string `json:"errcode"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || e.ErrCode != "M_TOO_LARGE" {
+			t.Errorf("chunked %v: got %d %s, want 413 M_TOO_LARGE", chunked, resp.StatusCode, e.ErrCode)
+		}
+	}
+}

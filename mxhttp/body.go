@@ -73,8 +73,9 @@ func (b *body) Read(p []byte) (int, error) {
 }
 
 // BodyTooLarge is 413 M_TOO_LARGE when reading r's body failed because it
-// passed its limit, else nil: for callers whose body was read by code that
-// does not say why it failed (X-Matrix verification).
+// passed its limit, else nil. WriteError answers with it whatever error a
+// handler returned then: code that read the body may not say why it
+// failed (X-Matrix verification calls it malformed).
 func BodyTooLarge(r *http.Request) error {
 	if b, ok := r.Body.(*body); ok && b.over {
 		return tooLarge(b.limit)

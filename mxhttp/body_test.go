@@ -208,3 +208,24 @@ func TestWriteErrorClientGone(t *testing.T) {
 		t.Errorf("got %d, log %s", rec.Code, logs.String())
 	}
 }
+
+// Whatever a handler made of a body cut off at its limit, the answer is
+// 413 M_TOO_LARGE.
+func TestBodyOverLimitIsTooLargeWhateverTheHandlerSays(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			WriteError(w, r, BadJSON("Malformed federation request"))
+			return
+		}
+		WriteJSON(w, http.StatusOK, map[string]any{})
+	})
+	for _, chunked := range []bool{false, true} {
+		rec, _ := serve(t, 1000, h, &countingReader{n: 1001}, chunked)
+		if rec.Code != http.StatusRequestEntityTooLarge || errcode(t, rec) != "M_TOO_LARGE" {
+			t.Errorf("chunked %v: got %d %s", chunked, rec.Code, rec.Body)
+		}
+		if rec, _ = serve(t, 1000, h, &countingReader{n: 1000}, chunked); rec.Code != http.StatusOK {
+			t.Errorf("chunked %v: at the limit got %d %s", chunked, rec.Code, rec.Body)
+		}
+	}
+}

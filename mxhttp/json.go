@@ -32,7 +32,8 @@ func WriteJSON(w http.ResponseWriter, status int, body any) {
 // as a failure it was not. Common records it as 499 (nginx's "client closed
 // request") in the access log and metrics; that status never goes on the
 // wire. A body that broke off while the client is still there (a truncated
-// upload, a malformed chunk) is its failure too: 400 M_UNKNOWN.
+// upload, a malformed chunk) is its failure too: 400 M_UNKNOWN. A body
+// that passed its limit makes any error 413 M_TOO_LARGE.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	if clientGone(r, err) {
 		Logger(r).Debug("client went away", "err", err)
@@ -40,6 +41,12 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 			s.clientGone.Store(true)
 		}
 		return
+	}
+	if tooLarge := BodyTooLarge(r); tooLarge != nil {
+		// The body passed its limit and was cut off there: whatever the
+		// handler made of what it read (X-Matrix verification calls it
+		// malformed), the answer is 413.
+		err = tooLarge
 	}
 	var bre *BodyReadError
 	if errors.As(err, &bre) {
