@@ -184,6 +184,15 @@ func TestWriteErrorClientGone(t *testing.T) {
 		t.Errorf("logged an error: %s", logs.String())
 	}
 
+	// A handler that gives up without writing when its client is gone
+	// (the /sync long-poll) is recorded the same way.
+	observed = 0
+	h2 := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	Common(log, func(*http.Request) int64 { return 0 }, observe, route, h2).ServeHTTP(httptest.NewRecorder(), req)
+	if observed != StatusClientGone {
+		t.Errorf("silent handler: observed status %d, want %d", observed, StatusClientGone)
+	}
+
 	// The same error while the client is still there is a 500.
 	logs.Reset()
 	rec = httptest.NewRecorder()

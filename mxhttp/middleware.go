@@ -93,7 +93,10 @@ func Common(base *slog.Logger, bodyLimit func(*http.Request) int64, observe Requ
 			d := time.Since(start)
 			status := sw.status
 			switch {
-			case status == 0 && state.clientGone.Load():
+			case status == 0 && (state.clientGone.Load() || r.Context().Err() != nil):
+				// Nothing written and the client gone (its context is
+				// cancelled before the server's own cancel after this
+				// handler): 499, whether or not WriteError was called.
 				status = StatusClientGone
 			case status == 0:
 				status = http.StatusOK
