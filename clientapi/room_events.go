@@ -19,22 +19,16 @@ import (
 // Sending and reading events (client-server API, Events).
 
 // readContent reads an event content body: a JSON object, at most the PDU
-// size limit.
+// size limit (the whole event is checked against it once built). A larger
+// body is refused as it arrives, never held.
 func readContent(r *http.Request) (json.RawMessage, error) {
-	body, err := io.ReadAll(r.Body)
+	body, err := mxhttp.ReadBody(r, mxhttp.MaxEventContentBytes)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, mxhttp.TooLarge("Request body is too large")
-		}
-		return nil, mxhttp.NotJSON("Could not read the request body")
+		return nil, err // 413 M_TOO_LARGE, or a body that broke off
 	}
 	var obj map[string]json.RawMessage
 	if err := mxhttp.DecodeJSON(body, &obj); err != nil {
 		return nil, err
-	}
-	if len(body) > 65536 {
-		return nil, mxhttp.TooLarge("Event content is larger than 65536 bytes")
 	}
 	if err := checkCanonicalNumbers(body); err != nil {
 		return nil, err

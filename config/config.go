@@ -126,6 +126,10 @@ type Config struct {
 	// duration ("1h", "90m") or a number of seconds.
 	TURNUserLifetime string `yaml:"turn_user_lifetime" env:"HEARTH_TURN_USER_LIFETIME"`
 
+	// MaxRequestBytes bounds a request body other than a media upload; a
+	// JSON body is held in memory whole, so it is kept small. Event content
+	// is bounded by the PDU size limit (65536 bytes) below it, an inbound
+	// federation transaction may be up to 12.5 MiB above it.
 	MaxRequestBytes int64 `yaml:"max_request_bytes" env:"HEARTH_MAX_REQUEST_BYTES"`
 
 	// Content repository (media). Uploads are exempt from max_request_bytes
@@ -184,7 +188,7 @@ func Default() Config {
 		RateLimitRegisterBurst:          3,
 		RateLimitMessagePerSecond:       0.2,
 		RateLimitMessageBurst:           10,
-		MaxRequestBytes:                 50 << 20,
+		MaxRequestBytes:                 1 << 20,
 
 		MaxUploadBytes:           50 << 20,
 		MaxPendingMediaUploads:   5,

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -242,8 +243,9 @@ func (r *Repository) rateLimit(user string) error {
 // receive streams an upload's body to a temporary file.
 func (r *Repository) receive(body io.Reader) (tempFile, error) {
 	t, err := r.files.receive(body, r.maxUpload)
+	var mbe *http.MaxBytesError // the request's own limit (mxhttp.Common)
 	switch {
-	case errors.Is(err, errTooLarge):
+	case errors.Is(err, errTooLarge) || errors.As(err, &mbe):
 		return t, mxhttp.TooLarge("Uploads are limited to %d bytes", r.maxUpload)
 	case err != nil:
 		return t, fmt.Errorf("receiving upload: %w", err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"unicode/utf8"
@@ -24,7 +23,36 @@ func WriteJSON(w http.ResponseWriter, status int, body any) {
 
 // WriteError writes err as a Matrix error. Errors that are not Matrix errors
 // are logged (with the request id) and reported as a bare 500.
+//
+// A request that failed because its client went away (its context is
+// cancelled, by the server when the connection closed, and err is that
+// cancellation, e.g. a /sync whose query was cut short) is not a server
+// failure: it is logged at debug level only and nothing is written — there
+// is nobody to read an answer, and a made-up status would only be counted
+// as a failure it was not. Common records it as 499 (nginx's "client closed
+// request") in the access log and metrics; that status never goes on the
+// wire. A body that broke off while the client is still there (a truncated
+// upload, a malformed chunk) is its failure too: 400 M_UNKNOWN. A body
+// that passed its limit makes any error 413 M_TOO_LARGE.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	if clientGone(r, err) {
+		Logger(r).Debug("client went away", "err", err)
+		if s := stateOf(r); s != nil {
+			s.clientGone.Store(true)
+		}
+		return
+	}
+	if tooLarge := BodyTooLarge(r); tooLarge != nil {
+		// The body passed its limit and was cut off there: whatever the
+		// handler made of what it read (X-Matrix verification calls it
+		// malformed), the answer is 413.
+		err = tooLarge
+	}
+	var bre *BodyReadError
+	if errors.As(err, &bre) {
+		Logger(r).Debug("request body broke off", "err", err)
+		err = Unknown("Could not read the request body")
+	}
 	me := AsError(err)
 	if me.Status >= 500 {
 		Logger(r).Error("request failed", "err", err)
@@ -57,12 +85,17 @@ func ReadOptionalJSON(r *http.Request, v any) error {
 	return DecodeJSON(body, v)
 }
 
+// readBody reads the body under the request's limit (Common's default or
+// the route's LimitBody). encoding/json holds a whole value in memory
+// before decoding it even when reading from a stream, so the limit is what
+// bounds the memory a body takes; a larger Content-Length is refused before
+// reading.
 func readBody(r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(r.Body)
+	body, err := ReadBody(r, 0)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, TooLarge("Request body is larger than %d bytes", mbe.Limit)
+		var me *Error
+		if errors.As(err, &me) { // 413
+			return nil, err
 		}
 		return nil, NotJSON("Could not read the request body")
 	}

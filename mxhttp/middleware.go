@@ -59,17 +59,24 @@ func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 // RequestObserver receives each finished request, for metrics.
 type RequestObserver func(r *http.Request, route string, status int, d time.Duration)
 
+// StatusClientGone is the status the access log and metrics record for a
+// request whose client went away before it was answered (nginx's 499
+// "client closed request"). It is never sent: see WriteError.
+const StatusClientGone = 499
+
 // Common wraps a handler with what every request gets: a request id, an
 // access log line (path only: query strings may hold access tokens), panic
 // recovery as a plain Matrix 500, a body size limit and CORS. bodyLimit
-// gives the limit for a request; 0 means the handler enforces its own (media
-// uploads stream to disk under max_upload_bytes instead).
+// gives the default limit for a request's body (0: none), which a route may
+// replace with LimitBody; see body.go.
 func Common(base *slog.Logger, bodyLimit func(*http.Request) int64, observe RequestObserver, routeOf func(*http.Request) string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := newRequestID()
 		log := base.With("req", id)
-		r = r.WithContext(context.WithValue(r.Context(), loggerKey, log))
+		state := &requestState{}
+		ctx := context.WithValue(r.Context(), loggerKey, log)
+		r = r.WithContext(context.WithValue(ctx, stateKey, state))
 		sw := &statusWriter{ResponseWriter: w}
 		w.Header().Set("X-Request-Id", id)
 		setCORS(w.Header())
@@ -85,7 +92,13 @@ func Common(base *slog.Logger, bodyLimit func(*http.Request) int64, observe Requ
 			}
 			d := time.Since(start)
 			status := sw.status
-			if status == 0 {
+			switch {
+			case status == 0 && (state.clientGone.Load() || r.Context().Err() != nil):
+				// Nothing written and the client gone (its context is
+				// cancelled before the server's own cancel after this
+				// handler): 499, whether or not WriteError was called.
+				status = StatusClientGone
+			case status == 0:
 				status = http.StatusOK
 			}
 			log.Info("request", "method", r.Method, "path", r.URL.Path, "status", status,
@@ -100,9 +113,9 @@ func Common(base *slog.Logger, bodyLimit func(*http.Request) int64, observe Requ
 			sw.WriteHeader(http.StatusOK)
 			return
 		}
-		if max := bodyLimit(r); r.Body != nil && max > 0 {
-			r.Body = http.MaxBytesReader(sw, r.Body, max)
-		}
+		// A Content-Length over the default is refused by the body's first
+		// Read, not here: the route may still raise the limit (LimitBody).
+		_ = limitBody(w, r, bodyLimit(r))
 		next.ServeHTTP(sw, r)
 	})
 }

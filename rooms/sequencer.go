@@ -292,6 +292,10 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 				ts = p.Timestamp
 			}
 			if pdu, err = builder.Build(ts, r.serverName, r.key.ID, r.key.Private); err != nil {
+				var verr gomatrixserverlib.EventValidationError
+				if errors.As(err, &verr) && verr.Code == gomatrixserverlib.EventValidationTooLarge {
+					return mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
+				}
 				return mxhttp.BadJSON("Invalid event: %v", err)
 			}
 		}
