@@ -2,7 +2,6 @@ package clientapi
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hearth-matrix/hearth/accounts"
@@ -14,16 +13,6 @@ import (
 // /create stay under /_matrix/media; downloads, thumbnails, config and
 // previews moved to /_matrix/client/v1/media with authentication in v1.11.
 // The deprecated unauthenticated downloads are served per legacy_media.
-
-const uploadPath = "/_matrix/media/v3/upload"
-
-// LimitsOwnBody reports whether a request is a media upload, which is
-// exempt from max_request_bytes: it is streamed to disk and stopped at
-// max_upload_bytes by the handler.
-func LimitsOwnBody(r *http.Request) bool {
-	return r.Method == http.MethodPost && r.URL.Path == uploadPath ||
-		r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, uploadPath+"/")
-}
 
 func uploadFrom(r *http.Request, c accounts.Caller) media.Upload {
 	return media.Upload{Uploader: c.UserID, ContentType: r.Header.Get("Content-Type"),

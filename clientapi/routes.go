@@ -265,14 +265,29 @@ func (a *API) sharedSecretRoutes() []route {
 	}
 }
 
+// bodyLimits are the routes whose request body has another limit than
+// max_request_bytes (every JSON body is held in memory whole): uploads
+// stream to disk and may be up to max_upload_bytes. Event content has its
+// own limit, checked as it is read (readContent).
+func (a *API) bodyLimits() map[string]int64 {
+	return map[string]int64{
+		"POST " + mediaV3 + "/upload":                       a.cfg.MaxUploadBytes,
+		"PUT " + mediaV3 + "/upload/{serverName}/{mediaId}": a.cfg.MaxUploadBytes,
+	}
+}
+
 // Routes registers every client API endpoint on r.
 func (a *API) Routes(r chi.Router) {
 	rs := a.routes()
 	if a.cfg.RegistrationSharedSecret != "" {
 		rs = append(rs, a.sharedSecretRoutes()...)
 	}
+	limits := a.bodyLimits()
 	for _, rt := range rs {
-		h := a.serve(rt)
+		var h http.Handler = a.serve(rt)
+		if n, ok := limits[rt.method+" "+rt.path]; ok {
+			h = mxhttp.LimitBody(n)(h)
+		}
 		r.Method(rt.method, rt.path, h)
 		if len(rt.path) > len(v3) && rt.path[:len(v3)] == v3 && !v3Only[rt.path] {
 			r.Method(rt.method, r0+rt.path[len(v3):], h)

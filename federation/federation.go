@@ -74,6 +74,9 @@ type API struct {
 	appsvc     *appservice.Pusher
 	log        *slog.Logger
 	version    string
+	// maxRequestBytes is max_request_bytes, the body limit of requests
+	// but transactions (bodyLimits).
+	maxRequestBytes int64
 
 	client    fclient.FederationClient
 	plainHTTP *http.Client // for media Location redirects, through the outbound guard
@@ -89,7 +92,8 @@ type API struct {
 // run left queued. Close stops them.
 func New(ctx context.Context, d Deps) (*API, error) {
 	a := &API{serverName: spec.ServerName(d.Config.ServerName), key: d.Key, db: d.DB, rooms: d.Rooms, media: d.Media,
-		notifier: d.Notifier, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, appsvc: d.AppServices, log: d.Log, version: d.Version}
+		notifier: d.Notifier, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, appsvc: d.AppServices, log: d.Log, version: d.Version,
+		maxRequestBytes: d.Config.MaxRequestBytes}
 	var err error
 	if a.oldKeys, err = loadOldKeys(filepath.Join(d.Config.DataDir, OldKeysFile)); err != nil {
 		return nil, err

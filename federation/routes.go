@@ -91,10 +91,28 @@ func (a *API) routes() []route {
 	}
 }
 
+// maxTransactionBytes bounds an inbound transaction: up to 50 PDUs of at
+// most 64 KiB and 100 EDUs, which have no size limit of their own; like
+// Synapse, 200 * 64 KiB (12.5 MiB).
+const maxTransactionBytes = 200 * 65536
+
+// bodyLimits are the routes whose request body may be larger than
+// max_request_bytes.
+func (a *API) bodyLimits() map[string]int64 {
+	return map[string]int64{
+		"PUT " + fedV1 + "/send/{txnId}": max(a.maxRequestBytes, maxTransactionBytes),
+	}
+}
+
 // Routes registers every federation endpoint on r.
 func (a *API) Routes(r chi.Router) {
+	limits := a.bodyLimits()
 	for _, rt := range a.routes() {
-		r.Method(rt.method, rt.path, a.serve(rt))
+		var h http.Handler = a.serve(rt)
+		if n, ok := limits[rt.method+" "+rt.path]; ok {
+			h = mxhttp.LimitBody(n)(h)
+		}
+		r.Method(rt.method, rt.path, h)
 	}
 }
 

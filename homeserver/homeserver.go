@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -264,25 +263,11 @@ func (s *Server) router(observe mxhttp.RequestObserver, listener string) chi.Rou
 	return r
 }
 
-// maxTransactionBytes bounds an inbound federation transaction: up to 50
-// PDUs of at most 64 KiB and 100 EDUs, which have no size limit of their
-// own; like Synapse, 200 * 64 KiB (12.5 MiB).
-const maxTransactionBytes = 200 * 65536
-
-// bodyLimit is the default body limit of a request (mxhttp.Common; a route
-// may set its own with mxhttp.LimitBody): max_request_bytes, except for
-// media uploads, which stream to disk and may be max_upload_bytes, and
-// federation transactions. A JSON body is held in memory whole, an upload
-// never is, so the limits differ.
-func (s *Server) bodyLimit(r *http.Request) int64 {
-	switch {
-	case clientapi.LimitsOwnBody(r):
-		return s.Config.MaxUploadBytes
-	case strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/send/"):
-		return max(s.Config.MaxRequestBytes, maxTransactionBytes)
-	}
-	return s.Config.MaxRequestBytes
-}
+// bodyLimit is the default body limit of a request (mxhttp.Common):
+// max_request_bytes, as a JSON body is held in memory whole. Routes that
+// take more (uploads, federation transactions) set their own in their
+// API's route table (bodyLimits).
+func (s *Server) bodyLimit(*http.Request) int64 { return s.Config.MaxRequestBytes }
 
 func routePattern(r *http.Request) string {
 	if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
