@@ -6,6 +6,7 @@
 //	hearth registration-token   create, list or revoke registration tokens
 //	hearth media ...            quarantine or delete media
 //	hearth version              print the version
+//	hearth help                 list the subcommands
 package main
 
 import (
@@ -32,7 +33,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if len(args) > 0 && (!strings.HasPrefix(args[0], "-") || args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
@@ -55,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version":
 		fmt.Fprintln(stdout, "hearth", versionString())
 		return nil
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
@@ -71,9 +72,12 @@ const usage = `Usage:
   hearth registration-token create --config FILE [--token T] [--length N] [--uses N] [--expires 72h|RFC3339]
   hearth registration-token list --config FILE [--valid true|false]
   hearth registration-token revoke --config FILE --token T
+  hearth media quarantine|unquarantine|delete --config FILE mxc://SERVER/ID
   hearth version
+  hearth help
 
-Every configuration option is also a flag of serve; see config.sample.yaml.
+Every configuration option is also a flag of serve (hearth serve --help
+lists them); see config.sample.yaml.
 `
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {

@@ -223,3 +223,18 @@ func TestBooleanFlagsNeedNoValue(t *testing.T) {
 		t.Fatalf("flags applied: insecure=%v guest=%v name=%q", cfg.FederationTLSInsecureSkipVerify, cfg.GuestAccess, cfg.ServerName)
 	}
 }
+
+// hearth --help and hearth help list every subcommand, not serve's flags.
+func TestHelpListsSubcommands(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		var out, errOut strings.Builder
+		if err := run(context.Background(), args, &out, &errOut); err != nil {
+			t.Fatalf("hearth %v: %v", args, err)
+		}
+		for _, sub := range []string{"serve", "generate-config", "register-user", "registration-token", "media", "version", "help"} {
+			if !strings.Contains(out.String(), "hearth "+sub) && !strings.Contains(out.String(), "hearth ["+sub+"]") {
+				t.Errorf("hearth %v does not list %s:\n%s", args, sub, out.String())
+			}
+		}
+	}
+}
