@@ -8,8 +8,9 @@ import (
 )
 
 // GET /_matrix/client/v3/capabilities (client-server API, Capabilities
-// negotiation). getLoginToken says whether POST /login/get_token is
-// served; it is off until that endpoint exists.
+// negotiation). m.get_login_token says whether the caller may use POST
+// /login/get_token (guests may not), which clients read before offering
+// to sign in a new device.
 func (a *API) capabilities(r *http.Request, c accounts.Caller) (any, error) {
 	available := make(map[string]string, len(rooms.SupportedVersions))
 	for _, v := range rooms.SupportedVersions {
@@ -23,9 +24,6 @@ func (a *API) capabilities(r *http.Request, c accounts.Caller) (any, error) {
 		"m.set_avatar_url":  enabled(true),
 		"m.profile_fields":  enabled(true),
 		"m.3pid_changes":    enabled(false),
-		"m.get_login_token": enabled(a.getLoginTokenEnabled()),
+		"m.get_login_token": enabled(!c.IsGuest),
 	}}, nil
 }
-
-// getLoginTokenEnabled reports whether POST /login/get_token is served.
-func (a *API) getLoginTokenEnabled() bool { return false }
