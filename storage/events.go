@@ -440,20 +440,7 @@ func InsertTxn(ctx context.Context, tx *sql.Tx, userID, deviceID, scope, txnID, 
 // RoomsWithEventsBetween returns which of the given rooms have timeline
 // events with stream positions in (from, to].
 func RoomsWithEventsBetween(ctx context.Context, q Reader, from, to int64) (map[string]bool, error) {
-	out := map[string]bool{}
-	err := queryEach(ctx, q, "rooms with new events", `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, []any{from, to},
-		func(rows *sql.Rows) error {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			out[id] = true
-			return nil
-		})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return querySet[string](ctx, q, "rooms with new events", `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
 }
 
 // SnapshotAtStream returns the state snapshot of a room after its last

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
 )
 
 // Push notifications: notifications, pushers, the per-pusher delivery queue
@@ -161,19 +162,11 @@ func PusherVersions(ctx context.Context, q Reader, userIDs []string) (map[string
 		for i, u := range chunk {
 			args[i] = u
 		}
-		err := queryEach(ctx, q, "loading pusher versions", `SELECT user_id, version FROM pusher_versions WHERE user_id IN (`+placeholders(1, len(chunk))+`)`, args,
-			func(rows *sql.Rows) error {
-				var u string
-				var v int64
-				if err := rows.Scan(&u, &v); err != nil {
-					return err
-				}
-				out[u] = v
-				return nil
-			})
+		versions, err := queryMap[string, int64](ctx, q, "loading pusher versions", `SELECT user_id, version FROM pusher_versions WHERE user_id IN (`+placeholders(1, len(chunk))+`)`, args...)
 		if err != nil {
 			return nil, err
 		}
+		maps.Copy(out, versions)
 	}
 	return out, nil
 }

@@ -71,6 +71,23 @@ func queryMap[K comparable, V any](ctx context.Context, q Reader, what, query st
 	return out, nil
 }
 
+// querySet runs a query of one column into the set of its values.
+func querySet[K comparable](ctx context.Context, q Reader, what, query string, args ...any) (map[K]bool, error) {
+	out := map[K]bool{}
+	err := queryEach(ctx, q, what, query, args, func(rows *sql.Rows) error {
+		var k K
+		if err := rows.Scan(&k); err != nil {
+			return err
+		}
+		out[k] = true
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // orEmpty turns the nil slice of a query that found nothing into an empty
 // one, for results whose callers tell the two apart (JSON [] versus null).
 func orEmpty[T any](s []T, err error) ([]T, error) {

@@ -55,20 +55,7 @@ func (db *DB) ReceiptsSince(ctx context.Context, roomID string, from, to int64) 
 
 // RoomsWithReceiptsBetween returns the rooms with receipts in (from, to].
 func (db *DB) RoomsWithReceiptsBetween(ctx context.Context, from, to int64) (map[string]bool, error) {
-	out := map[string]bool{}
-	err := queryEach(ctx, db.read, "listing rooms with receipts", `SELECT DISTINCT room_id FROM receipts WHERE stream_pos > $1 AND stream_pos <= $2`, []any{from, to},
-		func(rows *sql.Rows) error {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			out[id] = true
-			return nil
-		})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return querySet[string](ctx, db.read, "listing rooms with receipts", `SELECT DISTINCT room_id FROM receipts WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
 }
 
 // MaxReceiptPos is the receipt stream's head.
