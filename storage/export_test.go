@@ -25,3 +25,7 @@ func QueryMap[K comparable, V any](ctx context.Context, q Reader, what, query st
 }
 
 func OrEmpty[T any](s []T, err error) ([]T, error) { return orEmpty(s, err) }
+
+func QuerySet[K comparable](ctx context.Context, q Reader, what, query string, args ...any) (map[K]bool, error) {
+	return querySet[K](ctx, q, what, query, args...)
+}

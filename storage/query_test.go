@@ -27,11 +27,7 @@ func scanQueryTestRow(rows *sql.Rows, r *queryTestRow) error { return rows.Scan(
 func TestQueryHelpersResults(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		ctx := context.Background()
-		db, err := storage.Open(ctx, hearthtest.DatabaseURL(t, b), storage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
+		db := openDB(t, b)
 		q := db.Read()
 
 		list, err := storage.QueryList(ctx, q, "listing", queryTestRows+`SELECT n, s FROM t WHERE n >= $1 ORDER BY s`, scanQueryTestRow, 2)
@@ -45,6 +41,10 @@ func TestQueryHelpersResults(t *testing.T) {
 		m, err := storage.QueryMap[string, int64](ctx, q, "mapping", queryTestRows+`SELECT s, n FROM t`)
 		if want := map[string]int64{"a": 3, "b": 2, "c": 1}; err != nil || !reflect.DeepEqual(m, want) {
 			t.Errorf("queryMap = %v, %v; want %v", m, err, want)
+		}
+		set, err := storage.QuerySet[string](ctx, q, "collecting", queryTestRows+`SELECT s FROM t WHERE n <= $1`, 2)
+		if want := map[string]bool{"c": true, "b": true}; err != nil || !reflect.DeepEqual(set, want) {
+			t.Errorf("querySet = %v, %v; want %v", set, err, want)
 		}
 		var seen []int64
 		err = storage.QueryEach(ctx, q, "walking", queryTestRows+`SELECT n FROM t ORDER BY s DESC`, nil, func(rows *sql.Rows) error {
@@ -67,6 +67,9 @@ func TestQueryHelpersResults(t *testing.T) {
 		}
 		if m, err := storage.QueryMap[int64, string](ctx, q, "mapping", none, 3); err != nil || m == nil || len(m) != 0 {
 			t.Errorf("queryMap of nothing = %#v, %v; want empty map", m, err)
+		}
+		if set, err := storage.QuerySet[int64](ctx, q, "collecting", queryTestRows+`SELECT n FROM t WHERE n > 3`); err != nil || set == nil || len(set) != 0 {
+			t.Errorf("querySet of nothing = %#v, %v; want empty map", set, err)
 		}
 
 		// A transaction is a Reader too.
@@ -94,11 +97,7 @@ func TestQueryHelpersResults(t *testing.T) {
 func TestQueryHelpersErrors(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		ctx := context.Background()
-		db, err := storage.Open(ctx, hearthtest.DatabaseURL(t, b), storage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
+		db := openDB(t, b)
 		q := db.Read()
 		wantWhat := func(t *testing.T, helper string, err error, what string) {
 			t.Helper()
@@ -108,12 +107,14 @@ func TestQueryHelpersErrors(t *testing.T) {
 		}
 
 		// The query fails.
-		_, err = storage.QueryList(ctx, q, "listing nothing", `SELECT n FROM no_such_table`, func(*sql.Rows, *int64) error { return nil })
+		_, err := storage.QueryList(ctx, q, "listing nothing", `SELECT n FROM no_such_table`, func(*sql.Rows, *int64) error { return nil })
 		wantWhat(t, "queryList", err, "listing nothing")
 		_, err = storage.QueryColumn[int64](ctx, q, "listing column", `SELECT n FROM no_such_table`)
 		wantWhat(t, "queryColumn", err, "listing column")
 		_, err = storage.QueryMap[int64, int64](ctx, q, "mapping nothing", `SELECT n, n FROM no_such_table`)
 		wantWhat(t, "queryMap", err, "mapping nothing")
+		_, err = storage.QuerySet[int64](ctx, q, "collecting nothing", `SELECT n FROM no_such_table`)
+		wantWhat(t, "querySet", err, "collecting nothing")
 		err = storage.QueryEach(ctx, q, "walking nothing", `SELECT n FROM no_such_table`, nil, func(*sql.Rows) error { return nil })
 		wantWhat(t, "queryEach", err, "walking nothing")
 
