@@ -144,26 +144,25 @@ func (db *DB) DeleteAccountDataTx(ctx context.Context, tx *sql.Tx, userID, roomI
 // since (0: all of it, without deleted entries), global and per room,
 // oldest change first.
 func (db *DB) AccountDataSince(ctx context.Context, userID string, since int64) ([]AccountData, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT stream_pos, room_id, data_type, content FROM account_data
-		WHERE user_id = $1 AND stream_pos > $2 ORDER BY stream_pos`, userID, since)
-	if err != nil {
-		return nil, fmt.Errorf("reading account data: %w", err)
-	}
-	defer rows.Close()
 	var out []AccountData
-	for rows.Next() {
+	err := queryEach(ctx, db.read, "reading account data", `SELECT stream_pos, room_id, data_type, content FROM account_data
+		WHERE user_id = $1 AND stream_pos > $2 ORDER BY stream_pos`, []any{userID, since}, func(rows *sql.Rows) error {
 		var d AccountData
 		var content string
 		if err := rows.Scan(&d.StreamPos, &d.RoomID, &d.Type, &content); err != nil {
-			return nil, fmt.Errorf("reading account data: %w", err)
+			return err
 		}
 		if since == 0 && content == deletedAccountData {
-			continue
+			return nil
 		}
 		d.Content = []byte(content)
 		out = append(out, d)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // MaxAccountDataPos is the latest position of the account-data stream (0

@@ -37,20 +37,7 @@ func DeleteAlias(ctx context.Context, tx *sql.Tx, alias string) error {
 
 // AliasesOfRoom lists a room's local aliases.
 func AliasesOfRoom(ctx context.Context, q Reader, roomID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, roomID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var a string
-		if err := rows.Scan(&a); err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return orEmpty(queryColumn[string](ctx, q, "listing aliases", `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, roomID))
 }
 
 // ForgetRoom records that a user forgot a room they left.

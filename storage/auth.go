@@ -42,19 +42,8 @@ func (db *DB) GetUIASession(ctx context.Context, sessionID string) (UIASession, 
 		return s, fmt.Errorf("loading UIA session: %w", err)
 	}
 	s.RegistrationToken = tok.String
-	rows, err := db.read.QueryContext(ctx, `SELECT stage FROM uia_stages WHERE session_id = $1 ORDER BY stage`, sessionID)
-	if err != nil {
-		return s, fmt.Errorf("loading UIA stages: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var st string
-		if err := rows.Scan(&st); err != nil {
-			return s, fmt.Errorf("loading UIA stages: %w", err)
-		}
-		s.Completed = append(s.Completed, st)
-	}
-	return s, rows.Err()
+	s.Completed, err = queryColumn[string](ctx, db.read, "loading UIA stages", `SELECT stage FROM uia_stages WHERE session_id = $1 ORDER BY stage`, sessionID)
+	return s, err
 }
 
 // CompleteUIAStage records a completed stage; completing it twice is harmless.
@@ -119,26 +108,22 @@ func ConsumeUIASession(ctx context.Context, tx *sql.Tx, sessionID string) error 
 // ExpireUIASessions deletes sessions that expired before now and releases
 // the registration token uses they held.
 func ExpireUIASessions(ctx context.Context, tx *sql.Tx, now int64) error {
-	rows, err := tx.QueryContext(ctx, `DELETE FROM uia_sessions WHERE expires_ts < $1 RETURNING session_id, registration_token`, now)
-	if err != nil {
-		return fmt.Errorf("expiring UIA sessions: %w", err)
-	}
 	var ids, toks []string
-	for rows.Next() {
-		var id string
-		var tok sql.NullString
-		if err := rows.Scan(&id, &tok); err != nil {
-			rows.Close()
-			return fmt.Errorf("expiring UIA sessions: %w", err)
-		}
-		ids = append(ids, id)
-		if tok.Valid {
-			toks = append(toks, tok.String)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("expiring UIA sessions: %w", err)
+	err := queryEach(ctx, tx, "expiring UIA sessions", `DELETE FROM uia_sessions WHERE expires_ts < $1 RETURNING session_id, registration_token`, []any{now},
+		func(rows *sql.Rows) error {
+			var id string
+			var tok sql.NullString
+			if err := rows.Scan(&id, &tok); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+			if tok.Valid {
+				toks = append(toks, tok.String)
+			}
+			return nil
+		})
+	if err != nil {
+		return err
 	}
 	for _, id := range ids {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM uia_stages WHERE session_id = $1`, id); err != nil {
@@ -234,18 +219,11 @@ func (db *DB) ListRegistrationTokens(ctx context.Context) ([]RegistrationToken, 
 }
 
 func (db *DB) listRegistrationTokens(ctx context.Context, where string, args ...any) ([]RegistrationToken, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT token, uses_allowed, pending, completed, expiry_time
-		FROM registration_tokens `+where+` ORDER BY token`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing registration tokens: %w", err)
-	}
-	defer rows.Close()
-	out := []RegistrationToken{}
-	for rows.Next() {
-		var t RegistrationToken
+	return orEmpty(queryList(ctx, db.read, "listing registration tokens", `SELECT token, uses_allowed, pending, completed, expiry_time
+		FROM registration_tokens `+where+` ORDER BY token`, func(rows *sql.Rows, t *RegistrationToken) error {
 		var uses, exp sql.NullInt64
 		if err := rows.Scan(&t.Token, &uses, &t.Pending, &t.Completed, &exp); err != nil {
-			return nil, fmt.Errorf("listing registration tokens: %w", err)
+			return err
 		}
 		if uses.Valid {
 			t.UsesAllowed = &uses.Int64
@@ -253,7 +231,6 @@ func (db *DB) listRegistrationTokens(ctx context.Context, where string, args ...
 		if exp.Valid {
 			t.ExpiryTime = &exp.Int64
 		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+		return nil
+	}, args...))
 }

@@ -38,21 +38,10 @@ func (db *DB) GetDevice(ctx context.Context, userID, deviceID string) (Device, e
 }
 
 func (db *DB) queryDevices(ctx context.Context, where string, args ...any) ([]Device, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip
-		FROM devices `+where+` ORDER BY device_id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("loading devices: %w", err)
-	}
-	defer rows.Close()
-	out := []Device{}
-	for rows.Next() {
-		var d Device
-		if err := rows.Scan(&d.UserID, &d.DeviceID, &d.DisplayName, &d.CreatedTS, &d.LastSeenTS, &d.LastSeenIP); err != nil {
-			return nil, fmt.Errorf("loading devices: %w", err)
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return orEmpty(queryList(ctx, db.read, "loading devices", `SELECT user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip
+		FROM devices `+where+` ORDER BY device_id`, func(rows *sql.Rows, d *Device) error {
+		return rows.Scan(&d.UserID, &d.DeviceID, &d.DisplayName, &d.CreatedTS, &d.LastSeenTS, &d.LastSeenIP)
+	}, args...))
 }
 
 // DeviceExists reports whether the user has the device, inside a transaction.

@@ -10,7 +10,7 @@ import (
 
 // PublishedRooms lists the rooms in the public room directory.
 func PublishedRooms(ctx context.Context, q Reader) ([]string, error) {
-	return queryColumn[string](ctx, q, `SELECT room_id FROM rooms WHERE published ORDER BY room_id`)
+	return queryColumn[string](ctx, q, "listing published rooms", `SELECT room_id FROM rooms WHERE published ORDER BY room_id`)
 }
 
 // JoinedMemberCount counts a room's joined members.
@@ -50,29 +50,24 @@ func JoinedMembersOfRooms(ctx context.Context, q Reader, rooms []string) ([]Dire
 		for i, r := range chunk {
 			args[i] = r
 		}
-		rows, err := q.QueryContext(ctx, `SELECT cs.state_key, e.json, p.displayname, p.avatar_url FROM current_state cs
+		err := queryEach(ctx, q, "listing joined members", `SELECT cs.state_key, e.json, p.displayname, p.avatar_url FROM current_state cs
 			JOIN events e ON e.event_id = cs.event_id
 			LEFT JOIN profiles p ON p.user_id = cs.state_key
-			WHERE cs.type = 'm.room.member' AND cs.membership = 'join' AND cs.room_id IN (`+placeholders(1, len(chunk))+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("listing joined members: %w", err)
-		}
-		for rows.Next() {
+			WHERE cs.type = 'm.room.member' AND cs.membership = 'join' AND cs.room_id IN (`+placeholders(1, len(chunk))+`)`, args, func(rows *sql.Rows) error {
 			var u DirectoryUser
 			var js string
 			if err := rows.Scan(&u.UserID, &js, &u.DisplayName, &u.AvatarURL); err != nil {
-				rows.Close()
-				return nil, err
+				return err
 			}
 			if seen[u.UserID] {
-				continue
+				return nil
 			}
 			seen[u.UserID] = true
 			u.MemberJSON = []byte(js)
 			out = append(out, u)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			return nil
+		})
+		if err != nil {
 			return nil, err
 		}
 	}

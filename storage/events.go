@@ -203,20 +203,10 @@ func scanEvent(s scanner) (Event, error) {
 }
 
 func queryEvents(ctx context.Context, q Reader, query string, args ...any) ([]Event, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("querying events: %w", err)
-	}
-	defer rows.Close()
-	var out []Event
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, fmt.Errorf("scanning event: %w", err)
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return queryList(ctx, q, "querying events", query, func(rows *sql.Rows, e *Event) (err error) {
+		*e, err = scanEvent(rows)
+		return err
+	}, args...)
 }
 
 // GetEvent loads one event by ID.
@@ -352,26 +342,25 @@ func LoadSnapshot(ctx context.Context, q Reader, snapshotID int64) (map[StateKey
 		return nil, info, fmt.Errorf("loading snapshot %d: %w", snapshotID, err)
 	}
 	info.Parent = parent.Int64
-	rows, err := q.QueryContext(ctx, `WITH RECURSIVE chain(id, parent, lvl) AS (
+	err := queryEach(ctx, q, fmt.Sprintf("loading snapshot chain %d", snapshotID), `WITH RECURSIVE chain(id, parent, lvl) AS (
 			SELECT snapshot_id, parent_id, 0 FROM state_snapshots WHERE snapshot_id = $1
 			UNION ALL
 			SELECT s.snapshot_id, s.parent_id, c.lvl + 1 FROM state_snapshots s JOIN chain c ON s.snapshot_id = c.parent
 		)
 		SELECT e.type, e.state_key, e.event_id FROM chain c JOIN state_snapshot_entries e ON e.snapshot_id = c.id
-		ORDER BY c.lvl DESC`, snapshotID)
-	if err != nil {
-		return nil, info, fmt.Errorf("loading snapshot chain %d: %w", snapshotID, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+		ORDER BY c.lvl DESC`, []any{snapshotID}, func(rows *sql.Rows) error {
 		var k StateKey
 		var ev string
 		if err := rows.Scan(&k.Type, &k.StateKey, &ev); err != nil {
-			return nil, info, err
+			return err
 		}
 		state[k] = ev
+		return nil
+	})
+	if err != nil {
+		return nil, info, err
 	}
-	return state, info, rows.Err()
+	return state, info, nil
 }
 
 // SetCurrentState replaces one entry of a room's materialised current state.
@@ -406,42 +395,25 @@ func RoomsOfUser(ctx context.Context, q Reader, userID string, memberships ...st
 	for _, m := range memberships {
 		args = append(args, m)
 	}
-	rows, err := q.QueryContext(ctx, `SELECT room_id, membership, event_id FROM current_state
-		WHERE type = 'm.room.member' AND state_key = $1 AND membership IN (`+placeholders(2, len(memberships))+`)`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing rooms of user: %w", err)
-	}
-	defer rows.Close()
-	var out []Membership
-	for rows.Next() {
-		m := Membership{UserID: userID}
-		if err := rows.Scan(&m.RoomID, &m.Membership, &m.EventID); err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return queryList(ctx, q, "listing rooms of user", `SELECT room_id, membership, event_id FROM current_state
+		WHERE type = 'm.room.member' AND state_key = $1 AND membership IN (`+placeholders(2, len(memberships))+`)`, func(rows *sql.Rows, m *Membership) error {
+		m.UserID = userID
+		return rows.Scan(&m.RoomID, &m.Membership, &m.EventID)
+	}, args...)
 }
 
 // MembersOfRoom lists the current memberships of a room.
 func MembersOfRoom(ctx context.Context, q Reader, roomID string) ([]Membership, error) {
-	rows, err := q.QueryContext(ctx, `SELECT state_key, membership, event_id FROM current_state
-		WHERE room_id = $1 AND type = 'm.room.member'`, roomID)
-	if err != nil {
-		return nil, fmt.Errorf("listing members: %w", err)
-	}
-	defer rows.Close()
-	var out []Membership
-	for rows.Next() {
-		m := Membership{RoomID: roomID}
+	return queryList(ctx, q, "listing members", `SELECT state_key, membership, event_id FROM current_state
+		WHERE room_id = $1 AND type = 'm.room.member'`, func(rows *sql.Rows, m *Membership) error {
+		m.RoomID = roomID
 		var ms sql.NullString
 		if err := rows.Scan(&m.UserID, &ms, &m.EventID); err != nil {
-			return nil, err
+			return err
 		}
 		m.Membership = ms.String
-		out = append(out, m)
-	}
-	return out, rows.Err()
+		return nil
+	}, roomID)
 }
 
 // LookupTxn returns the event ID a client transaction produced, if any.
@@ -468,20 +440,7 @@ func InsertTxn(ctx context.Context, tx *sql.Tx, userID, deviceID, scope, txnID, 
 // RoomsWithEventsBetween returns which of the given rooms have timeline
 // events with stream positions in (from, to].
 func RoomsWithEventsBetween(ctx context.Context, q Reader, from, to int64) (map[string]bool, error) {
-	rows, err := q.QueryContext(ctx, `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
-	if err != nil {
-		return nil, fmt.Errorf("rooms with new events: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out[id] = true
-	}
-	return out, rows.Err()
+	return querySet[string](ctx, q, "rooms with new events", `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
 }
 
 // SnapshotAtStream returns the state snapshot of a room after its last

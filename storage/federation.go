@@ -27,21 +27,10 @@ func ServerKeysOf(ctx context.Context, q Reader, servers []string) ([]ServerKey,
 	for i, s := range servers {
 		args[i] = s
 	}
-	rows, err := q.QueryContext(ctx, `SELECT server_name, key_id, verify_key, valid_until_ts, expired_ts
-		FROM server_keys WHERE server_name IN (`+placeholders(1, len(servers))+`)`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("loading server keys: %w", err)
-	}
-	defer rows.Close()
-	var out []ServerKey
-	for rows.Next() {
-		var k ServerKey
-		if err := rows.Scan(&k.ServerName, &k.KeyID, &k.VerifyKey, &k.ValidUntilTS, &k.ExpiredTS); err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return queryList(ctx, q, "loading server keys", `SELECT server_name, key_id, verify_key, valid_until_ts, expired_ts
+		FROM server_keys WHERE server_name IN (`+placeholders(1, len(servers))+`)`, func(rows *sql.Rows, k *ServerKey) error {
+		return rows.Scan(&k.ServerName, &k.KeyID, &k.VerifyKey, &k.ValidUntilTS, &k.ExpiredTS)
+	}, args...)
 }
 
 // PutServerKeys stores keys, replacing earlier copies of the same key ID
@@ -147,40 +136,23 @@ func QueueEDU(ctx context.Context, tx *sql.Tx, destinations []string, edu []byte
 
 // PendingPDUs returns up to limit queued events for a destination, oldest first.
 func PendingPDUs(ctx context.Context, q Reader, destination string, limit int) ([]QueuedPDU, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, event_id FROM federation_queue_pdus WHERE destination = $1 ORDER BY id LIMIT $2`, destination, limit)
-	if err != nil {
-		return nil, fmt.Errorf("loading queued PDUs: %w", err)
-	}
-	defer rows.Close()
-	var out []QueuedPDU
-	for rows.Next() {
-		var p QueuedPDU
-		if err := rows.Scan(&p.ID, &p.EventID); err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
+	return queryList(ctx, q, "loading queued PDUs", `SELECT id, event_id FROM federation_queue_pdus WHERE destination = $1 ORDER BY id LIMIT $2`,
+		func(rows *sql.Rows, p *QueuedPDU) error {
+			return rows.Scan(&p.ID, &p.EventID)
+		}, destination, limit)
 }
 
 // PendingEDUs returns up to limit queued EDUs for a destination, oldest first.
 func PendingEDUs(ctx context.Context, q Reader, destination string, limit int) ([]QueuedEDU, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, edu FROM federation_queue_edus WHERE destination = $1 ORDER BY id LIMIT $2`, destination, limit)
-	if err != nil {
-		return nil, fmt.Errorf("loading queued EDUs: %w", err)
-	}
-	defer rows.Close()
-	var out []QueuedEDU
-	for rows.Next() {
-		var e QueuedEDU
-		var s string
-		if err := rows.Scan(&e.ID, &s); err != nil {
-			return nil, err
-		}
-		e.EDU = []byte(s)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return queryList(ctx, q, "loading queued EDUs", `SELECT id, edu FROM federation_queue_edus WHERE destination = $1 ORDER BY id LIMIT $2`,
+		func(rows *sql.Rows, e *QueuedEDU) error {
+			var s string
+			if err := rows.Scan(&e.ID, &s); err != nil {
+				return err
+			}
+			e.EDU = []byte(s)
+			return nil
+		}, destination, limit)
 }
 
 // DeleteQueued removes sent queue rows.
@@ -205,18 +177,5 @@ func DeleteQueued(ctx context.Context, tx *sql.Tx, pduIDs, eduIDs []int64) error
 
 // QueueDestinations lists the destinations with anything queued.
 func QueueDestinations(ctx context.Context, q Reader) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT destination FROM federation_queue_pdus UNION SELECT destination FROM federation_queue_edus`)
-	if err != nil {
-		return nil, fmt.Errorf("listing queue destinations: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var d string
-		if err := rows.Scan(&d); err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return queryColumn[string](ctx, q, "listing queue destinations", `SELECT destination FROM federation_queue_pdus UNION SELECT destination FROM federation_queue_edus`)
 }

@@ -111,22 +111,11 @@ func BackupKeyCount(ctx context.Context, q Reader, userID string, version int64)
 // BackupSessions lists a backup's keys, narrowed to a room and a session
 // when those are not empty.
 func BackupSessions(ctx context.Context, q Reader, userID string, version int64, roomID, sessionID string) ([]BackupSession, error) {
-	rows, err := q.QueryContext(ctx, `SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data
+	return queryList(ctx, q, "reading backup keys", `SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data
 		FROM key_backup_sessions WHERE user_id = $1 AND version = $2 AND ($3 = '' OR room_id = $3) AND ($4 = '' OR session_id = $4)
-		ORDER BY room_id, session_id`, userID, version, roomID, sessionID)
-	if err != nil {
-		return nil, fmt.Errorf("reading backup keys: %w", err)
-	}
-	defer rows.Close()
-	var out []BackupSession
-	for rows.Next() {
-		var s BackupSession
-		if err := rows.Scan(&s.RoomID, &s.SessionID, &s.FirstMessageIndex, &s.ForwardedCount, &s.IsVerified, &s.SessionData); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+		ORDER BY room_id, session_id`, func(rows *sql.Rows, s *BackupSession) error {
+		return rows.Scan(&s.RoomID, &s.SessionID, &s.FirstMessageIndex, &s.ForwardedCount, &s.IsVerified, &s.SessionData)
+	}, userID, version, roomID, sessionID)
 }
 
 // UpsertBackupSession stores or replaces one backed-up key.

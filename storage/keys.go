@@ -73,44 +73,19 @@ func DeviceKeysOfUser(ctx context.Context, q Reader, userID string, deviceIDs []
 			args = append(args, d)
 		}
 	}
-	rows, err := q.QueryContext(ctx, query+` ORDER BY k.device_id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing device keys: %w", err)
-	}
-	defer rows.Close()
-	var out []DeviceKeys
-	for rows.Next() {
-		var k DeviceKeys
+	return queryList(ctx, q, "listing device keys", query+` ORDER BY k.device_id`, func(rows *sql.Rows, k *DeviceKeys) error {
 		var name sql.NullString
 		if err := rows.Scan(&k.DeviceID, &k.KeyJSON, &name); err != nil {
-			return nil, err
+			return err
 		}
 		k.DisplayName = name.String
-		out = append(out, k)
-	}
-	return out, rows.Err()
+		return nil
+	}, args...)
 }
 
 // DeviceIDs lists a user's devices.
 func DeviceIDs(ctx context.Context, q Reader, userID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("listing devices: %w", err)
-	}
-	return scanStrings(rows)
-}
-
-func scanStrings(rows *sql.Rows) ([]string, error) {
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return orEmpty(queryColumn[string](ctx, q, "listing devices", `SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id`, userID))
 }
 
 // DeleteDeviceE2EE removes everything end-to-end encryption keeps for a
@@ -221,12 +196,8 @@ func ClaimFallbackKey(ctx context.Context, tx *sql.Tx, userID, deviceID, algorit
 // UnusedFallbackKeyTypes lists the algorithms for which a device has a
 // fallback key not yet handed out.
 func UnusedFallbackKeyTypes(ctx context.Context, q Reader, userID, deviceID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used
-		ORDER BY algorithm`, userID, deviceID)
-	if err != nil {
-		return nil, fmt.Errorf("listing fallback keys: %w", err)
-	}
-	return scanStrings(rows)
+	return orEmpty(queryColumn[string](ctx, q, "listing fallback keys", `SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used
+		ORDER BY algorithm`, userID, deviceID))
 }
 
 // CrossSigningKey is one of a user's cross-signing keys.
@@ -238,21 +209,21 @@ type CrossSigningKey struct {
 // CrossSigningKeys returns a user's cross-signing keys by type (master,
 // self_signing, user_signing).
 func CrossSigningKeys(ctx context.Context, q Reader, userID string) (map[string]CrossSigningKey, error) {
-	rows, err := q.QueryContext(ctx, `SELECT key_type, key_id, key_json FROM cross_signing_keys WHERE user_id = $1`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("loading cross-signing keys: %w", err)
-	}
-	defer rows.Close()
 	out := map[string]CrossSigningKey{}
-	for rows.Next() {
-		var typ string
-		var k CrossSigningKey
-		if err := rows.Scan(&typ, &k.KeyID, &k.KeyJSON); err != nil {
-			return nil, err
-		}
-		out[typ] = k
+	err := queryEach(ctx, q, "loading cross-signing keys", `SELECT key_type, key_id, key_json FROM cross_signing_keys WHERE user_id = $1`, []any{userID},
+		func(rows *sql.Rows) error {
+			var typ string
+			var k CrossSigningKey
+			if err := rows.Scan(&typ, &k.KeyID, &k.KeyJSON); err != nil {
+				return err
+			}
+			out[typ] = k
+			return nil
+		})
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // UpsertCrossSigningKey sets one of a user's cross-signing keys.
@@ -305,22 +276,12 @@ func DeleteSignaturesOf(ctx context.Context, tx *sql.Tx, targetUserID, targetKey
 // keys and devices, and those made by the viewer. Signatures by third
 // parties' user-signing keys stay private to their makers.
 func VisibleSignatures(ctx context.Context, q Reader, targetUserID, viewer string) ([]KeySignature, error) {
-	rows, err := q.QueryContext(ctx, `SELECT target_key_id, signer_user_id, signer_key_id, signature FROM key_signatures
+	return queryList(ctx, q, "loading signatures", `SELECT target_key_id, signer_user_id, signer_key_id, signature FROM key_signatures
 		WHERE target_user_id = $1 AND (signer_user_id = $1 OR signer_user_id = $2)
-		ORDER BY target_key_id, signer_user_id, signer_key_id`, targetUserID, viewer)
-	if err != nil {
-		return nil, fmt.Errorf("loading signatures: %w", err)
-	}
-	defer rows.Close()
-	var out []KeySignature
-	for rows.Next() {
-		s := KeySignature{TargetUserID: targetUserID}
-		if err := rows.Scan(&s.TargetKeyID, &s.SignerUserID, &s.SignerKeyID, &s.Signature); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+		ORDER BY target_key_id, signer_user_id, signer_key_id`, func(rows *sql.Rows, s *KeySignature) error {
+		s.TargetUserID = targetUserID
+		return rows.Scan(&s.TargetKeyID, &s.SignerUserID, &s.SignerKeyID, &s.Signature)
+	}, targetUserID, viewer)
 }
 
 // AppendDeviceListChange records that a user's devices or keys changed and
@@ -359,26 +320,18 @@ func streamHead(ctx context.Context, q Reader, stream string) (int64, error) {
 // DeviceListChanges lists the users whose device list changed in positions
 // (from, to] and who are userID or share a joined room with userID.
 func DeviceListChanges(ctx context.Context, q Reader, userID string, from, to int64) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT DISTINCT s.user_id FROM device_list_stream s
+	return orEmpty(queryColumn[string](ctx, q, "listing device-list changes", `SELECT DISTINCT s.user_id FROM device_list_stream s
 		WHERE s.position > $1 AND s.position <= $2 AND (s.user_id = $3 OR s.user_id IN (
 			SELECT o.state_key FROM current_state me JOIN current_state o ON o.room_id = me.room_id
 			WHERE me.type = 'm.room.member' AND me.state_key = $3 AND me.membership = 'join'
 				AND o.type = 'm.room.member' AND o.membership = 'join'))
-		ORDER BY s.user_id`, from, to, userID)
-	if err != nil {
-		return nil, fmt.Errorf("listing device-list changes: %w", err)
-	}
-	return scanStrings(rows)
+		ORDER BY s.user_id`, from, to, userID))
 }
 
 // UsersSharingRoomWith lists the users joined to any room userID is joined
 // to, userID included.
 func UsersSharingRoomWith(ctx context.Context, q Reader, userID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT CAST($1 AS TEXT) UNION SELECT o.state_key FROM current_state me JOIN current_state o ON o.room_id = me.room_id
+	return orEmpty(queryColumn[string](ctx, q, "listing users sharing a room", `SELECT CAST($1 AS TEXT) UNION SELECT o.state_key FROM current_state me JOIN current_state o ON o.room_id = me.room_id
 		WHERE me.type = 'm.room.member' AND me.state_key = $1 AND me.membership = 'join'
-			AND o.type = 'm.room.member' AND o.membership = 'join'`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("listing users sharing a room: %w", err)
-	}
-	return scanStrings(rows)
+			AND o.type = 'm.room.member' AND o.membership = 'join'`, userID))
 }

@@ -150,23 +150,10 @@ func SetMediaQuarantined(ctx context.Context, tx *sql.Tx, serverName, mediaID st
 // DeleteMedia removes a media item and its thumbnails and returns the file
 // hashes they referenced, for the caller to remove once unreferenced.
 func DeleteMedia(ctx context.Context, tx *sql.Tx, serverName, mediaID string) ([]string, error) {
-	var hashes []string
-	rows, err := tx.QueryContext(ctx, `SELECT sha256 FROM media WHERE server_name = $1 AND media_id = $2 AND sha256 IS NOT NULL
+	hashes, err := queryColumn[string](ctx, tx, "listing media files", `SELECT sha256 FROM media WHERE server_name = $1 AND media_id = $2 AND sha256 IS NOT NULL
 		UNION SELECT sha256 FROM media_thumbnails WHERE server_name = $1 AND media_id = $2`, serverName, mediaID)
 	if err != nil {
-		return nil, fmt.Errorf("listing media files: %w", err)
-	}
-	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("listing media files: %w", err)
-		}
-		hashes = append(hashes, h)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing media files: %w", err)
+		return nil, err
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM media_thumbnails WHERE server_name = $1 AND media_id = $2`, serverName, mediaID); err != nil {
 		return nil, fmt.Errorf("deleting thumbnails: %w", err)

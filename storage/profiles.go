@@ -38,20 +38,17 @@ func getProfile(ctx context.Context, q Reader, userID string) (Profile, error) {
 	if avatar.Valid {
 		p.AvatarURL = &avatar.String
 	}
-	rows, err := q.QueryContext(ctx, `SELECT field_key, value FROM profile_fields WHERE user_id = $1`, userID)
-	if err != nil {
-		return p, fmt.Errorf("loading profile fields: %w", err)
-	}
-	defer rows.Close()
 	p.Fields = map[string][]byte{}
-	for rows.Next() {
-		var k, v string
-		if err := rows.Scan(&k, &v); err != nil {
-			return p, fmt.Errorf("loading profile fields: %w", err)
-		}
-		p.Fields[k] = []byte(v)
-	}
-	return p, rows.Err()
+	err = queryEach(ctx, q, "loading profile fields", `SELECT field_key, value FROM profile_fields WHERE user_id = $1`, []any{userID},
+		func(rows *sql.Rows) error {
+			var k, v string
+			if err := rows.Scan(&k, &v); err != nil {
+				return err
+			}
+			p.Fields[k] = []byte(v)
+			return nil
+		})
+	return p, err
 }
 
 // UpdateProfile is a read-modify-write of a user's profile in one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
 )
 
 // Push notifications: notifications, pushers, the per-pusher delivery queue
@@ -45,39 +46,16 @@ func ReadPositions(ctx context.Context, q Reader, userID, roomID string) (map[st
 // NotificationsAfter returns the user's notifications in a room with
 // positions after pos, in stream order (only the fields counting needs).
 func NotificationsAfter(ctx context.Context, q Reader, userID, roomID string, pos int64) ([]Notification, error) {
-	rows, err := q.QueryContext(ctx, `SELECT stream_pos, thread_id, highlight FROM notifications
-		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3 ORDER BY stream_pos`, userID, roomID, pos)
-	if err != nil {
-		return nil, fmt.Errorf("loading notifications: %w", err)
-	}
-	defer rows.Close()
-	var out []Notification
-	for rows.Next() {
-		n := Notification{UserID: userID, RoomID: roomID}
-		if err := rows.Scan(&n.StreamPos, &n.ThreadID, &n.Highlight); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return queryList(ctx, q, "loading notifications", `SELECT stream_pos, thread_id, highlight FROM notifications
+		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3 ORDER BY stream_pos`, func(rows *sql.Rows, n *Notification) error {
+		n.UserID, n.RoomID = userID, roomID
+		return rows.Scan(&n.StreamPos, &n.ThreadID, &n.Highlight)
+	}, userID, roomID, pos)
 }
 
 // RoomsWithNotifications lists the rooms where the user has notifications.
 func RoomsWithNotifications(ctx context.Context, q Reader, userID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT DISTINCT room_id FROM notifications WHERE user_id = $1`, userID)
-	if err != nil {
-		return nil, fmt.Errorf("listing rooms with notifications: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return queryColumn[string](ctx, q, "listing rooms with notifications", `SELECT DISTINCT room_id FROM notifications WHERE user_id = $1`, userID)
 }
 
 // ListNotifications returns up to limit of the user's notifications with
@@ -88,20 +66,10 @@ func ListNotifications(ctx context.Context, q Reader, userID string, before int6
 	if onlyHighlight {
 		query += ` AND highlight`
 	}
-	rows, err := q.QueryContext(ctx, query+` ORDER BY id DESC LIMIT $3`, userID, before, limit)
-	if err != nil {
-		return nil, fmt.Errorf("listing notifications: %w", err)
-	}
-	defer rows.Close()
-	var out []Notification
-	for rows.Next() {
-		n := Notification{UserID: userID}
-		if err := rows.Scan(&n.ID, &n.RoomID, &n.EventID, &n.StreamPos, &n.ThreadID, &n.Highlight, &n.Actions, &n.TS); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return queryList(ctx, q, "listing notifications", query+` ORDER BY id DESC LIMIT $3`, func(rows *sql.Rows, n *Notification) error {
+		n.UserID = userID
+		return rows.Scan(&n.ID, &n.RoomID, &n.EventID, &n.StreamPos, &n.ThreadID, &n.Highlight, &n.Actions, &n.TS)
+	}, userID, before, limit)
 }
 
 // Pusher is one pusher (POST /pushers/set).
@@ -124,21 +92,10 @@ type Pusher struct {
 const pusherColumns = `id, user_id, device_id, kind, app_id, pushkey, pushkey_ts, app_display_name, device_display_name, profile_tag, lang, data, sent_id`
 
 func queryPushers(ctx context.Context, q Reader, query string, args ...any) ([]Pusher, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("loading pushers: %w", err)
-	}
-	defer rows.Close()
-	var out []Pusher
-	for rows.Next() {
-		var p Pusher
-		if err := rows.Scan(&p.ID, &p.UserID, &p.DeviceID, &p.Kind, &p.AppID, &p.PushKey, &p.PushKeyTS, &p.AppDisplayName,
-			&p.DeviceDisplayName, &p.ProfileTag, &p.Lang, &p.Data, &p.SentID); err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
+	return queryList(ctx, q, "loading pushers", query, func(rows *sql.Rows, p *Pusher) error {
+		return rows.Scan(&p.ID, &p.UserID, &p.DeviceID, &p.Kind, &p.AppID, &p.PushKey, &p.PushKeyTS, &p.AppDisplayName,
+			&p.DeviceDisplayName, &p.ProfileTag, &p.Lang, &p.Data, &p.SentID)
+	}, args...)
 }
 
 // PushersOfUser lists a user's pushers in creation order.
@@ -205,24 +162,11 @@ func PusherVersions(ctx context.Context, q Reader, userIDs []string) (map[string
 		for i, u := range chunk {
 			args[i] = u
 		}
-		rows, err := q.QueryContext(ctx, `SELECT user_id, version FROM pusher_versions WHERE user_id IN (`+placeholders(1, len(chunk))+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("loading pusher versions: %w", err)
-		}
-		for rows.Next() {
-			var u string
-			var v int64
-			if err := rows.Scan(&u, &v); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[u] = v
-		}
-		err = rows.Err()
-		rows.Close()
+		versions, err := queryMap[string, int64](ctx, q, "loading pusher versions", `SELECT user_id, version FROM pusher_versions WHERE user_id IN (`+placeholders(1, len(chunk))+`)`, args...)
 		if err != nil {
 			return nil, err
 		}
+		maps.Copy(out, versions)
 	}
 	return out, nil
 }
@@ -257,20 +201,10 @@ func DeleteDevicePushers(ctx context.Context, tx *sql.Tx, userID string, deviceI
 }
 
 func deletePushersWhere(ctx context.Context, tx *sql.Tx, where string, args ...any) error {
-	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT user_id FROM pushers WHERE `+where, args...)
+	users, err := queryColumn[string](ctx, tx, "finding pushers", `SELECT DISTINCT user_id FROM pushers WHERE `+where, args...)
 	if err != nil {
-		return fmt.Errorf("finding pushers: %w", err)
+		return err
 	}
-	var users []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			rows.Close()
-			return err
-		}
-		users = append(users, u)
-	}
-	rows.Close()
 	if _, err := tx.ExecContext(ctx, `DELETE FROM pushers WHERE `+where, args...); err != nil {
 		return fmt.Errorf("deleting pushers: %w", err)
 	}
@@ -371,21 +305,10 @@ func EnqueuePush(ctx context.Context, tx *sql.Tx, p QueuedPush) error {
 
 // NextPushes returns the oldest of the user's queued pushes after id.
 func NextPushes(ctx context.Context, q Reader, userID string, after int64, limit int) ([]QueuedPush, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, user_id, room_id, stream_pos, thread_id, body, actions, not_before FROM push_queue
-		WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3`, userID, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("loading push queue: %w", err)
-	}
-	defer rows.Close()
-	var out []QueuedPush
-	for rows.Next() {
-		var p QueuedPush
-		if err := rows.Scan(&p.ID, &p.UserID, &p.RoomID, &p.StreamPos, &p.ThreadID, &p.Body, &p.Actions, &p.NotBefore); err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, rows.Err()
+	return queryList(ctx, q, "loading push queue", `SELECT id, user_id, room_id, stream_pos, thread_id, body, actions, not_before FROM push_queue
+		WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3`, func(rows *sql.Rows, p *QueuedPush) error {
+		return rows.Scan(&p.ID, &p.UserID, &p.RoomID, &p.StreamPos, &p.ThreadID, &p.Body, &p.Actions, &p.NotBefore)
+	}, userID, after, limit)
 }
 
 // PushersWithQueue lists the http pushers that have undelivered pushes,
@@ -415,18 +338,5 @@ func SetPushProgress(ctx context.Context, tx *sql.Tx, pos int64) error {
 // EventIDsAfter lists the IDs of events with positions after pos, in
 // stream order, at most limit.
 func EventIDsAfter(ctx context.Context, q Reader, pos int64, limit int) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT event_id FROM events WHERE stream_pos > $1 AND NOT outlier ORDER BY stream_pos LIMIT $2`, pos, limit)
-	if err != nil {
-		return nil, fmt.Errorf("listing events: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return queryColumn[string](ctx, q, "listing events", `SELECT event_id FROM events WHERE stream_pos > $1 AND NOT outlier ORDER BY stream_pos LIMIT $2`, pos, limit)
 }

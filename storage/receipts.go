@@ -47,39 +47,15 @@ func (db *DB) PutReceipt(ctx context.Context, rc Receipt) (int64, error) {
 
 // ReceiptsSince returns a room's receipts with positions in (from, to].
 func (db *DB) ReceiptsSince(ctx context.Context, roomID string, from, to int64) ([]Receipt, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT stream_pos, room_id, user_id, receipt_type, thread_id, event_id, ts
-		FROM receipts WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 ORDER BY stream_pos`, roomID, from, to)
-	if err != nil {
-		return nil, fmt.Errorf("loading receipts: %w", err)
-	}
-	defer rows.Close()
-	var out []Receipt
-	for rows.Next() {
-		var rc Receipt
-		if err := rows.Scan(&rc.StreamPos, &rc.RoomID, &rc.UserID, &rc.Type, &rc.ThreadID, &rc.EventID, &rc.TS); err != nil {
-			return nil, err
-		}
-		out = append(out, rc)
-	}
-	return out, rows.Err()
+	return queryList(ctx, db.read, "loading receipts", `SELECT stream_pos, room_id, user_id, receipt_type, thread_id, event_id, ts
+		FROM receipts WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 ORDER BY stream_pos`, func(rows *sql.Rows, rc *Receipt) error {
+		return rows.Scan(&rc.StreamPos, &rc.RoomID, &rc.UserID, &rc.Type, &rc.ThreadID, &rc.EventID, &rc.TS)
+	}, roomID, from, to)
 }
 
 // RoomsWithReceiptsBetween returns the rooms with receipts in (from, to].
 func (db *DB) RoomsWithReceiptsBetween(ctx context.Context, from, to int64) (map[string]bool, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT DISTINCT room_id FROM receipts WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out[id] = true
-	}
-	return out, rows.Err()
+	return querySet[string](ctx, db.read, "listing rooms with receipts", `SELECT DISTINCT room_id FROM receipts WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
 }
 
 // MaxReceiptPos is the receipt stream's head.

@@ -70,46 +70,8 @@ func ChildIDs(ctx context.Context, q Reader, roomID string, parents []string) ([
 	for _, p := range parents {
 		args = append(args, p)
 	}
-	return queryColumn[string](ctx, q, `SELECT event_id FROM events WHERE room_id = $1 AND `+relationTimeline+`
+	return queryColumn[string](ctx, q, "listing related events", `SELECT event_id FROM events WHERE room_id = $1 AND `+relationTimeline+`
 		AND relates_to IN (`+placeholders(2, len(parents))+`)`, args...)
-}
-
-// queryColumn runs a query of one column and returns its values.
-func queryColumn[T any](ctx context.Context, q Reader, query string, args ...any) ([]T, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("querying: %w", err)
-	}
-	defer rows.Close()
-	var out []T
-	for rows.Next() {
-		var v T
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, rows.Err()
-}
-
-// queryMap runs a query of two columns, key and value, into a map; what
-// names the query in errors.
-func queryMap[K comparable, V any](ctx context.Context, q Reader, what, query string, args ...any) (map[K]V, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	defer rows.Close()
-	out := map[K]V{}
-	for rows.Next() {
-		var k K
-		var v V
-		if err := rows.Scan(&k, &v); err != nil {
-			return nil, fmt.Errorf("%s: %w", what, err)
-		}
-		out[k] = v
-	}
-	return out, rows.Err()
 }
 
 // ThreadSummary is what a thread root's bundled m.thread aggregation needs.
@@ -129,24 +91,23 @@ func ThreadSummaries(ctx context.Context, q Reader, roots []string, viewer strin
 	for _, r := range roots {
 		args = append(args, r)
 	}
-	rows, err := q.QueryContext(ctx, `SELECT relates_to, COUNT(*), MAX(stream_pos), SUM(CASE WHEN sender = $1 THEN 1 ELSE 0 END)
+	err := queryEach(ctx, q, "summarising threads", `SELECT relates_to, COUNT(*), MAX(stream_pos), SUM(CASE WHEN sender = $1 THEN 1 ELSE 0 END)
 		FROM events WHERE rel_type = 'm.thread' AND `+relationTimeline+` AND relates_to IN (`+placeholders(2, len(roots))+`)
-		GROUP BY relates_to`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("summarising threads: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+		GROUP BY relates_to`, args, func(rows *sql.Rows) error {
 		var root string
 		var s ThreadSummary
 		var mine int64
 		if err := rows.Scan(&root, &s.Count, &s.LatestPos, &mine); err != nil {
-			return nil, err
+			return err
 		}
 		s.Participated = mine > 0
 		out[root] = s
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // EventsAtPositions loads events by stream position.
@@ -199,22 +160,11 @@ func Threads(ctx context.Context, q Reader, roomID, participant string, before i
 			OR EXISTS (SELECT 1 FROM events p WHERE p.relates_to = t.relates_to AND p.rel_type = 'm.thread' AND p.sender = $%d AND p.redacted_by IS NULL))`, n, n)
 	}
 	args = append(args, limit)
-	rows, err := q.QueryContext(ctx, `SELECT t.relates_to, MAX(t.stream_pos) AS latest FROM events t
+	return queryList(ctx, q, "listing threads", `SELECT t.relates_to, MAX(t.stream_pos) AS latest FROM events t
 		WHERE t.room_id = $1 AND t.rel_type = 'm.thread' AND NOT t.outlier AND NOT t.rejected AND NOT t.soft_failed AND t.redacted_by IS NULL`+where+`
-		GROUP BY t.relates_to`+having+fmt.Sprintf(` ORDER BY latest DESC LIMIT $%d`, len(args)), args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing threads: %w", err)
-	}
-	defer rows.Close()
-	var out []ThreadRoot
-	for rows.Next() {
-		var t ThreadRoot
-		if err := rows.Scan(&t.RootID, &t.LatestPos); err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+		GROUP BY t.relates_to`+having+fmt.Sprintf(` ORDER BY latest DESC LIMIT $%d`, len(args)), func(rows *sql.Rows, t *ThreadRoot) error {
+		return rows.Scan(&t.RootID, &t.LatestPos)
+	}, args...)
 }
 
 // EventNearTimestamp returns the room's timeline event closest to ts in one

@@ -71,20 +71,9 @@ func RemoteDevicesWithKeys(ctx context.Context, q Reader, userID string, deviceI
 			args = append(args, d)
 		}
 	}
-	rows, err := q.QueryContext(ctx, query+` ORDER BY device_id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing remote devices: %w", err)
-	}
-	defer rows.Close()
-	var out []RemoteDevice
-	for rows.Next() {
-		var d RemoteDevice
-		if err := rows.Scan(&d.DeviceID, &d.DisplayName, &d.KeyJSON); err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return queryList(ctx, q, "listing remote devices", query+` ORDER BY device_id`, func(rows *sql.Rows, d *RemoteDevice) error {
+		return rows.Scan(&d.DeviceID, &d.DisplayName, &d.KeyJSON)
+	}, args...)
 }
 
 // UpsertRemoteCrossSigningKey stores a remote user's master or
@@ -141,24 +130,13 @@ func MembershipChangesBetween(ctx context.Context, q Reader, userID string, from
 	if to <= from {
 		return nil, nil
 	}
-	rows, err := q.QueryContext(ctx, `SELECT e.room_id, e.state_key, e.membership FROM events e
+	return queryList(ctx, q, "listing membership changes", `SELECT e.room_id, e.state_key, e.membership FROM events e
 		WHERE e.type = 'm.room.member' AND e.stream_pos > $1 AND e.stream_pos <= $2
 			AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed AND e.membership IS NOT NULL
 			AND e.room_id IN (SELECT room_id FROM current_state WHERE type = 'm.room.member' AND state_key = $3)
-		ORDER BY e.stream_pos`, from, to, userID)
-	if err != nil {
-		return nil, fmt.Errorf("listing membership changes: %w", err)
-	}
-	defer rows.Close()
-	var out []MembershipChange
-	for rows.Next() {
-		var c MembershipChange
-		if err := rows.Scan(&c.RoomID, &c.UserID, &c.Membership); err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+		ORDER BY e.stream_pos`, func(rows *sql.Rows, c *MembershipChange) error {
+		return rows.Scan(&c.RoomID, &c.UserID, &c.Membership)
+	}, from, to, userID)
 }
 
 // DeviceNames maps each of a local user's devices to its display name

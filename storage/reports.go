@@ -29,19 +29,8 @@ func (db *DB) InsertReport(ctx context.Context, rep ContentReport) error {
 
 // ReportsOfRoom lists the reports about a room and its events, oldest first.
 func ReportsOfRoom(ctx context.Context, q Reader, roomID string) ([]ContentReport, error) {
-	rows, err := q.QueryContext(ctx, `SELECT room_id, event_id, reporter, reason, score FROM content_reports
-		WHERE room_id = $1 ORDER BY report_id`, roomID)
-	if err != nil {
-		return nil, fmt.Errorf("listing reports: %w", err)
-	}
-	defer rows.Close()
-	var out []ContentReport
-	for rows.Next() {
-		var rep ContentReport
-		if err := rows.Scan(&rep.RoomID, &rep.EventID, &rep.Reporter, &rep.Reason, &rep.Score); err != nil {
-			return nil, err
-		}
-		out = append(out, rep)
-	}
-	return out, rows.Err()
+	return queryList(ctx, q, "listing reports", `SELECT room_id, event_id, reporter, reason, score FROM content_reports
+		WHERE room_id = $1 ORDER BY report_id`, func(rows *sql.Rows, rep *ContentReport) error {
+		return rows.Scan(&rep.RoomID, &rep.EventID, &rep.Reporter, &rep.Reason, &rep.Score)
+	}, roomID)
 }

@@ -45,12 +45,8 @@ func TestMigrationsAreIdempotent(t *testing.T) {
 func TestWriteTxRollsBack(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		ctx := context.Background()
-		db, err := storage.Open(ctx, hearthtest.DatabaseURL(t, b), storage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		err = db.WriteTx(ctx, func(tx *sql.Tx) error {
+		db := openDB(t, b)
+		err := db.WriteTx(ctx, func(tx *sql.Tx) error {
 			if err := storage.InsertUser(ctx, tx, storage.User{UserID: "@a:x", Localpart: "a", CreatedTS: 1}, ""); err != nil {
 				return err
 			}
@@ -63,4 +59,15 @@ func TestWriteTxRollsBack(t *testing.T) {
 			t.Fatal("rolled-back user exists")
 		}
 	})
+}
+
+// openDB opens a new empty database on b, closed when the test ends.
+func openDB(t *testing.T, b hearthtest.Backend) *storage.DB {
+	t.Helper()
+	db, err := storage.Open(context.Background(), hearthtest.DatabaseURL(t, b), storage.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
 }

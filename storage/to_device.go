@@ -42,22 +42,11 @@ func InboxSize(ctx context.Context, q Reader, userID, deviceID string) (int, err
 // InboxRange lists a device's messages with positions in (after, upto], in
 // order, at most limit.
 func InboxRange(ctx context.Context, q Reader, userID, deviceID string, after, upto int64, limit int) ([]ToDeviceMessage, error) {
-	rows, err := q.QueryContext(ctx, `SELECT position, sender, type, content FROM to_device_inbox
+	return queryList(ctx, q, "reading inbox", `SELECT position, sender, type, content FROM to_device_inbox
 		WHERE user_id = $1 AND device_id = $2 AND position > $3 AND position <= $4 ORDER BY position LIMIT $5`,
-		userID, deviceID, after, upto, limit)
-	if err != nil {
-		return nil, fmt.Errorf("reading inbox: %w", err)
-	}
-	defer rows.Close()
-	var out []ToDeviceMessage
-	for rows.Next() {
-		var m ToDeviceMessage
-		if err := rows.Scan(&m.Position, &m.Sender, &m.Type, &m.Content); err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+		func(rows *sql.Rows, m *ToDeviceMessage) error {
+			return rows.Scan(&m.Position, &m.Sender, &m.Type, &m.Content)
+		}, userID, deviceID, after, upto, limit)
 }
 
 // DeleteInboxUpTo deletes a device's messages with positions <= upto.
