@@ -93,10 +93,10 @@ func seedPDUs(tb testing.TB) [][]byte {
 		member := build(gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: spec.MRoomMember, StateKey: &sender,
 			Content: []byte(`{"membership":"join","displayname":"Alice \"A\" \\o/"}`), PrevEvents: authOf(create), AuthEvents: authOf(create), Depth: 2})
 		pl := build(gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: spec.MRoomPowerLevels, StateKey: &empty,
-			Content: []byte(`{"users":{"` + sender + `":100},"events":{"m.room.name":50},"notifications":{"room":50},"users_default":0}`),
+			Content:    []byte(`{"users":{"` + sender + `":100},"events":{"m.room.name":50},"notifications":{"room":50},"users_default":0}`),
 			PrevEvents: authOf(member), AuthEvents: authOf(create, member), Depth: 3})
 		build(gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: "m.room.message",
-			Content: []byte(`{"msgtype":"m.text","body":"hello ☃","m.mentions":{},"n":9007199254740991,"neg":-9007199254740991}`),
+			Content:    []byte(`{"msgtype":"m.text","body":"hello ☃","m.mentions":{},"n":9007199254740991,"neg":-9007199254740991}`),
 			PrevEvents: authOf(pl), AuthEvents: authOf(create, member, pl), Depth: 4})
 	}
 	return out
