@@ -412,7 +412,10 @@ func compileGlob(pattern string, words bool) *glob {
 	var b strings.Builder
 	b.WriteString("(?is)")
 	if words {
-		b.WriteString(`(?:^|[^a-z0-9_])`)
+		// Word characters are ASCII letters, digits and _, compared with
+		// case folding off: under (?i), [a-z] also holds the Kelvin sign
+		// and the long s, which would count as letters.
+		b.WriteString(`(?:^|(?-i:[^A-Za-z0-9_]))`)
 	} else {
 		b.WriteString("^")
 	}
@@ -427,7 +430,7 @@ func compileGlob(pattern string, words bool) *glob {
 		}
 	}
 	if words {
-		b.WriteString(`(?:[^a-z0-9_]|$)`)
+		b.WriteString(`(?:(?-i:[^A-Za-z0-9_])|$)`)
 	} else {
 		b.WriteString("$")
 	}
