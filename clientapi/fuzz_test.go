@@ -10,7 +10,35 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/hearth-matrix/hearth/mxhttp"
 )
+
+// tokenDepth is the nesting depth of valid JSON b, by the decoder.
+func tokenDepth(b []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	depth, max := 0, 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return max
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+			max = maxInt(max, depth)
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+	}
+}
+
+func maxInt(a, b int) int {
+	if a > b {
+		return a
+	}
+	return b
+}
 
 // FuzzReadContent: event content that readContent (PUT /send and /state)
 // accepts is a JSON object of at most 64 KiB that passes the strict
@@ -18,7 +46,8 @@ import (
 // must be at least as strict as gomatrixserverlib's, or a client could
 // make events other servers refuse), and an event built with it either
 // fails to build (a 400) or parses back, as a remote server would read
-// it, with the same content.
+// it, with the same content. It nests at most MaxJSONDepth deep: the
+// canonical JSON of deeper events takes seconds.
 func FuzzReadContent(f *testing.F) {
 	for _, s := range []string{
 		`{"msgtype":"m.text","body":"hello"}`, `{"body":"☃ \u2603 \ud83d\ude00","format":"org.matrix.custom.html","formatted_body":"<b>x</b>"}`,
@@ -37,6 +66,9 @@ func FuzzReadContent(f *testing.F) {
 		}
 		if len(content) == 0 || content[0] != '{' || !json.Valid(content) || len(body) > 65536 {
 			t.Fatalf("accepted %q as content %q", body, content)
+		}
+		if d := tokenDepth(content); d > mxhttp.MaxJSONDepth || d != mxhttp.JSONDepth(content) {
+			t.Fatalf("accepted content nested %d deep (JSONDepth says %d)", d, mxhttp.JSONDepth(content))
 		}
 		if _, err := gomatrixserverlib.EnforcedCanonicalJSON(content, gomatrixserverlib.RoomVersionV11); err != nil {
 			t.Fatalf("accepted %q, which room version 11 refuses: %v", body, err)

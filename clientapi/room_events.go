@@ -39,6 +39,9 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 	if err := checkCanonicalNumbers(body); err != nil {
 		return nil, err
 	}
+	if mxhttp.JSONDepth(body) > mxhttp.MaxJSONDepth {
+		return nil, mxhttp.BadJSON("Event content nests deeper than %d levels", mxhttp.MaxJSONDepth)
+	}
 	return json.RawMessage(bytes.TrimSpace(body)), nil
 }
 

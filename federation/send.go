@@ -77,6 +77,10 @@ func (a *API) receivePDU(ctx context.Context, origin spec.ServerName, raw json.R
 	var head struct {
 		RoomID string `json:"room_id"`
 	}
+	if mxhttp.JSONDepth(raw) > mxhttp.MaxJSONDepth {
+		a.log.Info("dropping PDU nested too deeply", "origin", origin)
+		return "", fclient.PDUResult{}, false
+	}
 	if err := json.Unmarshal(raw, &head); err != nil || head.RoomID == "" {
 		a.log.Info("dropping PDU without room_id", "origin", origin)
 		return "", fclient.PDUResult{}, false

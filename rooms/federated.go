@@ -12,6 +12,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -152,6 +153,9 @@ func (r *Rooms) receiveOutOfRoom(ctx context.Context, origin spec.ServerName, pd
 
 // parseRemote parses and signature-checks a remote event.
 func (r *Rooms) parseRemote(ctx context.Context, ver gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	if mxhttp.JSONDepth(raw) > mxhttp.MaxJSONDepth {
+		return nil, fmt.Errorf("invalid event: JSON nests deeper than %d levels", mxhttp.MaxJSONDepth)
+	}
 	pdu, err := ver.NewEventFromUntrustedJSON(raw)
 	var verr gomatrixserverlib.EventValidationError
 	if errors.As(err, &verr) && verr.Persistable && pdu != nil {
