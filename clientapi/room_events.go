@@ -66,7 +66,7 @@ func checkCanonicalNumbers(body []byte) error {
 		if err != nil {
 			return mxhttp.BadJSON("Number %s is not an integer; canonical JSON allows only integers", n)
 		}
-		if i > 1<<53-1 || i < -(1<<53-1) {
+		if i > 1<<53-1 || i < -(1<<53-1) || n == "-0" {
 			return mxhttp.BadJSON("Number %s is outside the range canonical JSON allows", n)
 		}
 	}
