@@ -39,6 +39,9 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 	if err := checkCanonicalNumbers(body); err != nil {
 		return nil, err
 	}
+	if mxhttp.HasLoneSurrogate(body) {
+		return nil, mxhttp.BadJSON("Event content holds half a UTF-16 surrogate pair")
+	}
 	if mxhttp.JSONDepth(body) > mxhttp.MaxJSONDepth {
 		return nil, mxhttp.BadJSON("Event content nests deeper than %d levels", mxhttp.MaxJSONDepth)
 	}
