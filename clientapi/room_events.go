@@ -33,6 +33,12 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 	if err := checkCanonicalNumbers(body); err != nil {
 		return nil, err
 	}
+	if mxhttp.HasLoneSurrogate(body) {
+		return nil, mxhttp.BadJSON("Event content holds half a UTF-16 surrogate pair")
+	}
+	if mxhttp.JSONDepth(body) > mxhttp.MaxJSONDepth {
+		return nil, mxhttp.BadJSON("Event content nests deeper than %d levels", mxhttp.MaxJSONDepth)
+	}
 	return json.RawMessage(bytes.TrimSpace(body)), nil
 }
 
@@ -57,7 +63,7 @@ func checkCanonicalNumbers(body []byte) error {
 		if err != nil {
 			return mxhttp.BadJSON("Number %s is not an integer; canonical JSON allows only integers", n)
 		}
-		if i > 1<<53-1 || i < -(1<<53-1) {
+		if i > 1<<53-1 || i < -(1<<53-1) || n == "-0" {
 			return mxhttp.BadJSON("Number %s is outside the range canonical JSON allows", n)
 		}
 	}

@@ -483,7 +483,8 @@ func ValidServerName(name string) error {
 	}
 	if port != "" || strings.HasSuffix(name, ":") {
 		n, err := strconv.Atoi(port)
-		if err != nil || n < 1 || n > 65535 {
+		// 1*5DIGIT: Atoi alone would take a sign and any number of zeros.
+		if err != nil || n < 1 || n > 65535 || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
 			return fmt.Errorf("%q has an invalid port", name)
 		}
 	}

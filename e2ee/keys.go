@@ -10,8 +10,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/matrix-org/gomatrixserverlib"
-
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -43,7 +41,7 @@ func parseKeyMap(m map[string]json.RawMessage, what string) ([]keyUpload, error)
 		if !ok || alg == "" || id == "" {
 			return nil, mxhttp.BadJSON("%s: key name %q must be <algorithm>:<key_id>", what, name)
 		}
-		c, err := gomatrixserverlib.CanonicalJSON(v)
+		c, err := canonicalJSON(v)
 		if err != nil || len(c) == 0 || (c[0] != '{' && c[0] != '"') {
 			return nil, mxhttp.BadJSON("%s: key %q must be a string or a JSON object", what, name)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -38,12 +39,46 @@ func parseSigned(raw json.RawMessage, what string) (*signedObject, error) {
 		}
 	}
 	b, _ := json.Marshal(stripped)
-	c, err := gomatrixserverlib.CanonicalJSON(b)
+	c, err := canonicalJSON(b)
 	if err != nil {
 		return nil, mxhttp.BadJSON("%s is not canonical JSON: %v", what, err)
 	}
 	o.canonical = c
 	return o, nil
+}
+
+// canonicalJSON is gomatrixserverlib.CanonicalJSON for what we store,
+// refusing the objects it mangles: it writes object keys unescaped, so a
+// key holding a quote, a backslash or a control character comes out as
+// invalid JSON (which every later response embedding it fails on) or as
+// another key.
+func canonicalJSON(b []byte) ([]byte, error) {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, err
+	}
+	if !plainKeys(v) {
+		return nil, errors.New("an object key holds a quote, a backslash or a control character")
+	}
+	return gomatrixserverlib.CanonicalJSON(b)
+}
+
+func plainKeys(v any) bool {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if strings.ContainsAny(k, `"\`) || strings.ContainsFunc(k, func(r rune) bool { return r < 0x20 }) || !plainKeys(e) {
+				return false
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if !plainKeys(e) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // sameContent reports whether o, without signatures, equals a stored key.

@@ -409,7 +409,10 @@ func compileGlob(p string, words bool) *pattern {
 	if !words {
 		return &pattern{glob: p}
 	}
-	re, err := regexp.Compile(`(?is)(?:^|[^a-z0-9_])` + glob.Regexp(p) + `(?:[^a-z0-9_]|$)`)
+	// Word characters are ASCII letters, digits and _, compared with case
+	// folding off: under (?i), [a-z] also holds the Kelvin sign and the
+	// long s, which would count as letters.
+	re, err := regexp.Compile(`(?is)(?:^|(?-i:[^A-Za-z0-9_]))` + glob.Regexp(p) + `(?:(?-i:[^A-Za-z0-9_])|$)`)
 	if err != nil {
 		re = regexp.MustCompile(`\A\z.`) // never matches
 	}

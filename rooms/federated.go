@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
 
+	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -176,8 +177,13 @@ func (r *Rooms) parseRemote(ctx context.Context, ver gomatrixserverlib.IRoomVers
 	return pdu, nil
 }
 
-// parsePDU parses a remote event for its room's version.
+// parsePDU parses a remote event for its room's version. JSON nested
+// deeper than anything a real event needs is refused before the library's
+// canonical-JSON checks, whose cost grows steeply with depth.
 func parsePDU(ver gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	if mxhttp.JSONDepth(raw) > mxhttp.MaxJSONDepth {
+		return nil, fmt.Errorf("invalid event: JSON nests deeper than %d levels", mxhttp.MaxJSONDepth)
+	}
 	pdu, err := ver.NewEventFromUntrustedJSON(raw)
 	var verr gomatrixserverlib.EventValidationError
 	if errors.As(err, &verr) && verr.Persistable && pdu != nil {
