@@ -5,6 +5,7 @@
 //	hearth register-user ...    create an account
 //	hearth registration-token   create, list or revoke registration tokens
 //	hearth media ...            quarantine or delete media
+//	hearth healthcheck          exit 0 when a running server is healthy
 //	hearth version              print the version
 //	hearth help                 list the subcommands
 package main
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return registrationToken(ctx, args, stdout, stderr)
 	case "media":
 		return mediaCommand(ctx, args, stdout, stderr)
+	case "healthcheck":
+		return healthcheck(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "hearth", versionString())
 		return nil
@@ -73,6 +76,7 @@ const usage = `Usage:
   hearth registration-token list --config FILE [--valid true|false]
   hearth registration-token revoke --config FILE --token T
   hearth media quarantine|unquarantine|delete --config FILE mxc://SERVER/ID
+  hearth healthcheck [--url http://127.0.0.1:8008/health]
   hearth version
   hearth help
 

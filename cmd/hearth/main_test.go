@@ -231,10 +231,24 @@ func TestHelpListsSubcommands(t *testing.T) {
 		if err := run(context.Background(), args, &out, &errOut); err != nil {
 			t.Fatalf("hearth %v: %v", args, err)
 		}
-		for _, sub := range []string{"serve", "generate-config", "register-user", "registration-token", "media", "version", "help"} {
+		for _, sub := range []string{"serve", "generate-config", "register-user", "registration-token", "media", "healthcheck", "version", "help"} {
 			if !strings.Contains(out.String(), "hearth "+sub) && !strings.Contains(out.String(), "hearth ["+sub+"]") {
 				t.Errorf("hearth %v does not list %s:\n%s", args, sub, out.String())
 			}
 		}
+	}
+}
+
+// healthcheck succeeds against a server that answers /health and fails,
+// saying so, against one that does not.
+func TestHealthcheck(t *testing.T) {
+	hs := hearthtest.NewServer(t, hearthtest.SQLite, nil)
+	var out, errOut strings.Builder
+	if err := run(context.Background(), []string{"healthcheck", "--url", hs.URL + "/health"}, &out, &errOut); err != nil {
+		t.Fatalf("healthcheck of a running server: %v", err)
+	}
+	err := run(context.Background(), []string{"healthcheck", "--url", hs.URL + "/_matrix/client/v3/nothing", "--timeout", "2s"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("healthcheck of a missing endpoint: %v, want a 404 error", err)
 	}
 }
