@@ -1,6 +1,8 @@
 package clientapi_test
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -370,6 +372,51 @@ func TestDelayedEventsSurviveRestart(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 		if n := alice.countTimeline(t, roomID, "com.example.test", "n", "restart"); n != 1 {
 			t.Fatalf("the delayed event was sent %d times, want 1", n)
+		}
+	})
+}
+
+// A process that dies between sending a delayed event and finalising its
+// row leaves the row claimed (sending): the next scheduler takes the claim
+// again, and the room core answers the event already sent for the
+// delay_id's transaction, so the event is not sent twice. A claim left
+// before the send (the event never sent) is sent then, once.
+func TestDelayedEventsClaimLeftByCrash(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, _, roomID := delayedRoom(t, hs)
+		schedule := func(value string, delay int) string {
+			r := alice.do(t, "PUT", delayedSendPath(roomID, "com.example.test", value, delay), map[string]any{"n": value})
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			return r.JSON["delay_id"].(string)
+		}
+		sent := schedule("sent-then-crash", 100000)
+		hearthtest.Expect(t, delayedAction(t, hs, sent, "send", ""), http.StatusOK, "")
+		first := alice.do(t, "GET", delayedBase+"/"+sent, nil).JSON["event_id"]
+		unsent := schedule("claimed-then-crash", 100000)
+		ctx := context.Background()
+		// As the crash left them: claimed, not finalised.
+		err := hs.DB.WriteTx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `UPDATE delayed_events SET status = 'sending', claimed_ts = 1, event_id = NULL, finalised_ts = NULL
+				WHERE delay_id IN ($1, $2)`, sent, unsent)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs.Restart(t)
+		waitDelayed(t, 5*time.Second, "the claims taken again", func() bool {
+			a := alice.do(t, "GET", delayedBase+"/"+sent, nil)
+			u := alice.do(t, "GET", delayedBase+"/"+unsent, nil)
+			return a.JSON["finalised_ts"] != nil && u.JSON["finalised_ts"] != nil
+		})
+		if again := alice.do(t, "GET", delayedBase+"/"+sent, nil).JSON["event_id"]; again != first {
+			t.Fatalf("the retaken claim finalised as %v, want the event first sent, %v", again, first)
+		}
+		for _, v := range []string{"sent-then-crash", "claimed-then-crash"} {
+			if n := alice.countTimeline(t, roomID, "com.example.test", "n", v); n != 1 {
+				t.Fatalf("%s is in the room %d times, want 1", v, n)
+			}
 		}
 	})
 }
