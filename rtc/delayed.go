@@ -340,6 +340,7 @@ const (
 	// scheduler takes it again (its process died during a send action).
 	staleClaim = time.Minute
 	dueBatch   = 100
+	minWait    = 20 * time.Millisecond
 )
 
 func (d *Delayed) run(ctx context.Context) {
@@ -367,8 +368,10 @@ func (d *Delayed) run(ctx context.Context) {
 				wait = until
 			}
 		}
-		if wait <= 0 {
-			continue
+		if wait < minWait {
+			// Due already (it came due while sendDue ran, or the store
+			// failed): look again soon, but never spin.
+			wait = minWait
 		}
 		t := time.NewTimer(wait)
 		select {
