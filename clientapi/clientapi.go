@@ -20,6 +20,7 @@ import (
 	"github.com/hearth-matrix/hearth/push"
 	"github.com/hearth-matrix/hearth/ratelimit"
 	"github.com/hearth-matrix/hearth/rooms"
+	"github.com/hearth-matrix/hearth/rtc"
 	"github.com/hearth-matrix/hearth/storage"
 	"github.com/hearth-matrix/hearth/syncstream"
 )
@@ -38,6 +39,7 @@ type API struct {
 	fed      Federation
 	push     *push.Push
 	appsvc   *appservice.Pusher
+	delayed  *rtc.Delayed
 	log      *slog.Logger
 	version  string
 	limits   limits
@@ -103,6 +105,8 @@ type Deps struct {
 	Push     *push.Push
 	// AppServices are the registered application services.
 	AppServices *appservice.Pusher
+	// Delayed schedules and sends delayed events (MSC4140).
+	Delayed *rtc.Delayed
 	// Federation answers questions only other servers can; nil: none.
 	Federation Federation
 	Log        *slog.Logger
@@ -136,6 +140,6 @@ type Federation interface {
 // New returns the client API over d.
 func New(d Deps) *API {
 	return &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
-		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, appsvc: d.AppServices, log: d.Log, version: d.Version,
+		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, appsvc: d.AppServices, delayed: d.Delayed, log: d.Log, version: d.Version,
 		limits: newLimits(d.Config), adminNonces: newNonceStore()}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/rooms"
+	"github.com/hearth-matrix/hearth/rtc"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -88,6 +89,20 @@ func (a *API) requireJoined(r *http.Request, roomID, userID string) error {
 // PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
 func (a *API) sendMessage(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, evType, txnID := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "txnId")
+	delay, delayed, err := a.delayed.ParseDelay(r)
+	if err != nil {
+		return nil, err
+	}
+	if delayed {
+		// A retry of the transaction answers the first delay_id, whatever
+		// its body (MSC4140's Complement tests retry without one).
+		if id, ok, err := a.delayed.ByTxn(r.Context(), c.UserID, c.DeviceID, delayedTxn(roomID, evType, txnID)); err != nil || ok {
+			if err != nil {
+				return nil, err
+			}
+			return map[string]string{"delay_id": id}, nil
+		}
+	}
 	if a.rateLimited(c) {
 		if err := a.limit(r, a.limits.message, c.UserID); err != nil {
 			return nil, err
@@ -103,6 +118,10 @@ func (a *API) sendMessage(r *http.Request, c accounts.Caller) (any, error) {
 	}
 	if len(evType) > 255 {
 		return nil, mxhttp.BadJSON("Event type is longer than 255 bytes")
+	}
+	if delayed {
+		return a.scheduleDelayed(r, c, rtc.Request{UserID: c.UserID, DeviceID: c.DeviceID, Txn: delayedTxn(roomID, evType, txnID),
+			RoomID: roomID, Type: evType, Content: content, DelayMS: delay})
 	}
 	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{
 		Sender: c.UserID, Type: evType, Content: content,
@@ -125,6 +144,10 @@ func (a *API) roomError(r *http.Request, roomID string, err error) error {
 // PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
 func (a *API) putState(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, evType, stateKey := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "stateKey")
+	delay, delayed, err := a.delayed.ParseDelay(r)
+	if err != nil {
+		return nil, err
+	}
 	ts, err := massagedTS(r, c)
 	if err != nil {
 		return nil, err
@@ -162,6 +185,10 @@ func (a *API) putState(r *http.Request, c accounts.Caller) (any, error) {
 		if err := a.checkCanonicalAlias(r, roomID, content); err != nil {
 			return nil, err
 		}
+	}
+	if delayed {
+		return a.scheduleDelayed(r, c, rtc.Request{UserID: c.UserID, DeviceID: c.DeviceID,
+			RoomID: roomID, Type: evType, StateKey: &stateKey, Content: content, DelayMS: delay})
 	}
 	// Sending the same state again is a no-op that returns the existing event.
 	if cur, err := a.rooms.CurrentState(r.Context(), roomID); err == nil {

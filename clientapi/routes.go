@@ -147,6 +147,9 @@ func (a *API) routes() []route {
 		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}", user, a.putState},
 		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}/", user, a.putState}, // empty state key
 		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}/{stateKey}", user, a.putState},
+		{"POST", msc4140 + "/delayed_events/{delayId}/{action}", public, a.delayedEventAction},
+		{"GET", msc4140 + "/delayed_events", user, a.listDelayedEvents},
+		{"GET", msc4140 + "/delayed_events/{delayId}", user, a.getDelayedEvent},
 		{"GET", v3 + "/rooms/{roomId}/state/{eventType}", user, a.getState},
 		{"GET", v3 + "/rooms/{roomId}/state/{eventType}/", user, a.getState},
 		{"GET", v3 + "/rooms/{roomId}/state/{eventType}/{stateKey}", user, a.getState},

@@ -163,6 +163,11 @@ type Config struct {
 	// Presence turns presence (online/unavailable/offline) on or off.
 	Presence bool `yaml:"presence" env:"HEARTH_PRESENCE"`
 
+	// MaxEventDelayMS is the longest delay a client may schedule a delayed
+	// event with (MSC4140, MatrixRTC's "hang up" events); 0 turns delayed
+	// events off.
+	MaxEventDelayMS int64 `yaml:"max_event_delay_ms" env:"HEARTH_MAX_EVENT_DELAY_MS"`
+
 	LogLevel  string `yaml:"log_level" env:"HEARTH_LOG_LEVEL"`
 	LogFormat string `yaml:"log_format" env:"HEARTH_LOG_FORMAT"`
 }
@@ -197,6 +202,7 @@ func Default() Config {
 		ThumbnailSizes:           []string{"32x32 crop", "96x96 crop", "320x240 scale", "640x480 scale", "800x600 scale"},
 		LegacyMedia:              LegacyMediaBeforeSwitch,
 		Presence:                 true,
+		MaxEventDelayMS:          24 * 60 * 60 * 1000,
 
 		LogLevel:  "info",
 		LogFormat: "text",
@@ -398,6 +404,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PushHoldSeconds < 0 || c.PushHoldSeconds > 300 {
 		return bad("push_hold_seconds", "%d is not between 0 and 300", c.PushHoldSeconds)
+	}
+	if c.MaxEventDelayMS < 0 || c.MaxEventDelayMS > 365*24*60*60*1000 {
+		return bad("max_event_delay_ms", "%d is not between 0 and a year (31536000000)", c.MaxEventDelayMS)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

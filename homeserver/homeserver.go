@@ -30,6 +30,7 @@ import (
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/push"
 	"github.com/hearth-matrix/hearth/rooms"
+	"github.com/hearth-matrix/hearth/rtc"
 	"github.com/hearth-matrix/hearth/serverkey"
 	"github.com/hearth-matrix/hearth/storage"
 	"github.com/hearth-matrix/hearth/syncstream"
@@ -50,6 +51,9 @@ type Server struct {
 	Push     *push.Push
 	// AppServices pushes events to the registered application services.
 	AppServices *appservice.Pusher
+	// Delayed schedules and sends delayed events (MSC4140); its scheduler
+	// runs on the leader only.
+	Delayed *rtc.Delayed
 	// Federation is the server-server side: inbound handlers, the signing
 	// client, the key ring and the send queue.
 	Federation *federation.API
@@ -184,6 +188,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, err
 	}
+	poll := 30 * time.Second
+	if s.relay != nil {
+		poll = time.Second // other processes schedule too
+	}
+	s.Delayed = rtc.NewDelayed(db, s.Rooms, log, rtc.Options{MaxDelay: time.Duration(cfg.MaxEventDelayMS) * time.Millisecond, Poll: poll})
+	s.Rooms.Observe(s.Delayed.Observe)
+	if s.relay != nil {
+		s.Delayed.Scheduled = func() { s.relay.publish(relayMessage{Delayed: true}) }
+	}
 	fedDeps := federation.Deps{Config: cfg, DB: db, Rooms: s.Rooms, Media: s.Media, Key: key, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, AppServices: s.AppServices, Log: log, Version: version}
 	if s.relay != nil {
@@ -199,7 +212,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.E2EE.SetRemote(s.Federation.E2EERemote())
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
-		AppServices: s.AppServices, Log: log, Version: version}).Routes(c)
+		AppServices: s.AppServices, Delayed: s.Delayed, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	// The federation and key APIs also answer on the client listener, as on
@@ -212,7 +225,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Federation.Routes(f)
 	f.Get("/health", s.health)
 	s.federation = f
-	if s.relay != nil {
+	if s.relay == nil {
+		s.Delayed.Start() // one process: it leads
+	} else {
 		if err := s.startCluster(ctx); err != nil {
 			s.Federation.Close()
 			s.AppServices.Close()
@@ -318,6 +333,7 @@ func (s *Server) Close() error {
 		}
 		s.relay.close()
 	}
+	s.Delayed.Stop()
 	s.Presence.Close()
 	s.Typing.Close()
 	s.Federation.Close()

@@ -11,7 +11,8 @@ import (
 
 // leadership elects, among the processes sharing one PostgreSQL database,
 // the one that runs the work that must not run twice: the federation
-// senders and push delivery. The leader holds a session advisory lock on a
+// senders, push delivery, application-service pushes and the delayed
+// events scheduler. The leader holds a session advisory lock on a
 // connection of its own; PostgreSQL releases it when that connection ends,
 // so a leader that dies hands over to the first other process whose next
 // attempt (every leaderRetry) takes the lock; one that stops announces it
@@ -99,7 +100,7 @@ func (l *leadership) attempt() {
 	}
 	if ok {
 		l.leading = true
-		l.log.Info("leading: this process runs the federation senders, push delivery and application-service pushes")
+		l.log.Info("leading: this process runs the federation senders, push delivery, application-service pushes and the delayed events scheduler")
 		l.lead(l.ctx)
 	}
 }

@@ -64,6 +64,9 @@ type relayMessage struct {
 	Dests     []string           `json:"fed,omitempty"`   // destinations with queued federation work
 	PushUsers []string           `json:"push,omitempty"`  // users with queued pushes
 	Typing    *relayedTyping     `json:"typ,omitempty"`
+	// Delayed says a delayed event was scheduled or restarted: the
+	// leader's scheduler looks again.
+	Delayed bool `json:"dly,omitempty"`
 	// SteppedDown says the leader stopped leading: the others try now.
 	SteppedDown bool `json:"down,omitempty"`
 	// AckID asks every process to acknowledge the message once applied,
@@ -393,10 +396,12 @@ func (s *Server) startCluster(ctx context.Context) error {
 			s.Log.Error("starting push delivery", "err", err)
 		}
 		s.AppServices.Start()
+		s.Delayed.Start() // sends what came due meanwhile first
 	}, func() {
 		s.Federation.Queue().Stop()
 		s.Push.StopSending()
 		s.AppServices.Stop()
+		s.Delayed.Stop()
 	})
 	if err != nil {
 		return err
@@ -430,6 +435,8 @@ func (s *Server) applyRelayed(ctx context.Context, m relayMessage) {
 		s.Push.PushesQueued(m.PushUsers) // nothing unless leading
 	case m.SteppedDown:
 		s.leader.tryNow()
+	case m.Delayed:
+		s.Delayed.Kick() // nothing unless leading
 	case m.Typing != nil:
 		s.Typing.Apply(m.Typing.Room, m.Typing.User, m.Typing.Typing, time.Duration(m.Typing.Timeout)*time.Millisecond)
 	}
