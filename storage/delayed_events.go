@@ -100,40 +100,17 @@ func (db *DB) UserDelayedEvents(ctx context.Context, userID string, finalised bo
 			ORDER BY finalised_ts DESC, delay_id LIMIT 1000`
 		args = []any{userID, DelayedSent, DelayedCancelled, DelayedFailed}
 	}
-	rows, err := db.read.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing delayed events: %w", err)
-	}
-	defer rows.Close()
-	out := []DelayedEvent{}
-	for rows.Next() {
-		d, err := scanDelayed(rows)
-		if err != nil {
-			return nil, fmt.Errorf("listing delayed events: %w", err)
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return orEmpty(queryList(ctx, db.read, "listing delayed events", q, func(rows *sql.Rows, d *DelayedEvent) (err error) {
+		*d, err = scanDelayed(rows)
+		return err
+	}, args...))
 }
 
 // DueDelayedEvents are the IDs of scheduled delayed events whose send
 // time is at or before now, earliest first, at most limit.
 func (db *DB) DueDelayedEvents(ctx context.Context, now int64, limit int) ([]string, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT delay_id FROM delayed_events WHERE status = $1 AND send_ts <= $2
-		ORDER BY send_ts, delay_id LIMIT $3`, DelayedScheduled, now, limit)
-	if err != nil {
-		return nil, fmt.Errorf("listing due delayed events: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return queryColumn[string](ctx, db.read, "listing due delayed events", `SELECT delay_id FROM delayed_events
+		WHERE status = $1 AND send_ts <= $2 ORDER BY send_ts, delay_id LIMIT $3`, DelayedScheduled, now, limit)
 }
 
 // NextDelayedSend is the earliest send time of a scheduled delayed event;
@@ -162,21 +139,8 @@ func (db *DB) ClaimDelayedEvent(ctx context.Context, delayID string, now, dueBy 
 // StaleDelayedClaims are the delayed events claimed for sending at or
 // before claimedBy and never finalised: the process sending them stopped.
 func (db *DB) StaleDelayedClaims(ctx context.Context, claimedBy int64) ([]string, error) {
-	rows, err := db.read.QueryContext(ctx, `SELECT delay_id FROM delayed_events WHERE status = $1 AND claimed_ts <= $2
-		ORDER BY send_ts, delay_id`, DelayedSending, claimedBy)
-	if err != nil {
-		return nil, fmt.Errorf("listing stale delayed claims: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return queryColumn[string](ctx, db.read, "listing stale delayed claims", `SELECT delay_id FROM delayed_events
+		WHERE status = $1 AND claimed_ts <= $2 ORDER BY send_ts, delay_id`, DelayedSending, claimedBy)
 }
 
 // RetakeDelayedClaim renews a stale claim (see StaleDelayedClaims); it
