@@ -238,3 +238,16 @@ func TestBodyOverLimitIsTooLargeWhateverTheHandlerSays(t *testing.T) {
 		}
 	}
 }
+
+func TestLoggedPathRedactsDelayIDs(t *testing.T) {
+	for in, want := range map[string]string{
+		"/_matrix/client/unstable/org.matrix.msc4140/delayed_events/syd_abc/send": "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/<redacted>/send",
+		"/_matrix/client/unstable/org.matrix.msc4140/delayed_events/syd_abc":      "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/<redacted>",
+		"/_matrix/client/unstable/org.matrix.msc4140/delayed_events":              "/_matrix/client/unstable/org.matrix.msc4140/delayed_events",
+		"/_matrix/client/v3/sync": "/_matrix/client/v3/sync",
+	} {
+		if got := LoggedPath(in); got != want {
+			t.Errorf("LoggedPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -101,7 +102,7 @@ func Common(base *slog.Logger, bodyLimit func(*http.Request) int64, observe Requ
 			case status == 0:
 				status = http.StatusOK
 			}
-			log.Info("request", "method", r.Method, "path", r.URL.Path, "status", status,
+			log.Info("request", "method", r.Method, "path", LoggedPath(r.URL.Path), "status", status,
 				"bytes", sw.bytes, "ms", strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64), "remote", r.RemoteAddr)
 			if observe != nil {
 				observe(r, routeOf(r), status, d)
@@ -144,4 +145,30 @@ func NotFoundHandler(w http.ResponseWriter, r *http.Request) {
 func MethodNotAllowedHandler(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusMethodNotAllowed, &Error{Status: http.StatusMethodNotAllowed, ErrCode: "M_UNRECOGNIZED",
 		Message: fmt.Sprintf("Method %s is not allowed on %s", r.Method, r.URL.Path)})
+}
+
+// secretSegments are path segments that follow these prefixes and are
+// credentials themselves: an MSC4140 delay ID lets anyone holding it send,
+// cancel or restart the delayed event without an access token.
+var secretSegments = []string{"/org.matrix.msc4140/delayed_events/"}
+
+// LoggedPath is path as the access log writes it: with the segments that
+// are credentials replaced by "<redacted>" (query strings, which may hold
+// access tokens, are never logged).
+func LoggedPath(path string) string {
+	for _, p := range secretSegments {
+		i := strings.Index(path, p)
+		if i < 0 {
+			continue
+		}
+		start := i + len(p)
+		end := strings.IndexByte(path[start:], '/')
+		if end < 0 {
+			end = len(path) - start
+		}
+		if end > 0 {
+			path = path[:start] + "<redacted>" + path[start+end:]
+		}
+	}
+	return path
 }
