@@ -5,6 +5,7 @@
 //	hearth register-user ...    create an account
 //	hearth registration-token   create, list or revoke registration tokens
 //	hearth media ...            quarantine or delete media
+//	hearth migrate-db --to URL  copy a SQLite installation into PostgreSQL
 //	hearth backup --to DIR      a consistent copy while the server runs
 //	hearth restore --from DIR   restore a checked backup into a new data dir
 //	hearth healthcheck          exit 0 when a running server is healthy
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return registrationToken(ctx, args, stdout, stderr)
 	case "media":
 		return mediaCommand(ctx, args, stdout, stderr)
+	case "migrate-db":
+		return migrateDB(ctx, args, stdout, stderr)
 	case "backup":
 		return backupCommand(ctx, args, stdout, stderr)
 	case "restore":
@@ -82,6 +85,7 @@ const usage = `Usage:
   hearth registration-token list --config FILE [--valid true|false]
   hearth registration-token revoke --config FILE --token T
   hearth media quarantine|unquarantine|delete --config FILE mxc://SERVER/ID
+  hearth migrate-db --to postgres://... [--data-dir DIR | --config FILE]
   hearth backup --to DIR [--data-dir DIR | --config FILE]
   hearth restore --from DIR --data-dir DIR [--database-url postgres://...]
   hearth healthcheck [--url http://127.0.0.1:8008/health]

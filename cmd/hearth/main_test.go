@@ -231,7 +231,7 @@ func TestHelpListsSubcommands(t *testing.T) {
 		if err := run(context.Background(), args, &out, &errOut); err != nil {
 			t.Fatalf("hearth %v: %v", args, err)
 		}
-		for _, sub := range []string{"serve", "generate-config", "register-user", "registration-token", "media", "backup", "restore", "healthcheck", "version", "help"} {
+		for _, sub := range []string{"serve", "generate-config", "register-user", "registration-token", "media", "migrate-db", "backup", "restore", "healthcheck", "version", "help"} {
 			if !strings.Contains(out.String(), "hearth "+sub) && !strings.Contains(out.String(), "hearth ["+sub+"]") {
 				t.Errorf("hearth %v does not list %s:\n%s", args, sub, out.String())
 			}
