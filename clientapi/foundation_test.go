@@ -5,6 +5,7 @@ import (
 	"crypto/sha1"
 	"encoding/hex"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -80,7 +81,11 @@ func TestHealthAndMetrics(t *testing.T) {
 			t.Fatalf("health: %d %s", r.Status, r.Body)
 		}
 		hs.Do(t, "GET", "/_matrix/client/versions", "", nil)
-		r = hs.Do(t, "GET", "/metrics", "", nil)
+		// Metrics are not public: the client listener does not serve them.
+		hearthtest.Expect(t, hs.Do(t, "GET", "/metrics", "", nil), http.StatusNotFound, "M_UNRECOGNIZED")
+		metrics := httptest.NewServer(hs.MetricsHandler())
+		defer metrics.Close()
+		r = hearthtest.Do(t, http.DefaultClient, "GET", metrics.URL+"/metrics", "", nil)
 		if !strings.Contains(string(r.Body), `hearth_http_requests_total{code="200",method="GET",route="/_matrix/client/versions"}`) {
 			t.Errorf("metrics lack the versions request counter:\n%.2000s", r.Body)
 		}

@@ -66,6 +66,11 @@ type Config struct {
 	DataDir          string `yaml:"data_dir" env:"HEARTH_DATA_DIR"`
 	Listen           string `yaml:"listen" env:"HEARTH_LISTEN"`
 	FederationListen string `yaml:"federation_listen" env:"HEARTH_FEDERATION_LISTEN"`
+	// MetricsListen is the address of the Prometheus /metrics listener,
+	// for example 127.0.0.1:9090; empty (the default) serves no metrics.
+	// Metrics are never served on the client listener: they tell anyone
+	// who asks how busy the server is and which endpoints fail.
+	MetricsListen string `yaml:"metrics_listen" env:"HEARTH_METRICS_LISTEN"`
 	DatabaseURL      string `yaml:"database_url" env:"HEARTH_DATABASE_URL"`
 	// SQLiteSynchronous is PRAGMA synchronous for SQLite: normal survives a
 	// process crash, full also survives power loss (DESIGN.md, Storage).
@@ -295,6 +300,11 @@ func (c *Config) Validate() error {
 	if c.FederationListen != "" {
 		if err := validAddr(c.FederationListen); err != nil {
 			return bad("federation_listen", "%v", err)
+		}
+	}
+	if c.MetricsListen != "" {
+		if err := validAddr(c.MetricsListen); err != nil {
+			return bad("metrics_listen", "%v", err)
 		}
 	}
 	switch c.SQLiteSynchronous {

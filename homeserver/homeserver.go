@@ -214,7 +214,6 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
 		AppServices: s.AppServices, Delayed: s.Delayed, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
-	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	// The federation and key APIs also answer on the client listener, as on
 	// other homeservers, for operators whose reverse proxy sends both to one
 	// port; X-Matrix authentication applies all the same.
@@ -324,6 +323,15 @@ func (s *Server) ClientHandler() http.Handler { return s.client }
 // FederationHandler serves the federation and key APIs (the TLS listener).
 func (s *Server) FederationHandler() http.Handler { return s.federation }
 
+// MetricsHandler serves /metrics and /health: the metrics listener, which
+// only runs when metrics_listen is set.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /health", s.health)
+	return mux
+}
+
 // Close stops background work (presence and typing expiry, federation
 // senders, push delivery) and releases the store.
 func (s *Server) Close() error {
@@ -373,6 +381,11 @@ func (s *Server) Run(ctx context.Context, tlsCert tls.Certificate) error {
 	}
 	if err := start(s.Config.Listen, s.client, nil, "client"); err != nil {
 		return err
+	}
+	if s.Config.MetricsListen != "" {
+		if err := start(s.Config.MetricsListen, s.MetricsHandler(), nil, "metrics"); err != nil {
+			return err
+		}
 	}
 	if s.Config.FederationListen != "" {
 		tlsCfg := &tls.Config{Certificates: []tls.Certificate{tlsCert}, MinVersion: tls.VersionTLS12}
