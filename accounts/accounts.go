@@ -167,3 +167,35 @@ func ValidateLocalpart(localpart, serverName string) error {
 	}
 	return nil
 }
+
+// ResetPassword sets a user's password without the old one (an operator's
+// recovery: hearth reset-password, the admin API) and, when logoutDevices
+// is set, signs every device out. Deactivated accounts stay deactivated.
+func (a *Accounts) ResetPassword(ctx context.Context, userID, password string, logoutDevices bool) error {
+	if password == "" || len(password) > 72 {
+		return mxhttp.WeakPassword("A password must be 1 to 72 bytes")
+	}
+	u, err := a.DB.GetUser(ctx, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return mxhttp.NotFound("No user %s", userID)
+	}
+	if err != nil {
+		return err
+	}
+	if u.Deactivated {
+		return mxhttp.UserDeactivated("%s is deactivated", userID)
+	}
+	hash, err := a.Passwords.Hash(ctx, password) // outside the transaction
+	if err != nil {
+		return err
+	}
+	return a.DB.WriteTx(ctx, func(tx *sql.Tx) error {
+		if err := storage.SetPasswordHash(ctx, tx, userID, hash); err != nil {
+			return err
+		}
+		if logoutDevices {
+			return a.DeleteOtherDevices(ctx, tx, userID, "")
+		}
+		return nil
+	})
+}

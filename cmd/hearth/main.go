@@ -5,6 +5,7 @@
 //	hearth register-user ...    create an account
 //	hearth registration-token   create, list or revoke registration tokens
 //	hearth media ...            quarantine or delete media
+//	hearth reset-password       set a user's password (account recovery)
 //	hearth migrate-db --to URL  copy a SQLite installation into PostgreSQL
 //	hearth backup --to DIR      a consistent copy while the server runs
 //	hearth restore --from DIR   restore a checked backup into a new data dir
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return registrationToken(ctx, args, stdout, stderr)
 	case "media":
 		return mediaCommand(ctx, args, stdout, stderr)
+	case "reset-password":
+		return resetPassword(ctx, args, stdout, stderr)
 	case "migrate-db":
 		return migrateDB(ctx, args, stdout, stderr)
 	case "backup":
@@ -85,6 +88,7 @@ const usage = `Usage:
   hearth registration-token list --config FILE [--valid true|false]
   hearth registration-token revoke --config FILE --token T
   hearth media quarantine|unquarantine|delete --config FILE mxc://SERVER/ID
+  hearth reset-password --config FILE --user NAME --password PW [--keep-devices]
   hearth migrate-db --to postgres://... [--data-dir DIR | --config FILE]
   hearth backup --to DIR [--data-dir DIR | --config FILE]
   hearth restore --from DIR --data-dir DIR [--database-url postgres://...]

@@ -231,7 +231,7 @@ func TestHelpListsSubcommands(t *testing.T) {
 		if err := run(context.Background(), args, &out, &errOut); err != nil {
 			t.Fatalf("hearth %v: %v", args, err)
 		}
-		for _, sub := range []string{"serve", "generate-config", "register-user", "registration-token", "media", "migrate-db", "backup", "restore", "healthcheck", "version", "help"} {
+		for _, sub := range []string{"serve", "generate-config", "register-user", "registration-token", "media", "reset-password", "migrate-db", "backup", "restore", "healthcheck", "version", "help"} {
 			if !strings.Contains(out.String(), "hearth "+sub) && !strings.Contains(out.String(), "hearth ["+sub+"]") {
 				t.Errorf("hearth %v does not list %s:\n%s", args, sub, out.String())
 			}
@@ -251,4 +251,34 @@ func TestHealthcheck(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("healthcheck of a missing endpoint: %v, want a 404 error", err)
 	}
+}
+
+// reset-password sets a forgotten password from the shell and signs the
+// user's devices out; an unknown user is a clear error.
+func TestResetPassword(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, oldTok := hs.RegisterUser(t, "alice")
+		flags := []string{"--data-dir", hs.Config.DataDir, "--database-url", hs.Config.DatabaseURL, "--server-name", hs.Config.ServerName, "--bcrypt-cost", "4"}
+		var out bytes.Buffer
+		if err := run(context.Background(), append([]string{"reset-password", "--user", "alice", "--password", "n3w-secret"}, flags...), &out, &out); err != nil {
+			t.Fatalf("reset-password: %v\n%s", err, out.String())
+		}
+		if !strings.Contains(out.String(), alice) {
+			t.Fatalf("reset-password output: %s", out.String())
+		}
+		login := func(pw string) hearthtest.Response {
+			return hs.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",
+				"identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": pw})
+		}
+		hearthtest.Expect(t, login("password"), 403, "M_FORBIDDEN")
+		hearthtest.Expect(t, login("n3w-secret"), 200, "")
+		hs.Restart(t) // a running server may serve a cached token for a few seconds
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/account/whoami", oldTok, nil), 401, "M_UNKNOWN_TOKEN")
+
+		err := run(context.Background(), append([]string{"reset-password", "--user", "@nobody:" + hs.Config.ServerName, "--password", "x"}, flags...), &out, &out)
+		if err == nil || !strings.Contains(err.Error(), "No user") {
+			t.Fatalf("reset-password of an unknown user: %v", err)
+		}
+	})
 }
