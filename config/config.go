@@ -79,6 +79,24 @@ type Config struct {
 	DatabaseMaxConns int `yaml:"database_max_conns" env:"HEARTH_DATABASE_MAX_CONNS"`
 
 	SigningKeyPath string `yaml:"signing_key_path" env:"HEARTH_SIGNING_KEY_PATH"`
+	// TLS is "" (a certificate from tls_cert_path, or a self-signed one)
+	// or "acme": certificates from an ACME CA (Let's Encrypt by default)
+	// for the federation listener and, served as HTTPS, the client one.
+	TLS string `yaml:"tls" env:"HEARTH_TLS"`
+	// ACMEEmail is the contact address given to the ACME CA.
+	ACMEEmail string `yaml:"acme_email" env:"HEARTH_ACME_EMAIL"`
+	// ACMEDirectoryURL is the CA's directory; empty: Let's Encrypt.
+	ACMEDirectoryURL string `yaml:"acme_directory_url" env:"HEARTH_ACME_DIRECTORY_URL"`
+	// ACMECACerts are PEM files of CAs trusted for talking to the ACME
+	// directory (a private CA, or Pebble in tests).
+	ACMECACerts []string `yaml:"acme_ca_certs" env:"HEARTH_ACME_CA_CERTS"`
+	// ACMEDomains are the names certificates are requested for; empty:
+	// the server name (without its port).
+	ACMEDomains []string `yaml:"acme_domains" env:"HEARTH_ACME_DOMAINS"`
+	// ACMEHTTPListen serves the ACME HTTP-01 challenge (and redirects
+	// other requests to HTTPS); empty: only TLS-ALPN-01, answered on the
+	// TLS listeners, which the CA must reach on port 443.
+	ACMEHTTPListen string `yaml:"acme_http_listen" env:"HEARTH_ACME_HTTP_LISTEN"`
 	TLSCertPath    string `yaml:"tls_cert_path" env:"HEARTH_TLS_CERT_PATH"`
 	TLSKeyPath     string `yaml:"tls_key_path" env:"HEARTH_TLS_KEY_PATH"`
 	// FederationCACerts are PEM files of extra CAs trusted for outbound
@@ -272,7 +290,7 @@ func (c *Config) ResolvePaths() {
 // SelfSignedTLS reports whether the federation listener uses a certificate
 // Hearth generates itself because none is configured.
 func (c *Config) SelfSignedTLS() bool {
-	return c.TLSCertPath == "" && c.TLSKeyPath == ""
+	return c.TLS == "" && c.TLSCertPath == "" && c.TLSKeyPath == ""
 }
 
 // SelfSignedCertPaths are where the generated federation certificate lives.
@@ -314,6 +332,20 @@ func (c *Config) Validate() error {
 	}
 	if c.DatabaseMaxConns < 1 || c.DatabaseMaxConns > 1000 {
 		return bad("database_max_conns", "%d is not between 1 and 1000", c.DatabaseMaxConns)
+	}
+	switch c.TLS {
+	case "":
+	case "acme":
+		if c.TLSCertPath != "" || c.TLSKeyPath != "" {
+			return bad("tls", "acme and tls_cert_path/tls_key_path exclude each other")
+		}
+		if c.ACMEHTTPListen != "" {
+			if err := validAddr(c.ACMEHTTPListen); err != nil {
+				return bad("acme_http_listen", "%v", err)
+			}
+		}
+	default:
+		return bad("tls", "%q is not \"\" or \"acme\"", c.TLS)
 	}
 	if (c.TLSCertPath == "") != (c.TLSKeyPath == "") {
 		return bad("tls_cert_path", "tls_cert_path and tls_key_path must be set together")

@@ -354,9 +354,14 @@ func (s *Server) Close() error {
 // federation API with TLS on cfg.FederationListen, until ctx is cancelled;
 // then it stops accepting, lets requests in flight finish (up to 10 s) and
 // returns.
-func (s *Server) Run(ctx context.Context, tlsCert tls.Certificate) error {
+//
+// tlsCfg is the federation listener's TLS configuration, and the client
+// listener's too with tls: acme (which then serves HTTPS); acmeHTTP, when
+// not nil, answers ACME HTTP-01 challenges on acme_http_listen. listening,
+// when not nil, runs once every listener accepts connections.
+func (s *Server) Run(ctx context.Context, tlsCfg *tls.Config, acmeHTTP http.Handler, listening func()) error {
 	servers := []*http.Server{}
-	errc := make(chan error, 2)
+	errc := make(chan error, 4)
 	start := func(addr string, h http.Handler, tlsCfg *tls.Config, name string) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -379,8 +384,17 @@ func (s *Server) Run(ctx context.Context, tlsCert tls.Certificate) error {
 		}()
 		return nil
 	}
-	if err := start(s.Config.Listen, s.client, nil, "client"); err != nil {
+	var clientTLS *tls.Config
+	if s.Config.TLS == "acme" {
+		clientTLS = tlsCfg
+	}
+	if err := start(s.Config.Listen, s.client, clientTLS, "client"); err != nil {
 		return err
+	}
+	if acmeHTTP != nil && s.Config.ACMEHTTPListen != "" {
+		if err := start(s.Config.ACMEHTTPListen, acmeHTTP, nil, "acme-http"); err != nil {
+			return err
+		}
 	}
 	if s.Config.MetricsListen != "" {
 		if err := start(s.Config.MetricsListen, s.MetricsHandler(), nil, "metrics"); err != nil {
@@ -388,11 +402,15 @@ func (s *Server) Run(ctx context.Context, tlsCert tls.Certificate) error {
 		}
 	}
 	if s.Config.FederationListen != "" {
-		tlsCfg := &tls.Config{Certificates: []tls.Certificate{tlsCert}, MinVersion: tls.VersionTLS12}
 		if err := start(s.Config.FederationListen, s.federation, tlsCfg, "federation"); err != nil {
-			servers[0].Close()
+			for _, srv := range servers {
+				srv.Close()
+			}
 			return err
 		}
+	}
+	if listening != nil {
+		go listening()
 	}
 	var runErr error
 	select {

@@ -9,10 +9,12 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/homeserver"
@@ -172,8 +174,31 @@ func runServer(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory %s: %w", cfg.DataDir, err)
 	}
-	var cert tls.Certificate
-	if cfg.FederationListen != "" {
+	var tlsCfg *tls.Config
+	var acmeHTTP http.Handler
+	var listening func()
+	if cfg.TLS == "acme" {
+		domains := tlscert.ACMEDomains(cfg.ACMEDomains, cfg.ServerName)
+		a, err := tlscert.NewACME(tlscert.ACMEOptions{Domains: domains, Email: cfg.ACMEEmail, DirectoryURL: cfg.ACMEDirectoryURL,
+			CACerts: cfg.ACMECACerts, CacheDir: tlscert.CacheDir(cfg.DataDir)}, log)
+		if err != nil {
+			return err
+		}
+		tlsCfg, acmeHTTP = a.TLSConfig(), a.HTTPHandler()
+		// Get the certificates now, not at the first connection, so a
+		// problem shows in the log at start.
+		listening = func() {
+			for _, d := range domains {
+				octx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+				if _, err := a.Obtain(octx, d); err != nil {
+					log.Error("ACME: could not get a certificate; the listeners cannot serve TLS for it until this is fixed", "name", d, "err", err)
+				} else {
+					log.Info("ACME: certificate ready", "name", d)
+				}
+				cancel()
+			}
+		}
+	} else if cfg.FederationListen != "" {
 		certPath, keyPath := cfg.TLSCertPath, cfg.TLSKeyPath
 		if cfg.SelfSignedTLS() {
 			certPath, keyPath = cfg.SelfSignedCertPaths()
@@ -184,10 +209,11 @@ func runServer(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 			log.Warn("no TLS certificate configured for federation: using a self-signed one, which other servers will not trust; set tls_cert_path and tls_key_path",
 				"cert", certPath, "created", made)
 		}
-		var err error
-		if cert, err = tls.LoadX509KeyPair(certPath, keyPath); err != nil {
+		cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+		if err != nil {
 			return fmt.Errorf("loading federation TLS certificate: %w", err)
 		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	if cfg.RateLimits == "off" {
 		log.Warn("rate limits are off: use this only for tests and benchmarks")
@@ -198,5 +224,5 @@ func runServer(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	}
 	defer hs.Close()
 	log.Info("hearth starting", "version", versionString(), "server_name", cfg.ServerName, "database", hs.DB.Dialect().String())
-	return hs.Run(ctx, cert)
+	return hs.Run(ctx, tlsCfg, acmeHTTP, listening)
 }

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// pebbleTools finds Pebble (Let's Encrypt's ACME test server) and its
+// mock DNS server, which .ci/run builds from the Go module proxy into
+// PEBBLE_DIR (see there).
+func pebbleTools(t *testing.T) (pebble, challtestsrv, certs string) {
+	t.Helper()
+	dir := os.Getenv("PEBBLE_DIR")
+	pebble, challtestsrv = filepath.Join(dir, "pebble"), filepath.Join(dir, "pebble-challtestsrv")
+	certs = os.Getenv("PEBBLE_CERTS")
+	for _, f := range []string{pebble, challtestsrv, filepath.Join(certs, "pebble.minica.pem")} {
+		if _, err := os.Stat(f); dir == "" || certs == "" || err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("Pebble is not installed (PEBBLE_DIR=%q, PEBBLE_CERTS=%q): .ci/run builds it", dir, certs)
+			}
+			t.Skip("Pebble is not installed: set PEBBLE_DIR and PEBBLE_CERTS as .ci/run does")
+		}
+	}
+	return pebble, challtestsrv, certs
+}
+
+// startPebble runs the mock DNS server (every name is 127.0.0.1) and Pebble
+// validating challenges on httpPort (HTTP-01) and tlsPort (TLS-ALPN-01),
+// and returns the directory URL and the pool of Pebble's issuing roots.
+func startPebble(t *testing.T, httpPort, tlsPort string) (string, *x509.CertPool) {
+	pebble, challtestsrv, certs := pebbleTools(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	var logs bytes.Buffer
+	dns, mgmt := freeAddr(t), freeAddr(t)
+	dnsUDP := dns // same port number for UDP; challtestsrv listens on both
+	c := exec.CommandContext(ctx, challtestsrv, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-dnsserver", dnsUDP,
+		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-management", mgmt)
+	c.Stdout, c.Stderr = &logs, &logs
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = c.Wait() })
+	dir, pmgmt := freeAddr(t), freeAddr(t)
+	cfg := map[string]any{"pebble": map[string]any{
+		"listenAddress": dir, "managementListenAddress": pmgmt,
+		"certificate": filepath.Join(certs, "localhost", "cert.pem"), "privateKey": filepath.Join(certs, "localhost", "key.pem"),
+		"httpPort": atoi(t, httpPort), "tlsPort": atoi(t, tlsPort), "ocspResponderURL": "", "externalAccountBindingRequired": false,
+	}}
+	cfgPath := filepath.Join(t.TempDir(), "pebble.json")
+	b, _ := json.Marshal(cfg)
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := exec.CommandContext(ctx, pebble, "-config", cfgPath, "-dnsserver", dnsUDP)
+	p.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
+	p.Stdout, p.Stderr = &logs, &logs
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = p.Wait()
+		if t.Failed() {
+			t.Logf("pebble and challtestsrv logs:\n%s", logs.String())
+		}
+	})
+	minica, err := os.ReadFile(filepath.Join(certs, "pebble.minica.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgmtPool := x509.NewCertPool()
+	mgmtPool.AppendCertsFromPEM(minica)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: mgmtPool}}}
+	// Pebble makes a new root at each start: fetch it once it listens.
+	var root []byte
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		resp, err := client.Get("https://" + strings.Replace(pmgmt, "127.0.0.1", "localhost", 1) + "/roots/0")
+		if err == nil {
+			root, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Pebble did not start: %v\n%s", err, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(root) {
+		t.Fatalf("Pebble's root is not PEM: %s", root)
+	}
+	return "https://" + strings.Replace(dir, "127.0.0.1", "localhost", 1) + "/dir", roots
+}
+
+func atoi(t *testing.T, port string) int {
+	var n int
+	if _, err := fmt.Sscan(port, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// certificateOf connects to addr as name and returns the chain it serves
+// once it verifies against roots.
+func waitForCertificate(t *testing.T, addr, name string, roots *x509.CertPool, done <-chan error, logs *bytes.Buffer) *x509.Certificate {
+	t.Helper()
+	var last error
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("server exited: %v\n%s", err, logs.String())
+		default:
+		}
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{ServerName: name, RootCAs: roots})
+		if err != nil {
+			last = err
+			continue
+		}
+		cert := conn.ConnectionState().PeerCertificates[0]
+		conn.Close()
+		return cert
+	}
+	t.Fatalf("no certificate for %s from Pebble on %s: %v\n%s", name, addr, last, logs.String())
+	return nil
+}
+
+// With tls: acme, Hearth gets its certificate from a real ACME server
+// (Pebble), answering TLS-ALPN-01 on its TLS listener, serves it on the
+// federation and (HTTPS) client listeners, keeps it in the data directory
+// and reuses it after a restart; with the TLS port out of the CA's reach
+// it falls back to HTTP-01 on acme_http_listen.
+func TestACMECertificatesFromPebble(t *testing.T) {
+	for _, challenge := range []string{"tls-alpn-01", "http-01"} {
+		t.Run(challenge, func(t *testing.T) {
+			fed, httpChal, client := freeAddr(t), freeAddr(t), freeAddr(t)
+			_, fedPort, _ := net.SplitHostPort(fed)
+			_, httpPort, _ := net.SplitHostPort(httpChal)
+			tlsPort := fedPort
+			if challenge == "http-01" {
+				_, tlsPort, _ = net.SplitHostPort(freeAddr(t)) // nobody answers TLS-ALPN-01 there
+			}
+			dirURL, roots := startPebble(t, httpPort, tlsPort)
+			_, _, certs := pebbleTools(t)
+			data := filepath.Join(t.TempDir(), "data")
+			args := []string{"serve", "--data-dir", data, "--server-name", "hs1.test", "--listen", client, "--federation-listen", fed,
+				"--tls", "acme", "--acme-directory-url", dirURL, "--acme-ca-certs", filepath.Join(certs, "pebble.minica.pem"),
+				"--acme-http-listen", httpChal, "--acme-email", "admin@hs1.test"}
+			start := func() (func() error, <-chan error, *bytes.Buffer) {
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				logs := &bytes.Buffer{}
+				go func() { done <- run(ctx, args, io.Discard, logs) }()
+				return func() error { cancel(); return <-done }, done, logs
+			}
+			stop, done, logs := start()
+			cert := waitForCertificate(t, fed, "hs1.test", roots, done, logs)
+			if err := cert.VerifyHostname("hs1.test"); err != nil {
+				t.Fatal(err)
+			}
+			// The client listener serves HTTPS with the same certificate.
+			c := waitForCertificate(t, client, "hs1.test", roots, done, logs)
+			if !c.Equal(cert) {
+				t.Fatal("the client listener serves another certificate than the federation one")
+			}
+			hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "hs1.test"}}}
+			resp, err := hc.Get("https://" + client + "/_matrix/client/versions")
+			if err != nil {
+				t.Fatalf("HTTPS client API: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("HTTPS /versions: %d", resp.StatusCode)
+			}
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			if entries, _ := os.ReadDir(filepath.Join(data, "acme")); len(entries) < 2 {
+				t.Fatalf("the data directory keeps no ACME account and certificate: %v", entries)
+			}
+			// A restart serves the stored certificate (no new issuance
+			// needed): stop Pebble's reach by pointing at a dead directory.
+			args = append(args, "--acme-directory-url", "https://localhost:1/dir")
+			stop, done, logs = start()
+			again := waitForCertificate(t, fed, "hs1.test", roots, done, logs)
+			if !again.Equal(cert) {
+				t.Fatal("after a restart the server got a new certificate instead of its stored one")
+			}
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
