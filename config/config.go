@@ -71,7 +71,7 @@ type Config struct {
 	// Metrics are never served on the client listener: they tell anyone
 	// who asks how busy the server is and which endpoints fail.
 	MetricsListen string `yaml:"metrics_listen" env:"HEARTH_METRICS_LISTEN"`
-	DatabaseURL      string `yaml:"database_url" env:"HEARTH_DATABASE_URL"`
+	DatabaseURL   string `yaml:"database_url" env:"HEARTH_DATABASE_URL"`
 	// SQLiteSynchronous is PRAGMA synchronous for SQLite: normal survives a
 	// process crash, full also survives power loss (DESIGN.md, Storage).
 	SQLiteSynchronous string `yaml:"sqlite_synchronous" env:"HEARTH_SQLITE_SYNCHRONOUS"`
