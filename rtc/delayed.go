@@ -313,9 +313,10 @@ func (d *Delayed) Start() {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel, d.done = cancel, make(chan struct{})
+	done := make(chan struct{}) // the goroutine's own: Stop clears d.done
+	d.cancel, d.done = cancel, done
 	go func() {
-		defer close(d.done)
+		defer close(done)
 		d.run(ctx)
 	}()
 }
