@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -114,11 +115,32 @@ func (c *ssCombined) lazy() bool {
 	return false
 }
 
-// stateHash identifies the required_state part of a combined config.
-func (c *ssCombined) stateHash() string {
-	b, _ := json.Marshal(c.States)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:8])
+// stateHashes identify the required_state configs combined, one short
+// hash each, sorted and without duplicates.
+func (c *ssCombined) stateHashes() []string {
+	var out []string
+	for _, rs := range c.States {
+		b, _ := json.Marshal(rs)
+		sum := sha256.Sum256(b)
+		out = append(out, hex.EncodeToString(sum[:6]))
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// expands reports whether the config asks for more than what a room was
+// last sent with: a longer timeline or a required_state config it did not
+// have (MSC4186 "Changing room configs"); the room is then sent in full.
+func (c *ssCombined) expands(sent ssSentRoom) bool {
+	if c.TimelineLimit > sent.Timeline {
+		return true
+	}
+	for _, h := range c.stateHashes() {
+		if !slices.Contains(sent.States, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // ssFilters is SlidingRoomFilter (spaces and tags are not supported yet).
@@ -228,15 +250,15 @@ type ssResponse struct {
 
 // ssSentRoom is what a connection was last sent of a room.
 type ssSentRoom struct {
-	Pos        int64  `json:"p"`           // events stream position the room was sent up to
-	Membership string `json:"m"`           // membership it was sent with
-	EventID    string `json:"e,omitempty"` // the invite or knock sent
-	Timeline   int    `json:"t"`           // timeline_limit
-	State      string `json:"s,omitempty"` // required_state config hash
-	Bump       int64  `json:"b,omitempty"`
-	DM         bool   `json:"d,omitempty"`
-	Notif      int    `json:"n,omitempty"`
-	Highlight  int    `json:"h,omitempty"`
+	Pos        int64    `json:"p"`           // events stream position the room was sent up to
+	Membership string   `json:"m"`           // membership it was sent with
+	EventID    string   `json:"e,omitempty"` // the invite or knock sent
+	Timeline   int      `json:"t"`           // timeline_limit
+	States     []string `json:"s,omitempty"` // required_state configs (stateHashes)
+	Bump       int64    `json:"b,omitempty"`
+	DM         bool     `json:"d,omitempty"`
+	Notif      int      `json:"n,omitempty"`
+	Highlight  int      `json:"h,omitempty"`
 }
 
 // ssConnState is a stored position of a connection.
@@ -506,9 +528,9 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 			}
 			resp.Rooms[roomID] = room
 			initialRooms[roomID] = true
-			next.Rooms[roomID] = ssSentRoom{Pos: to.Events, Membership: cand.membership, EventID: cand.ev.EventID, Timeline: cfg.TimelineLimit, State: cfg.stateHash(), Bump: cand.bump, DM: isDM}
+			next.Rooms[roomID] = ssSentRoom{Pos: to.Events, Membership: cand.membership, EventID: cand.ev.EventID, Timeline: cfg.TimelineLimit, States: cfg.stateHashes(), Bump: cand.bump, DM: isDM}
 		case spec.Join:
-			initial := !had || sent.Membership != spec.Join || cfg.TimelineLimit > sent.Timeline || cfg.stateHash() != sent.State
+			initial := !had || sent.Membership != spec.Join || cfg.expands(sent)
 			if !initial && sent.Pos >= to.Events && sent.DM == isDM {
 				continue // nothing new can have happened
 			}
@@ -696,14 +718,9 @@ func (a *API) loadRoomFacts(ctx context.Context, cand *ssCandidate) error {
 // did). It returns what the connection has of the room afterwards.
 func (a *API) slidingJoinedRoom(ctx context.Context, sreq syncRequest, roomID string, cfg *ssCombined, initial bool, sent ssSentRoom,
 	since, to syncstream.Position) (*ssRoom, ssSentRoom, error) {
-	after := ssSentRoom{Pos: to.Events, Membership: spec.Join, Timeline: cfg.TimelineLimit, State: cfg.stateHash()}
-	if !initial {
-		// Keep the config the room was sent with until it is sent again.
-		after.Timeline, after.State = sent.Timeline, sent.State
-		if cfg.TimelineLimit < sent.Timeline {
-			after.Timeline = cfg.TimelineLimit
-		}
-	}
+	// The connection now follows the room with this config: a narrower one
+	// is remembered too, so widening it again sends the room in full.
+	after := ssSentRoom{Pos: to.Events, Membership: spec.Join, Timeline: cfg.TimelineLimit, States: cfg.stateHashes()}
 	from := int64(0)
 	if !initial {
 		from = sent.Pos

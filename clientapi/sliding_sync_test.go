@@ -215,7 +215,7 @@ func TestSlidingSyncRoomSubscription(t *testing.T) {
 		body := map[string]any{
 			"conn_id": "room-list",
 			"lists": map[string]any{"all": map[string]any{
-				"ranges": [][]int{{0, 0}}, "timeline_limit": 1,
+				"ranges": [][]int{{0, 1}}, "timeline_limit": 1,
 				"required_state": [][]string{{"m.room.member", "$LAZY"}},
 			}},
 			"room_subscriptions": map[string]any{roomID: map[string]any{
@@ -259,6 +259,19 @@ func TestSlidingSyncRoomSubscription(t *testing.T) {
 		r = alice.ss(t, pos, 0, body)
 		if got := ssBodies(ssRoom(r, roomID)); len(got) != 5 || ssRoom(r, roomID)["initial"] != true {
 			t.Fatalf("expanded timeline: %v", got)
+		}
+		// Dropping the subscription narrows the config: no resend, the
+		// next message comes alone.
+		pos = r.JSON["pos"].(string)
+		delete(body, "room_subscriptions")
+		r = alice.ss(t, pos, 0, body)
+		if len(ssRooms(r)) != 0 {
+			t.Fatalf("narrowed config resent rooms: %s", r.Body)
+		}
+		bob.send(t, roomID, "later")
+		r = alice.ss(t, r.JSON["pos"].(string), 5000, body)
+		if room := ssRoom(r, roomID); room["initial"] != nil || !slices.Equal(ssBodies(room), []string{"later"}) {
+			t.Fatalf("after narrowing: %s", r.Body)
 		}
 	})
 }
