@@ -422,3 +422,53 @@ func TestSlidingSyncV4(t *testing.T) {
 		}
 	})
 }
+
+// List filters: is_dm (m.direct), is_encrypted, is_invite, room_types and
+// not_room_types (null for rooms without a type).
+func TestSlidingSyncFilters(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		plain := alice.createRoom(t, nil)
+		dm := alice.createRoom(t, nil)
+		encrypted := alice.createRoom(t, map[string]any{"initial_state": []any{map[string]any{
+			"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}})
+		space := alice.createRoom(t, map[string]any{"creation_content": map[string]any{"type": "m.space"}})
+		invite := bob.createRoom(t, nil)
+		hearthtest.Expect(t, bob.member(t, invite, "invite", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		hearthtest.Expect(t, alice.do(t, "PUT", "/_matrix/client/v3/user/"+url.PathEscape(alice.id)+"/account_data/m.direct",
+			map[string]any{bob.id: []string{dm}}), http.StatusOK, "")
+		list := func(filters map[string]any) map[string]any {
+			return map[string]any{"ranges": [][]int{{0, 20}}, "timeline_limit": 0, "filters": filters}
+		}
+		r := alice.ss(t, "", 0, map[string]any{"lists": map[string]any{
+			"dms":       list(map[string]any{"is_dm": true}),
+			"encrypted": list(map[string]any{"is_encrypted": true}),
+			"invites":   list(map[string]any{"is_invite": true}),
+			"spaces":    list(map[string]any{"room_types": []any{"m.space"}}),
+			"untyped":   list(map[string]any{"room_types": []any{nil}, "is_invite": false}),
+			"nospaces":  list(map[string]any{"not_room_types": []any{"m.space"}}),
+			"all":       list(nil),
+		}})
+		want := map[string][]string{
+			"dms": {dm}, "encrypted": {encrypted}, "invites": {invite}, "spaces": {space},
+			"untyped": {plain, dm, encrypted}, "nospaces": {plain, dm, encrypted, invite},
+			"all": {plain, dm, encrypted, space, invite},
+		}
+		for name, ids := range want {
+			var got []string
+			for id, room := range ssRooms(r) {
+				if slices.Contains(room.(map[string]any)["lists"].([]any), any(name)) {
+					got = append(got, id)
+				}
+			}
+			sort.Strings(got)
+			if !sameIDs(got, ids...) || ssCount(r, name) != len(ids) {
+				t.Errorf("list %s: %v (count %d), want %v", name, got, ssCount(r, name), ids)
+			}
+		}
+		if ssRoom(r, dm)["is_dm"] != true || ssRoom(r, plain)["is_dm"] != nil {
+			t.Errorf("is_dm flags: %s", r.Body)
+		}
+	})
+}
