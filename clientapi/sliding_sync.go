@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -393,6 +394,15 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 	if err != nil {
 		return nil, next, err
 	}
+	var changed, receiptsChanged map[string]bool
+	if since != nil {
+		if changed, err = storage.RoomsWithEventsBetween(ctx, a.db.Read(), sincePos.Events, to.Events); err != nil {
+			return nil, next, err
+		}
+		if receiptsChanged, err = a.db.RoomsWithReceiptsBetween(ctx, sincePos.Receipts, to.Receipts); err != nil {
+			return nil, next, err
+		}
+	}
 	var cands []*ssCandidate
 	byRoom := map[string]*ssCandidate{}
 	var gone []*ssCandidate // rooms the connection had that the user left
@@ -423,7 +433,7 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 				continue
 			}
 		case spec.Join:
-			bump, err := storage.LatestBumpPos(ctx, a.db.Read(), m.RoomID, to.Events)
+			bump, err := a.bumpStamp(ctx, m.RoomID, since, to, changed)
 			if err != nil {
 				return nil, next, err
 			}
@@ -491,16 +501,6 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 			configs[roomID] = &ssCombined{}
 		}
 		configs[roomID].add(rc)
-	}
-
-	var changed, receiptsChanged map[string]bool
-	if since != nil {
-		if changed, err = storage.RoomsWithEventsBetween(ctx, a.db.Read(), sincePos.Events, to.Events); err != nil {
-			return nil, next, err
-		}
-		if receiptsChanged, err = a.db.RoomsWithReceiptsBetween(ctx, sincePos.Receipts, to.Receipts); err != nil {
-			return nil, next, err
-		}
 	}
 
 	roomIDs := make([]string, 0, len(configs))
@@ -586,6 +586,44 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 		return nil, next, err
 	}
 	return resp, next, nil
+}
+
+// ssBumpCache remembers each room's latest bump event as of a stream
+// position, so a request need not look again at rooms quiet since then.
+type ssBumpCache struct {
+	mu sync.Mutex
+	m  map[string]ssBump
+}
+
+type ssBump struct{ pos, upTo int64 }
+
+// maxBumpCache bounds the cache; it is emptied when full.
+const maxBumpCache = 100000
+
+// bumpStamp is the stream position of the room's latest bump event as of
+// to. A cached value read at or after since stays good for a room without
+// events in (since, to] (changed); the cache is filled from the database,
+// so it holds across processes sharing it.
+func (a *API) bumpStamp(ctx context.Context, roomID string, since *syncstream.Position, to syncstream.Position, changed map[string]bool) (int64, error) {
+	a.bumps.mu.Lock()
+	b, ok := a.bumps.m[roomID]
+	a.bumps.mu.Unlock()
+	if ok && (b.upTo == to.Events || since != nil && b.upTo >= since.Events && b.upTo <= to.Events && !changed[roomID]) {
+		return b.pos, nil
+	}
+	pos, err := storage.LatestBumpPos(ctx, a.db.Read(), roomID, to.Events)
+	if err != nil {
+		return 0, err
+	}
+	a.bumps.mu.Lock()
+	if a.bumps.m == nil || len(a.bumps.m) >= maxBumpCache {
+		a.bumps.m = map[string]ssBump{}
+	}
+	if old, ok := a.bumps.m[roomID]; !ok || old.upTo < to.Events {
+		a.bumps.m[roomID] = ssBump{pos: pos, upTo: to.Events}
+	}
+	a.bumps.mu.Unlock()
+	return pos, nil
 }
 
 // trimSlidingRooms keeps a connection's memory bounded: the rooms sent
