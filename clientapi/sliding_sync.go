@@ -531,13 +531,14 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 			next.Rooms[roomID] = ssSentRoom{Pos: to.Events, Membership: cand.membership, EventID: cand.ev.EventID, Timeline: cfg.TimelineLimit, States: cfg.stateHashes(), Bump: cand.bump, DM: isDM}
 		case spec.Join:
 			initial := !had || sent.Membership != spec.Join || cfg.expands(sent)
-			if !initial && sent.Pos >= to.Events && sent.DM == isDM {
-				continue // nothing new can have happened
-			}
 			// A room sent up to the previous response needs a look only if
-			// something happened in it since; one out of the lists meanwhile
-			// may have older news.
-			if !initial && since != nil && sent.Pos >= sincePos.Events && !changed[roomID] && !receiptsChanged[roomID] && sent.DM == isDM {
+			// it has events, receipts (the user's own change its counts) or
+			// DM status since; one out of the lists meanwhile may have
+			// older news.
+			if !initial && sent.DM == isDM && !receiptsChanged[roomID] &&
+				(sent.Pos >= to.Events || since != nil && sent.Pos >= sincePos.Events && !changed[roomID]) {
+				sent.Pos = max(sent.Pos, to.Events)
+				next.Rooms[roomID] = sent
 				continue
 			}
 			room, after, err := a.slidingJoinedRoom(ctx, sreq, roomID, cfg, initial, sent, sincePos, to)

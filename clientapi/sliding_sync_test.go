@@ -472,3 +472,34 @@ func TestSlidingSyncFilters(t *testing.T) {
 		}
 	})
 }
+
+// Notification counts come with new messages and go when the user's own
+// read receipt clears them, without a new event.
+func TestSlidingSyncNotificationCounts(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		body := roomListBody([][]int{{0, 9}}, 1, nil)
+		body["extensions"] = map[string]any{"receipts": map[string]any{"enabled": true}}
+		r := alice.ss(t, "", 0, body)
+		pos := r.JSON["pos"].(string)
+		eventID := bob.send(t, roomID, "ping").JSON["event_id"].(string)
+		r = alice.ss(t, pos, 5000, body)
+		if n := ssRoom(r, roomID)["notification_count"]; n != float64(1) {
+			t.Fatalf("notification_count %v: %s", n, r.Body)
+		}
+		pos = r.JSON["pos"].(string)
+		hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/receipt/m.read/"+url.PathEscape(eventID),
+			map[string]any{}), http.StatusOK, "")
+		r = alice.ss(t, pos, 5000, body)
+		room := ssRoom(r, roomID)
+		if room["notification_count"] != float64(0) || room["timeline"] != nil {
+			t.Fatalf("after reading: %s", r.Body)
+		}
+		if path(r.JSON, "extensions", "receipts", "rooms", roomID) == nil {
+			t.Fatalf("receipts extension lacks the receipt: %s", r.Body)
+		}
+	})
+}
