@@ -503,3 +503,40 @@ func TestSlidingSyncNotificationCounts(t *testing.T) {
 		}
 	})
 }
+
+// A pos from one process works on another sharing the PostgreSQL database,
+// and a long-poll there wakes for a message sent through the first.
+func TestSlidingSyncAcrossProcesses(t *testing.T) {
+	if !slices.Contains(hearthtest.Backends(), hearthtest.Postgres) {
+		t.Skip("needs HEARTH_TEST_POSTGRES")
+	}
+	p1 := hearthtest.NewServer(t, hearthtest.Postgres, nil)
+	p2 := p1.AnotherProcess(t)
+	alice, bob := newUser(t, p1, "alice"), newUser(t, p1, "bob")
+	roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+	hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+	body := roomListBody([][]int{{0, 9}}, 5, nil)
+	pos := alice.ss(t, "", 0, body).JSON["pos"].(string)
+
+	aliceOn2 := user{p2, alice.id, alice.token}
+	done := make(chan hearthtest.Response, 1)
+	go func() { done <- aliceOn2.ss(t, pos, 20000, body) }()
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	bob.send(t, roomID, "through process 1")
+	var r hearthtest.Response
+	select {
+	case r = <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("long-poll on the other process did not wake")
+	}
+	if took := time.Since(start); took > 5*time.Second || !slices.Equal(ssBodies(ssRoom(r, roomID)), []string{"through process 1"}) {
+		t.Fatalf("after %v: %s", took, r.Body)
+	}
+	// And back on the first process with the pos the second issued.
+	bob.send(t, roomID, "again")
+	r = alice.ss(t, r.JSON["pos"].(string), 5000, body)
+	if !slices.Equal(ssBodies(ssRoom(r, roomID)), []string{"again"}) {
+		t.Fatalf("back on process 1: %s", r.Body)
+	}
+}
