@@ -406,14 +406,22 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 	var cands []*ssCandidate
 	byRoom := map[string]*ssCandidate{}
 	var gone []*ssCandidate // rooms the connection had that the user left
+	kept := memberships[:0]
+	var eventIDs []string
 	for _, m := range memberships {
-		_, had := prev.Rooms[m.RoomID]
-		if (m.Membership == spec.Leave || m.Membership == spec.Ban) && !had {
-			continue
+		if _, had := prev.Rooms[m.RoomID]; had || m.Membership != spec.Leave && m.Membership != spec.Ban {
+			kept = append(kept, m)
+			eventIDs = append(eventIDs, m.EventID)
 		}
-		ev, err := a.rooms.Event(ctx, m.EventID)
-		if err != nil {
-			return nil, next, err
+	}
+	memberEvs, err := a.rooms.Events(ctx, a.db.Read(), eventIDs)
+	if err != nil {
+		return nil, next, err
+	}
+	for _, m := range kept {
+		ev, ok := memberEvs[m.EventID]
+		if !ok {
+			continue // purged meanwhile
 		}
 		if ev.StreamPos > to.Events {
 			continue // after this response's snapshot of the streams
