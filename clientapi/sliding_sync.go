@@ -390,12 +390,19 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 		sincePos = *since
 	}
 
-	memberships, err := storage.RoomsOfUser(ctx, a.db.Read(), c.UserID, spec.Join, spec.Invite, spec.Knock, spec.Leave, spec.Ban)
-	if err != nil {
-		return nil, next, err
+	var memberships []storage.Membership
+	var err error
+	// A connection for extensions only (say encryption) has no rooms to
+	// look at.
+	hasRooms := len(req.Lists)+len(req.Subs)+len(prev.Rooms) > 0
+	if hasRooms {
+		memberships, err = storage.RoomsOfUser(ctx, a.db.Read(), c.UserID, spec.Join, spec.Invite, spec.Knock, spec.Leave, spec.Ban)
+		if err != nil {
+			return nil, next, err
+		}
 	}
 	var changed, receiptsChanged map[string]bool
-	if since != nil {
+	if since != nil && hasRooms {
 		if changed, err = storage.RoomsWithEventsBetween(ctx, a.db.Read(), sincePos.Events, to.Events); err != nil {
 			return nil, next, err
 		}
