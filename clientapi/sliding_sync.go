@@ -315,6 +315,13 @@ func (a *API) slidingSync(ctx context.Context, c accounts.Caller, req ssRequest)
 	waitFrom := since
 	for {
 		to := a.notifier.Current()
+		if since != nil {
+			// Another process may have issued pos: never read less than it
+			// covered of the streams in the database, even if this process
+			// has not heard of all of it yet.
+			to.Events, to.AccountData, to.Receipts = max(to.Events, since.Events), max(to.AccountData, since.AccountData), max(to.Receipts, since.Receipts)
+			to.ToDevice, to.DeviceLists = max(to.ToDevice, since.ToDevice), max(to.DeviceLists, since.DeviceLists)
+		}
 		resp, next, err := a.buildSliding(ctx, c, req, state, since, to)
 		if err != nil {
 			return nil, err
