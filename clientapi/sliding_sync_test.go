@@ -273,6 +273,22 @@ func TestSlidingSyncRoomSubscription(t *testing.T) {
 		if room := ssRoom(r, roomID); room["initial"] != nil || !slices.Equal(ssBodies(room), []string{"later"}) {
 			t.Fatalf("after narrowing: %s", r.Body)
 		}
+		// A state change: required_state carries what matches, name the
+		// new name.
+		body["room_subscriptions"] = map[string]any{roomID: map[string]any{"timeline_limit": 1, "required_state": [][]string{{"m.room.name", ""}}}}
+		r = alice.ss(t, r.JSON["pos"].(string), 0, body)
+		alice.putState(t, roomID, "m.room.name", "", map[string]any{"name": "renamed"})
+		alice.putState(t, roomID, "m.room.topic", "", map[string]any{"topic": "not asked for"})
+		r = alice.ss(t, r.JSON["pos"].(string), 5000, body)
+		room := ssRoom(r, roomID)
+		// (the list's $LAZY adds the timeline sender's member event)
+		changedTypes := map[string]bool{}
+		for _, e := range room["required_state"].([]any) {
+			changedTypes[e.(map[string]any)["type"].(string)] = true
+		}
+		if room["name"] != "renamed" || room["initial"] != nil || !changedTypes["m.room.name"] || changedTypes["m.room.topic"] {
+			t.Fatalf("state change: %s", r.Body)
+		}
 	})
 }
 
