@@ -144,11 +144,13 @@ func (c *ssCombined) expands(sent ssSentRoom) bool {
 	return false
 }
 
-// ssFilters is SlidingRoomFilter (spaces and tags are not supported yet).
+// ssFilters is SlidingRoomFilter.
 type ssFilters struct {
 	IsDM, IsEncrypted, IsInvite *bool
 	RoomTypes, NotRoomTypes     []*string
 	HasRoomTypes                bool
+	Spaces                      []string // nil: no filter
+	Tags, NotTags               []string // Tags nil: no filter
 }
 
 type ssList struct {
@@ -474,6 +476,13 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 	})
 
 	dms := a.directRooms(ctx, c.UserID)
+	ld := &ssListData{dms: dms}
+	joined := map[string]bool{}
+	for _, cand := range cands {
+		if cand.membership == spec.Join {
+			joined[cand.roomID] = true
+		}
+	}
 	configs := map[string]*ssCombined{}
 	listsOf := map[string][]string{}
 	listNames := make([]string, 0, len(req.Lists))
@@ -485,7 +494,7 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 		l := req.Lists[name]
 		var filtered []*ssCandidate
 		for _, cand := range cands {
-			ok, err := a.ssFilterAllows(ctx, l.Filters, cand, dms)
+			ok, err := a.ssFilterAllows(ctx, c.UserID, l.Filters, cand, ld, joined)
 			if err != nil {
 				return nil, next, err
 			}
@@ -684,13 +693,56 @@ func (a *API) directRooms(ctx context.Context, userID string) map[string]bool {
 	return out
 }
 
+// ssListData is what list filters read, loaded once per request and only
+// when some filter needs it.
+type ssListData struct {
+	dms map[string]bool
+	// tags: the user's room tags (room ID → tag names), read on first use.
+	tags map[string][]string
+	// spaceChildren: per space the user is joined to, its m.space.child
+	// rooms.
+	spaceChildren map[string]map[string]bool
+}
+
 // ssFilterAllows applies a list's filters to one room.
-func (a *API) ssFilterAllows(ctx context.Context, f ssFilters, cand *ssCandidate, dms map[string]bool) (bool, error) {
-	if f.IsDM != nil && *f.IsDM != dms[cand.roomID] {
+func (a *API) ssFilterAllows(ctx context.Context, userID string, f ssFilters, cand *ssCandidate, ld *ssListData, joined map[string]bool) (bool, error) {
+	if f.IsDM != nil && *f.IsDM != ld.dms[cand.roomID] {
 		return false, nil
 	}
 	if f.IsInvite != nil && *f.IsInvite != (cand.membership == spec.Invite) {
 		return false, nil
+	}
+	if f.Tags != nil || len(f.NotTags) > 0 {
+		if ld.tags == nil {
+			if err := a.loadRoomTags(ctx, userID, ld); err != nil {
+				return false, err
+			}
+		}
+		tags := ld.tags[cand.roomID]
+		for _, t := range f.NotTags {
+			if slices.Contains(tags, t) {
+				return false, nil
+			}
+		}
+		if f.Tags != nil && !slices.ContainsFunc(f.Tags, func(t string) bool { return slices.Contains(tags, t) }) {
+			return false, nil
+		}
+	}
+	if f.Spaces != nil {
+		in := false
+		for _, space := range f.Spaces {
+			children, err := a.spaceChildren(ctx, space, ld, joined)
+			if err != nil {
+				return false, err
+			}
+			if children[cand.roomID] {
+				in = true
+				break
+			}
+		}
+		if !in {
+			return false, nil
+		}
 	}
 	if f.IsEncrypted == nil && !f.HasRoomTypes && len(f.NotRoomTypes) == 0 {
 		return true, nil
@@ -718,6 +770,68 @@ func (a *API) ssFilterAllows(ctx context.Context, f ssFilters, cand *ssCandidate
 		return false, nil
 	}
 	return true, nil
+}
+
+// loadRoomTags reads the m.tag of every room of the user.
+func (a *API) loadRoomTags(ctx context.Context, userID string, ld *ssListData) error {
+	ld.tags = map[string][]string{}
+	entries, err := a.db.AccountDataSince(ctx, userID, 0)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.RoomID == "" || e.Type != tagType {
+			continue
+		}
+		var tc tagContent
+		if json.Unmarshal(e.Content, &tc) != nil {
+			continue
+		}
+		for t := range tc.Tags {
+			ld.tags[e.RoomID] = append(ld.tags[e.RoomID], t)
+		}
+	}
+	return nil
+}
+
+// spaceChildren is the rooms a space the user is joined to names in its
+// m.space.child state (with a via); nothing for other spaces. Subspaces
+// are not followed (MSC4186).
+func (a *API) spaceChildren(ctx context.Context, space string, ld *ssListData, joined map[string]bool) (map[string]bool, error) {
+	if children, ok := ld.spaceChildren[space]; ok {
+		return children, nil
+	}
+	if ld.spaceChildren == nil {
+		ld.spaceChildren = map[string]map[string]bool{}
+	}
+	children := map[string]bool{}
+	ld.spaceChildren[space] = children
+	if !joined[space] {
+		return children, nil
+	}
+	st, err := a.rooms.CurrentState(ctx, space)
+	if err != nil {
+		return nil, err
+	}
+	want := rooms.State{}
+	for k, id := range st {
+		if k.Type == "m.space.child" {
+			want[k] = id
+		}
+	}
+	evs, err := a.rooms.StateEvents(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		var content struct {
+			Via []string `json:"via"`
+		}
+		if json.Unmarshal(ev.PDU.Content(), &content) == nil && len(content.Via) > 0 {
+			children[*ev.StateKey] = true
+		}
+	}
+	return children, nil
 }
 
 // loadRoomFacts reads whether a room is encrypted and its type: from the

@@ -61,7 +61,8 @@ func (a *API) slidingSyncUnstable(r *http.Request, c accounts.Caller) (any, erro
 		}
 		if f := l.Filters; f != nil {
 			list.Filters = ssFilters{IsDM: f.IsDM, IsEncrypted: f.IsEncrypted, IsInvite: f.IsInvite,
-				RoomTypes: f.RoomTypes, NotRoomTypes: f.NotRoomTypes, HasRoomTypes: f.RoomTypes != nil}
+				RoomTypes: f.RoomTypes, NotRoomTypes: f.NotRoomTypes, HasRoomTypes: f.RoomTypes != nil,
+				Spaces: f.Spaces, Tags: f.Tags, NotTags: f.NotTags}
 		}
 		req.Lists[name] = list
 	}
@@ -103,6 +104,9 @@ type ssUnstableList struct {
 		IsInvite     *bool     `json:"is_invite"`
 		RoomTypes    []*string `json:"room_types"`
 		NotRoomTypes []*string `json:"not_room_types"`
+		Spaces       []string  `json:"spaces"`
+		Tags         []string  `json:"tags"`
+		NotTags      []string  `json:"not_tags"`
 	} `json:"filters"`
 }
 
@@ -182,7 +186,8 @@ func (a *API) slidingSyncV4(r *http.Request, c accounts.Caller) (any, error) {
 		}
 		if f := l.Filters; f != nil {
 			list.Filters = ssFilters{IsDM: f.IsDM, IsEncrypted: f.IsEncrypted, IsInvite: f.IsInvited,
-				RoomTypes: f.RoomTypes, NotRoomTypes: f.NotRoomTypes, HasRoomTypes: f.RoomTypes != nil}
+				RoomTypes: f.RoomTypes, NotRoomTypes: f.NotRoomTypes, HasRoomTypes: f.RoomTypes != nil,
+				Spaces: f.Spaces, Tags: f.Tags, NotTags: f.NotTags}
 		}
 		req.Lists[name] = list
 	}
@@ -234,6 +239,9 @@ type ssV4List struct {
 		IsInvited    *bool     `json:"is_invited"`
 		RoomTypes    []*string `json:"room_types"`
 		NotRoomTypes []*string `json:"not_room_types"`
+		Spaces       []string  `json:"spaces"`
+		Tags         []string  `json:"tags"`
+		NotTags      []string  `json:"not_tags"`
 	} `json:"filters"`
 }
 
@@ -348,6 +356,11 @@ func ssCheckCommon(req *ssRequest) error {
 	case "online", "offline", "unavailable":
 	default:
 		return mxhttp.InvalidParam("set_presence must be online, offline or unavailable")
+	}
+	for _, l := range req.Lists {
+		if len(l.Filters.Spaces) > maxSlidingLists || len(l.Filters.Tags) > maxSlidingLists || len(l.Filters.NotTags) > maxSlidingLists {
+			return mxhttp.InvalidParam("At most %d spaces, tags or not_tags in a filter", maxSlidingLists)
+		}
 	}
 	for roomID := range req.Subs {
 		if !strings.HasPrefix(roomID, "!") {

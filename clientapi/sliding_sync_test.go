@@ -454,6 +454,10 @@ func TestSlidingSyncFilters(t *testing.T) {
 		hearthtest.Expect(t, bob.member(t, invite, "invite", map[string]any{"user_id": alice.id}), http.StatusOK, "")
 		hearthtest.Expect(t, alice.do(t, "PUT", "/_matrix/client/v3/user/"+url.PathEscape(alice.id)+"/account_data/m.direct",
 			map[string]any{bob.id: []string{dm}}), http.StatusOK, "")
+		alice.putState(t, space, "m.space.child", plain, map[string]any{"via": []string{"hearth.test"}})
+		alice.putState(t, space, "m.space.child", dm, map[string]any{}) // no via: not a child
+		hearthtest.Expect(t, alice.do(t, "PUT", "/_matrix/client/v3/user/"+url.PathEscape(alice.id)+"/rooms/"+url.PathEscape(dm)+"/tags/m.favourite",
+			map[string]any{"order": 0.5}), http.StatusOK, "")
 		list := func(filters map[string]any) map[string]any {
 			return map[string]any{"ranges": [][]int{{0, 20}}, "timeline_limit": 0, "filters": filters}
 		}
@@ -465,11 +469,15 @@ func TestSlidingSyncFilters(t *testing.T) {
 			"untyped":   list(map[string]any{"room_types": []any{nil}, "is_invite": false}),
 			"nospaces":  list(map[string]any{"not_room_types": []any{"m.space"}}),
 			"all":       list(nil),
+			"inspace":   list(map[string]any{"spaces": []string{space, "!unknown:hearth.test"}}),
+			"fav":       list(map[string]any{"tags": []string{"m.favourite"}}),
+			"notfav":    list(map[string]any{"not_tags": []string{"m.favourite"}, "is_invite": false}),
 		}})
 		want := map[string][]string{
 			"dms": {dm}, "encrypted": {encrypted}, "invites": {invite}, "spaces": {space},
 			"untyped": {plain, dm, encrypted}, "nospaces": {plain, dm, encrypted, invite},
-			"all": {plain, dm, encrypted, space, invite},
+			"all":     {plain, dm, encrypted, space, invite},
+			"inspace": {plain}, "fav": {dm}, "notfav": {plain, encrypted, space},
 		}
 		for name, ids := range want {
 			var got []string
