@@ -46,7 +46,7 @@ func (db *DB) LoadSlidingPos(ctx context.Context, c SlidingConn, pos, idleBefore
 // ID. prev is the position the request continued from (0 for a new
 // connection, which replaces any earlier one of the same conn_id): the
 // client has processed it, so older positions are dropped, and only the
-// newest few are kept. Connections idle since before idleBefore are
+// newest few are kept. ErrNotFound if prev is no longer a position of c. Connections idle since before idleBefore are
 // deleted, and a device keeps at most a few connections.
 func (db *DB) SaveSlidingPos(ctx context.Context, c SlidingConn, prev int64, state []byte, now, idleBefore int64) (int64, error) {
 	var id int64
@@ -76,6 +76,16 @@ func (db *DB) SaveSlidingPos(ctx context.Context, c SlidingConn, prev int64, sta
 				return err
 			}
 		} else {
+			// prev must still be a position of this connection (not of one
+			// a fresh start replaced, nor dropped meanwhile).
+			var one int
+			err := tx.QueryRowContext(ctx, `SELECT 1 FROM sliding_sync_positions WHERE pos_id = $1 AND conn_key = $2`, prev, key).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
 			if _, err := tx.ExecContext(ctx, `UPDATE sliding_sync_connections SET last_used_ts = $1 WHERE conn_key = $2`, now, key); err != nil {
 				return err
 			}
@@ -87,8 +97,10 @@ func (db *DB) SaveSlidingPos(ctx context.Context, c SlidingConn, prev int64, sta
 			VALUES ($1, $2, $3) RETURNING pos_id`, key, now, string(state)).Scan(&id); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `DELETE FROM sliding_sync_positions WHERE conn_key = $1 AND pos_id NOT IN
-			(SELECT pos_id FROM sliding_sync_positions WHERE conn_key = $1 ORDER BY pos_id DESC LIMIT $2)`, key, slidingKeepPositions)
+		// The newest few stay, and prev: a client may cancel and resend
+		// from it any number of times.
+		_, err = tx.ExecContext(ctx, `DELETE FROM sliding_sync_positions WHERE conn_key = $1 AND pos_id <> $3 AND pos_id NOT IN
+			(SELECT pos_id FROM sliding_sync_positions WHERE conn_key = $1 ORDER BY pos_id DESC LIMIT $2)`, key, slidingKeepPositions, prev)
 		return err
 	})
 	if err != nil {
