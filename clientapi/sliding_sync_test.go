@@ -195,6 +195,45 @@ func TestSlidingSyncRoomList(t *testing.T) {
 		if ssRoom(r, invited) != nil || ssRoom(r, ids[1]) == nil {
 			t.Fatalf("after leave: %s", r.Body)
 		}
+		pos = r.JSON["pos"].(string)
+
+		// A rejected invite goes the same way, with the leave.
+		rejected := bob.createRoom(t, nil)
+		hearthtest.Expect(t, bob.member(t, rejected, "invite", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		r = alice.ss(t, pos, 5000, body)
+		if ssRoom(r, rejected)["membership"] != "invite" {
+			t.Fatalf("second invite: %s", r.Body)
+		}
+		hearthtest.Expect(t, alice.member(t, rejected, "leave", nil), http.StatusOK, "")
+		r = alice.ss(t, r.JSON["pos"].(string), 5000, body)
+		if room := ssRoom(r, rejected); room["membership"] != "leave" || len(room["timeline"].([]any)) != 1 || ssCount(r, "all") != 5 {
+			t.Fatalf("rejected invite: %s", r.Body)
+		}
+		pos = r.JSON["pos"].(string)
+
+		// Kicked: the kick comes in the timeline, then the room is gone.
+		kicked := bob.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, alice.member(t, kicked, "join", nil), http.StatusOK, "")
+		r = alice.ss(t, pos, 5000, body)
+		if ssRoom(r, kicked)["membership"] != "join" {
+			t.Fatalf("joined room to be kicked from: %s", r.Body)
+		}
+		hearthtest.Expect(t, bob.member(t, kicked, "kick", map[string]any{"user_id": alice.id}), http.StatusOK, "")
+		r = alice.ss(t, r.JSON["pos"].(string), 5000, body)
+		room := ssRoom(r, kicked)
+		tl, _ := room["timeline"].([]any)
+		if room["membership"] != "leave" || len(tl) == 0 || tl[len(tl)-1].(map[string]any)["sender"] != bob.id {
+			t.Fatalf("kick: %s", r.Body)
+		}
+		// Retrying from one pos (cancelled requests) works every time.
+		pos = r.JSON["pos"].(string)
+		for range 8 {
+			alice.ss(t, pos, 0, body)
+		}
+		r = alice.ss(t, pos, 0, body)
+		if ssRoom(r, kicked) != nil || ssCount(r, "all") != 5 {
+			t.Fatalf("after kick: %s", r.Body)
+		}
 	})
 }
 
