@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -271,6 +272,18 @@ type ssConnState struct {
 	Counts  map[string]int        `json:"c"`
 }
 
+// A pos is "<position ID>.<sync token>": the ID names the stored
+// connection state, the sync token (the streams it covers, as /sync's
+// next_batch) lets /messages and /relations take a pos as a pagination
+// token as MSC4186 asks, without a lookup. Only the ID counts for sliding
+// sync.
+
+// slidingPosStreams returns the sync token part of a pos.
+func slidingPosStreams(s string) (string, bool) {
+	_, tok, ok := strings.Cut(s, ".")
+	return tok, ok
+}
+
 func unknownPos(pos string) error {
 	return mxhttp.UnknownPos("Unknown or expired pos %q", pos)
 }
@@ -284,7 +297,8 @@ func (a *API) slidingSync(ctx context.Context, c accounts.Caller, req ssRequest)
 	var prev int64
 	var since *syncstream.Position
 	if req.Pos != "" {
-		id, err := strconv.ParseInt(req.Pos, 10, 64)
+		idPart, _, _ := strings.Cut(req.Pos, ".")
+		id, err := strconv.ParseInt(idPart, 10, 64)
 		if err != nil || id <= 0 {
 			return nil, unknownPos(req.Pos)
 		}
@@ -340,7 +354,7 @@ func (a *API) slidingSync(ctx context.Context, c accounts.Caller, req ssRequest)
 			if err != nil {
 				return nil, err
 			}
-			resp.Pos = strconv.FormatInt(id, 10)
+			resp.Pos = strconv.FormatInt(id, 10) + "." + next.Streams
 			return resp, nil
 		}
 		// Nothing to say yet: wait for a change after what was just read.

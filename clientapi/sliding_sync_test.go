@@ -292,6 +292,12 @@ func TestSlidingSyncRoomSubscription(t *testing.T) {
 		if !slices.Equal(back, []string{"m7", "m6", "m5"}) {
 			t.Fatalf("paging back from prev_batch: %v", back)
 		}
+		// A pos is a pagination token too (MSC4186): from the latest event.
+		m = alice.messages(t, roomID, "dir=b&limit=2&from="+url.QueryEscape(r.JSON["pos"].(string)))
+		hearthtest.Expect(t, m, http.StatusOK, "")
+		if chunk := m.JSON["chunk"].([]any); len(chunk) != 2 || chunk[0].(map[string]any)["content"].(map[string]any)["body"] != "from bob" {
+			t.Fatalf("paging back from pos: %s", m.Body)
+		}
 		// Unsubscribing and subscribing again with a bigger limit resends.
 		pos := r.JSON["pos"].(string)
 		body["room_subscriptions"] = map[string]any{roomID: map[string]any{"timeline_limit": 5, "required_state": [][]string{{"*", "*"}}}}
