@@ -190,8 +190,8 @@ type ssHero struct {
 
 // ssRoom is a RoomResult; the dialect layer renames what differs.
 type ssRoom struct {
-	Name              *string             `json:"name,omitempty"`
-	Avatar            *string             `json:"avatar,omitempty"`
+	Name              any                 `json:"name,omitempty"`   // string; null (v4) when removed
+	Avatar            any                 `json:"avatar,omitempty"` // string; null (v4) when removed
 	Heroes            []ssHero            `json:"heroes,omitempty"`
 	IsDM              *bool               `json:"is_dm,omitempty"`
 	Initial           bool                `json:"initial,omitempty"`
@@ -209,6 +209,9 @@ type ssRoom struct {
 	HighlightCount    *int                `json:"highlight_count,omitempty"`
 	InviteState       []json.RawMessage   `json:"invite_state,omitempty"`
 	StrippedState     []json.RawMessage   `json:"stripped_state,omitempty"`
+	// nameRemoved, avatarRemoved: an incremental result where the room no
+	// longer has one (v4 sends null).
+	nameRemoved, avatarRemoved bool
 }
 
 type ssListResult struct {
@@ -1077,17 +1080,20 @@ func (a *API) slidingRoomMeta(ctx context.Context, userID, roomID string, end ro
 		switch ev.Type {
 		case spec.MRoomName:
 			if content.Name != "" {
-				room.Name = &content.Name
+				room.Name = content.Name
 			}
 		case "m.room.avatar":
 			if content.URL != "" {
-				room.Avatar = &content.URL
+				room.Avatar = content.URL
 			}
 		case spec.MRoomMember:
 			m := members[*ev.StateKey]
 			m.Name, m.Avatar = content.DName, content.Avatar
 			members[*ev.StateKey] = m
 		}
+	}
+	if !room.Initial {
+		room.nameRemoved, room.avatarRemoved = room.Name == nil, room.Avatar == nil
 	}
 	for _, h := range sum.Heroes {
 		room.Heroes = append(room.Heroes, ssHero{UserID: h, DisplayName: members[h].Name, AvatarURL: members[h].Avatar})

@@ -210,8 +210,15 @@ func (a *API) slidingSyncV4(r *http.Request, c accounts.Caller) (any, error) {
 		return nil, err
 	}
 	for _, room := range resp.Rooms {
-		// v4 dropped the counts (MSC4186 changelog).
+		// v4 dropped the counts (MSC4186 changelog) and says null for a
+		// name or avatar removed.
 		room.NotificationCount, room.HighlightCount = nil, nil
+		if room.nameRemoved {
+			room.Name = json.RawMessage("null")
+		}
+		if room.avatarRemoved {
+			room.Avatar = json.RawMessage("null")
+		}
 	}
 	return resp, nil
 }

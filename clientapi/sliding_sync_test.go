@@ -481,6 +481,13 @@ func TestSlidingSyncV4(t *testing.T) {
 		if got := ssBodies(ssRoom(r, roomID)); !slices.Contains(got, "v4 message") {
 			t.Fatalf("v4 incremental: %s", r.Body)
 		}
+		// A removed name is null.
+		body["pos"] = r.JSON["pos"]
+		alice.putState(t, roomID, "m.room.name", "", map[string]any{})
+		r = v4(alice, body)
+		if name, ok := ssRoom(r, roomID)["name"]; !ok || name != nil {
+			t.Fatalf("v4 removed name: %s", r.Body)
+		}
 	})
 }
 
