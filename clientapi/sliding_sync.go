@@ -620,9 +620,6 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 	for _, cand := range gone {
 		sent := prev.Rooms[cand.roomID]
 		delete(next.Rooms, cand.roomID)
-		if cand.ev.StreamPos <= sent.Pos && sent.Membership != spec.Join && sent.Membership != spec.Invite && sent.Membership != spec.Knock {
-			continue
-		}
 		room, err := a.slidingLeftRoom(ctx, sreq, cand, sent, sincePos)
 		if err != nil {
 			return nil, next, err
