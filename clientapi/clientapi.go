@@ -46,6 +46,8 @@ type API struct {
 
 	adminNonces *nonceStore
 	notices     noticeRooms
+	// bumps remembers rooms' sliding sync bump_stamps (sliding_sync.go).
+	bumps ssBumpCache
 }
 
 // limits are the request rate limiters; all nil (no limit) with

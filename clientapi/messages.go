@@ -196,13 +196,18 @@ func (a *API) pageBounds(r *http.Request, roomID string, backwards bool) (from r
 }
 
 // parsePaginationToken accepts our topological tokens (sync's prev_batch
-// is one) and sync's next_batch tokens, which name a point in the event
-// stream: the boundary after the room's last event at or before it.
+// is one) and sync's next_batch tokens (and sliding sync's pos, which
+// carries one), which name a point in the event stream: the boundary after
+// the room's last event at or before it.
 func (a *API) parsePaginationToken(r *http.Request, roomID, s string) (rooms.TopoToken, error) {
 	if t, err := rooms.ParseTopoToken(s); err == nil {
 		return t, nil
 	}
-	pos, err := syncstream.ParseToken(s)
+	tok := s
+	if streams, ok := slidingPosStreams(s); ok {
+		tok = streams
+	}
+	pos, err := syncstream.ParseToken(tok)
 	if err != nil {
 		return rooms.TopoToken{}, mxhttp.InvalidParam("Invalid pagination token %q", s)
 	}

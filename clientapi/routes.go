@@ -133,6 +133,10 @@ func (a *API) routes() []route {
 
 		// Syncing, search, presence, typing, receipts, read markers.
 		{"GET", v3 + "/sync", user, a.sync},
+		// Simplified sliding sync (MSC4186): the unstable dialect clients
+		// speak today and v4; one implementation (sliding_sync.go).
+		{"POST", "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", user, a.slidingSyncUnstable},
+		{"POST", "/_matrix/client/v4/sync", user, a.slidingSyncV4},
 		{"POST", v3 + "/search", user, a.search},
 		{"GET", v3 + "/presence/{userId}/status", user, a.getPresence},
 		{"PUT", v3 + "/presence/{userId}/status", user, a.putPresence},

@@ -419,18 +419,15 @@ const maxToDevicePerSync = 100
 // covered: they are deleted from the device's inbox only then, so nothing
 // is lost if a response never reaches the device.
 func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse) error {
-	if req.since != nil && since.ToDevice > 0 {
-		if err := a.e2ee.AckInbox(ctx, req.userID, req.deviceID, since.ToDevice); err != nil {
-			return err
-		}
+	var ack int64
+	if req.since != nil {
+		ack = since.ToDevice
 	}
-	msgs, upTo, err := a.e2ee.InboxBetween(ctx, req.userID, req.deviceID, since.ToDevice, to.ToDevice, maxToDevicePerSync)
+	msgs, upTo, err := a.toDeviceBatch(ctx, req.userID, req.deviceID, ack, since.ToDevice, to.ToDevice, maxToDevicePerSync)
 	if err != nil {
 		return err
 	}
-	for _, m := range msgs {
-		resp.ToDevice.Events = append(resp.ToDevice.Events, m)
-	}
+	resp.ToDevice.Events = append(resp.ToDevice.Events, msgs...)
 	if upTo < to.ToDevice {
 		// More are waiting: hand out a token that stops after the last one.
 		next := to
@@ -438,30 +435,64 @@ func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstrea
 		resp.NextBatch = next.String()
 	}
 	if req.since != nil {
-		changed, left, err := a.e2ee.DeviceListChangesSince(ctx, req.userID,
-			e2ee.Positions{Events: since.Events, DeviceLists: since.DeviceLists}, e2ee.Positions{Events: to.Events, DeviceLists: to.DeviceLists})
-		if err != nil {
+		if resp.DeviceLists, err = a.deviceListChanges(ctx, req.userID, since, to); err != nil {
 			return err
 		}
-		if len(changed)+len(left) > 0 {
-			resp.DeviceLists = &syncDeviceLists{Changed: changed, Left: left}
+	}
+	resp.OTKCounts, resp.FallbackKey, err = a.deviceKeyCounts(ctx, req.userID, req.deviceID)
+	return err
+}
+
+// toDeviceBatch acknowledges (deletes) a device's to-device messages up to
+// ack, then returns up to limit of those in (from, to] and the position
+// the batch reaches (to, or the last message's when the limit cut it).
+// /sync and sliding sync's to_device extension share it.
+func (a *API) toDeviceBatch(ctx context.Context, userID, deviceID string, ack, from, to int64, limit int) ([]any, int64, error) {
+	if ack > 0 {
+		if err := a.e2ee.AckInbox(ctx, userID, deviceID, ack); err != nil {
+			return nil, 0, err
 		}
 	}
-	if resp.OTKCounts, err = a.e2ee.OneTimeKeyCounts(ctx, req.userID, req.deviceID); err != nil {
-		return err
-	}
-	if resp.OTKCounts == nil {
-		resp.OTKCounts = map[string]int{}
-	}
-	fallback, err := a.e2ee.UnusedFallbackKeyTypes(ctx, req.userID, req.deviceID)
+	msgs, upTo, err := a.e2ee.InboxBetween(ctx, userID, deviceID, from, to, limit)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	resp.FallbackKey = fallback
-	if resp.FallbackKey == nil {
-		resp.FallbackKey = []string{}
+	out := make([]any, 0, len(msgs))
+	for _, m := range msgs {
+		out = append(out, m)
 	}
-	return nil
+	return out, upTo, nil
+}
+
+// deviceListChanges is the users whose device lists changed (or who no
+// longer share a room) in (since, to]; nil when none.
+func (a *API) deviceListChanges(ctx context.Context, userID string, since, to syncstream.Position) (*syncDeviceLists, error) {
+	changed, left, err := a.e2ee.DeviceListChangesSince(ctx, userID,
+		e2ee.Positions{Events: since.Events, DeviceLists: since.DeviceLists}, e2ee.Positions{Events: to.Events, DeviceLists: to.DeviceLists})
+	if err != nil || len(changed)+len(left) == 0 {
+		return nil, err
+	}
+	return &syncDeviceLists{Changed: changed, Left: left}, nil
+}
+
+// deviceKeyCounts is the device's one-time key counts and unused fallback
+// key types, never nil.
+func (a *API) deviceKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
+	counts, err := a.e2ee.OneTimeKeyCounts(ctx, userID, deviceID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if counts == nil {
+		counts = map[string]int{}
+	}
+	fallback, err := a.e2ee.UnusedFallbackKeyTypes(ctx, userID, deviceID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if fallback == nil {
+		fallback = []string{}
+	}
+	return counts, fallback, nil
 }
 
 // syncEphemeral gives a joined room's typing (when it changed) and the

@@ -18,6 +18,8 @@ var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.
 // unstableFeatures are the MSC flags Hearth implements.
 var unstableFeatures = map[string]bool{
 	"org.matrix.msc3814": true, // dehydrated devices (dehydrated_device.go)
+	// simplified sliding sync, MSC4186 (sliding_sync.go)
+	"org.matrix.simplified_msc3575": true,
 }
 
 // GET /_matrix/client/versions (client-server API, API Standards).

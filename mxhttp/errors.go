@@ -76,6 +76,9 @@ var (
 	ProfileTooLarge    = newErr(http.StatusBadRequest, "M_PROFILE_TOO_LARGE")
 	KeyTooLarge        = newErr(http.StatusBadRequest, "M_KEY_TOO_LARGE")
 	Internal           = newErr(http.StatusInternalServerError, "M_UNKNOWN")
+	// UnknownPos is sliding sync's (MSC4186) answer to a pos the server
+	// does not know or has expired.
+	UnknownPos = newErr(http.StatusBadRequest, "M_UNKNOWN_POS")
 	// Unauthorized is the federation API's answer to a missing or bad
 	// X-Matrix signature.
 	Unauthorized = newErr(http.StatusUnauthorized, "M_UNAUTHORIZED")
