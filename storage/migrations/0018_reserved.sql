@@ -1,3 +1,0 @@
--- Placeholder: number 0018 belongs to another branch's migration, and
--- migration numbers must run without gaps. Delete this file when merging
--- that branch (its 0018 takes this place); it changes nothing.
