@@ -124,20 +124,14 @@ func deleteSlidingConn(ctx context.Context, tx *sql.Tx, key int64) error {
 // request never does much of this work) and the oldest connections of c's
 // device beyond the per-device bound, making room for one more.
 func expireSlidingConns(ctx context.Context, tx *sql.Tx, c SlidingConn, idleBefore int64) error {
-	rows, err := tx.QueryContext(ctx, `SELECT conn_key FROM sliding_sync_connections WHERE last_used_ts < $1 LIMIT 50`, idleBefore)
+	keys, err := queryColumn[int64](ctx, tx, "listing idle sliding sync connections",
+		`SELECT conn_key FROM sliding_sync_connections WHERE last_used_ts < $1 LIMIT 50`, idleBefore)
 	if err != nil {
 		return err
 	}
-	keys, err := scanInt64s(rows)
-	if err != nil {
-		return err
-	}
-	rows, err = tx.QueryContext(ctx, `SELECT conn_key FROM sliding_sync_connections WHERE user_id = $1 AND device_id = $2
+	device, err := queryColumn[int64](ctx, tx, "listing a device's sliding sync connections",
+		`SELECT conn_key FROM sliding_sync_connections WHERE user_id = $1 AND device_id = $2
 		ORDER BY last_used_ts DESC, conn_key DESC`, c.UserID, c.DeviceID)
-	if err != nil {
-		return err
-	}
-	device, err := scanInt64s(rows)
 	if err != nil {
 		return err
 	}
@@ -150,19 +144,6 @@ func expireSlidingConns(ctx context.Context, tx *sql.Tx, c SlidingConn, idleBefo
 		}
 	}
 	return nil
-}
-
-func scanInt64s(rows *sql.Rows) ([]int64, error) {
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var n int64
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
 }
 
 // BumpTypes are the event types that move a room up a sliding sync list
