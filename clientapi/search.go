@@ -28,7 +28,8 @@ import (
 // next_batch is a position in that order (the last result looked at), so
 // pages neither repeat nor skip results while events keep arriving; count
 // is the number of matches before history visibility, as the spec's
-// "approximate count" allows.
+// "approximate count" allows, counted for the first page and carried in
+// next_batch to the others.
 
 const (
 	// maxSearchWords bounds the words of a search term.
@@ -62,39 +63,46 @@ type searchRequest struct {
 	} `json:"search_categories"`
 }
 
-// searchToken is a next_batch: "t<stream_pos>" (order_by recent) or
-// "r<rank>_<stream_pos>" (order_by rank).
-func searchToken(byRank bool, c storage.SearchCursor) string {
+// searchToken is a next_batch: the position of the last match looked at,
+// "t<stream_pos>" (order_by recent) or "r<rank>_<stream_pos>" (order_by
+// rank), then "_<count>", the first page's count, which later pages repeat
+// rather than count again.
+func searchToken(byRank bool, c storage.SearchCursor, count int) string {
+	tail := strconv.FormatInt(c.StreamPos, 10) + "_" + strconv.Itoa(count)
 	if byRank {
-		return "r" + strconv.FormatFloat(c.Rank, 'g', -1, 64) + "_" + strconv.FormatInt(c.StreamPos, 10)
+		return "r" + strconv.FormatFloat(c.Rank, 'g', -1, 64) + "_" + tail
 	}
-	return "t" + strconv.FormatInt(c.StreamPos, 10)
+	return "t" + tail
 }
 
-func parseSearchToken(byRank bool, tok string) (*storage.SearchCursor, error) {
+func parseSearchToken(byRank bool, tok string) (*storage.SearchCursor, int, error) {
 	bad := mxhttp.InvalidParam("Invalid next_batch")
+	if tok == "" || (tok[0] == 'r') != byRank || (tok[0] != 'r' && tok[0] != 't') {
+		return nil, 0, bad
+	}
+	parts, want := strings.Split(tok[1:], "_"), 2
+	if byRank {
+		want = 3
+	}
+	if len(parts) != want {
+		return nil, 0, bad
+	}
 	var c storage.SearchCursor
 	var err error
-	switch {
-	case byRank && strings.HasPrefix(tok, "r"):
-		rank, pos, ok := strings.Cut(tok[1:], "_")
-		if !ok {
-			return nil, bad
+	if byRank {
+		if c.Rank, err = strconv.ParseFloat(parts[0], 64); err != nil || math.IsNaN(c.Rank) || math.IsInf(c.Rank, 0) {
+			return nil, 0, bad
 		}
-		if c.Rank, err = strconv.ParseFloat(rank, 64); err != nil || math.IsNaN(c.Rank) || math.IsInf(c.Rank, 0) {
-			return nil, bad
-		}
-		if c.StreamPos, err = strconv.ParseInt(pos, 10, 64); err != nil {
-			return nil, bad
-		}
-	case !byRank && strings.HasPrefix(tok, "t"):
-		if c.StreamPos, err = strconv.ParseInt(tok[1:], 10, 64); err != nil {
-			return nil, bad
-		}
-	default:
-		return nil, bad
+		parts = parts[1:]
 	}
-	return &c, nil
+	if c.StreamPos, err = strconv.ParseInt(parts[0], 10, 64); err != nil {
+		return nil, 0, bad
+	}
+	count, err := strconv.Atoi(parts[1])
+	if err != nil || count < 0 {
+		return nil, 0, bad
+	}
+	return &c, count, nil
 }
 
 // POST /v3/search
@@ -148,9 +156,10 @@ func (a *API) search(r *http.Request, c accounts.Caller) (any, error) {
 		}
 	}
 	var after *storage.SearchCursor
+	count := -1
 	if nb := r.URL.Query().Get("next_batch"); nb != "" {
 		var err error
-		if after, err = parseSearchToken(byRank, nb); err != nil {
+		if after, count, err = parseSearchToken(byRank, nb); err != nil {
 			return nil, err
 		}
 	}
@@ -237,9 +246,10 @@ func (a *API) search(r *http.Request, c accounts.Caller) (any, error) {
 			}
 		}
 	}
-	count, err := a.db.SearchCount(ctx, db, q)
-	if err != nil {
-		return nil, err
+	if count < 0 {
+		if count, err = a.db.SearchCount(ctx, db, q); err != nil {
+			return nil, err
+		}
 	}
 
 	viewer := rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID}
@@ -261,7 +271,7 @@ func (a *API) search(r *http.Request, c accounts.Caller) (any, error) {
 	}
 	out := map[string]any{"count": count, "results": results, "highlights": searchHighlights(page, words)}
 	if more && cursor != nil {
-		out["next_batch"] = searchToken(byRank, *cursor)
+		out["next_batch"] = searchToken(byRank, *cursor, count)
 	}
 	if len(groupBy) > 0 {
 		groups := map[string]any{}

@@ -206,17 +206,28 @@ func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit,
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
-	where, order := "", "stream_pos DESC"
+	var query string
 	if q.ByRank {
-		order = "score DESC, stream_pos DESC"
+		where := ""
 		if q.After != nil {
 			r, p := add(q.After.Rank), add(q.After.StreamPos)
 			where = ` WHERE score < ` + r + ` OR (score = ` + r + ` AND stream_pos < ` + p + `)`
 		}
-	} else if q.After != nil {
-		where = ` WHERE stream_pos < ` + add(q.After.StreamPos)
+		query = `SELECT * FROM (` + inner + `) hits` + where + ` ORDER BY score DESC, stream_pos DESC LIMIT ` + add(q.Limit)
+	} else {
+		// Newest first in the index's own key order, so that the engine
+		// (FTS5 in particular) stops at the page's end instead of scoring
+		// and sorting every match.
+		pos := "event_search.rowid"
+		if db.dialect == Postgres {
+			pos = "s.stream_pos"
+		}
+		query = inner
+		if q.After != nil {
+			query += ` AND ` + pos + ` < ` + add(q.After.StreamPos)
+		}
+		query += ` ORDER BY ` + pos + ` DESC LIMIT ` + add(q.Limit)
 	}
-	query := `SELECT * FROM (` + inner + `) hits` + where + ` ORDER BY ` + order + ` LIMIT ` + add(q.Limit)
 	rows, err := r.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("searching: %w", err)
