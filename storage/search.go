@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"unicode"
@@ -167,12 +168,14 @@ func (db *DB) searchFrom(q SearchQuery) (score, from string, args []any) {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
+	// A list (a user may be in thousands of rooms) is one JSON array
+	// parameter, so the statement's text does not grow with it.
 	list := func(vs []string) string {
-		ps := make([]string, len(vs))
-		for i, v := range vs {
-			ps[i] = add(v)
+		js, _ := json.Marshal(vs)
+		if db.dialect == Postgres {
+			return `SELECT jsonb_array_elements_text(` + add(string(js)) + `::jsonb)`
 		}
-		return strings.Join(ps, ", ")
+		return `SELECT value FROM json_each(` + add(string(js)) + `)`
 	}
 	var b strings.Builder
 	if db.dialect == Postgres {
@@ -201,19 +204,23 @@ func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit,
 		return nil, nil
 	}
 	score, from, args := db.searchFrom(q)
-	inner := `SELECT ` + qualifiedEventColumns + `, ` + score + ` AS score` + from
 	add := func(v any) string {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
 	var query string
 	if q.ByRank {
+		// Every match is scored and sorted: carry only its position and
+		// score through the sort, and read the page's events after.
 		where := ""
 		if q.After != nil {
 			r, p := add(q.After.Rank), add(q.After.StreamPos)
-			where = ` WHERE score < ` + r + ` OR (score = ` + r + ` AND stream_pos < ` + p + `)`
+			where = ` WHERE score < ` + r + ` OR (score = ` + r + ` AND pos < ` + p + `)`
 		}
-		query = `SELECT * FROM (` + inner + `) hits` + where + ` ORDER BY score DESC, stream_pos DESC LIMIT ` + add(q.Limit)
+		query = `SELECT ` + qualifiedEventColumns + `, h.score FROM (
+			SELECT pos, score FROM (SELECT e.stream_pos AS pos, ` + score + ` AS score` + from + `) m` + where + `
+			ORDER BY score DESC, pos DESC LIMIT ` + add(q.Limit) + `
+		) h JOIN events e ON e.stream_pos = h.pos ORDER BY h.score DESC, h.pos DESC`
 	} else {
 		// Newest first in the index's own key order, so that the engine
 		// (FTS5 in particular) stops at the page's end instead of scoring
@@ -222,7 +229,7 @@ func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit,
 		if db.dialect == Postgres {
 			pos = "s.stream_pos"
 		}
-		query = inner
+		query = `SELECT ` + qualifiedEventColumns + `, ` + score + ` AS score` + from
 		if q.After != nil {
 			query += ` AND ` + pos + ` < ` + add(q.After.StreamPos)
 		}
