@@ -41,8 +41,8 @@ var dialectWords = map[Dialect]*strings.Replacer{
 // loadMigrations returns d's migrations in order. Numbers must be unique
 // but may have gaps (a number is reserved on a branch before it merges);
 // a number with a file for one engine must have one for the other.
-func loadMigrations(d Dialect) ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
+func loadMigrations(fsys fs.FS, d Dialect) ([]migration, error) {
+	entries, err := fs.ReadDir(fsys, "migrations")
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +70,7 @@ func loadMigrations(d Dialect) ([]migration, error) {
 		} else {
 			generic[v] = true
 		}
-		b, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		b, err := fs.ReadFile(fsys, "migrations/"+e.Name())
 		if err != nil {
 			return nil, err
 		}
@@ -93,7 +93,7 @@ func loadMigrations(d Dialect) ([]migration, error) {
 // migrate applies every migration not yet recorded, in one transaction. Several Hearth processes may start at once on one PostgreSQL:
 // an advisory lock makes them take turns.
 func (db *DB) migrate(ctx context.Context) error {
-	migs, err := loadMigrations(db.dialect)
+	migs, err := loadMigrations(migrationFiles, db.dialect)
 	if err != nil {
 		return err
 	}
