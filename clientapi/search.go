@@ -2,13 +2,13 @@ package clientapi
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
-	"github.com/tidwall/gjson"
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/filter"
@@ -17,19 +17,34 @@ import (
 	"github.com/hearth-matrix/hearth/storage"
 )
 
-// Server side search (client-server API, Server Side Search): room events
-// whose content.body, content.name or content.topic contain every word of
-// the search term (a word of the term matches a word of the text it
-// begins), newest first, in rooms the user is or was in, through history
-// visibility.
+// Server side search (client-server API, Server Side Search) over the
+// full-text index the room core keeps (storage/search.go): room events
+// whose content.body, content.name or content.topic hold every piece of
+// the search term (a piece is a phrase of its words, the last matching as
+// a prefix; punctuation is a word separator, never query syntax), in rooms
+// the user is or was in and has not forgotten, through history visibility,
+// best ranked or newest first.
+//
+// next_batch is a position in that order (the last result looked at), so
+// pages neither repeat nor skip results while events keep arriving; count
+// is the number of matches before history visibility, as the spec's
+// "approximate count" allows, counted for the first page and carried in
+// next_batch to the others.
 
-// maxSearchScan bounds the candidate events one search looks at.
-const maxSearchScan = 2000
+const (
+	// maxSearchWords bounds the words of a search term.
+	maxSearchWords = 64
+	// maxSearchLimit bounds a page.
+	maxSearchLimit = 100
+	// maxSearchScan bounds the matches one request looks at for a page of
+	// visible results; a page cut short by it has a next_batch to go on.
+	maxSearchScan = 5000
+)
 
 type searchRequest struct {
 	SearchCategories struct {
 		RoomEvents *struct {
-			SearchTerm   string                  `json:"search_term"`
+			SearchTerm   *string                 `json:"search_term"`
 			Keys         []string                `json:"keys"`
 			Filter       *filter.RoomEventFilter `json:"filter"`
 			OrderBy      string                  `json:"order_by"`
@@ -38,14 +53,56 @@ type searchRequest struct {
 				AfterLimit     *int `json:"after_limit"`
 				IncludeProfile bool `json:"include_profile"`
 			} `json:"event_context"`
+			IncludeState bool `json:"include_state"`
+			Groupings    *struct {
+				GroupBy []struct {
+					Key string `json:"key"`
+				} `json:"group_by"`
+			} `json:"groupings"`
 		} `json:"room_events"`
 	} `json:"search_categories"`
 }
 
-var searchKeyTypes = map[string]string{
-	"content.body":  "m.room.message",
-	"content.name":  spec.MRoomName,
-	"content.topic": spec.MRoomTopic,
+// searchToken is a next_batch: the position of the last match looked at,
+// "t<stream_pos>" (order_by recent) or "r<rank>_<stream_pos>" (order_by
+// rank), then "_<count>", the first page's count, which later pages repeat
+// rather than count again.
+func searchToken(byRank bool, c storage.SearchCursor, count int) string {
+	tail := strconv.FormatInt(c.StreamPos, 10) + "_" + strconv.Itoa(count)
+	if byRank {
+		return "r" + strconv.FormatFloat(c.Rank, 'g', -1, 64) + "_" + tail
+	}
+	return "t" + tail
+}
+
+func parseSearchToken(byRank bool, tok string) (*storage.SearchCursor, int, error) {
+	bad := mxhttp.InvalidParam("Invalid next_batch")
+	if tok == "" || (tok[0] == 'r') != byRank || (tok[0] != 'r' && tok[0] != 't') {
+		return nil, 0, bad
+	}
+	parts, want := strings.Split(tok[1:], "_"), 2
+	if byRank {
+		want = 3
+	}
+	if len(parts) != want {
+		return nil, 0, bad
+	}
+	var c storage.SearchCursor
+	var err error
+	if byRank {
+		if c.Rank, err = strconv.ParseFloat(parts[0], 64); err != nil || math.IsNaN(c.Rank) || math.IsInf(c.Rank, 0) {
+			return nil, 0, bad
+		}
+		parts = parts[1:]
+	}
+	if c.StreamPos, err = strconv.ParseInt(parts[0], 10, 64); err != nil {
+		return nil, 0, bad
+	}
+	count, err := strconv.Atoi(parts[1])
+	if err != nil || count < 0 {
+		return nil, 0, bad
+	}
+	return &c, count, nil
 }
 
 // POST /v3/search
@@ -58,12 +115,22 @@ func (a *API) search(r *http.Request, c accounts.Caller) (any, error) {
 	if re == nil {
 		return map[string]any{"search_categories": map[string]any{}}, nil
 	}
-	terms := searchWords(re.SearchTerm)
-	if len(terms) == 0 {
-		return nil, mxhttp.BadJSON("search_term must contain a word")
+	if re.SearchTerm == nil {
+		return nil, mxhttp.MissingParam("search_term is required")
 	}
+	phrases := storage.SearchPhrases(*re.SearchTerm)
+	var words []string
+	for _, p := range phrases {
+		words = append(words, p...)
+	}
+	if len(words) > maxSearchWords {
+		return nil, mxhttp.InvalidParam("search_term has more than %d words", maxSearchWords)
+	}
+	var byRank bool
 	switch re.OrderBy {
-	case "", "rank", "recent":
+	case "", "rank":
+		byRank = true
+	case "recent":
 	default:
 		return nil, mxhttp.InvalidParam("order_by must be rank or recent")
 	}
@@ -73,81 +140,126 @@ func (a *API) search(r *http.Request, c accounts.Caller) (any, error) {
 	}
 	var types []string
 	for _, k := range keys {
-		t, ok := searchKeyTypes[k]
+		t, ok := storage.SearchKeyTypes[k]
 		if !ok {
 			return nil, mxhttp.InvalidParam("Unknown search key %q", k)
 		}
 		types = append(types, t)
 	}
-	offset := 0
-	if nb := r.URL.Query().Get("next_batch"); nb != "" {
-		n, err := strconv.Atoi(strings.TrimPrefix(nb, "o"))
-		if err != nil || n < 0 || !strings.HasPrefix(nb, "o") {
-			return nil, mxhttp.InvalidParam("Invalid next_batch")
+	var groupBy []string
+	if re.Groupings != nil {
+		for _, g := range re.Groupings.GroupBy {
+			if g.Key != "room_id" && g.Key != "sender" {
+				return nil, mxhttp.InvalidParam("Unknown group_by key %q", g.Key)
+			}
+			groupBy = append(groupBy, g.Key)
 		}
-		offset = n
+	}
+	var after *storage.SearchCursor
+	count := -1
+	if nb := r.URL.Query().Get("next_batch"); nb != "" {
+		var err error
+		if after, count, err = parseSearchToken(byRank, nb); err != nil {
+			return nil, err
+		}
 	}
 	f := re.Filter
 	if f == nil {
 		f = &filter.RoomEventFilter{}
 	}
 	limit := f.LimitOr(10)
-	ms, err := storage.RoomsOfUser(r.Context(), a.db.Read(), c.UserID, spec.Join, spec.Leave, spec.Ban)
+	if limit <= 0 {
+		limit = 10
+	}
+	limit = min(limit, maxSearchLimit)
+
+	ctx, db := r.Context(), a.db.Read()
+	ms, err := storage.RoomsOfUser(ctx, db, c.UserID, spec.Join, spec.Leave, spec.Ban)
 	if err != nil {
 		return nil, err
 	}
-	var roomIDs []string
+	q := storage.SearchQuery{Phrases: phrases, Types: types, Senders: f.Senders, NotSenders: f.NotSenders, ByRank: byRank}
 	for _, m := range ms {
-		if filter.AllowsRoom(f.Rooms, f.NotRooms, m.RoomID) {
-			roomIDs = append(roomIDs, m.RoomID)
-		}
-	}
-	rows, err := storage.SearchCandidates(r.Context(), a.db.Read(), roomIDs, types, terms, maxSearchScan)
-	if err != nil {
-		return nil, err
-	}
-	evs, err := a.rooms.Events(r.Context(), a.db.Read(), eventIDsOf(rows))
-	if err != nil {
-		return nil, err
-	}
-	// Keep word matches, grouped by room for history visibility.
-	ignored := a.ignoredUsers(r.Context(), c.UserID)
-	byRoom := map[string][]*rooms.Event{}
-	var order []*rooms.Event
-	for _, row := range rows {
-		ev := evs[row.EventID]
-		if ev == nil || ignored[ev.Sender] || !f.AllowsEvent(ev.Type, ev.Sender, ev.PDU.Content()) || !matchesWords(ev, keys, terms) {
+		if !filter.AllowsRoom(f.Rooms, f.NotRooms, m.RoomID) {
 			continue
 		}
-		byRoom[ev.RoomID] = append(byRoom[ev.RoomID], ev)
-		order = append(order, ev)
+		if m.Membership != spec.Join {
+			if forgotten, err := storage.IsForgotten(ctx, db, c.UserID, m.RoomID); err != nil {
+				return nil, err
+			} else if forgotten {
+				continue
+			}
+		}
+		q.RoomIDs = append(q.RoomIDs, m.RoomID)
 	}
-	visible := map[string]bool{}
-	for _, list := range byRoom {
-		vis, err := a.rooms.Visible(r.Context(), c.UserID, list)
+	for u := range a.ignoredUsers(ctx, c.UserID) {
+		q.NotSenders = append(q.NotSenders, u)
+	}
+
+	// Walk the matches in order, keeping those the user may see, until the
+	// page is full; the cursor is the last match looked at.
+	var page []*rooms.Event
+	ranks := map[string]float64{}
+	cursor, more := after, true
+	batch := min(max(2*limit, 50), 500)
+	for scanned := 0; len(page) < limit && more && scanned < maxSearchScan; {
+		q.After, q.Limit = cursor, batch
+		hits, err := a.db.Search(ctx, db, q)
 		if err != nil {
 			return nil, err
 		}
-		for _, ev := range vis {
-			visible[ev.EventID] = true
+		scanned += len(hits)
+		more = len(hits) == batch
+		ids := make([]string, len(hits))
+		for i, h := range hits {
+			ids[i] = h.EventID
+		}
+		evs, err := a.rooms.Events(ctx, db, ids)
+		if err != nil {
+			return nil, err
+		}
+		byRoom := map[string][]*rooms.Event{}
+		for _, h := range hits {
+			if ev := evs[h.EventID]; ev != nil && f.AllowsEvent(ev.Type, ev.Sender, ev.PDU.Content()) {
+				byRoom[ev.RoomID] = append(byRoom[ev.RoomID], ev)
+			}
+		}
+		visible := map[string]bool{}
+		for _, list := range byRoom {
+			vis, err := a.rooms.Visible(ctx, c.UserID, list)
+			if err != nil {
+				return nil, err
+			}
+			for _, ev := range vis {
+				visible[ev.EventID] = true
+			}
+		}
+		for i, h := range hits {
+			cursor = &storage.SearchCursor{Rank: h.Rank, StreamPos: h.StreamPos}
+			if visible[h.EventID] {
+				page = append(page, evs[h.EventID])
+				ranks[h.EventID] = h.Rank
+				if len(page) == limit {
+					more = more || i < len(hits)-1
+					break
+				}
+			}
 		}
 	}
-	var matches []*rooms.Event
-	for _, ev := range order {
-		if visible[ev.EventID] {
-			matches = append(matches, ev)
+	if count < 0 {
+		if count, err = a.db.SearchCount(ctx, db, q); err != nil {
+			return nil, err
 		}
 	}
+
 	viewer := rooms.Viewer{UserID: c.UserID, DeviceID: c.DeviceID}
 	results := []map[string]any{}
-	offset = min(offset, len(matches))
-	end := min(offset+limit, len(matches))
-	for _, ev := range matches[offset:end] {
-		formatted, err := a.rooms.Format(r.Context(), []*rooms.Event{ev}, viewer)
+	for _, ev := range page {
+		formatted, err := a.rooms.Format(ctx, []*rooms.Event{ev}, viewer)
 		if err != nil {
 			return nil, err
 		}
-		res := map[string]any{"rank": 1, "result": formatted[0]}
+		res := map[string]any{"rank": ranks[ev.EventID], "result": formatted[0]}
 		if re.EventContext != nil {
 			ctxBody, err := a.searchContext(r, ev, viewer, re.EventContext.BeforeLimit, re.EventContext.AfterLimit, re.EventContext.IncludeProfile)
 			if err != nil {
@@ -157,60 +269,76 @@ func (a *API) search(r *http.Request, c accounts.Caller) (any, error) {
 		}
 		results = append(results, res)
 	}
-	out := map[string]any{"count": len(matches), "results": results, "highlights": terms}
-	// A full page may have more after it; the next page tells (as other
-	// servers do, a next_batch comes with every full page).
-	if limit > 0 && len(results) == limit {
-		out["next_batch"] = "o" + strconv.Itoa(end)
+	out := map[string]any{"count": count, "results": results, "highlights": searchHighlights(page, words)}
+	if more && cursor != nil {
+		out["next_batch"] = searchToken(byRank, *cursor, count)
+	}
+	if len(groupBy) > 0 {
+		groups := map[string]any{}
+		for _, key := range groupBy {
+			byKey := map[string]map[string]any{}
+			for _, ev := range page {
+				v := ev.RoomID
+				if key == "sender" {
+					v = ev.Sender
+				}
+				g, ok := byKey[v]
+				if !ok {
+					g = map[string]any{"results": []string{}, "order": len(byKey) + 1}
+					byKey[v] = g
+				}
+				g["results"] = append(g["results"].([]string), ev.EventID)
+			}
+			groups[key] = byKey
+		}
+		out["groups"] = groups
+	}
+	if re.IncludeState {
+		state := map[string]any{}
+		for _, ev := range page {
+			if _, done := state[ev.RoomID]; done {
+				continue
+			}
+			st, err := a.visibleState(r, ev.RoomID, c.UserID)
+			if err != nil {
+				return nil, err
+			}
+			sevs, err := a.rooms.StateEvents(ctx, st)
+			if err != nil {
+				return nil, err
+			}
+			if state[ev.RoomID], err = a.rooms.Format(ctx, sevs, viewer); err != nil {
+				return nil, err
+			}
+		}
+		out["state"] = state
 	}
 	return map[string]any{"search_categories": map[string]any{"room_events": out}}, nil
 }
 
-func eventIDsOf(rows []storage.Event) []string {
-	out := make([]string, len(rows))
-	for i, r := range rows {
-		out[i] = r.EventID
+// searchHighlights are the words to highlight in a page of results: the
+// search's words and the words of the results' text they begin.
+func searchHighlights(page []*rooms.Event, words []string) []string {
+	set := map[string]bool{}
+	for _, w := range words {
+		set[w] = true
 	}
-	return out
-}
-
-// searchWords splits text into lower-case words.
-func searchWords(s string) []string {
-	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsNumber(r) })
-}
-
-// matchesWords reports whether every term begins some word of one of the
-// event's searched keys.
-func matchesWords(ev *rooms.Event, keys, terms []string) bool {
-	content := ev.PDU.Content()
-	for _, k := range keys {
-		if searchKeyTypes[k] != ev.Type {
-			continue
-		}
-		v := gjson.GetBytes(content, strings.TrimPrefix(k, "content."))
-		if v.Type != gjson.String {
-			continue
-		}
-		words := searchWords(v.Str)
-		all := true
-		for _, t := range terms {
-			found := false
+	for _, ev := range page {
+		text, _ := storage.SearchText(ev.Type, ev.PDU.JSON())
+		for _, tw := range storage.SearchWords(text) {
 			for _, w := range words {
-				if strings.HasPrefix(w, t) {
-					found = true
-					break
+				if strings.HasPrefix(tw, w) {
+					set[tw] = true
 				}
 			}
-			if !found {
-				all = false
-				break
-			}
-		}
-		if all {
-			return true
 		}
 	}
-	return false
+	out := make([]string, 0, len(set))
+	for w := range set {
+		out = append(out, w)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // searchContext is a result's context: events before and after it (5 each

@@ -27,6 +27,7 @@ import (
 //	relation fields             yes     yes     yes       -        yes     -
 //	stream position             top     top     below     top      top     top
 //	redaction applied           yes     yes     yes       -        -       -
+//	search index (timeline)     yes     yes     yes       -        yes     -
 //	current state, extremities  head    moved   -         -        reset   own key
 //	caches / observers          both    both    cache     -        both    both
 //
@@ -296,6 +297,9 @@ func (r *Rooms) persistEvent(ctx context.Context, tx *sql.Tx, w *roomWrite, in i
 		ev.StreamPos, err = storage.InsertEvent(ctx, tx, ev.Event)
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := r.db.IndexForSearch(ctx, tx, ev.Event); err != nil {
 		return nil, err
 	}
 

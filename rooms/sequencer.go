@@ -373,7 +373,10 @@ func (r *Rooms) applyRedaction(ctx context.Context, tx *sql.Tx, roomID string, r
 	if ok, err := r.redactionTakesEffect(ctx, tx, roomID, red, target, pending); err != nil || !ok {
 		return err
 	}
-	return storage.MarkRedacted(ctx, tx, targetID, red.EventID())
+	if err := storage.MarkRedacted(ctx, tx, targetID, red.EventID()); err != nil {
+		return err
+	}
+	return r.db.UnindexForSearch(ctx, tx, targetID)
 }
 
 // authError is the client's error for an event the auth rules reject: 400

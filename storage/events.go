@@ -546,31 +546,3 @@ func ServerJoinedNow(ctx context.Context, q Reader, roomID, server string) (bool
 	}
 	return n > 0, nil
 }
-
-// SearchCandidates returns the newest timeline events of the given types
-// in the given rooms whose JSON contains every term (case-insensitively),
-// unredacted, at most limit: the candidates server-side search then checks
-// word by word.
-func SearchCandidates(ctx context.Context, q Reader, roomIDs, types, terms []string, limit int) ([]Event, error) {
-	if len(roomIDs) == 0 || len(types) == 0 {
-		return nil, nil
-	}
-	args := []any{}
-	add := func(v any) string {
-		args = append(args, v)
-		return fmt.Sprintf("$%d", len(args))
-	}
-	var rooms, typs []string
-	for _, r := range roomIDs {
-		rooms = append(rooms, add(r))
-	}
-	for _, t := range types {
-		typs = append(typs, add(t))
-	}
-	where := `room_id IN (` + strings.Join(rooms, ", ") + `) AND type IN (` + strings.Join(typs, ", ") + `)
-		AND NOT outlier AND NOT rejected AND NOT soft_failed AND redacted_by IS NULL`
-	for _, t := range terms {
-		where += ` AND LOWER(json) LIKE ` + add("%"+strings.ToLower(t)+"%")
-	}
-	return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events WHERE `+where+` ORDER BY stream_pos DESC LIMIT `+add(limit), args...)
-}

@@ -15,7 +15,10 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migration is one numbered schema change, NNNN_name.sql.
+// migration is one numbered schema change, NNNN_name.sql, or, where the
+// two engines need different SQL (full-text search), a pair of files
+// NNNN_name.sqlite.sql and NNNN_name.postgres.sql of which each engine
+// runs its own.
 type migration struct {
 	version int
 	name    string
@@ -35,38 +38,62 @@ var dialectWords = map[Dialect]*strings.Replacer{
 	),
 }
 
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
+// loadMigrations returns d's migrations in order. Numbers must be unique
+// but may have gaps (a number is reserved on a branch before it merges);
+// a number with a file for one engine must have one for the other.
+func loadMigrations(fsys fs.FS, d Dialect) ([]migration, error) {
+	entries, err := fs.ReadDir(fsys, "migrations")
 	if err != nil {
 		return nil, err
 	}
 	var out []migration
+	perDialect := map[int]map[string]bool{}
+	generic := map[int]bool{}
 	for _, e := range entries {
 		num, name, ok := strings.Cut(strings.TrimSuffix(e.Name(), ".sql"), "_")
 		v, err := strconv.Atoi(num)
 		if !ok || err != nil {
 			return nil, fmt.Errorf("migration %s: name must be NNNN_name.sql", e.Name())
 		}
-		b, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		if base, engine, ok := strings.Cut(name, "."); ok {
+			if engine != SQLite.String() && engine != Postgres.String() {
+				return nil, fmt.Errorf("migration %s: unknown engine %q", e.Name(), engine)
+			}
+			if perDialect[v] == nil {
+				perDialect[v] = map[string]bool{}
+			}
+			perDialect[v][engine] = true
+			if engine != d.String() {
+				continue
+			}
+			name = base
+		} else {
+			generic[v] = true
+		}
+		b, err := fs.ReadFile(fsys, "migrations/"+e.Name())
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, migration{version: v, name: name, sql: string(b)})
 	}
+	for v, engines := range perDialect {
+		if generic[v] || len(engines) != 2 {
+			return nil, fmt.Errorf("migration %04d: needs one file for every engine or one for both", v)
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
-	for i, m := range out {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration numbers must run 1, 2, 3...: found %d at position %d", m.version, i+1)
+	for i := 1; i < len(out); i++ {
+		if out[i].version == out[i-1].version {
+			return nil, fmt.Errorf("migration number %d is used twice", out[i].version)
 		}
 	}
 	return out, nil
 }
 
-// migrate applies every migration not yet recorded, each in its own
-// transaction. Several Hearth processes may start at once on one PostgreSQL:
+// migrate applies every migration not yet recorded, in one transaction. Several Hearth processes may start at once on one PostgreSQL:
 // an advisory lock makes them take turns.
 func (db *DB) migrate(ctx context.Context) error {
-	migs, err := loadMigrations()
+	migs, err := loadMigrations(migrationFiles, db.dialect)
 	if err != nil {
 		return err
 	}
@@ -80,14 +107,38 @@ func (db *DB) migrate(ctx context.Context) error {
 			version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)`); err != nil {
 			return fmt.Errorf("creating schema_migrations: %w", err)
 		}
-		var current int
-		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
+		applied := map[int]bool{}
+		rows, err := tx.QueryContext(ctx, "SELECT version FROM schema_migrations")
+		if err != nil {
 			return fmt.Errorf("reading schema version: %w", err)
 		}
-		if current > len(migs) {
-			return fmt.Errorf("the database schema is version %d but this hearth knows only %d: run a newer hearth", current, len(migs))
+		for rows.Next() {
+			var v int
+			if err := rows.Scan(&v); err != nil {
+				rows.Close()
+				return fmt.Errorf("reading schema version: %w", err)
+			}
+			applied[v] = true
 		}
-		for _, m := range migs[current:] {
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("reading schema version: %w", err)
+		}
+		known := map[int]bool{}
+		for _, m := range migs {
+			known[m.version] = true
+		}
+		for v := range applied {
+			if !known[v] {
+				return fmt.Errorf("the database has schema migration %d, which this hearth does not know: run a newer hearth", v)
+			}
+		}
+		// Every migration not yet applied, in order: one merged from a
+		// branch may have a lower number than one already applied.
+		for _, m := range migs {
+			if applied[m.version] {
+				continue
+			}
 			for _, stmt := range splitStatements(dialectWords[db.dialect].Replace(m.sql)) {
 				if _, err := tx.ExecContext(ctx, stmt); err != nil {
 					return fmt.Errorf("migration %04d_%s: %w", m.version, m.name, err)
