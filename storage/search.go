@@ -235,25 +235,17 @@ func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit,
 		}
 		query += ` ORDER BY ` + pos + ` DESC LIMIT ` + add(q.Limit)
 	}
-	rows, err := r.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("searching: %w", err)
-	}
-	defer rows.Close()
-	var out []SearchHit
-	for rows.Next() {
-		var h SearchHit
+	return queryList(ctx, r, "searching", query, func(rows *sql.Rows, h *SearchHit) error {
 		var js string
 		e := &h.Event
 		if err := rows.Scan(&e.StreamPos, &e.EventID, &e.RoomID, &e.Type, &e.StateKey, &e.Sender, &e.Depth, &e.OriginTS, &e.Membership,
 			&e.SnapshotBefore, &e.SnapshotAfter, &e.Rejected, &e.SoftFailed, &e.Outlier, &e.RedactedBy, &e.RelatesTo, &e.RelType,
 			&e.PrevContent, &e.PrevSender, &e.ReplacesState, &e.SenderDevice, &e.TxnID, &js, &h.Rank); err != nil {
-			return nil, fmt.Errorf("scanning search hit: %w", err)
+			return err
 		}
 		e.JSON = []byte(js)
-		out = append(out, h)
-	}
-	return out, rows.Err()
+		return nil
+	}, args...)
 }
 
 // SearchCount counts q's matches (cursor and limit aside), before history
