@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/admin"
 	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
@@ -53,7 +54,9 @@ type Server struct {
 	// Federation is the server-server side: inbound handlers, the signing
 	// client, the key ring and the send queue.
 	Federation *federation.API
-	Log        *slog.Logger
+	// Admin is the Synapse-compatible admin API (/_synapse/admin/*).
+	Admin *admin.API
+	Log   *slog.Logger
 
 	client     http.Handler
 	federation http.Handler
@@ -200,6 +203,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
 		AppServices: s.AppServices, Log: log, Version: version}).Routes(c)
+	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Log: log, Version: version})
+	s.Admin.Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
 	// The federation and key APIs also answer on the client listener, as on
@@ -318,6 +323,7 @@ func (s *Server) Close() error {
 		}
 		s.relay.close()
 	}
+	s.Admin.Close()
 	s.Presence.Close()
 	s.Typing.Close()
 	s.Federation.Close()

@@ -15,7 +15,9 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migration is one numbered schema change, NNNN_name.sql.
+// migration is one numbered schema change, NNNN_name.sql. Numbers are
+// unique but may have gaps (work on branches reserves numbers); every
+// migration not yet recorded runs, in number order.
 type migration struct {
 	version int
 	name    string
@@ -54,9 +56,9 @@ func loadMigrations() ([]migration, error) {
 		out = append(out, migration{version: v, name: name, sql: string(b)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
-	for i, m := range out {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("migration numbers must run 1, 2, 3...: found %d at position %d", m.version, i+1)
+	for i := 1; i < len(out); i++ {
+		if out[i].version == out[i-1].version {
+			return nil, fmt.Errorf("two migrations numbered %d", out[i].version)
 		}
 	}
 	return out, nil
@@ -80,14 +82,23 @@ func (db *DB) migrate(ctx context.Context) error {
 			version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)`); err != nil {
 			return fmt.Errorf("creating schema_migrations: %w", err)
 		}
-		var current int
-		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
-			return fmt.Errorf("reading schema version: %w", err)
+		applied, err := appliedMigrations(ctx, tx)
+		if err != nil {
+			return err
 		}
-		if current > len(migs) {
-			return fmt.Errorf("the database schema is version %d but this hearth knows only %d: run a newer hearth", current, len(migs))
+		known := map[int]bool{}
+		for _, m := range migs {
+			known[m.version] = true
 		}
-		for _, m := range migs[current:] {
+		for v := range applied {
+			if !known[v] {
+				return fmt.Errorf("the database has migration %d, which this hearth does not know: run a newer hearth", v)
+			}
+		}
+		for _, m := range migs {
+			if applied[m.version] {
+				continue
+			}
 			for _, stmt := range splitStatements(dialectWords[db.dialect].Replace(m.sql)) {
 				if _, err := tx.ExecContext(ctx, stmt); err != nil {
 					return fmt.Errorf("migration %04d_%s: %w", m.version, m.name, err)
@@ -100,6 +111,24 @@ func (db *DB) migrate(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// appliedMigrations are the versions recorded in schema_migrations.
+func appliedMigrations(ctx context.Context, tx *sql.Tx) (map[int]bool, error) {
+	rows, err := tx.QueryContext(ctx, "SELECT version FROM schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("reading schema version: %w", err)
+	}
+	defer rows.Close()
+	out := map[int]bool{}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out[v] = true
+	}
+	return out, rows.Err()
 }
 
 // splitStatements splits a migration on semicolons at line ends. Migrations
