@@ -219,6 +219,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.federation = f
 	if s.relay != nil {
 		if err := s.startCluster(ctx); err != nil {
+			s.Admin.Close()
 			s.Federation.Close()
 			s.AppServices.Close()
 			s.Push.Close()
