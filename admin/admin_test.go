@@ -1,6 +1,7 @@
 package admin_test
 
 import (
+	"database/sql"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/storage"
 )
 
 type user struct {
@@ -395,5 +397,52 @@ func TestAdminEventReports(t *testing.T) {
 		hearthtest.Expect(t, admin.do(t, "DELETE", path, nil), http.StatusNotFound, "M_NOT_FOUND")
 		hearthtest.Expect(t, admin.do(t, "GET", v1+"/event_reports/x", nil), http.StatusBadRequest, "M_INVALID_PARAM")
 		hearthtest.Expect(t, admin.do(t, "GET", v1+"/event_reports?from=x", nil), http.StatusBadRequest, "M_INVALID_PARAM")
+	})
+}
+
+// TestAdminRoomDeletionResumes: a deletion the process recorded but did
+// not finish (as after kill -9: the row and the block committed, one
+// member already gone) is finished by the next process to start.
+func TestAdminRoomDeletionResumes(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		admin := newAdmin(t, hs, "admin")
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		room := alice.createRoom(t, map[string]any{"preset": "public_chat", "room_alias_name": "doomed"})
+		hearthtest.Expect(t, bob.join(t, room), http.StatusOK, "")
+		ctx := t.Context()
+		// What the DELETE request commits, and the progress of a first
+		// process that got as far as bob: he left, alice did not.
+		hearthtest.Expect(t, bob.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{}), http.StatusOK, "")
+		err := hs.DB.WriteTx(ctx, func(tx *sql.Tx) error {
+			d := storage.RoomDeletion{DeleteID: "crashed", RoomID: room, Requester: admin.id, Block: true, Purge: true,
+				Status: "active", CreatedTS: time.Now().UnixMilli()}
+			if err := storage.InsertRoomDeletion(ctx, tx, d); err != nil {
+				return err
+			}
+			return storage.SetRoomBlocked(ctx, tx, room, true, admin.id)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := hs.DB.UpdateRoomDeletion(ctx, storage.RoomDeletion{DeleteID: "crashed", Status: "active", KickedUsers: []string{bob.id}}); err != nil {
+			t.Fatal(err)
+		}
+		hs.Restart(t)
+		var st map[string]any
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			st = admin.ok(t, "GET", v2+"/rooms/delete_status/crashed", nil)
+			if st["status"] == "complete" || st["status"] == "failed" || time.Now().After(deadline) {
+				break
+			}
+		}
+		sr := st["shutdown_room"].(map[string]any)
+		if st["status"] != "complete" || len(sr["kicked_users"].([]any)) != 2 || len(sr["local_aliases"].([]any)) != 1 {
+			t.Fatalf("resumed deletion: %v", st)
+		}
+		if j := admin.ok(t, "GET", v1+"/rooms/"+room+"/members", nil); j["total"] != float64(0) {
+			t.Fatalf("members after the resumed deletion: %v", j)
+		}
+		hearthtest.Expect(t, alice.join(t, room), http.StatusForbidden, "M_FORBIDDEN")
 	})
 }
