@@ -303,6 +303,14 @@ func TestAdminRooms(t *testing.T) {
 			t.Fatalf("state: %v", j)
 		}
 
+		// A server admin may list the aliases of a room they are not in
+		// (synadm's user membership does); others may not.
+		aliases := "/_matrix/client/v3/rooms/" + url.PathEscape(apple) + "/aliases"
+		if j = admin.ok(t, "GET", aliases, nil); len(j["aliases"].([]any)) != 1 {
+			t.Fatalf("aliases for the admin: %v", j)
+		}
+		hearthtest.Expect(t, newUser(t, hs, "carol").do(t, "GET", aliases, nil), http.StatusForbidden, "M_FORBIDDEN")
+
 		// Blocking (also of a room this server does not know).
 		if j = admin.ok(t, "GET", v1+"/rooms/"+banana+"/block", nil); j["block"] != false {
 			t.Fatalf("block status: %v", j)
