@@ -7,6 +7,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -106,7 +107,7 @@ func (a *API) existingUser(r *http.Request) (storage.User, error) {
 		return storage.User{}, err
 	}
 	u, err := a.db.GetUser(r.Context(), id)
-	if err == storage.ErrNotFound {
+	if errors.Is(err, storage.ErrNotFound) {
 		return u, mxhttp.NotFound("User not found")
 	}
 	return u, err

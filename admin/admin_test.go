@@ -164,6 +164,9 @@ func TestAdminUsers(t *testing.T) {
 		if got := names(j["users"], "name"); len(got) != 1 || got[0] != "@carol:hearth.test" {
 			t.Fatalf("name filter: %v", got)
 		}
+		if j = admin.ok(t, "GET", v2+"/users?name=hearth.test", nil); j["total"] != float64(0) { // not the server name
+			t.Fatalf("name matched the server name: %v", j)
+		}
 		j = admin.ok(t, "GET", v2+"/users?admins=true", nil)
 		if got := names(j["users"], "name"); len(got) != 2 {
 			t.Fatalf("admins filter: %v", got)

@@ -192,7 +192,7 @@ func (a *API) putUser(r *http.Request, c accounts.Caller) (any, error) {
 		}
 	}
 	var hash string
-	if req.Password != nil {
+	if req.Password != nil && (req.Deactivated == nil || !*req.Deactivated) {
 		if len(*req.Password) > 72 {
 			return nil, mxhttp.WeakPassword("Passwords longer than 72 bytes are not supported")
 		}

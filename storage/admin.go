@@ -29,7 +29,7 @@ type AdminUser struct {
 // filter.
 type UserQuery struct {
 	UserID      string // substring of the user ID
-	Name        string // substring of the user ID or display name
+	Name        string // substring of the localpart or display name
 	Guests      *bool
 	Admins      *bool
 	Deactivated *bool
@@ -75,7 +75,7 @@ func (db *DB) ListUsers(ctx context.Context, q UserQuery) ([]AdminUser, int, err
 	}
 	if q.Name != "" {
 		p1, p2 := arg(likeEscape(q.Name)), arg(likeEscape(q.Name))
-		where = append(where, `(LOWER(u.user_id) LIKE `+p1+` ESCAPE '\' OR LOWER(COALESCE(p.displayname, '')) LIKE `+p2+` ESCAPE '\')`)
+		where = append(where, `(LOWER(u.localpart) LIKE `+p1+` ESCAPE '\' OR LOWER(COALESCE(p.displayname, '')) LIKE `+p2+` ESCAPE '\')`)
 	}
 	if q.Guests != nil {
 		where = append(where, "u.is_guest = "+arg(*q.Guests))
