@@ -97,7 +97,8 @@ func TestAdminAccess(t *testing.T) {
 			{"POST", v1 + "/reset_password/" + u}, {"GET", v1 + "/whois/" + u}, {"GET", v1 + "/users/" + u + "/admin"},
 			{"PUT", v1 + "/users/" + u + "/admin"}, {"GET", v1 + "/users/" + u + "/joined_rooms"},
 			{"GET", v2 + "/users/" + u + "/devices"}, {"GET", v2 + "/users/" + u + "/devices/D"},
-			{"DELETE", v2 + "/users/" + u + "/devices/D"}, {"GET", v1 + "/username_available?username=x"},
+			{"DELETE", v2 + "/users/" + u + "/devices/D"}, {"POST", v2 + "/users/" + u + "/delete_devices"},
+			{"GET", v1 + "/username_available?username=x"}, {"DELETE", v1 + "/rooms/" + room},
 			{"GET", v1 + "/users/" + u + "/media"}, {"GET", v1 + "/rooms"}, {"GET", v1 + "/rooms/" + room},
 			{"GET", v1 + "/rooms/" + room + "/members"}, {"GET", v1 + "/rooms/" + room + "/state"},
 			{"GET", v1 + "/rooms/" + room + "/block"}, {"PUT", v1 + "/rooms/" + room + "/block"},
@@ -193,6 +194,17 @@ func TestAdminUsers(t *testing.T) {
 		dev := names(j["devices"], "device_id")[0]
 		admin.ok(t, "GET", v2+"/users/"+bob.id+"/devices/"+dev, nil)
 		hearthtest.Expect(t, admin.do(t, "GET", v2+"/users/"+bob.id+"/devices/NOPE", nil), http.StatusNotFound, "M_NOT_FOUND")
+		login2 := hs.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",
+			"identifier": map[string]any{"type": "m.id.user", "user": "bob"}, "password": "password", "device_id": "SECOND"})
+		hearthtest.Expect(t, login2, http.StatusOK, "")
+		admin.ok(t, "DELETE", v2+"/users/"+bob.id+"/devices/SECOND", nil)
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/account/whoami", login2.JSON["access_token"].(string), nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+		login3 := hs.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",
+			"identifier": map[string]any{"type": "m.id.user", "user": "bob"}, "password": "password", "device_id": "THIRD"})
+		hearthtest.Expect(t, login3, http.StatusOK, "")
+		admin.ok(t, "POST", v2+"/users/"+bob.id+"/delete_devices", map[string]any{"devices": []string{"THIRD", "UNKNOWN"}})
+		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/account/whoami", login3.JSON["access_token"].(string), nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+		hearthtest.Expect(t, admin.do(t, "POST", v2+"/users/"+bob.id+"/delete_devices", map[string]any{}), http.StatusBadRequest, "M_MISSING_PARAM")
 		bob.ok(t, "GET", "/_matrix/client/v3/account/whoami", nil)
 		if j = admin.ok(t, "GET", v1+"/whois/"+bob.id, nil); j["user_id"] != bob.id {
 			t.Fatalf("whois: %v", j)
@@ -360,6 +372,28 @@ func TestAdminRooms(t *testing.T) {
 			t.Fatalf("delete_status by room: %v", j)
 		}
 		hearthtest.Expect(t, admin.do(t, "GET", v2+"/rooms/delete_status/nope", nil), http.StatusNotFound, "M_NOT_FOUND")
+
+		// v1 deletes before answering; a room this server does not know
+		// can only be blocked (v2 records that deletion complete at once).
+		j = admin.ok(t, "DELETE", v1+"/rooms/"+banana, map[string]any{"purge": false})
+		if k := j["kicked_users"].([]any); len(k) != 2 || j["new_room_id"] != nil {
+			t.Fatalf("v1 delete: %v", j)
+		}
+		if j = admin.ok(t, "GET", v1+"/rooms/"+banana, nil); j["joined_members"] != float64(0) {
+			t.Fatalf("banana after v1 delete: %v", j)
+		}
+		hearthtest.Expect(t, bob.join(t, banana), http.StatusOK, "") // not blocked
+		hearthtest.Expect(t, admin.do(t, "DELETE", v1+"/rooms/"+cherry, map[string]any{"new_room_user_id": admin.id}), http.StatusBadRequest, "M_INVALID_PARAM")
+		hearthtest.Expect(t, admin.do(t, "DELETE", v1+"/rooms/"+cherry, map[string]any{"block": "yes"}), http.StatusBadRequest, "M_BAD_JSON")
+		hearthtest.Expect(t, admin.do(t, "DELETE", v1+"/rooms/"+cherry, nil), http.StatusBadRequest, "")
+		unknown := "!unknown2:elsewhere.test"
+		j = admin.ok(t, "DELETE", v2+"/rooms/"+unknown, map[string]any{"block": true})
+		if st := admin.ok(t, "GET", v2+"/rooms/delete_status/"+j["delete_id"].(string), nil); st["status"] != "complete" {
+			t.Fatalf("blocking an unknown room: %v", st)
+		}
+		if j = admin.ok(t, "GET", v1+"/rooms/"+unknown+"/block", nil); j["block"] != true {
+			t.Fatalf("unknown room not blocked: %v", j)
+		}
 		hearthtest.Expect(t, admin.do(t, "GET", v2+"/rooms/"+cherry+"/delete_status", nil), http.StatusNotFound, "M_NOT_FOUND")
 	})
 }

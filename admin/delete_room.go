@@ -31,13 +31,16 @@ func roomsLeave(userID string) rooms.ChangeMembership {
 	return rooms.ChangeMembership{Sender: userID, Target: userID, Membership: spec.Leave}
 }
 
-// DELETE /_synapse/admin/v2/rooms/{roomId} {"block", "purge",
-// "force_purge"}. new_room_user_id (moving users to a new room) is not
-// supported: 400 M_INVALID_PARAM.
-func (a *API) deleteRoom(r *http.Request, c accounts.Caller) (any, error) {
+// beginDeletion reads a delete request ({"block", "purge",
+// "force_purge"}; new_room_user_id, moving users to a new room, is not
+// supported: 400 M_INVALID_PARAM) and records the deletion and the block
+// in one transaction. A room this server does not know can only be
+// blocked: its deletion is recorded complete at once; without block it is
+// 404 M_NOT_FOUND.
+func (a *API) beginDeletion(r *http.Request, c accounts.Caller) (d storage.RoomDeletion, known bool, err error) {
 	id, err := roomParam(r)
 	if err != nil {
-		return nil, err
+		return d, false, err
 	}
 	var req struct {
 		Block         bool    `json:"block"`
@@ -48,19 +51,24 @@ func (a *API) deleteRoom(r *http.Request, c accounts.Caller) (any, error) {
 		Message       *string `json:"message"`
 	}
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
-		return nil, err
+		return d, false, err
 	}
 	if req.NewRoomUserID != nil {
-		return nil, mxhttp.InvalidParam("new_room_user_id is not supported by Hearth")
+		return d, false, mxhttp.InvalidParam("new_room_user_id is not supported by Hearth")
 	}
 	ctx := r.Context()
-	if _, err := storage.GetRoom(ctx, a.db.Read(), id); errors.Is(err, storage.ErrNotFound) {
-		return nil, mxhttp.NotFound("Unknown room id %s", id)
-	} else if err != nil {
-		return nil, err
+	_, err = storage.GetRoom(ctx, a.db.Read(), id)
+	known = err == nil
+	if errors.Is(err, storage.ErrNotFound) && !req.Block {
+		return d, false, mxhttp.NotFound("Unknown room id %s", id)
+	} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return d, false, err
 	}
-	d := storage.RoomDeletion{DeleteID: accounts.NewToken(""), RoomID: id, Requester: c.UserID, Block: req.Block,
-		Purge: req.Purge == nil || *req.Purge, Status: "scheduled"}
+	d = storage.RoomDeletion{DeleteID: accounts.NewToken(""), RoomID: id, Requester: c.UserID, Block: req.Block,
+		Purge: req.Purge == nil || *req.Purge, Status: "scheduled", CreatedTS: time.Now().UnixMilli()}
+	if !known {
+		d.Status = "complete"
+	}
 	err = a.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		var running int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM room_deletions WHERE room_id = $1 AND status IN ('scheduled', 'active')`, id).Scan(&running); err != nil {
@@ -69,7 +77,6 @@ func (a *API) deleteRoom(r *http.Request, c accounts.Caller) (any, error) {
 		if running > 0 {
 			return mxhttp.Unknown("Shutdown and purge already in progress for %s", id)
 		}
-		d.CreatedTS = time.Now().UnixMilli()
 		if err := storage.InsertRoomDeletion(ctx, tx, d); err != nil {
 			return err
 		}
@@ -78,11 +85,51 @@ func (a *API) deleteRoom(r *http.Request, c accounts.Caller) (any, error) {
 		}
 		return nil
 	})
+	return d, known, err
+}
+
+// DELETE /_synapse/admin/v2/rooms/{roomId}: answers the delete_id at
+// once; the work runs in the background.
+func (a *API) deleteRoom(r *http.Request, c accounts.Caller) (any, error) {
+	d, known, err := a.beginDeletion(r, c)
 	if err != nil {
 		return nil, err
 	}
-	a.start(d)
+	if known {
+		a.start(d)
+	}
 	return map[string]string{"delete_id": d.DeleteID}, nil
+}
+
+// DELETE /_synapse/admin/v1/rooms/{roomId}: the same deletion, done
+// before answering with its result. If the request is cut short the
+// deletion is finished in the background (or after a restart).
+func (a *API) deleteRoomNow(r *http.Request, c accounts.Caller) (any, error) {
+	d, known, err := a.beginDeletion(r, c)
+	if err != nil {
+		return nil, err
+	}
+	if known {
+		done := make(chan struct{})
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			defer close(done)
+			a.runDeletion(a.ctx, d)
+		}()
+		select {
+		case <-done:
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		}
+		if d, err = a.db.RoomDeletion(r.Context(), d.DeleteID); err != nil {
+			return nil, err
+		}
+		if d.Status == "failed" && d.Error != nil {
+			return nil, mxhttp.Internal("Deleting the room failed: %s", *d.Error)
+		}
+	}
+	return deletionJSON(d)["shutdown_room"], nil
 }
 
 // ResumeDeletions starts again every deletion a previous process left

@@ -56,6 +56,7 @@ func (a *API) routes() []route {
 		{"GET", v2 + "/users/{userId}/devices", admin, a.listDevices},
 		{"GET", v2 + "/users/{userId}/devices/{deviceId}", admin, a.getDevice},
 		{"DELETE", v2 + "/users/{userId}/devices/{deviceId}", admin, a.deleteDevice},
+		{"POST", v2 + "/users/{userId}/delete_devices", admin, a.deleteDevices},
 		{"GET", v1 + "/username_available", admin, a.usernameAvailable},
 		{"GET", v1 + "/users/{userId}/media", admin, a.userMedia},
 
@@ -66,6 +67,7 @@ func (a *API) routes() []route {
 		{"GET", v1 + "/rooms/{roomId}/state", admin, a.roomState},
 		{"GET", v1 + "/rooms/{roomId}/block", admin, a.getRoomBlock},
 		{"PUT", v1 + "/rooms/{roomId}/block", admin, a.putRoomBlock},
+		{"DELETE", v1 + "/rooms/{roomId}", admin, a.deleteRoomNow},
 		{"DELETE", v2 + "/rooms/{roomId}", admin, a.deleteRoom},
 		{"GET", v2 + "/rooms/{roomId}/delete_status", admin, a.deleteStatusOfRoom},
 		{"GET", v2 + "/rooms/delete_status/{deleteId}", admin, a.deleteStatus},

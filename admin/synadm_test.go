@@ -50,9 +50,9 @@ func lastJSON(t *testing.T, out []byte) map[string]any {
 }
 
 // TestSynadm drives a Hearth server with synadm, the Synapse admin CLI:
-// version, user list, details, password and deactivate, room list and
-// details. Without synadm on PATH the test fails when CI=true (CI installs
-// it) and is skipped otherwise.
+// version, user list, details, password and deactivate, room list,
+// details and delete. Without synadm on PATH the test fails when CI=true
+// (CI installs it) and is skipped otherwise.
 func TestSynadm(t *testing.T) {
 	if _, err := exec.LookPath("synadm"); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -108,6 +108,14 @@ func TestSynadm(t *testing.T) {
 		}
 		if j = lastJSON(t, synadm(t, cfg, "room", "details", room)); j["joined_members"] != float64(0) {
 			t.Fatalf("bob should have left his room: %v", j)
+		}
+
+		other := admin.createRoom(t, map[string]any{"name": "To delete"})
+		if j = lastJSON(t, synadm(t, cfg, "room", "delete", other, "--block")); len(j["kicked_users"].([]any)) != 1 {
+			t.Fatalf("room delete: %v", j)
+		}
+		if b := admin.ok(t, "GET", v1+"/rooms/"+other+"/block", nil); b["block"] != true {
+			t.Fatalf("room not blocked after synadm room delete --block: %v", b)
 		}
 	})
 }

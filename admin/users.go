@@ -476,6 +476,30 @@ func (a *API) deleteDevice(r *http.Request, c accounts.Caller) (any, error) {
 	return struct{}{}, nil
 }
 
+// POST /_synapse/admin/v2/users/{userId}/delete_devices {"devices": [...]}.
+func (a *API) deleteDevices(r *http.Request, c accounts.Caller) (any, error) {
+	u, err := a.existingUser(r)
+	if err != nil {
+		return nil, err
+	}
+	var req struct {
+		Devices *[]string `json:"devices"`
+	}
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Devices == nil {
+		return nil, mxhttp.MissingParam("Missing devices")
+	}
+	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
+		return a.accounts.DeleteDevices(r.Context(), tx, u.UserID, *req.Devices)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
 // GET /_synapse/admin/v1/username_available?username=: as the client
 // API's /register/available (400 M_USER_IN_USE or M_INVALID_USERNAME).
 func (a *API) usernameAvailable(r *http.Request, c accounts.Caller) (any, error) {
