@@ -70,6 +70,13 @@ func (a *API) beginDeletion(r *http.Request, c accounts.Caller) (d storage.RoomD
 		d.Status = "complete"
 	}
 	err = a.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		if known {
+			// Two requests (or processes) take turns here, so only one
+			// deletion of a room runs at a time.
+			if _, err := a.db.LockRoom(ctx, tx, id); err != nil {
+				return err
+			}
+		}
 		var running int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM room_deletions WHERE room_id = $1 AND status IN ('scheduled', 'active')`, id).Scan(&running); err != nil {
 			return err
