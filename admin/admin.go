@@ -20,6 +20,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
@@ -31,6 +32,7 @@ type API struct {
 	db       *storage.DB
 	accounts *accounts.Accounts
 	rooms    *rooms.Rooms
+	media    *media.Repository
 	log      *slog.Logger
 	version  string
 
@@ -46,6 +48,7 @@ type Deps struct {
 	DB       *storage.DB
 	Accounts *accounts.Accounts
 	Rooms    *rooms.Rooms
+	Media    *media.Repository
 	Log      *slog.Logger
 	Version  string
 }
@@ -55,7 +58,7 @@ type Deps struct {
 // database may both resume one: every step of a deletion can be done twice.
 func New(d Deps) *API {
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, log: d.Log, version: d.Version, ctx: ctx, cancel: cancel}
+	a := &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, media: d.Media, log: d.Log, version: d.Version, ctx: ctx, cancel: cancel}
 	a.ResumeDeletions()
 	return a
 }

@@ -104,7 +104,11 @@ func TestAdminAccess(t *testing.T) {
 			{"GET", v1 + "/rooms/" + room + "/block"}, {"PUT", v1 + "/rooms/" + room + "/block"},
 			{"DELETE", v2 + "/rooms/" + room}, {"GET", v2 + "/rooms/" + room + "/delete_status"},
 			{"GET", v2 + "/rooms/delete_status/x"}, {"GET", v1 + "/event_reports"}, {"GET", v1 + "/event_reports/1"},
-			{"DELETE", v1 + "/event_reports/1"},
+			{"DELETE", v1 + "/event_reports/1"}, {"GET", v1 + "/registration_tokens"},
+			{"POST", v1 + "/registration_tokens/new"}, {"GET", v1 + "/registration_tokens/abc"},
+			{"PUT", v1 + "/registration_tokens/abc"}, {"DELETE", v1 + "/registration_tokens/abc"},
+			{"POST", v1 + "/media/quarantine/hearth.test/m"}, {"POST", v1 + "/media/unquarantine/hearth.test/m"},
+			{"DELETE", v1 + "/media/hearth.test/m"},
 		}
 		for _, rt := range routes {
 			hearthtest.Expect(t, hs.Do(t, rt[0], rt[1], "", map[string]any{}), http.StatusUnauthorized, "M_MISSING_TOKEN")

@@ -36,8 +36,9 @@ const (
 )
 
 // routes is every endpoint of the Synapse-compatible admin API served
-// here (the registration tokens, server notices, media and shared-secret
-// registration endpoints are still clientapi's, in its routes.go).
+// here (server notices and shared-secret registration are clientapi's, in
+// its routes.go: they share the notices room and the registration code
+// with the client API).
 func (a *API) routes() []route {
 	return []route{
 		{"GET", v1 + "/server_version", admin, a.serverVersion},
@@ -71,6 +72,18 @@ func (a *API) routes() []route {
 		{"DELETE", v2 + "/rooms/{roomId}", admin, a.deleteRoom},
 		{"GET", v2 + "/rooms/{roomId}/delete_status", admin, a.deleteStatusOfRoom},
 		{"GET", v2 + "/rooms/delete_status/{deleteId}", admin, a.deleteStatus},
+
+		// Registration tokens.
+		{"GET", v1 + "/registration_tokens", admin, a.listRegistrationTokens},
+		{"POST", v1 + "/registration_tokens/new", admin, a.newRegistrationToken},
+		{"GET", v1 + "/registration_tokens/{token}", admin, a.getRegistrationToken},
+		{"PUT", v1 + "/registration_tokens/{token}", admin, a.updateRegistrationToken},
+		{"DELETE", v1 + "/registration_tokens/{token}", admin, a.deleteRegistrationToken},
+
+		// Media.
+		{"POST", v1 + "/media/quarantine/{serverName}/{mediaId}", admin, a.adminQuarantineMedia(true)},
+		{"POST", v1 + "/media/unquarantine/{serverName}/{mediaId}", admin, a.adminQuarantineMedia(false)},
+		{"DELETE", v1 + "/media/{serverName}/{mediaId}", admin, a.adminDeleteMedia},
 
 		// Event reports.
 		{"GET", v1 + "/event_reports", admin, a.listEventReports},
