@@ -176,6 +176,18 @@ func TestAdminUsers(t *testing.T) {
 		if got := names(j["users"], "name"); len(got) != 2 {
 			t.Fatalf("admins filter: %v", got)
 		}
+		for _, o := range []string{"name", "is_guest", "admin", "user_type", "deactivated", "shadow_banned",
+			"displayname", "avatar_url", "creation_ts", "last_seen_ts", "locked", "approved"} {
+			for _, dir := range []string{"f", "b"} {
+				if j := admin.ok(t, "GET", v2+"/users?order_by="+o+"&dir="+dir, nil); j["total"] != float64(3) {
+					t.Fatalf("order_by=%s: %v", o, j)
+				}
+			}
+		}
+		j = admin.ok(t, "GET", v2+"/users?order_by=creation_ts&dir=b", nil)
+		if got := names(j["users"], "name"); got[0] != "@carol:hearth.test" {
+			t.Fatalf("newest first: %v", got)
+		}
 		for _, q := range []string{"from=-1", "limit=x", "guests=maybe", "dir=up", "order_by=shoe_size", "deactivated=1"} {
 			hearthtest.Expect(t, admin.do(t, "GET", v2+"/users?"+q, nil), http.StatusBadRequest, "M_INVALID_PARAM")
 		}
@@ -277,7 +289,7 @@ func TestAdminRooms(t *testing.T) {
 		hs := hearthtest.NewServer(t, b, nil)
 		admin := newAdmin(t, hs, "admin")
 		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
-		apple := alice.createRoom(t, map[string]any{"name": "Apple", "preset": "public_chat", "room_alias_name": "apple"})
+		apple := alice.createRoom(t, map[string]any{"name": "Apple", "preset": "public_chat", "room_alias_name": "apple", "visibility": "public"})
 		banana := alice.createRoom(t, map[string]any{"name": "Banana", "preset": "public_chat"})
 		cherry := bob.createRoom(t, map[string]any{"name": "Cherry"})
 		hearthtest.Expect(t, bob.join(t, apple), http.StatusOK, "")
@@ -302,13 +314,26 @@ func TestAdminRooms(t *testing.T) {
 		if got := names(j["rooms"], "room_id"); len(got) != 1 || got[0] != banana {
 			t.Fatalf("search: %v", got)
 		}
+		for _, o := range []string{"alphabetical", "size", "name", "canonical_alias", "joined_members", "joined_local_members",
+			"version", "creator", "encryption", "federatable", "public", "join_rules", "guest_access", "history_visibility", "state_events"} {
+			if j := admin.ok(t, "GET", v1+"/rooms?order_by="+o+"&dir=b", nil); j["total_rooms"] != float64(3) {
+				t.Fatalf("order_by=%s: %v", o, j)
+			}
+		}
+		if j = admin.ok(t, "GET", v1+"/rooms?public_rooms=true", nil); j["total_rooms"] != float64(1) || names(j["rooms"], "room_id")[0] != apple {
+			t.Fatalf("public_rooms=true: %v", j)
+		}
+		if j = admin.ok(t, "GET", v1+"/rooms?public_rooms=false", nil); j["total_rooms"] != float64(2) {
+			t.Fatalf("public_rooms=false: %v", j)
+		}
 		for _, q := range []string{"order_by=colour", "dir=sideways", "limit=-3", "from=one"} {
 			hearthtest.Expect(t, admin.do(t, "GET", v1+"/rooms?"+q, nil), http.StatusBadRequest, "M_INVALID_PARAM")
 		}
 
 		j = admin.ok(t, "GET", v1+"/rooms/"+apple, nil)
 		if j["name"] != "Apple" || j["joined_members"] != float64(2) || j["joined_local_members"] != float64(2) ||
-			j["creator"] != alice.id || j["canonical_alias"] != "#apple:hearth.test" || j["join_rules"] != "public" || j["forgotten"] != false {
+			j["creator"] != alice.id || j["canonical_alias"] != "#apple:hearth.test" || j["join_rules"] != "public" || j["forgotten"] != false ||
+			j["public"] != true || j["joined_local_devices"] != float64(2) {
 			t.Fatalf("details: %v", j)
 		}
 		hearthtest.Expect(t, admin.do(t, "GET", v1+"/rooms/!nope:hearth.test", nil), http.StatusNotFound, "M_NOT_FOUND")
@@ -369,6 +394,9 @@ func TestAdminRooms(t *testing.T) {
 		j = admin.ok(t, "GET", v1+"/rooms/"+apple+"/members", nil)
 		if j["total"] != float64(0) {
 			t.Fatalf("members after deletion: %v", j)
+		}
+		if j = admin.ok(t, "GET", v1+"/rooms/"+apple, nil); j["public"] != false || j["canonical_alias"] != "#apple:hearth.test" {
+			t.Fatalf("apple after the purge (unpublished; its state keeps the old canonical alias): %v", j)
 		}
 		hearthtest.Expect(t, bob.join(t, apple), http.StatusForbidden, "M_FORBIDDEN")
 		j = admin.ok(t, "GET", v2+"/rooms/"+apple+"/delete_status", nil)

@@ -153,6 +153,9 @@ func (a *API) ResumeDeletions() {
 }
 
 func (a *API) start(d storage.RoomDeletion) {
+	if a.ctx.Err() != nil {
+		return // stopping: the next start resumes it
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

@@ -28,7 +28,7 @@ type roomSummary struct {
 	CanonicalAlias     *string `json:"canonical_alias"`
 	JoinedMembers      int     `json:"joined_members"`
 	JoinedLocalMembers int     `json:"joined_local_members"`
-	JoinedLocalDevices int     `json:"joined_local_devices"`
+	JoinedLocalDevices *int    `json:"joined_local_devices,omitempty"` // details only
 	Version            string  `json:"version"`
 	Creator            string  `json:"creator"`
 	Encryption         *string `json:"encryption"`
@@ -39,7 +39,7 @@ type roomSummary struct {
 	HistoryVisibility  *string `json:"history_visibility"`
 	StateEvents        int     `json:"state_events"`
 	RoomType           *string `json:"room_type"`
-	Forgotten          bool    `json:"forgotten"`
+	Forgotten          *bool   `json:"forgotten,omitempty"` // details only
 	Tombstoned         bool    `json:"tombstoned"`
 	ReplacementRoom    *string `json:"replacement_room"`
 
@@ -297,14 +297,15 @@ func (a *API) roomDetails(r *http.Request, c accounts.Caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.JoinedLocalDevices = 0
+	devices := 0
 	for _, u := range s.localMembers {
 		devs, err := a.db.ListDevices(r.Context(), u)
 		if err != nil {
 			return nil, err
 		}
-		s.JoinedLocalDevices += len(devs)
+		devices += len(devs)
 	}
+	s.JoinedLocalDevices = &devices
 	// forgotten: every local user who was in the room forgot it.
 	ms, err := storage.MembersOfRoom(r.Context(), a.db.Read(), s.RoomID)
 	if err != nil {
@@ -322,7 +323,8 @@ func (a *API) roomDetails(r *http.Request, c accounts.Caller) (any, error) {
 		}
 		forgotten = forgotten && f
 	}
-	s.Forgotten = locals > 0 && forgotten
+	forgotten = locals > 0 && forgotten
+	s.Forgotten = &forgotten
 	return s, nil
 }
 

@@ -38,19 +38,20 @@ type UserQuery struct {
 	From, Limit int
 }
 
-// UserOrderColumns are the admin user list's order_by values and the
-// columns they sort on.
+// UserOrderColumns are the admin user list's order_by values and what
+// they sort on (NULLs as the empty string or 0, so both engines order
+// them alike).
 var UserOrderColumns = map[string]string{
 	"name":          "u.user_id",
 	"is_guest":      "u.is_guest",
 	"admin":         "u.is_admin",
-	"user_type":     "u.user_type",
+	"user_type":     "COALESCE(u.user_type, '')",
 	"deactivated":   "u.deactivated",
 	"shadow_banned": "u.user_id", // Hearth has no shadow-banning: all false
-	"displayname":   "p.displayname",
-	"avatar_url":    "p.avatar_url",
+	"displayname":   "COALESCE(p.displayname, '')",
+	"avatar_url":    "COALESCE(p.avatar_url, '')",
 	"creation_ts":   "u.created_ts",
-	"last_seen_ts":  "last_seen_ts",
+	"last_seen_ts":  "COALESCE((SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id), 0)",
 	"locked":        "u.user_id", // nor locking
 	"approved":      "u.user_id", // nor approval
 }
@@ -109,7 +110,7 @@ func (db *DB) ListUsers(ctx context.Context, q UserQuery) ([]AdminUser, int, err
 	}
 	rows, err := db.Read().QueryContext(ctx, `SELECT u.user_id, u.is_guest, u.is_admin, u.user_type, u.deactivated, u.erased,
 		u.created_ts, p.displayname, p.avatar_url,
-		(SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id) AS last_seen_ts`+
+		(SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id)`+
 		from+order+" LIMIT "+arg(q.Limit)+" OFFSET "+arg(q.From), args...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing users: %w", err)
