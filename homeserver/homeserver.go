@@ -203,10 +203,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
 		AppServices: s.AppServices, Log: log, Version: version}).Routes(c)
-	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
-	s.Admin.Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
+	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
+	s.Admin.Routes(c)
 	// The federation and key APIs also answer on the client listener, as on
 	// other homeservers, for operators whose reverse proxy sends both to one
 	// port; X-Matrix authentication applies all the same.
@@ -324,9 +324,9 @@ func (s *Server) Close() error {
 		}
 		s.relay.close()
 	}
-	s.Admin.Close()
 	s.Presence.Close()
 	s.Typing.Close()
+	s.Admin.Close()
 	s.Federation.Close()
 	s.AppServices.Close()
 	s.Push.Close()
