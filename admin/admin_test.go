@@ -147,6 +147,7 @@ func TestAdminUsers(t *testing.T) {
 		}
 		hearthtest.Expect(t, admin.do(t, "PUT", v2+"/users/@carol:other.test", map[string]any{}), http.StatusBadRequest, "M_INVALID_PARAM")
 		hearthtest.Expect(t, admin.do(t, "PUT", v2+"/users/carol", map[string]any{}), http.StatusBadRequest, "M_INVALID_PARAM")
+		hearthtest.Expect(t, admin.do(t, "PUT", v2+"/users/@Dave:hearth.test", map[string]any{}), http.StatusBadRequest, "M_INVALID_USERNAME")
 		hearthtest.Expect(t, admin.do(t, "GET", v2+"/users/@nobody:hearth.test", nil), http.StatusNotFound, "M_NOT_FOUND")
 
 		// The list: total, paging with next_token, filters, order.

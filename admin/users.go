@@ -154,6 +154,9 @@ func (a *API) putUser(r *http.Request, c accounts.Caller) (any, error) {
 			return nil, mxhttp.InvalidParam("Cannot create a deactivated user")
 		}
 		nu := accounts.NewUser{Localpart: strings.TrimPrefix(strings.SplitN(id, ":", 2)[0], "@"), InhibitLogin: true}
+		if nu.Localpart != strings.ToLower(nu.Localpart) {
+			return nil, mxhttp.InvalidUsername("User ID may not contain upper-case letters")
+		}
 		if req.Password != nil {
 			nu.Password = *req.Password
 		}
