@@ -205,12 +205,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		AppServices: s.AppServices, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	c.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
-	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
-	s.Admin.Routes(c)
 	// The federation and key APIs also answer on the client listener, as on
 	// other homeservers, for operators whose reverse proxy sends both to one
 	// port; X-Matrix authentication applies all the same.
 	s.Federation.Routes(c)
+	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
+	s.Admin.Routes(c)
 	s.client = c
 
 	f := s.router(observe, "federation")
