@@ -191,6 +191,16 @@ func (a *API) dropFromCanonicalAlias(r *http.Request, roomID, alias, userID stri
 // GET /rooms/{roomId}/aliases: for members, or anyone in world_readable rooms.
 func (a *API) roomAliases(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
+	// A server admin may list any room's aliases, as on Synapse (synadm's
+	// "user membership" does so for rooms the admin is not in).
+	if u, err := a.db.GetUser(r.Context(), c.UserID); err == nil && u.IsAdmin {
+		if _, err := a.rooms.Version(r.Context(), roomID); errors.Is(err, storage.ErrNotFound) {
+			return nil, mxhttp.NotFound("Unknown room %s", roomID)
+		} else if err != nil {
+			return nil, err
+		}
+		return a.listAliases(r, roomID)
+	}
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
 		return nil, err
@@ -207,9 +217,16 @@ func (a *API) roomAliases(r *http.Request, c accounts.Caller) (any, error) {
 			return nil, mxhttp.Forbidden("You are not in room %s", roomID)
 		}
 	}
+	return a.listAliases(r, roomID)
+}
+
+func (a *API) listAliases(r *http.Request, roomID string) (any, error) {
 	aliases, err := storage.AliasesOfRoom(r.Context(), a.db.Read(), roomID)
 	if err != nil {
 		return nil, err
+	}
+	if aliases == nil {
+		aliases = []string{}
 	}
 	return map[string]any{"aliases": aliases}, nil
 }

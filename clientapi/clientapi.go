@@ -1,7 +1,8 @@
 // Package clientapi serves the Matrix Client-Server API (/_matrix/client/*)
 // and the few neighbouring endpoints clients and tooling use
-// (/.well-known/matrix/*, /_synapse/admin/v1/*). Each spec module has its
-// own file.
+// (/.well-known/matrix/*, and of /_synapse/admin/v1/* server notices and
+// shared-secret registration; package admin serves the rest). Each spec
+// module has its own file.
 package clientapi
 
 import (

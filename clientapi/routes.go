@@ -248,17 +248,11 @@ func (a *API) routes() []route {
 		{"GET", mediaV3 + "/download/{serverName}/{mediaId}/{fileName}", public, a.legacyMediaDownload},
 		{"GET", mediaV3 + "/thumbnail/{serverName}/{mediaId}", public, a.legacyMediaThumbnail},
 
-		// Synapse-compatible administration.
-		{"GET", synapse + "/registration_tokens", admin, a.listRegistrationTokens},
-		{"POST", synapse + "/registration_tokens/new", admin, a.newRegistrationToken},
-		{"GET", synapse + "/registration_tokens/{token}", admin, a.getRegistrationToken},
-		{"PUT", synapse + "/registration_tokens/{token}", admin, a.updateRegistrationToken},
-		{"DELETE", synapse + "/registration_tokens/{token}", admin, a.deleteRegistrationToken},
+		// Synapse-compatible administration: server notices here, as they
+		// share the notices room with the client API; the rest of
+		// /_synapse/admin is package admin's.
 		{"POST", synapse + "/send_server_notice", admin, a.sendServerNotice},
 		{"PUT", synapse + "/send_server_notice/{txnId}", admin, a.sendServerNotice},
-		{"POST", synapse + "/media/quarantine/{serverName}/{mediaId}", admin, a.adminQuarantineMedia(true)},
-		{"POST", synapse + "/media/unquarantine/{serverName}/{mediaId}", admin, a.adminQuarantineMedia(false)},
-		{"DELETE", synapse + "/media/{serverName}/{mediaId}", admin, a.adminDeleteMedia},
 	}
 }
 

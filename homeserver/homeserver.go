@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/admin"
 	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
@@ -57,7 +58,9 @@ type Server struct {
 	// Federation is the server-server side: inbound handlers, the signing
 	// client, the key ring and the send queue.
 	Federation *federation.API
-	Log        *slog.Logger
+	// Admin is the Synapse-compatible admin API (/_synapse/admin/*).
+	Admin *admin.API
+	Log   *slog.Logger
 
 	client     http.Handler
 	federation http.Handler
@@ -218,6 +221,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// other homeservers, for operators whose reverse proxy sends both to one
 	// port; X-Matrix authentication applies all the same.
 	s.Federation.Routes(c)
+	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
+	s.Admin.Routes(c)
 	s.client = c
 
 	f := s.router(observe, "federation")
@@ -228,6 +233,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		s.Delayed.Start() // one process: it leads
 	} else {
 		if err := s.startCluster(ctx); err != nil {
+			s.Admin.Close()
 			s.Federation.Close()
 			s.AppServices.Close()
 			s.Push.Close()
@@ -344,6 +350,7 @@ func (s *Server) Close() error {
 	s.Delayed.Stop()
 	s.Presence.Close()
 	s.Typing.Close()
+	s.Admin.Close()
 	s.Federation.Close()
 	s.AppServices.Close()
 	s.Push.Close()

@@ -43,6 +43,9 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 	if r.keyRing == nil || r.joins == nil {
 		return nil, mxhttp.NotFound("Room %s is not known to this server and federation is not available", roomID)
 	}
+	if err := r.CheckNotBlocked(ctx, roomID); err != nil {
+		return nil, err
+	}
 	rid, err := spec.NewRoomID(roomID)
 	if err != nil {
 		return nil, mxhttp.InvalidParam("Invalid room ID %q", roomID)

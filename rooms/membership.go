@@ -35,6 +35,11 @@ type ChangeMembership struct {
 // allow it; it returns the event. A join by a user already joined, or a
 // leave by one already left, changes nothing and returns no event.
 func (r *Rooms) SetMembership(ctx context.Context, roomID string, c ChangeMembership) (*Event, error) {
+	if c.Membership == spec.Join || c.Membership == spec.Invite || c.Membership == spec.Knock {
+		if err := r.CheckNotBlocked(ctx, roomID); err != nil {
+			return nil, err
+		}
+	}
 	current, _, err := r.MembershipOf(ctx, roomID, c.Target)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, mxhttp.NotFound("Unknown room %s", roomID)
@@ -85,6 +90,19 @@ func (r *Rooms) SetMembership(ctx context.Context, roomID string, c ChangeMember
 		return nil, err
 	}
 	return evs[0], nil
+}
+
+// CheckNotBlocked refuses, with 403 M_FORBIDDEN, a room a server admin
+// blocked (admin API): nobody joins, is invited to or knocks on it here.
+func (r *Rooms) CheckNotBlocked(ctx context.Context, roomID string) error {
+	blocked, _, err := storage.RoomBlocked(ctx, r.db.Read(), roomID)
+	if err != nil {
+		return err
+	}
+	if blocked {
+		return mxhttp.Forbidden("This room has been blocked on this server")
+	}
+	return nil
 }
 
 // JoinedRooms lists the rooms a user is joined to.

@@ -166,6 +166,9 @@ func (r *Rooms) KnockRemote(ctx context.Context, roomID, userID, reason string, 
 	if r.members == nil {
 		return nil, mxhttp.NotFound("Room %s is not known to this server and federation is not available", roomID)
 	}
+	if err := r.CheckNotBlocked(ctx, roomID); err != nil {
+		return nil, err
+	}
 	content, err := r.memberContent(ctx, userID, spec.Knock)
 	if err != nil {
 		return nil, err

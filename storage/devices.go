@@ -103,6 +103,9 @@ func DeactivateUser(ctx context.Context, tx *sql.Tx, userID string, erase bool) 
 		if _, err := tx.ExecContext(ctx, `UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE user_id = $1`, userID); err != nil {
 			return fmt.Errorf("erasing profile: %w", err)
 		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET erased = TRUE WHERE user_id = $1`, userID); err != nil {
+			return fmt.Errorf("marking user erased: %w", err)
+		}
 	}
 	return nil
 }

@@ -107,22 +107,9 @@ func (db *DB) migrate(ctx context.Context) error {
 			version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ts BIGINT NOT NULL)`); err != nil {
 			return fmt.Errorf("creating schema_migrations: %w", err)
 		}
-		applied := map[int]bool{}
-		rows, err := tx.QueryContext(ctx, "SELECT version FROM schema_migrations")
+		applied, err := appliedMigrations(ctx, tx)
 		if err != nil {
-			return fmt.Errorf("reading schema version: %w", err)
-		}
-		for rows.Next() {
-			var v int
-			if err := rows.Scan(&v); err != nil {
-				rows.Close()
-				return fmt.Errorf("reading schema version: %w", err)
-			}
-			applied[v] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("reading schema version: %w", err)
+			return err
 		}
 		known := map[int]bool{}
 		for _, m := range migs {
@@ -151,6 +138,11 @@ func (db *DB) migrate(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// appliedMigrations are the versions recorded in schema_migrations.
+func appliedMigrations(ctx context.Context, tx *sql.Tx) (map[int]bool, error) {
+	return querySet[int](ctx, tx, "reading schema version", "SELECT version FROM schema_migrations")
 }
 
 // splitStatements splits a migration on semicolons at line ends. Migrations

@@ -1,4 +1,4 @@
-package clientapi
+package admin
 
 import (
 	"encoding/json"
@@ -120,5 +120,8 @@ func (a *API) updateRegistrationToken(r *http.Request, c accounts.Caller) (any, 
 
 // DELETE /_synapse/admin/v1/registration_tokens/{token}
 func (a *API) deleteRegistrationToken(r *http.Request, c accounts.Caller) (any, error) {
-	return writeEmptyOrError(r, a.accounts.DeleteRegistrationToken(r.Context(), pathParam(r, "token")))
+	if err := a.accounts.DeleteRegistrationToken(r.Context(), pathParam(r, "token")); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
 }

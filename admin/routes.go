@@ -1,0 +1,136 @@
+package admin
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/mxhttp"
+)
+
+// handler is an endpoint of the admin API: it returns the response body
+// or a Matrix error, and mxhttp.Respond writes either. c is the
+// authenticated server admin.
+type handler func(r *http.Request, c accounts.Caller) (any, error)
+
+// access is what a route needs before its handler runs.
+type access int
+
+const (
+	admin access = iota // a valid access token of a server admin
+)
+
+type route struct {
+	method string
+	path   string
+	access access
+	h      handler
+}
+
+// Path prefixes.
+const (
+	v1 = "/_synapse/admin/v1"
+	v2 = "/_synapse/admin/v2"
+	v3 = "/_synapse/admin/v3"
+)
+
+// routes is every endpoint of the Synapse-compatible admin API served
+// here (server notices and shared-secret registration are clientapi's, in
+// its routes.go: they share the notices room and the registration code
+// with the client API).
+func (a *API) routes() []route {
+	return []route{
+		{"GET", v1 + "/server_version", admin, a.serverVersion},
+
+		// Users.
+		{"GET", v2 + "/users", admin, a.listUsers(2)},
+		{"GET", v3 + "/users", admin, a.listUsers(3)},
+		{"GET", v2 + "/users/{userId}", admin, a.getUser},
+		{"PUT", v2 + "/users/{userId}", admin, a.putUser},
+		{"POST", v1 + "/deactivate/{userId}", admin, a.deactivateUser},
+		{"POST", v1 + "/reset_password/{userId}", admin, a.resetPassword},
+		{"GET", v1 + "/whois/{userId}", admin, a.whois},
+		{"GET", v1 + "/users/{userId}/admin", admin, a.getUserAdmin},
+		{"PUT", v1 + "/users/{userId}/admin", admin, a.putUserAdmin},
+		{"GET", v1 + "/users/{userId}/joined_rooms", admin, a.userJoinedRooms},
+		{"GET", v2 + "/users/{userId}/devices", admin, a.listDevices},
+		{"GET", v2 + "/users/{userId}/devices/{deviceId}", admin, a.getDevice},
+		{"DELETE", v2 + "/users/{userId}/devices/{deviceId}", admin, a.deleteDevice},
+		{"POST", v2 + "/users/{userId}/delete_devices", admin, a.deleteDevices},
+		{"GET", v1 + "/username_available", admin, a.usernameAvailable},
+		{"GET", v1 + "/users/{userId}/media", admin, a.userMedia},
+
+		// Rooms.
+		{"GET", v1 + "/rooms", admin, a.listRooms},
+		{"GET", v1 + "/rooms/{roomId}", admin, a.roomDetails},
+		{"GET", v1 + "/rooms/{roomId}/members", admin, a.roomMembers},
+		{"GET", v1 + "/rooms/{roomId}/state", admin, a.roomState},
+		{"GET", v1 + "/rooms/{roomId}/block", admin, a.getRoomBlock},
+		{"PUT", v1 + "/rooms/{roomId}/block", admin, a.putRoomBlock},
+		{"DELETE", v1 + "/rooms/{roomId}", admin, a.deleteRoomNow},
+		{"DELETE", v2 + "/rooms/{roomId}", admin, a.deleteRoom},
+		{"GET", v2 + "/rooms/{roomId}/delete_status", admin, a.deleteStatusOfRoom},
+		{"GET", v2 + "/rooms/delete_status/{deleteId}", admin, a.deleteStatus},
+
+		// Registration tokens.
+		{"GET", v1 + "/registration_tokens", admin, a.listRegistrationTokens},
+		{"POST", v1 + "/registration_tokens/new", admin, a.newRegistrationToken},
+		{"GET", v1 + "/registration_tokens/{token}", admin, a.getRegistrationToken},
+		{"PUT", v1 + "/registration_tokens/{token}", admin, a.updateRegistrationToken},
+		{"DELETE", v1 + "/registration_tokens/{token}", admin, a.deleteRegistrationToken},
+
+		// Media.
+		{"POST", v1 + "/media/quarantine/{serverName}/{mediaId}", admin, a.adminQuarantineMedia(true)},
+		{"POST", v1 + "/media/unquarantine/{serverName}/{mediaId}", admin, a.adminQuarantineMedia(false)},
+		{"DELETE", v1 + "/media/{serverName}/{mediaId}", admin, a.adminDeleteMedia},
+
+		// Event reports.
+		{"GET", v1 + "/event_reports", admin, a.listEventReports},
+		{"GET", v1 + "/event_reports/{reportId}", admin, a.getEventReport},
+		{"DELETE", v1 + "/event_reports/{reportId}", admin, a.deleteEventReport},
+	}
+}
+
+// Routes registers every admin API endpoint on r (the client listener).
+func (a *API) Routes(r chi.Router) {
+	for _, rt := range a.routes() {
+		r.Method(rt.method, rt.path, a.serve(rt))
+	}
+}
+
+// serve is the one adapter between HTTP and a handler: it checks the
+// route's access, runs the handler and writes its result or error.
+func (a *API) serve(rt route) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var c accounts.Caller
+		var err error
+		switch rt.access {
+		case admin:
+			c, err = a.authenticateAdmin(r)
+		}
+		if err != nil {
+			mxhttp.WriteError(w, r, err)
+			return
+		}
+		body, err := rt.h(r, c)
+		mxhttp.Respond(w, r, body, err)
+	}
+}
+
+// authenticateAdmin is the caller of a valid access token of a server
+// admin, else 401 or 403 M_FORBIDDEN.
+func (a *API) authenticateAdmin(r *http.Request) (accounts.Caller, error) {
+	c, err := a.accounts.Authenticate(r)
+	if err != nil {
+		return c, err
+	}
+	u, err := a.db.GetUser(r.Context(), c.UserID)
+	if err != nil {
+		return c, err
+	}
+	if !u.IsAdmin {
+		return c, mxhttp.Forbidden("You are not a server admin")
+	}
+	return c, nil
+}
