@@ -45,7 +45,7 @@ const (
 )
 
 // v3Only are the v3 endpoints added after r0 was retired: no r0 alias.
-var v3Only = map[string]bool{v3 + "/refresh": true}
+var v3Only = map[string]bool{v3 + "/refresh": true, v3 + "/users/{userId}/report": true}
 
 // routes is every endpoint of the client-server API (and the Synapse admin
 // endpoints Hearth serves next to it), grouped by spec module.
@@ -194,6 +194,7 @@ func (a *API) routes() []route {
 		{"GET", v1 + "/rooms/{roomId}/hierarchy", user, a.hierarchy},
 		{"POST", v3 + "/rooms/{roomId}/report/{eventId}", user, a.reportEvent},
 		{"POST", v3 + "/rooms/{roomId}/report", user, a.reportRoom},
+		{"POST", v3 + "/users/{userId}/report", user, a.reportUser},
 		{"POST", v3 + "/user_directory/search", user, a.searchUserDirectory},
 		{"GET", v1 + "/mutual_rooms", user, a.mutualRooms},
 

@@ -1,0 +1,3 @@
+-- Placeholder: number 0020 belongs to another branch's migration, and
+-- migration numbers must run without gaps. Delete this file when merging
+-- that branch (its 0020 takes this place); it changes nothing.

@@ -1,0 +1,3 @@
+-- Placeholder: number 0021 belongs to another branch's migration, and
+-- migration numbers must run without gaps. Delete this file when merging
+-- that branch (its 0021 takes this place); it changes nothing.
