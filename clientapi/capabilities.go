@@ -17,12 +17,17 @@ func (a *API) capabilities(r *http.Request, c accounts.Caller) (any, error) {
 		available[string(v)] = "stable"
 	}
 	enabled := func(on bool) map[string]bool { return map[string]bool{"enabled": on} }
+	// Guests may change only their display name (Guest access).
+	profileFields := map[string]any{"enabled": true}
+	if c.IsGuest {
+		profileFields["allowed"] = []string{"displayname"}
+	}
 	return map[string]any{"capabilities": map[string]any{
-		"m.change_password": enabled(true),
+		"m.change_password": enabled(!c.IsGuest), // account.go refuses guests
 		"m.room_versions":   map[string]any{"default": string(rooms.DefaultVersion), "available": available},
 		"m.set_displayname": enabled(true),
-		"m.set_avatar_url":  enabled(true),
-		"m.profile_fields":  enabled(true),
+		"m.set_avatar_url":  enabled(!c.IsGuest),
+		"m.profile_fields":  profileFields,
 		"m.3pid_changes":    enabled(false),
 		"m.get_login_token": enabled(!c.IsGuest),
 	}}, nil
