@@ -15,9 +15,11 @@ import (
 // optional: third-party identifiers (3PID).
 var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"}
 
-// unstableFeatures are the MSC flags Hearth implements.
+// unstableFeatures are the MSC flags Hearth implements, each checked
+// against its code and tests (docs/spec-coverage.md).
 var unstableFeatures = map[string]bool{
-	"org.matrix.msc3814": true, // dehydrated devices (dehydrated_device.go)
+	"org.matrix.msc3391": true, // deleting account data (account_data.go, TestAccountDataDeletion)
+	"org.matrix.msc3814": true, // dehydrated devices (dehydrated_device.go, TestDehydratedDevice)
 }
 
 // GET /_matrix/client/versions (client-server API, API Standards).
