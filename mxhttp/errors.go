@@ -75,7 +75,9 @@ var (
 	GuestAccess        = newErr(http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
 	ProfileTooLarge    = newErr(http.StatusBadRequest, "M_PROFILE_TOO_LARGE")
 	KeyTooLarge        = newErr(http.StatusBadRequest, "M_KEY_TOO_LARGE")
-	Internal           = newErr(http.StatusInternalServerError, "M_UNKNOWN")
+	// UserLocked answers a locked account (v1.12), with soft_logout.
+	UserLocked = newErr(http.StatusUnauthorized, "M_USER_LOCKED")
+	Internal   = newErr(http.StatusInternalServerError, "M_UNKNOWN")
 	// Unauthorized is the federation API's answer to a missing or bad
 	// X-Matrix signature.
 	Unauthorized = newErr(http.StatusUnauthorized, "M_UNAUTHORIZED")

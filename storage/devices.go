@@ -107,6 +107,14 @@ func DeactivateUser(ctx context.Context, tx *sql.Tx, userID string, erase bool) 
 	return nil
 }
 
+// SetUserLocked locks or unlocks an account (account locking, v1.12).
+func SetUserLocked(ctx context.Context, tx *sql.Tx, userID string, locked bool) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE users SET locked = $1 WHERE user_id = $2`, locked, userID); err != nil {
+		return fmt.Errorf("locking user: %w", err)
+	}
+	return nil
+}
+
 // InsertRefreshToken stores the hash of a refresh token.
 func InsertRefreshToken(ctx context.Context, tx *sql.Tx, token, userID, deviceID string, prevHash []byte, createdTS int64) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens (token_hash, user_id, device_id, prev_hash, created_ts)
