@@ -12,8 +12,8 @@ import (
 // TestAccountLocking: an admin locks an account with PUT
 // /v1/admin/lock/{userId} (v1.18); the locked account's tokens then get
 // 401 M_USER_LOCKED with soft_logout on everything but /logout and
-// /logout/all (v1.12), even when they were cached, and work again once it
-// is unlocked. Only admins may look, before any account lookup, and admins
+// /logout/all (v1.12), even when they were cached, no new token can be had
+// by login or refresh, and the old ones work again once it is unlocked. Only admins may look, before any account lookup, and admins
 // cannot be locked.
 func TestAccountLocking(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
@@ -53,8 +53,11 @@ func TestAccountLocking(t *testing.T) {
 		}
 
 		// A second device of alice's, its token cached by a first use.
-		second := hs.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{
-			"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "password"})
+		passwordLogin := func() hearthtest.Response {
+			return hs.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",
+				"identifier": map[string]any{"type": "m.id.user", "user": "alice"}, "password": "password", "refresh_token": true})
+		}
+		second := passwordLogin()
 		hearthtest.Expect(t, second, http.StatusOK, "")
 		secondTok := second.JSON["access_token"].(string)
 		hearthtest.Expect(t, hs.Do(t, "GET", whoami, secondTok, nil), http.StatusOK, "")
@@ -75,6 +78,10 @@ func TestAccountLocking(t *testing.T) {
 			t.Fatalf("alice after the lock: %s", r.Body)
 		}
 		hearthtest.Expect(t, bob.do(t, "GET", whoami, nil), http.StatusOK, "")
+		// No new access token either: not by logging in, not by refreshing.
+		hearthtest.Expect(t, passwordLogin(), http.StatusUnauthorized, "M_USER_LOCKED")
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": second.JSON["refresh_token"]}),
+			http.StatusUnauthorized, "M_USER_LOCKED")
 
 		// Unlocked, the same token works: the session was kept.
 		hearthtest.Expect(t, admin.do(t, "PUT", lock(alice.id), map[string]any{"locked": false}), http.StatusOK, "")
