@@ -49,14 +49,53 @@ const lastSeenEvery = time.Minute
 // M_MISSING_TOKEN without one, 401 M_UNKNOWN_TOKEN for an unknown one, and
 // for an expired (refreshable) one M_UNKNOWN_TOKEN with soft_logout, so the
 // client refreshes instead of logging out.
+//
+// A locked account's token (account locking, v1.12) is refused with 401
+// M_USER_LOCKED and soft_logout, so the client keeps its session; only
+// AuthenticateLocked, for logging out, lets it through.
 func (a *Accounts) Authenticate(r *http.Request) (Caller, error) {
+	c, locked, err := a.authenticate(r)
+	if err == nil && locked {
+		return Caller{}, UserLocked()
+	}
+	return c, err
+}
+
+// UserLocked is the error for every request of a locked account but
+// logout (client-server API, Account locking).
+func UserLocked() *mxhttp.Error {
+	return mxhttp.UserLocked("This account has been locked").With("soft_logout", true)
+}
+
+// AuthenticateLocked is Authenticate that also accepts a locked account's
+// token: POST /logout and /logout/all must work for locked accounts.
+func (a *Accounts) AuthenticateLocked(r *http.Request) (Caller, error) {
+	c, _, err := a.authenticate(r)
+	return c, err
+}
+
+// SetLocked locks or unlocks an account. Its tokens stay valid (the client
+// keeps its session for when the lock is lifted), but cached ones are
+// dropped here and in every other process so the lock applies at once.
+func (a *Accounts) SetLocked(ctx context.Context, userID string, locked bool) error {
+	return a.DB.WriteTx(ctx, func(tx *sql.Tx) error {
+		a.forgetTokensOnCommit(tx, userID)
+		return storage.SetUserLocked(ctx, tx, userID, locked)
+	})
+}
+
+// authenticate resolves the token to a Caller and says whether its
+// account is locked. An application service's users are not checked for
+// locks: the service acts for them.
+func (a *Accounts) authenticate(r *http.Request) (Caller, bool, error) {
 	tok, ok := AccessToken(r)
 	if !ok {
-		return Caller{}, mxhttp.MissingToken("Missing access token")
+		return Caller{}, false, mxhttp.MissingToken("Missing access token")
 	}
 	if a.AppServices != nil {
 		if reg, ok := a.AppServices.ByToken(tok); ok {
-			return a.assertIdentity(r, reg, tok)
+			c, err := a.assertIdentity(r, reg, tok)
+			return c, false, err
 		}
 	}
 	now := time.Now()
@@ -66,17 +105,17 @@ func (a *Accounts) Authenticate(r *http.Request) (Caller, error) {
 		var err error
 		owner, err = a.DB.LookupAccessToken(r.Context(), tok)
 		if errors.Is(err, storage.ErrNotFound) {
-			return Caller{}, mxhttp.UnknownToken("Unknown access token").With("soft_logout", false)
+			return Caller{}, false, mxhttp.UnknownToken("Unknown access token").With("soft_logout", false)
 		}
 		if err != nil {
-			return Caller{}, err
+			return Caller{}, false, err
 		}
 		if len(owner.PrevRefreshHash) == 0 {
 			a.tokens.put(hash, owner, now)
 		}
 	}
 	if owner.ExpiresTS != 0 && now.UnixMilli() >= owner.ExpiresTS {
-		return Caller{}, mxhttp.UnknownToken("Access token has expired").With("soft_logout", true)
+		return Caller{}, false, mxhttp.UnknownToken("Access token has expired").With("soft_logout", true)
 	}
 	if len(owner.PrevRefreshHash) > 0 {
 		// First use of a refreshed access token: the refresh token it was
@@ -85,11 +124,11 @@ func (a *Accounts) Authenticate(r *http.Request) (Caller, error) {
 			a.forgetTokensOnCommit(tx, owner.UserID)
 			return storage.RevokeRefreshGeneration(r.Context(), tx, owner.PrevRefreshHash)
 		}); err != nil {
-			return Caller{}, err
+			return Caller{}, false, err
 		}
 	}
 	a.touchDevice(r, owner.UserID, owner.DeviceID, now)
-	return Caller{UserID: owner.UserID, DeviceID: owner.DeviceID, IsGuest: owner.IsGuest, Token: tok}, nil
+	return Caller{UserID: owner.UserID, DeviceID: owner.DeviceID, IsGuest: owner.IsGuest, Token: tok}, owner.Locked, nil
 }
 
 // touchDevice records last_seen_ts and last_seen_ip at most once a minute

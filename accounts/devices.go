@@ -111,6 +111,12 @@ func (a *Accounts) Refresh(ctx context.Context, refreshToken string) (Login, err
 		if err != nil {
 			return err
 		}
+		// A locked account cannot get a new access token (v1.12).
+		if locked, err := storage.UserLocked(ctx, tx, owner.UserID); err != nil {
+			return err
+		} else if locked {
+			return UserLocked()
+		}
 		// Using this refresh token is a first use of its generation: the
 		// generation before it dies now.
 		if len(owner.PrevHash) > 0 {

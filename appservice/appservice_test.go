@@ -1,6 +1,8 @@
 package appservice_test
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -505,5 +507,59 @@ func TestThirdPartyLookupsGoToTheBridge(t *testing.T) {
 			t.Fatalf("user: %s", r.Body)
 		}
 		hearthtest.Expect(t, hs.Do(t, "GET", "/_matrix/client/v3/thirdparty/user", tok, nil), http.StatusBadRequest, "M_MISSING_PARAM")
+	})
+}
+
+// TestAppServiceManagesDevices: an application service creates devices of
+// its users with PUT /devices/{deviceId} (201, then 200), deletes them and
+// replaces their cross-signing keys without UIA (Application Service API,
+// Device management and Cross-signing, v1.17). Users still need UIA and
+// cannot create devices.
+func TestAppServiceManagesDevices(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := bridgeServer(t, b, "")
+		_, aliceToken := hs.RegisterUser(t, "alice")
+		hearthtest.Expect(t, asRegister(t, hs, asToken, "bridge_one", true), http.StatusOK, "")
+		one := "@bridge_one:hearth.test"
+		device := func(id string) string { return "/_matrix/client/v3/devices/" + id + as(one) }
+
+		r := hs.Do(t, "PUT", device("BRIDGEDEV"), asToken, map[string]any{"display_name": "Bridge"})
+		hearthtest.Expect(t, r, http.StatusCreated, "")
+		hearthtest.Expect(t, hs.Do(t, "PUT", device("BRIDGEDEV"), asToken, map[string]any{"display_name": "Bridge 2"}), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "PUT", device("SECOND"), asToken, map[string]any{}), http.StatusCreated, "")
+		if r := hs.Do(t, "GET", device("BRIDGEDEV"), asToken, nil); r.Status != http.StatusOK || r.JSON["display_name"] != "Bridge 2" {
+			t.Fatalf("created device: %d %s", r.Status, r.Body)
+		}
+		if r := hs.Do(t, "GET", "/_matrix/client/v3/account/whoami"+as(one)+"&device_id=BRIDGEDEV", asToken, nil); r.JSON["device_id"] != "BRIDGEDEV" {
+			t.Fatalf("acting as the created device: %s", r.Body)
+		}
+		// A user cannot create a device this way.
+		hearthtest.Expect(t, hs.Do(t, "PUT", "/_matrix/client/v3/devices/NEWDEV", aliceToken, map[string]any{"display_name": "x"}), http.StatusNotFound, "M_NOT_FOUND")
+
+		// Replacing cross-signing keys needs no UIA from the service.
+		for i := 0; i < 2; i++ {
+			pub, _, err := ed25519.GenerateKey(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := base64.RawStdEncoding.EncodeToString(pub)
+			body := map[string]any{"master_key": map[string]any{"user_id": one, "usage": []string{"master"}, "keys": map[string]any{"ed25519:" + k: k}}}
+			hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/keys/device_signing/upload"+as(one), asToken, body), http.StatusOK, "")
+		}
+
+		// Deleting needs no UIA from the service; a user is asked for it.
+		hearthtest.Expect(t, hs.Do(t, "DELETE", device("BRIDGEDEV"), asToken, map[string]any{}), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "GET", device("BRIDGEDEV"), asToken, nil), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/delete_devices"+as(one), asToken, map[string]any{"devices": []string{"SECOND"}}), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "GET", device("SECOND"), asToken, nil), http.StatusNotFound, "M_NOT_FOUND")
+		r = hs.Do(t, "GET", "/_matrix/client/v3/devices", aliceToken, nil)
+		devs, _ := r.JSON["devices"].([]any)
+		if len(devs) != 1 {
+			t.Fatalf("alice's devices: %s", r.Body)
+		}
+		aliceDevice := devs[0].(map[string]any)["device_id"].(string)
+		if r := hs.Do(t, "DELETE", "/_matrix/client/v3/devices/"+aliceDevice, aliceToken, map[string]any{}); r.Status != http.StatusUnauthorized || r.JSON["flows"] == nil {
+			t.Fatalf("a user's delete without UIA: %d %s", r.Status, r.Body)
+		}
 	})
 }

@@ -29,6 +29,7 @@ func TestCapabilities(t *testing.T) {
 		for name, want := range map[string]bool{
 			"m.change_password": true, "m.set_displayname": true, "m.set_avatar_url": true,
 			"m.profile_fields": true, "m.3pid_changes": false, "m.get_login_token": true,
+			"m.forget_forced_upon_leave": false,
 		} {
 			if enabled(name) != want {
 				t.Errorf("%s.enabled = %v, want %v", name, enabled(name), want)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
@@ -14,6 +15,9 @@ import (
 // Device management (client-server API, modules/device_management). A user
 // sees and changes only their own devices: another user's device ID is
 // simply not found.
+
+// maxDeviceIDLen bounds the device IDs an application service may choose.
+const maxDeviceIDLen = 255
 
 type deviceJSON struct {
 	DeviceID    string  `json:"device_id"`
@@ -51,8 +55,11 @@ func (a *API) getDevice(r *http.Request, c accounts.Caller) (any, error) {
 	return toDeviceJSON(d), nil
 }
 
-// PUT /devices/{deviceId}: only display_name can change. Creating devices
-// this way is for application services, which do not exist yet.
+// PUT /devices/{deviceId}: only display_name can change. An application
+// service may also create a device of one of its users this way (201;
+// Application Service API, Device management, v1.17): the device has no
+// access token, the service acts as it with ?device_id=. A user's unknown
+// device is 404.
 func (a *API) putDevice(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		DisplayName *string `json:"display_name"`
@@ -61,13 +68,29 @@ func (a *API) putDevice(r *http.Request, c accounts.Caller) (any, error) {
 		return nil, err
 	}
 	deviceID := pathParam(r, "deviceID")
+	created := false
 	err := a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
-		if req.DisplayName == nil {
-			ok, err := storage.DeviceExists(r.Context(), tx, c.UserID, deviceID)
-			if err == nil && !ok {
-				err = storage.ErrNotFound
-			}
+		ok, err := storage.DeviceExists(r.Context(), tx, c.UserID, deviceID)
+		if err != nil {
 			return err
+		}
+		if !ok {
+			if c.AppService == nil {
+				return storage.ErrNotFound
+			}
+			if deviceID == "" || len(deviceID) > maxDeviceIDLen {
+				return mxhttp.InvalidParam("A device ID is 1 to %d bytes", maxDeviceIDLen)
+			}
+			name := ""
+			if req.DisplayName != nil {
+				name = *req.DisplayName
+			}
+			created = true
+			// The added-device hook records the device list change.
+			return a.accounts.AddDevice(r.Context(), tx, c.UserID, deviceID, name, time.Now())
+		}
+		if req.DisplayName == nil {
+			return nil
 		}
 		if err := storage.SetDeviceDisplayName(r.Context(), tx, c.UserID, deviceID, req.DisplayName); err != nil {
 			return err
@@ -78,13 +101,21 @@ func (a *API) putDevice(r *http.Request, c accounts.Caller) (any, error) {
 	if errors.Is(err, storage.ErrNotFound) {
 		err = mxhttp.NotFound("No such device")
 	}
-	if err == nil && req.DisplayName != nil {
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		return mxhttp.Stream(func(w http.ResponseWriter, _ *http.Request) {
+			mxhttp.WriteJSON(w, http.StatusCreated, struct{}{})
+		}), nil
+	}
+	if req.DisplayName != nil {
 		a.e2ee.NotifyDeviceListChange(r.Context(), c.UserID)
 	}
-	return writeEmptyOrError(r, err)
+	return struct{}{}, nil
 }
 
-// DELETE /devices/{deviceId} (UIA)
+// DELETE /devices/{deviceId} (UIA, except for an application service)
 func (a *API) deleteDevice(r *http.Request, c accounts.Caller) (any, error) {
 	deviceID := pathParam(r, "deviceID")
 	var req struct {
@@ -104,7 +135,7 @@ func (a *API) deleteDevice(r *http.Request, c accounts.Caller) (any, error) {
 	return a.deleteDevicesWithAuth(r, c, "DELETE /devices/"+deviceID, req.Auth, []string{deviceID})
 }
 
-// POST /delete_devices (UIA)
+// POST /delete_devices (UIA, except for an application service)
 func (a *API) deleteDevices(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		Devices *[]string       `json:"devices"`
@@ -119,14 +150,23 @@ func (a *API) deleteDevices(r *http.Request, c accounts.Caller) (any, error) {
 	return a.deleteDevicesWithAuth(r, c, "POST /delete_devices", req.Auth, *req.Devices)
 }
 
+// deleteDevicesWithAuth deletes devices once the user has passed UIA. An
+// application service deletes its users' devices without UIA
+// (Application Service API, Device management, v1.17): its users have no
+// password to give.
 func (a *API) deleteDevicesWithAuth(r *http.Request, c accounts.Caller, action string, auth json.RawMessage, ids []string) (any, error) {
-	passed, err := a.userInteractiveAuth(r, passwordFlows(action, c.UserID), auth)
-	if err != nil {
-		return nil, err
+	var passed uiaPassed
+	if c.AppService == nil {
+		var err error
+		if passed, err = a.userInteractiveAuth(r, passwordFlows(action, c.UserID), auth); err != nil {
+			return nil, err
+		}
 	}
-	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
-		if err := passed.consume(r.Context(), tx); err != nil {
-			return err
+	err := a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
+		if c.AppService == nil {
+			if err := passed.consume(r.Context(), tx); err != nil {
+				return err
+			}
 		}
 		return a.accounts.DeleteDevices(r.Context(), tx, c.UserID, ids)
 	})

@@ -76,7 +76,9 @@ func (a *API) uploadCrossSigningKeys(r *http.Request, c accounts.Caller) (any, e
 	if err != nil {
 		return nil, err
 	}
-	if needsAuth {
+	// An application service replaces its users' keys without UIA
+	// (Application Service API, Cross-signing, v1.17).
+	if needsAuth && c.AppService == nil {
 		// Replacing existing keys needs the password (UIA); the first
 		// upload does not (end-to-end encryption module, Cross-signing).
 		passed, err := a.userInteractiveAuth(r, passwordFlows("keys/device_signing/upload", c.UserID), req.Auth)

@@ -120,6 +120,13 @@ func (a *API) loginInTx(ctx context.Context, nd accounts.NewDevice, who func(tx 
 		if deactivated {
 			return mxhttp.UserDeactivated("This account has been deactivated")
 		}
+		// A locked account cannot get a new access token until it is
+		// unlocked (v1.12); the password was checked first.
+		if locked, err := storage.UserLocked(ctx, tx, nd.UserID); err != nil {
+			return err
+		} else if locked {
+			return accounts.UserLocked()
+		}
 		login, err = a.accounts.LoginDevice(ctx, tx, nd, time.Now())
 		return err
 	})

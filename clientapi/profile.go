@@ -114,10 +114,15 @@ func (a *API) getProfileField(r *http.Request, _ accounts.Caller) (any, error) {
 }
 
 // checkProfileChange checks who may change which field: only the user
-// themself, and only field names of the spec's grammar.
+// themself, and only field names of the spec's grammar. Guests may set
+// and delete their display name and nothing else (Guest access; DELETE
+// since v1.16).
 func (a *API) checkProfileChange(c accounts.Caller, userID, key string) error {
 	if err := requireSelf(c, userID, "change the profile"); err != nil {
 		return err
+	}
+	if c.IsGuest && key != "displayname" {
+		return mxhttp.GuestAccess("Guests may change only their display name")
 	}
 	if len(key) > maxProfileKeyLen {
 		return mxhttp.KeyTooLarge("Profile keys are at most %d bytes", maxProfileKeyLen)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/hearthtest"
 )
 
@@ -143,6 +144,49 @@ func TestProfileConcurrentChanges(t *testing.T) {
 		wg.Wait()
 		if r := hs.Do(t, "GET", profilePath(alice), "", nil); r.JSON["avatar_url"] != "mxc://hearth.test/avatar" {
 			t.Fatalf("the avatar change was lost: %s", r.Body)
+		}
+	})
+}
+
+// TestGuestProfile: guests may set and (since v1.16) delete their display
+// name and change no other profile field; m.profile_fields says so.
+func TestGuestProfile(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, func(c *config.Config) { c.GuestAccess = true })
+		r := hs.Do(t, "POST", "/_matrix/client/v3/register?kind=guest", "", map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		guest, tok := r.JSON["user_id"].(string), r.JSON["access_token"].(string)
+
+		hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(guest, "displayname"), tok, map[string]any{"displayname": "Visitor"}), http.StatusOK, "")
+		if r := hs.Do(t, "GET", profilePath(guest, "displayname"), tok, nil); r.JSON["displayname"] != "Visitor" {
+			t.Fatalf("guest display name: %s", r.Body)
+		}
+		hearthtest.Expect(t, hs.Do(t, "DELETE", profilePath(guest, "displayname"), tok, nil), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "GET", profilePath(guest, "displayname"), tok, nil), http.StatusNotFound, "M_NOT_FOUND")
+		for _, key := range []string{"avatar_url", "m.tz", "org.example.field"} {
+			hearthtest.Expect(t, hs.Do(t, "PUT", profilePath(guest, key), tok, map[string]any{key: "mxc://hearth.test/x"}), http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
+			hearthtest.Expect(t, hs.Do(t, "DELETE", profilePath(guest, key), tok, nil), http.StatusForbidden, "M_GUEST_ACCESS_FORBIDDEN")
+		}
+
+		caps := hs.Do(t, "GET", "/_matrix/client/v3/capabilities", tok, nil)
+		hearthtest.Expect(t, caps, http.StatusOK, "")
+		c, _ := caps.JSON["capabilities"].(map[string]any)
+		pf, _ := c["m.profile_fields"].(map[string]any)
+		if pf["enabled"] != true || fmt.Sprint(pf["allowed"]) != "[displayname]" {
+			t.Errorf("guest m.profile_fields: %v", pf)
+		}
+		for _, name := range []string{"m.set_avatar_url", "m.change_password", "m.get_login_token"} {
+			if v, _ := c[name].(map[string]any); v["enabled"] != false {
+				t.Errorf("guest %s: %v", name, v)
+			}
+		}
+
+		// A full user keeps every field.
+		_, utok := hs.RegisterUser(t, "alice")
+		caps = hs.Do(t, "GET", "/_matrix/client/v3/capabilities", utok, nil)
+		c, _ = caps.JSON["capabilities"].(map[string]any)
+		if pf, _ := c["m.profile_fields"].(map[string]any); pf["enabled"] != true || pf["allowed"] != nil {
+			t.Errorf("user m.profile_fields: %v", pf)
 		}
 	})
 }

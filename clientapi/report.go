@@ -73,3 +73,35 @@ func (a *API) reportRoom(r *http.Request, c accounts.Caller) (any, error) {
 	}
 	return map[string]any{}, nil
 }
+
+// POST /v3/users/{userId}/report (v1.14): anyone may report a user,
+// whether or not they share a room. A local user must exist (404
+// otherwise); a remote user ID is taken as given, since only its server
+// could say whether it exists.
+func (a *API) reportUser(r *http.Request, c accounts.Caller) (any, error) {
+	userID := pathParam(r, "userId")
+	var body struct {
+		Reason *string `json:"reason"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if body.Reason == nil {
+		return nil, mxhttp.MissingParam("reason is required (it may be blank)")
+	}
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil {
+		return nil, mxhttp.InvalidParam("Invalid user ID %q", userID)
+	}
+	if string(uid.Domain()) == a.cfg.ServerName {
+		if _, err := a.db.GetUser(r.Context(), userID); errors.Is(err, storage.ErrNotFound) {
+			return nil, mxhttp.NotFound("The user was not found")
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	if err := a.db.InsertUserReport(r.Context(), storage.UserReport{UserID: userID, Reporter: c.UserID, Reason: *body.Reason}); err != nil {
+		return nil, err
+	}
+	return map[string]any{}, nil
+}

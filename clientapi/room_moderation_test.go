@@ -42,6 +42,36 @@ func TestReports(t *testing.T) {
 	})
 }
 
+// TestReportUser: POST /users/{userId}/report (v1.14) needs no shared
+// room, a reason (it may be blank) and, for a local user, one that exists.
+func TestReportUser(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, eve := newUser(t, hs, "alice"), newUser(t, hs, "eve")
+		report := func(userID string) string { return "/_matrix/client/v3/users/" + url.PathEscape(userID) + "/report" }
+
+		// Eve shares no room with Alice and still may report her.
+		hearthtest.Expect(t, alice.do(t, "POST", report(eve.id), map[string]any{"reason": "spam"}), http.StatusOK, "")
+		hearthtest.Expect(t, alice.do(t, "POST", report(eve.id), map[string]any{"reason": ""}), http.StatusOK, "")
+		hearthtest.Expect(t, alice.do(t, "POST", report(eve.id), map[string]any{}), http.StatusBadRequest, "M_MISSING_PARAM")
+		hearthtest.Expect(t, alice.do(t, "POST", report("@nobody:hearth.test"), map[string]any{"reason": "x"}), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, alice.do(t, "POST", report("not-a-user"), map[string]any{"reason": "x"}), http.StatusBadRequest, "M_INVALID_PARAM")
+		// A remote user cannot be checked here: the report is kept.
+		hearthtest.Expect(t, alice.do(t, "POST", report("@spammer:elsewhere.test"), map[string]any{"reason": "x"}), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "POST", report(eve.id), "", map[string]any{"reason": "x"}), http.StatusUnauthorized, "M_MISSING_TOKEN")
+		// v1.14 endpoint: no r0 alias.
+		hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/r0/users/"+url.PathEscape(eve.id)+"/report", map[string]any{"reason": "x"}), http.StatusNotFound, "M_UNRECOGNIZED")
+
+		reports, err := storage.ReportsOfUser(context.Background(), hs.DB.Read(), eve.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(reports) != 2 || reports[0].Reporter != alice.id || reports[0].Reason != "spam" || reports[1].Reason != "" {
+			t.Fatalf("stored user reports: %+v", reports)
+		}
+	})
+}
+
 func TestUserDirectoryAndMutualRooms(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		hs := hearthtest.NewServer(t, b, nil)

@@ -506,3 +506,37 @@ func TestProfileChangeUpdatesMembership(t *testing.T) {
 		}
 	})
 }
+
+// TestStateFormatEvent: GET .../state/{type}/{key}?format=event (v1.16)
+// answers the whole client event, not its content, and a state event
+// that replaced another carries unsigned.replaces_state (v1.19) with
+// prev_content.
+func TestStateFormatEvent(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice := newUser(t, hs, "alice")
+		roomID := alice.createRoom(t, nil)
+		first := alice.putState(t, roomID, "m.room.topic", "", map[string]any{"topic": "one"})
+		second := alice.putState(t, roomID, "m.room.topic", "", map[string]any{"topic": "two"})
+		path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/state/m.room.topic/"
+
+		if r := alice.do(t, "GET", path, nil); r.Status != http.StatusOK || r.JSON["topic"] != "two" || r.JSON["event_id"] != nil {
+			t.Fatalf("state content: %d %s", r.Status, r.Body)
+		}
+		r := alice.do(t, "GET", path+"?format=event", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		content, _ := r.JSON["content"].(map[string]any)
+		unsigned, _ := r.JSON["unsigned"].(map[string]any)
+		prev, _ := unsigned["prev_content"].(map[string]any)
+		if r.JSON["event_id"] != second || r.JSON["type"] != "m.room.topic" || r.JSON["state_key"] != "" || r.JSON["sender"] != alice.id ||
+			content["topic"] != "two" || unsigned["replaces_state"] != first || prev["topic"] != "one" {
+			t.Fatalf("state as an event: %s", r.Body)
+		}
+		// The room's first name replaces nothing.
+		name := alice.putState(t, roomID, "m.room.name", "", map[string]any{"name": "Room"})
+		r = alice.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.room.name/?format=event", nil)
+		if u, _ := r.JSON["unsigned"].(map[string]any); r.JSON["event_id"] != name || u["replaces_state"] != nil {
+			t.Fatalf("first name as an event: %s", r.Body)
+		}
+	})
+}

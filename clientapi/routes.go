@@ -18,9 +18,10 @@ type handler func(r *http.Request, c accounts.Caller) (any, error)
 type access int
 
 const (
-	public access = iota // nothing: the handler may look at the token itself
-	user                 // a valid access token
-	admin                // a valid access token of a server admin
+	public  access = iota // nothing: the handler may look at the token itself
+	user                  // a valid access token
+	admin                 // a valid access token of a server admin
+	anyUser               // a valid access token, even of a locked account (logout)
 )
 
 type route struct {
@@ -45,7 +46,7 @@ const (
 )
 
 // v3Only are the v3 endpoints added after r0 was retired: no r0 alias.
-var v3Only = map[string]bool{v3 + "/refresh": true}
+var v3Only = map[string]bool{v3 + "/refresh": true, v3 + "/users/{userId}/report": true}
 
 // routes is every endpoint of the client-server API (and the Synapse admin
 // endpoints Hearth serves next to it), grouped by spec module.
@@ -62,8 +63,8 @@ func (a *API) routes() []route {
 		{"POST", v3 + "/login", public, a.login},
 		{"POST", v3 + "/refresh", public, a.refresh},
 		{"POST", v1 + "/refresh", public, a.refresh},
-		{"POST", v3 + "/logout", user, a.logout},
-		{"POST", v3 + "/logout/all", user, a.logoutAll},
+		{"POST", v3 + "/logout", anyUser, a.logout},
+		{"POST", v3 + "/logout/all", anyUser, a.logoutAll},
 		{"GET", v3 + "/account/whoami", user, a.whoami},
 		{"POST", v1 + "/login/get_token", user, a.getLoginToken},
 
@@ -198,6 +199,7 @@ func (a *API) routes() []route {
 		{"GET", v1 + "/rooms/{roomId}/hierarchy", user, a.hierarchy},
 		{"POST", v3 + "/rooms/{roomId}/report/{eventId}", user, a.reportEvent},
 		{"POST", v3 + "/rooms/{roomId}/report", user, a.reportRoom},
+		{"POST", v3 + "/users/{userId}/report", user, a.reportUser},
 		{"POST", v3 + "/user_directory/search", user, a.searchUserDirectory},
 		{"GET", v1 + "/mutual_rooms", user, a.mutualRooms},
 
@@ -247,6 +249,10 @@ func (a *API) routes() []route {
 		{"GET", mediaV3 + "/download/{serverName}/{mediaId}", public, a.legacyMediaDownload},
 		{"GET", mediaV3 + "/download/{serverName}/{mediaId}/{fileName}", public, a.legacyMediaDownload},
 		{"GET", mediaV3 + "/thumbnail/{serverName}/{mediaId}", public, a.legacyMediaThumbnail},
+
+		// Server administration (the spec's endpoints): account locking.
+		{"GET", v1 + "/admin/lock/{userId}", admin, a.getAccountLock},
+		{"PUT", v1 + "/admin/lock/{userId}", admin, a.putAccountLock},
 
 		// Synapse-compatible administration: server notices here, as they
 		// share the notices room with the client API; the rest of
@@ -307,6 +313,8 @@ func (a *API) serve(rt route) http.HandlerFunc {
 			c, err = a.accounts.Authenticate(r)
 		case admin:
 			c, err = a.authenticateAdmin(r)
+		case anyUser:
+			c, err = a.accounts.AuthenticateLocked(r)
 		}
 		if err != nil {
 			mxhttp.WriteError(w, r, err)

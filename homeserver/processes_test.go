@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/hearthtest"
 )
@@ -179,6 +180,27 @@ func TestLogoutAcrossProcesses(t *testing.T) {
 		hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v3/account/whoami", nil), http.StatusOK, "") // cached on p1
 		hearthtest.Expect(t, alice.on(p2).do(t, "POST", "/_matrix/client/v3/logout/all", map[string]any{}), http.StatusOK, "")
 		hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v3/account/whoami", nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+	})
+}
+
+// An account locked through one process is refused by another at once
+// (401 M_USER_LOCKED), although the other had its token cached, and
+// unlocking it works the same way.
+func TestLockAcrossProcesses(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		p1, p2, alice, _, _ := twoProcesses(t, nil)
+		login, err := p1.Accounts.Register(t.Context(), accounts.NewUser{Localpart: "admin", Password: "password", Admin: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := user{p1, login.UserID, login.AccessToken}
+		lock := "/_matrix/client/v1/admin/lock/" + url.PathEscape(alice.id)
+		const whoami = "/_matrix/client/v3/account/whoami"
+		hearthtest.Expect(t, alice.on(p2).do(t, "GET", whoami, nil), http.StatusOK, "") // cached on p2
+		hearthtest.Expect(t, admin.do(t, "PUT", lock, map[string]any{"locked": true}), http.StatusOK, "")
+		hearthtest.Expect(t, alice.on(p2).do(t, "GET", whoami, nil), http.StatusUnauthorized, "M_USER_LOCKED")
+		hearthtest.Expect(t, admin.do(t, "PUT", lock, map[string]any{"locked": false}), http.StatusOK, "")
+		hearthtest.Expect(t, alice.on(p2).do(t, "GET", whoami, nil), http.StatusOK, "")
 	})
 }
 

@@ -79,6 +79,8 @@ var (
 	// UnknownPos is sliding sync's (MSC4186) answer to a pos the server
 	// does not know or has expired.
 	UnknownPos = newErr(http.StatusBadRequest, "M_UNKNOWN_POS")
+	// UserLocked answers a locked account (v1.12), with soft_logout.
+	UserLocked = newErr(http.StatusUnauthorized, "M_USER_LOCKED")
 	// Unauthorized is the federation API's answer to a missing or bad
 	// X-Matrix signature.
 	Unauthorized = newErr(http.StatusUnauthorized, "M_UNAUTHORIZED")

@@ -18,6 +18,7 @@ type User struct {
 	IsGuest      bool
 	UserType     string
 	Deactivated  bool
+	Locked       bool // account locking (v1.12): every request but logout is refused
 	CreatedTS    int64
 }
 
@@ -59,9 +60,9 @@ func InsertUser(ctx context.Context, tx *sql.Tx, u User, displayName string) err
 func (db *DB) GetUser(ctx context.Context, userID string) (User, error) {
 	var u User
 	var hash, userType sql.NullString
-	err := db.read.QueryRowContext(ctx, `SELECT user_id, localpart, password_hash, is_admin, is_guest, user_type, deactivated, created_ts
+	err := db.read.QueryRowContext(ctx, `SELECT user_id, localpart, password_hash, is_admin, is_guest, user_type, deactivated, locked, created_ts
 		FROM users WHERE user_id = $1`, userID).
-		Scan(&u.UserID, &u.Localpart, &hash, &u.IsAdmin, &u.IsGuest, &userType, &u.Deactivated, &u.CreatedTS)
+		Scan(&u.UserID, &u.Localpart, &hash, &u.IsAdmin, &u.IsGuest, &userType, &u.Deactivated, &u.Locked, &u.CreatedTS)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, ErrNotFound
 	}
@@ -141,6 +142,7 @@ type TokenOwner struct {
 	DeviceID  string
 	ExpiresTS int64 // 0: never
 	IsGuest   bool
+	Locked    bool // the account is locked (v1.12)
 	// PrevRefreshHash is set until the token's first use (see AccessToken).
 	PrevRefreshHash []byte
 }
@@ -152,9 +154,9 @@ func (db *DB) LookupAccessToken(ctx context.Context, token string) (TokenOwner, 
 	var o TokenOwner
 	var got []byte
 	var exp sql.NullInt64
-	err := db.read.QueryRowContext(ctx, `SELECT t.token_hash, t.user_id, t.device_id, t.expires_ts, u.is_guest, t.prev_refresh_hash
+	err := db.read.QueryRowContext(ctx, `SELECT t.token_hash, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.locked, t.prev_refresh_hash
 		FROM access_tokens t JOIN users u ON u.user_id = t.user_id
-		WHERE t.token_hash = $1 AND NOT u.deactivated`, want).Scan(&got, &o.UserID, &o.DeviceID, &exp, &o.IsGuest, &o.PrevRefreshHash)
+		WHERE t.token_hash = $1 AND NOT u.deactivated`, want).Scan(&got, &o.UserID, &o.DeviceID, &exp, &o.IsGuest, &o.Locked, &o.PrevRefreshHash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return o, ErrNotFound
 	}

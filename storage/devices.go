@@ -110,6 +110,28 @@ func DeactivateUser(ctx context.Context, tx *sql.Tx, userID string, erase bool) 
 	return nil
 }
 
+// UserLocked reports whether a user's account is locked, inside a
+// transaction; an unknown user is not locked.
+func UserLocked(ctx context.Context, tx *sql.Tx, userID string) (bool, error) {
+	var l bool
+	err := tx.QueryRowContext(ctx, `SELECT locked FROM users WHERE user_id = $1`, userID).Scan(&l)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("checking lock: %w", err)
+	}
+	return l, nil
+}
+
+// SetUserLocked locks or unlocks an account (account locking, v1.12).
+func SetUserLocked(ctx context.Context, tx *sql.Tx, userID string, locked bool) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE users SET locked = $1 WHERE user_id = $2`, locked, userID); err != nil {
+		return fmt.Errorf("locking user: %w", err)
+	}
+	return nil
+}
+
 // InsertRefreshToken stores the hash of a refresh token.
 func InsertRefreshToken(ctx context.Context, tx *sql.Tx, token, userID, deviceID string, prevHash []byte, createdTS int64) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens (token_hash, user_id, device_id, prev_hash, created_ts)

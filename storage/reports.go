@@ -34,3 +34,30 @@ func ReportsOfRoom(ctx context.Context, q Reader, roomID string) ([]ContentRepor
 		return rows.Scan(&rep.RoomID, &rep.EventID, &rep.Reporter, &rep.Reason, &rep.Score)
 	}, roomID)
 }
+
+// UserReport is a user's report of another user (v1.14).
+type UserReport struct {
+	UserID   string // the reported user
+	Reporter string
+	Reason   string
+}
+
+// InsertUserReport stores a report of a user.
+func (db *DB) InsertUserReport(ctx context.Context, rep UserReport) error {
+	return db.WriteTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO user_reports (user_id, reporter, reason, received_ts)
+			VALUES ($1, $2, $3, $4)`, rep.UserID, rep.Reporter, rep.Reason, nowMillis())
+		if err != nil {
+			return fmt.Errorf("storing user report: %w", err)
+		}
+		return nil
+	})
+}
+
+// ReportsOfUser lists the reports about a user, oldest first.
+func ReportsOfUser(ctx context.Context, q Reader, userID string) ([]UserReport, error) {
+	return queryList(ctx, q, "listing user reports", `SELECT user_id, reporter, reason FROM user_reports
+		WHERE user_id = $1 ORDER BY report_id`, func(rows *sql.Rows, rep *UserReport) error {
+		return rows.Scan(&rep.UserID, &rep.Reporter, &rep.Reason)
+	}, userID)
+}
