@@ -108,29 +108,22 @@ func (db *DB) ListUsers(ctx context.Context, q UserQuery) ([]AdminUser, int, err
 	if col == "u.user_id" {
 		order = " ORDER BY u.user_id " + dir
 	}
-	rows, err := db.Read().QueryContext(ctx, `SELECT u.user_id, u.is_guest, u.is_admin, u.user_type, u.deactivated, u.erased,
+	out, err := queryList(ctx, db.Read(), "listing users", `SELECT u.user_id, u.is_guest, u.is_admin, u.user_type, u.deactivated, u.erased,
 		u.created_ts, p.displayname, p.avatar_url,
 		(SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id)`+
-		from+order+" LIMIT "+arg(q.Limit)+" OFFSET "+arg(q.From), args...)
-	if err != nil {
-		return nil, 0, fmt.Errorf("listing users: %w", err)
-	}
-	defer rows.Close()
-	var out []AdminUser
-	for rows.Next() {
-		var u AdminUser
+		from+order+" LIMIT "+arg(q.Limit)+" OFFSET "+arg(q.From), func(rows *sql.Rows, u *AdminUser) error {
 		var ut, dn, av sql.NullString
 		var seen sql.NullInt64
 		if err := rows.Scan(&u.UserID, &u.IsGuest, &u.IsAdmin, &ut, &u.Deactivated, &u.Erased, &u.CreatedTS, &dn, &av, &seen); err != nil {
-			return nil, 0, err
+			return err
 		}
 		u.UserType, u.DisplayName, u.AvatarURL = ptrString(ut), ptrString(dn), ptrString(av)
 		if seen.Valid {
 			u.LastSeenTS = &seen.Int64
 		}
-		out = append(out, u)
-	}
-	return out, total, rows.Err()
+		return nil
+	}, args...)
+	return out, total, err
 }
 
 func ptrString(s sql.NullString) *string {
@@ -271,28 +264,21 @@ func (db *DB) UpdateRoomDeletion(ctx context.Context, d RoomDeletion) error {
 }
 
 func (db *DB) roomDeletions(ctx context.Context, where string, args ...any) ([]RoomDeletion, error) {
-	rows, err := db.Read().QueryContext(ctx, `SELECT delete_id, room_id, requester, block, purge, status, error,
-		kicked_users, failed_users, aliases, created_ts FROM room_deletions WHERE `+where+` ORDER BY created_ts, delete_id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("listing room deletions: %w", err)
-	}
-	defer rows.Close()
-	var out []RoomDeletion
-	for rows.Next() {
-		var d RoomDeletion
-		var kicked, failed, aliases string
-		var errText sql.NullString
-		if err := rows.Scan(&d.DeleteID, &d.RoomID, &d.Requester, &d.Block, &d.Purge, &d.Status, &errText,
-			&kicked, &failed, &aliases, &d.CreatedTS); err != nil {
-			return nil, err
-		}
-		d.Error = ptrString(errText)
-		_ = json.Unmarshal([]byte(kicked), &d.KickedUsers)
-		_ = json.Unmarshal([]byte(failed), &d.FailedUsers)
-		_ = json.Unmarshal([]byte(aliases), &d.Aliases)
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	return queryList(ctx, db.Read(), "listing room deletions", `SELECT delete_id, room_id, requester, block, purge, status, error,
+		kicked_users, failed_users, aliases, created_ts FROM room_deletions WHERE `+where+` ORDER BY created_ts, delete_id`,
+		func(rows *sql.Rows, d *RoomDeletion) error {
+			var kicked, failed, aliases string
+			var errText sql.NullString
+			if err := rows.Scan(&d.DeleteID, &d.RoomID, &d.Requester, &d.Block, &d.Purge, &d.Status, &errText,
+				&kicked, &failed, &aliases, &d.CreatedTS); err != nil {
+				return err
+			}
+			d.Error = ptrString(errText)
+			_ = json.Unmarshal([]byte(kicked), &d.KickedUsers)
+			_ = json.Unmarshal([]byte(failed), &d.FailedUsers)
+			_ = json.Unmarshal([]byte(aliases), &d.Aliases)
+			return nil
+		}, args...)
 }
 
 // RoomDeletion loads one deletion; ErrNotFound if there is none.
@@ -359,21 +345,12 @@ func (db *DB) ListEventReports(ctx context.Context, q ReportQuery) ([]EventRepor
 		dir = "DESC"
 	}
 	args = append(args, q.Limit, q.From)
-	rows, err := db.Read().QueryContext(ctx, fmt.Sprintf(`SELECT report_id, received_ts, room_id, event_id, reporter, reason, score
-		FROM content_reports WHERE %s ORDER BY received_ts %s, report_id %s LIMIT $%d OFFSET $%d`, where, dir, dir, len(args)-1, len(args)), args...)
-	if err != nil {
-		return nil, 0, fmt.Errorf("listing reports: %w", err)
-	}
-	defer rows.Close()
-	var out []EventReport
-	for rows.Next() {
-		var r EventReport
-		if err := rows.Scan(&r.ID, &r.ReceivedTS, &r.RoomID, &r.EventID, &r.UserID, &r.Reason, &r.Score); err != nil {
-			return nil, 0, err
-		}
-		out = append(out, r)
-	}
-	return out, total, rows.Err()
+	out, err := queryList(ctx, db.Read(), "listing reports", fmt.Sprintf(`SELECT report_id, received_ts, room_id, event_id, reporter, reason, score
+		FROM content_reports WHERE %s ORDER BY received_ts %s, report_id %s LIMIT $%d OFFSET $%d`, where, dir, dir, len(args)-1, len(args)),
+		func(rows *sql.Rows, r *EventReport) error {
+			return rows.Scan(&r.ID, &r.ReceivedTS, &r.RoomID, &r.EventID, &r.UserID, &r.Reason, &r.Score)
+		}, args...)
+	return out, total, err
 }
 
 // GetEventReport loads one event report; ErrNotFound if there is none.
@@ -409,20 +386,7 @@ func (db *DB) DeleteEventReport(ctx context.Context, id int64) error {
 
 // AllRoomIDs lists every room this server has a rooms row for.
 func (db *DB) AllRoomIDs(ctx context.Context) ([]string, error) {
-	rows, err := db.Read().QueryContext(ctx, `SELECT room_id FROM rooms ORDER BY room_id`)
-	if err != nil {
-		return nil, fmt.Errorf("listing rooms: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return queryColumn[string](ctx, db.Read(), "listing rooms", `SELECT room_id FROM rooms ORDER BY room_id`)
 }
 
 // UserMedia returns one page of a local user's uploads, newest first
@@ -436,19 +400,10 @@ func (db *DB) UserMedia(ctx context.Context, userID string, from, limit int, for
 	if forwards {
 		dir = "ASC"
 	}
-	rows, err := db.Read().QueryContext(ctx, `SELECT `+mediaColumns+` FROM media WHERE uploader = $1 AND uploaded_ts IS NOT NULL
-		ORDER BY created_ts `+dir+`, media_id `+dir+` LIMIT $2 OFFSET $3`, userID, limit, from)
-	if err != nil {
-		return nil, 0, fmt.Errorf("listing media: %w", err)
-	}
-	defer rows.Close()
-	var out []Media
-	for rows.Next() {
-		m, err := scanMedia(rows)
-		if err != nil {
-			return nil, 0, err
-		}
-		out = append(out, m)
-	}
-	return out, total, rows.Err()
+	out, err := queryList(ctx, db.Read(), "listing media", `SELECT `+mediaColumns+` FROM media WHERE uploader = $1 AND uploaded_ts IS NOT NULL
+		ORDER BY created_ts `+dir+`, media_id `+dir+` LIMIT $2 OFFSET $3`, func(rows *sql.Rows, m *Media) (err error) {
+		*m, err = scanMedia(rows)
+		return err
+	}, userID, limit, from)
+	return out, total, err
 }

@@ -175,11 +175,6 @@ const copyBatch = 500
 // and checksum as read from the source.
 func copyTable(ctx context.Context, src *sql.Tx, dst *sql.Tx, table string, cols, types []string) (TableCopy, error) {
 	c := TableCopy{Table: table}
-	rows, err := src.QueryContext(ctx, `SELECT `+strings.Join(quoteAll(cols), ", ")+` FROM `+table)
-	if err != nil {
-		return c, err
-	}
-	defer rows.Close()
 	var sum uint64
 	batch := make([]any, 0, copyBatch*len(cols))
 	flush := func() error {
@@ -206,14 +201,14 @@ func copyTable(ctx context.Context, src *sql.Tx, dst *sql.Tx, table string, cols
 		batch = batch[:0]
 		return err
 	}
-	for rows.Next() {
+	err := queryEach(ctx, src, "reading "+table, `SELECT `+strings.Join(quoteAll(cols), ", ")+` FROM `+table, nil, func(rows *sql.Rows) error {
 		vals := make([]any, len(cols))
 		ptrs := make([]any, len(cols))
 		for i := range vals {
 			ptrs[i] = &vals[i]
 		}
 		if err := rows.Scan(ptrs...); err != nil {
-			return c, err
+			return err
 		}
 		for i, t := range types {
 			vals[i] = toPostgres(vals[i], t)
@@ -222,12 +217,11 @@ func copyTable(ctx context.Context, src *sql.Tx, dst *sql.Tx, table string, cols
 		c.Rows++
 		batch = append(batch, vals...)
 		if len(batch) >= copyBatch*len(cols) {
-			if err := flush(); err != nil {
-				return c, err
-			}
+			return flush()
 		}
-	}
-	if err := rows.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return c, err
 	}
 	if err := flush(); err != nil {
