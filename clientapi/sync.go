@@ -83,6 +83,11 @@ func (a *API) sync(r *http.Request, c accounts.Caller) (any, error) {
 		}
 		cancel()
 		to := a.notifier.Current()
+		if req.since != nil {
+			// Never behind the token (another process may have made it):
+			// what lies between was delivered from there.
+			to = to.NotBehind(*req.since)
+		}
 		resp, err := a.buildSync(ctx, req, to)
 		if err != nil {
 			return nil, err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/syncstream"
 )
 
 func (u user) sync(t *testing.T, since string, query string) hearthtest.Response {
@@ -294,5 +295,47 @@ func TestSyncStateAfter(t *testing.T) {
 			t.Fatalf("default sync must use state: %v", room)
 		}
 		hearthtest.Expect(t, bob.do(t, "GET", "/_matrix/client/v3/sync?use_state_after=yes", nil), http.StatusBadRequest, "M_INVALID_PARAM")
+	})
+}
+
+// A sync token from a process that is ahead of this one (several processes
+// on one PostgreSQL, round-robin behind a balancer) names positions this
+// process has not heard of yet. Forced here by a token ahead of the
+// server: next_batch never goes behind it on a durable stream, so the
+// client is not sent the same events again; typing and presence, each
+// process's own, are not held to it.
+func TestSyncNeverGoesBehindSince(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice := newUser(t, hs, "alice")
+		roomID := alice.createRoom(t, map[string]any{"name": "ahead"})
+		alice.send(t, roomID, "before")
+		first := alice.sync(t, "", "")
+		cur, err := syncstream.ParseToken(first.JSON["next_batch"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ahead := cur
+		ahead.Events += 5
+		ahead.AccountData += 3
+		ahead.Receipts += 2
+		ahead.ToDevice += 4
+		ahead.DeviceLists += 6
+		ahead.Typing += 100
+		r := alice.sync(t, ahead.String(), "timeout=0")
+		next, err := syncstream.ParseToken(r.JSON["next_batch"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next.Events < ahead.Events || next.AccountData < ahead.AccountData || next.Receipts < ahead.Receipts ||
+			next.ToDevice < ahead.ToDevice || next.DeviceLists < ahead.DeviceLists {
+			t.Fatalf("next_batch %s went behind since %s", next, ahead)
+		}
+		if next.Typing != cur.Typing {
+			t.Fatalf("typing position %d, want this server's own %d", next.Typing, cur.Typing)
+		}
+		if room := joinedRoom(t, r, roomID); room != nil && len(timelineBodies(room)) > 0 {
+			t.Fatalf("a sync from a token ahead of the server repeated events: %v", timelineBodies(room))
+		}
 	})
 }

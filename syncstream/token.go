@@ -73,6 +73,23 @@ func (p Position) After(q Position) bool {
 	return false
 }
 
+// NotBehind is p moved up to q on every stream kept in the database
+// (events, account data, receipts, to-device, device lists). With several
+// processes on one PostgreSQL, a token made by a process ahead of this one
+// names positions this process has not heard of yet; a response from it
+// must not go back to this process's own positions, or the client would
+// get the same events again. Typing and presence stay p's: their positions
+// are each process's own and start again at a restart.
+func (p Position) NotBehind(q Position) Position {
+	out := p
+	out.Events = max(p.Events, q.Events)
+	out.AccountData = max(p.AccountData, q.AccountData)
+	out.Receipts = max(p.Receipts, q.Receipts)
+	out.ToDevice = max(p.ToDevice, q.ToDevice)
+	out.DeviceLists = max(p.DeviceLists, q.DeviceLists)
+	return out
+}
+
 // Max returns the stream-wise maximum.
 func (p Position) Max(q Position) Position {
 	out := p
