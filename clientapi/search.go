@@ -270,7 +270,10 @@ func (a *API) search(r *http.Request, c accounts.Caller) (any, error) {
 		results = append(results, res)
 	}
 	out := map[string]any{"count": count, "results": results, "highlights": searchHighlights(page, words)}
-	if more && cursor != nil {
+	// A full page has a next_batch even when this one took the last
+	// match, as on Synapse (Complement's paging and context tests expect
+	// it); a later page is then empty. A short page is the end.
+	if (more || len(page) == limit) && cursor != nil {
 		out["next_batch"] = searchToken(byRank, *cursor, count)
 	}
 	if len(groupBy) > 0 {
