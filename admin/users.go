@@ -324,26 +324,11 @@ func (a *API) resetPassword(r *http.Request, c accounts.Caller) (any, error) {
 	if req.NewPassword == "" {
 		return nil, mxhttp.MissingParam("new_password is required")
 	}
-	if len(req.NewPassword) > 72 {
-		return nil, mxhttp.WeakPassword("Passwords longer than 72 bytes are not supported")
-	}
 	if u.Deactivated {
 		return nil, mxhttp.InvalidParam("The user is deactivated")
 	}
-	hash, err := a.accounts.Passwords.Hash(r.Context(), req.NewPassword)
-	if err != nil {
-		return nil, err
-	}
-	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
-		if err := storage.SetPasswordHash(r.Context(), tx, u.UserID, hash); err != nil {
-			return err
-		}
-		if req.LogoutDevices == nil || *req.LogoutDevices {
-			return a.accounts.DeleteOtherDevices(r.Context(), tx, u.UserID, "")
-		}
-		return nil
-	})
-	if err != nil {
+	logout := req.LogoutDevices == nil || *req.LogoutDevices
+	if err := a.accounts.ResetPassword(r.Context(), u.UserID, req.NewPassword, logout); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil
