@@ -195,8 +195,24 @@ func parsePDU(ver gomatrixserverlib.IRoomVersion, raw json.RawMessage) (gomatrix
 	if err != nil {
 		return nil, fmt.Errorf("invalid event: %w", err)
 	}
+	if err := checkRoomID(pdu); err != nil {
+		return nil, err
+	}
 	pdu.EventID() // computed lazily; compute once before sharing
 	return pdu, nil
+}
+
+// checkRoomID refuses an event whose room ID the library cannot read: it
+// parses room_id only when asked, and panics on one that is malformed
+// (found by FuzzPDU), which every later step asks for.
+func checkRoomID(pdu gomatrixserverlib.PDU) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("invalid event: bad room_id: %v", p)
+		}
+	}()
+	pdu.RoomID()
+	return nil
 }
 
 // verifyRemote checks a remote event's signatures.

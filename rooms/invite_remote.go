@@ -90,7 +90,7 @@ func (r *Rooms) inviteRemote(ctx context.Context, roomID string, c ChangeMembers
 		}
 		return nil, mxhttp.Forbidden("The invitee's server refused or could not be reached: %v", err)
 	}
-	signed, err := ver.NewEventFromUntrustedJSON(raw)
+	signed, err := parsePDU(ver, raw)
 	if err != nil || signed.EventID() != pdu.EventID() {
 		return nil, mxhttp.Forbidden("The invitee's server returned a different event")
 	}
@@ -166,9 +166,9 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 			Extra: map[string]any{"room_version": roomVersion}}
 	}
 	ver := gomatrixserverlib.MustGetRoomVersion(roomVersion)
-	pdu, err := ver.NewEventFromUntrustedJSON(raw)
+	pdu, err := parsePDU(ver, raw)
 	if err != nil {
-		return nil, mxhttp.BadJSON("Invalid event: %v", err)
+		return nil, mxhttp.BadJSON("%v", err)
 	}
 	if pdu.Type() != spec.MRoomMember || pdu.StateKey() == nil {
 		return nil, mxhttp.BadJSON("Not a membership event")
