@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -198,4 +199,21 @@ func (a *Accounts) ResetPassword(ctx context.Context, userID, password string, l
 		}
 		return nil
 	})
+}
+
+// AuthenticateAdmin is the caller of a valid access token of a server
+// admin, else 401 or 403 M_FORBIDDEN: the access of admin endpoints.
+func (a *Accounts) AuthenticateAdmin(r *http.Request) (Caller, error) {
+	c, err := a.Authenticate(r)
+	if err != nil {
+		return c, err
+	}
+	u, err := a.DB.GetUser(r.Context(), c.UserID)
+	if err != nil {
+		return c, err
+	}
+	if !u.IsAdmin {
+		return c, mxhttp.Forbidden("You are not a server admin")
+	}
+	return c, nil
 }

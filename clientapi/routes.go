@@ -305,39 +305,14 @@ func (a *API) Routes(r chi.Router) {
 // serve is the one adapter between HTTP and a handler: it checks the
 // route's access, runs the handler and writes its result or error.
 func (a *API) serve(rt route) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var c accounts.Caller
-		var err error
-		switch rt.access {
-		case user:
-			c, err = a.accounts.Authenticate(r)
-		case admin:
-			c, err = a.authenticateAdmin(r)
-		case anyUser:
-			c, err = a.accounts.AuthenticateLocked(r)
-		}
-		if err != nil {
-			mxhttp.WriteError(w, r, err)
-			return
-		}
-		body, err := rt.h(r, c)
-		mxhttp.Respond(w, r, body, err)
+	auth := func(*http.Request) (accounts.Caller, error) { return accounts.Caller{}, nil }
+	switch rt.access {
+	case user:
+		auth = a.accounts.Authenticate
+	case admin:
+		auth = a.accounts.AuthenticateAdmin
+	case anyUser:
+		auth = a.accounts.AuthenticateLocked
 	}
-}
-
-// authenticateAdmin is the caller of a valid access token of a server
-// admin, else 401 or 403 M_FORBIDDEN.
-func (a *API) authenticateAdmin(r *http.Request) (accounts.Caller, error) {
-	c, err := a.accounts.Authenticate(r)
-	if err != nil {
-		return c, err
-	}
-	u, err := a.db.GetUser(r.Context(), c.UserID)
-	if err != nil {
-		return c, err
-	}
-	if !u.IsAdmin {
-		return c, mxhttp.Forbidden("You are not a server admin")
-	}
-	return c, nil
+	return mxhttp.Serve(auth, rt.h)
 }

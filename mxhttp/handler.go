@@ -36,3 +36,18 @@ func Respond(w http.ResponseWriter, r *http.Request, body any, err error) {
 		WriteJSON(w, http.StatusOK, b)
 	}
 }
+
+// Serve is the adapter between HTTP and a handler of the client-side APIs
+// (client, admin): authenticate gives the caller, or the error written
+// instead of running h; h gives the body or an error, which Respond writes.
+func Serve[C any](authenticate func(*http.Request) (C, error), h func(*http.Request, C) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, err := authenticate(r)
+		if err != nil {
+			WriteError(w, r, err)
+			return
+		}
+		body, err := h(r, c)
+		Respond(w, r, body, err)
+	}
+}
