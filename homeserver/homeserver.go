@@ -391,9 +391,11 @@ func (s *Server) Run(ctx context.Context, tlsCfg *tls.Config, acmeHTTP http.Hand
 		}()
 		return nil
 	}
+	// Each listener gets its own copy: http.Server adds its protocols to
+	// the TLS config it serves with.
 	var clientTLS *tls.Config
 	if s.Config.TLS == "acme" {
-		clientTLS = tlsCfg
+		clientTLS = tlsCfg.Clone()
 	}
 	if err := start(s.Config.Listen, s.client, clientTLS, "client"); err != nil {
 		return err
@@ -409,7 +411,7 @@ func (s *Server) Run(ctx context.Context, tlsCfg *tls.Config, acmeHTTP http.Hand
 		}
 	}
 	if s.Config.FederationListen != "" {
-		if err := start(s.Config.FederationListen, s.federation, tlsCfg, "federation"); err != nil {
+		if err := start(s.Config.FederationListen, s.federation, tlsCfg.Clone(), "federation"); err != nil {
 			for _, srv := range servers {
 				srv.Close()
 			}

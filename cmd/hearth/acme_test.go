@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -44,12 +45,12 @@ func startPebble(t *testing.T, httpPort, tlsPort string) (string, *x509.CertPool
 	pebble, challtestsrv, certs := pebbleTools(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	var logs bytes.Buffer
+	logs := &syncBuffer{}
 	dns, mgmt := freeAddr(t), freeAddr(t)
 	dnsUDP := dns // same port number for UDP; challtestsrv listens on both
 	c := exec.CommandContext(ctx, challtestsrv, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-dnsserver", dnsUDP,
 		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-management", mgmt)
-	c.Stdout, c.Stderr = &logs, &logs
+	c.Stdout, c.Stderr = logs, logs
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func startPebble(t *testing.T, httpPort, tlsPort string) (string, *x509.CertPool
 	}
 	p := exec.CommandContext(ctx, pebble, "-config", cfgPath, "-dnsserver", dnsUDP)
 	p.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
-	p.Stdout, p.Stderr = &logs, &logs
+	p.Stdout, p.Stderr = logs, logs
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func atoi(t *testing.T, port string) int {
 
 // certificateOf connects to addr as name and returns the chain it serves
 // once it verifies against roots.
-func waitForCertificate(t *testing.T, addr, name string, roots *x509.CertPool, done <-chan error, logs *bytes.Buffer) *x509.Certificate {
+func waitForCertificate(t *testing.T, addr, name string, roots *x509.CertPool, done <-chan error, logs *syncBuffer) *x509.Certificate {
 	t.Helper()
 	var last error
 	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
@@ -161,10 +162,10 @@ func TestACMECertificatesFromPebble(t *testing.T) {
 			args := []string{"serve", "--data-dir", data, "--server-name", "hs1.test", "--listen", client, "--federation-listen", fed,
 				"--tls", "acme", "--acme-directory-url", dirURL, "--acme-ca-certs", filepath.Join(certs, "pebble.minica.pem"),
 				"--acme-http-listen", httpChal, "--acme-email", "admin@hs1.test"}
-			start := func() (func() error, <-chan error, *bytes.Buffer) {
+			start := func() (func() error, <-chan error, *syncBuffer) {
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan error, 1)
-				logs := &bytes.Buffer{}
+				logs := &syncBuffer{}
 				go func() { done <- run(ctx, args, io.Discard, logs) }()
 				return func() error { cancel(); return <-done }, done, logs
 			}
@@ -206,4 +207,23 @@ func TestACMECertificatesFromPebble(t *testing.T) {
 			}
 		})
 	}
+}
+
+// syncBuffer is a log buffer several processes' output goroutines and the
+// server under test write to at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
