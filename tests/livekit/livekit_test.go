@@ -73,7 +73,8 @@ func (s *syncBuffer) String() string {
 }
 
 // startSFU runs livekit-server in development mode on 127.0.0.1 with
-// ports of its own. Without the binary the test is skipped, or fails
+// ports of its own, and rooms made only by RoomService.CreateRoom (as
+// docs/calls.md recommends). Without the binary the test is skipped, or fails
 // under CI (CI installs it).
 func startSFU(t *testing.T) *sfu {
 	t.Helper()
@@ -89,7 +90,7 @@ func startSFU(t *testing.T) *sfu {
 		t.Skipf("livekit-server not found (set LIVEKIT_SERVER): %v", err)
 	}
 	port, tcpPort, udpPort := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "udp")
-	body := fmt.Sprintf("port: %d\nrtc:\n  tcp_port: %d\n  udp_port: %d\n  use_external_ip: false\nlogging:\n  level: info\n", port, tcpPort, udpPort)
+	body := fmt.Sprintf("port: %d\nrtc:\n  tcp_port: %d\n  udp_port: %d\n  use_external_ip: false\nroom:\n  auto_create: false\nlogging:\n  level: info\n", port, tcpPort, udpPort)
 	cmd := exec.Command(path, "--dev", "--bind", "127.0.0.1", "--node-ip", "127.0.0.1", "--config-body", body)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
