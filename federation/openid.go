@@ -41,6 +41,9 @@ func (a *API) OpenIDUserInfo(ctx context.Context, server, token string) (string,
 	if server == string(a.serverName) {
 		return "", errors.New("openid userinfo: the token is this server's")
 	}
+	if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(server)); !ok {
+		return "", fmt.Errorf("openid userinfo: %q is not a server name", server)
+	}
 	u := url.URL{Scheme: "matrix", Host: server, Path: "/_matrix/federation/v1/openid/userinfo",
 		RawQuery: url.Values{"access_token": {token}}.Encode()}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
