@@ -313,9 +313,12 @@ func (d *Delayed) Start() {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel, d.done = cancel, make(chan struct{})
+	done := make(chan struct{})
+	d.cancel, d.done = cancel, done
 	go func() {
-		defer close(d.done)
+		// done, not d.done: Stop clears the field without waiting for
+		// this goroutine to have started.
+		defer close(done)
 		d.run(ctx)
 	}()
 }
