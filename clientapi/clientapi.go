@@ -41,6 +41,7 @@ type API struct {
 	push     *push.Push
 	appsvc   *appservice.Pusher
 	delayed  *rtc.Delayed
+	livekit  *rtc.LiveKit
 	log      *slog.Logger
 	version  string
 	limits   limits
@@ -58,6 +59,8 @@ type limits struct {
 	registerIP         *ratelimit.Limiter
 	// message is for the room module's send endpoints, per user.
 	message *ratelimit.Limiter
+	// rtcIP is for the LiveKit authorization service, per IP address.
+	rtcIP *ratelimit.Limiter
 }
 
 func newLimits(cfg config.Config) limits {
@@ -69,6 +72,7 @@ func newLimits(cfg config.Config) limits {
 		loginUser:  ratelimit.New(cfg.RateLimitLoginPerSecond, cfg.RateLimitLoginBurst),
 		registerIP: ratelimit.New(cfg.RateLimitRegisterPerSecond, cfg.RateLimitRegisterBurst),
 		message:    ratelimit.New(cfg.RateLimitMessagePerSecond, cfg.RateLimitMessageBurst),
+		rtcIP:      ratelimit.New(cfg.RateLimitMessagePerSecond, cfg.RateLimitMessageBurst),
 	}
 }
 
@@ -110,6 +114,8 @@ type Deps struct {
 	AppServices *appservice.Pusher
 	// Delayed schedules and sends delayed events (MSC4140).
 	Delayed *rtc.Delayed
+	// LiveKit is the MatrixRTC LiveKit authorization service; nil: none.
+	LiveKit *rtc.LiveKit
 	// Federation answers questions only other servers can; nil: none.
 	Federation Federation
 	Log        *slog.Logger
@@ -143,6 +149,6 @@ type Federation interface {
 // New returns the client API over d.
 func New(d Deps) *API {
 	return &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
-		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, appsvc: d.AppServices, delayed: d.Delayed, log: d.Log, version: d.Version,
+		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, appsvc: d.AppServices, delayed: d.Delayed, livekit: d.LiveKit, log: d.Log, version: d.Version,
 		limits: newLimits(d.Config), adminNonces: newNonceStore()}
 }

@@ -155,6 +155,13 @@ func (a *API) routes() []route {
 		{"POST", msc4140 + "/delayed_events/{delayId}/{action}", public, a.delayedEventAction},
 		{"GET", msc4140 + "/delayed_events", user, a.listDelayedEvents},
 		{"GET", msc4140 + "/delayed_events/{delayId}", user, a.getDelayedEvent},
+
+		// MatrixRTC: transports (MSC4143) and the LiveKit authorization
+		// service (MSC4195), public: the OpenID token in the body is the
+		// credential, and remote users call it too.
+		{"GET", msc4143 + "/rtc/transports", user, a.getRTCTransports},
+		{"POST", liveKitService + "/get_token", public, a.liveKitGetToken},
+		{"POST", liveKitService + "/sfu/get", public, a.liveKitLegacyToken},
 		{"GET", v3 + "/rooms/{roomId}/state/{eventType}", user, a.getState},
 		{"GET", v3 + "/rooms/{roomId}/state/{eventType}/", user, a.getState},
 		{"GET", v3 + "/rooms/{roomId}/state/{eventType}/{stateKey}", user, a.getState},

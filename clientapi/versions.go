@@ -29,12 +29,15 @@ var unstableFeatures = map[string]bool{
 // GET /_matrix/client/versions (client-server API, API Standards).
 // Delayed events (MSC4140) are advertised when configured on.
 func (a *API) versions(r *http.Request, _ accounts.Caller) (any, error) {
-	features := make(map[string]bool, len(unstableFeatures)+1)
+	features := make(map[string]bool, len(unstableFeatures)+2)
 	for k, v := range unstableFeatures {
 		features[k] = v
 	}
 	if a.delayed.Enabled() {
 		features["org.matrix.msc4140"] = true // delayed_events.go
+	}
+	if len(a.rtcTransports()) > 0 {
+		features["org.matrix.msc4143"] = true // rtc.go
 	}
 	return map[string]any{
 		"versions":          specVersions,

@@ -9,14 +9,20 @@ import (
 
 // GET /.well-known/matrix/client (client-server API, Server Discovery). With
 // no well_known_client configured there is nothing to discover: 404, as the
-// spec's discovery algorithm expects.
+// spec's discovery algorithm expects. With LiveKit configured it also
+// names the RTC transports (org.matrix.msc4143.rtc_foci, where Element Call
+// looks for them).
 func (a *API) wellKnownClient(r *http.Request, _ accounts.Caller) (any, error) {
 	if a.cfg.WellKnownClient == "" {
 		return nil, mxhttp.NotFound("No client discovery information is configured")
 	}
-	return map[string]any{
+	body := map[string]any{
 		"m.homeserver": map[string]string{"base_url": a.cfg.WellKnownClient},
-	}, nil
+	}
+	if t := a.rtcTransports(); len(t) > 0 {
+		body["org.matrix.msc4143.rtc_foci"] = t
+	}
+	return body, nil
 }
 
 // GET /.well-known/matrix/server (server-server API, Server discovery).

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -148,6 +149,20 @@ type Config struct {
 	// TURNUserLifetime is how long TURN credentials stay valid: a Go
 	// duration ("1h", "90m") or a number of seconds.
 	TURNUserLifetime string `yaml:"turn_user_lifetime" env:"HEARTH_TURN_USER_LIFETIME"`
+
+	// LiveKit SFU for MatrixRTC calls (MSC4143, MSC4195): its WebSocket URL
+	// as clients reach it, and the API key and secret Hearth's built-in
+	// authorization service signs access tokens with. The service answers
+	// under <well_known_client>/_hearth/livekit; empty livekit_url: no
+	// RTC transport is advertised.
+	LiveKitURL           string `yaml:"livekit_url" env:"HEARTH_LIVEKIT_URL"`
+	LiveKitAPIKey        string `yaml:"livekit_api_key" env:"HEARTH_LIVEKIT_API_KEY"`
+	LiveKitAPISecret     string `yaml:"livekit_api_secret" env:"HEARTH_LIVEKIT_API_SECRET"`
+	LiveKitAPISecretFile string `yaml:"livekit_api_secret_file" env:"HEARTH_LIVEKIT_API_SECRET_FILE"`
+	// RTCFullAccessServers are the other homeservers whose users may create
+	// rooms on the SFU (this server's users always may); anyone else may
+	// only join a call one of those started.
+	RTCFullAccessServers []string `yaml:"rtc_full_access_servers" env:"HEARTH_RTC_FULL_ACCESS_SERVERS"`
 
 	// MaxRequestBytes bounds a request body other than a media upload; a
 	// JSON body is held in memory whole, so it is kept small. Event content
@@ -374,6 +389,9 @@ func (c *Config) Validate() error {
 	if len(c.TURNURIs) > 0 && c.TURNSharedSecret == "" {
 		return bad("turn_shared_secret", "must be set when turn_uris is set")
 	}
+	if err := c.validateLiveKit(); err != nil {
+		return err
+	}
 	if c.MaxDevicesPerUser < 0 {
 		return bad("max_devices_per_user", "%d is negative", c.MaxDevicesPerUser)
 	}
@@ -563,4 +581,63 @@ func validAddr(addr string) error {
 // Marshal renders the config as YAML, as written into a new data directory.
 func (c *Config) Marshal() ([]byte, error) {
 	return yaml.Marshal(c)
+}
+
+// validateLiveKit checks the LiveKit options: all or nothing, a ws(s) URL,
+// one way of giving the secret, and a public base URL to derive the
+// authorization service's URL from.
+func (c *Config) validateLiveKit() error {
+	bad := func(key, format string, a ...any) error {
+		return fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...))
+	}
+	if c.LiveKitURL == "" {
+		if c.LiveKitAPIKey != "" || c.LiveKitAPISecret != "" || c.LiveKitAPISecretFile != "" {
+			return bad("livekit_url", "must be set when livekit_api_key or a secret is set")
+		}
+		return nil
+	}
+	u, err := url.Parse(c.LiveKitURL)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return bad("livekit_url", "%q is not a ws:// or wss:// URL", c.LiveKitURL)
+	}
+	if c.LiveKitAPIKey == "" {
+		return bad("livekit_api_key", "must be set when livekit_url is set")
+	}
+	if (c.LiveKitAPISecret == "") == (c.LiveKitAPISecretFile == "") {
+		return bad("livekit_api_secret", "exactly one of livekit_api_secret and livekit_api_secret_file must be set when livekit_url is set")
+	}
+	if c.WellKnownClient == "" {
+		return bad("well_known_client", "must be set when livekit_url is set: clients reach the LiveKit authorization service under it")
+	}
+	return nil
+}
+
+// LiveKitServiceURL is the public URL of Hearth's LiveKit authorization
+// service (the livekit_service_url clients are told), "" without LiveKit.
+func (c *Config) LiveKitServiceURL() string {
+	if c.LiveKitURL == "" || c.WellKnownClient == "" {
+		return ""
+	}
+	return strings.TrimRight(c.WellKnownClient, "/") + LiveKitServicePath
+}
+
+// LiveKitServicePath is where the client listener serves the LiveKit
+// authorization service (POST .../get_token, .../sfu/get).
+const LiveKitServicePath = "/_hearth/livekit"
+
+// ReadLiveKitSecret is the LiveKit API secret: livekit_api_secret, or the
+// contents of livekit_api_secret_file without surrounding whitespace.
+func (c *Config) ReadLiveKitSecret() (string, error) {
+	if c.LiveKitAPISecretFile == "" {
+		return c.LiveKitAPISecret, nil
+	}
+	b, err := os.ReadFile(c.LiveKitAPISecretFile)
+	if err != nil {
+		return "", fmt.Errorf("config: livekit_api_secret_file: %w", err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("config: livekit_api_secret_file: %s is empty", c.LiveKitAPISecretFile)
+	}
+	return s, nil
 }

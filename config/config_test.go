@@ -50,6 +50,16 @@ func TestValidateNamesTheBadKey(t *testing.T) {
 		"turn_user_lifetime": func(c *config.Config) { c.TURNUserLifetime = "soon" },
 		"turn_uris":          func(c *config.Config) { c.TURNURIs = []string{"http://turn.example.org"}; c.TURNSharedSecret = "s" },
 		"turn_shared_secret": func(c *config.Config) { c.TURNURIs = []string{"turn:turn.example.org"} },
+		"livekit_url": func(c *config.Config) {
+			c.LiveKitURL, c.LiveKitAPIKey, c.LiveKitAPISecret, c.WellKnownClient = "https://lk.example.org", "k", "s", "https://m.example.org"
+		},
+		"livekit_api_key": func(c *config.Config) { c.LiveKitURL, c.LiveKitAPISecret = "wss://lk.example.org", "s" },
+		"livekit_api_secret": func(c *config.Config) {
+			c.LiveKitURL, c.LiveKitAPIKey, c.WellKnownClient = "wss://lk.example.org", "k", "https://m.example.org"
+		},
+		"well_known_client": func(c *config.Config) {
+			c.LiveKitURL, c.LiveKitAPIKey, c.LiveKitAPISecret = "wss://lk.example.org", "k", "s"
+		},
 	}
 	for key, breakIt := range cases {
 		c := config.Default()

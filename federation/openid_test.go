@@ -1,7 +1,9 @@
 package federation_test
 
 import (
+	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
@@ -53,5 +55,49 @@ func TestOpenIDTokenExchange(t *testing.T) {
 		})
 		hearthtest.Expect(t, r, 200, "")
 		hearthtest.Expect(t, hearthtest.Do(t, hs.Client, "GET", userinfo+url.QueryEscape(tok), "", nil), 401, "M_UNKNOWN_TOKEN")
+	})
+}
+
+// The LiveKit authorization service's way of checking another server's
+// OpenID token (rtc.RemoteOpenID): the token's server names its user, who
+// must be on that server; errors never carry the token.
+func TestOpenIDUserInfoClient(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		hs, remote := fed[0], fed[1]
+		bob, bobToken := remote.RegisterUser(t, "bob")
+		r := remote.Do(t, "POST", "/_matrix/client/v3/user/"+url.PathEscape(bob)+"/openid/request_token", bobToken, map[string]any{})
+		hearthtest.Expect(t, r, 200, "")
+		tok := r.JSON["access_token"].(string)
+		ctx := t.Context()
+
+		got, err := hs.Federation.OpenIDUserInfo(ctx, remote.Config.ServerName, tok)
+		if err != nil || got != bob {
+			t.Fatalf("OpenIDUserInfo = %q, %v; want %s", got, err, bob)
+		}
+		for _, c := range []struct{ server, token string }{
+			{remote.Config.ServerName, "oid_forged_secret"}, // unknown there
+			{hs.Config.ServerName, tok},                     // ours: looked up locally, not here
+			{"evil.example/x?y=", tok},                      // not a server name
+		} {
+			if _, err := hs.Federation.OpenIDUserInfo(ctx, c.server, c.token); err == nil || strings.Contains(err.Error(), c.token) {
+				t.Errorf("%s: error %v (want one without the token)", c.server, err)
+			}
+		}
+
+		// A server answering a user of another server is not believed.
+		remote.WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasSuffix(r.URL.Path, "/openid/userinfo") {
+					w.Header().Set("Content-Type", "application/json")
+					_, _ = w.Write([]byte(`{"sub":"@admin:` + hs.Config.ServerName + `"}`))
+					return
+				}
+				fedH.ServeHTTP(w, r)
+			})
+		})
+		if got, err := hs.Federation.OpenIDUserInfo(ctx, remote.Config.ServerName, tok); err == nil {
+			t.Fatalf("a user of another server was accepted: %s", got)
+		}
 	})
 }

@@ -55,6 +55,9 @@ type Server struct {
 	// Delayed schedules and sends delayed events (MSC4140); its scheduler
 	// runs on the leader only.
 	Delayed *rtc.Delayed
+	// LiveKit is the MatrixRTC LiveKit authorization service; nil without
+	// livekit_url.
+	LiveKit *rtc.LiveKit
 	// Federation is the server-server side: inbound handlers, the signing
 	// client, the key ring and the send queue.
 	Federation *federation.API
@@ -213,9 +216,21 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.E2EE.SetRemote(s.Federation.E2EERemote())
+	if cfg.LiveKitURL != "" {
+		secret, err := cfg.ReadLiveKitSecret()
+		if err != nil {
+			s.Federation.Close()
+			s.AppServices.Close()
+			s.Push.Close()
+			db.Close()
+			return nil, err
+		}
+		s.LiveKit = rtc.NewLiveKit(db, s.Rooms, s.Federation, rtc.LiveKitOptions{ServerName: cfg.ServerName,
+			URL: cfg.LiveKitURL, APIKey: cfg.LiveKitAPIKey, APISecret: secret, FullAccessServers: cfg.RTCFullAccessServers}, log)
+	}
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
-		AppServices: s.AppServices, Delayed: s.Delayed, Log: log, Version: version}).Routes(c)
+		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: s.LiveKit, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	// The federation and key APIs also answer on the client listener, as on
 	// other homeservers, for operators whose reverse proxy sends both to one

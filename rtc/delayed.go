@@ -313,9 +313,11 @@ func (d *Delayed) Start() {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}) // the goroutine's own: Stop clears d.done
+	done := make(chan struct{})
 	d.cancel, d.done = cancel, done
 	go func() {
+		// done, not d.done: Stop clears the field without waiting for
+		// this goroutine to have started.
 		defer close(done)
 		d.run(ctx)
 	}()
