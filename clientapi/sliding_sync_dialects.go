@@ -66,21 +66,7 @@ func (a *API) slidingSyncUnstable(r *http.Request, c accounts.Caller) (any, erro
 		}
 		req.Lists[name] = list
 	}
-	for roomID, sub := range body.RoomSubscriptions {
-		cfg, err := sub.convert(c.UserID)
-		if err != nil {
-			return nil, err
-		}
-		req.Subs[roomID] = cfg
-	}
-	var err error
-	if req.Ext, err = ssParseExtensions(body.Extensions); err != nil {
-		return nil, err
-	}
-	if err := ssCheckCommon(&req); err != nil {
-		return nil, err
-	}
-	resp, err := a.slidingSync(r.Context(), c, req)
+	resp, err := runSlidingSync(a, r, c, req, body.RoomSubscriptions, body.Extensions)
 	if err != nil {
 		return nil, err
 	}
@@ -191,21 +177,7 @@ func (a *API) slidingSyncV4(r *http.Request, c accounts.Caller) (any, error) {
 		}
 		req.Lists[name] = list
 	}
-	for roomID, sub := range body.RoomSubscriptions {
-		cfg, err := sub.convert(c.UserID)
-		if err != nil {
-			return nil, err
-		}
-		req.Subs[roomID] = cfg
-	}
-	var err error
-	if req.Ext, err = ssParseExtensions(body.Extensions); err != nil {
-		return nil, err
-	}
-	if err := ssCheckCommon(&req); err != nil {
-		return nil, err
-	}
-	resp, err := a.slidingSync(r.Context(), c, req)
+	resp, err := runSlidingSync(a, r, c, req, body.RoomSubscriptions, body.Extensions)
 	if err != nil {
 		return nil, err
 	}
@@ -281,6 +253,32 @@ func (rc ssV4RoomConfig) convert(userID string) (ssRoomConfig, error) {
 }
 
 // ssRange checks one inclusive [start, end] range.
+// ssRoomConfigOf is a dialect's room config (lists and subscriptions).
+type ssRoomConfigOf interface {
+	convert(userID string) (ssRoomConfig, error)
+}
+
+// runSlidingSync is what both dialects do once their lists are read: the
+// room subscriptions, the extensions, the checks every request gets, and
+// the request itself.
+func runSlidingSync[C ssRoomConfigOf](a *API, r *http.Request, c accounts.Caller, req ssRequest, subs map[string]C, ext map[string]json.RawMessage) (*ssResponse, error) {
+	for roomID, sub := range subs {
+		cfg, err := sub.convert(c.UserID)
+		if err != nil {
+			return nil, err
+		}
+		req.Subs[roomID] = cfg
+	}
+	var err error
+	if req.Ext, err = ssParseExtensions(ext); err != nil {
+		return nil, err
+	}
+	if err := ssCheckCommon(&req); err != nil {
+		return nil, err
+	}
+	return a.slidingSync(r.Context(), c, req)
+}
+
 func ssRange(rg []int64) ([2]int, error) {
 	if len(rg) != 2 || rg[0] < 0 || rg[1] < rg[0] {
 		return [2]int{}, mxhttp.InvalidParam("A range is [start, end] with 0 <= start <= end")
