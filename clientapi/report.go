@@ -54,21 +54,16 @@ func (a *API) reportEvent(r *http.Request, c accounts.Caller) (any, error) {
 // POST /v3/rooms/{roomId}/report: anyone may report a room they know of.
 func (a *API) reportRoom(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
-	var body struct {
-		Reason *string `json:"reason"`
-	}
-	if err := mxhttp.ReadJSON(r, &body); err != nil {
+	reason, err := readReportReason(r)
+	if err != nil {
 		return nil, err
-	}
-	if body.Reason == nil {
-		return nil, mxhttp.MissingParam("reason is required (it may be blank)")
 	}
 	if _, err := a.rooms.Version(r.Context(), roomID); errors.Is(err, storage.ErrNotFound) {
 		return nil, mxhttp.NotFound("The room was not found")
 	} else if err != nil {
 		return nil, err
 	}
-	if err := a.db.InsertReport(r.Context(), storage.ContentReport{RoomID: roomID, Reporter: c.UserID, Reason: body.Reason}); err != nil {
+	if err := a.db.InsertReport(r.Context(), storage.ContentReport{RoomID: roomID, Reporter: c.UserID, Reason: reason}); err != nil {
 		return nil, err
 	}
 	return map[string]any{}, nil
@@ -80,14 +75,9 @@ func (a *API) reportRoom(r *http.Request, c accounts.Caller) (any, error) {
 // could say whether it exists.
 func (a *API) reportUser(r *http.Request, c accounts.Caller) (any, error) {
 	userID := pathParam(r, "userId")
-	var body struct {
-		Reason *string `json:"reason"`
-	}
-	if err := mxhttp.ReadJSON(r, &body); err != nil {
+	reason, err := readReportReason(r)
+	if err != nil {
 		return nil, err
-	}
-	if body.Reason == nil {
-		return nil, mxhttp.MissingParam("reason is required (it may be blank)")
 	}
 	uid, err := spec.NewUserID(userID, true)
 	if err != nil {
@@ -100,8 +90,23 @@ func (a *API) reportUser(r *http.Request, c accounts.Caller) (any, error) {
 			return nil, err
 		}
 	}
-	if err := a.db.InsertUserReport(r.Context(), storage.UserReport{UserID: userID, Reporter: c.UserID, Reason: *body.Reason}); err != nil {
+	if err := a.db.InsertUserReport(r.Context(), storage.UserReport{UserID: userID, Reporter: c.UserID, Reason: *reason}); err != nil {
 		return nil, err
 	}
 	return map[string]any{}, nil
+}
+
+// readReportReason reads the body of a room or user report: a reason,
+// required but possibly blank.
+func readReportReason(r *http.Request) (*string, error) {
+	var body struct {
+		Reason *string `json:"reason"`
+	}
+	if err := mxhttp.ReadJSON(r, &body); err != nil {
+		return nil, err
+	}
+	if body.Reason == nil {
+		return nil, mxhttp.MissingParam("reason is required (it may be blank)")
+	}
+	return body.Reason, nil
 }
