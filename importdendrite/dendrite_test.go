@@ -69,6 +69,7 @@ type dendrite struct {
 	ServerName string
 	Key        serverkey.Key
 	secret     string
+	pgDSN      string // PostgreSQL: Dendrite's database; empty: SQLite files in Dir
 	cmd        *exec.Cmd
 	done       chan error
 	logPath    string
@@ -91,7 +92,8 @@ func startDendrite(t *testing.T, b hearthtest.Backend) *dendrite {
 	}
 	var dbs string
 	if b == hearthtest.Postgres {
-		dbs = fmt.Sprintf("  database:\n    connection_string: %s\n    max_open_conns: 10\n    max_idle_conns: 2\n    conn_max_lifetime: -1\n", dendritePostgres(t))
+		d.pgDSN = dendritePostgres(t)
+		dbs = fmt.Sprintf("  database:\n    connection_string: %s\n    max_open_conns: 10\n    max_idle_conns: 2\n    conn_max_lifetime: -1\n", d.pgDSN)
 	}
 	perComponent := func(key, file string) string {
 		if b == hearthtest.Postgres {
@@ -294,4 +296,24 @@ func (d *dendrite) login(t *testing.T, localpart, password, deviceName string) (
 	})
 	hearthtest.Expect(t, r, 200, "")
 	return r.JSON["access_token"].(string), r.JSON["device_id"].(string)
+}
+
+// exec runs a statement on Dendrite's account database (the test's own
+// change, as a newer Dendrite would make; the importer only reads).
+func (d *dendrite) exec(t *testing.T, stmts ...string) {
+	t.Helper()
+	driver, dsn := "sqlite", filepath.Join(d.Dir, "userapi_accounts.db")
+	if d.pgDSN != "" {
+		driver, dsn = "pgx", d.pgDSN
+	}
+	db, err := sql.Open(driver, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range stmts {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
 }
