@@ -71,12 +71,11 @@ func (im *importer) progress(table string) {
 	fmt.Fprintf(im.opts.Progress, "  %-45s %8d read %8d written\n", table, t.Read, t.Written)
 }
 
-// Dendrite's account types.
+// Dendrite's account types (1 is a plain user, 4 an application
+// service's).
 const (
-	accountUser       = 1
-	accountGuest      = 2
-	accountAdmin      = 3
-	accountAppservice = 4
+	accountGuest = 2
+	accountAdmin = 3
 )
 
 func (im *importer) importAccounts(ctx context.Context, tx *sql.Tx) error {
@@ -97,9 +96,9 @@ func (im *importer) importAccounts(ctx context.Context, tx *sql.Tx) error {
 			}
 			u := storage.User{UserID: im.userID(localpart), Localpart: localpart, PasswordHash: hash.String,
 				IsAdmin: typ == accountAdmin, IsGuest: typ == accountGuest, Deactivated: deactivated.Bool, CreatedTS: created}
-			if typ == accountAppservice {
-				u.UserType = "appservice"
-			}
+			// An application service's account (accountAppservice) is a
+			// plain user in Hearth: the registration's namespaces say whose
+			// it is.
 			if err := storage.ImportUser(ctx, tx, u); err != nil {
 				return err
 			}

@@ -20,16 +20,20 @@ import (
 
 	"github.com/hearth-matrix/hearth/hearthtest"
 	"github.com/hearth-matrix/hearth/serverkey"
+	"github.com/hearth-matrix/hearth/tlscert"
 )
 
 // The Dendrite the import is tested against: the last release of
 // github.com/matrix-org/dendrite, built from the Go module proxy.
 const dendriteVersion = "v0.13.8"
 
+// bridgeASToken is the application service's token in the test's registration.
+const bridgeASToken = "bridge-as-token-123"
+
 // dendriteBinary finds Dendrite: $HEARTH_DENDRITE, or the tool cache that
 // .ci/run fills. Missing, it is built into the cache (minutes, once),
 // except in CI, where .ci/run must have built it: there the test fails.
-func dendriteBinary(t *testing.T) string {
+func dendriteBinary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("HEARTH_DENDRITE"); p != "" {
 		return p
@@ -67,6 +71,9 @@ type dendrite struct {
 	Dir        string
 	ConfigPath string
 	ServerName string
+	FedPort    string // the federation (TLS) listener's port
+	TLSCert    string
+	TLSKey     string
 	Key        serverkey.Key
 	secret     string
 	pgDSN      string // PostgreSQL: Dendrite's database; empty: SQLite files in Dir
@@ -78,10 +85,18 @@ type dendrite struct {
 // startDendrite starts Dendrite on SQLite (one database per component, as
 // its sample config has it) or on PostgreSQL (one database for all, a
 // database of its own), with open registration and federation off.
-func startDendrite(t *testing.T, b hearthtest.Backend) *dendrite {
+func startDendrite(t testing.TB, b hearthtest.Backend) *dendrite {
 	t.Helper()
 	bin := dendriteBinary(t)
-	d := &dendrite{Dir: t.TempDir(), ServerName: "dendrite.test", secret: "import-test-secret"}
+	// Named by its federation address (an explicit port: no .well-known
+	// or SRV lookup), as hearthtest.NewFederation names Hearth servers, so
+	// a Hearth on this machine can federate with it.
+	d := &dendrite{Dir: t.TempDir(), secret: "import-test-secret", FedPort: freePort(t)}
+	d.ServerName = "localhost:" + d.FedPort
+	d.TLSCert, d.TLSKey = filepath.Join(d.Dir, "server.crt"), filepath.Join(d.Dir, "server.key")
+	if _, err := tlscert.EnsureSelfSigned(d.TLSCert, d.TLSKey, "localhost"); err != nil {
+		t.Fatal(err)
+	}
 	key, err := serverkey.Generate()
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +120,7 @@ func startDendrite(t *testing.T, b hearthtest.Backend) *dendrite {
 	d.URL = "http://127.0.0.1:" + port
 	config := "version: 2\nglobal:\n  server_name: " + d.ServerName + "\n  private_key: matrix_key.pem\n" + dbs +
 		`  key_validity_period: 168h0m0s
-  disable_federation: true
+  disable_federation: false
   presence:
     enable_inbound: false
     enable_outbound: false
@@ -115,7 +130,7 @@ func startDendrite(t *testing.T, b hearthtest.Backend) *dendrite {
   dns_cache:
     enabled: false
 app_service_api:
-  config_files: []
+  config_files: [bridge.yaml]
 client_api:
   registration_disabled: false
   guests_disabled: true
@@ -124,7 +139,8 @@ client_api:
   rate_limiting:
     enabled: false
 federation_api:
-` + perComponent("database", "federationapi.db") + `  send_max_retries: 1
+` + perComponent("database", "federationapi.db") + `  send_max_retries: 3
+  disable_tls_validation: true
   key_perspectives: []
 key_server:
 ` + perComponent("database", "keyserver.db") + `media_api:
@@ -152,6 +168,23 @@ logging:
   - type: std
     level: warn
 `
+	// An application service (a bridge), whose registration must come along.
+	bridge := `id: bridge
+url: http://127.0.0.1:9
+as_token: ` + bridgeASToken + `
+hs_token: bridge-hs-token-123
+sender_localpart: bridgebot
+rate_limited: false
+namespaces:
+  users:
+    - exclusive: true
+      regex: "@bridge_.*"
+  aliases: []
+  rooms: []
+`
+	if err := os.WriteFile(filepath.Join(d.Dir, "bridge.yaml"), []byte(bridge), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	d.ConfigPath = filepath.Join(d.Dir, "dendrite.yaml")
 	if err := os.WriteFile(d.ConfigPath, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -162,14 +195,15 @@ logging:
 	return d
 }
 
-func (d *dendrite) start(t *testing.T, bin, port string) {
+func (d *dendrite) start(t testing.TB, bin, port string) {
 	t.Helper()
 	logf, err := os.Create(d.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.cmd = exec.Command(bin, "--config", d.ConfigPath, "--really-enable-open-registration",
-		"--http-bind-address", "127.0.0.1:"+port, "--https-bind-address", "127.0.0.1:"+freePort(t))
+		"--http-bind-address", "127.0.0.1:"+port, "--https-bind-address", "127.0.0.1:"+d.FedPort,
+		"--tls-cert", d.TLSCert, "--tls-key", d.TLSKey)
 	d.cmd.Dir = d.Dir
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	if err := d.cmd.Start(); err != nil {
@@ -203,7 +237,7 @@ func (d *dendrite) start(t *testing.T, bin, port string) {
 
 // stop ends Dendrite as an operator would before a migration (SIGTERM,
 // then waiting for it to exit).
-func (d *dendrite) stop(t *testing.T) {
+func (d *dendrite) stop(t testing.TB) {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return
 	}
@@ -226,7 +260,7 @@ func (d *dendrite) stop(t *testing.T) {
 
 // dendritePostgres is Dendrite's own database on the test PostgreSQL
 // server (hearth_dendrite_test, which .ci/postgres.sh creates), emptied.
-func dendritePostgres(t *testing.T) string {
+func dendritePostgres(t testing.TB) string {
 	t.Helper()
 	dsn := os.Getenv("HEARTH_TEST_DENDRITE_POSTGRES")
 	if dsn == "" {
@@ -252,7 +286,7 @@ func dendritePostgres(t *testing.T) string {
 	return dsn
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -262,14 +296,14 @@ func freePort(t *testing.T) string {
 	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
 }
 
-func (d *dendrite) do(t *testing.T, method, path, token string, body any) hearthtest.Response {
+func (d *dendrite) do(t testing.TB, method, path, token string, body any) hearthtest.Response {
 	t.Helper()
 	return hearthtest.Do(t, http.DefaultClient, method, d.URL+path, token, body)
 }
 
 // registerAdmin creates an account through the shared-secret admin
 // registration endpoint Dendrite serves (as Synapse's).
-func (d *dendrite) register(t *testing.T, localpart, password string, admin bool) (userID, token, device string) {
+func (d *dendrite) register(t testing.TB, localpart, password string, admin bool) (userID, token, device string) {
 	t.Helper()
 	r := d.do(t, "GET", "/_synapse/admin/v1/register", "", nil)
 	hearthtest.Expect(t, r, 200, "")
@@ -288,7 +322,7 @@ func (d *dendrite) register(t *testing.T, localpart, password string, admin bool
 }
 
 // login makes another device.
-func (d *dendrite) login(t *testing.T, localpart, password, deviceName string) (token, device string) {
+func (d *dendrite) login(t testing.TB, localpart, password, deviceName string) (token, device string) {
 	t.Helper()
 	r := d.do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{
 		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": localpart},
@@ -300,7 +334,7 @@ func (d *dendrite) login(t *testing.T, localpart, password, deviceName string) (
 
 // exec runs a statement on Dendrite's account database (the test's own
 // change, as a newer Dendrite would make; the importer only reads).
-func (d *dendrite) exec(t *testing.T, stmts ...string) {
+func (d *dendrite) exec(t testing.TB, stmts ...string) {
 	t.Helper()
 	driver, dsn := "sqlite", filepath.Join(d.Dir, "userapi_accounts.db")
 	if d.pgDSN != "" {

@@ -11,7 +11,9 @@ import (
 	"image/color"
 	"image/png"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -35,6 +37,7 @@ type world struct {
 	aliceDev, aliceDev2      string
 	bobTok, bobTok2, bobDev  string
 	room1, room2, room3      string
+	peerRoom                 string // a room on the peer bob is invited to
 	filterID                 string
 	media                    map[string][]byte // mxc -> bytes
 	pngMXC                   string
@@ -43,6 +46,8 @@ type world struct {
 	afterSince               []string       // events sent after bobSince, before the stop
 	redacted, lastMessage    string
 	bobOlm                   *olmDevice
+	peer                     *hearthtest.Server // a Hearth federating with Dendrite's room1
+	pat, patTok, patMessage  string
 	masterKey, backupVersion string
 }
 
@@ -50,8 +55,9 @@ const password = "correct horse battery staple"
 
 // fill makes users, devices, rooms and media on Dendrite through its
 // client API, as real clients would.
-func fill(t *testing.T, d *dendrite) *world {
-	w := &world{media: map[string][]byte{}, messages: map[string]any{}, state: map[string]any{}, members: map[string]any{}}
+func fill(t *testing.T, d *dendrite, peer *hearthtest.Server) *world {
+	w := &world{media: map[string][]byte{}, messages: map[string]any{}, state: map[string]any{}, members: map[string]any{}, peer: peer}
+	w.pat, w.patTok = peer.RegisterUser(t, "pat")
 	w.alice, w.aliceTok, w.aliceDev = d.register(t, "alice", password, true)
 	w.aliceTok2, w.aliceDev2 = d.login(t, "alice", password, "Alice's phone")
 	w.bob, w.bobTok, w.bobDev = d.register(t, "bob", password, false)
@@ -123,6 +129,21 @@ func fill(t *testing.T, d *dendrite) *world {
 	}))
 	w.room1 = r.JSON["room_id"].(string)
 	expect(d.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape("#general:"+d.ServerName), w.bobTok, map[string]any{}))
+	// pat, of another server, joins over federation and speaks.
+	expect(w.peer.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(w.room1)+"?server_name="+url.QueryEscape(d.ServerName), w.patTok, map[string]any{}))
+	r = expect(w.peer.Do(t, "PUT", "/_matrix/client/v3/rooms/"+w.room1+"/send/m.room.message/p1", w.patTok, map[string]any{"msgtype": "m.text", "body": "hello from the peer"}))
+	w.patMessage = r.JSON["event_id"].(string)
+	waitFor(t, "Dendrite to accept pat's message", func() bool {
+		return strings.Contains(string(d.do(t, "GET", "/_matrix/client/v3/rooms/"+w.room1+"/messages?dir=b&limit=5", w.aliceTok, nil).Body), w.patMessage)
+	})
+	// pat invites bob to a room of the peer's: Dendrite keeps the invite of
+	// a room it is not in.
+	r = expect(w.peer.Do(t, "POST", "/_matrix/client/v3/createRoom", w.patTok, map[string]any{"preset": "private_chat", "name": "Over there"}))
+	w.peerRoom = r.JSON["room_id"].(string)
+	expect(w.peer.Do(t, "POST", "/_matrix/client/v3/rooms/"+w.peerRoom+"/invite", w.patTok, map[string]any{"user_id": w.bob}))
+	waitFor(t, "Dendrite to receive pat's invite", func() bool {
+		return strings.Contains(string(d.do(t, "GET", "/_matrix/client/v3/sync?timeout=0", w.bobTok2, nil).Body), w.peerRoom)
+	})
 	send := func(tok, room, body string) string {
 		t.Helper()
 		r := expect(d.do(t, "PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/%d", room, time.Now().UnixNano()), tok,
@@ -193,8 +214,9 @@ func fill(t *testing.T, d *dendrite) *world {
 // and checks through Hearth's HTTP API that nothing was lost.
 func TestImportDendrite(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		peer := hearthtest.NewFederation(t, b, 1, func(_ int, c *config.Config) { c.FederationTLSInsecureSkipVerify = true })[0]
 		d := startDendrite(t, b)
-		w := fill(t, d)
+		w := fill(t, d, peer)
 		d.stop(t)
 
 		dataDir := filepath.Join(t.TempDir(), "hearth-data")
@@ -246,9 +268,31 @@ func TestImportDendrite(t *testing.T) {
 			t.Errorf("the import changed Dendrite's files:\nbefore %v\nafter  %v", before, after)
 		}
 
+		// Hearth starts from the config the import wrote (its identity and
+		// application services), on the test's listeners.
+		written, err := config.Load(filepath.Join(dataDir, "hearth.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
 		hs := hearthtest.NewServer(t, b, func(c *config.Config) {
-			c.ServerName, c.DataDir, c.DatabaseURL = d.ServerName, dataDir, dbURL
+			c.ServerName, c.DataDir, c.DatabaseURL = written.ServerName, written.DataDir, dbURL
+			c.AppServiceConfigFiles = written.AppServiceConfigFiles
+			c.FederationAllowCIDRs, c.FederationTLSInsecureSkipVerify = []string{"127.0.0.0/8", "::1/128"}, true
 		})
+		// Hearth takes over Dendrite's federation address.
+		ln, err := net.Listen("tcp", "127.0.0.1:"+d.FedPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fed := httptest.NewUnstartedServer(hs.FederationHandler())
+		fed.Listener.Close()
+		fed.Listener = ln
+		fed.StartTLS()
+		t.Cleanup(fed.Close)
+		// The bridge's registration came along: its token works.
+		if r := get(t, hs, "/_matrix/client/v3/account/whoami", bridgeASToken); r.JSON["user_id"] != "@bridgebot:"+d.ServerName {
+			t.Errorf("the application service's whoami: %s", r.Body)
+		}
 		checkIdentity(t, hs, d)
 		checkAccounts(t, hs, w)
 		checkRooms(t, hs, w)
@@ -256,6 +300,10 @@ func TestImportDendrite(t *testing.T) {
 		checkSyncContinues(t, hs, w)
 		checkE2EEState(t, hs, w)
 		checkE2EE(t, hs, w, w.bobOlm)
+		checkFederation(t, hs, w)
+		// bob accepts the invite he got while on Dendrite: a join over
+		// federation from the imported server.
+		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(w.peerRoom)+"?server_name="+url.QueryEscape(w.peer.Config.ServerName), w.bobTok, map[string]any{}), 200, "")
 	})
 }
 
@@ -384,7 +432,7 @@ func checkRooms(t *testing.T, hs *hearthtest.Server, w *world) {
 			t.Errorf("members of %s: %v, want %v", room, g, wnt)
 		}
 	}
-	r := get(t, hs, "/_matrix/client/v3/directory/room/"+url.PathEscape("#general:dendrite.test"), "")
+	r := get(t, hs, "/_matrix/client/v3/directory/room/"+url.PathEscape("#general:"+hs.Config.ServerName), "")
 	if r.JSON["room_id"] != w.room1 {
 		t.Errorf("alias: %s", r.Body)
 	}
@@ -407,8 +455,10 @@ func checkRooms(t *testing.T, hs *hearthtest.Server, w *world) {
 		} `json:"rooms"`
 	}
 	_ = json.Unmarshal(r.Body, &s)
-	if _, ok := s.Rooms.Invite[w.room2]; !ok {
-		t.Errorf("bob's invite to %s is not in his sync: %s", w.room2, r.Body)
+	for _, room := range []string{w.room2, w.peerRoom} {
+		if _, ok := s.Rooms.Invite[room]; !ok {
+			t.Errorf("bob's invite to %s is not in his sync: %s", room, r.Body)
+		}
 	}
 	if _, ok := s.Rooms.Join[w.room1]; !ok {
 		t.Errorf("bob's room %s is not in his sync", w.room1)
@@ -561,5 +611,28 @@ func assertEmpty(t *testing.T, dbURL, dataDir string) {
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, importdendrite.ReportFile)); err != nil {
 		t.Errorf("a failed import wrote no report: %v", err)
+	}
+}
+
+// checkFederation: the server that federated with Dendrite accepts a new
+// event from the imported server (signed with the same key, on top of the
+// same DAG).
+func checkFederation(t *testing.T, hs *hearthtest.Server, w *world) {
+	r := hs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+w.room1+"/send/m.room.message/to-peer", w.aliceTok, map[string]any{"msgtype": "m.text", "body": "hello peer, from hearth"})
+	hearthtest.Expect(t, r, 200, "")
+	id := r.JSON["event_id"].(string)
+	waitFor(t, "the peer to accept the imported server's event", func() bool {
+		return strings.Contains(string(w.peer.Do(t, "GET", "/_matrix/client/v3/rooms/"+w.room1+"/messages?dir=b&limit=5", w.patTok, nil).Body), id)
+	})
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

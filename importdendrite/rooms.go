@@ -19,6 +19,10 @@ import (
 // maxChainLen bounds a snapshot's delta chain as the room core does.
 const maxChainLen = 48
 
+// maxCachedStates bounds the states of Dendrite snapshots held at once
+// (each is a room's full state).
+const maxCachedStates = 256
+
 // eventMeta is a roomserver_events row.
 type eventMeta struct {
 	nid, room, typeNID, keyNID, snapshot, depth int64
@@ -203,6 +207,9 @@ func (p *roomsPass) stateOf(nid int64) (map[storage.StateKey]string, error) {
 	if !ok {
 		return nil, fmt.Errorf("state snapshot %d is missing", nid)
 	}
+	if len(p.states) >= maxCachedStates {
+		clear(p.states) // bounded memory, whatever the rooms' sizes
+	}
 	st := map[storage.StateKey]string{}
 	for _, b := range blocks {
 		evs, ok := p.blocks[b]
@@ -280,6 +287,9 @@ func (w *snapWriter) forNID(ctx context.Context, tx *sql.Tx, p *roomsPass, nid i
 	s, err := w.write(ctx, tx, st)
 	if err != nil {
 		return nil, err
+	}
+	if len(w.byNID) >= maxCachedStates {
+		clear(w.byNID)
 	}
 	w.byNID[nid] = s
 	return s, nil
@@ -554,12 +564,12 @@ func (im *importer) importRoomExtras(ctx context.Context, tx *sql.Tx, p *roomsPa
 		return err
 	}
 	t = im.rep.table("roomserver_membership")
-	roomIDs := map[int64]string{}
-	if err := im.src.each(ctx, "roomserver_rooms", `SELECT room_nid, room_id FROM roomserver_rooms`, func(rows *sql.Rows) error {
+	roomIDs, roomVersions := map[int64]string{}, map[int64]string{}
+	if err := im.src.each(ctx, "roomserver_rooms", `SELECT room_nid, room_id, room_version FROM roomserver_rooms`, func(rows *sql.Rows) error {
 		var nid int64
-		var id string
-		err := rows.Scan(&nid, &id)
-		roomIDs[nid] = id
+		var id, ver string
+		err := rows.Scan(&nid, &id, &ver)
+		roomIDs[nid], roomVersions[nid] = id, ver
 		return err
 	}); err != nil {
 		return err
@@ -580,14 +590,14 @@ func (im *importer) importRoomExtras(ctx context.Context, tx *sql.Tx, p *roomsPa
 	if err := im.withProgress("roomserver_membership", err); err != nil {
 		return err
 	}
-	return im.importRemoteInvites(ctx, tx, roomIDs, p)
+	return im.importRemoteInvites(ctx, tx, roomIDs, roomVersions, p)
 }
 
 // importRemoteInvites carries invites of local users to rooms this server
 // is not in: Dendrite keeps the invite (with the stripped state the
 // inviting server sent) in roomserver_invites; Hearth keeps it as an
 // outlier, the invitee's current membership and the stripped state.
-func (im *importer) importRemoteInvites(ctx context.Context, tx *sql.Tx, roomIDs map[int64]string, p *roomsPass) error {
+func (im *importer) importRemoteInvites(ctx context.Context, tx *sql.Tx, roomIDs, roomVersions map[int64]string, p *roomsPass) error {
 	t := im.rep.table("roomserver_invites")
 	return im.withProgress("roomserver_invites", im.src.each(ctx, "roomserver_invites", `SELECT invite_event_id, room_nid, target_nid, retired, invite_event_json FROM roomserver_invites`,
 		func(rows *sql.Rows) error {
@@ -608,9 +618,9 @@ func (im *importer) importRemoteInvites(ctx context.Context, tx *sql.Tx, roomIDs
 			if n, err := storage.CountRows(ctx, tx, "events", "event_id = $1 AND NOT outlier", eventID); err != nil || n > 0 {
 				return err // in the DAG: carried with the room
 			}
-			ver := gjson.Get(js, "room_version").String()
-			if ver == "" {
-				ver = "1"
+			ver := roomVersions[room] // the room's row, which Dendrite makes on the invite
+			if v := gjson.Get(js, "room_version").String(); v != "" {
+				ver = v
 			}
 			raw := []byte(js)
 			if ev := gjson.Get(js, "event"); ev.IsObject() {
