@@ -37,7 +37,8 @@ type world struct {
 	aliceDev, aliceDev2      string
 	bobTok, bobTok2, bobDev  string
 	room1, room2, room3      string
-	peerRoom                 string // a room on the peer bob is invited to
+	peerRoom                 string              // a room on the peer bob is invited to
+	bobSees                  hearthtest.Response // Dendrite's /messages of room2 for bob, invited only
 	filterID                 string
 	media                    map[string][]byte // mxc -> bytes
 	pngMXC                   string
@@ -181,6 +182,9 @@ func fill(t *testing.T, d *dendrite, peer *hearthtest.Server) *world {
 	// Bob's client saves its sync token; then more happens before the stop.
 	r = expect(d.do(t, "GET", "/_matrix/client/v3/sync?timeout=0", w.bobTok, nil))
 	w.bobSince = r.JSON["next_batch"].(string)
+	// The peer is unreachable from here on: what Dendrite sends it stays
+	// queued, and the import reports it.
+	w.peer.FederationDown(t)
 	w.afterSince = append(w.afterSince, send(w.aliceTok, w.room1, "sent after bob's last sync"))
 	// The sync API projects the room server asynchronously: wait until it
 	// has the last event before stopping.
@@ -202,6 +206,7 @@ func fill(t *testing.T, d *dendrite, peer *hearthtest.Server) *world {
 		w.state[room] = expect(d.do(t, "GET", "/_matrix/client/v3/rooms/"+room+"/state", w.aliceTok, nil)).JSON
 		w.members[room] = expect(d.do(t, "GET", "/_matrix/client/v3/rooms/"+room+"/joined_members", w.aliceTok, nil)).JSON
 	}
+	w.bobSees = d.do(t, "GET", "/_matrix/client/v3/rooms/"+w.room2+"/messages?dir=b&limit=100", w.bobTok, nil)
 	var raw any
 	_ = json.Unmarshal(expect(d.do(t, "GET", "/_matrix/client/v3/rooms/"+w.room1+"/state", w.aliceTok, nil)).Body, &raw)
 	w.state[w.room1] = raw
@@ -218,6 +223,7 @@ func TestImportDendrite(t *testing.T) {
 		d := startDendrite(t, b)
 		w := fill(t, d, peer)
 		d.stop(t)
+		peer.WrapFederation(func(fed, _ http.Handler) http.Handler { return fed }) // the peer is back
 
 		dataDir := filepath.Join(t.TempDir(), "hearth-data")
 		dbURL := hearthtest.DatabaseURL(t, b)
@@ -254,6 +260,13 @@ func TestImportDendrite(t *testing.T) {
 		if want := []string{"column userapi_accounts.future_flag: unknown, not carried", "table userapi_future"}; len(rep.Unknown) != 2 ||
 			rep.Unknown[0] != want[0] || !strings.HasPrefix(rep.Unknown[1], want[1]) {
 			t.Errorf("unknown tables and columns: %q, want %q", rep.Unknown, want)
+		}
+		queued := false
+		for _, n := range rep.Notes {
+			queued = queued || strings.Contains(n, "queued for "+peer.Config.ServerName)
+		}
+		if !queued {
+			t.Errorf("the report does not name the events queued for %s: %q", peer.Config.ServerName, rep.Notes)
 		}
 		if _, err := os.Stat(filepath.Join(dataDir, importdendrite.ReportFile)); err != nil {
 			t.Errorf("no report file: %v", err)
@@ -432,7 +445,24 @@ func checkRooms(t *testing.T, hs *hearthtest.Server, w *world) {
 			t.Errorf("members of %s: %v, want %v", room, g, wnt)
 		}
 	}
-	r := get(t, hs, "/_matrix/client/v3/directory/room/"+url.PathEscape("#general:"+hs.Config.ServerName), "")
+	// History visibility holds: bob, only invited to room2 (shared
+	// history), sees on Hearth nothing Dendrite did not show him (Dendrite
+	// shows an invitee his invite, Hearth answers 403 until he joins), and
+	// never the message sent before his invite.
+	r := hs.Do(t, "GET", "/_matrix/client/v3/rooms/"+w.room2+"/messages?dir=b&limit=100", w.bobTok, nil)
+	shown := map[string]bool{}
+	for _, e := range comparable(w.bobSees.JSON["chunk"]) {
+		shown[e] = true
+	}
+	for _, e := range comparable(r.JSON["chunk"]) {
+		if !shown[e] {
+			t.Errorf("bob, invited to %s, sees %s on Hearth, which Dendrite did not show him", w.room2, e)
+		}
+	}
+	if strings.Contains(string(r.Body), "private hello") || strings.Contains(string(w.bobSees.Body), "private hello") {
+		t.Errorf("bob sees room2's history from before his invite")
+	}
+	r = get(t, hs, "/_matrix/client/v3/directory/room/"+url.PathEscape("#general:"+hs.Config.ServerName), "")
 	if r.JSON["room_id"] != w.room1 {
 		t.Errorf("alias: %s", r.Body)
 	}
@@ -621,8 +651,10 @@ func checkFederation(t *testing.T, hs *hearthtest.Server, w *world) {
 	r := hs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+w.room1+"/send/m.room.message/to-peer", w.aliceTok, map[string]any{"msgtype": "m.text", "body": "hello peer, from hearth"})
 	hearthtest.Expect(t, r, 200, "")
 	id := r.JSON["event_id"].(string)
-	waitFor(t, "the peer to accept the imported server's event", func() bool {
-		return strings.Contains(string(w.peer.Do(t, "GET", "/_matrix/client/v3/rooms/"+w.room1+"/messages?dir=b&limit=5", w.patTok, nil).Body), id)
+	// It also fetches the event Dendrite never managed to send it.
+	waitFor(t, "the peer to accept the imported server's event and fetch the one it missed", func() bool {
+		body := string(w.peer.Do(t, "GET", "/_matrix/client/v3/rooms/"+w.room1+"/messages?dir=b&limit=20", w.patTok, nil).Body)
+		return strings.Contains(body, id) && strings.Contains(body, w.afterSince[0])
 	})
 }
 
