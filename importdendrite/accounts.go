@@ -2,6 +2,7 @@ package importdendrite
 
 import (
 	"context"
+	"crypto/ed25519"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -23,6 +24,28 @@ func writeOldKeys(c *dendriteConfig, dataDir string) error {
 	if len(c.Global.OldPrivateKeys) == 0 {
 		return nil
 	}
+	out, err := c.oldKeys()
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dataDir, federation.OldKeysFile), b, 0o600)
+}
+
+// oldVerifyKeys adds the old keys' public halves to keys.
+func (c *dendriteConfig) oldVerifyKeys(keys map[gomatrixserverlib.KeyID]ed25519.PublicKey) error {
+	old, err := c.oldKeys()
+	for id, k := range old {
+		keys[id] = ed25519.PublicKey(k.Key)
+	}
+	return err
+}
+
+// oldKeys reads global.old_private_keys.
+func (c *dendriteConfig) oldKeys() (map[gomatrixserverlib.KeyID]gomatrixserverlib.OldVerifyKey, error) {
 	out := map[gomatrixserverlib.KeyID]gomatrixserverlib.OldVerifyKey{}
 	for _, o := range c.Global.OldPrivateKeys {
 		var id gomatrixserverlib.KeyID
@@ -31,27 +54,23 @@ func writeOldKeys(c *dendriteConfig, dataDir string) error {
 		case o.PrivateKey != "":
 			k, err := readKey(c.path(o.PrivateKey))
 			if err != nil {
-				return fmt.Errorf("old private key: %w", err)
+				return nil, fmt.Errorf("old private key: %w", err)
 			}
 			id, pub = k.ID, k.PublicBase64()
 		case o.PublicKey != "" && o.KeyID != "":
 			if err := pub.Decode(o.PublicKey); err != nil {
-				return fmt.Errorf("old public key %s: %w", o.KeyID, err)
+				return nil, fmt.Errorf("old public key %s: %w", o.KeyID, err)
 			}
 			id = gomatrixserverlib.KeyID(o.KeyID)
 		default:
-			return fmt.Errorf("an old_private_keys entry has neither private_key nor public_key and key_id")
+			return nil, fmt.Errorf("an old_private_keys entry has neither private_key nor public_key and key_id")
 		}
 		if len(pub) != 32 || o.ExpiredAt == 0 {
-			return fmt.Errorf("old key %s needs a 32-byte key and expired_at", id)
+			return nil, fmt.Errorf("old key %s needs a 32-byte key and expired_at", id)
 		}
 		out[id] = gomatrixserverlib.OldVerifyKey{VerifyKey: gomatrixserverlib.VerifyKey{Key: pub}, ExpiredTS: spec.Timestamp(o.ExpiredAt)}
 	}
-	b, err := json.MarshalIndent(out, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dataDir, federation.OldKeysFile), b, 0o600)
+	return out, nil
 }
 
 func (im *importer) userID(localpart string) string { return "@" + localpart + ":" + im.server }

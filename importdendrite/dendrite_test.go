@@ -75,6 +75,7 @@ type dendrite struct {
 	TLSCert    string
 	TLSKey     string
 	Key        serverkey.Key
+	OldKey     serverkey.Key // published as ed25519:old1
 	secret     string
 	pgDSN      string // PostgreSQL: Dendrite's database; empty: SQLite files in Dir
 	cmd        *exec.Cmd
@@ -118,7 +119,14 @@ func startDendrite(t testing.TB, b hearthtest.Backend) *dendrite {
 	}
 	port := freePort(t)
 	d.URL = "http://127.0.0.1:" + port
-	config := "version: 2\nglobal:\n  server_name: " + d.ServerName + "\n  private_key: matrix_key.pem\n" + dbs +
+	// A key the server used before: its public half stays published.
+	old, err := serverkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.OldKey = old
+	oldKeys := fmt.Sprintf("  old_private_keys:\n    - public_key: %s\n      key_id: ed25519:old1\n      expired_at: 1700000000000\n", old.PublicBase64().Encode())
+	config := "version: 2\nglobal:\n  server_name: " + d.ServerName + "\n  private_key: matrix_key.pem\n" + oldKeys + dbs +
 		`  key_validity_period: 168h0m0s
   disable_federation: false
   presence:

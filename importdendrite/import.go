@@ -3,6 +3,7 @@ package importdendrite
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/serverkey"
@@ -45,7 +48,8 @@ type importer struct {
 	// Filled by the account pass and used by later ones.
 	deviceOfSession map[sessionKey]string
 	eventsWritten   int64
-	lowest          int64 // the lowest stream position given out (see belowTimeline)
+	verifyKeys      map[gomatrixserverlib.KeyID]ed25519.PublicKey // this server's keys, current and old
+	lowest          int64                                         // the lowest stream position given out (see belowTimeline)
 }
 
 type sessionKey struct {
@@ -98,7 +102,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	defer src.close()
 
 	im := &importer{opts: opts, cfg: cfg, src: src, db: db, hearth: hc, server: cfg.Global.ServerName,
-		rep: newReport(cfg.Global.ServerName), deviceOfSession: map[sessionKey]string{}}
+		rep: newReport(cfg.Global.ServerName), deviceOfSession: map[sessionKey]string{},
+		verifyKeys: map[gomatrixserverlib.KeyID]ed25519.PublicKey{key.ID: key.Public()}}
+	if err := cfg.oldVerifyKeys(im.verifyKeys); err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	fmt.Fprintf(opts.Progress, "importing %s from %d Dendrite database(s) into %s\n", im.server, len(src.dbs), dataDir)
 	for _, m := range src.missing {

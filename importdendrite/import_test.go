@@ -261,6 +261,11 @@ func TestImportDendrite(t *testing.T) {
 			rep.Unknown[0] != want[0] || !strings.HasPrefix(rep.Unknown[1], want[1]) {
 			t.Errorf("unknown tables and columns: %q, want %q", rep.Unknown, want)
 		}
+		for _, n := range rep.NotCarried {
+			if strings.Contains(n, "signature") || strings.Contains(n, "hashes to") {
+				t.Errorf("an event failed the import's checks: %s", n)
+			}
+		}
 		queued := false
 		for _, n := range rep.Notes {
 			queued = queued || strings.Contains(n, "queued for "+peer.Config.ServerName)
@@ -338,6 +343,10 @@ func checkIdentity(t *testing.T, hs *hearthtest.Server, d *dendrite) {
 	k, _ := keys[string(d.Key.ID)].(map[string]any)
 	if k == nil || k["key"] != d.Key.PublicBase64().Encode() {
 		t.Errorf("verify_keys %v, want %s = %s", keys, d.Key.ID, d.Key.PublicBase64().Encode())
+	}
+	old, _ := r.JSON["old_verify_keys"].(map[string]any)
+	if o, _ := old["ed25519:old1"].(map[string]any); o == nil || o["key"] != d.OldKey.PublicBase64().Encode() || o["expired_ts"] != float64(1700000000000) {
+		t.Errorf("old_verify_keys %v, want ed25519:old1 = %s", old, d.OldKey.PublicBase64().Encode())
 	}
 }
 

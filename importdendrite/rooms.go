@@ -357,6 +357,9 @@ func (im *importer) importRoom(ctx context.Context, tx *sql.Tx, p *roomsPass, ro
 			im.rep.notCarried("event %s in %s: its JSON hashes to %s in room %s", m.id, roomID, pdu.EventID(), pdu.RoomID().String())
 			continue
 		}
+		if bad := im.checkOwnSignature(ver, pdu); bad != "" {
+			im.rep.notCarried("event %s in %s is carried, but %s", m.id, roomID, bad)
+		}
 		pdus[m.id] = pdu
 		row := storage.Event{EventID: m.id, RoomID: roomID, Type: pdu.Type(), StateKey: pdu.StateKey(), Sender: string(pdu.SenderID()),
 			Depth: pdu.Depth(), OriginTS: int64(pdu.OriginServerTS()), JSON: pdu.JSON(), Rejected: m.rejected}
@@ -662,4 +665,31 @@ func (im *importer) importRemoteInvites(ctx context.Context, tx *sql.Tx, roomIDs
 			t.Written++
 			return storage.PutRemoteInvite(ctx, tx, roomID, user, eventID, json.RawMessage(stripped))
 		}))
+}
+
+// checkOwnSignature verifies this server's signature on an event it sent,
+// with the signing key or an old one: the import checks what it carries
+// and never re-signs. Other servers' signatures need their keys, which
+// Hearth fetches when it serves the event. It returns what is wrong, or "".
+func (im *importer) checkOwnSignature(ver gomatrixserverlib.IRoomVersion, pdu gomatrixserverlib.PDU) string {
+	if _, local := im.localpartOf(string(pdu.SenderID())); !local {
+		return ""
+	}
+	sigs := gjson.GetBytes(pdu.JSON(), "signatures."+gjson.Escape(im.server))
+	if !sigs.IsObject() {
+		return "it has no signature of " + im.server
+	}
+	redacted, err := ver.RedactEventJSON(pdu.JSON())
+	if err != nil {
+		return "it cannot be redacted for checking: " + err.Error()
+	}
+	for keyID := range sigs.Map() {
+		if pub, ok := im.verifyKeys[gomatrixserverlib.KeyID(keyID)]; ok {
+			if err := gomatrixserverlib.VerifyJSON(im.server, gomatrixserverlib.KeyID(keyID), pub, redacted); err != nil {
+				return "its signature by " + keyID + " does not verify"
+			}
+			return ""
+		}
+	}
+	return "it is signed by no key the config names"
 }
