@@ -5,10 +5,13 @@ import (
 	"crypto/ed25519"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -206,15 +209,31 @@ func (im *importer) importAccounts(ctx context.Context, tx *sql.Tx) error {
 	}
 
 	t = im.rep.table("userapi_threepids")
-	err = im.src.each(ctx, "userapi_threepids", `SELECT threepid, medium, localpart FROM userapi_threepids ORDER BY localpart`,
+	now := time.Now().UnixMilli()
+	err = im.src.each(ctx, "userapi_threepids", `SELECT threepid, medium, localpart, server_name FROM userapi_threepids ORDER BY localpart`,
 		func(rows *sql.Rows) error {
-			var pid, medium, localpart string
-			if err := rows.Scan(&pid, &medium, &localpart); err != nil {
+			var pid, medium, localpart, server string
+			if err := rows.Scan(&pid, &medium, &localpart, &server); err != nil {
 				return err
 			}
 			t.Read++
-			im.rep.notCarried("3PID %s %s of %s: Hearth keeps no third-party identifiers", medium, pid, im.userID(localpart))
-			return nil
+			if !im.local(server, "3PID of "+localpart) {
+				return nil
+			}
+			if medium == "email" {
+				pid = strings.ToLower(pid)
+			}
+			// Dendrite binds only validated identifiers and keeps no
+			// times: both are the import's.
+			err := storage.InsertThreePID(ctx, tx, storage.ThreePID{Medium: medium, Address: pid, UserID: im.userID(localpart), ValidatedTS: now, AddedTS: now})
+			if errors.Is(err, storage.ErrConflict) {
+				im.rep.notCarried("3PID %s %s of %s: bound twice", medium, pid, im.userID(localpart))
+				return nil
+			}
+			if err == nil {
+				t.Written++
+			}
+			return err
 		})
 	if err != nil {
 		return err

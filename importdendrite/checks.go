@@ -51,6 +51,7 @@ func (im *importer) checkCounts(ctx context.Context, q storage.Reader) error {
 		{"key_backup_sessions", "", written("userapi_key_backups")},
 		{"to_device_inbox", "", written("syncapi_send_to_device")},
 		{"media", "", written("mediaapi_media_repository")},
+		{"user_threepids", "", written("userapi_threepids")},
 		{"media_thumbnails", "", written("mediaapi_thumbnail")},
 	}
 	var bad []string

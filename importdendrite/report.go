@@ -131,7 +131,7 @@ var fates = map[string]fate{
 	"userapi_account_datas":       {"carried: account data (m.push_rules turned into Hearth's stored changes)", "localpart server_name room_id type content"},
 	"userapi_pushers":             {"carried: pushers", "id localpart server_name session_id profile_tag kind app_id app_display_name device_display_name pushkey pushkey_ts_ms lang data"},
 	"userapi_registration_tokens": {"carried: registration tokens", "token pending completed uses_allowed expiry_time"},
-	"userapi_threepids":           {"not carried: Hearth has no third-party identifiers; listed below", "threepid medium localpart server_name"},
+	"userapi_threepids":           {"carried: third-party identifiers (validated and added at the import's time: Dendrite keeps no times)", "threepid medium localpart server_name"},
 	"userapi_openid_tokens":       {"not carried: OpenID tokens live minutes; clients ask again", "token localpart server_name token_expires_at_ms"},
 	"userapi_login_tokens":        {"not carried: login tokens live minutes", "token token_expires_at user_id"},
 	"userapi_notifications":       {"not carried: the notification list starts empty (unread counts from receipts)", "id localpart server_name room_id event_id stream_pos ts_ms highlight notification_json read"},
