@@ -104,12 +104,9 @@ func (a *API) accountPage(w http.ResponseWriter, r *http.Request) error {
 // POST /_hearth/account/device: rename (op=rename, name) or sign out
 // (op=delete) one of the user's devices.
 func (a *API) accountDevice(w http.ResponseWriter, r *http.Request) error {
-	user, err := a.sessionUser(r)
+	user, err := a.formUser(r)
 	if err != nil {
 		return err
-	}
-	if user == "" {
-		return &pageError{http.StatusForbidden, "You are not signed in."}
 	}
 	deviceID := r.PostForm.Get("device_id")
 	if _, err := a.db.GetDevice(r.Context(), user, deviceID); errors.Is(err, storage.ErrNotFound) {
@@ -157,12 +154,9 @@ func (a *API) deviceRenamed(ctx context.Context, tx *sql.Tx, userID, deviceID st
 // their cross-signing keys; the client's next upload passes the m.oauth
 // UIA stage (client-server API, OAuth authentication).
 func (a *API) crossSigningReset(w http.ResponseWriter, r *http.Request) error {
-	user, err := a.sessionUser(r)
+	user, err := a.formUser(r)
 	if err != nil {
 		return err
-	}
-	if user == "" {
-		return &pageError{http.StatusForbidden, "You are not signed in."}
 	}
 	until := time.Now().Add(crossSigningResetWindow).UnixMilli()
 	if err := a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {

@@ -284,12 +284,9 @@ func acceptLanguages(r *http.Request) []string {
 // (stored hashed); deny sends access_denied. Either way the browser goes
 // back to the client.
 func (a *API) consentSubmit(w http.ResponseWriter, r *http.Request) error {
-	user, err := a.sessionUser(r)
+	user, err := a.formUser(r)
 	if err != nil {
 		return err
-	}
-	if user == "" {
-		return &pageError{http.StatusForbidden, "You are not signed in. Start again from the application."}
 	}
 	req, _, err := a.pendingRequest(r, r.PostForm.Get("request"))
 	if err != nil {

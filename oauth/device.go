@@ -209,12 +209,9 @@ func (a *API) showDeviceGrant(w http.ResponseWriter, r *http.Request, user, type
 // POST /_hearth/oauth2/link: a typed code shows the request; allow or deny
 // answers it.
 func (a *API) linkSubmit(w http.ResponseWriter, r *http.Request) error {
-	user, err := a.sessionUser(r)
+	user, err := a.formUser(r)
 	if err != nil {
 		return err
-	}
-	if user == "" {
-		return &pageError{http.StatusForbidden, "You are not signed in. Reload the page to sign in."}
 	}
 	action := r.PostForm.Get("action")
 	if action == "" {

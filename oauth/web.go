@@ -130,6 +130,16 @@ func (a *API) sessionUser(r *http.Request) (string, error) {
 	return userID, err
 }
 
+// formUser is the signed-in user posting a form; without a session the
+// form is refused.
+func (a *API) formUser(r *http.Request) (string, error) {
+	user, err := a.sessionUser(r)
+	if err == nil && user == "" {
+		err = &pageError{http.StatusForbidden, "You are not signed in. Reload the page to sign in."}
+	}
+	return user, err
+}
+
 // requireUser is the signed-in user, or "" after redirecting to sign in
 // with a way back to this page.
 func (a *API) requireUser(w http.ResponseWriter, r *http.Request) (string, error) {
