@@ -57,6 +57,7 @@ type API struct {
 	// passwordIP bounds password attempts on the sign-in page per address,
 	// userCode the device codes typed, clientReg client registrations.
 	passwordIP, userCode, clientReg *ratelimit.Limiter
+	rendezvousIP                    *ratelimit.Limiter
 	onRename                        DeviceRenamedHook
 }
 
@@ -83,6 +84,7 @@ func New(d Deps) *API {
 		a.passwordIP = ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst)
 		a.userCode = ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst)
 		a.clientReg = ratelimit.New(d.Config.RateLimitRegisterPerSecond, d.Config.RateLimitRegisterBurst)
+		a.rendezvousIP = ratelimit.New(rendezvousRate, rendezvousBurst)
 	}
 	d.Accounts.OnDevicesDeleted(func(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
 		return storage.DeleteOAuthSessions(ctx, tx, userID, deviceIDs)

@@ -47,5 +47,20 @@ func (a *API) routes() []route {
 		{"POST", accountPath + "/cross-signing-reset", a.form(a.crossSigningReset)},
 		{"POST", accountPath + "/logout", a.form(a.browserLogout)},
 		{"GET", staticPath + "/style.css", http.HandlerFunc(serveCSS)},
+
+		// Sign-in with QR: the rendezvous (MSC4388, unstable prefix).
+		{"GET", rendezvousPrefix, noStore(matrixJSON(a.rendezvousDiscover))},
+		{"POST", rendezvousPrefix, noStore(matrixJSON(a.rendezvousCreate))},
+		{"GET", rendezvousPrefix + "/{rendezvousId}", noStore(matrixJSON(a.rendezvousRead))},
+		{"PUT", rendezvousPrefix + "/{rendezvousId}", noStore(matrixJSON(a.rendezvousWrite))},
+		{"DELETE", rendezvousPrefix + "/{rendezvousId}", noStore(matrixJSON(a.rendezvousDelete))},
 	}
+}
+
+// noStore keeps responses out of caches.
+func noStore(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		h.ServeHTTP(w, r)
+	})
 }
