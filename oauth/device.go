@@ -217,6 +217,11 @@ func (a *API) linkSubmit(w http.ResponseWriter, r *http.Request) error {
 	if action == "" {
 		return a.showDeviceGrant(w, r, user, r.PostForm.Get("code"))
 	}
+	// Answers count against the same limit as typed codes: a code guessed
+	// here would sign someone else's device into this account.
+	if !allow(a.userCode, clientIP(r)) {
+		return &pageError{http.StatusTooManyRequests, "Too many attempts. Wait a minute and try again."}
+	}
 	code := normalizeUserCode(r.PostForm.Get("user_code"))
 	status, msg := "denied", "The request was denied. You can close this page."
 	if action == "allow" {

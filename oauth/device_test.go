@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/hearthtest"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -197,6 +199,54 @@ func TestAccountManagement(t *testing.T) {
 		}
 		if p = br.get(account); p.url.Path != loginAction {
 			t.Fatalf("account page after sign-out: %s", p.url)
+		}
+	})
+}
+
+// TestBruteForceLimits: password attempts on the sign-in page and typed
+// user codes are limited per address.
+func TestBruteForceLimits(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		s := hearthtest.NewServer(t, b, func(c *config.Config) {
+			c.RateLimits = "on"
+			c.RateLimitLoginPerSecond, c.RateLimitLoginBurst = 0.01, 3
+		})
+		s.RegisterUser(t, "alice")
+		br := newBrowser(t, s.URL)
+		p := br.get(s.URL + "/_hearth/oauth2/login")
+		statuses := []int{}
+		for range 4 {
+			q := br.submit(p, loginAction, map[string]string{"username": "alice", "password": "guess"}, "")
+			statuses = append(statuses, q.status)
+		}
+		if fmt.Sprint(statuses) != "[403 403 403 429]" {
+			t.Fatalf("password attempts: %v", statuses)
+		}
+		// The right password is refused too while limited.
+		if q := br.submit(p, loginAction, map[string]string{"username": "alice", "password": "password"}, ""); q.status != http.StatusTooManyRequests {
+			t.Fatalf("right password while limited: %d", q.status)
+		}
+
+		// User codes have their own limit per address: a signed-in browser
+		// guessing codes.
+		s2 := hearthtest.NewServer(t, b, func(c *config.Config) {
+			c.RateLimits = "on"
+			c.RateLimitLoginPerSecond, c.RateLimitLoginBurst = 0.01, 4
+		})
+		s2.RegisterUser(t, "bob")
+		br2 := newBrowser(t, s2.URL)
+		p = br2.get(s2.URL + "/_hearth/oauth2/link")
+		p = br2.submit(p, loginAction, map[string]string{"username": "bob", "password": "password"}, "") // one password attempt
+		statuses = statuses[:0]
+		for range 4 {
+			q := br2.submit(p, "/_hearth/oauth2/link", map[string]string{"code": "BCDF-GHJK"}, "")
+			statuses = append(statuses, q.status)
+		}
+		if fmt.Sprint(statuses) != "[400 400 400 400]" {
+			t.Fatalf("user code guesses: %v", statuses)
+		}
+		if q := br2.submit(p, "/_hearth/oauth2/link", map[string]string{"code": "BCDF-GHJK"}, ""); q.status != http.StatusTooManyRequests {
+			t.Fatalf("user code guess over the limit: %d", q.status)
 		}
 	})
 }
