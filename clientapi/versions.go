@@ -24,6 +24,9 @@ var unstableFeatures = map[string]bool{
 	"org.matrix.msc3814": true, // dehydrated devices (dehydrated_device.go, TestDehydratedDevice)
 	// simplified sliding sync, MSC4186 (sliding_sync.go)
 	"org.matrix.simplified_msc3575": true,
+	// thread subscriptions, MSC4306 and its sliding sync extension MSC4308
+	// (thread_subscriptions.go, TestThreadSubscriptions)
+	"org.matrix.msc4306": true,
 }
 
 // GET /_matrix/client/versions (client-server API, API Standards).
