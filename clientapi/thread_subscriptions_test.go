@@ -3,6 +3,7 @@ package clientapi_test
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
@@ -184,6 +185,41 @@ func TestThreadSubscriptionsSlidingSync(t *testing.T) {
 		v := alice.do(t, "GET", "/_matrix/client/versions", nil)
 		if path(v.JSON, "unstable_features", "org.matrix.msc4306") != true {
 			t.Fatalf("versions: %s", v.Body)
+		}
+	})
+}
+
+// The push condition of MSC4306 in a user's own rule: Bob silences threads
+// he is not subscribed to; a reply in such a thread counts for nothing, one
+// in a thread he subscribed to notifies as before.
+func TestThreadSubscriptionPushCondition(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		hearthtest.Expect(t, bob.do(t, "PUT", "/_matrix/client/v3/pushrules/global/override/quiet-threads", map[string]any{
+			"actions":    []any{},
+			"conditions": []any{map[string]any{"kind": "io.element.msc4306.thread_subscription", "subscribed": false}},
+		}), http.StatusOK, "")
+		if r := bob.do(t, "GET", "/_matrix/client/v3/pushrules/global/override/quiet-threads", nil); path(r.JSON, "conditions") == nil ||
+			r.JSON["conditions"].([]any)[0].(map[string]any)["subscribed"] != false {
+			t.Fatalf("stored rule: %s", r.Body)
+		}
+		quiet := alice.sendEvent(t, roomID, "m.room.message", msgEvent("quiet root"))
+		loud := alice.sendEvent(t, roomID, "m.room.message", msgEvent("loud root"))
+		hearthtest.Expect(t, bob.do(t, "PUT", threadSubPath(roomID, loud), map[string]any{}), http.StatusOK, "")
+		alice.threadReply(t, roomID, quiet, "unsubscribed reply")
+		alice.threadReply(t, roomID, loud, "subscribed reply")
+		flush(t, hs)
+		var got []string
+		for _, n := range bob.do(t, "GET", "/_matrix/client/v3/notifications", nil).JSON["notifications"].([]any) {
+			got = append(got, path(n, "event", "content", "body").(string))
+		}
+		// The two roots (a two-member room notifies every message) and the
+		// reply in the subscribed thread.
+		if len(got) != 3 || got[0] != "subscribed reply" || slices.Contains(got, "unsubscribed reply") {
+			t.Fatalf("notifications: %v", got)
 		}
 	})
 }

@@ -272,6 +272,13 @@ func (r recipient) MemberCount() int                { return r.joined }
 func (r recipient) DisplayName() string             { return r.p.names.get(r.ctx, r.p.rooms, r.memberEvent) }
 func (r recipient) SenderCanNotify(key string) bool { return r.senderCanNotify(key) }
 
+// ThreadSubscribed: a failed read counts as not subscribed (the rule
+// falls through to the next).
+func (r recipient) ThreadSubscribed(threadID string) bool {
+	_, err := r.p.db.GetThreadSubscription(r.ctx, r.userID, r.ev.RoomID, threadID)
+	return err == nil
+}
+
 // UnreadCounts gives a user's unread notification and highlight counts in
 // a room: notifications after the user's read receipts (an unthreaded
 // receipt covers every thread; a threaded one its thread). perThread

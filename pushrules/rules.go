@@ -101,6 +101,8 @@ type Condition struct {
 	// Value: the JSON scalar of event_property_is / event_property_contains.
 	// nil when absent; the JSON literal null is kept as "null".
 	Value json.RawMessage `json:"value,omitempty"`
+	// Subscribed: MSC4306's thread_subscription condition.
+	Subscribed *bool `json:"subscribed,omitempty"`
 }
 
 // Action is one action of a rule: notify, a historical dont_notify or
