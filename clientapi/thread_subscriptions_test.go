@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/hearthtest"
 )
 
@@ -221,5 +222,53 @@ func TestThreadSubscriptionPushCondition(t *testing.T) {
 		if len(got) != 3 || got[0] != "subscribed reply" || slices.Contains(got, "unsubscribed reply") {
 			t.Fatalf("notifications: %v", got)
 		}
+	})
+}
+
+// MSC4306's default rules, with thread_subscription_push_rules on: a reply
+// in a thread Bob did not subscribe to does not notify, a mention in it
+// still does, and a subscribed thread notifies. Clients cannot add
+// postcontent rules; without the option the kind is absent.
+func TestThreadSubscriptionPushRules(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, func(c *config.Config) { c.ThreadSubscriptionPushRules = true })
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+
+		rules := bob.do(t, "GET", "/_matrix/client/v3/pushrules/", nil)
+		pc, _ := path(rules.JSON, "global", "postcontent").([]any)
+		if len(pc) != 2 || path(pc[0], "rule_id") != ".io.element.msc4306.rule.unsubscribed_thread" ||
+			path(pc[1], "rule_id") != ".io.element.msc4306.rule.subscribed_thread" || path(pc[0], "default") != true {
+			t.Fatalf("postcontent rules: %v", path(rules.JSON, "global", "postcontent"))
+		}
+		hearthtest.Expect(t, bob.do(t, "PUT", "/_matrix/client/v3/pushrules/global/postcontent/mine", map[string]any{
+			"actions": []any{"notify"}, "conditions": []any{}}), http.StatusBadRequest, "M_INVALID_PARAM")
+
+		quiet := alice.sendEvent(t, roomID, "m.room.message", msgEvent("quiet root"))
+		loud := alice.sendEvent(t, roomID, "m.room.message", msgEvent("loud root"))
+		hearthtest.Expect(t, bob.do(t, "PUT", threadSubPath(roomID, loud), map[string]any{}), http.StatusOK, "")
+		alice.threadReply(t, roomID, quiet, "unsubscribed reply")
+		alice.sendEvent(t, roomID, "m.room.message", map[string]any{"msgtype": "m.text", "body": "bob, look",
+			"m.mentions":   map[string]any{"user_ids": []any{bob.id}},
+			"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": quiet}})
+		alice.threadReply(t, roomID, loud, "subscribed reply")
+		flush(t, hs)
+		var got []string
+		for _, n := range bob.do(t, "GET", "/_matrix/client/v3/notifications", nil).JSON["notifications"].([]any) {
+			got = append(got, path(n, "event", "content", "body").(string))
+		}
+		if !slices.Equal(got, []string{"subscribed reply", "bob, look", "loud root", "quiet root"}) {
+			t.Fatalf("notifications: %v", got)
+		}
+
+		// Off (the default): no postcontent kind.
+		off := hearthtest.NewServer(t, b, nil)
+		carol := newUser(t, off, "carol")
+		if r := carol.do(t, "GET", "/_matrix/client/v3/pushrules/", nil); path(r.JSON, "global", "postcontent") != nil {
+			t.Fatalf("postcontent without the option: %s", r.Body)
+		}
+		hearthtest.Expect(t, carol.do(t, "GET", "/_matrix/client/v3/pushrules/global/postcontent/.io.element.msc4306.rule.subscribed_thread", nil),
+			http.StatusNotFound, "M_NOT_FOUND")
 	})
 }

@@ -236,7 +236,7 @@ func Compile(rs Ruleset) *Compiled {
 				}
 			}
 			switch k {
-			case Override, Underride:
+			case Override, PostContent, Underride:
 				for _, cond := range r.Conditions {
 					cr.conds = append(cr.conds, compileCond(cond))
 				}
