@@ -659,7 +659,17 @@ func (a *API) bumpStamp(ctx context.Context, roomID string, since *syncstream.Po
 	a.bumps.mu.Lock()
 	b, ok := a.bumps.m[roomID]
 	a.bumps.mu.Unlock()
-	if ok && (b.upTo == to.Events || since != nil && b.upTo >= since.Events && b.upTo <= to.Events && !changed[roomID]) {
+	if ok && b.upTo == to.Events {
+		return b.pos, nil
+	}
+	if ok && since != nil && b.upTo >= since.Events && b.upTo <= to.Events && !changed[roomID] {
+		// Still good at to: move the entry up, or the next request (from
+		// to) would find it too old and read the database again.
+		a.bumps.mu.Lock()
+		if cur, ok := a.bumps.m[roomID]; ok && cur.upTo < to.Events {
+			a.bumps.m[roomID] = ssBump{pos: b.pos, upTo: to.Events}
+		}
+		a.bumps.mu.Unlock()
 		return b.pos, nil
 	}
 	pos, err := storage.LatestBumpPos(ctx, a.db.Read(), roomID, to.Events)
