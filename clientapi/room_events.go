@@ -119,6 +119,11 @@ func (a *API) sendMessage(r *http.Request, c accounts.Caller) (any, error) {
 	if len(evType) > 255 {
 		return nil, mxhttp.BadJSON("Event type is longer than 255 bytes")
 	}
+	if c.Suspended && !(evType == spec.MRoomRedaction && a.ownEvent(r, c, roomID, redactsOf(content))) {
+		if err := a.refuseSuspended(r, c, roomID); err != nil {
+			return nil, err
+		}
+	}
 	if delayed {
 		return a.scheduleDelayed(r, c, rtc.Request{UserID: c.UserID, DeviceID: c.DeviceID, Txn: delayedTxn(roomID, evType, txnID),
 			RoomID: roomID, Type: evType, Content: content, DelayMS: delay})
@@ -158,6 +163,11 @@ func (a *API) putState(r *http.Request, c accounts.Caller) (any, error) {
 	}
 	if len(evType) > 255 || len(stateKey) > 255 {
 		return nil, mxhttp.BadJSON("Event type and state key must be at most 255 bytes")
+	}
+	if c.Suspended && !(evType == spec.MRoomMember && stateKey == c.UserID && membershipOf(content) == spec.Leave) {
+		if err := a.refuseSuspended(r, c, roomID); err != nil {
+			return nil, err
+		}
 	}
 	if evType == spec.MRoomMember {
 		// Membership changes have their own endpoints, but the spec allows
@@ -335,6 +345,11 @@ func (a *API) redact(r *http.Request, c accounts.Caller) (any, error) {
 	if err := a.requireJoined(r, roomID, c.UserID); err != nil {
 		return nil, err
 	}
+	if c.Suspended && !a.ownEvent(r, c, roomID, eventID) {
+		if err := a.refuseSuspended(r, c, roomID); err != nil {
+			return nil, err
+		}
+	}
 	target, err := a.rooms.Event(r.Context(), eventID)
 	if err == nil && target.RoomID == roomID && target.Sender != c.UserID {
 		// Redacting someone else's event needs the redact power level; the
@@ -364,4 +379,23 @@ func (a *API) redact(r *http.Request, c accounts.Caller) (any, error) {
 		return nil, err
 	}
 	return map[string]string{"event_id": evs[0].EventID}, nil
+}
+
+// redactsOf is the event a redaction's content names (room v11+ carry it
+// there); "" when absent.
+func redactsOf(content json.RawMessage) string {
+	var c struct {
+		Redacts string `json:"redacts"`
+	}
+	_ = json.Unmarshal(content, &c)
+	return c.Redacts
+}
+
+// membershipOf is an m.room.member content's membership; "" when absent.
+func membershipOf(content json.RawMessage) string {
+	var m struct {
+		Membership string `json:"membership"`
+	}
+	_ = json.Unmarshal(content, &m)
+	return m.Membership
 }

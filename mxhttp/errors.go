@@ -81,6 +81,9 @@ var (
 	UnknownPos = newErr(http.StatusBadRequest, "M_UNKNOWN_POS")
 	// UserLocked answers a locked account (v1.12), with soft_logout.
 	UserLocked = newErr(http.StatusUnauthorized, "M_USER_LOCKED")
+	// UserSuspended answers an action a suspended account may not take
+	// (v1.13).
+	UserSuspended = newErr(http.StatusForbidden, "M_USER_SUSPENDED")
 	// Unauthorized is the federation API's answer to a missing or bad
 	// X-Matrix signature.
 	Unauthorized = newErr(http.StatusUnauthorized, "M_UNAUTHORIZED")
