@@ -184,16 +184,16 @@ func (a *API) invitedRoomSummary(r *http.Request, roomID, userID string) (any, e
 			Type     string `json:"type"`
 			StateKey string `json:"state_key"`
 			Content  struct {
-				Name             string `json:"name"`
-				Topic            string `json:"topic"`
-				URL              string `json:"url"`
-				Alias            string `json:"alias"`
-				JoinRule         string `json:"join_rule"`
-				Algorithm        string `json:"algorithm"`
-				Type             string `json:"type"`
-				RoomVersion      string `json:"room_version"`
+				Name              string `json:"name"`
+				Topic             string `json:"topic"`
+				URL               string `json:"url"`
+				Alias             string `json:"alias"`
+				JoinRule          string `json:"join_rule"`
+				Algorithm         string `json:"algorithm"`
+				Type              string `json:"type"`
+				RoomVersion       string `json:"room_version"`
 				HistoryVisibility string `json:"history_visibility"`
-				GuestAccess      string `json:"guest_access"`
+				GuestAccess       string `json:"guest_access"`
 			} `json:"content"`
 		}
 		if json.Unmarshal(raw, &ev) != nil || ev.StateKey != "" {
