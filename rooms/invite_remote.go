@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/matrix-org/gomatrix"
@@ -127,33 +128,62 @@ func (r *Rooms) inviteStrippedState(ctx context.Context, st map[storage.StateKey
 	return out, nil
 }
 
-// checkInviteRoomState validates invite_room_state for a room version 12
-// invite (server-server API, PUT /v2/invite: SHOULD for versions after
-// 11): it must hold the room's m.room.create, whose reference hash is the
-// room ID, so the invitee sees the real room.
-func checkInviteRoomState(ver gomatrixserverlib.IRoomVersion, roomID string, stripped json.RawMessage) error {
-	if !ver.DomainlessRoomIDs() {
+// checkInviteRoomState validates invite_room_state (server-server API,
+// PUT /v2/invite, v1.16): it must hold the room's m.room.create, and every
+// entry must be an event formatted for the room version, pass the hash
+// and signature checks and belong to the invite's room. For room versions
+// after 11 a failure is an error (the spec's SHOULD); for 1 to 11 it is
+// logged, as the spec asks while servers migrate.
+func (r *Rooms) checkInviteRoomState(ctx context.Context, ver gomatrixserverlib.IRoomVersion, roomID string, stripped json.RawMessage) error {
+	err := r.inviteRoomStateError(ctx, ver, roomID, stripped)
+	if err == nil {
 		return nil
 	}
+	if n, convErr := strconv.Atoi(string(ver.Version())); convErr == nil && n >= 1 && n <= 11 {
+		r.log.Warn("invite_room_state fails validation (accepted for this room version)", "room_id", roomID, "err", err.Message)
+		return nil
+	}
+	return err
+}
+
+func (r *Rooms) inviteRoomStateError(ctx context.Context, ver gomatrixserverlib.IRoomVersion, roomID string, stripped json.RawMessage) *mxhttp.Error {
 	var list []json.RawMessage
 	if err := json.Unmarshal(stripped, &list); err != nil {
 		return mxhttp.InvalidParam("invite_room_state must be a list of events")
 	}
-	for _, raw := range list {
-		var head struct {
-			Type     string  `json:"type"`
-			StateKey *string `json:"state_key"`
+	haveCreate := false
+	for i, raw := range list {
+		pdu, err := parsePDU(ver, raw)
+		if err != nil {
+			return mxhttp.InvalidParam("invite_room_state[%d] is not an event of room version %s: %v", i, ver.Version(), err)
 		}
-		if json.Unmarshal(raw, &head) != nil || head.Type != spec.MRoomCreate || head.StateKey == nil || *head.StateKey != "" {
-			continue
+		if pdu.Redacted() {
+			return mxhttp.InvalidParam("invite_room_state[%d] fails the content hash check", i)
 		}
-		create, err := ver.NewEventFromUntrustedJSON(raw)
-		if err != nil || create.Redacted() || "!"+strings.TrimPrefix(create.EventID(), "$") != roomID {
-			return mxhttp.InvalidParam("The m.room.create event in invite_room_state is not the room's")
+		if pdu.StateKey() == nil {
+			return mxhttp.InvalidParam("invite_room_state[%d] is not a state event", i)
 		}
-		return nil
+		isCreate := pdu.Type() == spec.MRoomCreate && *pdu.StateKey() == ""
+		inRoom := pdu.RoomID().String() == roomID
+		if isCreate && ver.DomainlessRoomIDs() {
+			// The room ID is the create event's reference hash.
+			inRoom = "!"+strings.TrimPrefix(pdu.EventID(), "$") == roomID
+		}
+		if !inRoom {
+			return mxhttp.InvalidParam("invite_room_state[%d] is not an event of room %s", i, roomID)
+		}
+		if r.verifier == nil {
+			return mxhttp.Forbidden("Federation is not configured")
+		}
+		if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, r.verifier, userIDForSender); err != nil {
+			return mxhttp.InvalidParam("invite_room_state[%d] fails the signature check: %v", i, err)
+		}
+		haveCreate = haveCreate || isCreate
 	}
-	return mxhttp.InvalidParam("invite_room_state lacks the m.room.create event")
+	if !haveCreate {
+		return mxhttp.InvalidParam("invite_room_state lacks the m.room.create event")
+	}
+	return nil
 }
 
 // ReceiveInvite handles PUT /v2/invite from another server: checks the
@@ -210,7 +240,7 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 		}
 		return signed, nil
 	}
-	if err := checkInviteRoomState(ver, roomID, stripped); err != nil {
+	if err := r.checkInviteRoomState(ctx, ver, roomID, stripped); err != nil {
 		return nil, err
 	}
 	if err := r.storeRemoteInvite(ctx, signed, stripped); err != nil {
