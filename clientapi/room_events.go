@@ -128,10 +128,20 @@ func (a *API) sendMessage(r *http.Request, c accounts.Caller) (any, error) {
 		return a.scheduleDelayed(r, c, rtc.Request{UserID: c.UserID, DeviceID: c.DeviceID, Txn: delayedTxn(roomID, evType, txnID),
 			RoomID: roomID, Type: evType, Content: content, DelayMS: delay})
 	}
-	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{
+	p := rooms.Proto{
 		Sender: c.UserID, Type: evType, Content: content,
 		Device: c.DeviceID, TxnScope: "send:" + roomID + ":" + evType, TxnID: txnID, Timestamp: ts,
-	})
+	}
+	if evType == spec.MRoomRedaction {
+		// Redactions through /send work in every room version (v1.18):
+		// before v11 the target goes in the top-level redacts. The
+		// redact power check is the server's, as for /redact.
+		p.Redacts = redactsOf(content)
+		if err := a.checkRedactOthers(r, c, roomID, p.Redacts); err != nil {
+			return nil, err
+		}
+	}
+	evs, err := a.rooms.Send(r.Context(), roomID, p)
 	if err != nil {
 		return nil, a.roomError(r, roomID, err)
 	}
@@ -350,15 +360,8 @@ func (a *API) redact(r *http.Request, c accounts.Caller) (any, error) {
 			return nil, err
 		}
 	}
-	target, err := a.rooms.Event(r.Context(), eventID)
-	if err == nil && target.RoomID == roomID && target.Sender != c.UserID {
-		// Redacting someone else's event needs the redact power level; the
-		// auth rules defer this check to the server (room v3+).
-		if ok, err := a.rooms.CanRedactOthers(r.Context(), roomID, c.UserID); err != nil {
-			return nil, err
-		} else if !ok {
-			return nil, mxhttp.Forbidden("You may only redact your own events")
-		}
+	if err := a.checkRedactOthers(r, c, roomID, eventID); err != nil {
+		return nil, err
 	}
 	ver, err := a.rooms.Version(r.Context(), roomID)
 	if err != nil {
@@ -398,4 +401,20 @@ func membershipOf(content json.RawMessage) string {
 	}
 	_ = json.Unmarshal(content, &m)
 	return m.Membership
+}
+
+// checkRedactOthers refuses redacting someone else's event without the
+// redact power level: the auth rules defer this check to the server (room
+// v3+).
+func (a *API) checkRedactOthers(r *http.Request, c accounts.Caller, roomID, eventID string) error {
+	target, err := a.rooms.Event(r.Context(), eventID)
+	if err != nil || target.RoomID != roomID || target.Sender == c.UserID {
+		return nil
+	}
+	if ok, err := a.rooms.CanRedactOthers(r.Context(), roomID, c.UserID); err != nil {
+		return err
+	} else if !ok {
+		return mxhttp.Forbidden("You may only redact your own events")
+	}
+	return nil
 }
