@@ -153,30 +153,9 @@ func (r *Rooms) inviteRoomStateError(ctx context.Context, ver gomatrixserverlib.
 	}
 	haveCreate := false
 	for i, raw := range list {
-		pdu, err := parsePDU(ver, raw)
+		isCreate, err := r.checkStateEntry(ctx, ver, roomID, raw)
 		if err != nil {
-			return mxhttp.InvalidParam("invite_room_state[%d] is not an event of room version %s: %v", i, ver.Version(), err)
-		}
-		if pdu.Redacted() {
-			return mxhttp.InvalidParam("invite_room_state[%d] fails the content hash check", i)
-		}
-		if pdu.StateKey() == nil {
-			return mxhttp.InvalidParam("invite_room_state[%d] is not a state event", i)
-		}
-		isCreate := pdu.Type() == spec.MRoomCreate && *pdu.StateKey() == ""
-		inRoom := pdu.RoomID().String() == roomID
-		if isCreate && ver.DomainlessRoomIDs() {
-			// The room ID is the create event's reference hash.
-			inRoom = "!"+strings.TrimPrefix(pdu.EventID(), "$") == roomID
-		}
-		if !inRoom {
-			return mxhttp.InvalidParam("invite_room_state[%d] is not an event of room %s", i, roomID)
-		}
-		if r.verifier == nil {
-			return mxhttp.Forbidden("Federation is not configured")
-		}
-		if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, r.verifier, userIDForSender); err != nil {
-			return mxhttp.InvalidParam("invite_room_state[%d] fails the signature check: %v", i, err)
+			return mxhttp.InvalidParam("invite_room_state[%d] %s", i, err.Error())
 		}
 		haveCreate = haveCreate || isCreate
 	}
@@ -184,6 +163,54 @@ func (r *Rooms) inviteRoomStateError(ctx context.Context, ver gomatrixserverlib.
 		return mxhttp.InvalidParam("invite_room_state lacks the m.room.create event")
 	}
 	return nil
+}
+
+// checkStateEntry checks one entry of invite_room_state or
+// knock_room_state (v1.16): an event formatted for the room version that
+// passes the content hash and signature checks and is in the room. It
+// reports whether the entry is the room's m.room.create.
+func (r *Rooms) checkStateEntry(ctx context.Context, ver gomatrixserverlib.IRoomVersion, roomID string, raw json.RawMessage) (bool, error) {
+	pdu, err := parsePDU(ver, raw)
+	if err != nil {
+		return false, fmt.Errorf("is not an event of room version %s: %w", ver.Version(), err)
+	}
+	if pdu.Redacted() {
+		return false, errors.New("fails the content hash check")
+	}
+	if pdu.StateKey() == nil {
+		return false, errors.New("is not a state event")
+	}
+	isCreate := pdu.Type() == spec.MRoomCreate && *pdu.StateKey() == ""
+	inRoom := pdu.RoomID().String() == roomID
+	if isCreate && ver.DomainlessRoomIDs() {
+		// The room ID is the create event's reference hash.
+		inRoom = "!"+strings.TrimPrefix(pdu.EventID(), "$") == roomID
+	}
+	if !inRoom {
+		return false, fmt.Errorf("is not an event of room %s", roomID)
+	}
+	if r.verifier == nil {
+		return false, errors.New("cannot be checked: federation is not configured")
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, r.verifier, userIDForSender); err != nil {
+		return false, fmt.Errorf("fails the signature check: %w", err)
+	}
+	return isCreate, nil
+}
+
+// validKnockState keeps the entries of knock_room_state that pass
+// checkStateEntry: the spec (send_knock, v1.16) asks that improperly
+// signed or formatted ones be removed before clients see them.
+func (r *Rooms) validKnockState(ctx context.Context, ver gomatrixserverlib.IRoomVersion, roomID string, list []json.RawMessage) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(list))
+	for i, raw := range list {
+		if _, err := r.checkStateEntry(ctx, ver, roomID, raw); err != nil {
+			r.log.Info("dropping a knock_room_state entry", "room_id", roomID, "index", i, "err", err)
+			continue
+		}
+		out = append(out, raw)
+	}
+	return out
 }
 
 // ReceiveInvite handles PUT /v2/invite from another server: checks the
