@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Accounts: &accounts.Accounts{
 			DB: db, ServerName: cfg.ServerName, Passwords: accounts.NewPasswords(cfg.BcryptCost, runtime.NumCPU()),
 			RefreshableTokenLifetime: time.Duration(cfg.RefreshableTokenLifetimeSeconds) * time.Second,
-			MaxDevicesPerUser:        cfg.MaxDevicesPerUser,
+			MaxDevicesPerUser:        cfg.MaxDevicesPerUser, LimitInfoURI: cfg.LimitInfoURI(),
 		},
 		metrics: prometheus.NewRegistry(),
 	}
