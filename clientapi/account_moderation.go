@@ -126,8 +126,9 @@ func (a *API) putAccountSuspension(r *http.Request, c accounts.Caller) (any, err
 // and presence, account data. What it may not ("recommended set of
 // explicitly forbidden actions"): join or knock (but its notices room),
 // invite, send (but redactions of its own events, and in its notices
-// room), other state, redact others' events, change its profile; and,
-// as the same kinds of actions: create or upgrade rooms, kick, ban, unban.
+// room), other state, redact others' events, change its profile, remove
+// an admin contact (3PID); and, as the same kinds of actions: create or
+// upgrade rooms, kick, ban, unban.
 func (a *API) refuseSuspended(r *http.Request, c accounts.Caller, roomID string) error {
 	if !c.Suspended {
 		return nil

@@ -178,6 +178,7 @@ func TestAccountSuspension(t *testing.T) {
 			{"POST", rooms + "/upgrade"},
 			{"PUT", "/_matrix/client/v3/profile/" + url.PathEscape(alice.id) + "/displayname"},
 			{"DELETE", "/_matrix/client/v3/profile/" + url.PathEscape(alice.id) + "/displayname"},
+			{"POST", "/_matrix/client/v3/account/3pid/delete"},
 		}
 		bodies := map[string]map[string]any{
 			rooms + "/send/m.room.redaction/s3": {"redacts": bobs},

@@ -77,7 +77,7 @@ func (a *API) routes() []route {
 		{"POST", v3 + "/account/deactivate", user, a.deactivate},
 		{"GET", v3 + "/account/3pid", user, a.threePIDs},
 		{"POST", v3 + "/account/3pid/add", user, a.addThreePID},
-		{"POST", v3 + "/account/3pid/delete", user, a.deleteThreePID},
+		{"POST", v3 + "/account/3pid/delete", active, a.deleteThreePID}, // suspended: no removing (v1.13)
 		{"POST", v3 + "/account/3pid/unbind", user, a.unbindThreePID},
 		{"POST", v3 + "/account/3pid/email/requestToken", public, a.addEmailToken},
 		{"POST", v3 + "/account/3pid/msisdn/requestToken", public, a.msisdnToken},
