@@ -15,8 +15,8 @@ import (
 // suspension and application-service ephemeral data (v1.13), user reports
 // (v1.14), room summaries of rooms the server is not in (v1.15),
 // invite_room_state validation (v1.16), application-service devices
-// (v1.17). The OAuth 2.0 API is not served: the spec lets a server offer
-// either authentication API (v1.15+). Known gap, in a module the spec
+// (v1.17); the OAuth 2.0 API is served too, though the spec lets a
+// server offer either authentication API (v1.15+). Known gap, in a module the spec
 // makes optional: third-party identifiers (3PID). docs/spec-coverage.md
 // has the audit and what each later version waits on.
 var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17"}
@@ -26,6 +26,7 @@ var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.
 var unstableFeatures = map[string]bool{
 	"org.matrix.msc3391": true, // deleting account data (account_data.go, TestAccountDataDeletion)
 	"org.matrix.msc3814": true, // dehydrated devices (dehydrated_device.go, TestDehydratedDevice)
+	"io.element.msc4388": true, // QR sign-in rendezvous (oauth/rendezvous.go, TestRendezvous)
 	// simplified sliding sync, MSC4186 (sliding_sync.go)
 	"org.matrix.simplified_msc3575": true,
 }
