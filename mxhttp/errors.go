@@ -81,6 +81,12 @@ var (
 	UnknownPos = newErr(http.StatusBadRequest, "M_UNKNOWN_POS")
 	// UserLocked answers a locked account (v1.12), with soft_logout.
 	UserLocked = newErr(http.StatusUnauthorized, "M_USER_LOCKED")
+	// UserLimitExceeded answers a request beyond a per-user limit
+	// (v1.18); see UserLimit.
+	UserLimitExceeded = newErr(http.StatusForbidden, "M_USER_LIMIT_EXCEEDED")
+	// UserSuspended answers an action a suspended account may not take
+	// (v1.13).
+	UserSuspended = newErr(http.StatusForbidden, "M_USER_SUSPENDED")
 	// Unauthorized is the federation API's answer to a missing or bad
 	// X-Matrix signature.
 	Unauthorized = newErr(http.StatusUnauthorized, "M_UNAUTHORIZED")
@@ -124,3 +130,10 @@ var (
 	// config refuses (v1.18).
 	InviteBlocked = newErr(http.StatusForbidden, "M_INVITE_BLOCKED")
 )
+
+// UserLimit is M_USER_LIMIT_EXCEEDED (v1.18) with the info_uri the spec
+// requires; can_upgrade is left out (false): Hearth's limits are set by
+// the operator, not by an account tier.
+func UserLimit(infoURI, format string, a ...any) *Error {
+	return UserLimitExceeded(format, a...).With("info_uri", infoURI)
+}

@@ -141,6 +141,15 @@ func SetUserLocked(ctx context.Context, tx *sql.Tx, userID string, locked bool) 
 	return nil
 }
 
+// SetUserSuspended suspends or unsuspends an account (account
+// suspension, v1.13).
+func SetUserSuspended(ctx context.Context, tx *sql.Tx, userID string, suspended bool) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE users SET suspended = $1 WHERE user_id = $2`, suspended, userID); err != nil {
+		return fmt.Errorf("suspending user: %w", err)
+	}
+	return nil
+}
+
 // InsertRefreshToken stores the hash of a refresh token.
 func InsertRefreshToken(ctx context.Context, tx *sql.Tx, token, userID, deviceID string, prevHash []byte, createdTS int64) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens (token_hash, user_id, device_id, prev_hash, created_ts)
