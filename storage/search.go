@@ -293,14 +293,24 @@ func (db *DB) searchMatches(ctx context.Context, r Reader, q SearchQuery, bounds
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
 	}
-	// A list (a user may be in thousands of rooms) is one JSON array
-	// parameter, so the statement's text does not grow with it.
-	list := func(vs []string) string {
-		js, _ := json.Marshal(vs)
+	// A list (a user may be in thousands of rooms) is one parameter, so
+	// the statement's text does not grow with it: a JSON array on SQLite,
+	// a text[] on PostgreSQL, whose planner then sees the values (and
+	// hashes them) and can walk the index newest first when most rows
+	// match.
+	in := func(col string, vs []string, not bool) string {
 		if db.dialect == Postgres {
-			return `SELECT jsonb_array_elements_text(` + add(string(js)) + `::jsonb)`
+			if not {
+				return col + ` <> ALL(` + add(vs) + `::text[])`
+			}
+			return col + ` = ANY(` + add(vs) + `::text[])`
 		}
-		return `SELECT value FROM json_each(` + add(string(js)) + `)`
+		js, _ := json.Marshal(vs)
+		op := ` IN `
+		if not {
+			op = ` NOT IN `
+		}
+		return col + op + `(SELECT value FROM json_each(` + add(string(js)) + `))`
 	}
 	// The filters read the index's own columns (PostgreSQL) or its side
 	// table (SQLite), never events.
@@ -313,12 +323,12 @@ func (db *DB) searchMatches(ctx context.Context, r Reader, q SearchQuery, bounds
 		b.WriteString(`SELECT event_search.rowid AS pos FROM event_search JOIN event_search_docs d ON d.stream_pos = event_search.rowid
 			WHERE event_search MATCH ` + add(match))
 	}
-	b.WriteString(` AND ` + d + `.room_id IN (` + list(q.RoomIDs) + `) AND ` + d + `.type IN (` + list(q.Types) + `)`)
+	b.WriteString(` AND ` + in(d+`.room_id`, q.RoomIDs, false) + ` AND ` + in(d+`.type`, q.Types, false))
 	if len(q.Senders) > 0 {
-		b.WriteString(` AND ` + d + `.sender IN (` + list(q.Senders) + `)`)
+		b.WriteString(` AND ` + in(d+`.sender`, q.Senders, false))
 	}
 	if len(q.NotSenders) > 0 {
-		b.WriteString(` AND ` + d + `.sender NOT IN (` + list(q.NotSenders) + `)`)
+		b.WriteString(` AND ` + in(d+`.sender`, q.NotSenders, true))
 	}
 	if bounds.Below != 0 {
 		b.WriteString(` AND ` + pos + ` < ` + add(bounds.Below))
