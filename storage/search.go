@@ -9,6 +9,7 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/tidwall/gjson"
 	"golang.org/x/text/unicode/norm"
 )
@@ -340,6 +341,18 @@ func (db *DB) searchMatches(ctx context.Context, r Reader, q SearchQuery, bounds
 	return b.String(), args, nil
 }
 
+// customPlan marks a search's arguments for PostgreSQL to plan the query
+// with their values each time: pgx otherwise prepares it, and after a few
+// runs PostgreSQL may keep a generic plan, blind to how common the words
+// are and how many rooms are listed (which decide between the GIN index
+// and walking the table newest first).
+func (db *DB) customPlan(args []any) []any {
+	if db.dialect == Postgres {
+		return append([]any{pgx.QueryExecModeExec}, args...)
+	}
+	return args
+}
+
 // Search returns up to q.Limit hits after q.After in q's order: by rank
 // (ties newest first) among the newest SearchRankWindow matches, or
 // newest first.
@@ -365,7 +378,7 @@ func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit,
 		return nil, err
 	}
 	if !q.ByRank {
-		return db.searchEvents(ctx, r, q, `SELECT pos FROM (`+matches+`) w`, args)
+		return db.searchEvents(ctx, r, q, `SELECT pos FROM (`+matches+`) w`, db.customPlan(args))
 	}
 	// Score the window's matches from their text, and read the events of
 	// the page only.
@@ -382,7 +395,7 @@ func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit,
 			text, _ := SearchText(typ, []byte(js))
 			sc.rank = SearchScore(q.Phrases, text)
 			return nil
-		}, args...)
+		}, db.customPlan(args)...)
 	if err != nil || len(window) == 0 {
 		return nil, err
 	}
@@ -473,7 +486,7 @@ func (db *DB) SearchCount(ctx context.Context, r Reader, q SearchQuery) (int, er
 	var n int
 	var newest, oldest sql.NullInt64
 	if err := r.QueryRowContext(ctx, `SELECT COUNT(*), MAX(pos), MIN(pos) FROM (`+matches+`) m`,
-		args...).Scan(&n, &newest, &oldest); err != nil {
+		db.customPlan(args)...).Scan(&n, &newest, &oldest); err != nil {
 		return 0, fmt.Errorf("counting search hits: %w", err)
 	}
 	if n < SearchCountExact {
