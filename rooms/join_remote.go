@@ -19,10 +19,14 @@ import (
 type JoinClient = gomatrixserverlib.FederatedJoinClient
 
 // supportedVersionsOnly refuses make_join answers for room versions Hearth
-// does not support, before anything is signed or sent.
-type supportedVersionsOnly struct{ JoinClient }
+// does not support, before anything is signed or sent, and remembers the
+// room's version (the join event only knows its base version, owned.go).
+type supportedVersionsOnly struct {
+	JoinClient
+	version gomatrixserverlib.RoomVersion
+}
 
-func (c supportedVersionsOnly) MakeJoin(ctx context.Context, origin, s spec.ServerName, roomID, userID string) (gomatrixserverlib.MakeJoinResponse, error) {
+func (c *supportedVersionsOnly) MakeJoin(ctx context.Context, origin, s spec.ServerName, roomID, userID string) (gomatrixserverlib.MakeJoinResponse, error) {
 	res, err := c.JoinClient.MakeJoin(ctx, origin, s, roomID, userID)
 	if err != nil {
 		return nil, err
@@ -30,6 +34,7 @@ func (c supportedVersionsOnly) MakeJoin(ctx context.Context, origin, s spec.Serv
 	if v := res.GetRoomVersion(); v != "" && !IsSupported(string(v)) {
 		return nil, fmt.Errorf("room %s has version %q, which this server does not support", roomID, v)
 	}
+	c.version = res.GetRoomVersion()
 	return res, nil
 }
 
@@ -69,7 +74,8 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			},
 			StoreSenderIDFromPublicID: func(context.Context, spec.SenderID, string, spec.RoomID) error { return nil },
 		}
-		resp, ferr := gomatrixserverlib.PerformJoin(ctx, supportedVersionsOnly{r.joins}, input)
+		client := &supportedVersionsOnly{JoinClient: r.joins}
+		resp, ferr := gomatrixserverlib.PerformJoin(ctx, client, input)
 		if ferr != nil {
 			lastErr = ferr
 			r.log.Info("remote join failed", "room", roomID, "via", server, "err", ferr.Err)
@@ -79,13 +85,16 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			// We have the room (a restricted join only another server could
 			// authorise): the join is one more event of it.
 			budget := maxFetchedEvents
-			ver := gomatrixserverlib.MustGetRoomVersion(resp.JoinEvent.Version())
+			ver, err := r.roomVersion(ctx, r.db.Read(), roomID)
+			if err != nil {
+				return nil, err
+			}
 			if err := r.ingest(ctx, server, ver, resp.JoinEvent, &budget, fetchHoles); err != nil {
 				return nil, err
 			}
 			return r.Event(ctx, resp.JoinEvent.EventID())
 		}
-		return r.storeJoin(ctx, resp)
+		return r.storeJoin(ctx, resp, client.version)
 	}
 	if lastErr == nil {
 		return nil, mxhttp.NotFound("No server to join %s through", roomID)
@@ -122,7 +131,7 @@ func (r *Rooms) remoteEventProvider(ctx context.Context, server spec.ServerName)
 // meanwhile (the room goes on while send_join is answered) may have stored
 // some of these events, or be storing them now, and may have put the join
 // in the timeline: then the stored join is returned.
-func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJoinResponse) (*Event, error) {
+func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJoinResponse, version gomatrixserverlib.RoomVersion) (*Event, error) {
 	join := resp.JoinEvent
 	join.EventID()
 	// Parsed once (LineariseStateResponse would parse the state again,
@@ -141,7 +150,7 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 			state[k] = p.EventID()
 		}
 	}
-	ev, err := r.persist(ctx, incoming{arrival: arriveJoin, pdu: join, stateBefore: state, joinState: ordered})
+	ev, err := r.persist(ctx, incoming{arrival: arriveJoin, pdu: join, stateBefore: state, joinState: ordered, version: version})
 	if err != nil {
 		return nil, fmt.Errorf("storing the joined room: %w", err)
 	}
