@@ -156,8 +156,8 @@ type TokenRequest struct {
 // LegacyTokenRequest is the body of POST /sfu/get (lk-jwt-service's
 // endpoint before MSC4195).
 type LegacyTokenRequest struct {
-	Room         string      `json:"room"`
-	OpenIDToken  OpenIDToken `json:"openid_token"`
+	Room        string      `json:"room"`
+	OpenIDToken OpenIDToken `json:"openid_token"`
 	DeviceID    string      `json:"device_id"`
 	Delegation
 }
