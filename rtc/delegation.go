@@ -53,9 +53,12 @@ type watches struct {
 	mu     sync.Mutex
 	ctx    context.Context
 	cancel context.CancelFunc
-	byID   map[string]context.CancelFunc
+	byID   map[string]*watchEntry
 	wg     sync.WaitGroup
 }
+
+// watchEntry is one running watch.
+type watchEntry struct{ cancel context.CancelFunc }
 
 // SetDelayed lets the service take delegated delayed leave events of
 // delayed (nil or disabled: delegation is refused).
@@ -112,12 +115,13 @@ func (l *LiveKit) watch(row storage.DelayedEvent, room, identity string, d Deleg
 		return mxhttp.Unknown("The server is stopping")
 	}
 	if old, ok := l.w.byID[row.DelayID]; ok {
-		old()
+		old.cancel()
 	} else if len(l.w.byID) >= maxDelegations {
 		return mxhttp.LimitExceeded("Too many delegated delayed events")
 	}
 	ctx, cancel := context.WithCancel(l.w.ctx)
-	l.w.byID[row.DelayID] = cancel
+	entry := &watchEntry{cancel: cancel}
+	l.w.byID[row.DelayID] = entry
 	delay := time.Duration(row.DelayMS) * time.Millisecond
 	interval := min(max(delay/3, minWatchInterval), maxWatchInterval)
 	firstBy := time.Now().Add(time.Duration(d.DelayTimeout) * time.Millisecond)
@@ -127,7 +131,9 @@ func (l *LiveKit) watch(row storage.DelayedEvent, room, identity string, d Deleg
 		defer func() {
 			l.w.mu.Lock()
 			cancel()
-			delete(l.w.byID, row.DelayID)
+			if l.w.byID[row.DelayID] == entry { // not replaced meanwhile
+				delete(l.w.byID, row.DelayID)
+			}
 			l.w.mu.Unlock()
 		}()
 		l.runWatch(ctx, row.DelayID, room, identity, interval, delay, firstBy)

@@ -104,7 +104,7 @@ func NewLiveKit(db *storage.DB, rs *rooms.Rooms, remote RemoteOpenID, opts LiveK
 	l := &LiveKit{opts: opts, db: db, rooms: rs, remote: remote, log: log, full: full,
 		rs: livekit.NewRoomServiceJSONClient(liveKitHTTPURL(opts.URL), client)}
 	l.w.ctx, l.w.cancel = context.WithCancel(context.Background())
-	l.w.byID = map[string]context.CancelFunc{}
+	l.w.byID = map[string]*watchEntry{}
 	return l
 }
 
