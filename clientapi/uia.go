@@ -27,6 +27,7 @@ const (
 	stagePassword          = "m.login.password"
 	stageDummy             = "m.login.dummy"
 	stageRegistrationToken = "m.login.registration_token"
+	stageOAuth             = "m.oauth"
 )
 
 // uiaSessionLifetime bounds how long a client may take to finish a flow.
@@ -46,6 +47,9 @@ type uiaRequirement struct {
 	userID string
 	flows  []uiaFlow
 	params map[string]any
+	// emailPurpose is the validation-session purpose an
+	// m.login.email.identity stage must have (threepid.go).
+	emailPurpose string
 }
 
 // passwordFlows is the requirement of endpoints that re-check the caller's
@@ -106,6 +110,11 @@ func (a *API) userInteractiveAuth(r *http.Request, req uiaRequirement, auth json
 		if sess.Action != req.action || sess.UserID != req.userID {
 			return uiaPassed{}, mxhttp.Forbidden("This authentication session was started for a different request")
 		}
+	}
+	// The m.oauth stage's auth dict has only the session (client-server
+	// API, OAuth authentication).
+	if dict.Type == "" && dict.Session != "" && offersStage(req.flows, stageOAuth) {
+		dict.Type = stageOAuth
 	}
 	if dict.Type != "" && !slices.Contains(sess.Completed, dict.Type) {
 		if !offersStage(req.flows, dict.Type) {
@@ -170,7 +179,7 @@ func (a *API) attemptStage(r *http.Request, req uiaRequirement, sess storage.UIA
 		if err != nil {
 			return err
 		}
-		localpart, err := a.accounts.Localpart(pc)
+		localpart, err := a.accounts.LoginLocalpart(ctx, pc)
 		if err != nil {
 			return asUIAFailure(err)
 		}
@@ -186,6 +195,25 @@ func (a *API) attemptStage(r *http.Request, req uiaRequirement, sess storage.UIA
 			return mxhttp.Forbidden("The credentials given are not those of the user making the request")
 		}
 		return record(nil)
+	case stageOAuth:
+		// Passed when the user approved a cross-signing reset on the
+		// account page since; the approval is used up here.
+		errWait := &mxhttp.Error{Status: http.StatusUnauthorized, ErrCode: "M_FORBIDDEN", Message: "Approve the reset on your account page first"}
+		return record(func(tx *sql.Tx) error {
+			ok, err := storage.TakeCrossSigningReset(ctx, tx, req.userID, time.Now().UnixMilli())
+			if err == nil && !ok {
+				err = errWait
+			}
+			return err
+		})
+	case stageEmailIdentity:
+		ts, err := a.emailStage(ctx, req, raw)
+		if err != nil {
+			return err
+		}
+		return record(func(tx *sql.Tx) error {
+			return storage.AttachThreePIDSession(ctx, tx, ts.SessionID, sess.SessionID)
+		})
 	case stageRegistrationToken:
 		if dict.Token == "" {
 			return mxhttp.MissingParam("token is required for %s", stageRegistrationToken)

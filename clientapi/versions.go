@@ -22,6 +22,7 @@ var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.
 var unstableFeatures = map[string]bool{
 	"org.matrix.msc3391": true, // deleting account data (account_data.go, TestAccountDataDeletion)
 	"org.matrix.msc3814": true, // dehydrated devices (dehydrated_device.go, TestDehydratedDevice)
+	"io.element.msc4388": true, // QR sign-in rendezvous (oauth/rendezvous.go, TestRendezvous)
 	// simplified sliding sync, MSC4186 (sliding_sync.go)
 	"org.matrix.simplified_msc3575": true,
 }

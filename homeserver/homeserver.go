@@ -26,9 +26,11 @@ import (
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/e2ee"
+	"github.com/hearth-matrix/hearth/email"
 	"github.com/hearth-matrix/hearth/federation"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/oauth"
 	"github.com/hearth-matrix/hearth/push"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/rtc"
@@ -99,6 +101,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	regs, err := appservice.Load(cfg.AppServiceConfigFiles, cfg.ServerName)
 	if err != nil {
 		return nil, err
+	}
+	var mail *email.Sender
+	if cfg.EmailEnabled() {
+		if mail, err = email.New(email.Config{Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername,
+			Password: cfg.SMTPPassword, TLS: cfg.SMTPTLS, CACerts: cfg.SMTPCACerts, From: cfg.EmailFrom}); err != nil {
+			return nil, fmt.Errorf("config: smtp: %w", err)
+		}
 	}
 	key, created, err := serverkey.LoadOrCreate(cfg.SigningKeyPath)
 	if err != nil {
@@ -231,7 +240,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
-		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: s.LiveKit, Log: log, Version: version}).Routes(c)
+		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: s.LiveKit, Mail: mail, Log: log, Version: version}).Routes(c)
 	c.Get("/health", s.health)
 	// The federation and key APIs also answer on the client listener, as on
 	// other homeservers, for operators whose reverse proxy sends both to one
@@ -239,12 +248,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Federation.Routes(c)
 	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
 	s.Admin.Routes(c)
+	oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange}).Routes(c)
 	s.client = c
 
 	f := s.router(observe, "federation")
 	s.Federation.Routes(f)
 	f.Get("/health", s.health)
 	s.federation = f
+	s.registerMetrics()
 	if s.relay == nil {
 		s.Delayed.Start() // one process: it leads
 	} else {

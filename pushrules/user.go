@@ -289,3 +289,50 @@ func (u *UserRules) CopyRoomRules(oldRoomID, newRoomID string) bool {
 	}
 	return added
 }
+
+// FromRendered is the inverse of Render, for rule sets kept whole by other
+// servers (importing from Dendrite): the user's own rules in their order,
+// and each server-default rule whose enabled state or actions differ from
+// Hearth's default as a change. Default rules Hearth does not have are
+// dropped, as Render would never show them.
+func FromRendered(rs Ruleset, userID string) UserRules {
+	var u UserRules
+	for _, k := range Kinds {
+		defaults := map[string]Rule{}
+		for _, d := range Defaults(k, userID) {
+			defaults[d.RuleID] = d
+		}
+		for _, r := range rs.Rules(k) {
+			if !IsDefaultRuleID(r.RuleID) {
+				if u.Custom == nil {
+					u.Custom = map[Kind][]Rule{}
+				}
+				r.Default = false
+				u.Custom[k] = append(u.Custom[k], r)
+				continue
+			}
+			d, ok := defaults[r.RuleID]
+			if !ok {
+				continue
+			}
+			var ch DefaultChange
+			if r.Enabled != d.Enabled {
+				enabled := r.Enabled
+				ch.Enabled = &enabled
+			}
+			got, _ := json.Marshal(r.Actions)
+			want, _ := json.Marshal(d.Actions)
+			if string(got) != string(want) {
+				actions := append([]Action{}, r.Actions...)
+				ch.Actions = &actions
+			}
+			if ch.Enabled != nil || ch.Actions != nil {
+				if u.Defaults == nil {
+					u.Defaults = map[string]DefaultChange{}
+				}
+				u.Defaults[r.RuleID] = ch
+			}
+		}
+	}
+	return u
+}

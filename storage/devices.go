@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // GetUserByLocalpart loads a user by localpart.
@@ -74,6 +75,9 @@ func DeleteDeviceTokens(ctx context.Context, tx *sql.Tx, userID, deviceID string
 	if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
 		return fmt.Errorf("deleting refresh tokens: %w", err)
 	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM spent_refresh_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
+		return fmt.Errorf("deleting spent refresh tokens: %w", err)
+	}
 	return nil
 }
 
@@ -98,6 +102,11 @@ func SetPasswordHash(ctx context.Context, tx *sql.Tx, userID, hash string) error
 func DeactivateUser(ctx context.Context, tx *sql.Tx, userID string, erase bool) error {
 	if _, err := tx.ExecContext(ctx, `UPDATE users SET deactivated = TRUE, password_hash = NULL WHERE user_id = $1`, userID); err != nil {
 		return fmt.Errorf("deactivating user: %w", err)
+	}
+	// A deactivated account keeps no email address: it could otherwise
+	// never be added to another account, nor used to reset a password.
+	if err := DeleteThreePIDsOfUser(ctx, tx, userID); err != nil {
+		return err
 	}
 	if erase {
 		if _, err := tx.ExecContext(ctx, `UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE user_id = $1`, userID); err != nil {
@@ -166,6 +175,12 @@ func LookupRefreshToken(ctx context.Context, tx *sql.Tx, token string) (RefreshO
 // the access tokens issued with it: the previous generation dies when the
 // next one is first used.
 func RevokeRefreshGeneration(ctx context.Context, tx *sql.Tx, prevHash []byte) error {
+	// Remembered as spent, so that presenting it again is seen as reuse.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO spent_refresh_tokens (token_hash, user_id, device_id, spent_ts)
+		SELECT token_hash, user_id, device_id, $2 FROM refresh_tokens WHERE token_hash = $1
+		ON CONFLICT (token_hash) DO NOTHING`, prevHash, time.Now().UnixMilli()); err != nil {
+		return fmt.Errorf("recording spent refresh token: %w", err)
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE token_hash = $1`, prevHash); err != nil {
 		return fmt.Errorf("revoking refresh token: %w", err)
 	}

@@ -48,6 +48,9 @@ func ParseToken(s string) (Position, error) {
 		return p, fmt.Errorf("not a sync token")
 	}
 	parts := strings.Split(rest, "_")
+	if len(parts) == dendriteFields {
+		return parseDendriteToken(parts)
+	}
 	fs := p.fields()
 	if len(parts) > len(fs) {
 		return p, fmt.Errorf("not a sync token")
@@ -100,4 +103,26 @@ func (p Position) Max(q Position) Position {
 		}
 	}
 	return out
+}
+
+// dendriteFields is the number of positions in a Dendrite sync token:
+// s{pdu}_{typing}_{receipt}_{send-to-device}_{invite}_{account data}_{device
+// list}_{notification data}_{presence}. A server imported from Dendrite
+// (hearth import dendrite) keeps Dendrite's positions of the events,
+// receipts, account data and to-device streams and of the device-list
+// stream, so a client's saved token carries over: its next /sync
+// continues where it left off. Typing and presence restart, as they do at
+// any restart.
+const dendriteFields = 9
+
+func parseDendriteToken(parts []string) (Position, error) {
+	var n [dendriteFields]int64
+	for i, part := range parts {
+		v, err := strconv.ParseInt(part, 10, 64)
+		if err != nil || v < 0 {
+			return Position{}, fmt.Errorf("not a sync token")
+		}
+		n[i] = v
+	}
+	return Position{Events: n[0], Receipts: n[2], ToDevice: n[3], AccountData: n[5], DeviceLists: n[6]}, nil
 }
