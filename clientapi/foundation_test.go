@@ -37,7 +37,7 @@ func TestVersions(t *testing.T) {
 		if !ok {
 			t.Errorf("unstable_features is not an object: %s", r.Body)
 		}
-		if got := fmt.Sprint(features); got != "map[io.element.msc4388:true org.matrix.msc3391:true org.matrix.msc3814:true org.matrix.msc4140:true org.matrix.simplified_msc3575:true]" {
+		if got := fmt.Sprint(features); got != "map[io.element.msc4388:true org.matrix.msc3391:true org.matrix.msc3814:true org.matrix.msc4140:true org.matrix.msc4306:true org.matrix.simplified_msc3575:true]" {
 			t.Errorf("unstable_features = %s", got)
 		}
 		if got := r.Header.Get("Access-Control-Allow-Origin"); got != "*" {

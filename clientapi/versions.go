@@ -25,6 +25,9 @@ var unstableFeatures = map[string]bool{
 	"io.element.msc4388": true, // QR sign-in rendezvous (oauth/rendezvous.go, TestRendezvous)
 	// simplified sliding sync, MSC4186 (sliding_sync.go)
 	"org.matrix.simplified_msc3575": true,
+	// thread subscriptions, MSC4306 and its sliding sync extension MSC4308
+	// (thread_subscriptions.go, TestThreadSubscriptions)
+	"org.matrix.msc4306": true,
 }
 
 // GET /_matrix/client/versions (client-server API, API Standards).

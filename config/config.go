@@ -198,6 +198,10 @@ type Config struct {
 	// meanwhile; 0 (the default) sends at once.
 	PushHoldSeconds int `yaml:"push_hold_seconds" env:"HEARTH_PUSH_HOLD_SECONDS"`
 
+	// ThreadSubscriptionPushRules turns on MSC4306's postcontent push rules:
+	// messages in threads a user has not subscribed to stop notifying.
+	ThreadSubscriptionPushRules bool `yaml:"thread_subscription_push_rules" env:"HEARTH_THREAD_SUBSCRIPTION_PUSH_RULES"`
+
 	// Presence turns presence (online/unavailable/offline) on or off.
 	Presence bool `yaml:"presence" env:"HEARTH_PRESENCE"`
 

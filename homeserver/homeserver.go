@@ -171,7 +171,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	wireE2EE(db, s.Accounts, s.E2EE, s.Notifier)
 	wireDeviceAccountData(db, s.Accounts, s.Notifier)
 	pushDeps := push.Deps{DB: db, Rooms: s.Rooms, Presence: s.Presence, ServerName: cfg.ServerName, Log: log,
-		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second}
+		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second,
+		ThreadSubscriptionRules: cfg.ThreadSubscriptionPushRules}
 	if s.relay != nil {
 		pushDeps.Standby = true // until this process leads
 		pushDeps.PushesQueued = func(users []string) { s.relay.publish(relayMessage{PushUsers: users}) }

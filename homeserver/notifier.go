@@ -56,7 +56,10 @@ func storedPositions(ctx context.Context, db *storage.DB) (syncstream.Position, 
 	if pos.ToDevice, err = storage.MaxToDevicePos(ctx, db.Read()); err != nil {
 		return pos, err
 	}
-	pos.DeviceLists, err = storage.MaxDeviceListPos(ctx, db.Read())
+	if pos.DeviceLists, err = storage.MaxDeviceListPos(ctx, db.Read()); err != nil {
+		return pos, err
+	}
+	pos.ThreadSubs, err = db.MaxThreadSubscriptionPos(ctx)
 	return pos, err
 }
 

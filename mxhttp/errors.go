@@ -84,6 +84,11 @@ var (
 	// Unauthorized is the federation API's answer to a missing or bad
 	// X-Matrix signature.
 	Unauthorized = newErr(http.StatusUnauthorized, "M_UNAUTHORIZED")
+	// Thread subscriptions (MSC4306, unstable prefixed codes): an
+	// automatic subscription's cause event is not in the thread, or came
+	// before the user unsubscribed.
+	NotInThread               = newErr(http.StatusBadRequest, "IO.ELEMENT.MSC4306.M_NOT_IN_THREAD")
+	ConflictingUnsubscription = newErr(http.StatusConflict, "IO.ELEMENT.MSC4306.M_CONFLICTING_UNSUBSCRIPTION")
 )
 
 // WithStatus returns a copy of e with another HTTP status, for the few
