@@ -249,6 +249,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 		s.LiveKit = rtc.NewLiveKit(db, s.Rooms, s.Federation, rtc.LiveKitOptions{ServerName: cfg.ServerName,
 			URL: cfg.LiveKitURL, APIKey: cfg.LiveKitAPIKey, APISecret: secret, FullAccessServers: cfg.RTCFullAccessServers}, log)
+		s.LiveKit.SetDelayed(s.Delayed)
 	}
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
@@ -386,6 +387,9 @@ func (s *Server) Close() error {
 			s.relay.publish(relayMessage{SteppedDown: true})
 		}
 		s.relay.close()
+	}
+	if s.LiveKit != nil {
+		s.LiveKit.Close()
 	}
 	s.Delayed.Stop()
 	s.Presence.Close()

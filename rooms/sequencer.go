@@ -389,6 +389,9 @@ func (r *Rooms) applyRedaction(ctx context.Context, tx *sql.Tx, roomID string, r
 // when the library calls the content itself invalid (for example a room
 // creator listed in the power levels of a version 12 room), else 403.
 func authError(err error) error {
+	if errors.Is(err, errOwnedMalformed) {
+		return mxhttp.BadJSON("%v", err)
+	}
 	var invalid *gomatrixserverlib.EventValidationError
 	if errors.As(err, &invalid) && invalid.Code == http.StatusBadRequest {
 		return mxhttp.BadJSON("%v", err)
