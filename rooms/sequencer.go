@@ -40,6 +40,10 @@ type Proto struct {
 	// (application services' timestamp massaging); it does not change
 	// where the event goes in the DAG.
 	Timestamp time.Time
+	// InTx, when set, runs in the transaction that persists the event,
+	// after it: what the caller writes there commits with the event or
+	// not at all (a delayed event's row finalised as sent).
+	InTx func(ctx context.Context, tx *sql.Tx, ev *Event) error
 	// built is the event already built (a version 12 m.room.create, whose
 	// ID names the room before anything is stored).
 	built gomatrixserverlib.PDU
@@ -318,6 +322,11 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 		}
 		if p.TxnID != "" {
 			if err := storage.InsertTxn(ctx, tx, p.Sender, p.Device, p.TxnScope, p.TxnID, ev.EventID, now.UnixMilli()); err != nil {
+				return err
+			}
+		}
+		if p.InTx != nil {
+			if err := p.InTx(ctx, tx, ev); err != nil {
 				return err
 			}
 		}
