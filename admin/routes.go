@@ -60,6 +60,21 @@ func (a *API) routes() []route {
 		{"POST", v2 + "/users/{userId}/delete_devices", admin, a.deleteDevices},
 		{"GET", v1 + "/username_available", admin, a.usernameAvailable},
 		{"GET", v1 + "/users/{userId}/media", admin, a.userMedia},
+		{"GET", v1 + "/users/{userId}/memberships", admin, a.userMemberships},
+		{"GET", v1 + "/users/{userId}/accountdata", admin, a.userAccountData},
+		{"GET", v1 + "/users/{userId}/pushers", admin, a.userPushers},
+		{"GET", v1 + "/users/{userId}/sent_invite_count", admin, a.sentInviteCount},
+		{"GET", v1 + "/users/{userId}/cumulative_joined_room_count", admin, a.joinedRoomCount},
+		{"GET", v1 + "/search_users/{userId}", admin, a.searchUsers},
+		{"POST", v1 + "/users/{userId}/login", admin, a.loginAsUser},
+		{"POST", v1 + "/users/{userId}/shadow_ban", admin, a.shadowBan(true)},
+		{"DELETE", v1 + "/users/{userId}/shadow_ban", admin, a.shadowBan(false)},
+		{"GET", v1 + "/users/{userId}/override_ratelimit", admin, a.getRatelimit},
+		{"POST", v1 + "/users/{userId}/override_ratelimit", admin, a.setRatelimit},
+		{"DELETE", v1 + "/users/{userId}/override_ratelimit", admin, a.deleteRatelimit},
+		{"PUT", v2 + "/users/{userId}/devices/{deviceId}", admin, a.putDevice},
+		{"POST", v2 + "/users/{userId}/devices", admin, a.createDevice},
+		{"GET", v1 + "/auth_providers/{provider}/users/{externalId}", admin, a.userByExternalID},
 
 		// Rooms.
 		{"GET", v1 + "/rooms", admin, a.listRooms},
@@ -89,6 +104,15 @@ func (a *API) routes() []route {
 		{"GET", v1 + "/event_reports", admin, a.listEventReports},
 		{"GET", v1 + "/event_reports/{reportId}", admin, a.getEventReport},
 		{"DELETE", v1 + "/event_reports/{reportId}", admin, a.deleteEventReport},
+
+		// User reports.
+		{"GET", v1 + "/user_reports", admin, a.listUserReports},
+		{"GET", v1 + "/user_reports/{reportId}", admin, a.getUserReport},
+		{"DELETE", v1 + "/user_reports/{reportId}", admin, a.deleteUserReport},
+
+		// Statistics.
+		{"GET", v1 + "/statistics/users/media", admin, a.userMediaStatistics},
+		{"GET", v1 + "/statistics/database/rooms", admin, a.largestRooms},
 	}
 }
 

@@ -19,7 +19,7 @@ import (
 func userJSON(u storage.AdminUser) map[string]any {
 	return map[string]any{
 		"name": u.UserID, "is_guest": u.IsGuest, "admin": u.IsAdmin, "user_type": u.UserType,
-		"deactivated": u.Deactivated, "erased": u.Erased, "shadow_banned": false, "locked": false, "approved": true,
+		"deactivated": u.Deactivated, "erased": u.Erased, "shadow_banned": u.ShadowBanned, "locked": u.Locked, "approved": true,
 		"displayname": u.DisplayName, "avatar_url": u.AvatarURL, "creation_ts": u.CreatedTS, "last_seen_ts": u.LastSeenTS,
 	}
 }

@@ -1,0 +1,18 @@
+-- More of the Synapse-compatible admin API (issue 17).
+
+-- Shadow-banned users (POST /_synapse/admin/v1/users/{userId}/shadow_ban):
+-- their sends, state changes and invites answer as if they succeeded, but
+-- nothing reaches the room.
+ALTER TABLE users ADD COLUMN shadow_banned BOOLEAN NOT NULL DEFAULT FALSE;
+
+-- Per-user message rate limits (/_synapse/admin/v1/users/{userId}/override_ratelimit);
+-- 0 and 0 mean no limit.
+CREATE TABLE ratelimit_overrides (
+    user_id             TEXT PRIMARY KEY,
+    messages_per_second BIGINT NOT NULL,
+    burst_count         BIGINT NOT NULL
+);
+
+-- Media safe from quarantine and from deletion by date or size
+-- (POST /_synapse/admin/v1/media/protect/{mediaId}).
+ALTER TABLE media ADD COLUMN protected BOOLEAN NOT NULL DEFAULT FALSE;
