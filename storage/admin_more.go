@@ -18,7 +18,7 @@ func (db *DB) MembershipsOf(ctx context.Context, userID string) (map[string]stri
 		FROM current_state WHERE type = 'm.room.member' AND state_key = $1`, userID)
 }
 
-// AllAccountData lists every account data entry of userID (room ''
+// AllAccountData lists every account data entry of userID (room ”
 // is global).
 func (db *DB) AllAccountData(ctx context.Context, userID string) ([]AccountData, error) {
 	return queryList(ctx, db.Read(), "listing account data", `SELECT room_id, data_type, content FROM account_data
@@ -248,7 +248,7 @@ func (db *DB) LargestRooms(ctx context.Context) ([]RoomSize, error) {
 
 // UserReportRow is a stored user report with its ID and time.
 type UserReportRow struct {
-	ID         int64
+	ID int64
 	UserReport
 	ReceivedTS int64
 }
