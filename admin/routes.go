@@ -87,6 +87,14 @@ func (a *API) routes() []route {
 		{"DELETE", v2 + "/rooms/{roomId}", admin, a.deleteRoom},
 		{"GET", v2 + "/rooms/{roomId}/delete_status", admin, a.deleteStatusOfRoom},
 		{"GET", v2 + "/rooms/delete_status/{deleteId}", admin, a.deleteStatus},
+		{"POST", v1 + "/join/{roomId}", admin, a.joinUser},
+		{"POST", v1 + "/rooms/{roomId}/make_room_admin", admin, a.makeRoomAdmin},
+		{"GET", v1 + "/rooms/{roomId}/forward_extremities", admin, a.forwardExtremities},
+		{"GET", v1 + "/rooms/{roomId}/messages", admin, a.roomMessages},
+		{"GET", v1 + "/rooms/{roomId}/context/{eventId}", admin, a.roomEventContext},
+		{"GET", v1 + "/rooms/{roomId}/timestamp_to_event", admin, a.roomTimestampToEvent},
+		{"GET", v1 + "/rooms/{roomId}/hierarchy", admin, a.roomHierarchy},
+		{"GET", v1 + "/fetch_event/{eventId}", admin, a.fetchEvent},
 
 		// Registration tokens.
 		{"GET", v1 + "/registration_tokens", admin, a.listRegistrationTokens},
