@@ -107,6 +107,17 @@ func (a *API) routes() []route {
 		{"POST", v1 + "/media/quarantine/{serverName}/{mediaId}", admin, a.adminQuarantineMedia(true)},
 		{"POST", v1 + "/media/unquarantine/{serverName}/{mediaId}", admin, a.adminQuarantineMedia(false)},
 		{"DELETE", v1 + "/media/{serverName}/{mediaId}", admin, a.adminDeleteMedia},
+		{"GET", v1 + "/media/{serverName}/{mediaId}", admin, a.mediaInfo},
+		{"POST", v1 + "/media/protect/{mediaId}", admin, a.protectMedia(true)},
+		{"POST", v1 + "/media/unprotect/{mediaId}", admin, a.protectMedia(false)},
+		{"GET", v1 + "/room/{roomId}/media", admin, a.listRoomMedia},
+		{"POST", v1 + "/room/{roomId}/media/quarantine", admin, a.quarantineRoomMedia},
+		{"POST", v1 + "/quarantine_media/{roomId}", admin, a.quarantineRoomMedia},
+		{"POST", v1 + "/user/{userId}/media/quarantine", admin, a.quarantineUserMedia},
+		{"POST", v1 + "/media/delete", admin, a.deleteMediaByDateSize},
+		{"POST", v1 + "/media/{serverName}/delete", admin, a.deleteMediaByDateSize},
+		{"DELETE", v1 + "/users/{userId}/media", admin, a.deleteUserMedia},
+		{"POST", v1 + "/purge_media_cache", admin, a.purgeMediaCache},
 
 		// Event reports.
 		{"GET", v1 + "/event_reports", admin, a.listEventReports},
