@@ -267,4 +267,3 @@ func (a *API) purgeMediaCache(r *http.Request, c accounts.Caller) (any, error) {
 	}
 	return map[string]any{"deleted": body.(map[string]any)["total"]}, nil
 }
-
