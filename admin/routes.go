@@ -124,6 +124,12 @@ func (a *API) routes() []route {
 		{"GET", v1 + "/event_reports/{reportId}", admin, a.getEventReport},
 		{"DELETE", v1 + "/event_reports/{reportId}", admin, a.deleteEventReport},
 
+		// Federation.
+		{"GET", v1 + "/federation/destinations", admin, a.listDestinations},
+		{"GET", v1 + "/federation/destinations/{destination}", admin, a.getDestination},
+		{"GET", v1 + "/federation/destinations/{destination}/rooms", admin, a.destinationRooms},
+		{"POST", v1 + "/federation/destinations/{destination}/reset_connection", admin, a.resetDestination},
+
 		// User reports.
 		{"GET", v1 + "/user_reports", admin, a.listUserReports},
 		{"GET", v1 + "/user_reports/{reportId}", admin, a.getUserReport},

@@ -16,3 +16,14 @@ CREATE TABLE ratelimit_overrides (
 -- Media safe from quarantine and from deletion by date or size
 -- (POST /_synapse/admin/v1/media/protect/{mediaId}).
 ALTER TABLE media ADD COLUMN protected BOOLEAN NOT NULL DEFAULT FALSE;
+
+-- Destinations the federation sender failed to reach: when it first
+-- failed (this run of failures), when it last tried and how long it waits
+-- before the next try. The row goes when a send succeeds or an admin
+-- resets the connection (/_synapse/admin/v1/federation/destinations).
+CREATE TABLE federation_destinations (
+    destination    TEXT PRIMARY KEY,
+    failure_ts     BIGINT NOT NULL,
+    retry_last_ts  BIGINT NOT NULL,
+    retry_interval BIGINT NOT NULL
+);
