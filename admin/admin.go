@@ -70,6 +70,7 @@ func New(d Deps) *API {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, media: d.Media, log: d.Log, version: d.Version, senders: d.Senders, ctx: ctx, cancel: cancel}
 	a.ResumeDeletions()
+	a.ResumeTasks()
 	return a
 }
 

@@ -124,6 +124,14 @@ func (a *API) routes() []route {
 		{"GET", v1 + "/event_reports/{reportId}", admin, a.getEventReport},
 		{"DELETE", v1 + "/event_reports/{reportId}", admin, a.deleteEventReport},
 
+		// Background tasks.
+		{"POST", v1 + "/user/{userId}/redact", admin, a.redactUser},
+		{"GET", v1 + "/user/redact_status/{redactId}", admin, a.redactStatus},
+		{"POST", v1 + "/purge_history/{roomId}", admin, a.purgeHistory},
+		{"POST", v1 + "/purge_history/{roomId}/{eventId}", admin, a.purgeHistory},
+		{"GET", v1 + "/purge_history_status/{purgeId}", admin, a.purgeStatus},
+		{"GET", v1 + "/scheduled_tasks", admin, a.scheduledTasks},
+
 		// Federation.
 		{"GET", v1 + "/federation/destinations", admin, a.listDestinations},
 		{"GET", v1 + "/federation/destinations/{destination}", admin, a.getDestination},

@@ -27,3 +27,20 @@ CREATE TABLE federation_destinations (
     retry_last_ts  BIGINT NOT NULL,
     retry_interval BIGINT NOT NULL
 );
+
+-- Background work the admin API starts (redacting a user's events,
+-- purging a room's history): written before the request returns,
+-- resumed after a restart until complete or failed, and listed by
+-- /_synapse/admin/v1/scheduled_tasks. Every step can be done twice.
+CREATE TABLE admin_tasks (
+    task_id     TEXT PRIMARY KEY,
+    action      TEXT NOT NULL,           -- redact_all_events, purge_history
+    resource_id TEXT NOT NULL,           -- the user or room
+    params      TEXT NOT NULL,           -- JSON
+    status      TEXT NOT NULL,           -- scheduled, active, complete, failed
+    result      TEXT NOT NULL DEFAULT '{}',
+    error       TEXT,
+    created_ts  BIGINT NOT NULL,
+    updated_ts  BIGINT NOT NULL
+);
+CREATE INDEX admin_tasks_status ON admin_tasks (status);
