@@ -509,8 +509,9 @@ func (a *API) usernameAvailable(r *http.Request, c accounts.Caller) (any, error)
 	return map[string]bool{"available": true}, nil
 }
 
-// GET /_synapse/admin/v1/users/{userId}/media: the user's uploads, newest
-// first by default (order_by created_ts only).
+// GET /_synapse/admin/v1/users/{userId}/media: the user's uploads,
+// ordered by order_by (Synapse's values; default created_ts) and dir
+// (default f: oldest first).
 func (a *API) userMedia(r *http.Request, c accounts.Caller) (any, error) {
 	u, err := a.existingUser(r)
 	if err != nil {
@@ -520,15 +521,18 @@ func (a *API) userMedia(r *http.Request, c accounts.Caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ob := r.URL.Query().Get("order_by"); ob != "" && ob != "created_ts" {
-		return nil, mxhttp.InvalidParam("Unknown value for order_by: %s", ob)
+	orderBy := r.URL.Query().Get("order_by")
+	if orderBy == "" {
+		orderBy = "created_ts"
+	}
+	if _, ok := storage.UserMediaOrder[orderBy]; !ok {
+		return nil, mxhttp.InvalidParam("Unknown value for order_by: %s", orderBy)
 	}
 	backwards, err := dirParam(r, "f")
 	if err != nil {
 		return nil, err
 	}
-	// Synapse's default, dir=f on created_ts, is oldest first.
-	ms, total, err := a.db.UserMedia(r.Context(), u.UserID, from, limit, !backwards)
+	ms, total, err := a.db.UserMedia(r.Context(), u.UserID, orderBy, from, limit, backwards)
 	if err != nil {
 		return nil, err
 	}
@@ -537,7 +541,7 @@ func (a *API) userMedia(r *http.Request, c accounts.Caller) (any, error) {
 		list = append(list, map[string]any{
 			"media_id": m.MediaID, "media_type": m.ContentType, "media_length": m.Size, "upload_name": emptyNil(m.Filename),
 			"created_ts": m.CreatedTS, "last_access_ts": m.UploadedTS, "quarantined_by": quarantinedBy(m.Quarantined),
-			"safe_from_quarantine": false,
+			"safe_from_quarantine": m.Protected,
 		})
 	}
 	body := map[string]any{"media": list, "total": total}

@@ -393,20 +393,38 @@ func (db *DB) AllRoomIDs(ctx context.Context) ([]string, error) {
 	return queryColumn[string](ctx, db.Read(), "listing rooms", `SELECT room_id FROM rooms ORDER BY room_id`)
 }
 
-// UserMedia returns one page of a local user's uploads, newest first
-// unless forwards, and how many there are.
-func (db *DB) UserMedia(ctx context.Context, userID string, from, limit int, forwards bool) ([]Media, int, error) {
+// UserMediaOrder are the admin API's order_by values for a user's media
+// and what they sort on.
+var UserMediaOrder = map[string]string{
+	"media_id": "media_id", "upload_name": "COALESCE(filename, '')", "created_ts": "created_ts",
+	"last_access_ts": "COALESCE(uploaded_ts, 0)", "media_length": "COALESCE(size, 0)", "media_type": "COALESCE(content_type, '')",
+	"quarantined_by": "quarantined", "safe_from_quarantine": "protected",
+}
+
+// ProtectedMedia is a media item and whether it is protected.
+type ProtectedMedia struct {
+	Media
+	Protected bool
+}
+
+// UserMedia returns one page of a local user's uploads ordered by
+// orderBy (a key of UserMediaOrder) then media_id, and how many there are.
+func (db *DB) UserMedia(ctx context.Context, userID, orderBy string, from, limit int, backwards bool) ([]ProtectedMedia, int, error) {
 	var total int
 	if err := db.Read().QueryRowContext(ctx, `SELECT COUNT(*) FROM media WHERE uploader = $1 AND uploaded_ts IS NOT NULL`, userID).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("counting media: %w", err)
 	}
-	dir := "DESC"
-	if forwards {
-		dir = "ASC"
+	dir := "ASC"
+	if backwards {
+		dir = "DESC"
 	}
-	out, err := queryList(ctx, db.Read(), "listing media", `SELECT `+mediaColumns+` FROM media WHERE uploader = $1 AND uploaded_ts IS NOT NULL
-		ORDER BY created_ts `+dir+`, media_id `+dir+` LIMIT $2 OFFSET $3`, func(rows *sql.Rows, m *Media) (err error) {
-		*m, err = scanMedia(rows)
+	col, ok := UserMediaOrder[orderBy]
+	if !ok {
+		col = "created_ts"
+	}
+	out, err := queryList(ctx, db.Read(), "listing media", `SELECT `+mediaColumns+`, protected FROM media WHERE uploader = $1 AND uploaded_ts IS NOT NULL
+		ORDER BY `+col+` `+dir+`, media_id ASC LIMIT $2 OFFSET $3`, func(rows *sql.Rows, m *ProtectedMedia) (err error) {
+		m.Media, err = scanMedia(rows, &m.Protected)
 		return err
 	}, userID, limit, from)
 	return out, total, err

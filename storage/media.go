@@ -60,11 +60,12 @@ func InsertMedia(ctx context.Context, tx *sql.Tx, m Media) error {
 
 const mediaColumns = `server_name, media_id, uploader, content_type, filename, size, sha256, created_ts, uploaded_ts, expires_ts, quarantined`
 
-func scanMedia(row interface{ Scan(...any) error }) (Media, error) {
+// scanMedia reads mediaColumns, then the extra columns into extra.
+func scanMedia(row interface{ Scan(...any) error }, extra ...any) (Media, error) {
 	var m Media
 	var uploader, ctype, filename, sha sql.NullString
 	var size, uploaded, expires sql.NullInt64
-	err := row.Scan(&m.ServerName, &m.MediaID, &uploader, &ctype, &filename, &size, &sha, &m.CreatedTS, &uploaded, &expires, &m.Quarantined)
+	err := row.Scan(append([]any{&m.ServerName, &m.MediaID, &uploader, &ctype, &filename, &size, &sha, &m.CreatedTS, &uploaded, &expires, &m.Quarantined}, extra...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, ErrNotFound
 	}
