@@ -324,3 +324,26 @@ func (a *API) createDevice(r *http.Request, c accounts.Caller) (any, error) {
 func (a *API) userByExternalID(r *http.Request, c accounts.Caller) (any, error) {
 	return nil, mxhttp.NotFound("User not found")
 }
+
+// POST /_synapse/admin/v1/users/{userId}/_allow_cross_signing_replacement_without_uia:
+// for ten minutes the user may replace their master cross-signing key
+// without user-interactive auth (how Synapse lets a user whose password
+// is managed elsewhere reset their keys).
+func (a *API) allowCrossSigningReplacement(r *http.Request, c accounts.Caller) (any, error) {
+	u, err := a.existingUser(r)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := storage.CrossSigningKeys(r.Context(), a.db.Read(), u.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := keys["master"]; !ok {
+		return nil, mxhttp.NotFound("User has no master cross-signing key")
+	}
+	until := time.Now().Add(10 * time.Minute).UnixMilli()
+	if err := a.db.AllowCrossSigningReplacement(r.Context(), u.UserID, until); err != nil {
+		return nil, err
+	}
+	return map[string]int64{"updatable_without_uia_before_ms": until}, nil
+}

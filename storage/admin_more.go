@@ -310,3 +310,30 @@ func SetDeviceTokensExpiry(ctx context.Context, tx *sql.Tx, userID, deviceID str
 	}
 	return nil
 }
+
+// AllowCrossSigningReplacement lets userID replace their cross-signing
+// keys without user-interactive auth until untilTS.
+func (db *DB) AllowCrossSigningReplacement(ctx context.Context, userID string, untilTS int64) error {
+	return db.WriteTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO cross_signing_replacement (user_id, until_ts) VALUES ($1, $2)
+			ON CONFLICT (user_id) DO UPDATE SET until_ts = $2`, userID, untilTS)
+		if err != nil {
+			return fmt.Errorf("allowing cross-signing replacement: %w", err)
+		}
+		return nil
+	})
+}
+
+// CrossSigningReplaceableUntil is when userID's leave to replace their
+// cross-signing keys without user-interactive auth ends (0: none).
+func (db *DB) CrossSigningReplaceableUntil(ctx context.Context, userID string) (int64, error) {
+	var ts int64
+	err := db.Read().QueryRowContext(ctx, `SELECT until_ts FROM cross_signing_replacement WHERE user_id = $1`, userID).Scan(&ts)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading cross-signing replacement: %w", err)
+	}
+	return ts, nil
+}

@@ -44,3 +44,10 @@ CREATE TABLE admin_tasks (
     updated_ts  BIGINT NOT NULL
 );
 CREATE INDEX admin_tasks_status ON admin_tasks (status);
+
+-- Until when a user may replace their master cross-signing key without
+-- user-interactive auth (POST /_synapse/admin/v1/users/{userId}/_allow_cross_signing_replacement_without_uia).
+CREATE TABLE cross_signing_replacement (
+    user_id  TEXT PRIMARY KEY,
+    until_ts BIGINT NOT NULL
+);
