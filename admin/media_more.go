@@ -267,3 +267,26 @@ func (a *API) purgeMediaCache(r *http.Request, c accounts.Caller) (any, error) {
 	}
 	return map[string]any{"deleted": body.(map[string]any)["total"]}, nil
 }
+
+// GET /_synapse/admin/v1/media/quarantine_changes?from=: the changes of
+// quarantine after from, 100 at a time, with next_batch to go on from.
+func (a *API) quarantineChanges(r *http.Request, c accounts.Caller) (any, error) {
+	from, err := int64Param(r, "from", 0)
+	if err != nil {
+		return nil, err
+	}
+	changes, max, err := a.db.QuarantineChanges(r.Context(), from, 100)
+	if err != nil {
+		return nil, err
+	}
+	if from > max {
+		return nil, mxhttp.InvalidParam("The `from` token is considered invalid because it includes stream positions greater than the furthest persisted position.")
+	}
+	list := make([]map[string]any, 0, len(changes))
+	next := max
+	for _, ch := range changes {
+		list = append(list, map[string]any{"origin": ch.ServerName, "media_id": ch.MediaID, "quarantined": ch.Quarantined})
+		next = ch.StreamID
+	}
+	return map[string]any{"next_batch": next, "changes": list}, nil
+}

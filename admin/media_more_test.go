@@ -67,6 +67,19 @@ func TestMediaAdministration(t *testing.T) {
 		}
 		hearthtest.Expect(t, admin.do(t, "POST", path("/_synapse/admin/v1/media/protect", "nosuchmedia"), map[string]any{}), http.StatusNotFound, "M_NOT_FOUND")
 
+		// The two quarantines, in order; then nothing after them.
+		qc := admin.ok(t, "GET", "/_synapse/admin/v1/media/quarantine_changes", nil)
+		ch := qc["changes"].([]any)
+		if len(ch) != 2 || ch[0].(map[string]any)["media_id"] != imageID || ch[1].(map[string]any)["media_id"] != carolID ||
+			ch[0].(map[string]any)["quarantined"] != true || ch[0].(map[string]any)["origin"] != "hearth.test" {
+			t.Fatalf("quarantine changes: %v", qc)
+		}
+		next := strconv.Itoa(int(qc["next_batch"].(float64)))
+		if qc := admin.ok(t, "GET", "/_synapse/admin/v1/media/quarantine_changes?from="+next, nil); len(qc["changes"].([]any)) != 0 {
+			t.Fatalf("quarantine changes after the last: %v", qc)
+		}
+		hearthtest.Expect(t, admin.do(t, "GET", "/_synapse/admin/v1/media/quarantine_changes?from=999999", nil), http.StatusBadRequest, "M_INVALID_PARAM")
+
 		// By date: the avatar (a profile picture) and protected media stay.
 		admin.ok(t, "POST", path("/_synapse/admin/v1/media/protect", carolID), map[string]any{})
 		future := strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10)

@@ -119,6 +119,7 @@ func (a *API) routes() []route {
 		{"POST", v1 + "/media/{serverName}/delete", admin, a.deleteMediaByDateSize},
 		{"DELETE", v1 + "/users/{userId}/media", admin, a.deleteUserMedia},
 		{"POST", v1 + "/purge_media_cache", admin, a.purgeMediaCache},
+		{"GET", v1 + "/media/quarantine_changes", admin, a.quarantineChanges},
 
 		// Event reports.
 		{"GET", v1 + "/event_reports", admin, a.listEventReports},

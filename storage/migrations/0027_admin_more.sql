@@ -51,3 +51,13 @@ CREATE TABLE cross_signing_replacement (
     user_id  TEXT PRIMARY KEY,
     until_ts BIGINT NOT NULL
 );
+
+-- Every change of a media item's quarantine, in order, for
+-- GET /_synapse/admin/v1/media/quarantine_changes (tools that mirror
+-- quarantines follow it).
+CREATE TABLE media_quarantine_changes (
+    stream_id   SERIAL_PK,
+    server_name TEXT NOT NULL,
+    media_id    TEXT NOT NULL,
+    quarantined BOOLEAN NOT NULL
+);
