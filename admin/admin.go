@@ -74,6 +74,19 @@ func New(d Deps) *API {
 	return a
 }
 
+// background runs fn in the background under the API's context, unless
+// the API is stopping (the work is then resumed on the next start).
+func (a *API) background(fn func(ctx context.Context)) {
+	if a.ctx.Err() != nil {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		fn(a.ctx)
+	}()
+}
+
 // Close stops background room deletions (they resume on the next start)
 // and waits for them.
 func (a *API) Close() {

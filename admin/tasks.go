@@ -53,14 +53,7 @@ func (a *API) ResumeTasks() {
 }
 
 func (a *API) runTaskInBackground(t storage.AdminTask) {
-	if a.ctx.Err() != nil {
-		return // stopping: the next start resumes it
-	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		a.runTask(a.ctx, t)
-	}()
+	a.background(func(ctx context.Context) { a.runTask(ctx, t) })
 }
 
 // runTask does (or finishes) one task. If ctx ends (the server stops) the
