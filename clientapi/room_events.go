@@ -37,6 +37,9 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 	if mxhttp.HasLoneSurrogate(body) {
 		return nil, mxhttp.BadJSON("Event content holds half a UTF-16 surrogate pair")
 	}
+	if key, bad := mxhttp.BadObjectKey(body); bad {
+		return nil, mxhttp.BadJSON("Event content has the key %s: keys may not hold quotes, backslashes or control characters", key)
+	}
 	if mxhttp.JSONDepth(body) > mxhttp.MaxJSONDepth {
 		return nil, mxhttp.BadJSON("Event content nests deeper than %d levels", mxhttp.MaxJSONDepth)
 	}
