@@ -75,6 +75,7 @@ func (a *API) routes() []route {
 		{"PUT", v2 + "/users/{userId}/devices/{deviceId}", admin, a.putDevice},
 		{"POST", v2 + "/users/{userId}/devices", admin, a.createDevice},
 		{"GET", v1 + "/auth_providers/{provider}/users/{externalId}", admin, a.userByExternalID},
+		{"GET", v1 + "/threepid/{medium}/users/{address}", admin, a.userByThreePID},
 		{"POST", v1 + "/users/{userId}/_allow_cross_signing_replacement_without_uia", admin, a.allowCrossSigningReplacement},
 
 		// Rooms.

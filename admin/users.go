@@ -94,7 +94,9 @@ func (a *API) userDetails(r *http.Request, userID string) (map[string]any, error
 	}
 	body := userJSON(u)
 	body["creation_ts"] = u.CreatedTS / 1000
-	body["threepids"] = []any{}
+	if body["threepids"], err = a.threePIDsJSON(r, userID); err != nil {
+		return nil, err
+	}
 	body["external_ids"] = []any{}
 	body["appservice_id"] = nil
 	body["consent_server_notice_sent"] = nil

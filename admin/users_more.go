@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hearth-matrix/hearth/accounts"
@@ -346,4 +347,32 @@ func (a *API) allowCrossSigningReplacement(r *http.Request, c accounts.Caller) (
 		return nil, err
 	}
 	return map[string]int64{"updatable_without_uia_before_ms": until}, nil
+}
+
+// GET /_synapse/admin/v1/threepid/{medium}/users/{address}: the user an
+// identifier is bound to (email addresses compared in lower case, as they
+// are stored).
+func (a *API) userByThreePID(r *http.Request, c accounts.Caller) (any, error) {
+	medium, address := pathParam(r, "medium"), pathParam(r, "address")
+	if medium == "email" {
+		address = strings.ToLower(address)
+	}
+	id, err := storage.UserOfThreePID(r.Context(), a.db.Read(), medium, address)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, mxhttp.NotFound("User not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"user_id": id}, nil
+}
+
+// threePIDsJSON is a user's identifiers as the user details show them.
+func (a *API) threePIDsJSON(r *http.Request, userID string) ([]map[string]any, error) {
+	ts, err := storage.ThreePIDsOfUser(r.Context(), a.db.Read(), userID)
+	out := make([]map[string]any, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, map[string]any{"medium": t.Medium, "address": t.Address, "added_at": t.AddedTS, "validated_at": t.ValidatedTS})
+	}
+	return out, err
 }

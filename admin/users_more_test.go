@@ -1,6 +1,7 @@
 package admin_test
 
 import (
+	"database/sql"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/storage"
 )
 
 func path(p string, ids ...string) string {
@@ -83,6 +85,22 @@ func TestUserDetailsAPIs(t *testing.T) {
 		hearthtest.Expect(t, admin.do(t, "POST", path("/_synapse/admin/v1/users", bob.id, "login"), map[string]any{"valid_until_ms": 1}), http.StatusBadRequest, "M_INVALID_PARAM")
 
 		hearthtest.Expect(t, admin.do(t, "GET", "/_synapse/admin/v1/auth_providers/oidc/users/x", nil), http.StatusNotFound, "M_NOT_FOUND")
+
+		// Third-party IDs: looked up, and shown with the user.
+		hearthtest.Expect(t, admin.do(t, "GET", "/_synapse/admin/v1/threepid/email/users/bob@example.org", nil), http.StatusNotFound, "M_NOT_FOUND")
+		err := hs.DB.WriteTx(t.Context(), func(tx *sql.Tx) error {
+			return storage.InsertThreePID(t.Context(), tx, storage.ThreePID{Medium: "email", Address: "bob@example.org", UserID: bob.id, ValidatedTS: 5, AddedTS: 6})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l := admin.ok(t, "GET", "/_synapse/admin/v1/threepid/email/users/Bob@Example.org", nil); l["user_id"] != bob.id {
+			t.Fatalf("threepid lookup: %v", l)
+		}
+		tp := admin.ok(t, "GET", path("/_synapse/admin/v2/users", bob.id), nil)["threepids"].([]any)
+		if len(tp) != 1 || tp[0].(map[string]any)["address"] != "bob@example.org" || tp[0].(map[string]any)["validated_at"] != float64(5) {
+			t.Fatalf("user's threepids: %v", tp)
+		}
 		hearthtest.Expect(t, admin.do(t, "GET", path("/_synapse/admin/v1/users", "not-a-user", "memberships"), nil), http.StatusBadRequest, "M_INVALID_PARAM")
 		hearthtest.Expect(t, bob.do(t, "GET", path("/_synapse/admin/v1/users", bob.id, "pushers"), nil), http.StatusForbidden, "M_FORBIDDEN")
 	})
