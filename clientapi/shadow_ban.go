@@ -1,14 +1,12 @@
 package clientapi
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"sync"
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/ratelimit"
-	"github.com/hearth-matrix/hearth/storage"
 )
 
 // Moderation set through the Synapse admin API: shadow-bans and per-user
@@ -51,20 +49,25 @@ func (o *overrideLimiters) get(rate, burst int64) *ratelimit.Limiter {
 }
 
 // limitMessage applies the message rate limit to c: the user's own
-// override when an admin set one (0 and 0: none), else the configured one.
-func (a *API) limitMessage(r *http.Request, c accounts.Caller) error {
-	if !a.rateLimited(c) {
-		return nil
+// override when an admin set one (0 and 0: none), else the configured
+// one. It reports whether c is shadow-banned (read in the same query).
+func (a *API) limitMessage(r *http.Request, c accounts.Caller) (shadowBanned bool, err error) {
+	if c.AppService != nil && !a.rateLimited(c) {
+		return false, nil
 	}
-	o, err := a.db.GetRatelimitOverride(r.Context(), c.UserID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return a.limit(r, a.limits.message, c.UserID)
-	}
+	banned, o, err := a.db.SenderModeration(r.Context(), c.UserID)
 	if err != nil {
-		return err
+		return false, err
+	}
+	banned = banned && c.AppService == nil
+	if !a.rateLimited(c) {
+		return banned, nil
+	}
+	if o == nil {
+		return banned, a.limit(r, a.limits.message, c.UserID)
 	}
 	if o.MessagesPerSecond == 0 && o.BurstCount == 0 {
-		return nil
+		return banned, nil
 	}
-	return a.limit(r, a.overrides.get(o.MessagesPerSecond, o.BurstCount), c.UserID)
+	return banned, a.limit(r, a.overrides.get(o.MessagesPerSecond, o.BurstCount), c.UserID)
 }
