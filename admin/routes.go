@@ -76,6 +76,7 @@ func (a *API) routes() []route {
 		{"POST", v2 + "/users/{userId}/devices", admin, a.createDevice},
 		{"GET", v1 + "/auth_providers/{provider}/users/{externalId}", admin, a.userByExternalID},
 		{"GET", v1 + "/threepid/{medium}/users/{address}", admin, a.userByThreePID},
+		{"PUT", v1 + "/suspend/{userId}", admin, a.suspendUser},
 		{"POST", v1 + "/users/{userId}/_allow_cross_signing_replacement_without_uia", admin, a.allowCrossSigningReplacement},
 
 		// Rooms.

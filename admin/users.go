@@ -102,7 +102,11 @@ func (a *API) userDetails(r *http.Request, userID string) (map[string]any, error
 	body["consent_server_notice_sent"] = nil
 	body["consent_version"] = nil
 	body["consent_ts"] = nil
-	body["suspended"] = false
+	full, err := a.db.GetUser(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	body["suspended"] = full.Suspended
 	return body, nil
 }
 

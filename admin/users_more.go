@@ -376,3 +376,25 @@ func (a *API) threePIDsJSON(r *http.Request, userID string) ([]map[string]any, e
 	}
 	return out, err
 }
+
+// PUT /_synapse/admin/v1/suspend/{userId} {"suspend"}: suspends or
+// unsuspends a local account (the client API's account suspension).
+func (a *API) suspendUser(r *http.Request, c accounts.Caller) (any, error) {
+	u, err := a.existingUser(r)
+	if err != nil {
+		return nil, err
+	}
+	var req struct {
+		Suspend *bool `json:"suspend"`
+	}
+	if err := mxhttp.ReadJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.Suspend == nil {
+		return nil, mxhttp.MissingParam("Missing key 'suspend'")
+	}
+	if err := a.accounts.SetSuspended(r.Context(), u.UserID, *req.Suspend); err != nil {
+		return nil, err
+	}
+	return map[string]bool{"user_" + u.UserID + "_suspended": *req.Suspend}, nil
+}

@@ -86,6 +86,19 @@ func TestUserDetailsAPIs(t *testing.T) {
 
 		hearthtest.Expect(t, admin.do(t, "GET", "/_synapse/admin/v1/auth_providers/oidc/users/x", nil), http.StatusNotFound, "M_NOT_FOUND")
 
+		// Suspension: carol may no longer send; lifted, she may.
+		carolsRoom := carol.createRoom(t, nil)
+		if s := admin.ok(t, "PUT", path("/_synapse/admin/v1/suspend", carol.id), map[string]any{"suspend": true}); s["user_"+carol.id+"_suspended"] != true {
+			t.Fatalf("suspend: %v", s)
+		}
+		if u := admin.ok(t, "GET", path("/_synapse/admin/v2/users", carol.id), nil); u["suspended"] != true {
+			t.Fatalf("user after suspend: %v", u)
+		}
+		hearthtest.Expect(t, carol.do(t, "PUT", path("/_matrix/client/v3/rooms", carolsRoom, "send", "m.room.message", "s1"), map[string]any{"msgtype": "m.text", "body": "x"}), http.StatusForbidden, "M_USER_SUSPENDED")
+		admin.ok(t, "PUT", path("/_synapse/admin/v1/suspend", carol.id), map[string]any{"suspend": false})
+		carol.ok(t, "PUT", path("/_matrix/client/v3/rooms", carolsRoom, "send", "m.room.message", "s2"), map[string]any{"msgtype": "m.text", "body": "x"})
+		hearthtest.Expect(t, admin.do(t, "PUT", path("/_synapse/admin/v1/suspend", carol.id), map[string]any{}), http.StatusBadRequest, "M_MISSING_PARAM")
+
 		// Third-party IDs: looked up, and shown with the user.
 		hearthtest.Expect(t, admin.do(t, "GET", "/_synapse/admin/v1/threepid/email/users/bob@example.org", nil), http.StatusNotFound, "M_NOT_FOUND")
 		err := hs.DB.WriteTx(t.Context(), func(tx *sql.Tx) error {
