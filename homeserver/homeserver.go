@@ -259,7 +259,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// other homeservers, for operators whose reverse proxy sends both to one
 	// port; X-Matrix authentication applies all the same.
 	s.Federation.Routes(c)
-	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
+	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version,
+		Senders: s.Federation.Queue()})
 	s.Admin.Routes(c)
 	oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange}).Routes(c)
 	s.client = c
