@@ -27,7 +27,7 @@ func (a *API) lockTarget(r *http.Request) (storage.User, error) {
 	if err != nil {
 		return storage.User{}, mxhttp.InvalidParam("Invalid user ID %q", userID)
 	}
-	if string(uid.Domain()) != a.cfg.ServerName {
+	if string(uid.Domain()) != a.conf().ServerName {
 		return storage.User{}, mxhttp.InvalidParam("User does not belong to the local server")
 	}
 	u, err := a.db.GetUser(r.Context(), userID)

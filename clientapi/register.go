@@ -29,7 +29,7 @@ type registerRequest struct {
 
 // registrationFlows are the UIA flows of the configured registration mode.
 func (a *API) registrationFlows() []uiaFlow {
-	if a.cfg.Registration == config.RegistrationToken {
+	if a.conf().Registration == config.RegistrationToken {
 		return []uiaFlow{{Stages: []string{stageRegistrationToken}}}
 	}
 	return []uiaFlow{{Stages: []string{stageDummy}}}
@@ -62,7 +62,7 @@ func (a *API) register(r *http.Request, _ accounts.Caller) (any, error) {
 }
 
 func (a *API) registerUser(r *http.Request, req registerRequest) (accounts.Login, error) {
-	if a.cfg.Registration == config.RegistrationClosed {
+	if a.conf().Registration == config.RegistrationClosed {
 		return accounts.Login{}, mxhttp.Forbidden("Registration is disabled on this server")
 	}
 	// The user name is checked before authentication, so a client learns
@@ -80,7 +80,7 @@ func (a *API) registerUser(r *http.Request, req registerRequest) (accounts.Login
 	if err != nil {
 		return accounts.Login{}, err
 	}
-	if err := a.limit(r, a.limits.registerIP, clientIP(r)); err != nil {
+	if err := a.limit(r, a.live().limits.registerIP, clientIP(r)); err != nil {
 		return accounts.Login{}, err
 	}
 	if req.Username == "" {
@@ -97,10 +97,10 @@ func (a *API) registerUser(r *http.Request, req registerRequest) (accounts.Login
 // registerGuest makes a guest account: no authentication, no password, a
 // generated user name (client-server API, Guest access).
 func (a *API) registerGuest(r *http.Request, req registerRequest) (accounts.Login, error) {
-	if !a.cfg.GuestAccess {
+	if !a.conf().GuestAccess {
 		return accounts.Login{}, mxhttp.GuestAccess("Guest access is disabled on this server")
 	}
-	if err := a.limit(r, a.limits.registerIP, clientIP(r)); err != nil {
+	if err := a.limit(r, a.live().limits.registerIP, clientIP(r)); err != nil {
 		return accounts.Login{}, err
 	}
 	return a.accounts.Register(r.Context(), accounts.NewUser{
@@ -112,10 +112,10 @@ func (a *API) registerGuest(r *http.Request, req registerRequest) (accounts.Logi
 // checkAvailable validates a requested localpart and reports it taken
 // (M_USER_IN_USE) or reserved for an application service (M_EXCLUSIVE).
 func (a *API) checkAvailable(r *http.Request, localpart string) error {
-	if err := accounts.ValidateLocalpart(localpart, a.cfg.ServerName); err != nil {
+	if err := accounts.ValidateLocalpart(localpart, a.conf().ServerName); err != nil {
 		return err
 	}
-	if localpart == a.cfg.ServerNoticesLocalpart {
+	if localpart == a.conf().ServerNoticesLocalpart {
 		return mxhttp.UserInUse("The user name %s is reserved for server notices", localpart)
 	}
 	if a.exclusiveUserID(a.accounts.UserID(localpart)) {
@@ -134,7 +134,7 @@ func (a *API) checkAvailable(r *http.Request, localpart string) error {
 // GET /register/available
 func (a *API) registerAvailable(r *http.Request, _ accounts.Caller) (any, error) {
 	username := strings.ToLower(r.URL.Query().Get("username"))
-	if err := a.limit(r, a.limits.loginIP, clientIP(r)); err != nil {
+	if err := a.limit(r, a.live().limits.loginIP, clientIP(r)); err != nil {
 		return nil, err
 	}
 	if err := a.checkAvailable(r, username); err != nil {
@@ -145,10 +145,10 @@ func (a *API) registerAvailable(r *http.Request, _ accounts.Caller) (any, error)
 
 // GET /v1/register/m.login.registration_token/validity
 func (a *API) registrationTokenValidity(r *http.Request, _ accounts.Caller) (any, error) {
-	if a.cfg.Registration == config.RegistrationClosed {
+	if a.conf().Registration == config.RegistrationClosed {
 		return nil, mxhttp.Forbidden("Registration is not enabled on this homeserver")
 	}
-	if err := a.limit(r, a.limits.loginIP, clientIP(r)); err != nil {
+	if err := a.limit(r, a.live().limits.loginIP, clientIP(r)); err != nil {
 		return nil, err
 	}
 	token := r.URL.Query().Get("token")

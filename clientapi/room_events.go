@@ -104,7 +104,7 @@ func (a *API) sendMessage(r *http.Request, c accounts.Caller) (any, error) {
 		}
 	}
 	if a.rateLimited(c) {
-		if err := a.limit(r, a.limits.message, c.UserID); err != nil {
+		if err := a.limit(r, a.live().limits.message, c.UserID); err != nil {
 			return nil, err
 		}
 	}
@@ -169,7 +169,7 @@ func (a *API) putState(r *http.Request, c accounts.Caller) (any, error) {
 		if m.Membership == "" {
 			return nil, mxhttp.BadJSON("m.room.member content needs a membership")
 		}
-		if m.Membership == spec.Invite && stateKey != c.UserID && strings.HasSuffix(stateKey, ":"+a.cfg.ServerName) {
+		if m.Membership == spec.Invite && stateKey != c.UserID && strings.HasSuffix(stateKey, ":"+a.conf().ServerName) {
 			if v, err := a.rooms.InvitePermission(r.Context(), stateKey, c.UserID); err != nil || v == rooms.InviteBlocked {
 				if err == nil {
 					err = rooms.ErrInviteBlocked(stateKey)

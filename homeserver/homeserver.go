@@ -39,6 +39,8 @@ import (
 
 // Server is one running homeserver.
 type Server struct {
+	// Config is the configuration the server started with; Reload
+	// changes the reloadable keys in the parts that read them.
 	Config   config.Config
 	DB       *storage.DB
 	Key      serverkey.Key
@@ -55,9 +57,6 @@ type Server struct {
 	// Delayed schedules and sends delayed events (MSC4140); its scheduler
 	// runs on the leader only.
 	Delayed *rtc.Delayed
-	// LiveKit is the MatrixRTC LiveKit authorization service; nil without
-	// livekit_url.
-	LiveKit *rtc.LiveKit
 	// Federation is the server-server side: inbound handlers, the signing
 	// client, the key ring and the send queue.
 	Federation *federation.API
@@ -65,6 +64,7 @@ type Server struct {
 	Admin *admin.API
 	Log   *slog.Logger
 
+	clientAPI  *clientapi.API
 	client     http.Handler
 	federation http.Handler
 	metrics    *prometheus.Registry
@@ -216,21 +216,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.E2EE.SetRemote(s.Federation.E2EERemote())
-	if cfg.LiveKitURL != "" {
-		secret, err := cfg.ReadLiveKitSecret()
-		if err != nil {
-			s.Federation.Close()
-			s.AppServices.Close()
-			s.Push.Close()
-			db.Close()
-			return nil, err
-		}
-		s.LiveKit = rtc.NewLiveKit(db, s.Rooms, s.Federation, rtc.LiveKitOptions{ServerName: cfg.ServerName,
-			URL: cfg.LiveKitURL, APIKey: cfg.LiveKitAPIKey, APISecret: secret, FullAccessServers: cfg.RTCFullAccessServers}, log)
+	lk, err := s.liveKit(cfg)
+	if err != nil {
+		s.Federation.Close()
+		s.AppServices.Close()
+		s.Push.Close()
+		db.Close()
+		return nil, err
 	}
-	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
+	s.clientAPI = clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
-		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: s.LiveKit, Log: log, Version: version}).Routes(c)
+		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Log: log, Version: version})
+	s.clientAPI.Routes(c)
 	c.Get("/health", s.health)
 	// The federation and key APIs also answer on the client listener, as on
 	// other homeservers, for operators whose reverse proxy sends both to one
@@ -257,6 +254,37 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 	}
 	return s, nil
+}
+
+// liveKit is the LiveKit authorization service cfg describes; nil without
+// livekit_url.
+func (s *Server) liveKit(cfg config.Config) (*rtc.LiveKit, error) {
+	if cfg.LiveKitURL == "" {
+		return nil, nil
+	}
+	secret, err := cfg.ReadLiveKitSecret()
+	if err != nil {
+		return nil, err
+	}
+	return rtc.NewLiveKit(s.DB, s.Rooms, s.Federation, rtc.LiveKitOptions{ServerName: cfg.ServerName,
+		URL: cfg.LiveKitURL, APIKey: cfg.LiveKitAPIKey, APISecret: secret, FullAccessServers: cfg.RTCFullAccessServers}, s.Log), nil
+}
+
+// Reload applies a changed configuration while the server runs (SIGHUP):
+// cfg must be validated, and differ from the running one only in
+// reloadable keys (config.WithReloaded). The parts that read them per
+// request (client API, media) take the new values; on an error nothing
+// changes. The log level is the caller's, which owns the logger.
+func (s *Server) Reload(cfg config.Config) error {
+	lk, err := s.liveKit(cfg) // rebuilt every time: the secret file may have changed
+	if err != nil {
+		return err
+	}
+	if err := s.Media.Update(cfg); err != nil {
+		return err
+	}
+	s.clientAPI.Update(cfg, lk)
+	return nil
 }
 
 // startAppServices makes the registered application services known to
