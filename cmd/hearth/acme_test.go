@@ -42,6 +42,38 @@ func pebbleTools(t *testing.T) (pebble, challtestsrv, certs string) {
 // validating challenges on httpPort (HTTP-01) and tlsPort (TLS-ALPN-01),
 // and returns the directory URL and the pool of Pebble's issuing roots.
 func startPebble(t *testing.T, httpPort, tlsPort string) (string, *x509.CertPool) {
+	p := runPebble(t, httpPort, tlsPort, 0)
+	return p.dirURL, p.roots
+}
+
+// pebbleRun is a running Pebble and its mock DNS server.
+type pebbleRun struct {
+	dirURL string
+	roots  *x509.CertPool
+	root   []byte // PEM of Pebble's root
+	dns    string // the mock DNS server's address (UDP and TCP)
+	mgmt   string // its management API
+	// stop ends Pebble (not the DNS server).
+	stop func()
+}
+
+// addA makes the mock DNS server answer host with addr.
+func (p *pebbleRun) addA(t *testing.T, host, addr string) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"host": host, "addresses": []string{addr}})
+	resp, err := http.Post("http://"+p.mgmt+"/add-a", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("challtestsrv add-a: %d", resp.StatusCode)
+	}
+}
+
+// runPebble is startPebble; validity, when not 0, is the lifetime in
+// seconds of the certificates Pebble issues.
+func runPebble(t *testing.T, httpPort, tlsPort string, validity int) *pebbleRun {
 	pebble, challtestsrv, certs := pebbleTools(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -56,25 +88,32 @@ func startPebble(t *testing.T, httpPort, tlsPort string) (string, *x509.CertPool
 	}
 	t.Cleanup(func() { cancel(); _ = c.Wait() })
 	dir, pmgmt := freeAddr(t), freeAddr(t)
-	cfg := map[string]any{"pebble": map[string]any{
+	pcfg := map[string]any{
 		"listenAddress": dir, "managementListenAddress": pmgmt,
 		"certificate": filepath.Join(certs, "localhost", "cert.pem"), "privateKey": filepath.Join(certs, "localhost", "key.pem"),
 		"httpPort": atoi(t, httpPort), "tlsPort": atoi(t, tlsPort), "ocspResponderURL": "", "externalAccountBindingRequired": false,
-	}}
+	}
+	if validity > 0 {
+		pcfg["profiles"] = map[string]any{"default": map[string]any{"description": "short-lived", "validityPeriod": validity}}
+	}
+	cfg := map[string]any{"pebble": pcfg}
 	cfgPath := filepath.Join(t.TempDir(), "pebble.json")
 	b, _ := json.Marshal(cfg)
 	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := exec.CommandContext(ctx, pebble, "-config", cfgPath, "-dnsserver", dnsUDP)
+	pctx, pcancel := context.WithCancel(ctx)
+	p := exec.CommandContext(pctx, pebble, "-config", cfgPath, "-dnsserver", dnsUDP)
 	p.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
 	p.Stdout, p.Stderr = logs, logs
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var once sync.Once
+	stop := func() { once.Do(func() { pcancel(); _ = p.Wait() }) }
 	t.Cleanup(func() {
 		cancel()
-		_ = p.Wait()
+		stop()
 		if t.Failed() {
 			t.Logf("pebble and challtestsrv logs:\n%s", logs.String())
 		}
@@ -106,7 +145,8 @@ func startPebble(t *testing.T, httpPort, tlsPort string) (string, *x509.CertPool
 	if !roots.AppendCertsFromPEM(root) {
 		t.Fatalf("Pebble's root is not PEM: %s", root)
 	}
-	return "https://" + strings.Replace(dir, "127.0.0.1", "localhost", 1) + "/dir", roots
+	return &pebbleRun{dirURL: "https://" + strings.Replace(dir, "127.0.0.1", "localhost", 1) + "/dir", roots: roots, root: root,
+		dns: dns, mgmt: mgmt, stop: stop}
 }
 
 func atoi(t *testing.T, port string) int {
