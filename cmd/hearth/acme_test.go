@@ -267,3 +267,52 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// When renewal fails (here: the CA is down) the certificate in use stays
+// in use until it expires, and the log says what to fix. Pebble issues
+// 24-second certificates, which autocert renews with a third of their
+// lifetime left.
+func TestACMERenewalFailureKeepsCertificate(t *testing.T) {
+	fed, client, httpChal := freeAddr(t), freeAddr(t), freeAddr(t)
+	_, fedPort, _ := net.SplitHostPort(fed)
+	_, httpPort, _ := net.SplitHostPort(httpChal)
+	p := runPebble(t, httpPort, fedPort, 24)
+	_, _, certs := pebbleTools(t)
+	args := []string{"serve", "--data-dir", filepath.Join(t.TempDir(), "data"), "--server-name", "hs1.test", "--listen", client,
+		"--federation-listen", fed, "--tls", "acme", "--acme-directory-url", p.dirURL,
+		"--acme-ca-certs", filepath.Join(certs, "pebble.minica.pem"), "--acme-email", "admin@hs1.test"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	logs := &syncBuffer{}
+	go func() { done <- run(ctx, args, io.Discard, logs) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	cert := waitForCertificate(t, fed, "hs1.test", p.roots, done, logs)
+	p.stop() // the CA goes away before the renewal is due
+	if life := cert.NotAfter.Sub(cert.NotBefore); life > time.Minute {
+		t.Fatalf("Pebble issued a certificate for %v, want a short-lived one", life)
+	}
+	const want = "ACME: cannot reach the CA; certificates already issued stay in use until they expire"
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(cert.NotAfter) {
+			t.Fatalf("no renewal failure logged before the certificate expired:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, what := range []string{"acme_directory_url", "connection refused", p.dirURL} {
+		if !strings.Contains(logs.String(), what) {
+			t.Errorf("the renewal failure's log does not mention %q:\n%s", what, logs.String())
+		}
+	}
+	// The old certificate is still served, and still verifies.
+	conn, err := tls.Dial("tcp", fed, &tls.Config{ServerName: "hs1.test", RootCAs: p.roots})
+	if err != nil {
+		t.Fatalf("after the failed renewal: %v", err)
+	}
+	defer conn.Close()
+	if !conn.ConnectionState().PeerCertificates[0].Equal(cert) {
+		t.Fatal("the served certificate changed although renewal failed")
+	}
+}
