@@ -268,11 +268,11 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// When renewal fails (here: the CA is down) the certificate in use stays
-// in use until it expires, and the log says what to fix. Pebble issues
-// 24-second certificates, which autocert renews with a third of their
-// lifetime left.
-func TestACMERenewalFailureKeepsCertificate(t *testing.T) {
+// Certificates are renewed ahead of expiry; when renewal fails (here: the
+// CA is down) the certificate in use stays in use until it expires, and
+// the log says what to fix. Pebble issues 24-second certificates, which
+// autocert renews with a third of their lifetime left.
+func TestACMERenewalAndItsFailure(t *testing.T) {
 	fed, client, httpChal := freeAddr(t), freeAddr(t), freeAddr(t)
 	_, fedPort, _ := net.SplitHostPort(fed)
 	_, httpPort, _ := net.SplitHostPort(httpChal)
@@ -289,11 +289,25 @@ func TestACMERenewalFailureKeepsCertificate(t *testing.T) {
 		cancel()
 		<-done
 	}()
-	cert := waitForCertificate(t, fed, "hs1.test", p.roots, done, logs)
-	p.stop() // the CA goes away before the renewal is due
-	if life := cert.NotAfter.Sub(cert.NotBefore); life > time.Minute {
+	first := waitForCertificate(t, fed, "hs1.test", p.roots, done, logs)
+	if life := first.NotAfter.Sub(first.NotBefore); life > time.Minute {
 		t.Fatalf("Pebble issued a certificate for %v, want a short-lived one", life)
 	}
+	// Renewed before it expires.
+	var cert *x509.Certificate
+	for cert = first; cert.Equal(first); cert = waitForCertificate(t, fed, "hs1.test", p.roots, done, logs) {
+		if time.Now().After(first.NotAfter) {
+			t.Fatalf("the certificate was not renewed before it expired:\n%s", logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !cert.NotAfter.After(first.NotAfter) {
+		t.Fatalf("renewed certificate expires at %v, the first at %v", cert.NotAfter, first.NotAfter)
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Fatalf("errors logged while the CA works:\n%s", logs.String())
+	}
+	p.stop() // the CA goes away before the next renewal is due
 	const want = "ACME: cannot reach the CA; certificates already issued stay in use until they expire"
 	for !strings.Contains(logs.String(), want) {
 		if time.Now().After(cert.NotAfter) {
