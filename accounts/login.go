@@ -14,8 +14,10 @@ import (
 // types) together with the deprecated top-level `user` field that login and
 // m.login.password auth dicts may carry instead.
 type Identifier struct {
-	Type string `json:"type"`
-	User string `json:"user"`
+	Type    string `json:"type"`
+	User    string `json:"user"`
+	Medium  string `json:"medium"`  // m.id.thirdparty
+	Address string `json:"address"` // m.id.thirdparty
 }
 
 // PasswordCredentials are the fields of an m.login.password attempt.
@@ -66,6 +68,44 @@ func (a *Accounts) Localpart(pc PasswordCredentials) (string, error) {
 	}
 	return strings.ToLower(user), nil
 }
+
+// LoginLocalpart is Localpart that also accepts an email address
+// (m.id.thirdparty with medium email, or the legacy medium and address
+// fields) and finds the account it is bound to. An address bound to no
+// account gives a localpart no account has, so CheckPassword spends the
+// same bcrypt work and answers as for a wrong password: a login attempt
+// does not tell whether an address is known.
+func (a *Accounts) LoginLocalpart(ctx context.Context, pc PasswordCredentials) (string, error) {
+	medium, address := pc.Medium, pc.Address
+	if pc.Identifier != nil {
+		if pc.Identifier.Type != "m.id.thirdparty" {
+			return a.Localpart(pc)
+		}
+		medium, address = pc.Identifier.Medium, pc.Identifier.Address
+	} else if medium == "" && address == "" {
+		return a.Localpart(pc)
+	}
+	if medium != "email" {
+		return "", mxhttp.Forbidden("Only email addresses can be used to log in on this server")
+	}
+	if address == "" {
+		return "", mxhttp.MissingParam("address is required with medium email")
+	}
+	userID, err := storage.UserOfThreePID(ctx, a.DB.Read(), "email", NormalizeEmail(address))
+	if errors.Is(err, storage.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	local, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	return local, nil
+}
+
+// NormalizeEmail is the form email addresses are stored and looked up in:
+// trimmed and lower case (as Synapse does; mail providers treat the local
+// part case-insensitively in practice).
+func NormalizeEmail(address string) string { return strings.ToLower(strings.TrimSpace(address)) }
 
 // CheckPassword returns the user whose localpart and password match, or
 // 403 M_FORBIDDEN. An unknown user costs the same bcrypt work as a wrong

@@ -13,8 +13,23 @@ import (
 // Account management (client-server API, Account management: password
 // change, deactivation, third-party identifiers).
 
-// POST /account/password (UIA). With logout_devices (the default) every
-// other device of the user is logged out; the calling device stays.
+// POST /account/password. With an access token it is a change, proven
+// with the current password; without one it is a reset, proven with a
+// validated email address (resetPassword).
+func (a *API) postPassword(r *http.Request, _ accounts.Caller) (any, error) {
+	if _, ok := accounts.AccessToken(r); !ok {
+		return a.resetPassword(r)
+	}
+	c, err := a.accounts.Authenticate(r)
+	if err != nil {
+		return nil, err
+	}
+	return a.changePassword(r, c)
+}
+
+// changePassword is POST /account/password (UIA) with an access token.
+// With logout_devices (the default) every other device of the user is
+// logged out; the calling device stays.
 func (a *API) changePassword(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		NewPassword   string          `json:"new_password"`
@@ -85,9 +100,4 @@ func (a *API) deactivate(r *http.Request, c accounts.Caller) (any, error) {
 	}
 	// No identity server support: nothing was bound, nothing to unbind.
 	return map[string]string{"id_server_unbind_result": "no-support"}, nil
-}
-
-// GET /account/3pid: Hearth stores no third-party identifiers.
-func (a *API) threePIDs(r *http.Request, c accounts.Caller) (any, error) {
-	return map[string]any{"threepids": []any{}}, nil
 }

@@ -30,7 +30,7 @@ func (a *API) capabilities(r *http.Request, c accounts.Caller) (any, error) {
 		"m.set_displayname": enabled(true),
 		"m.set_avatar_url":  enabled(!c.IsGuest),
 		"m.profile_fields":  profileFields,
-		"m.3pid_changes":    enabled(false),
+		"m.3pid_changes":    enabled(a.mail != nil),
 		"m.get_login_token": enabled(!c.IsGuest),
 		// Leaving a room does not forget it; /forget does (v1.18).
 		"m.forget_forced_upon_leave": enabled(false),

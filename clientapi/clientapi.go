@@ -17,6 +17,7 @@ import (
 	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/e2ee"
+	"github.com/hearth-matrix/hearth/email"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/push"
@@ -44,6 +45,7 @@ type API struct {
 	push     *push.Push
 	appsvc   *appservice.Pusher
 	delayed  *rtc.Delayed
+	mail     *email.Sender
 	log      *slog.Logger
 	version  string
 
@@ -154,6 +156,8 @@ type Deps struct {
 	Delayed *rtc.Delayed
 	// LiveKit is the MatrixRTC LiveKit authorization service; nil: none.
 	LiveKit *rtc.LiveKit
+	// Mail sends the server's own mail (email validation); nil: none.
+	Mail *email.Sender
 	// Federation answers questions only other servers can; nil: none.
 	Federation Federation
 	Log        *slog.Logger
@@ -187,7 +191,7 @@ type Federation interface {
 // New returns the client API over d.
 func New(d Deps) *API {
 	a := &API{db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
-		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, appsvc: d.AppServices, delayed: d.Delayed, log: d.Log, version: d.Version,
+		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, appsvc: d.AppServices, delayed: d.Delayed, mail: d.Mail, log: d.Log, version: d.Version,
 		adminNonces: newNonceStore()}
 	a.Update(d.Config, d.LiveKit)
 	return a

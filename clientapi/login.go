@@ -69,7 +69,7 @@ func (a *API) doLogin(r *http.Request) (accounts.Login, error) {
 		if err != nil {
 			return accounts.Login{}, err
 		}
-		localpart, err := a.accounts.Localpart(pc)
+		localpart, err := a.accounts.LoginLocalpart(ctx, pc)
 		if err != nil {
 			return accounts.Login{}, err
 		}

@@ -1,9 +1,12 @@
 package clientapi
 
 import (
+	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,11 +31,26 @@ type registerRequest struct {
 }
 
 // registrationFlows are the UIA flows of the configured registration mode.
+// With mail configured an email address may be given (and with
+// registration_requires_email must be): it is validated through the
+// m.login.email.identity stage and bound to the new account.
 func (a *API) registrationFlows() []uiaFlow {
-	if a.conf().Registration == config.RegistrationToken {
-		return []uiaFlow{{Stages: []string{stageRegistrationToken}}}
+	cfg := a.conf()
+	base := []string{stageDummy}
+	if cfg.Registration == config.RegistrationToken {
+		base = []string{stageRegistrationToken}
 	}
-	return []uiaFlow{{Stages: []string{stageDummy}}}
+	if a.mail == nil {
+		return []uiaFlow{{Stages: base}}
+	}
+	withEmail := []string{stageEmailIdentity}
+	if base[0] != stageDummy {
+		withEmail = append(slices.Clone(base), stageEmailIdentity)
+	}
+	if cfg.RegistrationRequiresEmail {
+		return []uiaFlow{{Stages: withEmail}}
+	}
+	return []uiaFlow{{Stages: base}, {Stages: withEmail}}
 }
 
 // POST /register
@@ -76,7 +94,8 @@ func (a *API) registerUser(r *http.Request, req registerRequest) (accounts.Login
 	if len(req.Password) > 72 {
 		return accounts.Login{}, mxhttp.WeakPassword("Passwords longer than 72 bytes are not supported")
 	}
-	passed, err := a.userInteractiveAuth(r, uiaRequirement{action: "POST /register", flows: a.registrationFlows()}, req.Auth)
+	passed, err := a.userInteractiveAuth(r, uiaRequirement{action: "POST /register", flows: a.registrationFlows(),
+		emailPurpose: purposeRegister}, req.Auth)
 	if err != nil {
 		return accounts.Login{}, err
 	}
@@ -90,8 +109,35 @@ func (a *API) registerUser(r *http.Request, req registerRequest) (accounts.Login
 		Localpart: req.Username, Password: req.Password,
 		DeviceID: req.DeviceID, DeviceDisplayName: req.InitialDeviceDisplayName,
 		InhibitLogin: req.InhibitLogin, RefreshToken: req.RefreshToken,
-		InTx: passed.consume,
+		InTx: func(ctx context.Context, tx *sql.Tx) error {
+			if err := a.bindRegistrationEmail(ctx, tx, passed, a.accounts.UserID(req.Username)); err != nil {
+				return err
+			}
+			return passed.consume(ctx, tx)
+		},
 	})
+}
+
+// bindRegistrationEmail binds the address validated in the registration's
+// email stage, if it had one, to the new account.
+func (a *API) bindRegistrationEmail(ctx context.Context, tx *sql.Tx, passed uiaPassed, userID string) error {
+	sess, err := validatedEmail(ctx, tx, passed)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = storage.InsertThreePID(ctx, tx, storage.ThreePID{Medium: sess.Medium, Address: sess.Address, UserID: userID,
+		ValidatedTS: sess.ValidatedTS, AddedTS: time.Now().UnixMilli()})
+	if errors.Is(err, storage.ErrConflict) {
+		return &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_THREEPID_IN_USE",
+			Message: "That email address is already in use on this server"}
+	}
+	if err != nil {
+		return err
+	}
+	return storage.DeleteThreePIDSession(ctx, tx, sess.SessionID)
 }
 
 // registerGuest makes a guest account: no authentication, no password, a

@@ -72,9 +72,18 @@ func (a *API) routes() []route {
 		{"POST", v3 + "/register", public, a.register},
 		{"GET", v3 + "/register/available", public, a.registerAvailable},
 		{"GET", v1 + "/register/m.login.registration_token/validity", public, a.registrationTokenValidity},
-		{"POST", v3 + "/account/password", user, a.changePassword},
+		{"POST", v3 + "/account/password", public, a.postPassword},
 		{"POST", v3 + "/account/deactivate", user, a.deactivate},
 		{"GET", v3 + "/account/3pid", user, a.threePIDs},
+		{"POST", v3 + "/account/3pid/add", user, a.addThreePID},
+		{"POST", v3 + "/account/3pid/delete", user, a.deleteThreePID},
+		{"POST", v3 + "/account/3pid/unbind", user, a.unbindThreePID},
+		{"POST", v3 + "/account/3pid/email/requestToken", public, a.addEmailToken},
+		{"POST", v3 + "/account/3pid/msisdn/requestToken", public, a.msisdnToken},
+		{"POST", v3 + "/account/password/email/requestToken", public, a.passwordEmailToken},
+		{"POST", v3 + "/account/password/msisdn/requestToken", public, a.msisdnToken},
+		{"POST", v3 + "/register/email/requestToken", public, a.registerEmailToken},
+		{"POST", v3 + "/register/msisdn/requestToken", public, a.msisdnToken},
 
 		// Device management.
 		{"GET", v3 + "/devices", user, a.listDevices},
@@ -294,6 +303,10 @@ func (a *API) bodyLimits() map[string]int64 {
 // Routes registers every client API endpoint on r.
 func (a *API) Routes(r chi.Router) {
 	rs := append(a.routes(), a.sharedSecretRoutes()...)
+	// The page the link in a validation mail opens (threepid.go): HTML,
+	// not the JSON of the API.
+	r.Get(emailValidatePath, a.emailValidatePage)
+	r.Post(emailValidatePath, a.emailValidateSubmit)
 	limits := a.bodyLimits()
 	for _, rt := range rs {
 		var h http.Handler = a.serve(rt)

@@ -46,6 +46,9 @@ type uiaRequirement struct {
 	userID string
 	flows  []uiaFlow
 	params map[string]any
+	// emailPurpose is the validation-session purpose an
+	// m.login.email.identity stage must have (threepid.go).
+	emailPurpose string
 }
 
 // passwordFlows is the requirement of endpoints that re-check the caller's
@@ -170,7 +173,7 @@ func (a *API) attemptStage(r *http.Request, req uiaRequirement, sess storage.UIA
 		if err != nil {
 			return err
 		}
-		localpart, err := a.accounts.Localpart(pc)
+		localpart, err := a.accounts.LoginLocalpart(ctx, pc)
 		if err != nil {
 			return asUIAFailure(err)
 		}
@@ -186,6 +189,14 @@ func (a *API) attemptStage(r *http.Request, req uiaRequirement, sess storage.UIA
 			return mxhttp.Forbidden("The credentials given are not those of the user making the request")
 		}
 		return record(nil)
+	case stageEmailIdentity:
+		ts, err := a.emailStage(ctx, req, raw)
+		if err != nil {
+			return err
+		}
+		return record(func(tx *sql.Tx) error {
+			return storage.AttachThreePIDSession(ctx, tx, ts.SessionID, sess.SessionID)
+		})
 	case stageRegistrationToken:
 		if dict.Token == "" {
 			return mxhttp.MissingParam("token is required for %s", stageRegistrationToken)

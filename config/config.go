@@ -210,6 +210,22 @@ type Config struct {
 	// events off.
 	MaxEventDelayMS int64 `yaml:"max_event_delay_ms" env:"HEARTH_MAX_EVENT_DELAY_MS"`
 
+	// Outgoing mail (address validation, password reset) through an SMTP
+	// relay; empty smtp_host: no mail, and no email addresses on accounts.
+	SMTPHost     string `yaml:"smtp_host" env:"HEARTH_SMTP_HOST"`
+	SMTPPort     int    `yaml:"smtp_port" env:"HEARTH_SMTP_PORT"`
+	SMTPUsername string `yaml:"smtp_username" env:"HEARTH_SMTP_USERNAME"`
+	SMTPPassword string `yaml:"smtp_password" env:"HEARTH_SMTP_PASSWORD"`
+	// SMTPTLS is starttls (required, the default), tls (implicit, port
+	// 465) or off (a relay on this machine only).
+	SMTPTLS     string   `yaml:"smtp_tls" env:"HEARTH_SMTP_TLS"`
+	SMTPCACerts []string `yaml:"smtp_ca_certs" env:"HEARTH_SMTP_CA_CERTS"`
+	// EmailFrom is the From of the server's mail: "Name <address>".
+	EmailFrom string `yaml:"email_from" env:"HEARTH_EMAIL_FROM"`
+	// RegistrationRequiresEmail makes POST /register ask for a validated
+	// email address (the m.login.email.identity stage) in every flow.
+	RegistrationRequiresEmail bool `yaml:"registration_requires_email" env:"HEARTH_REGISTRATION_REQUIRES_EMAIL"`
+
 	LogLevel  string `yaml:"log_level" env:"HEARTH_LOG_LEVEL"`
 	LogFormat string `yaml:"log_format" env:"HEARTH_LOG_FORMAT"`
 }
@@ -245,6 +261,7 @@ func Default() Config {
 		LegacyMedia:              LegacyMediaBeforeSwitch,
 		Presence:                 true,
 		MaxEventDelayMS:          24 * 60 * 60 * 1000,
+		SMTPTLS:                  "starttls",
 
 		LogLevel:  "info",
 		LogFormat: "text",
@@ -392,6 +409,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.TURNURIs) > 0 && c.TURNSharedSecret == "" {
 		return bad("turn_shared_secret", "must be set when turn_uris is set")
+	}
+	if err := c.validateEmail(); err != nil {
+		return err
 	}
 	if err := c.validateLiveKit(); err != nil {
 		return err
@@ -649,4 +669,34 @@ func (c *Config) ReadLiveKitSecret() (string, error) {
 		return "", fmt.Errorf("config: livekit_api_secret_file: %s is empty", c.LiveKitAPISecretFile)
 	}
 	return s, nil
+}
+
+// EmailEnabled reports whether the server sends mail.
+func (c *Config) EmailEnabled() bool { return c.SMTPHost != "" }
+
+func (c *Config) validateEmail() error {
+	bad := func(key, format string, a ...any) error {
+		return fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...))
+	}
+	if c.SMTPHost == "" {
+		if c.RegistrationRequiresEmail {
+			return bad("registration_requires_email", "needs smtp_host: Hearth must be able to send the validation mail")
+		}
+		return nil
+	}
+	if c.SMTPPort < 0 || c.SMTPPort > 65535 {
+		return bad("smtp_port", "%d is not a port", c.SMTPPort)
+	}
+	switch c.SMTPTLS {
+	case "", "starttls", "tls", "off":
+	default:
+		return bad("smtp_tls", "%q is not one of starttls, tls, off", c.SMTPTLS)
+	}
+	if c.EmailFrom == "" {
+		return bad("email_from", "must be set when smtp_host is set (for example \"Hearth <noreply@example.org>\")")
+	}
+	if c.WellKnownClient == "" {
+		return bad("well_known_client", "must be set when smtp_host is set: the links in validation mails point there")
+	}
+	return nil
 }

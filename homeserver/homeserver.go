@@ -26,6 +26,7 @@ import (
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/e2ee"
+	"github.com/hearth-matrix/hearth/email"
 	"github.com/hearth-matrix/hearth/federation"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
@@ -99,6 +100,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	regs, err := appservice.Load(cfg.AppServiceConfigFiles, cfg.ServerName)
 	if err != nil {
 		return nil, err
+	}
+	var mail *email.Sender
+	if cfg.EmailEnabled() {
+		if mail, err = email.New(email.Config{Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername,
+			Password: cfg.SMTPPassword, TLS: cfg.SMTPTLS, CACerts: cfg.SMTPCACerts, From: cfg.EmailFrom}); err != nil {
+			return nil, fmt.Errorf("config: smtp: %w", err)
+		}
 	}
 	key, created, err := serverkey.LoadOrCreate(cfg.SigningKeyPath)
 	if err != nil {
@@ -226,7 +234,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	s.clientAPI = clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
-		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Log: log, Version: version})
+		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Mail: mail, Log: log, Version: version})
 	s.clientAPI.Routes(c)
 	c.Get("/health", s.health)
 	// The federation and key APIs also answer on the client listener, as on

@@ -99,6 +99,11 @@ func DeactivateUser(ctx context.Context, tx *sql.Tx, userID string, erase bool) 
 	if _, err := tx.ExecContext(ctx, `UPDATE users SET deactivated = TRUE, password_hash = NULL WHERE user_id = $1`, userID); err != nil {
 		return fmt.Errorf("deactivating user: %w", err)
 	}
+	// A deactivated account keeps no email address: it could otherwise
+	// never be added to another account, nor used to reset a password.
+	if err := DeleteThreePIDsOfUser(ctx, tx, userID); err != nil {
+		return err
+	}
 	if erase {
 		if _, err := tx.ExecContext(ctx, `UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE user_id = $1`, userID); err != nil {
 			return fmt.Errorf("erasing profile: %w", err)

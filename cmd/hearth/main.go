@@ -83,7 +83,7 @@ const usage = `Usage:
   hearth [serve] [--config FILE] [--data-dir DIR] [--server-name NAME] [--listen ADDR]
          [--federation-listen ADDR] [--registration open|token|closed] [--database-url URL] ...
   hearth generate-config [--server-name NAME] [--output FILE]
-  hearth register-user --config FILE --user NAME --password PW [--admin]
+  hearth register-user --config FILE --user NAME --password PW [--admin] [--update]
   hearth registration-token create --config FILE [--token T] [--length N] [--uses N] [--expires 72h|RFC3339]
   hearth registration-token list --config FILE [--valid true|false]
   hearth registration-token revoke --config FILE --token T

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -104,6 +105,24 @@ func TestFirstStartAndRestart(t *testing.T) {
 		err = run(context.Background(), []string{"register-user", "--config", cfgPath, "--user", "alice", "--password", "pw"}, &out, &out)
 		if err == nil || !strings.Contains(err.Error(), "already taken") {
 			t.Fatalf("alice registered twice: %v", err)
+		}
+		// --update sets the password of the existing account instead.
+		out.Reset()
+		err = run(context.Background(), []string{"register-user", "--config", cfgPath, "--user", "alice", "--password", "pw2", "--admin", "--update", "--bcrypt-cost", "4"}, &out, &out)
+		if err != nil || !strings.Contains(out.String(), "updated @alice:") {
+			t.Fatalf("register-user --update: %v\n%s", err, out.String())
+		}
+		accts, closeDB, err := openAccounts(context.Background(), cfgPath, func(*config.Config) error { return nil }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closeDB()
+		if _, err := accts.CheckPassword(context.Background(), "alice", "pw"); err == nil {
+			t.Fatal("the old password still works after --update")
+		}
+		u, err := accts.CheckPassword(context.Background(), "alice", "pw2")
+		if err != nil || !u.IsAdmin {
+			t.Fatalf("after --update: %v, admin %v", err, u.IsAdmin)
 		}
 	})
 }
