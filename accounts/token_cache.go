@@ -27,6 +27,8 @@ type tokenCache struct {
 	mu      sync.Mutex
 	entries map[string]tokenEntry      // token hash → owner
 	byUser  map[string]map[string]bool // user → token hashes
+	// hits and misses count get's answers, for the metrics.
+	hits, misses int64
 }
 
 type tokenEntry struct {
@@ -39,9 +41,18 @@ func (c *tokenCache) get(hash string, now time.Time) (storage.TokenOwner, bool) 
 	defer c.mu.Unlock()
 	e, ok := c.entries[hash]
 	if !ok || now.After(e.expires) {
+		c.misses++
 		return storage.TokenOwner{}, false
 	}
+	c.hits++
 	return e.owner, true
+}
+
+// TokenCacheStats are the hits and misses of the access-token cache.
+func (a *Accounts) TokenCacheStats() (hits, misses int64) {
+	a.tokens.mu.Lock()
+	defer a.tokens.mu.Unlock()
+	return a.tokens.hits, a.tokens.misses
 }
 
 func (c *tokenCache) put(hash string, owner storage.TokenOwner, now time.Time) {

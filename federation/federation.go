@@ -154,6 +154,9 @@ func New(ctx context.Context, d Deps) (*API, error) {
 // Close stops the send queue's senders.
 func (a *API) Close() { a.queue.Close() }
 
+// QueueStatus reports the outbound senders of this process (metrics).
+func (a *API) QueueStatus() []DestinationStatus { return a.queue.Status() }
+
 // Client is the process's signing federation client.
 func (a *API) Client() fclient.FederationClient { return a.client }
 

@@ -68,6 +68,30 @@ type destinationQueue struct {
 	running bool          // a sender goroutine exists
 	pending bool          // work arrived since the sender last looked
 	wake    chan struct{} // cuts a backoff wait short
+	// failing is the number of consecutive failed sends (0: the last one
+	// worked), failedTotal every failed send since start.
+	failing, failedTotal int
+}
+
+// DestinationStatus is what the metrics show of one destination's sender.
+type DestinationStatus struct {
+	Destination string
+	// Failing is the number of consecutive failed sends: 0 when the
+	// destination is up as far as this process knows.
+	Failing int
+	// FailedTotal counts failed sends since start.
+	FailedTotal int
+}
+
+// Status reports every destination this process has sent to since start.
+func (q *Queue) Status() []DestinationStatus {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make([]DestinationStatus, 0, len(q.dests))
+	for _, dq := range q.dests {
+		out = append(out, DestinationStatus{Destination: string(dq.dest), Failing: dq.failing, FailedTotal: dq.failedTotal})
+	}
+	return out
 }
 
 // NewQueue returns a stopped queue; Start resumes what the tables hold.
@@ -221,6 +245,14 @@ func (q *Queue) run(ctx context.Context, dq *destinationQueue) {
 		dq.pending = false
 		q.mu.Unlock()
 		sent, err := q.sendBatch(ctx, dq.dest)
+		q.mu.Lock()
+		if err != nil {
+			dq.failing++
+			dq.failedTotal++
+		} else {
+			dq.failing = 0
+		}
+		q.mu.Unlock()
 		if err != nil {
 			failures++
 			wait := q.backoff(failures)

@@ -249,6 +249,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Federation.Routes(f)
 	f.Get("/health", s.health)
 	s.federation = f
+	s.registerMetrics()
 	if s.relay == nil {
 		s.Delayed.Start() // one process: it leads
 	} else {

@@ -3,6 +3,7 @@ package rooms
 import (
 	"container/list"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -18,6 +19,8 @@ type lru[K comparable, V any] struct {
 	weight func(V) int
 	ll     *list.List
 	items  map[K]*list.Element
+	// hits and misses count get's answers, for the metrics.
+	hits, misses atomic.Int64
 }
 
 type lruEntry[K comparable, V any] struct {
@@ -35,8 +38,10 @@ func (c *lru[K, V]) get(k K) (V, bool) {
 	defer c.mu.Unlock()
 	if el, ok := c.items[k]; ok {
 		c.ll.MoveToFront(el)
+		c.hits.Add(1)
 		return el.Value.(*lruEntry[K, V]).val, true
 	}
+	c.misses.Add(1)
 	var zero V
 	return zero, false
 }
@@ -109,4 +114,16 @@ type pduCache = lru[string, *Event]
 // plus a fixed overhead.
 func newPDUCache(maxBytes int) *pduCache {
 	return newLRU[string](maxBytes, func(ev *Event) int { return 2*len(ev.JSON) + 512 })
+}
+
+// CacheStats are the hits and misses of one cache since start.
+type CacheStats struct{ Hits, Misses int64 }
+
+// CacheStats reports the room core's caches: parsed events ("events") and
+// state snapshots ("state").
+func (r *Rooms) CacheStats() map[string]CacheStats {
+	return map[string]CacheStats{
+		"events": {r.pdus.hits.Load(), r.pdus.misses.Load()},
+		"state":  {r.snapshots.hits.Load(), r.snapshots.misses.Load()},
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -53,7 +54,19 @@ type DB struct {
 
 	hooksMu     sync.Mutex
 	afterCommit map[*sql.Tx][]func()
+
+	// txObserver, when set, is told how long each write transaction took
+	// from BEGIN to COMMIT (or rollback), for the metrics.
+	txObserver atomic.Pointer[func(d time.Duration, committed bool)]
 }
+
+// ObserveWriteTx sets a function told of every write transaction's
+// duration and outcome (the server's metrics).
+func (db *DB) ObserveWriteTx(fn func(d time.Duration, committed bool)) { db.txObserver.Store(&fn) }
+
+// PoolStats are the connection pool statistics of the writer and of the
+// readers (the same pool on PostgreSQL).
+func (db *DB) PoolStats() (write, read sql.DBStats) { return db.write.Stats(), db.read.Stats() }
 
 // IsPostgres reports whether a database URL names PostgreSQL.
 func IsPostgres(dbURL string) bool {
@@ -178,7 +191,11 @@ func (db *DB) Read() Reader { return db.read }
 
 // WriteTx runs fn in a transaction and commits it; any error rolls back, so
 // a failed request never leaves a partial write.
-func (db *DB) WriteTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (db *DB) WriteTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	if obs := db.txObserver.Load(); obs != nil {
+		start := time.Now()
+		defer func() { (*obs)(time.Since(start), err == nil) }()
+	}
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)

@@ -358,3 +358,14 @@ func (n *Notifier) MarkSynced(userID string, pos Position) {
 	n.user(userID)
 	n.mu.Unlock()
 }
+
+// WaitingSyncs is the number of long-polling syncs waiting now.
+func (n *Notifier) WaitingSyncs() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	total := 0
+	for _, u := range n.waiting {
+		total += len(u.waiters)
+	}
+	return total
+}
