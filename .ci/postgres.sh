@@ -25,4 +25,8 @@ su postgres -c "psql -q -p $pg_port -tc \"SELECT 1 FROM pg_roles WHERE rolname='
   su postgres -c "psql -q -p $pg_port -c \"CREATE ROLE hearth LOGIN PASSWORD 'hearth'\""
 su postgres -c "psql -q -p $pg_port -tc \"SELECT 1 FROM pg_database WHERE datname='hearth_test'\"" | grep -q 1 ||
   su postgres -c "createdb -p $pg_port -O hearth hearth_test"
+# Dendrite, which the import test (importdendrite) fills before importing
+# it, gets a database of its own.
+su postgres -c "psql -q -p $pg_port -tc \"SELECT 1 FROM pg_database WHERE datname='hearth_dendrite_test'\"" | grep -q 1 ||
+  su postgres -c "createdb -p $pg_port -O hearth hearth_dendrite_test"
 export HEARTH_TEST_POSTGRES="postgres://hearth:hearth@127.0.0.1:${pg_port}/hearth_test?sslmode=disable"

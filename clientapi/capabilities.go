@@ -42,7 +42,7 @@ func (a *API) capabilities(r *http.Request, c accounts.Caller) (any, error) {
 		return nil, err
 	}
 	if u.IsAdmin {
-		caps["m.account_moderation"] = map[string]bool{"lock": true, "suspend": false}
+		caps["m.account_moderation"] = map[string]bool{"lock": true, "suspend": true}
 	}
 	return map[string]any{"capabilities": caps}, nil
 }

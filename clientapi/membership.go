@@ -109,6 +109,9 @@ func (a *API) joinRoomByID(r *http.Request, c accounts.Caller) (any, error) {
 // local user is in it, else over federation through the given servers (and
 // the server of the room ID).
 func (a *API) join(r *http.Request, c accounts.Caller, roomID string, servers []spec.ServerName, b membershipBody) (any, error) {
+	if err := a.refuseSuspended(r, c, roomID); err != nil {
+		return nil, err
+	}
 	reason := b.Reason
 	local, err := a.rooms.CanJoinLocally(r.Context(), roomID)
 	if err != nil {

@@ -37,6 +37,9 @@ func readContent(r *http.Request) (json.RawMessage, error) {
 	if mxhttp.HasLoneSurrogate(body) {
 		return nil, mxhttp.BadJSON("Event content holds half a UTF-16 surrogate pair")
 	}
+	if key, bad := mxhttp.BadObjectKey(body); bad {
+		return nil, mxhttp.BadJSON("Event content has the key %s: keys may not hold quotes, backslashes or control characters", key)
+	}
 	if mxhttp.JSONDepth(body) > mxhttp.MaxJSONDepth {
 		return nil, mxhttp.BadJSON("Event content nests deeper than %d levels", mxhttp.MaxJSONDepth)
 	}
@@ -119,14 +122,29 @@ func (a *API) sendMessage(r *http.Request, c accounts.Caller) (any, error) {
 	if len(evType) > 255 {
 		return nil, mxhttp.BadJSON("Event type is longer than 255 bytes")
 	}
+	if c.Suspended && !(evType == spec.MRoomRedaction && a.ownEvent(r, c, roomID, redactsOf(content))) {
+		if err := a.refuseSuspended(r, c, roomID); err != nil {
+			return nil, err
+		}
+	}
 	if delayed {
 		return a.scheduleDelayed(r, c, rtc.Request{UserID: c.UserID, DeviceID: c.DeviceID, Txn: delayedTxn(roomID, evType, txnID),
 			RoomID: roomID, Type: evType, Content: content, DelayMS: delay})
 	}
-	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{
+	p := rooms.Proto{
 		Sender: c.UserID, Type: evType, Content: content,
 		Device: c.DeviceID, TxnScope: "send:" + roomID + ":" + evType, TxnID: txnID, Timestamp: ts,
-	})
+	}
+	if evType == spec.MRoomRedaction {
+		// Redactions through /send work in every room version (v1.18):
+		// before v11 the target goes in the top-level redacts. The
+		// redact power check is the server's, as for /redact.
+		p.Redacts = redactsOf(content)
+		if err := a.checkRedactOthers(r, c, roomID, p.Redacts); err != nil {
+			return nil, err
+		}
+	}
+	evs, err := a.rooms.Send(r.Context(), roomID, p)
 	if err != nil {
 		return nil, a.roomError(r, roomID, err)
 	}
@@ -158,6 +176,11 @@ func (a *API) putState(r *http.Request, c accounts.Caller) (any, error) {
 	}
 	if len(evType) > 255 || len(stateKey) > 255 {
 		return nil, mxhttp.BadJSON("Event type and state key must be at most 255 bytes")
+	}
+	if c.Suspended && !(evType == spec.MRoomMember && stateKey == c.UserID && membershipOf(content) == spec.Leave) {
+		if err := a.refuseSuspended(r, c, roomID); err != nil {
+			return nil, err
+		}
 	}
 	if evType == spec.MRoomMember {
 		// Membership changes have their own endpoints, but the spec allows
@@ -335,15 +358,13 @@ func (a *API) redact(r *http.Request, c accounts.Caller) (any, error) {
 	if err := a.requireJoined(r, roomID, c.UserID); err != nil {
 		return nil, err
 	}
-	target, err := a.rooms.Event(r.Context(), eventID)
-	if err == nil && target.RoomID == roomID && target.Sender != c.UserID {
-		// Redacting someone else's event needs the redact power level; the
-		// auth rules defer this check to the server (room v3+).
-		if ok, err := a.rooms.CanRedactOthers(r.Context(), roomID, c.UserID); err != nil {
+	if c.Suspended && !a.ownEvent(r, c, roomID, eventID) {
+		if err := a.refuseSuspended(r, c, roomID); err != nil {
 			return nil, err
-		} else if !ok {
-			return nil, mxhttp.Forbidden("You may only redact your own events")
 		}
+	}
+	if err := a.checkRedactOthers(r, c, roomID, eventID); err != nil {
+		return nil, err
 	}
 	ver, err := a.rooms.Version(r.Context(), roomID)
 	if err != nil {
@@ -364,4 +385,39 @@ func (a *API) redact(r *http.Request, c accounts.Caller) (any, error) {
 		return nil, err
 	}
 	return map[string]string{"event_id": evs[0].EventID}, nil
+}
+
+// redactsOf is the event a redaction's content names (room v11+ carry it
+// there); "" when absent.
+func redactsOf(content json.RawMessage) string {
+	var c struct {
+		Redacts string `json:"redacts"`
+	}
+	_ = json.Unmarshal(content, &c)
+	return c.Redacts
+}
+
+// membershipOf is an m.room.member content's membership; "" when absent.
+func membershipOf(content json.RawMessage) string {
+	var m struct {
+		Membership string `json:"membership"`
+	}
+	_ = json.Unmarshal(content, &m)
+	return m.Membership
+}
+
+// checkRedactOthers refuses redacting someone else's event without the
+// redact power level: the auth rules defer this check to the server (room
+// v3+).
+func (a *API) checkRedactOthers(r *http.Request, c accounts.Caller, roomID, eventID string) error {
+	target, err := a.rooms.Event(r.Context(), eventID)
+	if err != nil || target.RoomID != roomID || target.Sender == c.UserID {
+		return nil
+	}
+	if ok, err := a.rooms.CanRedactOthers(r.Context(), roomID, c.UserID); err != nil {
+		return err
+	} else if !ok {
+		return mxhttp.Forbidden("You may only redact your own events")
+	}
+	return nil
 }

@@ -142,20 +142,18 @@ func (c roomClient) MakeKnock(ctx context.Context, s spec.ServerName, roomID, us
 	return res.KnockEvent, res.RoomVersion, readable(err)
 }
 
+// SendKnock sends the knock and returns knock_room_state as the resident
+// server sent it: the library's response type keeps only the stripped
+// fields, and the entries' signatures are checked (v1.16).
 func (c roomClient) SendKnock(ctx context.Context, s spec.ServerName, event gomatrixserverlib.PDU) ([]json.RawMessage, error) {
-	res, err := c.a.client.SendKnock(ctx, c.a.serverName, s, event)
-	if err != nil {
+	path := "/_matrix/federation/v1/send_knock/" + url.PathEscape(event.RoomID().String()) + "/" + url.PathEscape(event.EventID())
+	var res struct {
+		KnockRoomState []json.RawMessage `json:"knock_room_state"`
+	}
+	if err := c.a.request(ctx, http.MethodPut, s, path, event, &res); err != nil {
 		return nil, readable(err)
 	}
-	out := make([]json.RawMessage, 0, len(res.KnockRoomState))
-	for _, st := range res.KnockRoomState {
-		b, err := json.Marshal(st)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	return out, nil
+	return res.KnockRoomState, nil
 }
 
 func (c roomClient) Backfill(ctx context.Context, s spec.ServerName, roomID string, from []string, limit int) ([]json.RawMessage, error) {

@@ -30,6 +30,7 @@ import (
 	"github.com/hearth-matrix/hearth/federation"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/oauth"
 	"github.com/hearth-matrix/hearth/push"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/rtc"
@@ -124,7 +125,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Accounts: &accounts.Accounts{
 			DB: db, ServerName: cfg.ServerName, Passwords: accounts.NewPasswords(cfg.BcryptCost, runtime.NumCPU()),
 			RefreshableTokenLifetime: time.Duration(cfg.RefreshableTokenLifetimeSeconds) * time.Second,
-			MaxDevicesPerUser:        cfg.MaxDevicesPerUser,
+			MaxDevicesPerUser:        cfg.MaxDevicesPerUser, LimitInfoURI: cfg.LimitInfoURI(),
 		},
 		metrics: prometheus.NewRegistry(),
 	}
@@ -143,22 +144,34 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, err
 	}
+	// Changes go to the other processes sharing the database, and new
+	// receipts wake the application-service senders (ephemeral data).
+	s.Notifier.SetPublish(func(c syncstream.Change) {
+		if s.relay != nil {
+			s.relay.publish(relayMessage{Sync: &c})
+		}
+		if c.Pos.Receipts > 0 {
+			s.AppServices.Wake()
+		}
+	})
 	if db.Dialect() == storage.Postgres {
 		if s.relay, err = newRelay(ctx, db, log); err != nil {
 			db.Close()
 			return nil, err
 		}
-		s.Notifier.SetPublish(func(c syncstream.Change) { s.relay.publish(relayMessage{Sync: &c}) })
 		// A revoked token must be refused everywhere once the request
 		// that revoked it has answered: the others acknowledge.
 		s.Accounts.TokensRevoked = func(userID string) { s.relay.publishAcked(relayMessage{Tokens: userID}) }
 	}
 	// Local users' presence goes to other servers once federation exists.
+	// Application services with receive_ephemeral take both (s.AppServices
+	// exists before anything changes: changes come from serving).
 	s.Typing, s.Presence = newEphemeral(db, s.Notifier, func(userID string) {
 		if s.Federation != nil && cfg.Presence {
 			s.Federation.SendPresence(context.Background(), userID, s.Presence.Get(userID))
 		}
-	})
+		s.AppServices.PresenceChanged(userID)
+	}, func(roomID string) { s.AppServices.TypingChanged(roomID) })
 	if s.relay != nil {
 		// Every process keeps who is typing, each with positions of its own;
 		// presence stays per process (docs/operations.md).
@@ -170,7 +183,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	wireE2EE(db, s.Accounts, s.E2EE, s.Notifier)
 	wireDeviceAccountData(db, s.Accounts, s.Notifier)
 	pushDeps := push.Deps{DB: db, Rooms: s.Rooms, Presence: s.Presence, ServerName: cfg.ServerName, Log: log,
-		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second}
+		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second,
+		ThreadSubscriptionRules: cfg.ThreadSubscriptionPushRules}
 	if s.relay != nil {
 		pushDeps.Standby = true // until this process leads
 		pushDeps.PushesQueued = func(users []string) { s.relay.publish(relayMessage{PushUsers: users}) }
@@ -243,6 +257,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Federation.Routes(c)
 	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
 	s.Admin.Routes(c)
+	oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange}).Routes(c)
 	s.client = c
 
 	f := s.router(observe, "federation")
@@ -322,6 +337,7 @@ func startAppServices(ctx context.Context, s *Server, regs []*appservice.Registr
 		return nil, err
 	}
 	s.Rooms.Observe(p.Observe)
+	p.SetEphemeralSources(s.Typing, s.Presence)
 	return p, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -224,4 +225,56 @@ func HasLoneSurrogate(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// BadObjectKey reports an object key in JSON b (valid JSON) that holds a
+// quote, a backslash or a control character, and returns it as written.
+// gomatrixserverlib's canonical JSON writes keys unescaped (values are
+// fine), so such a key comes out changed or as invalid JSON: the event
+// built from it would not say what was sent, or not parse at all.
+func BadObjectKey(b []byte) (string, bool) {
+	type frame struct{ object, expectKey bool }
+	var stack []frame
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '{':
+			stack = append(stack, frame{object: true, expectKey: true})
+		case '[':
+			stack = append(stack, frame{})
+		case '}', ']':
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+		case ',':
+			if n := len(stack); n > 0 && stack[n-1].object {
+				stack[n-1].expectKey = true
+			}
+		case '"':
+			start := i
+			bad := false
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] != '\\' || i+1 >= len(b) {
+					continue
+				}
+				i++
+				switch b[i] {
+				case '"', '\\', 'b', 'f', 'n', 'r', 't':
+					bad = true
+				case 'u':
+					if i+4 < len(b) {
+						if v, err := strconv.ParseUint(string(b[i+1:i+5]), 16, 16); err == nil && (v < 0x20 || v == '"' || v == '\\') {
+							bad = true
+						}
+					}
+				}
+			}
+			if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].expectKey {
+				stack[n-1].expectKey = false
+				if bad {
+					return string(b[start:min(i+1, len(b))]), true
+				}
+			}
+		}
+	}
+	return "", false
 }

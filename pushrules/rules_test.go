@@ -86,3 +86,35 @@ func TestCopyRoomRules(t *testing.T) {
 		t.Fatal("copied twice")
 	}
 }
+
+// FromRendered undoes Render: a rule set kept whole (as Dendrite keeps
+// it) becomes the same user changes, so rendering it again gives it back.
+func TestFromRendered(t *testing.T) {
+	var u UserRules
+	pattern := "cats"
+	if err := u.Put(Content, "cats", NewRule{Actions: &[]Action{Notify}, Pattern: &pattern}, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Put(Room, "!r:x", NewRule{Actions: &[]Action{}}, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.SetEnabled(Override, ".m.rule.suppress_notices", false); err != nil {
+		t.Fatal(err)
+	}
+	rendered := u.Render("@a:x")
+	b, _ := json.Marshal(rendered)
+	var decoded Ruleset
+	if err := json.Unmarshal(b, &decoded); err != nil {
+		t.Fatal(err)
+	}
+	back := FromRendered(decoded, "@a:x")
+	want, _ := json.Marshal(u)
+	got, _ := json.Marshal(back)
+	if string(got) != string(want) {
+		t.Fatalf("FromRendered(Render(u)):\n got %s\nwant %s", got, want)
+	}
+	again, _ := json.Marshal(back.Render("@a:x"))
+	if string(again) != string(b) {
+		t.Fatalf("rendering again changed the rules:\n%s\n%s", again, b)
+	}
+}

@@ -19,6 +19,9 @@ type UserRules struct {
 	Custom map[Kind][]Rule `json:"custom,omitempty"`
 	// Defaults holds changes to server-default rules, by rule ID.
 	Defaults map[string]DefaultChange `json:"defaults,omitempty"`
+	// ThreadRules renders the postcontent thread subscription rules
+	// (config thread_subscription_push_rules); not stored.
+	ThreadRules bool `json:"-"`
 }
 
 // DefaultChange is a user's change to one server-default rule; nil fields
@@ -47,6 +50,9 @@ func (u UserRules) Render(userID string) Ruleset {
 	var rs Ruleset
 	for _, k := range Kinds {
 		defaults := Defaults(k, userID)
+		if k == PostContent && !u.ThreadRules {
+			defaults = nil
+		}
 		for i, d := range defaults {
 			if ch, ok := u.Defaults[d.RuleID]; ok {
 				if ch.Enabled != nil {
@@ -101,6 +107,8 @@ func ValidateRuleID(k Kind, ruleID string) error {
 		return mxhttp.InvalidParam("Rule IDs starting with '.' are reserved for server-default rules")
 	case strings.ContainsAny(ruleID, `/\`):
 		return mxhttp.InvalidParam("Rule IDs must not contain slashes or backslashes")
+	case k == PostContent:
+		return mxhttp.InvalidParam("Rules of kind postcontent are the server's only (MSC4306)")
 	case k == Room && !strings.HasPrefix(ruleID, "!"):
 		return mxhttp.InvalidParam("The rule ID of a room rule must be a room ID")
 	case k == Sender && !strings.HasPrefix(ruleID, "@"):
@@ -288,4 +296,51 @@ func (u *UserRules) CopyRoomRules(oldRoomID, newRoomID string) bool {
 		}
 	}
 	return added
+}
+
+// FromRendered is the inverse of Render, for rule sets kept whole by other
+// servers (importing from Dendrite): the user's own rules in their order,
+// and each server-default rule whose enabled state or actions differ from
+// Hearth's default as a change. Default rules Hearth does not have are
+// dropped, as Render would never show them.
+func FromRendered(rs Ruleset, userID string) UserRules {
+	var u UserRules
+	for _, k := range Kinds {
+		defaults := map[string]Rule{}
+		for _, d := range Defaults(k, userID) {
+			defaults[d.RuleID] = d
+		}
+		for _, r := range rs.Rules(k) {
+			if !IsDefaultRuleID(r.RuleID) {
+				if u.Custom == nil {
+					u.Custom = map[Kind][]Rule{}
+				}
+				r.Default = false
+				u.Custom[k] = append(u.Custom[k], r)
+				continue
+			}
+			d, ok := defaults[r.RuleID]
+			if !ok {
+				continue
+			}
+			var ch DefaultChange
+			if r.Enabled != d.Enabled {
+				enabled := r.Enabled
+				ch.Enabled = &enabled
+			}
+			got, _ := json.Marshal(r.Actions)
+			want, _ := json.Marshal(d.Actions)
+			if string(got) != string(want) {
+				actions := append([]Action{}, r.Actions...)
+				ch.Actions = &actions
+			}
+			if ch.Enabled != nil || ch.Actions != nil {
+				if u.Defaults == nil {
+					u.Defaults = map[string]DefaultChange{}
+				}
+				u.Defaults[r.RuleID] = ch
+			}
+		}
+	}
+	return u
 }

@@ -128,6 +128,9 @@ func (r *Rooms) newRoomID(v gomatrixserverlib.RoomVersion, protos []Proto) (stri
 		return "!" + randomString(18) + ":" + string(r.serverName), nil
 	}
 	p := &protos[0]
+	if key, bad := mxhttp.BadObjectKey(p.Content); bad {
+		return "", mxhttp.BadJSON("creation_content has the key %s: keys may not hold quotes, backslashes or control characters", key)
+	}
 	proto := &gomatrixserverlib.ProtoEvent{
 		SenderID: p.Sender, Type: p.Type, StateKey: p.StateKey, Content: spec.RawJSON(p.Content),
 		PrevEvents: []string{}, AuthEvents: []string{}, Depth: 1, Version: ver,

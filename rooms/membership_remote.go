@@ -196,10 +196,11 @@ func (r *Rooms) KnockRemote(ctx context.Context, roomID, userID, reason string, 
 			r.log.Info("send_knock failed", "room", roomID, "via", s, "err", err)
 			continue
 		}
-		b, _ := json.Marshal(stripped)
-		if stripped == nil {
-			b = []byte("[]")
+		verImpl, err := gomatrixserverlib.GetRoomVersion(ver)
+		if err != nil {
+			return nil, err
 		}
+		b, _ := json.Marshal(r.validKnockState(ctx, verImpl, roomID, stripped))
 		return r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu, stripped: b})
 	}
 	if lastErr == nil {

@@ -272,6 +272,12 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 				}
 			}
 		}
+		// Every local event's content passes here (send, state, createRoom's
+		// initial state, profile updates): refuse keys the canonical JSON
+		// would mangle (mxhttp.BadObjectKey).
+		if key, bad := mxhttp.BadObjectKey(content); bad {
+			return mxhttp.BadJSON("Event content has the key %s: keys may not hold quotes, backslashes or control characters", key)
+		}
 		proto := &gomatrixserverlib.ProtoEvent{
 			SenderID: p.Sender, RoomID: room.RoomID, Type: p.Type, StateKey: p.StateKey,
 			PrevEvents: append([]string{}, prev...), AuthEvents: []string{},

@@ -19,10 +19,11 @@ type Position struct {
 	DeviceLists int64
 	Typing      int64 // in-memory; resets when the server restarts
 	Presence    int64
+	ThreadSubs  int64 // thread subscriptions (MSC4306), for sliding sync
 }
 
 func (p *Position) fields() []*int64 {
-	return []*int64{&p.Events, &p.AccountData, &p.Receipts, &p.ToDevice, &p.DeviceLists, &p.Typing, &p.Presence}
+	return []*int64{&p.Events, &p.AccountData, &p.Receipts, &p.ToDevice, &p.DeviceLists, &p.Typing, &p.Presence, &p.ThreadSubs}
 }
 
 // String encodes the position as an opaque token: "s" then the positions
@@ -48,6 +49,9 @@ func ParseToken(s string) (Position, error) {
 		return p, fmt.Errorf("not a sync token")
 	}
 	parts := strings.Split(rest, "_")
+	if len(parts) == dendriteFields {
+		return parseDendriteToken(parts)
+	}
 	fs := p.fields()
 	if len(parts) > len(fs) {
 		return p, fmt.Errorf("not a sync token")
@@ -74,7 +78,8 @@ func (p Position) After(q Position) bool {
 }
 
 // NotBehind is p moved up to q on every stream kept in the database
-// (events, account data, receipts, to-device, device lists). With several
+// (events, account data, receipts, to-device, device lists, thread
+// subscriptions). With several
 // processes on one PostgreSQL, a token made by a process ahead of this one
 // names positions this process has not heard of yet; a response from it
 // must not go back to this process's own positions, or the client would
@@ -87,6 +92,7 @@ func (p Position) NotBehind(q Position) Position {
 	out.Receipts = max(p.Receipts, q.Receipts)
 	out.ToDevice = max(p.ToDevice, q.ToDevice)
 	out.DeviceLists = max(p.DeviceLists, q.DeviceLists)
+	out.ThreadSubs = max(p.ThreadSubs, q.ThreadSubs)
 	return out
 }
 
@@ -100,4 +106,28 @@ func (p Position) Max(q Position) Position {
 		}
 	}
 	return out
+}
+
+// dendriteFields is the number of positions in a Dendrite sync token:
+// s{pdu}_{typing}_{receipt}_{send-to-device}_{invite}_{account data}_{device
+// list}_{notification data}_{presence}. A server imported from Dendrite
+// (hearth import dendrite) keeps Dendrite's positions of the events,
+// receipts, account data and to-device streams and of the device-list
+// stream, so a client's saved token carries over: its next /sync
+// continues where it left off. Typing and presence restart, as they do at
+// any restart.
+// Hearth's own tokens must stay shorter (eight fields now, with thread
+// subscriptions): a ninth stream needs another prefix than "s".
+const dendriteFields = 9
+
+func parseDendriteToken(parts []string) (Position, error) {
+	var n [dendriteFields]int64
+	for i, part := range parts {
+		v, err := strconv.ParseInt(part, 10, 64)
+		if err != nil || v < 0 {
+			return Position{}, fmt.Errorf("not a sync token")
+		}
+		n[i] = v
+	}
+	return Position{Events: n[0], Receipts: n[2], ToDevice: n[3], AccountData: n[5], DeviceLists: n[6]}, nil
 }

@@ -9,6 +9,7 @@
 //	hearth migrate-db --to URL  copy a SQLite installation into PostgreSQL
 //	hearth backup --to DIR      a consistent copy while the server runs
 //	hearth restore --from DIR   restore a checked backup into a new data dir
+//	hearth import dendrite ...  move a Dendrite installation into a new one
 //	hearth healthcheck          exit 0 when a running server is healthy
 //	hearth version              print the version
 //	hearth help                 list the subcommands
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return backupCommand(ctx, args, stdout, stderr)
 	case "restore":
 		return restoreCommand(ctx, args, stdout, stderr)
+	case "import":
+		return importCommand(ctx, args, stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, args, stdout, stderr)
 	case "version":
@@ -92,6 +95,7 @@ const usage = `Usage:
   hearth migrate-db --to postgres://... [--data-dir DIR | --config FILE]
   hearth backup --to DIR [--data-dir DIR | --config FILE]
   hearth restore --from DIR --data-dir DIR [--database-url postgres://...]
+  hearth import dendrite --dendrite-config dendrite.yaml --data-dir DIR [--database-url postgres://...]
   hearth healthcheck [--url http://127.0.0.1:8008/health]
   hearth version
   hearth help

@@ -250,7 +250,7 @@ func TestHelpListsSubcommands(t *testing.T) {
 		if err := run(context.Background(), args, &out, &errOut); err != nil {
 			t.Fatalf("hearth %v: %v", args, err)
 		}
-		for _, sub := range []string{"serve", "generate-config", "register-user", "registration-token", "media", "reset-password", "migrate-db", "backup", "restore", "healthcheck", "version", "help"} {
+		for _, sub := range []string{"serve", "generate-config", "register-user", "registration-token", "media", "reset-password", "migrate-db", "backup", "restore", "import dendrite", "healthcheck", "version", "help"} {
 			if !strings.Contains(out.String(), "hearth "+sub) && !strings.Contains(out.String(), "hearth ["+sub+"]") {
 				t.Errorf("hearth %v does not list %s:\n%s", args, sub, out.String())
 			}
@@ -300,4 +300,25 @@ func TestResetPassword(t *testing.T) {
 			t.Fatalf("reset-password of an unknown user: %v", err)
 		}
 	})
+}
+
+// hearth import needs its source named; a missing config is a clear error.
+// (The import itself is tested against a real Dendrite in importdendrite.)
+func TestImportCommandErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"import"}, "usage: hearth import dendrite"},
+		{[]string{"import", "synapse"}, "usage: hearth import dendrite"},
+		{[]string{"import", "dendrite", "--data-dir", dir}, "--dendrite-config FILE and --data-dir DIR are required"},
+		{[]string{"import", "dendrite", "--dendrite-config", filepath.Join(dir, "nope.yaml"), "--data-dir", dir}, "reading Dendrite config"},
+	} {
+		var out strings.Builder
+		err := run(context.Background(), c.args, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("hearth %v: %v, want an error saying %q", c.args, err, c.want)
+		}
+	}
 }
