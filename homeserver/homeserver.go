@@ -67,6 +67,7 @@ type Server struct {
 	Log   *slog.Logger
 
 	clientAPI  *clientapi.API
+	oauth      *oauth.API
 	client     http.Handler
 	federation http.Handler
 	metrics    *prometheus.Registry
@@ -257,7 +258,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Federation.Routes(c)
 	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
 	s.Admin.Routes(c)
-	oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange}).Routes(c)
+	s.oauth = oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange})
+	s.oauth.Routes(c)
 	s.client = c
 
 	f := s.router(observe, "federation")
@@ -308,6 +310,7 @@ func (s *Server) Reload(cfg config.Config) error {
 		return err
 	}
 	s.clientAPI.Update(cfg, lk)
+	s.oauth.Update(cfg)
 	return nil
 }
 
