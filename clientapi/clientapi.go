@@ -48,6 +48,8 @@ type API struct {
 	mail     *email.Sender
 	log      *slog.Logger
 	version  string
+	// overrides are the per-user message limits admins set (shadow_ban.go).
+	overrides overrideLimiters
 
 	adminNonces *nonceStore
 	notices     noticeRooms

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/e2ee"
@@ -81,6 +82,15 @@ func (a *API) uploadCrossSigningKeys(r *http.Request, c accounts.Caller) (any, e
 	}
 	// An application service replaces its users' keys without UIA
 	// (Application Service API, Cross-signing, v1.17).
+	if needsAuth && c.AppService == nil {
+		// An admin may have allowed a replacement without UIA for a while
+		// (Synapse's admin API).
+		until, err := a.db.CrossSigningReplaceableUntil(r.Context(), c.UserID)
+		if err != nil {
+			return nil, err
+		}
+		needsAuth = until <= time.Now().UnixMilli()
+	}
 	if needsAuth && c.AppService == nil {
 		// Replacing existing keys needs the password (UIA); the first
 		// upload does not (end-to-end encryption module, Cross-signing).

@@ -106,10 +106,9 @@ func (a *API) sendMessage(r *http.Request, c accounts.Caller) (any, error) {
 			return map[string]string{"delay_id": id}, nil
 		}
 	}
-	if a.rateLimited(c) {
-		if err := a.limit(r, a.live().limits.message, c.UserID); err != nil {
-			return nil, err
-		}
+	banned, err := a.limitMessage(r, c)
+	if err != nil {
+		return nil, err
 	}
 	ts, err := massagedTS(r, c)
 	if err != nil {
@@ -130,6 +129,9 @@ func (a *API) sendMessage(r *http.Request, c accounts.Caller) (any, error) {
 	if delayed {
 		return a.scheduleDelayed(r, c, rtc.Request{UserID: c.UserID, DeviceID: c.DeviceID, Txn: delayedTxn(roomID, evType, txnID),
 			RoomID: roomID, Type: evType, Content: content, DelayMS: delay})
+	}
+	if banned {
+		return map[string]string{"event_id": fakeEventID()}, nil
 	}
 	p := rooms.Proto{
 		Sender: c.UserID, Type: evType, Content: content,
@@ -212,6 +214,9 @@ func (a *API) putState(r *http.Request, c accounts.Caller) (any, error) {
 	if delayed {
 		return a.scheduleDelayed(r, c, rtc.Request{UserID: c.UserID, DeviceID: c.DeviceID,
 			RoomID: roomID, Type: evType, StateKey: &stateKey, Content: content, DelayMS: delay})
+	}
+	if banned, err := a.shadowBanned(r, c); err != nil || banned {
+		return map[string]string{"event_id": fakeEventID()}, err
 	}
 	// Sending the same state again is a no-op that returns the existing event.
 	if cur, err := a.rooms.CurrentState(r.Context(), roomID); err == nil {

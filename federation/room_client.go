@@ -82,11 +82,11 @@ func (c roomClient) SendJoin(ctx context.Context, origin, s spec.ServerName, eve
 	return &res, nil
 }
 
-func (c roomClient) InviteV2(ctx context.Context, destination spec.ServerName, event gomatrixserverlib.PDU, roomState []json.RawMessage) (json.RawMessage, error) {
+func (c roomClient) InviteV2(ctx context.Context, destination spec.ServerName, roomVersion gomatrixserverlib.RoomVersion, event gomatrixserverlib.PDU, roomState []json.RawMessage) (json.RawMessage, error) {
 	// Built here rather than with fclient.InviteV2Request, which can only
 	// carry stripped events.
 	body := map[string]any{
-		"room_version": event.Version(), "event": json.RawMessage(event.JSON()), "invite_room_state": roomState,
+		"room_version": roomVersion, "event": json.RawMessage(event.JSON()), "invite_room_state": roomState,
 	}
 	path := "/_matrix/federation/v2/invite/" + url.PathEscape(event.RoomID().String()) + "/" + url.PathEscape(event.EventID())
 	fr := fclient.NewFederationRequest(http.MethodPut, c.a.serverName, destination, path)

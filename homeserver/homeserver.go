@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -66,7 +68,12 @@ type Server struct {
 	Admin *admin.API
 	Log   *slog.Logger
 
-	clientAPI  *clientapi.API
+	clientAPI *clientapi.API
+	// lk is the LiveKit authorization service (nil: none) and lkKey the
+	// settings it was made from; Reload replaces it when they change.
+	reloadMu   sync.Mutex
+	lk         *rtc.LiveKit
+	lkKey      string
 	oauth      *oauth.API
 	client     http.Handler
 	federation http.Handler
@@ -239,7 +246,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.E2EE.SetRemote(s.Federation.E2EERemote())
-	lk, err := s.liveKit(cfg)
+	lk, lkKey, err := s.liveKit(cfg)
 	if err != nil {
 		s.Federation.Close()
 		s.AppServices.Close()
@@ -247,6 +254,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, err
 	}
+	s.lk, s.lkKey = lk, lkKey
 	s.clientAPI = clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
 		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Mail: mail, Log: log, Version: version})
@@ -256,7 +264,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// other homeservers, for operators whose reverse proxy sends both to one
 	// port; X-Matrix authentication applies all the same.
 	s.Federation.Routes(c)
-	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
+	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version,
+		Senders: s.Federation.Queue()})
 	s.Admin.Routes(c)
 	s.oauth = oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange})
 	s.oauth.Routes(c)
@@ -284,16 +293,22 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 
 // liveKit is the LiveKit authorization service cfg describes; nil without
 // livekit_url.
-func (s *Server) liveKit(cfg config.Config) (*rtc.LiveKit, error) {
+func (s *Server) liveKit(cfg config.Config) (*rtc.LiveKit, string, error) {
 	if cfg.LiveKitURL == "" {
-		return nil, nil
+		return nil, "", nil
 	}
 	secret, err := cfg.ReadLiveKitSecret()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return rtc.NewLiveKit(s.DB, s.Rooms, s.Federation, rtc.LiveKitOptions{ServerName: cfg.ServerName,
-		URL: cfg.LiveKitURL, APIKey: cfg.LiveKitAPIKey, APISecret: secret, FullAccessServers: cfg.RTCFullAccessServers}, s.Log), nil
+	key := strings.Join([]string{cfg.LiveKitURL, cfg.LiveKitAPIKey, secret, strings.Join(cfg.RTCFullAccessServers, ",")}, "\x00")
+	if s.lk != nil && key == s.lkKey {
+		return s.lk, key, nil // unchanged: keep its watches
+	}
+	lk := rtc.NewLiveKit(s.DB, s.Rooms, s.Federation, rtc.LiveKitOptions{ServerName: cfg.ServerName,
+		URL: cfg.LiveKitURL, APIKey: cfg.LiveKitAPIKey, APISecret: secret, FullAccessServers: cfg.RTCFullAccessServers}, s.Log)
+	lk.SetDelayed(s.Delayed)
+	return lk, key, nil
 }
 
 // Reload applies a changed configuration while the server runs (SIGHUP):
@@ -302,7 +317,9 @@ func (s *Server) liveKit(cfg config.Config) (*rtc.LiveKit, error) {
 // request (client API, media) take the new values; on an error nothing
 // changes. The log level is the caller's, which owns the logger.
 func (s *Server) Reload(cfg config.Config) error {
-	lk, err := s.liveKit(cfg) // rebuilt every time: the secret file may have changed
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	lk, key, err := s.liveKit(cfg) // the secret file is read again
 	if err != nil {
 		return err
 	}
@@ -311,6 +328,10 @@ func (s *Server) Reload(cfg config.Config) error {
 	}
 	s.clientAPI.Update(cfg, lk)
 	s.oauth.Update(cfg)
+	if old := s.lk; old != nil && old != lk {
+		old.Close() // the SFU's settings changed: its watches end
+	}
+	s.lk, s.lkKey = lk, key
 	return nil
 }
 
@@ -418,6 +439,11 @@ func (s *Server) Close() error {
 		}
 		s.relay.close()
 	}
+	s.reloadMu.Lock()
+	if lk := s.lk; lk != nil {
+		lk.Close()
+	}
+	s.reloadMu.Unlock()
 	s.Delayed.Stop()
 	s.Presence.Close()
 	s.Typing.Close()

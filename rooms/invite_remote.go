@@ -20,8 +20,9 @@ import (
 // (server-server API, Inviting to a room); federation implements it.
 type InviteClient interface {
 	// InviteV2 sends the invite with its invite_room_state: full PDUs, as
-	// the server-server API asks since v1.16 (MSC4311).
-	InviteV2(ctx context.Context, destination spec.ServerName, event gomatrixserverlib.PDU, roomState []json.RawMessage) (json.RawMessage, error)
+	// the server-server API asks since v1.16 (MSC4311). roomVersion is the
+	// room's (an event of an MSC3757 room reports its base version).
+	InviteV2(ctx context.Context, destination spec.ServerName, roomVersion gomatrixserverlib.RoomVersion, event gomatrixserverlib.PDU, roomState []json.RawMessage) (json.RawMessage, error)
 }
 
 // SetInviteClient plugs in the federation invite client.
@@ -73,14 +74,14 @@ func (r *Rooms) inviteRemote(ctx context.Context, roomID string, c ChangeMembers
 	if err != nil {
 		return nil, err
 	}
-	if err := gomatrixserverlib.Allowed(pdu, provider, userIDForSender); err != nil {
+	if err := allowed(pdu, provider); err != nil {
 		return nil, mxhttp.Forbidden("%v", err)
 	}
 	stripped, err := r.inviteStrippedState(ctx, cur.state)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := r.invites.InviteV2(ctx, domain, pdu, stripped)
+	raw, err := r.invites.InviteV2(ctx, domain, ver.Version(), pdu, stripped)
 	if err != nil {
 		var he gomatrix.HTTPError
 		var body struct {
@@ -270,7 +271,7 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 	if err := r.checkInviteRoomState(ctx, ver, roomID, stripped); err != nil {
 		return nil, err
 	}
-	if err := r.storeRemoteInvite(ctx, signed, stripped); err != nil {
+	if err := r.storeRemoteInvite(ctx, roomVersion, signed, stripped); err != nil {
 		return nil, err
 	}
 	return signed, nil
@@ -278,13 +279,13 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 
 // storeRemoteInvite records an invite to a room we are not in, with the
 // stripped state the inviting server sent.
-func (r *Rooms) storeRemoteInvite(ctx context.Context, pdu gomatrixserverlib.PDU, stripped json.RawMessage) error {
+func (r *Rooms) storeRemoteInvite(ctx context.Context, version gomatrixserverlib.RoomVersion, pdu gomatrixserverlib.PDU, stripped json.RawMessage) error {
 	var list []json.RawMessage
 	if len(stripped) > 0 && json.Unmarshal(stripped, &list) != nil {
 		list = nil
 	}
 	strippedJSON, _ := json.Marshal(list)
-	_, err := r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu, stripped: strippedJSON})
+	_, err := r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu, stripped: strippedJSON, version: version})
 	return err
 }
 

@@ -178,7 +178,7 @@ func (r *Rooms) KnockRemote(ctx context.Context, roomID, userID, reason string, 
 	}
 	var lastErr error
 	for _, s := range r.membershipServers(ctx, roomID, userID, servers) {
-		proto, ver, err := r.members.MakeKnock(ctx, s, roomID, userID, SupportedVersions)
+		proto, ver, err := r.members.MakeKnock(ctx, s, roomID, userID, KnownVersions())
 		if err != nil {
 			lastErr = err
 			r.log.Info("make_knock failed", "room", roomID, "via", s, "err", err)
@@ -201,7 +201,7 @@ func (r *Rooms) KnockRemote(ctx context.Context, roomID, userID, reason string, 
 			return nil, err
 		}
 		b, _ := json.Marshal(r.validKnockState(ctx, verImpl, roomID, stripped))
-		return r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu, stripped: b})
+		return r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu, stripped: b, version: ver})
 	}
 	if lastErr == nil {
 		return nil, mxhttp.NotFound("No server to knock on %s through", roomID)
