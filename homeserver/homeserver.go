@@ -25,6 +25,7 @@ import (
 	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/console"
 	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/email"
 	"github.com/hearth-matrix/hearth/federation"
@@ -64,7 +65,9 @@ type Server struct {
 	Federation *federation.API
 	// Admin is the Synapse-compatible admin API (/_synapse/admin/*).
 	Admin *admin.API
-	Log   *slog.Logger
+	// Console is the admin console at /_hearth/admin/.
+	Console *console.Console
+	Log     *slog.Logger
 
 	client     http.Handler
 	federation http.Handler
@@ -246,6 +249,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Federation.Routes(c)
 	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
 	s.Admin.Routes(c)
+	s.Console = console.New(console.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Admin: s.Admin, Queue: s.Federation.Queue(), Log: log})
+	s.Console.Routes(c)
 	s.client = c
 
 	f := s.router(observe, "federation")
@@ -374,6 +379,7 @@ func (s *Server) Close() error {
 	s.Delayed.Stop()
 	s.Presence.Close()
 	s.Typing.Close()
+	s.Console.Close()
 	s.Admin.Close()
 	s.Federation.Close()
 	s.AppServices.Close()
