@@ -28,8 +28,15 @@ func (a *API) Invoke(ctx context.Context, c accounts.Caller, method, path string
 			return nil, err
 		}
 	}
-	u := &url.URL{Path: path, RawQuery: query.Encode()}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(raw))
+	// path is escaped as on the wire (url.PathEscape of each parameter).
+	target := path
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	// The caller's own route context (the console's route) must not leak
+	// into the admin router's matching.
+	ctx = context.WithValue(ctx, chi.RouteCtxKey, (*chi.Context)(nil))
+	req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(raw))
 	if err != nil {
 		return nil, mxhttp.InvalidParam("Bad path %q", path)
 	}

@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/hearthtest"
@@ -199,4 +198,3 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-var _ = time.Second

@@ -192,21 +192,19 @@ func (c *Console) room(w http.ResponseWriter, r *http.Request, s *session) error
 		return err
 	}
 	data["block"] = block
-	if details, err := c.call(r, s, "GET", v1+"/rooms/"+esc(id), nil, nil); err == nil {
+	details, err := c.call(r, s, "GET", v1+"/rooms/"+esc(id), nil, nil)
+	if err != nil && (mxhttp.AsError(err).Status != http.StatusNotFound || data["deletions"] == nil) {
+		return err
+	}
+	// While a deletion runs the room's parts go one by one: show what is left.
+	if err == nil {
 		data["details"] = details
-		members, err := c.call(r, s, "GET", v1+"/rooms/"+esc(id)+"/members", nil, nil)
-		if err != nil {
-			return err
+		if m, err := c.call(r, s, "GET", v1+"/rooms/"+esc(id)+"/members", nil, nil); err == nil {
+			data["members"] = m["members"]
 		}
-		state, err := c.call(r, s, "GET", v1+"/rooms/"+esc(id)+"/state", nil, nil)
-		if err != nil {
-			return err
+		if st, err := c.call(r, s, "GET", v1+"/rooms/"+esc(id)+"/state", nil, nil); err == nil {
+			data["state"] = st["state"]
 		}
-		data["members"], data["state"] = members["members"], state["state"]
-	} else if mxhttp.AsError(err).Status != http.StatusNotFound {
-		return err
-	} else if data["deletions"] == nil {
-		return err
 	}
 	c.render(w, http.StatusOK, "room", s, page{Title: id, Flash: r.URL.Query().Get("flash"), Data: data})
 	return nil
