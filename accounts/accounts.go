@@ -30,6 +30,8 @@ type Accounts struct {
 	// MaxDevicesPerUser refuses new logins beyond this many devices; 0 means
 	// no limit.
 	MaxDevicesPerUser int
+	// LimitInfoURI is the info_uri of M_USER_LIMIT_EXCEEDED (v1.18).
+	LimitInfoURI string
 	// TokensRevoked, when set, is told (after commit) of every user some of
 	// whose access tokens were revoked, so that other processes sharing
 	// the database drop their cached tokens too (ForgetTokens). Set it

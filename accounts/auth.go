@@ -19,6 +19,9 @@ type Caller struct {
 	UserID   string
 	DeviceID string
 	IsGuest  bool
+	// Suspended: the account is suspended (v1.13); handlers refuse the
+	// actions a suspended account may not take with ErrSuspended.
+	Suspended bool
 	// Token is the access token the request presented.
 	Token string
 	// AppService is the application service whose as_token the request
@@ -84,6 +87,21 @@ func (a *Accounts) SetLocked(ctx context.Context, userID string, locked bool) er
 	})
 }
 
+// SetSuspended suspends or unsuspends an account; like SetLocked it
+// drops the cached tokens everywhere so every process sees it at once.
+func (a *Accounts) SetSuspended(ctx context.Context, userID string, suspended bool) error {
+	return a.DB.WriteTx(ctx, func(tx *sql.Tx) error {
+		a.forgetTokensOnCommit(tx, userID)
+		return storage.SetUserSuspended(ctx, tx, userID, suspended)
+	})
+}
+
+// ErrSuspended is the answer to an action a suspended account may not
+// take (client-server API, Account suspension): 403 M_USER_SUSPENDED.
+func ErrSuspended() *mxhttp.Error {
+	return mxhttp.UserSuspended("You cannot perform this action while suspended.")
+}
+
 // authenticate resolves the token to a Caller and says whether its
 // account is locked. An application service's users are not checked for
 // locks: the service acts for them.
@@ -128,7 +146,7 @@ func (a *Accounts) authenticate(r *http.Request) (Caller, bool, error) {
 		}
 	}
 	a.touchDevice(r, owner.UserID, owner.DeviceID, now)
-	return Caller{UserID: owner.UserID, DeviceID: owner.DeviceID, IsGuest: owner.IsGuest, Token: tok}, owner.Locked, nil
+	return Caller{UserID: owner.UserID, DeviceID: owner.DeviceID, IsGuest: owner.IsGuest, Suspended: owner.Suspended, Token: tok}, owner.Locked, nil
 }
 
 // touchDevice records last_seen_ts and last_seen_ip at most once a minute

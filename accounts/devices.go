@@ -58,7 +58,7 @@ func (a *Accounts) AddDevice(ctx context.Context, tx *sql.Tx, userID, deviceID, 
 			return err
 		}
 		if len(ids) >= a.MaxDevicesPerUser {
-			return mxhttp.Forbidden("This account already has the maximum of %d devices; log out or delete one first", a.MaxDevicesPerUser)
+			return mxhttp.UserLimit(a.LimitInfoURI, "This account already has the maximum of %d devices; log out or delete one first", a.MaxDevicesPerUser)
 		}
 	}
 	var name *string

@@ -35,6 +35,7 @@ type API struct {
 	media    *media.Repository
 	log      *slog.Logger
 	version  string
+	senders  Senders
 
 	// ctx bounds background room deletions; Close cancels it and waits.
 	ctx    context.Context
@@ -51,6 +52,15 @@ type Deps struct {
 	Media    *media.Repository
 	Log      *slog.Logger
 	Version  string
+	// Senders is the federation send queue (federation.Queue); nil
+	// without federation.
+	Senders Senders
+}
+
+// Senders is what the admin API asks of the federation send queue.
+type Senders interface {
+	// ResetBackoff makes a sender waiting out a backoff try again now.
+	ResetBackoff(dest spec.ServerName)
 }
 
 // New returns the admin API over d and resumes the room deletions a
@@ -58,9 +68,23 @@ type Deps struct {
 // database may both resume one: every step of a deletion can be done twice.
 func New(d Deps) *API {
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, media: d.Media, log: d.Log, version: d.Version, ctx: ctx, cancel: cancel}
+	a := &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, media: d.Media, log: d.Log, version: d.Version, senders: d.Senders, ctx: ctx, cancel: cancel}
 	a.ResumeDeletions()
+	a.ResumeTasks()
 	return a
+}
+
+// background runs fn in the background under the API's context, unless
+// the API is stopping (the work is then resumed on the next start).
+func (a *API) background(fn func(ctx context.Context)) {
+	if a.ctx.Err() != nil {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		fn(a.ctx)
+	}()
 }
 
 // Close stops background room deletions (they resume on the next start)

@@ -153,14 +153,7 @@ func (a *API) ResumeDeletions() {
 }
 
 func (a *API) start(d storage.RoomDeletion) {
-	if a.ctx.Err() != nil {
-		return // stopping: the next start resumes it
-	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		a.runDeletion(a.ctx, d)
-	}()
+	a.background(func(ctx context.Context) { a.runDeletion(ctx, d) })
 }
 
 // runDeletion does (or finishes) one deletion. If ctx ends (the server

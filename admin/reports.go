@@ -100,3 +100,69 @@ func (a *API) deleteEventReport(r *http.Request, c accounts.Caller) (any, error)
 	}
 	return struct{}{}, nil
 }
+
+// User reports (Synapse's docs/admin_api/user_reports.md): the reports
+// users made with POST /users/{userId}/report.
+
+func userReportJSON(rep storage.UserReportRow) map[string]any {
+	return map[string]any{"id": rep.ID, "received_ts": rep.ReceivedTS, "target_user_id": rep.UserID,
+		"user_id": rep.Reporter, "reason": rep.Reason}
+}
+
+// GET /_synapse/admin/v1/user_reports: newest first unless dir=f;
+// user_id filters on the reporter, target_user_id on the reported user.
+func (a *API) listUserReports(r *http.Request, c accounts.Caller) (any, error) {
+	from, limit, err := paging(r, 100)
+	if err != nil {
+		return nil, err
+	}
+	backwards, err := dirParam(r, "b")
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	reps, total, err := a.db.ListUserReports(r.Context(), q.Get("target_user_id"), q.Get("user_id"), backwards, from, limit)
+	if err != nil {
+		return nil, err
+	}
+	list := make([]map[string]any, 0, len(reps))
+	for _, rep := range reps {
+		list = append(list, userReportJSON(rep))
+	}
+	body := map[string]any{"user_reports": list, "total": total}
+	nextToken(body, from, len(reps), total, false)
+	return body, nil
+}
+
+func (a *API) userReportParam(r *http.Request) (storage.UserReportRow, error) {
+	id, err := strconv.ParseInt(pathParam(r, "reportId"), 10, 64)
+	if err != nil || id < 0 {
+		return storage.UserReportRow{}, mxhttp.InvalidParam("The report_id parameter must be a string representing a positive integer.")
+	}
+	rep, err := a.db.GetUserReport(r.Context(), id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return rep, mxhttp.NotFound("User report not found")
+	}
+	return rep, err
+}
+
+// GET /_synapse/admin/v1/user_reports/{reportId}.
+func (a *API) getUserReport(r *http.Request, c accounts.Caller) (any, error) {
+	rep, err := a.userReportParam(r)
+	if err != nil {
+		return nil, err
+	}
+	return userReportJSON(rep), nil
+}
+
+// DELETE /_synapse/admin/v1/user_reports/{reportId}.
+func (a *API) deleteUserReport(r *http.Request, c accounts.Caller) (any, error) {
+	rep, err := a.userReportParam(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.db.DeleteUserReport(r.Context(), rep.ID); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}

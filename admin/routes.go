@@ -60,6 +60,24 @@ func (a *API) routes() []route {
 		{"POST", v2 + "/users/{userId}/delete_devices", admin, a.deleteDevices},
 		{"GET", v1 + "/username_available", admin, a.usernameAvailable},
 		{"GET", v1 + "/users/{userId}/media", admin, a.userMedia},
+		{"GET", v1 + "/users/{userId}/memberships", admin, a.userMemberships},
+		{"GET", v1 + "/users/{userId}/accountdata", admin, a.userAccountData},
+		{"GET", v1 + "/users/{userId}/pushers", admin, a.userPushers},
+		{"GET", v1 + "/users/{userId}/sent_invite_count", admin, a.sentInviteCount},
+		{"GET", v1 + "/users/{userId}/cumulative_joined_room_count", admin, a.joinedRoomCount},
+		{"GET", v1 + "/search_users/{userId}", admin, a.searchUsers},
+		{"POST", v1 + "/users/{userId}/login", admin, a.loginAsUser},
+		{"POST", v1 + "/users/{userId}/shadow_ban", admin, a.shadowBan(true)},
+		{"DELETE", v1 + "/users/{userId}/shadow_ban", admin, a.shadowBan(false)},
+		{"GET", v1 + "/users/{userId}/override_ratelimit", admin, a.getRatelimit},
+		{"POST", v1 + "/users/{userId}/override_ratelimit", admin, a.setRatelimit},
+		{"DELETE", v1 + "/users/{userId}/override_ratelimit", admin, a.deleteRatelimit},
+		{"PUT", v2 + "/users/{userId}/devices/{deviceId}", admin, a.putDevice},
+		{"POST", v2 + "/users/{userId}/devices", admin, a.createDevice},
+		{"GET", v1 + "/auth_providers/{provider}/users/{externalId}", admin, a.userByExternalID},
+		{"GET", v1 + "/threepid/{medium}/users/{address}", admin, a.userByThreePID},
+		{"PUT", v1 + "/suspend/{userId}", admin, a.suspendUser},
+		{"POST", v1 + "/users/{userId}/_allow_cross_signing_replacement_without_uia", admin, a.allowCrossSigningReplacement},
 
 		// Rooms.
 		{"GET", v1 + "/rooms", admin, a.listRooms},
@@ -72,6 +90,14 @@ func (a *API) routes() []route {
 		{"DELETE", v2 + "/rooms/{roomId}", admin, a.deleteRoom},
 		{"GET", v2 + "/rooms/{roomId}/delete_status", admin, a.deleteStatusOfRoom},
 		{"GET", v2 + "/rooms/delete_status/{deleteId}", admin, a.deleteStatus},
+		{"POST", v1 + "/join/{roomId}", admin, a.joinUser},
+		{"POST", v1 + "/rooms/{roomId}/make_room_admin", admin, a.makeRoomAdmin},
+		{"GET", v1 + "/rooms/{roomId}/forward_extremities", admin, a.forwardExtremities},
+		{"GET", v1 + "/rooms/{roomId}/messages", admin, a.roomMessages},
+		{"GET", v1 + "/rooms/{roomId}/context/{eventId}", admin, a.roomEventContext},
+		{"GET", v1 + "/rooms/{roomId}/timestamp_to_event", admin, a.roomTimestampToEvent},
+		{"GET", v1 + "/rooms/{roomId}/hierarchy", admin, a.roomHierarchy},
+		{"GET", v1 + "/fetch_event/{eventId}", admin, a.fetchEvent},
 
 		// Registration tokens.
 		{"GET", v1 + "/registration_tokens", admin, a.listRegistrationTokens},
@@ -84,11 +110,46 @@ func (a *API) routes() []route {
 		{"POST", v1 + "/media/quarantine/{serverName}/{mediaId}", admin, a.adminQuarantineMedia(true)},
 		{"POST", v1 + "/media/unquarantine/{serverName}/{mediaId}", admin, a.adminQuarantineMedia(false)},
 		{"DELETE", v1 + "/media/{serverName}/{mediaId}", admin, a.adminDeleteMedia},
+		{"GET", v1 + "/media/{serverName}/{mediaId}", admin, a.mediaInfo},
+		{"POST", v1 + "/media/protect/{mediaId}", admin, a.protectMedia(true)},
+		{"POST", v1 + "/media/unprotect/{mediaId}", admin, a.protectMedia(false)},
+		{"GET", v1 + "/room/{roomId}/media", admin, a.listRoomMedia},
+		{"POST", v1 + "/room/{roomId}/media/quarantine", admin, a.quarantineRoomMedia},
+		{"POST", v1 + "/quarantine_media/{roomId}", admin, a.quarantineRoomMedia},
+		{"POST", v1 + "/user/{userId}/media/quarantine", admin, a.quarantineUserMedia},
+		{"POST", v1 + "/media/delete", admin, a.deleteMediaByDateSize},
+		{"POST", v1 + "/media/{serverName}/delete", admin, a.deleteMediaByDateSize},
+		{"DELETE", v1 + "/users/{userId}/media", admin, a.deleteUserMedia},
+		{"POST", v1 + "/purge_media_cache", admin, a.purgeMediaCache},
+		{"GET", v1 + "/media/quarantine_changes", admin, a.quarantineChanges},
 
 		// Event reports.
 		{"GET", v1 + "/event_reports", admin, a.listEventReports},
 		{"GET", v1 + "/event_reports/{reportId}", admin, a.getEventReport},
 		{"DELETE", v1 + "/event_reports/{reportId}", admin, a.deleteEventReport},
+
+		// Background tasks.
+		{"POST", v1 + "/user/{userId}/redact", admin, a.redactUser},
+		{"GET", v1 + "/user/redact_status/{redactId}", admin, a.redactStatus},
+		{"POST", v1 + "/purge_history/{roomId}", admin, a.purgeHistory},
+		{"POST", v1 + "/purge_history/{roomId}/{eventId}", admin, a.purgeHistory},
+		{"GET", v1 + "/purge_history_status/{purgeId}", admin, a.purgeStatus},
+		{"GET", v1 + "/scheduled_tasks", admin, a.scheduledTasks},
+
+		// Federation.
+		{"GET", v1 + "/federation/destinations", admin, a.listDestinations},
+		{"GET", v1 + "/federation/destinations/{destination}", admin, a.getDestination},
+		{"GET", v1 + "/federation/destinations/{destination}/rooms", admin, a.destinationRooms},
+		{"POST", v1 + "/federation/destinations/{destination}/reset_connection", admin, a.resetDestination},
+
+		// User reports.
+		{"GET", v1 + "/user_reports", admin, a.listUserReports},
+		{"GET", v1 + "/user_reports/{reportId}", admin, a.getUserReport},
+		{"DELETE", v1 + "/user_reports/{reportId}", admin, a.deleteUserReport},
+
+		// Statistics.
+		{"GET", v1 + "/statistics/users/media", admin, a.userMediaStatistics},
+		{"GET", v1 + "/statistics/database/rooms", admin, a.largestRooms},
 	}
 }
 

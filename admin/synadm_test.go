@@ -51,7 +51,7 @@ func lastJSON(t *testing.T, out []byte) map[string]any {
 
 // TestSynadm drives a Hearth server with synadm, the Synapse admin CLI:
 // version, user list, details, password and deactivate, room list,
-// details and delete. Without synadm on PATH the test fails when CI=true
+// details and delete, media list by user and by room. Without synadm on PATH the test fails when CI=true
 // (CI installs it) and is skipped otherwise.
 func TestSynadm(t *testing.T) {
 	if _, err := exec.LookPath("synadm"); err != nil {
@@ -86,6 +86,19 @@ func TestSynadm(t *testing.T) {
 		if j = lastJSON(t, synadm(t, cfg, "user", "details", bob.id)); j["name"] != bob.id || j["deactivated"] != false {
 			t.Fatalf("user details: %v", j)
 		}
+		image, imageID := upload(t, bob, "synadm image")
+		bob.ok(t, "PUT", path("/_matrix/client/v3/rooms", room, "send", "m.room.message", "img"),
+			map[string]any{"msgtype": "m.image", "body": "pic", "url": image})
+		if j = lastJSON(t, synadm(t, cfg, "media", "list", "-u", bob.id, "--ts")); j["total"] != float64(1) || names(j["media"], "media_id")[0] != imageID {
+			t.Fatalf("media list -u: %v", j)
+		}
+		if j = lastJSON(t, synadm(t, cfg, "media", "list", "-u", bob.id, "-s", "media_length", "-R", "--ts")); j["total"] != float64(1) {
+			t.Fatalf("media list -u sorted: %v", j)
+		}
+		if j = lastJSON(t, synadm(t, cfg, "media", "list", "-r", room)); len(j["local"].([]any)) != 1 || j["local"].([]any)[0] != image {
+			t.Fatalf("media list -r: %v", j)
+		}
+
 		synadm(t, cfg, "user", "password", bob.id, "-p", "changed-by-synadm")
 		hearthtest.Expect(t, bob.do(t, "GET", "/_matrix/client/v3/account/whoami", nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 		login := hs.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",

@@ -19,7 +19,7 @@ import (
 func userJSON(u storage.AdminUser) map[string]any {
 	return map[string]any{
 		"name": u.UserID, "is_guest": u.IsGuest, "admin": u.IsAdmin, "user_type": u.UserType,
-		"deactivated": u.Deactivated, "erased": u.Erased, "shadow_banned": false, "locked": false, "approved": true,
+		"deactivated": u.Deactivated, "erased": u.Erased, "shadow_banned": u.ShadowBanned, "locked": u.Locked, "approved": true,
 		"displayname": u.DisplayName, "avatar_url": u.AvatarURL, "creation_ts": u.CreatedTS, "last_seen_ts": u.LastSeenTS,
 	}
 }
@@ -94,13 +94,19 @@ func (a *API) userDetails(r *http.Request, userID string) (map[string]any, error
 	}
 	body := userJSON(u)
 	body["creation_ts"] = u.CreatedTS / 1000
-	body["threepids"] = []any{}
+	if body["threepids"], err = a.threePIDsJSON(r, userID); err != nil {
+		return nil, err
+	}
 	body["external_ids"] = []any{}
 	body["appservice_id"] = nil
 	body["consent_server_notice_sent"] = nil
 	body["consent_version"] = nil
 	body["consent_ts"] = nil
-	body["suspended"] = false
+	full, err := a.db.GetUser(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	body["suspended"] = full.Suspended
 	return body, nil
 }
 
@@ -509,8 +515,9 @@ func (a *API) usernameAvailable(r *http.Request, c accounts.Caller) (any, error)
 	return map[string]bool{"available": true}, nil
 }
 
-// GET /_synapse/admin/v1/users/{userId}/media: the user's uploads, newest
-// first by default (order_by created_ts only).
+// GET /_synapse/admin/v1/users/{userId}/media: the user's uploads,
+// ordered by order_by (Synapse's values; default created_ts) and dir
+// (default f: oldest first).
 func (a *API) userMedia(r *http.Request, c accounts.Caller) (any, error) {
 	u, err := a.existingUser(r)
 	if err != nil {
@@ -520,15 +527,18 @@ func (a *API) userMedia(r *http.Request, c accounts.Caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ob := r.URL.Query().Get("order_by"); ob != "" && ob != "created_ts" {
-		return nil, mxhttp.InvalidParam("Unknown value for order_by: %s", ob)
+	orderBy := r.URL.Query().Get("order_by")
+	if orderBy == "" {
+		orderBy = "created_ts"
+	}
+	if _, ok := storage.UserMediaOrder[orderBy]; !ok {
+		return nil, mxhttp.InvalidParam("Unknown value for order_by: %s", orderBy)
 	}
 	backwards, err := dirParam(r, "f")
 	if err != nil {
 		return nil, err
 	}
-	// Synapse's default, dir=f on created_ts, is oldest first.
-	ms, total, err := a.db.UserMedia(r.Context(), u.UserID, from, limit, !backwards)
+	ms, total, err := a.db.UserMedia(r.Context(), u.UserID, orderBy, from, limit, backwards)
 	if err != nil {
 		return nil, err
 	}
@@ -537,7 +547,7 @@ func (a *API) userMedia(r *http.Request, c accounts.Caller) (any, error) {
 		list = append(list, map[string]any{
 			"media_id": m.MediaID, "media_type": m.ContentType, "media_length": m.Size, "upload_name": emptyNil(m.Filename),
 			"created_ts": m.CreatedTS, "last_access_ts": m.UploadedTS, "quarantined_by": quarantinedBy(m.Quarantined),
-			"safe_from_quarantine": false,
+			"safe_from_quarantine": m.Protected,
 		})
 	}
 	body := map[string]any{"media": list, "total": total}

@@ -4,6 +4,8 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -34,6 +36,8 @@ type fakeAS struct {
 	attempts []string                     // txn IDs in the order they arrived
 	txns     map[string][]json.RawMessage // accepted transactions
 	order    []string                     // accepted txn IDs in order
+	eph      map[string][]json.RawMessage // accepted transactions' ephemeral arrays
+	raw      []string                     // every attempt's body, in order
 	badAuth  int
 	// onQuery answers GET requests (users, rooms, thirdparty queries) with
 	// a status and a body; nil: 404.
@@ -41,7 +45,7 @@ type fakeAS struct {
 }
 
 func newFakeAS(t *testing.T) *fakeAS {
-	f := &fakeAS{txns: map[string][]json.RawMessage{}}
+	f := &fakeAS{txns: map[string][]json.RawMessage{}, eph: map[string][]json.RawMessage{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -70,21 +74,25 @@ func newFakeAS(t *testing.T) *fakeAS {
 			w.WriteHeader(http.StatusNotFound)
 			return
 		}
+		raw, _ := io.ReadAll(r.Body)
 		f.attempts = append(f.attempts, txn)
+		f.raw = append(f.raw, string(raw))
 		if f.failing {
 			w.WriteHeader(http.StatusInternalServerError)
 			return
 		}
 		var body struct {
-			Events []json.RawMessage `json:"events"`
+			Events    []json.RawMessage `json:"events"`
+			Ephemeral []json.RawMessage `json:"ephemeral"`
 		}
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		if err := json.Unmarshal(raw, &body); err != nil || body.Events == nil {
 			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
 		if _, seen := f.txns[txn]; !seen {
 			f.order = append(f.order, txn)
 			f.txns[txn] = body.Events
+			f.eph[txn] = body.Ephemeral
 		}
 		_, _ = w.Write([]byte("{}"))
 	}))
@@ -137,9 +145,10 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 
 // writeRegistration writes the test bridge's registration: users
 // @bridge_*, aliases #bridge_*, both exclusive, pushing to asURL.
-func writeRegistration(t *testing.T, asURL string) string {
+func writeRegistration(t *testing.T, asURL string, extra ...string) string {
 	t.Helper()
-	reg := `id: test-bridge
+	reg := strings.Join(extra, "\n") + `
+id: test-bridge
 url: ` + asURL + `
 as_token: ` + asToken + `
 hs_token: ` + hsToken + `
@@ -164,9 +173,9 @@ namespaces:
 }
 
 // bridgeServer starts a server with the test bridge registered.
-func bridgeServer(t *testing.T, b hearthtest.Backend, asURL string) *hearthtest.Server {
+func bridgeServer(t *testing.T, b hearthtest.Backend, asURL string, extra ...string) *hearthtest.Server {
 	t.Helper()
-	path := writeRegistration(t, asURL)
+	path := writeRegistration(t, asURL, extra...)
 	hs := hearthtest.NewServer(t, b, func(c *config.Config) { c.AppServiceConfigFiles = []string{path} })
 	hs.AppServices.SetBackoff(2*time.Millisecond, 20*time.Millisecond)
 	return hs
@@ -561,5 +570,198 @@ func TestAppServiceManagesDevices(t *testing.T) {
 		if r := hs.Do(t, "DELETE", "/_matrix/client/v3/devices/"+aliceDevice, aliceToken, map[string]any{}); r.Status != http.StatusUnauthorized || r.JSON["flows"] == nil {
 			t.Fatalf("a user's delete without UIA: %d %s", r.Status, r.Body)
 		}
+	})
+}
+
+// ephemeral is the accepted ephemeral data in delivery order.
+func (f *fakeAS) ephemeral() []map[string]any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []map[string]any
+	for _, txn := range f.order {
+		for _, raw := range f.eph[txn] {
+			var ev map[string]any
+			_ = json.Unmarshal(raw, &ev)
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// TestAppServiceReceivesEphemeral: with receive_ephemeral (v1.13) the
+// service gets, in the ephemeral array of its transactions, the typing,
+// receipts (with room_id) and presence that concern it, in order: of
+// rooms one of its users is in, private receipts only of its own users,
+// presence of users sharing a room with its users or in its namespaces.
+// A failed transaction is resent with the same ephemeral data. Without
+// receive_ephemeral (the unstable MSC2409 key alone), none is sent.
+func TestAppServiceReceivesEphemeral(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fake := newFakeAS(t)
+		hs := bridgeServer(t, b, fake.srv.URL, "receive_ephemeral: true")
+		alice, aliceToken := hs.RegisterUser(t, "alice")
+		bob, bobToken := hs.RegisterUser(t, "bob")
+		const one, two = "@bridge_one:hearth.test", "@bridge_two:hearth.test"
+		hearthtest.Expect(t, asRegister(t, hs, asToken, "bridge_one", true), http.StatusOK, "")
+		hearthtest.Expect(t, asRegister(t, hs, asToken, "bridge_two", true), http.StatusOK, "")
+		do := func(method, path, token string, body any) {
+			t.Helper()
+			hearthtest.Expect(t, hs.Do(t, method, path, token, body), http.StatusOK, "")
+		}
+		newRoom := func(token string) string {
+			r := hs.Do(t, "POST", "/_matrix/client/v3/createRoom", token, map[string]any{"preset": "public_chat"})
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			return r.JSON["room_id"].(string)
+		}
+		send := func(roomID, token, body string) string {
+			r := hs.Do(t, "PUT", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/"+url.PathEscape(body), token, map[string]any{"msgtype": "m.text", "body": body})
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			return r.JSON["event_id"].(string)
+		}
+		receipt := func(roomID, typ, eventID, token, query string) {
+			do("POST", "/_matrix/client/v3/rooms/"+roomID+"/receipt/"+typ+"/"+url.PathEscape(eventID)+query, token, map[string]any{})
+		}
+		bridged, private := newRoom(aliceToken), newRoom(bobToken)
+		do("POST", "/_matrix/client/v3/rooms/"+bridged+"/join"+as(one), asToken, map[string]any{})
+		e1, e2 := send(bridged, aliceToken, "e1"), send(bridged, aliceToken, "e2")
+		p1 := send(private, bobToken, "p1")
+		waitFor(t, "the messages", func() bool { return len(fake.bodies()) == 2 })
+
+		summary := func() []string {
+			var out []string
+			for _, ev := range fake.ephemeral() {
+				c, _ := ev["content"].(map[string]any)
+				switch ev["type"] {
+				case "m.typing":
+					out = append(out, fmt.Sprintf("typing %s %v", ev["room_id"], c["user_ids"]))
+				case "m.receipt":
+					for evID, byType := range c {
+						for typ, users := range byType.(map[string]any) {
+							for u := range users.(map[string]any) {
+								out = append(out, fmt.Sprintf("receipt %s %s %s %s", ev["room_id"], evID, typ, u))
+							}
+						}
+					}
+				case "m.presence":
+					out = append(out, fmt.Sprintf("presence %s %v %v", ev["sender"], c["presence"], c["status_msg"]))
+				default:
+					out = append(out, fmt.Sprintf("unexpected %v", ev))
+				}
+			}
+			return out
+		}
+		has := func(want string) bool {
+			for _, s := range summary() {
+				if s == want {
+					return true
+				}
+			}
+			return false
+		}
+		// What does not concern the service comes first, so that what
+		// arrives after it shows it was left out.
+		do("PUT", "/_matrix/client/v3/rooms/"+private+"/typing/"+url.PathEscape(bob), bobToken, map[string]any{"typing": true, "timeout": 30000})
+		receipt(private, "m.read", p1, bobToken, "")
+		receipt(bridged, "m.read.private", e1, aliceToken, "")
+		do("PUT", "/_matrix/client/v3/presence/"+url.PathEscape(bob)+"/status", bobToken, map[string]any{"presence": "unavailable"})
+		// What does.
+		do("PUT", "/_matrix/client/v3/rooms/"+bridged+"/typing/"+url.PathEscape(alice), aliceToken, map[string]any{"typing": true, "timeout": 30000})
+		receipt(bridged, "m.read", e1, aliceToken, "")
+		// A receipt replaces the user's older one (sync shows the newest
+		// too): e1's is awaited before e2's replaces it.
+		waitFor(t, "the first receipt", func() bool {
+			return has("receipt " + bridged + " " + e1 + " m.read " + alice)
+		})
+		receipt(bridged, "m.read", e2, aliceToken, "")
+		receipt(bridged, "m.read.private", e2, asToken, as(one))
+		do("PUT", "/_matrix/client/v3/presence/"+url.PathEscape(alice)+"/status", aliceToken, map[string]any{"presence": "online", "status_msg": "here"})
+		do("PUT", "/_matrix/client/v3/presence/"+url.PathEscape(two)+"/status"+as(two), asToken, map[string]any{"presence": "online"})
+
+		want := []string{
+			"typing " + bridged + " [" + alice + "]",
+			"receipt " + bridged + " " + e1 + " m.read " + alice,
+			"receipt " + bridged + " " + e2 + " m.read " + alice,
+			"receipt " + bridged + " " + e2 + " m.read.private " + one,
+			"presence " + alice + " online here",
+			"presence " + two + " online <nil>",
+		}
+		waitFor(t, "the ephemeral data", func() bool { return has(want[len(want)-1]) && has(want[3]) })
+		got := summary()
+		for _, w := range want {
+			if !has(w) {
+				t.Errorf("missing %q in %q", w, got)
+			}
+		}
+		for _, s := range got {
+			if strings.Contains(s, private) || strings.Contains(s, bob) || strings.Contains(s, "m.read.private "+alice) {
+				t.Errorf("pushed what does not concern the service: %q", s)
+			}
+		}
+		// Receipts in stream order.
+		idx := func(w string) int {
+			for i, s := range got {
+				if s == w {
+					return i
+				}
+			}
+			return -1
+		}
+		if !(idx(want[1]) < idx(want[2]) && idx(want[2]) < idx(want[3])) {
+			t.Errorf("receipts out of order: %q", got)
+		}
+
+		// A failing service gets the same ephemeral data again.
+		e3 := send(bridged, aliceToken, "e3")
+		waitFor(t, "e3", func() bool { return len(fake.bodies()) == 3 })
+		fake.setFailing(true)
+		fake.mu.Lock()
+		before := len(fake.attempts)
+		fake.mu.Unlock()
+		receipt(bridged, "m.read", e3, aliceToken, "")
+		waitFor(t, "retries", func() bool {
+			fake.mu.Lock()
+			defer fake.mu.Unlock()
+			return len(fake.attempts) >= before+3
+		})
+		fake.mu.Lock()
+		n := len(fake.attempts)
+		same := fake.attempts[n-1] == fake.attempts[n-2] && fake.raw[n-1] == fake.raw[n-2] && strings.Contains(fake.raw[n-1], e3)
+		last := fake.raw[n-1]
+		fake.mu.Unlock()
+		if !same {
+			t.Fatalf("the failed transaction was not resent unchanged: %s", last)
+		}
+		fake.setFailing(false)
+		waitFor(t, "the receipt after the failure", func() bool { return has("receipt " + bridged + " " + e3 + " m.read " + alice) })
+		count := 0
+		for _, s := range summary() {
+			if s == "receipt "+bridged+" "+e3+" m.read "+alice {
+				count++
+			}
+		}
+		if count != 1 {
+			t.Errorf("the receipt was delivered %d times", count)
+		}
+
+		// Without receive_ephemeral: nothing ephemeral.
+		fake2 := newFakeAS(t)
+		hs2 := bridgeServer(t, b, fake2.srv.URL)
+		_, carolToken := hs2.RegisterUser(t, "carol")
+		hearthtest.Expect(t, asRegister(t, hs2, asToken, "bridge_one", true), http.StatusOK, "")
+		r := hs2.Do(t, "POST", "/_matrix/client/v3/createRoom", carolToken, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		room2 := r.JSON["room_id"].(string)
+		hearthtest.Expect(t, hs2.Do(t, "POST", "/_matrix/client/v3/rooms/"+room2+"/join"+as(one), asToken, map[string]any{}), http.StatusOK, "")
+		hearthtest.Expect(t, hs2.Do(t, "PUT", "/_matrix/client/v3/rooms/"+room2+"/typing/"+url.PathEscape("@carol:hearth.test"), carolToken, map[string]any{"typing": true, "timeout": 30000}), http.StatusOK, "")
+		r = hs2.Do(t, "PUT", "/_matrix/client/v3/rooms/"+room2+"/send/m.room.message/x", carolToken, map[string]any{"msgtype": "m.text", "body": "after typing"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		waitFor(t, "the message", func() bool { return len(fake2.bodies()) == 1 })
+		fake2.mu.Lock()
+		for _, body := range fake2.raw {
+			if strings.Contains(body, `"ephemeral"`) {
+				t.Errorf("ephemeral data without receive_ephemeral: %s", body)
+			}
+		}
+		fake2.mu.Unlock()
 	})
 }

@@ -49,6 +49,13 @@ type Pusher struct {
 
 	wake map[string]chan struct{} // per service id
 
+	// Ephemeral data (typing, presence) waiting for a transaction, per
+	// service that takes it; see ephemeral.go.
+	ephMu   sync.Mutex
+	queued  map[string][]pending
+	typing  TypingSource
+	present PresenceSource
+
 	mu                 sync.Mutex
 	minDelay, maxDelay time.Duration
 
@@ -69,8 +76,13 @@ type Pusher struct {
 func NewPusher(ctx context.Context, db *storage.DB, rs *rooms.Rooms, registry *Registry, log *slog.Logger, standby bool) (*Pusher, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	p := &Pusher{db: db, rooms: rs, registry: registry, log: log, client: &http.Client{Timeout: 30 * time.Second},
-		wake: map[string]chan struct{}{}, minDelay: 2 * time.Second, maxDelay: 5 * time.Minute, ctx: runCtx, cancel: cancel}
+		wake: map[string]chan struct{}{}, queued: map[string][]pending{}, minDelay: 2 * time.Second, maxDelay: 5 * time.Minute, ctx: runCtx, cancel: cancel}
 	head, err := storage.MaxStreamPos(ctx, db.Read())
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	receiptHead, err := db.MaxReceiptPos(ctx)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -79,9 +91,15 @@ func NewPusher(ctx context.Context, db *storage.DB, rs *rooms.Rooms, registry *R
 		if reg.PushURL() == "" {
 			continue
 		}
-		if err := db.StartAppServiceStream(ctx, reg.ID, head); err != nil {
+		if err := db.StartAppServiceStream(ctx, reg.ID, head, receiptHead); err != nil {
 			cancel()
 			return nil, err
+		}
+		if !reg.ReceiveEphemeral {
+			if err := db.SkipAppServiceReceipts(ctx, reg.ID, receiptHead); err != nil {
+				cancel()
+				return nil, err
+			}
 		}
 		p.wake[reg.ID] = make(chan struct{}, 1)
 	}
@@ -150,6 +168,9 @@ func (p *Pusher) Observe([]*rooms.Event) { p.Wake() }
 // (Observe) or by another process sharing the database. A sender that
 // does not run looks when it starts.
 func (p *Pusher) Wake() {
+	if p == nil {
+		return
+	}
 	for _, w := range p.wake {
 		select {
 		case w <- struct{}{}:
@@ -205,53 +226,51 @@ type cursor struct {
 }
 
 // step sends the transaction in flight, or makes the next one from the
-// events after the delivered position. It reports whether it advanced.
+// events after the delivered position and, for a service that takes
+// ephemeral data, the receipts after its receipt position and the typing
+// and presence changes queued for it. It reports whether it advanced.
 func (p *Pusher) step(ctx context.Context, reg *Registration, cur *cursor) (bool, error) {
 	st, err := p.db.GetAppServiceStream(ctx, reg.ID)
 	if err != nil {
 		return false, err
 	}
-	if len(st.TxnEvents) == 0 {
+	if !st.InFlight() {
 		from := max(st.DeliveredPos, cur.skipped)
-		ids, err := storage.EventIDsAfter(ctx, p.db.Read(), from, maxTxnEvents)
-		if err != nil || len(ids) == 0 {
-			return false, err
-		}
-		byID, err := p.rooms.Events(ctx, p.db.Read(), ids)
+		chosen, to, err := p.chooseEvents(ctx, reg, from)
 		if err != nil {
 			return false, err
 		}
-		to := from
-		var chosen []string
-		cache := roomCache{}
-		for _, id := range ids {
-			ev, ok := byID[id]
-			if !ok {
-				continue
-			}
-			to = max(to, ev.StreamPos)
-			if ev.Rejected || ev.SoftFailed {
-				continue
-			}
-			interested, err := p.interested(ctx, reg, ev, cache)
-			if err != nil {
+		var eph []map[string]any
+		receiptTo := st.ReceiptPos
+		var taken []pending
+		if reg.ReceiveEphemeral {
+			if eph, receiptTo, taken, err = p.ephemeral(ctx, reg, st.ReceiptPos); err != nil {
 				return false, err
 			}
-			if interested {
-				chosen = append(chosen, id)
-			}
 		}
-		if len(chosen) == 0 {
+		if len(chosen) == 0 && len(eph) == 0 {
+			if receiptTo > st.ReceiptPos {
+				// Receipts of no interest: passed at once, the write is rare.
+				cur.skipped, cur.saved = to, time.Now()
+				return true, p.db.AdvanceAppServiceStream(ctx, reg.ID, to, receiptTo)
+			}
 			cur.skipped = to
 			if time.Since(cur.saved) < saveSkippedEvery {
 				return to > from, nil
 			}
 			cur.saved = time.Now()
-			return to > from, p.db.AdvanceAppServiceStream(ctx, reg.ID, to)
+			return to > from, p.db.AdvanceAppServiceStream(ctx, reg.ID, to, st.ReceiptPos)
+		}
+		eJSON := json.RawMessage("[]")
+		if len(eph) > 0 {
+			if eJSON, err = json.Marshal(eph); err != nil {
+				return false, err
+			}
 		}
 		st.TxnID++
-		st.TxnToPos, st.TxnEvents = to, chosen
-		if err := p.db.BeginAppServiceTxn(ctx, reg.ID, st.TxnID, to, chosen); err != nil {
+		st.TxnToPos, st.TxnEvents, st.TxnEphemeral, st.TxnReceipt = to, chosen, eJSON, receiptTo
+		if err := p.db.BeginAppServiceTxn(ctx, reg.ID, st.TxnID, to, chosen, eJSON, receiptTo); err != nil {
+			p.requeue(reg.ID, taken)
 			return false, err
 		}
 	}
@@ -265,15 +284,52 @@ func (p *Pusher) step(ctx context.Context, reg *Registration, cur *cursor) (bool
 			events = append(events, ev.ClientEvent(rooms.Viewer{}, nil))
 		}
 	}
-	if err := p.sendTxn(ctx, reg, st.TxnID, events); err != nil {
+	if err := p.sendTxn(ctx, reg, st.TxnID, events, st.TxnEphemeral); err != nil {
 		return false, err
 	}
-	return true, p.db.AdvanceAppServiceStream(ctx, reg.ID, st.TxnToPos)
+	return true, p.db.AdvanceAppServiceStream(ctx, reg.ID, st.TxnToPos, st.TxnReceipt)
+}
+
+// chooseEvents reads the events after from and keeps those of interest
+// to the service; to is the newest position read.
+func (p *Pusher) chooseEvents(ctx context.Context, reg *Registration, from int64) (chosen []string, to int64, err error) {
+	to = from
+	ids, err := storage.EventIDsAfter(ctx, p.db.Read(), from, maxTxnEvents)
+	if err != nil || len(ids) == 0 {
+		return nil, to, err
+	}
+	byID, err := p.rooms.Events(ctx, p.db.Read(), ids)
+	if err != nil {
+		return nil, to, err
+	}
+	cache := roomCache{}
+	for _, id := range ids {
+		ev, ok := byID[id]
+		if !ok {
+			continue
+		}
+		to = max(to, ev.StreamPos)
+		if ev.Rejected || ev.SoftFailed {
+			continue
+		}
+		interested, err := p.interested(ctx, reg, ev, cache)
+		if err != nil {
+			return nil, to, err
+		}
+		if interested {
+			chosen = append(chosen, id)
+		}
+	}
+	return chosen, to, nil
 }
 
 // sendTxn is PUT /_matrix/app/v1/transactions/{txnId} with the hs_token.
-func (p *Pusher) sendTxn(ctx context.Context, reg *Registration, txnID int64, events []rooms.ClientEvent) error {
-	body, err := json.Marshal(map[string]any{"events": events})
+func (p *Pusher) sendTxn(ctx context.Context, reg *Registration, txnID int64, events []rooms.ClientEvent, ephemeral json.RawMessage) error {
+	txn := map[string]any{"events": events}
+	if len(ephemeral) > 0 && string(ephemeral) != "[]" {
+		txn["ephemeral"] = ephemeral // omitted when empty, as the spec allows
+	}
+	body, err := json.Marshal(txn)
 	if err != nil {
 		return err
 	}

@@ -37,8 +37,10 @@ type Registration struct {
 		Aliases []Namespace `yaml:"aliases"`
 		Rooms   []Namespace `yaml:"rooms"`
 	} `yaml:"namespaces"`
-	RateLimited *bool    `yaml:"rate_limited"` // default true
-	Protocols   []string `yaml:"protocols"`
+	RateLimited *bool `yaml:"rate_limited"` // default true
+	// ReceiveEphemeral: push typing, receipts and presence too (v1.13).
+	ReceiveEphemeral bool     `yaml:"receive_ephemeral"`
+	Protocols        []string `yaml:"protocols"`
 
 	// File is the path the registration was read from, for messages.
 	File string `yaml:"-"`

@@ -92,6 +92,14 @@ func TestMigrateSQLiteToPostgres(t *testing.T) {
 	if dl.Status != 200 || !bytes.Equal(dl.Body, body) {
 		t.Fatalf("media after the move: %d, %d bytes", dl.Status, len(dl.Body))
 	}
+	// Full-text search finds what was written on SQLite: the index is
+	// rebuilt in PostgreSQL's shape, not copied.
+	sr := pg.Do(t, "POST", "/_matrix/client/v3/search", aliceTok, map[string]any{"search_categories": map[string]any{
+		"room_events": map[string]any{"search_term": "message"}}})
+	hearthtest.Expect(t, sr, 200, "")
+	if !bytes.Contains(sr.Body, []byte(sent[19])) || !bytes.Contains(sr.Body, []byte(`"count":20`)) {
+		t.Fatalf("search after the move does not find the copied messages: %.500s", sr.Body)
+	}
 	// New writes continue past the copied rows (sequences moved).
 	next := pg.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/after", bobTok,
 		map[string]any{"msgtype": "m.text", "body": "on PostgreSQL now"})

@@ -614,14 +614,23 @@ func TestUIASessionAcrossProcesses(t *testing.T) {
 	})
 }
 
+// TestMaxDevicesPerUser: a login beyond max_devices_per_user is 403
+// M_USER_LIMIT_EXCEEDED (v1.18) with the required info_uri (by default
+// the server's own address).
 func TestMaxDevicesPerUser(t *testing.T) {
-	hs := hearthtest.NewServer(t, hearthtest.SQLite, func(c *config.Config) { c.MaxDevicesPerUser = 2 })
-	register(t, hs, "alice", "secret")
-	r := passwordLogin(t, hs, "alice", "secret", map[string]any{"device_id": "SECOND"})
-	hearthtest.Expect(t, r, http.StatusOK, "")
-	hearthtest.Expect(t, passwordLogin(t, hs, "alice", "secret", nil), http.StatusForbidden, "M_FORBIDDEN")
-	// Logging in again on an existing device is not a new device.
-	hearthtest.Expect(t, passwordLogin(t, hs, "alice", "secret", map[string]any{"device_id": "SECOND"}), http.StatusOK, "")
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, func(c *config.Config) { c.MaxDevicesPerUser = 2 })
+		register(t, hs, "alice", "secret")
+		r := passwordLogin(t, hs, "alice", "secret", map[string]any{"device_id": "SECOND"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		r = passwordLogin(t, hs, "alice", "secret", nil)
+		hearthtest.Expect(t, r, http.StatusForbidden, "M_USER_LIMIT_EXCEEDED")
+		if r.JSON["info_uri"] != "https://"+hs.Config.ServerName+"/" {
+			t.Errorf("info_uri: %s", r.Body)
+		}
+		// Logging in again on an existing device is not a new device.
+		hearthtest.Expect(t, passwordLogin(t, hs, "alice", "secret", map[string]any{"device_id": "SECOND"}), http.StatusOK, "")
+	})
 }
 
 // TestRevokedTokensFailAtOnce: access tokens are cached in memory after

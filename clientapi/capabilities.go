@@ -14,9 +14,12 @@ import (
 // /login/get_token (guests may not), which clients read before offering
 // to sign in a new device.
 func (a *API) capabilities(r *http.Request, c accounts.Caller) (any, error) {
-	available := make(map[string]string, len(rooms.SupportedVersions))
+	available := make(map[string]string, len(rooms.SupportedVersions)+len(rooms.UnstableVersions))
 	for _, v := range rooms.SupportedVersions {
 		available[string(v)] = "stable"
+	}
+	for _, v := range rooms.UnstableVersions {
+		available[string(v)] = "unstable"
 	}
 	enabled := func(on bool) map[string]bool { return map[string]bool{"enabled": on} }
 	// Guests may change only their display name (Guest access).
@@ -42,7 +45,7 @@ func (a *API) capabilities(r *http.Request, c accounts.Caller) (any, error) {
 		return nil, err
 	}
 	if u.IsAdmin {
-		caps["m.account_moderation"] = map[string]bool{"lock": true, "suspend": false}
+		caps["m.account_moderation"] = map[string]bool{"lock": true, "suspend": true}
 	}
 	return map[string]any{"capabilities": caps}, nil
 }

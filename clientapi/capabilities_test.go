@@ -40,8 +40,13 @@ func TestCapabilities(t *testing.T) {
 			t.Errorf("default room version: %v", rv["default"])
 		}
 		avail, _ := rv["available"].(map[string]any)
-		if len(avail) != 12 {
+		if len(avail) != 14 {
 			t.Errorf("available room versions: %v", avail)
+		}
+		for _, v := range []string{"org.matrix.msc3757.10", "org.matrix.msc3757.11"} {
+			if avail[v] != "unstable" {
+				t.Errorf("room version %s: %v", v, avail[v])
+			}
 		}
 		for v := 1; v <= 12; v++ {
 			if avail[strconv.Itoa(v)] != "stable" {

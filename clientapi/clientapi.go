@@ -47,6 +47,8 @@ type API struct {
 	log      *slog.Logger
 	version  string
 	limits   limits
+	// overrides are the per-user message limits admins set (shadow_ban.go).
+	overrides overrideLimiters
 
 	adminNonces *nonceStore
 	notices     noticeRooms

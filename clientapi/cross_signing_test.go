@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
 	"github.com/hearth-matrix/hearth/syncstream"
@@ -169,5 +170,32 @@ func TestKeyChanges(t *testing.T) {
 		if _, again, _ := hs.E2EE.MaxPositions(ctx); again != to {
 			t.Errorf("one-time keys moved the device-list stream")
 		}
+	})
+}
+
+// TestAdminAllowsCrossSigningReplacement: after the Synapse admin API's
+// _allow_cross_signing_replacement_without_uia, replacing the keys needs
+// no password.
+func TestAdminAllowsCrossSigningReplacement(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		login, err := hs.Accounts.Register(t.Context(), accountsNewAdmin("admin", "password"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		alice := newE2EDevice(t, hs, "alice")
+		const path = "/_matrix/client/v3/keys/device_signing/upload"
+		allow := "/_synapse/admin/v1/users/" + alice.id + "/_allow_cross_signing_replacement_without_uia"
+		hearthtest.Expect(t, hs.Do(t, "POST", allow, login.AccessToken, map[string]any{}), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, alice.do(t, "POST", path, newCrossSigning(t).upload(t, alice)), http.StatusOK, "")
+		hearthtest.Expect(t, alice.do(t, "POST", path, newCrossSigning(t).upload(t, alice)), http.StatusUnauthorized, "")
+
+		r := hs.Do(t, "POST", allow, login.AccessToken, map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if until, _ := r.JSON["updatable_without_uia_before_ms"].(float64); int64(until) <= time.Now().UnixMilli() {
+			t.Fatalf("allow: %s", r.Body)
+		}
+		hearthtest.Expect(t, alice.do(t, "POST", path, newCrossSigning(t).upload(t, alice)), http.StatusOK, "")
+		hearthtest.Expect(t, hs.Do(t, "POST", allow, alice.token, map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
 	})
 }

@@ -30,14 +30,14 @@ func TestVersions(t *testing.T) {
 		}
 		// Exactly the versions and features docs/spec-coverage.md finds
 		// implemented: a new entry needs the audit updated first.
-		if got := fmt.Sprint(vs); got != "[v1.1 v1.2 v1.3 v1.4 v1.5 v1.6 v1.7 v1.8 v1.9 v1.10 v1.11 v1.12]" {
+		if got := fmt.Sprint(vs); got != "[v1.1 v1.2 v1.3 v1.4 v1.5 v1.6 v1.7 v1.8 v1.9 v1.10 v1.11 v1.12 v1.13 v1.14 v1.15 v1.16 v1.17]" {
 			t.Errorf("versions = %s", got)
 		}
 		features, ok := r.JSON["unstable_features"].(map[string]any)
 		if !ok {
 			t.Errorf("unstable_features is not an object: %s", r.Body)
 		}
-		if got := fmt.Sprint(features); got != "map[org.matrix.msc3391:true org.matrix.msc3814:true org.matrix.msc4140:true org.matrix.simplified_msc3575:true]" {
+		if got := fmt.Sprint(features); got != "map[io.element.msc4388:true org.matrix.msc3391:true org.matrix.msc3814:true org.matrix.msc4140:true org.matrix.msc4306:true org.matrix.simplified_msc3575:true]" {
 			t.Errorf("unstable_features = %s", got)
 		}
 		if got := r.Header.Get("Access-Control-Allow-Origin"); got != "*" {

@@ -3,11 +3,15 @@ package clientapi
 import (
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"time"
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/oauth"
+	"github.com/hearth-matrix/hearth/storage"
 )
 
 // End-to-end encryption key management (client-server API, End-to-End
@@ -79,9 +83,28 @@ func (a *API) uploadCrossSigningKeys(r *http.Request, c accounts.Caller) (any, e
 	// An application service replaces its users' keys without UIA
 	// (Application Service API, Cross-signing, v1.17).
 	if needsAuth && c.AppService == nil {
+		// An admin may have allowed a replacement without UIA for a while
+		// (Synapse's admin API).
+		until, err := a.db.CrossSigningReplaceableUntil(r.Context(), c.UserID)
+		if err != nil {
+			return nil, err
+		}
+		needsAuth = until <= time.Now().UnixMilli()
+	}
+	if needsAuth && c.AppService == nil {
 		// Replacing existing keys needs the password (UIA); the first
 		// upload does not (end-to-end encryption module, Cross-signing).
-		passed, err := a.userInteractiveAuth(r, passwordFlows("keys/device_signing/upload", c.UserID), req.Auth)
+		need := passwordFlows("keys/device_signing/upload", c.UserID)
+		// A device signed in through OAuth has no password to give: the
+		// user approves the reset on the account page (m.oauth, v1.17).
+		if _, _, err := storage.OAuthSession(r.Context(), a.db.Read(), c.UserID, c.DeviceID); err == nil {
+			need.flows = []uiaFlow{{Stages: []string{stageOAuth}}}
+			need.params = map[string]any{stageOAuth: map[string]string{
+				"url": oauth.AccountManagementURL(oauth.BaseURL(a.cfg, r), "org.matrix.cross_signing_reset")}}
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+		passed, err := a.userInteractiveAuth(r, need, req.Auth)
 		if err != nil {
 			return nil, err
 		}

@@ -268,6 +268,7 @@ func TestMediaLimits(t *testing.T) {
 			c.MaxRequestBytes = 1 << 16
 			c.MaxUploadBytes = 100_000
 			c.MediaQuotaBytes = 150_000
+			c.UserLimitInfoURI = "https://example.org/limits"
 		})
 		alice, bob := newMediaUser(t, hs, "alice", false), newMediaUser(t, hs, "bob", false)
 		// Uploads are not bound by max_request_bytes...
@@ -281,8 +282,15 @@ func TestMediaLimits(t *testing.T) {
 		r = rawDo(t, hs, "POST", "/_matrix/media/v1/create", bob, "application/json", bytes.NewReader(make([]byte, 1<<17)))
 		hearthtest.Expect(t, r, http.StatusOK, "") // create ignores its body; the limit only stops reading
 		// The quota: alice has 90 000 of 150 000 bytes.
+		// Beyond it: M_USER_LIMIT_EXCEEDED (v1.18) with the configured
+		// info_uri, whether the size is declared or found while streaming.
 		r = rawDo(t, hs, "POST", "/_matrix/media/v3/upload", alice, "application/octet-stream", bytes.NewReader(make([]byte, 70_000)))
-		hearthtest.Expect(t, r, http.StatusForbidden, "M_FORBIDDEN")
+		hearthtest.Expect(t, r, http.StatusForbidden, "M_USER_LIMIT_EXCEEDED")
+		if r.JSON["info_uri"] != "https://example.org/limits" {
+			t.Errorf("info_uri: %s", r.Body)
+		}
+		r = rawDo(t, hs, "POST", "/_matrix/media/v3/upload", alice, "application/octet-stream", io.MultiReader(bytes.NewReader(make([]byte, 70_000))))
+		hearthtest.Expect(t, r, http.StatusForbidden, "M_USER_LIMIT_EXCEEDED")
 		upload(t, hs, alice, "application/octet-stream", "", make([]byte, 50_000))
 		// Refused uploads leave no files behind.
 		if files := mediaFiles(t, hs); len(files) != 2 {

@@ -109,6 +109,9 @@ func (a *API) joinRoomByID(r *http.Request, c accounts.Caller) (any, error) {
 // local user is in it, else over federation through the given servers (and
 // the server of the room ID).
 func (a *API) join(r *http.Request, c accounts.Caller, roomID string, servers []spec.ServerName, b membershipBody) (any, error) {
+	if err := a.refuseSuspended(r, c, roomID); err != nil {
+		return nil, err
+	}
 	reason := b.Reason
 	local, err := a.rooms.CanJoinLocally(r.Context(), roomID)
 	if err != nil {
@@ -250,6 +253,9 @@ func (a *API) changeOther(r *http.Request, c accounts.Caller, membership string,
 
 // POST /rooms/{roomId}/invite
 func (a *API) invite(r *http.Request, c accounts.Caller) (any, error) {
+	if banned, err := a.shadowBanned(r, c); err != nil || banned {
+		return struct{}{}, err // Synapse: the invite seems sent
+	}
 	return a.changeOther(r, c, spec.Invite, func(target, m string) error {
 		if m == spec.Join || m == spec.Ban {
 			return mxhttp.Forbidden("%s is already %s in the room", target, map[string]string{spec.Join: "joined", spec.Ban: "banned"}[m])

@@ -20,13 +20,16 @@ import (
 // loadPushRules returns the user's stored push rule changes.
 func (a *API) loadPushRules(r *http.Request, userID string) (pushrules.UserRules, error) {
 	d, err := a.db.GetAccountData(r.Context(), userID, "", pushRulesType)
+	u := pushrules.UserRules{ThreadRules: a.cfg.ThreadSubscriptionPushRules}
 	if errors.Is(err, storage.ErrNotFound) {
-		return pushrules.UserRules{}, nil
+		return u, nil
 	}
 	if err != nil {
-		return pushrules.UserRules{}, err
+		return u, err
 	}
-	return pushrules.ParseUserRules(d.Content)
+	u, err = pushrules.ParseUserRules(d.Content)
+	u.ThreadRules = a.cfg.ThreadSubscriptionPushRules
+	return u, err
 }
 
 // pushRulesContent is the m.push_rules account data content sync sends:
@@ -43,6 +46,7 @@ func (a *API) pushRulesContent(ctx context.Context, userID string) (any, error) 
 			return nil, err
 		}
 	}
+	u.ThreadRules = a.cfg.ThreadSubscriptionPushRules
 	return map[string]pushrules.Ruleset{"global": u.Render(userID)}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -84,6 +85,6 @@ func restrictedJoinsSupported(ver gomatrixserverlib.IRoomVersion, joinRule strin
 	if ver.CheckRestrictedJoinsAllowed() != nil {
 		return false
 	}
-	v := ver.Version()
+	v := rooms.BaseVersion(ver.Version())
 	return joinRule == "restricted" || v != gomatrixserverlib.RoomVersionV8 && v != gomatrixserverlib.RoomVersionV9
 }

@@ -106,10 +106,9 @@ func (a *API) sendMessage(r *http.Request, c accounts.Caller) (any, error) {
 			return map[string]string{"delay_id": id}, nil
 		}
 	}
-	if a.rateLimited(c) {
-		if err := a.limit(r, a.limits.message, c.UserID); err != nil {
-			return nil, err
-		}
+	banned, err := a.limitMessage(r, c)
+	if err != nil {
+		return nil, err
 	}
 	ts, err := massagedTS(r, c)
 	if err != nil {
@@ -122,14 +121,32 @@ func (a *API) sendMessage(r *http.Request, c accounts.Caller) (any, error) {
 	if len(evType) > 255 {
 		return nil, mxhttp.BadJSON("Event type is longer than 255 bytes")
 	}
+	if c.Suspended && !(evType == spec.MRoomRedaction && a.ownEvent(r, c, roomID, redactsOf(content))) {
+		if err := a.refuseSuspended(r, c, roomID); err != nil {
+			return nil, err
+		}
+	}
 	if delayed {
 		return a.scheduleDelayed(r, c, rtc.Request{UserID: c.UserID, DeviceID: c.DeviceID, Txn: delayedTxn(roomID, evType, txnID),
 			RoomID: roomID, Type: evType, Content: content, DelayMS: delay})
 	}
-	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{
+	if banned {
+		return map[string]string{"event_id": fakeEventID()}, nil
+	}
+	p := rooms.Proto{
 		Sender: c.UserID, Type: evType, Content: content,
 		Device: c.DeviceID, TxnScope: "send:" + roomID + ":" + evType, TxnID: txnID, Timestamp: ts,
-	})
+	}
+	if evType == spec.MRoomRedaction {
+		// Redactions through /send work in every room version (v1.18):
+		// before v11 the target goes in the top-level redacts. The
+		// redact power check is the server's, as for /redact.
+		p.Redacts = redactsOf(content)
+		if err := a.checkRedactOthers(r, c, roomID, p.Redacts); err != nil {
+			return nil, err
+		}
+	}
+	evs, err := a.rooms.Send(r.Context(), roomID, p)
 	if err != nil {
 		return nil, a.roomError(r, roomID, err)
 	}
@@ -162,6 +179,11 @@ func (a *API) putState(r *http.Request, c accounts.Caller) (any, error) {
 	if len(evType) > 255 || len(stateKey) > 255 {
 		return nil, mxhttp.BadJSON("Event type and state key must be at most 255 bytes")
 	}
+	if c.Suspended && !(evType == spec.MRoomMember && stateKey == c.UserID && membershipOf(content) == spec.Leave) {
+		if err := a.refuseSuspended(r, c, roomID); err != nil {
+			return nil, err
+		}
+	}
 	if evType == spec.MRoomMember {
 		// Membership changes have their own endpoints, but the spec allows
 		// setting one's own member event here (e.g. profile changes).
@@ -192,6 +214,9 @@ func (a *API) putState(r *http.Request, c accounts.Caller) (any, error) {
 	if delayed {
 		return a.scheduleDelayed(r, c, rtc.Request{UserID: c.UserID, DeviceID: c.DeviceID,
 			RoomID: roomID, Type: evType, StateKey: &stateKey, Content: content, DelayMS: delay})
+	}
+	if banned, err := a.shadowBanned(r, c); err != nil || banned {
+		return map[string]string{"event_id": fakeEventID()}, err
 	}
 	// Sending the same state again is a no-op that returns the existing event.
 	if cur, err := a.rooms.CurrentState(r.Context(), roomID); err == nil {
@@ -338,15 +363,13 @@ func (a *API) redact(r *http.Request, c accounts.Caller) (any, error) {
 	if err := a.requireJoined(r, roomID, c.UserID); err != nil {
 		return nil, err
 	}
-	target, err := a.rooms.Event(r.Context(), eventID)
-	if err == nil && target.RoomID == roomID && target.Sender != c.UserID {
-		// Redacting someone else's event needs the redact power level; the
-		// auth rules defer this check to the server (room v3+).
-		if ok, err := a.rooms.CanRedactOthers(r.Context(), roomID, c.UserID); err != nil {
+	if c.Suspended && !a.ownEvent(r, c, roomID, eventID) {
+		if err := a.refuseSuspended(r, c, roomID); err != nil {
 			return nil, err
-		} else if !ok {
-			return nil, mxhttp.Forbidden("You may only redact your own events")
 		}
+	}
+	if err := a.checkRedactOthers(r, c, roomID, eventID); err != nil {
+		return nil, err
 	}
 	ver, err := a.rooms.Version(r.Context(), roomID)
 	if err != nil {
@@ -367,4 +390,39 @@ func (a *API) redact(r *http.Request, c accounts.Caller) (any, error) {
 		return nil, err
 	}
 	return map[string]string{"event_id": evs[0].EventID}, nil
+}
+
+// redactsOf is the event a redaction's content names (room v11+ carry it
+// there); "" when absent.
+func redactsOf(content json.RawMessage) string {
+	var c struct {
+		Redacts string `json:"redacts"`
+	}
+	_ = json.Unmarshal(content, &c)
+	return c.Redacts
+}
+
+// membershipOf is an m.room.member content's membership; "" when absent.
+func membershipOf(content json.RawMessage) string {
+	var m struct {
+		Membership string `json:"membership"`
+	}
+	_ = json.Unmarshal(content, &m)
+	return m.Membership
+}
+
+// checkRedactOthers refuses redacting someone else's event without the
+// redact power level: the auth rules defer this check to the server (room
+// v3+).
+func (a *API) checkRedactOthers(r *http.Request, c accounts.Caller, roomID, eventID string) error {
+	target, err := a.rooms.Event(r.Context(), eventID)
+	if err != nil || target.RoomID != roomID || target.Sender == c.UserID {
+		return nil
+	}
+	if ok, err := a.rooms.CanRedactOthers(r.Context(), roomID, c.UserID); err != nil {
+		return err
+	} else if !ok {
+		return mxhttp.Forbidden("You may only redact your own events")
+	}
+	return nil
 }

@@ -304,6 +304,27 @@ func TestRedaction(t *testing.T) {
 				t.Fatalf("no redacted_because: %s", r.Body)
 			}
 		}
+		// Redactions through /send, with redacts in the content, work in
+		// every room version (v1.18), and, as through /redact, only for
+		// one's own events without the redact power.
+		for _, version := range []string{"10", "11"} {
+			room := alice.createRoom(t, map[string]any{"preset": "public_chat", "room_version": version})
+			hearthtest.Expect(t, bob.member(t, room, "join", nil), http.StatusOK, "")
+			mine := bob.send(t, room, "bob's "+version).JSON["event_id"].(string)
+			theirs := alice.send(t, room, "alice's "+version).JSON["event_id"].(string)
+			send := func(id string) hearthtest.Response {
+				return bob.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.redaction/"+nextTxn(), map[string]any{"redacts": id})
+			}
+			hearthtest.Expect(t, send(mine), http.StatusOK, "")
+			hearthtest.Expect(t, send(theirs), http.StatusForbidden, "M_FORBIDDEN")
+			for id, redacted := range map[string]bool{mine: true, theirs: false} {
+				r := alice.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/event/"+url.PathEscape(id), nil)
+				c, _ := r.JSON["content"].(map[string]any)
+				if (len(c) == 0) != redacted {
+					t.Errorf("room version %s: event %s redacted=%v: %s", version, id, len(c) == 0, r.Body)
+				}
+			}
+		}
 	})
 }
 

@@ -22,6 +22,7 @@ const (
 	user                  // a valid access token
 	admin                 // a valid access token of a server admin
 	anyUser               // a valid access token, even of a locked account (logout)
+	active                // a valid access token of an account that is not suspended
 )
 
 type route struct {
@@ -76,7 +77,7 @@ func (a *API) routes() []route {
 		{"POST", v3 + "/account/deactivate", user, a.deactivate},
 		{"GET", v3 + "/account/3pid", user, a.threePIDs},
 		{"POST", v3 + "/account/3pid/add", user, a.addThreePID},
-		{"POST", v3 + "/account/3pid/delete", user, a.deleteThreePID},
+		{"POST", v3 + "/account/3pid/delete", active, a.deleteThreePID}, // suspended: no removing (v1.13)
 		{"POST", v3 + "/account/3pid/unbind", user, a.unbindThreePID},
 		{"POST", v3 + "/account/3pid/email/requestToken", public, a.addEmailToken},
 		{"POST", v3 + "/account/3pid/msisdn/requestToken", public, a.msisdnToken},
@@ -95,8 +96,8 @@ func (a *API) routes() []route {
 		// Profiles.
 		{"GET", v3 + "/profile/{userId}", public, a.getProfile},
 		{"GET", v3 + "/profile/{userId}/{keyName}", public, a.getProfileField},
-		{"PUT", v3 + "/profile/{userId}/{keyName}", user, a.putProfileField},
-		{"DELETE", v3 + "/profile/{userId}/{keyName}", user, a.deleteProfileField},
+		{"PUT", v3 + "/profile/{userId}/{keyName}", active, a.putProfileField},
+		{"DELETE", v3 + "/profile/{userId}/{keyName}", active, a.deleteProfileField},
 
 		// Client config (account data), MSC3391 deletion, room tagging.
 		{"GET", v3 + "/user/{userId}/account_data/{type}", user, a.getAccountData},
@@ -155,7 +156,7 @@ func (a *API) routes() []route {
 		{"POST", v3 + "/rooms/{roomId}/read_markers", user, a.postReadMarkers},
 
 		// Rooms: creation, events, state.
-		{"POST", v3 + "/createRoom", user, a.createRoom},
+		{"POST", v3 + "/createRoom", active, a.createRoom},
 		{"GET", v3 + "/joined_rooms", user, a.joinedRooms},
 		{"PUT", v3 + "/rooms/{roomId}/send/{eventType}/{txnId}", user, a.sendMessage},
 		{"PUT", v3 + "/rooms/{roomId}/state/{eventType}", user, a.putState},
@@ -186,13 +187,13 @@ func (a *API) routes() []route {
 		// Room membership.
 		{"POST", v3 + "/rooms/{roomId}/join", user, a.joinRoomByID},
 		{"POST", v3 + "/join/{roomIdOrAlias}", user, a.joinRoomByIDOrAlias},
-		{"POST", v3 + "/knock/{roomIdOrAlias}", user, a.knock},
-		{"POST", v3 + "/rooms/{roomId}/invite", user, a.invite},
+		{"POST", v3 + "/knock/{roomIdOrAlias}", active, a.knock},
+		{"POST", v3 + "/rooms/{roomId}/invite", active, a.invite},
 		{"POST", v3 + "/rooms/{roomId}/leave", user, a.leave},
 		{"POST", v3 + "/rooms/{roomId}/forget", user, a.forget},
-		{"POST", v3 + "/rooms/{roomId}/kick", user, a.kick},
-		{"POST", v3 + "/rooms/{roomId}/ban", user, a.ban},
-		{"POST", v3 + "/rooms/{roomId}/unban", user, a.unban},
+		{"POST", v3 + "/rooms/{roomId}/kick", active, a.kick},
+		{"POST", v3 + "/rooms/{roomId}/ban", active, a.ban},
+		{"POST", v3 + "/rooms/{roomId}/unban", active, a.unban},
 
 		// Room aliases and the room directory.
 		{"PUT", v3 + "/directory/room/{roomAlias}", user, a.putAlias},
@@ -210,7 +211,11 @@ func (a *API) routes() []route {
 		{"GET", v1 + "/rooms/{roomId}/relations/{eventId}/{relType}", user, a.relations},
 		{"GET", v1 + "/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", user, a.relations},
 		{"GET", v1 + "/rooms/{roomId}/threads", user, a.threads},
-		{"POST", v3 + "/rooms/{roomId}/upgrade", user, a.upgradeRoom},
+		{"PUT", msc4306 + "/rooms/{roomId}/thread/{eventId}/subscription", user, a.putThreadSubscription},
+		{"GET", msc4306 + "/rooms/{roomId}/thread/{eventId}/subscription", user, a.getThreadSubscription},
+		{"DELETE", msc4306 + "/rooms/{roomId}/thread/{eventId}/subscription", user, a.deleteThreadSubscription},
+		{"GET", msc4308 + "/thread_subscriptions", user, a.threadSubscriptions},
+		{"POST", v3 + "/rooms/{roomId}/upgrade", active, a.upgradeRoom},
 		{"GET", v1 + "/room_summary/{roomIdOrAlias}", public, a.getRoomSummary},
 		{"GET", v1 + "/rooms/{roomId}/hierarchy", user, a.hierarchy},
 		{"POST", v3 + "/rooms/{roomId}/report/{eventId}", user, a.reportEvent},
@@ -266,9 +271,12 @@ func (a *API) routes() []route {
 		{"GET", mediaV3 + "/download/{serverName}/{mediaId}/{fileName}", public, a.legacyMediaDownload},
 		{"GET", mediaV3 + "/thumbnail/{serverName}/{mediaId}", public, a.legacyMediaThumbnail},
 
-		// Server administration (the spec's endpoints): account locking.
+		// Server administration (the spec's endpoints): account locking
+		// and suspension.
 		{"GET", v1 + "/admin/lock/{userId}", admin, a.getAccountLock},
 		{"PUT", v1 + "/admin/lock/{userId}", admin, a.putAccountLock},
+		{"GET", v1 + "/admin/suspend/{userId}", admin, a.getAccountSuspension},
+		{"PUT", v1 + "/admin/suspend/{userId}", admin, a.putAccountSuspension},
 
 		// Synapse-compatible administration: server notices here, as they
 		// share the notices room with the client API; the rest of
@@ -333,6 +341,14 @@ func (a *API) serve(rt route) http.HandlerFunc {
 		auth = a.accounts.AuthenticateAdmin
 	case anyUser:
 		auth = a.accounts.AuthenticateLocked
+	case active:
+		auth = func(r *http.Request) (accounts.Caller, error) {
+			c, err := a.accounts.Authenticate(r)
+			if err == nil && c.Suspended {
+				return accounts.Caller{}, accounts.ErrSuspended()
+			}
+			return c, err
+		}
 	}
 	return mxhttp.Serve(auth, rt.h)
 }

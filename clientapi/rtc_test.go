@@ -264,10 +264,36 @@ func TestLiveKitGetTokenLocal(t *testing.T) {
 		noJWT(s.Do(t, "POST", "/_hearth/livekit/get_token", "", bad), http.StatusBadRequest, "M_BAD_JSON")
 		bad = request(map[string]any{"matrix_server_name": s.Config.ServerName}, alice, device)
 		noJWT(s.Do(t, "POST", "/_hearth/livekit/get_token", "", bad), http.StatusBadRequest, "M_BAD_JSON")
-		bad = request(oid, alice, device)
-		bad["delay_id"], bad["delay_timeout"] = "syd_x", 3600000
-		noJWT(s.Do(t, "POST", "/_hearth/livekit/get_token", "", bad), http.StatusBadRequest, "M_BAD_JSON")
 		noJWT(s.Do(t, "POST", "/_hearth/livekit/get_token", "", "not json"), http.StatusBadRequest, "M_NOT_JSON")
+
+		// Delegated delayed leave: only with the caller's own scheduled
+		// delayed event and a delay_timeout within the maximum.
+		r = s.Do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/org.matrix.msc3401.call.member/_"+url.PathEscape(alice+"_"+device)+"?org.matrix.msc4140.delay=60000", aliceTok, map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		delayID := r.JSON["delay_id"].(string)
+		delegated := func(user, device, delayID string, timeout any) map[string]any {
+			req := request(oid, user, device)
+			req["delay_id"], req["delay_timeout"], req["delay_cs_api_url"] = delayID, timeout, "https://elsewhere.example"
+			return req
+		}
+		noJWT(s.Do(t, "POST", "/_hearth/livekit/get_token", "", delegated(alice, device, "syd_unknown", 10000)), http.StatusBadRequest, "M_BAD_JSON")
+		noJWT(s.Do(t, "POST", "/_hearth/livekit/get_token", "", delegated(alice, device, delayID, 0)), http.StatusBadRequest, "M_BAD_JSON")
+		noJWT(s.Do(t, "POST", "/_hearth/livekit/get_token", "", delegated(alice, device, "", 10000)), http.StatusBadRequest, "M_BAD_JSON")
+		noJWT(s.Do(t, "POST", "/_hearth/livekit/get_token", "", delegated(alice, device, delayID, int64(1)<<52)), http.StatusBadRequest, "M_BAD_JSON")
+		bobReq := delegated(bob, deviceOf(t, s, bobTok), delayID, 10000)
+		bobReq["openid_token"] = openIDToken(t, s, bob, bobTok)
+		noJWT(s.Do(t, "POST", "/_hearth/livekit/get_token", "", bobReq), http.StatusBadRequest, "M_BAD_JSON")
+		r = s.Do(t, "POST", "/_hearth/livekit/get_token", "", delegated(alice, device, delayID, 10000))
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if _, ok := r.JSON["jwt"].(string); !ok {
+			t.Fatalf("no JWT with a valid delegation: %s", r.Body)
+		}
+		r = s.Do(t, "POST", "/_hearth/livekit/sfu/get", "", map[string]any{"room": roomID, "openid_token": oid, "device_id": device,
+			"delay_id": delayID, "delay_timeout": 10000, "delay_cs_api_url": "https://elsewhere.example"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		// A finalised delayed event can no longer be delegated.
+		hearthtest.Expect(t, s.Do(t, "POST", "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/"+delayID+"/cancel", aliceTok, map[string]any{}), http.StatusOK, "")
+		noJWT(s.Do(t, "POST", "/_hearth/livekit/get_token", "", delegated(alice, device, delayID, 10000)), http.StatusBadRequest, "M_BAD_JSON")
 	})
 }
 
@@ -355,6 +381,11 @@ func TestLiveKitGetTokenRemote(t *testing.T) {
 		req["member"].(map[string]any)["claimed_user_id"] = alice
 		r = hs.Do(t, "POST", "/_hearth/livekit/get_token", "", req)
 		hearthtest.Expect(t, r, http.StatusUnauthorized, "M_UNAUTHORIZED")
+		// Bob's delayed events are on his server: no delegation here.
+		req = bobReq(oid)
+		req["delay_id"], req["delay_timeout"] = "syd_bobs", 10000
+		r = hs.Do(t, "POST", "/_hearth/livekit/get_token", "", req)
+		hearthtest.Expect(t, r, http.StatusBadRequest, "M_BAD_JSON")
 		// Bob's token said to be alice's server's: unknown there.
 		oid["matrix_server_name"] = hs.Config.ServerName
 		r = hs.Do(t, "POST", "/_hearth/livekit/get_token", "", bobReq(oid))

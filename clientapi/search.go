@@ -26,10 +26,12 @@ import (
 // best ranked or newest first.
 //
 // next_batch is a position in that order (the last result looked at), so
-// pages neither repeat nor skip results while events keep arriving; count
-// is the number of matches before history visibility, as the spec's
-// "approximate count" allows, counted for the first page and carried in
-// next_batch to the others.
+// pages neither repeat nor skip results while events keep arriving; rank
+// order ranks the newest storage.SearchRankWindow matches, the same ones
+// on every page. count is the number of matches before history
+// visibility, exact up to storage.SearchCountExact and estimated beyond,
+// as the spec's "approximate count" allows, counted for the first page
+// and carried in next_batch to the others.
 
 const (
 	// maxSearchWords bounds the words of a search term.
@@ -64,13 +66,15 @@ type searchRequest struct {
 }
 
 // searchToken is a next_batch: the position of the last match looked at,
-// "t<stream_pos>" (order_by recent) or "r<rank>_<stream_pos>" (order_by
-// rank), then "_<count>", the first page's count, which later pages repeat
-// rather than count again.
+// "t<stream_pos>" (order_by recent) or "r<rank>_<stream_pos>_<floor>_<ceiling>"
+// (order_by rank, with the bounds of the matches ranked), then
+// "_<count>", the first page's count, which later pages repeat rather
+// than count again.
 func searchToken(byRank bool, c storage.SearchCursor, count int) string {
 	tail := strconv.FormatInt(c.StreamPos, 10) + "_" + strconv.Itoa(count)
 	if byRank {
-		return "r" + strconv.FormatFloat(c.Rank, 'g', -1, 64) + "_" + tail
+		return "r" + strconv.FormatFloat(c.Rank, 'g', -1, 64) + "_" + strconv.FormatInt(c.StreamPos, 10) + "_" +
+			strconv.FormatInt(c.Floor, 10) + "_" + strconv.FormatInt(c.Ceiling, 10) + "_" + strconv.Itoa(count)
 	}
 	return "t" + tail
 }
@@ -82,7 +86,7 @@ func parseSearchToken(byRank bool, tok string) (*storage.SearchCursor, int, erro
 	}
 	parts, want := strings.Split(tok[1:], "_"), 2
 	if byRank {
-		want = 3
+		want = 5
 	}
 	if len(parts) != want {
 		return nil, 0, bad
@@ -97,6 +101,16 @@ func parseSearchToken(byRank bool, tok string) (*storage.SearchCursor, int, erro
 	}
 	if c.StreamPos, err = strconv.ParseInt(parts[0], 10, 64); err != nil {
 		return nil, 0, bad
+	}
+	if byRank {
+		c.Floor, err = strconv.ParseInt(parts[1], 10, 64)
+		if err != nil || c.Floor < 0 {
+			return nil, 0, bad
+		}
+		if c.Ceiling, err = strconv.ParseInt(parts[2], 10, 64); err != nil || c.Ceiling < c.Floor {
+			return nil, 0, bad
+		}
+		parts = parts[2:]
 	}
 	count, err := strconv.Atoi(parts[1])
 	if err != nil || count < 0 {
@@ -235,7 +249,7 @@ func (a *API) search(r *http.Request, c accounts.Caller) (any, error) {
 			}
 		}
 		for i, h := range hits {
-			cursor = &storage.SearchCursor{Rank: h.Rank, StreamPos: h.StreamPos}
+			cursor = &storage.SearchCursor{Rank: h.Rank, StreamPos: h.StreamPos, Floor: h.Floor, Ceiling: h.Ceiling}
 			if visible[h.EventID] {
 				page = append(page, evs[h.EventID])
 				ranks[h.EventID] = h.Rank

@@ -190,8 +190,8 @@ func TestSearchFullText(t *testing.T) {
 				}
 			}
 			hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/search?next_batch=bogus", searchBody("pager", nil)), http.StatusBadRequest, "M_INVALID_PARAM")
-			for _, c := range []struct{ order, token string }{{"rank", "t5_1"}, {"recent", "r1_5_1"}, {"recent", "t5"}, {"rank", "r1_5"},
-				{"rank", "rNaN_5_1"}, {"rank", "r1_x_1"}, {"recent", "t5_-1"}, {"recent", "t%_1"}} {
+			for _, c := range []struct{ order, token string }{{"rank", "t5_1"}, {"recent", "r1_5_1"}, {"recent", "t5"}, {"rank", "r1_5"}, {"rank", "r1_5_1"},
+				{"rank", "rNaN_5_0_9_1"}, {"rank", "r1_x_0_9_1"}, {"rank", "r1_5_-1_9_1"}, {"rank", "r1_5_9_3_1"}, {"recent", "t5_-1"}, {"recent", "t%_1"}} {
 				hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/search?next_batch="+url.QueryEscape(c.token),
 					searchBody("pager", map[string]any{"order_by": c.order})), http.StatusBadRequest, "M_INVALID_PARAM")
 			}

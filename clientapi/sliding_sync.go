@@ -167,7 +167,9 @@ type ssToDeviceExt struct {
 }
 
 type ssExtensions struct {
-	ToDevice                            *ssToDeviceExt
+	ToDevice *ssToDeviceExt
+	// ThreadSubs is MSC4308's extension: its limit, 0 when off.
+	ThreadSubs                          int
 	E2EE, AccountData, Receipts, Typing bool
 }
 
@@ -244,6 +246,7 @@ type ssExtResults struct {
 	AccountData *ssAccountDataResult `json:"account_data,omitempty"`
 	Receipts    *ssRoomsResult       `json:"receipts,omitempty"`
 	Typing      *ssRoomsResult       `json:"typing,omitempty"`
+	ThreadSubs  *threadSubsResult    `json:"io.element.msc4308.thread_subscriptions,omitempty"`
 }
 
 type ssResponse struct {
@@ -340,6 +343,7 @@ func (a *API) slidingSync(ctx context.Context, c accounts.Caller, req ssRequest)
 			// has not heard of all of it yet.
 			to.Events, to.AccountData, to.Receipts = max(to.Events, since.Events), max(to.AccountData, since.AccountData), max(to.Receipts, since.Receipts)
 			to.ToDevice, to.DeviceLists = max(to.ToDevice, since.ToDevice), max(to.DeviceLists, since.DeviceLists)
+			to.ThreadSubs = max(to.ThreadSubs, since.ThreadSubs)
 		}
 		resp, next, err := a.buildSliding(ctx, c, req, state, since, to)
 		if err != nil {
@@ -387,7 +391,8 @@ func (r *ssResponse) empty() bool {
 		(e.E2EE == nil || e.E2EE.DeviceLists == nil) &&
 		(e.AccountData == nil || len(e.AccountData.Global)+len(e.AccountData.Rooms) == 0) &&
 		(e.Receipts == nil || len(e.Receipts.Rooms) == 0) &&
-		(e.Typing == nil || len(e.Typing.Rooms) == 0)
+		(e.Typing == nil || len(e.Typing.Rooms) == 0) &&
+		(e.ThreadSubs == nil || len(e.ThreadSubs.Subscribed)+len(e.ThreadSubs.Unsubscribed) == 0)
 }
 
 // ssCandidate is a room the user may see in lists.
@@ -654,7 +659,17 @@ func (a *API) bumpStamp(ctx context.Context, roomID string, since *syncstream.Po
 	a.bumps.mu.Lock()
 	b, ok := a.bumps.m[roomID]
 	a.bumps.mu.Unlock()
-	if ok && (b.upTo == to.Events || since != nil && b.upTo >= since.Events && b.upTo <= to.Events && !changed[roomID]) {
+	if ok && b.upTo == to.Events {
+		return b.pos, nil
+	}
+	if ok && since != nil && b.upTo >= since.Events && b.upTo <= to.Events && !changed[roomID] {
+		// Still good at to: move the entry up, or the next request (from
+		// to) would find it too old and read the database again.
+		a.bumps.mu.Lock()
+		if cur, ok := a.bumps.m[roomID]; ok && cur.upTo < to.Events {
+			a.bumps.m[roomID] = ssBump{pos: b.pos, upTo: to.Events}
+		}
+		a.bumps.mu.Unlock()
 		return b.pos, nil
 	}
 	pos, err := storage.LatestBumpPos(ctx, a.db.Read(), roomID, to.Events)
@@ -1234,6 +1249,16 @@ func (a *API) slidingExtensions(ctx context.Context, req ssRequest, sreq syncReq
 			}
 		}
 		resp.Extensions.Typing = res
+	}
+	if req.Ext.ThreadSubs > 0 {
+		// The latest changes; older ones the client may fetch backwards
+		// from prev_batch with the companion endpoint.
+		res, more, err := a.threadSubsPage(ctx, userID, sincePos.ThreadSubs, to.ThreadSubs+1, req.Ext.ThreadSubs, since == nil)
+		if err != nil {
+			return err
+		}
+		res.PrevBatch = more
+		resp.Extensions.ThreadSubs = res
 	}
 	return nil
 }

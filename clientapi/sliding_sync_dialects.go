@@ -339,6 +339,25 @@ func ssParseExtensions(raw map[string]json.RawMessage) (ssExtensions, error) {
 			out.ToDevice.Since = n
 		}
 	}
+	on, r, err = enabled(threadSubsExt)
+	if err != nil {
+		return out, err
+	}
+	if on {
+		var ts struct {
+			Limit *int `json:"limit"`
+		}
+		if err := json.Unmarshal(r, &ts); err != nil {
+			return out, mxhttp.BadJSON("extensions.%s: %v", threadSubsExt, err)
+		}
+		out.ThreadSubs = defaultThreadSubsLimit
+		if ts.Limit != nil {
+			if *ts.Limit <= 0 {
+				return out, mxhttp.InvalidParam("extensions.%s.limit must be positive", threadSubsExt)
+			}
+			out.ThreadSubs = min(*ts.Limit, maxThreadSubsLimit)
+		}
+	}
 	for _, ext := range []struct {
 		name string
 		flag *bool

@@ -86,9 +86,9 @@ func sameIDs(got []string, want ...string) bool {
 // joins and leaves move rooms in and out; two connections of one device
 // are independent.
 func TestSlidingSyncRoomList(t *testing.T) {
-	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+	forEachDialect(t, func(t *testing.T, b hearthtest.Backend, v4 bool) {
 		hs := hearthtest.NewServer(t, b, nil)
-		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		alice, bob := ssUser{newUser(t, hs, "alice"), v4}, ssUser{newUser(t, hs, "bob"), v4}
 		var ids []string
 		for i := range 5 {
 			ids = append(ids, alice.createRoom(t, map[string]any{"name": fmt.Sprintf("room %d", i)}))
@@ -240,9 +240,9 @@ func TestSlidingSyncRoomList(t *testing.T) {
 // A room subscription has its own timeline_limit and required_state; its
 // prev_batch pages back with /messages; $LAZY gives the senders' members.
 func TestSlidingSyncRoomSubscription(t *testing.T) {
-	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+	forEachDialect(t, func(t *testing.T, b hearthtest.Backend, v4 bool) {
 		hs := hearthtest.NewServer(t, b, nil)
-		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		alice, bob := ssUser{newUser(t, hs, "alice"), v4}, ssUser{newUser(t, hs, "bob"), v4}
 		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat", "name": "subscribed"})
 		other := alice.createRoom(t, nil)
 		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
@@ -340,9 +340,9 @@ func TestSlidingSyncRoomSubscription(t *testing.T) {
 // to_device messages are given until a later request's since acknowledges
 // them; the e2ee extension reports a new device of the user.
 func TestSlidingSyncToDeviceAndE2EE(t *testing.T) {
-	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+	forEachDialect(t, func(t *testing.T, b hearthtest.Backend, v4 bool) {
 		hs := hearthtest.NewServer(t, b, nil)
-		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		alice, bob := ssUser{newUser(t, hs, "alice"), v4}, ssUser{newUser(t, hs, "bob"), v4}
 		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
 		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
 		ext := func(since string) map[string]any {
@@ -391,9 +391,9 @@ func TestSlidingSyncToDeviceAndE2EE(t *testing.T) {
 
 // pos survives a restart; unknown or foreign pos and bad input are refused.
 func TestSlidingSyncPosAndErrors(t *testing.T) {
-	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+	forEachDialect(t, func(t *testing.T, b hearthtest.Backend, v4 bool) {
 		hs := hearthtest.NewServer(t, b, nil)
-		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		alice, bob := ssUser{newUser(t, hs, "alice"), v4}, ssUser{newUser(t, hs, "bob"), v4}
 		roomID := alice.createRoom(t, nil)
 		body := roomListBody([][]int{{0, 9}}, 5, [][]string{{"m.room.create", ""}})
 		body["extensions"] = map[string]any{"account_data": map[string]any{"enabled": true}}
@@ -420,6 +420,9 @@ func TestSlidingSyncPosAndErrors(t *testing.T) {
 			"negative": [][]int{{-1, 3}}, "reversed": [][]int{{5, 2}}, "short": [][]int{{1}},
 			"too many": [][]int{{0, 1}, {2, 3}, {4, 5}, {6, 7}, {8, 9}, {10, 11}, {12, 13}, {14, 15}, {16, 17}, {18, 19}, {20, 21}},
 		} {
+			if v4 && name == "too many" {
+				continue // v4 has one range per list
+			}
 			bad := map[string]any{"lists": map[string]any{"l": map[string]any{"ranges": ranges, "timeline_limit": 1}}}
 			if r := alice.ssRaw(t, "", 0, bad); r.Status != http.StatusBadRequest || r.ErrCode() != "M_INVALID_PARAM" {
 				t.Errorf("%s ranges: %d %s", name, r.Status, r.Body)

@@ -27,6 +27,7 @@ const (
 	stagePassword          = "m.login.password"
 	stageDummy             = "m.login.dummy"
 	stageRegistrationToken = "m.login.registration_token"
+	stageOAuth             = "m.oauth"
 )
 
 // uiaSessionLifetime bounds how long a client may take to finish a flow.
@@ -110,6 +111,11 @@ func (a *API) userInteractiveAuth(r *http.Request, req uiaRequirement, auth json
 			return uiaPassed{}, mxhttp.Forbidden("This authentication session was started for a different request")
 		}
 	}
+	// The m.oauth stage's auth dict has only the session (client-server
+	// API, OAuth authentication).
+	if dict.Type == "" && dict.Session != "" && offersStage(req.flows, stageOAuth) {
+		dict.Type = stageOAuth
+	}
 	if dict.Type != "" && !slices.Contains(sess.Completed, dict.Type) {
 		if !offersStage(req.flows, dict.Type) {
 			return uiaPassed{}, uiaChallenge(req, sess, mxhttp.Forbidden("Authentication type %q is not offered here", dict.Type))
@@ -189,6 +195,17 @@ func (a *API) attemptStage(r *http.Request, req uiaRequirement, sess storage.UIA
 			return mxhttp.Forbidden("The credentials given are not those of the user making the request")
 		}
 		return record(nil)
+	case stageOAuth:
+		// Passed when the user approved a cross-signing reset on the
+		// account page since; the approval is used up here.
+		errWait := &mxhttp.Error{Status: http.StatusUnauthorized, ErrCode: "M_FORBIDDEN", Message: "Approve the reset on your account page first"}
+		return record(func(tx *sql.Tx) error {
+			ok, err := storage.TakeCrossSigningReset(ctx, tx, req.userID, time.Now().UnixMilli())
+			if err == nil && !ok {
+				err = errWait
+			}
+			return err
+		})
 	case stageEmailIdentity:
 		ts, err := a.emailStage(ctx, req, raw)
 		if err != nil {

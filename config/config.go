@@ -128,6 +128,10 @@ type Config struct {
 	GuestAccess bool `yaml:"guest_access" env:"HEARTH_GUEST_ACCESS"`
 	// MaxDevicesPerUser refuses logins beyond this many devices; 0: no limit.
 	MaxDevicesPerUser int `yaml:"max_devices_per_user" env:"HEARTH_MAX_DEVICES_PER_USER"`
+	// UserLimitInfoURI is the info_uri of M_USER_LIMIT_EXCEEDED (v1.18), a
+	// page explaining the per-user limits (devices, media quota); empty:
+	// https://{server_name}/.
+	UserLimitInfoURI string `yaml:"user_limit_info_uri" env:"HEARTH_USER_LIMIT_INFO_URI"`
 	// RefreshableTokenLifetimeSeconds is the lifetime of access tokens
 	// issued to clients that asked for a refresh token.
 	RefreshableTokenLifetimeSeconds int `yaml:"refreshable_token_lifetime_seconds" env:"HEARTH_REFRESHABLE_TOKEN_LIFETIME_SECONDS"`
@@ -197,6 +201,10 @@ type Config struct {
 	// and syncing on a device, and drops it if they read the event
 	// meanwhile; 0 (the default) sends at once.
 	PushHoldSeconds int `yaml:"push_hold_seconds" env:"HEARTH_PUSH_HOLD_SECONDS"`
+
+	// ThreadSubscriptionPushRules turns on MSC4306's postcontent push rules:
+	// messages in threads a user has not subscribed to stop notifying.
+	ThreadSubscriptionPushRules bool `yaml:"thread_subscription_push_rules" env:"HEARTH_THREAD_SUBSCRIPTION_PUSH_RULES"`
 
 	// Presence turns presence (online/unavailable/offline) on or off.
 	Presence bool `yaml:"presence" env:"HEARTH_PRESENCE"`
@@ -340,6 +348,11 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return bad("data_dir", "must not be empty")
+	}
+	if c.UserLimitInfoURI != "" {
+		if u, err := url.Parse(c.UserLimitInfoURI); err != nil || !u.IsAbs() || u.Host == "" {
+			return bad("user_limit_info_uri", "%q is not an absolute URL", c.UserLimitInfoURI)
+		}
 	}
 	if l := c.ServerNoticesLocalpart; l != "" && (len(l) > 255 || strings.Trim(l, "abcdefghijklmnopqrstuvwxyz0123456789._=-/+") != "") {
 		return bad("server_notices_localpart", "%q is not a valid localpart (lower-case letters, digits and ._=-/+)", l)
@@ -630,6 +643,14 @@ func (c *Config) validateLiveKit() error {
 		return bad("well_known_client", "must be set when livekit_url is set: clients reach the LiveKit authorization service under it")
 	}
 	return nil
+}
+
+// LimitInfoURI is the info_uri M_USER_LIMIT_EXCEEDED answers carry.
+func (c Config) LimitInfoURI() string {
+	if c.UserLimitInfoURI != "" {
+		return c.UserLimitInfoURI
+	}
+	return "https://" + c.ServerName + "/"
 }
 
 // LiveKitServiceURL is the public URL of Hearth's LiveKit authorization

@@ -39,17 +39,18 @@ func TestSampleConfigDocumentsEveryOption(t *testing.T) {
 
 func TestValidateNamesTheBadKey(t *testing.T) {
 	cases := map[string]func(*config.Config){
-		"server_name":        func(c *config.Config) { c.ServerName = "bad name!" },
-		"registration":       func(c *config.Config) { c.Registration = "sometimes" },
-		"listen":             func(c *config.Config) { c.Listen = "8008" },
-		"bcrypt_cost":        func(c *config.Config) { c.BcryptCost = 40 },
-		"tls_cert_path":      func(c *config.Config) { c.TLSCertPath = "/x.crt" },
-		"sqlite_synchronous": func(c *config.Config) { c.SQLiteSynchronous = "off" },
-		"log_level":          func(c *config.Config) { c.LogLevel = "loud" },
-		"max_request_bytes":  func(c *config.Config) { c.MaxRequestBytes = 10 },
-		"turn_user_lifetime": func(c *config.Config) { c.TURNUserLifetime = "soon" },
-		"turn_uris":          func(c *config.Config) { c.TURNURIs = []string{"http://turn.example.org"}; c.TURNSharedSecret = "s" },
-		"turn_shared_secret": func(c *config.Config) { c.TURNURIs = []string{"turn:turn.example.org"} },
+		"server_name":         func(c *config.Config) { c.ServerName = "bad name!" },
+		"registration":        func(c *config.Config) { c.Registration = "sometimes" },
+		"listen":              func(c *config.Config) { c.Listen = "8008" },
+		"bcrypt_cost":         func(c *config.Config) { c.BcryptCost = 40 },
+		"tls_cert_path":       func(c *config.Config) { c.TLSCertPath = "/x.crt" },
+		"sqlite_synchronous":  func(c *config.Config) { c.SQLiteSynchronous = "off" },
+		"log_level":           func(c *config.Config) { c.LogLevel = "loud" },
+		"user_limit_info_uri": func(c *config.Config) { c.UserLimitInfoURI = "/limits" },
+		"max_request_bytes":   func(c *config.Config) { c.MaxRequestBytes = 10 },
+		"turn_user_lifetime":  func(c *config.Config) { c.TURNUserLifetime = "soon" },
+		"turn_uris":           func(c *config.Config) { c.TURNURIs = []string{"http://turn.example.org"}; c.TURNSharedSecret = "s" },
+		"turn_shared_secret":  func(c *config.Config) { c.TURNURIs = []string{"turn:turn.example.org"} },
 		"livekit_url": func(c *config.Config) {
 			c.LiveKitURL, c.LiveKitAPIKey, c.LiveKitAPISecret, c.WellKnownClient = "https://lk.example.org", "k", "s", "https://m.example.org"
 		},

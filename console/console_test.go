@@ -197,4 +197,3 @@ func chromium(t *testing.T) string {
 	t.Skip("chromium is not installed (apt-get install -y chromium): skipping the browser test")
 	return ""
 }
-

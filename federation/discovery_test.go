@@ -67,6 +67,60 @@ func TestHierarchyWithRemoteChild(t *testing.T) {
 	})
 }
 
+// TestRemoteRoomSummary: a user of A asks for the summary of rooms only B
+// is in (v1.15): A asks the via servers (or the servers the alias names)
+// with the federation hierarchy endpoint. A public room is summarised,
+// with the encryption and room version fields and membership leave; a
+// private one is 404, as is one without via servers to ask, and an
+// unauthenticated caller sees only the public one, without membership.
+// Once alice is invited, the private one is hers to see, membership
+// invite.
+func TestRemoteRoomSummary(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		public := bob.createRoom(t, map[string]any{"preset": "public_chat", "name": "Room on B", "topic": "B's topic", "room_alias_name": "onb",
+			"initial_state": []map[string]any{{"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}})
+		private := bob.createRoom(t, map[string]any{"preset": "private_chat", "name": "Secret on B"})
+		onB := "?via=" + url.QueryEscape(bob.hs.Config.ServerName)
+		summary := func(u fedUser, idOrAlias, query string) hearthtest.Response {
+			return u.hs.Do(t, "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape(idOrAlias)+query, u.token, nil)
+		}
+
+		r := summary(alice, public, onB)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if r.JSON["room_id"] != public || r.JSON["name"] != "Room on B" || r.JSON["topic"] != "B's topic" || r.JSON["join_rule"] != "public" ||
+			r.JSON["encryption"] != "m.megolm.v1.aes-sha2" || r.JSON["room_version"] == nil || r.JSON["membership"] != "leave" ||
+			r.JSON["num_joined_members"] != 1.0 || r.JSON["guest_can_join"] != false || r.JSON["world_readable"] != false {
+			t.Fatalf("summary of B's public room: %s", r.Body)
+		}
+		// By alias: B's directory names B.
+		r = summary(alice, "#onb:"+bob.hs.Config.ServerName, "")
+		if r.Status != http.StatusOK || r.JSON["room_id"] != public {
+			t.Fatalf("summary by alias: %d %s", r.Status, r.Body)
+		}
+		// Unauthenticated: the public room, no membership.
+		r = summary(fedUser{hs: alice.hs}, public, onB)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if _, ok := r.JSON["membership"]; ok || r.JSON["room_id"] != public {
+			t.Fatalf("unauthenticated summary: %s", r.Body)
+		}
+		hearthtest.Expect(t, summary(alice, private, onB), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, summary(fedUser{hs: alice.hs}, private, onB), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, summary(alice, public, ""), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, summary(alice, "!unknown:"+bob.hs.Config.ServerName, onB), http.StatusNotFound, "M_NOT_FOUND")
+
+		// Invited, alice may see the private room.
+		r = bob.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(private)+"/invite", map[string]any{"user_id": alice.id})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		r = summary(alice, private, onB)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if r.JSON["name"] != "Secret on B" || r.JSON["membership"] != "invite" {
+			t.Fatalf("summary of the room alice is invited to: %s", r.Body)
+		}
+	})
+}
+
 // A user on A jumps to a date before their server joined a room on B: the
 // answer comes from B.
 func TestTimestampToEventFromRemote(t *testing.T) {

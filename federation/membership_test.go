@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -463,5 +464,57 @@ func TestLateUnbanKeepsInvite(t *testing.T) {
 		since := ""
 		alice.syncUntil(t, &since, "the invite", func(r hearthtest.Response) bool { return roomIn(r, "invite", roomID) })
 		joinVia(t, alice, roomID, bob)
+	})
+}
+
+// TestKnockRoomStateFiltered: knock_room_state entries that are not
+// properly formatted or signed are dropped before alice's client sees
+// them (send_knock, v1.16): B's answer is changed on the way, its name
+// event altered (hash check) and a bare stripped topic added; the knock
+// goes through and alice sees the create and join rules, not the forged
+// name or the topic.
+func TestKnockRoomStateFiltered(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		alice, bob := newFedUser(t, fed[0], "alice"), newFedUser(t, fed[1], "bob")
+		roomID := bob.createRoom(t, map[string]any{"room_version": "12", "preset": "private_chat", "name": "knock knock",
+			"initial_state": []any{map[string]any{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{"join_rule": "knock"}}}})
+		bob.hs.WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !strings.HasPrefix(r.URL.Path, "/_matrix/federation/v1/send_knock/") {
+					fedH.ServeHTTP(w, r)
+					return
+				}
+				rec := httptest.NewRecorder()
+				fedH.ServeHTTP(rec, r)
+				var body struct {
+					State []map[string]any `json:"knock_room_state"`
+				}
+				if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &body) != nil {
+					w.WriteHeader(rec.Code)
+					_, _ = w.Write(rec.Body.Bytes())
+					return
+				}
+				for _, ev := range body.State {
+					if ev["type"] == "m.room.name" {
+						ev["content"] = map[string]any{"name": "forged name"}
+					}
+				}
+				body.State = append(body.State, map[string]any{"type": "m.room.topic", "state_key": "", "sender": bob.id, "content": map[string]any{"topic": "bare topic"}})
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(body)
+			})
+		})
+		r := alice.do(t, "POST", "/_matrix/client/v3/knock/"+url.PathEscape(roomID)+"?via="+url.QueryEscape(bob.hs.Config.ServerName), map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		since := ""
+		r = alice.syncUntil(t, &since, "the knock", func(r hearthtest.Response) bool { return roomIn(r, "knock", roomID) })
+		body := string(r.Body)
+		if !strings.Contains(body, `"join_rule":"knock"`) || !strings.Contains(body, "m.room.create") {
+			t.Fatalf("knock_state lacks the valid entries: %s", body)
+		}
+		if strings.Contains(body, "forged name") || strings.Contains(body, "bare topic") {
+			t.Fatalf("knock_state shows entries that fail the checks: %s", body)
+		}
 	})
 }

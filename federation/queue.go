@@ -68,6 +68,7 @@ type destinationQueue struct {
 	running bool          // a sender goroutine exists
 	pending bool          // work arrived since the sender last looked
 	wake    chan struct{} // cuts a backoff wait short
+	reset   bool          // an admin reset the backoff: start counting afresh
 	// failing is the number of consecutive failed sends (0: the last one
 	// worked), failedTotal every failed send since start.
 	failing, failedTotal int
@@ -243,6 +244,9 @@ func (q *Queue) run(ctx context.Context, dq *destinationQueue) {
 	for ctx.Err() == nil {
 		q.mu.Lock()
 		dq.pending = false
+		if dq.reset {
+			dq.reset, failures = false, 0
+		}
 		q.mu.Unlock()
 		sent, err := q.sendBatch(ctx, dq.dest)
 		q.mu.Lock()
@@ -257,12 +261,22 @@ func (q *Queue) run(ctx context.Context, dq *destinationQueue) {
 			failures++
 			wait := q.backoff(failures)
 			q.log.Info("federation send failed; retrying later", "destination", dq.dest, "failures", failures, "retry_in", wait, "err", err)
+			// The admin API shows failing destinations (a missed record only
+			// hides one from it).
+			if rerr := q.db.RecordDestinationFailure(ctx, string(dq.dest), time.Now().UnixMilli(), wait.Milliseconds()); rerr != nil && ctx.Err() == nil {
+				q.log.Warn("recording federation failure", "destination", dq.dest, "err", rerr)
+			}
 			select {
 			case <-time.After(wait):
 			case <-dq.wake:
 			case <-ctx.Done():
 			}
 			continue
+		}
+		if failures > 0 {
+			if err := q.db.ClearDestinationFailure(ctx, string(dq.dest)); err != nil && ctx.Err() == nil {
+				q.log.Warn("clearing federation failure", "destination", dq.dest, "err", err)
+			}
 		}
 		failures = 0
 		if sent {
@@ -279,6 +293,24 @@ func (q *Queue) run(ctx context.Context, dq *destinationQueue) {
 	q.mu.Lock()
 	dq.running = false
 	q.mu.Unlock()
+}
+
+// ResetBackoff forgets dest's failures (the admin API's reset_connection):
+// a sender waiting out a backoff tries again now, with the shortest wait
+// after its next failure.
+func (q *Queue) ResetBackoff(dest spec.ServerName) {
+	q.mu.Lock()
+	dq, ok := q.dests[dest]
+	if ok {
+		dq.reset = true
+	}
+	q.mu.Unlock()
+	if ok {
+		select {
+		case dq.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (q *Queue) backoff(failures int) time.Duration {

@@ -82,11 +82,11 @@ func (c roomClient) SendJoin(ctx context.Context, origin, s spec.ServerName, eve
 	return &res, nil
 }
 
-func (c roomClient) InviteV2(ctx context.Context, destination spec.ServerName, event gomatrixserverlib.PDU, roomState []json.RawMessage) (json.RawMessage, error) {
+func (c roomClient) InviteV2(ctx context.Context, destination spec.ServerName, roomVersion gomatrixserverlib.RoomVersion, event gomatrixserverlib.PDU, roomState []json.RawMessage) (json.RawMessage, error) {
 	// Built here rather than with fclient.InviteV2Request, which can only
 	// carry stripped events.
 	body := map[string]any{
-		"room_version": event.Version(), "event": json.RawMessage(event.JSON()), "invite_room_state": roomState,
+		"room_version": roomVersion, "event": json.RawMessage(event.JSON()), "invite_room_state": roomState,
 	}
 	path := "/_matrix/federation/v2/invite/" + url.PathEscape(event.RoomID().String()) + "/" + url.PathEscape(event.EventID())
 	fr := fclient.NewFederationRequest(http.MethodPut, c.a.serverName, destination, path)
@@ -142,20 +142,18 @@ func (c roomClient) MakeKnock(ctx context.Context, s spec.ServerName, roomID, us
 	return res.KnockEvent, res.RoomVersion, readable(err)
 }
 
+// SendKnock sends the knock and returns knock_room_state as the resident
+// server sent it: the library's response type keeps only the stripped
+// fields, and the entries' signatures are checked (v1.16).
 func (c roomClient) SendKnock(ctx context.Context, s spec.ServerName, event gomatrixserverlib.PDU) ([]json.RawMessage, error) {
-	res, err := c.a.client.SendKnock(ctx, c.a.serverName, s, event)
-	if err != nil {
+	path := "/_matrix/federation/v1/send_knock/" + url.PathEscape(event.RoomID().String()) + "/" + url.PathEscape(event.EventID())
+	var res struct {
+		KnockRoomState []json.RawMessage `json:"knock_room_state"`
+	}
+	if err := c.a.request(ctx, http.MethodPut, s, path, event, &res); err != nil {
 		return nil, readable(err)
 	}
-	out := make([]json.RawMessage, 0, len(res.KnockRoomState))
-	for _, st := range res.KnockRoomState {
-		b, err := json.Marshal(st)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	return out, nil
+	return res.KnockRoomState, nil
 }
 
 func (c roomClient) Backfill(ctx context.Context, s spec.ServerName, roomID string, from []string, limit int) ([]json.RawMessage, error) {

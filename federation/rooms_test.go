@@ -2,6 +2,7 @@ package federation_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
 )
@@ -266,4 +269,166 @@ func TestRemoteInviteIsNotSentAgainInATransaction(t *testing.T) {
 			t.Fatalf("B got alice's message, but not in any transaction it was sent")
 		}
 	})
+}
+
+// TestInviteRoomStateValidation: for a room version after 11, an invite
+// whose invite_room_state has an entry that is not an event of the room
+// version, fails the hash or signature checks, belongs to another room,
+// or lacks the create event is refused with 400 M_INVALID_PARAM (v1.16);
+// the same invite with its state as B sent it is accepted. B's real
+// invite is captured at A and replayed, signed with B's key, changed.
+func TestInviteRoomStateValidation(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		a, bs := fed[0], fed[1]
+		alice, bob := newFedUser(t, a, "alice"), newFedUser(t, bs, "bob")
+		var mu sync.Mutex
+		captured := map[string][]byte{} // by room ID
+		paths := map[string]string{}
+		a.WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/_matrix/federation/v2/invite/") {
+					body, _ := io.ReadAll(r.Body)
+					var inv struct {
+						Event struct {
+							RoomID string `json:"room_id"`
+						} `json:"event"`
+					}
+					_ = json.Unmarshal(body, &inv)
+					mu.Lock()
+					paths[inv.Event.RoomID], captured[inv.Event.RoomID] = r.URL.RequestURI(), body
+					mu.Unlock()
+					http.Error(w, `{"errcode":"M_UNKNOWN","error":"captured"}`, http.StatusInternalServerError)
+					return
+				}
+				fedH.ServeHTTP(w, r)
+			})
+		})
+		other := bob.createRoom(t, map[string]any{"room_version": "12", "name": "Other room"})
+		roomID := bob.createRoom(t, map[string]any{"room_version": "12", "preset": "private_chat", "name": "Room on B"})
+		var r hearthtest.Response
+		for _, id := range []string{other, roomID} {
+			r = bob.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(id)+"/invite", map[string]any{"user_id": alice.id})
+			if r.Status == http.StatusOK {
+				t.Fatalf("the captured invite succeeded: %s", r.Body)
+			}
+		}
+		mu.Lock()
+		p, orig, otherOrig := paths[roomID], captured[roomID], captured[other]
+		mu.Unlock()
+		if orig == nil || otherOrig == nil {
+			t.Fatal("no invite reached A")
+		}
+		a.WrapFederation(func(fedH, _ http.Handler) http.Handler { return fedH })
+		var body map[string]json.RawMessage
+		if err := json.Unmarshal(orig, &body); err != nil {
+			t.Fatal(err)
+		}
+		var state []map[string]any
+		if err := json.Unmarshal(body["invite_room_state"], &state); err != nil || len(state) < 2 {
+			t.Fatalf("invite_room_state: %s", body["invite_room_state"])
+		}
+		put := func(st any) hearthtest.Response {
+			t.Helper()
+			b := map[string]any{"room_version": json.RawMessage(body["room_version"]), "event": json.RawMessage(body["event"]), "invite_room_state": st}
+			return signedPut(t, bs, a, p, b)
+		}
+		clone := func() []map[string]any {
+			var out []map[string]any
+			_ = json.Unmarshal(body["invite_room_state"], &out)
+			return out
+		}
+		find := func(st []map[string]any, typ string) int {
+			for i, ev := range st {
+				if ev["type"] == typ {
+					return i
+				}
+			}
+			t.Fatalf("no %s in invite_room_state", typ)
+			return -1
+		}
+		// Each case with the words its refusal names.
+		cases := map[string][]map[string]any{}
+		why := map[string]string{"stripped entry": "is not an event of room version", "content changed": "content hash",
+			"signature broken": "signature check", "other room": "is not an event of room !", "no create": "lacks the m.room.create"}
+		// Not formatted for the room version: a stripped event.
+		st := clone()
+		st = append(st, map[string]any{"type": "m.room.topic", "state_key": "", "sender": bob.id, "content": map[string]any{"topic": "t"}})
+		cases["stripped entry"] = st
+		// Hash check: the name changed after signing.
+		st = clone()
+		st[find(st, "m.room.name")]["content"] = map[string]any{"name": "Forged"}
+		cases["content changed"] = st
+		// Signature check: B's signature replaced by another valid-looking one.
+		st = clone()
+		jr := st[find(st, "m.room.join_rules")]
+		sigs := jr["signatures"].(map[string]any)[bs.Config.ServerName].(map[string]any)
+		for k, v := range sigs {
+			sig := []byte(v.(string))
+			sig[0] ^= 1 // still base64, no longer B's
+			if sig[0] == '+' || sig[0] == '/' {
+				sig[0] = 'A'
+			}
+			sigs[k] = string(sig)
+		}
+		cases["signature broken"] = st
+		// Another room's event: the other room's name event, as B signed it.
+		var otherBody struct {
+			State []map[string]any `json:"invite_room_state"`
+		}
+		if err := json.Unmarshal(otherOrig, &otherBody); err != nil {
+			t.Fatal(err)
+		}
+		st = clone()
+		st[find(st, "m.room.name")] = otherBody.State[find(otherBody.State, "m.room.name")]
+		cases["other room"] = st
+		// No create event.
+		st = clone()
+		st = append(st[:find(st, "m.room.create")], st[find(st, "m.room.create")+1:]...)
+		cases["no create"] = st
+		for name, st := range cases {
+			r := put(st)
+			if r.Status != http.StatusBadRequest || r.ErrCode() != "M_INVALID_PARAM" || !strings.Contains(fmt.Sprint(r.JSON["error"]), why[name]) {
+				t.Errorf("%s: %d %v", name, r.Status, r.JSON)
+			}
+		}
+		hearthtest.Expect(t, alice.do(t, "GET", "/_matrix/client/v3/sync", nil), http.StatusOK, "")
+		if r := alice.do(t, "GET", "/_matrix/client/v3/sync", nil); strings.Contains(string(r.Body), roomID) {
+			t.Fatalf("a refused invite reached alice: %s", r.Body)
+		}
+		// As B sent it: accepted.
+		r = put(json.RawMessage(body["invite_room_state"]))
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if r := alice.do(t, "GET", "/_matrix/client/v3/sync", nil); !strings.Contains(string(r.Body), roomID) {
+			t.Fatalf("the valid invite did not reach alice: %s", r.Body)
+		}
+	})
+}
+
+// signedPut makes a PUT with a JSON body from server `from` to server
+// `to`, signed with from's key.
+func signedPut(t *testing.T, from, to *hearthtest.Server, path string, body any) hearthtest.Response {
+	t.Helper()
+	fr := fclient.NewFederationRequest(http.MethodPut, serverName(from), serverName(to), path)
+	if err := fr.SetContent(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.Sign(serverName(from), from.Key.ID, from.Key.Private); err != nil {
+		t.Fatal(err)
+	}
+	req, err := fr.HTTPRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.Scheme, req.URL.Host = "https", string(serverName(to))
+	resp, err := to.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out hearthtest.Response
+	out.Status = resp.StatusCode
+	out.Body, _ = io.ReadAll(resp.Body)
+	_ = json.Unmarshal(out.Body, &out.JSON)
+	return out
 }

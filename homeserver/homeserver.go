@@ -31,6 +31,7 @@ import (
 	"github.com/hearth-matrix/hearth/federation"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
+	"github.com/hearth-matrix/hearth/oauth"
 	"github.com/hearth-matrix/hearth/push"
 	"github.com/hearth-matrix/hearth/rooms"
 	"github.com/hearth-matrix/hearth/rtc"
@@ -127,7 +128,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Accounts: &accounts.Accounts{
 			DB: db, ServerName: cfg.ServerName, Passwords: accounts.NewPasswords(cfg.BcryptCost, runtime.NumCPU()),
 			RefreshableTokenLifetime: time.Duration(cfg.RefreshableTokenLifetimeSeconds) * time.Second,
-			MaxDevicesPerUser:        cfg.MaxDevicesPerUser,
+			MaxDevicesPerUser:        cfg.MaxDevicesPerUser, LimitInfoURI: cfg.LimitInfoURI(),
 		},
 		metrics: prometheus.NewRegistry(),
 	}
@@ -146,22 +147,34 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, err
 	}
+	// Changes go to the other processes sharing the database, and new
+	// receipts wake the application-service senders (ephemeral data).
+	s.Notifier.SetPublish(func(c syncstream.Change) {
+		if s.relay != nil {
+			s.relay.publish(relayMessage{Sync: &c})
+		}
+		if c.Pos.Receipts > 0 {
+			s.AppServices.Wake()
+		}
+	})
 	if db.Dialect() == storage.Postgres {
 		if s.relay, err = newRelay(ctx, db, log); err != nil {
 			db.Close()
 			return nil, err
 		}
-		s.Notifier.SetPublish(func(c syncstream.Change) { s.relay.publish(relayMessage{Sync: &c}) })
 		// A revoked token must be refused everywhere once the request
 		// that revoked it has answered: the others acknowledge.
 		s.Accounts.TokensRevoked = func(userID string) { s.relay.publishAcked(relayMessage{Tokens: userID}) }
 	}
 	// Local users' presence goes to other servers once federation exists.
+	// Application services with receive_ephemeral take both (s.AppServices
+	// exists before anything changes: changes come from serving).
 	s.Typing, s.Presence = newEphemeral(db, s.Notifier, func(userID string) {
 		if s.Federation != nil && cfg.Presence {
 			s.Federation.SendPresence(context.Background(), userID, s.Presence.Get(userID))
 		}
-	})
+		s.AppServices.PresenceChanged(userID)
+	}, func(roomID string) { s.AppServices.TypingChanged(roomID) })
 	if s.relay != nil {
 		// Every process keeps who is typing, each with positions of its own;
 		// presence stays per process (docs/operations.md).
@@ -173,7 +186,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	wireE2EE(db, s.Accounts, s.E2EE, s.Notifier)
 	wireDeviceAccountData(db, s.Accounts, s.Notifier)
 	pushDeps := push.Deps{DB: db, Rooms: s.Rooms, Presence: s.Presence, ServerName: cfg.ServerName, Log: log,
-		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second}
+		GatewayAllowCIDRs: cfg.PushGatewayAllowCIDRs, Hold: time.Duration(cfg.PushHoldSeconds) * time.Second,
+		ThreadSubscriptionRules: cfg.ThreadSubscriptionPushRules}
 	if s.relay != nil {
 		pushDeps.Standby = true // until this process leads
 		pushDeps.PushesQueued = func(users []string) { s.relay.publish(relayMessage{PushUsers: users}) }
@@ -238,6 +252,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 		s.LiveKit = rtc.NewLiveKit(db, s.Rooms, s.Federation, rtc.LiveKitOptions{ServerName: cfg.ServerName,
 			URL: cfg.LiveKitURL, APIKey: cfg.LiveKitAPIKey, APISecret: secret, FullAccessServers: cfg.RTCFullAccessServers}, log)
+		s.LiveKit.SetDelayed(s.Delayed)
 	}
 	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
@@ -247,10 +262,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// other homeservers, for operators whose reverse proxy sends both to one
 	// port; X-Matrix authentication applies all the same.
 	s.Federation.Routes(c)
-	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version})
+	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version,
+		Senders: s.Federation.Queue()})
 	s.Admin.Routes(c)
 	s.Console = console.New(console.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Admin: s.Admin, Queue: s.Federation.Queue(), Log: log})
 	s.Console.Routes(c)
+	oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange}).Routes(c)
 	s.client = c
 
 	f := s.router(observe, "federation")
@@ -262,6 +279,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		s.Delayed.Start() // one process: it leads
 	} else {
 		if err := s.startCluster(ctx); err != nil {
+			s.Console.Close()
 			s.Admin.Close()
 			s.Federation.Close()
 			s.AppServices.Close()
@@ -299,6 +317,7 @@ func startAppServices(ctx context.Context, s *Server, regs []*appservice.Registr
 		return nil, err
 	}
 	s.Rooms.Observe(p.Observe)
+	p.SetEphemeralSources(s.Typing, s.Presence)
 	return p, nil
 }
 
@@ -375,6 +394,9 @@ func (s *Server) Close() error {
 			s.relay.publish(relayMessage{SteppedDown: true})
 		}
 		s.relay.close()
+	}
+	if s.LiveKit != nil {
+		s.LiveKit.Close()
 	}
 	s.Delayed.Stop()
 	s.Presence.Close()

@@ -56,7 +56,10 @@ func storedPositions(ctx context.Context, db *storage.DB) (syncstream.Position, 
 	if pos.ToDevice, err = storage.MaxToDevicePos(ctx, db.Read()); err != nil {
 		return pos, err
 	}
-	pos.DeviceLists, err = storage.MaxDeviceListPos(ctx, db.Read())
+	if pos.DeviceLists, err = storage.MaxDeviceListPos(ctx, db.Read()); err != nil {
+		return pos, err
+	}
+	pos.ThreadSubs, err = db.MaxThreadSubscriptionPos(ctx)
 	return pos, err
 }
 
@@ -77,10 +80,15 @@ func feedNotifier(n *syncstream.Notifier) func(evs []*rooms.Event) {
 // newEphemeral makes the in-memory typing and presence state, each change
 // waking the users it concerns: a room's users for typing, everyone sharing
 // a room with the user for presence. presenceChanged, when not nil, is
-// told of every presence change too (federation sends local users' on).
-func newEphemeral(db *storage.DB, n *syncstream.Notifier, presenceChanged func(userID string)) (*syncstream.Typing, *syncstream.Presence) {
+// told of every presence change too (federation sends local users' on),
+// and typingChanged, when not nil, of every typing change (application
+// services take both).
+func newEphemeral(db *storage.DB, n *syncstream.Notifier, presenceChanged, typingChanged func(id string)) (*syncstream.Typing, *syncstream.Presence) {
 	typing := syncstream.NewTyping(func(roomID string, pos int64) {
 		n.Users(n.RoomUsers(context.Background(), roomID), syncstream.Position{Typing: pos})
+		if typingChanged != nil {
+			typingChanged(roomID)
+		}
 	})
 	presence := syncstream.NewPresence(func(userID string, pos int64) {
 		ctx := context.Background()

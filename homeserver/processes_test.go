@@ -204,6 +204,30 @@ func TestLockAcrossProcesses(t *testing.T) {
 	})
 }
 
+// An account suspended through one process is refused the actions a
+// suspended account may not take by another at once (403
+// M_USER_SUSPENDED), although the other had its token cached, and
+// unsuspending it works the same way.
+func TestSuspendAcrossProcesses(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		p1, p2, alice, _, roomID := twoProcesses(t, nil)
+		login, err := p1.Accounts.Register(t.Context(), accounts.NewUser{Localpart: "admin", Password: "password", Admin: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := user{p1, login.UserID, login.AccessToken}
+		suspend := "/_matrix/client/v1/admin/suspend/" + url.PathEscape(alice.id)
+		const whoami = "/_matrix/client/v3/account/whoami"
+		hearthtest.Expect(t, alice.on(p2).do(t, "GET", whoami, nil), http.StatusOK, "") // cached on p2
+		hearthtest.Expect(t, admin.do(t, "PUT", suspend, map[string]any{"suspended": true}), http.StatusOK, "")
+		send := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/send/m.room.message/"
+		hearthtest.Expect(t, alice.on(p2).do(t, "PUT", send+"t1", map[string]any{"msgtype": "m.text", "body": "no"}), http.StatusForbidden, "M_USER_SUSPENDED")
+		hearthtest.Expect(t, alice.on(p2).do(t, "GET", whoami, nil), http.StatusOK, "")
+		hearthtest.Expect(t, admin.do(t, "PUT", suspend, map[string]any{"suspended": false}), http.StatusOK, "")
+		hearthtest.Expect(t, alice.on(p2).do(t, "PUT", send+"t2", map[string]any{"msgtype": "m.text", "body": "yes"}), http.StatusOK, "")
+	})
+}
+
 // A message redacted through one process reads redacted through another
 // that had it in its event cache.
 func TestRedactionAcrossProcesses(t *testing.T) {

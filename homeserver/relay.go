@@ -420,8 +420,8 @@ func (s *Server) applyRelayed(ctx context.Context, m relayMessage) {
 	switch {
 	case m.Sync != nil:
 		s.Notifier.Apply(ctx, *m.Sync)
-		if m.Sync.Room != "" {
-			s.AppServices.Wake() // events another process committed; nothing unless leading
+		if m.Sync.Room != "" || m.Sync.Pos.Receipts > 0 {
+			s.AppServices.Wake() // events or receipts another process committed; nothing unless leading
 		}
 	case m.Tokens != "":
 		s.Accounts.ForgetTokens(m.Tokens)

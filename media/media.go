@@ -63,6 +63,7 @@ type Repository struct {
 
 	maxUpload     int64
 	quota         int64
+	limitInfoURI  string // info_uri of M_USER_LIMIT_EXCEEDED
 	maxPending    int
 	createExpiry  time.Duration
 	maxPixels     int64
@@ -109,7 +110,7 @@ func Open(ctx context.Context, cfg config.Config, db *storage.DB, log *slog.Logg
 	}
 	r := &Repository{
 		db: db, files: files, log: log, serverName: cfg.ServerName,
-		maxUpload: cfg.MaxUploadBytes, quota: cfg.MediaQuotaBytes, maxPending: cfg.MaxPendingMediaUploads,
+		maxUpload: cfg.MaxUploadBytes, quota: cfg.MediaQuotaBytes, limitInfoURI: cfg.LimitInfoURI(), maxPending: cfg.MaxPendingMediaUploads,
 		createExpiry: time.Duration(cfg.MediaCreateExpirySeconds) * time.Second, maxPixels: cfg.MaxThumbnailPixels,
 		legacy: cfg.LegacyMedia, legacyFreeze: freezeTS, rateLimits: cfg.RateLimits == "on",
 		uploadBuckets: ratelimit.New(1/uploadEvery.Seconds(), uploadBurst),
@@ -213,7 +214,7 @@ func (r *Repository) checkUpload(ctx context.Context, u *Upload) error {
 			return err
 		}
 		if used+u.DeclaredSize > r.quota {
-			return mxhttp.Forbidden("This upload would exceed your media quota of %d bytes", r.quota)
+			return mxhttp.UserLimit(r.limitInfoURI, "This upload would exceed your media quota of %d bytes", r.quota)
 		}
 	}
 	return nil
@@ -272,7 +273,7 @@ func (r *Repository) commit(ctx context.Context, t tempFile, fn func(tx *sql.Tx)
 	return err
 }
 
-// withinQuota fails with 403 when user's uploads plus size exceed the quota.
+// withinQuota fails with 403 M_USER_LIMIT_EXCEEDED when user's uploads plus size exceed the quota.
 func (r *Repository) withinQuota(ctx context.Context, tx *sql.Tx, user string, size int64) error {
 	if r.quota <= 0 {
 		return nil
@@ -282,7 +283,7 @@ func (r *Repository) withinQuota(ctx context.Context, tx *sql.Tx, user string, s
 		return err
 	}
 	if used+size > r.quota {
-		return mxhttp.Forbidden("This upload would exceed your media quota of %d bytes", r.quota)
+		return mxhttp.UserLimit(r.limitInfoURI, "This upload would exceed your media quota of %d bytes", r.quota)
 	}
 	return nil
 }

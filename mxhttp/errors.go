@@ -81,9 +81,20 @@ var (
 	UnknownPos = newErr(http.StatusBadRequest, "M_UNKNOWN_POS")
 	// UserLocked answers a locked account (v1.12), with soft_logout.
 	UserLocked = newErr(http.StatusUnauthorized, "M_USER_LOCKED")
+	// UserLimitExceeded answers a request beyond a per-user limit
+	// (v1.18); see UserLimit.
+	UserLimitExceeded = newErr(http.StatusForbidden, "M_USER_LIMIT_EXCEEDED")
+	// UserSuspended answers an action a suspended account may not take
+	// (v1.13).
+	UserSuspended = newErr(http.StatusForbidden, "M_USER_SUSPENDED")
 	// Unauthorized is the federation API's answer to a missing or bad
 	// X-Matrix signature.
 	Unauthorized = newErr(http.StatusUnauthorized, "M_UNAUTHORIZED")
+	// Thread subscriptions (MSC4306, unstable prefixed codes): an
+	// automatic subscription's cause event is not in the thread, or came
+	// before the user unsubscribed.
+	NotInThread               = newErr(http.StatusBadRequest, "IO.ELEMENT.MSC4306.M_NOT_IN_THREAD")
+	ConflictingUnsubscription = newErr(http.StatusConflict, "IO.ELEMENT.MSC4306.M_CONFLICTING_UNSUBSCRIPTION")
 )
 
 // WithStatus returns a copy of e with another HTTP status, for the few
@@ -119,3 +130,10 @@ var (
 	// config refuses (v1.18).
 	InviteBlocked = newErr(http.StatusForbidden, "M_INVITE_BLOCKED")
 )
+
+// UserLimit is M_USER_LIMIT_EXCEEDED (v1.18) with the info_uri the spec
+// requires; can_upgrade is left out (false): Hearth's limits are set by
+// the operator, not by an account tier.
+func UserLimit(infoURI, format string, a ...any) *Error {
+	return UserLimitExceeded(format, a...).With("info_uri", infoURI)
+}

@@ -272,6 +272,13 @@ func (r recipient) MemberCount() int                { return r.joined }
 func (r recipient) DisplayName() string             { return r.p.names.get(r.ctx, r.p.rooms, r.memberEvent) }
 func (r recipient) SenderCanNotify(key string) bool { return r.senderCanNotify(key) }
 
+// ThreadSubscribed: a failed read counts as not subscribed (the rule
+// falls through to the next).
+func (r recipient) ThreadSubscribed(threadID string) bool {
+	_, err := r.p.db.GetThreadSubscription(r.ctx, r.userID, r.ev.RoomID, threadID)
+	return err == nil
+}
+
 // UnreadCounts gives a user's unread notification and highlight counts in
 // a room: notifications after the user's read receipts (an unthreaded
 // receipt covers every thread; a threaded one its thread). perThread
@@ -391,17 +398,18 @@ func (p *Push) badgeUpdate(ctx context.Context, userID string) error {
 // entry. A version counter keeps a load that raced with a change from
 // storing the old rules.
 type ruleCache struct {
-	db      *storage.DB
-	mu      sync.RWMutex
-	m       map[string]*pushrules.Compiled
-	version uint64
+	db          *storage.DB
+	threadRules bool // Deps.ThreadSubscriptionRules
+	mu          sync.RWMutex
+	m           map[string]*pushrules.Compiled
+	version     uint64
 }
 
 // maxCachedRules bounds the cache; beyond it, it starts over.
 const maxCachedRules = 100_000
 
-func newRuleCache(db *storage.DB) *ruleCache {
-	return &ruleCache{db: db, m: map[string]*pushrules.Compiled{}}
+func newRuleCache(db *storage.DB, threadRules bool) *ruleCache {
+	return &ruleCache{db: db, threadRules: threadRules, m: map[string]*pushrules.Compiled{}}
 }
 
 func (c *ruleCache) get(ctx context.Context, userID string) (*pushrules.Compiled, error) {
@@ -423,6 +431,7 @@ func (c *ruleCache) get(ctx context.Context, userID string) (*pushrules.Compiled
 			return nil, err
 		}
 	}
+	u.ThreadRules = c.threadRules
 	compiled = pushrules.Compile(u.Render(userID))
 	c.mu.Lock()
 	if c.version == version {

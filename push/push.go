@@ -49,6 +49,9 @@ type Deps struct {
 	// Hold is push_hold_seconds: how long to hold a push for a user who is
 	// active on another device.
 	Hold time.Duration
+	// ThreadSubscriptionRules is thread_subscription_push_rules: render
+	// MSC4306's postcontent rules.
+	ThreadSubscriptionRules bool
 	// Standby leaves delivery to gateways off until StartSending: another
 	// process sharing the database may be delivering (see
 	// docs/operations.md, several processes).
@@ -99,7 +102,7 @@ func New(d Deps) (*Push, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Push{
 		db: d.DB, rooms: d.Rooms, presence: d.Presence, log: d.Log, suffix: ":" + d.ServerName, hold: d.Hold,
-		rules: newRuleCache(d.DB), signal: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		rules: newRuleCache(d.DB, d.ThreadSubscriptionRules), signal: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		queued: map[int64]int{}, recorded: make(chan struct{}), rulesChanged: d.RulesChanged,
 	}
 	var err error

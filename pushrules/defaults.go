@@ -131,6 +131,17 @@ var defaultUnderride = []Rule{
 		Conditions: []Condition{cond("event_match", "type", "org.matrix.msc3381.poll.end")}},
 }
 
+// defaultPostContent are MSC4306's rules (unstable IDs): events in threads
+// the user is not subscribed to do not notify (mentions and keywords,
+// matched before, still do); events in subscribed threads notify, whatever
+// the room's rules say.
+var defaultPostContent = []Rule{
+	{RuleID: ".io.element.msc4306.rule.unsubscribed_thread", Enabled: true, Actions: []Action{},
+		Conditions: []Condition{{Kind: ThreadSubscriptionCondition, Subscribed: new(false)}}},
+	{RuleID: ".io.element.msc4306.rule.subscribed_thread", Enabled: true, Actions: []Action{Notify, soundDefault},
+		Conditions: []Condition{{Kind: ThreadSubscriptionCondition, Subscribed: new(true)}}},
+}
+
 // Defaults returns the server-default rules of kind k for userID, in
 // priority order, with the user's ID filled in. The slices are fresh copies.
 func Defaults(k Kind, userID string) []Rule {
@@ -140,6 +151,8 @@ func Defaults(k Kind, userID string) []Rule {
 		src = defaultOverride
 	case Content:
 		src = defaultContent
+	case PostContent:
+		src = defaultPostContent
 	case Underride:
 		src = defaultUnderride
 	default:

@@ -157,7 +157,15 @@ type RoomContext interface {
 	// SenderCanNotify reports whether the sender's power level reaches
 	// notifications[key] of the room's power levels.
 	SenderCanNotify(key string) bool
+	// ThreadSubscribed reports whether the recipient is subscribed to the
+	// thread with this root (MSC4306).
+	ThreadSubscribed(threadID string) bool
 }
+
+// ThreadSubscriptionCondition is MSC4306's condition kind (unstable name):
+// the event is in a thread, and the recipient is (subscribed: true) or is
+// not (false) subscribed to it.
+const ThreadSubscriptionCondition = "io.element.msc4306.thread_subscription"
 
 // Result is the outcome of evaluation for one recipient.
 type Result struct {
@@ -194,6 +202,7 @@ const (
 	condDisplayName
 	condMemberCount
 	condSenderPermission
+	condThreadSub
 )
 
 type compiledCond struct {
@@ -204,6 +213,7 @@ type compiledCond struct {
 	op    string // room_member_count
 	n     int
 	key   string // sender_notification_permission
+	sub   bool   // thread_subscription
 }
 
 // Compile prepares a rendered ruleset. Disabled rules are left out;
@@ -226,7 +236,7 @@ func Compile(rs Ruleset) *Compiled {
 				}
 			}
 			switch k {
-			case Override, Underride:
+			case Override, PostContent, Underride:
 				for _, cond := range r.Conditions {
 					cr.conds = append(cr.conds, compileCond(cond))
 				}
@@ -286,6 +296,11 @@ func compileCond(c Condition) compiledCond {
 			return compiledCond{kind: condNever}
 		}
 		return compiledCond{kind: condSenderPermission, key: c.Key}
+	case ThreadSubscriptionCondition:
+		if c.Subscribed == nil {
+			return compiledCond{kind: condNever}
+		}
+		return compiledCond{kind: condThreadSub, sub: *c.Subscribed}
 	}
 	return compiledCond{kind: condNever}
 }
@@ -368,6 +383,12 @@ func (c *compiledCond) matches(ev *Event, room RoomContext) bool {
 		return n == c.n
 	case condSenderPermission:
 		return room.SenderCanNotify(c.key)
+	case condThreadSub:
+		if rel, _ := ev.String(`content.m\.relates_to.rel_type`); rel != "m.thread" {
+			return false
+		}
+		root, ok := ev.String(`content.m\.relates_to.event_id`)
+		return ok && root != "" && room.ThreadSubscribed(root) == c.sub
 	}
 	return false
 }

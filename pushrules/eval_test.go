@@ -9,11 +9,13 @@ type fakeRoom struct {
 	members int
 	name    string
 	canRoom bool
+	threads map[string]bool // subscribed threads
 }
 
 func (f fakeRoom) MemberCount() int                { return f.members }
 func (f fakeRoom) DisplayName() string             { return f.name }
 func (f fakeRoom) SenderCanNotify(key string) bool { return key == "room" && f.canRoom }
+func (f fakeRoom) ThreadSubscribed(id string) bool { return f.threads[id] }
 
 func mustEvent(t *testing.T, v any) *Event {
 	t.Helper()
@@ -164,5 +166,46 @@ func BenchmarkEvaluate(b *testing.B) {
 		if !c.Evaluate(ev, room).Notify {
 			b.Fatal("no notify")
 		}
+	}
+}
+
+// MSC4306's thread_subscription condition: only events in a thread match,
+// by the recipient's subscription to its root; without subscribed it
+// never matches.
+func TestThreadSubscriptionCondition(t *testing.T) {
+	yes, no := true, false
+	rule := func(sub *bool) Ruleset {
+		return Ruleset{Override: []Rule{{RuleID: "threads", Enabled: true, Actions: []Action{Notify},
+			Conditions: []Condition{{Kind: ThreadSubscriptionCondition, Subscribed: sub}}}}}
+	}
+	inThread := mustEvent(t, map[string]any{"type": "m.room.message", "content": map[string]any{"body": "x",
+		"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": "$root"}}})
+	reply := mustEvent(t, map[string]any{"type": "m.room.message", "content": map[string]any{"body": "x",
+		"m.relates_to": map[string]any{"rel_type": "m.reference", "event_id": "$root"}}})
+	plain := mustEvent(t, map[string]any{"type": "m.room.message", "content": map[string]any{"body": "x"}})
+	subscribed := fakeRoom{threads: map[string]bool{"$root": true}}
+	for _, c := range []struct {
+		name string
+		sub  *bool
+		ev   *Event
+		room fakeRoom
+		want bool
+	}{
+		{"subscribed thread, subscribed: true", &yes, inThread, subscribed, true},
+		{"subscribed thread, subscribed: false", &no, inThread, subscribed, false},
+		{"unsubscribed thread, subscribed: false", &no, inThread, fakeRoom{}, true},
+		{"unsubscribed thread, subscribed: true", &yes, inThread, fakeRoom{}, false},
+		{"not a thread relation", &no, reply, fakeRoom{}, false},
+		{"no relation", &no, plain, fakeRoom{}, false},
+		{"no subscribed field", nil, inThread, subscribed, false},
+	} {
+		if got := Compile(rule(c.sub)).Evaluate(c.ev, c.room).Notify; got != c.want {
+			t.Errorf("%s: notify %v, want %v", c.name, got, c.want)
+		}
+	}
+	// The field survives a round trip through a stored rule.
+	b, _ := json.Marshal(Condition{Kind: ThreadSubscriptionCondition, Subscribed: &no})
+	if string(b) != `{"kind":"io.element.msc4306.thread_subscription","subscribed":false}` {
+		t.Fatalf("encoded as %s", b)
 	}
 }

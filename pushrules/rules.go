@@ -14,15 +14,19 @@ import (
 type Kind string
 
 const (
-	Override  Kind = "override"
-	Content   Kind = "content"
-	Room      Kind = "room"
-	Sender    Kind = "sender"
-	Underride Kind = "underride"
+	Override Kind = "override"
+	Content  Kind = "content"
+	// PostContent is MSC4306's kind between content and room, holding only
+	// its two server-default thread subscription rules; clients may not add
+	// rules to it.
+	PostContent Kind = "postcontent"
+	Room        Kind = "room"
+	Sender      Kind = "sender"
+	Underride   Kind = "underride"
 )
 
 // Kinds lists every kind in evaluation order.
-var Kinds = []Kind{Override, Content, Room, Sender, Underride}
+var Kinds = []Kind{Override, Content, PostContent, Room, Sender, Underride}
 
 // ParseKind checks a kind from a request path.
 func ParseKind(s string) (Kind, bool) {
@@ -40,7 +44,7 @@ type Rule struct {
 	Default bool     `json:"default"`
 	Enabled bool     `json:"enabled"`
 	Actions []Action `json:"actions"`
-	// Conditions of override and underride rules (nil for other kinds,
+	// Conditions of override, postcontent and underride rules (nil for other kinds,
 	// whose rule_id or pattern is their condition).
 	Conditions []Condition `json:"-"`
 	// Pattern of content rules.
@@ -101,6 +105,8 @@ type Condition struct {
 	// Value: the JSON scalar of event_property_is / event_property_contains.
 	// nil when absent; the JSON literal null is kept as "null".
 	Value json.RawMessage `json:"value,omitempty"`
+	// Subscribed: MSC4306's thread_subscription condition.
+	Subscribed *bool `json:"subscribed,omitempty"`
 }
 
 // Action is one action of a rule: notify, a historical dont_notify or
@@ -168,11 +174,13 @@ func (a *Action) UnmarshalJSON(b []byte) error {
 // Ruleset is the rules of one scope ("global"), by kind, each list in
 // priority order.
 type Ruleset struct {
-	Override  []Rule `json:"override"`
-	Content   []Rule `json:"content"`
-	Room      []Rule `json:"room"`
-	Sender    []Rule `json:"sender"`
-	Underride []Rule `json:"underride"`
+	Override []Rule `json:"override"`
+	Content  []Rule `json:"content"`
+	// PostContent is left out when empty (thread subscription rules off).
+	PostContent []Rule `json:"postcontent,omitempty"`
+	Room        []Rule `json:"room"`
+	Sender      []Rule `json:"sender"`
+	Underride   []Rule `json:"underride"`
 }
 
 // Rules returns the list of one kind.
@@ -182,6 +190,8 @@ func (rs *Ruleset) Rules(k Kind) []Rule {
 		return rs.Override
 	case Content:
 		return rs.Content
+	case PostContent:
+		return rs.PostContent
 	case Room:
 		return rs.Room
 	case Sender:
@@ -200,6 +210,11 @@ func (rs *Ruleset) setRules(k Kind, rules []Rule) {
 		rs.Override = rules
 	case Content:
 		rs.Content = rules
+	case PostContent:
+		if len(rules) == 0 {
+			rules = nil
+		}
+		rs.PostContent = rules
 	case Room:
 		rs.Room = rules
 	case Sender:

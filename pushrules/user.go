@@ -19,6 +19,9 @@ type UserRules struct {
 	Custom map[Kind][]Rule `json:"custom,omitempty"`
 	// Defaults holds changes to server-default rules, by rule ID.
 	Defaults map[string]DefaultChange `json:"defaults,omitempty"`
+	// ThreadRules renders the postcontent thread subscription rules
+	// (config thread_subscription_push_rules); not stored.
+	ThreadRules bool `json:"-"`
 }
 
 // DefaultChange is a user's change to one server-default rule; nil fields
@@ -47,6 +50,9 @@ func (u UserRules) Render(userID string) Ruleset {
 	var rs Ruleset
 	for _, k := range Kinds {
 		defaults := Defaults(k, userID)
+		if k == PostContent && !u.ThreadRules {
+			defaults = nil
+		}
 		for i, d := range defaults {
 			if ch, ok := u.Defaults[d.RuleID]; ok {
 				if ch.Enabled != nil {
@@ -101,6 +107,8 @@ func ValidateRuleID(k Kind, ruleID string) error {
 		return mxhttp.InvalidParam("Rule IDs starting with '.' are reserved for server-default rules")
 	case strings.ContainsAny(ruleID, `/\`):
 		return mxhttp.InvalidParam("Rule IDs must not contain slashes or backslashes")
+	case k == PostContent:
+		return mxhttp.InvalidParam("Rules of kind postcontent are the server's only (MSC4306)")
 	case k == Room && !strings.HasPrefix(ruleID, "!"):
 		return mxhttp.InvalidParam("The rule ID of a room rule must be a room ID")
 	case k == Sender && !strings.HasPrefix(ruleID, "@"):

@@ -80,7 +80,8 @@ func (r *Rooms) ParsePDU(ctx context.Context, raw json.RawMessage) (gomatrixserv
 // stored as such, as the spec says).
 func (r *Rooms) ReceivePDU(ctx context.Context, origin spec.ServerName, pdu gomatrixserverlib.PDU) error {
 	roomID := pdu.RoomID().String()
-	ver, err := gomatrixserverlib.GetRoomVersion(pdu.Version())
+	// The room's version, not pdu.Version(): ParsePDU found the room.
+	ver, err := r.roomVersion(ctx, r.db.Read(), roomID)
 	if err != nil {
 		return err
 	}

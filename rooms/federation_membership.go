@@ -70,7 +70,7 @@ func (r *Rooms) MakeKnock(ctx context.Context, origin spec.ServerName, roomID, u
 	if err != nil {
 		return nil, "", err
 	}
-	if err := gomatrixserverlib.Allowed(pdu, provider, userIDForSender); err != nil {
+	if err := allowed(pdu, provider); err != nil {
 		return nil, "", mxhttp.Forbidden("You may not knock on this room: %v", err)
 	}
 	return proto, ver.Version(), nil
@@ -158,7 +158,7 @@ func (r *Rooms) receiveMembership(ctx context.Context, origin spec.ServerName, r
 	if err != nil {
 		return nil, err
 	}
-	if err := gomatrixserverlib.Allowed(pdu, provider, userIDForSender); err != nil {
+	if err := allowed(pdu, provider); err != nil {
 		return nil, mxhttp.Forbidden("The %s is not allowed: %v", membership, err)
 	}
 	budget := maxFetchedEvents

@@ -196,7 +196,7 @@ func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, ev
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		if err := gomatrixserverlib.Allowed(join, provider, userIDForSender); err != nil {
+		if err := allowed(join, provider); err != nil {
 			return nil, nil, nil, mxhttp.Forbidden("The join is not allowed: %v", err)
 		}
 		budget := maxFetchedEvents

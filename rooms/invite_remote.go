@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/matrix-org/gomatrix"
@@ -19,8 +20,9 @@ import (
 // (server-server API, Inviting to a room); federation implements it.
 type InviteClient interface {
 	// InviteV2 sends the invite with its invite_room_state: full PDUs, as
-	// the server-server API asks since v1.16 (MSC4311).
-	InviteV2(ctx context.Context, destination spec.ServerName, event gomatrixserverlib.PDU, roomState []json.RawMessage) (json.RawMessage, error)
+	// the server-server API asks since v1.16 (MSC4311). roomVersion is the
+	// room's (an event of an MSC3757 room reports its base version).
+	InviteV2(ctx context.Context, destination spec.ServerName, roomVersion gomatrixserverlib.RoomVersion, event gomatrixserverlib.PDU, roomState []json.RawMessage) (json.RawMessage, error)
 }
 
 // SetInviteClient plugs in the federation invite client.
@@ -72,14 +74,14 @@ func (r *Rooms) inviteRemote(ctx context.Context, roomID string, c ChangeMembers
 	if err != nil {
 		return nil, err
 	}
-	if err := gomatrixserverlib.Allowed(pdu, provider, userIDForSender); err != nil {
+	if err := allowed(pdu, provider); err != nil {
 		return nil, mxhttp.Forbidden("%v", err)
 	}
 	stripped, err := r.inviteStrippedState(ctx, cur.state)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := r.invites.InviteV2(ctx, domain, pdu, stripped)
+	raw, err := r.invites.InviteV2(ctx, domain, ver.Version(), pdu, stripped)
 	if err != nil {
 		var he gomatrix.HTTPError
 		var body struct {
@@ -127,33 +129,89 @@ func (r *Rooms) inviteStrippedState(ctx context.Context, st map[storage.StateKey
 	return out, nil
 }
 
-// checkInviteRoomState validates invite_room_state for a room version 12
-// invite (server-server API, PUT /v2/invite: SHOULD for versions after
-// 11): it must hold the room's m.room.create, whose reference hash is the
-// room ID, so the invitee sees the real room.
-func checkInviteRoomState(ver gomatrixserverlib.IRoomVersion, roomID string, stripped json.RawMessage) error {
-	if !ver.DomainlessRoomIDs() {
+// checkInviteRoomState validates invite_room_state (server-server API,
+// PUT /v2/invite, v1.16): it must hold the room's m.room.create, and every
+// entry must be an event formatted for the room version, pass the hash
+// and signature checks and belong to the invite's room. For room versions
+// after 11 a failure is an error (the spec's SHOULD); for 1 to 11 it is
+// logged, as the spec asks while servers migrate.
+func (r *Rooms) checkInviteRoomState(ctx context.Context, ver gomatrixserverlib.IRoomVersion, roomID string, stripped json.RawMessage) error {
+	err := r.inviteRoomStateError(ctx, ver, roomID, stripped)
+	if err == nil {
 		return nil
 	}
+	if n, convErr := strconv.Atoi(string(ver.Version())); convErr == nil && n >= 1 && n <= 11 {
+		r.log.Warn("invite_room_state fails validation (accepted for this room version)", "room_id", roomID, "err", err.Message)
+		return nil
+	}
+	return err
+}
+
+func (r *Rooms) inviteRoomStateError(ctx context.Context, ver gomatrixserverlib.IRoomVersion, roomID string, stripped json.RawMessage) *mxhttp.Error {
 	var list []json.RawMessage
 	if err := json.Unmarshal(stripped, &list); err != nil {
 		return mxhttp.InvalidParam("invite_room_state must be a list of events")
 	}
-	for _, raw := range list {
-		var head struct {
-			Type     string  `json:"type"`
-			StateKey *string `json:"state_key"`
+	haveCreate := false
+	for i, raw := range list {
+		isCreate, err := r.checkStateEntry(ctx, ver, roomID, raw)
+		if err != nil {
+			return mxhttp.InvalidParam("invite_room_state[%d] %s", i, err.Error())
 		}
-		if json.Unmarshal(raw, &head) != nil || head.Type != spec.MRoomCreate || head.StateKey == nil || *head.StateKey != "" {
+		haveCreate = haveCreate || isCreate
+	}
+	if !haveCreate {
+		return mxhttp.InvalidParam("invite_room_state lacks the m.room.create event")
+	}
+	return nil
+}
+
+// checkStateEntry checks one entry of invite_room_state or
+// knock_room_state (v1.16): an event formatted for the room version that
+// passes the content hash and signature checks and is in the room. It
+// reports whether the entry is the room's m.room.create.
+func (r *Rooms) checkStateEntry(ctx context.Context, ver gomatrixserverlib.IRoomVersion, roomID string, raw json.RawMessage) (bool, error) {
+	pdu, err := parsePDU(ver, raw)
+	if err != nil {
+		return false, fmt.Errorf("is not an event of room version %s: %w", ver.Version(), err)
+	}
+	if pdu.Redacted() {
+		return false, errors.New("fails the content hash check")
+	}
+	if pdu.StateKey() == nil {
+		return false, errors.New("is not a state event")
+	}
+	isCreate := pdu.Type() == spec.MRoomCreate && *pdu.StateKey() == ""
+	inRoom := pdu.RoomID().String() == roomID
+	if isCreate && ver.DomainlessRoomIDs() {
+		// The room ID is the create event's reference hash.
+		inRoom = "!"+strings.TrimPrefix(pdu.EventID(), "$") == roomID
+	}
+	if !inRoom {
+		return false, fmt.Errorf("is not an event of room %s", roomID)
+	}
+	if r.verifier == nil {
+		return false, errors.New("cannot be checked: federation is not configured")
+	}
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, r.verifier, userIDForSender); err != nil {
+		return false, fmt.Errorf("fails the signature check: %w", err)
+	}
+	return isCreate, nil
+}
+
+// validKnockState keeps the entries of knock_room_state that pass
+// checkStateEntry: the spec (send_knock, v1.16) asks that improperly
+// signed or formatted ones be removed before clients see them.
+func (r *Rooms) validKnockState(ctx context.Context, ver gomatrixserverlib.IRoomVersion, roomID string, list []json.RawMessage) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(list))
+	for i, raw := range list {
+		if _, err := r.checkStateEntry(ctx, ver, roomID, raw); err != nil {
+			r.log.Info("dropping a knock_room_state entry", "room_id", roomID, "index", i, "err", err)
 			continue
 		}
-		create, err := ver.NewEventFromUntrustedJSON(raw)
-		if err != nil || create.Redacted() || "!"+strings.TrimPrefix(create.EventID(), "$") != roomID {
-			return mxhttp.InvalidParam("The m.room.create event in invite_room_state is not the room's")
-		}
-		return nil
+		out = append(out, raw)
 	}
-	return mxhttp.InvalidParam("invite_room_state lacks the m.room.create event")
+	return out
 }
 
 // ReceiveInvite handles PUT /v2/invite from another server: checks the
@@ -210,10 +268,10 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 		}
 		return signed, nil
 	}
-	if err := checkInviteRoomState(ver, roomID, stripped); err != nil {
+	if err := r.checkInviteRoomState(ctx, ver, roomID, stripped); err != nil {
 		return nil, err
 	}
-	if err := r.storeRemoteInvite(ctx, signed, stripped); err != nil {
+	if err := r.storeRemoteInvite(ctx, roomVersion, signed, stripped); err != nil {
 		return nil, err
 	}
 	return signed, nil
@@ -221,13 +279,13 @@ func (r *Rooms) ReceiveInvite(ctx context.Context, origin spec.ServerName, roomV
 
 // storeRemoteInvite records an invite to a room we are not in, with the
 // stripped state the inviting server sent.
-func (r *Rooms) storeRemoteInvite(ctx context.Context, pdu gomatrixserverlib.PDU, stripped json.RawMessage) error {
+func (r *Rooms) storeRemoteInvite(ctx context.Context, version gomatrixserverlib.RoomVersion, pdu gomatrixserverlib.PDU, stripped json.RawMessage) error {
 	var list []json.RawMessage
 	if len(stripped) > 0 && json.Unmarshal(stripped, &list) != nil {
 		list = nil
 	}
 	strippedJSON, _ := json.Marshal(list)
-	_, err := r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu, stripped: strippedJSON})
+	_, err := r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu, stripped: strippedJSON, version: version})
 	return err
 }
 

@@ -19,10 +19,22 @@ import (
 type JoinClient = gomatrixserverlib.FederatedJoinClient
 
 // supportedVersionsOnly refuses make_join answers for room versions Hearth
-// does not support, before anything is signed or sent.
-type supportedVersionsOnly struct{ JoinClient }
+// does not support, before anything is signed or sent, and remembers the
+// room's version (the join event only knows its base version, owned.go).
+type supportedVersionsOnly struct {
+	JoinClient
+	version gomatrixserverlib.RoomVersion
+	sent    gomatrixserverlib.SendJoinResponse
+}
 
-func (c supportedVersionsOnly) MakeJoin(ctx context.Context, origin, s spec.ServerName, roomID, userID string) (gomatrixserverlib.MakeJoinResponse, error) {
+// SendJoin keeps the answer as it came, for recheckOwnedState.
+func (c *supportedVersionsOnly) SendJoin(ctx context.Context, origin, s spec.ServerName, event gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
+	res, err := c.JoinClient.SendJoin(ctx, origin, s, event)
+	c.sent = res
+	return res, err
+}
+
+func (c *supportedVersionsOnly) MakeJoin(ctx context.Context, origin, s spec.ServerName, roomID, userID string) (gomatrixserverlib.MakeJoinResponse, error) {
 	res, err := c.JoinClient.MakeJoin(ctx, origin, s, roomID, userID)
 	if err != nil {
 		return nil, err
@@ -30,6 +42,7 @@ func (c supportedVersionsOnly) MakeJoin(ctx context.Context, origin, s spec.Serv
 	if v := res.GetRoomVersion(); v != "" && !IsSupported(string(v)) {
 		return nil, fmt.Errorf("room %s has version %q, which this server does not support", roomID, v)
 	}
+	c.version = res.GetRoomVersion()
 	return res, nil
 }
 
@@ -69,7 +82,8 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			},
 			StoreSenderIDFromPublicID: func(context.Context, spec.SenderID, string, spec.RoomID) error { return nil },
 		}
-		resp, ferr := gomatrixserverlib.PerformJoin(ctx, supportedVersionsOnly{r.joins}, input)
+		client := &supportedVersionsOnly{JoinClient: r.joins}
+		resp, ferr := gomatrixserverlib.PerformJoin(ctx, client, input)
 		if ferr != nil {
 			lastErr = ferr
 			r.log.Info("remote join failed", "room", roomID, "via", server, "err", ferr.Err)
@@ -79,13 +93,16 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			// We have the room (a restricted join only another server could
 			// authorise): the join is one more event of it.
 			budget := maxFetchedEvents
-			ver := gomatrixserverlib.MustGetRoomVersion(resp.JoinEvent.Version())
+			ver, err := r.roomVersion(ctx, r.db.Read(), roomID)
+			if err != nil {
+				return nil, err
+			}
 			if err := r.ingest(ctx, server, ver, resp.JoinEvent, &budget, fetchHoles); err != nil {
 				return nil, err
 			}
 			return r.Event(ctx, resp.JoinEvent.EventID())
 		}
-		return r.storeJoin(ctx, resp)
+		return r.storeJoin(ctx, resp, client.version, client.sent)
 	}
 	if lastErr == nil {
 		return nil, mxhttp.NotFound("No server to join %s through", roomID)
@@ -122,7 +139,7 @@ func (r *Rooms) remoteEventProvider(ctx context.Context, server spec.ServerName)
 // meanwhile (the room goes on while send_join is answered) may have stored
 // some of these events, or be storing them now, and may have put the join
 // in the timeline: then the stored join is returned.
-func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJoinResponse) (*Event, error) {
+func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJoinResponse, version gomatrixserverlib.RoomVersion, sent gomatrixserverlib.SendJoinResponse) (*Event, error) {
 	join := resp.JoinEvent
 	join.EventID()
 	// Parsed once (LineariseStateResponse would parse the state again,
@@ -130,6 +147,10 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 	// chain in auth order, each event after its auth events.
 	authEvs := resp.StateSnapshot.GetAuthEvents().UntrustedEvents(join.Version())
 	stateEvs := resp.StateSnapshot.GetStateEvents().UntrustedEvents(join.Version())
+	if _, owned := ownedBases[version]; owned && sent != nil {
+		moreAuth, moreState := r.recheckOwnedState(ctx, version, sent, authEvs, stateEvs)
+		authEvs, stateEvs = append(authEvs, moreAuth...), append(stateEvs, moreState...)
+	}
 	byID := make(map[string]gomatrixserverlib.PDU, len(authEvs)+len(stateEvs))
 	for _, p := range slices.Concat(authEvs, stateEvs) {
 		byID[p.EventID()] = p
@@ -141,9 +162,55 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 			state[k] = p.EventID()
 		}
 	}
-	ev, err := r.persist(ctx, incoming{arrival: arriveJoin, pdu: join, stateBefore: state, joinState: ordered})
+	ev, err := r.persist(ctx, incoming{arrival: arriveJoin, pdu: join, stateBefore: state, joinState: ordered, version: version})
 	if err != nil {
 		return nil, fmt.Errorf("storing the joined room: %w", err)
 	}
 	return ev, nil
+}
+
+// recheckOwnedState returns the events of a send_join answer for an
+// MSC3757 room that the library's check of it (CheckSendJoinResponse,
+// which applies its own rule 8) dropped, but which pass the same checks
+// with the room's rules: a valid signature, and allowed by their auth
+// events. They are owned state: the auth events, the state events.
+func (r *Rooms) recheckOwnedState(ctx context.Context, version gomatrixserverlib.RoomVersion, sent gomatrixserverlib.SendJoinResponse, auth, state []gomatrixserverlib.PDU) (moreAuth, moreState []gomatrixserverlib.PDU) {
+	byID := map[string]gomatrixserverlib.PDU{}
+	for _, p := range slices.Concat(auth, state) {
+		byID[p.EventID()] = p
+	}
+	rawState := sent.GetStateEvents().UntrustedEvents(version)
+	isState := map[string]bool{}
+	for _, p := range rawState {
+		isState[p.EventID()] = true
+	}
+	dropped := map[string]gomatrixserverlib.PDU{}
+	for _, p := range slices.Concat(sent.GetAuthEvents().UntrustedEvents(version), rawState) {
+		if _, kept := byID[p.EventID()]; !kept && p.StateKey() != nil {
+			dropped[p.EventID()] = p
+		}
+	}
+	ordered := gomatrixserverlib.ReverseTopologicalOrdering(slices.Collect(maps.Values(dropped)), gomatrixserverlib.TopologicalOrderByAuthEvents)
+	for _, p := range ordered {
+		if gomatrixserverlib.VerifyEventSignatures(ctx, p, r.keyRing, userIDForSender) != nil {
+			continue
+		}
+		var authEvs []gomatrixserverlib.PDU
+		for _, id := range p.AuthEventIDs() {
+			if a, ok := byID[id]; ok {
+				authEvs = append(authEvs, a)
+			}
+		}
+		provider, err := gomatrixserverlib.NewAuthEvents(authEvs)
+		if err != nil || allowed(p, provider) != nil {
+			continue
+		}
+		byID[p.EventID()] = p
+		if isState[p.EventID()] {
+			moreState = append(moreState, p)
+		} else {
+			moreAuth = append(moreAuth, p)
+		}
+	}
+	return moreAuth, moreState
 }

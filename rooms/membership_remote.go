@@ -178,7 +178,7 @@ func (r *Rooms) KnockRemote(ctx context.Context, roomID, userID, reason string, 
 	}
 	var lastErr error
 	for _, s := range r.membershipServers(ctx, roomID, userID, servers) {
-		proto, ver, err := r.members.MakeKnock(ctx, s, roomID, userID, SupportedVersions)
+		proto, ver, err := r.members.MakeKnock(ctx, s, roomID, userID, KnownVersions())
 		if err != nil {
 			lastErr = err
 			r.log.Info("make_knock failed", "room", roomID, "via", s, "err", err)
@@ -196,11 +196,12 @@ func (r *Rooms) KnockRemote(ctx context.Context, roomID, userID, reason string, 
 			r.log.Info("send_knock failed", "room", roomID, "via", s, "err", err)
 			continue
 		}
-		b, _ := json.Marshal(stripped)
-		if stripped == nil {
-			b = []byte("[]")
+		verImpl, err := gomatrixserverlib.GetRoomVersion(ver)
+		if err != nil {
+			return nil, err
 		}
-		return r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu, stripped: b})
+		b, _ := json.Marshal(r.validKnockState(ctx, verImpl, roomID, stripped))
+		return r.persist(ctx, incoming{arrival: arriveOutOfRoom, pdu: pdu, stripped: b, version: ver})
 	}
 	if lastErr == nil {
 		return nil, mxhttp.NotFound("No server to knock on %s through", roomID)

@@ -94,6 +94,10 @@ type incoming struct {
 	joinState []gomatrixserverlib.PDU
 	// stripped is the state shown with an out-of-room invite or knock.
 	stripped []byte
+	// version is the room's version when the event may be the first we
+	// hear of the room (join, out of room); pdu.Version() is the base
+	// version for MSC3757 rooms (owned.go).
+	version gomatrixserverlib.RoomVersion
 	// device and txnID record a local send's transaction.
 	device, txnID *string
 }
@@ -206,7 +210,11 @@ func (r *Rooms) beginWrite(ctx context.Context, tx *sql.Tx, roomID string, in in
 	}
 	room, err := r.db.LockRoom(ctx, tx, roomID)
 	if errors.Is(err, storage.ErrNotFound) && (in.arrival == arriveJoin || in.arrival == arriveOutOfRoom) {
-		room = storage.Room{RoomID: roomID, Version: string(in.pdu.Version()), Extremities: []string{}, CreatedTS: time.Now().UnixMilli()}
+		v := in.version
+		if v == "" {
+			v = in.pdu.Version()
+		}
+		room = storage.Room{RoomID: roomID, Version: string(v), Extremities: []string{}, CreatedTS: time.Now().UnixMilli()}
 		err = storage.InsertRoom(ctx, tx, room)
 	}
 	if err != nil {
@@ -389,7 +397,7 @@ func (r *Rooms) authorise(ctx context.Context, tx *sql.Tx, w *roomWrite, a arriv
 		if err != nil {
 			return fmt.Errorf("loading auth events: %w", err)
 		}
-		if err := gomatrixserverlib.Allowed(pdu, p, userIDForSender); err != nil {
+		if err := allowed(pdu, p); err != nil {
 			return authError(err)
 		}
 		return nil
@@ -415,7 +423,7 @@ func (r *Rooms) authorise(ctx context.Context, tx *sql.Tx, w *roomWrite, a arriv
 		if err != nil {
 			return err
 		}
-		ev.SoftFailed = gomatrixserverlib.Allowed(pdu, p, userIDForSender) != nil
+		ev.SoftFailed = allowed(pdu, p) != nil
 	}
 	return nil
 }
@@ -444,7 +452,7 @@ func (r *Rooms) rejection(ctx context.Context, q storage.Reader, pdu gomatrixser
 	if err != nil {
 		return "its auth events are invalid: " + err.Error(), nil
 	}
-	if err := gomatrixserverlib.Allowed(pdu, p, userIDForSender); err != nil {
+	if err := allowed(pdu, p); err != nil {
 		return "its auth events do not allow it: " + err.Error(), nil
 	}
 	if stateBefore == nil {
@@ -454,7 +462,7 @@ func (r *Rooms) rejection(ctx context.Context, q storage.Reader, pdu gomatrixser
 	if err != nil {
 		return "", err
 	}
-	if err := gomatrixserverlib.Allowed(pdu, sp, userIDForSender); err != nil {
+	if err := allowed(pdu, sp); err != nil {
 		return "the state before it does not allow it: " + err.Error(), nil
 	}
 	return "", nil

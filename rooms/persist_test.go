@@ -34,6 +34,12 @@ const roadAlice, roadBob = "@alice:a.test", "@bob:b.test"
 
 func newRoadFixture(t *testing.T) *roadFixture {
 	t.Helper()
+	return newRoadFixtureWith(t, CreateRequest{Creator: roadAlice, Preset: "public_chat"})
+}
+
+// newRoadFixtureWith is newRoadFixture with the room req creates.
+func newRoadFixtureWith(t *testing.T, req CreateRequest) *roadFixture {
+	t.Helper()
 	ctx := context.Background()
 	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "hearth.db"), storage.Options{})
 	if err != nil {
@@ -56,7 +62,7 @@ func newRoadFixture(t *testing.T) *roadFixture {
 			f.observed = append(f.observed, ev.EventID)
 		}
 	})
-	if f.roomID, err = f.r.Create(ctx, CreateRequest{Creator: roadAlice, Preset: "public_chat"}); err != nil {
+	if f.roomID, err = f.r.Create(ctx, req); err != nil {
 		t.Fatal(err)
 	}
 	return f

@@ -5,6 +5,7 @@ import (
 	"maps"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hearth-matrix/hearth/stateres"
 	"github.com/hearth-matrix/hearth/storage"
@@ -16,7 +17,9 @@ const maxAuthChain = 20000
 
 // resolveStates merges the states at several forward extremities (or prev
 // events) with the room version's state resolution: Hearth's own (package
-// stateres) for v2.1 rooms, gomatrixserverlib's for older versions.
+// stateres) for v2.1 rooms and for MSC3757 rooms (whose auth rules the
+// library's resolution would not apply), gomatrixserverlib's for the
+// others.
 func (r *Rooms) resolveStates(ctx context.Context, q storage.Reader, ver gomatrixserverlib.IRoomVersion, sets []map[storage.StateKey]string) (State, error) {
 	if len(sets) == 0 {
 		return State{}, nil
@@ -62,8 +65,12 @@ func (r *Rooms) resolveStates(ctx context.Context, q storage.Reader, ver gomatri
 			rejected[ev.EventID] = true
 		}
 	}
-	if ver.StateResAlgorithm() == gomatrixserverlib.StateResV2_1 {
-		return resolveV21(sets, evs, chain, rejected)
+	owned := false
+	if ev := evs[sets[0][storage.StateKey{Type: spec.MRoomCreate}]]; ev != nil {
+		owned = ownedState(ev.PDU)
+	}
+	if ver.StateResAlgorithm() == gomatrixserverlib.StateResV2_1 || owned {
+		return resolveOwn(ver.StateResAlgorithm(), sets, evs, chain, rejected)
 	}
 	chainPDUs := make([]gomatrixserverlib.PDU, 0, len(chain))
 	for _, ev := range chain {
@@ -116,8 +123,9 @@ func (r *Rooms) authChain(ctx context.Context, q storage.Reader, pdus []gomatrix
 	return out, nil
 }
 
-// resolveV21 runs stateres over the loaded state and auth chain events.
-func resolveV21(sets []map[storage.StateKey]string, evs map[string]*Event, chain []*Event, rejected map[string]bool) (State, error) {
+// resolveOwn runs stateres over the loaded state and auth chain events,
+// with the room core's auth rules.
+func resolveOwn(alg gomatrixserverlib.StateResAlgorithm, sets []map[storage.StateKey]string, evs map[string]*Event, chain []*Event, rejected map[string]bool) (State, error) {
 	pdus := make(map[string]gomatrixserverlib.PDU, len(evs)+len(chain))
 	for id, ev := range evs {
 		pdus[id] = ev.PDU
@@ -126,7 +134,7 @@ func resolveV21(sets []map[storage.StateKey]string, evs map[string]*Event, chain
 		pdus[ev.EventID] = ev.PDU
 	}
 	in := stateres.Input{
-		Algorithm: gomatrixserverlib.StateResV2_1,
+		Algorithm: alg,
 		StateSets: make([]stateres.StateMap, len(sets)),
 		Event: func(id string) (gomatrixserverlib.PDU, bool) {
 			p, ok := pdus[id]
@@ -134,6 +142,7 @@ func resolveV21(sets []map[storage.StateKey]string, evs map[string]*Event, chain
 		},
 		Rejected:        func(id string) bool { return rejected[id] },
 		UserIDForSender: userIDForSender,
+		Allowed:         allowed,
 	}
 	for i, s := range sets {
 		m := make(stateres.StateMap, len(s))

@@ -204,7 +204,7 @@ func (r *Rooms) Version(ctx context.Context, roomID string) (gomatrixserverlib.I
 // RedactsInContent reports whether a room version carries the redacted
 // event's ID in content.redacts (room version 11 and later).
 func RedactsInContent(v gomatrixserverlib.RoomVersion) bool {
-	switch v {
+	switch BaseVersion(v) {
 	case "1", "2", "3", "4", "5", "6", "7", "8", "9", "10":
 		return false
 	}

@@ -40,6 +40,10 @@ type Proto struct {
 	// (application services' timestamp massaging); it does not change
 	// where the event goes in the DAG.
 	Timestamp time.Time
+	// InTx, when set, runs in the transaction that persists the event,
+	// after it: what the caller writes there commits with the event or
+	// not at all (a delayed event's row finalised as sent).
+	InTx func(ctx context.Context, tx *sql.Tx, ev *Event) error
 	// built is the event already built (a version 12 m.room.create, whose
 	// ID names the room before anything is stored).
 	built gomatrixserverlib.PDU
@@ -321,6 +325,11 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 				return err
 			}
 		}
+		if p.InTx != nil {
+			if err := p.InTx(ctx, tx, ev); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -389,6 +398,9 @@ func (r *Rooms) applyRedaction(ctx context.Context, tx *sql.Tx, roomID string, r
 // when the library calls the content itself invalid (for example a room
 // creator listed in the power levels of a version 12 room), else 403.
 func authError(err error) error {
+	if errors.Is(err, errOwnedMalformed) {
+		return mxhttp.BadJSON("%v", err)
+	}
 	var invalid *gomatrixserverlib.EventValidationError
 	if errors.As(err, &invalid) && invalid.Code == http.StatusBadRequest {
 		return mxhttp.BadJSON("%v", err)

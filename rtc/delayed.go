@@ -3,6 +3,7 @@ package rtc
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,8 +25,9 @@ import (
 // Every scheduled event is a row of delayed_events, so none is lost by a
 // restart. Sending one takes three steps: claim the row (scheduled →
 // sending, in one UPDATE, which one process alone wins), send the event
-// with transaction ID = delay_id in the "delayed" transaction scope, then
-// finalise the row (sent, with the event ID). A process that dies between
+// with transaction ID = delay_id in the "delayed" transaction scope,
+// finalising the row (sent, with the event ID) in the event's own
+// transaction (a failed send is finalised after). A process that dies between
 // the claim and the end leaves the row in sending; the next scheduler to
 // start (this process after a restart, or the process that takes over
 // leadership) takes such claims again and sends again, and the room core
@@ -284,6 +286,9 @@ func (d *Delayed) send(row storage.DelayedEvent) (string, error) {
 	evs, err := d.rooms.Send(ctx, row.RoomID, rooms.Proto{
 		Sender: row.UserID, Type: row.Type, StateKey: row.StateKey, Content: json.RawMessage(row.Content),
 		Device: row.DeviceID, TxnScope: TxnScope, TxnID: row.DelayID,
+		InTx: func(ctx context.Context, tx *sql.Tx, ev *rooms.Event) error {
+			return storage.MarkDelayedEventSent(ctx, tx, row.DelayID, ev.EventID, time.Now().UnixMilli())
+		},
 	})
 	if err != nil {
 		// Another process sending the same claim at the same moment (a

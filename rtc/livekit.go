@@ -85,6 +85,9 @@ type LiveKit struct {
 	log    *slog.Logger
 	rs     livekit.RoomService
 	full   map[string]bool
+	// delayed takes delegated delayed leave events (delegation.go).
+	delayed *Delayed
+	w       watches
 }
 
 // NewLiveKit returns the authorization service; remote may be nil (only
@@ -98,8 +101,11 @@ func NewLiveKit(db *storage.DB, rs *rooms.Rooms, remote RemoteOpenID, opts LiveK
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
 	}
-	return &LiveKit{opts: opts, db: db, rooms: rs, remote: remote, log: log, full: full,
+	l := &LiveKit{opts: opts, db: db, rooms: rs, remote: remote, log: log, full: full,
 		rs: livekit.NewRoomServiceJSONClient(liveKitHTTPURL(opts.URL), client)}
+	l.w.ctx, l.w.cancel = context.WithCancel(context.Background())
+	l.w.byID = map[string]*watchEntry{}
+	return l
 }
 
 // URL is the SFU's WebSocket URL.
@@ -142,20 +148,18 @@ type TokenRequest struct {
 	SlotID      string      `json:"slot_id"`
 	OpenIDToken OpenIDToken `json:"openid_token"`
 	Member      Member      `json:"member"`
-	// DelayID and DelayTimeout ask the service to keep a delayed leave
-	// event going while the member is connected: not supported.
-	DelayID      string `json:"delay_id,omitempty"`
-	DelayTimeout int64  `json:"delay_timeout,omitempty"`
+	// Delegation asks the service to keep a delayed leave event going
+	// while the member is connected (delegation.go).
+	Delegation
 }
 
 // LegacyTokenRequest is the body of POST /sfu/get (lk-jwt-service's
 // endpoint before MSC4195).
 type LegacyTokenRequest struct {
-	Room         string      `json:"room"`
-	OpenIDToken  OpenIDToken `json:"openid_token"`
-	DeviceID     string      `json:"device_id"`
-	DelayID      string      `json:"delay_id,omitempty"`
-	DelayTimeout int64       `json:"delay_timeout,omitempty"`
+	Room        string      `json:"room"`
+	OpenIDToken OpenIDToken `json:"openid_token"`
+	DeviceID    string      `json:"device_id"`
+	Delegation
 }
 
 // Token is the answer: where the SFU is and the access token for it.
@@ -178,14 +182,11 @@ func (l *LiveKit) GetToken(ctx context.Context, req TokenRequest) (*Token, error
 	if req.Member.ID == "" || req.Member.ClaimedUserID == "" || req.Member.ClaimedDeviceID == "" {
 		return nil, mxhttp.BadJSON("The request body's member is missing id, claimed_user_id or claimed_device_id")
 	}
-	if req.DelayID != "" || req.DelayTimeout != 0 {
-		return nil, mxhttp.BadJSON("Delegation of delayed events is not supported")
-	}
 	userID, err := l.verify(ctx, req.OpenIDToken, req.Member.ClaimedUserID, req.Member.ClaimedDeviceID)
 	if err != nil {
 		return nil, err
 	}
-	return l.mint(ctx, userID, req.RoomID, req.SlotID, Identity(userID, req.Member.ClaimedDeviceID, req.Member.ID))
+	return l.mintDelegating(ctx, userID, req.RoomID, req.SlotID, Identity(userID, req.Member.ClaimedDeviceID, req.Member.ID), req.Delegation)
 }
 
 // GetLegacyToken answers POST /sfu/get: one call per room (slot
@@ -194,14 +195,31 @@ func (l *LiveKit) GetLegacyToken(ctx context.Context, req LegacyTokenRequest) (*
 	if req.Room == "" || req.DeviceID == "" {
 		return nil, mxhttp.BadJSON("The request body is missing room or device_id")
 	}
-	if req.DelayID != "" || req.DelayTimeout != 0 {
-		return nil, mxhttp.BadJSON("Delegation of delayed events is not supported")
-	}
 	userID, err := l.verify(ctx, req.OpenIDToken, "", req.DeviceID)
 	if err != nil {
 		return nil, err
 	}
-	return l.mint(ctx, userID, req.Room, LegacySlotID, userID+":"+req.DeviceID)
+	return l.mintDelegating(ctx, userID, req.Room, LegacySlotID, userID+":"+req.DeviceID, req.Delegation)
+}
+
+// mintDelegating is mint, checking a requested delegation first and
+// starting it once the token is minted.
+func (l *LiveKit) mintDelegating(ctx context.Context, userID, roomID, slotID, identity string, d Delegation) (*Token, error) {
+	if !d.requested() {
+		return l.mint(ctx, userID, roomID, slotID, identity)
+	}
+	row, err := l.checkDelegation(ctx, userID, d)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := l.mint(ctx, userID, roomID, slotID, identity)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.watch(row, RoomAlias(roomID, slotID), identity, d); err != nil {
+		return nil, err
+	}
+	return tok, nil
 }
 
 // verify checks an OpenID token (at this server's store, or at the token's

@@ -49,6 +49,10 @@ type Input struct {
 	Rejected func(eventID string) bool
 	// UserIDForSender maps senders to user IDs for the auth rules.
 	UserIDForSender spec.UserIDForSender
+	// Allowed, when set, replaces gomatrixserverlib.Allowed in the
+	// iterative auth checks (room versions whose auth rules differ from
+	// the library's, such as MSC3757's).
+	Allowed func(gomatrixserverlib.PDU, gomatrixserverlib.AuthEventProvider) error
 }
 
 // Resolve returns the resolution of in.StateSets.
@@ -550,7 +554,7 @@ func (r *resolver) iterativeAuthChecks(ids []string, state StateMap) StateMap {
 				auth[k] = sev
 			}
 		}
-		if allowed(ev, auth, r.in.UserIDForSender) {
+		if r.allowed(ev, auth) {
 			out[Key{ev.Type(), *ev.StateKey()}] = id
 		}
 	}
@@ -559,7 +563,7 @@ func (r *resolver) iterativeAuthChecks(ids []string, state StateMap) StateMap {
 
 // allowed runs the auth rules, treating a panic in the library (malformed
 // content it does not expect) as a rejection.
-func allowed(ev gomatrixserverlib.PDU, auth map[Key]gomatrixserverlib.PDU, userIDForSender spec.UserIDForSender) (ok bool) {
+func (r *resolver) allowed(ev gomatrixserverlib.PDU, auth map[Key]gomatrixserverlib.PDU) (ok bool) {
 	defer func() {
 		if recover() != nil {
 			ok = false
@@ -573,5 +577,8 @@ func allowed(ev gomatrixserverlib.PDU, auth map[Key]gomatrixserverlib.PDU, userI
 	if err != nil {
 		return false
 	}
-	return gomatrixserverlib.Allowed(ev, provider, userIDForSender) == nil
+	if r.in.Allowed != nil {
+		return r.in.Allowed(ev, provider) == nil
+	}
+	return gomatrixserverlib.Allowed(ev, provider, r.in.UserIDForSender) == nil
 }

@@ -19,6 +19,7 @@ type User struct {
 	UserType     string
 	Deactivated  bool
 	Locked       bool // account locking (v1.12): every request but logout is refused
+	Suspended    bool // account suspension (v1.13): writes to rooms and profile are refused
 	CreatedTS    int64
 }
 
@@ -60,9 +61,9 @@ func InsertUser(ctx context.Context, tx *sql.Tx, u User, displayName string) err
 func (db *DB) GetUser(ctx context.Context, userID string) (User, error) {
 	var u User
 	var hash, userType sql.NullString
-	err := db.read.QueryRowContext(ctx, `SELECT user_id, localpart, password_hash, is_admin, is_guest, user_type, deactivated, locked, created_ts
+	err := db.read.QueryRowContext(ctx, `SELECT user_id, localpart, password_hash, is_admin, is_guest, user_type, deactivated, locked, suspended, created_ts
 		FROM users WHERE user_id = $1`, userID).
-		Scan(&u.UserID, &u.Localpart, &hash, &u.IsAdmin, &u.IsGuest, &userType, &u.Deactivated, &u.Locked, &u.CreatedTS)
+		Scan(&u.UserID, &u.Localpart, &hash, &u.IsAdmin, &u.IsGuest, &userType, &u.Deactivated, &u.Locked, &u.Suspended, &u.CreatedTS)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, ErrNotFound
 	}
@@ -143,6 +144,7 @@ type TokenOwner struct {
 	ExpiresTS int64 // 0: never
 	IsGuest   bool
 	Locked    bool // the account is locked (v1.12)
+	Suspended bool // the account is suspended (v1.13)
 	// PrevRefreshHash is set until the token's first use (see AccessToken).
 	PrevRefreshHash []byte
 }
@@ -154,9 +156,9 @@ func (db *DB) LookupAccessToken(ctx context.Context, token string) (TokenOwner, 
 	var o TokenOwner
 	var got []byte
 	var exp sql.NullInt64
-	err := db.read.QueryRowContext(ctx, `SELECT t.token_hash, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.locked, t.prev_refresh_hash
+	err := db.read.QueryRowContext(ctx, `SELECT t.token_hash, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.locked, u.suspended, t.prev_refresh_hash
 		FROM access_tokens t JOIN users u ON u.user_id = t.user_id
-		WHERE t.token_hash = $1 AND NOT u.deactivated`, want).Scan(&got, &o.UserID, &o.DeviceID, &exp, &o.IsGuest, &o.Locked, &o.PrevRefreshHash)
+		WHERE t.token_hash = $1 AND NOT u.deactivated`, want).Scan(&got, &o.UserID, &o.DeviceID, &exp, &o.IsGuest, &o.Locked, &o.Suspended, &o.PrevRefreshHash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return o, ErrNotFound
 	}

@@ -19,10 +19,14 @@ type AdminUser struct {
 	UserType    *string
 	Deactivated bool
 	Erased      bool
-	CreatedTS   int64
-	DisplayName *string
-	AvatarURL   *string
-	LastSeenTS  *int64
+	// ShadowBanned and Locked: set by the admin API (0027) and by
+	// account locking (0022).
+	ShadowBanned bool
+	Locked       bool
+	CreatedTS    int64
+	DisplayName  *string
+	AvatarURL    *string
+	LastSeenTS   *int64
 }
 
 // UserQuery filters and orders the admin user list. Nil booleans do not
@@ -47,12 +51,12 @@ var UserOrderColumns = map[string]string{
 	"admin":         "u.is_admin",
 	"user_type":     "COALESCE(u.user_type, '')",
 	"deactivated":   "u.deactivated",
-	"shadow_banned": "u.user_id", // Hearth has no shadow-banning: all false
+	"shadow_banned": "u.shadow_banned",
 	"displayname":   "COALESCE(p.displayname, '')",
 	"avatar_url":    "COALESCE(p.avatar_url, '')",
 	"creation_ts":   "u.created_ts",
 	"last_seen_ts":  "COALESCE((SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id), 0)",
-	"locked":        "u.user_id", // nor locking
+	"locked":        "u.locked",
 	"approved":      "u.user_id", // nor approval
 }
 
@@ -108,13 +112,13 @@ func (db *DB) ListUsers(ctx context.Context, q UserQuery) ([]AdminUser, int, err
 	if col == "u.user_id" {
 		order = " ORDER BY u.user_id " + dir
 	}
-	out, err := queryList(ctx, db.Read(), "listing users", `SELECT u.user_id, u.is_guest, u.is_admin, u.user_type, u.deactivated, u.erased,
+	out, err := queryList(ctx, db.Read(), "listing users", `SELECT u.user_id, u.is_guest, u.is_admin, u.user_type, u.deactivated, u.erased, u.shadow_banned, u.locked,
 		u.created_ts, p.displayname, p.avatar_url,
 		(SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id)`+
 		from+order+" LIMIT "+arg(q.Limit)+" OFFSET "+arg(q.From), func(rows *sql.Rows, u *AdminUser) error {
 		var ut, dn, av sql.NullString
 		var seen sql.NullInt64
-		if err := rows.Scan(&u.UserID, &u.IsGuest, &u.IsAdmin, &ut, &u.Deactivated, &u.Erased, &u.CreatedTS, &dn, &av, &seen); err != nil {
+		if err := rows.Scan(&u.UserID, &u.IsGuest, &u.IsAdmin, &ut, &u.Deactivated, &u.Erased, &u.ShadowBanned, &u.Locked, &u.CreatedTS, &dn, &av, &seen); err != nil {
 			return err
 		}
 		u.UserType, u.DisplayName, u.AvatarURL = ptrString(ut), ptrString(dn), ptrString(av)
@@ -139,11 +143,11 @@ func (db *DB) GetAdminUser(ctx context.Context, userID string) (AdminUser, error
 	var u AdminUser
 	var ut, dn, av sql.NullString
 	var seen sql.NullInt64
-	err := db.Read().QueryRowContext(ctx, `SELECT u.user_id, u.is_guest, u.is_admin, u.user_type, u.deactivated, u.erased,
+	err := db.Read().QueryRowContext(ctx, `SELECT u.user_id, u.is_guest, u.is_admin, u.user_type, u.deactivated, u.erased, u.shadow_banned, u.locked,
 		u.created_ts, p.displayname, p.avatar_url,
 		(SELECT MAX(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id)
 		FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id WHERE u.user_id = $1`, userID).
-		Scan(&u.UserID, &u.IsGuest, &u.IsAdmin, &ut, &u.Deactivated, &u.Erased, &u.CreatedTS, &dn, &av, &seen)
+		Scan(&u.UserID, &u.IsGuest, &u.IsAdmin, &ut, &u.Deactivated, &u.Erased, &u.ShadowBanned, &u.Locked, &u.CreatedTS, &dn, &av, &seen)
 	if errors.Is(err, sql.ErrNoRows) {
 		return u, ErrNotFound
 	}
@@ -389,20 +393,38 @@ func (db *DB) AllRoomIDs(ctx context.Context) ([]string, error) {
 	return queryColumn[string](ctx, db.Read(), "listing rooms", `SELECT room_id FROM rooms ORDER BY room_id`)
 }
 
-// UserMedia returns one page of a local user's uploads, newest first
-// unless forwards, and how many there are.
-func (db *DB) UserMedia(ctx context.Context, userID string, from, limit int, forwards bool) ([]Media, int, error) {
+// UserMediaOrder are the admin API's order_by values for a user's media
+// and what they sort on.
+var UserMediaOrder = map[string]string{
+	"media_id": "media_id", "upload_name": "COALESCE(filename, '')", "created_ts": "created_ts",
+	"last_access_ts": "COALESCE(uploaded_ts, 0)", "media_length": "COALESCE(size, 0)", "media_type": "COALESCE(content_type, '')",
+	"quarantined_by": "quarantined", "safe_from_quarantine": "protected",
+}
+
+// ProtectedMedia is a media item and whether it is protected.
+type ProtectedMedia struct {
+	Media
+	Protected bool
+}
+
+// UserMedia returns one page of a local user's uploads ordered by
+// orderBy (a key of UserMediaOrder) then media_id, and how many there are.
+func (db *DB) UserMedia(ctx context.Context, userID, orderBy string, from, limit int, backwards bool) ([]ProtectedMedia, int, error) {
 	var total int
 	if err := db.Read().QueryRowContext(ctx, `SELECT COUNT(*) FROM media WHERE uploader = $1 AND uploaded_ts IS NOT NULL`, userID).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("counting media: %w", err)
 	}
-	dir := "DESC"
-	if forwards {
-		dir = "ASC"
+	dir := "ASC"
+	if backwards {
+		dir = "DESC"
 	}
-	out, err := queryList(ctx, db.Read(), "listing media", `SELECT `+mediaColumns+` FROM media WHERE uploader = $1 AND uploaded_ts IS NOT NULL
-		ORDER BY created_ts `+dir+`, media_id `+dir+` LIMIT $2 OFFSET $3`, func(rows *sql.Rows, m *Media) (err error) {
-		*m, err = scanMedia(rows)
+	col, ok := UserMediaOrder[orderBy]
+	if !ok {
+		col = "created_ts"
+	}
+	out, err := queryList(ctx, db.Read(), "listing media", `SELECT `+mediaColumns+`, protected FROM media WHERE uploader = $1 AND uploaded_ts IS NOT NULL
+		ORDER BY `+col+` `+dir+`, media_id ASC LIMIT $2 OFFSET $3`, func(rows *sql.Rows, m *ProtectedMedia) (err error) {
+		m.Media, err = scanMedia(rows, &m.Protected)
 		return err
 	}, userID, limit, from)
 	return out, total, err

@@ -92,6 +92,11 @@ func CopySQLiteToPostgres(ctx context.Context, sqlitePath, dsn string, progress 
 			fmt.Fprintf(progress, "[%d/%d] %s: %d rows\n", i+1, len(tables), t, c.Rows)
 			out = append(out, c)
 		}
+		n, err := dst.reindexSearch(ctx, stx, tx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(progress, "search index rebuilt: %d events\n", n)
 		return resetSequences(ctx, tx)
 	})
 	if err != nil {
@@ -338,4 +343,25 @@ func quoteAll(idents []string) []string {
 		out[i] = quote(s)
 	}
 	return out
+}
+
+// reindexSearch fills the target's full-text index from the events of the
+// source: the two databases keep it in different shapes (FTS5 against a
+// tsvector), so it is rebuilt through IndexForSearch rather than copied.
+func (db *DB) reindexSearch(ctx context.Context, src Reader, tx *sql.Tx) (int, error) {
+	n := 0
+	err := queryEach(ctx, src, "reading events to index", `SELECT stream_pos, event_id, room_id, type, sender, json
+		FROM events WHERE type IN ('m.room.message', 'm.room.name', 'm.room.topic')
+		AND NOT outlier AND NOT rejected AND NOT soft_failed AND redacted_by IS NULL ORDER BY stream_pos`, nil,
+		func(rows *sql.Rows) error {
+			var e Event
+			var js string
+			if err := rows.Scan(&e.StreamPos, &e.EventID, &e.RoomID, &e.Type, &e.Sender, &js); err != nil {
+				return err
+			}
+			e.JSON = []byte(js)
+			n++
+			return db.IndexForSearch(ctx, tx, e)
+		})
+	return n, err
 }

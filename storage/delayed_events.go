@@ -170,6 +170,18 @@ func (db *DB) FinishDelayedEvent(ctx context.Context, delayID, eventID, errBody 
 	return err
 }
 
+// MarkDelayedEventSent finalises a claimed delayed event as sent inside
+// the transaction that persists its event, so the event and the row's
+// status commit together (a sync never shows the event while the row
+// still says sending).
+func MarkDelayedEventSent(ctx context.Context, tx *sql.Tx, delayID, eventID string, now int64) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE delayed_events SET status = $1, event_id = $2, error = NULL, finalised_ts = $3
+		WHERE delay_id = $4 AND status = $5`, DelayedSent, eventID, now, delayID, DelayedSending); err != nil {
+		return fmt.Errorf("finalising delayed event: %w", err)
+	}
+	return nil
+}
+
 // CancelDelayedEvent cancels a scheduled delayed event; it reports whether
 // it was scheduled.
 func (db *DB) CancelDelayedEvent(ctx context.Context, delayID string, now int64) (bool, error) {

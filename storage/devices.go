@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // GetUserByLocalpart loads a user by localpart.
@@ -74,6 +75,9 @@ func DeleteDeviceTokens(ctx context.Context, tx *sql.Tx, userID, deviceID string
 	if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
 		return fmt.Errorf("deleting refresh tokens: %w", err)
 	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM spent_refresh_tokens WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
+		return fmt.Errorf("deleting spent refresh tokens: %w", err)
+	}
 	return nil
 }
 
@@ -137,6 +141,15 @@ func SetUserLocked(ctx context.Context, tx *sql.Tx, userID string, locked bool) 
 	return nil
 }
 
+// SetUserSuspended suspends or unsuspends an account (account
+// suspension, v1.13).
+func SetUserSuspended(ctx context.Context, tx *sql.Tx, userID string, suspended bool) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE users SET suspended = $1 WHERE user_id = $2`, suspended, userID); err != nil {
+		return fmt.Errorf("suspending user: %w", err)
+	}
+	return nil
+}
+
 // InsertRefreshToken stores the hash of a refresh token.
 func InsertRefreshToken(ctx context.Context, tx *sql.Tx, token, userID, deviceID string, prevHash []byte, createdTS int64) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO refresh_tokens (token_hash, user_id, device_id, prev_hash, created_ts)
@@ -171,6 +184,12 @@ func LookupRefreshToken(ctx context.Context, tx *sql.Tx, token string) (RefreshO
 // the access tokens issued with it: the previous generation dies when the
 // next one is first used.
 func RevokeRefreshGeneration(ctx context.Context, tx *sql.Tx, prevHash []byte) error {
+	// Remembered as spent, so that presenting it again is seen as reuse.
+	if _, err := tx.ExecContext(ctx, `INSERT INTO spent_refresh_tokens (token_hash, user_id, device_id, spent_ts)
+		SELECT token_hash, user_id, device_id, $2 FROM refresh_tokens WHERE token_hash = $1
+		ON CONFLICT (token_hash) DO NOTHING`, prevHash, time.Now().UnixMilli()); err != nil {
+		return fmt.Errorf("recording spent refresh token: %w", err)
+	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM refresh_tokens WHERE token_hash = $1`, prevHash); err != nil {
 		return fmt.Errorf("revoking refresh token: %w", err)
 	}

@@ -60,11 +60,12 @@ func InsertMedia(ctx context.Context, tx *sql.Tx, m Media) error {
 
 const mediaColumns = `server_name, media_id, uploader, content_type, filename, size, sha256, created_ts, uploaded_ts, expires_ts, quarantined`
 
-func scanMedia(row interface{ Scan(...any) error }) (Media, error) {
+// scanMedia reads mediaColumns, then the extra columns into extra.
+func scanMedia(row interface{ Scan(...any) error }, extra ...any) (Media, error) {
 	var m Media
 	var uploader, ctype, filename, sha sql.NullString
 	var size, uploaded, expires sql.NullInt64
-	err := row.Scan(&m.ServerName, &m.MediaID, &uploader, &ctype, &filename, &size, &sha, &m.CreatedTS, &uploaded, &expires, &m.Quarantined)
+	err := row.Scan(append([]any{&m.ServerName, &m.MediaID, &uploader, &ctype, &filename, &size, &sha, &m.CreatedTS, &uploaded, &expires, &m.Quarantined}, extra...)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return m, ErrNotFound
 	}
@@ -134,7 +135,8 @@ func CompletePendingMedia(ctx context.Context, tx *sql.Tx, m Media) (bool, error
 	return n == 1, nil
 }
 
-// SetMediaQuarantined marks a media item (not) servable; ErrNotFound if absent.
+// SetMediaQuarantined marks a media item (not) servable and records the
+// change (media_quarantine_changes); ErrNotFound if absent.
 func SetMediaQuarantined(ctx context.Context, tx *sql.Tx, serverName, mediaID string, quarantined bool) error {
 	res, err := tx.ExecContext(ctx, `UPDATE media SET quarantined = $1 WHERE server_name = $2 AND media_id = $3`,
 		quarantined, serverName, mediaID)
@@ -144,7 +146,35 @@ func SetMediaQuarantined(ctx context.Context, tx *sql.Tx, serverName, mediaID st
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return ErrNotFound
 	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO media_quarantine_changes (server_name, media_id, quarantined) VALUES ($1, $2, $3)`,
+		serverName, mediaID, quarantined)
+	if err != nil {
+		return fmt.Errorf("recording quarantine change: %w", err)
+	}
 	return nil
+}
+
+// QuarantineChange is one change of a media item's quarantine.
+type QuarantineChange struct {
+	StreamID    int64
+	ServerName  string
+	MediaID     string
+	Quarantined bool
+}
+
+// QuarantineChanges returns up to limit changes after fromID, in order,
+// and the newest stream ID there is.
+func (db *DB) QuarantineChanges(ctx context.Context, fromID int64, limit int) ([]QuarantineChange, int64, error) {
+	var max int64
+	if err := db.Read().QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_id), 0) FROM media_quarantine_changes`).Scan(&max); err != nil {
+		return nil, 0, fmt.Errorf("reading quarantine changes: %w", err)
+	}
+	l, err := queryList(ctx, db.Read(), "listing quarantine changes", `SELECT stream_id, server_name, media_id, quarantined
+		FROM media_quarantine_changes WHERE stream_id > $1 AND stream_id <= $2 ORDER BY stream_id LIMIT $3`,
+		func(rows *sql.Rows, c *QuarantineChange) error {
+			return rows.Scan(&c.StreamID, &c.ServerName, &c.MediaID, &c.Quarantined)
+		}, fromID, max, limit)
+	return l, max, err
 }
 
 // DeleteMedia removes a media item and its thumbnails and returns the file

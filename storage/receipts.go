@@ -64,3 +64,12 @@ func (db *DB) MaxReceiptPos(ctx context.Context) (int64, error) {
 	err := db.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM receipts`).Scan(&pos)
 	return pos, err
 }
+
+// ReceiptsAfter returns up to limit receipts of every room with positions
+// after from, oldest first (application services' ephemeral push).
+func (db *DB) ReceiptsAfter(ctx context.Context, from int64, limit int) ([]Receipt, error) {
+	return queryList(ctx, db.read, "loading receipts", `SELECT stream_pos, room_id, user_id, receipt_type, thread_id, event_id, ts
+		FROM receipts WHERE stream_pos > $1 ORDER BY stream_pos LIMIT $2`, func(rows *sql.Rows, rc *Receipt) error {
+		return rows.Scan(&rc.StreamPos, &rc.RoomID, &rc.UserID, &rc.Type, &rc.ThreadID, &rc.EventID, &rc.TS)
+	}, from, limit)
+}

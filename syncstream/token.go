@@ -19,10 +19,11 @@ type Position struct {
 	DeviceLists int64
 	Typing      int64 // in-memory; resets when the server restarts
 	Presence    int64
+	ThreadSubs  int64 // thread subscriptions (MSC4306), for sliding sync
 }
 
 func (p *Position) fields() []*int64 {
-	return []*int64{&p.Events, &p.AccountData, &p.Receipts, &p.ToDevice, &p.DeviceLists, &p.Typing, &p.Presence}
+	return []*int64{&p.Events, &p.AccountData, &p.Receipts, &p.ToDevice, &p.DeviceLists, &p.Typing, &p.Presence, &p.ThreadSubs}
 }
 
 // String encodes the position as an opaque token: "s" then the positions
@@ -77,7 +78,8 @@ func (p Position) After(q Position) bool {
 }
 
 // NotBehind is p moved up to q on every stream kept in the database
-// (events, account data, receipts, to-device, device lists). With several
+// (events, account data, receipts, to-device, device lists, thread
+// subscriptions). With several
 // processes on one PostgreSQL, a token made by a process ahead of this one
 // names positions this process has not heard of yet; a response from it
 // must not go back to this process's own positions, or the client would
@@ -90,6 +92,7 @@ func (p Position) NotBehind(q Position) Position {
 	out.Receipts = max(p.Receipts, q.Receipts)
 	out.ToDevice = max(p.ToDevice, q.ToDevice)
 	out.DeviceLists = max(p.DeviceLists, q.DeviceLists)
+	out.ThreadSubs = max(p.ThreadSubs, q.ThreadSubs)
 	return out
 }
 
@@ -113,6 +116,8 @@ func (p Position) Max(q Position) Position {
 // stream, so a client's saved token carries over: its next /sync
 // continues where it left off. Typing and presence restart, as they do at
 // any restart.
+// Hearth's own tokens must stay shorter (eight fields now, with thread
+// subscriptions): a ninth stream needs another prefix than "s".
 const dendriteFields = 9
 
 func parseDendriteToken(parts []string) (Position, error) {

@@ -12,7 +12,7 @@ import (
 // Dendrite). Positions the server produces always round-trip exactly.
 func FuzzParseToken(f *testing.F) {
 	for _, s := range []string{
-		"s0_0_0_0_0_0_0", "s17_3_9_2_5_1_4", "s42", "s1_2", // older servers: fewer fields
+		"s0_0_0_0_0_0_0", "s17_3_9_2_5_1_4", "s17_3_9_2_5_1_4_8", "s42", "s1_2", // older servers: fewer fields
 		"s9007199254740991_0_0_0_0_0_0", "s9223372036854775807_1_1_1_1_1_1",
 		"", "s", "s_", "s1_", "s-1", "s1_2_3_4_5_6_7_8", "t3_5", "s+1", "s01", "S1", "s1 ", "s١",
 		"s35_0_1_2_0_8_3_0_0", "s1_2_3_4_5_6_7_8_9_10",

@@ -14,7 +14,7 @@ func TestParseDendriteToken(t *testing.T) {
 	if p != want {
 		t.Fatalf("got %+v, want %+v", p, want)
 	}
-	for _, bad := range []string{"s35_7_12_4_2_9_3_1_x", "s35_7_12_4_2_9_3_1_-6", "s1_2_3_4_5_6_7_8"} {
+	for _, bad := range []string{"s35_7_12_4_2_9_3_1_x", "s35_7_12_4_2_9_3_1_-6", "s1_2_3_4_5_6_7_8_9_10"} {
 		if _, err := ParseToken(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}

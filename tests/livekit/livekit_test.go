@@ -362,3 +362,68 @@ func TestLiveKitCall(t *testing.T) {
 		t.Fatal("bob received his own packet")
 	}
 }
+
+// Delegated delayed leave (Element Call's delay_id with its token
+// request), on a real SFU: while alice's participant is connected the
+// service keeps her delayed hang up from firing, well past its delay; when
+// she disconnects, the service sends it at once, sooner than the delayed
+// event's own timer could have.
+func TestLiveKitDelegatedLeave(t *testing.T) {
+	lksdk.SetLogger(lklogger.GetDiscardLogger())
+	s := startSFU(t)
+	hs := hearthtest.NewServer(t, hearthtest.SQLite, func(c *config.Config) {
+		c.LiveKitURL, c.LiveKitAPIKey, c.LiveKitAPISecret = s.wsURL, devKey, devSecret
+		c.WellKnownClient = "http://placeholder.invalid" // the service is called directly
+	})
+	service := hs.URL + "/_hearth/livekit"
+	alice := newUser(t, hs, "alice")
+	r := hs.Do(t, "POST", "/_matrix/client/v3/createRoom", alice.token, map[string]any{"preset": "public_chat"})
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	roomID := r.JSON["room_id"].(string)
+
+	// The hang up: an empty membership, 9 s after the last restart. The
+	// service looks every 3 s (a third of the delay).
+	const delay = 9 * time.Second
+	key := "_" + alice.id + "_" + alice.dv + "_m.call"
+	statePath := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/state/org.matrix.msc3401.call.member/" + url.PathEscape(key)
+	r = hs.Do(t, "PUT", statePath+"?org.matrix.msc4140.delay="+fmt.Sprint(delay.Milliseconds()), alice.token, map[string]any{})
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	delayID := r.JSON["delay_id"].(string)
+	hungUp := func() bool {
+		return hs.Do(t, "GET", statePath, alice.token, nil).Status == http.StatusOK
+	}
+
+	r = hearthtest.Do(t, http.DefaultClient, "POST", service+"/get_token", "", map[string]any{
+		"room_id": roomID, "slot_id": "m.call#ROOM", "openid_token": alice.openID(t),
+		"member":   map[string]any{"id": "m1", "claimed_user_id": alice.id, "claimed_device_id": alice.dv},
+		"delay_id": delayID, "delay_timeout": delay.Milliseconds(), "delay_cs_api_url": hs.URL})
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	room, err := lksdk.ConnectToRoomWithToken(s.wsURL, r.JSON["jwt"].(string), &lksdk.RoomCallback{}, lksdk.WithAutoSubscribe(false))
+	if err != nil {
+		t.Fatalf("connecting to LiveKit: %v", err)
+	}
+	connected := time.Now()
+	for time.Since(connected) < delay+4*time.Second {
+		if hungUp() {
+			t.Fatalf("the hang up was sent %v after connecting, while connected", time.Since(connected))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	// The service restarted the delay at most 3 s before this: its own
+	// timer could not fire within 6 s from now.
+	room.Disconnect()
+	left := time.Now()
+	for !hungUp() {
+		if time.Since(left) > 5500*time.Millisecond {
+			t.Fatalf("the hang up was not sent within %v of leaving the SFU", time.Since(left))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("hang up sent %v after leaving the SFU (delay %v)", time.Since(left).Round(10*time.Millisecond), delay)
+	r = hs.Do(t, "GET", "/_matrix/client/unstable/org.matrix.msc4140/delayed_events/"+delayID, alice.token, nil)
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	if r.JSON["event_id"] == nil {
+		t.Fatalf("the delayed event is not marked sent: %s", r.Body)
+	}
+}

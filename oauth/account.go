@@ -1,0 +1,169 @@
+package oauth
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Account management (client-server API, Account management, v1.18;
+// MSC4191): the account page and the actions clients deep-link to.
+const (
+	actionDevicesList       = "org.matrix.devices_list"
+	actionDeviceView        = "org.matrix.device_view"
+	actionDeviceDelete      = "org.matrix.device_delete"
+	actionCrossSigningReset = "org.matrix.cross_signing_reset"
+)
+
+// accountActions are the actions the account page supports (profile
+// editing and deactivation are not offered there yet).
+var accountActions = []string{actionDevicesList, actionDeviceView, actionDeviceDelete, actionCrossSigningReset}
+
+// crossSigningResetWindow is how long an approved reset may take to reach
+// /keys/device_signing/upload.
+const crossSigningResetWindow = 10 * time.Minute
+
+// AccountManagementURL is the account page for an action, for other
+// packages' links (the m.oauth UIA stage).
+func AccountManagementURL(base, action string) string {
+	return strings.TrimRight(base, "/") + accountPath + "?action=" + url.QueryEscape(action)
+}
+
+// deviceView is one row of the device list.
+type deviceView struct {
+	ID, Name, LastSeen, IP, Client string
+	Selected                       bool
+}
+
+// GET /_hearth/account[?action=...&device_id=...]: the user's devices
+// (name, last seen, address, client), each renamable and removable, and
+// the action asked for.
+func (a *API) accountPage(w http.ResponseWriter, r *http.Request) error {
+	user, err := a.requireUser(w, r)
+	if err != nil || user == "" {
+		return err
+	}
+	q := r.URL.Query()
+	action, selected := q.Get("action"), q.Get("device_id")
+	devices, err := a.db.ListDevices(r.Context(), user)
+	if err != nil {
+		return err
+	}
+	clients, err := a.db.OAuthSessionClients(r.Context(), user)
+	if err != nil {
+		return err
+	}
+	var views []deviceView
+	var chosen *deviceView
+	for _, d := range devices {
+		v := deviceView{ID: d.DeviceID, Selected: d.DeviceID == selected}
+		if d.DisplayName != nil {
+			v.Name = *d.DisplayName
+		}
+		if d.LastSeenTS != nil {
+			v.LastSeen = time.UnixMilli(*d.LastSeenTS).UTC().Format("2006-01-02 15:04 UTC")
+		}
+		if d.LastSeenIP != nil {
+			v.IP = *d.LastSeenIP
+		}
+		if id, ok := clients[d.DeviceID]; ok {
+			v.Client = id
+			if c, ok, err := a.loadClient(r, id); err == nil && ok {
+				v.Client = a.clientView(r, c, map[string]any{})["ClientName"].(string)
+			}
+		}
+		views = append(views, v)
+		if v.Selected {
+			chosen = &views[len(views)-1]
+		}
+	}
+	data := map[string]any{"UserID": user, "Devices": views, "Action": action}
+	switch action {
+	case "", actionDevicesList:
+	case actionDeviceView, actionDeviceDelete:
+		if chosen == nil {
+			data["Error"] = "You have no device " + selected + "."
+		} else {
+			data["Chosen"] = *chosen
+		}
+	case actionCrossSigningReset:
+		data["CrossSigningReset"] = true
+	default:
+		data["Error"] = "This page does not support the action " + action + "."
+	}
+	a.render(w, r, http.StatusOK, "account", data)
+	return nil
+}
+
+// POST /_hearth/account/device: rename (op=rename, name) or sign out
+// (op=delete) one of the user's devices.
+func (a *API) accountDevice(w http.ResponseWriter, r *http.Request) error {
+	user, err := a.formUser(r)
+	if err != nil {
+		return err
+	}
+	deviceID := r.PostForm.Get("device_id")
+	if _, err := a.db.GetDevice(r.Context(), user, deviceID); errors.Is(err, storage.ErrNotFound) {
+		return badPage("You have no such device.")
+	} else if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	switch r.PostForm.Get("op") {
+	case "rename":
+		name := strings.TrimSpace(r.PostForm.Get("name"))
+		if len(name) > 255 {
+			return badPage("The name is too long.")
+		}
+		err = a.db.WriteTx(ctx, func(tx *sql.Tx) error {
+			var p *string
+			if name != "" {
+				p = &name
+			}
+			if err := storage.SetDeviceDisplayName(ctx, tx, user, deviceID, p); err != nil {
+				return err
+			}
+			return a.deviceRenamed(ctx, tx, user, deviceID)
+		})
+	case "delete":
+		err = a.db.WriteTx(ctx, func(tx *sql.Tx) error { return a.accounts.DeleteDevices(ctx, tx, user, []string{deviceID}) })
+	default:
+		return badPage("Unknown operation.")
+	}
+	if err != nil {
+		return err
+	}
+	http.Redirect(w, r, accountPath+"?action="+actionDevicesList, http.StatusSeeOther)
+	return nil
+}
+
+func (a *API) deviceRenamed(ctx context.Context, tx *sql.Tx, userID, deviceID string) error {
+	if a.onRename == nil {
+		return nil
+	}
+	return a.onRename(ctx, tx, userID, deviceID)
+}
+
+// POST /_hearth/account/cross-signing-reset: the user approves replacing
+// their cross-signing keys; the client's next upload passes the m.oauth
+// UIA stage (client-server API, OAuth authentication).
+func (a *API) crossSigningReset(w http.ResponseWriter, r *http.Request) error {
+	user, err := a.formUser(r)
+	if err != nil {
+		return err
+	}
+	until := time.Now().Add(crossSigningResetWindow).UnixMilli()
+	if err := a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
+		return storage.ApproveCrossSigningReset(r.Context(), tx, user, until)
+	}); err != nil {
+		return err
+	}
+	a.render(w, r, http.StatusOK, "done", map[string]any{"Message": "Approved. Go back to your application within 10 minutes to finish resetting your identity."})
+	return nil
+}

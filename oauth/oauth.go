@@ -1,0 +1,145 @@
+// Package oauth is Hearth's built-in OAuth 2.0 authorization server
+// (client-server API, OAuth 2.0 API, spec v1.15-v1.18): server metadata,
+// dynamic client registration (RFC 7591), the authorization code grant
+// with PKCE S256 (RFC 6749, RFC 7636), the refresh token grant with
+// rotation and reuse detection, revocation (RFC 7009), the device
+// authorization grant (RFC 8628) and the account management pages.
+//
+// The tokens it issues are the ordinary access and refresh tokens of
+// package accounts, bound to a device like a password login's, so they
+// work on the whole client API, are stored hashed, and die when the device
+// is logged out or deleted.
+//
+// The protocol is written here rather than on an OpenID provider library:
+// Matrix needs no ID token, JWKS or userinfo, has its own scope and
+// client registration rules, and its tokens must be Hearth's own.
+package oauth
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/ratelimit"
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Lifetimes.
+const (
+	authRequestLifetime    = 30 * time.Minute // from /auth to the code
+	codeLifetime           = 2 * time.Minute  // RFC 6749 section 4.1.2: short
+	browserSessionLifetime = 24 * time.Hour
+	deviceGrantLifetime    = 10 * time.Minute
+	devicePollInterval     = 5 * time.Second // RFC 8628's default
+)
+
+//go:embed pages/*.html pages/*.css
+var pageFiles embed.FS
+
+// API is the OAuth 2.0 server of one homeserver.
+type API struct {
+	cfg      config.Config
+	db       *storage.DB
+	accounts *accounts.Accounts
+	log      *slog.Logger
+	pages    *template.Template
+
+	// passwordIP bounds password attempts on the sign-in page per address,
+	// userCode the device codes typed, clientReg client registrations.
+	passwordIP, userCode, clientReg *ratelimit.Limiter
+	rendezvousIP                    *ratelimit.Limiter
+	onRename                        DeviceRenamedHook
+}
+
+// DeviceRenamedHook runs inside the transaction that renames a device on
+// the account page (the device list others see changes).
+type DeviceRenamedHook func(ctx context.Context, tx *sql.Tx, userID, deviceID string) error
+
+// Deps are what the OAuth server is built on.
+type Deps struct {
+	Config   config.Config
+	DB       *storage.DB
+	Accounts *accounts.Accounts
+	Log      *slog.Logger
+	// DeviceRenamed, when set, runs when the user renames a device.
+	DeviceRenamed DeviceRenamedHook
+}
+
+// New returns the OAuth server. It registers a device-deletion hook on
+// Accounts, so call it while wiring the server.
+func New(d Deps) *API {
+	a := &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed,
+		pages: template.Must(template.New("pages").Funcs(template.FuncMap{"dict": dict}).ParseFS(pageFiles, "pages/*.html"))}
+	if d.Config.RateLimits != "off" {
+		a.passwordIP = ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst)
+		a.userCode = ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst)
+		a.clientReg = ratelimit.New(d.Config.RateLimitRegisterPerSecond, d.Config.RateLimitRegisterBurst)
+		a.rendezvousIP = ratelimit.New(rendezvousRate, rendezvousBurst)
+	}
+	d.Accounts.OnDevicesDeleted(func(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
+		return storage.DeleteOAuthSessions(ctx, tx, userID, deviceIDs)
+	})
+	return a
+}
+
+// Routes registers every route of routes.go on r (the client listener).
+func (a *API) Routes(r chi.Router) {
+	for _, rt := range a.routes() {
+		r.Method(rt.method, rt.path, rt.h)
+	}
+}
+
+// baseURL is where clients reach this server: well_known_client when set
+// (the public URL behind a reverse proxy), else the request's own host.
+func (a *API) baseURL(r *http.Request) string { return BaseURL(a.cfg, r) }
+
+// BaseURL is the public URL of the client listener as the OAuth server
+// sees it (and names it in its metadata).
+func BaseURL(cfg config.Config, r *http.Request) string {
+	if cfg.WellKnownClient != "" {
+		return strings.TrimRight(cfg.WellKnownClient, "/")
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// secure says whether cookies must be Secure: the public URL is https.
+func (a *API) secure(r *http.Request) bool { return strings.HasPrefix(a.baseURL(r), "https://") }
+
+// clientIP is the peer address; X-Forwarded-For is not trusted.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func allow(l *ratelimit.Limiter, key string) bool {
+	ok, _ := l.Allow(key)
+	return ok
+}
+
+// dict builds a map in a template: {{template "top" (dict "Title" "...")}}.
+func dict(kv ...any) map[string]any {
+	m := map[string]any{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if k, ok := kv[i].(string); ok {
+			m[k] = kv[i+1]
+		}
+	}
+	return m
+}
