@@ -133,6 +133,19 @@ func TestConsoleAccess(t *testing.T) {
 		}
 		csrf := csrfField.FindStringSubmatch(page)[1]
 
+		// Every page renders whole for the admin.
+		for _, p := range []string{"/", "/users?q=ali", "/user?id=%40alice%3Ahearth.test", "/rooms", "/media?user=%40alice%3Ahearth.test",
+			"/reports", "/tokens", "/federation", "/tasks"} {
+			st, body := get(t, admin, hs.URL+"/_hearth/admin"+p)
+			if st != http.StatusOK || !strings.HasSuffix(strings.TrimSpace(body), "</html>") {
+				t.Fatalf("page %s: %d %s", p, st, body)
+			}
+		}
+		// Bad input is a clear error page, not a 500.
+		if st, _ := get(t, admin, hs.URL+"/_hearth/admin/user?id=nonsense"); st != http.StatusBadRequest {
+			t.Fatalf("user page with a bad ID: %d, want 400", st)
+		}
+
 		// A forged form (no or a wrong CSRF token) changes nothing.
 		for _, forged := range []url.Values{{"id": {"@alice:hearth.test"}, "password": {"pwned"}},
 			{"id": {"@alice:hearth.test"}, "password": {"pwned"}, "csrf": {strings.Repeat("0", len(csrf))}}} {

@@ -344,30 +344,30 @@ func (c *Console) deleteToken(w http.ResponseWriter, r *http.Request, s *session
 	return back(w, r, "/tokens", url.Values{"flash": {"Token deleted"}})
 }
 
-// GET /federation: the destinations this process sends to.
+// GET /federation: the destinations Hearth sends to, with their backoff.
 func (c *Console) federation(w http.ResponseWriter, r *http.Request, s *session) error {
-	var data any
-	if c.queue != nil {
-		data = c.queue.Status()
+	q := url.Values{"limit": {"200"}}
+	if f := r.URL.Query().Get("q"); f != "" {
+		q.Set("destination", f)
 	}
-	c.render(w, http.StatusOK, "federation", s, page{Title: "Federation", Flash: r.URL.Query().Get("flash"), Data: data})
+	res, err := c.call(r, s, "GET", v1+"/federation/destinations", q, nil)
+	if err != nil {
+		return err
+	}
+	c.render(w, http.StatusOK, "federation", s, page{Title: "Federation", Query: r.URL.Query().Get("q"), Flash: r.URL.Query().Get("flash"), Data: res})
 	return nil
 }
 
-// POST /federation/retry (dest): cut the destination's backoff short.
+// POST /federation/retry (dest): clear the destination's backoff so its
+// sender tries again now.
 func (c *Console) retryDestination(w http.ResponseWriter, r *http.Request, s *session) error {
 	dest := r.PostFormValue("dest")
-	known := false
+	if _, err := c.call(r, s, "POST", v1+"/federation/destinations/"+esc(dest)+"/reset_connection", nil, nil); err != nil {
+		return err
+	}
 	if c.queue != nil {
-		for _, d := range c.queue.Status() {
-			known = known || d.Destination == dest
-		}
+		c.queue.ServerAlive(spec.ServerName(dest))
 	}
-	if !known {
-		return mxhttp.NotFound("Unknown destination %q", dest)
-	}
-	c.queue.ServerAlive(spec.ServerName(dest))
-	c.queue.Kick([]string{dest})
 	return back(w, r, "/federation", url.Values{"flash": {"Retrying " + dest + " now"}})
 }
 
