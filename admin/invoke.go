@@ -21,26 +21,10 @@ import (
 // JSON values (objects as map[string]any); errors are the handler's
 // Matrix errors.
 func (a *API) Invoke(ctx context.Context, c accounts.Caller, method, path string, query url.Values, body any) (map[string]any, error) {
-	var raw []byte
-	if body != nil {
-		var err error
-		if raw, err = json.Marshal(body); err != nil {
-			return nil, err
-		}
-	}
-	// path is escaped as on the wire (url.PathEscape of each parameter).
-	target := path
-	if len(query) > 0 {
-		target += "?" + query.Encode()
-	}
-	// The caller's own route context (the console's route) must not leak
-	// into the admin router's matching.
-	ctx = context.WithValue(ctx, chi.RouteCtxKey, (*chi.Context)(nil))
-	req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(raw))
+	req, err := newRequest(ctx, method, path, query, body)
 	if err != nil {
-		return nil, mxhttp.InvalidParam("Bad path %q", path)
+		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
 	var out any
 	var herr error
 	found := false
@@ -56,6 +40,48 @@ func (a *API) Invoke(ctx context.Context, c accounts.Caller, method, path string
 	if !found {
 		return nil, mxhttp.NotFound("No admin endpoint %s %s", method, path)
 	}
+	return result(req, out, herr)
+}
+
+// Call runs one handler h (of this or another API's route table) in
+// process as Invoke does, for the admin endpoints served elsewhere (the
+// client API's send_server_notice). path has no parameters to match.
+func Call(ctx context.Context, c accounts.Caller, h func(*http.Request, accounts.Caller) (any, error), method, path string, body any) (map[string]any, error) {
+	req, err := newRequest(ctx, method, path, nil, body)
+	if err != nil {
+		return nil, err
+	}
+	out, herr := h(req, c)
+	return result(req, out, herr)
+}
+
+// newRequest is an in-process request; path is escaped as on the wire
+// (url.PathEscape of each parameter).
+func newRequest(ctx context.Context, method, path string, query url.Values, body any) (*http.Request, error) {
+	var raw []byte
+	if body != nil {
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
+			return nil, err
+		}
+	}
+	target := path
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	// The caller's own route context (the console's route) must not leak
+	// into the admin router's matching.
+	ctx = context.WithValue(ctx, chi.RouteCtxKey, (*chi.Context)(nil))
+	req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(raw))
+	if err != nil {
+		return nil, mxhttp.InvalidParam("Bad path %q", path)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return req, nil
+}
+
+// result is a handler's answer as JSON values.
+func result(req *http.Request, out any, herr error) (map[string]any, error) {
 	if herr != nil {
 		return nil, herr
 	}

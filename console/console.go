@@ -47,6 +47,7 @@ type Console struct {
 	accounts *accounts.Accounts
 	admin    *admin.API
 	queue    *federation.Queue // nil when federation is off
+	notices  handlerFunc
 	log      *slog.Logger
 
 	loginIP, loginUser *ratelimit.Limiter
@@ -62,13 +63,18 @@ type Deps struct {
 	Accounts *accounts.Accounts
 	Admin    *admin.API
 	Queue    *federation.Queue
-	Log      *slog.Logger
+	// Notices is the client API's send_server_notice handler.
+	Notices handlerFunc
+	Log     *slog.Logger
 }
+
+// handlerFunc is an admin endpoint of another API, run in process.
+type handlerFunc func(*http.Request, accounts.Caller) (any, error)
 
 // New returns the console and starts recording the dashboard's daily
 // counts (now, then every ten minutes) until Close.
 func New(d Deps) *Console {
-	c := &Console{cfg: d.Config, db: d.DB, accounts: d.Accounts, admin: d.Admin, queue: d.Queue, log: d.Log,
+	c := &Console{cfg: d.Config, db: d.DB, accounts: d.Accounts, admin: d.Admin, queue: d.Queue, notices: d.Notices, log: d.Log,
 		loginIP:   ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst),
 		loginUser: ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst),
 		stop:      make(chan struct{})}
@@ -174,6 +180,9 @@ func (c *Console) routes() []route {
 
 		{"GET", "/federation", signedIn, c.federation},
 		{"POST", "/federation/retry", signedIn, c.retryDestination},
+
+		{"GET", "/notices", signedIn, c.noticesPage},
+		{"POST", "/notices", signedIn, c.sendNotice},
 
 		{"GET", "/tasks", signedIn, c.tasks},
 	}

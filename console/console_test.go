@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/hearth-matrix/hearth/accounts"
+	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/hearthtest"
 )
 
@@ -74,7 +75,7 @@ func signIn(t *testing.T, c *http.Client, base, user, password string) (int, str
 
 func TestConsoleAccess(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
-		hs := hearthtest.NewServer(t, b, nil)
+		hs := hearthtest.NewServer(t, b, func(cfg *config.Config) { cfg.ServerNoticesLocalpart = "notices" })
 		if _, err := hs.Accounts.Register(t.Context(), accounts.NewUser{Localpart: "boss", Password: "bosspass", Admin: true}); err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +136,7 @@ func TestConsoleAccess(t *testing.T) {
 
 		// Every page renders whole for the admin.
 		for _, p := range []string{"/", "/users?q=ali", "/user?id=%40alice%3Ahearth.test", "/rooms", "/media?user=%40alice%3Ahearth.test",
-			"/reports", "/tokens", "/federation", "/tasks"} {
+			"/reports", "/tokens", "/federation", "/notices", "/tasks"} {
 			st, body := get(t, admin, hs.URL+"/_hearth/admin"+p)
 			if st != http.StatusOK || !strings.HasSuffix(strings.TrimSpace(body), "</html>") {
 				t.Fatalf("page %s: %d %s", p, st, body)
@@ -163,6 +164,15 @@ func TestConsoleAccess(t *testing.T) {
 		}
 		if _, err := hs.Accounts.CheckPassword(t.Context(), "alice", "newpass"); err != nil {
 			t.Fatalf("password not reset: %v", err)
+		}
+
+		// A server notice, through the client API's handler in process.
+		st, _, hdr = post(t, admin, hs.URL+"/_hearth/admin/notices", url.Values{"csrf": {csrf}, "user": {"@alice:hearth.test"}, "body": {"Maintenance at noon"}})
+		if st != http.StatusSeeOther {
+			t.Fatalf("server notice: %d", st)
+		}
+		if _, page := get(t, admin, hs.URL+hdr.Get("Location")); !strings.Contains(page, "Notice sent ($") {
+			t.Fatalf("after the notice: %s", page)
 		}
 
 		// An admin who loses the flag loses the console at once.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hearth-matrix/hearth/admin"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -379,4 +380,28 @@ func (c *Console) tasks(w http.ResponseWriter, r *http.Request, s *session) erro
 	}
 	c.render(w, http.StatusOK, "tasks", s, page{Title: "Background tasks", Data: ds})
 	return nil
+}
+
+// GET /notices: the server notice form.
+func (c *Console) noticesPage(w http.ResponseWriter, r *http.Request, s *session) error {
+	c.render(w, http.StatusOK, "notices", s, page{Title: "Server notices", Flash: r.URL.Query().Get("flash"),
+		Data: map[string]any{"enabled": c.cfg.ServerNoticesLocalpart != "" && c.notices != nil}})
+	return nil
+}
+
+// POST /notices (user, body): a text notice in the user's notices room.
+func (c *Console) sendNotice(w http.ResponseWriter, r *http.Request, s *session) error {
+	if c.notices == nil {
+		return mxhttp.Unknown("Server notices are not available")
+	}
+	body := strings.TrimSpace(r.PostFormValue("body"))
+	if body == "" {
+		return mxhttp.MissingParam("The notice is empty")
+	}
+	req := map[string]any{"user_id": strings.TrimSpace(r.PostFormValue("user")), "content": map[string]string{"msgtype": "m.text", "body": body}}
+	res, err := admin.Call(r.Context(), s.caller, c.notices, "POST", v1+"/send_server_notice", req)
+	if err != nil {
+		return err
+	}
+	return back(w, r, "/notices", url.Values{"flash": {fmt.Sprintf("Notice sent (%v)", res["event_id"])}})
 }

@@ -40,7 +40,7 @@ var funcs = template.FuncMap{
 // pages are parsed once: the layout with each page's "content".
 var pages = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "error", "dashboard", "users", "user", "rooms", "room", "media", "reports", "tokens", "federation", "tasks"} {
+	for _, name := range []string{"login", "error", "dashboard", "users", "user", "rooms", "room", "media", "reports", "tokens", "federation", "notices", "tasks"} {
 		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFiles, "templates/layout.html", "templates/"+name+".html"))
 	}
 	return out

@@ -254,9 +254,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 			URL: cfg.LiveKitURL, APIKey: cfg.LiveKitAPIKey, APISecret: secret, FullAccessServers: cfg.RTCFullAccessServers}, log)
 		s.LiveKit.SetDelayed(s.Delayed)
 	}
-	clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
+	capi := clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
-		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: s.LiveKit, Mail: mail, Log: log, Version: version}).Routes(c)
+		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: s.LiveKit, Mail: mail, Log: log, Version: version})
+	capi.Routes(c)
 	c.Get("/health", s.health)
 	// The federation and key APIs also answer on the client listener, as on
 	// other homeservers, for operators whose reverse proxy sends both to one
@@ -265,7 +266,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version,
 		Senders: s.Federation.Queue()})
 	s.Admin.Routes(c)
-	s.Console = console.New(console.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Admin: s.Admin, Queue: s.Federation.Queue(), Log: log})
+	s.Console = console.New(console.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Admin: s.Admin, Queue: s.Federation.Queue(),
+		Notices: capi.SendServerNotice, Log: log})
 	s.Console.Routes(c)
 	oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange}).Routes(c)
 	s.client = c
