@@ -29,7 +29,7 @@ func (a *API) moderationTarget(r *http.Request, c accounts.Caller) (storage.User
 	if err != nil {
 		return storage.User{}, mxhttp.InvalidParam("Invalid user ID %q", userID)
 	}
-	if string(uid.Domain()) != a.cfg.ServerName {
+	if string(uid.Domain()) != a.conf().ServerName {
 		return storage.User{}, mxhttp.InvalidParam("User does not belong to the local server")
 	}
 	u, err := a.db.GetUser(r.Context(), userID)
@@ -133,7 +133,7 @@ func (a *API) refuseSuspended(r *http.Request, c accounts.Caller, roomID string)
 	if !c.Suspended {
 		return nil
 	}
-	if a.cfg.ServerNoticesLocalpart != "" {
+	if a.conf().ServerNoticesLocalpart != "" {
 		if own, err := storage.ServerNoticeRoom(r.Context(), a.db.Read(), c.UserID); err == nil && own == roomID {
 			return nil
 		}

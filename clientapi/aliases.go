@@ -41,8 +41,8 @@ func (a *API) putAlias(r *http.Request, c accounts.Caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if server != a.cfg.ServerName {
-		return nil, mxhttp.InvalidParam("Aliases can only be created on this server (%s)", a.cfg.ServerName)
+	if server != a.conf().ServerName {
+		return nil, mxhttp.InvalidParam("Aliases can only be created on this server (%s)", a.conf().ServerName)
 	}
 	if body.RoomID == "" {
 		return nil, mxhttp.MissingParam("room_id is required")
@@ -85,7 +85,7 @@ func (a *API) resolveAlias(ctx context.Context, alias string) (roomID string, se
 	if err != nil {
 		return "", nil, err
 	}
-	if server != a.cfg.ServerName {
+	if server != a.conf().ServerName {
 		if a.fed == nil {
 			return "", nil, mxhttp.NotFound("Room alias %s not found", alias)
 		}
@@ -102,7 +102,7 @@ func (a *API) resolveAlias(ctx context.Context, alias string) (roomID string, se
 	if err != nil {
 		return "", nil, err
 	}
-	return roomID, []string{a.cfg.ServerName}, nil
+	return roomID, []string{a.conf().ServerName}, nil
 }
 
 // DELETE /directory/room/{roomAlias}: the alias's creator, a server admin,
@@ -247,7 +247,7 @@ func (a *API) checkCanonicalAlias(r *http.Request, roomID string, content json.R
 		if err != nil {
 			return err // malformed: M_INVALID_PARAM; M_BAD_ALIAS is for aliases that do not point here
 		}
-		if server != a.cfg.ServerName {
+		if server != a.conf().ServerName {
 			return nil // remote aliases cannot be checked without federation
 		}
 		target, _, err := storage.ResolveAlias(r.Context(), a.db.Read(), alias)

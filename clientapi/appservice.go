@@ -38,7 +38,7 @@ func (a *API) appServiceByToken(r *http.Request) (*appservice.Registration, erro
 // checkAppServiceUser refuses (400 M_EXCLUSIVE) a user outside the
 // service's namespaces, or inside another service's exclusive one.
 func (a *API) checkAppServiceUser(reg *appservice.Registration, userID string) error {
-	if !reg.OwnsUser(userID, a.cfg.ServerName) || a.accounts.AppServices.ExclusiveUser(userID, reg) {
+	if !reg.OwnsUser(userID, a.conf().ServerName) || a.accounts.AppServices.ExclusiveUser(userID, reg) {
 		return mxhttp.Exclusive("%s is not in the namespaces of application service %s", userID, reg.ID)
 	}
 	return nil
@@ -53,7 +53,7 @@ func (a *API) registerAppServiceUser(r *http.Request, req registerRequest) (acco
 		return accounts.Login{}, err
 	}
 	localpart := strings.ToLower(req.Username)
-	if err := accounts.ValidateLocalpart(localpart, a.cfg.ServerName); err != nil {
+	if err := accounts.ValidateLocalpart(localpart, a.conf().ServerName); err != nil {
 		return accounts.Login{}, err
 	}
 	if err := a.checkAppServiceUser(reg, a.accounts.UserID(localpart)); err != nil {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/appservice"
@@ -29,7 +30,9 @@ import (
 
 // API is the client-server API of one homeserver.
 type API struct {
-	cfg      config.Config
+	// settings is what of the config may change while the server runs
+	// (Update, on SIGHUP): handlers read it once per use, never keep it.
+	settings atomic.Pointer[settings]
 	db       *storage.DB
 	accounts *accounts.Accounts
 	rooms    *rooms.Rooms
@@ -42,11 +45,9 @@ type API struct {
 	push     *push.Push
 	appsvc   *appservice.Pusher
 	delayed  *rtc.Delayed
-	livekit  *rtc.LiveKit
 	mail     *email.Sender
 	log      *slog.Logger
 	version  string
-	limits   limits
 	// overrides are the per-user message limits admins set (shadow_ban.go).
 	overrides overrideLimiters
 
@@ -54,6 +55,43 @@ type API struct {
 	notices     noticeRooms
 	// bumps remembers rooms' sliding sync bump_stamps (sliding_sync.go).
 	bumps ssBumpCache
+}
+
+// settings are one snapshot of the configuration with what is built from
+// its reloadable keys.
+type settings struct {
+	cfg    config.Config
+	limits limits
+	// livekit is the MatrixRTC LiveKit authorization service; nil: none.
+	livekit *rtc.LiveKit
+}
+
+// live is the current settings.
+func (a *API) live() *settings { return a.settings.Load() }
+
+// conf is the current configuration: the start's, with the reloadable
+// keys as of the last reload.
+func (a *API) conf() *config.Config { return &a.live().cfg }
+
+// Update applies a reloaded configuration (config.WithReloaded: only its
+// reloadable keys differ from the running one) and LiveKit service.
+// Rate-limit buckets are kept unless a rate-limit key changed.
+func (a *API) Update(cfg config.Config, lk *rtc.LiveKit) {
+	s := &settings{cfg: cfg, livekit: lk}
+	old := a.live()
+	if old != nil && sameLimits(old.cfg, cfg) {
+		s.limits = old.limits
+	} else {
+		s.limits = newLimits(cfg)
+	}
+	a.settings.Store(s)
+}
+
+func sameLimits(a, b config.Config) bool {
+	return a.RateLimits == b.RateLimits &&
+		a.RateLimitLoginPerSecond == b.RateLimitLoginPerSecond && a.RateLimitLoginBurst == b.RateLimitLoginBurst &&
+		a.RateLimitRegisterPerSecond == b.RateLimitRegisterPerSecond && a.RateLimitRegisterBurst == b.RateLimitRegisterBurst &&
+		a.RateLimitMessagePerSecond == b.RateLimitMessagePerSecond && a.RateLimitMessageBurst == b.RateLimitMessageBurst
 }
 
 // limits are the request rate limiters; all nil (no limit) with
@@ -154,7 +192,9 @@ type Federation interface {
 
 // New returns the client API over d.
 func New(d Deps) *API {
-	return &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
-		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, appsvc: d.AppServices, delayed: d.Delayed, livekit: d.LiveKit, mail: d.Mail, log: d.Log, version: d.Version,
-		limits: newLimits(d.Config), adminNonces: newNonceStore()}
+	a := &API{db: d.DB, accounts: d.Accounts, rooms: d.Rooms, notifier: d.Notifier,
+		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, appsvc: d.AppServices, delayed: d.Delayed, mail: d.Mail, log: d.Log, version: d.Version,
+		adminNonces: newNonceStore()}
+	a.Update(d.Config, d.LiveKit)
+	return a
 }

@@ -125,7 +125,7 @@ func (a *API) postPublicRooms(r *http.Request, c accounts.Caller) (any, error) {
 // publicRooms lists published rooms: ours, or with server= another
 // server's (asked over federation).
 func (a *API) publicRooms(r *http.Request, req publicRoomsRequest) (any, error) {
-	if server := r.URL.Query().Get("server"); server != "" && server != a.cfg.ServerName {
+	if server := r.URL.Query().Get("server"); server != "" && server != a.conf().ServerName {
 		if a.fed == nil {
 			return nil, mxhttp.NotFound("The room directory of %s is not available without federation", server)
 		}

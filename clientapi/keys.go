@@ -100,7 +100,7 @@ func (a *API) uploadCrossSigningKeys(r *http.Request, c accounts.Caller) (any, e
 		if _, _, err := storage.OAuthSession(r.Context(), a.db.Read(), c.UserID, c.DeviceID); err == nil {
 			need.flows = []uiaFlow{{Stages: []string{stageOAuth}}}
 			need.params = map[string]any{stageOAuth: map[string]string{
-				"url": oauth.AccountManagementURL(oauth.BaseURL(a.cfg, r), "org.matrix.cross_signing_reset")}}
+				"url": oauth.AccountManagementURL(oauth.BaseURL(*a.conf(), r), "org.matrix.cross_signing_reset")}}
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return nil, err
 		}

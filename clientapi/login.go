@@ -59,7 +59,7 @@ func (a *API) doLogin(r *http.Request) (accounts.Login, error) {
 	if err := mxhttp.DecodeJSON(body, &req); err != nil {
 		return accounts.Login{}, err
 	}
-	if err := a.limit(r, a.limits.loginIP, clientIP(r)); err != nil {
+	if err := a.limit(r, a.live().limits.loginIP, clientIP(r)); err != nil {
 		return accounts.Login{}, err
 	}
 	nd := accounts.NewDevice{DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName, RefreshToken: req.RefreshToken}
@@ -73,7 +73,7 @@ func (a *API) doLogin(r *http.Request) (accounts.Login, error) {
 		if err != nil {
 			return accounts.Login{}, err
 		}
-		if err := a.limit(r, a.limits.loginUser, localpart); err != nil {
+		if err := a.limit(r, a.live().limits.loginUser, localpart); err != nil {
 			return accounts.Login{}, err
 		}
 		// bcrypt runs before, not inside, the transaction.
@@ -135,15 +135,15 @@ func (a *API) loginInTx(ctx context.Context, nd accounts.NewDevice, who func(tx 
 
 // loginResponse is the body of a successful login or registration.
 func (a *API) loginResponse(l accounts.Login) map[string]any {
-	out := map[string]any{"user_id": l.UserID, "home_server": a.cfg.ServerName}
+	out := map[string]any{"user_id": l.UserID, "home_server": a.conf().ServerName}
 	if l.AccessToken != "" {
 		out["access_token"], out["device_id"] = l.AccessToken, l.DeviceID
 	}
 	if l.RefreshToken != "" {
 		out["refresh_token"], out["expires_in_ms"] = l.RefreshToken, l.ExpiresInMS
 	}
-	if a.cfg.WellKnownClient != "" {
-		out["well_known"] = map[string]any{"m.homeserver": map[string]string{"base_url": a.cfg.WellKnownClient}}
+	if a.conf().WellKnownClient != "" {
+		out["well_known"] = map[string]any{"m.homeserver": map[string]string{"base_url": a.conf().WellKnownClient}}
 	}
 	return out
 }

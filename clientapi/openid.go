@@ -30,7 +30,7 @@ func (a *API) requestOpenIDToken(r *http.Request, c accounts.Caller) (any, error
 		return nil, err
 	}
 	if a.rateLimited(c) {
-		if err := a.limit(r, a.limits.message, "openid:"+c.UserID); err != nil {
+		if err := a.limit(r, a.live().limits.message, "openid:"+c.UserID); err != nil {
 			return nil, err
 		}
 	}
@@ -45,7 +45,7 @@ func (a *API) requestOpenIDToken(r *http.Request, c accounts.Caller) (any, error
 	return map[string]any{
 		"access_token":       token,
 		"token_type":         "Bearer",
-		"matrix_server_name": a.cfg.ServerName,
+		"matrix_server_name": a.conf().ServerName,
 		"expires_in":         int64(openIDTokenLifetime / time.Second),
 	}, nil
 }

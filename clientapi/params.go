@@ -38,7 +38,7 @@ func serverOf(id string) string {
 
 // isLocalUser reports whether userID is a user ID of this server.
 func (a *API) isLocalUser(userID string) bool {
-	return strings.HasPrefix(userID, "@") && serverOf(userID) == a.cfg.ServerName
+	return strings.HasPrefix(userID, "@") && serverOf(userID) == a.conf().ServerName
 }
 
 // requireSelf refuses requests about another user's private data (account

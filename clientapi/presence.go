@@ -29,7 +29,7 @@ func (a *API) putPresence(r *http.Request, c accounts.Caller) (any, error) {
 	default:
 		return nil, mxhttp.InvalidParam("presence must be online, offline or unavailable")
 	}
-	if !a.cfg.Presence {
+	if !a.conf().Presence {
 		return struct{}{}, nil
 	}
 	a.presence.Set(c.UserID, body.Presence, body.StatusMsg, body.Presence == "online")

@@ -20,7 +20,7 @@ import (
 // loadPushRules returns the user's stored push rule changes.
 func (a *API) loadPushRules(r *http.Request, userID string) (pushrules.UserRules, error) {
 	d, err := a.db.GetAccountData(r.Context(), userID, "", pushRulesType)
-	u := pushrules.UserRules{ThreadRules: a.cfg.ThreadSubscriptionPushRules}
+	u := pushrules.UserRules{ThreadRules: a.conf().ThreadSubscriptionPushRules}
 	if errors.Is(err, storage.ErrNotFound) {
 		return u, nil
 	}
@@ -28,7 +28,7 @@ func (a *API) loadPushRules(r *http.Request, userID string) (pushrules.UserRules
 		return u, err
 	}
 	u, err = pushrules.ParseUserRules(d.Content)
-	u.ThreadRules = a.cfg.ThreadSubscriptionPushRules
+	u.ThreadRules = a.conf().ThreadSubscriptionPushRules
 	return u, err
 }
 
@@ -46,7 +46,7 @@ func (a *API) pushRulesContent(ctx context.Context, userID string) (any, error) 
 			return nil, err
 		}
 	}
-	u.ThreadRules = a.cfg.ThreadSubscriptionPushRules
+	u.ThreadRules = a.conf().ThreadSubscriptionPushRules
 	return map[string]pushrules.Ruleset{"global": u.Render(userID)}, nil
 }
 

@@ -35,8 +35,9 @@ type registerRequest struct {
 // registration_requires_email must be): it is validated through the
 // m.login.email.identity stage and bound to the new account.
 func (a *API) registrationFlows() []uiaFlow {
+	cfg := a.conf()
 	base := []string{stageDummy}
-	if a.cfg.Registration == config.RegistrationToken {
+	if cfg.Registration == config.RegistrationToken {
 		base = []string{stageRegistrationToken}
 	}
 	if a.mail == nil {
@@ -46,7 +47,7 @@ func (a *API) registrationFlows() []uiaFlow {
 	if base[0] != stageDummy {
 		withEmail = append(slices.Clone(base), stageEmailIdentity)
 	}
-	if a.cfg.RegistrationRequiresEmail {
+	if cfg.RegistrationRequiresEmail {
 		return []uiaFlow{{Stages: withEmail}}
 	}
 	return []uiaFlow{{Stages: base}, {Stages: withEmail}}
@@ -79,7 +80,7 @@ func (a *API) register(r *http.Request, _ accounts.Caller) (any, error) {
 }
 
 func (a *API) registerUser(r *http.Request, req registerRequest) (accounts.Login, error) {
-	if a.cfg.Registration == config.RegistrationClosed {
+	if a.conf().Registration == config.RegistrationClosed {
 		return accounts.Login{}, mxhttp.Forbidden("Registration is disabled on this server")
 	}
 	// The user name is checked before authentication, so a client learns
@@ -98,7 +99,7 @@ func (a *API) registerUser(r *http.Request, req registerRequest) (accounts.Login
 	if err != nil {
 		return accounts.Login{}, err
 	}
-	if err := a.limit(r, a.limits.registerIP, clientIP(r)); err != nil {
+	if err := a.limit(r, a.live().limits.registerIP, clientIP(r)); err != nil {
 		return accounts.Login{}, err
 	}
 	if req.Username == "" {
@@ -142,10 +143,10 @@ func (a *API) bindRegistrationEmail(ctx context.Context, tx *sql.Tx, passed uiaP
 // registerGuest makes a guest account: no authentication, no password, a
 // generated user name (client-server API, Guest access).
 func (a *API) registerGuest(r *http.Request, req registerRequest) (accounts.Login, error) {
-	if !a.cfg.GuestAccess {
+	if !a.conf().GuestAccess {
 		return accounts.Login{}, mxhttp.GuestAccess("Guest access is disabled on this server")
 	}
-	if err := a.limit(r, a.limits.registerIP, clientIP(r)); err != nil {
+	if err := a.limit(r, a.live().limits.registerIP, clientIP(r)); err != nil {
 		return accounts.Login{}, err
 	}
 	return a.accounts.Register(r.Context(), accounts.NewUser{
@@ -157,10 +158,10 @@ func (a *API) registerGuest(r *http.Request, req registerRequest) (accounts.Logi
 // checkAvailable validates a requested localpart and reports it taken
 // (M_USER_IN_USE) or reserved for an application service (M_EXCLUSIVE).
 func (a *API) checkAvailable(r *http.Request, localpart string) error {
-	if err := accounts.ValidateLocalpart(localpart, a.cfg.ServerName); err != nil {
+	if err := accounts.ValidateLocalpart(localpart, a.conf().ServerName); err != nil {
 		return err
 	}
-	if localpart == a.cfg.ServerNoticesLocalpart {
+	if localpart == a.conf().ServerNoticesLocalpart {
 		return mxhttp.UserInUse("The user name %s is reserved for server notices", localpart)
 	}
 	if a.exclusiveUserID(a.accounts.UserID(localpart)) {
@@ -179,7 +180,7 @@ func (a *API) checkAvailable(r *http.Request, localpart string) error {
 // GET /register/available
 func (a *API) registerAvailable(r *http.Request, _ accounts.Caller) (any, error) {
 	username := strings.ToLower(r.URL.Query().Get("username"))
-	if err := a.limit(r, a.limits.loginIP, clientIP(r)); err != nil {
+	if err := a.limit(r, a.live().limits.loginIP, clientIP(r)); err != nil {
 		return nil, err
 	}
 	if err := a.checkAvailable(r, username); err != nil {
@@ -190,10 +191,10 @@ func (a *API) registerAvailable(r *http.Request, _ accounts.Caller) (any, error)
 
 // GET /v1/register/m.login.registration_token/validity
 func (a *API) registrationTokenValidity(r *http.Request, _ accounts.Caller) (any, error) {
-	if a.cfg.Registration == config.RegistrationClosed {
+	if a.conf().Registration == config.RegistrationClosed {
 		return nil, mxhttp.Forbidden("Registration is not enabled on this homeserver")
 	}
-	if err := a.limit(r, a.limits.loginIP, clientIP(r)); err != nil {
+	if err := a.limit(r, a.live().limits.loginIP, clientIP(r)); err != nil {
 		return nil, err
 	}
 	token := r.URL.Query().Get("token")

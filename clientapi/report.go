@@ -83,7 +83,7 @@ func (a *API) reportUser(r *http.Request, c accounts.Caller) (any, error) {
 	if err != nil {
 		return nil, mxhttp.InvalidParam("Invalid user ID %q", userID)
 	}
-	if string(uid.Domain()) == a.cfg.ServerName {
+	if string(uid.Domain()) == a.conf().ServerName {
 		if _, err := a.db.GetUser(r.Context(), userID); errors.Is(err, storage.ErrNotFound) {
 			return nil, mxhttp.NotFound("The user was not found")
 		} else if err != nil {

@@ -194,7 +194,7 @@ func (a *API) putState(r *http.Request, c accounts.Caller) (any, error) {
 		if m.Membership == "" {
 			return nil, mxhttp.BadJSON("m.room.member content needs a membership")
 		}
-		if m.Membership == spec.Invite && stateKey != c.UserID && strings.HasSuffix(stateKey, ":"+a.cfg.ServerName) {
+		if m.Membership == spec.Invite && stateKey != c.UserID && strings.HasSuffix(stateKey, ":"+a.conf().ServerName) {
 			if v, err := a.rooms.InvitePermission(r.Context(), stateKey, c.UserID); err != nil || v == rooms.InviteBlocked {
 				if err == nil {
 					err = rooms.ErrInviteBlocked(stateKey)

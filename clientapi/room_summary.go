@@ -125,7 +125,7 @@ func (a *API) remoteRoomSummary(r *http.Request, c accounts.Caller, roomID strin
 		return nil, mxhttp.NotFound("Room not found")
 	}
 	if c.UserID == "" {
-		if err := a.limit(r, a.limits.loginIP, "room_summary:"+clientIP(r)); err != nil {
+		if err := a.limit(r, a.live().limits.loginIP, "room_summary:"+clientIP(r)); err != nil {
 			return nil, err
 		}
 	}

@@ -77,7 +77,7 @@ func (a *API) createRoom(r *http.Request, c accounts.Caller) (any, error) {
 		if strings.ContainsAny(req.RoomAliasName, ": \t\n#") {
 			return nil, mxhttp.InvalidParam("room_alias_name must be the local part only, without ':', '#' or whitespace")
 		}
-		cr.Alias = "#" + req.RoomAliasName + ":" + a.cfg.ServerName
+		cr.Alias = "#" + req.RoomAliasName + ":" + a.conf().ServerName
 		if len(cr.Alias) > 255 {
 			return nil, mxhttp.InvalidParam("The room alias is longer than 255 bytes")
 		}

@@ -286,13 +286,14 @@ func (a *API) routes() []route {
 	}
 }
 
-// sharedSecretRoutes are registered only when a registration shared
-// secret is configured: without one the endpoint does not exist (404), as
-// Complement and Synapse expect.
+// sharedSecretRoutes answer only while a registration shared secret is
+// configured (it reloads): without one the endpoint does not exist (404
+// M_UNRECOGNIZED, as for an unknown path), as Complement and Synapse
+// expect.
 func (a *API) sharedSecretRoutes() []route {
 	return []route{
-		{"GET", synapse + "/register", public, a.adminRegisterNonce},
-		{"POST", synapse + "/register", public, a.adminRegister},
+		{"GET", synapse + "/register", public, a.withSharedSecret(a.adminRegisterNonce)},
+		{"POST", synapse + "/register", public, a.withSharedSecret(a.adminRegister)},
 	}
 }
 
@@ -302,17 +303,14 @@ func (a *API) sharedSecretRoutes() []route {
 // own limit, checked as it is read (readContent).
 func (a *API) bodyLimits() map[string]int64 {
 	return map[string]int64{
-		"POST " + mediaV3 + "/upload":                       a.cfg.MaxUploadBytes,
-		"PUT " + mediaV3 + "/upload/{serverName}/{mediaId}": a.cfg.MaxUploadBytes,
+		"POST " + mediaV3 + "/upload":                       a.conf().MaxUploadBytes,
+		"PUT " + mediaV3 + "/upload/{serverName}/{mediaId}": a.conf().MaxUploadBytes,
 	}
 }
 
 // Routes registers every client API endpoint on r.
 func (a *API) Routes(r chi.Router) {
-	rs := a.routes()
-	if a.cfg.RegistrationSharedSecret != "" {
-		rs = append(rs, a.sharedSecretRoutes()...)
-	}
+	rs := append(a.routes(), a.sharedSecretRoutes()...)
 	// The page the link in a validation mail opens (threepid.go): HTML,
 	// not the JSON of the API.
 	r.Get(emailValidatePath, a.emailValidatePage)

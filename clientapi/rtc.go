@@ -21,8 +21,9 @@ const msc4143 = "/_matrix/client/unstable/org.matrix.msc4143"
 // rtcTransports are the transports this server offers: its LiveKit SFU,
 // reached through its authorization service, when configured.
 func (a *API) rtcTransports() []map[string]string {
-	u := a.cfg.LiveKitServiceURL()
-	if u == "" || a.livekit == nil {
+	s := a.live()
+	u := s.cfg.LiveKitServiceURL()
+	if u == "" || s.livekit == nil {
 		return []map[string]string{}
 	}
 	return []map[string]string{{"type": "livekit", "livekit_service_url": u}}
@@ -36,15 +37,17 @@ func (a *API) getRTCTransports(r *http.Request, _ accounts.Caller) (any, error) 
 // limitRTC rate-limits the authorization service per client IP: it is
 // public, and a token check may cost a federation request.
 func (a *API) limitRTC(r *http.Request) error {
-	if a.limits.rtcIP == nil {
+	l := a.live().limits.rtcIP
+	if l == nil {
 		return nil
 	}
-	return a.limit(r, a.limits.rtcIP, "rtc:"+clientIP(r))
+	return a.limit(r, l, "rtc:"+clientIP(r))
 }
 
 // POST /_hearth/livekit/get_token (MSC4195)
 func (a *API) liveKitGetToken(r *http.Request, _ accounts.Caller) (any, error) {
-	if a.livekit == nil {
+	lk := a.live().livekit
+	if lk == nil {
 		return nil, mxhttp.Unrecognized("LiveKit is not configured on this server")
 	}
 	if err := a.limitRTC(r); err != nil {
@@ -54,12 +57,13 @@ func (a *API) liveKitGetToken(r *http.Request, _ accounts.Caller) (any, error) {
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	return a.livekit.GetToken(r.Context(), req)
+	return lk.GetToken(r.Context(), req)
 }
 
 // POST /_hearth/livekit/sfu/get (lk-jwt-service's legacy endpoint)
 func (a *API) liveKitLegacyToken(r *http.Request, _ accounts.Caller) (any, error) {
-	if a.livekit == nil {
+	lk := a.live().livekit
+	if lk == nil {
 		return nil, mxhttp.Unrecognized("LiveKit is not configured on this server")
 	}
 	if err := a.limitRTC(r); err != nil {
@@ -69,7 +73,7 @@ func (a *API) liveKitLegacyToken(r *http.Request, _ accounts.Caller) (any, error
 	if err := mxhttp.ReadJSON(r, &req); err != nil {
 		return nil, err
 	}
-	return a.livekit.GetLegacyToken(r.Context(), req)
+	return lk.GetLegacyToken(r.Context(), req)
 }
 
 // liveKitService is where the authorization service's routes live.

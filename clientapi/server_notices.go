@@ -31,7 +31,7 @@ type noticeRooms struct{ mu sync.Mutex }
 // (idempotent per admin device and txnId):
 // {"user_id", "content", "type" (default m.room.message), "state_key"}.
 func (a *API) sendServerNotice(r *http.Request, c accounts.Caller) (any, error) {
-	if a.cfg.ServerNoticesLocalpart == "" {
+	if a.conf().ServerNoticesLocalpart == "" {
 		return nil, mxhttp.Unknown("Server notices are off: set server_notices_localpart in the config")
 	}
 	var req struct {
@@ -46,7 +46,7 @@ func (a *API) sendServerNotice(r *http.Request, c accounts.Caller) (any, error) 
 	switch {
 	case req.UserID == "":
 		return nil, mxhttp.MissingParam("user_id is required")
-	case !strings.HasSuffix(req.UserID, ":"+a.cfg.ServerName):
+	case !strings.HasSuffix(req.UserID, ":"+a.conf().ServerName):
 		return nil, mxhttp.InvalidParam("Server notices go to users of this server only")
 	case len(req.Content) == 0 || req.Content[0] != '{':
 		return nil, mxhttp.BadJSON("content must be a JSON object")
@@ -75,7 +75,7 @@ func (a *API) sendServerNotice(r *http.Request, c accounts.Caller) (any, error) 
 }
 
 func (a *API) noticesUserID() string {
-	return "@" + a.cfg.ServerNoticesLocalpart + ":" + a.cfg.ServerName
+	return "@" + a.conf().ServerNoticesLocalpart + ":" + a.conf().ServerName
 }
 
 // serverNoticeRoom returns the user's notices room, making it (and the
@@ -87,7 +87,7 @@ func (a *API) serverNoticeRoom(r *http.Request, userID string) (string, error) {
 	sender := a.noticesUserID()
 	if _, err := a.db.GetUser(ctx, sender); errors.Is(err, storage.ErrNotFound) {
 		// No password: nobody can log in as the notices account.
-		_, err := a.accounts.Register(ctx, accounts.NewUser{Localpart: a.cfg.ServerNoticesLocalpart, DisplayName: "Server Notices", InhibitLogin: true})
+		_, err := a.accounts.Register(ctx, accounts.NewUser{Localpart: a.conf().ServerNoticesLocalpart, DisplayName: "Server Notices", InhibitLogin: true})
 		if err != nil && !errors.Is(err, storage.ErrConflict) {
 			return "", err
 		}
@@ -131,7 +131,7 @@ func (a *API) serverNoticeRoom(r *http.Request, userID string) (string, error) {
 // be rejected (M_CANNOT_LEAVE_SERVER_NOTICE_ROOM); once joined, the user
 // may leave.
 func (a *API) refuseNoticeRoomReject(r *http.Request, roomID, userID string) error {
-	if a.cfg.ServerNoticesLocalpart == "" {
+	if a.conf().ServerNoticesLocalpart == "" {
 		return nil
 	}
 	own, err := storage.ServerNoticeRoom(r.Context(), a.db.Read(), userID)

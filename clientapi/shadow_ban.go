@@ -64,7 +64,7 @@ func (a *API) limitMessage(r *http.Request, c accounts.Caller) (shadowBanned boo
 		return banned, nil
 	}
 	if o == nil {
-		return banned, a.limit(r, a.limits.message, c.UserID)
+		return banned, a.limit(r, a.live().limits.message, c.UserID)
 	}
 	if o.MessagesPerSecond == 0 && o.BurstCount == 0 {
 		return banned, nil

@@ -330,7 +330,7 @@ func (a *API) slidingSync(ctx context.Context, c accounts.Caller, req ssRequest)
 		}
 		prev, since = id, &pos
 	}
-	if a.cfg.Presence {
+	if a.conf().Presence {
 		defer a.presence.Syncing(c.UserID, req.SetPresence)()
 	}
 	deadline := time.Now().Add(req.Timeout)

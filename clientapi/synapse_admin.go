@@ -14,7 +14,7 @@ import (
 
 // Shared-secret registration, compatible with Synapse's
 // POST /_synapse/admin/v1/register: tooling (register_new_matrix_user) and
-// Complement create users with it. It is served only when
+// Complement create users with it. It is served only while
 // registration_shared_secret is set.
 
 const nonceLifetime = 60 * time.Second
@@ -51,6 +51,17 @@ func (s *nonceStore) take(n string) bool {
 	return ok && time.Since(t) <= nonceLifetime
 }
 
+// withSharedSecret answers 404 M_UNRECOGNIZED, as for an unknown
+// endpoint, while no registration shared secret is configured.
+func (a *API) withSharedSecret(h func(*http.Request, accounts.Caller) (any, error)) func(*http.Request, accounts.Caller) (any, error) {
+	return func(r *http.Request, c accounts.Caller) (any, error) {
+		if a.conf().RegistrationSharedSecret == "" {
+			return nil, mxhttp.Unrecognized("Unrecognized request: %s %s", r.Method, r.URL.Path)
+		}
+		return h(r, c)
+	}
+}
+
 func (a *API) adminRegisterNonce(r *http.Request, _ accounts.Caller) (any, error) {
 	return map[string]string{"nonce": a.adminNonces.issue()}, nil
 }
@@ -80,10 +91,14 @@ func (a *API) adminRegister(r *http.Request, _ accounts.Caller) (any, error) {
 	case req.MAC == "":
 		return nil, mxhttp.MissingParam("mac is required")
 	}
+	secret := a.conf().RegistrationSharedSecret
+	if secret == "" { // reloaded away since withSharedSecret looked
+		return nil, mxhttp.Unrecognized("Unrecognized request: %s %s", r.Method, r.URL.Path)
+	}
 	if !a.adminNonces.take(req.Nonce) {
 		return nil, mxhttp.Unknown("Unrecognised or expired nonce; GET a new one")
 	}
-	if !hmac.Equal([]byte(adminRegisterMAC(a.cfg.RegistrationSharedSecret, req)), []byte(req.MAC)) {
+	if !hmac.Equal([]byte(adminRegisterMAC(secret, req)), []byte(req.MAC)) {
 		return nil, mxhttp.Forbidden("HMAC incorrect")
 	}
 	login, err := a.accounts.Register(r.Context(), accounts.NewUser{
@@ -95,7 +110,7 @@ func (a *API) adminRegister(r *http.Request, _ accounts.Caller) (any, error) {
 	}
 	return map[string]string{
 		"user_id": login.UserID, "access_token": login.AccessToken,
-		"device_id": login.DeviceID, "home_server": a.cfg.ServerName,
+		"device_id": login.DeviceID, "home_server": a.conf().ServerName,
 	}, nil
 }
 

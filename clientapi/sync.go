@@ -55,7 +55,7 @@ func (a *API) sync(r *http.Request, c accounts.Caller) (any, error) {
 		return nil, err
 	}
 	ctx := r.Context()
-	if a.cfg.Presence {
+	if a.conf().Presence {
 		defer a.presence.Syncing(req.userID, req.setPresence)()
 	}
 	deadline := time.Now().Add(req.timeout)
@@ -404,7 +404,7 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			resp.Rooms.Leave[m.RoomID] = lr
 		}
 	}
-	if a.cfg.Presence {
+	if a.conf().Presence {
 		if err := a.syncPresence(ctx, req, since, to, resp, memberships, newlyShared); err != nil {
 			return nil, err
 		}

@@ -64,7 +64,7 @@ type emailTokenRequest struct {
 
 // POST /register/email/requestToken: the address must not be bound.
 func (a *API) registerEmailToken(r *http.Request, _ accounts.Caller) (any, error) {
-	if a.cfg.Registration == config.RegistrationClosed {
+	if a.conf().Registration == config.RegistrationClosed {
 		return nil, mxhttp.Forbidden("Registration is disabled on this server")
 	}
 	return a.requestEmailToken(r, purposeRegister)
@@ -111,7 +111,7 @@ func (a *API) requestEmailToken(r *http.Request, purpose string) (any, error) {
 			return nil, mxhttp.InvalidParam("next_link must be an http or https URL")
 		}
 	}
-	if err := a.limit(r, a.limits.loginIP, clientIP(r)); err != nil {
+	if err := a.limit(r, a.live().limits.loginIP, clientIP(r)); err != nil {
 		return nil, err
 	}
 	owner, err := storage.UserOfThreePID(ctx, a.db.Read(), "email", address)
@@ -140,7 +140,7 @@ func (a *API) requestEmailToken(r *http.Request, purpose string) (any, error) {
 	}
 	// Each address gets mail at the per-user login rate, however many
 	// client secrets a caller invents: no flooding of someone's inbox.
-	if err := a.limit(r, a.limits.loginUser, "email:"+address); err != nil {
+	if err := a.limit(r, a.live().limits.loginUser, "email:"+address); err != nil {
 		return nil, err
 	}
 	token := randomHex(32)
@@ -195,8 +195,8 @@ func randomHex(n int) string {
 // validationMail is the mail with the link that validates a session.
 func (a *API) validationMail(address, purpose, sid, clientSecret, token string) email.Message {
 	q := url.Values{"sid": {sid}, "client_secret": {clientSecret}, "token": {token}}
-	link := strings.TrimSuffix(a.cfg.WellKnownClient, "/") + emailValidatePath + "?" + q.Encode()
-	server := a.cfg.ServerName
+	link := strings.TrimSuffix(a.conf().WellKnownClient, "/") + emailValidatePath + "?" + q.Encode()
+	server := a.conf().ServerName
 	var subject, what string
 	switch purpose {
 	case purposeRegister:
@@ -486,7 +486,7 @@ func (a *API) emailValidatePage(w http.ResponseWriter, r *http.Request) {
 	}
 	csrf := randomHex(16)
 	http.SetCookie(w, &http.Cookie{Name: csrfCookie, Value: csrf, Path: emailValidatePath, HttpOnly: true,
-		Secure: r.TLS != nil || strings.HasPrefix(a.cfg.WellKnownClient, "https:"), SameSite: http.SameSiteStrictMode, MaxAge: 3600})
+		Secure: r.TLS != nil || strings.HasPrefix(a.conf().WellKnownClient, "https:"), SameSite: http.SameSiteStrictMode, MaxAge: 3600})
 	writeEmailPage(w, http.StatusOK, emailPageData{Title: "Confirm your email address",
 		Text: "Press Confirm to confirm that this email address is yours.", Form: true, Action: emailValidatePath,
 		SID: q.Get("sid"), ClientSecret: q.Get("client_secret"), Token: q.Get("token"), CSRF: csrf})

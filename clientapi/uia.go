@@ -183,7 +183,7 @@ func (a *API) attemptStage(r *http.Request, req uiaRequirement, sess storage.UIA
 		if err != nil {
 			return asUIAFailure(err)
 		}
-		if err := a.limit(r, a.limits.loginUser, localpart); err != nil {
+		if err := a.limit(r, a.live().limits.loginUser, localpart); err != nil {
 			return err
 		}
 		u, err := a.accounts.CheckPassword(ctx, localpart, pc.Password)

@@ -19,20 +19,21 @@ import (
 // configured the answer is {}, as Synapse's is, and clients fall back to
 // their own.
 func (a *API) turnServer(r *http.Request, c accounts.Caller) (any, error) {
-	if len(a.cfg.TURNURIs) == 0 {
+	cfg := a.conf() // one snapshot: a reload may come meanwhile
+	if len(cfg.TURNURIs) == 0 {
 		return struct{}{}, nil
 	}
-	lifetime, err := config.ParseLifetime(a.cfg.TURNUserLifetime) // checked by Validate
+	lifetime, err := config.ParseLifetime(cfg.TURNUserLifetime) // checked by Validate
 	if err != nil {
 		return nil, err
 	}
 	username := strconv.FormatInt(time.Now().Add(lifetime).Unix(), 10) + ":" + c.UserID
-	mac := hmac.New(sha1.New, []byte(a.cfg.TURNSharedSecret))
+	mac := hmac.New(sha1.New, []byte(cfg.TURNSharedSecret))
 	mac.Write([]byte(username))
 	return map[string]any{
 		"username": username,
 		"password": base64.StdEncoding.EncodeToString(mac.Sum(nil)),
-		"uris":     a.cfg.TURNURIs,
+		"uris":     cfg.TURNURIs,
 		"ttl":      int64(lifetime / time.Second),
 	}, nil
 }

@@ -13,11 +13,12 @@ import (
 // names the RTC transports (org.matrix.msc4143.rtc_foci, where Element Call
 // looks for them).
 func (a *API) wellKnownClient(r *http.Request, _ accounts.Caller) (any, error) {
-	if a.cfg.WellKnownClient == "" {
+	base := a.conf().WellKnownClient
+	if base == "" {
 		return nil, mxhttp.NotFound("No client discovery information is configured")
 	}
 	body := map[string]any{
-		"m.homeserver": map[string]string{"base_url": a.cfg.WellKnownClient},
+		"m.homeserver": map[string]string{"base_url": base},
 	}
 	if t := a.rtcTransports(); len(t) > 0 {
 		body["org.matrix.msc4143.rtc_foci"] = t
@@ -27,8 +28,9 @@ func (a *API) wellKnownClient(r *http.Request, _ accounts.Caller) (any, error) {
 
 // GET /.well-known/matrix/server (server-server API, Server discovery).
 func (a *API) wellKnownServer(r *http.Request, _ accounts.Caller) (any, error) {
-	if a.cfg.WellKnownServer == "" {
+	server := a.conf().WellKnownServer
+	if server == "" {
 		return nil, mxhttp.NotFound("No server delegation is configured")
 	}
-	return map[string]string{"m.server": a.cfg.WellKnownServer}, nil
+	return map[string]string{"m.server": server}, nil
 }

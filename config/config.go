@@ -110,6 +110,10 @@ type Config struct {
 	// may connect to; loopback, private and link-local ranges are refused
 	// unless listed here.
 	FederationAllowCIDRs []string `yaml:"federation_allow_cidrs" env:"HEARTH_FEDERATION_ALLOW_CIDRS"`
+	// FederationDNSServer is a DNS server (host:port) that resolves other
+	// servers' names for outbound federation instead of the system's
+	// resolver; empty (the default): the system's.
+	FederationDNSServer string `yaml:"federation_dns_server" env:"HEARTH_FEDERATION_DNS_SERVER"`
 	// TrustedKeyServers are notaries asked for other servers' keys when a
 	// server cannot be reached directly: "server_name key_id base64_key".
 	TrustedKeyServers []string `yaml:"trusted_key_servers" env:"HEARTH_TRUSTED_KEY_SERVERS"`
@@ -474,6 +478,11 @@ func (c *Config) Validate() error {
 	case LegacyMediaOff, LegacyMediaBeforeSwitch, LegacyMediaOn:
 	default:
 		return bad("legacy_media", "%q is not one of off, before_switch, on", c.LegacyMedia)
+	}
+	if c.FederationDNSServer != "" {
+		if err := validAddr(c.FederationDNSServer); err != nil {
+			return bad("federation_dns_server", "%v", err)
+		}
 	}
 	for _, cidr := range c.FederationAllowCIDRs {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {

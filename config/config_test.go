@@ -3,6 +3,7 @@ package config_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +128,62 @@ func TestParseLifetime(t *testing.T) {
 	for _, in := range []string{"", "0", "-5", "-1h", "soon"} {
 		if _, err := config.ParseLifetime(in); err == nil {
 			t.Errorf("ParseLifetime(%q) accepted", in)
+		}
+	}
+}
+
+// Only the reloadable keys of a changed config are applied on SIGHUP;
+// the others are reported as needing a restart.
+func TestReloadableKeys(t *testing.T) {
+	for _, k := range []string{"log_level", "registration", "turn_uris", "livekit_url", "url_preview_allow_cidrs", "rate_limit_login_burst"} {
+		if !slices.Contains(config.ReloadableKeys(), k) {
+			t.Errorf("%s is not reloadable", k)
+		}
+	}
+	for _, k := range []string{"server_name", "database_url", "listen", "tls"} {
+		if config.Reloadable(k) {
+			t.Errorf("%s is reloadable", k)
+		}
+	}
+	old := config.Default()
+	n := config.Default()
+	n.Registration = config.RegistrationOpen
+	n.TURNURIs = []string{"turn:new.example"}
+	n.Listen = ":9999"
+	n.ThumbnailSizes = append([]string(nil), old.ThumbnailSizes...) // equal, not the same slice
+	changed := config.Changed(old, n)
+	if want := []string{"listen", "registration", "turn_uris"}; !slices.Equal(changed, want) {
+		t.Fatalf("Changed = %v, want %v", changed, want)
+	}
+	applied := old.WithReloaded(n)
+	if applied.Registration != config.RegistrationOpen || !slices.Equal(applied.TURNURIs, n.TURNURIs) || applied.Listen != old.Listen {
+		t.Fatalf("WithReloaded applied %+v", applied)
+	}
+	if old.Registration != config.RegistrationClosed {
+		t.Fatal("WithReloaded changed its receiver")
+	}
+	var empty, nilList config.Config
+	empty.TURNURIs = []string{}
+	if c := config.Changed(empty, nilList); len(c) != 0 {
+		t.Fatalf("an empty and a missing list differ: %v", c)
+	}
+}
+
+// config.sample.yaml says "Reloads on SIGHUP." in the comment of exactly
+// the reloadable keys.
+func TestSampleConfigMarksReloadableKeys(t *testing.T) {
+	lines := strings.Split(hearth.SampleConfig, "\n")
+	for _, key := range config.Keys() {
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, key+":") })
+		if i < 0 {
+			t.Fatalf("config.sample.yaml does not set %s", key)
+		}
+		marked := false
+		for j := i - 1; j >= 0 && lines[j] != ""; j-- {
+			marked = marked || lines[j] == "# Reloads on SIGHUP."
+		}
+		if marked != config.Reloadable(key) {
+			t.Errorf("%s: marked as reloading %v, reloads %v", key, marked, config.Reloadable(key))
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"time"
@@ -106,13 +107,17 @@ func New(ctx context.Context, d Deps) (*API, error) {
 	if err != nil {
 		return nil, fmt.Errorf("federation_ca_certs: %w", err)
 	}
+	var resolver *net.Resolver
+	if d.Config.FederationDNSServer != "" {
+		resolver = dnsResolver(d.Config.FederationDNSServer)
+	}
 	if d.Config.FederationTLSInsecureSkipVerify {
 		d.Log.Warn("federation_tls_insecure_skip_verify is ON: certificates of other servers are NOT checked, " +
 			"anyone on the network path can impersonate any server. Use this for local tests only.")
 	}
 	a.client = fclient.NewFederationClient(
 		[]*fclient.SigningIdentity{{ServerName: a.serverName, KeyID: d.Key.ID, PrivateKey: d.Key.Private}},
-		fclient.WithTransport(newTransport(guard, roots, d.Config.FederationTLSInsecureSkipVerify)),
+		fclient.WithTransport(newTransport(guard, roots, d.Config.FederationTLSInsecureSkipVerify, resolver)),
 		fclient.WithTimeout(requestTimeout),
 		fclient.WithUserAgent("Hearth/"+d.Version),
 	)

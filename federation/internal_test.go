@@ -107,7 +107,7 @@ func TestResolveWellKnownExpires(t *testing.T) {
 	}))
 	defer wk.Close()
 	g, _ := netguard.New([]string{"127.0.0.0/8"})
-	tr := newTransport(g, nil, true)
+	tr := newTransport(g, nil, true, nil)
 	target, _ := url.Parse(wk.URL)
 	// Every .well-known request goes to the test server, whatever the host.
 	tr.wellKnown = &http.Client{Transport: rewriteHost{host: target.Host, rt: wk.Client().Transport}}

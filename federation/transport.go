@@ -60,10 +60,16 @@ type resolution struct {
 	expires time.Time
 }
 
-func newTransport(guard *netguard.Guard, roots *x509.CertPool, skipVerify bool) *transport {
+// newTransport makes the transport; resolver nil: the system's.
+func newTransport(guard *netguard.Guard, roots *x509.CertPool, skipVerify bool, resolver *net.Resolver) *transport {
+	if resolver == nil {
+		resolver = net.DefaultResolver
+	}
+	dialer := guard.Dialer(dialTimeout)
+	dialer.Resolver = resolver
 	t := &transport{
-		guard: guard, dialer: guard.Dialer(dialTimeout), roots: roots, skipVerify: skipVerify,
-		lookupSRV: net.DefaultResolver.LookupSRV, now: time.Now,
+		guard: guard, dialer: dialer, roots: roots, skipVerify: skipVerify,
+		lookupSRV: resolver.LookupSRV, now: time.Now,
 		cache: map[spec.ServerName]resolution{}, transports: map[string]*http.Transport{},
 	}
 	t.wellKnown = &http.Client{
@@ -265,4 +271,12 @@ func cacheTTL(h http.Header, now time.Time) time.Duration {
 		}
 	}
 	return min(max(ttl, 0), wellKnownMaxTTL)
+}
+
+// dnsResolver resolves through the DNS server at addr (federation_dns_server).
+func dnsResolver(addr string) *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
 }

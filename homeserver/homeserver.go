@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -42,6 +44,8 @@ import (
 
 // Server is one running homeserver.
 type Server struct {
+	// Config is the configuration the server started with; Reload
+	// changes the reloadable keys in the parts that read them.
 	Config   config.Config
 	DB       *storage.DB
 	Key      serverkey.Key
@@ -58,9 +62,6 @@ type Server struct {
 	// Delayed schedules and sends delayed events (MSC4140); its scheduler
 	// runs on the leader only.
 	Delayed *rtc.Delayed
-	// LiveKit is the MatrixRTC LiveKit authorization service; nil without
-	// livekit_url.
-	LiveKit *rtc.LiveKit
 	// Federation is the server-server side: inbound handlers, the signing
 	// client, the key ring and the send queue.
 	Federation *federation.API
@@ -70,6 +71,13 @@ type Server struct {
 	Console *console.Console
 	Log     *slog.Logger
 
+	clientAPI *clientapi.API
+	// lk is the LiveKit authorization service (nil: none) and lkKey the
+	// settings it was made from; Reload replaces it when they change.
+	reloadMu   sync.Mutex
+	lk         *rtc.LiveKit
+	lkKey      string
+	oauth      *oauth.API
 	client     http.Handler
 	federation http.Handler
 	metrics    *prometheus.Registry
@@ -241,23 +249,19 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.E2EE.SetRemote(s.Federation.E2EERemote())
-	if cfg.LiveKitURL != "" {
-		secret, err := cfg.ReadLiveKitSecret()
-		if err != nil {
-			s.Federation.Close()
-			s.AppServices.Close()
-			s.Push.Close()
-			db.Close()
-			return nil, err
-		}
-		s.LiveKit = rtc.NewLiveKit(db, s.Rooms, s.Federation, rtc.LiveKitOptions{ServerName: cfg.ServerName,
-			URL: cfg.LiveKitURL, APIKey: cfg.LiveKitAPIKey, APISecret: secret, FullAccessServers: cfg.RTCFullAccessServers}, log)
-		s.LiveKit.SetDelayed(s.Delayed)
+	lk, lkKey, err := s.liveKit(cfg)
+	if err != nil {
+		s.Federation.Close()
+		s.AppServices.Close()
+		s.Push.Close()
+		db.Close()
+		return nil, err
 	}
-	capi := clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
+	s.lk, s.lkKey = lk, lkKey
+	s.clientAPI = clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
-		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: s.LiveKit, Mail: mail, Log: log, Version: version})
-	capi.Routes(c)
+		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Mail: mail, Log: log, Version: version})
+	s.clientAPI.Routes(c)
 	c.Get("/health", s.health)
 	// The federation and key APIs also answer on the client listener, as on
 	// other homeservers, for operators whose reverse proxy sends both to one
@@ -267,9 +271,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Senders: s.Federation.Queue()})
 	s.Admin.Routes(c)
 	s.Console = console.New(console.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Admin: s.Admin, Queue: s.Federation.Queue(),
-		Notices: capi.SendServerNotice, Log: log})
+		Notices: s.clientAPI.SendServerNotice, Log: log})
 	s.Console.Routes(c)
-	oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange}).Routes(c)
+	s.oauth = oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange})
+	s.oauth.Routes(c)
 	s.client = c
 
 	f := s.router(observe, "federation")
@@ -291,6 +296,50 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		}
 	}
 	return s, nil
+}
+
+// liveKit is the LiveKit authorization service cfg describes; nil without
+// livekit_url.
+func (s *Server) liveKit(cfg config.Config) (*rtc.LiveKit, string, error) {
+	if cfg.LiveKitURL == "" {
+		return nil, "", nil
+	}
+	secret, err := cfg.ReadLiveKitSecret()
+	if err != nil {
+		return nil, "", err
+	}
+	key := strings.Join([]string{cfg.LiveKitURL, cfg.LiveKitAPIKey, secret, strings.Join(cfg.RTCFullAccessServers, ",")}, "\x00")
+	if s.lk != nil && key == s.lkKey {
+		return s.lk, key, nil // unchanged: keep its watches
+	}
+	lk := rtc.NewLiveKit(s.DB, s.Rooms, s.Federation, rtc.LiveKitOptions{ServerName: cfg.ServerName,
+		URL: cfg.LiveKitURL, APIKey: cfg.LiveKitAPIKey, APISecret: secret, FullAccessServers: cfg.RTCFullAccessServers}, s.Log)
+	lk.SetDelayed(s.Delayed)
+	return lk, key, nil
+}
+
+// Reload applies a changed configuration while the server runs (SIGHUP):
+// cfg must be validated, and differ from the running one only in
+// reloadable keys (config.WithReloaded). The parts that read them per
+// request (client API, media) take the new values; on an error nothing
+// changes. The log level is the caller's, which owns the logger.
+func (s *Server) Reload(cfg config.Config) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	lk, key, err := s.liveKit(cfg) // the secret file is read again
+	if err != nil {
+		return err
+	}
+	if err := s.Media.Update(cfg); err != nil {
+		return err
+	}
+	s.clientAPI.Update(cfg, lk)
+	s.oauth.Update(cfg)
+	if old := s.lk; old != nil && old != lk {
+		old.Close() // the SFU's settings changed: its watches end
+	}
+	s.lk, s.lkKey = lk, key
+	return nil
 }
 
 // startAppServices makes the registered application services known to
@@ -397,9 +446,11 @@ func (s *Server) Close() error {
 		}
 		s.relay.close()
 	}
-	if s.LiveKit != nil {
-		s.LiveKit.Close()
+	s.reloadMu.Lock()
+	if lk := s.lk; lk != nil {
+		lk.Close()
 	}
+	s.reloadMu.Unlock()
 	s.Delayed.Stop()
 	s.Presence.Close()
 	s.Typing.Close()

@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -69,12 +70,16 @@ type Repository struct {
 	maxPixels     int64
 	thumbSizes    []config.ThumbnailSize
 	legacy        string
-	legacyFreeze  int64 // ms; media created before it is served by the legacy endpoints in before_switch mode
-	rateLimits    bool
+	legacyFreeze  int64       // ms; media created before it is served by the legacy endpoints in before_switch mode
+	rateLimits    atomic.Bool // rate_limits; reloads
 	uploadBuckets *ratelimit.Limiter
 
-	remote  Remote
-	preview *previewer // nil when url_preview is off
+	remote Remote
+	// preview is nil when url_preview is off; it reloads (Update).
+	preview atomic.Pointer[previewer]
+	// previewCfg is what preview was built from; Update's lock.
+	previewMu  sync.Mutex
+	previewCfg previewSettings
 
 	thumbSem    chan struct{}
 	thumbFlight singleflight.Group
@@ -112,7 +117,7 @@ func Open(ctx context.Context, cfg config.Config, db *storage.DB, log *slog.Logg
 		db: db, files: files, log: log, serverName: cfg.ServerName,
 		maxUpload: cfg.MaxUploadBytes, quota: cfg.MediaQuotaBytes, limitInfoURI: cfg.LimitInfoURI(), maxPending: cfg.MaxPendingMediaUploads,
 		createExpiry: time.Duration(cfg.MediaCreateExpirySeconds) * time.Second, maxPixels: cfg.MaxThumbnailPixels,
-		legacy: cfg.LegacyMedia, legacyFreeze: freezeTS, rateLimits: cfg.RateLimits == "on",
+		legacy: cfg.LegacyMedia, legacyFreeze: freezeTS,
 		uploadBuckets: ratelimit.New(1/uploadEvery.Seconds(), uploadBurst),
 		thumbSem:      make(chan struct{}, 2),
 		waiters:       map[string][]chan struct{}{},
@@ -124,12 +129,37 @@ func Open(ctx context.Context, cfg config.Config, db *storage.DB, log *slog.Logg
 		}
 		r.thumbSizes = append(r.thumbSizes, ts)
 	}
-	if cfg.URLPreview {
-		if r.preview, err = newPreviewer(r, cfg.URLPreviewAllowCIDRs); err != nil {
-			return nil, err
-		}
+	if err := r.Update(cfg); err != nil {
+		return nil, err
 	}
 	return r, nil
+}
+
+// previewSettings are the keys URL previews are built from.
+type previewSettings struct {
+	on    bool
+	allow string // url_preview_allow_cidrs, joined
+}
+
+// Update applies the reloadable keys of cfg (rate_limits, url_preview,
+// url_preview_allow_cidrs); on an error nothing changes.
+func (r *Repository) Update(cfg config.Config) error {
+	r.previewMu.Lock()
+	defer r.previewMu.Unlock()
+	want := previewSettings{on: cfg.URLPreview, allow: strings.Join(cfg.URLPreviewAllowCIDRs, ",")}
+	if want != r.previewCfg {
+		var p *previewer
+		if cfg.URLPreview {
+			var err error
+			if p, err = newPreviewer(r, cfg.URLPreviewAllowCIDRs); err != nil {
+				return err
+			}
+		}
+		r.preview.Store(p)
+		r.previewCfg = want
+	}
+	r.rateLimits.Store(cfg.RateLimits == "on")
+	return nil
 }
 
 // SetRemote plugs in the federation client that fetches remote media.
@@ -139,7 +169,7 @@ func (r *Repository) SetRemote(remote Remote) { r.remote = remote }
 func (r *Repository) MaxUploadBytes() int64 { return r.maxUpload }
 
 // PreviewsEnabled reports whether url_preview is on.
-func (r *Repository) PreviewsEnabled() bool { return r.preview != nil }
+func (r *Repository) PreviewsEnabled() bool { return r.preview.Load() != nil }
 
 // MXC renders a content URI.
 func MXC(serverName, mediaID string) string { return "mxc://" + serverName + "/" + mediaID }
@@ -232,7 +262,7 @@ func (r *Repository) quotaUsed(ctx context.Context, user string) (int64, error) 
 
 // rateLimit takes one upload token of user, or answers 429.
 func (r *Repository) rateLimit(user string) error {
-	if !r.rateLimits {
+	if !r.rateLimits.Load() {
 		return nil
 	}
 	if ok, wait := r.uploadBuckets.Allow(user); !ok {

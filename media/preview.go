@@ -80,7 +80,7 @@ func newPreviewer(r *Repository, allowCIDRs []string) (*previewer, error) {
 // when it was fetched within the last hour (ts, the client's preferred
 // time, may be answered with a newer version, as the spec allows).
 func (r *Repository) Preview(ctx context.Context, user, rawURL string) (map[string]any, error) {
-	p := r.preview
+	p := r.preview.Load()
 	if p == nil {
 		return nil, mxhttp.Unrecognized("URL previews are disabled on this server")
 	}
@@ -99,7 +99,7 @@ func (r *Repository) Preview(ctx context.Context, user, rawURL string) (map[stri
 	} else if !errors.Is(err, storage.ErrNotFound) {
 		return nil, err
 	}
-	if r.rateLimits {
+	if r.rateLimits.Load() {
 		if ok, wait := p.limits.Allow(user); !ok {
 			return nil, mxhttp.LimitExceeded("Too many URL previews").With("retry_after_ms", wait.Milliseconds())
 		}

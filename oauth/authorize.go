@@ -18,7 +18,7 @@ import (
 // registrationOpen says whether the sign-up page exists: registration
 // open, or by registration token.
 func (a *API) registrationOpen() bool {
-	return a.cfg.Registration == config.RegistrationOpen || a.cfg.Registration == config.RegistrationToken
+	return a.conf().Registration == config.RegistrationOpen || a.conf().Registration == config.RegistrationToken
 }
 
 // GET /_hearth/oauth2/auth: the authorization request (RFC 6749 section
@@ -126,7 +126,7 @@ func callbackURL(redirectURI, mode string, params url.Values) string {
 // GET /_hearth/oauth2/login: the sign-in page.
 func (a *API) loginPage(w http.ResponseWriter, r *http.Request) error {
 	a.render(w, r, http.StatusOK, "login", map[string]any{"Next": nextPath(r.URL.Query().Get("next")),
-		"CanRegister": a.registrationOpen(), "ServerName": a.cfg.ServerName})
+		"CanRegister": a.registrationOpen(), "ServerName": a.conf().ServerName})
 	return nil
 }
 
@@ -135,7 +135,7 @@ func (a *API) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 	next := nextPath(r.PostForm.Get("next"))
 	again := func(status int, msg string) error {
 		a.render(w, r, status, "login", map[string]any{"Next": next, "CanRegister": a.registrationOpen(),
-			"ServerName": a.cfg.ServerName, "Error": msg, "Username": r.PostForm.Get("username")})
+			"ServerName": a.conf().ServerName, "Error": msg, "Username": r.PostForm.Get("username")})
 		return nil
 	}
 	if !allow(a.passwordIP, clientIP(r)) {
@@ -167,7 +167,7 @@ func (a *API) registerPage(w http.ResponseWriter, r *http.Request) error {
 		return &pageError{http.StatusForbidden, "Registration is closed on this server."}
 	}
 	a.render(w, r, http.StatusOK, "register", map[string]any{"Next": nextPath(r.URL.Query().Get("next")),
-		"NeedToken": a.cfg.Registration == config.RegistrationToken, "ServerName": a.cfg.ServerName})
+		"NeedToken": a.conf().Registration == config.RegistrationToken, "ServerName": a.conf().ServerName})
 	return nil
 }
 
@@ -179,10 +179,10 @@ func (a *API) registerSubmit(w http.ResponseWriter, r *http.Request) error {
 	}
 	f := r.PostForm
 	next := nextPath(f.Get("next"))
-	needToken := a.cfg.Registration == config.RegistrationToken
+	needToken := a.conf().Registration == config.RegistrationToken
 	again := func(status int, msg string) error {
 		a.render(w, r, status, "register", map[string]any{"Next": next, "NeedToken": needToken,
-			"ServerName": a.cfg.ServerName, "Error": msg, "Username": f.Get("username")})
+			"ServerName": a.conf().ServerName, "Error": msg, "Username": f.Get("username")})
 		return nil
 	}
 	if !allow(a.passwordIP, clientIP(r)) {

@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -48,7 +49,10 @@ var pageFiles embed.FS
 
 // API is the OAuth 2.0 server of one homeserver.
 type API struct {
-	cfg      config.Config
+	// cfg is the start's config with the reloadable keys of the last
+	// SIGHUP (Update): registration is read from it per request. The
+	// rate limiters below keep their start settings.
+	cfg      atomic.Pointer[config.Config]
 	db       *storage.DB
 	accounts *accounts.Accounts
 	log      *slog.Logger
@@ -78,7 +82,7 @@ type Deps struct {
 // New returns the OAuth server. It registers a device-deletion hook on
 // Accounts, so call it while wiring the server.
 func New(d Deps) *API {
-	a := &API{cfg: d.Config, db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed,
+	a := &API{db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed,
 		pages: template.Must(template.New("pages").Funcs(template.FuncMap{"dict": dict}).ParseFS(pageFiles, "pages/*.html"))}
 	if d.Config.RateLimits != "off" {
 		a.passwordIP = ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst)
@@ -86,11 +90,17 @@ func New(d Deps) *API {
 		a.clientReg = ratelimit.New(d.Config.RateLimitRegisterPerSecond, d.Config.RateLimitRegisterBurst)
 		a.rendezvousIP = ratelimit.New(rendezvousRate, rendezvousBurst)
 	}
+	a.Update(d.Config)
 	d.Accounts.OnDevicesDeleted(func(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {
 		return storage.DeleteOAuthSessions(ctx, tx, userID, deviceIDs)
 	})
 	return a
 }
+
+// Update applies a reloaded configuration (config.WithReloaded).
+func (a *API) Update(cfg config.Config) { a.cfg.Store(&cfg) }
+
+func (a *API) conf() *config.Config { return a.cfg.Load() }
 
 // Routes registers every route of routes.go on r (the client listener).
 func (a *API) Routes(r chi.Router) {
@@ -101,7 +111,7 @@ func (a *API) Routes(r chi.Router) {
 
 // baseURL is where clients reach this server: well_known_client when set
 // (the public URL behind a reverse proxy), else the request's own host.
-func (a *API) baseURL(r *http.Request) string { return BaseURL(a.cfg, r) }
+func (a *API) baseURL(r *http.Request) string { return BaseURL(*a.conf(), r) }
 
 // BaseURL is the public URL of the client listener as the OAuth server
 // sees it (and names it in its metadata).

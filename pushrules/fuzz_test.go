@@ -52,52 +52,55 @@ func sameFold(a, b rune) bool {
 	return false
 }
 
-// refGlob is the spec's rule read literally: * tries every split of s.
-// Memoised on (pattern offset, string offset), it is quadratic: without
-// that a run of stars was exponential and hung the fuzzer (a 10-minute
-// run found "*********j" against 200 characters).
-func refGlob(p, s []rune) bool {
-	memo := map[[2]int]bool{}
-	var m func(i, j int) bool
-	m = func(i, j int) bool {
-		key := [2]int{i, j}
-		if v, ok := memo[key]; ok {
-			return v
-		}
-		var v bool
-		switch {
-		case i == len(p):
-			v = j == len(s)
-		case p[i] == '*':
-			for k := j; k <= len(s) && !v; k++ {
-				v = m(i+1, k)
+// refGlob is the spec's rule read literally: a pattern prefix matches the
+// string prefixes it can reach, * reaching any later position. It walks
+// the pattern once over the set of reachable positions of s: O(len(p) *
+// len(s)^2) at worst, which the fuzzer's bounds keep small (a memo-less
+// recursion was exponential in runs of stars and hung a 10-minute run).
+func refGlob(p, s []rune) bool { return refReach(p, s)[len(s)] }
+
+// refReach reports, for each j, whether all of p matches s[:j].
+func refReach(p, s []rune) []bool {
+	reach := make([]bool, len(s)+1)
+	reach[0] = true
+	for _, c := range p {
+		next := make([]bool, len(s)+1)
+		for j, ok := range reach {
+			if !ok {
+				continue
 			}
-		case j == len(s):
-			v = false
-		case p[i] == '?' || sameFold(p[i], s[j]):
-			v = m(i+1, j+1)
+			switch {
+			case c == '*':
+				for k := j; k <= len(s); k++ {
+					next[k] = true
+				}
+			case j < len(s) && (c == '?' || sameFold(c, s[j])):
+				next[j+1] = true
+			}
 		}
-		memo[key] = v
-		return v
+		reach = next
 	}
-	return m(0, 0)
+	return reach
 }
 
 func isWordRune(r rune) bool {
 	return r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }
 
+// refWords: some substring of s that starts and ends at a word boundary
+// matches the whole pattern.
 func refWords(pattern, s string) bool {
 	p, rs := []rune(pattern), []rune(s)
 	for i := 0; i <= len(rs); i++ {
 		if i > 0 && isWordRune(rs[i-1]) {
 			continue
 		}
+		reach := refReach(p, rs[i:])
 		for j := i; j <= len(rs); j++ {
 			if j < len(rs) && isWordRune(rs[j]) {
 				continue
 			}
-			if refGlob(p, rs[i:j]) {
+			if reach[j-i] {
 				return true
 			}
 		}

@@ -14,8 +14,9 @@ import (
 
 // Copying a SQLite installation into PostgreSQL (hearth migrate-db). Both
 // schemas come from the same migrations, so the tables and columns match
-// by name; the copy runs in one PostgreSQL transaction, so an interrupted
-// run leaves the target empty and can simply be run again.
+// by name; the copy and its verification run in one PostgreSQL
+// transaction, so an interrupted run leaves the target empty and can simply
+// be run again, and a committed one was verified.
 
 // TableCopy is what was copied of one table and how it was checked.
 type TableCopy struct {
@@ -97,24 +98,27 @@ func CopySQLiteToPostgres(ctx context.Context, sqlitePath, dsn string, progress 
 			return err
 		}
 		fmt.Fprintf(progress, "search index rebuilt: %d events\n", n)
-		return resetSequences(ctx, tx)
+		if err := resetSequences(ctx, tx); err != nil {
+			return err
+		}
+		// Check what is about to be committed against the source.
+		for _, c := range out {
+			cols, types, err := targetColumns(ctx, tx, c.Table)
+			if err != nil {
+				return err
+			}
+			got, err := tableChecksum(ctx, tx, c.Table, cols, types)
+			if err != nil {
+				return err
+			}
+			if got.Rows != c.Rows || got.Checksum != c.Checksum {
+				return fmt.Errorf("verification failed for %s: %d rows (checksum %s) in PostgreSQL, %d (%s) in SQLite", c.Table, got.Rows, got.Checksum, c.Rows, c.Checksum)
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, err
-	}
-	// Check what was committed against the source.
-	for _, c := range out {
-		cols, types, err := targetColumns(ctx, dst.write, c.Table)
-		if err != nil {
-			return nil, err
-		}
-		got, err := tableChecksum(ctx, dst.write, c.Table, cols, types)
-		if err != nil {
-			return nil, err
-		}
-		if got.Rows != c.Rows || got.Checksum != c.Checksum {
-			return nil, fmt.Errorf("verification failed for %s: %d rows (checksum %s) in PostgreSQL, %d (%s) in SQLite", c.Table, got.Rows, got.Checksum, c.Rows, c.Checksum)
-		}
+		return nil, fmt.Errorf("%w (nothing was committed: the target is as it was, and migrate-db can be run again)", err)
 	}
 	fmt.Fprintf(progress, "verified: %d tables, row counts and checksums match\n", len(out))
 	return out, nil

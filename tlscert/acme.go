@@ -1,15 +1,19 @@
 package tlscert
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -17,7 +21,8 @@ import (
 )
 
 // ACME are certificates from an ACME CA, through x/crypto's autocert
-// (issue, cache in the data directory, renew 30 days ahead), answering
+// (issue, cache in the data directory, renew when a third of their
+// lifetime is left: 30 days of a 90-day certificate), answering
 // the TLS-ALPN-01 challenge on every TLS listener and, when HTTPHandler
 // serves port 80, HTTP-01.
 type ACME struct {
@@ -43,6 +48,7 @@ func NewACME(o ACMEOptions, log *slog.Logger) (*ACME, error) {
 	if o.DirectoryURL == "" {
 		client.DirectoryURL = autocert.DefaultACMEDirectory
 	}
+	base := http.DefaultTransport.(*http.Transport).Clone()
 	if len(o.CACerts) > 0 {
 		pool := x509.NewCertPool()
 		for _, f := range o.CACerts {
@@ -54,19 +60,21 @@ func NewACME(o ACMEOptions, log *slog.Logger) (*ACME, error) {
 				return nil, fmt.Errorf("acme_ca_certs: %s holds no PEM certificate", f)
 			}
 		}
-		client.HTTPClient = &http.Client{Timeout: 30 * time.Second,
-			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Proxy: http.ProxyFromEnvironment}}
+		base.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
+	client.HTTPClient = &http.Client{Timeout: 30 * time.Second, Transport: caTransport{base: base, directory: client.DirectoryURL, log: log}}
 	if err := os.MkdirAll(o.CacheDir, 0o700); err != nil {
 		return nil, fmt.Errorf("acme cache: %w", err)
 	}
 	m := &autocert.Manager{
-		Prompt:      autocert.AcceptTOS,
-		Cache:       autocert.DirCache(o.CacheDir),
-		HostPolicy:  autocert.HostWhitelist(o.Domains...),
-		Email:       o.Email,
-		Client:      client,
-		RenewBefore: 30 * 24 * time.Hour,
+		Prompt:     autocert.AcceptTOS,
+		Cache:      autocert.DirCache(o.CacheDir),
+		HostPolicy: autocert.HostWhitelist(o.Domains...),
+		Email:      o.Email,
+		Client:     client,
+		// RenewBefore 0: autocert renews when a third of the lifetime is
+		// left (at most 30 days), which also suits short-lived
+		// certificates; a fixed 30 days would renew those without end.
 	}
 	return &ACME{m: m, log: log}, nil
 }
@@ -137,4 +145,41 @@ func (a *ACME) Obtain(ctx context.Context, name string) (*tls.Certificate, error
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// caTransport logs what goes wrong talking to the CA. autocert retries a
+// failed renewal by itself (every 30 to 60 minutes) and keeps serving the
+// certificate it has until it expires, but says nothing: the log is where
+// the operator learns what to fix.
+type caTransport struct {
+	base      http.RoundTripper
+	directory string
+	log       *slog.Logger
+}
+
+func (t caTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(r)
+	if err != nil {
+		t.log.Error("ACME: cannot reach the CA; certificates already issued stay in use until they expire, and renewal is retried. "+
+			"Check acme_directory_url, acme_ca_certs and that this host reaches the CA", "directory", t.directory, "err", err)
+		return nil, err
+	}
+	if resp.StatusCode < 400 {
+		return resp, nil
+	}
+	// An ACME problem document (RFC 8555, section 6.7) says what is wrong.
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<10))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body}
+	var problem struct{ Type, Detail string }
+	_ = json.Unmarshal(b, &problem)
+	if strings.HasSuffix(problem.Type, ":badNonce") {
+		return resp, nil // a normal retry of the protocol
+	}
+	t.log.Error("ACME: the CA refused a request; certificates already issued stay in use until they expire, and renewal is retried. "+
+		"Check the detail, acme_email, acme_domains (DNS must point them at this server) and that the CA can reach port 443 or acme_http_listen",
+		"directory", t.directory, "status", resp.StatusCode, "type", problem.Type, "detail", problem.Detail)
+	return resp, nil
 }

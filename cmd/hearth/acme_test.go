@@ -42,6 +42,38 @@ func pebbleTools(t *testing.T) (pebble, challtestsrv, certs string) {
 // validating challenges on httpPort (HTTP-01) and tlsPort (TLS-ALPN-01),
 // and returns the directory URL and the pool of Pebble's issuing roots.
 func startPebble(t *testing.T, httpPort, tlsPort string) (string, *x509.CertPool) {
+	p := runPebble(t, httpPort, tlsPort, 0)
+	return p.dirURL, p.roots
+}
+
+// pebbleRun is a running Pebble and its mock DNS server.
+type pebbleRun struct {
+	dirURL string
+	roots  *x509.CertPool
+	root   []byte // PEM of Pebble's root
+	dns    string // the mock DNS server's address (UDP and TCP)
+	mgmt   string // its management API
+	// stop ends Pebble (not the DNS server).
+	stop func()
+}
+
+// addA makes the mock DNS server answer host with addr.
+func (p *pebbleRun) addA(t *testing.T, host, addr string) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"host": host, "addresses": []string{addr}})
+	resp, err := http.Post("http://"+p.mgmt+"/add-a", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("challtestsrv add-a: %d", resp.StatusCode)
+	}
+}
+
+// runPebble is startPebble; validity, when not 0, is the lifetime in
+// seconds of the certificates Pebble issues.
+func runPebble(t *testing.T, httpPort, tlsPort string, validity int) *pebbleRun {
 	pebble, challtestsrv, certs := pebbleTools(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -56,25 +88,32 @@ func startPebble(t *testing.T, httpPort, tlsPort string) (string, *x509.CertPool
 	}
 	t.Cleanup(func() { cancel(); _ = c.Wait() })
 	dir, pmgmt := freeAddr(t), freeAddr(t)
-	cfg := map[string]any{"pebble": map[string]any{
+	pcfg := map[string]any{
 		"listenAddress": dir, "managementListenAddress": pmgmt,
 		"certificate": filepath.Join(certs, "localhost", "cert.pem"), "privateKey": filepath.Join(certs, "localhost", "key.pem"),
 		"httpPort": atoi(t, httpPort), "tlsPort": atoi(t, tlsPort), "ocspResponderURL": "", "externalAccountBindingRequired": false,
-	}}
+	}
+	if validity > 0 {
+		pcfg["profiles"] = map[string]any{"default": map[string]any{"description": "short-lived", "validityPeriod": validity}}
+	}
+	cfg := map[string]any{"pebble": pcfg}
 	cfgPath := filepath.Join(t.TempDir(), "pebble.json")
 	b, _ := json.Marshal(cfg)
 	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := exec.CommandContext(ctx, pebble, "-config", cfgPath, "-dnsserver", dnsUDP)
+	pctx, pcancel := context.WithCancel(ctx)
+	p := exec.CommandContext(pctx, pebble, "-config", cfgPath, "-dnsserver", dnsUDP)
 	p.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
 	p.Stdout, p.Stderr = logs, logs
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var once sync.Once
+	stop := func() { once.Do(func() { pcancel(); _ = p.Wait() }) }
 	t.Cleanup(func() {
 		cancel()
-		_ = p.Wait()
+		stop()
 		if t.Failed() {
 			t.Logf("pebble and challtestsrv logs:\n%s", logs.String())
 		}
@@ -106,7 +145,8 @@ func startPebble(t *testing.T, httpPort, tlsPort string) (string, *x509.CertPool
 	if !roots.AppendCertsFromPEM(root) {
 		t.Fatalf("Pebble's root is not PEM: %s", root)
 	}
-	return "https://" + strings.Replace(dir, "127.0.0.1", "localhost", 1) + "/dir", roots
+	return &pebbleRun{dirURL: "https://" + strings.Replace(dir, "127.0.0.1", "localhost", 1) + "/dir", roots: roots, root: root,
+		dns: dns, mgmt: mgmt, stop: stop}
 }
 
 func atoi(t *testing.T, port string) int {
@@ -226,4 +266,67 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Certificates are renewed ahead of expiry; when renewal fails (here: the
+// CA is down) the certificate in use stays in use until it expires, and
+// the log says what to fix. Pebble issues 24-second certificates, which
+// autocert renews with a third of their lifetime left.
+func TestACMERenewalAndItsFailure(t *testing.T) {
+	fed, client, httpChal := freeAddr(t), freeAddr(t), freeAddr(t)
+	_, fedPort, _ := net.SplitHostPort(fed)
+	_, httpPort, _ := net.SplitHostPort(httpChal)
+	p := runPebble(t, httpPort, fedPort, 24)
+	_, _, certs := pebbleTools(t)
+	args := []string{"serve", "--data-dir", filepath.Join(t.TempDir(), "data"), "--server-name", "hs1.test", "--listen", client,
+		"--federation-listen", fed, "--tls", "acme", "--acme-directory-url", p.dirURL,
+		"--acme-ca-certs", filepath.Join(certs, "pebble.minica.pem"), "--acme-email", "admin@hs1.test"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	logs := &syncBuffer{}
+	go func() { done <- run(ctx, args, io.Discard, logs) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	first := waitForCertificate(t, fed, "hs1.test", p.roots, done, logs)
+	if life := first.NotAfter.Sub(first.NotBefore); life > time.Minute {
+		t.Fatalf("Pebble issued a certificate for %v, want a short-lived one", life)
+	}
+	// Renewed before it expires.
+	var cert *x509.Certificate
+	for cert = first; cert.Equal(first); cert = waitForCertificate(t, fed, "hs1.test", p.roots, done, logs) {
+		if time.Now().After(first.NotAfter) {
+			t.Fatalf("the certificate was not renewed before it expired:\n%s", logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !cert.NotAfter.After(first.NotAfter) {
+		t.Fatalf("renewed certificate expires at %v, the first at %v", cert.NotAfter, first.NotAfter)
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Fatalf("errors logged while the CA works:\n%s", logs.String())
+	}
+	p.stop() // the CA goes away before the next renewal is due
+	const want = "ACME: cannot reach the CA; certificates already issued stay in use until they expire"
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(cert.NotAfter) {
+			t.Fatalf("no renewal failure logged before the certificate expired:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, what := range []string{"acme_directory_url", "connection refused", p.dirURL} {
+		if !strings.Contains(logs.String(), what) {
+			t.Errorf("the renewal failure's log does not mention %q:\n%s", what, logs.String())
+		}
+	}
+	// The old certificate is still served, and still verifies.
+	conn, err := tls.Dial("tcp", fed, &tls.Config{ServerName: "hs1.test", RootCAs: p.roots})
+	if err != nil {
+		t.Fatalf("after the failed renewal: %v", err)
+	}
+	defer conn.Close()
+	if !conn.ConnectionState().PeerCertificates[0].Equal(cert) {
+		t.Fatal("the served certificate changed although renewal failed")
+	}
 }

@@ -72,5 +72,5 @@ func complementServe(ctx context.Context, args []string, stderr io.Writer) error
 	if err := tlscert.WriteSignedByCA(cfg.TLSCertPath, cfg.TLSKeyPath, serverName, caCert, caKey); err != nil {
 		return fmt.Errorf("complement: %w", err)
 	}
-	return runServer(ctx, cfg, stderr)
+	return runServer(ctx, cfg, stderr, nil)
 }

@@ -105,8 +105,18 @@ lists them); see config.sample.yaml.
 `
 
 func newLogger(w io.Writer, level, format string) *slog.Logger {
-	var lv slog.Level
+	return newLevelLogger(w, logLevel(level), format)
+}
+
+// logLevel parses a validated log_level.
+func logLevel(level string) *slog.LevelVar {
+	lv := new(slog.LevelVar)
 	_ = lv.UnmarshalText([]byte(level))
+	return lv
+}
+
+// newLevelLogger logs at lv, which may change while it is in use (SIGHUP).
+func newLevelLogger(w io.Writer, lv *slog.LevelVar, format string) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: lv}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hearth-matrix/hearth/config"
@@ -75,6 +77,12 @@ func (b *boolFlag) IsBoolFlag() bool { return true }
 // loadConfig finds, loads or (on first start) writes the config, then
 // applies the environment and flags, validates it and resolves paths.
 func loadConfig(configPath string, applyFlags func(*config.Config) error, log *slog.Logger) (config.Config, error) {
+	cfg, _, err := findConfig(configPath, applyFlags, log)
+	return cfg, err
+}
+
+// findConfig is loadConfig, also returning the file the config came from.
+func findConfig(configPath string, applyFlags func(*config.Config) error, log *slog.Logger) (config.Config, string, error) {
 	if configPath == "" {
 		configPath = os.Getenv("HEARTH_CONFIG")
 	}
@@ -83,29 +91,47 @@ func loadConfig(configPath string, applyFlags func(*config.Config) error, log *s
 		var err error
 		if cfg, err = config.Load(configPath); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return cfg, fmt.Errorf("config file %s does not exist; create one with `hearth generate-config --output %s`", configPath, configPath)
+				return cfg, "", fmt.Errorf("config file %s does not exist; create one with `hearth generate-config --output %s`", configPath, configPath)
 			}
-			return cfg, err
+			return cfg, "", err
 		}
 	} else {
 		// No config named: the data directory holds it; make it on first start.
 		cfg = config.Default()
 		if err := overrides(&cfg, applyFlags); err != nil {
-			return cfg, err
+			return cfg, "", err
 		}
-		path := filepath.Join(cfg.DataDir, "hearth.yaml")
+		configPath = filepath.Join(cfg.DataDir, "hearth.yaml")
+		path := configPath
 		loaded, err := config.Load(path)
 		switch {
 		case err == nil:
 			cfg = loaded
 		case errors.Is(err, fs.ErrNotExist):
 			if err := writeFirstConfig(&cfg, path, applyFlags); err != nil {
-				return cfg, err
+				return cfg, "", err
 			}
 			log.Info("first start: wrote a new config", "path", path)
 		default:
-			return cfg, err
+			return cfg, "", err
 		}
+	}
+	if err := overrides(&cfg, applyFlags); err != nil {
+		return cfg, "", err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, "", err
+	}
+	cfg.ResolvePaths()
+	return cfg, configPath, nil
+}
+
+// reloadConfig reads the config file again as a start would (file, then
+// environment and flags), but never writes one.
+func reloadConfig(path string, applyFlags func(*config.Config) error) (config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return cfg, err
 	}
 	if err := overrides(&cfg, applyFlags); err != nil {
 		return cfg, err
@@ -161,16 +187,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("unexpected argument %q", fset.Arg(0))
 	}
 	boot := newLogger(stderr, "info", "text")
-	cfg, err := loadConfig(*configPath, applyFlags, boot)
+	cfg, path, err := findConfig(*configPath, applyFlags, boot)
 	if err != nil {
 		return err
 	}
-	return runServer(ctx, cfg, stderr)
+	return runServer(ctx, cfg, stderr, func() (config.Config, error) { return reloadConfig(path, applyFlags) })
 }
 
-// runServer starts the homeserver described by a complete config.
-func runServer(ctx context.Context, cfg config.Config, stderr io.Writer) error {
-	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+// runServer starts the homeserver described by a complete config. reload,
+// when not nil, reads the config again on SIGHUP (watchReload).
+func runServer(ctx context.Context, cfg config.Config, stderr io.Writer, reload func() (config.Config, error)) error {
+	level := logLevel(cfg.LogLevel)
+	log := newLevelLogger(stderr, level, cfg.LogFormat)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data directory %s: %w", cfg.DataDir, err)
 	}
@@ -224,5 +252,46 @@ func runServer(ctx context.Context, cfg config.Config, stderr io.Writer) error {
 	}
 	defer hs.Close()
 	log.Info("hearth starting", "version", versionString(), "server_name", cfg.ServerName, "database", hs.DB.Dialect().String())
+	if reload != nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go watchReload(ctx, hup, cfg, reload, hs, level, log)
+	}
 	return hs.Run(ctx, tlsCfg, acmeHTTP, listening)
+}
+
+// watchReload applies the config file's reloadable keys at each SIGHUP
+// and logs each changed key that needs a restart instead. A config that
+// does not load or validate changes nothing.
+func watchReload(ctx context.Context, hup <-chan os.Signal, running config.Config, reload func() (config.Config, error),
+	hs *homeserver.Server, level *slog.LevelVar, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		next, err := reload()
+		if err != nil {
+			log.Error("SIGHUP: the config did not load; still running on the previous one", "err", err)
+			continue
+		}
+		var applied []string
+		for _, key := range config.Changed(running, next) {
+			if config.Reloadable(key) {
+				applied = append(applied, key)
+			} else {
+				log.Warn("SIGHUP: this key changed but takes effect only after a restart", "key", key)
+			}
+		}
+		cfg := running.WithReloaded(next)
+		if err := hs.Reload(cfg); err != nil {
+			log.Error("SIGHUP: the config did not apply; still running on the previous one", "err", err)
+			continue
+		}
+		running = cfg
+		_ = level.UnmarshalText([]byte(cfg.LogLevel))
+		log.Info("SIGHUP: configuration reloaded", "changed", strings.Join(applied, ","))
+	}
 }
