@@ -144,3 +144,9 @@ func (a *API) refuseNoticeRoomReject(r *http.Request, roomID, userID string) err
 	}
 	return nil
 }
+
+// SendServerNotice is POST /_synapse/admin/v1/send_server_notice for the
+// admin console, which runs it in process (admin.Call).
+func (a *API) SendServerNotice(r *http.Request, c accounts.Caller) (any, error) {
+	return a.sendServerNotice(r, c)
+}

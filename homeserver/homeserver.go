@@ -27,6 +27,7 @@ import (
 	"github.com/hearth-matrix/hearth/appservice"
 	"github.com/hearth-matrix/hearth/clientapi"
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/console"
 	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/email"
 	"github.com/hearth-matrix/hearth/federation"
@@ -66,7 +67,9 @@ type Server struct {
 	Federation *federation.API
 	// Admin is the Synapse-compatible admin API (/_synapse/admin/*).
 	Admin *admin.API
-	Log   *slog.Logger
+	// Console is the admin console at /_hearth/admin/.
+	Console *console.Console
+	Log     *slog.Logger
 
 	clientAPI *clientapi.API
 	// lk is the LiveKit authorization service (nil: none) and lkKey the
@@ -267,6 +270,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Admin = admin.New(admin.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Media: s.Media, Log: log, Version: version,
 		Senders: s.Federation.Queue()})
 	s.Admin.Routes(c)
+	s.Console = console.New(console.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Admin: s.Admin, Queue: s.Federation.Queue(),
+		Notices: s.clientAPI.SendServerNotice, Log: log})
+	s.Console.Routes(c)
 	s.oauth = oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange})
 	s.oauth.Routes(c)
 	s.client = c
@@ -280,6 +286,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		s.Delayed.Start() // one process: it leads
 	} else {
 		if err := s.startCluster(ctx); err != nil {
+			s.Console.Close()
 			s.Admin.Close()
 			s.Federation.Close()
 			s.AppServices.Close()
@@ -447,6 +454,7 @@ func (s *Server) Close() error {
 	s.Delayed.Stop()
 	s.Presence.Close()
 	s.Typing.Close()
+	s.Console.Close()
 	s.Admin.Close()
 	s.Federation.Close()
 	s.AppServices.Close()
