@@ -52,8 +52,9 @@ type Console struct {
 
 	loginIP, loginUser *ratelimit.Limiter
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
 }
 
 // Deps are what the console is built on.
@@ -83,9 +84,10 @@ func New(d Deps) *Console {
 	return c
 }
 
-// Close stops the sampler.
+// Close stops the sampler. It may be called more than once (a server is
+// closed by Stop and again by a test's cleanup).
 func (c *Console) Close() {
-	close(c.stop)
+	c.closeOnce.Do(func() { close(c.stop) })
 	c.wg.Wait()
 }
 
