@@ -58,12 +58,22 @@ func (a *API) listEventReports(r *http.Request, c accounts.Caller) (any, error) 
 	return body, nil
 }
 
+// reportID is the {reportId} of an event or user report: a non-negative
+// integer, else 400 M_INVALID_PARAM with Synapse's message.
+func reportID(r *http.Request) (int64, error) {
+	id, err := strconv.ParseInt(pathParam(r, "reportId"), 10, 64)
+	if err != nil || id < 0 {
+		return 0, mxhttp.InvalidParam("The report_id parameter must be a string representing a positive integer.")
+	}
+	return id, nil
+}
+
 // reportParam is the {reportId}: a non-negative integer (400
 // M_INVALID_PARAM) of a stored event report (404 M_NOT_FOUND).
 func (a *API) reportParam(r *http.Request) (storage.EventReport, error) {
-	id, err := strconv.ParseInt(pathParam(r, "reportId"), 10, 64)
-	if err != nil || id < 0 {
-		return storage.EventReport{}, mxhttp.InvalidParam("The report_id parameter must be a string representing a positive integer.")
+	id, err := reportID(r)
+	if err != nil {
+		return storage.EventReport{}, err
 	}
 	rep, err := a.db.GetEventReport(r.Context(), id)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -135,9 +145,9 @@ func (a *API) listUserReports(r *http.Request, c accounts.Caller) (any, error) {
 }
 
 func (a *API) userReportParam(r *http.Request) (storage.UserReportRow, error) {
-	id, err := strconv.ParseInt(pathParam(r, "reportId"), 10, 64)
-	if err != nil || id < 0 {
-		return storage.UserReportRow{}, mxhttp.InvalidParam("The report_id parameter must be a string representing a positive integer.")
+	id, err := reportID(r)
+	if err != nil {
+		return storage.UserReportRow{}, err
 	}
 	rep, err := a.db.GetUserReport(r.Context(), id)
 	if errors.Is(err, storage.ErrNotFound) {

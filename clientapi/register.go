@@ -121,7 +121,7 @@ func (a *API) registerUser(r *http.Request, req registerRequest) (accounts.Login
 // bindRegistrationEmail binds the address validated in the registration's
 // email stage, if it had one, to the new account.
 func (a *API) bindRegistrationEmail(ctx context.Context, tx *sql.Tx, passed uiaPassed, userID string) error {
-	sess, err := validatedEmail(ctx, tx, passed)
+	sess, err := storage.ThreePIDSessionOfUIA(ctx, tx, passed.session)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil
 	}
@@ -131,8 +131,7 @@ func (a *API) bindRegistrationEmail(ctx context.Context, tx *sql.Tx, passed uiaP
 	err = storage.InsertThreePID(ctx, tx, storage.ThreePID{Medium: sess.Medium, Address: sess.Address, UserID: userID,
 		ValidatedTS: sess.ValidatedTS, AddedTS: time.Now().UnixMilli()})
 	if errors.Is(err, storage.ErrConflict) {
-		return &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_THREEPID_IN_USE",
-			Message: "That email address is already in use on this server"}
+		return errThreePIDInUse()
 	}
 	if err != nil {
 		return err

@@ -122,8 +122,7 @@ func (a *API) requestEmailToken(r *http.Request, purpose string) (any, error) {
 		return nil, &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_THREEPID_NOT_FOUND",
 			Message: "No account on this server has that email address"}
 	case purpose != purposePassword && owner != "":
-		return nil, &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_THREEPID_IN_USE",
-			Message: "That email address is already in use on this server"}
+		return nil, errThreePIDInUse()
 	}
 
 	now := time.Now()
@@ -170,6 +169,12 @@ func (a *API) requestEmailToken(r *http.Request, purpose string) (any, error) {
 			Message: "The server could not send the email; try again later"}
 	}
 	return map[string]string{"sid": sess.SessionID}, nil
+}
+
+// errThreePIDInUse is the spec's answer for an address another account has.
+func errThreePIDInUse() error {
+	return &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_THREEPID_IN_USE",
+		Message: "That email address is already in use on this server"}
 }
 
 // parseEmail checks an address (a bare addr-spec, at most 254 bytes) and
@@ -267,8 +272,7 @@ func (a *API) addThreePID(r *http.Request, c accounts.Caller) (any, error) {
 		err = storage.InsertThreePID(ctx, tx, storage.ThreePID{Medium: sess.Medium, Address: sess.Address,
 			UserID: c.UserID, ValidatedTS: sess.ValidatedTS, AddedTS: now})
 		if errors.Is(err, storage.ErrConflict) {
-			return &mxhttp.Error{Status: http.StatusBadRequest, ErrCode: "M_THREEPID_IN_USE",
-				Message: "That email address is already in use on this server"}
+			return errThreePIDInUse()
 		}
 		if err != nil {
 			return err
@@ -367,12 +371,6 @@ func (a *API) emailStage(ctx context.Context, req uiaRequirement, raw json.RawMe
 	return sess, nil
 }
 
-// validatedEmail is the validated session that completed the email stage
-// of the UIA session p, read inside the request's transaction.
-func validatedEmail(ctx context.Context, tx *sql.Tx, p uiaPassed) (storage.ThreePIDSession, error) {
-	return storage.ThreePIDSessionOfUIA(ctx, tx, p.session)
-}
-
 // resetPassword is POST /account/password without an access token: the
 // forgotten-password flow, authorised by a validated email address
 // (client-server API, Password management). Every device of the account
@@ -407,7 +405,7 @@ func (a *API) resetPassword(r *http.Request) (any, error) {
 	}
 	var userID string
 	err = a.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		sess, err := validatedEmail(ctx, tx, passed)
+		sess, err := storage.ThreePIDSessionOfUIA(ctx, tx, passed.session)
 		if err != nil {
 			return err
 		}
