@@ -79,16 +79,31 @@ func (a *API) receiveJoin(r *http.Request, origin spec.ServerName) (map[string]a
 	if err := mxhttp.ReadJSON(r, &raw); err != nil {
 		return nil, err
 	}
-	join, state, chain, err := a.rooms.SendJoin(r.Context(), origin, roomID, eventID, raw)
+	// MSC3706: omit_members is true or false; anything else is refused.
+	var omit bool
+	switch v := r.URL.Query().Get("omit_members"); v {
+	case "", "false":
+	case "true":
+		omit = true
+	default:
+		return nil, mxhttp.InvalidParam("omit_members must be true or false, not %q", v)
+	}
+	join, state, chain, err := a.rooms.SendJoin(r.Context(), origin, roomID, eventID, raw, omit)
 	if err != nil {
 		return nil, libError(err)
 	}
 	a.relay(r, roomID, join.EventID())
-	servers, _ := a.rooms.ServersInRoom(r.Context(), roomID)
+	var servers []spec.ServerName
+	if join.StateKey() != nil {
+		servers, err = a.rooms.ServersBeforeJoin(r.Context(), roomID, *join.StateKey())
+		if err != nil {
+			return nil, err
+		}
+	}
 	return map[string]any{
 		"origin": a.serverName, "event": json.RawMessage(join.JSON()),
 		"state": pduJSONs(state), "auth_chain": pduJSONs(chain),
-		"members_omitted": false, "servers_in_room": servers,
+		"members_omitted": omit, "servers_in_room": servers,
 	}, nil
 }
 
