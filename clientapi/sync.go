@@ -302,10 +302,23 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			return nil, err
 		}
 	}
+	// Partial-state rooms (MSC3902): left out of eager syncs until their
+	// state is complete, then shown as if joined then (full state);
+	// lazy-loading syncs show them all along.
+	partial, err := storage.PartialStateSince(ctx, a.db.Read(), since.Events)
+	if err != nil {
+		return nil, err
+	}
+	lazy := roomFilter.State != nil && roomFilter.State.LazyLoadMembers
 	for _, m := range memberships {
 		if !filter.AllowsRoom(roomFilter.Rooms, roomFilter.NotRooms, m.RoomID) {
 			continue
 		}
+		completedPos, wasPartial := partial[m.RoomID]
+		if wasPartial && !lazy && m.Membership == spec.Join && (completedPos == nil || *completedPos > to.Events) {
+			continue
+		}
+		resynced := wasPartial && !lazy && !initial && completedPos != nil
 		memberEv, err := a.rooms.Event(ctx, m.EventID)
 		if err != nil {
 			return nil, err
@@ -318,13 +331,19 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 		case spec.Join:
 			_, typingPos := a.typing.Users(m.RoomID)
 			typingChanged := typingPos > since.Typing && typingPos <= to.Typing
-			if !initial && !changed[m.RoomID] && !req.fullState && len(roomData[m.RoomID]) == 0 && !receiptsChanged[m.RoomID] && !typingChanged {
+			if !initial && !changed[m.RoomID] && !req.fullState && len(roomData[m.RoomID]) == 0 && !receiptsChanged[m.RoomID] && !typingChanged && !resynced {
 				continue
 			}
 			// Full state for a first sync, a full_state request or a room
-			// joined since the last sync.
-			joinedNow := newMembership && (memberEv.PrevContent == nil || !strings.Contains(*memberEv.PrevContent, `"join"`))
-			jr, err := a.syncJoinedRoom(ctx, req, m.RoomID, since, to, initial || req.fullState || joinedNow, roomFilter)
+			// joined since the last sync (or whose resync ended since).
+			joinedNow := resynced || newMembership && (memberEv.PrevContent == nil || !strings.Contains(*memberEv.PrevContent, `"join"`))
+			roomSince := since
+			if resynced {
+				// Its timeline too is as a first sync's: what came while
+				// eager syncs left the room out.
+				roomSince = syncstream.Position{}
+			}
+			jr, err := a.syncJoinedRoom(ctx, req, m.RoomID, roomSince, to, initial || req.fullState || joinedNow, roomFilter)
 			if err != nil {
 				return nil, err
 			}
@@ -851,6 +870,25 @@ func (a *API) syncStateEvents(ctx context.Context, st rooms.State, tl []*rooms.E
 			continue
 		}
 		keep[k] = id
+	}
+	if lazy {
+		// A sender missing from the state (a partial-state room, MSC3902):
+		// their membership is among the event's auth events.
+		for _, ev := range tl {
+			k := storage.StateKey{Type: spec.MRoomMember, StateKey: ev.Sender}
+			if _, ok := st[k]; ok || keep[k] != "" {
+				continue
+			}
+			auth, err := a.rooms.Events(ctx, a.db.Read(), ev.PDU.AuthEventIDs())
+			if err != nil {
+				return nil, err
+			}
+			for id, aev := range auth {
+				if aev.Type == spec.MRoomMember && aev.StateKey != nil && *aev.StateKey == ev.Sender && !inTimeline[id] {
+					keep[k] = id
+				}
+			}
+		}
 	}
 	evs, err := a.rooms.StateEvents(ctx, keep)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/storage"
 )
 
 // keysOf lists "type|state_key" of each event.
@@ -119,5 +122,150 @@ func TestSendJoinOmitMembers(t *testing.T) {
 		if full.MembersOmitted || !slices.Contains(keysOf(full.StateEvents), "m.room.member|"+bob.id) {
 			t.Fatalf("the full answer: members_omitted %v, state %q", full.MembersOmitted, keysOf(full.StateEvents))
 		}
+	})
+}
+
+const lazyFilter = `{"room":{"state":{"lazy_load_members":true},"timeline":{"lazy_load_members":true}}}`
+
+// syncOnce syncs u once (timeout 0) with filter (may be "").
+func (u fedUser) syncOnce(t *testing.T, filter string) hearthtest.Response {
+	t.Helper()
+	path := "/_matrix/client/v3/sync?timeout=0"
+	if filter != "" {
+		path += "&filter=" + url.QueryEscape(filter)
+	}
+	r := u.do(t, "GET", path, nil)
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	return r
+}
+
+// A partial-state join between two Hearth servers (MSC3902): the joining
+// server asks for omit_members, the room is usable at once (send, receive,
+// lazy-loading sync) while eager syncs leave it out and /members waits;
+// the resync, held back by the resident, survives a restart of the
+// joining server and completes the room: all members in the current
+// state, /members answers, eager syncs show the room with its state.
+func TestPartialStateJoinBetweenHearths(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		a, bsrv := fed[0], fed[1]
+		alice := newFedUser(t, bsrv, "alice")
+		// Named: no heroes, so every member of B is left out.
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat", "name": "Big room"})
+		members := []string{alice.id}
+		for _, n := range []string{"bob", "dan", "erin"} {
+			u := newFedUser(t, bsrv, n)
+			hearthtest.Expect(t, u.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{}), http.StatusOK, "")
+			members = append(members, u.id)
+		}
+
+		// B holds state_ids (the resync) until released.
+		release := make(chan struct{})
+		var releaseOnce sync.Once
+		t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+		var asked atomic.Int32
+		bsrv.WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if strings.Contains(req.URL.Path, "/state_ids/") {
+					asked.Add(1)
+					select {
+					case <-release:
+					case <-req.Context().Done():
+						return
+					}
+				}
+				fedH.ServeHTTP(w, req)
+			})
+		})
+
+		charlie := newFedUser(t, a, "charlie")
+		joinVia(t, charlie, roomID, alice)
+		ctx := context.Background()
+		if partial, err := a.Rooms.IsPartialState(ctx, roomID); err != nil || !partial {
+			t.Fatalf("after the join: partial %v, %v", partial, err)
+		}
+		cur, err := a.Rooms.CurrentState(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := cur[storage.StateKey{Type: "m.room.member", StateKey: "@bob:" + bsrv.Config.ServerName}]; ok {
+			t.Fatal("the partial state holds bob's membership")
+		}
+
+		// Usable at once: both ways.
+		charlie.send(t, roomID, "from the partial room")
+		alice.waitForMessage(t, roomID, "from the partial room")
+		alice.send(t, roomID, "to the partial room")
+		since := ""
+		deadline := time.Now().Add(15 * time.Second)
+		for !strings.Contains(string(charlie.syncOnce(t, lazyFilter).Body), "to the partial room") {
+			if time.Now().After(deadline) {
+				t.Fatal("charlie's lazy-loading sync never showed alice's message")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if r := charlie.syncOnce(t, ""); roomIn(r, "join", roomID) {
+			t.Fatal("an eager sync showed the partial-state room")
+		}
+		// The membership of alice came with her event (its auth events).
+		if r := charlie.syncOnce(t, lazyFilter); !strings.Contains(string(r.Body), `"state_key":"`+alice.id+`"`) {
+			t.Fatalf("the lazy-loading sync lacks the sender's membership: %s", r.Body)
+		}
+		eager := charlie.syncOnce(t, "")
+		since, _ = eager.JSON["next_batch"].(string)
+
+		// Killed mid-resync: the resync resumes on start.
+		for asked.Load() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the resync never asked for state_ids")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		a.Restart(t)
+		if partial, err := a.Rooms.IsPartialState(ctx, roomID); err != nil || !partial {
+			t.Fatalf("after the restart: partial %v, %v", partial, err)
+		}
+		answered := make(chan hearthtest.Response, 1)
+		go func() {
+			answered <- a.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/members", charlie.token, nil)
+		}()
+		select {
+		case r := <-answered:
+			t.Fatalf("/members answered during the resync: %d %s", r.Status, r.Body)
+		case <-time.After(300 * time.Millisecond):
+		}
+		releaseOnce.Do(func() { close(release) })
+		var r hearthtest.Response
+		select {
+		case r = <-answered:
+		case <-time.After(20 * time.Second):
+			t.Fatal("/members never answered after the resync")
+		}
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		for _, m := range append(members, charlie.id) {
+			if !strings.Contains(string(r.Body), `"state_key":"`+m+`"`) {
+				t.Errorf("/members lacks %s: %s", m, r.Body)
+			}
+		}
+		if partial, err := a.Rooms.IsPartialState(ctx, roomID); err != nil || partial {
+			t.Fatalf("after the resync: partial %v, %v", partial, err)
+		}
+		cur, err = a.Rooms.CurrentState(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range append(members, charlie.id) {
+			if _, ok := cur[storage.StateKey{Type: "m.room.member", StateKey: m}]; !ok {
+				t.Errorf("the complete state lacks %s", m)
+			}
+		}
+		// The eager sync that left the room out now shows it, whole.
+		r = charlie.syncUntil(t, &since, "the resynced room", func(r hearthtest.Response) bool { return roomIn(r, "join", roomID) })
+		if !strings.Contains(string(r.Body), `"state_key":"@bob:`+bsrv.Config.ServerName+`"`) {
+			t.Fatalf("the eager sync after the resync lacks bob's membership: %s", r.Body)
+		}
+		// And the room goes on.
+		alice.send(t, roomID, "after the resync")
+		charlie.waitForMessage(t, roomID, "after the resync")
 	})
 }

@@ -21,6 +21,9 @@ import (
 // GET /v1/make_join/{roomId}/{userId}?ver=...
 func (a *API) makeJoin(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID, userID := pathParam(r, "roomId"), pathParam(r, "userId")
+	if err := a.refuseIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	var vers []gomatrixserverlib.RoomVersion
 	for _, v := range r.URL.Query()["ver"] {
 		vers = append(vers, gomatrixserverlib.RoomVersion(v))
@@ -75,6 +78,9 @@ func (a *API) sendJoinV1(r *http.Request, origin spec.ServerName) (any, error) {
 // receiveJoin checks and persists a send_join and returns the answer.
 func (a *API) receiveJoin(r *http.Request, origin spec.ServerName) (map[string]any, error) {
 	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
+	if err := a.refuseIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	var raw json.RawMessage
 	if err := mxhttp.ReadJSON(r, &raw); err != nil {
 		return nil, err
@@ -105,6 +111,21 @@ func (a *API) receiveJoin(r *http.Request, origin spec.ServerName) (map[string]a
 		"state": pduJSONs(state), "auth_chain": pduJSONs(chain),
 		"members_omitted": omit, "servers_in_room": servers,
 	}, nil
+}
+
+// refuseIfPartial refuses a join or knock through us while our copy of
+// the room has partial state (MSC3902): we could not give a full answer
+// nor check it against the room's members. 404 M_NOT_FOUND, as for a room
+// we are not in (what Synapse answers).
+func (a *API) refuseIfPartial(r *http.Request, roomID string) error {
+	partial, err := a.rooms.IsPartialState(r.Context(), roomID)
+	if err != nil {
+		return err
+	}
+	if partial {
+		return mxhttp.NotFound("This server's copy of room %s is still being synchronised", roomID)
+	}
+	return nil
 }
 
 // GET /v1/make_leave/{roomId}/{userId}
@@ -150,6 +171,9 @@ func (a *API) sendLeaveV1(r *http.Request, origin spec.ServerName) (any, error) 
 // GET /v1/make_knock/{roomId}/{userId}?ver=...
 func (a *API) makeKnock(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
+	if err := a.refuseIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	var vers []gomatrixserverlib.RoomVersion
 	for _, v := range r.URL.Query()["ver"] {
 		vers = append(vers, gomatrixserverlib.RoomVersion(v))
@@ -164,6 +188,9 @@ func (a *API) makeKnock(r *http.Request, origin spec.ServerName) (any, error) {
 // PUT /v1/send_knock/{roomId}/{eventId}
 func (a *API) sendKnock(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
+	if err := a.refuseIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	var raw json.RawMessage
 	if err := mxhttp.ReadJSON(r, &raw); err != nil {
 		return nil, err

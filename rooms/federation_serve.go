@@ -465,7 +465,9 @@ func (r *Rooms) EventAuth(ctx context.Context, server spec.ServerName, roomID, e
 	return out, nil
 }
 
-// ServersInRoom lists the servers with a joined member, for fan-out.
+// ServersInRoom lists the servers with a joined member, for fan-out;
+// while the room's state is partial, with the servers the send_join
+// answer named (MSC3706 servers_in_room).
 func (r *Rooms) ServersInRoom(ctx context.Context, roomID string) ([]spec.ServerName, error) {
 	ms, err := storage.MembersOfRoom(ctx, r.db.Read(), roomID)
 	if err != nil {
@@ -473,6 +475,16 @@ func (r *Rooms) ServersInRoom(ctx context.Context, roomID string) ([]spec.Server
 	}
 	seen := map[spec.ServerName]bool{}
 	var out []spec.ServerName
+	if ps, err := storage.GetPartialStateRoom(ctx, r.db.Read(), roomID); err == nil && ps.CompletedPos == nil {
+		for _, s := range ps.Servers {
+			if !seen[spec.ServerName(s)] {
+				seen[spec.ServerName(s)] = true
+				out = append(out, spec.ServerName(s))
+			}
+		}
+	} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
 	for _, m := range ms {
 		if m.Membership != spec.Join {
 			continue

@@ -49,6 +49,10 @@ type Rooms struct {
 	invites  InviteClient
 	members  MembershipClient
 	backfill backfillMemo
+	// PartialStateJoins: remote joins ask for partial state (MSC3706)
+	// and resync the rest in the background.
+	PartialStateJoins bool
+	resync            resyncer
 
 	obsMu     sync.RWMutex
 	observers []Observer
@@ -71,9 +75,9 @@ const (
 func New(db *storage.DB, serverName string, key serverkey.Key, log *slog.Logger) *Rooms {
 	return &Rooms{
 		db: db, serverName: spec.ServerName(serverName), key: key, log: log,
-		DefaultVersion: DefaultVersion,
-		snapshots:      newSnapshotCache(snapshotCacheEntries),
-		pdus:           newPDUCache(pduCacheBytes),
+		DefaultVersion: DefaultVersion, PartialStateJoins: true,
+		snapshots: newSnapshotCache(snapshotCacheEntries),
+		pdus:      newPDUCache(pduCacheBytes),
 	}
 }
 
