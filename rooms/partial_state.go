@@ -145,7 +145,9 @@ type StateFetcher interface {
 // (PerformJoin, CheckSendJoinResponse) read it: they look for the create
 // event and every auth event in auth_chain, from which MSC3706 lets the
 // resident leave out what state holds; both lists go there.
-type partialAnswer struct{ gomatrixserverlib.SendJoinResponse }
+type partialAnswer struct {
+	gomatrixserverlib.SendJoinResponse
+}
 
 func (p partialAnswer) GetAuthEvents() gomatrixserverlib.EventJSONs {
 	return append(append(gomatrixserverlib.EventJSONs{}, p.SendJoinResponse.GetAuthEvents()...), p.GetStateEvents()...)
