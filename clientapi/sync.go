@@ -691,9 +691,53 @@ func (a *API) syncStateBefore(ctx context.Context, req syncRequest, roomID strin
 		}
 		state = stateDiff(before, startState)
 	}
+	if sf != nil && sf.LazyLoadMembers && !fullState {
+		extra, err := a.newSenderMemberships(ctx, tl.events, since)
+		if err != nil {
+			return err
+		}
+		for k, id := range extra {
+			if state == nil {
+				state = rooms.State{}
+			}
+			if _, ok := state[k]; !ok {
+				state[k] = id
+			}
+		}
+	}
 	evs, err := a.syncStateEvents(ctx, state, tl.events, sf, viewer, req.userID, false)
 	jr.State = &stateList{Events: evs}
 	return err
+}
+
+// newSenderMemberships are, for a lazy-loading incremental sync, the
+// memberships of the timeline's senders that this server came to hold
+// after since: in a partial-state room (MSC3902) a sender's membership
+// arrives with their event (its auth events) or with the resync, never
+// as a change of state the diff would show. Taken from each event's auth
+// events, which name the sender's membership.
+func (a *API) newSenderMemberships(ctx context.Context, tl []*rooms.Event, since int64) (rooms.State, error) {
+	out := rooms.State{}
+	inTimeline := map[string]bool{}
+	for _, ev := range tl {
+		inTimeline[ev.EventID] = true
+	}
+	for _, ev := range tl {
+		k := storage.StateKey{Type: spec.MRoomMember, StateKey: ev.Sender}
+		if _, ok := out[k]; ok {
+			continue
+		}
+		auth, err := a.rooms.Events(ctx, a.db.Read(), ev.PDU.AuthEventIDs())
+		if err != nil {
+			return nil, err
+		}
+		for id, aev := range auth {
+			if aev.Type == spec.MRoomMember && aev.StateKey != nil && *aev.StateKey == ev.Sender && aev.StreamPos > since && !inTimeline[id] {
+				out[k] = id
+			}
+		}
+	}
+	return out, nil
 }
 
 // syncStateAfter is state_after: the full state at the end of the timeline

@@ -128,6 +128,20 @@ func (a *API) refuseIfPartial(r *http.Request, roomID string) error {
 	return nil
 }
 
+// refuseStateIfPartial refuses /state and /state_ids while our copy of
+// the room has partial state: any state we gave would lack members
+// (MSC3902). 403, as Synapse answers (MSC3895 proposes its own errcode).
+func (a *API) refuseStateIfPartial(r *http.Request, roomID string) error {
+	partial, err := a.rooms.IsPartialState(r.Context(), roomID)
+	if err != nil {
+		return err
+	}
+	if partial {
+		return mxhttp.Forbidden("This server's copy of room %s is still being synchronised", roomID)
+	}
+	return nil
+}
+
 // GET /v1/make_leave/{roomId}/{userId}
 func (a *API) makeLeave(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
@@ -265,6 +279,9 @@ func (a *API) invite(r *http.Request, origin spec.ServerName) (any, error) {
 // GET /v1/state/{roomId}?event_id=
 func (a *API) state(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
+	if err := a.refuseStateIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	state, chain, err := a.rooms.StateForServer(r.Context(), origin, roomID, r.URL.Query().Get("event_id"))
 	if err != nil {
 		return nil, err
@@ -275,6 +292,9 @@ func (a *API) state(r *http.Request, origin spec.ServerName) (any, error) {
 // GET /v1/state_ids/{roomId}?event_id=
 func (a *API) stateIDs(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
+	if err := a.refuseStateIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	state, chain, err := a.rooms.StateForServer(r.Context(), origin, roomID, r.URL.Query().Get("event_id"))
 	if err != nil {
 		return nil, err

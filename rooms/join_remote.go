@@ -70,6 +70,11 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 	if err := r.CheckNotBlocked(ctx, roomID); err != nil {
 		return nil, err
 	}
+	// A ban our copy of the room holds (a partial-state room's too) is
+	// not worked around through another server.
+	if m, _, err := r.MembershipOf(ctx, roomID, userID); err == nil && m == spec.Ban {
+		return nil, mxhttp.Forbidden("You are banned from room %s", roomID)
+	}
 	rid, err := spec.NewRoomID(roomID)
 	if err != nil {
 		return nil, mxhttp.InvalidParam("Invalid room ID %q", roomID)

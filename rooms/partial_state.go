@@ -434,7 +434,6 @@ func (r *Rooms) completeState(ctx context.Context, roomID string, join *Event, f
 	var snaps []*snapshot
 	var changed []string
 	var pos int64
-	var createID string
 	done := false
 	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		ps, err := storage.GetPartialStateRoom(ctx, tx, roomID)
@@ -477,10 +476,11 @@ func (r *Rooms) completeState(ctx context.Context, roomID string, join *Event, f
 						sets, base = append(sets, s.state), s
 					}
 				}
-				if len(sets) < len(ev.PDU.PrevEventIDs()) {
-					// A prev event before the join or never had: the
-					// event's state came from elsewhere (state_ids for a
-					// hole); it stays.
+				if len(sets) == 0 || len(sets) < len(ev.PDU.PrevEventIDs()) {
+					// A prev event before the join or never had (or none:
+					// history that get_missing_events brought after the
+					// join): the event's state came from elsewhere
+					// (state_ids for a hole); it stays.
 					s, err := r.snapshotState(ctx, tx, row.SnapshotAfter)
 					if err != nil {
 						return err
@@ -550,19 +550,13 @@ func (r *Rooms) completeState(ctx context.Context, roomID string, join *Event, f
 		if err := storage.UpdateRoomHead(ctx, tx, roomID, room.Extremities, room.MaxDepth, cur.id); err != nil {
 			return err
 		}
-		// The position eager syncs show the room from must be new even
-		// when the resync stored nothing: the create event (an outlier
-		// since the join) moves up to one.
+		// The position eager syncs show the room from: a new one, even
+		// when the resync stored nothing.
 		if err := r.db.LockEventStream(ctx, tx); err != nil {
 			return err
 		}
-		createID = full[storage.StateKey{Type: spec.MRoomCreate}]
-		if pos, err = storage.RestampOutlier(ctx, tx, createID); err != nil {
-			r.log.Info("resync: no outlier to mark the room's completion with", "room", roomID, "err", err)
-			createID = ""
-			if pos, err = storage.MaxStreamPos(ctx, tx); err != nil {
-				return err
-			}
+		if pos, err = storage.TakeStreamPos(ctx, tx, roomID); err != nil {
+			return err
 		}
 		snaps = w.snaps
 		return storage.CompletePartialStateRoom(ctx, tx, roomID, pos)
@@ -574,9 +568,6 @@ func (r *Rooms) completeState(ctx context.Context, roomID string, join *Event, f
 		return nil
 	}
 	r.cache(nil, snaps)
-	if createID != "" {
-		changed = append(changed, createID)
-	}
 	if len(changed) > 0 {
 		r.ForgetEvents(changed...)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // PartialStateRoom is a room joined with partial state (MSC3902).
@@ -104,19 +105,20 @@ func SetEventState(ctx context.Context, tx *sql.Tx, eventID string, before, afte
 	return err
 }
 
-// RestampOutlier moves an outlier to a new, highest stream position (its
-// row written again) and returns it: a position that marks the room
-// changed for sync when nothing else of it is new.
-func RestampOutlier(ctx context.Context, tx *sql.Tx, eventID string) (int64, error) {
-	row, err := GetEvent(ctx, tx, eventID)
+// TakeStreamPos takes a new event stream position without an event: a
+// placeholder row is inserted and deleted in the transaction (positions
+// are never reused: AUTOINCREMENT, BIGSERIAL), so no reader sees it. The
+// position marks a change of a room that is no event (a partial-state
+// room made complete) and orders it among events. Call it with the event
+// stream locked.
+func TakeStreamPos(ctx context.Context, tx *sql.Tx, roomID string) (int64, error) {
+	id := fmt.Sprintf("$stream-position-%d", time.Now().UnixNano())
+	pos, err := InsertEvent(ctx, tx, Event{EventID: id, RoomID: roomID, Type: "org.hearth.stream_position", Sender: "", Outlier: true, JSON: []byte("{}")})
 	if err != nil {
 		return 0, err
 	}
-	if !row.Outlier {
-		return 0, fmt.Errorf("event %s is not an outlier", eventID)
-	}
-	if err := DeleteOutlier(ctx, tx, eventID); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM events WHERE event_id = $1`, id); err != nil {
 		return 0, err
 	}
-	return InsertEvent(ctx, tx, row)
+	return pos, nil
 }
