@@ -214,6 +214,21 @@ func TestPartialStateJoinBetweenHearths(t *testing.T) {
 		eager := charlie.syncOnce(t, "")
 		since, _ = eager.JSON["next_batch"].(string)
 
+		// Meanwhile A gives no state of the room and takes no join or
+		// knock through it: it could answer neither in full.
+		get := func(path string) hearthtest.Response {
+			return signedGet(t, bsrv, a, path, bsrv.Key.ID, bsrv.Key.Private, serverName(a))
+		}
+		cur, err = a.Rooms.CurrentState(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		createID := cur[storage.StateKey{Type: "m.room.create"}]
+		hearthtest.Expect(t, get("/_matrix/federation/v1/state_ids/"+url.PathEscape(roomID)+"?event_id="+url.QueryEscape(createID)), http.StatusForbidden, "M_FORBIDDEN")
+		hearthtest.Expect(t, get("/_matrix/federation/v1/state/"+url.PathEscape(roomID)+"?event_id="+url.QueryEscape(createID)), http.StatusForbidden, "M_FORBIDDEN")
+		hearthtest.Expect(t, get("/_matrix/federation/v1/make_join/"+url.PathEscape(roomID)+"/"+url.PathEscape("@zed:"+bsrv.Config.ServerName)+"?ver=11"), http.StatusNotFound, "M_NOT_FOUND")
+		hearthtest.Expect(t, get("/_matrix/federation/v1/make_knock/"+url.PathEscape(roomID)+"/"+url.PathEscape("@zed:"+bsrv.Config.ServerName)+"?ver=11"), http.StatusNotFound, "M_NOT_FOUND")
+
 		// Killed mid-resync: the resync resumes on start.
 		for asked.Load() == 0 {
 			if time.Now().After(deadline) {

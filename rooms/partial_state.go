@@ -425,7 +425,8 @@ func (r *Rooms) fetchChecked(ctx context.Context, server spec.ServerName, ver go
 // completeState makes a partial-state room whole: the join gets the full
 // state before it, every later event of the room its state again from its
 // prev events (and its auth checked against it: an event the full state
-// refuses is rejected now; one rejected stays rejected), the current state
+// refuses is rejected now; one rejected by its own auth events stays
+// so, one the partial state refused may be accepted), the current state
 // is resolved from the forward extremities, and the room is marked
 // complete, all in one transaction under the room's lock.
 func (r *Rooms) completeState(ctx context.Context, roomID string, join *Event, full State) error {
@@ -496,8 +497,11 @@ func (r *Rooms) completeState(ctx context.Context, roomID string, join *Event, f
 					return err
 				}
 			}
+			// Checked again whatever it was: an event its own auth
+			// events refuse stays rejected, one the partial state
+			// refused may be allowed by the full state.
 			rejected := row.Rejected
-			if !rejected && row.EventID != join.EventID {
+			if row.EventID != join.EventID {
 				why, err := r.rejection(ctx, tx, ev.PDU, before.state)
 				if err != nil {
 					return err
