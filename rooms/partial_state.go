@@ -27,8 +27,9 @@ const maxPartialHeroes = 5
 
 // partialJoinState answers a send_join with omit_members=true: the state
 // before the join without m.room.member events, except the joining user's
-// own and, for a room with neither name nor canonical alias, the heroes'
-// (joined or invited members, as sync picks them) so the joining server
+// own, those the join's auth events name, and, for a room with neither
+// name nor canonical alias, the heroes' (joined or invited members, as
+// sync picks them) so the joining server
 // can name the room at once; and the auth chain of the join and of that
 // state, less the events already in the state.
 func (r *Rooms) partialJoinState(ctx context.Context, roomID string, join gomatrixserverlib.PDU, snapshotID int64) (state, authChain []gomatrixserverlib.PDU, err error) {
@@ -36,9 +37,16 @@ func (r *Rooms) partialJoinState(ctx context.Context, roomID string, join gomatr
 	if err != nil {
 		return nil, nil, err
 	}
+	// The join's own auth events stay too: a restricted join names the
+	// membership of the user who authorised it, which the joining server
+	// checks the join against.
+	authOfJoin := map[string]bool{}
+	for _, id := range join.AuthEventIDs() {
+		authOfJoin[id] = true
+	}
 	keep := State{}
 	for k, id := range before {
-		if k.Type != spec.MRoomMember || (join.StateKey() != nil && k.StateKey == *join.StateKey()) {
+		if k.Type != spec.MRoomMember || (join.StateKey() != nil && k.StateKey == *join.StateKey()) || authOfJoin[id] {
 			keep[k] = id
 		}
 	}
