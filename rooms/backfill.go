@@ -106,11 +106,6 @@ func (r *Rooms) backfillRemote(ctx context.Context, roomID string, extremities [
 	if r.members == nil || r.verifier == nil || len(extremities) == 0 {
 		return false, nil
 	}
-	if partial, err := r.IsPartialState(ctx, roomID); err != nil || partial {
-		// History waits for the resync (MSC3902): events before the join
-		// could not be given their state yet.
-		return false, err
-	}
 	extremities = slices.Compact(slices.Sorted(slices.Values(extremities)))
 	if len(extremities) > 20 {
 		extremities = extremities[:20]

@@ -388,7 +388,14 @@ func (r *Rooms) stateBefore(ctx context.Context, tx *sql.Tx, w *roomWrite, in in
 	if st == nil {
 		var sets []map[storage.StateKey]string
 		for _, p := range in.prevs {
-			s, err := r.snapshotState(ctx, tx, p.SnapshotAfter)
+			// Read again under the room's lock: a partial-state room's
+			// resync may have given the prev event its full state since
+			// it was looked up (partial_state.go).
+			row, err := storage.GetEvent(ctx, tx, p.EventID)
+			if err != nil {
+				return nil, err
+			}
+			s, err := r.snapshotState(ctx, tx, row.SnapshotAfter)
 			if err != nil {
 				return nil, err
 			}
