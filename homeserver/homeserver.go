@@ -228,9 +228,6 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	// syncs (MSC3902): its users wake.
 	s.Rooms.OnStateComplete(func(roomID string, pos int64) {
 		s.Notifier.RoomEvent(context.Background(), roomID, pos, "", "")
-		// Our users' devices go to the servers the partial state did not
-		// name when they joined (MSC3902, device management).
-		announceAfterResync(s.DB, s.E2EE, cfg.ServerName, roomID, log)
 	})
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
 	// With several processes, application services get their events from

@@ -189,22 +189,3 @@ func watchMemberships(e *e2ee.E2EE, log *slog.Logger) func(evs []*rooms.Event) {
 		}
 	}
 }
-
-// announceAfterResync tells the room's servers, now all known, of the
-// devices of our users joined to a room whose partial state is complete.
-func announceAfterResync(db *storage.DB, e *e2ee.E2EE, serverName, roomID string, log *slog.Logger) {
-	ctx := context.Background()
-	ms, err := storage.MembersOfRoom(ctx, db.Read(), roomID)
-	if err != nil {
-		log.Warn("announcing devices after a resync", "room", roomID, "err", err)
-		return
-	}
-	for _, m := range ms {
-		if m.Membership != spec.Join || !strings.HasSuffix(m.UserID, ":"+serverName) {
-			continue
-		}
-		if err := e.MembershipChanged(ctx, roomID, m.UserID, spec.Join); err != nil {
-			log.Warn("announcing devices after a resync", "room", roomID, "user_id", m.UserID, "err", err)
-		}
-	}
-}
