@@ -262,6 +262,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
 		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Mail: mail, Log: log, Version: version})
 	s.clientAPI.Routes(c)
+	if cfg.SignInAlerts && cfg.ServerNoticesLocalpart == "" {
+		log.Warn("sign_in_alerts is on but server_notices_localpart is empty: no sign-in alerts are sent")
+	}
 	c.Get("/health", s.health)
 	// The federation and key APIs also answer on the client listener, as on
 	// other homeservers, for operators whose reverse proxy sends both to one
@@ -451,6 +454,7 @@ func (s *Server) Close() error {
 		lk.Close()
 	}
 	s.reloadMu.Unlock()
+	s.clientAPI.Close()
 	s.Delayed.Stop()
 	s.Presence.Close()
 	s.Typing.Close()
