@@ -3,7 +3,6 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"html"
 	"net"
@@ -17,7 +16,6 @@ import (
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/oauth"
 	"github.com/hearth-matrix/hearth/rooms"
-	"github.com/hearth-matrix/hearth/storage"
 )
 
 // New sign-in alerts: when a device signs in to an account that has other
@@ -26,10 +24,6 @@ import (
 // that device out. accounts.LoginDevice, which every login goes through,
 // calls signedIn after the login commits; the notice is sent in the
 // background, so it neither slows nor fails the login.
-
-// SignInAlertsType is the global account data that turns a user's alerts
-// off: {"enabled": false}.
-const SignInAlertsType = "org.hearth.sign_in_alerts"
 
 // signInAlertTimeout bounds one alert's work (finding or making the
 // notices room, sending the event).
@@ -114,7 +108,7 @@ func (a *API) Close() {
 
 // sendSignInAlert sends the notice unless the user turned alerts off.
 func (a *API) sendSignInAlert(ctx context.Context, al signInAlert) error {
-	on, err := a.signInAlertsOn(ctx, al.UserID)
+	on, err := a.accounts.SignInAlertsOn(ctx, al.UserID)
 	if err != nil || !on {
 		return err
 	}
@@ -132,25 +126,6 @@ func (a *API) sendSignInAlert(ctx context.Context, al signInAlert) error {
 	}
 	_, err = a.rooms.Send(ctx, roomID, rooms.Proto{Sender: a.noticesUserID(), Type: "m.room.message", Content: content})
 	return err
-}
-
-// signInAlertsOn reads the user's choice: on unless their account data
-// says {"enabled": false}.
-func (a *API) signInAlertsOn(ctx context.Context, userID string) (bool, error) {
-	d, err := a.db.GetAccountData(ctx, userID, "", SignInAlertsType)
-	if errors.Is(err, storage.ErrNotFound) {
-		return true, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	var c struct {
-		Enabled *bool `json:"enabled"`
-	}
-	if json.Unmarshal(d.Content, &c) != nil || c.Enabled == nil {
-		return true, nil
-	}
-	return *c.Enabled, nil
 }
 
 // signInNotice is the notice's content: an m.text message (every client

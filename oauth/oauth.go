@@ -63,6 +63,7 @@ type API struct {
 	passwordIP, userCode, clientReg *ratelimit.Limiter
 	rendezvousIP                    *ratelimit.Limiter
 	onRename                        DeviceRenamedHook
+	onAccountData                   func(userID string, pos int64)
 }
 
 // DeviceRenamedHook runs inside the transaction that renames a device on
@@ -77,12 +78,15 @@ type Deps struct {
 	Log      *slog.Logger
 	// DeviceRenamed, when set, runs when the user renames a device.
 	DeviceRenamed DeviceRenamedHook
+	// AccountDataChanged, when set, is told after the account page
+	// changed the user's account data (to wake their syncs).
+	AccountDataChanged func(userID string, pos int64)
 }
 
 // New returns the OAuth server. It registers a device-deletion hook on
 // Accounts, so call it while wiring the server.
 func New(d Deps) *API {
-	a := &API{db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed,
+	a := &API{db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed, onAccountData: d.AccountDataChanged,
 		pages: template.Must(template.New("pages").Funcs(template.FuncMap{"dict": dict}).ParseFS(pageFiles, "pages/*.html"))}
 	if d.Config.RateLimits != "off" {
 		a.passwordIP = ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst)

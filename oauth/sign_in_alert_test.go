@@ -87,5 +87,34 @@ func TestSignInAlertForOAuthDevices(t *testing.T) {
 				t.Fatalf("alert for %s: %v", dev, f)
 			}
 		}
+
+		// The account page turns them off (account data the client API
+		// shows too): the next OAuth device raises none.
+		p = br.get(s.URL + "/_hearth/account")
+		if !strings.Contains(p.body, "Sign-in alerts") || !strings.Contains(p.body, "This is on.") {
+			t.Fatalf("account page without the alerts setting: %s", p.body)
+		}
+		p = br.submit(p, "/_hearth/account/sign-in-alerts", nil, "alerts=off")
+		if p.status != http.StatusOK || !strings.Contains(p.body, "This is off.") {
+			t.Fatalf("turning alerts off: %d %s", p.status, p.body)
+		}
+		r = s.Do(t, "GET", "/_matrix/client/v3/user/@alice:hearth.test/account_data/org.hearth.sign_in_alerts", first, nil)
+		if r.Status != http.StatusOK || r.JSON["enabled"] != false {
+			t.Fatalf("account data after turning alerts off: %d %s", r.Status, r.Body)
+		}
+		conf = clientConfig(md, clientID, "OAUTHDEV002")
+		q = authorize(t, br, conf, verifier, "state-2", false)
+		if _, err := conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier)); err != nil {
+			t.Fatalf("exchange: %v", err)
+		}
+		s.Restart(t) // lets alerts in flight finish
+		r = s.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?dir=b&limit=20", first, nil)
+		if r.Status != http.StatusOK || !strings.Contains(string(r.Body), "TVDEVICE01") || strings.Contains(string(r.Body), "OAUTHDEV002") {
+			t.Fatalf("an alert although the user turned them off: %s", r.Body)
+		}
+		p = br.get(s.URL + "/_hearth/account")
+		if p = br.submit(p, "/_hearth/account/sign-in-alerts", nil, "alerts=on"); !strings.Contains(p.body, "This is on.") {
+			t.Fatalf("turning alerts on: %d %s", p.status, p.body)
+		}
 	})
 }
