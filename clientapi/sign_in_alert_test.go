@@ -3,12 +3,15 @@ package clientapi_test
 import (
 	"errors"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/geoip/geoiptest"
 	"github.com/hearth-matrix/hearth/hearthtest"
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -110,9 +113,8 @@ func TestSignInAlert(t *testing.T) {
 			return roomID != ""
 		})
 		since = r.JSON["next_batch"].(string)
-		if roomID != noticeRoom(t, hs, phone.id) {
-			t.Fatalf("invited to %s, the notices room is %s", roomID, noticeRoom(t, hs, phone.id))
-		}
+		// The room is recorded as the notices room just after it is made.
+		waitFor(t, "the notices room "+roomID, func() bool { return noticeRoom(t, hs, phone.id) == roomID })
 		// The invite itself is pushed (the alert in an invited room is not:
 		// the user is not a member yet).
 		waitFor(t, "the invite's push", func() bool {
@@ -124,6 +126,8 @@ func TestSignInAlert(t *testing.T) {
 			return false
 		})
 		hearthtest.Expect(t, phone.member(t, roomID, "join", nil), http.StatusOK, "")
+		// The notice follows the invite into the room.
+		waitFor(t, "the alert", func() bool { return len(alerts(t, phone, roomID)) > 0 })
 		list := alerts(t, phone, roomID)
 		if len(list) != 1 {
 			t.Fatalf("want one alert (none for the account's first device %s), got %v", firstDevice, list)
@@ -177,6 +181,9 @@ func TestSignInAlert(t *testing.T) {
 		hearthtest.Expect(t, phone.do(t, "PUT", setting, map[string]any{"enabled": false}), http.StatusOK, "")
 		quiet := passwordLogin(t, hs, "alice", "secret", nil)
 		hearthtest.Expect(t, quiet, http.StatusOK, "")
+		// The choice is read when the alert is sent, just after the login:
+		// a restart lets that happen before alerts are turned on again.
+		hs.Restart(t)
 		hearthtest.Expect(t, phone.do(t, "PUT", setting, map[string]any{"enabled": true}), http.StatusOK, "")
 		// Reusing a device ID is a sign-in too.
 		r = passwordLogin(t, hs, "alice", "secret", map[string]any{"device_id": laptopDevice})
@@ -218,6 +225,38 @@ func TestSignInAlertOff(t *testing.T) {
 					t.Fatalf("an alert made the notices room %s", id)
 				}
 			})
+		}
+	})
+}
+
+// TestSignInAlertLocation: with sign_in_alerts_geoip_db, the alert names
+// the place of the address too.
+func TestSignInAlertLocation(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		db := filepath.Join(t.TempDir(), "city.mmdb")
+		if err := geoiptest.Write(db, map[netip.Prefix]geoiptest.Place{
+			netip.MustParsePrefix("127.0.0.0/8"): {City: "Seoul", Country: "South Korea", CountryCode: "KR"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		hs := alertServer(t, b, func(c *config.Config) { c.SignInAlertsGeoIPDB = db })
+		tok, _ := register(t, hs, "alice", "secret")
+		phone := user{hs, "@alice:hearth.test", tok}
+		hearthtest.Expect(t, passwordLogin(t, hs, "alice", "secret", nil), http.StatusOK, "")
+		var roomID string
+		waitSync(t, phone, "", "the notices room invite", func(r hearthtest.Response) bool {
+			inv, _ := path(r.JSON, "rooms", "invite").(map[string]any)
+			for id := range inv {
+				roomID = id
+			}
+			return roomID != ""
+		})
+		hearthtest.Expect(t, phone.member(t, roomID, "join", nil), http.StatusOK, "")
+		// The notice follows the invite into the room.
+		waitFor(t, "the alert", func() bool { return len(alerts(t, phone, roomID)) > 0 })
+		list := alerts(t, phone, roomID)
+		if len(list) != 1 || list[0]["location"] != "Seoul, South Korea" || !strings.Contains(list[0]["body"].(string), "From: 127.0.0.1 (Seoul, South Korea)") {
+			t.Fatalf("alert: %v", list)
 		}
 	})
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/email"
 	"github.com/hearth-matrix/hearth/federation"
+	"github.com/hearth-matrix/hearth/geoip"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/oauth"
@@ -74,9 +75,11 @@ type Server struct {
 	clientAPI *clientapi.API
 	// lk is the LiveKit authorization service (nil: none) and lkKey the
 	// settings it was made from; Reload replaces it when they change.
-	reloadMu   sync.Mutex
-	lk         *rtc.LiveKit
-	lkKey      string
+	reloadMu sync.Mutex
+	lk       *rtc.LiveKit
+	lkKey    string
+	// geo is sign_in_alerts_geoip_db, open; nil: none.
+	geo        *geoip.DB
 	oauth      *oauth.API
 	client     http.Handler
 	federation http.Handler
@@ -258,9 +261,23 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.lk, s.lkKey = lk, lkKey
-	s.clientAPI = clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
+	clientDeps := clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
-		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Mail: mail, Log: log, Version: version})
+		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Mail: mail, Log: log, Version: version}
+	if cfg.SignInAlertsGeoIPDB != "" {
+		if s.geo, err = geoip.Open(cfg.SignInAlertsGeoIPDB); err != nil {
+			if lk != nil {
+				lk.Close()
+			}
+			s.Federation.Close()
+			s.AppServices.Close()
+			s.Push.Close()
+			db.Close()
+			return nil, err
+		}
+		clientDeps.Locator = s.geo
+	}
+	s.clientAPI = clientapi.New(clientDeps)
 	s.clientAPI.Routes(c)
 	if cfg.SignInAlerts && cfg.ServerNoticesLocalpart == "" {
 		log.Warn("sign_in_alerts is on but server_notices_localpart is empty: no sign-in alerts are sent")
@@ -458,6 +475,9 @@ func (s *Server) Close() error {
 	}
 	s.reloadMu.Unlock()
 	s.clientAPI.Close()
+	if s.geo != nil {
+		_ = s.geo.Close()
+	}
 	s.Delayed.Stop()
 	s.Presence.Close()
 	s.Typing.Close()
