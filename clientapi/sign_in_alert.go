@@ -62,12 +62,12 @@ func (a *API) signedIn(ctx context.Context, s accounts.SignIn) {
 		return
 	}
 	al := signInAlert{SignIn: s}
-	base := strings.TrimRight(cfg.WellKnownClient, "/")
 	if r := mxhttp.RequestOrigin(ctx); r != nil {
 		al.IP, al.UserAgent = clientIP(r), r.UserAgent()
-		base = oauth.BaseURL(*cfg, r)
 	}
-	if base != "" {
+	// The link's base is configured, never the request's Host: whoever
+	// signs in chooses that, and the notice must not carry their link.
+	if base := cfg.WellKnownClient; base != "" {
 		al.AccountURL = oauth.AccountManagementURL(base, "org.matrix.device_delete") + "&device_id=" + url.QueryEscape(s.DeviceID)
 	}
 	a.alerts.mu.Lock()
@@ -146,23 +146,33 @@ func signInNotice(al signInAlert, place string) map[string]any {
 		what = "A device signed in to your account again"
 	}
 	when := al.At.UTC().Format("2006-01-02 15:04:05 UTC")
-	lines := [][2]string{{"Device", device}}
+	// Device and Client come from the client: in the HTML they are code,
+	// which clients do not linkify.
+	type line struct {
+		name, value string
+		theirs      bool
+	}
+	lines := []line{{"Device", device, true}}
 	if al.UserAgent != "" {
-		lines = append(lines, [2]string{"Client", clip(al.UserAgent, 200)})
+		lines = append(lines, line{"Client", clip(al.UserAgent, 200), true})
 	}
 	switch {
 	case al.IP != "" && place != "":
-		lines = append(lines, [2]string{"From", al.IP + " (" + place + ")"})
+		lines = append(lines, line{"From", al.IP + " (" + place + ")", false})
 	case al.IP != "":
-		lines = append(lines, [2]string{"From", al.IP})
+		lines = append(lines, line{"From", al.IP, false})
 	}
-	lines = append(lines, [2]string{"When", when})
+	lines = append(lines, line{"When", when, false})
 	var body, formatted strings.Builder
 	body.WriteString(what + ".\n")
 	formatted.WriteString("<p><strong>" + what + ".</strong></p><ul>")
 	for _, l := range lines {
-		body.WriteString(l[0] + ": " + l[1] + "\n")
-		formatted.WriteString("<li>" + l[0] + ": " + html.EscapeString(l[1]) + "</li>")
+		body.WriteString(l.name + ": " + l.value + "\n")
+		v := html.EscapeString(l.value)
+		if l.theirs {
+			v = "<code>" + v + "</code>"
+		}
+		formatted.WriteString("<li>" + l.name + ": " + v + "</li>")
 	}
 	formatted.WriteString("</ul>")
 	const notYou = "If this was not you, sign that device out and change your password"
@@ -170,8 +180,9 @@ func signInNotice(al signInAlert, place string) map[string]any {
 		body.WriteString(notYou + ": " + al.AccountURL)
 		formatted.WriteString("<p>" + notYou + `: <a href="` + html.EscapeString(al.AccountURL) + `">sign it out</a>.</p>`)
 	} else {
-		body.WriteString(notYou + ".")
-		formatted.WriteString("<p>" + notYou + ".</p>")
+		const where = " (on your account page, /_hearth/account on your homeserver, or in your app's list of sessions)"
+		body.WriteString(notYou + where + ".")
+		formatted.WriteString("<p>" + notYou + html.EscapeString(where) + ".</p>")
 	}
 	facts := map[string]any{"device_id": al.DeviceID, "new_device": !al.Reused, "ts": al.At.UnixMilli()}
 	for k, v := range map[string]string{"device_display_name": al.DisplayName, "client_name": al.Client,

@@ -1,6 +1,7 @@
 package clientapi_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/netip"
@@ -92,7 +93,8 @@ func noticeRoom(t *testing.T, hs *hearthtest.Server, userID string) string {
 // device of a new account raises none.
 func TestSignInAlert(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
-		hs := alertServer(t, b, nil)
+		const public = "https://matrix.example.org"
+		hs := alertServer(t, b, func(c *config.Config) { c.WellKnownClient = public })
 		gw := newGateway(t)
 		tok, firstDevice := register(t, hs, "alice", "secret")
 		phone := user{hs, "@alice:hearth.test", tok}
@@ -100,12 +102,30 @@ func TestSignInAlert(t *testing.T) {
 		since := phone.sync(t, "", "").JSON["next_batch"].(string)
 
 		before := time.Now().UnixMilli()
-		r := passwordLogin(t, hs, "alice", "secret", map[string]any{"initial_device_display_name": "Alice's <b>laptop</b>"})
-		hearthtest.Expect(t, r, http.StatusOK, "")
-		laptopDevice := r.JSON["device_id"].(string)
+		// The one signing in chooses the Host and User-Agent: the link is
+		// built on well_known_client all the same, and the user agent is
+		// code in the HTML (not linkified).
+		req, err := http.NewRequest("POST", hs.URL+"/_matrix/client/v3/login", strings.NewReader(
+			`{"type":"m.login.password","identifier":{"type":"m.id.user","user":"alice"},"password":"secret","initial_device_display_name":"Alice's <b>laptop</b>"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host, req.Header["User-Agent"] = "evil.example", []string{"Laptop/1.0 https://evil.example/"}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var login struct {
+			DeviceID string `json:"device_id"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&login); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("login: %d %v", resp.StatusCode, err)
+		}
+		resp.Body.Close()
+		laptopDevice := login.DeviceID
 
 		var roomID string
-		r = waitSync(t, phone, since, "the notices room invite", func(r hearthtest.Response) bool {
+		r := waitSync(t, phone, since, "the notices room invite", func(r hearthtest.Response) bool {
 			inv, _ := path(r.JSON, "rooms", "invite").(map[string]any)
 			for id := range inv {
 				roomID = id
@@ -136,19 +156,20 @@ func TestSignInAlert(t *testing.T) {
 		ts, _ := a["ts"].(float64)
 		body, _ := a["body"].(string)
 		formatted, _ := a["formatted_body"].(string)
-		wantURL := hs.URL + "/_hearth/account?action=org.matrix.device_delete&device_id=" + url.QueryEscape(laptopDevice)
+		wantURL := public + "/_hearth/account?action=org.matrix.device_delete&device_id=" + url.QueryEscape(laptopDevice)
 		if a["device_id"] != laptopDevice || a["device_display_name"] != "Alice's <b>laptop</b>" || a["new_device"] != true ||
-			a["ip"] != "127.0.0.1" || !strings.HasPrefix(a["user_agent"].(string), "Go-http-client") ||
+			a["ip"] != "127.0.0.1" || a["user_agent"] != "Laptop/1.0 https://evil.example/" ||
 			a["account_management_url"] != wantURL || int64(ts) < before || a["location"] != nil {
 			t.Fatalf("alert facts: %v", a)
 		}
-		for _, want := range []string{laptopDevice, "Alice's <b>laptop</b>", "127.0.0.1", "Go-http-client", wantURL, time.UnixMilli(int64(ts)).UTC().Format("2006-01-02 15:04")} {
+		for _, want := range []string{laptopDevice, "Alice's <b>laptop</b>", "127.0.0.1", "Laptop/1.0", wantURL, time.UnixMilli(int64(ts)).UTC().Format("2006-01-02 15:04")} {
 			if !strings.Contains(body, want) {
 				t.Fatalf("alert body lacks %q: %s", want, body)
 			}
 		}
-		if strings.Contains(formatted, "<b>laptop") || !strings.Contains(formatted, "&lt;b&gt;laptop") {
-			t.Fatalf("the device name is not escaped in the HTML: %s", formatted)
+		if strings.Contains(formatted, "<b>laptop") || !strings.Contains(formatted, "<code>&#34;Alice&#39;s &lt;b&gt;laptop&lt;/b&gt;&#34; ("+laptopDevice+")</code>") ||
+			!strings.Contains(formatted, "<code>Laptop/1.0 https://evil.example/</code>") || strings.Contains(formatted, `href="https://evil`) {
+			t.Fatalf("client-given text is not escaped code in the HTML: %s", formatted)
 		}
 
 		// m.login.token: the alert comes straight into the joined room's
