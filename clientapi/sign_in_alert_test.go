@@ -281,3 +281,41 @@ func TestSignInAlertLocation(t *testing.T) {
 		}
 	})
 }
+
+// TestSignInAlertAdminLoginAndFailures: an administrator's login as the
+// user is a sign-in too; an alert that cannot be sent (here: the notices
+// room on record is not a room) does not fail the login.
+func TestSignInAlertAdminLoginAndFailures(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := alertServer(t, b, nil)
+		tok, _ := register(t, hs, "alice", "secret")
+		phone := user{hs, "@alice:hearth.test", tok}
+		login, err := hs.Accounts.Register(t.Context(), accountsNewAdmin("admin", "password"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := hs.Do(t, "POST", "/_synapse/admin/v1/users/@alice:hearth.test/login", login.AccessToken, map[string]any{})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		var roomID string
+		waitSync(t, phone, "", "the notices room invite", func(r hearthtest.Response) bool {
+			inv, _ := path(r.JSON, "rooms", "invite").(map[string]any)
+			for id := range inv {
+				roomID = id
+			}
+			return roomID != ""
+		})
+		hearthtest.Expect(t, phone.member(t, roomID, "join", nil), http.StatusOK, "")
+		waitFor(t, "the alert", func() bool { return len(alerts(t, phone, roomID)) > 0 })
+		if a := alerts(t, phone, roomID)[0]; a["device_display_name"] != "Admin login by @admin:hearth.test" {
+			t.Fatalf("admin login alert: %v", a)
+		}
+
+		// A broken notices room: the login still succeeds.
+		if err := hs.DB.SetServerNoticeRoom(t.Context(), "@alice:hearth.test", "!gone:hearth.test"); err != nil {
+			t.Fatal(err)
+		}
+		hearthtest.Expect(t, passwordLogin(t, hs, "alice", "secret", nil), http.StatusOK, "")
+		hs.Restart(t) // the failed alert is logged meanwhile
+		hearthtest.Expect(t, passwordLogin(t, hs, "alice", "secret", nil), http.StatusOK, "")
+	})
+}
