@@ -45,6 +45,20 @@ func waitSync(t *testing.T, u user, since string, what string, cond func(r heart
 	}
 }
 
+// noticeInvite waits for u's invite to a room (their notices room) and
+// returns it with the sync position after it.
+func noticeInvite(t *testing.T, u user, since string) (roomID, next string) {
+	t.Helper()
+	r := waitSync(t, u, since, "the notices room invite", func(r hearthtest.Response) bool {
+		inv, _ := path(r.JSON, "rooms", "invite").(map[string]any)
+		for id := range inv {
+			roomID = id
+		}
+		return roomID != ""
+	})
+	return roomID, r.JSON["next_batch"].(string)
+}
+
 // alerts are the sign-in alerts in the user's notices room, oldest first
 // (the user must have joined it).
 func alerts(t *testing.T, u user, roomID string) []map[string]any {
@@ -124,15 +138,7 @@ func TestSignInAlert(t *testing.T) {
 		resp.Body.Close()
 		laptopDevice := login.DeviceID
 
-		var roomID string
-		r := waitSync(t, phone, since, "the notices room invite", func(r hearthtest.Response) bool {
-			inv, _ := path(r.JSON, "rooms", "invite").(map[string]any)
-			for id := range inv {
-				roomID = id
-			}
-			return roomID != ""
-		})
-		since = r.JSON["next_batch"].(string)
+		roomID, since := noticeInvite(t, phone, since)
 		// The room is recorded as the notices room just after it is made.
 		waitFor(t, "the notices room "+roomID, func() bool { return noticeRoom(t, hs, phone.id) == roomID })
 		// The invite itself is pushed (the alert in an invited room is not:
@@ -174,7 +180,7 @@ func TestSignInAlert(t *testing.T) {
 
 		// m.login.token: the alert comes straight into the joined room's
 		// timeline, and the pusher gets it with its content.
-		r = phone.do(t, "POST", "/_matrix/client/v1/login/get_token", map[string]any{"auth": passwordAuth("alice", "secret")})
+		r := phone.do(t, "POST", "/_matrix/client/v1/login/get_token", map[string]any{"auth": passwordAuth("alice", "secret")})
 		hearthtest.Expect(t, r, http.StatusOK, "")
 		r = hs.Do(t, "POST", "/_matrix/client/v3/login", "", map[string]any{"type": "m.login.token", "token": r.JSON["login_token"]})
 		hearthtest.Expect(t, r, http.StatusOK, "")
@@ -264,14 +270,7 @@ func TestSignInAlertLocation(t *testing.T) {
 		tok, _ := register(t, hs, "alice", "secret")
 		phone := user{hs, "@alice:hearth.test", tok}
 		hearthtest.Expect(t, passwordLogin(t, hs, "alice", "secret", nil), http.StatusOK, "")
-		var roomID string
-		waitSync(t, phone, "", "the notices room invite", func(r hearthtest.Response) bool {
-			inv, _ := path(r.JSON, "rooms", "invite").(map[string]any)
-			for id := range inv {
-				roomID = id
-			}
-			return roomID != ""
-		})
+		roomID, _ := noticeInvite(t, phone, "")
 		hearthtest.Expect(t, phone.member(t, roomID, "join", nil), http.StatusOK, "")
 		// The notice follows the invite into the room.
 		waitFor(t, "the alert", func() bool { return len(alerts(t, phone, roomID)) > 0 })
@@ -296,14 +295,7 @@ func TestSignInAlertAdminLoginAndFailures(t *testing.T) {
 		}
 		r := hs.Do(t, "POST", "/_synapse/admin/v1/users/@alice:hearth.test/login", login.AccessToken, map[string]any{})
 		hearthtest.Expect(t, r, http.StatusOK, "")
-		var roomID string
-		waitSync(t, phone, "", "the notices room invite", func(r hearthtest.Response) bool {
-			inv, _ := path(r.JSON, "rooms", "invite").(map[string]any)
-			for id := range inv {
-				roomID = id
-			}
-			return roomID != ""
-		})
+		roomID, _ := noticeInvite(t, phone, "")
 		hearthtest.Expect(t, phone.member(t, roomID, "join", nil), http.StatusOK, "")
 		waitFor(t, "the alert", func() bool { return len(alerts(t, phone, roomID)) > 0 })
 		if a := alerts(t, phone, roomID)[0]; a["device_display_name"] != "Admin login by @admin:hearth.test" {
