@@ -18,7 +18,7 @@ import (
 // with it through the client API), delete a room (then check through the
 // API that it is gone), resolve a report.
 func TestConsoleInChromium(t *testing.T) {
-	browser := chromium(t)
+	browser := hearthtest.Chromium(t)
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		hs := hearthtest.NewServer(t, b, nil)
 		root, err := hs.Accounts.Register(t.Context(), accounts.NewUser{Localpart: "boss", Password: "bosspass", Admin: true})

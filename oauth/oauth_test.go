@@ -126,7 +126,7 @@ func authorize(t *testing.T, br *browser, conf *oauth2.Config, verifier, state s
 
 func checkPageHeaders(t *testing.T, p page) {
 	t.Helper()
-	if !strings.Contains(p.header.Get("Content-Security-Policy"), "frame-ancestors 'none'") || p.header.Get("X-Frame-Options") != "DENY" ||
+	if !strings.Contains(p.header.Get("Content-Security-Policy"), "frame-ancestors 'none'") || p.header.Get("X-Frame-Options") != "DENY" || p.header.Get("Referrer-Policy") != "same-origin" ||
 		strings.Contains(p.body, "<script") || strings.Contains(p.body, "style=") {
 		t.Fatalf("page %s lacks its security headers or has inline code: %v", p.url, p.header)
 	}

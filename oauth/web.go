@@ -45,13 +45,15 @@ func badPage(format string, args ...any) error {
 }
 
 // pageHeaders: no framing (clickjacking), no inline script or style, no
-// caching of pages that carry CSRF tokens, no referrer leaking codes.
+// caching of pages that carry CSRF tokens, no referrer leaking codes to
+// other sites. (Not no-referrer: then browsers send "Origin: null" with
+// our own forms, and form refuses them.)
 func pageHeaders(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' https:; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 }
 
