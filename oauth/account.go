@@ -20,12 +20,12 @@ const (
 	actionDeviceView        = "org.matrix.device_view"
 	actionDeviceDelete      = "org.matrix.device_delete"
 	actionCrossSigningReset = "org.matrix.cross_signing_reset"
+	actionProfile           = "org.matrix.profile"
+	actionDeactivate        = "org.matrix.account_deactivate"
 )
 
-// accountActions are the actions clients may deep-link to (the page also
-// edits the display name and deactivates the account, which have no
-// action of their own).
-var accountActions = []string{actionDevicesList, actionDeviceView, actionDeviceDelete, actionCrossSigningReset}
+// accountActions are the actions clients may deep-link to.
+var accountActions = []string{actionProfile, actionDevicesList, actionDeviceView, actionDeviceDelete, actionDeactivate, actionCrossSigningReset}
 
 // crossSigningResetWindow is how long an approved reset may take to reach
 // /keys/device_signing/upload.
@@ -113,6 +113,8 @@ func (a *API) accountData(r *http.Request, user, action, selected string) (map[s
 		}
 	case actionCrossSigningReset:
 		data["CrossSigningReset"] = true
+	case actionProfile, actionDeactivate:
+		// The page shows that section first.
 	default:
 		data["Error"] = say("This page does not support the action %s.", action)
 	}
@@ -211,7 +213,7 @@ func (a *API) accountProfile(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	http.Redirect(w, r, accountPath, http.StatusSeeOther)
+	http.Redirect(w, r, accountPath+"?action="+actionProfile, http.StatusSeeOther)
 	return nil
 }
 
@@ -225,7 +227,7 @@ func (a *API) accountDeactivate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	again := func(status int, m msg) error {
-		data, err := a.accountData(r, user, "", "")
+		data, err := a.accountData(r, user, actionDeactivate, "")
 		if err != nil {
 			return err
 		}

@@ -93,9 +93,20 @@ func TestAccountProfileAndDeactivation(t *testing.T) {
 		hearthtest.Expect(t, r, http.StatusOK, "")
 		roomID := r.JSON["room_id"].(string)
 
+		md := metadata(t, s)
+		if !contains(md["account_management_actions_supported"], "org.matrix.profile") || !contains(md["account_management_actions_supported"], "org.matrix.account_deactivate") {
+			t.Fatalf("account actions: %v", md["account_management_actions_supported"])
+		}
 		br := newBrowser(t, s.URL)
-		p := br.get(s.URL + "/_hearth/account")
+		p := br.get(md["account_management_uri"].(string) + "?action=org.matrix.account_deactivate")
 		p = br.submit(p, loginAction, map[string]string{"username": "alice", "password": "password"}, "")
+		if i, j := strings.Index(p.body, `id="deactivate"`), strings.Index(p.body, `id="devices"`); p.status != http.StatusOK || i < 0 || j < 0 || i > j {
+			t.Fatalf("the account_deactivate action does not show deactivation first: %d %s", p.status, p.body)
+		}
+		p = br.get(md["account_management_uri"].(string) + "?action=org.matrix.profile")
+		if i, j := strings.Index(p.body, `id="profile"`), strings.Index(p.body, `id="devices"`); i < 0 || j < 0 || i > j {
+			t.Fatalf("the profile action does not show the profile first: %s", p.body)
+		}
 		p = br.submit(p, "/_hearth/account/profile", map[string]string{"displayname": "  Alice Liddell "}, "")
 		if p.status != http.StatusOK || !strings.Contains(p.body, `value="Alice Liddell"`) {
 			t.Fatalf("after saving the profile: %d %s", p.status, p.body)
