@@ -1,19 +1,18 @@
 package oauth_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chromedp/chromedp"
 	"golang.org/x/oauth2"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/hearthtest/browsertest"
 )
 
 // TestOAuthInChromium drives the pages in headless Chromium against a real
@@ -25,7 +24,7 @@ import (
 // application's redirect URI is a loopback server of the test, so the
 // browser really leaves the pages for the client, under their CSP.
 func TestOAuthInChromium(t *testing.T) {
-	browserPath := hearthtest.Chromium(t)
+	browsertest.Chromium(t)
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		s := hearthtest.NewServer(t, b, nil)
 		app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -41,45 +40,9 @@ func TestOAuthInChromium(t *testing.T) {
 			return c
 		}
 
-		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browserPath), chromedp.NoSandbox, chromedp.DisableGPU,
-			chromedp.Flag("accept-lang", "en-US,en"))
-		actx, cancel := chromedp.NewExecAllocator(t.Context(), opts...)
-		defer cancel()
-		bctx, cancel := chromedp.NewContext(actx)
-		defer cancel()
-		// The browser starts on bctx, so that it outlives each step's timeout.
-		if err := chromedp.Do(bctx); err != nil {
-			t.Fatalf("starting chromium: %v", err)
-		}
-		run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-			t.Helper()
-			sctx, cancel := context.WithTimeout(bctx, 30*time.Second)
-			defer cancel()
-			if err := chromedp.Do(sctx, actions...); err != nil {
-				dctx, cancel := context.WithTimeout(bctx, 5*time.Second)
-				defer cancel()
-				page, _ := chromedp.Run(dctx, chromedp.OuterHTML(chromedp.CSS("body"), chromedp.NodeReady))
-				loc, _ := chromedp.Run(dctx, chromedp.Location())
-				t.Fatalf("%s: %v\nat %s: %s", what, err, loc, page)
-			}
-		}
-		text := func(sel chromedp.CSS) string {
-			t.Helper()
-			v, err := chromedp.Run(bctx, chromedp.Text(sel))
-			if err != nil {
-				t.Fatalf("reading %s: %v", sel, err)
-			}
-			return strings.TrimSpace(v)
-		}
-		attr := func(sel chromedp.CSS, name string) string {
-			t.Helper()
-			v, err := chromedp.Run(bctx, chromedp.AttributeValue(sel, name))
-			if err != nil || !v.Exists {
-				t.Fatalf("attribute %s of %s: %v", name, sel, err)
-			}
-			return v.Value
-		}
-		// signIn runs the browser from the authorization URL through consent
+		br := browsertest.New(t, chromedp.Flag("accept-lang", "en-US,en"))
+		run, text, attr := br.Run, br.Text, br.Attribute
+		// exchange runs the browser from the authorization URL through consent
 		// back to the application, then exchanges the code.
 		exchange := func(c *oauth2.Config, verifier, state string) *oauth2.Token {
 			t.Helper()
@@ -88,7 +51,7 @@ func TestOAuthInChromium(t *testing.T) {
 				t.Fatalf("consent heading %q", h)
 			}
 			run("allow", chromedp.Click(chromedp.ID("allow")), chromedp.WaitVisible(chromedp.ID("callback")))
-			loc, err := chromedp.Run(bctx, chromedp.Location())
+			loc, err := chromedp.Run(br.Ctx, chromedp.Location())
 			if err != nil {
 				t.Fatal(err)
 			}
