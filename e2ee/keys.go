@@ -211,6 +211,9 @@ func (e *E2EE) storeDeviceKeys(ctx context.Context, tx *sql.Tx, userID, deviceID
 	// A device signed in by QR cross-signs its keys in this same upload
 	// (MSC4108, New device cross-signs itself): the user's self-signing
 	// key's signature is kept when it verifies; others are dropped.
+	if len(dk.signatures[userID]) < 2 {
+		return true, e.RecordDeviceListChange(ctx, tx, userID, deviceID) // only the device's own
+	}
 	cs, err := storage.CrossSigningKeys(ctx, tx, userID)
 	if err != nil {
 		return false, err

@@ -16,8 +16,8 @@ import (
 )
 
 // registrationOpen says whether the sign-up page exists: registration
-// open, or by registration token.
-// The page asks for a password, so it is closed when password login is off.
+// open, or by registration token, and password login on (the page makes
+// a password account).
 func (a *API) registrationOpen() bool {
 	c := a.conf()
 	return c.PasswordLogin && (c.Registration == config.RegistrationOpen || c.Registration == config.RegistrationToken)
