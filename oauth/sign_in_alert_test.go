@@ -91,12 +91,13 @@ func TestSignInAlertForOAuthDevices(t *testing.T) {
 
 		// The account page turns them off (account data the client API
 		// shows too): the next OAuth device raises none.
+		// (The browser asks for Korean: the switch is found by its button.)
 		p = br.get(s.URL + "/_hearth/account")
-		if !strings.Contains(p.body, "Sign-in alerts") || !strings.Contains(p.body, "This is on.") {
-			t.Fatalf("account page without the alerts setting: %s", p.body)
+		if !strings.Contains(p.body, "로그인 알림") || !strings.Contains(p.body, `id="alerts-off"`) {
+			t.Fatalf("account page without the alerts setting (on): %s", p.body)
 		}
 		p = br.submit(p, "/_hearth/account/sign-in-alerts", nil, "alerts=off")
-		if p.status != http.StatusOK || !strings.Contains(p.body, "This is off.") {
+		if p.status != http.StatusOK || !strings.Contains(p.body, `id="alerts-on"`) {
 			t.Fatalf("turning alerts off: %d %s", p.status, p.body)
 		}
 		r = s.Do(t, "GET", "/_matrix/client/v3/user/@alice:hearth.test/account_data/org.hearth.sign_in_alerts", first, nil)
@@ -114,7 +115,7 @@ func TestSignInAlertForOAuthDevices(t *testing.T) {
 			t.Fatalf("an alert although the user turned them off: %s", r.Body)
 		}
 		p = br.get(s.URL + "/_hearth/account")
-		if p = br.submit(p, "/_hearth/account/sign-in-alerts", nil, "alerts=on"); !strings.Contains(p.body, "This is on.") {
+		if p = br.submit(p, "/_hearth/account/sign-in-alerts", nil, "alerts=on"); !strings.Contains(p.body, `id="alerts-off"`) {
 			t.Fatalf("turning alerts on: %d %s", p.status, p.body)
 		}
 	})
