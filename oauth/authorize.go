@@ -126,7 +126,7 @@ func callbackURL(redirectURI, mode string, params url.Values) string {
 // GET /_hearth/oauth2/login: the sign-in page.
 func (a *API) loginPage(w http.ResponseWriter, r *http.Request) error {
 	a.render(w, r, http.StatusOK, "login", map[string]any{"Next": nextPath(r.URL.Query().Get("next")),
-		"CanRegister": a.registrationOpen(), "ServerName": a.conf().ServerName})
+		"CanRegister": a.registrationOpen(), "ServerName": a.conf().ServerName, "Providers": a.ssoProviderViews()})
 	return nil
 }
 
@@ -135,7 +135,7 @@ func (a *API) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 	next := nextPath(r.PostForm.Get("next"))
 	again := func(status int, msg string) error {
 		a.render(w, r, status, "login", map[string]any{"Next": next, "CanRegister": a.registrationOpen(),
-			"ServerName": a.conf().ServerName, "Error": msg, "Username": r.PostForm.Get("username")})
+			"ServerName": a.conf().ServerName, "Error": msg, "Username": r.PostForm.Get("username"), "Providers": a.ssoProviderViews()})
 		return nil
 	}
 	if !allow(a.passwordIP, clientIP(r)) {

@@ -63,6 +63,7 @@ type API struct {
 	passwordIP, userCode, clientReg *ratelimit.Limiter
 	rendezvousIP                    *ratelimit.Limiter
 	onRename                        DeviceRenamedHook
+	up                              *upstreams // company SSO providers (upstream.go)
 }
 
 // DeviceRenamedHook runs inside the transaction that renames a device on
@@ -82,7 +83,7 @@ type Deps struct {
 // New returns the OAuth server. It registers a device-deletion hook on
 // Accounts, so call it while wiring the server.
 func New(d Deps) *API {
-	a := &API{db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed,
+	a := &API{db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed, up: newUpstreams(),
 		pages: template.Must(template.New("pages").Funcs(template.FuncMap{"dict": dict}).ParseFS(pageFiles, "pages/*.html"))}
 	if d.Config.RateLimits != "off" {
 		a.passwordIP = ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst)
