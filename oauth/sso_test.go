@@ -417,6 +417,27 @@ func TestCompanySSO(t *testing.T) {
 			t.Fatalf("whoami: %s", w.Body)
 		}
 
+		// The device grant: the page of the user code signs in through
+		// the provider too, then approves.
+		da, err := conf.DeviceAuth(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		brD := ssoBrowser(t, s, h)
+		p = brD.get(da.VerificationURIComplete)
+		p = brD.get(providerLink(t, p, "corp"))
+		if p.url.Path != "/_hearth/oauth2/link" || !strings.Contains(p.body, da.UserCode) {
+			t.Fatalf("expected the approval page after the upstream sign-in, got %s %d: %s", p.url, p.status, p.body)
+		}
+		p = brD.submit(p, "/_hearth/oauth2/link", nil, "action=allow")
+		dt, err := conf.DeviceAccessToken(ctx, da)
+		if err != nil {
+			t.Fatalf("device access token: %v", err)
+		}
+		if w := whoami(t, s, dt.AccessToken); w.JSON["user_id"] != carol {
+			t.Fatalf("whoami after the device grant: %s", w.Body)
+		}
+
 		// Bad state: another state than this browser's, a state without
 		// its cookie, a state used twice, and an unknown provider.
 		br7 := ssoBrowser(t, s, h)
@@ -460,6 +481,15 @@ func TestCompanySSO(t *testing.T) {
 		codeB, _ := url.Parse(followToCallback(t, brB, startB.String()))
 		refused(t, brA.get(cb+url.QueryEscape(startA.Query().Get("state"))+"&code="+url.QueryEscape(codeB.Query().Get("code"))),
 			http.StatusBadGateway, "did not confirm the sign-in")
+
+		// A deactivated account is refused, and its name is not given again.
+		if err := s.Server.DB.WriteTx(t.Context(), func(tx *sql.Tx) error { return storage.DeactivateUser(t.Context(), tx, carol, false) }); err != nil {
+			t.Fatal(err)
+		}
+		h.signInAs(identity{sub("carol"), nil})
+		refused(t, legacySSO(t, ssoBrowser(t, s, h), s, "corp"), http.StatusForbidden, "has been deactivated")
+		h.signInAs(identity{sub("carol-new"), map[string]any{"preferred_username": "Carol.Smith@corp"}})
+		refused(t, legacySSO(t, ssoBrowser(t, s, h), s, "corp"), http.StatusConflict, "exists already")
 
 		// redirectUrl is checked.
 		refused(t, br.get(s.URL+"/_matrix/client/v3/login/sso/redirect?redirectUrl="+url.QueryEscape("javascript:alert(1)")), http.StatusBadRequest, "redirectUrl")

@@ -98,7 +98,14 @@ func (a *API) oauth2Config(r *http.Request, sp config.SSOProvider, p *oidc.Provi
 	if err != nil {
 		return nil, err
 	}
-	return &oauth2.Config{ClientID: sp.ClientID, ClientSecret: secret, Endpoint: p.Endpoint(), Scopes: sp.Scopes,
+	ep := p.Endpoint()
+	// client_secret_basic, the OpenID Connect default; a public client
+	// (no secret) names itself in the form.
+	ep.AuthStyle = oauth2.AuthStyleInHeader
+	if secret == "" {
+		ep.AuthStyle = oauth2.AuthStyleInParams
+	}
+	return &oauth2.Config{ClientID: sp.ClientID, ClientSecret: secret, Endpoint: ep, Scopes: sp.Scopes,
 		RedirectURL: a.baseURL(r) + upstreamPath + url.PathEscape(sp.ID) + "/callback"}, nil
 }
 
