@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/hearthtest"
 	"github.com/hearth-matrix/hearth/oauth"
@@ -358,6 +359,18 @@ func TestCompanySSO(t *testing.T) {
 		r = tokenLogin(t, s, confirm(t, br3, legacySSO(t, br3, s, "corp")))
 		if r.JSON["user_id"] != dave {
 			t.Fatalf("linked by email: %s", r.Body)
+		}
+		// The Synapse admin API finds accounts by their linked identities.
+		admin, err := s.Server.Accounts.Register(t.Context(), accounts.NewUser{Localpart: "admin", Password: "password", Admin: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l := s.Do(t, "GET", "/_synapse/admin/v1/auth_providers/corp/users/"+sub("dave"), admin.AccessToken, nil); l.JSON["user_id"] != dave {
+			t.Fatalf("admin lookup by external ID: %s", l.Body)
+		}
+		hearthtest.Expect(t, s.Do(t, "GET", "/_synapse/admin/v1/auth_providers/strict/users/"+sub("dave"), admin.AccessToken, nil), http.StatusNotFound, "M_NOT_FOUND")
+		if u := s.Do(t, "GET", "/_synapse/admin/v2/users/"+url.PathEscape(dave), admin.AccessToken, nil); !strings.Contains(string(u.Body), `"external_ids":[{"auth_provider":"corp","external_id":"`+sub("dave")+`"}]`) {
+			t.Fatalf("admin user's external_ids: %s", u.Body)
 		}
 
 		// strict (the defaults: link never, register auto with

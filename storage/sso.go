@@ -72,3 +72,26 @@ func InsertSSOLink(ctx context.Context, tx *sql.Tx, issuer, subject, idpID, user
 	}
 	return nil
 }
+
+// SSOLink is one upstream identity linked to a user.
+type SSOLink struct{ IdPID, Subject string }
+
+// SSOUserByProvider is the user the subject of provider idpID is linked
+// to (the admin API's external ID lookup); ErrNotFound if none.
+func SSOUserByProvider(ctx context.Context, q Reader, idpID, subject string) (string, error) {
+	var userID string
+	err := q.QueryRowContext(ctx, `SELECT user_id FROM sso_links WHERE idp_id = $1 AND subject = $2`, idpID, subject).Scan(&userID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("looking up SSO link: %w", err)
+	}
+	return userID, nil
+}
+
+// SSOLinksOfUser lists the upstream identities linked to a user, oldest first.
+func SSOLinksOfUser(ctx context.Context, q Reader, userID string) ([]SSOLink, error) {
+	return queryList(ctx, q, "loading SSO links", `SELECT idp_id, subject FROM sso_links WHERE user_id = $1 ORDER BY created_ts, idp_id, subject`,
+		func(rows *sql.Rows, l *SSOLink) error { return rows.Scan(&l.IdPID, &l.Subject) }, userID)
+}
