@@ -1,6 +1,11 @@
 package clientapi
 
-import "github.com/hearth-matrix/hearth/config"
+import (
+	"context"
+
+	"github.com/hearth-matrix/hearth/config"
+	"github.com/hearth-matrix/hearth/storage"
+)
 
 // ssoFlow is the m.login.sso flow of GET /login (client-server API, Client
 // login via SSO). /login/sso/redirect (package oauth) opens Hearth's own
@@ -22,4 +27,27 @@ func ssoFlow(providers config.SSOProviders) map[string]any {
 		idps = append(idps, idp)
 	}
 	return map[string]any{"type": "m.login.sso", "identity_providers": idps, "oauth_aware_preferred": true}
+}
+
+// withSSOStage adds the m.login.sso stage (client-server API, SSO during
+// User-Interactive Authentication) as another way to pass a password
+// requirement, for a user whose account is linked to a configured
+// provider: an account made through SSO has no password. The stage is
+// passed on its fallback page, /auth/m.login.sso/fallback/web (package
+// oauth), by signing in again with the provider.
+func (a *API) withSSOStage(ctx context.Context, req uiaRequirement) (uiaRequirement, error) {
+	if req.userID == "" || len(a.conf().SSOProviders) == 0 || !offersStage(req.flows, stagePassword) || offersStage(req.flows, stageSSO) {
+		return req, nil
+	}
+	links, err := storage.SSOLinksOfUser(ctx, a.db.Read(), req.userID)
+	if err != nil {
+		return req, err
+	}
+	for _, l := range links {
+		if _, ok := a.conf().SSOProviders.Provider(l.IdPID); ok {
+			req.flows = append(append([]uiaFlow(nil), req.flows...), uiaFlow{Stages: []string{stageSSO}})
+			return req, nil
+		}
+	}
+	return req, nil
 }

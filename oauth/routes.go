@@ -58,6 +58,8 @@ func (a *API) routes() []route {
 		{"GET", "/_matrix/client/v3/login/sso/redirect", a.page(a.ssoRedirect)},
 		{"GET", "/_matrix/client/r0/login/sso/redirect", a.page(a.ssoRedirect)},
 		{"GET", "/_matrix/client/v3/login/sso/redirect/{idpId}", a.page(a.ssoRedirect)},
+		{"GET", "/_matrix/client/v3/auth/m.login.sso/fallback/web", a.page(a.ssoFallback)},
+		{"GET", "/_matrix/client/r0/auth/m.login.sso/fallback/web", a.page(a.ssoFallback)},
 
 		// Sign-in with QR: the rendezvous (MSC4388, unstable prefix).
 		{"GET", rendezvousPrefix, noStore(matrixJSON(a.rendezvousDiscover))},

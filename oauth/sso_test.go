@@ -342,6 +342,7 @@ func TestCompanySSO(t *testing.T) {
 		if r.JSON["user_id"] != carol {
 			t.Fatalf("second sign-in: %s", r.Body)
 		}
+		carolDevice2 := r.JSON["device_id"].(string)
 
 		// Linking by verified email: dave has a password account with an
 		// address. An unverified claim does not link (and the localpart
@@ -494,6 +495,40 @@ func TestCompanySSO(t *testing.T) {
 		codeB, _ := url.Parse(followToCallback(t, brB, startB.String()))
 		refused(t, brA.get(cb+url.QueryEscape(startA.Query().Get("state"))+"&code="+url.QueryEscape(codeB.Query().Get("code"))),
 			http.StatusBadGateway, "did not confirm the sign-in")
+
+		// UIA for an account without a password: the m.login.sso stage,
+		// passed on its fallback page by signing in again, as the same
+		// identity only.
+		del := func(auth map[string]any) hearthtest.Response {
+			return s.Do(t, "DELETE", "/_matrix/client/v3/devices/"+carolDevice2, carolToken, map[string]any{"auth": auth})
+		}
+		r = del(nil)
+		if r.Status != http.StatusUnauthorized || !strings.Contains(string(r.Body), `{"stages":["m.login.sso"]}`) {
+			t.Fatalf("UIA without the SSO stage: %d %s", r.Status, r.Body)
+		}
+		uia, _ := r.JSON["session"].(string)
+		if r = del(map[string]any{"type": "m.login.sso", "session": uia}); r.Status != http.StatusUnauthorized {
+			t.Fatalf("SSO stage before the fallback: %d %s", r.Status, r.Body)
+		}
+		brU := ssoBrowser(t, s, h)
+		p = brU.get(s.URL + "/_matrix/client/v3/auth/m.login.sso/fallback/web?session=" + url.QueryEscape(uia))
+		if p.status != http.StatusOK || !strings.Contains(p.body, "Corp SSO") || strings.Contains(p.body, "Names SSO") {
+			t.Fatalf("fallback page: %d %s", p.status, p.body)
+		}
+		i := strings.Index(p.body, `href="/_matrix/client/v3/auth/m.login.sso/fallback/web?`)
+		rest := p.body[i+len(`href="`):]
+		fallbackLink, _ := p.url.Parse(strings.ReplaceAll(rest[:strings.Index(rest, `"`)], "&amp;", "&"))
+		if loc := noFollow(t, brU, fallbackLink.String()); loc.Query().Get("prompt") != "login" {
+			t.Fatalf("re-authentication without prompt=login: %s", loc)
+		}
+		h.signInAs(identity{sub("dave"), nil})
+		refused(t, brU.get(fallbackLink.String()), http.StatusForbidden, "as someone else")
+		hearthtest.Expect(t, del(map[string]any{"session": uia}), http.StatusUnauthorized, "")
+		h.signInAs(identity{sub("carol"), nil})
+		if p = brU.get(fallbackLink.String()); p.status != http.StatusOK || !strings.Contains(p.body, "Confirmed") {
+			t.Fatalf("fallback sign-in: %d %s", p.status, p.body)
+		}
+		hearthtest.Expect(t, del(map[string]any{"type": "m.login.sso", "session": uia}), http.StatusOK, "")
 
 		// A deactivated account is refused, and its name is not given again.
 		if err := s.Server.DB.WriteTx(t.Context(), func(tx *sql.Tx) error { return storage.DeactivateUser(t.Context(), tx, carol, false) }); err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -131,13 +132,14 @@ func (a *API) upstreamStart(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return a.startUpstream(w, r, sp, nextPath(r.URL.Query().Get("next")))
+	return a.startUpstream(w, r, sp, nextPath(r.URL.Query().Get("next")), "")
 }
 
 // startUpstream sends the browser to the provider's authorization
 // endpoint with a fresh state, nonce and PKCE verifier, kept for the
-// callback; the state also goes into a cookie of this browser.
-func (a *API) startUpstream(w http.ResponseWriter, r *http.Request, sp config.SSOProvider, next string) error {
+// callback; the state also goes into a cookie of this browser. With a
+// UIA session, the sign-in re-authenticates for its m.login.sso stage.
+func (a *API) startUpstream(w http.ResponseWriter, r *http.Request, sp config.SSOProvider, next, uiaSession string) error {
 	p, err := a.up.provider(r.Context(), sp)
 	if err != nil {
 		return a.unreachable(r, sp, err)
@@ -150,7 +152,7 @@ func (a *API) startUpstream(w http.ResponseWriter, r *http.Request, sp config.SS
 	now := time.Now()
 	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
 		return storage.InsertSSORequest(r.Context(), tx, state, storage.SSORequest{IdPID: sp.ID, Nonce: nonce, Verifier: verifier,
-			Next: next, ExpiresTS: now.Add(ssoRequestLifetime).UnixMilli()}, now.UnixMilli())
+			Next: next, UIASession: uiaSession, ExpiresTS: now.Add(ssoRequestLifetime).UnixMilli()}, now.UnixMilli())
 	})
 	if err != nil {
 		return err
@@ -158,7 +160,11 @@ func (a *API) startUpstream(w http.ResponseWriter, r *http.Request, sp config.SS
 	// Lax: the provider sends the browser back with a top-level GET.
 	http.SetCookie(w, &http.Cookie{Name: ssoStateCookie, Value: state, Path: upstreamPath, HttpOnly: true,
 		Secure: a.secure(r), SameSite: http.SameSiteLaxMode, MaxAge: int(ssoRequestLifetime.Seconds())})
-	http.Redirect(w, r, oc.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)), http.StatusSeeOther)
+	opts := []oauth2.AuthCodeOption{oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)}
+	if uiaSession != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login")) // a fresh sign-in, not a remembered one
+	}
+	http.Redirect(w, r, oc.AuthCodeURL(state, opts...), http.StatusSeeOther)
 	return nil
 }
 
@@ -218,6 +224,9 @@ func (a *API) upstreamCallback(w http.ResponseWriter, r *http.Request) error {
 	claims, issuer, subject, err := a.verifyIdentity(r, sp, p, tok, req.Nonce)
 	if err != nil {
 		return err
+	}
+	if req.UIASession != "" {
+		return a.completeSSOStage(w, r, sp, req.UIASession, issuer, subject)
 	}
 	userID, err := a.ssoUser(ctx, sp, issuer, subject, claims)
 	if err != nil {
@@ -448,7 +457,7 @@ func (a *API) ssoRedirect(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		return a.startUpstream(w, r, sp, next)
+		return a.startUpstream(w, r, sp, next, "")
 	}
 	// The session cookie is not sent to /_matrix: sso-complete asks the
 	// browser to sign in when it is not.
@@ -516,5 +525,81 @@ func (a *API) ssoCompleteSubmit(w http.ResponseWriter, r *http.Request) error {
 	v.Set("loginToken", token)
 	u.RawQuery = v.Encode()
 	http.Redirect(w, r, u.String(), http.StatusSeeOther)
+	return nil
+}
+
+// stageSSO is the UIA stage a company SSO sign-in passes (client-server
+// API, SSO during User-Interactive Authentication); package clientapi
+// offers it to users with a linked identity.
+const stageSSO = "m.login.sso"
+
+// uiaSessionFor loads a live UIA session that offers the SSO stage.
+func (a *API) uiaSessionFor(r *http.Request, id string) (storage.UIASession, error) {
+	sess, err := a.db.GetUIASession(r.Context(), id)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && (sess.ExpiresTS < time.Now().UnixMilli() || sess.UserID == "" ||
+		!strings.Contains(sess.Flows, `"`+stageSSO+`"`)) {
+		return sess, badPage("This confirmation request has expired or is not known. Start again from the application.")
+	}
+	return sess, err
+}
+
+// GET /_matrix/client/v3/auth/m.login.sso/fallback/web?session= (the
+// fallback page of the m.login.sso UIA stage): the providers the user's
+// account is linked to, each a fresh sign-in; with &idp= the sign-in
+// starts.
+func (a *API) ssoFallback(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	sess, err := a.uiaSessionFor(r, q.Get("session"))
+	if err != nil {
+		return err
+	}
+	links, err := storage.SSOLinksOfUser(r.Context(), a.db.Read(), sess.UserID)
+	if err != nil {
+		return err
+	}
+	var views []SSOProviderView
+	for _, l := range links {
+		sp, ok := a.conf().SSOProviders.Provider(l.IdPID)
+		if ok && !slices.ContainsFunc(views, func(v SSOProviderView) bool { return v.ID == sp.ID }) {
+			views = append(views, SSOProviderView{ID: sp.ID, Name: sp.Name})
+		}
+	}
+	if idp := q.Get("idp"); idp != "" {
+		if !slices.ContainsFunc(views, func(v SSOProviderView) bool { return v.ID == idp }) {
+			return &pageError{http.StatusNotFound, "Your account is not linked to this sign-in provider."}
+		}
+		sp, err := a.ssoProvider(idp)
+		if err != nil {
+			return err
+		}
+		return a.startUpstream(w, r, sp, accountPath, sess.SessionID)
+	}
+	if len(views) == 0 {
+		return &pageError{http.StatusForbidden, "Your account is not linked to any sign-in provider of this server."}
+	}
+	a.render(w, r, http.StatusOK, "sso-uia", map[string]any{"UserID": sess.UserID, "Session": sess.SessionID, "Providers": views})
+	return nil
+}
+
+// completeSSOStage records the m.login.sso stage of a UIA session once
+// the provider has signed in an identity linked to the session's user.
+func (a *API) completeSSOStage(w http.ResponseWriter, r *http.Request, sp config.SSOProvider, sessionID, issuer, subject string) error {
+	sess, err := a.uiaSessionFor(r, sessionID)
+	if err != nil {
+		return err
+	}
+	userID, err := storage.SSOLinkedUser(r.Context(), a.db.Read(), issuer, subject)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && userID != sess.UserID {
+		return &pageError{http.StatusForbidden, "You signed in to " + sp.Name + " as someone else than " + sess.UserID + ". Start again from the application."}
+	}
+	if err != nil {
+		return err
+	}
+	if err := a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
+		return storage.CompleteUIAStage(r.Context(), tx, sess.SessionID, stageSSO)
+	}); err != nil {
+		return err
+	}
+	a.render(w, r, http.StatusOK, "done", map[string]any{"Message": "Confirmed. Go back to the application to continue."})
 	return nil
 }

@@ -11,7 +11,10 @@ import (
 // SSORequest is a sign-in on its way through an upstream provider.
 type SSORequest struct {
 	IdPID, Nonce, Verifier, Next string
-	ExpiresTS                    int64
+	// UIASession is the UIA session whose m.login.sso stage this sign-in
+	// passes; empty for a sign-in.
+	UIASession string
+	ExpiresTS  int64
 }
 
 func stateKey(state string) string { return hex.EncodeToString(TokenHash(state)) }
@@ -22,8 +25,8 @@ func InsertSSORequest(ctx context.Context, tx *sql.Tx, state string, r SSOReques
 	if _, err := tx.ExecContext(ctx, `DELETE FROM sso_requests WHERE expires_ts <= $1`, now); err != nil {
 		return fmt.Errorf("expiring SSO requests: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO sso_requests (state_hash, idp_id, nonce, verifier, next_path, expires_ts)
-		VALUES ($1, $2, $3, $4, $5, $6)`, stateKey(state), r.IdPID, r.Nonce, r.Verifier, r.Next, r.ExpiresTS); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO sso_requests (state_hash, idp_id, nonce, verifier, next_path, uia_session, expires_ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, stateKey(state), r.IdPID, r.Nonce, r.Verifier, r.Next, r.UIASession, r.ExpiresTS); err != nil {
 		return fmt.Errorf("inserting SSO request: %w", err)
 	}
 	return nil
@@ -35,7 +38,7 @@ func InsertSSORequest(ctx context.Context, tx *sql.Tx, state string, r SSOReques
 func TakeSSORequest(ctx context.Context, tx *sql.Tx, state, idpID string, now int64) (SSORequest, error) {
 	r := SSORequest{IdPID: idpID}
 	err := tx.QueryRowContext(ctx, `DELETE FROM sso_requests WHERE state_hash = $1 AND idp_id = $2 AND expires_ts > $3
-		RETURNING nonce, verifier, next_path, expires_ts`, stateKey(state), idpID, now).Scan(&r.Nonce, &r.Verifier, &r.Next, &r.ExpiresTS)
+		RETURNING nonce, verifier, next_path, uia_session, expires_ts`, stateKey(state), idpID, now).Scan(&r.Nonce, &r.Verifier, &r.Next, &r.UIASession, &r.ExpiresTS)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, ErrNotFound
 	}

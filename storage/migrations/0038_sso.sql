@@ -2,7 +2,8 @@
 -- identity, its issuer and subject (OpenID Connect Core: the only stable
 -- identifier), to the Matrix account it signs in to. sso_requests are the
 -- sign-ins on their way through a provider: keyed by the hash of the
--- state, with the nonce and PKCE verifier that the callback checks.
+-- state, with the nonce and PKCE verifier that the callback checks, and
+-- the UIA session it re-authenticates for (m.login.sso stage), if any.
 CREATE TABLE sso_links (
     issuer     TEXT NOT NULL,
     subject    TEXT NOT NULL,
@@ -19,6 +20,7 @@ CREATE TABLE sso_requests (
     nonce      TEXT NOT NULL,
     verifier   TEXT NOT NULL,
     next_path  TEXT NOT NULL,
+    uia_session TEXT NOT NULL,
     expires_ts BIGINT NOT NULL
 );
 CREATE INDEX sso_requests_expiry ON sso_requests (expires_ts);
