@@ -26,7 +26,7 @@ func (a *API) loginFlows(r *http.Request, _ accounts.Caller) (any, error) {
 	if a.conf().PasswordLogin {
 		flows = append(flows, map[string]any{"type": "m.login.password"})
 	}
-	flows = append(flows, map[string]any{"type": "m.login.token", "get_login_token": true})
+	flows = append(flows, map[string]any{"type": "m.login.token", "get_login_token": true}, ssoFlow(a.conf().SSOProviders))
 	if a.accounts.AppServices != nil && len(a.accounts.AppServices.All()) > 0 {
 		flows = append(flows, map[string]any{"type": loginTypeAppService})
 	}

@@ -237,6 +237,10 @@ type Config struct {
 	// email address (the m.login.email.identity stage) in every flow.
 	RegistrationRequiresEmail bool `yaml:"registration_requires_email" env:"HEARTH_REGISTRATION_REQUIRES_EMAIL"`
 
+	// SSOProviders are upstream OpenID Connect providers (company SSO),
+	// see SSOProvider and docs/sign-in.md.
+	SSOProviders SSOProviders `yaml:"sso_providers" env:"HEARTH_SSO_PROVIDERS"`
+
 	LogLevel  string `yaml:"log_level" env:"HEARTH_LOG_LEVEL"`
 	LogFormat string `yaml:"log_format" env:"HEARTH_LOG_FORMAT"`
 }
@@ -431,6 +435,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateLiveKit(); err != nil {
+		return err
+	}
+	if err := c.validateSSO(); err != nil {
 		return err
 	}
 	if c.MaxDevicesPerUser < 0 {

@@ -64,6 +64,7 @@ type API struct {
 	rendezvousIP                    *ratelimit.Limiter
 	onRename                        DeviceRenamedHook
 	onProfile                       func(ctx context.Context, userID string) error
+	up                              *upstreams // company SSO providers (upstream.go)
 }
 
 // DeviceRenamedHook runs inside the transaction that renames a device on
@@ -87,7 +88,7 @@ type Deps struct {
 // Accounts, so call it while wiring the server.
 func New(d Deps) *API {
 	a := &API{db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed, onProfile: d.ProfileChanged,
-		pages: map[string]*template.Template{}}
+		up: newUpstreams(), pages: map[string]*template.Template{}}
 	for _, l := range languages {
 		a.pages[l.Tag] = template.Must(template.New("pages").Funcs(pageFuncs(l.Tag)).ParseFS(pageFiles, "pages/*.html"))
 	}
