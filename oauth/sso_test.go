@@ -219,7 +219,8 @@ func ssoBrowser(t *testing.T, s *hearthtest.Server, h *hydra) *browser {
 	}
 	base, _ := url.Parse(s.URL)
 	pub, _ := url.Parse(h.public)
-	b := &browser{t: t, base: base}
+	// English: the test reads the pages' messages.
+	b := &browser{t: t, base: base, acceptLanguage: "en"}
 	b.client = &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, via []*http.Request) error {
 		if req.URL.Host != base.Host && req.URL.Host != pub.Host && !strings.HasPrefix(req.URL.Path, "/login") && !strings.HasPrefix(req.URL.Path, "/consent") {
 			return http.ErrUseLastResponse
