@@ -100,6 +100,9 @@ type incoming struct {
 	version gomatrixserverlib.RoomVersion
 	// device and txnID record a local send's transaction.
 	device, txnID *string
+	// policyRefused: the room's policy server did not sign the event
+	// (check 7), which soft-fails a live one.
+	policyRefused bool
 }
 
 // roomWrite is a room while events are persisted in one transaction: its
@@ -119,6 +122,9 @@ type roomWrite struct {
 	// headMoved: room's extremities or current state changed; the caller
 	// stores the head once for the transaction.
 	headMoved bool
+	// policyDryRun: events are built to be signed by the room's policy
+	// server, in a transaction that is rolled back (policy.go).
+	policyDryRun bool
 }
 
 // newRoomWrite starts writing events to a room whose row the transaction
@@ -268,6 +274,9 @@ func (r *Rooms) persistEvent(ctx context.Context, tx *sql.Tx, w *roomWrite, in i
 	}
 	if err := r.authorise(ctx, tx, w, a, ev, before); err != nil {
 		return nil, err
+	}
+	if in.policyRefused && a == arriveLive && !ev.Rejected {
+		ev.SoftFailed = true
 	}
 	if a.inDAG() {
 		ev.SnapshotBefore, ev.SnapshotAfter = before.id, before.id

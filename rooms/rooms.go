@@ -49,6 +49,10 @@ type Rooms struct {
 	invites  InviteClient
 	members  MembershipClient
 	backfill backfillMemo
+	// policyClient asks remote policy servers; policyServer, when set, is
+	// this server acting as one (policy.go).
+	policyClient PolicyClient
+	policyServer *PolicyServer
 
 	obsMu     sync.RWMutex
 	observers []Observer

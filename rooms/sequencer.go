@@ -79,6 +79,9 @@ func (r *Rooms) Send(ctx context.Context, roomID string, protos ...Proto) ([]*Ev
 		// going away must not roll it back.
 		ctx = context.WithoutCancel(ctx)
 	}
+	if r.sendWithPolicyServer(ctx, roomID, batch, unlock) {
+		return req.out, req.err
+	}
 	r.sendBatch(ctx, roomID, batch, unlock)
 	return req.out, req.err
 }
@@ -308,6 +311,10 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 				}
 				return mxhttp.BadJSON("Invalid event: %v", err)
 			}
+		}
+		pdu, err := r.policySignature(ctx, tx, b, pdu)
+		if err != nil {
+			return err
 		}
 		if len(pdu.JSON()) > maxPDUBytes {
 			return mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
