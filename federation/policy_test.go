@@ -218,6 +218,25 @@ func TestPolicyServerSignsEvents(t *testing.T) {
 			t.Fatalf("a refused event is in the room: %s", tl)
 		}
 		hearthtest.Expect(t, p.bob.sendText(t, p.roomID, "still fine"), http.StatusOK, "")
+
+		// An invite to another server's user is signed before the invitee's
+		// server sees it.
+		dave, eve := newFedUser(t, p.c, "dave"), newFedUser(t, p.c, "eve")
+		invite := func(u fedUser, reason string) hearthtest.Response {
+			return p.bob.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(p.roomID)+"/invite", map[string]any{"user_id": u.id, "reason": reason})
+		}
+		hearthtest.Expect(t, invite(dave, "welcome"), http.StatusOK, "")
+		id, err := storage.CurrentStateEventID(context.Background(), p.b.DB.Read(), p.roomID, "m.room.member", dave.id)
+		if err != nil || id == "" {
+			t.Fatalf("dave's invite: %q %v", id, err)
+		}
+		if ev := waitEvent(t, p.b, id); !p.policySigned(t, ev.JSON) {
+			t.Fatalf("the invite is not signed by the policy server: %s", ev.JSON)
+		}
+		hearthtest.Expect(t, invite(eve, "spam"), http.StatusBadRequest, "M_FORBIDDEN")
+		if m, _, _ := storage.CurrentMembership(context.Background(), p.b.DB.Read(), p.roomID, eve.id); m != "" {
+			t.Fatalf("eve's refused invite is %q", m)
+		}
 	})
 }
 

@@ -414,6 +414,20 @@ func (r *Rooms) policySignature(ctx context.Context, tx *sql.Tx, b *roomWrite, p
 	return r.askPolicyServer(ctx, p, pdu)
 }
 
+// policySignOutgoing has a local event that is sent before it is
+// persisted (an invite, which the invitee's server signs first) signed by
+// the room's policy server, when the room uses one.
+func (r *Rooms) policySignOutgoing(ctx context.Context, pdu gomatrixserverlib.PDU) (gomatrixserverlib.PDU, error) {
+	if policyExempt(pdu) {
+		return pdu, nil
+	}
+	p, err := r.currentPolicy(ctx, pdu.RoomID().String())
+	if err != nil || p == nil || p.signedBy(pdu) {
+		return pdu, err
+	}
+	return r.askPolicyServer(ctx, p, pdu)
+}
+
 // policyCheckReceived is check 7 of the checks on receipt of a PDU: in a
 // room using a policy server (by the current state), an event without
 // its valid signature is sent to it for one; ok is false when it still
