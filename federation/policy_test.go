@@ -237,6 +237,15 @@ func TestPolicyServerSignsEvents(t *testing.T) {
 		if m, _, _ := storage.CurrentMembership(context.Background(), p.b.DB.Read(), p.roomID, eve.id); m != "" {
 			t.Fatalf("eve's refused invite is %q", m)
 		}
+
+		// A restarted server (which has not seen m.room.policy since) finds
+		// the policy server in the send's transaction and asks it then.
+		p.b.Restart(t)
+		r = p.bob.sendText(t, p.roomID, "after a restart")
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if ev := waitEvent(t, p.b, r.JSON["event_id"].(string)); !p.policySigned(t, ev.JSON) {
+			t.Fatalf("not signed after a restart: %s", ev.JSON)
+		}
 	})
 }
 

@@ -326,6 +326,11 @@ func policyRefusal(via spec.ServerName, err error) error {
 // signed events, the room staying locked throughout so its head does not
 // move. A refusal fails the request with the policy server's error.
 func (r *Rooms) sendWithPolicyServer(ctx context.Context, roomID string, batch []*sendRequest, unlock func()) bool {
+	if _, ok := r.policyRooms.Load(roomID); !ok {
+		// No m.room.policy seen here: the transaction's check finds one
+		// this process missed (errPolicyUnsigned), and Send comes back.
+		return false
+	}
 	p, err := r.currentPolicy(ctx, roomID)
 	if err != nil || p == nil || p.via == r.serverName {
 		// A local policy server signs in the transaction; an error here
@@ -409,9 +414,23 @@ func (r *Rooms) policySignature(ctx context.Context, tx *sql.Tx, b *roomWrite, p
 		return pdu, err
 	}
 	if p.via != r.serverName {
-		return nil, mxhttp.Internal("The event was not signed by the room's policy server %s", p.via)
+		return nil, errPolicyUnsigned
 	}
 	return r.askPolicyServer(ctx, p, pdu)
+}
+
+// errPolicyUnsigned fails a local event that needs a remote policy
+// server's signature it has not got: Send asks for it and tries again.
+var errPolicyUnsigned = mxhttp.Internal("The event was not signed by the room's policy server")
+
+// notePolicyRooms remembers the rooms of committed m.room.policy events
+// (local or received), so that their sends ask the policy server first.
+func (r *Rooms) notePolicyRooms(evs []*Event) {
+	for _, ev := range evs {
+		if ev.Type == MRoomPolicy {
+			r.policyRooms.Store(ev.RoomID, true)
+		}
+	}
 }
 
 // policySignOutgoing has a local event that is sent before it is

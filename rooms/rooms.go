@@ -53,6 +53,9 @@ type Rooms struct {
 	// this server acting as one (policy.go).
 	policyClient PolicyClient
 	policyServer *PolicyServer
+	// policyRooms are the rooms known to have had m.room.policy: sends
+	// to others skip looking for a policy server.
+	policyRooms sync.Map
 
 	obsMu     sync.RWMutex
 	observers []Observer
