@@ -291,9 +291,9 @@ func TestPolicyServerReceivedEvents(t *testing.T) {
 }
 
 // With the policy server down, nothing can be sent (the client gets 502)
-// and received events without its signature are soft-failed, until the
-// room clears m.room.policy, which needs no signature; a room whose policy
-// server has no member in it does not use it.
+// and received events without its signature are soft-failed, until it is
+// back or the room clears m.room.policy, which needs no signature; a room
+// whose policy server has no member in it does not use it.
 func TestPolicyServerDown(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, be hearthtest.Backend) {
 		p := newPolicyRoom(t, be)
@@ -309,6 +309,20 @@ func TestPolicyServerDown(t *testing.T) {
 		if ev := waitEvent(t, p.b, unsigned.EventID()); !ev.SoftFailed {
 			t.Fatal("an unsigned event was accepted while the policy server is down")
 		}
+
+		// Back up: sends are signed again, and received events too.
+		p.a.WrapFederation(func(fed, _ http.Handler) http.Handler { return fed })
+		r = p.bob.sendText(t, p.roomID, "back up")
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if ev := waitEvent(t, p.b, r.JSON["event_id"].(string)); !p.policySigned(t, ev.JSON) {
+			t.Fatal("not signed once the policy server is back")
+		}
+		later := p.forge(t, "pushed once back", "")
+		p.push(t, later)
+		if ev := waitEvent(t, p.b, later.EventID()); ev.SoftFailed || !p.policySigned(t, ev.JSON) {
+			t.Fatal("a received event was not signed once the policy server is back")
+		}
+		p.a.FederationDown(t)
 
 		cleared := p.bob.setState(t, p.roomID, "m.room.policy", map[string]any{})
 		hearthtest.Expect(t, p.bob.sendText(t, p.roomID, "policy cleared"), http.StatusOK, "")

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -256,12 +257,13 @@ func withSignatures(pdu gomatrixserverlib.PDU, via spec.ServerName, sigs map[str
 	return out, nil
 }
 
-// askPolicyServer gets the room's policy server's signature on pdu and
-// returns pdu with it, after checking it ("After asking for a signature,
-// homeservers SHOULD validate the returned signature"). The error is the
-// one for the client: the policy server's own error, verbatim, when it
-// answered with one; else that it could not be reached or signed wrongly.
-func (r *Rooms) askPolicyServer(ctx context.Context, p *roomPolicy, pdu gomatrixserverlib.PDU) (gomatrixserverlib.PDU, error) {
+// askPolicyServer gets the room's policy server's signature on pdu
+// (received: an event from another server) and returns pdu with it, after
+// checking it ("After asking for a signature, homeservers SHOULD validate
+// the returned signature"). The error is the one for the client: the
+// policy server's own error, verbatim, when it answered with one; else
+// that it could not be reached or signed wrongly.
+func (r *Rooms) askPolicyServer(ctx context.Context, p *roomPolicy, pdu gomatrixserverlib.PDU, received bool) (gomatrixserverlib.PDU, error) {
 	var sigs map[string]map[string]string
 	if p.via == r.serverName {
 		if r.policyServer == nil {
@@ -278,10 +280,22 @@ func (r *Rooms) askPolicyServer(ctx context.Context, p *roomPolicy, pdu gomatrix
 		if r.policyClient == nil {
 			return nil, errors.New("federation is not configured")
 		}
+		if until, ok := r.policyDown.Load(p.via); ok && received && time.Now().Before(until.(time.Time)) {
+			// Every received event of the room (and of a gap being
+			// filled) would wait for it in turn: fail at once for a while.
+			// A local send always asks: its user is waiting for it.
+			return nil, &mxhttp.Error{Status: 502, ErrCode: "M_UNKNOWN",
+				Message: fmt.Sprintf("The room's policy server %s could not be reached a moment ago", p.via)}
+		}
 		var err error
 		if sigs, err = r.policyClient.PolicySign(ctx, p.via, pdu); err != nil {
-			return nil, policyRefusal(p.via, err)
+			refusal := policyRefusal(p.via, err)
+			if refusal.Status >= 500 {
+				r.policyDown.Store(p.via, time.Now().Add(policyDownFor))
+			}
+			return nil, refusal
 		}
+		r.policyDown.Delete(p.via)
 	}
 	signed, err := withSignatures(pdu, p.via, sigs)
 	if err != nil || !p.signedBy(signed) {
@@ -297,7 +311,7 @@ func (r *Rooms) askPolicyServer(ctx context.Context, p *roomPolicy, pdu gomatrix
 // error, that error SHOULD be provided to the client verbatim"), else 502
 // (it could not be reached, or answered something that is not a Matrix
 // error).
-func policyRefusal(via spec.ServerName, err error) error {
+func policyRefusal(via spec.ServerName, err error) *mxhttp.Error {
 	var he interface {
 		HTTPStatus() int
 		Body() []byte
@@ -352,6 +366,10 @@ func (r *Rooms) sendWithPolicyServer(ctx context.Context, roomID string, batch [
 	return true
 }
 
+// policyDownFor is how long a policy server that could not be reached is
+// not asked again.
+const policyDownFor = 10 * time.Second
+
 // errDryRun rolls back the transaction that builds events to be signed.
 var errDryRun = errors.New("dry run")
 
@@ -389,7 +407,7 @@ func (r *Rooms) signBeforeSend(ctx context.Context, roomID string, p *roomPolicy
 	protos := slices.Clone(req.protos)
 	for i, pdu := range pdus {
 		if !policyExempt(pdu) {
-			if pdu, err = r.askPolicyServer(ctx, p, pdu); err != nil {
+			if pdu, err = r.askPolicyServer(ctx, p, pdu, false); err != nil {
 				return err
 			}
 		}
@@ -416,7 +434,7 @@ func (r *Rooms) policySignature(ctx context.Context, tx *sql.Tx, b *roomWrite, p
 	if p.via != r.serverName {
 		return nil, errPolicyUnsigned
 	}
-	return r.askPolicyServer(ctx, p, pdu)
+	return r.askPolicyServer(ctx, p, pdu, false)
 }
 
 // errPolicyUnsigned fails a local event that needs a remote policy
@@ -444,7 +462,7 @@ func (r *Rooms) policySignOutgoing(ctx context.Context, pdu gomatrixserverlib.PD
 	if err != nil || p == nil || p.signedBy(pdu) {
 		return pdu, err
 	}
-	return r.askPolicyServer(ctx, p, pdu)
+	return r.askPolicyServer(ctx, p, pdu, false)
 }
 
 // policyCheckReceived is check 7 of the checks on receipt of a PDU: in a
@@ -465,7 +483,7 @@ func (r *Rooms) policyCheckReceived(ctx context.Context, pdu gomatrixserverlib.P
 	if p == nil || p.signedBy(pdu) {
 		return pdu, true
 	}
-	signed, err := r.askPolicyServer(ctx, p, pdu)
+	signed, err := r.askPolicyServer(ctx, p, pdu, true)
 	if err != nil {
 		r.log.Info("soft-failing an event the room's policy server did not sign", "event", pdu.EventID(), "server", p.via, "err", err)
 		return pdu, false

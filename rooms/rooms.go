@@ -56,6 +56,9 @@ type Rooms struct {
 	// policyRooms are the rooms known to have had m.room.policy: sends
 	// to others skip looking for a policy server.
 	policyRooms sync.Map
+	// policyDown: policy servers that could not be reached, until when
+	// they are not asked again.
+	policyDown sync.Map
 
 	obsMu     sync.RWMutex
 	observers []Observer
