@@ -246,6 +246,21 @@ func TestPolicyServerSignsEvents(t *testing.T) {
 		if ev := waitEvent(t, p.b, r.JSON["event_id"].(string)); !p.policySigned(t, ev.JSON) {
 			t.Fatalf("not signed after a restart: %s", ev.JSON)
 		}
+
+		// An upgrade's events in the old room (the tombstone, the power
+		// levels that silence it) are signed too.
+		r = p.bob.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(p.roomID)+"/upgrade", map[string]any{"new_version": "11"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		tomb, err := storage.CurrentStateEventID(context.Background(), p.b.DB.Read(), p.roomID, "m.room.tombstone", "")
+		if err != nil || tomb == "" {
+			t.Fatalf("no tombstone: %v", err)
+		}
+		if ev := waitEvent(t, p.b, tomb); !p.policySigned(t, ev.JSON) {
+			t.Fatalf("the tombstone is not signed: %s", ev.JSON)
+		}
+		if ev := waitEvent(t, p.a, tomb); ev.SoftFailed {
+			t.Fatal("the policy server soft-failed the tombstone")
+		}
 	})
 }
 

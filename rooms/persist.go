@@ -122,9 +122,6 @@ type roomWrite struct {
 	// headMoved: room's extremities or current state changed; the caller
 	// stores the head once for the transaction.
 	headMoved bool
-	// policyDryRun: events are built to be signed by the room's policy
-	// server, in a transaction that is rolled back (policy.go).
-	policyDryRun bool
 }
 
 // newRoomWrite starts writing events to a room whose row the transaction

@@ -345,8 +345,8 @@ func (r *Rooms) sendWithPolicyServer(ctx context.Context, roomID string, batch [
 		// this process missed (errPolicyUnsigned), and Send comes back.
 		return false
 	}
-	p, err := r.currentPolicy(ctx, roomID)
-	if err != nil || p == nil || p.via == r.serverName {
+	p, err := r.remotePolicy(ctx, roomID)
+	if err != nil || p == nil {
 		// A local policy server signs in the transaction; an error here
 		// is met again there.
 		return false
@@ -373,48 +373,88 @@ const policyDownFor = 10 * time.Second
 // errDryRun rolls back the transaction that builds events to be signed.
 var errDryRun = errors.New("dry run")
 
-// signBeforeSend builds req's events and has each signed by the policy
-// server, leaving them in req.protos as built.
-func (r *Rooms) signBeforeSend(ctx context.Context, roomID string, p *roomPolicy, req *sendRequest) error {
+// dryRunKey marks the context of that transaction: its events are not
+// checked for the signature they are being built to get.
+type dryRunKey struct{}
+
+// dryRun runs fn, which builds and persists local events, in a
+// transaction that is rolled back, and returns the events of roomID it
+// wrote, in order.
+func (r *Rooms) dryRun(ctx context.Context, roomID string, fn func(ctx context.Context, tx *sql.Tx) ([]*Event, error)) ([]gomatrixserverlib.PDU, error) {
 	var pdus []gomatrixserverlib.PDU
+	ctx = context.WithValue(ctx, dryRunKey{}, true)
 	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		room, err := r.db.LockRoom(ctx, tx, roomID)
-		if errors.Is(err, storage.ErrNotFound) {
-			return mxhttp.NotFound("Unknown room %s", roomID)
-		}
+		evs, err := fn(ctx, tx)
 		if err != nil {
 			return err
 		}
-		b, err := r.newRoomWrite(ctx, tx, &room)
-		if err != nil {
-			return err
-		}
-		b.policyDryRun = true
-		if _, err := r.sendOne(ctx, tx, b, req.protos); err != nil {
-			return err
-		}
-		for _, ev := range b.appended {
-			pdus = append(pdus, ev.PDU)
+		for _, ev := range evs {
+			if ev.RoomID == roomID {
+				pdus = append(pdus, ev.PDU)
+			}
 		}
 		return errDryRun
 	})
 	if !errors.Is(err, errDryRun) {
-		return err
+		return nil, err
 	}
-	if len(pdus) != len(req.protos) {
-		return nil // a retried transaction: the send returns the first event
+	return pdus, nil
+}
+
+// signProtos has the events a dry run built for protos signed by the room's
+// policy server and returns protos with them as built; protos unchanged
+// when the dry run built none (a retried transaction).
+func (r *Rooms) signProtos(ctx context.Context, p *roomPolicy, protos []Proto, pdus []gomatrixserverlib.PDU) ([]Proto, error) {
+	if len(pdus) != len(protos) {
+		return protos, nil
 	}
-	protos := slices.Clone(req.protos)
+	out := slices.Clone(protos)
 	for i, pdu := range pdus {
 		if !policyExempt(pdu) {
+			var err error
 			if pdu, err = r.askPolicyServer(ctx, p, pdu, false); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		protos[i].built = pdu
+		out[i].built = pdu
 	}
-	req.protos = protos
-	return nil
+	return out, nil
+}
+
+// remotePolicy is the room's policy server when it is another server.
+func (r *Rooms) remotePolicy(ctx context.Context, roomID string) (*roomPolicy, error) {
+	p, err := r.currentPolicy(ctx, roomID)
+	if err != nil || p == nil || p.via == r.serverName {
+		return nil, err
+	}
+	return p, nil
+}
+
+// signBeforeSend builds req's events and has each signed by the policy
+// server, leaving them in req.protos as built.
+func (r *Rooms) signBeforeSend(ctx context.Context, roomID string, p *roomPolicy, req *sendRequest) error {
+	pdus, err := r.dryRun(ctx, roomID, func(ctx context.Context, tx *sql.Tx) ([]*Event, error) {
+		room, err := r.db.LockRoom(ctx, tx, roomID)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, mxhttp.NotFound("Unknown room %s", roomID)
+		}
+		if err != nil {
+			return nil, err
+		}
+		b, err := r.newRoomWrite(ctx, tx, &room)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := r.sendOne(ctx, tx, b, req.protos); err != nil {
+			return nil, err
+		}
+		return b.appended, nil
+	})
+	if err != nil {
+		return err
+	}
+	req.protos, err = r.signProtos(ctx, p, req.protos, pdus)
+	return err
 }
 
 // policySignature is the check of a local event before it is persisted,
@@ -424,7 +464,7 @@ func (r *Rooms) signBeforeSend(ctx context.Context, roomID string, p *roomPolicy
 // (sendWithPolicyServer), else the send fails.
 func (r *Rooms) policySignature(ctx context.Context, tx *sql.Tx, b *roomWrite, pdu gomatrixserverlib.PDU) (gomatrixserverlib.PDU, error) {
 	id, ok := b.cur.state[policyStateKey]
-	if !ok || b.policyDryRun || policyExempt(pdu) {
+	if !ok || ctx.Value(dryRunKey{}) != nil || policyExempt(pdu) {
 		return pdu, nil
 	}
 	p, err := r.policyOf(ctx, tx, b.room.RoomID, id, b.pending)
