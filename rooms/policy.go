@@ -468,11 +468,23 @@ func (r *Rooms) policySignature(ctx context.Context, tx *sql.Tx, b *roomWrite, p
 		return pdu, nil
 	}
 	p, err := r.policyOf(ctx, tx, b.room.RoomID, id, b.pending)
-	if err != nil || p == nil || p.signedBy(pdu) {
+	if err != nil || p == nil {
 		return pdu, err
 	}
 	if p.via != r.serverName {
-		return nil, errPolicyUnsigned
+		head := b.room.Extremities
+		if len(head) > maxPrevEvents {
+			head = head[len(head)-maxPrevEvents:]
+		}
+		if !p.signedBy(pdu) || !slices.Equal(pdu.PrevEventIDs(), head) {
+			// Unsigned, or signed on a head another process has moved
+			// since: Send builds and asks again.
+			return nil, errPolicyUnsigned
+		}
+		return pdu, nil
+	}
+	if p.signedBy(pdu) {
+		return pdu, nil
 	}
 	return r.askPolicyServer(ctx, p, pdu, false)
 }
