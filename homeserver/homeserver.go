@@ -289,7 +289,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Console = console.New(console.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Admin: s.Admin, Queue: s.Federation.Queue(),
 		Notices: s.clientAPI.SendServerNotice, Log: log})
 	s.Console.Routes(c)
-	s.oauth = oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange})
+	s.oauth = oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange,
+		ProfileChanged: s.Rooms.ProfileChanged})
 	s.oauth.Routes(c)
 	s.client = c
 
