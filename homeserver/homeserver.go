@@ -151,6 +151,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	c := s.router(observe, "client")
 	s.Rooms = rooms.New(db, cfg.ServerName, key, log)
+	if cfg.PolicyServer {
+		pk, created, err := serverkey.LoadOrCreate(cfg.PolicyServerKeyPath)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("policy server key: %w", err)
+		}
+		if created {
+			log.Info("generated a new policy server key", "path", cfg.PolicyServerKeyPath)
+		}
+		s.Rooms.SetPolicyServer(&rooms.PolicyServer{Key: pk.Private, RefusedWords: cfg.PolicyServerRefusedWords})
+	}
 	if s.Notifier, err = newNotifier(ctx, db, cfg.ServerName); err != nil {
 		db.Close()
 		return nil, err

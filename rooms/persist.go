@@ -100,6 +100,9 @@ type incoming struct {
 	version gomatrixserverlib.RoomVersion
 	// device and txnID record a local send's transaction.
 	device, txnID *string
+	// policyRefused: the room's policy server did not sign the event
+	// (check 7), which soft-fails a live one.
+	policyRefused bool
 }
 
 // roomWrite is a room while events are persisted in one transaction: its
@@ -268,6 +271,9 @@ func (r *Rooms) persistEvent(ctx context.Context, tx *sql.Tx, w *roomWrite, in i
 	}
 	if err := r.authorise(ctx, tx, w, a, ev, before); err != nil {
 		return nil, err
+	}
+	if in.policyRefused && a == arriveLive && !ev.Rejected {
+		ev.SoftFailed = true
 	}
 	if a.inDAG() {
 		ev.SnapshotBefore, ev.SnapshotAfter = before.id, before.id

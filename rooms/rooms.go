@@ -49,6 +49,16 @@ type Rooms struct {
 	invites  InviteClient
 	members  MembershipClient
 	backfill backfillMemo
+	// policyClient asks remote policy servers; policyServer, when set, is
+	// this server acting as one (policy.go).
+	policyClient PolicyClient
+	policyServer *PolicyServer
+	// policyRooms are the rooms known to have had m.room.policy: sends
+	// to others skip looking for a policy server.
+	policyRooms sync.Map
+	// policyDown: policy servers that could not be reached, until when
+	// they are not asked again.
+	policyDown sync.Map
 
 	obsMu     sync.RWMutex
 	observers []Observer

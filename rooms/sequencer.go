@@ -65,6 +65,17 @@ const maxSendBatch = 64
 // A send returns once its transaction is committed and observers have
 // been told.
 func (r *Rooms) Send(ctx context.Context, roomID string, protos ...Proto) ([]*Event, error) {
+	evs, err := r.send(ctx, roomID, protos...)
+	if errors.Is(err, errPolicyUnsigned) {
+		// The room uses a remote policy server, which this process did
+		// not know: ask it first this time (policy.go).
+		r.policyRooms.Store(roomID, true)
+		evs, err = r.send(ctx, roomID, protos...)
+	}
+	return evs, err
+}
+
+func (r *Rooms) send(ctx context.Context, roomID string, protos ...Proto) ([]*Event, error) {
 	req := &sendRequest{protos: protos, done: make(chan struct{})}
 	rl, unlock := r.locks.lockQueued(roomID, req)
 	batch := r.locks.take(rl, req, maxSendBatch)
@@ -78,6 +89,9 @@ func (r *Rooms) Send(ctx context.Context, roomID string, protos ...Proto) ([]*Ev
 		// The transaction is the other callers' too: a client of this one
 		// going away must not roll it back.
 		ctx = context.WithoutCancel(ctx)
+	}
+	if r.sendWithPolicyServer(ctx, roomID, batch, unlock) {
+		return req.out, req.err
 	}
 	r.sendBatch(ctx, roomID, batch, unlock)
 	return req.out, req.err
@@ -177,6 +191,7 @@ func (r *Rooms) publish(evs []*Event, snaps []*snapshot, unlock func()) {
 
 // cache puts committed events and snapshots into the caches.
 func (r *Rooms) cache(evs []*Event, snaps []*snapshot) {
+	r.notePolicyRooms(evs)
 	for _, s := range snaps {
 		r.snapshots.put(s.id, s)
 	}
@@ -308,6 +323,10 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 				}
 				return mxhttp.BadJSON("Invalid event: %v", err)
 			}
+		}
+		pdu, err := r.policySignature(ctx, tx, b, pdu)
+		if err != nil {
+			return err
 		}
 		if len(pdu.JSON()) > maxPDUBytes {
 			return mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
