@@ -209,7 +209,7 @@ func (r *Rooms) Upgrade(ctx context.Context, oldRoomID, userID string, newVersio
 			return err
 		}
 		out, snaps = append(out, evs...), append(snaps, s...)
-		return nil
+		return r.runTxHook(ctx, tx, out)
 	})
 	if err != nil {
 		return "", err
