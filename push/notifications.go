@@ -244,8 +244,39 @@ func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) 
 	if err != nil {
 		return 0, 0, nil, err
 	}
+	perThread, err = rowCounts(ctx, q, userID, roomID, read, 0)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	// What rotation took out of the rows (see rotate.go) counts while the
+	// receipts are those it was taken with.
+	sums, err := storage.PushSummaries(ctx, q, userID, roomID)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	for _, sm := range sums {
+		if read[""] == sm.ReadPos && read[sm.Thread] == sm.ThreadReadPos {
+			c := perThread[sm.Thread]
+			perThread[sm.Thread] = [2]int{c[0] + sm.Notif, c[1] + sm.Highlight}
+		}
+	}
+	for thread, c := range perThread {
+		if c[0] <= 0 {
+			delete(perThread, thread)
+			continue
+		}
+		notif += c[0]
+		highlight += c[1]
+	}
+	return notif, highlight, perThread, nil
+}
+
+// rowCounts counts a member's unread notifications in a room from the
+// stored rows at positions up to upTo (0: all), per thread, given their
+// read positions (storage.ReadPositions).
+func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, read map[string]int64, upTo int64) (map[string][2]int, error) {
 	floor := read[""]
-	perThread = map[string][2]int{}
+	perThread := map[string][2]int{}
 	add := func(thread string, n, h int) {
 		c := perThread[thread]
 		c[0] += n
@@ -257,28 +288,34 @@ func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) 
 	// off again.
 	epochs, err := storage.PushEpochsOf(ctx, q, userID, roomID, floor)
 	if err != nil {
-		return 0, 0, nil, err
+		return nil, err
 	}
 	for _, e := range epochs {
-		lo := max(e.Since, floor)
-		cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, e.Until, "")
+		lo, hi := max(e.Since, floor), e.Until
+		if upTo != 0 && (hi == 0 || hi > upTo) {
+			hi = upTo
+		}
+		if hi != 0 && hi <= lo {
+			continue
+		}
+		cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, hi, "")
 		if err != nil {
-			return 0, 0, nil, err
+			return nil, err
 		}
 		for _, c := range cs {
 			add(c.Thread, c.Notif, c.Highlight)
 		}
 		for thread, pos := range read {
-			hi := pos
-			if e.Until != 0 {
-				hi = min(hi, e.Until)
+			top := pos
+			if hi != 0 {
+				top = min(top, hi)
 			}
-			if thread == "" || hi <= lo || perThread[thread][0] == 0 {
+			if thread == "" || top <= lo || perThread[thread][0] == 0 {
 				continue
 			}
-			cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, hi, thread)
+			cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, top, thread)
 			if err != nil {
-				return 0, 0, nil, err
+				return nil, err
 			}
 			for _, c := range cs {
 				add(c.Thread, -c.Notif, -c.Highlight)
@@ -288,23 +325,15 @@ func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) 
 	// The user's own outcomes correct their group's.
 	own, err := storage.NotificationsAfter(ctx, q, userID, roomID, floor)
 	if err != nil {
-		return 0, 0, nil, err
+		return nil, err
 	}
 	for _, n := range own {
-		if read[n.ThreadID] >= n.StreamPos {
+		if read[n.ThreadID] >= n.StreamPos || (upTo != 0 && n.StreamPos > upTo) {
 			continue
 		}
 		add(n.ThreadID, b2i(n.Notify)-b2i(n.GroupNotify), b2i(n.Notify && n.Highlight)-b2i(n.GroupHighlight))
 	}
-	for thread, c := range perThread {
-		if c[0] <= 0 {
-			delete(perThread, thread)
-			continue
-		}
-		notif += c[0]
-		highlight += c[1]
-	}
-	return notif, highlight, perThread, nil
+	return perThread, nil
 }
 
 func b2i(b bool) int {

@@ -19,6 +19,7 @@
 package push
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"log/slog"
@@ -55,6 +56,9 @@ type Deps struct {
 	// other processes sharing the database must hear of both.
 	PushesQueued func(userIDs []string)
 	RulesChanged func(userID string)
+	// Retention is how long notification rows are kept before rotation
+	// (0: DefaultRetention).
+	Retention time.Duration
 }
 
 // Push is the notification worker and push sender of one server.
@@ -72,6 +76,7 @@ type Push struct {
 	sender    *sender
 	// rulesChanged is Deps.RulesChanged.
 	rulesChanged func(userID string)
+	retention    time.Duration
 
 	mu      sync.Mutex
 	pending []job
@@ -97,7 +102,7 @@ func New(d Deps) (*Push, error) {
 	p := &Push{
 		db: d.DB, rooms: d.Rooms, presence: d.Presence, log: d.Log, suffix: ":" + d.ServerName, hold: d.Hold,
 		rules: newRuleCache(d.DB, d.ThreadSubscriptionRules), signal: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-		rulesChanged: d.RulesChanged,
+		rulesChanged: d.RulesChanged, retention: cmp.Or(d.Retention, DefaultRetention),
 	}
 	var err error
 	if p.sender, err = newSender(ctx, d.DB, d.Log, d.GatewayAllowCIDRs, p.isRead); err != nil {
@@ -203,6 +208,8 @@ const maxBatchEvents = 200
 
 func (p *Push) run() {
 	defer p.wg.Done()
+	rotation := time.NewTicker(rotateEvery)
+	defer rotation.Stop()
 	for {
 		p.mu.Lock()
 		jobs := p.pending
@@ -211,6 +218,11 @@ func (p *Push) run() {
 		if len(jobs) == 0 {
 			select {
 			case <-p.signal:
+				continue
+			case <-rotation.C:
+				if err := p.Rotate(p.ctx, time.Now().Add(-p.retention)); err != nil {
+					p.log.Error("rotating notifications", "err", err)
+				}
 				continue
 			case <-p.ctx.Done():
 				return

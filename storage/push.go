@@ -465,3 +465,71 @@ func SetPushProgress(ctx context.Context, tx *sql.Tx, pos int64) error {
 func EventIDsAfter(ctx context.Context, q Reader, pos int64, limit int) ([]string, error) {
 	return queryColumn[string](ctx, q, "listing events", `SELECT event_id FROM events WHERE stream_pos > $1 AND NOT outlier ORDER BY stream_pos LIMIT $2`, pos, limit)
 }
+
+// PushSummary is what rotation took out of a member's rows in a thread.
+type PushSummary struct {
+	Thread                 string
+	Notif, Highlight       int
+	UpTo                   int64
+	ReadPos, ThreadReadPos int64
+}
+
+// PushSummaries returns a member's summaries in a room.
+func PushSummaries(ctx context.Context, q Reader, userID, roomID string) ([]PushSummary, error) {
+	return queryList(ctx, q, "loading push summaries", `SELECT thread_id, notif, highlight, upto_pos, read_pos, thread_read_pos
+		FROM push_summaries WHERE user_id = $1 AND room_id = $2`, func(rows *sql.Rows, s *PushSummary) error {
+		return rows.Scan(&s.Thread, &s.Notif, &s.Highlight, &s.UpTo, &s.ReadPos, &s.ThreadReadPos)
+	}, userID, roomID)
+}
+
+// PutPushSummary stores a member's summary in a thread of a room.
+func PutPushSummary(ctx context.Context, tx *sql.Tx, userID, roomID string, s PushSummary) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO push_summaries (user_id, room_id, thread_id, notif, highlight, upto_pos, read_pos, thread_read_pos)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET notif = excluded.notif,
+		highlight = excluded.highlight, upto_pos = excluded.upto_pos, read_pos = excluded.read_pos, thread_read_pos = excluded.thread_read_pos`,
+		userID, roomID, s.Thread, s.Notif, s.Highlight, s.UpTo, s.ReadPos, s.ThreadReadPos)
+	if err != nil {
+		return fmt.Errorf("storing push summary: %w", err)
+	}
+	return nil
+}
+
+// PushRotationCutoff is the newest position of a notifying row older than
+// ts (ms) that rotation would take out, and the rooms with such rows; 0
+// when there is none.
+func PushRotationCutoff(ctx context.Context, q Reader, ts int64) (int64, []string, error) {
+	var pos sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT MAX(stream_pos) FROM push_actions WHERE ts < $1 AND NOT highlight`, ts).Scan(&pos); err != nil {
+		return 0, nil, fmt.Errorf("finding rotation cutoff: %w", err)
+	}
+	var own sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT MAX(stream_pos) FROM notifications WHERE ts < $1 AND NOT highlight AND NOT group_highlight`, ts).Scan(&own); err != nil {
+		return 0, nil, fmt.Errorf("finding rotation cutoff: %w", err)
+	}
+	cutoff := max(pos.Int64, own.Int64)
+	if cutoff == 0 {
+		return 0, nil, nil
+	}
+	rooms, err := queryColumn[string](ctx, q, "finding rooms to rotate", `SELECT DISTINCT room_id FROM push_actions WHERE stream_pos <= $1 AND NOT highlight
+		UNION SELECT DISTINCT room_id FROM notifications WHERE stream_pos <= $1 AND NOT highlight AND NOT group_highlight`, cutoff)
+	return cutoff, rooms, err
+}
+
+// PushRotationUsers lists the members whose counts in a room rows at or
+// before cutoff may hold.
+func PushRotationUsers(ctx context.Context, q Reader, roomID string, cutoff int64) ([]string, error) {
+	return queryColumn[string](ctx, q, "finding members to rotate", `SELECT user_id FROM push_epochs WHERE room_id = $1 AND since_pos < $2
+		UNION SELECT user_id FROM notifications WHERE room_id = $1 AND stream_pos <= $2`, roomID, cutoff)
+}
+
+// DeletePushRows deletes a room's rows at or before cutoff except
+// highlights (and a member's own row on an event their group highlights).
+func DeletePushRows(ctx context.Context, tx *sql.Tx, roomID string, cutoff int64) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM push_actions WHERE room_id = $1 AND stream_pos <= $2 AND NOT highlight`, roomID, cutoff); err != nil {
+		return fmt.Errorf("rotating push rows: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM notifications WHERE room_id = $1 AND stream_pos <= $2 AND NOT highlight AND NOT group_highlight`, roomID, cutoff); err != nil {
+		return fmt.Errorf("rotating notifications: %w", err)
+	}
+	return nil
+}

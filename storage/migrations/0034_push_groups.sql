@@ -44,3 +44,20 @@ ALTER TABLE notifications ADD COLUMN notify BOOLEAN NOT NULL DEFAULT TRUE;
 ALTER TABLE notifications ADD COLUMN group_notify BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE notifications ADD COLUMN group_highlight BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE INDEX notifications_user_pos ON notifications (user_id, stream_pos);
+
+-- What rotation (push/rotate.go) took out of the rows above: a member's
+-- unread notifications at positions up to upto_pos that were not
+-- highlights, counted with the receipts they had then (read_pos
+-- unthreaded, thread_read_pos in the thread; 0 for none). It counts while
+-- those receipts are unchanged; a newer receipt reads it.
+CREATE TABLE push_summaries (
+    user_id         TEXT NOT NULL,
+    room_id         TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    notif           BIGINT NOT NULL,
+    highlight       BIGINT NOT NULL,
+    upto_pos        BIGINT NOT NULL,
+    read_pos        BIGINT NOT NULL,
+    thread_read_pos BIGINT NOT NULL,
+    PRIMARY KEY (user_id, room_id, thread_id)
+);
