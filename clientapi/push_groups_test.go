@@ -1,10 +1,12 @@
 package clientapi_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
 )
@@ -202,5 +204,74 @@ func TestCountsWithoutThePushWorker(t *testing.T) {
 		if tc, _ := threads[first].(map[string]any); tc["notification_count"] != 1.0 || tc["highlight_count"] != 1.0 {
 			t.Fatalf("thread counts: %v", threads)
 		}
+	})
+}
+
+// TestRotationKeepsCounts: rows older than the retention window move
+// into per-member summaries; counts stay what they were, highlights stay
+// listed, a receipt in a thread reads that thread's summary only, and a
+// second rotation adds to a summary still unread.
+func TestRotationKeepsCounts(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := pushServer(t, b, nil)
+		alice, bob, carol := newUser(t, hs, "alice"), newUser(t, hs, "bob"), newUser(t, hs, "carol")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		hearthtest.Expect(t, carol.member(t, roomID, "join", nil), http.StatusOK, "")
+		m1 := alice.sendContent(t, roomID, map[string]any{"msgtype": "m.text", "body": "m1"})
+		alice.sendContent(t, roomID, map[string]any{"msgtype": "m.text", "body": "m2", "m.mentions": map[string]any{"user_ids": []any{bob.id}}})
+		alice.sendContent(t, roomID, map[string]any{"msgtype": "m.text", "body": "m3"})
+		m4 := alice.sendContent(t, roomID, map[string]any{"msgtype": "m.text", "body": "m4", "m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": m1}})
+		threads := func(u user) map[string][2]int {
+			t.Helper()
+			_, _, per, err := hs.Push.UnreadCounts(context.Background(), u.id, roomID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return per
+		}
+		rotate := func() {
+			t.Helper()
+			if err := hs.Push.Rotate(context.Background(), time.Now().Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		expectUnread(t, "bob", bob, roomID, 4, 1)
+		wantThreads := fmt.Sprint(map[string][2]int{"main": {3, 1}, m1: {1, 0}})
+		if got := fmt.Sprint(threads(bob)); got != wantThreads {
+			t.Fatalf("bob's threads: %v", got)
+		}
+		rotate()
+		expectUnread(t, "bob", bob, roomID, 4, 1)
+		expectUnread(t, "carol", carol, roomID, 4, 0)
+		if got := fmt.Sprint(threads(bob)); got != wantThreads {
+			t.Fatalf("bob's threads after rotation: %v", got)
+		}
+		// Outside the window only highlights are listed.
+		if got := bob.notificationBodies(t, ""); fmt.Sprint(got) != "[m2]" {
+			t.Fatalf("bob's notifications after rotation: %v", got)
+		}
+		if got := carol.notificationBodies(t, ""); len(got) != 0 {
+			t.Fatalf("carol's notifications after rotation: %v", got)
+		}
+		alice.sendContent(t, roomID, map[string]any{"msgtype": "m.text", "body": "m5"})
+		expectUnread(t, "bob", bob, roomID, 5, 1)
+		if got := bob.notificationBodies(t, ""); fmt.Sprint(got) != "[m5 m2]" {
+			t.Fatalf("bob's notifications: %v", got)
+		}
+		// Carol reads the thread: its part of the summary goes, the main
+		// timeline's stays.
+		hearthtest.Expect(t, carol.do(t, "POST", "/_matrix/client/v3/rooms/"+roomID+"/receipt/m.read/"+url.PathEscape(m4), map[string]any{"thread_id": m1}), http.StatusOK, "")
+		expectUnread(t, "carol", carol, roomID, 4, 0)
+		// A second rotation adds to what is still unread.
+		alice.sendContent(t, roomID, map[string]any{"msgtype": "m.text", "body": "m6"})
+		rotate()
+		expectUnread(t, "carol", carol, roomID, 5, 0)
+		expectUnread(t, "bob", bob, roomID, 6, 1)
+		// Bob reads everything: nothing is left, the highlight included.
+		last := alice.sendContent(t, roomID, map[string]any{"msgtype": "m.text", "body": "m7"})
+		expectUnread(t, "bob", bob, roomID, 7, 1)
+		hearthtest.Expect(t, bob.do(t, "POST", "/_matrix/client/v3/rooms/"+roomID+"/receipt/m.read/"+url.PathEscape(last), map[string]any{}), http.StatusOK, "")
+		expectUnread(t, "bob", bob, roomID, 0, 0)
 	})
 }
