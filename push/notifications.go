@@ -558,27 +558,3 @@ func (c *memberNames) getAll(ctx context.Context, rs *rooms.Rooms, q storage.Rea
 	}
 	return out
 }
-
-func (c *memberNames) get(ctx context.Context, rs *rooms.Rooms, eventID string) string {
-	c.mu.Lock()
-	name, ok := c.m[eventID]
-	c.mu.Unlock()
-	if ok || eventID == "" {
-		return name
-	}
-	ev, err := rs.Event(ctx, eventID)
-	if err != nil {
-		return "" // not cached: a later message retries
-	}
-	var content struct {
-		DisplayName string `json:"displayname"`
-	}
-	_ = json.Unmarshal(ev.PDU.Content(), &content)
-	c.mu.Lock()
-	if c.m == nil || len(c.m) >= maxCachedNames {
-		c.m = map[string]string{}
-	}
-	c.m[eventID] = content.DisplayName
-	c.mu.Unlock()
-	return content.DisplayName
-}
