@@ -31,12 +31,22 @@ import (
 
 // userRules is a user's compiled rules and their group.
 type userRules struct {
-	group    int64
-	own      *pushrules.Compiled
+	group int64
+	// own is compiled on first use: only candidates need it, and a
+	// compiled ruleset (its body patterns) is kilobytes per member.
+	ownOnce  sync.Once
+	ownRules pushrules.UserRules
+	userID   string
+	compiled *pushrules.Compiled
 	template *pushrules.Compiled // shared by the group
 	// localWord is pushrules.FirstWord of the localpart; "" when the
 	// localpart must always be checked.
 	localWord string
+}
+
+func (r *userRules) own() *pushrules.Compiled {
+	r.ownOnce.Do(func() { r.compiled = pushrules.Compile(r.ownRules.Render(r.userID)) })
+	return r.compiled
 }
 
 // member is a local joined member of a room.
@@ -278,7 +288,7 @@ func (p *Push) evaluate(ctx context.Context, q storage.Reader, ev *rooms.Event, 
 		default:
 			continue // mentioned, but not a recipient
 		}
-		res := rules.own.Evaluate(flat, recipient{roomCtx: rc, userID: u, name: rm.names[u], subscribed: subscribers[u]})
+		res := rules.own().Evaluate(flat, recipient{roomCtx: rc, userID: u, name: rm.names[u], subscribed: subscribers[u]})
 		g := e.groups[rules.group]
 		if !joined {
 			if res.Notify {

@@ -470,7 +470,7 @@ func (c *ruleCache) get(ctx context.Context, userID string) (*userRules, error) 
 		}
 	}
 	u.ThreadRules = c.threadRules
-	r = &userRules{group: u.GroupKey(), own: pushrules.Compile(u.Render(userID))}
+	r = &userRules{group: u.GroupKey(), ownRules: u, userID: userID}
 	localpart, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
 	if !strings.ContainsAny(localpart, "*?[") {
 		r.localWord = pushrules.FirstWord(localpart)
