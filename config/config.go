@@ -130,6 +130,9 @@ type Config struct {
 	RateLimits            string   `yaml:"rate_limits" env:"HEARTH_RATE_LIMITS"`
 	// GuestAccess allows POST /register?kind=guest.
 	GuestAccess bool `yaml:"guest_access" env:"HEARTH_GUEST_ACCESS"`
+	// PasswordLogin offers m.login.password on /login and the password form
+	// on the OAuth sign-in page; false leaves the other methods only.
+	PasswordLogin bool `yaml:"password_login" env:"HEARTH_PASSWORD_LOGIN"`
 	// MaxDevicesPerUser refuses logins beyond this many devices; 0: no limit.
 	MaxDevicesPerUser int `yaml:"max_devices_per_user" env:"HEARTH_MAX_DEVICES_PER_USER"`
 	// UserLimitInfoURI is the info_uri of M_USER_LIMIT_EXCEEDED (v1.18), a
@@ -250,6 +253,7 @@ func Default() Config {
 		Registration:      RegistrationClosed,
 		BcryptCost:        12,
 		RateLimits:        "on",
+		PasswordLogin:     true,
 		TURNUserLifetime:  "1h",
 
 		RefreshableTokenLifetimeSeconds: 300,
