@@ -222,8 +222,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, err
 	}
-	// Push observes first: a position the sync notifier knows of is then
-	// already queued for evaluation, which push.WaitRecorded relies on.
+	// Push records notifications in the transaction of the events, and
+	// observes first: its room caches are current before a sync hears of
+	// the events.
+	s.Rooms.SetTxHook(s.Push.Record)
 	s.Rooms.Observe(s.Push.Observe)
 	// Remote device lists are dropped before syncs hear of the membership
 	// change that ends the shared room, so a client reacting to

@@ -180,8 +180,16 @@ func (r *Rooms) persist(ctx context.Context, in incoming) (*Event, error) {
 		if w, err = r.beginWrite(ctx, tx, roomID, in); err != nil {
 			return err
 		}
-		if ev, err = r.persistEvent(ctx, tx, w, in); err != nil || !w.headMoved {
+		if ev, err = r.persistEvent(ctx, tx, w, in); err != nil {
 			return err
+		}
+		if in.arrival != arriveOutlier && in.arrival != arriveBackfill {
+			if err := r.runTxHook(ctx, tx, w.appended); err != nil {
+				return err
+			}
+		}
+		if !w.headMoved {
+			return nil
 		}
 		return storage.UpdateRoomHead(ctx, tx, roomID, w.room.Extremities, w.room.MaxDepth, w.room.CurrentSnapshot)
 	})

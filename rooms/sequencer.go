@@ -152,6 +152,9 @@ func (r *Rooms) sendBatch(ctx context.Context, roomID string, batch []*sendReque
 			return nil
 		}
 		all, snaps = b.appended, b.snaps
+		if err := r.runTxHook(ctx, tx, all); err != nil {
+			return err
+		}
 		return storage.UpdateRoomHead(ctx, tx, room.RoomID, room.Extremities, room.MaxDepth, room.CurrentSnapshot)
 	})
 	if err != nil {

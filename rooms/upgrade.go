@@ -228,7 +228,12 @@ func (r *Rooms) Upgrade(ctx context.Context, oldRoomID, userID string, newVersio
 			return "", err
 		}
 	}
-	if err = r.db.WriteTx(ctx, func(tx *sql.Tx) error { return write(ctx, tx) }); err != nil {
+	if err = r.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		if err := write(ctx, tx); err != nil {
+			return err
+		}
+		return r.runTxHook(ctx, tx, out) // push, in the events' transaction
+	}); err != nil {
 		return "", err
 	}
 	r.committed(out, snaps)
