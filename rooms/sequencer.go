@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -47,6 +48,8 @@ type Proto struct {
 	// built is the event already built (a version 12 m.room.create, whose
 	// ID names the room before anything is stored).
 	built gomatrixserverlib.PDU
+	// pre is the event built before the transaction (see prebuild).
+	pre *prebuilt
 }
 
 // maxSendBatch bounds how many waiting sends one transaction commits.
@@ -96,6 +99,8 @@ type sendRequest struct {
 // the room (unlock) and tells observers in commit order, then completes
 // every request of the batch.
 func (r *Rooms) sendBatch(ctx context.Context, roomID string, batch []*sendRequest, unlock func()) {
+	r.prebuild(ctx, roomID, batch)
+
 	var all []*Event
 	var snaps []*snapshot
 	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
@@ -282,31 +287,14 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 		if key, bad := mxhttp.BadObjectKey(content); bad {
 			return mxhttp.BadJSON("Event content has the key %s: keys may not hold quotes, backslashes or control characters", key)
 		}
-		proto := &gomatrixserverlib.ProtoEvent{
-			SenderID: p.Sender, RoomID: room.RoomID, Type: p.Type, StateKey: p.StateKey,
-			PrevEvents: append([]string{}, prev...), AuthEvents: []string{},
-			Depth: room.MaxDepth + 1, Content: spec.RawJSON(content), Redacts: p.Redacts, Version: ver,
-		}
 		pdu := p.built
+		if pre := p.pre; pdu == nil && pre != nil && pre.snapshot == cur.id && pre.depth == room.MaxDepth+1 && slices.Equal(pre.prev, prev) {
+			pdu = pre.pdu // built before the transaction on this same head
+		}
 		if pdu == nil {
-			provider, err := r.authProvider(ctx, tx, cur.state, proto, pending)
-			if err != nil {
-				return fmt.Errorf("loading auth events: %w", err)
-			}
-			builder := ver.NewEventBuilderFromProtoEvent(proto)
-			if err := builder.AddAuthEvents(provider); err != nil {
-				return fmt.Errorf("selecting auth events: %w", err)
-			}
-			ts := now
-			if !p.Timestamp.IsZero() {
-				ts = p.Timestamp
-			}
-			if pdu, err = builder.Build(ts, r.serverName, r.key.ID, r.key.Private); err != nil {
-				var verr gomatrixserverlib.EventValidationError
-				if errors.As(err, &verr) && verr.Code == gomatrixserverlib.EventValidationTooLarge {
-					return mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
-				}
-				return mxhttp.BadJSON("Invalid event: %v", err)
+			var err error
+			if pdu, err = r.buildLocal(ctx, tx, ver, room.RoomID, cur.state, prev, room.MaxDepth+1, p, content, now, pending); err != nil {
+				return err
 			}
 		}
 		if len(pdu.JSON()) > maxPDUBytes {
@@ -332,6 +320,103 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 		}
 	}
 	return nil
+}
+
+// buildLocal builds and signs a local event on prev at depth, with its
+// auth events chosen from the state before it (st).
+func (r *Rooms) buildLocal(ctx context.Context, q storage.Reader, ver gomatrixserverlib.IRoomVersion, roomID string, st map[storage.StateKey]string,
+	prev []string, depth int64, p Proto, content json.RawMessage, now time.Time, pending map[string]*Event) (gomatrixserverlib.PDU, error) {
+	proto := &gomatrixserverlib.ProtoEvent{
+		SenderID: p.Sender, RoomID: roomID, Type: p.Type, StateKey: p.StateKey,
+		PrevEvents: append([]string{}, prev...), AuthEvents: []string{},
+		Depth: depth, Content: spec.RawJSON(content), Redacts: p.Redacts, Version: ver,
+	}
+	provider, err := r.authProvider(ctx, q, st, proto, pending)
+	if err != nil {
+		return nil, fmt.Errorf("loading auth events: %w", err)
+	}
+	builder := ver.NewEventBuilderFromProtoEvent(proto)
+	if err := builder.AddAuthEvents(provider); err != nil {
+		return nil, fmt.Errorf("selecting auth events: %w", err)
+	}
+	ts := now
+	if !p.Timestamp.IsZero() {
+		ts = p.Timestamp
+	}
+	pdu, err := builder.Build(ts, r.serverName, r.key.ID, r.key.Private)
+	if err != nil {
+		var verr gomatrixserverlib.EventValidationError
+		if errors.As(err, &verr) && verr.Code == gomatrixserverlib.EventValidationTooLarge {
+			return nil, mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
+		}
+		return nil, mxhttp.BadJSON("Invalid event: %v", err)
+	}
+	return pdu, nil
+}
+
+// prebuilt is a local event built and signed before the write
+// transaction, on the room's head as it was then: the transaction uses it
+// only if it finds the same head (the same state, prev events and depth),
+// else it builds the event again. Building and signing are most of a
+// send's CPU; done here they do not hold SQLite's one writer.
+type prebuilt struct {
+	pdu      gomatrixserverlib.PDU
+	prev     []string
+	depth    int64
+	snapshot int64
+}
+
+// prebuild builds a batch's events ahead of its transaction, each on top
+// of the one before, from the committed head of the room (whose lock the
+// caller holds, so only another process can move it). It stops at the
+// first event it cannot build this way: a state event (its new snapshot
+// is made in the transaction) or one built already. A send whose one
+// event fails to build is skipped (the transaction meets the error again
+// and reports it); any other error stops it.
+func (r *Rooms) prebuild(ctx context.Context, roomID string, batch []*sendRequest) {
+	q := r.db.Read()
+	room, err := storage.GetRoom(ctx, q, roomID)
+	if err != nil {
+		return
+	}
+	ver, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(room.Version))
+	if err != nil {
+		return
+	}
+	cur, err := r.snapshotState(ctx, q, room.CurrentSnapshot)
+	if err != nil {
+		return
+	}
+	prev, depth, now := room.Extremities, room.MaxDepth, time.Now()
+	for _, req := range batch {
+		for i := range req.protos {
+			p := &req.protos[i]
+			if p.StateKey != nil || p.built != nil {
+				return
+			}
+			if len(prev) > maxPrevEvents {
+				prev = prev[len(prev)-maxPrevEvents:]
+			}
+			content := p.Content
+			if len(content) == 0 {
+				content = json.RawMessage("{}")
+			}
+			var pdu gomatrixserverlib.PDU
+			var err error
+			if _, bad := mxhttp.BadObjectKey(content); !bad {
+				pdu, err = r.buildLocal(ctx, q, ver, roomID, cur.state, prev, depth+1, *p, content, now, nil)
+			}
+			if pdu == nil || err != nil || len(pdu.JSON()) > maxPDUBytes {
+				if len(req.protos) == 1 && ctx.Err() == nil {
+					break // this send fails alone; the next builds on the same head
+				}
+				return
+			}
+			id := pdu.EventID() // computed once here, before the PDU is shared
+			p.pre = &prebuilt{pdu: pdu, prev: prev, depth: depth + 1, snapshot: cur.id}
+			prev, depth = []string{id}, depth+1
+		}
+	}
 }
 
 // fillPrevState records the replaced state event for unsigned.prev_content.
