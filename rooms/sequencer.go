@@ -343,7 +343,10 @@ func (r *Rooms) buildLocal(ctx context.Context, q storage.Reader, ver gomatrixse
 	if !p.Timestamp.IsZero() {
 		ts = p.Timestamp
 	}
-	pdu, err := builder.Build(ts, r.serverName, r.key.ID, r.key.Private)
+	pdu, err := r.fastBuild(ver, builder, ts)
+	if pdu == nil && err == nil {
+		pdu, err = builder.Build(ts, r.serverName, r.key.ID, r.key.Private)
+	}
 	if err != nil {
 		var verr gomatrixserverlib.EventValidationError
 		if errors.As(err, &verr) && verr.Code == gomatrixserverlib.EventValidationTooLarge {
