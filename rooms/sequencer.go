@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -48,8 +47,6 @@ type Proto struct {
 	// built is the event already built (a version 12 m.room.create, whose
 	// ID names the room before anything is stored).
 	built gomatrixserverlib.PDU
-	// pre is the event built before the transaction (see prebuild).
-	pre *prebuilt
 }
 
 // maxSendBatch bounds how many waiting sends one transaction commits.
@@ -99,8 +96,6 @@ type sendRequest struct {
 // the room (unlock) and tells observers in commit order, then completes
 // every request of the batch.
 func (r *Rooms) sendBatch(ctx context.Context, roomID string, batch []*sendRequest, unlock func()) {
-	r.prebuild(ctx, roomID, batch)
-
 	var all []*Event
 	var snaps []*snapshot
 	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
@@ -288,9 +283,6 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 			return mxhttp.BadJSON("Event content has the key %s: keys may not hold quotes, backslashes or control characters", key)
 		}
 		pdu := p.built
-		if pre := p.pre; pdu == nil && pre != nil && pre.snapshot == cur.id && pre.depth == room.MaxDepth+1 && slices.Equal(pre.prev, prev) {
-			pdu = pre.pdu // built before the transaction on this same head
-		}
 		if pdu == nil {
 			var err error
 			if pdu, err = r.buildLocal(ctx, tx, ver, room.RoomID, cur.state, prev, room.MaxDepth+1, p, content, now, pending); err != nil {
@@ -355,71 +347,6 @@ func (r *Rooms) buildLocal(ctx context.Context, q storage.Reader, ver gomatrixse
 		return nil, mxhttp.BadJSON("Invalid event: %v", err)
 	}
 	return pdu, nil
-}
-
-// prebuilt is a local event built and signed before the write
-// transaction, on the room's head as it was then: the transaction uses it
-// only if it finds the same head (the same state, prev events and depth),
-// else it builds the event again. Building and signing are most of a
-// send's CPU; done here they do not hold SQLite's one writer.
-type prebuilt struct {
-	pdu      gomatrixserverlib.PDU
-	prev     []string
-	depth    int64
-	snapshot int64
-}
-
-// prebuild builds a batch's events ahead of its transaction, each on top
-// of the one before, from the committed head of the room (whose lock the
-// caller holds, so only another process can move it). It stops at the
-// first event it cannot build this way: a state event (its new snapshot
-// is made in the transaction) or one built already. A send whose one
-// event fails to build is skipped (the transaction meets the error again
-// and reports it); any other error stops it.
-func (r *Rooms) prebuild(ctx context.Context, roomID string, batch []*sendRequest) {
-	q := r.db.Read()
-	room, err := storage.GetRoom(ctx, q, roomID)
-	if err != nil {
-		return
-	}
-	ver, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(room.Version))
-	if err != nil {
-		return
-	}
-	cur, err := r.snapshotState(ctx, q, room.CurrentSnapshot)
-	if err != nil {
-		return
-	}
-	prev, depth, now := room.Extremities, room.MaxDepth, time.Now()
-	for _, req := range batch {
-		for i := range req.protos {
-			p := &req.protos[i]
-			if p.StateKey != nil || p.built != nil {
-				return
-			}
-			if len(prev) > maxPrevEvents {
-				prev = prev[len(prev)-maxPrevEvents:]
-			}
-			content := p.Content
-			if len(content) == 0 {
-				content = json.RawMessage("{}")
-			}
-			var pdu gomatrixserverlib.PDU
-			var err error
-			if _, bad := mxhttp.BadObjectKey(content); !bad {
-				pdu, err = r.buildLocal(ctx, q, ver, roomID, cur.state, prev, depth+1, *p, content, now, nil)
-			}
-			if pdu == nil || err != nil || len(pdu.JSON()) > maxPDUBytes {
-				if len(req.protos) == 1 && ctx.Err() == nil {
-					break // this send fails alone; the next builds on the same head
-				}
-				return
-			}
-			id := pdu.EventID() // computed once here, before the PDU is shared
-			p.pre = &prebuilt{pdu: pdu, prev: prev, depth: depth + 1, snapshot: cur.id}
-			prev, depth = []string{id}, depth+1
-		}
-	}
 }
 
 // fillPrevState records the replaced state event for unsigned.prev_content.
