@@ -218,9 +218,12 @@ func (a *API) search(r *http.Request, c accounts.Caller) (any, error) {
 	batch := min(max(2*limit, 50), 500)
 	for scanned := 0; len(page) < limit && more && scanned < maxSearchScan; {
 		q.After, q.Limit = cursor, batch
-		hits, err := a.db.Search(ctx, db, q)
+		hits, n, err := a.db.Search(ctx, db, q)
 		if err != nil {
 			return nil, err
+		}
+		if count < 0 && n >= 0 {
+			count = n // the first page by rank counted its window
 		}
 		scanned += len(hits)
 		more = len(hits) == batch

@@ -160,8 +160,9 @@ const (
 	// a large server would take seconds; older matches are not results.
 	SearchRankWindow = 1000
 	// SearchCountExact is how many matches SearchCount counts; beyond it
-	// the count is an estimate.
-	SearchCountExact = 1000
+	// the count is an estimate. It equals SearchRankWindow so that the
+	// first page by rank counts from the window it ranks.
+	SearchCountExact = SearchRankWindow
 	// maxPrefixWords bounds the words a search word's prefix expands to
 	// on SQLite; a shorter prefix is an FTS5 prefix query.
 	maxPrefixWords = 128
@@ -355,10 +356,12 @@ func (db *DB) customPlan(args []any) []any {
 
 // Search returns up to q.Limit hits after q.After in q's order: by rank
 // (ties newest first) among the newest SearchRankWindow matches, or
-// newest first.
-func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit, error) {
+// newest first. The first page by rank also returns SearchCount's count,
+// from the window it ranked (the same matches SearchCount would walk
+// again); otherwise the count is -1.
+func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit, int, error) {
 	if len(q.Phrases) == 0 || len(q.RoomIDs) == 0 || len(q.Types) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	var bounds searchBounds
 	limit := q.Limit
@@ -367,7 +370,7 @@ func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit,
 		if q.After != nil {
 			bounds.Floor, bounds.Ceiling = q.After.Floor, q.After.Ceiling
 			if bounds.Ceiling == 0 {
-				return nil, nil // the first page had no matches
+				return nil, -1, nil // the first page had no matches
 			}
 		}
 	} else if q.After != nil {
@@ -375,10 +378,11 @@ func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit,
 	}
 	matches, args, err := db.searchMatches(ctx, r, q, bounds, limit)
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	if !q.ByRank {
-		return db.searchEvents(ctx, r, q, `SELECT pos FROM (`+matches+`) w`, db.customPlan(args))
+		hits, err := db.searchEvents(ctx, r, q, `SELECT pos FROM (`+matches+`) w`, db.customPlan(args))
+		return hits, -1, err
 	}
 	// Score the window's matches from their text, and read the events of
 	// the page only.
@@ -396,8 +400,24 @@ func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit,
 			sc.rank = SearchScore(q.Phrases, text)
 			return nil
 		}, db.customPlan(args)...)
-	if err != nil || len(window) == 0 {
-		return nil, err
+	if err != nil {
+		return nil, -1, err
+	}
+	count := -1
+	if q.After == nil {
+		count = len(window)
+		if len(window) > 0 {
+			newest, oldest := window[0].pos, window[0].pos
+			for _, sc := range window {
+				newest, oldest = max(newest, sc.pos), min(oldest, sc.pos)
+			}
+			if count, err = db.estimateCount(ctx, r, q, len(window), newest, oldest); err != nil {
+				return nil, -1, err
+			}
+		}
+	}
+	if len(window) == 0 {
+		return nil, count, nil
 	}
 	sort.Slice(window, func(i, j int) bool {
 		return window[i].rank > window[j].rank || (window[i].rank == window[j].rank && window[i].pos > window[j].pos)
@@ -435,7 +455,7 @@ func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit,
 	}
 	evs, err := db.searchEvents(ctx, r, q, list, []any{string(js)})
 	if err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	byPos := make(map[int64]SearchHit, len(evs))
 	for _, h := range evs {
@@ -448,7 +468,7 @@ func (db *DB) Search(ctx context.Context, r Reader, q SearchQuery) ([]SearchHit,
 			out = append(out, h)
 		}
 	}
-	return out, nil
+	return out, count, nil
 }
 
 // searchEvents reads the events at the stream positions the query
@@ -489,6 +509,14 @@ func (db *DB) SearchCount(ctx context.Context, r Reader, q SearchQuery) (int, er
 		db.customPlan(args)...).Scan(&n, &newest, &oldest); err != nil {
 		return 0, fmt.Errorf("counting search hits: %w", err)
 	}
+	return db.estimateCount(ctx, r, q, n, newest.Int64, oldest.Int64)
+}
+
+// estimateCount is SearchCount's answer from the newest n matches (at
+// most SearchCountExact), which lie between stream positions oldest and
+// newest: n itself below SearchCountExact, else n scaled by how much
+// longer the stream is since the first event of the rooms searched.
+func (db *DB) estimateCount(ctx context.Context, r Reader, q SearchQuery, n int, newest, oldest int64) (int, error) {
 	if n < SearchCountExact {
 		return n, nil
 	}
@@ -502,7 +530,7 @@ func (db *DB) SearchCount(ctx context.Context, r Reader, q SearchQuery) (int, er
 		FROM (`+rooms+`) r`, string(js)).Scan(&first); err != nil {
 		return 0, fmt.Errorf("counting search hits: %w", err)
 	}
-	span, seen := float64(newest.Int64-first.Int64+1), float64(newest.Int64-oldest.Int64+1)
+	span, seen := float64(newest-first.Int64+1), float64(newest-oldest+1)
 	if !first.Valid || span <= seen {
 		return n, nil
 	}

@@ -73,7 +73,7 @@ func TestSearchMigrationBackfills(t *testing.T) {
 		defer db.Close()
 		search := func(term string) []string {
 			t.Helper()
-			hits, err := db.Search(ctx, db.Read(), storage.SearchQuery{Phrases: storage.SearchPhrases(term), RoomIDs: []string{"!r:x"},
+			hits, _, err := db.Search(ctx, db.Read(), storage.SearchQuery{Phrases: storage.SearchPhrases(term), RoomIDs: []string{"!r:x"},
 				Types: []string{"m.room.message", "m.room.name", "m.room.topic", "m.custom"}, Limit: 50})
 			if err != nil {
 				t.Fatal(err)
@@ -158,7 +158,7 @@ func TestSearchPrefixes(t *testing.T) {
 		count := func(term string) int {
 			t.Helper()
 			q := storage.SearchQuery{Phrases: storage.SearchPhrases(term), RoomIDs: []string{"!r:x"}, Types: searchTypes, Limit: 500}
-			hits, err := db.Search(ctx, db.Read(), q)
+			hits, _, err := db.Search(ctx, db.Read(), q)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,6 +168,11 @@ func TestSearchPrefixes(t *testing.T) {
 			}
 			if n != len(hits) {
 				t.Fatalf("%q: count %d, %d hits", term, n, len(hits))
+			}
+			// By rank, the first page's count is the same.
+			q.ByRank = true
+			if _, ranked, err := db.Search(ctx, db.Read(), q); err != nil || ranked != n {
+				t.Fatalf("%q by rank: count %d (%v), want %d", term, ranked, err, n)
 			}
 			return n
 		}
@@ -229,9 +234,14 @@ func TestSearchRankWindow(t *testing.T) {
 		seen := map[int64]bool{}
 		var last *storage.SearchHit
 		for page := 0; ; page++ {
-			hits, err := db.Search(ctx, db.Read(), q)
+			hits, pageCount, err := db.Search(ctx, db.Read(), q)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The first page counts from its window, as SearchCount does;
+			// later pages do not count.
+			if want := map[bool]int{true: count, false: -1}[page == 0]; pageCount != want {
+				t.Fatalf("page %d: count %d, want %d", page, pageCount, want)
 			}
 			if len(hits) == 0 {
 				break
