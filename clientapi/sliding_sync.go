@@ -341,9 +341,7 @@ func (a *API) slidingSync(ctx context.Context, c accounts.Caller, req ssRequest)
 			// Another process may have issued pos: never read less than it
 			// covered of the streams in the database, even if this process
 			// has not heard of all of it yet.
-			to.Events, to.AccountData, to.Receipts = max(to.Events, since.Events), max(to.AccountData, since.AccountData), max(to.Receipts, since.Receipts)
-			to.ToDevice, to.DeviceLists = max(to.ToDevice, since.ToDevice), max(to.DeviceLists, since.DeviceLists)
-			to.ThreadSubs = max(to.ThreadSubs, since.ThreadSubs)
+			to = to.NotBehind(*since)
 		}
 		resp, next, err := a.buildSliding(ctx, c, req, state, since, to)
 		if err != nil {

@@ -130,6 +130,9 @@ type Config struct {
 	RateLimits            string   `yaml:"rate_limits" env:"HEARTH_RATE_LIMITS"`
 	// GuestAccess allows POST /register?kind=guest.
 	GuestAccess bool `yaml:"guest_access" env:"HEARTH_GUEST_ACCESS"`
+	// PasswordLogin offers m.login.password on /login and the password form
+	// on the OAuth sign-in page; false leaves the other methods only.
+	PasswordLogin bool `yaml:"password_login" env:"HEARTH_PASSWORD_LOGIN"`
 	// MaxDevicesPerUser refuses logins beyond this many devices; 0: no limit.
 	MaxDevicesPerUser int `yaml:"max_devices_per_user" env:"HEARTH_MAX_DEVICES_PER_USER"`
 	// UserLimitInfoURI is the info_uri of M_USER_LIMIT_EXCEEDED (v1.18), a
@@ -234,6 +237,10 @@ type Config struct {
 	// email address (the m.login.email.identity stage) in every flow.
 	RegistrationRequiresEmail bool `yaml:"registration_requires_email" env:"HEARTH_REGISTRATION_REQUIRES_EMAIL"`
 
+	// SSOProviders are upstream OpenID Connect providers (company SSO),
+	// see SSOProvider and docs/sign-in.md.
+	SSOProviders SSOProviders `yaml:"sso_providers" env:"HEARTH_SSO_PROVIDERS"`
+
 	LogLevel  string `yaml:"log_level" env:"HEARTH_LOG_LEVEL"`
 	LogFormat string `yaml:"log_format" env:"HEARTH_LOG_FORMAT"`
 }
@@ -250,6 +257,7 @@ func Default() Config {
 		Registration:      RegistrationClosed,
 		BcryptCost:        12,
 		RateLimits:        "on",
+		PasswordLogin:     true,
 		TURNUserLifetime:  "1h",
 
 		RefreshableTokenLifetimeSeconds: 300,
@@ -427,6 +435,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateLiveKit(); err != nil {
+		return err
+	}
+	if err := c.validateSSO(); err != nil {
 		return err
 	}
 	if c.MaxDevicesPerUser < 0 {

@@ -174,20 +174,25 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		// that revoked it has answered: the others acknowledge.
 		s.Accounts.TokensRevoked = func(userID string) { s.relay.publishAcked(relayMessage{Tokens: userID}) }
 	}
-	// Local users' presence goes to other servers once federation exists.
-	// Application services with receive_ephemeral take both (s.AppServices
-	// exists before anything changes: changes come from serving).
-	s.Typing, s.Presence = newEphemeral(db, s.Notifier, func(userID string) {
-		if s.Federation != nil && cfg.Presence {
-			s.Federation.SendPresence(context.Background(), userID, s.Presence.Get(userID))
+	// Local users' presence changes made in this process go to other
+	// servers once federation exists. Application services with
+	// receive_ephemeral take typing and presence (s.AppServices exists
+	// before anything changes: changes come from serving).
+	s.Typing, s.Presence = newEphemeral(db, s.Notifier, func(c syncstream.PresenceChange) {
+		if c.Own && s.Federation != nil && cfg.Presence {
+			s.Federation.SendPresence(context.Background(), c.User, c.State)
 		}
-		s.AppServices.PresenceChanged(userID)
+		s.AppServices.PresenceChanged(c.User)
 	}, func(roomID string) { s.AppServices.TypingChanged(roomID) })
 	if s.relay != nil {
-		// Every process keeps who is typing, each with positions of its own;
-		// presence stays per process (docs/operations.md).
-		s.Typing.SetPublish(func(roomID, userID string, typing bool, timeout time.Duration) {
-			s.relay.publish(relayMessage{Typing: &relayedTyping{Room: roomID, User: userID, Typing: typing, Timeout: timeout.Milliseconds()}})
+		// Every process keeps who is typing and everyone's presence, at
+		// the same positions: the database orders the changes.
+		s.Typing.SetOrder(func(c syncstream.TypingChange) error {
+			return s.relay.publishOrdered(relayMessage{Typing: &relayedTyping{Room: c.Room, User: c.User, Typing: c.Typing,
+				Timeout: c.Timeout.Milliseconds()}})
+		})
+		s.Presence.SetOrder(func(c syncstream.PresenceChange) error {
+			return s.relay.publishOrdered(relayMessage{Presence: newRelayedPresence(c)})
 		})
 	}
 	s.E2EE = e2ee.New(db, cfg.ServerName, log)
@@ -273,7 +278,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Console = console.New(console.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Admin: s.Admin, Queue: s.Federation.Queue(),
 		Notices: s.clientAPI.SendServerNotice, Log: log})
 	s.Console.Routes(c)
-	s.oauth = oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange})
+	s.oauth = oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange,
+		ProfileChanged: s.Rooms.ProfileChanged})
 	s.oauth.Routes(c)
 	s.client = c
 

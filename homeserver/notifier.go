@@ -79,21 +79,20 @@ func feedNotifier(n *syncstream.Notifier) func(evs []*rooms.Event) {
 
 // newEphemeral makes the in-memory typing and presence state, each change
 // waking the users it concerns: a room's users for typing, everyone sharing
-// a room with the user for presence. presenceChanged, when not nil, is
-// told of every presence change too (federation sends local users' on),
-// and typingChanged, when not nil, of every typing change (application
-// services take both).
-func newEphemeral(db *storage.DB, n *syncstream.Notifier, presenceChanged, typingChanged func(id string)) (*syncstream.Typing, *syncstream.Presence) {
+// a room with the user for presence. presenceChanged and typingChanged,
+// when not nil, are told of every change too, made here or in another
+// process.
+func newEphemeral(db *storage.DB, n *syncstream.Notifier, presenceChanged func(syncstream.PresenceChange), typingChanged func(roomID string)) (*syncstream.Typing, *syncstream.Presence) {
 	typing := syncstream.NewTyping(func(roomID string, pos int64) {
 		n.Users(n.RoomUsers(context.Background(), roomID), syncstream.Position{Typing: pos})
 		if typingChanged != nil {
 			typingChanged(roomID)
 		}
 	})
-	presence := syncstream.NewPresence(func(userID string, pos int64) {
+	presence := syncstream.NewPresence(func(c syncstream.PresenceChange) {
 		ctx := context.Background()
-		users := map[string]bool{userID: true}
-		joined, _ := storage.RoomsOfUser(ctx, db.Read(), userID, spec.Join)
+		users := map[string]bool{c.User: true}
+		joined, _ := storage.RoomsOfUser(ctx, db.Read(), c.User, spec.Join)
 		for _, m := range joined {
 			for _, u := range n.RoomUsers(ctx, m.RoomID) {
 				users[u] = true
@@ -103,9 +102,9 @@ func newEphemeral(db *storage.DB, n *syncstream.Notifier, presenceChanged, typin
 		for u := range users {
 			list = append(list, u)
 		}
-		n.Users(list, syncstream.Position{Presence: pos})
+		n.Users(list, syncstream.Position{Presence: c.State.Pos})
 		if presenceChanged != nil {
-			presenceChanged(userID)
+			presenceChanged(c)
 		}
 	})
 	return typing, presence

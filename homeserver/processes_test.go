@@ -19,6 +19,7 @@ import (
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/syncstream"
 )
 
 // Several processes sharing one PostgreSQL database: only PostgreSQL is
@@ -640,6 +641,166 @@ namespaces:
 			if n != 1 {
 				t.Fatalf("transaction %s sent %d times", id, n)
 			}
+		}
+	})
+}
+
+// syncPos is a /sync response's next_batch, parsed.
+func syncPos(t *testing.T, r hearthtest.Response) syncstream.Position {
+	t.Helper()
+	hearthtest.Expect(t, r, http.StatusOK, "")
+	pos, err := syncstream.ParseToken(r.JSON["next_batch"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pos
+}
+
+// notBehind fails unless next is at or after since on every stream.
+func notBehind(t *testing.T, where string, next, since syncstream.Position) {
+	t.Helper()
+	n, s := next, since
+	if s.After(n) {
+		t.Fatalf("%s: next_batch %s is behind since %s", where, n, s)
+	}
+}
+
+// deliveries is what sync responses gave one user in one room: timeline
+// event IDs, typing notifications and presence events of one sender.
+type deliveries struct {
+	events   map[string]int
+	typing   int
+	presence int
+	sender   string
+}
+
+func (d *deliveries) add(t *testing.T, r hearthtest.Response, roomID string) {
+	t.Helper()
+	var body struct {
+		Rooms struct {
+			Join map[string]struct {
+				Timeline struct {
+					Events []struct {
+						EventID string `json:"event_id"`
+					} `json:"events"`
+				} `json:"timeline"`
+				Ephemeral struct {
+					Events []struct {
+						Type string `json:"type"`
+					} `json:"events"`
+				} `json:"ephemeral"`
+			} `json:"join"`
+		} `json:"rooms"`
+		Presence struct {
+			Events []struct {
+				Sender string `json:"sender"`
+			} `json:"events"`
+		} `json:"presence"`
+	}
+	if err := json.Unmarshal(r.Body, &body); err != nil {
+		t.Fatal(err)
+	}
+	room := body.Rooms.Join[roomID]
+	for _, ev := range room.Timeline.Events {
+		d.events[ev.EventID]++
+	}
+	for _, ev := range room.Ephemeral.Events {
+		if ev.Type == "m.typing" {
+			d.typing++
+		}
+	}
+	for _, ev := range body.Presence.Events {
+		if ev.Sender == d.sender {
+			d.presence++
+		}
+	}
+}
+
+// A sync token is valid on every process and never goes backwards. The
+// second process is made to lag (it holds the others' news) while
+// messages, typing and presence go through the first; a sync on the lagging
+// process with the first's newer token answers with a next_batch at or
+// after it on every stream and repeats nothing, and once the held news
+// arrives it is not delivered again: typing and presence keep the
+// positions the first process gave them.
+func TestSyncTokenOnLaggingProcess(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		p1, p2, alice, bob, roomID := twoProcesses(t, nil)
+		since := alice.caughtUp(t)
+		release := p2.HoldRelay()
+		held := true
+		defer func() {
+			if held {
+				release()
+			}
+		}()
+
+		// Through the first process only: messages, typing, presence.
+		bob1 := bob.on(p1)
+		var sent []string
+		for i := range 3 {
+			sent = append(sent, bob1.send(t, roomID, fmt.Sprintf("message %d", i)))
+		}
+		r := bob1.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/typing/"+url.PathEscape(bob.id),
+			map[string]any{"typing": true, "timeout": 30000})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		r = bob1.do(t, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(bob.id)+"/status",
+			map[string]any{"presence": "online", "status_msg": "lagging test"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+
+		got := deliveries{events: map[string]int{}, sender: bob.id}
+		ahead := syncstream.Position{}
+		for tries := 0; ; tries++ {
+			r = alice.do(t, "GET", "/_matrix/client/v3/sync?timeout=1000&since="+url.QueryEscape(since), nil)
+			next := syncPos(t, r)
+			got.add(t, r, roomID)
+			since = next.String()
+			ahead = next
+			if got.typing > 0 && got.presence > 0 && got.events[sent[2]] > 0 {
+				break
+			}
+			if tries == 20 {
+				t.Fatalf("the first process never delivered everything: %+v", got)
+			}
+		}
+
+		// On the lagging process, with the newer token.
+		lagging := alice.on(p2)
+		r = lagging.do(t, "GET", "/_matrix/client/v3/sync?timeout=0&since="+url.QueryEscape(since), nil)
+		next := syncPos(t, r)
+		notBehind(t, "lagging process", next, ahead)
+		got.add(t, r, roomID)
+
+		// The held news arrives, then a new message: it alone is delivered.
+		r, _ = lagging.longPoll(t, next.String(), func() {
+			held = false
+			release()
+			time.Sleep(200 * time.Millisecond)
+			sent = append(sent, bob1.send(t, roomID, "after the lag"))
+		})
+		after := syncPos(t, r)
+		notBehind(t, "after the lag", after, next)
+		got.add(t, r, roomID)
+		for _, id := range sent {
+			if got.events[id] != 1 {
+				t.Fatalf("event %s delivered %d times, want once: %+v", id, got.events[id], got.events)
+			}
+		}
+		if after.Typing != ahead.Typing || after.Presence != ahead.Presence {
+			t.Fatalf("typing and presence at %d and %d on the lagging process, %d and %d on the first",
+				after.Typing, after.Presence, ahead.Typing, ahead.Presence)
+		}
+		// Back and forth between the processes: nothing new, nothing again.
+		pos := after
+		for i, p := range []*hearthtest.Server{p1, p2, p1, p2} {
+			r = alice.on(p).do(t, "GET", "/_matrix/client/v3/sync?timeout=0&since="+url.QueryEscape(pos.String()), nil)
+			next := syncPos(t, r)
+			notBehind(t, fmt.Sprintf("sync %d", i), next, pos)
+			got.add(t, r, roomID)
+			pos = next
+		}
+		if got.typing != 1 || got.presence != 1 {
+			t.Fatalf("typing delivered %d times and presence %d times, want once each", got.typing, got.presence)
 		}
 	})
 }

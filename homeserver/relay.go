@@ -41,6 +41,16 @@ type relay struct {
 	apply  func(ctx context.Context, m relayMessage)
 	resync func(ctx context.Context)
 
+	// gate is held while other processes' news must wait (tests hold it
+	// to make this process lag behind the others).
+	gate sync.Mutex
+
+	// orderedApplied is the position of the last ordered message applied
+	// here; orderedWait are the publishOrdered calls waiting for theirs.
+	orderedMu      sync.Mutex
+	orderedApplied int64
+	orderedWait    map[int64]chan struct{}
+
 	acksMu sync.Mutex
 	acks   map[string]chan struct{} // revocation ID → one value per process that applied it
 
@@ -64,6 +74,7 @@ type relayMessage struct {
 	Dests     []string           `json:"fed,omitempty"`   // destinations with queued federation work
 	PushUsers []string           `json:"push,omitempty"`  // users with queued pushes
 	Typing    *relayedTyping     `json:"typ,omitempty"`
+	Presence  *relayedPresence   `json:"pre,omitempty"`
 	// Delayed says a delayed event was scheduled or restarted: the
 	// leader's scheduler looks again.
 	Delayed bool `json:"dly,omitempty"`
@@ -73,6 +84,9 @@ type relayMessage struct {
 	// with an Ack of the same ID (see publishAcked).
 	AckID string `json:"aid,omitempty"`
 	Ack   string `json:"ack,omitempty"`
+	// own: an ordered message (typing, presence) this process sent,
+	// which it applies when it comes back like the others do.
+	own bool
 }
 
 // relayedTyping is a Typing.Set made in another process.
@@ -81,6 +95,34 @@ type relayedTyping struct {
 	User    string `json:"u"`
 	Typing  bool   `json:"t"`
 	Timeout int64  `json:"ms"`
+	Pos     int64  `json:"p,omitempty"`
+}
+
+// relayedPresence is a presence change made in another process.
+type relayedPresence struct {
+	User       string  `json:"u"`
+	Presence   string  `json:"s"`
+	StatusMsg  *string `json:"m,omitempty"`
+	LastActive int64   `json:"la,omitempty"` // Unix milliseconds
+	Active     bool    `json:"a,omitempty"`
+	Pos        int64   `json:"p"`
+}
+
+func newRelayedPresence(c syncstream.PresenceChange) *relayedPresence {
+	rp := &relayedPresence{User: c.User, Presence: c.State.Presence, StatusMsg: c.State.StatusMsg,
+		Active: c.State.CurrentlyActive, Pos: c.State.Pos}
+	if !c.State.LastActive.IsZero() {
+		rp.LastActive = c.State.LastActive.UnixMilli()
+	}
+	return rp
+}
+
+func (rp *relayedPresence) change(own bool) syncstream.PresenceChange {
+	st := syncstream.PresenceState{Presence: rp.Presence, StatusMsg: rp.StatusMsg, CurrentlyActive: rp.Active, Pos: rp.Pos}
+	if rp.LastActive > 0 {
+		st.LastActive = time.UnixMilli(rp.LastActive)
+	}
+	return syncstream.PresenceChange{User: rp.User, State: st, Own: own}
 }
 
 // relayPayload is one notification: messages from one process.
@@ -106,7 +148,7 @@ func newRelay(ctx context.Context, db *storage.DB, log *slog.Logger) (*relay, er
 	_, _ = rand.Read(id[:])
 	rctx, cancel := context.WithCancel(context.Background())
 	return &relay{db: db, log: log, id: hex.EncodeToString(id[:]), channel: fmt.Sprintf("hearth_%08x", uint32(key)),
-		signal: make(chan struct{}, 1), acks: map[string]chan struct{}{}, ctx: rctx, cancel: cancel}, nil
+		signal: make(chan struct{}, 1), acks: map[string]chan struct{}{}, orderedWait: map[int64]chan struct{}{}, ctx: rctx, cancel: cancel}, nil
 }
 
 // start listens (the first connection is made before it returns, so that
@@ -134,6 +176,81 @@ func (r *relay) close() {
 
 // publish queues m for the other processes.
 func (r *relay) publish(m relayMessage) { r.send(m, nil) }
+
+// publishOrdered sends m (typing or presence) at the next ordered
+// position: every process, this one too, applies it when it arrives, in
+// the order of the positions (storage.DB.NotifyOrdered).
+func (r *relay) publishOrdered(m relayMessage) error {
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+	defer cancel()
+	var encodeErr error
+	pos, err := r.db.NotifyOrdered(ctx, r.channel, func(pos int64) string {
+		if m.Typing != nil {
+			m.Typing.Pos = pos
+		}
+		if m.Presence != nil {
+			m.Presence.Pos = pos
+		}
+		b, err := json.Marshal(m)
+		if err == nil {
+			b, err = json.Marshal(relayPayload{From: r.id, Msgs: []json.RawMessage{b}})
+		}
+		encodeErr = err
+		return string(b)
+	})
+	if err == nil {
+		err = encodeErr
+	}
+	if err != nil {
+		r.log.Warn("ordering a typing or presence change failed; only this process shows it", "err", err)
+		return err
+	}
+	// Answer once it is applied here too: what the client said is what
+	// this process shows from then on.
+	r.orderedMu.Lock()
+	if r.orderedApplied >= pos {
+		r.orderedMu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	r.orderedWait[pos] = ch
+	r.orderedMu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		r.orderedMu.Lock()
+		delete(r.orderedWait, pos)
+		r.orderedMu.Unlock()
+	}
+	return nil
+}
+
+// orderedDone records that the ordered messages up to pos are applied.
+func (r *relay) orderedDone(pos int64) {
+	r.orderedMu.Lock()
+	defer r.orderedMu.Unlock()
+	r.orderedApplied = max(r.orderedApplied, pos)
+	for p, ch := range r.orderedWait {
+		if p <= pos {
+			close(ch)
+			delete(r.orderedWait, p)
+		}
+	}
+}
+
+// ordered reports whether m is one of publishOrdered's messages.
+func (m relayMessage) ordered() bool { return m.posOrdered() > 0 }
+
+// posOrdered is the position of an ordered message, or 0.
+func (m relayMessage) posOrdered() int64 {
+	switch {
+	case m.Typing != nil:
+		return m.Typing.Pos
+	case m.Presence != nil:
+		return m.Presence.Pos
+	}
+	return 0
+}
 
 // relayAckTimeout bounds how long publishAcked waits for the others.
 const relayAckTimeout = 2 * time.Second
@@ -340,14 +457,20 @@ func (r *relay) receiveFrom(conn *storage.SessionConn) error {
 			r.log.Warn("an unreadable notification from another process", "err", err)
 			continue
 		}
-		if p.From == r.id {
-			continue
-		}
+		own := p.From == r.id
+		r.gate.Lock()
+		r.gate.Unlock() // a gate: only waits while held
 		for _, raw := range p.Msgs {
 			var m relayMessage
 			if err := json.Unmarshal(raw, &m); err != nil {
 				r.log.Warn("an unreadable message from another process", "err", err)
 				continue
+			}
+			if own {
+				if !m.ordered() {
+					continue
+				}
+				m.own = true
 			}
 			if m.Ack != "" {
 				r.acksMu.Lock()
@@ -361,6 +484,9 @@ func (r *relay) receiveFrom(conn *storage.SessionConn) error {
 				continue
 			}
 			r.apply(r.ctx, m)
+			if m.ordered() {
+				r.orderedDone(m.posOrdered())
+			}
 			if m.AckID != "" {
 				r.publish(relayMessage{Ack: m.AckID})
 			}
@@ -438,7 +564,10 @@ func (s *Server) applyRelayed(ctx context.Context, m relayMessage) {
 	case m.Delayed:
 		s.Delayed.Kick() // nothing unless leading
 	case m.Typing != nil:
-		s.Typing.Apply(m.Typing.Room, m.Typing.User, m.Typing.Typing, time.Duration(m.Typing.Timeout)*time.Millisecond)
+		s.Typing.Apply(syncstream.TypingChange{Room: m.Typing.Room, User: m.Typing.User, Typing: m.Typing.Typing,
+			Timeout: time.Duration(m.Typing.Timeout) * time.Millisecond, Pos: m.Typing.Pos, Own: m.own})
+	case m.Presence != nil:
+		s.Presence.Apply(m.Presence.change(m.own))
 	}
 }
 

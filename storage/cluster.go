@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -104,3 +105,32 @@ func (c *SessionConn) Ping(ctx context.Context) error { return c.conn.Ping(ctx) 
 
 // Close ends the session, releasing its locks.
 func (c *SessionConn) Close() { _ = c.conn.Close(context.Background()) }
+
+// ephemeralLockKey orders the typing and presence positions handed out by
+// NotifyOrdered (a one-key transaction lock, see clusterLockClass).
+const ephemeralLockKey = 7460123
+
+// NotifyOrdered takes the next typing and presence position and sends
+// payload(pos) on channel, in one transaction that holds a lock until it
+// commits: notifications are delivered in commit order, so every listener
+// (the sender too) receives these in the order of their positions. A
+// position is the database's clock in Unix milliseconds, or one more than
+// the previous position when that is later.
+func (db *DB) NotifyOrdered(ctx context.Context, channel string, payload func(pos int64) string) (int64, error) {
+	var pos int64
+	err := db.WriteTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", ephemeralLockKey); err != nil {
+			return err
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT setval('ephemeral_positions',
+			GREATEST(nextval('ephemeral_positions'), (extract(epoch FROM clock_timestamp()) * 1000)::bigint))`).Scan(&pos); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "SELECT pg_notify($1, $2)", channel, payload(pos))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sending an ordered notification: %w", err)
+	}
+	return pos, nil
+}

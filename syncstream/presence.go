@@ -19,13 +19,24 @@ type PresenceState struct {
 // unavailable, and offline once no sync has been seen for offlineAfter.
 type Presence struct {
 	mu      sync.Mutex
-	pos     int64
+	clock   clock
 	users   map[string]*PresenceState
 	syncing map[string]int         // open syncs per user
 	offline map[string]*time.Timer // pending "went offline" per user
-	changed func(userID string, pos int64)
+	changed func(PresenceChange)
 	now     func() time.Time
 	timers  timers
+	// order, when set, sequences the changes made here with the other
+	// processes' ones, as Typing's does.
+	order func(PresenceChange) error
+}
+
+// PresenceChange is one user's new presence (State.Pos its position, 0
+// before it is ordered); Own says it was made in this process.
+type PresenceChange struct {
+	User  string
+	State PresenceState
+	Own   bool
 }
 
 const (
@@ -34,7 +45,7 @@ const (
 )
 
 // NewPresence returns empty presence; changed is called after each change.
-func NewPresence(changed func(userID string, pos int64)) *Presence {
+func NewPresence(changed func(PresenceChange)) *Presence {
 	return &Presence{users: map[string]*PresenceState{}, syncing: map[string]int{}, offline: map[string]*time.Timer{}, changed: changed, now: time.Now}
 }
 
@@ -52,24 +63,70 @@ func (p *Presence) Set(userID, presence string, statusMsg *string, active bool) 
 	if active && !st.CurrentlyActive {
 		changed = true
 	}
-	st.Presence = presence
+	next := *st
+	next.Presence = presence
 	if statusMsg != nil {
 		msg := *statusMsg
-		st.StatusMsg = &msg
+		next.StatusMsg = &msg
 	}
 	if active {
-		st.LastActive = p.now()
+		next.LastActive = p.now()
+		st.LastActive = next.LastActive
 	}
-	st.CurrentlyActive = active && presence == "online"
+	next.CurrentlyActive = active && presence == "online"
 	if !changed {
+		*st = next
 		p.mu.Unlock()
 		return
 	}
-	p.pos++
-	st.Pos = p.pos
-	pos := p.pos
 	p.mu.Unlock()
-	p.changed(userID, pos)
+	c := PresenceChange{User: userID, State: next, Own: true}
+	c.State.Pos = 0
+	if p.order != nil && p.order(c) == nil {
+		return
+	}
+	p.Apply(c)
+}
+
+// SetOrder makes every change go through order, which must hand it back
+// to Apply with its position and Own set (call it before serving). When
+// order fails, the change is applied here alone.
+func (p *Presence) SetOrder(order func(PresenceChange) error) { p.order = order }
+
+// Apply records a change, ordered (State.Pos set) or not. An ordered
+// change that changes nothing here (two processes said the same) takes no
+// position.
+func (p *Presence) Apply(c PresenceChange) {
+	p.mu.Lock()
+	st := c.State
+	if st.StatusMsg != nil {
+		msg := *st.StatusMsg
+		st.StatusMsg = &msg
+	}
+	if cur := p.users[c.User]; cur != nil && c.State.Pos > 0 && cur.Presence == st.Presence &&
+		cur.CurrentlyActive == st.CurrentlyActive && (st.StatusMsg == nil) == (cur.StatusMsg == nil) &&
+		(st.StatusMsg == nil || *st.StatusMsg == *cur.StatusMsg) {
+		cur.LastActive = later(cur.LastActive, st.LastActive)
+		p.clock.last = max(p.clock.last, c.State.Pos)
+		p.mu.Unlock()
+		return
+	}
+	if c.State.Pos > 0 {
+		st.Pos = p.clock.remote(c.State.Pos)
+	} else {
+		st.Pos = p.clock.local(p.now())
+	}
+	p.users[c.User] = &st
+	c.State = st
+	p.mu.Unlock()
+	p.changed(c)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // Get returns a user's presence (offline if never seen), with unavailable
@@ -86,13 +143,6 @@ func (p *Presence) Get(userID string) PresenceState {
 		out.Presence, out.CurrentlyActive = "unavailable", false
 	}
 	return out
-}
-
-// Current is the newest presence position.
-func (p *Presence) Current() int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.pos
 }
 
 // Syncing records that one of the user's devices is syncing with

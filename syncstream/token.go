@@ -17,8 +17,8 @@ type Position struct {
 	Receipts    int64
 	ToDevice    int64
 	DeviceLists int64
-	Typing      int64 // in-memory; resets when the server restarts
-	Presence    int64
+	Typing      int64 // in-memory, a clock (see clock) that survives restarts
+	Presence    int64 // likewise
 	ThreadSubs  int64 // thread subscriptions (MSC4306), for sliding sync
 }
 
@@ -77,24 +77,14 @@ func (p Position) After(q Position) bool {
 	return false
 }
 
-// NotBehind is p moved up to q on every stream kept in the database
-// (events, account data, receipts, to-device, device lists, thread
-// subscriptions). With several
-// processes on one PostgreSQL, a token made by a process ahead of this one
-// names positions this process has not heard of yet; a response from it
-// must not go back to this process's own positions, or the client would
-// get the same events again. Typing and presence stay p's: their positions
-// are each process's own and start again at a restart.
-func (p Position) NotBehind(q Position) Position {
-	out := p
-	out.Events = max(p.Events, q.Events)
-	out.AccountData = max(p.AccountData, q.AccountData)
-	out.Receipts = max(p.Receipts, q.Receipts)
-	out.ToDevice = max(p.ToDevice, q.ToDevice)
-	out.DeviceLists = max(p.DeviceLists, q.DeviceLists)
-	out.ThreadSubs = max(p.ThreadSubs, q.ThreadSubs)
-	return out
-}
+// NotBehind is p moved up to q on every stream. With several processes on
+// one PostgreSQL, a token made by a process ahead of this one names
+// positions this process has not heard of yet; a response from it must not
+// go back to this process's own positions, or the client would get the
+// same events again. What lies between was delivered from there: the
+// streams kept in the database are read from it up to these positions,
+// and typing and presence positions compare across processes (clock).
+func (p Position) NotBehind(q Position) Position { return p.Max(q) }
 
 // Max returns the stream-wise maximum.
 func (p Position) Max(q Position) Position {

@@ -8,85 +8,134 @@ import (
 
 // Typing is who is typing in each room (client-server API, Typing
 // Notifications). It lives in memory only: typing state is seconds long and
-// not worth a write. Every change takes the next typing position.
+// not worth a write. Every change takes the next typing position: from the
+// process's clock, or, with several processes on one database, from the
+// order the database gives every process's changes (SetOrder).
 type Typing struct {
 	mu      sync.Mutex
-	pos     int64
+	clock   clock
+	now     func() time.Time
 	rooms   map[string]*roomTyping
 	changed func(roomID string, pos int64) // wakes the room's users
 	timers  timers
-	// publish, when set, is told of every Set (not of Apply), so other
-	// processes sharing the database keep the same typing state, each
-	// with positions of its own.
-	publish func(roomID, userID string, typing bool, timeout time.Duration)
+	// order, when set, sequences the changes made here with the other
+	// processes' ones: a change is applied when it comes back through
+	// Apply, with its position, in the same order in every process.
+	order func(TypingChange) error
 }
 
+// TypingChange is one Set, or the expiry of one, as processes sharing a
+// database order it. Pos is its position (0 before it is ordered); Own says
+// it was made in this process.
+type TypingChange struct {
+	Room    string
+	User    string
+	Typing  bool
+	Timeout time.Duration
+	Pos     int64
+	Own     bool
+}
+
+// typingGrace is how much longer a process keeps a user typing whom
+// another process set typing: that process ends it at the timeout, for
+// every process; this expiry is for when it cannot (it died).
+const typingGrace = 5 * time.Second
+
 type roomTyping struct {
-	users   map[string]*time.Timer // user → expiry timer
-	changed int64                  // position of the last change
+	users   map[string]*typist
+	changed int64 // position of the last change
+}
+
+type typist struct {
+	timer *time.Timer
+	own   bool // set typing through this process, which ends it
 }
 
 // NewTyping returns empty typing state; changed is called after each change.
 func NewTyping(changed func(roomID string, pos int64)) *Typing {
-	return &Typing{rooms: map[string]*roomTyping{}, changed: changed}
+	return &Typing{rooms: map[string]*roomTyping{}, changed: changed, now: time.Now}
 }
 
-// SetPublish makes Set tell fn of every change (call it before serving).
-func (t *Typing) SetPublish(fn func(roomID, userID string, typing bool, timeout time.Duration)) {
-	t.publish = fn
-}
+// SetOrder makes every change go through order, which must hand it back
+// to Apply with its position and Own set (call it before serving). When
+// order fails, the change is applied here alone.
+func (t *Typing) SetOrder(order func(TypingChange) error) { t.order = order }
 
 // Set marks a user typing for timeout, or not typing.
 func (t *Typing) Set(roomID, userID string, typing bool, timeout time.Duration) {
-	t.Apply(roomID, userID, typing, timeout)
-	if t.publish != nil {
-		t.publish(roomID, userID, typing, timeout)
+	c := TypingChange{Room: roomID, User: userID, Typing: typing, Timeout: timeout, Own: true}
+	if t.order != nil && t.order(c) == nil {
+		return
 	}
+	t.Apply(c)
 }
 
-// Apply is Set for a change another process published.
-func (t *Typing) Apply(roomID, userID string, typing bool, timeout time.Duration) {
+// Apply applies a change, ordered (Pos set) or not.
+func (t *Typing) Apply(c TypingChange) {
 	t.mu.Lock()
-	rt := t.rooms[roomID]
+	rt := t.rooms[c.Room]
 	if rt == nil {
-		rt = &roomTyping{users: map[string]*time.Timer{}}
-		t.rooms[roomID] = rt
+		rt = &roomTyping{users: map[string]*typist{}}
+		t.rooms[c.Room] = rt
 	}
-	old, was := rt.users[userID]
+	old, was := rt.users[c.User]
 	if was {
-		old.Stop()
-		delete(rt.users, userID)
+		old.timer.Stop()
+		delete(rt.users, c.User)
 	}
-	if typing {
-		rt.users[userID] = t.timers.after(timeout, func() { t.expire(roomID, userID) })
+	if c.Typing {
+		ty := &typist{own: c.Own}
+		timeout := c.Timeout
+		if !c.Own {
+			timeout += typingGrace
+		}
+		ty.timer = t.timers.after(timeout, func() { t.expire(c.Room, c.User, ty) })
+		rt.users[c.User] = ty
 	}
-	if was == typing && typing {
-		// Still typing: the timer was extended, nothing to tell anyone.
+	if was == c.Typing {
+		// Still typing (the timer was extended) or still not: nothing to
+		// tell anyone.
+		t.clock.last = max(t.clock.last, c.Pos)
 		t.mu.Unlock()
 		return
 	}
-	if !was && !typing {
-		t.mu.Unlock()
-		return
-	}
-	t.pos++
-	rt.changed = t.pos
-	pos := t.pos
+	pos := t.nextLocked(c.Pos)
+	rt.changed = pos
 	t.mu.Unlock()
-	t.changed(roomID, pos)
+	t.changed(c.Room, pos)
 }
 
-func (t *Typing) expire(roomID, userID string) {
+// nextLocked is the position of a change: its ordered position, or the
+// clock's for one made here alone.
+func (t *Typing) nextLocked(ordered int64) int64 {
+	if ordered > 0 {
+		return t.clock.remote(ordered)
+	}
+	return t.clock.local(t.now())
+}
+
+// expire ends ty's typing when its timeout passed. One set through this
+// process is ended through the order, so every process ends it at the
+// same position.
+func (t *Typing) expire(roomID, userID string, ty *typist) {
 	t.mu.Lock()
 	rt := t.rooms[roomID]
-	if rt == nil || rt.users[userID] == nil {
+	current := rt != nil && rt.users[userID] == ty
+	t.mu.Unlock()
+	if !current {
+		return
+	}
+	if ty.own && t.order != nil && t.order(TypingChange{Room: roomID, User: userID, Own: true}) == nil {
+		return
+	}
+	t.mu.Lock()
+	if rt.users[userID] != ty {
 		t.mu.Unlock()
 		return
 	}
 	delete(rt.users, userID)
-	t.pos++
-	rt.changed = t.pos
-	pos := t.pos
+	pos := t.clock.local(t.now())
+	rt.changed = pos
 	t.mu.Unlock()
 	t.changed(roomID, pos)
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -22,7 +23,32 @@ type client struct {
 	base         string
 	http         *http.Client
 	sharedSecret string // Synapse-style admin registration when set
+	// retry, when set, counts requests sent again after the server could
+	// not be reached or the balancer in front of it answered 502, 503 or
+	// 504 (a process of a group was killed): every request the benchmark
+	// makes may be repeated (a send keeps its transaction ID).
+	retry *atomic.Int64
+	// backoff is the first wait before a retry (default 100 ms), growing
+	// to ten times it.
+	backoff time.Duration
 }
+
+// maxRetries bounds the attempts of a request through a balancer.
+const maxRetries = 30
+
+// transient reports whether err is one a request through a balancer may
+// meet while a process behind it dies: the connection failed, or the
+// balancer found no process to answer.
+func transient(err error) bool {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he.Status == http.StatusBadGateway || he.Status == http.StatusServiceUnavailable || he.Status == http.StatusGatewayTimeout
+	}
+	return errors.Is(err, errUnreachable)
+}
+
+// errUnreachable marks a request that got no complete response.
+var errUnreachable = errors.New("no response")
 
 // session is one logged-in device.
 type session struct {
@@ -47,8 +73,26 @@ func (e *httpError) Error() string {
 }
 
 // do sends one request and decodes a 200 response into out (when not nil).
-// Any other status is an *httpError; the caller counts it.
+// Any other status is an *httpError; the caller counts it. With retry set,
+// transient failures are retried.
 func (c *client) do(ctx context.Context, method, path, token string, body, out any) error {
+	err := c.do1(ctx, method, path, token, body, out)
+	backoff := c.backoff
+	if backoff == 0 {
+		backoff = 100 * time.Millisecond
+	}
+	for attempt := 1; c.retry != nil && attempt < maxRetries && transient(err) && ctx.Err() == nil; attempt++ {
+		c.retry.Add(1)
+		select {
+		case <-time.After(time.Duration(min(attempt, 10)) * backoff):
+		case <-ctx.Done():
+		}
+		err = c.do1(ctx, method, path, token, body, out)
+	}
+	return err
+}
+
+func (c *client) do1(ctx context.Context, method, path, token string, body, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	var rd io.Reader
@@ -71,12 +115,18 @@ func (c *client) do(ctx context.Context, method, path, token string, body, out a
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, shortPath(path), err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s %s: %w", method, shortPath(path), err)
+		}
+		return fmt.Errorf("%s %s: %w: %w", method, shortPath(path), errUnreachable, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: reading response: %w", method, shortPath(path), err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s %s: reading response: %w", method, shortPath(path), err)
+		}
+		return fmt.Errorf("%s %s: reading response: %w: %w", method, shortPath(path), errUnreachable, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		if len(b) > 300 {
@@ -223,14 +273,33 @@ type syncResponse struct {
 				Events []json.RawMessage `json:"events"`
 			} `json:"state"`
 			Timeline struct {
-				Events []struct {
-					EventID string       `json:"event_id"`
-					Type    string       `json:"type"`
-					Content benchContent `json:"content"`
-				} `json:"events"`
+				Events    []timelineEvent `json:"events"`
+				Limited   bool            `json:"limited"`
+				PrevBatch string          `json:"prev_batch"`
 			} `json:"timeline"`
 		} `json:"join"`
 	} `json:"rooms"`
+}
+
+type timelineEvent struct {
+	EventID string       `json:"event_id"`
+	Type    string       `json:"type"`
+	Content benchContent `json:"content"`
+}
+
+// messagesBack returns up to limit events before from, oldest first.
+func (c *client) messagesBack(ctx context.Context, s session, roomID, from string, limit int) ([]timelineEvent, error) {
+	q := url.Values{"dir": {"b"}, "limit": {strconv.Itoa(limit)}, "from": {from}}
+	var page struct {
+		Chunk []timelineEvent `json:"chunk"`
+	}
+	if err := c.do(ctx, "GET", v3+"/rooms/"+url.PathEscape(roomID)+"/messages?"+q.Encode(), s.Token, nil, &page); err != nil {
+		return nil, err
+	}
+	for i, j := 0, len(page.Chunk)-1; i < j; i, j = i+1, j-1 {
+		page.Chunk[i], page.Chunk[j] = page.Chunk[j], page.Chunk[i]
+	}
+	return page.Chunk, nil
 }
 
 // Filters sent inline with /sync. quietFilter keeps long polls to room
@@ -259,4 +328,34 @@ func (c *client) sync(ctx context.Context, s session, since string, timeout time
 		return nil, errors.New("sync: no next_batch in the response")
 	}
 	return &out, nil
+}
+
+// roomEventIDs lists the event IDs of a room's timeline, newest first,
+// paging back through /messages to the start.
+func (c *client) roomEventIDs(ctx context.Context, s session, roomID string) (map[string]bool, error) {
+	out := map[string]bool{}
+	from := ""
+	for range 10000 {
+		q := url.Values{"dir": {"b"}, "limit": {"1000"}}
+		if from != "" {
+			q.Set("from", from)
+		}
+		var page struct {
+			Chunk []struct {
+				EventID string `json:"event_id"`
+			} `json:"chunk"`
+			End string `json:"end"`
+		}
+		if err := c.do(ctx, "GET", v3+"/rooms/"+url.PathEscape(roomID)+"/messages?"+q.Encode(), s.Token, nil, &page); err != nil {
+			return nil, err
+		}
+		for _, ev := range page.Chunk {
+			out[ev.EventID] = true
+		}
+		if page.End == "" || len(page.Chunk) == 0 {
+			return out, nil
+		}
+		from = page.End
+	}
+	return nil, errors.New("messages: too many pages")
 }

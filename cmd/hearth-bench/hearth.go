@@ -29,24 +29,39 @@ type startedHearth struct {
 // README does, with open registration and rate limits off.
 func startHearth(ctx context.Context, src, workDir string, n int, hashCost int, logTo io.Writer) (*startedHearth, error) {
 	bin := filepath.Join(workDir, fmt.Sprintf("hearth-%d", n))
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/hearth")
-	build.Dir = src
-	build.Stdout, build.Stderr = logTo, logTo
-	if err := build.Run(); err != nil {
-		return nil, fmt.Errorf("building Hearth in %s: %w", src, err)
+	if err := buildHearth(ctx, src, bin, logTo); err != nil {
+		return nil, err
 	}
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	dataDir := filepath.Join(workDir, fmt.Sprintf("data-%d", n))
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	logFile, err := os.Create(filepath.Join(workDir, fmt.Sprintf("hearth-%d.log", n)))
+	return launchHearth(ctx, bin, filepath.Join(workDir, fmt.Sprintf("data-%d", n)), "127.0.0.1:"+strconv.Itoa(port),
+		filepath.Join(workDir, fmt.Sprintf("hearth-%d.log", n)), hashCost)
+}
+
+// buildHearth builds ./cmd/hearth of src into bin.
+func buildHearth(ctx context.Context, src, bin string, logTo io.Writer) error {
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/hearth")
+	build.Dir = src
+	build.Stdout, build.Stderr = logTo, logTo
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("building Hearth in %s: %w", src, err)
+	}
+	return nil
+}
+
+// launchHearth starts bin on addr with dataDir, logging to logPath (which
+// it appends to, so a process started again keeps its earlier log), and
+// waits until it answers. extra are more serve flags (--database-url).
+func launchHearth(ctx context.Context, bin, dataDir, addr, logPath string, hashCost int, extra ...string) (*startedHearth, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--registration", "open", "--rate-limits", "off",
-		"--listen", addr, "--federation-listen", "", "--bcrypt-cost", strconv.Itoa(hashCost), "--log-level", "warn")
+	args := append([]string{"serve", "--data-dir", dataDir, "--registration", "open", "--rate-limits", "off",
+		"--listen", addr, "--federation-listen", "", "--bcrypt-cost", strconv.Itoa(hashCost), "--log-level", "warn"}, extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group, so a ^C to hearth-bench reaches us first and
 	// we stop it in order.
@@ -63,7 +78,7 @@ func startHearth(ctx context.Context, src, workDir string, n int, hashCost int, 
 	}()
 	if err := h.waitReady(ctx, 60*time.Second); err != nil {
 		h.stop()
-		return nil, fmt.Errorf("%w (log: %s)", err, logFile.Name())
+		return nil, fmt.Errorf("%w (log: %s)", err, logPath)
 	}
 	return h, nil
 }

@@ -7,6 +7,8 @@
 //	go run ./cmd/hearth-bench --smoke --start-hearth    # seconds; what CI runs
 //	hearth-bench --url http://127.0.0.1:8008 --pid 1234 --data-dir ./hearth-data
 //	hearth-bench --start-hearth --hearth-src .,/tmp/hearth-old   # two commits side by side
+//	hearth-bench --start-hearth --processes 1,3 --postgres postgres://... --workloads send,fanout,multidevice
+//	                                                    # 1 against 3 processes behind nginx (3k: one killed)
 //
 // Every loop is bounded in count and time and every response is checked: a
 // figure from a run with errors or missed deliveries carries their count,
@@ -29,6 +31,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -76,6 +79,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	limit := fs.Bool("limit", true, "also run the send workload against the in-process ceiling server")
 	jsonOut := fs.String("json", "", "write the JSON report to this file (default: after the table on stdout)")
 	allowRemote := fs.Bool("allow-non-loopback", false, "allow --url hosts that are not loopback addresses")
+	processes := fs.String("processes", "", "with --start-hearth: comma-separated process counts (e.g. 1,3,3k); each a group of Hearth processes on one PostgreSQL (--postgres) behind nginx, round robin; with a k, one of them is killed as with --kill-one")
+	pgURL := fs.String("postgres", "", "with --processes: a PostgreSQL database URL; each group runs in a fresh schema of it, dropped after")
+	killOne := fs.Bool("kill-one", false, "with --processes: kill one process of each group of several (SIGKILL) halfway through send, fanout and multidevice; clients retry through the balancer, and it is started again after the workload")
 	p := defaultParams()
 	sizes := map[string]*int{}
 	intFlag := func(name string, usage string) { sizes[name] = fs.Int(name, 0, usage) }
@@ -162,6 +168,50 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 	}}
 	var targets []*target
+	var groups []*group
+	if *processes != "" {
+		sizes, err := groupSizes(*processes)
+		if err != nil {
+			return 0, err
+		}
+		if !*startH || *pgURL == "" || len(splitList(*srcs)) != 1 || len(urlList) > 0 {
+			return 0, errors.New("--processes needs --start-hearth, one --hearth-src, --postgres and no --url")
+		}
+		work, err := os.MkdirTemp("", "hearth-bench-")
+		if err != nil {
+			return 0, err
+		}
+		defer os.RemoveAll(work)
+		abs, err := filepath.Abs(splitList(*srcs)[0])
+		if err != nil {
+			return 0, err
+		}
+		fmt.Fprintf(stderr, "building Hearth from %s\n", abs)
+		bin := filepath.Join(work, "hearth")
+		if err := buildHearth(ctx, abs, bin, stderr); err != nil {
+			return 0, err
+		}
+		for i, spec := range sizes {
+			fmt.Fprintf(stderr, "starting %d Hearth processes on %s behind nginx\n", spec.n, redactedURL(*pgURL))
+			g, err := startGroup(ctx, bin, *pgURL, work, i, spec.n, bcryptCost, stderr)
+			if err != nil {
+				return 0, err
+			}
+			defer g.stop()
+			groups = append(groups, g)
+			kill := spec.kill || (*killOne && spec.n > 1)
+			label := fmt.Sprintf("%d processes", spec.n)
+			switch {
+			case spec.n == 1:
+				label = "1 process"
+			case kill:
+				label += ", one killed"
+			}
+			targets = append(targets, &target{label: label, group: g, kill: kill,
+				c: &client{base: g.url, http: httpClient, sharedSecret: *secret, retry: &atomic.Int64{}}})
+		}
+		*startH = false
+	}
 	if *startH {
 		work, err := os.MkdirTemp("", "hearth-bench-")
 		if err != nil {
@@ -241,11 +291,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 			if t.rss != nil {
 				t.rss.takeWindow()
 			}
+			var before int64
+			if t.c.retry != nil {
+				before = t.c.retry.Load()
+			}
 			r := runners[w](ctx, t)
 			if t.rss != nil {
 				r.add("server RSS peak", t.rss.takeWindow(), "MB")
 			}
-			b.logf("%s: %s done in %.1fs, %d errors, %d misses", w, t.label, r.Seconds, r.Errors, r.Misses)
+			if t.c.retry != nil {
+				r.add("requests retried", float64(t.c.retry.Load()-before), "count")
+			}
+			if t.group != nil {
+				if err := t.group.restartKilled(ctx); err != nil {
+					r.Errors++
+					r.ErrorSamples = append(r.ErrorSamples, "starting the killed process again: "+err.Error())
+				}
+			}
+			b.logf("%s: %s done in %.1fs, %d errors, %d misses, %d duplicates, %d lost", w, t.label, r.Seconds, r.Errors, r.Misses, r.Duplicates, r.Lost)
 			rep.Results = append(rep.Results, r)
 			sendResults = append(sendResults, r)
 		}
@@ -289,6 +352,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		return 1, errors.New("interrupted")
 	}
 	if rep.failed() {
+		if len(groups) > 0 {
+			if dir, err := os.MkdirTemp("", "hearth-bench-logs-"); err == nil {
+				for _, g := range groups {
+					g.saveLogs(dir)
+				}
+				fmt.Fprintln(stderr, "hearth-bench: the logs of the processes and of nginx are in", dir)
+			}
+		}
 		fmt.Fprintln(stderr, "hearth-bench: there were errors or missed deliveries (see the table); timings never fail a run, these do")
 		return 1, nil
 	}

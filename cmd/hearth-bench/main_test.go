@@ -37,8 +37,9 @@ func TestSmokeAgainstHearth(t *testing.T) {
 		}
 		got := map[string]*result{}
 		for _, r := range rep.Results {
-			if r.Errors != 0 || r.Misses != 0 {
-				t.Errorf("%s @ %s: %d errors, %d misses: %v", r.Workload, r.Target, r.Errors, r.Misses, r.ErrorSamples)
+			if r.Errors != 0 || r.Misses != 0 || r.Duplicates != 0 || r.Lost != 0 {
+				t.Errorf("%s @ %s: %d errors, %d misses, %d duplicates, %d lost: %v", r.Workload, r.Target, r.Errors, r.Misses,
+					r.Duplicates, r.Lost, r.ErrorSamples)
 			}
 			got[r.Workload+"@"+r.Target] = r
 		}
@@ -55,6 +56,11 @@ func TestSmokeAgainstHearth(t *testing.T) {
 		}
 		if lim := got["send@"+limitTarget]; lim == nil || lim.Metrics[0].Value <= 0 {
 			t.Fatalf("limit throughput missing: %+v", lim)
+		}
+		for _, w := range []string{"send", "fanout", "multidevice"} {
+			if !hasMetric(got[w+"@"+target], "lost acknowledged") {
+				t.Errorf("%s did not check its acknowledged events", w)
+			}
 		}
 		if !hasMetric(send, "fraction of limit") {
 			t.Errorf("send has no fraction of limit: %+v", send.Metrics)

@@ -79,10 +79,13 @@ type result struct {
 	Params   string   `json:"params"`
 	Metrics  []metric `json:"metrics"`
 	// Errors counts failed or unexpected responses; Misses counts messages
-	// that never reached a receiver. Figures from a run with either are
-	// printed with the count next to them.
+	// that never reached a receiver, Duplicates messages a receiver got
+	// again, Lost acknowledged messages the room does not hold. Figures
+	// from a run with any are printed with the counts next to them.
 	Errors       int      `json:"errors"`
 	Misses       int      `json:"misses"`
+	Duplicates   int      `json:"duplicates"`
+	Lost         int      `json:"lost"`
 	ErrorSamples []string `json:"error_samples,omitempty"`
 	Note         string   `json:"note,omitempty"`
 	Seconds      float64  `json:"seconds"`
@@ -158,7 +161,7 @@ type report struct {
 // failed reports whether any workload had errors or misses.
 func (rep *report) failed() bool {
 	for _, r := range rep.Results {
-		if r.Errors > 0 || r.Misses > 0 {
+		if r.Errors > 0 || r.Misses > 0 || r.Duplicates > 0 || r.Lost > 0 {
 			return true
 		}
 	}
@@ -195,8 +198,8 @@ func (rep *report) writeTable(w io.Writer) {
 	for _, r := range rep.Results {
 		params[r.Workload] = r.Params
 		suffix := ""
-		if r.Errors > 0 || r.Misses > 0 {
-			suffix = fmt.Sprintf(" (%d errors, %d misses)", r.Errors, r.Misses)
+		if r.Errors > 0 || r.Misses > 0 || r.Duplicates > 0 || r.Lost > 0 {
+			suffix = fmt.Sprintf(" (%d errors, %d misses, %d duplicates, %d lost)", r.Errors, r.Misses, r.Duplicates, r.Lost)
 		}
 		for _, m := range r.Metrics {
 			k := rowKey{r.Workload, m.Name}

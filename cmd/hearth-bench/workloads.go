@@ -59,6 +59,40 @@ type target struct {
 	pid     int    // for RSS; 0: unknown
 	dataDir string // for sizes on disk; "": unknown
 	rss     *rssSampler
+	// group is set for several processes behind a balancer; with kill,
+	// one of them is killed halfway through each delivery workload.
+	group *group
+	kill  bool
+}
+
+// midway is called once halfway through a workload's messages: with kill
+// set it kills a process of the group (kill -9), whose clients then retry
+// through the balancer. It returns a note for the result.
+func (t *target) midway() string {
+	if t.group == nil || !t.kill {
+		return ""
+	}
+	if i := t.group.killOne(); i >= 0 {
+		return fmt.Sprintf("process %d of %d killed (SIGKILL) halfway; clients retried through the balancer", i+1, len(t.group.procs))
+	}
+	return ""
+}
+
+// checkAcked counts the acknowledged events (send answered 200 with an
+// event ID) that the room's timeline does not hold.
+func (b *bench) checkAcked(ctx context.Context, t *target, s session, roomID string, acked []string, r *result) {
+	ids, err := t.c.roomEventIDs(ctx, s, roomID)
+	if err != nil {
+		r.Errors++
+		r.ErrorSamples = append(r.ErrorSamples, "listing the room to check acknowledged events: "+err.Error())
+		return
+	}
+	for _, id := range acked {
+		if !ids[id] {
+			r.Lost++
+		}
+	}
+	r.add("lost acknowledged", float64(r.Lost), "count")
 }
 
 // bench runs the workloads; runID keeps user names of runs apart, so a
@@ -158,6 +192,9 @@ func (b *bench) runSend(ctx context.Context, t *target) *result {
 	var lat latencies
 	var ec errorCounter
 	var sent atomic.Int64
+	acked := make([][]string, len(users))
+	half := int64(len(users) * b.p.SendMessages / 2)
+	var note sync.Once
 	start := time.Now()
 	var wg sync.WaitGroup
 	for u, s := range users {
@@ -170,13 +207,16 @@ func (b *bench) runSend(ctx context.Context, t *target) *result {
 					return
 				}
 				t0 := time.Now()
-				_, err := t.c.send(ctx, s, room, fmt.Sprintf("s%d", i), benchContent{MsgType: "m.text", Body: fmt.Sprintf("send %d from %d", i, u)})
+				id, err := t.c.send(ctx, s, room, fmt.Sprintf("s%d", i), benchContent{MsgType: "m.text", Body: fmt.Sprintf("send %d from %d", i, u)})
 				if err != nil {
 					ec.add(err)
 					continue
 				}
 				lat.add(time.Since(t0))
-				sent.Add(1)
+				acked[u] = append(acked[u], id)
+				if sent.Add(1) == half {
+					note.Do(func() { r.Note = t.midway() })
+				}
 			}
 		}()
 	}
@@ -186,23 +226,39 @@ func (b *bench) runSend(ctx context.Context, t *target) *result {
 	ec.fill(r)
 	r.addRate("throughput", float64(sent.Load())/elapsed.Seconds(), "msg/s")
 	r.addLatency("latency ", lat.summary())
+	if t.label != limitTarget { // the ceiling server writes rows, it serves no /messages
+		var all []string
+		for _, ids := range acked {
+			all = append(all, ids...)
+		}
+		b.checkAcked(ctx, t, users[0], room, all, r)
+	}
 	return r
 }
 
 // delivery is the outcome of sending messages to long-polling receivers.
 type delivery struct {
-	all       summary
-	perRecv   []summary
-	misses    int
-	sent      int
-	sendStats summary
+	all        summary
+	perRecv    []summary
+	misses     int
+	duplicates int // a message a receiver got in more than one response
+	sent       int
+	acked      []string // event IDs of the sends answered 200
+	sendStats  summary
+	note       string
+	missNotes  []string // which receivers missed what, for the report
+	limited    int      // limited timelines, filled from /messages
 }
 
 // deliver sends n messages from sender at a steady rate while every
 // receiver long-polls /sync, and measures, per receiver and message, the
 // time from the start of the send request to the arrival of the sync
 // response that carries it. Receivers get b.p.Grace after the last send.
-func (b *bench) deliver(ctx context.Context, c *client, sender session, roomID string, receivers []session, n int, rate float64, ec *errorCounter) delivery {
+func (b *bench) deliver(ctx context.Context, t *target, sender session, roomID string, receivers []session, n int, rate float64, ec *errorCounter) delivery {
+	c := t.c
+	var d delivery
+	dups := make([]int, len(receivers))
+	var limited atomic.Int64
 	sentAt := make([]time.Time, n)
 	sentOK := make([]bool, n)
 	recvAt := make([][]time.Time, len(receivers))
@@ -239,8 +295,34 @@ func (b *bench) deliver(ctx context.Context, c *client, sender session, roomID s
 					ready.Done()
 					continue // the initial sync may hold setup messages only
 				}
-				for _, ev := range resp.Rooms.Join[roomID].Timeline.Events {
-					if seq := ev.Content.Seq; seq != nil && *seq >= 0 && *seq < n && recvAt[i][*seq].IsZero() {
+				tl := resp.Rooms.Join[roomID].Timeline
+				evs := tl.Events
+				if tl.Limited {
+					// A gap, as the spec allows: a client pages back from
+					// prev_batch for what the timeline left out.
+					limited.Add(1)
+					back, err := c.messagesBack(rctx, s, roomID, tl.PrevBatch, 200)
+					if err != nil {
+						if rctx.Err() != nil {
+							break
+						}
+						ec.add(fmt.Errorf("receiver %d: filling a limited timeline: %w", i, err))
+					}
+					for _, ev := range back {
+						// Paging back overlaps what came before: no
+						// duplicates counted here.
+						if seq := ev.Content.Seq; seq != nil && *seq >= 0 && *seq < n && recvAt[i][*seq].IsZero() {
+							recvAt[i][*seq] = now
+							got[i].Add(1)
+						}
+					}
+				}
+				for _, ev := range evs {
+					if seq := ev.Content.Seq; seq != nil && *seq >= 0 && *seq < n {
+						if !recvAt[i][*seq].IsZero() {
+							dups[i]++
+							continue
+						}
 						recvAt[i][*seq] = now
 						got[i].Add(1)
 					}
@@ -267,9 +349,12 @@ func (b *bench) deliver(ctx context.Context, c *client, sender session, roomID s
 			ec.addN(n-i, fmt.Errorf("%d messages not sent before the time limit", n-i))
 			break
 		}
+		if i == n/2 {
+			d.note = t.midway()
+		}
 		seq := i
 		sentAt[i] = time.Now()
-		_, err := c.send(ctx, sender, roomID, fmt.Sprintf("d%d", i), benchContent{MsgType: "m.text", Body: fmt.Sprintf("delivery %d", i), Seq: &seq})
+		id, err := c.send(ctx, sender, roomID, fmt.Sprintf("d%d", i), benchContent{MsgType: "m.text", Body: fmt.Sprintf("delivery %d", i), Seq: &seq})
 		if err != nil {
 			ec.add(err)
 			continue
@@ -277,6 +362,7 @@ func (b *bench) deliver(ctx context.Context, c *client, sender session, roomID s
 		sendLat.add(time.Since(sentAt[i]))
 		sentOK[i] = true
 		okSends++
+		d.acked = append(d.acked, id)
 	}
 	// Wait (bounded) until every receiver has every message that was sent.
 	deadline := time.Now().Add(b.p.Grace)
@@ -295,21 +381,29 @@ func (b *bench) deliver(ctx context.Context, c *client, sender session, roomID s
 	}
 	stop()
 	done.Wait()
-	var d delivery
+	for _, n := range dups {
+		d.duplicates += n
+	}
+	d.limited = int(limited.Load())
 	d.sent = okSends
 	d.sendStats = sendLat.summary()
 	var all []time.Duration
 	for i := range receivers {
 		var mine []time.Duration
+		var missed []int
 		for seq := range n {
 			if !sentOK[seq] {
 				continue
 			}
 			if recvAt[i][seq].IsZero() {
 				d.misses++
+				missed = append(missed, seq)
 				continue
 			}
 			mine = append(mine, recvAt[i][seq].Sub(sentAt[seq]))
+		}
+		if len(missed) > 0 && len(d.missNotes) < 5 {
+			d.missNotes = append(d.missNotes, fmt.Sprintf("receiver %d missed %d messages, seq %d to %d", i, len(missed), missed[0], missed[len(missed)-1]))
 		}
 		all = append(all, mine...)
 		d.perRecv = append(d.perRecv, summarize(mine))
@@ -337,14 +431,18 @@ func (b *bench) runFanout(ctx context.Context, t *target) *result {
 	}
 	var ec errorCounter
 	start := time.Now()
-	d := b.deliver(ctx, t.c, users[0], room, users[1:], b.p.FanoutMessages, b.p.FanoutRate, &ec)
+	d := b.deliver(ctx, t, users[0], room, users[1:], b.p.FanoutMessages, b.p.FanoutRate, &ec)
 	r.Seconds = time.Since(start).Seconds()
 	ec.fill(r)
-	r.Misses = d.misses
+	r.Misses, r.Duplicates, r.Note = d.misses, d.duplicates, d.note
+	r.ErrorSamples = append(r.ErrorSamples, d.missNotes...)
 	r.addLatency("delivery ", d.all)
 	r.add("delivery max", d.all.Max, "ms")
 	r.add("missed deliveries", float64(d.misses), "count")
+	r.add("duplicate deliveries", float64(d.duplicates), "count")
+	r.add("limited timelines filled", float64(d.limited), "count")
 	r.add("send p50", d.sendStats.P50, "ms")
+	b.checkAcked(ctx, t, users[0], room, d.acked, r)
 	return r
 }
 
@@ -380,10 +478,11 @@ func (b *bench) runDevices(ctx context.Context, t *target) *result {
 	}
 	var ec errorCounter
 	start := time.Now()
-	d := b.deliver(ctx, t.c, senders[0], room, devices, b.p.DeviceMessages, b.p.DeviceRate, &ec)
+	d := b.deliver(ctx, t, senders[0], room, devices, b.p.DeviceMessages, b.p.DeviceRate, &ec)
 	r.Seconds = time.Since(start).Seconds()
 	ec.fill(r)
-	r.Misses = d.misses
+	r.Misses, r.Duplicates, r.Note = d.misses, d.duplicates, d.note
+	r.ErrorSamples = append(r.ErrorSamples, d.missNotes...)
 	r.addLatency("delivery ", d.all)
 	worst := 0.0
 	for _, s := range d.perRecv {
@@ -391,6 +490,9 @@ func (b *bench) runDevices(ctx context.Context, t *target) *result {
 	}
 	r.add("worst device p99", worst, "ms")
 	r.add("missed deliveries", float64(d.misses), "count")
+	r.add("duplicate deliveries", float64(d.duplicates), "count")
+	r.add("limited timelines filled", float64(d.limited), "count")
+	b.checkAcked(ctx, t, owner, room, d.acked, r)
 	return r
 }
 
