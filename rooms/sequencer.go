@@ -300,31 +300,11 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 		if key, bad := mxhttp.BadObjectKey(content); bad {
 			return mxhttp.BadJSON("Event content has the key %s: keys may not hold quotes, backslashes or control characters", key)
 		}
-		proto := &gomatrixserverlib.ProtoEvent{
-			SenderID: p.Sender, RoomID: room.RoomID, Type: p.Type, StateKey: p.StateKey,
-			PrevEvents: append([]string{}, prev...), AuthEvents: []string{},
-			Depth: room.MaxDepth + 1, Content: spec.RawJSON(content), Redacts: p.Redacts, Version: ver,
-		}
 		pdu := p.built
 		if pdu == nil {
-			provider, err := r.authProvider(ctx, tx, cur.state, proto, pending)
-			if err != nil {
-				return fmt.Errorf("loading auth events: %w", err)
-			}
-			builder := ver.NewEventBuilderFromProtoEvent(proto)
-			if err := builder.AddAuthEvents(provider); err != nil {
-				return fmt.Errorf("selecting auth events: %w", err)
-			}
-			ts := now
-			if !p.Timestamp.IsZero() {
-				ts = p.Timestamp
-			}
-			if pdu, err = builder.Build(ts, r.serverName, r.key.ID, r.key.Private); err != nil {
-				var verr gomatrixserverlib.EventValidationError
-				if errors.As(err, &verr) && verr.Code == gomatrixserverlib.EventValidationTooLarge {
-					return mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
-				}
-				return mxhttp.BadJSON("Invalid event: %v", err)
+			var err error
+			if pdu, err = r.buildLocal(ctx, tx, ver, room.RoomID, cur.state, prev, room.MaxDepth+1, p, content, now, pending); err != nil {
+				return err
 			}
 		}
 		pdu, err := r.policySignature(ctx, tx, b, pdu)
@@ -354,6 +334,41 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 		}
 	}
 	return nil
+}
+
+// buildLocal builds and signs a local event on prev at depth, with its
+// auth events chosen from the state before it (st).
+func (r *Rooms) buildLocal(ctx context.Context, q storage.Reader, ver gomatrixserverlib.IRoomVersion, roomID string, st map[storage.StateKey]string,
+	prev []string, depth int64, p Proto, content json.RawMessage, now time.Time, pending map[string]*Event) (gomatrixserverlib.PDU, error) {
+	proto := &gomatrixserverlib.ProtoEvent{
+		SenderID: p.Sender, RoomID: roomID, Type: p.Type, StateKey: p.StateKey,
+		PrevEvents: append([]string{}, prev...), AuthEvents: []string{},
+		Depth: depth, Content: spec.RawJSON(content), Redacts: p.Redacts, Version: ver,
+	}
+	provider, err := r.authProvider(ctx, q, st, proto, pending)
+	if err != nil {
+		return nil, fmt.Errorf("loading auth events: %w", err)
+	}
+	builder := ver.NewEventBuilderFromProtoEvent(proto)
+	if err := builder.AddAuthEvents(provider); err != nil {
+		return nil, fmt.Errorf("selecting auth events: %w", err)
+	}
+	ts := now
+	if !p.Timestamp.IsZero() {
+		ts = p.Timestamp
+	}
+	pdu, err := r.fastBuild(ver, builder, ts)
+	if pdu == nil && err == nil {
+		pdu, err = builder.Build(ts, r.serverName, r.key.ID, r.key.Private)
+	}
+	if err != nil {
+		var verr gomatrixserverlib.EventValidationError
+		if errors.As(err, &verr) && verr.Code == gomatrixserverlib.EventValidationTooLarge {
+			return nil, mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
+		}
+		return nil, mxhttp.BadJSON("Invalid event: %v", err)
+	}
+	return pdu, nil
 }
 
 // fillPrevState records the replaced state event for unsigned.prev_content.
