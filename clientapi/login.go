@@ -27,6 +27,11 @@ func (a *API) loginFlows(r *http.Request, _ accounts.Caller) (any, error) {
 		flows = append(flows, map[string]any{"type": "m.login.password"})
 	}
 	flows = append(flows, map[string]any{"type": "m.login.token", "get_login_token": true})
+	// m.login.sso leads to Hearth's sign-in page: offered when that page has
+	// a way in (a provider, or the password form).
+	if a.conf().PasswordLogin || len(a.conf().SSOProviders) > 0 {
+		flows = append(flows, ssoFlow(a.conf().SSOProviders))
+	}
 	if a.accounts.AppServices != nil && len(a.accounts.AppServices.All()) > 0 {
 		flows = append(flows, map[string]any{"type": loginTypeAppService})
 	}

@@ -223,6 +223,18 @@ type Config struct {
 	// Presence turns presence (online/unavailable/offline) on or off.
 	Presence bool `yaml:"presence" env:"HEARTH_PRESENCE"`
 
+	// PolicyServer makes this server a policy server (spec v1.18, Policy
+	// Servers): it answers POST /_matrix/policy/v1/sign for rooms whose
+	// m.room.policy names it with its policy key, and publishes that key
+	// at /.well-known/matrix/policy_server.
+	PolicyServer bool `yaml:"policy_server" env:"HEARTH_POLICY_SERVER"`
+	// PolicyServerKeyPath is the policy key, an ed25519 key apart from the
+	// signing key, created when missing; empty: <data_dir>/policy_server.key.
+	PolicyServerKeyPath string `yaml:"policy_server_key_path" env:"HEARTH_POLICY_SERVER_KEY_PATH"`
+	// PolicyServerRefusedWords is the policy: an event whose content has
+	// a string containing one of these words (in any case) is refused.
+	PolicyServerRefusedWords []string `yaml:"policy_server_refused_words" env:"HEARTH_POLICY_SERVER_REFUSED_WORDS"`
+
 	// MaxEventDelayMS is the longest delay a client may schedule a delayed
 	// event with (MSC4140, MatrixRTC's "hang up" events); 0 turns delayed
 	// events off.
@@ -243,6 +255,10 @@ type Config struct {
 	// RegistrationRequiresEmail makes POST /register ask for a validated
 	// email address (the m.login.email.identity stage) in every flow.
 	RegistrationRequiresEmail bool `yaml:"registration_requires_email" env:"HEARTH_REGISTRATION_REQUIRES_EMAIL"`
+
+	// SSOProviders are upstream OpenID Connect providers (company SSO),
+	// see SSOProvider and docs/sign-in.md.
+	SSOProviders SSOProviders `yaml:"sso_providers" env:"HEARTH_SSO_PROVIDERS"`
 
 	LogLevel  string `yaml:"log_level" env:"HEARTH_LOG_LEVEL"`
 	LogFormat string `yaml:"log_format" env:"HEARTH_LOG_FORMAT"`
@@ -339,6 +355,9 @@ func (c *Config) Set(key, value string) error {
 func (c *Config) ResolvePaths() {
 	if c.SigningKeyPath == "" {
 		c.SigningKeyPath = filepath.Join(c.DataDir, "signing.key")
+	}
+	if c.PolicyServerKeyPath == "" {
+		c.PolicyServerKeyPath = filepath.Join(c.DataDir, "policy_server.key")
 	}
 	if c.DatabaseURL == "" {
 		c.DatabaseURL = filepath.Join(c.DataDir, "hearth.db")
@@ -441,6 +460,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateLiveKit(); err != nil {
+		return err
+	}
+	if err := c.validateSSO(); err != nil {
 		return err
 	}
 	if c.MaxDevicesPerUser < 0 {

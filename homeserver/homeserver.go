@@ -154,6 +154,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	c := s.router(observe, "client")
 	s.Rooms = rooms.New(db, cfg.ServerName, key, log)
+	if cfg.PolicyServer {
+		pk, created, err := serverkey.LoadOrCreate(cfg.PolicyServerKeyPath)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("policy server key: %w", err)
+		}
+		if created {
+			log.Info("generated a new policy server key", "path", cfg.PolicyServerKeyPath)
+		}
+		s.Rooms.SetPolicyServer(&rooms.PolicyServer{Key: pk.Private, RefusedWords: cfg.PolicyServerRefusedWords})
+	}
 	if s.Notifier, err = newNotifier(ctx, db, cfg.ServerName); err != nil {
 		db.Close()
 		return nil, err
@@ -214,8 +225,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, err
 	}
-	// Push observes first: a position the sync notifier knows of is then
-	// already queued for evaluation, which push.WaitRecorded relies on.
+	// Push records notifications in the transaction of the events, and
+	// observes first: its room caches are current before a sync hears of
+	// the events.
+	s.Rooms.SetTxHook(s.Push.Record)
 	s.Rooms.Observe(s.Push.Observe)
 	// Remote device lists are dropped before syncs hear of the membership
 	// change that ends the shared room, so a client reacting to

@@ -129,7 +129,8 @@ func callbackURL(redirectURI, mode string, params url.Values) string {
 // unless password login is off.
 func (a *API) loginPage(w http.ResponseWriter, r *http.Request) error {
 	a.render(w, r, http.StatusOK, "login", map[string]any{"Next": nextPath(r.URL.Query().Get("next")),
-		"CanRegister": a.registrationOpen(), "ServerName": a.conf().ServerName, "PasswordLogin": a.conf().PasswordLogin})
+		"CanRegister": a.registrationOpen(), "ServerName": a.conf().ServerName, "PasswordLogin": a.conf().PasswordLogin,
+		"Providers": a.ssoProviderViews()})
 	return nil
 }
 
@@ -138,7 +139,8 @@ func (a *API) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 	next := nextPath(r.PostForm.Get("next"))
 	again := func(status int, format string) error {
 		a.render(w, r, status, "login", map[string]any{"Next": next, "CanRegister": a.registrationOpen(),
-			"ServerName": a.conf().ServerName, "PasswordLogin": a.conf().PasswordLogin, "Error": say(format), "Username": r.PostForm.Get("username")})
+			"ServerName": a.conf().ServerName, "PasswordLogin": a.conf().PasswordLogin, "Error": say(format), "Username": r.PostForm.Get("username"),
+			"Providers": a.ssoProviderViews()})
 		return nil
 	}
 	if !a.conf().PasswordLogin {

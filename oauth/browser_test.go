@@ -21,6 +21,8 @@ type browser struct {
 	client *http.Client
 	// last is the last page: its URL, status, headers and forms.
 	last page
+	// acceptLanguage is sent with every request ("ko-KR, en" if empty).
+	acceptLanguage string
 }
 
 type page struct {
@@ -68,8 +70,13 @@ func (b *browser) get(u string) page {
 
 func (b *browser) do(req *http.Request) page {
 	b.t.Helper()
-	// Korean first: the pages and the client's metadata are shown in it.
-	req.Header.Set("Accept-Language", "ko-KR, en")
+	// Korean first unless the test says otherwise: the pages and the
+	// client's metadata are shown in it.
+	lang := b.acceptLanguage
+	if lang == "" {
+		lang = "ko-KR, en"
+	}
+	req.Header.Set("Accept-Language", lang)
 	resp, err := b.client.Do(req)
 	if err != nil {
 		b.t.Fatalf("%s %s: %v", req.Method, req.URL, err)

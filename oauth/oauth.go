@@ -65,6 +65,7 @@ type API struct {
 	onRename                        DeviceRenamedHook
 	onAccountData                   func(userID string, pos int64)
 	onProfile                       func(ctx context.Context, userID string) error
+	up                              *upstreams // company SSO providers (upstream.go)
 }
 
 // DeviceRenamedHook runs inside the transaction that renames a device on
@@ -91,7 +92,7 @@ type Deps struct {
 // Accounts, so call it while wiring the server.
 func New(d Deps) *API {
 	a := &API{db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed, onProfile: d.ProfileChanged,
-		onAccountData: d.AccountDataChanged, pages: map[string]*template.Template{}}
+		onAccountData: d.AccountDataChanged, up: newUpstreams(), pages: map[string]*template.Template{}}
 	for _, l := range languages {
 		a.pages[l.Tag] = template.Must(template.New("pages").Funcs(pageFuncs(l.Tag)).ParseFS(pageFiles, "pages/*.html"))
 	}
