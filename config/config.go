@@ -123,6 +123,13 @@ type Config struct {
 	// ServerNoticesLocalpart names the account that sends server notices
 	// (client-server API, Server Notices); empty disables them.
 	ServerNoticesLocalpart string `yaml:"server_notices_localpart" env:"HEARTH_SERVER_NOTICES_LOCALPART"`
+	// SignInAlerts sends a server notice to a user whose account gains a
+	// signed-in device while they have others (needs server notices).
+	SignInAlerts bool `yaml:"sign_in_alerts" env:"HEARTH_SIGN_IN_ALERTS"`
+	// SignInAlertsGeoIPDB is a MaxMind DB file (GeoLite2 or DB-IP City or
+	// Country) that places a sign-in's address in a city or country;
+	// empty: alerts give the address only.
+	SignInAlertsGeoIPDB string `yaml:"sign_in_alerts_geoip_db" env:"HEARTH_SIGN_IN_ALERTS_GEOIP_DB"`
 	// AppServiceConfigFiles are the registration files of application
 	// services (bridges), read and checked at start.
 	AppServiceConfigFiles []string `yaml:"app_service_config_files" env:"HEARTH_APP_SERVICE_CONFIG_FILES"`
@@ -267,10 +274,13 @@ func Default() Config {
 		SQLiteSynchronous: "normal",
 		DatabaseMaxConns:  8,
 		Registration:      RegistrationClosed,
-		BcryptCost:        12,
-		RateLimits:        "on",
-		PasswordLogin:     true,
-		TURNUserLifetime:  "1h",
+		// On by default, so sign-in alerts have a sender.
+		ServerNoticesLocalpart: "_server",
+		SignInAlerts:           true,
+		BcryptCost:             12,
+		RateLimits:             "on",
+		PasswordLogin:          true,
+		TURNUserLifetime:       "1h",
 
 		RefreshableTokenLifetimeSeconds: 300,
 		RateLimitLoginPerSecond:         0.17,

@@ -19,6 +19,7 @@ var reloadable = map[string]bool{
 	"rtc_full_access_servers": true,
 	"well_known_client":       true, "well_known_server": true,
 	"url_preview": true, "url_preview_allow_cidrs": true,
+	"sign_in_alerts": true,
 }
 
 // Reloadable reports whether a change of key takes effect on SIGHUP.

@@ -31,6 +31,7 @@ import (
 	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/email"
 	"github.com/hearth-matrix/hearth/federation"
+	"github.com/hearth-matrix/hearth/geoip"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/oauth"
@@ -74,9 +75,11 @@ type Server struct {
 	clientAPI *clientapi.API
 	// lk is the LiveKit authorization service (nil: none) and lkKey the
 	// settings it was made from; Reload replaces it when they change.
-	reloadMu   sync.Mutex
-	lk         *rtc.LiveKit
-	lkKey      string
+	reloadMu sync.Mutex
+	lk       *rtc.LiveKit
+	lkKey    string
+	// geo is sign_in_alerts_geoip_db, open; nil: none.
+	geo        *geoip.DB
 	oauth      *oauth.API
 	client     http.Handler
 	federation http.Handler
@@ -276,10 +279,27 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.lk, s.lkKey = lk, lkKey
-	s.clientAPI = clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
+	clientDeps := clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
-		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Mail: mail, Log: log, Version: version})
+		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Mail: mail, Log: log, Version: version}
+	if cfg.SignInAlertsGeoIPDB != "" {
+		if s.geo, err = geoip.Open(cfg.SignInAlertsGeoIPDB); err != nil {
+			if lk != nil {
+				lk.Close()
+			}
+			s.Federation.Close()
+			s.AppServices.Close()
+			s.Push.Close()
+			db.Close()
+			return nil, err
+		}
+		clientDeps.Locator = s.geo
+	}
+	s.clientAPI = clientapi.New(clientDeps)
 	s.clientAPI.Routes(c)
+	if cfg.SignInAlerts && cfg.ServerNoticesLocalpart == "" {
+		log.Warn("sign_in_alerts is on but server_notices_localpart is empty: no sign-in alerts are sent")
+	}
 	c.Get("/health", s.health)
 	// The federation and key APIs also answer on the client listener, as on
 	// other homeservers, for operators whose reverse proxy sends both to one
@@ -292,7 +312,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		Notices: s.clientAPI.SendServerNotice, Log: log})
 	s.Console.Routes(c)
 	s.oauth = oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange,
-		ProfileChanged: s.Rooms.ProfileChanged})
+		ProfileChanged: s.Rooms.ProfileChanged,
+		AccountDataChanged: func(userID string, pos int64) {
+			s.Notifier.Users([]string{userID}, syncstream.Position{AccountData: pos})
+		}})
 	s.oauth.Routes(c)
 	s.client = c
 
@@ -470,6 +493,10 @@ func (s *Server) Close() error {
 		lk.Close()
 	}
 	s.reloadMu.Unlock()
+	s.clientAPI.Close()
+	if s.geo != nil {
+		_ = s.geo.Close()
+	}
 	s.Delayed.Stop()
 	s.Presence.Close()
 	s.Typing.Close()

@@ -103,6 +103,13 @@ func (a *API) accountData(r *http.Request, user, action, selected string) (map[s
 	if profile.DisplayName != nil {
 		data["DisplayName"] = *profile.DisplayName
 	}
+	if cfg := a.conf(); cfg.SignInAlerts && cfg.ServerNoticesLocalpart != "" {
+		on, err := a.accounts.SignInAlertsOn(r.Context(), user)
+		if err != nil {
+			return nil, err
+		}
+		data["Alerts"] = map[string]bool{"On": on}
+	}
 	switch action {
 	case "", actionDevicesList:
 	case actionDeviceView, actionDeviceDelete:
@@ -158,6 +165,28 @@ func (a *API) accountDevice(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err != nil {
 		return err
+	}
+	http.Redirect(w, r, accountPath+"?action="+actionDevicesList, http.StatusSeeOther)
+	return nil
+}
+
+// POST /_hearth/account/sign-in-alerts (alerts=on|off): the user's choice
+// of sign-in alerts, kept as account data (accounts.SignInAlertsType).
+func (a *API) accountAlerts(w http.ResponseWriter, r *http.Request) error {
+	user, err := a.formUser(r)
+	if err != nil {
+		return err
+	}
+	v := r.PostForm.Get("alerts")
+	if v != "on" && v != "off" {
+		return badPage("Choose on or off.")
+	}
+	pos, err := a.accounts.SetSignInAlerts(r.Context(), user, v == "on")
+	if err != nil {
+		return err
+	}
+	if a.onAccountData != nil {
+		a.onAccountData(user, pos)
 	}
 	http.Redirect(w, r, accountPath+"?action="+actionDevicesList, http.StatusSeeOther)
 	return nil

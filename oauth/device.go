@@ -140,7 +140,7 @@ func (a *API) pollDevice(ctx context.Context, c client, deviceCode string) (any,
 			}
 			return err
 		}
-		login, err := a.issue(ctx, tx, g.UserID, g.DeviceID, c.ClientID, g.Scope, now)
+		login, err := a.issue(ctx, tx, g.UserID, g.DeviceID, c, g.Scope, now)
 		resp = newTokenResponse(login, g.Scope)
 		return err
 	})

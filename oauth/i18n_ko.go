@@ -69,6 +69,12 @@ var korean = map[string]string{
 	"Also erase my profile (display name and picture)": "프로필(표시 이름과 사진)도 지우기",
 	"Deactivate account":                               "계정 비활성화",
 	"Sign out of this page":                            "이 페이지에서 로그아웃",
+	"Sign-in alerts":                                   "로그인 알림",
+	"When a device signs in to your account, your other devices get a notice saying which application, from where and when. This is on.": "기기가 계정에 로그인하면 다른 기기에 어떤 애플리케이션이 어디에서 언제 로그인했는지 알림이 갑니다. 켜져 있습니다.",
+	"Your other devices are not told when a device signs in to your account. This is off.":                                               "기기가 계정에 로그인해도 다른 기기에 알리지 않습니다. 꺼져 있습니다.",
+	"Turn sign-in alerts off": "로그인 알림 끄기",
+	"Turn sign-in alerts on":  "로그인 알림 켜기",
+	"Choose on or off.":       "켜기 또는 끄기를 선택하세요.",
 
 	// Messages.
 	"%s.": "%s.",

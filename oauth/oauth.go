@@ -63,6 +63,7 @@ type API struct {
 	passwordIP, userCode, clientReg *ratelimit.Limiter
 	rendezvousIP                    *ratelimit.Limiter
 	onRename                        DeviceRenamedHook
+	onAccountData                   func(userID string, pos int64)
 	onProfile                       func(ctx context.Context, userID string) error
 	up                              *upstreams // company SSO providers (upstream.go)
 }
@@ -82,13 +83,16 @@ type Deps struct {
 	// ProfileChanged, when set, runs after the user changed their display
 	// name on the account page (their rooms learn it).
 	ProfileChanged func(ctx context.Context, userID string) error
+	// AccountDataChanged, when set, is told after the account page
+	// changed the user's account data (to wake their syncs).
+	AccountDataChanged func(userID string, pos int64)
 }
 
 // New returns the OAuth server. It registers a device-deletion hook on
 // Accounts, so call it while wiring the server.
 func New(d Deps) *API {
 	a := &API{db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed, onProfile: d.ProfileChanged,
-		up: newUpstreams(), pages: map[string]*template.Template{}}
+		onAccountData: d.AccountDataChanged, up: newUpstreams(), pages: map[string]*template.Template{}}
 	for _, l := range languages {
 		a.pages[l.Tag] = template.Must(template.New("pages").Funcs(pageFuncs(l.Tag)).ParseFS(pageFiles, "pages/*.html"))
 	}

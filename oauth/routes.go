@@ -45,6 +45,7 @@ func (a *API) routes() []route {
 		{"GET", accountPath, a.page(a.accountPage)},
 		{"POST", accountPath + "/device", a.form(a.accountDevice)},
 		{"POST", accountPath + "/cross-signing-reset", a.form(a.crossSigningReset)},
+		{"POST", accountPath + "/sign-in-alerts", a.form(a.accountAlerts)},
 		{"POST", accountPath + "/profile", a.form(a.accountProfile)},
 		{"POST", accountPath + "/deactivate", a.form(a.accountDeactivate)},
 		{"POST", accountPath + "/logout", a.form(a.browserLogout)},
