@@ -45,6 +45,7 @@ type Accounts struct {
 	tokens      tokenCache
 	deviceHooks []DeviceDeletedHook
 	addedHooks  []DeviceAddedHook
+	signInHooks []SignInHook
 }
 
 // NewUser describes an account to create.
@@ -118,7 +119,7 @@ func (a *Accounts) Register(ctx context.Context, nu NewUser) (Login, error) {
 			login = Login{UserID: userID}
 			return nil
 		}
-		login, err = a.LoginDevice(ctx, tx, NewDevice{UserID: userID, DeviceID: nu.DeviceID, DisplayName: nu.DeviceDisplayName, RefreshToken: nu.RefreshToken}, now)
+		login, err = a.LoginDevice(ctx, tx, NewDevice{UserID: userID, DeviceID: nu.DeviceID, DisplayName: nu.DeviceDisplayName, RefreshToken: nu.RefreshToken, Quiet: true}, now)
 		return err
 	})
 	if errors.Is(err, storage.ErrConflict) {

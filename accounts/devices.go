@@ -18,7 +18,31 @@ type NewDevice struct {
 	DeviceID     string // empty: generate one
 	DisplayName  string // used only when the device is new
 	RefreshToken bool   // issue a refresh token and an expiring access token
+	// Client names the application signing in when the caller knows it
+	// (an OAuth client's client_name), for the sign-in alert.
+	Client string
+	// Quiet: no sign-in alert (the first device of a new account, an
+	// application service logging in a user of its own).
+	Quiet bool
 }
+
+// SignIn is a login that gave a device new tokens while the user had
+// other devices: the sign-in alert's subject.
+type SignIn struct {
+	UserID, DeviceID string
+	DisplayName      string // as given at login; empty: none given
+	Client           string // see NewDevice.Client
+	Reused           bool   // an existing device ID signed in again
+	At               time.Time
+}
+
+// SignInHook runs after the login's transaction commits, on the request's
+// goroutine with its context, which it may read but must not block on:
+// the login is answered after it.
+type SignInHook func(ctx context.Context, s SignIn)
+
+// OnSignIn registers a hook; call it while wiring the server.
+func (a *Accounts) OnSignIn(h SignInHook) { a.signInHooks = append(a.signInHooks, h) }
 
 // LoginDevice creates or reuses a device and issues its tokens inside tx.
 // Reusing a device ID revokes that device's previous access and refresh
@@ -43,6 +67,22 @@ func (a *Accounts) LoginDevice(ctx context.Context, tx *sql.Tx, nd NewDevice, no
 	}
 	if err := a.issueTokens(ctx, tx, &login, nd.RefreshToken, nil, now); err != nil {
 		return Login{}, err
+	}
+	if !nd.Quiet && len(a.signInHooks) > 0 {
+		// Only a user with another device has someone to tell; so the
+		// first device of an account never raises an alert.
+		others, err := storage.HasOtherDevice(ctx, tx, nd.UserID, login.DeviceID)
+		if err != nil {
+			return Login{}, err
+		}
+		if others {
+			s := SignIn{UserID: nd.UserID, DeviceID: login.DeviceID, DisplayName: nd.DisplayName, Client: nd.Client, Reused: exists, At: now}
+			a.DB.AfterCommit(tx, func() {
+				for _, h := range a.signInHooks {
+					h(ctx, s)
+				}
+			})
+		}
 	}
 	return login, nil
 }

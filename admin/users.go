@@ -97,7 +97,15 @@ func (a *API) userDetails(r *http.Request, userID string) (map[string]any, error
 	if body["threepids"], err = a.threePIDsJSON(r, userID); err != nil {
 		return nil, err
 	}
-	body["external_ids"] = []any{}
+	links, err := storage.SSOLinksOfUser(r.Context(), a.db.Read(), userID)
+	if err != nil {
+		return nil, err
+	}
+	ext := []map[string]string{}
+	for _, l := range links {
+		ext = append(ext, map[string]string{"auth_provider": l.IdPID, "external_id": l.Subject})
+	}
+	body["external_ids"] = ext
 	body["appservice_id"] = nil
 	body["consent_server_notice_sent"] = nil
 	body["consent_version"] = nil

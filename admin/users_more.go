@@ -320,10 +320,16 @@ func (a *API) createDevice(r *http.Request, c accounts.Caller) (any, error) {
 }
 
 // GET /_synapse/admin/v1/auth_providers/{provider}/users/{externalId}:
-// Hearth links no external (SSO) IDs to accounts, so every lookup finds
-// nobody, Synapse's answer for an unknown external ID.
+// the account a company SSO identity (provider id, subject) signs in to.
 func (a *API) userByExternalID(r *http.Request, c accounts.Caller) (any, error) {
-	return nil, mxhttp.NotFound("User not found")
+	userID, err := storage.SSOUserByProvider(r.Context(), a.db.Read(), pathParam(r, "provider"), pathParam(r, "externalId"))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, mxhttp.NotFound("User not found")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"user_id": userID}, nil
 }
 
 // POST /_synapse/admin/v1/users/{userId}/_allow_cross_signing_replacement_without_uia:

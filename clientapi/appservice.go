@@ -91,7 +91,7 @@ func (a *API) loginAppService(r *http.Request, body []byte, nd accounts.NewDevic
 	if !exists {
 		return accounts.Login{}, mxhttp.Forbidden("No user %s", userID)
 	}
-	nd.UserID = userID
+	nd.UserID, nd.Quiet = userID, true // the service's own user: no sign-in alert
 	return a.loginInTx(r.Context(), nd, nil)
 }
 

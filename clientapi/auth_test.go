@@ -146,7 +146,7 @@ func TestLoginErrorsAndTokens(t *testing.T) {
 
 		r := hs.Do(t, "GET", "/_matrix/client/v3/login", "", nil)
 		hearthtest.Expect(t, r, http.StatusOK, "")
-		if fmt.Sprint(r.JSON["flows"]) != "[map[type:m.login.password] map[get_login_token:true type:m.login.token]]" {
+		if fmt.Sprint(r.JSON["flows"]) != "[map[type:m.login.password] map[get_login_token:true type:m.login.token] map[identity_providers:[] oauth_aware_preferred:true type:m.login.sso]]" {
 			t.Errorf("login flows: %s", r.Body)
 		}
 		hearthtest.Expect(t, passwordLogin(t, hs, "alice", "wrong", nil), http.StatusForbidden, "M_FORBIDDEN")

@@ -4,7 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -142,4 +147,54 @@ func BenchmarkInitialSync100Rooms(b *testing.B) {
 			b.Fatalf("initial sync has %d joined rooms, want 100", n)
 		}
 	}
+}
+
+// BenchmarkSendConcurrent is the send workload of hearth-bench in one
+// process: 20 members of one room sending at once, one request in flight
+// each, so sends wait for each other and the room's group commit batches
+// them. Profile it with -cpuprofile (docs/performance.md).
+func BenchmarkSendConcurrent(b *testing.B) {
+	const senders = 20
+	hs := hearthtest.NewServer(b, hearthtest.SQLite, nil)
+	roomID, ownerToken := benchRoom(b, hs, 2, 10)
+	tokens := []string{ownerToken}
+	for i := 1; i < senders; i++ {
+		login, err := hs.Accounts.Register(context.Background(), accounts.NewUser{Localpart: fmt.Sprintf("sender%d", i)})
+		if err != nil {
+			b.Fatalf("registering sender %d: %v", i, err)
+		}
+		hearthtest.Expect(b, hs.Do(b, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), login.AccessToken, map[string]any{}), 200, "")
+		tokens = append(tokens, login.AccessToken)
+	}
+	path := hs.URL + "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/send/m.room.message/"
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: senders}}
+	var next atomic.Int64
+	// writer-ns/op: how long SQLite's one writer was held per send (the
+	// sends' transactions and everything else's, push included): the
+	// resource every send queues for.
+	var writerBusy atomic.Int64
+	hs.DB.ObserveWriteTx(func(d time.Duration, _ bool) { writerBusy.Add(int64(d)) })
+	b.Cleanup(func() { b.ReportMetric(float64(writerBusy.Load())/float64(b.N), "writer-ns/op") })
+	b.ReportAllocs()
+	reportCPU(b)
+	b.SetParallelism((senders + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.RunParallel(func(pb *testing.PB) {
+		n := next.Add(1)
+		token := tokens[int(n-1)%len(tokens)]
+		for i := 0; pb.Next(); i++ {
+			req, _ := http.NewRequest("PUT", fmt.Sprintf("%sp%dt%d", path, n, i), strings.NewReader(`{"msgtype":"m.text","body":"hello"}`))
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Errorf("send: %v", err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("send: status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
 }

@@ -53,6 +53,7 @@ type API struct {
 
 	adminNonces *nonceStore
 	notices     noticeRooms
+	alerts      signInAlerts
 	// bumps remembers rooms' sliding sync bump_stamps (sliding_sync.go).
 	bumps ssBumpCache
 }
@@ -164,6 +165,8 @@ type Deps struct {
 	Federation Federation
 	Log        *slog.Logger
 	Version    string
+	// Locator places sign-in addresses for sign-in alerts; nil: none.
+	Locator Locator
 }
 
 // Federation is what the client API asks of other servers. The federation
@@ -196,5 +199,8 @@ func New(d Deps) *API {
 		typing: d.Typing, presence: d.Presence, media: d.Media, e2ee: d.E2EE, fed: d.Federation, push: d.Push, appsvc: d.AppServices, delayed: d.Delayed, mail: d.Mail, log: d.Log, version: d.Version,
 		adminNonces: newNonceStore()}
 	a.Update(d.Config, d.LiveKit)
+	a.alerts.ctx, a.alerts.cancel = context.WithCancel(context.Background())
+	a.alerts.geo = d.Locator
+	d.Accounts.OnSignIn(a.signedIn)
 	return a
 }

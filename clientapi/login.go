@@ -22,9 +22,15 @@ const loginTokenLifetime = 2 * time.Minute
 
 // GET /login
 func (a *API) loginFlows(r *http.Request, _ accounts.Caller) (any, error) {
-	flows := []map[string]any{
-		{"type": "m.login.password"},
-		{"type": "m.login.token", "get_login_token": true},
+	var flows []map[string]any
+	if a.conf().PasswordLogin {
+		flows = append(flows, map[string]any{"type": "m.login.password"})
+	}
+	flows = append(flows, map[string]any{"type": "m.login.token", "get_login_token": true})
+	// m.login.sso leads to Hearth's sign-in page: offered when that page has
+	// a way in (a provider, or the password form).
+	if a.conf().PasswordLogin || len(a.conf().SSOProviders) > 0 {
+		flows = append(flows, ssoFlow(a.conf().SSOProviders))
 	}
 	if a.accounts.AppServices != nil && len(a.accounts.AppServices.All()) > 0 {
 		flows = append(flows, map[string]any{"type": loginTypeAppService})
@@ -65,6 +71,10 @@ func (a *API) doLogin(r *http.Request) (accounts.Login, error) {
 	nd := accounts.NewDevice{DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName, RefreshToken: req.RefreshToken}
 	switch req.Type {
 	case "m.login.password":
+		if !a.conf().PasswordLogin {
+			// The spec's answer to a login type the server does not offer.
+			return accounts.Login{}, mxhttp.Unknown("Password login is turned off on this server")
+		}
 		pc, err := accounts.ParsePasswordCredentials(body)
 		if err != nil {
 			return accounts.Login{}, err

@@ -13,7 +13,8 @@ import (
 
 // GET /notifications (client-server API, Push Notifications: Listing
 // Notifications; notifications.yaml): the user's notifications, newest
-// first; from is the next_token of a previous page (a notification ID).
+// first; from is the next_token of a previous page (the stream position
+// of its last notification).
 func (a *API) getNotifications(r *http.Request, c accounts.Caller) (any, error) {
 	q := r.URL.Query()
 	var before int64
@@ -68,7 +69,7 @@ func (a *API) getNotifications(r *http.Request, c accounts.Caller) (any, error) 
 				"read": read, "room_id": n.RoomID, "ts": n.TS})
 		}
 		if len(ns) == limit {
-			resp["next_token"] = strconv.FormatInt(ns[len(ns)-1].ID, 10)
+			resp["next_token"] = strconv.FormatInt(ns[len(ns)-1].StreamPos, 10)
 		}
 	}
 	resp["notifications"] = out

@@ -56,6 +56,7 @@ func (a *API) routes() []route {
 		// Server discovery, versions, capabilities.
 		{"GET", "/.well-known/matrix/client", public, a.wellKnownClient},
 		{"GET", "/.well-known/matrix/server", public, a.wellKnownServer},
+		{"GET", "/.well-known/matrix/policy_server", public, a.wellKnownPolicyServer},
 		{"GET", "/_matrix/client/versions", public, a.versions},
 		{"GET", v3 + "/capabilities", user, a.capabilities},
 

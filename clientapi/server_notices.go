@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -59,7 +60,7 @@ func (a *API) sendServerNotice(r *http.Request, c accounts.Caller) (any, error) 
 	} else if err != nil {
 		return nil, err
 	}
-	roomID, err := a.serverNoticeRoom(r, req.UserID)
+	roomID, err := a.serverNoticeRoom(r.Context(), req.UserID)
 	if err != nil {
 		return nil, err
 	}
@@ -80,10 +81,9 @@ func (a *API) noticesUserID() string {
 
 // serverNoticeRoom returns the user's notices room, making it (and the
 // notices account) on first use, and invites the user again if they left.
-func (a *API) serverNoticeRoom(r *http.Request, userID string) (string, error) {
+func (a *API) serverNoticeRoom(ctx context.Context, userID string) (string, error) {
 	a.notices.mu.Lock()
 	defer a.notices.mu.Unlock()
-	ctx := r.Context()
 	sender := a.noticesUserID()
 	if _, err := a.db.GetUser(ctx, sender); errors.Is(err, storage.ErrNotFound) {
 		// No password: nobody can log in as the notices account.
@@ -107,7 +107,7 @@ func (a *API) serverNoticeRoom(r *http.Request, userID string) (string, error) {
 		if err := a.db.SetServerNoticeRoom(ctx, userID, roomID); err != nil {
 			return "", err
 		}
-		if err := a.changeTag(r, userID, roomID, serverNoticeTag, json.RawMessage(`{}`)); err != nil {
+		if err := a.changeTag(ctx, userID, roomID, serverNoticeTag, json.RawMessage(`{}`)); err != nil {
 			return "", err
 		}
 		return roomID, nil

@@ -27,10 +27,6 @@ import (
 // maxSyncTimeout caps the long-poll a client may ask for.
 const maxSyncTimeout = 5 * time.Minute
 
-// countsWait bounds how long a sync waits for push evaluation to catch up
-// with its position before giving counts anyway.
-const countsWait = 5 * time.Second
-
 // defaultTimelineLimit is the timeline length without a filter limit.
 const defaultTimelineLimit = 10
 
@@ -665,7 +661,7 @@ func (a *API) syncJoinedRoom(ctx context.Context, req syncRequest, roomID string
 			return nil, err
 		}
 	}
-	if err := a.syncUnreadCounts(ctx, req.userID, roomID, to.Events, rf, jr); err != nil {
+	if err := a.syncUnreadCounts(ctx, req.userID, roomID, rf, jr); err != nil {
 		return nil, err
 	}
 	return jr, nil
@@ -773,16 +769,10 @@ func stateDiff(before, after rooms.State) rooms.State {
 	return out
 }
 
-// syncUnreadCounts fills a joined room's notification counts, once the
-// push worker has recorded every event up to the sync's position, so the
-// counts are never behind the timeline they come with.
-func (a *API) syncUnreadCounts(ctx context.Context, userID, roomID string, to int64, rf *filter.RoomFilter, jr *joinedRoom) error {
-	wctx, cancel := context.WithTimeout(ctx, countsWait)
-	err := a.push.WaitRecorded(wctx, to)
-	cancel()
-	if err != nil && ctx.Err() == nil {
-		a.log.Warn("notification counts may miss recent events: push evaluation is behind", "room", roomID)
-	}
+// syncUnreadCounts fills a joined room's notification counts. They are
+// stored in the transaction of the events they count (push.Record), so
+// they include every event the sync shows without waiting for anything.
+func (a *API) syncUnreadCounts(ctx context.Context, userID, roomID string, rf *filter.RoomFilter, jr *joinedRoom) error {
 	notif, highlight, perThread, err := a.push.UnreadCounts(ctx, userID, roomID)
 	if err != nil {
 		return err

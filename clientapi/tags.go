@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -60,7 +61,7 @@ func (a *API) putTag(r *http.Request, c accounts.Caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.changeTag(r, userID, roomID, pathParam(r, "tag"), info); err != nil {
+	if err := a.changeTag(r.Context(), userID, roomID, pathParam(r, "tag"), info); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil
@@ -72,7 +73,7 @@ func (a *API) deleteTag(r *http.Request, c accounts.Caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.changeTag(r, userID, roomID, pathParam(r, "tag"), nil); err != nil {
+	if err := a.changeTag(r.Context(), userID, roomID, pathParam(r, "tag"), nil); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil
@@ -80,11 +81,11 @@ func (a *API) deleteTag(r *http.Request, c accounts.Caller) (any, error) {
 
 // changeTag sets (info non-nil) or removes a tag in one read-modify-write
 // of m.tag, and wakes the user's syncs.
-func (a *API) changeTag(r *http.Request, userID, roomID, tag string, info json.RawMessage) error {
+func (a *API) changeTag(ctx context.Context, userID, roomID, tag string, info json.RawMessage) error {
 	if tag == "" || len(tag) > 255 {
 		return mxhttp.InvalidParam("A tag name must be 1 to 255 bytes")
 	}
-	pos, err := a.db.UpdateAccountData(r.Context(), userID, roomID, tagType, func(old []byte, found bool) ([]byte, error) {
+	pos, err := a.db.UpdateAccountData(ctx, userID, roomID, tagType, func(old []byte, found bool) ([]byte, error) {
 		tc := tagContent{}
 		if found {
 			_ = json.Unmarshal(old, &tc)

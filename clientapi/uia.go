@@ -28,6 +28,7 @@ const (
 	stageDummy             = "m.login.dummy"
 	stageRegistrationToken = "m.login.registration_token"
 	stageOAuth             = "m.oauth"
+	stageSSO               = "m.login.sso" // passed on the fallback page (package oauth)
 )
 
 // uiaSessionLifetime bounds how long a client may take to finish a flow.
@@ -86,6 +87,10 @@ type uiaAuthDict struct {
 // after a failed stage, errcode/error), or a plain Matrix error.
 func (a *API) userInteractiveAuth(r *http.Request, req uiaRequirement, auth json.RawMessage) (uiaPassed, error) {
 	ctx := r.Context()
+	req, err := a.withSSOStage(ctx, req)
+	if err != nil {
+		return uiaPassed{}, err
+	}
 	var dict uiaAuthDict
 	if len(auth) > 0 && string(auth) != "null" {
 		if err := mxhttp.DecodeJSON(auth, &dict); err != nil {
@@ -206,6 +211,9 @@ func (a *API) attemptStage(r *http.Request, req uiaRequirement, sess storage.UIA
 			}
 			return err
 		})
+	case stageSSO:
+		// Recorded by the fallback page once the user signed in again.
+		return &mxhttp.Error{Status: http.StatusUnauthorized, ErrCode: "M_FORBIDDEN", Message: "Confirm your identity with single sign-on in the browser first"}
 	case stageEmailIdentity:
 		ts, err := a.emailStage(ctx, req, raw)
 		if err != nil {

@@ -15,11 +15,14 @@ import (
 // suspension and application-service ephemeral data (v1.13), user reports
 // (v1.14), room summaries of rooms the server is not in (v1.15),
 // invite_room_state validation (v1.16), application-service devices
-// (v1.17); the OAuth 2.0 API is served too, though the spec lets a
-// server offer either authentication API (v1.15+). Known gap, in a module the spec
-// makes optional: third-party identifiers (3PID). docs/spec-coverage.md
-// has the audit and what each later version waits on.
-var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17"}
+// (v1.17), policy servers, admin lock and suspend endpoints and
+// M_USER_LIMIT_EXCEEDED (v1.18), mutual rooms (v1.19); the OAuth 2.0 API
+// is served too, though the spec lets a server offer either
+// authentication API (v1.15+). Known gaps: third-party identifiers
+// beyond email (3PID), and SSO login, so no support for "OAuth 2.0 aware
+// clients" (v1.18), whose server rules apply only to a server that
+// provides it. docs/spec-coverage.md has the audit.
+var specVersions = []string{"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19"}
 
 // unstableFeatures are the MSC flags Hearth implements, each checked
 // against its code and tests (docs/spec-coverage.md).

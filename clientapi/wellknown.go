@@ -34,3 +34,14 @@ func (a *API) wellKnownServer(r *http.Request, _ accounts.Caller) (any, error) {
 	}
 	return map[string]string{"m.server": server}, nil
 }
+
+// GET /.well-known/matrix/policy_server (v1.18): the policy key, for
+// clients filling in m.room.policy; 404 when this server is not a policy
+// server ("No policy server information available").
+func (a *API) wellKnownPolicyServer(r *http.Request, _ accounts.Caller) (any, error) {
+	key := a.rooms.PolicyPublicKey()
+	if key == "" {
+		return nil, mxhttp.NotFound("This server is not a policy server")
+	}
+	return map[string]any{"public_keys": map[string]string{"ed25519": key}}, nil
+}

@@ -123,6 +123,13 @@ type Config struct {
 	// ServerNoticesLocalpart names the account that sends server notices
 	// (client-server API, Server Notices); empty disables them.
 	ServerNoticesLocalpart string `yaml:"server_notices_localpart" env:"HEARTH_SERVER_NOTICES_LOCALPART"`
+	// SignInAlerts sends a server notice to a user whose account gains a
+	// signed-in device while they have others (needs server notices).
+	SignInAlerts bool `yaml:"sign_in_alerts" env:"HEARTH_SIGN_IN_ALERTS"`
+	// SignInAlertsGeoIPDB is a MaxMind DB file (GeoLite2 or DB-IP City or
+	// Country) that places a sign-in's address in a city or country;
+	// empty: alerts give the address only.
+	SignInAlertsGeoIPDB string `yaml:"sign_in_alerts_geoip_db" env:"HEARTH_SIGN_IN_ALERTS_GEOIP_DB"`
 	// AppServiceConfigFiles are the registration files of application
 	// services (bridges), read and checked at start.
 	AppServiceConfigFiles []string `yaml:"app_service_config_files" env:"HEARTH_APP_SERVICE_CONFIG_FILES"`
@@ -130,6 +137,9 @@ type Config struct {
 	RateLimits            string   `yaml:"rate_limits" env:"HEARTH_RATE_LIMITS"`
 	// GuestAccess allows POST /register?kind=guest.
 	GuestAccess bool `yaml:"guest_access" env:"HEARTH_GUEST_ACCESS"`
+	// PasswordLogin offers m.login.password on /login and the password form
+	// on the OAuth sign-in page; false leaves the other methods only.
+	PasswordLogin bool `yaml:"password_login" env:"HEARTH_PASSWORD_LOGIN"`
 	// MaxDevicesPerUser refuses logins beyond this many devices; 0: no limit.
 	MaxDevicesPerUser int `yaml:"max_devices_per_user" env:"HEARTH_MAX_DEVICES_PER_USER"`
 	// UserLimitInfoURI is the info_uri of M_USER_LIMIT_EXCEEDED (v1.18), a
@@ -213,6 +223,18 @@ type Config struct {
 	// Presence turns presence (online/unavailable/offline) on or off.
 	Presence bool `yaml:"presence" env:"HEARTH_PRESENCE"`
 
+	// PolicyServer makes this server a policy server (spec v1.18, Policy
+	// Servers): it answers POST /_matrix/policy/v1/sign for rooms whose
+	// m.room.policy names it with its policy key, and publishes that key
+	// at /.well-known/matrix/policy_server.
+	PolicyServer bool `yaml:"policy_server" env:"HEARTH_POLICY_SERVER"`
+	// PolicyServerKeyPath is the policy key, an ed25519 key apart from the
+	// signing key, created when missing; empty: <data_dir>/policy_server.key.
+	PolicyServerKeyPath string `yaml:"policy_server_key_path" env:"HEARTH_POLICY_SERVER_KEY_PATH"`
+	// PolicyServerRefusedWords is the policy: an event whose content has
+	// a string containing one of these words (in any case) is refused.
+	PolicyServerRefusedWords []string `yaml:"policy_server_refused_words" env:"HEARTH_POLICY_SERVER_REFUSED_WORDS"`
+
 	// MaxEventDelayMS is the longest delay a client may schedule a delayed
 	// event with (MSC4140, MatrixRTC's "hang up" events); 0 turns delayed
 	// events off.
@@ -234,6 +256,10 @@ type Config struct {
 	// email address (the m.login.email.identity stage) in every flow.
 	RegistrationRequiresEmail bool `yaml:"registration_requires_email" env:"HEARTH_REGISTRATION_REQUIRES_EMAIL"`
 
+	// SSOProviders are upstream OpenID Connect providers (company SSO),
+	// see SSOProvider and docs/sign-in.md.
+	SSOProviders SSOProviders `yaml:"sso_providers" env:"HEARTH_SSO_PROVIDERS"`
+
 	LogLevel  string `yaml:"log_level" env:"HEARTH_LOG_LEVEL"`
 	LogFormat string `yaml:"log_format" env:"HEARTH_LOG_FORMAT"`
 }
@@ -248,9 +274,13 @@ func Default() Config {
 		SQLiteSynchronous: "normal",
 		DatabaseMaxConns:  8,
 		Registration:      RegistrationClosed,
-		BcryptCost:        12,
-		RateLimits:        "on",
-		TURNUserLifetime:  "1h",
+		// On by default, so sign-in alerts have a sender.
+		ServerNoticesLocalpart: "_server",
+		SignInAlerts:           true,
+		BcryptCost:             12,
+		RateLimits:             "on",
+		PasswordLogin:          true,
+		TURNUserLifetime:       "1h",
 
 		RefreshableTokenLifetimeSeconds: 300,
 		RateLimitLoginPerSecond:         0.17,
@@ -325,6 +355,9 @@ func (c *Config) Set(key, value string) error {
 func (c *Config) ResolvePaths() {
 	if c.SigningKeyPath == "" {
 		c.SigningKeyPath = filepath.Join(c.DataDir, "signing.key")
+	}
+	if c.PolicyServerKeyPath == "" {
+		c.PolicyServerKeyPath = filepath.Join(c.DataDir, "policy_server.key")
 	}
 	if c.DatabaseURL == "" {
 		c.DatabaseURL = filepath.Join(c.DataDir, "hearth.db")
@@ -427,6 +460,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateLiveKit(); err != nil {
+		return err
+	}
+	if err := c.validateSSO(); err != nil {
 		return err
 	}
 	if c.MaxDevicesPerUser < 0 {

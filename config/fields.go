@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -58,6 +59,10 @@ func IsBool(key string) bool {
 }
 
 func (f field) set(s string) error {
+	// Structured options (sso_providers) parse themselves.
+	if u, ok := f.v.Addr().Interface().(encoding.TextUnmarshaler); ok {
+		return u.UnmarshalText([]byte(s))
+	}
 	switch f.v.Kind() {
 	case reflect.String:
 		f.v.SetString(s)

@@ -13,12 +13,13 @@ var reloadable = map[string]bool{
 	"rate_limits": true, "rate_limit_login_per_second": true, "rate_limit_login_burst": true,
 	"rate_limit_register_per_second": true, "rate_limit_register_burst": true,
 	"rate_limit_message_per_second": true, "rate_limit_message_burst": true,
-	"registration": true, "registration_shared_secret": true, "guest_access": true,
+	"registration": true, "registration_shared_secret": true, "guest_access": true, "password_login": true,
 	"turn_uris": true, "turn_shared_secret": true, "turn_user_lifetime": true,
 	"livekit_url": true, "livekit_api_key": true, "livekit_api_secret": true, "livekit_api_secret_file": true,
 	"rtc_full_access_servers": true,
 	"well_known_client":       true, "well_known_server": true,
 	"url_preview": true, "url_preview_allow_cidrs": true,
+	"sign_in_alerts": true,
 }
 
 // Reloadable reports whether a change of key takes effect on SIGHUP.

@@ -1,7 +1,6 @@
 package console_test
 
 import (
-	"context"
 	"net/url"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/hearthtest"
+	"github.com/hearth-matrix/hearth/hearthtest/browsertest"
 )
 
 // TestConsoleInChromium drives the console in headless Chromium against a
@@ -18,7 +18,7 @@ import (
 // with it through the client API), delete a room (then check through the
 // API that it is gone), resolve a report.
 func TestConsoleInChromium(t *testing.T) {
-	browser := chromium(t)
+	browsertest.Chromium(t) // skip before starting servers
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		hs := hearthtest.NewServer(t, b, nil)
 		root, err := hs.Accounts.Register(t.Context(), accounts.NewUser{Localpart: "boss", Password: "bosspass", Admin: true})
@@ -38,31 +38,9 @@ func TestConsoleInChromium(t *testing.T) {
 		hearthtest.Expect(t, hs.Do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/report/"+url.PathEscape(eventID), bobTok,
 			map[string]any{"reason": "spam"}), 200, "")
 
-		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox, chromedp.DisableGPU)
-		actx, cancel := chromedp.NewExecAllocator(t.Context(), opts...)
-		defer cancel()
-		ctx, cancel := chromedp.NewContext(actx)
-		defer cancel()
-		ctx, cancel = context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
+		br := browsertest.New(t)
+		run, text := br.Run, br.Text
 		base := hs.URL + "/_hearth/admin"
-		run := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-			t.Helper()
-			if err := chromedp.Do(ctx, actions...); err != nil {
-				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-				defer cancel()
-				page, _ := chromedp.Run(dctx, chromedp.OuterHTML(chromedp.CSS("main"), chromedp.NodeReady))
-				t.Fatalf("%s: %v\npage: %s", what, err, page)
-			}
-		}
-		text := func(sel chromedp.CSS) string {
-			t.Helper()
-			s, err := chromedp.Run(ctx, chromedp.Text(sel))
-			if err != nil {
-				t.Fatalf("reading %s: %v", sel, err)
-			}
-			return strings.TrimSpace(s)
-		}
 
 		// Sign in.
 		run("sign in", chromedp.Navigate(base+"/login"),

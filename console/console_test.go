@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -205,18 +203,4 @@ func adminToken(t *testing.T, hs *hearthtest.Server) string {
 		t.Fatal(err)
 	}
 	return l.AccessToken
-}
-
-// chromium is the browser's path; in CI (CI=true) its absence fails.
-func chromium(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium is not installed (apt-get install -y chromium); CI must run this test")
-	}
-	t.Skip("chromium is not installed (apt-get install -y chromium): skipping the browser test")
-	return ""
 }

@@ -208,6 +208,25 @@ func (e *E2EE) storeDeviceKeys(ctx context.Context, tx *sql.Tx, userID, deviceID
 	}); err != nil {
 		return false, err
 	}
+	// A device signed in by QR cross-signs its keys in this same upload
+	// (MSC4108, New device cross-signs itself): the user's self-signing
+	// key's signature is kept when it verifies; others are dropped.
+	if len(dk.signatures[userID]) < 2 {
+		return true, e.RecordDeviceListChange(ctx, tx, userID, deviceID) // only the device's own
+	}
+	cs, err := storage.CrossSigningKeys(ctx, tx, userID)
+	if err != nil {
+		return false, err
+	}
+	if ssk, ok := cs[keyTypeSelfSigning]; ok {
+		sskID := "ed25519:" + ssk.KeyID
+		if sig, ok := dk.signatures[userID][sskID]; ok && dk.verify(userID, sskID, ssk.KeyID) == nil {
+			if err := storage.UpsertKeySignature(ctx, tx, storage.KeySignature{TargetUserID: userID, TargetKeyID: deviceID,
+				SignerUserID: userID, SignerKeyID: sskID, Signature: sig}); err != nil {
+				return false, err
+			}
+		}
+	}
 	return true, e.RecordDeviceListChange(ctx, tx, userID, deviceID)
 }
 

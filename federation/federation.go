@@ -139,6 +139,7 @@ func New(ctx context.Context, d Deps) (*API, error) {
 	d.Rooms.SetFederation(a.keyRing, roomClient{a}, roomClient{a})
 	d.Rooms.SetInviteClient(roomClient{a})
 	d.Rooms.SetMembershipClient(roomClient{a})
+	d.Rooms.SetPolicyClient(roomClient{a})
 	if d.Media != nil {
 		d.Media.SetRemote(mediaFetcher{a})
 	}

@@ -148,6 +148,7 @@ type refusal struct {
 
 func (e refusal) Error() string   { return fmt.Sprintf("%d %s", e.status, e.body) }
 func (e refusal) HTTPStatus() int { return e.status }
+func (e refusal) Body() []byte    { return []byte(e.body) }
 
 // readable turns the client's HTTP errors into refusal.
 func readable(err error) error {

@@ -88,6 +88,9 @@ func (a *API) routes() []route {
 		{"GET", fedV1 + "/user/devices/{userId}", signed, a.userDevices},
 		{"POST", fedV1 + "/user/keys/query", signed, a.userKeysQuery},
 		{"POST", fedV1 + "/user/keys/claim", signed, a.userKeysClaim},
+
+		// Policy Servers (v1.18): answered when policy_server is on.
+		{"POST", policyV1 + "/sign", signed, a.policySign},
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/hearth-matrix/hearth/e2ee"
 	"github.com/hearth-matrix/hearth/email"
 	"github.com/hearth-matrix/hearth/federation"
+	"github.com/hearth-matrix/hearth/geoip"
 	"github.com/hearth-matrix/hearth/media"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/oauth"
@@ -74,9 +75,11 @@ type Server struct {
 	clientAPI *clientapi.API
 	// lk is the LiveKit authorization service (nil: none) and lkKey the
 	// settings it was made from; Reload replaces it when they change.
-	reloadMu   sync.Mutex
-	lk         *rtc.LiveKit
-	lkKey      string
+	reloadMu sync.Mutex
+	lk       *rtc.LiveKit
+	lkKey    string
+	// geo is sign_in_alerts_geoip_db, open; nil: none.
+	geo        *geoip.DB
 	oauth      *oauth.API
 	client     http.Handler
 	federation http.Handler
@@ -151,6 +154,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	}
 	c := s.router(observe, "client")
 	s.Rooms = rooms.New(db, cfg.ServerName, key, log)
+	if cfg.PolicyServer {
+		pk, created, err := serverkey.LoadOrCreate(cfg.PolicyServerKeyPath)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("policy server key: %w", err)
+		}
+		if created {
+			log.Info("generated a new policy server key", "path", cfg.PolicyServerKeyPath)
+		}
+		s.Rooms.SetPolicyServer(&rooms.PolicyServer{Key: pk.Private, RefusedWords: cfg.PolicyServerRefusedWords})
+	}
 	if s.Notifier, err = newNotifier(ctx, db, cfg.ServerName); err != nil {
 		db.Close()
 		return nil, err
@@ -211,8 +225,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		db.Close()
 		return nil, err
 	}
-	// Push observes first: a position the sync notifier knows of is then
-	// already queued for evaluation, which push.WaitRecorded relies on.
+	// Push records notifications in the transaction of the events, and
+	// observes first: its room caches are current before a sync hears of
+	// the events.
+	s.Rooms.SetTxHook(s.Push.Record)
 	s.Rooms.Observe(s.Push.Observe)
 	// Remote device lists are dropped before syncs hear of the membership
 	// change that ends the shared room, so a client reacting to
@@ -268,10 +284,27 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		return nil, err
 	}
 	s.lk, s.lkKey = lk, lkKey
-	s.clientAPI = clientapi.New(clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
+	clientDeps := clientapi.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Rooms: s.Rooms, Notifier: s.Notifier,
 		Typing: s.Typing, Presence: s.Presence, Media: s.Media, E2EE: s.E2EE, Federation: s.Federation, Push: s.Push,
-		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Mail: mail, Log: log, Version: version})
+		AppServices: s.AppServices, Delayed: s.Delayed, LiveKit: lk, Mail: mail, Log: log, Version: version}
+	if cfg.SignInAlertsGeoIPDB != "" {
+		if s.geo, err = geoip.Open(cfg.SignInAlertsGeoIPDB); err != nil {
+			if lk != nil {
+				lk.Close()
+			}
+			s.Federation.Close()
+			s.AppServices.Close()
+			s.Push.Close()
+			db.Close()
+			return nil, err
+		}
+		clientDeps.Locator = s.geo
+	}
+	s.clientAPI = clientapi.New(clientDeps)
 	s.clientAPI.Routes(c)
+	if cfg.SignInAlerts && cfg.ServerNoticesLocalpart == "" {
+		log.Warn("sign_in_alerts is on but server_notices_localpart is empty: no sign-in alerts are sent")
+	}
 	c.Get("/health", s.health)
 	// The federation and key APIs also answer on the client listener, as on
 	// other homeservers, for operators whose reverse proxy sends both to one
@@ -283,7 +316,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Console = console.New(console.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Admin: s.Admin, Queue: s.Federation.Queue(),
 		Notices: s.clientAPI.SendServerNotice, Log: log})
 	s.Console.Routes(c)
-	s.oauth = oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange})
+	s.oauth = oauth.New(oauth.Deps{Config: cfg, DB: db, Accounts: s.Accounts, Log: log, DeviceRenamed: s.E2EE.RecordDeviceListChange,
+		ProfileChanged: s.Rooms.ProfileChanged,
+		AccountDataChanged: func(userID string, pos int64) {
+			s.Notifier.Users([]string{userID}, syncstream.Position{AccountData: pos})
+		}})
 	s.oauth.Routes(c)
 	s.client = c
 
@@ -461,6 +498,10 @@ func (s *Server) Close() error {
 		lk.Close()
 	}
 	s.reloadMu.Unlock()
+	s.clientAPI.Close()
+	if s.geo != nil {
+		_ = s.geo.Close()
+	}
 	s.Delayed.Stop()
 	s.Presence.Close()
 	s.Typing.Close()

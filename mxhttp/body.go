@@ -152,9 +152,22 @@ func ReadBody(r *http.Request, limit int64) ([]byte, error) {
 // requestState is what Common and WriteError share about one request.
 type requestState struct {
 	clientGone atomic.Bool
+	// req is the request as it arrived, for code below the handlers that
+	// needs to know where a request came from (RequestOrigin).
+	req *http.Request
 }
 
 const stateKey ctxKey = loggerKey + 1
+
+// RequestOrigin is the request that ctx belongs to as Common received it
+// (its peer address, host and headers), or nil outside a request. Read
+// it while the request runs.
+func RequestOrigin(ctx context.Context) *http.Request {
+	if s, _ := ctx.Value(stateKey).(*requestState); s != nil {
+		return s.req
+	}
+	return nil
+}
 
 func stateOf(r *http.Request) *requestState {
 	s, _ := r.Context().Value(stateKey).(*requestState)

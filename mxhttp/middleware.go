@@ -75,7 +75,7 @@ func Common(base *slog.Logger, bodyLimit func(*http.Request) int64, observe Requ
 		start := time.Now()
 		id := newRequestID()
 		log := base.With("req", id)
-		state := &requestState{}
+		state := &requestState{req: r}
 		ctx := context.WithValue(r.Context(), loggerKey, log)
 		r = r.WithContext(context.WithValue(ctx, stateKey, state))
 		sw := &statusWriter{ResponseWriter: w}

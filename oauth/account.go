@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
 )
 
@@ -19,11 +20,12 @@ const (
 	actionDeviceView        = "org.matrix.device_view"
 	actionDeviceDelete      = "org.matrix.device_delete"
 	actionCrossSigningReset = "org.matrix.cross_signing_reset"
+	actionProfile           = "org.matrix.profile"
+	actionDeactivate        = "org.matrix.account_deactivate"
 )
 
-// accountActions are the actions the account page supports (profile
-// editing and deactivation are not offered there yet).
-var accountActions = []string{actionDevicesList, actionDeviceView, actionDeviceDelete, actionCrossSigningReset}
+// accountActions are the actions clients may deep-link to.
+var accountActions = []string{actionProfile, actionDevicesList, actionDeviceView, actionDeviceDelete, actionDeactivate, actionCrossSigningReset}
 
 // crossSigningResetWindow is how long an approved reset may take to reach
 // /keys/device_signing/upload.
@@ -50,14 +52,28 @@ func (a *API) accountPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	action, selected := q.Get("action"), q.Get("device_id")
-	devices, err := a.db.ListDevices(r.Context(), user)
+	data, err := a.accountData(r, user, q.Get("action"), q.Get("device_id"))
 	if err != nil {
 		return err
 	}
+	a.render(w, r, http.StatusOK, "account", data)
+	return nil
+}
+
+// accountData is what the account page shows: the devices, the profile,
+// and the action asked for.
+func (a *API) accountData(r *http.Request, user, action, selected string) (map[string]any, error) {
+	devices, err := a.db.ListDevices(r.Context(), user)
+	if err != nil {
+		return nil, err
+	}
 	clients, err := a.db.OAuthSessionClients(r.Context(), user)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	profile, err := a.db.GetProfile(r.Context(), user)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
 	}
 	var views []deviceView
 	var chosen *deviceView
@@ -83,22 +99,33 @@ func (a *API) accountPage(w http.ResponseWriter, r *http.Request) error {
 			chosen = &views[len(views)-1]
 		}
 	}
-	data := map[string]any{"UserID": user, "Devices": views, "Action": action}
+	data := map[string]any{"UserID": user, "Devices": views, "Action": action, "PasswordLogin": a.conf().PasswordLogin}
+	if profile.DisplayName != nil {
+		data["DisplayName"] = *profile.DisplayName
+	}
+	if cfg := a.conf(); cfg.SignInAlerts && cfg.ServerNoticesLocalpart != "" {
+		on, err := a.accounts.SignInAlertsOn(r.Context(), user)
+		if err != nil {
+			return nil, err
+		}
+		data["Alerts"] = map[string]bool{"On": on}
+	}
 	switch action {
 	case "", actionDevicesList:
 	case actionDeviceView, actionDeviceDelete:
 		if chosen == nil {
-			data["Error"] = "You have no device " + selected + "."
+			data["Error"] = say("You have no device %s.", selected)
 		} else {
 			data["Chosen"] = *chosen
 		}
 	case actionCrossSigningReset:
 		data["CrossSigningReset"] = true
+	case actionProfile, actionDeactivate:
+		// The page shows that section first.
 	default:
-		data["Error"] = "This page does not support the action " + action + "."
+		data["Error"] = say("This page does not support the action %s.", action)
 	}
-	a.render(w, r, http.StatusOK, "account", data)
-	return nil
+	return data, nil
 }
 
 // POST /_hearth/account/device: rename (op=rename, name) or sign out
@@ -143,6 +170,28 @@ func (a *API) accountDevice(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// POST /_hearth/account/sign-in-alerts (alerts=on|off): the user's choice
+// of sign-in alerts, kept as account data (accounts.SignInAlertsType).
+func (a *API) accountAlerts(w http.ResponseWriter, r *http.Request) error {
+	user, err := a.formUser(r)
+	if err != nil {
+		return err
+	}
+	v := r.PostForm.Get("alerts")
+	if v != "on" && v != "off" {
+		return badPage("Choose on or off.")
+	}
+	pos, err := a.accounts.SetSignInAlerts(r.Context(), user, v == "on")
+	if err != nil {
+		return err
+	}
+	if a.onAccountData != nil {
+		a.onAccountData(user, pos)
+	}
+	http.Redirect(w, r, accountPath+"?action="+actionDevicesList, http.StatusSeeOther)
+	return nil
+}
+
 func (a *API) deviceRenamed(ctx context.Context, tx *sql.Tx, userID, deviceID string) error {
 	if a.onRename == nil {
 		return nil
@@ -164,6 +213,86 @@ func (a *API) crossSigningReset(w http.ResponseWriter, r *http.Request) error {
 	}); err != nil {
 		return err
 	}
-	a.render(w, r, http.StatusOK, "done", map[string]any{"Message": "Approved. Go back to your application within 10 minutes to finish resetting your identity."})
+	a.done(w, r, "Approved. Go back to your application within 10 minutes to finish resetting your identity.")
+	return nil
+}
+
+// POST /_hearth/account/profile: the user's display name (empty: none).
+// Their rooms get it as new membership events, as with PUT /profile.
+func (a *API) accountProfile(w http.ResponseWriter, r *http.Request) error {
+	user, err := a.formUser(r)
+	if err != nil {
+		return err
+	}
+	name := strings.TrimSpace(r.PostForm.Get("displayname"))
+	if len(name) > 255 {
+		return badPage("The name is too long.")
+	}
+	if _, err := a.db.UpdateProfile(r.Context(), user, func(p *storage.Profile) error {
+		p.DisplayName = nil
+		if name != "" {
+			p.DisplayName = &name
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if a.onProfile != nil {
+		if err := a.onProfile(r.Context(), user); err != nil {
+			return err
+		}
+	}
+	http.Redirect(w, r, accountPath+"?action="+actionProfile, http.StatusSeeOther)
+	return nil
+}
+
+// POST /_hearth/account/deactivate: the user deactivates their account,
+// confirming with their password (or, when password login is off, by
+// typing their user ID), as POST /account/deactivate does: the password
+// and every device and browser session go, the user ID stays taken.
+func (a *API) accountDeactivate(w http.ResponseWriter, r *http.Request) error {
+	user, err := a.formUser(r)
+	if err != nil {
+		return err
+	}
+	again := func(status int, m msg) error {
+		data, err := a.accountData(r, user, actionDeactivate, "")
+		if err != nil {
+			return err
+		}
+		data["DeactivateError"] = m
+		a.render(w, r, status, "account", data)
+		return nil
+	}
+	if a.conf().PasswordLogin {
+		if !allow(a.passwordIP, clientIP(r)) {
+			return again(http.StatusTooManyRequests, say("Too many attempts. Wait a minute and try again."))
+		}
+		localpart, _, _ := strings.Cut(strings.TrimPrefix(user, "@"), ":")
+		_, err := a.accounts.CheckPassword(r.Context(), localpart, r.PostForm.Get("password"))
+		var me *mxhttp.Error
+		if errors.As(err, &me) && me.Status == http.StatusForbidden {
+			return again(http.StatusForbidden, say("That is not your password."))
+		}
+		if err != nil {
+			return err
+		}
+	} else if strings.TrimSpace(r.PostForm.Get("confirm_user_id")) != user {
+		return again(http.StatusBadRequest, say("Type your user ID exactly as shown to confirm."))
+	}
+	ctx := r.Context()
+	if err := a.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		if err := storage.DeactivateUser(ctx, tx, user, r.PostForm.Get("erase") == "true"); err != nil {
+			return err
+		}
+		if err := a.accounts.DeleteOtherDevices(ctx, tx, user, ""); err != nil {
+			return err
+		}
+		return storage.DeleteUserBrowserSessions(ctx, tx, user)
+	}); err != nil {
+		return err
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: cookiePath, MaxAge: -1, HttpOnly: true, Secure: a.secure(r)})
+	a.done(w, r, "Your account %s is deactivated.", user)
 	return nil
 }

@@ -16,9 +16,11 @@ import (
 )
 
 // registrationOpen says whether the sign-up page exists: registration
-// open, or by registration token.
+// open, or by registration token, and password login on (the page makes
+// a password account).
 func (a *API) registrationOpen() bool {
-	return a.conf().Registration == config.RegistrationOpen || a.conf().Registration == config.RegistrationToken
+	c := a.conf()
+	return c.PasswordLogin && (c.Registration == config.RegistrationOpen || c.Registration == config.RegistrationToken)
 }
 
 // GET /_hearth/oauth2/auth: the authorization request (RFC 6749 section
@@ -123,20 +125,26 @@ func callbackURL(redirectURI, mode string, params url.Values) string {
 	return u.String()
 }
 
-// GET /_hearth/oauth2/login: the sign-in page.
+// GET /_hearth/oauth2/login: the sign-in page, with the password form
+// unless password login is off.
 func (a *API) loginPage(w http.ResponseWriter, r *http.Request) error {
 	a.render(w, r, http.StatusOK, "login", map[string]any{"Next": nextPath(r.URL.Query().Get("next")),
-		"CanRegister": a.registrationOpen(), "ServerName": a.conf().ServerName})
+		"CanRegister": a.registrationOpen(), "ServerName": a.conf().ServerName, "PasswordLogin": a.conf().PasswordLogin,
+		"Providers": a.ssoProviderViews()})
 	return nil
 }
 
 // POST /_hearth/oauth2/login: password sign-in, limited per address.
 func (a *API) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 	next := nextPath(r.PostForm.Get("next"))
-	again := func(status int, msg string) error {
+	again := func(status int, format string) error {
 		a.render(w, r, status, "login", map[string]any{"Next": next, "CanRegister": a.registrationOpen(),
-			"ServerName": a.conf().ServerName, "Error": msg, "Username": r.PostForm.Get("username")})
+			"ServerName": a.conf().ServerName, "PasswordLogin": a.conf().PasswordLogin, "Error": say(format), "Username": r.PostForm.Get("username"),
+			"Providers": a.ssoProviderViews()})
 		return nil
+	}
+	if !a.conf().PasswordLogin {
+		return again(http.StatusForbidden, "Signing in with a password is turned off on this server.")
 	}
 	if !allow(a.passwordIP, clientIP(r)) {
 		return again(http.StatusTooManyRequests, "Too many attempts. Wait a minute and try again.")
@@ -164,7 +172,7 @@ func (a *API) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 // when registration is open or by token.
 func (a *API) registerPage(w http.ResponseWriter, r *http.Request) error {
 	if !a.registrationOpen() {
-		return &pageError{http.StatusForbidden, "Registration is closed on this server."}
+		return pageErr(http.StatusForbidden, "Registration is closed on this server.")
 	}
 	a.render(w, r, http.StatusOK, "register", map[string]any{"Next": nextPath(r.URL.Query().Get("next")),
 		"NeedToken": a.conf().Registration == config.RegistrationToken, "ServerName": a.conf().ServerName})
@@ -175,21 +183,21 @@ func (a *API) registerPage(w http.ResponseWriter, r *http.Request) error {
 // registration token, used once, in the same transaction) and signs in.
 func (a *API) registerSubmit(w http.ResponseWriter, r *http.Request) error {
 	if !a.registrationOpen() {
-		return &pageError{http.StatusForbidden, "Registration is closed on this server."}
+		return pageErr(http.StatusForbidden, "Registration is closed on this server.")
 	}
 	f := r.PostForm
 	next := nextPath(f.Get("next"))
 	needToken := a.conf().Registration == config.RegistrationToken
-	again := func(status int, msg string) error {
+	again := func(status int, m msg) error {
 		a.render(w, r, status, "register", map[string]any{"Next": next, "NeedToken": needToken,
-			"ServerName": a.conf().ServerName, "Error": msg, "Username": f.Get("username")})
+			"ServerName": a.conf().ServerName, "Error": m, "Username": f.Get("username")})
 		return nil
 	}
 	if !allow(a.passwordIP, clientIP(r)) {
-		return again(http.StatusTooManyRequests, "Too many attempts. Wait a minute and try again.")
+		return again(http.StatusTooManyRequests, say("Too many attempts. Wait a minute and try again."))
 	}
 	if f.Get("password") == "" || f.Get("password") != f.Get("password2") {
-		return again(http.StatusBadRequest, "The two passwords must be the same and not empty.")
+		return again(http.StatusBadRequest, say("The two passwords must be the same and not empty."))
 	}
 	nu := accounts.NewUser{Localpart: strings.TrimSpace(f.Get("username")), Password: f.Get("password"), InhibitLogin: true}
 	if needToken {
@@ -205,7 +213,7 @@ func (a *API) registerSubmit(w http.ResponseWriter, r *http.Request) error {
 	login, err := a.accounts.Register(r.Context(), nu)
 	var me *mxhttp.Error
 	if errors.As(err, &me) && me.Status < 500 {
-		return again(me.Status, me.Message+".")
+		return again(me.Status, registerError(me))
 	}
 	if err != nil {
 		return err
@@ -215,6 +223,19 @@ func (a *API) registerSubmit(w http.ResponseWriter, r *http.Request) error {
 	}
 	http.Redirect(w, r, next, http.StatusSeeOther)
 	return nil
+}
+
+// registerError is what the sign-up page says of a refused registration.
+func registerError(me *mxhttp.Error) msg {
+	switch me.ErrCode {
+	case "M_USER_IN_USE":
+		return say("That username is taken. Choose another.")
+	case "M_INVALID_USERNAME":
+		return say("That username is not allowed. Use lowercase letters, digits and . _ = - / + only.")
+	case "M_FORBIDDEN":
+		return say("The registration token is not valid.")
+	}
+	return say("%s.", me.Message)
 }
 
 // pendingRequest loads an authorization request still waiting for consent.

@@ -21,6 +21,8 @@ type browser struct {
 	client *http.Client
 	// last is the last page: its URL, status, headers and forms.
 	last page
+	// acceptLanguage is sent with every request ("ko-KR, en" if empty).
+	acceptLanguage string
 }
 
 type page struct {
@@ -68,7 +70,13 @@ func (b *browser) get(u string) page {
 
 func (b *browser) do(req *http.Request) page {
 	b.t.Helper()
-	req.Header.Set("Accept-Language", "ko-KR, en")
+	// Korean first unless the test says otherwise: the pages and the
+	// client's metadata are shown in it.
+	lang := b.acceptLanguage
+	if lang == "" {
+		lang = "ko-KR, en"
+	}
+	req.Header.Set("Accept-Language", lang)
 	resp, err := b.client.Do(req)
 	if err != nil {
 		b.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
@@ -127,6 +135,29 @@ func (b *browser) submitWhere(p page, action, key, value string, fields map[stri
 		vals.Set(name, value)
 	}
 	target, _ := p.url.Parse(action)
+	req, err := http.NewRequest("POST", target.String(), strings.NewReader(vals.Encode()))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", b.base.Scheme+"://"+b.base.Host)
+	return b.do(req)
+}
+
+// postForm posts fields to action as a form of the server's own pages,
+// with the CSRF cookie's token unless fields has one.
+func (b *browser) postForm(action string, fields map[string]string) page {
+	b.t.Helper()
+	target, _ := b.base.Parse(action)
+	vals := url.Values{}
+	for _, c := range b.client.Jar.Cookies(target) {
+		if c.Name == "hearth_csrf" {
+			vals.Set("csrf", c.Value)
+		}
+	}
+	for k, v := range fields {
+		vals.Set(k, v)
+	}
 	req, err := http.NewRequest("POST", target.String(), strings.NewReader(vals.Encode()))
 	if err != nil {
 		b.t.Fatal(err)

@@ -140,7 +140,7 @@ func (a *API) pollDevice(ctx context.Context, c client, deviceCode string) (any,
 			}
 			return err
 		}
-		login, err := a.issue(ctx, tx, g.UserID, g.DeviceID, c.ClientID, g.Scope, now)
+		login, err := a.issue(ctx, tx, g.UserID, g.DeviceID, c, g.Scope, now)
 		resp = newTokenResponse(login, g.Scope)
 		return err
 	})
@@ -176,8 +176,8 @@ func (a *API) linkPage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) showDeviceGrant(w http.ResponseWriter, r *http.Request, user, typed string) error {
-	again := func(status int, msg string) error {
-		a.render(w, r, status, "link", map[string]any{"UserID": user, "Error": msg})
+	again := func(status int, format string) error {
+		a.render(w, r, status, "link", map[string]any{"UserID": user, "Error": say(format)})
 		return nil
 	}
 	if !allow(a.userCode, clientIP(r)) {
@@ -220,12 +220,12 @@ func (a *API) linkSubmit(w http.ResponseWriter, r *http.Request) error {
 	// Answers count against the same limit as typed codes: a code guessed
 	// here would sign someone else's device into this account.
 	if !allow(a.userCode, clientIP(r)) {
-		return &pageError{http.StatusTooManyRequests, "Too many attempts. Wait a minute and try again."}
+		return pageErr(http.StatusTooManyRequests, "Too many attempts. Wait a minute and try again.")
 	}
 	code := normalizeUserCode(r.PostForm.Get("user_code"))
-	status, msg := "denied", "The request was denied. You can close this page."
+	status := "denied"
 	if action == "allow" {
-		status, msg = "approved", "Done. Go back to your other device: it is signing in."
+		status = "approved"
 	}
 	var decided bool
 	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
@@ -239,6 +239,10 @@ func (a *API) linkSubmit(w http.ResponseWriter, r *http.Request) error {
 	if !decided {
 		return badPage("This code was already answered or has expired.")
 	}
-	a.render(w, r, http.StatusOK, "done", map[string]any{"Message": msg})
+	if status == "approved" {
+		a.done(w, r, "Done. Go back to your other device: it is signing in.")
+	} else {
+		a.done(w, r, "The request was denied. You can close this page.")
+	}
 	return nil
 }

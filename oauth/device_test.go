@@ -61,7 +61,7 @@ func TestDeviceAuthorizationGrant(t *testing.T) {
 		}
 		checkPageHeaders(t, p)
 		p = br.submit(p, "/_hearth/oauth2/link", nil, "action=allow")
-		if p.status != http.StatusOK || !strings.Contains(p.body, "Done") {
+		if p.status != http.StatusOK || !strings.Contains(p.body, "완료되었습니다") {
 			t.Fatalf("approving: %d %s", p.status, p.body)
 		}
 		tok, err := conf.DeviceAccessToken(ctx, da)
@@ -182,7 +182,7 @@ func TestAccountManagement(t *testing.T) {
 
 		// Sign the password device out from the page (device_delete action).
 		p = br.get(account + "?action=org.matrix.device_delete&device_id=" + pwDevice)
-		if !strings.Contains(p.body, "Sign out this device") {
+		if !strings.Contains(p.body, "이 기기에서 로그아웃") {
 			t.Fatalf("device_delete page: %s", p.body)
 		}
 		p = br.submitWhere(p, "/_hearth/account/device", "device_id", pwDevice, nil, "op=delete")

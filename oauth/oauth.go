@@ -56,13 +56,16 @@ type API struct {
 	db       *storage.DB
 	accounts *accounts.Accounts
 	log      *slog.Logger
-	pages    *template.Template
+	pages    map[string]*template.Template // by language
 
 	// passwordIP bounds password attempts on the sign-in page per address,
 	// userCode the device codes typed, clientReg client registrations.
 	passwordIP, userCode, clientReg *ratelimit.Limiter
 	rendezvousIP                    *ratelimit.Limiter
 	onRename                        DeviceRenamedHook
+	onAccountData                   func(userID string, pos int64)
+	onProfile                       func(ctx context.Context, userID string) error
+	up                              *upstreams // company SSO providers (upstream.go)
 }
 
 // DeviceRenamedHook runs inside the transaction that renames a device on
@@ -77,13 +80,22 @@ type Deps struct {
 	Log      *slog.Logger
 	// DeviceRenamed, when set, runs when the user renames a device.
 	DeviceRenamed DeviceRenamedHook
+	// ProfileChanged, when set, runs after the user changed their display
+	// name on the account page (their rooms learn it).
+	ProfileChanged func(ctx context.Context, userID string) error
+	// AccountDataChanged, when set, is told after the account page
+	// changed the user's account data (to wake their syncs).
+	AccountDataChanged func(userID string, pos int64)
 }
 
 // New returns the OAuth server. It registers a device-deletion hook on
 // Accounts, so call it while wiring the server.
 func New(d Deps) *API {
-	a := &API{db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed,
-		pages: template.Must(template.New("pages").Funcs(template.FuncMap{"dict": dict}).ParseFS(pageFiles, "pages/*.html"))}
+	a := &API{db: d.DB, accounts: d.Accounts, log: d.Log, onRename: d.DeviceRenamed, onProfile: d.ProfileChanged,
+		onAccountData: d.AccountDataChanged, up: newUpstreams(), pages: map[string]*template.Template{}}
+	for _, l := range languages {
+		a.pages[l.Tag] = template.Must(template.New("pages").Funcs(pageFuncs(l.Tag)).ParseFS(pageFiles, "pages/*.html"))
+	}
 	if d.Config.RateLimits != "off" {
 		a.passwordIP = ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst)
 		a.userCode = ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst)

@@ -98,7 +98,7 @@ func authorize(t *testing.T, br *browser, conf *oauth2.Config, verifier, state s
 		}
 		// A wrong password shows the page again.
 		p = br.submit(p, loginAction, map[string]string{"username": "alice", "password": "nope"}, "")
-		if p.status != http.StatusForbidden || !strings.Contains(p.body, "Invalid username or password") {
+		if p.status != http.StatusForbidden || !strings.Contains(p.body, "사용자 이름 또는 비밀번호가 올바르지 않습니다") {
 			t.Fatalf("wrong password: %d %s", p.status, p.body)
 		}
 		p = br.submit(p, loginAction, map[string]string{"username": "alice", "password": "password"}, "")
@@ -126,7 +126,7 @@ func authorize(t *testing.T, br *browser, conf *oauth2.Config, verifier, state s
 
 func checkPageHeaders(t *testing.T, p page) {
 	t.Helper()
-	if !strings.Contains(p.header.Get("Content-Security-Policy"), "frame-ancestors 'none'") || p.header.Get("X-Frame-Options") != "DENY" ||
+	if !strings.Contains(p.header.Get("Content-Security-Policy"), "frame-ancestors 'none'") || p.header.Get("X-Frame-Options") != "DENY" || p.header.Get("Referrer-Policy") != "same-origin" ||
 		strings.Contains(p.body, "<script") || strings.Contains(p.body, "style=") {
 		t.Fatalf("page %s lacks its security headers or has inline code: %v", p.url, p.header)
 	}

@@ -166,7 +166,7 @@ func TestAuthorizeRequests(t *testing.T) {
 			t.Fatalf("prompt=create: %s %d", p.url, p.status)
 		}
 		q := br2.submit(p, "/_hearth/oauth2/register-account", map[string]string{"username": "alice", "password": "pw1", "password2": "pw1"}, "")
-		if q.status != http.StatusBadRequest || !strings.Contains(q.body, "already taken") {
+		if q.status != http.StatusBadRequest || !strings.Contains(q.body, "이미 사용 중인 사용자 이름") {
 			t.Fatalf("registering a taken name: %d %s", q.status, q.body)
 		}
 		p = br2.submit(q, "/_hearth/oauth2/register-account", map[string]string{"username": "carol", "password": "pw1", "password2": "pw1"}, "")

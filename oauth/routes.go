@@ -45,8 +45,24 @@ func (a *API) routes() []route {
 		{"GET", accountPath, a.page(a.accountPage)},
 		{"POST", accountPath + "/device", a.form(a.accountDevice)},
 		{"POST", accountPath + "/cross-signing-reset", a.form(a.crossSigningReset)},
+		{"POST", accountPath + "/sign-in-alerts", a.form(a.accountAlerts)},
+		{"POST", accountPath + "/profile", a.form(a.accountProfile)},
+		{"POST", accountPath + "/deactivate", a.form(a.accountDeactivate)},
 		{"POST", accountPath + "/logout", a.form(a.browserLogout)},
 		{"GET", staticPath + "/style.css", http.HandlerFunc(serveCSS)},
+
+		// Company SSO (upstream.go): the upstream provider's round trip,
+		// and m.login.sso for classic clients (client-server API, Client
+		// login via SSO), which ends in an m.login.token token.
+		{"GET", prefix + "/upstream/{idp}", a.page(a.upstreamStart)},
+		{"GET", prefix + "/upstream/{idp}/callback", a.page(a.upstreamCallback)},
+		{"GET", prefix + "/sso-complete", a.page(a.ssoCompletePage)},
+		{"POST", prefix + "/sso-complete", a.form(a.ssoCompleteSubmit)},
+		{"GET", "/_matrix/client/v3/login/sso/redirect", a.page(a.ssoRedirect)},
+		{"GET", "/_matrix/client/r0/login/sso/redirect", a.page(a.ssoRedirect)},
+		{"GET", "/_matrix/client/v3/login/sso/redirect/{idpId}", a.page(a.ssoRedirect)},
+		{"GET", "/_matrix/client/v3/auth/m.login.sso/fallback/web", a.page(a.ssoFallback)},
+		{"GET", "/_matrix/client/r0/auth/m.login.sso/fallback/web", a.page(a.ssoFallback)},
 
 		// Sign-in with QR: the rendezvous (MSC4388, unstable prefix).
 		{"GET", rendezvousPrefix, noStore(matrixJSON(a.rendezvousDiscover))},

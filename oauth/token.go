@@ -111,7 +111,7 @@ func (a *API) exchangeCode(ctx context.Context, c client, code, redirectURI, ver
 		if refused != nil {
 			return nil
 		}
-		login, err := a.issue(ctx, tx, req.UserID, req.DeviceID, c.ClientID, req.Scope, now)
+		login, err := a.issue(ctx, tx, req.UserID, req.DeviceID, c, req.Scope, now)
 		resp = newTokenResponse(login, req.Scope)
 		return err
 	})
@@ -130,7 +130,7 @@ func (a *API) exchangeCode(ctx context.Context, c client, code, redirectURI, ver
 // issue creates or reuses the scope's device for the user (client-server
 // API, Device ID allocation) with a refresh token and a short-lived access
 // token, and records the OAuth session.
-func (a *API) issue(ctx context.Context, tx *sql.Tx, userID, deviceID, clientID, scope string, now time.Time) (accounts.Login, error) {
+func (a *API) issue(ctx context.Context, tx *sql.Tx, userID, deviceID string, c client, scope string, now time.Time) (accounts.Login, error) {
 	if dead, err := storage.UserDeactivated(ctx, tx, userID); err != nil || dead {
 		if err == nil {
 			err = invalidGrant("The account is deactivated")
@@ -143,14 +143,14 @@ func (a *API) issue(ctx context.Context, tx *sql.Tx, userID, deviceID, clientID,
 		}
 		return accounts.Login{}, err
 	}
-	login, err := a.accounts.LoginDevice(ctx, tx, accounts.NewDevice{UserID: userID, DeviceID: deviceID, RefreshToken: true}, now)
+	login, err := a.accounts.LoginDevice(ctx, tx, accounts.NewDevice{UserID: userID, DeviceID: deviceID, RefreshToken: true, Client: c.ClientName}, now)
 	if err != nil {
 		if me := (*mxhttp.Error)(nil); errors.As(err, &me) && me.Status < 500 {
 			return login, errOAuth(http.StatusBadRequest, "access_denied", me.Message)
 		}
 		return login, err
 	}
-	return login, storage.UpsertOAuthSession(ctx, tx, userID, login.DeviceID, clientID, scope, now.UnixMilli())
+	return login, storage.UpsertOAuthSession(ctx, tx, userID, login.DeviceID, c.ClientID, scope, now.UnixMilli())
 }
 
 // endSession deletes a device whose OAuth session shows signs of theft (a

@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"database/sql"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -32,23 +31,29 @@ type pageHandler func(w http.ResponseWriter, r *http.Request) error
 // pageError is an error shown to the user with its status.
 type pageError struct {
 	status int
-	msg    string
+	msg    msg
 }
 
-func (e *pageError) Error() string { return e.msg }
+func (e *pageError) Error() string { return e.msg.in("en") }
+
+func pageErr(status int, format string, args ...any) error {
+	return &pageError{status, say(format, args...)}
+}
 
 func badPage(format string, args ...any) error {
-	return &pageError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+	return pageErr(http.StatusBadRequest, format, args...)
 }
 
 // pageHeaders: no framing (clickjacking), no inline script or style, no
-// caching of pages that carry CSRF tokens, no referrer leaking codes.
+// caching of pages that carry CSRF tokens, no referrer leaking codes to
+// other sites. (Not no-referrer: then browsers send "Origin: null" with
+// our own forms, and form refuses them.)
 func pageHeaders(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' https:; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 }
 
@@ -70,12 +75,12 @@ func (a *API) form(h pageHandler) http.Handler {
 			return badPage("The form could not be read.")
 		}
 		if o := r.Header.Get("Origin"); o != "" && o != a.baseURL(r) {
-			return &pageError{http.StatusForbidden, "This form was sent from another site."}
+			return pageErr(http.StatusForbidden, "This form was sent from another site.")
 		}
 		c, err := r.Cookie(csrfCookie)
 		sent := r.PostForm.Get("csrf")
 		if err != nil || len(c.Value) < 32 || subtle.ConstantTimeCompare([]byte(c.Value), []byte(sent)) != 1 {
-			return &pageError{http.StatusForbidden, "The form has expired or was not sent from this site. Go back, reload the page and try again."}
+			return pageErr(http.StatusForbidden, "The form has expired or was not sent from this site. Go back, reload the page and try again.")
 		}
 		return h(w, r)
 	})
@@ -85,16 +90,30 @@ func (a *API) errorPage(w http.ResponseWriter, r *http.Request, err error) {
 	var pe *pageError
 	if !errors.As(err, &pe) {
 		mxhttp.Logger(r).Error("OAuth page", "path", r.URL.Path, "err", err)
-		pe = &pageError{http.StatusInternalServerError, "Something went wrong on the server. Try again later."}
+		pe = &pageError{http.StatusInternalServerError, say("Something went wrong on the server. Try again later.")}
 	}
 	a.render(w, r, pe.status, "error", map[string]any{"Message": pe.msg})
 }
 
-// render executes a page template with the CSRF token in .CSRF.
+// done shows that an action succeeded.
+func (a *API) done(w http.ResponseWriter, r *http.Request, format string, args ...any) {
+	a.render(w, r, http.StatusOK, "done", map[string]any{"Message": say(format, args...)})
+}
+
+// render executes a page template in the browser's language, with the
+// CSRF token in .CSRF, the language switch in .Languages, and its
+// messages (msg values) translated.
 func (a *API) render(w http.ResponseWriter, r *http.Request, status int, name string, data map[string]any) {
 	data["CSRF"] = a.csrfToken(w, r)
+	lang := a.pageLanguage(w, r)
+	data["Languages"] = languageLinks(r, lang)
+	for k, v := range data {
+		if m, ok := v.(msg); ok {
+			data[k] = m.in(lang)
+		}
+	}
 	var buf bytes.Buffer
-	if err := a.pages.ExecuteTemplate(&buf, name, data); err != nil {
+	if err := a.pages[lang].ExecuteTemplate(&buf, name, data); err != nil {
 		mxhttp.Logger(r).Error("rendering OAuth page", "page", name, "err", err)
 		http.Error(w, "Internal error", http.StatusInternalServerError)
 		return
@@ -135,7 +154,7 @@ func (a *API) sessionUser(r *http.Request) (string, error) {
 func (a *API) formUser(r *http.Request) (string, error) {
 	user, err := a.sessionUser(r)
 	if err == nil && user == "" {
-		err = &pageError{http.StatusForbidden, "You are not signed in. Reload the page to sign in."}
+		err = pageErr(http.StatusForbidden, "You are not signed in. Reload the page to sign in.")
 	}
 	return user, err
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -22,55 +21,62 @@ import (
 // name it.
 const MainThread = "main"
 
-// notified is one recipient's notification for an event, before storing.
+// notified is one recipient's notification for an event, before queueing
+// it for their gateways.
 type notified struct {
 	n    storage.Notification
 	res  pushrules.Result
 	info *eventInfo
 }
 
-// recordEvents evaluates every recipient's rules for evs, stores the
-// notifications, queues pushes for recipients with pushers, and moves the
-// progress, each chunk in one transaction; then wakes the affected senders.
-//
-// Events are stored in chunks of about maxChunkNotifications notifications,
-// one transaction each: in a room with 1,000 members a batch of 200 events
-// is 200,000 notifications, which held about 100 MB while it was written.
+// recordEvents queues pushes for the recipients with pushers of evs (their
+// notifications were stored with the events, see Record) and moves the
+// progress, in chunks of one transaction each; then wakes the affected
+// senders.
 func (p *Push) recordEvents(ctx context.Context, evs []*rooms.Event) error {
-	var notes []notified
 	var maxPos int64
-	for i, ev := range evs {
-		maxPos = max(maxPos, ev.StreamPos)
-		if !ev.Rejected && !ev.SoftFailed && !ev.Outlier {
-			ns, err := p.evaluate(ctx, ev)
+	bases := map[string]*roomMembers{}
+	for len(evs) > 0 {
+		var chunk []*evaluation
+		n := 0
+		for n < len(evs) && len(chunk) < maxChunkEvents {
+			ev := evs[n]
+			n++
+			maxPos = max(maxPos, ev.StreamPos)
+			if ev.Rejected || ev.SoftFailed || ev.Outlier {
+				continue
+			}
+			e, err := p.evaluateCommitted(ctx, ev, bases)
 			if err != nil {
-				return fmt.Errorf("evaluating %s: %w", ev.EventID, err)
+				p.log.Warn("evaluating push rules", "event", ev.EventID, "err", err)
+				continue
 			}
-			notes = append(notes, ns...)
+			chunk = append(chunk, e)
 		}
-		if len(notes) >= maxChunkNotifications || i == len(evs)-1 {
-			if err := p.storeNotifications(ctx, notes, maxPos); err != nil {
-				return err
-			}
-			notes = nil
+		evs = evs[n:]
+		if err := p.queuePushes(ctx, chunk, maxPos); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// maxChunkNotifications bounds the notifications stored in one transaction.
-const maxChunkNotifications = 5000
+// maxChunkEvents bounds the events whose pushes are queued in one
+// transaction.
+const maxChunkEvents = 200
 
-// storeNotifications stores the notifications of events up to stream
-// position maxPos, queues their pushes and moves the progress to maxPos.
-func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos int64) error {
-	byUser := map[string][]notified{}
+// queuePushes queues the notifications of the recipients with pushers and
+// moves the progress to maxPos.
+func (p *Push) queuePushes(ctx context.Context, evals []*evaluation, maxPos int64) error {
+	seen := map[string]bool{}
 	var users []string
-	for _, n := range notes {
-		if byUser[n.n.UserID] == nil {
-			users = append(users, n.n.UserID)
+	for _, e := range evals {
+		for _, u := range e.recipients() {
+			if !seen[u] {
+				seen[u] = true
+				users = append(users, u)
+			}
 		}
-		byUser[n.n.UserID] = append(byUser[n.n.UserID], n)
 	}
 	// One pusher_versions row per recipient tells whether the sender's
 	// cached list of their pushers is current: the cost here is per
@@ -91,6 +97,21 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 			}
 		}
 	}
+	byUser := map[string][]notified{}
+	now := time.Now().UnixMilli()
+	for _, e := range evals {
+		for _, u := range withPushers {
+			res, ok := e.outcome(u)
+			if !ok || !res.Notify {
+				continue
+			}
+			actions, _ := json.Marshal(res.Actions)
+			byUser[u] = append(byUser[u], notified{res: res, info: e.info, n: storage.Notification{
+				UserID: u, RoomID: e.ev.RoomID, EventID: e.ev.EventID, StreamPos: e.ev.StreamPos, ThreadID: e.thread,
+				Notify: true, Highlight: res.Highlight, Actions: string(actions), TS: now,
+			}})
+		}
+	}
 	// The badge is the one last queued plus this batch's notifications;
 	// a user without one stored is recounted. Both are read before the
 	// transaction (readers do not hold up the writer that /send also
@@ -101,30 +122,32 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 		badge, ok, err := storage.PushBadge(ctx, p.db.Read(), user)
 		if err == nil && !ok {
 			badge, err = totalUnread(ctx, p.db.Read(), user)
+			badge -= int64(len(byUser[user])) // already stored with the events
 		}
 		if err != nil {
 			return err
 		}
 		totals[user] = badge + int64(len(byUser[user]))
 	}
+	var queuedFor []string
 	err = p.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		queuedFor = nil
 		if err := p.db.LockPushQueue(ctx, tx); err != nil {
 			return err
-		}
-		for _, n := range notes {
-			if err := storage.InsertNotification(ctx, tx, n.n); err != nil {
-				return err
-			}
 		}
 		// One queue row per notification per user, however many pushers
 		// the user has: each pusher reads the rows after its position.
 		for _, user := range withPushers {
+			mine := byUser[user]
+			if len(mine) == 0 {
+				continue
+			}
+			queuedFor = append(queuedFor, user)
 			total := totals[user]
 			var notBefore int64
 			if p.hold > 0 && p.presence != nil && p.presence.ActiveSyncing(user) {
 				notBefore = time.Now().Add(p.hold).UnixMilli()
 			}
-			mine := byUser[user]
 			for k, n := range mine {
 				unread := max(total-int64(len(mine)-1-k), 0)
 				body, err := eventBody(n, unread)
@@ -145,62 +168,8 @@ func (p *Push) storeNotifications(ctx context.Context, notes []notified, maxPos 
 	if err != nil {
 		return err
 	}
-	p.sender.wakeUsers(withPushers...)
+	p.sender.wakeUsers(queuedFor...)
 	return nil
-}
-
-// evaluate runs the push rules of every local recipient of ev: joined
-// members other than the sender, and the target of an invite.
-func (p *Push) evaluate(ctx context.Context, ev *rooms.Event) ([]notified, error) {
-	members, err := storage.MembersOfRoom(ctx, p.db.Read(), ev.RoomID)
-	if err != nil {
-		return nil, err
-	}
-	inviteTarget := ""
-	if ev.Type == spec.MRoomMember && ev.StateKey != nil && ev.Membership != nil && *ev.Membership == spec.Invite {
-		inviteTarget = *ev.StateKey
-	}
-	rc := &roomCtx{p: p, ctx: ctx, ev: ev}
-	for _, m := range members {
-		if m.Membership == spec.Join {
-			rc.joined++
-		}
-	}
-	var flat *pushrules.Event
-	var out []notified
-	var info *eventInfo
-	thread := MainThread
-	if ev.RelType != nil && *ev.RelType == "m.thread" && ev.RelatesTo != nil {
-		thread = *ev.RelatesTo
-	}
-	for _, m := range members {
-		if m.UserID == ev.Sender || !strings.HasSuffix(m.UserID, p.suffix) ||
-			(m.Membership != spec.Join && !(m.Membership == spec.Invite && m.UserID == inviteTarget)) {
-			continue
-		}
-		rules, err := p.rules.get(ctx, m.UserID)
-		if err != nil {
-			return nil, err
-		}
-		if flat == nil {
-			if flat, err = pushrules.NewEvent(ev.JSON); err != nil {
-				return nil, err
-			}
-		}
-		res := rules.Evaluate(flat, recipient{rc, m.UserID, m.EventID})
-		if !res.Notify {
-			continue
-		}
-		if info == nil {
-			info = &eventInfo{ev: ev, rc: rc}
-		}
-		actions, _ := json.Marshal(res.Actions)
-		out = append(out, notified{res: res, info: info, n: storage.Notification{
-			UserID: m.UserID, RoomID: ev.RoomID, EventID: ev.EventID, StreamPos: ev.StreamPos, ThreadID: thread,
-			Highlight: res.Highlight, Actions: string(actions), TS: time.Now().UnixMilli(),
-		}})
-	}
-	return out, rc.err
 }
 
 // roomCtx answers the room questions of one event's evaluation, loading
@@ -208,9 +177,9 @@ func (p *Push) evaluate(ctx context.Context, ev *rooms.Event) ([]notified, error
 type roomCtx struct {
 	p      *Push
 	ctx    context.Context
+	q      storage.Reader
 	ev     *rooms.Event
 	joined int
-	err    error
 
 	stateOnce sync.Once
 	state     rooms.State
@@ -221,10 +190,9 @@ type roomCtx struct {
 func (r *roomCtx) currentState() rooms.State {
 	r.stateOnce.Do(func() {
 		st, err := r.p.rooms.CurrentState(r.ctx, r.ev.RoomID)
-		if err != nil {
-			r.err = err
+		if err == nil {
+			r.state = st
 		}
-		r.state = st
 	})
 	return r.state
 }
@@ -249,34 +217,18 @@ func (r *roomCtx) displayName(userID string) string {
 	return s
 }
 
+// senderCanNotify: power levels as last committed (a change in the same
+// transaction is seen from the next one on); unreadable counts as no.
 func (r *roomCtx) senderCanNotify(key string) bool {
 	r.plOnce.Do(func() {
 		pl, err := r.p.rooms.PowerLevels(r.ctx, r.ev.RoomID)
 		if err != nil {
-			r.err = err
+			r.p.log.Debug("loading power levels for push rules", "room", r.ev.RoomID, "err", err)
 			return
 		}
 		r.pl = pl
 	})
 	return r.pl != nil && r.pl.UserLevel(spec.SenderID(r.ev.Sender)) >= r.pl.NotificationLevel(key)
-}
-
-// recipient is the pushrules.RoomContext of one recipient.
-type recipient struct {
-	*roomCtx
-	userID      string
-	memberEvent string // the recipient's current m.room.member event
-}
-
-func (r recipient) MemberCount() int                { return r.joined }
-func (r recipient) DisplayName() string             { return r.p.names.get(r.ctx, r.p.rooms, r.memberEvent) }
-func (r recipient) SenderCanNotify(key string) bool { return r.senderCanNotify(key) }
-
-// ThreadSubscribed: a failed read counts as not subscribed (the rule
-// falls through to the next).
-func (r recipient) ThreadSubscribed(threadID string) bool {
-	_, err := r.p.db.GetThreadSubscription(r.ctx, r.userID, r.ev.RoomID, threadID)
-	return err == nil
 }
 
 // UnreadCounts gives a user's unread notification and highlight counts in
@@ -292,25 +244,103 @@ func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) 
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	ns, err := storage.NotificationsAfter(ctx, q, userID, roomID, read[""])
+	perThread, err = rowCounts(ctx, q, userID, roomID, read, 0)
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	perThread = map[string][2]int{}
-	for _, n := range ns {
-		if read[n.ThreadID] >= n.StreamPos {
+	// What rotation took out of the rows (see rotate.go) counts while the
+	// receipts are those it was taken with.
+	sums, err := storage.PushSummaries(ctx, q, userID, roomID)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	for _, sm := range sums {
+		if read[""] == sm.ReadPos && read[sm.Thread] == sm.ThreadReadPos {
+			c := perThread[sm.Thread]
+			perThread[sm.Thread] = [2]int{c[0] + sm.Notif, c[1] + sm.Highlight}
+		}
+	}
+	for thread, c := range perThread {
+		if c[0] <= 0 {
+			delete(perThread, thread)
 			continue
 		}
-		c := perThread[n.ThreadID]
-		c[0]++
-		notif++
-		if n.Highlight {
-			c[1]++
-			highlight++
-		}
-		perThread[n.ThreadID] = c
+		notif += c[0]
+		highlight += c[1]
 	}
 	return notif, highlight, perThread, nil
+}
+
+// rowCounts counts a member's unread notifications in a room from the
+// stored rows at positions up to upTo (0: all), per thread, given their
+// read positions (storage.ReadPositions).
+func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, read map[string]int64, upTo int64) (map[string][2]int, error) {
+	floor := read[""]
+	perThread := map[string][2]int{}
+	add := func(thread string, n, h int) {
+		c := perThread[thread]
+		c[0] += n
+		c[1] += h
+		perThread[thread] = c
+	}
+	// The rows of the user's groups, over the user's ranges, after the
+	// unthreaded receipt; then those a threaded receipt covers are taken
+	// off again.
+	epochs, err := storage.PushEpochsOf(ctx, q, userID, roomID, floor)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range epochs {
+		lo, hi := max(e.Since, floor), e.Until
+		if upTo != 0 && (hi == 0 || hi > upTo) {
+			hi = upTo
+		}
+		if hi != 0 && hi <= lo {
+			continue
+		}
+		cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, hi, "")
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cs {
+			add(c.Thread, c.Notif, c.Highlight)
+		}
+		for thread, pos := range read {
+			top := pos
+			if hi != 0 {
+				top = min(top, hi)
+			}
+			if thread == "" || top <= lo || perThread[thread][0] == 0 {
+				continue
+			}
+			cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, top, thread)
+			if err != nil {
+				return nil, err
+			}
+			for _, c := range cs {
+				add(c.Thread, -c.Notif, -c.Highlight)
+			}
+		}
+	}
+	// The user's own outcomes correct their group's.
+	own, err := storage.NotificationsAfter(ctx, q, userID, roomID, floor)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range own {
+		if read[n.ThreadID] >= n.StreamPos || (upTo != 0 && n.StreamPos > upTo) {
+			continue
+		}
+		add(n.ThreadID, b2i(n.Notify)-b2i(n.GroupNotify), b2i(n.Notify && n.Highlight)-b2i(n.GroupHighlight))
+	}
+	return perThread, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // totalUnread is the user's unread notifications across rooms (the
@@ -394,14 +424,16 @@ func (p *Push) badgeUpdate(ctx context.Context, userID string) error {
 	return nil
 }
 
-// ruleCache keeps each user's compiled push rules; RulesChanged drops an
-// entry. A version counter keeps a load that raced with a change from
-// storing the old rules.
+// ruleCache keeps each user's compiled push rules and the templates of
+// their groups; RulesChanged drops an entry. A version counter keeps a
+// load that raced with a change from storing the old rules, and tells the
+// room caches to look at the members' rules again.
 type ruleCache struct {
 	db          *storage.DB
 	threadRules bool // Deps.ThreadSubscriptionRules
 	mu          sync.RWMutex
-	m           map[string]*pushrules.Compiled
+	m           map[string]*userRules
+	templates   map[int64]*pushrules.Compiled
 	version     uint64
 }
 
@@ -409,16 +441,22 @@ type ruleCache struct {
 const maxCachedRules = 100_000
 
 func newRuleCache(db *storage.DB, threadRules bool) *ruleCache {
-	return &ruleCache{db: db, threadRules: threadRules, m: map[string]*pushrules.Compiled{}}
+	return &ruleCache{db: db, threadRules: threadRules, m: map[string]*userRules{}, templates: map[int64]*pushrules.Compiled{}}
 }
 
-func (c *ruleCache) get(ctx context.Context, userID string) (*pushrules.Compiled, error) {
+func (c *ruleCache) currentVersion() uint64 {
 	c.mu.RLock()
-	compiled, ok := c.m[userID]
+	defer c.mu.RUnlock()
+	return c.version
+}
+
+func (c *ruleCache) get(ctx context.Context, userID string) (*userRules, error) {
+	c.mu.RLock()
+	r, ok := c.m[userID]
 	version := c.version
 	c.mu.RUnlock()
 	if ok {
-		return compiled, nil
+		return r, nil
 	}
 	var u pushrules.UserRules
 	d, err := c.db.GetAccountData(ctx, userID, "", "m.push_rules")
@@ -432,21 +470,36 @@ func (c *ruleCache) get(ctx context.Context, userID string) (*pushrules.Compiled
 		}
 	}
 	u.ThreadRules = c.threadRules
-	compiled = pushrules.Compile(u.Render(userID))
+	r = &userRules{group: u.GroupKey(), ownRules: u, userID: userID}
+	localpart, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	if !strings.ContainsAny(localpart, "*?[") {
+		r.localWord = pushrules.FirstWord(localpart)
+	}
+	c.mu.RLock()
+	r.template = c.templates[r.group]
+	c.mu.RUnlock()
+	if r.template == nil {
+		r.template = u.Template()
+	}
 	c.mu.Lock()
+	if t, ok := c.templates[r.group]; ok {
+		r.template = t
+	} else {
+		c.templates[r.group] = r.template
+	}
 	if c.version == version {
 		if len(c.m) >= maxCachedRules {
-			c.m = map[string]*pushrules.Compiled{}
+			c.m = map[string]*userRules{}
 		}
-		c.m[userID] = compiled
+		c.m[userID] = r
 	}
 	c.mu.Unlock()
-	return compiled, nil
+	return r, nil
 }
 
 func (c *ruleCache) clear() {
 	c.mu.Lock()
-	c.m = map[string]*pushrules.Compiled{}
+	c.m = map[string]*userRules{}
 	c.version++
 	c.mu.Unlock()
 }
@@ -469,26 +522,39 @@ type memberNames struct {
 // maxCachedNames bounds the cache; beyond it, it starts over.
 const maxCachedNames = 100_000
 
-func (c *memberNames) get(ctx context.Context, rs *rooms.Rooms, eventID string) string {
+// getAll returns the display names of member events (event ID -> name),
+// loading those not cached through q in one query.
+func (c *memberNames) getAll(ctx context.Context, rs *rooms.Rooms, q storage.Reader, events map[string]string) map[string]string {
+	out := make(map[string]string, len(events))
+	var missing []string
 	c.mu.Lock()
-	name, ok := c.m[eventID]
-	c.mu.Unlock()
-	if ok || eventID == "" {
-		return name
+	for id := range events {
+		if name, ok := c.m[id]; ok {
+			out[id] = name
+		} else if id != "" {
+			missing = append(missing, id)
+		}
 	}
-	ev, err := rs.Event(ctx, eventID)
+	c.mu.Unlock()
+	if len(missing) == 0 {
+		return out
+	}
+	byID, err := rs.Events(ctx, q, missing)
 	if err != nil {
-		return "" // not cached: a later message retries
+		return out // not cached: a later event retries
 	}
-	var content struct {
-		DisplayName string `json:"displayname"`
-	}
-	_ = json.Unmarshal(ev.PDU.Content(), &content)
 	c.mu.Lock()
-	if c.m == nil || len(c.m) >= maxCachedNames {
-		c.m = map[string]string{}
+	defer c.mu.Unlock()
+	for id, ev := range byID {
+		var content struct {
+			DisplayName string `json:"displayname"`
+		}
+		_ = json.Unmarshal(ev.PDU.Content(), &content)
+		out[id] = content.DisplayName
+		if c.m == nil || len(c.m) >= maxCachedNames {
+			c.m = map[string]string{}
+		}
+		c.m[id] = content.DisplayName
 	}
-	c.m[eventID] = content.DisplayName
-	c.mu.Unlock()
-	return content.DisplayName
+	return out
 }

@@ -3,28 +3,23 @@
 // /notifications) and delivers them to the recipients' push gateways
 // (Push Gateway API).
 //
-// Evaluation runs in one ordered background worker per server, after the
-// event's transaction committed: /send never waits for it. Sync must not
-// show an event with counts that miss it, so sync asks WaitRecorded(pos)
-// before reading counts: it returns at once unless an event at or before
-// pos is still queued here, and then waits only for the worker (which
-// records a batch in one transaction; rule evaluation is about 0.3 µs per
-// recipient, see BenchmarkEvaluate and BenchmarkSendWithDeadPushers). This
-// keeps both properties: /send returns at commit and a sync right after it
-// shows the event, and every count a sync gives includes its timeline.
-// Evaluating inside the Observe callback instead would put the
-// notification writes of every recipient on the sender's request.
+// Rules are evaluated once per rule group and stored in the transaction
+// that commits the events (Record, the rooms.TxHook; see evaluate.go), so
+// the counts a sync reads always include the events it shows and a sync
+// never waits for push. Delivery to gateways runs in one ordered
+// background worker per server, after the commit: /send never waits for
+// it, and a restart queues what a crash left out (the stored progress).
 //
-// Delivery to gateways is durable (a queue table written in the same
-// transaction as the notifications) and ordered per pusher, with one
-// goroutine per pusher that has queued work; see sender.go. The worker's
-// work per event is per recipient whatever their number of pushers (a
-// version row per user checks the sender's cached pusher list; the badge
-// is kept as a running count), so pushers behind a dead gateway cost the
-// send path nothing.
+// Delivery to gateways is durable (a queue table) and ordered per pusher,
+// with one goroutine per pusher that has queued work; see sender.go. The
+// worker's work per event is per recipient with pushers whatever their
+// number of pushers (a version row per user checks the sender's cached
+// pusher list; the badge is kept as a running count), so pushers behind a
+// dead gateway cost the send path nothing.
 package push
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"log/slog"
@@ -61,6 +56,9 @@ type Deps struct {
 	// other processes sharing the database must hear of both.
 	PushesQueued func(userIDs []string)
 	RulesChanged func(userID string)
+	// Retention is how long notification rows are kept before rotation
+	// (0: DefaultRetention).
+	Retention time.Duration
 }
 
 // Push is the notification worker and push sender of one server.
@@ -73,15 +71,16 @@ type Push struct {
 	hold     time.Duration
 	rules    *ruleCache
 	names    memberNames
-	sender   *sender
+	// roomCache holds each room's members and open ranges as committed.
+	roomCache roomCache
+	sender    *sender
 	// rulesChanged is Deps.RulesChanged.
 	rulesChanged func(userID string)
+	retention    time.Duration
 
-	mu       sync.Mutex
-	pending  []job
-	signal   chan struct{}
-	queued   map[int64]int // stream positions observed and not yet recorded
-	recorded chan struct{} // closed and replaced after each batch
+	mu      sync.Mutex
+	pending []job
+	signal  chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -103,7 +102,7 @@ func New(d Deps) (*Push, error) {
 	p := &Push{
 		db: d.DB, rooms: d.Rooms, presence: d.Presence, log: d.Log, suffix: ":" + d.ServerName, hold: d.Hold,
 		rules: newRuleCache(d.DB, d.ThreadSubscriptionRules), signal: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
-		queued: map[int64]int{}, recorded: make(chan struct{}), rulesChanged: d.RulesChanged,
+		rulesChanged: d.RulesChanged, retention: cmp.Or(d.Retention, DefaultRetention),
 	}
 	var err error
 	if p.sender, err = newSender(ctx, d.DB, d.Log, d.GatewayAllowCIDRs, p.isRead); err != nil {
@@ -151,6 +150,7 @@ func (p *Push) PushesQueued(userIDs []string) { p.sender.wakeRemote(userIDs) }
 func (p *Push) ForgetRules(userID string) {
 	if userID == "" {
 		p.rules.clear()
+		p.roomCache.clear()
 	} else {
 		p.rules.invalidate(userID)
 	}
@@ -160,44 +160,12 @@ func (p *Push) ForgetRules(userID string) {
 // milliseconds).
 func (p *Push) SetBackoff(minDelay, maxDelay time.Duration) { p.sender.setBackoff(minDelay, maxDelay) }
 
-// Observe is the rooms.Observer: it queues committed events for
-// evaluation and returns at once. Register it before the sync notifier's
-// observer, so that any position sync knows of is already queued here.
+// Observe is the rooms.Observer: it makes the room caches of the
+// committed transaction current and queues its events for delivery to
+// gateways, and returns at once.
 func (p *Push) Observe(evs []*rooms.Event) {
-	p.mu.Lock()
-	for _, ev := range evs {
-		p.queued[ev.StreamPos]++
-	}
-	p.mu.Unlock()
+	p.observeCommitted(evs)
 	p.enqueue(job{events: evs})
-}
-
-// WaitRecorded returns once no event at or before stream position pos is
-// waiting for evaluation, so counts read afterwards include every event up
-// to pos. It returns at once when nothing is queued (the common case).
-func (p *Push) WaitRecorded(ctx context.Context, pos int64) error {
-	for {
-		p.mu.Lock()
-		blocked := false
-		for q := range p.queued {
-			if q <= pos {
-				blocked = true
-				break
-			}
-		}
-		ch := p.recorded
-		p.mu.Unlock()
-		if !blocked {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-p.ctx.Done():
-			return p.ctx.Err()
-		}
-	}
 }
 
 // ReadReceipt tells the worker that userID stored a read receipt: once the
@@ -240,6 +208,8 @@ const maxBatchEvents = 200
 
 func (p *Push) run() {
 	defer p.wg.Done()
+	rotation := time.NewTicker(rotateEvery)
+	defer rotation.Stop()
 	for {
 		p.mu.Lock()
 		jobs := p.pending
@@ -248,6 +218,11 @@ func (p *Push) run() {
 		if len(jobs) == 0 {
 			select {
 			case <-p.signal:
+				continue
+			case <-rotation.C:
+				if err := p.Rotate(p.ctx, time.Now().Add(-p.retention)); err != nil {
+					p.log.Error("rotating notifications", "err", err)
+				}
 				continue
 			case <-p.ctx.Done():
 				return
@@ -271,8 +246,7 @@ func (p *Push) run() {
 }
 
 // process handles a batch of jobs. Failures are logged (the stored
-// progress lets a restart evaluate the events again) and never hold up
-// WaitRecorded.
+// progress lets a restart queue the pushes again).
 func (p *Push) process(batch []job) {
 	var evs []*rooms.Event
 	for _, j := range batch {
@@ -280,17 +254,8 @@ func (p *Push) process(batch []job) {
 	}
 	if len(evs) > 0 {
 		if err := p.recordEvents(p.ctx, evs); err != nil {
-			p.log.Error("recording notifications", "err", err, "events", len(evs))
+			p.log.Error("queueing pushes", "err", err, "events", len(evs))
 		}
-		p.mu.Lock()
-		for _, ev := range evs {
-			if p.queued[ev.StreamPos]--; p.queued[ev.StreamPos] <= 0 {
-				delete(p.queued, ev.StreamPos)
-			}
-		}
-		close(p.recorded)
-		p.recorded = make(chan struct{})
-		p.mu.Unlock()
 	}
 	for _, j := range batch {
 		if j.receiptUser != "" {
@@ -304,8 +269,9 @@ func (p *Push) process(batch []job) {
 	}
 }
 
-// catchUp evaluates events committed after the stored progress (a crash
-// between commit and evaluation); a first start only records the head.
+// catchUp queues the pushes of events committed after the stored
+// progress (a crash between commit and delivery); a first start only
+// records the head.
 func (p *Push) catchUp(ctx context.Context) error {
 	pos, ok, err := storage.PushProgress(ctx, p.db.Read())
 	if err != nil {
@@ -336,7 +302,7 @@ func (p *Push) catchUp(ctx context.Context) error {
 		if err := p.recordEvents(ctx, evs); err != nil {
 			return err
 		}
-		p.log.Info("evaluated push rules for events missed before a restart", "events", len(evs))
+		p.log.Info("queued pushes for events missed before a restart", "events", len(evs))
 	}
 }
 

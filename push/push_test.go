@@ -70,6 +70,7 @@ func newEnv(t *testing.T, b hearthtest.Backend) env {
 	}
 	t.Cleanup(p.Close)
 	p.SetBackoff(2*time.Millisecond, 20*time.Millisecond)
+	rs.SetTxHook(p.Record)
 	rs.Observe(p.Observe)
 	return env{db: db, rooms: rs, push: p}
 }
@@ -120,15 +121,14 @@ func (e env) flush(t *testing.T) {
 // is one, and whether it highlights.
 func (e env) notification(t *testing.T, user string, ev *rooms.Event) (notified, highlight bool) {
 	t.Helper()
-	err := e.db.Read().QueryRowContext(context.Background(), `SELECT highlight FROM notifications WHERE user_id = $1 AND event_id = $2`,
-		user, ev.EventID).Scan(&highlight)
-	if err == sql.ErrNoRows {
-		return false, false
-	}
+	ns, err := storage.ListNotifications(context.Background(), e.db.Read(), user, ev.StreamPos+1, 1, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return true, highlight
+	if len(ns) == 0 || ns[0].EventID != ev.EventID {
+		return false, false
+	}
+	return true, ns[0].Highlight
 }
 
 func (e env) counts(t *testing.T, user, roomID string) (notif, highlight int, perThread map[string][2]int) {

@@ -572,3 +572,55 @@ func TestMembershipUpdatesJoinedMembers(t *testing.T) {
 		}
 	})
 }
+
+// Two room cores over one store (two processes) sending to one room at
+// once: each builds its batch before its transaction on the head it read,
+// and the other may have moved the head by then; the events must still
+// form one chain, every send stored once.
+func TestSendsFromTwoCoresKeepLinearDAG(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		c := newCore(t, b)
+		other := c.fresh()
+		roomID := c.createRoom(t, "public_chat")
+		c.join(t, roomID, bob)
+		const senders, each = 6, 15
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		sent := map[string]bool{}
+		var failures []error
+		for s := range senders {
+			wg.Go(func() {
+				r := c.Rooms
+				if s%2 == 1 {
+					r = other
+				}
+				for i := range each {
+					evs, err := r.Send(context.Background(), roomID, message(bob, fmt.Sprintf("%d/%d", s, i)))
+					mu.Lock()
+					if err != nil {
+						failures = append(failures, err)
+					} else {
+						sent[evs[0].EventID] = true
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if len(failures) > 0 {
+			t.Fatal(failures)
+		}
+		var messages int
+		for _, ev := range c.assertLinear(t, roomID) {
+			if ev.Type == "m.room.message" {
+				messages++
+				if !sent[ev.EventID] {
+					t.Fatalf("stored message %s no send returned", ev.EventID)
+				}
+			}
+		}
+		if messages != senders*each || len(sent) != senders*each {
+			t.Fatalf("%d messages stored, %d sends returned, want %d", messages, len(sent), senders*each)
+		}
+	})
+}

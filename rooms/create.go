@@ -100,8 +100,10 @@ func (r *Rooms) Create(ctx context.Context, req CreateRequest) (string, error) {
 				return err
 			}
 		}
-		out, snaps, err = r.appendLocal(ctx, tx, &room, protos)
-		return err
+		if out, snaps, err = r.appendLocal(ctx, tx, &room, protos); err != nil {
+			return err
+		}
+		return r.runTxHook(ctx, tx, out)
 	})
 	if err != nil {
 		unlock()

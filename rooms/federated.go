@@ -320,7 +320,8 @@ func (r *Rooms) ingest(ctx context.Context, origin spec.ServerName, ver gomatrix
 	if err := r.fetchAuthEvents(ctx, origin, ver, pdu, budget); err != nil {
 		r.log.Info("an auth event of a remote event is unavailable", "event", pdu.EventID(), "err", err)
 	}
-	_, err = r.persist(ctx, incoming{arrival: arriveLive, pdu: pdu, prevs: prevs, stateBefore: stateBefore})
+	pdu, policyOK := r.policyCheckReceived(ctx, pdu)
+	_, err = r.persist(ctx, incoming{arrival: arriveLive, pdu: pdu, prevs: prevs, stateBefore: stateBefore, policyRefused: !policyOK})
 	return err
 }
 

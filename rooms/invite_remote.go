@@ -81,6 +81,9 @@ func (r *Rooms) inviteRemote(ctx context.Context, roomID string, c ChangeMembers
 	if err != nil {
 		return nil, err
 	}
+	if pdu, err = r.policySignOutgoing(ctx, pdu); err != nil {
+		return nil, err
+	}
 	raw, err := r.invites.InviteV2(ctx, domain, ver.Version(), pdu, stripped)
 	if err != nil {
 		var he gomatrix.HTTPError
@@ -98,6 +101,9 @@ func (r *Rooms) inviteRemote(ctx context.Context, roomID string, c ChangeMembers
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, signed, r.verifier, userIDForSender); err != nil {
 		return nil, mxhttp.Forbidden("The invitee's server signed the invite badly: %v", err)
+	}
+	if signed, err = r.policySignOutgoing(ctx, signed); err != nil { // kept by the invitee's server, or asked again
+		return nil, err
 	}
 	prevs, err := r.known(ctx, signed.PrevEventIDs())
 	if err != nil {

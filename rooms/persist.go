@@ -104,6 +104,9 @@ type incoming struct {
 	partialServers []string
 	// device and txnID record a local send's transaction.
 	device, txnID *string
+	// policyRefused: the room's policy server did not sign the event
+	// (check 7), which soft-fails a live one.
+	policyRefused bool
 }
 
 // roomWrite is a room while events are persisted in one transaction: its
@@ -184,8 +187,16 @@ func (r *Rooms) persist(ctx context.Context, in incoming) (*Event, error) {
 		if w, err = r.beginWrite(ctx, tx, roomID, in); err != nil {
 			return err
 		}
-		if ev, err = r.persistEvent(ctx, tx, w, in); err != nil || !w.headMoved {
+		if ev, err = r.persistEvent(ctx, tx, w, in); err != nil {
 			return err
+		}
+		if in.arrival != arriveOutlier && in.arrival != arriveBackfill {
+			if err := r.runTxHook(ctx, tx, w.appended); err != nil {
+				return err
+			}
+		}
+		if !w.headMoved {
+			return nil
 		}
 		return storage.UpdateRoomHead(ctx, tx, roomID, w.room.Extremities, w.room.MaxDepth, w.room.CurrentSnapshot)
 	})
@@ -284,6 +295,9 @@ func (r *Rooms) persistEvent(ctx context.Context, tx *sql.Tx, w *roomWrite, in i
 	}
 	if err := r.authorise(ctx, tx, w, a, ev, before); err != nil {
 		return nil, err
+	}
+	if in.policyRefused && a == arriveLive && !ev.Rejected {
+		ev.SoftFailed = true
 	}
 	if a.inDAG() {
 		ev.SnapshotBefore, ev.SnapshotAfter = before.id, before.id

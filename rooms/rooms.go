@@ -12,6 +12,7 @@ package rooms
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -28,6 +29,11 @@ import (
 
 // Observer is told about events after they are committed, in stream order.
 type Observer func(events []*Event)
+
+// TxHook runs in the transaction that commits events observers will be
+// told of, after they are stored: what it writes commits with them (push
+// notification counts, see push.Record). An error rolls them back.
+type TxHook func(ctx context.Context, tx *sql.Tx, events []*Event) error
 
 // Rooms is the room core of one homeserver.
 type Rooms struct {
@@ -53,9 +59,20 @@ type Rooms struct {
 	// and resync the rest in the background.
 	PartialStateJoins bool
 	resync            resyncer
+	// policyClient asks remote policy servers; policyServer, when set, is
+	// this server acting as one (policy.go).
+	policyClient PolicyClient
+	policyServer *PolicyServer
+	// policyRooms are the rooms known to have had m.room.policy: sends
+	// to others skip looking for a policy server.
+	policyRooms sync.Map
+	// policyDown: policy servers that could not be reached, until when
+	// they are not asked again.
+	policyDown sync.Map
 
 	obsMu     sync.RWMutex
 	observers []Observer
+	txHook    TxHook
 	// notifyMu makes observers see committed events in commit order even
 	// when a room's lock is released before they are told (see publish).
 	notifyMu sync.Mutex
@@ -98,6 +115,24 @@ func (r *Rooms) Observe(fn Observer) {
 	r.obsMu.Lock()
 	defer r.obsMu.Unlock()
 	r.observers = append(r.observers, fn)
+}
+
+// SetTxHook sets the hook that runs before each commit of observed events.
+func (r *Rooms) SetTxHook(fn TxHook) {
+	r.obsMu.Lock()
+	defer r.obsMu.Unlock()
+	r.txHook = fn
+}
+
+func (r *Rooms) runTxHook(ctx context.Context, tx *sql.Tx, evs []*Event) error {
+	r.obsMu.RLock()
+	fn := r.txHook
+	r.obsMu.RUnlock()
+	// A policy server's dry run (policy.go) is rolled back: nothing to push.
+	if fn == nil || len(evs) == 0 || ctx.Value(dryRunKey{}) != nil {
+		return nil
+	}
+	return fn(ctx, tx, evs)
 }
 
 func (r *Rooms) notify(evs []*Event) {

@@ -65,6 +65,17 @@ const maxSendBatch = 64
 // A send returns once its transaction is committed and observers have
 // been told.
 func (r *Rooms) Send(ctx context.Context, roomID string, protos ...Proto) ([]*Event, error) {
+	evs, err := r.send(ctx, roomID, protos...)
+	if errors.Is(err, errPolicyUnsigned) {
+		// The room uses a remote policy server, which this process did
+		// not know: ask it first this time (policy.go).
+		r.policyRooms.Store(roomID, true)
+		evs, err = r.send(ctx, roomID, protos...)
+	}
+	return evs, err
+}
+
+func (r *Rooms) send(ctx context.Context, roomID string, protos ...Proto) ([]*Event, error) {
 	req := &sendRequest{protos: protos, done: make(chan struct{})}
 	rl, unlock := r.locks.lockQueued(roomID, req)
 	batch := r.locks.take(rl, req, maxSendBatch)
@@ -78,6 +89,9 @@ func (r *Rooms) Send(ctx context.Context, roomID string, protos ...Proto) ([]*Ev
 		// The transaction is the other callers' too: a client of this one
 		// going away must not roll it back.
 		ctx = context.WithoutCancel(ctx)
+	}
+	if r.sendWithPolicyServer(ctx, roomID, batch, unlock) {
+		return req.out, req.err
 	}
 	r.sendBatch(ctx, roomID, batch, unlock)
 	return req.out, req.err
@@ -138,6 +152,9 @@ func (r *Rooms) sendBatch(ctx context.Context, roomID string, batch []*sendReque
 			return nil
 		}
 		all, snaps = b.appended, b.snaps
+		if err := r.runTxHook(ctx, tx, all); err != nil {
+			return err
+		}
 		return storage.UpdateRoomHead(ctx, tx, room.RoomID, room.Extremities, room.MaxDepth, room.CurrentSnapshot)
 	})
 	if err != nil {
@@ -177,6 +194,7 @@ func (r *Rooms) publish(evs []*Event, snaps []*snapshot, unlock func()) {
 
 // cache puts committed events and snapshots into the caches.
 func (r *Rooms) cache(evs []*Event, snaps []*snapshot) {
+	r.notePolicyRooms(evs)
 	for _, s := range snaps {
 		r.snapshots.put(s.id, s)
 	}
@@ -282,32 +300,16 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 		if key, bad := mxhttp.BadObjectKey(content); bad {
 			return mxhttp.BadJSON("Event content has the key %s: keys may not hold quotes, backslashes or control characters", key)
 		}
-		proto := &gomatrixserverlib.ProtoEvent{
-			SenderID: p.Sender, RoomID: room.RoomID, Type: p.Type, StateKey: p.StateKey,
-			PrevEvents: append([]string{}, prev...), AuthEvents: []string{},
-			Depth: room.MaxDepth + 1, Content: spec.RawJSON(content), Redacts: p.Redacts, Version: ver,
-		}
 		pdu := p.built
 		if pdu == nil {
-			provider, err := r.authProvider(ctx, tx, cur.state, proto, pending)
-			if err != nil {
-				return fmt.Errorf("loading auth events: %w", err)
+			var err error
+			if pdu, err = r.buildLocal(ctx, tx, ver, room.RoomID, cur.state, prev, room.MaxDepth+1, p, content, now, pending); err != nil {
+				return err
 			}
-			builder := ver.NewEventBuilderFromProtoEvent(proto)
-			if err := builder.AddAuthEvents(provider); err != nil {
-				return fmt.Errorf("selecting auth events: %w", err)
-			}
-			ts := now
-			if !p.Timestamp.IsZero() {
-				ts = p.Timestamp
-			}
-			if pdu, err = builder.Build(ts, r.serverName, r.key.ID, r.key.Private); err != nil {
-				var verr gomatrixserverlib.EventValidationError
-				if errors.As(err, &verr) && verr.Code == gomatrixserverlib.EventValidationTooLarge {
-					return mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
-				}
-				return mxhttp.BadJSON("Invalid event: %v", err)
-			}
+		}
+		pdu, err := r.policySignature(ctx, tx, b, pdu)
+		if err != nil {
+			return err
 		}
 		if len(pdu.JSON()) > maxPDUBytes {
 			return mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
@@ -332,6 +334,41 @@ func (r *Rooms) appendTo(ctx context.Context, tx *sql.Tx, b *roomWrite, protos [
 		}
 	}
 	return nil
+}
+
+// buildLocal builds and signs a local event on prev at depth, with its
+// auth events chosen from the state before it (st).
+func (r *Rooms) buildLocal(ctx context.Context, q storage.Reader, ver gomatrixserverlib.IRoomVersion, roomID string, st map[storage.StateKey]string,
+	prev []string, depth int64, p Proto, content json.RawMessage, now time.Time, pending map[string]*Event) (gomatrixserverlib.PDU, error) {
+	proto := &gomatrixserverlib.ProtoEvent{
+		SenderID: p.Sender, RoomID: roomID, Type: p.Type, StateKey: p.StateKey,
+		PrevEvents: append([]string{}, prev...), AuthEvents: []string{},
+		Depth: depth, Content: spec.RawJSON(content), Redacts: p.Redacts, Version: ver,
+	}
+	provider, err := r.authProvider(ctx, q, st, proto, pending)
+	if err != nil {
+		return nil, fmt.Errorf("loading auth events: %w", err)
+	}
+	builder := ver.NewEventBuilderFromProtoEvent(proto)
+	if err := builder.AddAuthEvents(provider); err != nil {
+		return nil, fmt.Errorf("selecting auth events: %w", err)
+	}
+	ts := now
+	if !p.Timestamp.IsZero() {
+		ts = p.Timestamp
+	}
+	pdu, err := r.fastBuild(ver, builder, ts)
+	if pdu == nil && err == nil {
+		pdu, err = builder.Build(ts, r.serverName, r.key.ID, r.key.Private)
+	}
+	if err != nil {
+		var verr gomatrixserverlib.EventValidationError
+		if errors.As(err, &verr) && verr.Code == gomatrixserverlib.EventValidationTooLarge {
+			return nil, mxhttp.TooLarge("The event is larger than %d bytes", maxPDUBytes)
+		}
+		return nil, mxhttp.BadJSON("Invalid event: %v", err)
+	}
+	return pdu, nil
 }
 
 // fillPrevState records the replaced state event for unsigned.prev_content.

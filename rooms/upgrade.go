@@ -179,7 +179,8 @@ func (r *Rooms) Upgrade(ctx context.Context, oldRoomID, userID string, newVersio
 	defer unlockNew()
 	var out []*Event
 	var snaps []*snapshot
-	err = r.db.WriteTx(ctx, func(tx *sql.Tx) error {
+	write := func(ctx context.Context, tx *sql.Tx) error {
+		out, snaps = nil, nil
 		newRoom := storage.Room{RoomID: newRoomID, Version: string(newVersion), Extremities: []string{}, CreatedTS: time.Now().UnixMilli()}
 		if err := storage.InsertRoom(ctx, tx, newRoom); err != nil {
 			return err
@@ -210,8 +211,29 @@ func (r *Rooms) Upgrade(ctx context.Context, oldRoomID, userID string, newVersio
 		}
 		out, snaps = append(out, evs...), append(snaps, s...)
 		return nil
-	})
-	if err != nil {
+	}
+	if p, err := r.remotePolicy(ctx, oldRoomID); err != nil {
+		return "", err
+	} else if p != nil {
+		// The old room's events are signed by its policy server first
+		// (policy.go), the room staying locked.
+		pdus, err := r.dryRun(ctx, oldRoomID, func(ctx context.Context, tx *sql.Tx) ([]*Event, error) {
+			err := write(ctx, tx)
+			return out, err
+		})
+		if err != nil {
+			return "", err
+		}
+		if oldProtos, err = r.signProtos(ctx, p, oldProtos, pdus); err != nil {
+			return "", err
+		}
+	}
+	if err = r.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		if err := write(ctx, tx); err != nil {
+			return err
+		}
+		return r.runTxHook(ctx, tx, out) // push, in the events' transaction
+	}); err != nil {
 		return "", err
 	}
 	r.committed(out, snaps)

@@ -66,14 +66,19 @@ func (r *Rooms) visibilityAt(ctx context.Context, snapshotID int64, userID strin
 	visibility gomatrixserverlib.HistoryVisibility
 	membership string
 }, err error) {
-	s, err := r.snapshotState(ctx, r.db.Read(), snapshotID)
-	if err != nil {
+	hvKey, memKey := storage.StateKey{Type: spec.MRoomHistoryVisibility}, storage.StateKey{Type: spec.MRoomMember, StateKey: userID}
+	// Two entries are needed: a snapshot not cached is not loaded whole
+	// (a first sync of a room with 1,000 joins looks at 1,000 snapshots).
+	var state map[storage.StateKey]string
+	if s, ok := r.snapshots.get(snapshotID); ok {
+		state = s.state
+	} else if state, err = storage.SnapshotEntries(ctx, r.db.Read(), snapshotID, hvKey, memKey); err != nil {
 		return v, err
 	}
 	v.visibility = gomatrixserverlib.HistoryVisibilityShared // the default when unset
 	ids := []string{}
-	hvID, hasHV := s.state[storage.StateKey{Type: spec.MRoomHistoryVisibility}]
-	memID, hasMem := s.state[storage.StateKey{Type: spec.MRoomMember, StateKey: userID}]
+	hvID, hasHV := state[hvKey]
+	memID, hasMem := state[memKey]
 	if hasHV {
 		ids = append(ids, hvID)
 	}

@@ -128,6 +128,7 @@ func (db *DB) PurgeEvents(ctx context.Context, ids []string) error {
 			}
 			for _, q := range []string{
 				`DELETE FROM notifications WHERE event_id = $1`,
+				`DELETE FROM push_actions WHERE room_id = (SELECT room_id FROM events WHERE event_id = $1) AND event_id = $1`,
 				`DELETE FROM federation_queue_pdus WHERE event_id = $1`,
 				`DELETE FROM client_txns WHERE event_id = $1`,
 				`DELETE FROM events WHERE event_id = $1`,

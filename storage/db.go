@@ -192,13 +192,15 @@ func (db *DB) Read() Reader { return db.read }
 // WriteTx runs fn in a transaction and commits it; any error rolls back, so
 // a failed request never leaves a partial write.
 func (db *DB) WriteTx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
-	if obs := db.txObserver.Load(); obs != nil {
-		start := time.Now()
-		defer func() { (*obs)(time.Since(start), err == nil) }()
-	}
 	tx, err := db.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
+	}
+	if obs := db.txObserver.Load(); obs != nil {
+		// From BEGIN on: the time spent waiting for SQLite's one writer
+		// connection is not the transaction's.
+		start := time.Now()
+		defer func() { (*obs)(time.Since(start), err == nil) }()
 	}
 	err = fn(tx)
 	db.hooksMu.Lock()

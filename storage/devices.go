@@ -55,6 +55,22 @@ func DeviceExists(ctx context.Context, tx *sql.Tx, userID, deviceID string) (boo
 	return n > 0, nil
 }
 
+// HasOtherDevice reports whether the user has a device other than deviceID
+// (a dehydrated device does not count: nobody reads with it).
+func HasOtherDevice(ctx context.Context, tx *sql.Tx, userID, deviceID string) (bool, error) {
+	var one int
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices d WHERE d.user_id = $1 AND d.device_id <> $2
+		AND NOT EXISTS (SELECT 1 FROM dehydrated_devices h WHERE h.user_id = d.user_id AND h.device_id = d.device_id) LIMIT 1`,
+		userID, deviceID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("checking other devices: %w", err)
+	}
+	return true, nil
+}
+
 // SetDeviceDisplayName renames a device; ErrNotFound if the user has no such device.
 func SetDeviceDisplayName(ctx context.Context, tx *sql.Tx, userID, deviceID string, name *string) error {
 	res, err := tx.ExecContext(ctx, `UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3`, name, userID, deviceID)

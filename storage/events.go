@@ -363,6 +363,42 @@ func LoadSnapshot(ctx context.Context, q Reader, snapshotID int64) (map[StateKey
 	return state, info, nil
 }
 
+// SnapshotEntries returns the entries of a snapshot for the given keys
+// only (absent keys are left out): the lookups of history visibility at
+// an event need two entries of a state that may have thousands.
+func SnapshotEntries(ctx context.Context, q Reader, snapshotID int64, keys ...StateKey) (map[StateKey]string, error) {
+	out := map[StateKey]string{}
+	if snapshotID == 0 || len(keys) == 0 {
+		return out, nil
+	}
+	args := []any{snapshotID}
+	var conds []string
+	for _, k := range keys {
+		conds = append(conds, fmt.Sprintf("(e.type = $%d AND e.state_key = $%d)", len(args)+1, len(args)+2))
+		args = append(args, k.Type, k.StateKey)
+	}
+	err := queryEach(ctx, q, fmt.Sprintf("loading snapshot entries %d", snapshotID), `WITH RECURSIVE chain(id, parent, lvl) AS (
+			SELECT snapshot_id, parent_id, 0 FROM state_snapshots WHERE snapshot_id = $1
+			UNION ALL
+			SELECT s.snapshot_id, s.parent_id, c.lvl + 1 FROM state_snapshots s JOIN chain c ON s.snapshot_id = c.parent
+		)
+		SELECT e.type, e.state_key, e.event_id FROM chain c JOIN state_snapshot_entries e ON e.snapshot_id = c.id
+		WHERE `+strings.Join(conds, " OR ")+`
+		ORDER BY c.lvl DESC`, args, func(rows *sql.Rows) error {
+		var k StateKey
+		var ev string
+		if err := rows.Scan(&k.Type, &k.StateKey, &ev); err != nil {
+			return err
+		}
+		out[k] = ev
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SetCurrentState replaces one entry of a room's materialised current state.
 func SetCurrentState(ctx context.Context, tx *sql.Tx, roomID string, k StateKey, eventID string, membership *string) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES ($1, $2, $3, $4, $5)

@@ -162,6 +162,14 @@ func DeleteBrowserSession(ctx context.Context, tx *sql.Tx, token string) error {
 	return nil
 }
 
+// DeleteUserBrowserSessions signs every browser of a user out.
+func DeleteUserBrowserSessions(ctx context.Context, tx *sql.Tx, userID string) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM oauth_browser_sessions WHERE user_id = $1`, userID); err != nil {
+		return fmt.Errorf("deleting browser sessions: %w", err)
+	}
+	return nil
+}
+
 // UpsertOAuthSession records that a device's tokens were granted to a client.
 func UpsertOAuthSession(ctx context.Context, tx *sql.Tx, userID, deviceID, clientID, scope string, now int64) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO oauth_sessions (user_id, device_id, client_id, scope, created_ts) VALUES ($1, $2, $3, $4, $5)

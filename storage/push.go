@@ -5,30 +5,38 @@ import (
 	"database/sql"
 	"fmt"
 	"maps"
+	"math"
+	"strings"
 )
 
 // Push notifications: notifications, pushers, the per-pusher delivery queue
 // and the evaluation progress (migration 0007).
 
-// Notification is one event a user's push rules marked notify.
+// Notification is one recipient's own outcome for an event, stored where
+// it differs from their rule group's (see PushAction), or one of the rows
+// listed by GET /notifications.
 type Notification struct {
-	ID        int64
 	UserID    string
 	RoomID    string
 	EventID   string
 	StreamPos int64
 	ThreadID  string // "main" or the thread root
+	Notify    bool
 	Highlight bool
-	Actions   string // JSON
-	TS        int64
+	// GroupNotify and GroupHighlight are what the recipient's group row
+	// counted for them (false when they were in no group's range).
+	GroupNotify, GroupHighlight bool
+	Actions                     string // JSON
+	TS                          int64
 }
 
-// InsertNotification records a notification; one that exists is kept
-// (re-evaluation after a restart may meet it again).
+// InsertNotification records a recipient's own outcome; one that exists
+// is kept.
 func InsertNotification(ctx context.Context, tx *sql.Tx, n Notification) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO notifications (user_id, room_id, event_id, stream_pos, thread_id, highlight, actions, ts)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, event_id) DO NOTHING`,
-		n.UserID, n.RoomID, n.EventID, n.StreamPos, n.ThreadID, n.Highlight, n.Actions, n.TS)
+	_, err := tx.ExecContext(ctx, `INSERT INTO notifications (user_id, room_id, event_id, stream_pos, thread_id, notify, highlight,
+			group_notify, group_highlight, actions, ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (user_id, event_id) DO NOTHING`,
+		n.UserID, n.RoomID, n.EventID, n.StreamPos, n.ThreadID, n.Notify, n.Highlight, n.GroupNotify, n.GroupHighlight, n.Actions, n.TS)
 	if err != nil {
 		return fmt.Errorf("storing notification: %w", err)
 	}
@@ -43,32 +51,149 @@ func ReadPositions(ctx context.Context, q Reader, userID, roomID string) (map[st
 		WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private') GROUP BY r.thread_id`, roomID, userID)
 }
 
-// NotificationsAfter returns the user's notifications in a room with
-// positions after pos, in stream order (only the fields counting needs).
-func NotificationsAfter(ctx context.Context, q Reader, userID, roomID string, pos int64) ([]Notification, error) {
-	return queryList(ctx, q, "loading notifications", `SELECT stream_pos, thread_id, highlight FROM notifications
-		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3 ORDER BY stream_pos`, func(rows *sql.Rows, n *Notification) error {
-		n.UserID, n.RoomID = userID, roomID
-		return rows.Scan(&n.StreamPos, &n.ThreadID, &n.Highlight)
+// PushAction is the outcome of one rule group's rules for an event that
+// notifies: it stands for every member of the group in the room (whose
+// epoch covers the event) except the sender.
+type PushAction struct {
+	RoomID    string
+	GroupID   int64
+	StreamPos int64
+	EventID   string
+	ThreadID  string
+	Sender    string
+	Highlight bool
+	Actions   string
+	TS        int64
+}
+
+// InsertPushAction records a group's notifying outcome for an event.
+func InsertPushAction(ctx context.Context, tx *sql.Tx, a PushAction) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO push_actions (room_id, group_id, stream_pos, event_id, thread_id, sender, highlight, actions, ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (room_id, group_id, stream_pos) DO NOTHING`,
+		a.RoomID, a.GroupID, a.StreamPos, a.EventID, a.ThreadID, a.Sender, a.Highlight, a.Actions, a.TS)
+	if err != nil {
+		return fmt.Errorf("storing push action: %w", err)
+	}
+	return nil
+}
+
+// PushEpoch is a range (Since, Until] of stream positions in which a
+// member's notifications in a room are those of a rule group; Until is 0
+// while open.
+type PushEpoch struct {
+	RoomID       string
+	Since, Until int64
+	GroupID      int64
+}
+
+// OpenPushEpochs returns the group of every member with an open range in
+// the room.
+func OpenPushEpochs(ctx context.Context, q Reader, roomID string) (map[string]int64, error) {
+	return queryMap[string, int64](ctx, q, "loading push epochs", `SELECT user_id, group_id FROM push_epochs
+		WHERE room_id = $1 AND until_pos IS NULL`, roomID)
+}
+
+// OpenPushEpoch starts a member's range in a room after since.
+func OpenPushEpoch(ctx context.Context, tx *sql.Tx, userID, roomID string, since, groupID int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO push_epochs (user_id, room_id, since_pos, until_pos, group_id) VALUES ($1, $2, $3, NULL, $4)
+		ON CONFLICT (user_id, room_id, since_pos) DO UPDATE SET until_pos = NULL, group_id = excluded.group_id`, userID, roomID, since, groupID)
+	if err != nil {
+		return fmt.Errorf("opening push epoch: %w", err)
+	}
+	return nil
+}
+
+// ClosePushEpoch ends a member's open range in a room at until; a range
+// that would be empty is removed.
+func ClosePushEpoch(ctx context.Context, tx *sql.Tx, userID, roomID string, until int64) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM push_epochs WHERE user_id = $1 AND room_id = $2 AND until_pos IS NULL AND since_pos >= $3`,
+		userID, roomID, until); err != nil {
+		return fmt.Errorf("closing push epoch: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE push_epochs SET until_pos = $3 WHERE user_id = $1 AND room_id = $2 AND until_pos IS NULL`,
+		userID, roomID, until); err != nil {
+		return fmt.Errorf("closing push epoch: %w", err)
+	}
+	return nil
+}
+
+// PushEpochsOf returns a member's ranges in a room that end after pos.
+func PushEpochsOf(ctx context.Context, q Reader, userID, roomID string, pos int64) ([]PushEpoch, error) {
+	return queryList(ctx, q, "loading push epochs", `SELECT since_pos, COALESCE(until_pos, 0), group_id FROM push_epochs
+		WHERE user_id = $1 AND room_id = $2 AND (until_pos IS NULL OR until_pos > $3)`, func(rows *sql.Rows, e *PushEpoch) error {
+		e.RoomID = roomID
+		return rows.Scan(&e.Since, &e.Until, &e.GroupID)
 	}, userID, roomID, pos)
 }
 
-// RoomsWithNotifications lists the rooms where the user has notifications.
+// ThreadCount is a number of notifications and of highlights in a thread.
+type ThreadCount struct {
+	Thread           string
+	Notif, Highlight int
+}
+
+// GroupCounts counts a group's notifying rows in a room with positions in
+// (after, upTo] (upTo 0: no bound) per thread, leaving out the events of
+// sender; thread "" counts every thread.
+func GroupCounts(ctx context.Context, q Reader, roomID string, groupID int64, sender string, after, upTo int64, thread string) ([]ThreadCount, error) {
+	if upTo == 0 {
+		upTo = math.MaxInt64
+	}
+	return queryList(ctx, q, "counting notifications", `SELECT thread_id, COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END) FROM push_actions
+		WHERE room_id = $1 AND group_id = $2 AND stream_pos > $3 AND stream_pos <= $4 AND sender <> $5 AND ($6 = '' OR thread_id = $6)
+		GROUP BY thread_id`, func(rows *sql.Rows, c *ThreadCount) error {
+		return rows.Scan(&c.Thread, &c.Notif, &c.Highlight)
+	}, roomID, groupID, after, upTo, sender, thread)
+}
+
+// NotificationsAfter returns the user's own rows in a room with positions
+// after pos (only the fields counting needs).
+func NotificationsAfter(ctx context.Context, q Reader, userID, roomID string, pos int64) ([]Notification, error) {
+	return queryList(ctx, q, "loading notifications", `SELECT stream_pos, thread_id, notify, highlight, group_notify, group_highlight FROM notifications
+		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3`, func(rows *sql.Rows, n *Notification) error {
+		n.UserID, n.RoomID = userID, roomID
+		return rows.Scan(&n.StreamPos, &n.ThreadID, &n.Notify, &n.Highlight, &n.GroupNotify, &n.GroupHighlight)
+	}, userID, roomID, pos)
+}
+
+// RoomsWithNotifications lists the rooms where the user may have
+// notifications: open ranges and rooms with rows of their own.
 func RoomsWithNotifications(ctx context.Context, q Reader, userID string) ([]string, error) {
-	return queryColumn[string](ctx, q, "listing rooms with notifications", `SELECT DISTINCT room_id FROM notifications WHERE user_id = $1`, userID)
+	return queryColumn[string](ctx, q, "listing rooms with notifications", `SELECT room_id FROM push_epochs WHERE user_id = $1
+		UNION SELECT room_id FROM notifications WHERE user_id = $1 AND notify`, userID)
+}
+
+// ThreadSubscribers lists the users subscribed to a thread (MSC4306).
+func ThreadSubscribers(ctx context.Context, q Reader, roomID, threadID string) ([]string, error) {
+	return queryColumn[string](ctx, q, "listing thread subscribers", `SELECT user_id FROM thread_subscriptions
+		WHERE room_id = $1 AND thread_id = $2 AND subscribed`, roomID, threadID)
 }
 
 // ListNotifications returns up to limit of the user's notifications with
-// IDs below before (0: from the newest), newest first.
+// positions below before (0: from the newest), newest first: the rows of
+// the user's groups within the user's ranges, except the events where the
+// user has a row of their own, and the user's own notifying rows.
 func ListNotifications(ctx context.Context, q Reader, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, error) {
-	query := `SELECT id, room_id, event_id, stream_pos, thread_id, highlight, actions, ts FROM notifications
-		WHERE user_id = $1 AND ($2 = 0 OR id < $2)`
-	if onlyHighlight {
-		query += ` AND highlight`
+	if before == 0 {
+		before = math.MaxInt64
 	}
-	return queryList(ctx, q, "listing notifications", query+` ORDER BY id DESC LIMIT $3`, func(rows *sql.Rows, n *Notification) error {
-		n.UserID = userID
-		return rows.Scan(&n.ID, &n.RoomID, &n.EventID, &n.StreamPos, &n.ThreadID, &n.Highlight, &n.Actions, &n.TS)
+	hl := ""
+	if onlyHighlight {
+		hl = " AND highlight"
+	}
+	query := `SELECT stream_pos, room_id, event_id, thread_id, highlight, actions, ts FROM (
+		SELECT a.stream_pos, a.room_id, a.event_id, a.thread_id, a.highlight, a.actions, a.ts
+		FROM push_epochs e JOIN push_actions a ON a.room_id = e.room_id AND a.group_id = e.group_id
+			AND a.stream_pos > e.since_pos AND (e.until_pos IS NULL OR a.stream_pos <= e.until_pos)
+		WHERE e.user_id = $1 AND a.sender <> $1 AND a.stream_pos < $2` + strings.ReplaceAll(hl, "highlight", "a.highlight") + `
+			AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.user_id = $1 AND n.event_id = a.event_id)
+		UNION ALL
+		SELECT stream_pos, room_id, event_id, thread_id, highlight, actions, ts FROM notifications
+		WHERE user_id = $1 AND notify AND stream_pos < $2` + hl + `
+	) AS ns ORDER BY stream_pos DESC LIMIT $3`
+	return queryList(ctx, q, "listing notifications", query, func(rows *sql.Rows, n *Notification) error {
+		n.UserID, n.Notify = userID, true
+		return rows.Scan(&n.StreamPos, &n.RoomID, &n.EventID, &n.ThreadID, &n.Highlight, &n.Actions, &n.TS)
 	}, userID, before, limit)
 }
 
@@ -339,4 +464,72 @@ func SetPushProgress(ctx context.Context, tx *sql.Tx, pos int64) error {
 // stream order, at most limit.
 func EventIDsAfter(ctx context.Context, q Reader, pos int64, limit int) ([]string, error) {
 	return queryColumn[string](ctx, q, "listing events", `SELECT event_id FROM events WHERE stream_pos > $1 AND NOT outlier ORDER BY stream_pos LIMIT $2`, pos, limit)
+}
+
+// PushSummary is what rotation took out of a member's rows in a thread.
+type PushSummary struct {
+	Thread                 string
+	Notif, Highlight       int
+	UpTo                   int64
+	ReadPos, ThreadReadPos int64
+}
+
+// PushSummaries returns a member's summaries in a room.
+func PushSummaries(ctx context.Context, q Reader, userID, roomID string) ([]PushSummary, error) {
+	return queryList(ctx, q, "loading push summaries", `SELECT thread_id, notif, highlight, upto_pos, read_pos, thread_read_pos
+		FROM push_summaries WHERE user_id = $1 AND room_id = $2`, func(rows *sql.Rows, s *PushSummary) error {
+		return rows.Scan(&s.Thread, &s.Notif, &s.Highlight, &s.UpTo, &s.ReadPos, &s.ThreadReadPos)
+	}, userID, roomID)
+}
+
+// PutPushSummary stores a member's summary in a thread of a room.
+func PutPushSummary(ctx context.Context, tx *sql.Tx, userID, roomID string, s PushSummary) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO push_summaries (user_id, room_id, thread_id, notif, highlight, upto_pos, read_pos, thread_read_pos)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET notif = excluded.notif,
+		highlight = excluded.highlight, upto_pos = excluded.upto_pos, read_pos = excluded.read_pos, thread_read_pos = excluded.thread_read_pos`,
+		userID, roomID, s.Thread, s.Notif, s.Highlight, s.UpTo, s.ReadPos, s.ThreadReadPos)
+	if err != nil {
+		return fmt.Errorf("storing push summary: %w", err)
+	}
+	return nil
+}
+
+// PushRotationCutoff is the newest position of a notifying row older than
+// ts (ms) that rotation would take out, and the rooms with such rows; 0
+// when there is none.
+func PushRotationCutoff(ctx context.Context, q Reader, ts int64) (int64, []string, error) {
+	var pos sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT MAX(stream_pos) FROM push_actions WHERE ts < $1 AND NOT highlight`, ts).Scan(&pos); err != nil {
+		return 0, nil, fmt.Errorf("finding rotation cutoff: %w", err)
+	}
+	var own sql.NullInt64
+	if err := q.QueryRowContext(ctx, `SELECT MAX(stream_pos) FROM notifications WHERE ts < $1 AND NOT highlight AND NOT group_highlight`, ts).Scan(&own); err != nil {
+		return 0, nil, fmt.Errorf("finding rotation cutoff: %w", err)
+	}
+	cutoff := max(pos.Int64, own.Int64)
+	if cutoff == 0 {
+		return 0, nil, nil
+	}
+	rooms, err := queryColumn[string](ctx, q, "finding rooms to rotate", `SELECT DISTINCT room_id FROM push_actions WHERE stream_pos <= $1 AND NOT highlight
+		UNION SELECT DISTINCT room_id FROM notifications WHERE stream_pos <= $1 AND NOT highlight AND NOT group_highlight`, cutoff)
+	return cutoff, rooms, err
+}
+
+// PushRotationUsers lists the members whose counts in a room rows at or
+// before cutoff may hold.
+func PushRotationUsers(ctx context.Context, q Reader, roomID string, cutoff int64) ([]string, error) {
+	return queryColumn[string](ctx, q, "finding members to rotate", `SELECT user_id FROM push_epochs WHERE room_id = $1 AND since_pos < $2
+		UNION SELECT user_id FROM notifications WHERE room_id = $1 AND stream_pos <= $2`, roomID, cutoff)
+}
+
+// DeletePushRows deletes a room's rows at or before cutoff except
+// highlights (and a member's own row on an event their group highlights).
+func DeletePushRows(ctx context.Context, tx *sql.Tx, roomID string, cutoff int64) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM push_actions WHERE room_id = $1 AND stream_pos <= $2 AND NOT highlight`, roomID, cutoff); err != nil {
+		return fmt.Errorf("rotating push rows: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM notifications WHERE room_id = $1 AND stream_pos <= $2 AND NOT highlight AND NOT group_highlight`, roomID, cutoff); err != nil {
+		return fmt.Errorf("rotating notifications: %w", err)
+	}
+	return nil
 }

@@ -1,0 +1,19 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+)
+
+// CurrentStateEventID returns the event ID of one state key of a room's
+// current state, or "" when the room has none.
+func CurrentStateEventID(ctx context.Context, q Reader, roomID, eventType, stateKey string) (string, error) {
+	var id string
+	err := q.QueryRowContext(ctx, `SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`,
+		roomID, eventType, stateKey).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return id, err
+}
