@@ -102,7 +102,20 @@ func (a *API) resolveAlias(ctx context.Context, alias string) (roomID string, se
 	if err != nil {
 		return "", nil, err
 	}
-	return roomID, []string{a.conf().ServerName}, nil
+	// Ourselves first, then the other servers in the room (while its
+	// state is partial, those the send_join answer named), as the
+	// federation query answers.
+	servers = []string{a.conf().ServerName}
+	inRoom, err := a.rooms.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return "", nil, err
+	}
+	for _, s := range inRoom {
+		if string(s) != a.conf().ServerName {
+			servers = append(servers, string(s))
+		}
+	}
+	return roomID, servers, nil
 }
 
 // DELETE /directory/room/{roomAlias}: the alias's creator, a server admin,

@@ -326,6 +326,10 @@ func (a *API) forget(r *http.Request, c accounts.Caller) (any, error) {
 // GET /rooms/{roomId}/members
 func (a *API) members(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
+	// MSC3902: the remote members are known once the resync is done.
+	if err := a.rooms.AwaitFullState(r.Context(), roomID); err != nil {
+		return nil, err
+	}
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
 		return nil, err
@@ -369,6 +373,10 @@ func (a *API) members(r *http.Request, c accounts.Caller) (any, error) {
 // and Complement agree that a user who left gets 403).
 func (a *API) joinedMembers(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
+	// MSC3902: the remote members are known once the resync is done.
+	if err := a.rooms.AwaitFullState(r.Context(), roomID); err != nil {
+		return nil, err
+	}
 	if err := a.requireJoined(r, roomID, c.UserID); err != nil {
 		var me *mxhttp.Error
 		if errors.As(err, &me) && me.ErrCode == "M_NOT_FOUND" {

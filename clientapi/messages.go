@@ -337,7 +337,7 @@ func (a *API) stateAtToken(r *http.Request, roomID, token string, visible rooms.
 	if err != nil {
 		return nil, err
 	}
-	page, _, err := a.rooms.Page(r.Context(), roomID, t, true, 1)
+	page, _, err := a.rooms.PageLocal(r.Context(), roomID, t, true, 1)
 	if err != nil || len(page) == 0 {
 		return visible, err
 	}

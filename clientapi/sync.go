@@ -298,10 +298,23 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			return nil, err
 		}
 	}
+	// Partial-state rooms (MSC3902): left out of eager syncs until their
+	// state is complete, then shown as if joined then (full state);
+	// lazy-loading syncs show them all along.
+	partial, err := storage.PartialStateSince(ctx, a.db.Read(), since.Events)
+	if err != nil {
+		return nil, err
+	}
+	lazy := roomFilter.State != nil && roomFilter.State.LazyLoadMembers
 	for _, m := range memberships {
 		if !filter.AllowsRoom(roomFilter.Rooms, roomFilter.NotRooms, m.RoomID) {
 			continue
 		}
+		completedPos, wasPartial := partial[m.RoomID]
+		if wasPartial && !lazy && m.Membership == spec.Join && (completedPos == nil || *completedPos > to.Events) {
+			continue
+		}
+		resynced := wasPartial && !lazy && !initial && completedPos != nil
 		memberEv, err := a.rooms.Event(ctx, m.EventID)
 		if err != nil {
 			return nil, err
@@ -314,13 +327,19 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 		case spec.Join:
 			_, typingPos := a.typing.Users(m.RoomID)
 			typingChanged := typingPos > since.Typing && typingPos <= to.Typing
-			if !initial && !changed[m.RoomID] && !req.fullState && len(roomData[m.RoomID]) == 0 && !receiptsChanged[m.RoomID] && !typingChanged {
+			if !initial && !changed[m.RoomID] && !req.fullState && len(roomData[m.RoomID]) == 0 && !receiptsChanged[m.RoomID] && !typingChanged && !resynced {
 				continue
 			}
 			// Full state for a first sync, a full_state request or a room
-			// joined since the last sync.
-			joinedNow := newMembership && (memberEv.PrevContent == nil || !strings.Contains(*memberEv.PrevContent, `"join"`))
-			jr, err := a.syncJoinedRoom(ctx, req, m.RoomID, since, to, initial || req.fullState || joinedNow, roomFilter)
+			// joined since the last sync (or whose resync ended since).
+			joinedNow := resynced || newMembership && (memberEv.PrevContent == nil || !strings.Contains(*memberEv.PrevContent, `"join"`))
+			roomSince := since
+			if resynced {
+				// Its timeline too is as a first sync's: what came while
+				// eager syncs left the room out.
+				roomSince = syncstream.Position{}
+			}
+			jr, err := a.syncJoinedRoom(ctx, req, m.RoomID, roomSince, to, initial || req.fullState || joinedNow, roomFilter)
 			if err != nil {
 				return nil, err
 			}
@@ -668,9 +687,53 @@ func (a *API) syncStateBefore(ctx context.Context, req syncRequest, roomID strin
 		}
 		state = stateDiff(before, startState)
 	}
+	if sf != nil && sf.LazyLoadMembers && !fullState {
+		extra, err := a.newSenderMemberships(ctx, tl.events, since)
+		if err != nil {
+			return err
+		}
+		for k, id := range extra {
+			if state == nil {
+				state = rooms.State{}
+			}
+			if _, ok := state[k]; !ok {
+				state[k] = id
+			}
+		}
+	}
 	evs, err := a.syncStateEvents(ctx, state, tl.events, sf, viewer, req.userID, false)
 	jr.State = &stateList{Events: evs}
 	return err
+}
+
+// newSenderMemberships are, for a lazy-loading incremental sync, the
+// memberships of the timeline's senders that this server came to hold
+// after since: in a partial-state room (MSC3902) a sender's membership
+// arrives with their event (its auth events) or with the resync, never
+// as a change of state the diff would show. Taken from each event's auth
+// events, which name the sender's membership.
+func (a *API) newSenderMemberships(ctx context.Context, tl []*rooms.Event, since int64) (rooms.State, error) {
+	out := rooms.State{}
+	inTimeline := map[string]bool{}
+	for _, ev := range tl {
+		inTimeline[ev.EventID] = true
+	}
+	for _, ev := range tl {
+		k := storage.StateKey{Type: spec.MRoomMember, StateKey: ev.Sender}
+		if _, ok := out[k]; ok {
+			continue
+		}
+		auth, err := a.rooms.Events(ctx, a.db.Read(), ev.PDU.AuthEventIDs())
+		if err != nil {
+			return nil, err
+		}
+		for id, aev := range auth {
+			if aev.Type == spec.MRoomMember && aev.StateKey != nil && *aev.StateKey == ev.Sender && aev.StreamPos > since && !inTimeline[id] {
+				out[k] = id
+			}
+		}
+	}
+	return out, nil
 }
 
 // syncStateAfter is state_after: the full state at the end of the timeline
@@ -841,6 +904,25 @@ func (a *API) syncStateEvents(ctx context.Context, st rooms.State, tl []*rooms.E
 			continue
 		}
 		keep[k] = id
+	}
+	if lazy {
+		// A sender missing from the state (a partial-state room, MSC3902):
+		// their membership is among the event's auth events.
+		for _, ev := range tl {
+			k := storage.StateKey{Type: spec.MRoomMember, StateKey: ev.Sender}
+			if _, ok := st[k]; ok || keep[k] != "" {
+				continue
+			}
+			auth, err := a.rooms.Events(ctx, a.db.Read(), ev.PDU.AuthEventIDs())
+			if err != nil {
+				return nil, err
+			}
+			for id, aev := range auth {
+				if aev.Type == spec.MRoomMember && aev.StateKey != nil && *aev.StateKey == ev.Sender && !inTimeline[id] {
+					keep[k] = id
+				}
+			}
+		}
 	}
 	evs, err := a.rooms.StateEvents(ctx, keep)
 	if err != nil {

@@ -149,11 +149,19 @@ func New(ctx context.Context, d Deps) (*API, error) {
 			return nil, err
 		}
 	}
+	// Partial-state rooms left mid-resync (a restart, kill -9) resume.
+	if err := d.Rooms.StartResyncs(ctx); err != nil {
+		a.queue.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
-// Close stops the send queue's senders.
-func (a *API) Close() { a.queue.Close() }
+// Close stops the send queue's senders and the partial-state resyncs.
+func (a *API) Close() {
+	a.rooms.StopResyncs()
+	a.queue.Close()
+}
 
 // QueueStatus reports the outbound senders of this process (metrics).
 func (a *API) QueueStatus() []DestinationStatus { return a.queue.Status() }

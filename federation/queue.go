@@ -447,17 +447,15 @@ func (q *Queue) fanOut(evs []*rooms.Event) {
 
 // joinedServers are the servers of the room's joined members.
 func (q *Queue) joinedServers(ctx context.Context, roomID string) (map[spec.ServerName]bool, error) {
-	ms, err := storage.MembersOfRoom(ctx, q.db.Read(), roomID)
+	// The room core's list: while a room's state is partial it holds the
+	// servers the send_join answer named (MSC3706).
+	servers, err := q.rooms.ServersInRoom(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
-	out := map[spec.ServerName]bool{}
-	for _, m := range ms {
-		if m.Membership == spec.Join {
-			if s := senderServer(m.UserID); s != "" {
-				out[s] = true
-			}
-		}
+	out := make(map[spec.ServerName]bool, len(servers))
+	for _, s := range servers {
+		out[s] = true
 	}
 	return out, nil
 }

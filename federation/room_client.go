@@ -27,6 +27,7 @@ var (
 	_ rooms.JoinClient       = roomClient{}
 	_ rooms.InviteClient     = roomClient{}
 	_ rooms.MembershipClient = roomClient{}
+	_ rooms.StateFetcher     = roomClient{}
 )
 
 func (c roomClient) MissingEvents(ctx context.Context, server spec.ServerName, roomID string, earliest, latest []string, limit int, minDepth int64) ([]json.RawMessage, error) {
@@ -80,6 +81,35 @@ func (c roomClient) SendJoin(ctx context.Context, origin, s spec.ServerName, eve
 		return nil, err
 	}
 	return &res, nil
+}
+
+// SendJoinPartialState is send_join with omit_members=true (MSC3706).
+func (c roomClient) SendJoinPartialState(ctx context.Context, origin, s spec.ServerName, event gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
+	res, err := c.a.client.SendJoinPartialState(ctx, origin, s, event)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// StateAt fetches the state before eventID with its auth chain (/state).
+func (c roomClient) StateAt(ctx context.Context, server spec.ServerName, roomID, eventID string) ([]json.RawMessage, []json.RawMessage, error) {
+	ver, err := c.a.rooms.Version(ctx, roomID)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := c.a.client.LookupState(ctx, c.a.serverName, server, roomID, eventID, ver.Version())
+	if err != nil {
+		return nil, nil, err
+	}
+	raws := func(evs gomatrixserverlib.EventJSONs) []json.RawMessage {
+		out := make([]json.RawMessage, len(evs))
+		for i, e := range evs {
+			out[i] = json.RawMessage(e)
+		}
+		return out
+	}
+	return raws(res.StateEvents), raws(res.AuthEvents), nil
 }
 
 func (c roomClient) InviteV2(ctx context.Context, destination spec.ServerName, roomVersion gomatrixserverlib.RoomVersion, event gomatrixserverlib.PDU, roomState []json.RawMessage) (json.RawMessage, error) {

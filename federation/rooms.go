@@ -21,6 +21,9 @@ import (
 // GET /v1/make_join/{roomId}/{userId}?ver=...
 func (a *API) makeJoin(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID, userID := pathParam(r, "roomId"), pathParam(r, "userId")
+	if err := a.refuseIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	var vers []gomatrixserverlib.RoomVersion
 	for _, v := range r.URL.Query()["ver"] {
 		vers = append(vers, gomatrixserverlib.RoomVersion(v))
@@ -75,21 +78,68 @@ func (a *API) sendJoinV1(r *http.Request, origin spec.ServerName) (any, error) {
 // receiveJoin checks and persists a send_join and returns the answer.
 func (a *API) receiveJoin(r *http.Request, origin spec.ServerName) (map[string]any, error) {
 	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
+	if err := a.refuseIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	var raw json.RawMessage
 	if err := mxhttp.ReadJSON(r, &raw); err != nil {
 		return nil, err
 	}
-	join, state, chain, err := a.rooms.SendJoin(r.Context(), origin, roomID, eventID, raw)
+	// MSC3706: omit_members is true or false; anything else is refused.
+	var omit bool
+	switch v := r.URL.Query().Get("omit_members"); v {
+	case "", "false":
+	case "true":
+		omit = true
+	default:
+		return nil, mxhttp.InvalidParam("omit_members must be true or false, not %q", v)
+	}
+	join, state, chain, err := a.rooms.SendJoin(r.Context(), origin, roomID, eventID, raw, omit)
 	if err != nil {
 		return nil, libError(err)
 	}
 	a.relay(r, roomID, join.EventID())
-	servers, _ := a.rooms.ServersInRoom(r.Context(), roomID)
+	var servers []spec.ServerName
+	if join.StateKey() != nil {
+		servers, err = a.rooms.ServersBeforeJoin(r.Context(), roomID, *join.StateKey())
+		if err != nil {
+			return nil, err
+		}
+	}
 	return map[string]any{
 		"origin": a.serverName, "event": json.RawMessage(join.JSON()),
 		"state": pduJSONs(state), "auth_chain": pduJSONs(chain),
-		"members_omitted": false, "servers_in_room": servers,
+		"members_omitted": omit, "servers_in_room": servers,
 	}, nil
+}
+
+// refuseIfPartial refuses a join or knock through us while our copy of
+// the room has partial state (MSC3902): we could not give a full answer
+// nor check it against the room's members. 404 M_NOT_FOUND, as for a room
+// we are not in (what Synapse answers).
+func (a *API) refuseIfPartial(r *http.Request, roomID string) error {
+	partial, err := a.rooms.IsPartialState(r.Context(), roomID)
+	if err != nil {
+		return err
+	}
+	if partial {
+		return mxhttp.NotFound("This server's copy of room %s is still being synchronised", roomID)
+	}
+	return nil
+}
+
+// refuseStateIfPartial refuses /state and /state_ids while our copy of
+// the room has partial state: any state we gave would lack members
+// (MSC3902). 403, as Synapse answers (MSC3895 proposes its own errcode).
+func (a *API) refuseStateIfPartial(r *http.Request, roomID string) error {
+	partial, err := a.rooms.IsPartialState(r.Context(), roomID)
+	if err != nil {
+		return err
+	}
+	if partial {
+		return mxhttp.Forbidden("This server's copy of room %s is still being synchronised", roomID)
+	}
+	return nil
 }
 
 // GET /v1/make_leave/{roomId}/{userId}
@@ -135,6 +185,9 @@ func (a *API) sendLeaveV1(r *http.Request, origin spec.ServerName) (any, error) 
 // GET /v1/make_knock/{roomId}/{userId}?ver=...
 func (a *API) makeKnock(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
+	if err := a.refuseIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	var vers []gomatrixserverlib.RoomVersion
 	for _, v := range r.URL.Query()["ver"] {
 		vers = append(vers, gomatrixserverlib.RoomVersion(v))
@@ -149,6 +202,9 @@ func (a *API) makeKnock(r *http.Request, origin spec.ServerName) (any, error) {
 // PUT /v1/send_knock/{roomId}/{eventId}
 func (a *API) sendKnock(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
+	if err := a.refuseIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	var raw json.RawMessage
 	if err := mxhttp.ReadJSON(r, &raw); err != nil {
 		return nil, err
@@ -223,6 +279,9 @@ func (a *API) invite(r *http.Request, origin spec.ServerName) (any, error) {
 // GET /v1/state/{roomId}?event_id=
 func (a *API) state(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
+	if err := a.refuseStateIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	state, chain, err := a.rooms.StateForServer(r.Context(), origin, roomID, r.URL.Query().Get("event_id"))
 	if err != nil {
 		return nil, err
@@ -233,6 +292,9 @@ func (a *API) state(r *http.Request, origin spec.ServerName) (any, error) {
 // GET /v1/state_ids/{roomId}?event_id=
 func (a *API) stateIDs(r *http.Request, origin spec.ServerName) (any, error) {
 	roomID := pathParam(r, "roomId")
+	if err := a.refuseStateIfPartial(r, roomID); err != nil {
+		return nil, err
+	}
 	state, chain, err := a.rooms.StateForServer(r.Context(), origin, roomID, r.URL.Query().Get("event_id"))
 	if err != nil {
 		return nil, err

@@ -240,6 +240,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		s.Rooms.Observe(s.relay.publishRedactions)
 	}
 	s.Rooms.Observe(feedNotifier(s.Notifier))
+	// A partial-state room whose state is complete now shows in eager
+	// syncs (MSC3902): its users wake.
+	s.Rooms.OnStateComplete(func(roomID string, pos int64) {
+		s.Notifier.RoomEvent(context.Background(), roomID, pos, "", "")
+	})
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
 	// With several processes, application services get their events from
 	// the leader only, as gateways and other servers do.

@@ -156,7 +156,10 @@ func (q restrictedQuerier) RestrictedRoomJoinInfo(ctx context.Context, roomID sp
 // signatures, then the auth rules against our current state — the library
 // checks only the first three), persists it, and returns the state before
 // it with its auth chain.
-func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, eventID string, raw json.RawMessage) (join gomatrixserverlib.PDU, state, authChain []gomatrixserverlib.PDU, err error) {
+//
+// With omitMembers (MSC3706, the omit_members query parameter) the state
+// is partial: see partialJoinState.
+func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, eventID string, raw json.RawMessage, omitMembers bool) (join gomatrixserverlib.PDU, state, authChain []gomatrixserverlib.PDU, err error) {
 	ver, err := r.Version(ctx, roomID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil, nil, mxhttp.NotFound("Unknown room %s", roomID)
@@ -211,7 +214,11 @@ func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, ev
 	if stored.Rejected || stored.SoftFailed {
 		return nil, nil, nil, mxhttp.Forbidden("The join was rejected")
 	}
-	state, authChain, err = r.stateAndChain(ctx, stored.SnapshotBefore)
+	if omitMembers {
+		state, authChain, err = r.partialJoinState(ctx, roomID, join, stored.SnapshotBefore)
+	} else {
+		state, authChain, err = r.stateAndChain(ctx, stored.SnapshotBefore)
+	}
 	return join, state, authChain, err
 }
 
@@ -458,7 +465,9 @@ func (r *Rooms) EventAuth(ctx context.Context, server spec.ServerName, roomID, e
 	return out, nil
 }
 
-// ServersInRoom lists the servers with a joined member, for fan-out.
+// ServersInRoom lists the servers with a joined member, for fan-out;
+// while the room's state is partial, with the servers the send_join
+// answer named (MSC3706 servers_in_room).
 func (r *Rooms) ServersInRoom(ctx context.Context, roomID string) ([]spec.ServerName, error) {
 	ms, err := storage.MembersOfRoom(ctx, r.db.Read(), roomID)
 	if err != nil {
@@ -466,6 +475,16 @@ func (r *Rooms) ServersInRoom(ctx context.Context, roomID string) ([]spec.Server
 	}
 	seen := map[spec.ServerName]bool{}
 	var out []spec.ServerName
+	if ps, err := storage.GetPartialStateRoom(ctx, r.db.Read(), roomID); err == nil && ps.CompletedPos == nil {
+		for _, s := range ps.Servers {
+			if !seen[spec.ServerName(s)] {
+				seen[spec.ServerName(s)] = true
+				out = append(out, spec.ServerName(s))
+			}
+		}
+	} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
 	for _, m := range ms {
 		if m.Membership != spec.Join {
 			continue

@@ -25,10 +25,21 @@ type supportedVersionsOnly struct {
 	JoinClient
 	version gomatrixserverlib.RoomVersion
 	sent    gomatrixserverlib.SendJoinResponse
+	// partial: ask for a partial-state answer (MSC3706).
+	partial bool
 }
 
-// SendJoin keeps the answer as it came, for recheckOwnedState.
+// SendJoin keeps the answer as it came, for recheckOwnedState and the
+// partial-state record.
 func (c *supportedVersionsOnly) SendJoin(ctx context.Context, origin, s spec.ServerName, event gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
+	if pc, ok := c.JoinClient.(partialJoinClient); ok && c.partial {
+		res, err := pc.SendJoinPartialState(ctx, origin, s, event)
+		c.sent = res
+		if err == nil && res.GetMembersOmitted() {
+			return partialAnswer{res}, nil
+		}
+		return res, err
+	}
 	res, err := c.JoinClient.SendJoin(ctx, origin, s, event)
 	c.sent = res
 	return res, err
@@ -59,6 +70,11 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 	if err := r.CheckNotBlocked(ctx, roomID); err != nil {
 		return nil, err
 	}
+	// A ban our copy of the room holds (a partial-state room's too) is
+	// not worked around through another server.
+	if m, _, err := r.MembershipOf(ctx, roomID, userID); err == nil && m == spec.Ban {
+		return nil, mxhttp.Forbidden("You are banned from room %s", roomID)
+	}
 	rid, err := spec.NewRoomID(roomID)
 	if err != nil {
 		return nil, mxhttp.InvalidParam("Invalid room ID %q", roomID)
@@ -82,7 +98,7 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			},
 			StoreSenderIDFromPublicID: func(context.Context, spec.SenderID, string, spec.RoomID) error { return nil },
 		}
-		client := &supportedVersionsOnly{JoinClient: r.joins}
+		client := &supportedVersionsOnly{JoinClient: r.joins, partial: r.PartialStateJoins}
 		resp, ferr := gomatrixserverlib.PerformJoin(ctx, client, input)
 		if ferr != nil {
 			lastErr = ferr
@@ -102,7 +118,7 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			}
 			return r.Event(ctx, resp.JoinEvent.EventID())
 		}
-		return r.storeJoin(ctx, resp, client.version, client.sent)
+		return r.storeJoin(ctx, server, resp, client.version, client.sent)
 	}
 	if lastErr == nil {
 		return nil, mxhttp.NotFound("No server to join %s through", roomID)
@@ -139,7 +155,11 @@ func (r *Rooms) remoteEventProvider(ctx context.Context, server spec.ServerName)
 // meanwhile (the room goes on while send_join is answered) may have stored
 // some of these events, or be storing them now, and may have put the join
 // in the timeline: then the stored join is returned.
-func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJoinResponse, version gomatrixserverlib.RoomVersion, sent gomatrixserverlib.SendJoinResponse) (*Event, error) {
+//
+// A partial-state answer (members omitted, MSC3706) is stored the same way
+// and recorded as partial with the servers to resync from, the resident
+// first; the resync starts at once (partial_state.go).
+func (r *Rooms) storeJoin(ctx context.Context, resident spec.ServerName, resp *gomatrixserverlib.PerformJoinResponse, version gomatrixserverlib.RoomVersion, sent gomatrixserverlib.SendJoinResponse) (*Event, error) {
 	join := resp.JoinEvent
 	join.EventID()
 	// Parsed once (LineariseStateResponse would parse the state again,
@@ -162,9 +182,21 @@ func (r *Rooms) storeJoin(ctx context.Context, resp *gomatrixserverlib.PerformJo
 			state[k] = p.EventID()
 		}
 	}
-	ev, err := r.persist(ctx, incoming{arrival: arriveJoin, pdu: join, stateBefore: state, joinState: ordered, version: version})
+	in := incoming{arrival: arriveJoin, pdu: join, stateBefore: state, joinState: ordered, version: version}
+	if sent != nil && sent.GetMembersOmitted() {
+		in.partialServers = []string{string(resident)}
+		for _, s := range sent.GetServersInRoom() {
+			if s != string(resident) && s != string(r.serverName) && !slices.Contains(in.partialServers, s) {
+				in.partialServers = append(in.partialServers, s)
+			}
+		}
+	}
+	ev, err := r.persist(ctx, in)
 	if err != nil {
 		return nil, fmt.Errorf("storing the joined room: %w", err)
+	}
+	if in.partialServers != nil {
+		r.startResync(join.RoomID().String())
 	}
 	return ev, nil
 }

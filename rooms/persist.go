@@ -98,6 +98,10 @@ type incoming struct {
 	// hear of the room (join, out of room); pdu.Version() is the base
 	// version for MSC3757 rooms (owned.go).
 	version gomatrixserverlib.RoomVersion
+	// partialServers, for a join whose answer omitted the members
+	// (MSC3706), are the servers to resync the room's state from, the
+	// resident first (partial_state.go).
+	partialServers []string
 	// device and txnID record a local send's transaction.
 	device, txnID *string
 	// policyRefused: the room's policy server did not sign the event
@@ -122,6 +126,9 @@ type roomWrite struct {
 	// headMoved: room's extremities or current state changed; the caller
 	// stores the head once for the transaction.
 	headMoved bool
+	// partial: the room's state is partial (MSC3902), known for live
+	// events only.
+	partial bool
 }
 
 // newRoomWrite starts writing events to a room whose row the transaction
@@ -231,7 +238,11 @@ func (r *Rooms) beginWrite(ctx context.Context, tx *sql.Tx, roomID string, in in
 	if err != nil {
 		return nil, err
 	}
-	return r.newRoomWrite(ctx, tx, &room)
+	w, err := r.newRoomWrite(ctx, tx, &room)
+	if err == nil && in.arrival == arriveLive {
+		w.partial, err = storage.IsPartialState(ctx, tx, roomID)
+	}
+	return w, err
 }
 
 // persistEvent is the one road: it authorises an event, works out the
@@ -263,6 +274,11 @@ func (r *Rooms) persistEvent(ctx context.Context, tx *sql.Tx, w *roomWrite, in i
 		}
 		if err := storage.InsertOutliers(ctx, tx, rows); err != nil {
 			return nil, err
+		}
+		if in.partialServers != nil {
+			if err := storage.PutPartialStateRoom(ctx, tx, roomID, pdu.EventID(), in.partialServers, time.Now().UnixMilli()); err != nil {
+				return nil, err
+			}
 		}
 	}
 	ev := &Event{PDU: pdu, Event: eventRow(pdu), Distributed: a == arriveJoin}
@@ -386,7 +402,14 @@ func (r *Rooms) stateBefore(ctx context.Context, tx *sql.Tx, w *roomWrite, in in
 	if st == nil {
 		var sets []map[storage.StateKey]string
 		for _, p := range in.prevs {
-			s, err := r.snapshotState(ctx, tx, p.SnapshotAfter)
+			// Read again under the room's lock: a partial-state room's
+			// resync may have given the prev event its full state since
+			// it was looked up (partial_state.go).
+			row, err := storage.GetEvent(ctx, tx, p.EventID)
+			if err != nil {
+				return nil, err
+			}
+			s, err := r.snapshotState(ctx, tx, row.SnapshotAfter)
 			if err != nil {
 				return nil, err
 			}
@@ -396,6 +419,14 @@ func (r *Rooms) stateBefore(ctx context.Context, tx *sql.Tx, w *roomWrite, in in
 		var err error
 		if st, err = r.resolveStates(ctx, tx, w.ver, sets); err != nil {
 			return nil, fmt.Errorf("resolving: %w", err)
+		}
+	}
+	if w.partial {
+		// MSC3902: what the partial state lacks comes from the event's
+		// auth events, until the resync places it again.
+		var err error
+		if st, err = r.partialAuthState(ctx, tx, in.pdu, st); err != nil {
+			return nil, err
 		}
 	}
 	return r.snapshotFor(ctx, tx, w.room.RoomID, base, st, &w.snaps)
@@ -430,8 +461,8 @@ func (r *Rooms) authorise(ctx context.Context, tx *sql.Tx, w *roomWrite, a arriv
 			return nil
 		}
 	}
-	if a == arriveLive {
-		// Check 6: the current state allows it, else it is soft-failed:
+	if a == arriveLive && !w.partial {
+		// Check 6 (MSC3902: not while the state is partial): the current state allows it, else it is soft-failed:
 		// kept in the DAG but not shown, and not an extremity.
 		p, err := r.stateProvider(ctx, tx, w.cur.state, pdu, w.pending)
 		if err != nil {
@@ -534,4 +565,49 @@ func (r *Rooms) advanceHead(ctx context.Context, tx *sql.Tx, w *roomWrite, a arr
 	w.room.Extremities, w.room.MaxDepth, w.room.CurrentSnapshot = ext, max(w.room.MaxDepth, pdu.Depth()), cur.id
 	w.cur, w.headMoved = cur, true
 	return nil
+}
+
+// storeResyncedOutliers stores the events a resync of a partial-state room
+// fetched (partial_state.go), signatures checked: outliers, each checked
+// against its auth events (found among them or in have) in auth order and
+// stored rejected when they refuse it, all in one transaction.
+func (r *Rooms) storeResyncedOutliers(ctx context.Context, pdus []gomatrixserverlib.PDU, have map[string]*Event) (map[string]*Event, error) {
+	ordered := gomatrixserverlib.ReverseTopologicalOrdering(pdus, gomatrixserverlib.TopologicalOrderByAuthEvents)
+	out := make(map[string]*Event, len(ordered))
+	rows := make([]storage.Event, 0, len(ordered))
+	for _, p := range ordered {
+		ev := &Event{PDU: p, Event: eventRow(p)}
+		ev.Outlier = true
+		var auth []gomatrixserverlib.PDU
+		for _, id := range p.AuthEventIDs() {
+			a, ok := out[id]
+			if !ok {
+				a, ok = have[id]
+			}
+			if !ok || a.Rejected {
+				ev.Rejected = true
+				break
+			}
+			auth = append(auth, a.PDU)
+		}
+		if !ev.Rejected {
+			provider, err := gomatrixserverlib.NewAuthEvents(auth)
+			ev.Rejected = err != nil || allowed(p, provider) != nil
+		}
+		if ev.Rejected {
+			r.log.Info("resync: a fetched state event is rejected", "event", p.EventID())
+		}
+		out[p.EventID()] = ev
+		rows = append(rows, ev.Event)
+	}
+	if len(rows) == 0 {
+		return out, nil
+	}
+	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		if err := r.db.LockEventStream(ctx, tx); err != nil {
+			return err
+		}
+		return storage.InsertOutliers(ctx, tx, rows)
+	})
+	return out, err
 }

@@ -55,6 +55,10 @@ type Rooms struct {
 	invites  InviteClient
 	members  MembershipClient
 	backfill backfillMemo
+	// PartialStateJoins: remote joins ask for partial state (MSC3706)
+	// and resync the rest in the background.
+	PartialStateJoins bool
+	resync            resyncer
 	// policyClient asks remote policy servers; policyServer, when set, is
 	// this server acting as one (policy.go).
 	policyClient PolicyClient
@@ -88,9 +92,9 @@ const (
 func New(db *storage.DB, serverName string, key serverkey.Key, log *slog.Logger) *Rooms {
 	return &Rooms{
 		db: db, serverName: spec.ServerName(serverName), key: key, log: log,
-		DefaultVersion: DefaultVersion,
-		snapshots:      newSnapshotCache(snapshotCacheEntries),
-		pdus:           newPDUCache(pduCacheBytes),
+		DefaultVersion: DefaultVersion, PartialStateJoins: true,
+		snapshots: newSnapshotCache(snapshotCacheEntries),
+		pdus:      newPDUCache(pduCacheBytes),
 	}
 }
 

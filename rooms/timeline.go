@@ -10,11 +10,21 @@ import (
 // topological order, and reports whether the end of the timeline in that
 // direction was reached.
 func (r *Rooms) Page(ctx context.Context, roomID string, from TopoToken, backwards bool, limit int) ([]*Event, bool, error) {
+	return r.page(ctx, roomID, from, backwards, limit, true)
+}
+
+// PageLocal is Page without asking other servers for history (backfill):
+// for a position in what we hold already (/members?at=).
+func (r *Rooms) PageLocal(ctx context.Context, roomID string, from TopoToken, backwards bool, limit int) ([]*Event, bool, error) {
+	return r.page(ctx, roomID, from, backwards, limit, false)
+}
+
+func (r *Rooms) page(ctx context.Context, roomID string, from TopoToken, backwards bool, limit int, fill bool) ([]*Event, bool, error) {
 	rows, err := storage.RoomEventsTopological(ctx, r.db.Read(), roomID, from.Depth, from.Pos, from.Stream, backwards, limit)
 	if err != nil {
 		return nil, false, err
 	}
-	if backwards && r.members != nil {
+	if backwards && fill && r.members != nil {
 		// Holes in our copy: before the page's events (a join over
 		// federation, a rejoin after a while away) or, at its start, before
 		// the earliest events. Ask a server in the room for what lies

@@ -1,0 +1,626 @@
+package rooms
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hearth-matrix/hearth/storage"
+)
+
+// Partial-state joins (MSC3706, MSC3902; server-server API, send_join
+// with omit_members): the resident side's reduced answer.
+
+// maxPartialHeroes is the number of heroes a client's room summary shows
+// (client-server API, Calculating the display name for a room).
+const maxPartialHeroes = 5
+
+// partialJoinState answers a send_join with omit_members=true: the state
+// before the join without m.room.member events, except the joining user's
+// own, those the join's auth events name, and, for a room with neither
+// name nor canonical alias, the heroes' (joined or invited members, as
+// sync picks them) so the joining server
+// can name the room at once; and the auth chain of the join and of that
+// state, less the events already in the state.
+func (r *Rooms) partialJoinState(ctx context.Context, roomID string, join gomatrixserverlib.PDU, snapshotID int64) (state, authChain []gomatrixserverlib.PDU, err error) {
+	before, err := r.StateAt(ctx, snapshotID)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The join's own auth events stay too: a restricted join names the
+	// membership of the user who authorised it, which the joining server
+	// checks the join against.
+	authOfJoin := map[string]bool{}
+	for _, id := range join.AuthEventIDs() {
+		authOfJoin[id] = true
+	}
+	keep := State{}
+	for k, id := range before {
+		if k.Type != spec.MRoomMember || (join.StateKey() != nil && k.StateKey == *join.StateKey()) || authOfJoin[id] {
+			keep[k] = id
+		}
+	}
+	_, named := before[storage.StateKey{Type: spec.MRoomName}]
+	_, aliased := before[storage.StateKey{Type: spec.MRoomCanonicalAlias}]
+	if !named && !aliased {
+		heroes, err := r.heroesIn(ctx, roomID, join, before)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, k := range heroes {
+			keep[k] = before[k]
+		}
+	}
+	evs, err := r.StateEvents(ctx, keep)
+	if err != nil {
+		return nil, nil, err
+	}
+	inState := make(map[string]bool, len(evs))
+	for _, ev := range evs {
+		state = append(state, ev.PDU)
+		inState[ev.EventID] = true
+	}
+	chain, err := r.authChain(ctx, r.db.Read(), append([]gomatrixserverlib.PDU{join}, state...))
+	if err != nil {
+		return nil, nil, err
+	}
+	// "Any events returned within state can be omitted from auth_chain."
+	for _, ev := range chain {
+		if !inState[ev.EventID] {
+			authChain = append(authChain, ev.PDU)
+		}
+	}
+	return state, authChain, nil
+}
+
+// heroesIn picks the heroes of the state before a join from the room's
+// member list (which carries memberships, so no member event is loaded):
+// joined or invited users other than the joining one, by user ID, whose
+// membership in before is the one the list names.
+func (r *Rooms) heroesIn(ctx context.Context, roomID string, join gomatrixserverlib.PDU, before State) ([]storage.StateKey, error) {
+	members, err := storage.MembersOfRoom(ctx, r.db.Read(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(members, func(i, j int) bool { return members[i].UserID < members[j].UserID })
+	var out []storage.StateKey
+	for _, m := range members {
+		if len(out) == maxPartialHeroes {
+			break
+		}
+		k := storage.StateKey{Type: spec.MRoomMember, StateKey: m.UserID}
+		if (m.Membership != spec.Join && m.Membership != spec.Invite) || m.EventID != before[k] ||
+			(join.StateKey() != nil && m.UserID == *join.StateKey()) {
+			continue
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// ServersBeforeJoin lists the servers in the room before a remote user's
+// join (MSC3706 servers_in_room): the joining server only if another of
+// its users was joined already.
+func (r *Rooms) ServersBeforeJoin(ctx context.Context, roomID, joiningUser string) ([]spec.ServerName, error) {
+	ms, err := storage.MembersOfRoom(ctx, r.db.Read(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[spec.ServerName]bool{}
+	out := []spec.ServerName{}
+	for _, m := range ms {
+		if m.Membership != spec.Join || m.UserID == joiningUser {
+			continue
+		}
+		_, domain, err := gomatrixserverlib.SplitID('@', m.UserID)
+		if err != nil || seen[domain] {
+			continue
+		}
+		seen[domain] = true
+		out = append(out, domain)
+	}
+	return out, nil
+}
+
+// The joining side (MSC3902): send_join asks for partial state; the room is
+// stored with what came and is usable at once; the full state is fetched
+// in the background (resync) and the room's events placed on it again.
+
+// partialJoinClient is the part of a JoinClient that asks for a
+// partial-state answer (omit_members=true); federation's client has it.
+type partialJoinClient interface {
+	SendJoinPartialState(ctx context.Context, origin, s spec.ServerName, event gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error)
+}
+
+// StateFetcher is the part of a Remote that fetches the whole state before
+// an event with its auth chain (/state), one request instead of one per
+// event when a resync lacks many.
+type StateFetcher interface {
+	StateAt(ctx context.Context, server spec.ServerName, roomID, eventID string) (state, authChain []json.RawMessage, err error)
+}
+
+// partialAnswer is a partial send_join answer as the library's checks
+// (PerformJoin, CheckSendJoinResponse) read it: they look for the create
+// event and every auth event in auth_chain, from which MSC3706 lets the
+// resident leave out what state holds; both lists go there.
+type partialAnswer struct {
+	gomatrixserverlib.SendJoinResponse
+}
+
+func (p partialAnswer) GetAuthEvents() gomatrixserverlib.EventJSONs {
+	return append(append(gomatrixserverlib.EventJSONs{}, p.SendJoinResponse.GetAuthEvents()...), p.GetStateEvents()...)
+}
+
+// resyncer runs the background resyncs of one process.
+type resyncer struct {
+	mu      sync.Mutex
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	running map[string]bool
+	// done has a channel per partial room this process waits on, closed
+	// when the room's state is complete.
+	done map[string]chan struct{}
+	// onComplete is told of each room whose state became complete, with
+	// the stream position eager syncs show it from.
+	onComplete []func(roomID string, pos int64)
+}
+
+// OnStateComplete registers fn to be told when a partial-state room's
+// state is complete (sync wakes its users with it).
+func (r *Rooms) OnStateComplete(fn func(roomID string, pos int64)) {
+	r.resync.mu.Lock()
+	defer r.resync.mu.Unlock()
+	r.resync.onComplete = append(r.resync.onComplete, fn)
+}
+
+// StartResyncs resumes the resyncs of the rooms still partial (after a
+// restart, or a kill -9 mid-resync) and lets new partial joins start theirs.
+func (r *Rooms) StartResyncs(ctx context.Context) error {
+	rs := &r.resync
+	rs.mu.Lock()
+	if rs.cancel == nil {
+		rs.ctx, rs.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	}
+	rs.mu.Unlock()
+	pending, err := storage.PendingPartialStateRooms(ctx, r.db.Read())
+	if err != nil {
+		return err
+	}
+	for _, p := range pending {
+		r.startResync(p.RoomID)
+	}
+	return nil
+}
+
+// StopResyncs stops the background resyncs and waits for them; a stopped
+// resync resumes at the next start.
+func (r *Rooms) StopResyncs() {
+	rs := &r.resync
+	rs.mu.Lock()
+	cancel := rs.cancel
+	rs.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	rs.wg.Wait()
+}
+
+// startResync starts the room's resync unless it runs already (or resyncs
+// are not started: then the next start resumes it).
+func (r *Rooms) startResync(roomID string) {
+	rs := &r.resync
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.ctx == nil || rs.ctx.Err() != nil || rs.running[roomID] {
+		return
+	}
+	if rs.running == nil {
+		rs.running = map[string]bool{}
+	}
+	rs.running[roomID] = true
+	rs.wg.Add(1)
+	ctx := rs.ctx
+	go func() {
+		defer rs.wg.Done()
+		defer func() {
+			rs.mu.Lock()
+			delete(rs.running, roomID)
+			rs.mu.Unlock()
+		}()
+		wait := time.Second
+		for {
+			err := r.resyncRoom(ctx, roomID)
+			if err == nil || ctx.Err() != nil {
+				return
+			}
+			r.log.Warn("resyncing a partial-state room", "room", roomID, "err", err, "retry_in", wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, time.Minute)
+		}
+	}()
+}
+
+// IsPartialState reports whether the room's state is partial now.
+func (r *Rooms) IsPartialState(ctx context.Context, roomID string) (bool, error) {
+	return storage.IsPartialState(ctx, r.db.Read(), roomID)
+}
+
+// AwaitFullState blocks until the room's state is complete (MSC3902:
+// requests that need the remote members wait for the resync), or ctx ends.
+func (r *Rooms) AwaitFullState(ctx context.Context, roomID string) error {
+	for {
+		partial, err := r.IsPartialState(ctx, roomID)
+		if err != nil || !partial {
+			return err
+		}
+		rs := &r.resync
+		rs.mu.Lock()
+		if rs.done == nil {
+			rs.done = map[string]chan struct{}{}
+		}
+		ch, ok := rs.done[roomID]
+		if !ok {
+			ch = make(chan struct{})
+			rs.done[roomID] = ch
+		}
+		rs.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		case <-time.After(time.Second): // another process may complete it
+		}
+	}
+}
+
+// resyncRoom fetches the full state before the join from the servers in
+// the room, the resident first, and completes the room with it.
+func (r *Rooms) resyncRoom(ctx context.Context, roomID string) error {
+	ps, err := storage.GetPartialStateRoom(ctx, r.db.Read(), roomID)
+	if errors.Is(err, storage.ErrNotFound) || (err == nil && ps.CompletedPos != nil) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	join, err := r.Event(ctx, ps.JoinEventID)
+	if err != nil {
+		return err
+	}
+	ver, err := r.roomVersion(ctx, r.db.Read(), roomID)
+	if err != nil {
+		return err
+	}
+	lastErr := errors.New("no other server to resync from")
+	for _, s := range ps.Servers {
+		server := spec.ServerName(s)
+		if server == r.serverName {
+			continue
+		}
+		st, err := r.fullStateBefore(ctx, server, ver, join)
+		if err != nil {
+			lastErr = fmt.Errorf("from %s: %w", server, err)
+			r.log.Info("resyncing a partial-state room", "room", roomID, "server", server, "err", err)
+			continue
+		}
+		return r.completeState(ctx, roomID, join, st)
+	}
+	return lastErr
+}
+
+// fetchOneByOne is how many missing events are fetched with /event before
+// one /state request is cheaper.
+const fetchOneByOne = 10
+
+// fullStateBefore asks server for the state before the join: for each of
+// its prev events P the state before P (state_ids, then the events we
+// lack, by /state or /event), plus P, resolved together. Fetched events are
+// checked (signatures, allowed by their auth events) and stored as
+// outliers; a rejected one is left out of the state.
+func (r *Rooms) fullStateBefore(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.IRoomVersion, join *Event) (State, error) {
+	roomID := join.RoomID
+	var sets []map[storage.StateKey]string
+	for _, prevID := range join.PDU.PrevEventIDs() {
+		if p, err := r.knownInDAG(ctx, []string{prevID}); err != nil {
+			return nil, err
+		} else if ev, ok := p[prevID]; ok {
+			s, err := r.snapshotState(ctx, r.db.Read(), ev.SnapshotAfter)
+			if err != nil {
+				return nil, err
+			}
+			sets = append(sets, s.state)
+			continue
+		}
+		stateIDs, authIDs, err := r.remote.StateIDsAt(ctx, server, roomID, prevID)
+		if err != nil {
+			return nil, fmt.Errorf("state_ids at %s: %w", prevID, err)
+		}
+		need := slices.Concat(stateIDs, authIDs, []string{prevID})
+		evs, err := r.fetchChecked(ctx, server, ver, roomID, prevID, need)
+		if err != nil {
+			return nil, err
+		}
+		st := map[storage.StateKey]string{}
+		for _, id := range append(stateIDs, prevID) {
+			if ev, ok := evs[id]; ok && ev.StateKey != nil && !ev.Rejected {
+				st[storage.StateKey{Type: ev.Type, StateKey: *ev.StateKey}] = id
+			}
+		}
+		sets = append(sets, st)
+	}
+	return r.resolveStates(ctx, r.db.Read(), ver, sets)
+}
+
+// fetchChecked returns the events of ids, fetching from server (and
+// storing as outliers) those we lack; events server cannot produce are
+// absent from the result.
+func (r *Rooms) fetchChecked(ctx context.Context, server spec.ServerName, ver gomatrixserverlib.IRoomVersion, roomID, at string, ids []string) (map[string]*Event, error) {
+	have, err := r.known(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	wanted := map[string]bool{}
+	for _, id := range ids {
+		if _, ok := have[id]; !ok {
+			wanted[id] = true
+		}
+	}
+	if len(wanted) == 0 {
+		return have, nil
+	}
+	parsed := map[string]gomatrixserverlib.PDU{}
+	if sf, ok := r.remote.(StateFetcher); ok && len(wanted) > fetchOneByOne {
+		state, chain, err := sf.StateAt(ctx, server, roomID, at)
+		if err != nil {
+			r.log.Info("resync: /state failed, fetching events one by one", "room", roomID, "server", server, "err", err)
+		}
+		for _, raw := range slices.Concat(state, chain) {
+			if p, err := parsePDU(ver, raw); err == nil && wanted[p.EventID()] {
+				parsed[p.EventID()] = p
+			}
+		}
+	}
+	var pdus []gomatrixserverlib.PDU
+	for id := range wanted {
+		p, ok := parsed[id]
+		if !ok {
+			raw, err := r.remote.Event(ctx, server, id)
+			if err != nil {
+				r.log.Info("resync: an event is unavailable", "event", id, "server", server, "err", err)
+				continue
+			}
+			if p, err = parsePDU(ver, raw); err != nil || p.EventID() != id {
+				r.log.Info("resync: dropping a broken event", "event", id, "server", server, "err", err)
+				continue
+			}
+		}
+		if p.RoomID().String() != roomID {
+			continue
+		}
+		pdus = append(pdus, p)
+	}
+	kept := pdus[:0]
+	for i, err := range gomatrixserverlib.VerifyAllEventSignatures(ctx, pdus, r.verifier, userIDForSender) {
+		if err != nil {
+			r.log.Info("resync: dropping an event with bad signatures", "event", pdus[i].EventID(), "err", err)
+			continue
+		}
+		kept = append(kept, pdus[i])
+	}
+	evs, err := r.storeResyncedOutliers(ctx, kept, have)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(have, evs)
+	return have, nil
+}
+
+// completeState makes a partial-state room whole: the join gets the full
+// state before it, every later event of the room its state again from its
+// prev events (and its auth checked against it: an event the full state
+// refuses is rejected now; one rejected by its own auth events stays
+// so, one the partial state refused may be accepted), the current state
+// is resolved from the forward extremities, and the room is marked
+// complete, all in one transaction under the room's lock.
+func (r *Rooms) completeState(ctx context.Context, roomID string, join *Event, full State) error {
+	unlock := r.locks.lock(roomID)
+	defer unlock()
+	var snaps []*snapshot
+	var changed []string
+	var pos int64
+	done := false
+	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
+		ps, err := storage.GetPartialStateRoom(ctx, tx, roomID)
+		if err != nil || ps.CompletedPos != nil || ps.JoinEventID != join.EventID {
+			done = err == nil
+			return err
+		}
+		room, err := r.db.LockRoom(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
+		w, err := r.newRoomWrite(ctx, tx, &room)
+		if err != nil {
+			return err
+		}
+		joinRow, err := storage.GetEvent(ctx, tx, join.EventID)
+		if err != nil {
+			return err
+		}
+		rows, err := storage.RoomEventsFrom(ctx, tx, roomID, joinRow.StreamPos)
+		if err != nil {
+			return err
+		}
+		after := map[string]*snapshot{}
+		for _, row := range rows {
+			ev, err := r.parseEvent(ctx, tx, row)
+			if err != nil {
+				return err
+			}
+			var before *snapshot
+			if row.EventID == join.EventID {
+				if before, err = r.snapshotFor(ctx, tx, roomID, w.cur, full, &w.snaps); err != nil {
+					return err
+				}
+			} else {
+				var sets []map[storage.StateKey]string
+				var base *snapshot
+				for _, p := range ev.PDU.PrevEventIDs() {
+					if s, ok := after[p]; ok {
+						sets, base = append(sets, s.state), s
+					}
+				}
+				if len(sets) == 0 || len(sets) < len(ev.PDU.PrevEventIDs()) {
+					// A prev event before the join or never had (or none:
+					// history that get_missing_events brought after the
+					// join): the event's state came from elsewhere
+					// (state_ids for a hole); it stays.
+					s, err := r.snapshotState(ctx, tx, row.SnapshotAfter)
+					if err != nil {
+						return err
+					}
+					after[row.EventID] = s
+					continue
+				}
+				st, err := r.resolveStates(ctx, tx, w.ver, sets)
+				if err != nil {
+					return err
+				}
+				if before, err = r.snapshotFor(ctx, tx, roomID, base, st, &w.snaps); err != nil {
+					return err
+				}
+			}
+			// Checked again whatever it was: an event its own auth
+			// events refuse stays rejected, one the partial state
+			// refused may be allowed by the full state.
+			rejected := row.Rejected
+			if row.EventID != join.EventID {
+				why, err := r.rejection(ctx, tx, ev.PDU, before.state)
+				if err != nil {
+					return err
+				}
+				if rejected = why != ""; rejected {
+					r.log.Info("resync: rejecting an event the full state does not allow", "event", row.EventID, "why", why)
+				}
+			}
+			a := before
+			if k, ok := stateKeyOf(ev.PDU); ok && !rejected {
+				if a, err = r.newSnapshot(ctx, tx, roomID, before, State{k: row.EventID}); err != nil {
+					return err
+				}
+				w.snaps = append(w.snaps, a)
+			}
+			after[row.EventID] = a
+			if before.id != row.SnapshotBefore || a.id != row.SnapshotAfter || rejected != row.Rejected {
+				if err := storage.SetEventState(ctx, tx, row.EventID, before.id, a.id, rejected); err != nil {
+					return err
+				}
+				changed = append(changed, row.EventID)
+			}
+		}
+		var sets []map[storage.StateKey]string
+		base := w.cur
+		for _, id := range room.Extremities {
+			s, ok := after[id]
+			if !ok {
+				row, err := storage.GetEvent(ctx, tx, id)
+				if err != nil {
+					continue
+				}
+				if s, err = r.snapshotState(ctx, tx, row.SnapshotAfter); err != nil {
+					return err
+				}
+			}
+			sets, base = append(sets, s.state), s
+		}
+		st, err := r.resolveStates(ctx, tx, w.ver, sets)
+		if err != nil {
+			return err
+		}
+		cur, err := r.snapshotFor(ctx, tx, roomID, base, st, &w.snaps)
+		if err != nil {
+			return err
+		}
+		if err := r.updateCurrentState(ctx, tx, roomID, w.cur.state, cur.state); err != nil {
+			return err
+		}
+		if err := storage.UpdateRoomHead(ctx, tx, roomID, room.Extremities, room.MaxDepth, cur.id); err != nil {
+			return err
+		}
+		// The position eager syncs show the room from: a new one, even
+		// when the resync stored nothing.
+		if err := r.db.LockEventStream(ctx, tx); err != nil {
+			return err
+		}
+		if pos, err = storage.TakeStreamPos(ctx, tx, roomID); err != nil {
+			return err
+		}
+		snaps = w.snaps
+		return storage.CompletePartialStateRoom(ctx, tx, roomID, pos)
+	})
+	if err != nil {
+		return fmt.Errorf("completing the state: %w", err)
+	}
+	if done {
+		return nil
+	}
+	r.cache(nil, snaps)
+	if len(changed) > 0 {
+		r.ForgetEvents(changed...)
+	}
+	r.log.Info("the partial-state room is complete", "room", roomID, "state_events", len(full), "events_replaced", len(changed))
+	rs := &r.resync
+	rs.mu.Lock()
+	if ch, ok := rs.done[roomID]; ok {
+		close(ch)
+		delete(rs.done, roomID)
+	}
+	hooks := slices.Clone(rs.onComplete)
+	rs.mu.Unlock()
+	for _, fn := range hooks {
+		fn(roomID, pos)
+	}
+	return nil
+}
+
+// partialAuthState is the state a live event of a partial-state room is
+// checked against (MSC3902): the partial state before it, with the
+// event's own auth events for what it lacks (the members, mostly).
+func (r *Rooms) partialAuthState(ctx context.Context, q storage.Reader, pdu gomatrixserverlib.PDU, st State) (State, error) {
+	auth, err := r.Events(ctx, q, pdu.AuthEventIDs())
+	if err != nil {
+		return nil, err
+	}
+	out := st
+	cloned := false
+	for _, ev := range auth {
+		if ev.StateKey == nil || ev.Rejected {
+			continue
+		}
+		k := storage.StateKey{Type: ev.Type, StateKey: *ev.StateKey}
+		if _, ok := st[k]; ok {
+			continue
+		}
+		if !cloned {
+			out, cloned = State{}, true
+			maps.Copy(out, st)
+		}
+		out[k] = ev.EventID
+	}
+	return out, nil
+}
