@@ -346,9 +346,28 @@ func TestOneProcessSendsFederation(t *testing.T) {
 		}
 
 		// The new leader's lock connection breaks: it stops sending, then
-		// takes the lock again and sends, once.
+		// takes the lock again and sends, once. The message is sent once
+		// the lock is held again: one sent while the process still
+		// believed it led may be in flight when its senders stop, and be
+		// sent again by the next leader (at least once; the receiver
+		// drops the repeat by event ID).
+		before := leaderPIDs(t, p2)
+		if len(before) != 1 {
+			t.Fatalf("%d sessions hold the leadership lock, want 1", len(before))
+		}
 		if n := terminate(t, p2, leaderSession); n != 1 {
 			t.Fatalf("ended %d leader sessions, want 1", n)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			now := leaderPIDs(t, p2)
+			if len(now) == 1 && now[0] != before[0] {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no new leader 15 s after the old one's session ended (sessions %v, before %v)", now, before)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 		alice.on(p2).send(t, roomID, "after a new election")
 		waitForBodies(t, bob, roomID, []string{"after a new election"})
@@ -506,6 +525,38 @@ func terminate(t *testing.T, hs *hearthtest.Server, where string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// leaderPIDs are the PostgreSQL sessions holding hs's leadership lock.
+func leaderPIDs(t *testing.T, hs *hearthtest.Server) []int {
+	t.Helper()
+	db, err := sql.Open("pgx", hs.Config.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var key int32
+	if err := db.QueryRow(`SELECT hashtext(current_database() || '/' || current_schema())`).Scan(&key); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.Query(`SELECT pid FROM pg_stat_activity WHERE `+leaderSession,
+		fmt.Sprintf("hearth_%08x", uint32(key)), int64(uint32(key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var pids []int
+	for rows.Next() {
+		var pid int
+		if err := rows.Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, pid)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return pids
 }
 
 // listeners selects the sessions that listen for the processes' news.
