@@ -503,25 +503,33 @@ func TestOneProcessDeliversPushes(t *testing.T) {
 	})
 }
 
-// terminate ends the PostgreSQL sessions of hs's database that match
-// where (a condition on pg_stat_activity's pid, with $1 the channel and
-// lock key of hs's processes), as a network failure or an administrator
-// would, and returns how many it ended.
-func terminate(t *testing.T, hs *hearthtest.Server, where string) int {
+// clusterDB opens hs's database and returns the arguments the session
+// conditions below take: $1 the channel, $2 the lock key of hs's
+// processes. The caller closes the database.
+func clusterDB(t *testing.T, hs *hearthtest.Server) (*sql.DB, []any) {
 	t.Helper()
 	db, err := sql.Open("pgx", hs.Config.DatabaseURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
 	var key int32
 	if err := db.QueryRow(`SELECT hashtext(current_database() || '/' || current_schema())`).Scan(&key); err != nil {
+		db.Close()
 		t.Fatal(err)
 	}
+	return db, []any{fmt.Sprintf("hearth_%08x", uint32(key)), int64(uint32(key))}
+}
+
+// terminate ends the PostgreSQL sessions of hs's database that match
+// where (a condition on pg_stat_activity's pid, see clusterDB), as a
+// network failure or an administrator would, and returns how many it
+// ended.
+func terminate(t *testing.T, hs *hearthtest.Server, where string) int {
+	t.Helper()
+	db, args := clusterDB(t, hs)
+	defer db.Close()
 	var n int
-	err = db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE `+where,
-		fmt.Sprintf("hearth_%08x", uint32(key)), int64(uint32(key))).Scan(&n)
-	if err != nil {
+	if err := db.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE `+where, args...).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -530,17 +538,9 @@ func terminate(t *testing.T, hs *hearthtest.Server, where string) int {
 // leaderPIDs are the PostgreSQL sessions holding hs's leadership lock.
 func leaderPIDs(t *testing.T, hs *hearthtest.Server) []int {
 	t.Helper()
-	db, err := sql.Open("pgx", hs.Config.DatabaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, args := clusterDB(t, hs)
 	defer db.Close()
-	var key int32
-	if err := db.QueryRow(`SELECT hashtext(current_database() || '/' || current_schema())`).Scan(&key); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := db.Query(`SELECT pid FROM pg_stat_activity WHERE `+leaderSession,
-		fmt.Sprintf("hearth_%08x", uint32(key)), int64(uint32(key)))
+	rows, err := db.Query(`SELECT pid FROM pg_stat_activity WHERE `+leaderSession, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
