@@ -154,3 +154,85 @@ func TestPartialStateJoinDeviceLists(t *testing.T) {
 		})
 	})
 }
+
+// A local user joining a room whose state is partial (MSC3902) is joined
+// through a server with the full state: our partial state lacks the
+// members, so it cannot see a ban. A user B banned is refused; another
+// joins through B's make_join and send_join; one already joined stays.
+func TestPartialStateLocalJoinThroughResident(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		a, bsrv := fed[0], fed[1]
+		alice := newFedUser(t, bsrv, "alice")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat", "name": "Big room"})
+		dave := "@dave:" + a.Config.ServerName
+		hearthtest.Expect(t, alice.do(t, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/ban", map[string]any{"user_id": dave}), http.StatusOK, "")
+
+		release := make(chan struct{})
+		var releaseOnce sync.Once
+		t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+		var mu sync.Mutex
+		sendJoins := 0
+		bsrv.WrapFederation(func(fedH, _ http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if strings.Contains(req.URL.Path, "/state_ids/") {
+					select {
+					case <-release:
+					case <-req.Context().Done():
+						return
+					}
+				}
+				if strings.Contains(req.URL.Path, "/send_join/") {
+					mu.Lock()
+					sendJoins++
+					mu.Unlock()
+				}
+				fedH.ServeHTTP(w, req)
+			})
+		})
+		charlie := newFedUser(t, a, "charlie")
+		joinVia(t, charlie, roomID, alice)
+		ctx := context.Background()
+		if partial, err := a.Rooms.IsPartialState(ctx, roomID); err != nil || !partial {
+			t.Fatalf("after the join: partial %v, %v", partial, err)
+		}
+
+		daveUser := newFedUser(t, a, "dave")
+		r := daveUser.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{})
+		hearthtest.Expect(t, r, http.StatusForbidden, "M_FORBIDDEN")
+		if m, _, err := a.Rooms.MembershipOf(ctx, roomID, dave); err == nil && m == "join" {
+			t.Fatal("dave, banned on B, joined through A's partial state")
+		}
+
+		erin := newFedUser(t, a, "erin")
+		hearthtest.Expect(t, erin.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{}), http.StatusOK, "")
+		alice.waitMembership(t, roomID, erin.id, "join")
+		if m, _, err := a.Rooms.MembershipOf(ctx, roomID, erin.id); err != nil || m != "join" {
+			t.Fatalf("erin on A: %q, %v", m, err)
+		}
+		// Joining again while joined (a profile change) stays local.
+		hearthtest.Expect(t, erin.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{}), http.StatusOK, "")
+		mu.Lock()
+		n := sendJoins
+		mu.Unlock()
+		if n != 2 { // charlie's and erin's
+			t.Fatalf("B answered %d send_join requests, want 2", n)
+		}
+		releaseOnce.Do(func() { close(release) })
+		actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := a.Rooms.AwaitFullState(actx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		// Complete: a join is local again.
+		frank := newFedUser(t, a, "frank")
+		hearthtest.Expect(t, frank.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{}), http.StatusOK, "")
+		alice.waitMembership(t, roomID, frank.id, "join")
+		mu.Lock()
+		n = sendJoins
+		mu.Unlock()
+		if n != 2 {
+			t.Fatalf("B answered %d send_join requests after the resync, want 2", n)
+		}
+	})
+}
