@@ -1,8 +1,10 @@
 package federation_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -173,8 +175,16 @@ func TestPartialStateLocalJoinThroughResident(t *testing.T) {
 		t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
 		var mu sync.Mutex
 		sendJoins := 0
+		var pushed []string // the bodies of the transactions A sent B
 		bsrv.WrapFederation(func(fedH, _ http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if req.Method == http.MethodPut && strings.Contains(req.URL.Path, "/federation/v1/send/") {
+					body, _ := io.ReadAll(req.Body)
+					req.Body = io.NopCloser(bytes.NewReader(body))
+					mu.Lock()
+					pushed = append(pushed, string(body))
+					mu.Unlock()
+				}
 				if strings.Contains(req.URL.Path, "/state_ids/") {
 					select {
 					case <-release:
@@ -210,6 +220,18 @@ func TestPartialStateLocalJoinThroughResident(t *testing.T) {
 		if m, _, err := a.Rooms.MembershipOf(ctx, roomID, erin.id); err != nil || m != "join" {
 			t.Fatalf("erin on A: %q, %v", m, err)
 		}
+		// B, which took the join, sends it to the room: A does not send it
+		// to B again (a later event of erin's, sent after it, arrives).
+		r = erin.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/t1", map[string]any{"msgtype": "m.text", "body": "erin is here"})
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		alice.waitForMessage(t, roomID, "erin is here")
+		mu.Lock()
+		for _, body := range pushed {
+			if strings.Contains(body, `"state_key":"`+erin.id+`"`) {
+				t.Errorf("A sent erin's join to B in a transaction: %s", body)
+			}
+		}
+		mu.Unlock()
 		// Joining again while joined (a profile change) stays local.
 		hearthtest.Expect(t, erin.do(t, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{}), http.StatusOK, "")
 		mu.Lock()
