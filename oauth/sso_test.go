@@ -531,6 +531,33 @@ func TestCompanySSO(t *testing.T) {
 		}
 		hearthtest.Expect(t, del(map[string]any{"type": "m.login.sso", "session": uia}), http.StatusOK, "")
 
+		// With password login off, a linked account that has a password
+		// too is offered the SSO stage only, and its password is refused.
+		if err := s.Server.DB.WriteTx(t.Context(), func(tx *sql.Tx) error {
+			hash, err := s.Accounts.Passwords.Hash(t.Context(), "carol-password")
+			if err != nil {
+				return err
+			}
+			return storage.SetPasswordHash(t.Context(), tx, carol, hash)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		noPassword := s.Config
+		noPassword.PasswordLogin = false
+		if err := s.Reload(s.Config.WithReloaded(noPassword)); err != nil {
+			t.Fatal(err)
+		}
+		logout := func(auth map[string]any) hearthtest.Response {
+			return s.Do(t, "POST", "/_matrix/client/v3/account/password", carolToken, map[string]any{"new_password": "x", "auth": auth})
+		}
+		if r = logout(nil); r.Status != http.StatusUnauthorized || !strings.Contains(string(r.Body), `"flows":[{"stages":["m.login.sso"]}]`) {
+			t.Fatalf("UIA flows with password login off: %d %s", r.Status, r.Body)
+		}
+		pw := map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": carol}, "password": "carol-password"}
+		if r = logout(pw); r.Status != http.StatusUnauthorized || r.ErrCode() != "M_FORBIDDEN" || !strings.Contains(string(r.Body), `"flows":[{"stages":["m.login.sso"]}]`) {
+			t.Fatalf("password stage with password login off: %d %s", r.Status, r.Body)
+		}
+
 		// A deactivated account is refused, and its name is not given again.
 		if err := s.Server.DB.WriteTx(t.Context(), func(tx *sql.Tx) error { return storage.DeactivateUser(t.Context(), tx, carol, false) }); err != nil {
 			t.Fatal(err)
