@@ -10,19 +10,25 @@ import (
 	"github.com/hearth-matrix/hearth/hearthtest"
 )
 
+// noticesServer is a server with notices on, a user alice and an admin.
+func noticesServer(t *testing.T, b hearthtest.Backend) (hs *hearthtest.Server, alice, admin user) {
+	t.Helper()
+	hs = hearthtest.NewServer(t, b, func(c *config.Config) { c.ServerNoticesLocalpart = "notices" })
+	alice = newUser(t, hs, "alice")
+	login, err := hs.Accounts.Register(t.Context(), accountsNewAdmin("admin", "password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hs, alice, user{hs, login.UserID, login.AccessToken}
+}
+
 // TestServerNotices: an admin's notice makes the user's notices room
 // (invite, m.server_notice tag), the invite cannot be rejected, the user
 // may leave after joining and the next notice re-invites into the same
 // room; PUT with a txnId is idempotent; only admins may send.
 func TestServerNotices(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
-		hs := hearthtest.NewServer(t, b, func(c *config.Config) { c.ServerNoticesLocalpart = "notices" })
-		alice := newUser(t, hs, "alice")
-		login, err := hs.Accounts.Register(t.Context(), accountsNewAdmin("admin", "password"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		admin := user{hs, login.UserID, login.AccessToken}
+		hs, alice, admin := noticesServer(t, b)
 		const send = "/_synapse/admin/v1/send_server_notice"
 		notice := map[string]any{"user_id": alice.id, "content": map[string]any{"msgtype": "m.server_notice", "body": "maintenance at noon"}}
 
@@ -83,13 +89,7 @@ func TestServerNotices(t *testing.T) {
 // m.server_notice in place of the old one, instead of failing.
 func TestServerNoticesRoomReplaced(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
-		hs := hearthtest.NewServer(t, b, func(c *config.Config) { c.ServerNoticesLocalpart = "notices" })
-		alice := newUser(t, hs, "alice")
-		login, err := hs.Accounts.Register(t.Context(), accountsNewAdmin("admin", "password"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		admin := user{hs, login.UserID, login.AccessToken}
+		_, alice, admin := noticesServer(t, b)
 		notice := map[string]any{"user_id": alice.id, "content": map[string]any{"msgtype": "m.server_notice", "body": "hello"}}
 		noticeRoom := func() string {
 			t.Helper()
