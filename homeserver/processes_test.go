@@ -229,6 +229,60 @@ func TestSuspendAcrossProcesses(t *testing.T) {
 	})
 }
 
+// A shadow-ban and a message rate limit override set through one process
+// apply at once to sends through another, although the other had the
+// sender's token (which carries both) cached; lifting them works the
+// same way.
+func TestSenderModerationAcrossProcesses(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		p1, _, alice, bob, roomID := twoProcesses(t, func(c *config.Config) {
+			c.RateLimits = "on"
+			c.RateLimitMessagePerSecond, c.RateLimitMessageBurst = 0.001, 3
+		})
+		login, err := p1.Accounts.Register(t.Context(), accounts.NewUser{Localpart: "admin", Password: "password", Admin: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := user{p1, login.UserID, login.AccessToken}
+		send := func(u user, txn string) hearthtest.Response {
+			return u.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/"+txn,
+				map[string]any{"msgtype": "m.text", "body": txn})
+		}
+		visible := func(eventID string) bool {
+			return alice.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/event/"+url.PathEscape(eventID), nil).Status == http.StatusOK
+		}
+		bobAdmin := "/_synapse/admin/v1/users/" + url.PathEscape(bob.id)
+
+		r := send(bob, "before") // bob's token is cached on p2
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !visible(r.JSON["event_id"].(string)) {
+			t.Fatal("a message before the shadow-ban is not in the room")
+		}
+		hearthtest.Expect(t, admin.do(t, "POST", bobAdmin+"/shadow_ban", map[string]any{}), http.StatusOK, "")
+		r = send(bob, "hidden")
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if visible(r.JSON["event_id"].(string)) {
+			t.Fatal("a shadow-banned user's message sent through the other process reached the room")
+		}
+		hearthtest.Expect(t, admin.do(t, "DELETE", bobAdmin+"/shadow_ban", nil), http.StatusOK, "")
+		r = send(bob, "seen")
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !visible(r.JSON["event_id"].(string)) {
+			t.Fatal("a message after the shadow-ban was lifted is not in the room")
+		}
+
+		// The burst of 3 is spent; an override of 0/0 lifts the limit, and
+		// removing it brings the limit back, both through p1.
+		hearthtest.Expect(t, send(bob, "limited"), http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
+		hearthtest.Expect(t, admin.do(t, "POST", bobAdmin+"/override_ratelimit", map[string]any{}), http.StatusOK, "")
+		for i := range 4 {
+			hearthtest.Expect(t, send(bob, fmt.Sprint("free", i)), http.StatusOK, "")
+		}
+		hearthtest.Expect(t, admin.do(t, "DELETE", bobAdmin+"/override_ratelimit", nil), http.StatusOK, "")
+		hearthtest.Expect(t, send(bob, "limited-again"), http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
+	})
+}
+
 // A message redacted through one process reads redacted through another
 // that had it in its event cache.
 func TestRedactionAcrossProcesses(t *testing.T) {
