@@ -283,6 +283,56 @@ func TestSenderModerationAcrossProcesses(t *testing.T) {
 	})
 }
 
+// A send retried through another process (a balancer without sticky
+// sessions) returns the first event, also when both attempts race: one
+// event per transaction ID.
+func TestTxnIDAcrossProcesses(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		p1, p2, alice, _, roomID := twoProcesses(t, nil)
+		send := func(hs *hearthtest.Server, txn string) hearthtest.Response {
+			return alice.on(hs).do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/"+txn,
+				map[string]any{"msgtype": "m.text", "body": txn})
+		}
+		first := send(p1, "retried")
+		hearthtest.Expect(t, first, http.StatusOK, "")
+		again := send(p2, "retried")
+		hearthtest.Expect(t, again, http.StatusOK, "")
+		if first.JSON["event_id"] != again.JSON["event_id"] {
+			t.Fatalf("a retry through the other process made a second event: %v, %v", first.JSON, again.JSON)
+		}
+		const races = 10
+		var wg sync.WaitGroup
+		ids := make([][2]any, races)
+		for i := range races {
+			for j, hs := range []*hearthtest.Server{p1, p2} {
+				wg.Go(func() {
+					r := send(hs, fmt.Sprint("race", i))
+					if r.Status == http.StatusOK {
+						ids[i][j] = r.JSON["event_id"]
+					}
+				})
+			}
+		}
+		wg.Wait()
+		for i, pair := range ids {
+			if pair[0] == nil || pair[0] != pair[1] {
+				t.Fatalf("race %d: the two processes answered %v", i, pair)
+			}
+		}
+		r := alice.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?dir=b&limit=100", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		n := 0
+		for _, ev := range r.JSON["chunk"].([]any) {
+			if ev.(map[string]any)["type"] == "m.room.message" {
+				n++
+			}
+		}
+		if n != races+1 {
+			t.Fatalf("%d messages, want %d (one per transaction ID)", n, races+1)
+		}
+	})
+}
+
 // A message redacted through one process reads redacted through another
 // that had it in its event cache.
 func TestRedactionAcrossProcesses(t *testing.T) {

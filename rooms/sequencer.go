@@ -110,24 +110,29 @@ type sendRequest struct {
 // the room (unlock) and tells observers in commit order, then completes
 // every request of the batch.
 //
-// A batch is first written without savepoints: a savepoint per send made
-// SQLite copy every page each send touched into its sub-journal, which
-// outgrew memory and went to a temporary file (6% of the CPU of a send in
-// BenchmarkSendConcurrent). Sends rarely fail, so when one does the whole
-// transaction is rolled back and the batch written again with a savepoint
-// per send, where the failing send fails alone.
+// A batch is first written optimistically: without savepoints and
+// without looking up transaction IDs. A savepoint per send made SQLite
+// copy every page each send touched into its sub-journal, which outgrew
+// memory and went to a temporary file (6% of the CPU of a send in
+// BenchmarkSendConcurrent); a retried transaction ID is found by the
+// primary key of client_txns when its row is inserted. Sends rarely fail
+// and clients rarely retry, so when one does the whole transaction is
+// rolled back and the batch written again carefully: each transaction ID
+// looked up first (a retry gets its first event) and each send under a
+// savepoint, where a failing send fails alone.
 func (r *Rooms) sendBatch(ctx context.Context, roomID string, batch []*sendRequest, unlock func()) {
 	var all []*Event
 	var snaps []*snapshot
-	write := func(savepoints bool) error {
+	write := func(careful bool) error {
 		return r.db.WriteTx(ctx, func(tx *sql.Tx) error {
 			var err error
-			all, snaps, err = r.writeBatch(ctx, tx, roomID, batch, savepoints)
+			all, snaps, err = r.writeBatch(ctx, tx, roomID, batch, careful)
 			return err
 		})
 	}
 	err := write(false)
-	if err != nil && len(batch) > 1 {
+	if err != nil && (len(batch) > 1 || errors.Is(err, storage.ErrConflict)) {
+		// (One send alone fails the same way again unless it was a retry.)
 		for _, req := range batch {
 			req.out, req.err = nil, nil
 		}
@@ -149,10 +154,12 @@ func (r *Rooms) sendBatch(ctx context.Context, roomID string, batch []*sendReque
 }
 
 // writeBatch writes a batch of sends in tx and returns the events and
-// snapshots written. With savepoints, each send runs under one and a send
-// that fails is rolled back alone (its request gets the error); without,
-// the first failing send fails the transaction.
-func (r *Rooms) writeBatch(ctx context.Context, tx *sql.Tx, roomID string, batch []*sendRequest, savepoints bool) ([]*Event, []*snapshot, error) {
+// snapshots written. Carefully, each send's transaction ID is looked up
+// first and each send (of several) runs under a savepoint, so a send that
+// fails is rolled back alone (its request gets the error); otherwise the
+// first failing send, or a transaction ID used before, fails the
+// transaction.
+func (r *Rooms) writeBatch(ctx context.Context, tx *sql.Tx, roomID string, batch []*sendRequest, careful bool) ([]*Event, []*snapshot, error) {
 	room, err := r.db.LockRoom(ctx, tx, roomID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil, mxhttp.NotFound("Unknown room %s", roomID)
@@ -165,8 +172,8 @@ func (r *Rooms) writeBatch(ctx context.Context, tx *sql.Tx, roomID string, batch
 		return nil, nil, err
 	}
 	for _, req := range batch {
-		if !savepoints {
-			if req.out, err = r.sendOne(ctx, tx, b, req.protos); err != nil {
+		if !careful || len(batch) == 1 {
+			if req.out, err = r.sendOne(ctx, tx, b, req.protos, careful); err != nil {
 				return nil, nil, err
 			}
 			continue
@@ -175,7 +182,7 @@ func (r *Rooms) writeBatch(ctx context.Context, tx *sql.Tx, roomID string, batch
 			return nil, nil, fmt.Errorf("savepoint: %w", err)
 		}
 		saved := b.save()
-		req.out, req.err = r.sendOne(ctx, tx, b, req.protos)
+		req.out, req.err = r.sendOne(ctx, tx, b, req.protos, true)
 		if req.err != nil {
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT hearth_send"); err != nil {
 				return nil, nil, fmt.Errorf("rolling back to savepoint: %w", err)
@@ -255,10 +262,11 @@ func (r *Rooms) txnEvent(ctx context.Context, tx *sql.Tx, b *roomWrite, p Proto)
 	return nil, fmt.Errorf("transaction %s names missing event %s", p.TxnID, id)
 }
 
-// sendOne appends one caller's events, or returns the event of an earlier
-// send with the same transaction ID.
-func (r *Rooms) sendOne(ctx context.Context, tx *sql.Tx, b *roomWrite, protos []Proto) ([]*Event, error) {
-	if len(protos) == 1 && protos[0].TxnID != "" {
+// sendOne appends one caller's events. With lookup, it returns instead
+// the event of an earlier send with the same transaction ID; without, such
+// a send fails with storage.ErrConflict (sendBatch tries again with it).
+func (r *Rooms) sendOne(ctx context.Context, tx *sql.Tx, b *roomWrite, protos []Proto, lookup bool) ([]*Event, error) {
+	if lookup && len(protos) == 1 && protos[0].TxnID != "" {
 		// A retry, possibly racing the first attempt: return its event.
 		if ev, err := r.txnEvent(ctx, tx, b, protos[0]); err == nil || !errors.Is(err, storage.ErrNotFound) {
 			return []*Event{ev}, err
