@@ -123,15 +123,17 @@ type sendRequest struct {
 func (r *Rooms) sendBatch(ctx context.Context, roomID string, batch []*sendRequest, unlock func()) {
 	var all []*Event
 	var snaps []*snapshot
+	// writeErr: the batch's writes failed, not the commit (whose outcome
+	// may be unknown: such a batch is not written again).
+	var writeErr error
 	write := func(careful bool) error {
 		return r.db.WriteTx(ctx, func(tx *sql.Tx) error {
-			var err error
-			all, snaps, err = r.writeBatch(ctx, tx, roomID, batch, careful)
-			return err
+			all, snaps, writeErr = r.writeBatch(ctx, tx, roomID, batch, careful)
+			return writeErr
 		})
 	}
 	err := write(false)
-	if err != nil && (len(batch) > 1 || errors.Is(err, storage.ErrConflict)) {
+	if writeErr != nil && (len(batch) > 1 || errors.Is(writeErr, storage.ErrConflict)) {
 		// (One send alone fails the same way again unless it was a retry.)
 		for _, req := range batch {
 			req.out, req.err = nil, nil
