@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,71 +33,135 @@ type notified struct {
 // recordEvents queues pushes for the recipients with pushers of evs (their
 // notifications were stored with the events, see Record) and moves the
 // progress, in chunks of one transaction each; then wakes the affected
-// senders.
+// senders. Rules are evaluated again here only for events with a
+// recipient who has pushers: most recipients have none, and their
+// outcome is already stored.
 func (p *Push) recordEvents(ctx context.Context, evs []*rooms.Event) error {
-	var maxPos int64
 	bases := map[string]*roomMembers{}
 	for len(evs) > 0 {
-		var chunk []*evaluation
-		n := 0
-		for n < len(evs) && len(chunk) < maxChunkEvents {
-			ev := evs[n]
-			n++
+		n := min(len(evs), maxChunkEvents)
+		chunk := evs[:n]
+		evs = evs[n:]
+		var maxPos int64
+		type candidate struct {
+			ev    *rooms.Event
+			rm    *roomMembers
+			users []string
+		}
+		var cands []candidate
+		var users []string
+		seen := map[string]bool{}
+		for _, ev := range chunk {
 			maxPos = max(maxPos, ev.StreamPos)
 			if ev.Rejected || ev.SoftFailed || ev.Outlier {
 				continue
 			}
-			e, err := p.evaluateCommitted(ctx, ev, bases)
+			rm, err := p.committedMembers(ctx, ev, bases)
 			if err != nil {
 				p.log.Warn("evaluating push rules", "event", ev.EventID, "err", err)
 				continue
 			}
-			chunk = append(chunk, e)
+			c := candidate{ev: ev, rm: rm, users: potentialRecipients(ev, rm, p.suffix)}
+			for _, u := range c.users {
+				if !seen[u] {
+					seen[u] = true
+					users = append(users, u)
+				}
+			}
+			cands = append(cands, c)
 		}
-		evs = evs[n:]
-		if err := p.queuePushes(ctx, chunk, maxPos); err != nil {
+		withPushers, err := p.withPushers(ctx, users)
+		if err != nil {
+			return err
+		}
+		has := map[string]bool{}
+		for _, u := range withPushers {
+			has[u] = true
+		}
+		var evals []*evaluation
+		for _, c := range cands {
+			if !slices.ContainsFunc(c.users, func(u string) bool { return has[u] }) {
+				continue
+			}
+			e, err := p.evaluate(ctx, p.db.Read(), c.ev, c.rm)
+			if err != nil {
+				p.log.Warn("evaluating push rules", "event", c.ev.EventID, "err", err)
+				continue
+			}
+			evals = append(evals, e)
+		}
+		if err := p.queuePushes(ctx, evals, withPushers, maxPos); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// potentialRecipients are those who may get an outcome for ev: the local
+// joined members other than the sender, and the target of an invite of a
+// local user (evaluation.recipients is the exact list).
+func potentialRecipients(ev *rooms.Event, rm *roomMembers, suffix string) []string {
+	out := make([]string, 0, len(rm.local))
+	for u := range rm.local {
+		if u != ev.Sender {
+			out = append(out, u)
+		}
+	}
+	if ev.Type == spec.MRoomMember && ev.StateKey != nil && ev.Membership != nil && *ev.Membership == spec.Invite &&
+		strings.HasSuffix(*ev.StateKey, suffix) && rm.local[*ev.StateKey] == nil {
+		out = append(out, *ev.StateKey)
+	}
+	return out
+}
+
 // maxChunkEvents bounds the events whose pushes are queued in one
 // transaction.
 const maxChunkEvents = 200
 
-// queuePushes queues the notifications of the recipients with pushers and
-// moves the progress to maxPos.
-func (p *Push) queuePushes(ctx context.Context, evals []*evaluation, maxPos int64) error {
-	seen := map[string]bool{}
-	var users []string
-	for _, e := range evals {
-		for _, u := range e.recipients() {
-			if !seen[u] {
-				seen[u] = true
-				users = append(users, u)
-			}
-		}
+// withPushers returns those of users who have http pushers.
+func (p *Push) withPushers(ctx context.Context, users []string) ([]string, error) {
+	if len(users) == 0 {
+		return nil, nil
 	}
 	// One pusher_versions row per recipient tells whether the sender's
 	// cached list of their pushers is current: the cost here is per
 	// recipient, never per pusher.
 	versions, err := storage.PusherVersions(ctx, p.db.Read(), users)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var withPushers []string
+	var out []string
 	for _, user := range users {
 		if v, ok := versions[user]; ok {
 			has, err := p.sender.hasPushers(ctx, user, v)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if has {
-				withPushers = append(withPushers, user)
+				out = append(out, user)
 			}
 		}
 	}
+	return out, nil
+}
+
+// progressEvery bounds how often the progress is stored when nothing was
+// queued: a crash re-evaluates at most this much at the next start.
+const progressEvery = time.Second
+
+// queuePushes queues the notifications of withPushers, the recipients with
+// pushers, and moves the progress to maxPos. When nothing is queued the
+// progress is stored at most every progressEvery (storeProgress), so the
+// writer is not taken after every send for it.
+func (p *Push) queuePushes(ctx context.Context, evals []*evaluation, withPushers []string, maxPos int64) error {
+	p.owedProgress = max(p.owedProgress, maxPos)
+	if len(evals) == 0 || len(withPushers) == 0 {
+		if time.Since(p.progressStored) < progressEvery {
+			return nil
+		}
+		return p.storeProgress(ctx)
+	}
+	var err error
 	byUser := map[string][]notified{}
 	now := time.Now().UnixMilli()
 	for _, e := range evals {
@@ -163,13 +228,26 @@ func (p *Push) queuePushes(ctx context.Context, evals []*evaluation, maxPos int6
 				return err
 			}
 		}
-		return storage.SetPushProgress(ctx, tx, maxPos)
+		return storage.SetPushProgress(ctx, tx, p.owedProgress)
 	})
 	if err != nil {
 		return err
 	}
+	p.owedProgress, p.progressStored = 0, time.Now()
 	p.sender.wakeUsers(queuedFor...)
 	return nil
+}
+
+// storeProgress stores the progress owed (queuePushes), if any.
+func (p *Push) storeProgress(ctx context.Context) error {
+	if p.owedProgress == 0 {
+		return nil
+	}
+	err := p.db.WriteTx(ctx, func(tx *sql.Tx) error { return storage.SetPushProgress(ctx, tx, p.owedProgress) })
+	if err == nil {
+		p.owedProgress, p.progressStored = 0, time.Now()
+	}
+	return err
 }
 
 // roomCtx answers the room questions of one event's evaluation, loading

@@ -72,6 +72,9 @@ type Rooms struct {
 	// policyDown: policy servers that could not be reached, until when
 	// they are not asked again.
 	policyDown sync.Map
+	// serversAt holds each room's joined servers with the snapshot they
+	// were read at (ServersInRoom); roomID -> serversEntry.
+	serversAt sync.Map
 
 	obsMu     sync.RWMutex
 	observers []Observer
