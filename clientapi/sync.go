@@ -290,10 +290,13 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 	// in this window: their presence is sent even if it did not change.
 	newlyShared := map[string]bool{}
 	var changed, receiptsChanged map[string]bool
-	if !initial {
+	// A stream that did not move needs no query.
+	if !initial && since.Events < to.Events {
 		if changed, err = storage.RoomsWithEventsBetween(ctx, a.db.Read(), since.Events, to.Events); err != nil {
 			return nil, err
 		}
+	}
+	if !initial && since.Receipts < to.Receipts {
 		if receiptsChanged, err = a.db.RoomsWithReceiptsBetween(ctx, since.Receipts, to.Receipts); err != nil {
 			return nil, err
 		}
@@ -361,7 +364,7 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			if jr.AccountData.Events == nil {
 				jr.AccountData.Events = []any{}
 			}
-			if jr.Ephemeral.Events, err = a.syncEphemeral(ctx, req, m.RoomID, since, to, initial || typingChanged); err != nil {
+			if jr.Ephemeral.Events, err = a.syncEphemeral(ctx, req, m.RoomID, since, to, initial || typingChanged, initial || receiptsChanged[m.RoomID]); err != nil {
 				return nil, err
 			}
 			if !initial && !req.fullState && !joinedNow && len(jr.Timeline.Events) == 0 && len(jr.stateEvents()) == 0 &&
@@ -473,6 +476,9 @@ func (a *API) toDeviceBatch(ctx context.Context, userID, deviceID string, ack, f
 			return nil, 0, err
 		}
 	}
+	if from >= to {
+		return []any{}, from, nil // nothing new: no query
+	}
 	msgs, upTo, err := a.e2ee.InboxBetween(ctx, userID, deviceID, from, to, limit)
 	if err != nil {
 		return nil, 0, err
@@ -516,9 +522,16 @@ func (a *API) deviceKeyCounts(ctx context.Context, userID, deviceID string) (map
 }
 
 // syncEphemeral gives a joined room's typing (when it changed) and the
-// receipts that changed in (since, to].
-func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string, since, to syncstream.Position, withTyping bool) ([]any, error) {
+// receipts that changed in (since, to] (withReceipts: the room has some
+// there, or a first sync). What the filter leaves out is not read.
+func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string, since, to syncstream.Position, withTyping, withReceipts bool) ([]any, error) {
 	out := []any{}
+	var ef *filter.RoomEventFilter
+	if req.filter.Room != nil {
+		ef = req.filter.Room.Ephemeral
+	}
+	withTyping = withTyping && ef.AllowsType("m.typing")
+	withReceipts = withReceipts && ef.AllowsType("m.receipt")
 	if withTyping {
 		// A first sync tells only who is typing now; an incremental one also
 		// that typing stopped (an empty list).
@@ -526,16 +539,18 @@ func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string,
 			out = append(out, map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
 		}
 	}
-	from := since.Receipts
-	if req.since == nil {
-		from = 0
-	}
-	receipts, err := a.db.ReceiptsSince(ctx, roomID, from, to.Receipts)
-	if err != nil {
-		return nil, err
-	}
-	if ev := receiptEvent(receipts, req.userID); ev != nil {
-		out = append(out, ev)
+	if withReceipts {
+		from := since.Receipts
+		if req.since == nil {
+			from = 0
+		}
+		receipts, err := a.db.ReceiptsSince(ctx, roomID, from, to.Receipts)
+		if err != nil {
+			return nil, err
+		}
+		if ev := receiptEvent(receipts, req.userID); ev != nil {
+			out = append(out, ev)
+		}
 	}
 	if req.filter.Room != nil && req.filter.Room.Ephemeral != nil {
 		kept := out[:0]
@@ -552,6 +567,9 @@ func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string,
 // syncPresence lists presence changes of the user and of users sharing a
 // joined room with them.
 func (a *API) syncPresence(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse, memberships []storage.Membership, newlyShared map[string]bool) error {
+	if !req.filter.Presence.AllowsType("m.presence") {
+		return nil // the filter drops them all: no need to look
+	}
 	changed := a.presence.ChangedSince(since.Presence, to.Presence)
 	seen := map[string]bool{}
 	for _, u := range changed {
