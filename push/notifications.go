@@ -240,21 +240,18 @@ func (p *Push) UnreadCounts(ctx context.Context, userID, roomID string) (notif, 
 }
 
 func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) (notif, highlight int, perThread map[string][2]int, err error) {
-	read, err := storage.ReadPositions(ctx, q, userID, roomID)
+	in, err := storage.UnreadInputs(ctx, q, userID, roomID, 0)
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	perThread, err = rowCounts(ctx, q, userID, roomID, read, 0)
+	perThread, err = rowCounts(ctx, q, userID, roomID, in, 0)
 	if err != nil {
 		return 0, 0, nil, err
 	}
 	// What rotation took out of the rows (see rotate.go) counts while the
 	// receipts are those it was taken with.
-	sums, err := storage.PushSummaries(ctx, q, userID, roomID)
-	if err != nil {
-		return 0, 0, nil, err
-	}
-	for _, sm := range sums {
+	read := in.Read
+	for _, sm := range in.Summaries {
 		if read[""] == sm.ReadPos && read[sm.Thread] == sm.ThreadReadPos {
 			c := perThread[sm.Thread]
 			perThread[sm.Thread] = [2]int{c[0] + sm.Notif, c[1] + sm.Highlight}
@@ -272,9 +269,10 @@ func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) 
 }
 
 // rowCounts counts a member's unread notifications in a room from the
-// stored rows at positions up to upTo (0: all), per thread, given their
-// read positions (storage.ReadPositions).
-func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, read map[string]int64, upTo int64) (map[string][2]int, error) {
+// stored rows at positions up to upTo (0: all), per thread, given what
+// storage.UnreadInputs read with the same upTo.
+func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, in storage.UnreadRows, upTo int64) (map[string][2]int, error) {
+	read := in.Read
 	floor := read[""]
 	perThread := map[string][2]int{}
 	add := func(thread string, n, h int) {
@@ -286,31 +284,26 @@ func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, rea
 	// The rows of the user's groups, over the user's ranges, after the
 	// unthreaded receipt; then those a threaded receipt covers are taken
 	// off again.
-	epochs, err := storage.PushEpochsOf(ctx, q, userID, roomID, floor)
-	if err != nil {
-		return nil, err
+	for _, c := range in.Groups {
+		add(c.Thread, c.Notif, c.Highlight)
 	}
-	for _, e := range epochs {
-		lo, hi := max(e.Since, floor), e.Until
-		if upTo != 0 && (hi == 0 || hi > upTo) {
-			hi = upTo
-		}
-		if hi != 0 && hi <= lo {
+	for thread, pos := range read {
+		if thread == "" || perThread[thread][0] == 0 {
 			continue
 		}
-		cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, hi, "")
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range cs {
-			add(c.Thread, c.Notif, c.Highlight)
-		}
-		for thread, pos := range read {
+		for _, e := range in.Epochs {
+			lo, hi := max(e.Since, floor), e.Until
+			if upTo != 0 && (hi == 0 || hi > upTo) {
+				hi = upTo
+			}
+			if hi != 0 && hi <= lo {
+				continue
+			}
 			top := pos
 			if hi != 0 {
 				top = min(top, hi)
 			}
-			if thread == "" || top <= lo || perThread[thread][0] == 0 {
+			if top <= lo {
 				continue
 			}
 			cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, top, thread)
@@ -323,11 +316,7 @@ func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, rea
 		}
 	}
 	// The user's own outcomes correct their group's.
-	own, err := storage.NotificationsAfter(ctx, q, userID, roomID, floor)
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range own {
+	for _, n := range in.Own {
 		if read[n.ThreadID] >= n.StreamPos || (upTo != 0 && n.StreamPos > upTo) {
 			continue
 		}
