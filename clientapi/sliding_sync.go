@@ -934,7 +934,7 @@ func (a *API) slidingJoinedRoom(ctx context.Context, sreq syncRequest, roomID st
 		return nil, after, err
 	}
 	jr := &joinedRoom{}
-	if err := a.syncUnreadCounts(ctx, sreq.userID, roomID, rf, jr); err != nil {
+	if err := a.syncUnreadCounts(ctx, sreq.userID, roomID, to.Events, rf, jr); err != nil {
 		return nil, after, err
 	}
 	after.Notif, after.Highlight = jr.UnreadNotifications.NotificationCount, jr.UnreadNotifications.HighlightCount

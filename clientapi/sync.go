@@ -679,7 +679,7 @@ func (a *API) syncJoinedRoom(ctx context.Context, req syncRequest, roomID string
 			return nil, err
 		}
 	}
-	if err := a.syncUnreadCounts(ctx, req.userID, roomID, rf, jr); err != nil {
+	if err := a.syncUnreadCounts(ctx, req.userID, roomID, to.Events, rf, jr); err != nil {
 		return nil, err
 	}
 	return jr, nil
@@ -787,11 +787,12 @@ func stateDiff(before, after rooms.State) rooms.State {
 	return out
 }
 
-// syncUnreadCounts fills a joined room's notification counts. They are
-// stored in the transaction of the events they count (push.Record), so
-// they include every event the sync shows without waiting for anything.
-func (a *API) syncUnreadCounts(ctx context.Context, userID, roomID string, rf *filter.RoomFilter, jr *joinedRoom) error {
-	notif, highlight, perThread, err := a.push.UnreadCounts(ctx, userID, roomID)
+// syncUnreadCounts fills a joined room's notification counts of the
+// events up to the sync's position. They are stored in the transaction of
+// the events they count (push.Record), so they include every event the
+// sync shows without waiting for anything.
+func (a *API) syncUnreadCounts(ctx context.Context, userID, roomID string, to int64, rf *filter.RoomFilter, jr *joinedRoom) error {
+	notif, highlight, perThread, err := a.push.UnreadCountsAt(ctx, userID, roomID, to)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -240,11 +241,44 @@ func (p *Push) UnreadCounts(ctx context.Context, userID, roomID string) (notif, 
 }
 
 func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) (notif, highlight int, perThread map[string][2]int, err error) {
-	in, err := storage.UnreadInputs(ctx, q, userID, roomID, 0)
+	in, err := storage.UnreadInputs(ctx, q, userID, roomID, 0, 0)
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	perThread, err = rowCounts(ctx, q, userID, roomID, in, 0)
+	return countsOf(ctx, q, userID, roomID, in, 0)
+}
+
+// UnreadCountsAt is UnreadCounts of the events at stream positions up to
+// upTo, which must all be committed (a sync's position). Counted once, a
+// member's group rows are kept here by room (countCache), so a later count
+// reads only the rows after the last one: the cost of a sync's counts
+// does not grow with the number of unread messages.
+func (p *Push) UnreadCountsAt(ctx context.Context, userID, roomID string, upTo int64) (notif, highlight int, perThread map[string][2]int, err error) {
+	q := p.db.Read()
+	key := userID + "\x00" + roomID
+	prev := p.counts.get(key)
+	var after int64
+	if prev != nil && prev.upTo <= upTo {
+		after = prev.upTo
+	}
+	in, err := storage.UnreadInputs(ctx, q, userID, roomID, after, upTo)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	if after > 0 {
+		if in.Deletions == prev.deletions && in.Read[""] == prev.floor && slices.Equal(in.Epochs, prev.epochs) {
+			in.Groups = addCounts(prev.groups, in.Groups)
+		} else if in, err = storage.UnreadInputs(ctx, q, userID, roomID, 0, upTo); err != nil {
+			return 0, 0, nil, err
+		}
+	}
+	p.counts.put(key, &countEntry{deletions: in.Deletions, floor: in.Read[""], epochs: in.Epochs, upTo: upTo, groups: in.Groups})
+	return countsOf(ctx, q, userID, roomID, in, upTo)
+}
+
+// countsOf finishes UnreadCounts from what storage.UnreadInputs read.
+func countsOf(ctx context.Context, q storage.Reader, userID, roomID string, in storage.UnreadRows, upTo int64) (notif, highlight int, perThread map[string][2]int, err error) {
+	perThread, err = rowCounts(ctx, q, userID, roomID, in, upTo)
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -266,6 +300,55 @@ func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) 
 		highlight += c[1]
 	}
 	return notif, highlight, perThread, nil
+}
+
+// countEntry is a member's group rows in a room counted up to upTo, with
+// what decides which rows count: valid while none was deleted
+// (storage.PushDeletions), the unthreaded receipt and the ranges are the
+// same.
+type countEntry struct {
+	deletions, floor, upTo int64
+	epochs                 []storage.PushEpoch
+	groups                 []storage.ThreadCount
+}
+
+// countCache holds countEntry by member and room.
+type countCache struct {
+	mu sync.Mutex
+	m  map[string]*countEntry
+}
+
+// maxCachedCounts bounds the cache; beyond it, it starts over.
+const maxCachedCounts = 100_000
+
+func (c *countCache) get(key string) *countEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+func (c *countCache) put(key string, e *countEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedCounts {
+		c.m = map[string]*countEntry{}
+	}
+	c.m[key] = e
+}
+
+// addCounts sums two lists of per-thread counts.
+func addCounts(a, b []storage.ThreadCount) []storage.ThreadCount {
+	out := slices.Clone(a)
+	for _, c := range b {
+		i := slices.IndexFunc(out, func(o storage.ThreadCount) bool { return o.Thread == c.Thread })
+		if i < 0 {
+			out = append(out, c)
+			continue
+		}
+		out[i].Notif += c.Notif
+		out[i].Highlight += c.Highlight
+	}
+	return out
 }
 
 // rowCounts counts a member's unread notifications in a room from the

@@ -50,7 +50,7 @@ func (p *Push) rotateRoom(ctx context.Context, roomID string, cutoff int64) erro
 		reads := map[string]map[string]int64{}
 		before := map[string]map[string][2]int{}
 		for _, u := range users {
-			in, err := storage.UnreadInputs(ctx, tx, u, roomID, cutoff)
+			in, err := storage.UnreadInputs(ctx, tx, u, roomID, 0, cutoff)
 			if err != nil {
 				return err
 			}
@@ -63,7 +63,7 @@ func (p *Push) rotateRoom(ctx context.Context, roomID string, cutoff int64) erro
 			return err
 		}
 		for _, u := range users {
-			in, err := storage.UnreadInputs(ctx, tx, u, roomID, cutoff)
+			in, err := storage.UnreadInputs(ctx, tx, u, roomID, 0, cutoff)
 			if err != nil {
 				return err
 			}

@@ -156,10 +156,15 @@ type UnreadRows struct {
 	Own []Notification
 	// Summaries are PushSummaries.
 	Summaries []PushSummary
+	// Deletions is the push_deletions count (pushDeletionsStream), read
+	// with the rest.
+	Deletions int64
 }
 
 // UnreadInputs reads a member's UnreadRows in a room; upTo 0 is no bound.
-func UnreadInputs(ctx context.Context, q Reader, userID, roomID string, upTo int64) (UnreadRows, error) {
+// Groups counts only rows after after (0: all), for a caller that counted
+// those before and keeps the sum (see pushDeletionsStream).
+func UnreadInputs(ctx context.Context, q Reader, userID, roomID string, after, upTo int64) (UnreadRows, error) {
 	if upTo == 0 {
 		upTo = math.MaxInt64
 	}
@@ -177,15 +182,17 @@ func UnreadInputs(ctx context.Context, q Reader, userID, roomID string, upTo int
 		SELECT 2, a.thread_id, COUNT(*), SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END), 0, 0, 0
 			FROM push_epochs ep CROSS JOIN fl JOIN push_actions a ON a.room_id = ep.room_id AND a.group_id = ep.group_id
 			WHERE ep.user_id = $1 AND ep.room_id = $2 AND a.stream_pos > ep.since_pos AND a.stream_pos > fl.pos
-				AND (ep.until_pos IS NULL OR a.stream_pos <= ep.until_pos) AND a.stream_pos <= $3 AND a.sender <> $1
+				AND (ep.until_pos IS NULL OR a.stream_pos <= ep.until_pos) AND a.stream_pos <= $3 AND a.stream_pos > $4 AND a.sender <> $1
 			GROUP BY a.thread_id
 		UNION ALL
 		SELECT 3, n.thread_id, n.stream_pos, CASE WHEN n.notify THEN 1 ELSE 0 END, CASE WHEN n.highlight THEN 1 ELSE 0 END,
 				CASE WHEN n.group_notify THEN 1 ELSE 0 END, CASE WHEN n.group_highlight THEN 1 ELSE 0 END
 			FROM notifications n CROSS JOIN fl WHERE n.user_id = $1 AND n.room_id = $2 AND n.stream_pos > fl.pos
 		UNION ALL
-		SELECT 4, thread_id, notif, highlight, upto_pos, read_pos, thread_read_pos FROM push_summaries WHERE user_id = $1 AND room_id = $2`
-	err := queryEach(ctx, q, "loading unread counts", query, []any{userID, roomID, upTo}, func(rows *sql.Rows) error {
+		SELECT 4, thread_id, notif, highlight, upto_pos, read_pos, thread_read_pos FROM push_summaries WHERE user_id = $1 AND room_id = $2
+		UNION ALL
+		SELECT 5, '', position, 0, 0, 0, 0 FROM stream_heads WHERE stream = '` + pushDeletionsStream + `'`
+	err := queryEach(ctx, q, "loading unread counts", query, []any{userID, roomID, upTo, after}, func(rows *sql.Rows) error {
 		var kind int
 		var thread string
 		var a, b, c, d, e int64
@@ -204,10 +211,30 @@ func UnreadInputs(ctx context.Context, q Reader, userID, roomID string, upTo int
 				Notify: b != 0, Highlight: c != 0, GroupNotify: d != 0, GroupHighlight: e != 0})
 		case 4:
 			out.Summaries = append(out.Summaries, PushSummary{Thread: thread, Notif: int(a), Highlight: int(b), UpTo: c, ReadPos: d, ThreadReadPos: e})
+		case 5:
+			out.Deletions = a
 		}
 		return nil
 	})
 	return out, err
+}
+
+// pushDeletionsStream names the stream_heads row that counts the
+// transactions that deleted push_actions rows (rotation, purges). Rows are
+// otherwise only ever added, with their event, at its stream position; so
+// a count of a range of positions that were all committed stays exact
+// while this number does not move, and a reader may add the rows after
+// the range to it (UnreadRows.Deletions, push's count cache).
+const pushDeletionsStream = "push_deletions"
+
+// bumpPushDeletions moves the push_deletions count in a transaction that deletes
+// push_actions rows.
+func bumpPushDeletions(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO stream_heads (stream, position) VALUES ($1, 1)
+		ON CONFLICT (stream) DO UPDATE SET position = stream_heads.position + 1`, pushDeletionsStream); err != nil {
+		return fmt.Errorf("counting push row deletions: %w", err)
+	}
+	return nil
 }
 
 // RoomsWithNotifications lists the rooms where the user may have
@@ -581,6 +608,9 @@ func PushRotationUsers(ctx context.Context, q Reader, roomID string, cutoff int6
 func DeletePushRows(ctx context.Context, tx *sql.Tx, roomID string, cutoff int64) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM push_actions WHERE room_id = $1 AND stream_pos <= $2 AND NOT highlight`, roomID, cutoff); err != nil {
 		return fmt.Errorf("rotating push rows: %w", err)
+	}
+	if err := bumpPushDeletions(ctx, tx); err != nil {
+		return err
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM notifications WHERE room_id = $1 AND stream_pos <= $2 AND NOT highlight AND NOT group_highlight`, roomID, cutoff); err != nil {
 		return fmt.Errorf("rotating notifications: %w", err)
