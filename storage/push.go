@@ -170,7 +170,10 @@ func UnreadInputs(ctx context.Context, q Reader, userID, roomID string, after, u
 	}
 	out := UnreadRows{Read: map[string]int64{}}
 	// One row per part, told apart by the first column; fl is the
-	// unthreaded read position.
+	// unthreaded read position. The group rows' lower bound is one
+	// expression (the greatest of three), so that it bounds the index
+	// range and only the rows after it are read; CROSS JOIN keeps SQLite
+	// from reading push_actions before what the bound is made of.
 	const query = `WITH fl AS (SELECT COALESCE(MAX(e.stream_pos), 0) AS pos FROM receipts r JOIN events e ON e.event_id = r.event_id
 			WHERE r.room_id = $2 AND r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = '')
 		SELECT 0, r.thread_id, MAX(e.stream_pos), 0, 0, 0, 0 FROM receipts r JOIN events e ON e.event_id = r.event_id
@@ -180,9 +183,10 @@ func UnreadInputs(ctx context.Context, q Reader, userID, roomID string, after, u
 			WHERE ep.user_id = $1 AND ep.room_id = $2 AND (ep.until_pos IS NULL OR ep.until_pos > fl.pos)
 		UNION ALL
 		SELECT 2, a.thread_id, COUNT(*), SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END), 0, 0, 0
-			FROM push_epochs ep CROSS JOIN fl JOIN push_actions a ON a.room_id = ep.room_id AND a.group_id = ep.group_id
-			WHERE ep.user_id = $1 AND ep.room_id = $2 AND a.stream_pos > ep.since_pos AND a.stream_pos > fl.pos
-				AND (ep.until_pos IS NULL OR a.stream_pos <= ep.until_pos) AND a.stream_pos <= $3 AND a.stream_pos > $4 AND a.sender <> $1
+			FROM push_epochs ep CROSS JOIN fl CROSS JOIN push_actions a
+			WHERE ep.user_id = $1 AND ep.room_id = $2 AND a.room_id = ep.room_id AND a.group_id = ep.group_id
+				AND a.stream_pos > CASE WHEN ep.since_pos >= fl.pos AND ep.since_pos >= $4 THEN ep.since_pos WHEN fl.pos >= $4 THEN fl.pos ELSE $4 END
+				AND (ep.until_pos IS NULL OR a.stream_pos <= ep.until_pos) AND a.stream_pos <= $3 AND a.sender <> $1
 			GROUP BY a.thread_id
 		UNION ALL
 		SELECT 3, n.thread_id, n.stream_pos, CASE WHEN n.notify THEN 1 ELSE 0 END, CASE WHEN n.highlight THEN 1 ELSE 0 END,
