@@ -504,21 +504,7 @@ func (a *API) deviceListChanges(ctx context.Context, userID string, since, to sy
 // deviceKeyCounts is the device's one-time key counts and unused fallback
 // key types, never nil.
 func (a *API) deviceKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
-	counts, err := a.e2ee.OneTimeKeyCounts(ctx, userID, deviceID)
-	if err != nil {
-		return nil, nil, err
-	}
-	if counts == nil {
-		counts = map[string]int{}
-	}
-	fallback, err := a.e2ee.UnusedFallbackKeyTypes(ctx, userID, deviceID)
-	if err != nil {
-		return nil, nil, err
-	}
-	if fallback == nil {
-		fallback = []string{}
-	}
-	return counts, fallback, nil
+	return a.e2ee.DeviceKeyCounts(ctx, userID, deviceID)
 }
 
 // syncEphemeral gives a joined room's typing (when it changed) and the
