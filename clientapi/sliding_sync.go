@@ -1190,7 +1190,11 @@ func (a *API) slidingExtensions(ctx context.Context, req ssRequest, sreq syncReq
 		res := &ssAccountDataResult{Global: []any{}, Rooms: map[string][]any{}}
 		tmp := &syncResponse{}
 		roomData := map[string][]any{}
-		if err := a.syncAccountData(ctx, sreq, sincePos, to, tmp, roomData); err != nil {
+		entries, err := a.db.AccountDataSince(ctx, sreq.userID, sincePos.AccountData)
+		if err != nil {
+			return err
+		}
+		if err := a.syncAccountData(ctx, sreq, entries, to, tmp, roomData); err != nil {
 			return err
 		}
 		res.Global = append(res.Global, tmp.AccountData.Events...)

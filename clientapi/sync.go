@@ -259,7 +259,6 @@ func (s *syncResponse) empty() bool {
 
 // buildSync computes the response for positions (since, to].
 func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Position) (*syncResponse, error) {
-	req.ignored = a.ignoredUsers(ctx, req.userID)
 	resp := &syncResponse{
 		NextBatch: to.String(),
 		Rooms: syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{},
@@ -276,9 +275,14 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 		roomFilter = &filter.RoomFilter{}
 	}
 
-	// Account data, global and per room.
+	// Account data, global and per room, and the ignored users with it.
+	entries, ignoredList, err := a.db.AccountDataSinceAnd(ctx, req.userID, since.AccountData, ignoredUsersType)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	req.ignored = parseIgnored(ignoredList.Content)
 	roomData := map[string][]any{}
-	if err := a.syncAccountData(ctx, req, since, to, resp, roomData); err != nil {
+	if err := a.syncAccountData(ctx, req, entries, to, resp, roomData); err != nil {
 		return nil, err
 	}
 
@@ -290,9 +294,12 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 	// in this window: their presence is sent even if it did not change.
 	newlyShared := map[string]bool{}
 	var changed, receiptsChanged map[string]bool
+	// memberMoves: some m.room.member event in (since, to], which device
+	// lists look for.
+	var memberMoves bool
 	// A stream that did not move needs no query.
 	if !initial && since.Events < to.Events {
-		if changed, err = storage.RoomsWithEventsBetween(ctx, a.db.Read(), since.Events, to.Events); err != nil {
+		if changed, memberMoves, err = storage.RoomsWithEventsAndMembersBetween(ctx, a.db.Read(), since.Events, to.Events); err != nil {
 			return nil, err
 		}
 	}
@@ -427,7 +434,7 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			return nil, err
 		}
 	}
-	if err := a.syncE2EE(ctx, req, since, to, resp); err != nil {
+	if err := a.syncE2EE(ctx, req, since, to, memberMoves, resp); err != nil {
 		return nil, err
 	}
 	return resp, nil
@@ -441,7 +448,7 @@ const maxToDevicePerSync = 100
 // A sync from a token acknowledges the to-device messages that token
 // covered: they are deleted from the device's inbox only then, so nothing
 // is lost if a response never reaches the device.
-func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse) error {
+func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstream.Position, memberMoves bool, resp *syncResponse) error {
 	var ack int64
 	if req.since != nil {
 		ack = since.ToDevice
@@ -458,7 +465,11 @@ func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstrea
 		resp.NextBatch = next.String()
 	}
 	if req.since != nil {
-		if resp.DeviceLists, err = a.deviceListChanges(ctx, req.userID, since, to); err != nil {
+		from := since
+		if !memberMoves {
+			from.Events = to.Events // no membership changed: none to look for
+		}
+		if resp.DeviceLists, err = a.deviceListChanges(ctx, req.userID, from, to); err != nil {
 			return err
 		}
 	}
@@ -597,11 +608,8 @@ func (a *API) syncPresence(ctx context.Context, req syncRequest, since, to syncs
 }
 
 // syncAccountData fills global account data and collects per-room entries.
-func (a *API) syncAccountData(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse, roomData map[string][]any) error {
-	entries, err := a.db.AccountDataSince(ctx, req.userID, since.AccountData)
-	if err != nil {
-		return err
-	}
+// entries are the user's account data changed since the sync's token.
+func (a *API) syncAccountData(ctx context.Context, req syncRequest, entries []storage.AccountData, to syncstream.Position, resp *syncResponse, roomData map[string][]any) error {
 	sawPushRules := false
 	for _, e := range entries {
 		if e.StreamPos > to.AccountData {
@@ -856,16 +864,28 @@ func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, 
 	return out, nil
 }
 
+// ignoredUsersType is the account data listing the users one ignores.
+const ignoredUsersType = "m.ignored_user_list"
+
 // ignoredUsers reads m.ignored_user_list.
 func (a *API) ignoredUsers(ctx context.Context, userID string) map[string]bool {
-	d, err := a.db.GetAccountData(ctx, userID, "", "m.ignored_user_list")
+	d, err := a.db.GetAccountData(ctx, userID, "", ignoredUsersType)
 	if err != nil {
+		return nil
+	}
+	return parseIgnored(d.Content)
+}
+
+// parseIgnored gives the users an m.ignored_user_list names (nil for
+// none or for content that is not one).
+func parseIgnored(list []byte) map[string]bool {
+	if list == nil {
 		return nil
 	}
 	var content struct {
 		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
 	}
-	if json.Unmarshal(d.Content, &content) != nil {
+	if json.Unmarshal(list, &content) != nil {
 		return nil
 	}
 	out := make(map[string]bool, len(content.IgnoredUsers))
