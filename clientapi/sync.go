@@ -286,7 +286,11 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 		return nil, err
 	}
 
-	memberships, err := storage.RoomsOfUser(ctx, a.db.Read(), req.userID, spec.Join, spec.Invite, spec.Leave, spec.Ban, spec.Knock)
+	// Partial-state rooms (MSC3902) come with the memberships: left out
+	// of eager syncs until their state is complete, then shown as if
+	// joined then (full state); lazy-loading syncs show them all along.
+	memberships, partial, err := storage.RoomsOfUserWithPartialState(ctx, a.db.Read(), req.userID, since.Events,
+		spec.Join, spec.Invite, spec.Leave, spec.Ban, spec.Knock)
 	if err != nil {
 		return nil, err
 	}
@@ -307,13 +311,6 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 		if receiptsChanged, err = a.db.RoomsWithReceiptsBetween(ctx, since.Receipts, to.Receipts); err != nil {
 			return nil, err
 		}
-	}
-	// Partial-state rooms (MSC3902): left out of eager syncs until their
-	// state is complete, then shown as if joined then (full state);
-	// lazy-loading syncs show them all along.
-	partial, err := storage.PartialStateSince(ctx, a.db.Read(), since.Events)
-	if err != nil {
-		return nil, err
 	}
 	lazy := roomFilter.State != nil && roomFilter.State.LazyLoadMembers
 	for _, m := range memberships {
