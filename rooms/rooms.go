@@ -43,7 +43,10 @@ type Rooms struct {
 	log            *slog.Logger
 	DefaultVersion gomatrixserverlib.RoomVersion
 
-	locks     roomLocks
+	locks roomLocks
+	// sentJoins are our joins to rooms we hold that another server's
+	// send_join took (and so sends to the room): not sent again.
+	sentJoins sync.Map
 	snapshots *snapshotCache
 	pdus      *pduCache
 	versions  versionCache
