@@ -318,21 +318,51 @@ func (p *Push) UnreadCounts(ctx context.Context, userID, roomID string) (notif, 
 }
 
 func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) (notif, highlight int, perThread map[string][2]int, err error) {
-	read, err := storage.ReadPositions(ctx, q, userID, roomID)
+	in, err := storage.UnreadInputs(ctx, q, userID, roomID, 0, 0)
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	perThread, err = rowCounts(ctx, q, userID, roomID, read, 0)
+	return countsOf(ctx, q, userID, roomID, in, 0)
+}
+
+// UnreadCountsAt is UnreadCounts of the events at stream positions up to
+// upTo, which must all be committed (a sync's position). Counted once, a
+// member's group rows are kept here by room (countCache), so a later count
+// reads only the rows after the last one: the cost of a sync's counts
+// does not grow with the number of unread messages.
+func (p *Push) UnreadCountsAt(ctx context.Context, userID, roomID string, upTo int64) (notif, highlight int, perThread map[string][2]int, err error) {
+	q := p.db.Read()
+	key := userID + "\x00" + roomID
+	prev := p.counts.get(key)
+	var after int64
+	if prev != nil && prev.upTo <= upTo {
+		after = prev.upTo
+	}
+	in, err := storage.UnreadInputs(ctx, q, userID, roomID, after, upTo)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	if after > 0 {
+		if in.Deletions == prev.deletions && in.Read[""] == prev.floor && slices.Equal(in.Epochs, prev.epochs) {
+			in.Groups = addCounts(prev.groups, in.Groups)
+		} else if in, err = storage.UnreadInputs(ctx, q, userID, roomID, 0, upTo); err != nil {
+			return 0, 0, nil, err
+		}
+	}
+	p.counts.put(key, &countEntry{deletions: in.Deletions, floor: in.Read[""], epochs: in.Epochs, upTo: upTo, groups: in.Groups})
+	return countsOf(ctx, q, userID, roomID, in, upTo)
+}
+
+// countsOf finishes UnreadCounts from what storage.UnreadInputs read.
+func countsOf(ctx context.Context, q storage.Reader, userID, roomID string, in storage.UnreadRows, upTo int64) (notif, highlight int, perThread map[string][2]int, err error) {
+	perThread, err = rowCounts(ctx, q, userID, roomID, in, upTo)
 	if err != nil {
 		return 0, 0, nil, err
 	}
 	// What rotation took out of the rows (see rotate.go) counts while the
 	// receipts are those it was taken with.
-	sums, err := storage.PushSummaries(ctx, q, userID, roomID)
-	if err != nil {
-		return 0, 0, nil, err
-	}
-	for _, sm := range sums {
+	read := in.Read
+	for _, sm := range in.Summaries {
 		if read[""] == sm.ReadPos && read[sm.Thread] == sm.ThreadReadPos {
 			c := perThread[sm.Thread]
 			perThread[sm.Thread] = [2]int{c[0] + sm.Notif, c[1] + sm.Highlight}
@@ -349,10 +379,60 @@ func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) 
 	return notif, highlight, perThread, nil
 }
 
+// countEntry is a member's group rows in a room counted up to upTo, with
+// what decides which rows count: valid while none was deleted
+// (storage.PushDeletions), the unthreaded receipt and the ranges are the
+// same.
+type countEntry struct {
+	deletions, floor, upTo int64
+	epochs                 []storage.PushEpoch
+	groups                 []storage.ThreadCount
+}
+
+// countCache holds countEntry by member and room.
+type countCache struct {
+	mu sync.Mutex
+	m  map[string]*countEntry
+}
+
+// maxCachedCounts bounds the cache; beyond it, it starts over.
+const maxCachedCounts = 100_000
+
+func (c *countCache) get(key string) *countEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+func (c *countCache) put(key string, e *countEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedCounts {
+		c.m = map[string]*countEntry{}
+	}
+	c.m[key] = e
+}
+
+// addCounts sums two lists of per-thread counts.
+func addCounts(a, b []storage.ThreadCount) []storage.ThreadCount {
+	out := slices.Clone(a)
+	for _, c := range b {
+		i := slices.IndexFunc(out, func(o storage.ThreadCount) bool { return o.Thread == c.Thread })
+		if i < 0 {
+			out = append(out, c)
+			continue
+		}
+		out[i].Notif += c.Notif
+		out[i].Highlight += c.Highlight
+	}
+	return out
+}
+
 // rowCounts counts a member's unread notifications in a room from the
-// stored rows at positions up to upTo (0: all), per thread, given their
-// read positions (storage.ReadPositions).
-func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, read map[string]int64, upTo int64) (map[string][2]int, error) {
+// stored rows at positions up to upTo (0: all), per thread, given what
+// storage.UnreadInputs read with the same upTo.
+func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, in storage.UnreadRows, upTo int64) (map[string][2]int, error) {
+	read := in.Read
 	floor := read[""]
 	perThread := map[string][2]int{}
 	add := func(thread string, n, h int) {
@@ -364,31 +444,26 @@ func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, rea
 	// The rows of the user's groups, over the user's ranges, after the
 	// unthreaded receipt; then those a threaded receipt covers are taken
 	// off again.
-	epochs, err := storage.PushEpochsOf(ctx, q, userID, roomID, floor)
-	if err != nil {
-		return nil, err
+	for _, c := range in.Groups {
+		add(c.Thread, c.Notif, c.Highlight)
 	}
-	for _, e := range epochs {
-		lo, hi := max(e.Since, floor), e.Until
-		if upTo != 0 && (hi == 0 || hi > upTo) {
-			hi = upTo
-		}
-		if hi != 0 && hi <= lo {
+	for thread, pos := range read {
+		if thread == "" || perThread[thread][0] == 0 {
 			continue
 		}
-		cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, hi, "")
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range cs {
-			add(c.Thread, c.Notif, c.Highlight)
-		}
-		for thread, pos := range read {
+		for _, e := range in.Epochs {
+			lo, hi := max(e.Since, floor), e.Until
+			if upTo != 0 && (hi == 0 || hi > upTo) {
+				hi = upTo
+			}
+			if hi != 0 && hi <= lo {
+				continue
+			}
 			top := pos
 			if hi != 0 {
 				top = min(top, hi)
 			}
-			if thread == "" || top <= lo || perThread[thread][0] == 0 {
+			if top <= lo {
 				continue
 			}
 			cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, top, thread)
@@ -401,11 +476,7 @@ func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, rea
 		}
 	}
 	// The user's own outcomes correct their group's.
-	own, err := storage.NotificationsAfter(ctx, q, userID, roomID, floor)
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range own {
+	for _, n := range in.Own {
 		if read[n.ThreadID] >= n.StreamPos || (upTo != 0 && n.StreamPos > upTo) {
 			continue
 		}

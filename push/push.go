@@ -73,7 +73,9 @@ type Push struct {
 	names    memberNames
 	// roomCache holds each room's members and open ranges as committed.
 	roomCache roomCache
-	sender    *sender
+	// counts keeps members' counted group rows for sync (UnreadCountsAt).
+	counts countCache
+	sender *sender
 	// rulesChanged is Deps.RulesChanged.
 	rulesChanged func(userID string)
 	retention    time.Duration

@@ -516,6 +516,24 @@ func RoomsWithEventsBetween(ctx context.Context, q Reader, from, to int64) (map[
 	return querySet[string](ctx, q, "rooms with new events", `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
 }
 
+// RoomsWithEventsAndMembersBetween is RoomsWithEventsBetween, and whether
+// any of those events is an m.room.member event (sync looks for
+// membership changes only then).
+func RoomsWithEventsAndMembersBetween(ctx context.Context, q Reader, from, to int64) (map[string]bool, bool, error) {
+	out, members := map[string]bool{}, false
+	err := queryEach(ctx, q, "rooms with new events", `SELECT room_id, MAX(CASE WHEN type = 'm.room.member' THEN 1 ELSE 0 END) FROM events
+		WHERE stream_pos > $1 AND stream_pos <= $2 GROUP BY room_id`, []any{from, to}, func(rows *sql.Rows) error {
+		var room string
+		var m int
+		if err := rows.Scan(&room, &m); err != nil {
+			return err
+		}
+		out[room], members = true, members || m == 1
+		return nil
+	})
+	return out, members, err
+}
+
 // SnapshotAtStream returns the state snapshot of a room after its last
 // event at or before stream position pos (0 if none).
 func SnapshotAtStream(ctx context.Context, q Reader, roomID string, pos int64) (int64, error) {

@@ -86,6 +86,41 @@ func PartialStateSince(ctx context.Context, q Reader, since int64) (map[string]*
 	return out, nil
 }
 
+// RoomsOfUserWithPartialState is RoomsOfUser and, for those rooms only,
+// PartialStateSince, in one query (every sync needs both).
+func RoomsOfUserWithPartialState(ctx context.Context, q Reader, userID string, since int64, memberships ...string) ([]Membership, map[string]*int64, error) {
+	args := []any{userID, since}
+	for _, m := range memberships {
+		args = append(args, m)
+	}
+	var out []Membership
+	partial := map[string]*int64{}
+	err := queryEach(ctx, q, "listing rooms of user", `SELECT cs.room_id, cs.membership, cs.event_id,
+			CASE WHEN p.room_id IS NULL THEN 0 ELSE 1 END, p.completed_pos
+		FROM current_state cs LEFT JOIN partial_state_rooms p ON p.room_id = cs.room_id AND (p.completed_pos IS NULL OR p.completed_pos > $2)
+		WHERE cs.type = 'm.room.member' AND cs.state_key = $1 AND cs.membership IN (`+placeholders(3, len(memberships))+`)`, args, func(rows *sql.Rows) error {
+		m := Membership{UserID: userID}
+		var isPartial int
+		var completed sql.NullInt64
+		if err := rows.Scan(&m.RoomID, &m.Membership, &m.EventID, &isPartial, &completed); err != nil {
+			return err
+		}
+		out = append(out, m)
+		if isPartial == 1 {
+			var pos *int64
+			if completed.Valid {
+				pos = &completed.Int64
+			}
+			partial[m.RoomID] = pos
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return out, partial, nil
+}
+
 // PartialStateServersOfUser lists the servers the send_join answers named
 // (servers_in_room) of the rooms userID is joined to whose state is still
 // partial: with the members not known yet, these are who share them.
