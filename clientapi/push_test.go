@@ -424,7 +424,7 @@ func TestPushHold(t *testing.T) {
 		unread := alice.send(t, roomID, "not read").JSON["event_id"].(string)
 		waitFor(t, "held push", func() bool { return len(gw.notifications("phone1")) >= 3 })
 		if d := time.Since(start); d < 900*time.Millisecond {
-			t.Fatalf("held push arrived after %v, before the 1 s hold", d)
+			t.Fatalf("held push arrived after %v, before the 1 s hold: %v", d, gw.notifications("phone1"))
 		}
 		var ids []string
 		for _, n := range gw.notifications("phone1") {

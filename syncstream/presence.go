@@ -22,6 +22,7 @@ type Presence struct {
 	clock   clock
 	users   map[string]*PresenceState
 	syncing map[string]int         // open syncs per user
+	ended   map[string]time.Time   // when a user's last open sync ended
 	offline map[string]*time.Timer // pending "went offline" per user
 	changed func(PresenceChange)
 	now     func() time.Time
@@ -42,11 +43,14 @@ type PresenceChange struct {
 const (
 	presenceIdleAfter    = 5 * time.Minute
 	presenceOfflineAfter = 2 * time.Minute // after the last sync ended
+	// activeSyncGrace keeps a user "actively syncing" between two long
+	// polls: the event that ends one poll is the one whose push decides.
+	activeSyncGrace = 5 * time.Second
 )
 
 // NewPresence returns empty presence; changed is called after each change.
 func NewPresence(changed func(PresenceChange)) *Presence {
-	return &Presence{users: map[string]*PresenceState{}, syncing: map[string]int{}, offline: map[string]*time.Timer{}, changed: changed, now: time.Now}
+	return &Presence{users: map[string]*PresenceState{}, syncing: map[string]int{}, ended: map[string]time.Time{}, offline: map[string]*time.Timer{}, changed: changed, now: time.Now}
 }
 
 // Set records a presence change, from PUT /presence or sync's set_presence.
@@ -168,10 +172,14 @@ func (p *Presence) Syncing(userID, presence string) (done func()) {
 			return
 		}
 		delete(p.syncing, userID)
+		p.ended[userID] = p.now()
 		p.offline[userID] = p.timers.after(presenceOfflineAfter, func() {
 			p.mu.Lock()
 			idle := p.syncing[userID] == 0
 			delete(p.offline, userID)
+			if idle {
+				delete(p.ended, userID)
+			}
 			p.mu.Unlock()
 			if idle {
 				p.Set(userID, "offline", nil, false)
@@ -198,10 +206,14 @@ func (p *Presence) ChangedSince(from, to int64) []string {
 }
 
 // ActiveSyncing reports whether one of the user's devices is syncing right
-// now and the user is online (push_hold_seconds holds pushes then).
+// now, or ended a sync within activeSyncGrace, and the user is online
+// (push_hold_seconds holds pushes then).
 func (p *Presence) ActiveSyncing(userID string) bool {
 	p.mu.Lock()
 	syncing := p.syncing[userID] > 0
+	if ended, ok := p.ended[userID]; ok && !syncing {
+		syncing = p.now().Sub(ended) < activeSyncGrace
+	}
 	p.mu.Unlock()
 	return syncing && p.Get(userID).Presence == "online"
 }
