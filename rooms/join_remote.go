@@ -36,7 +36,7 @@ func (c *supportedVersionsOnly) SendJoin(ctx context.Context, origin, s spec.Ser
 		res, err := pc.SendJoinPartialState(ctx, origin, s, event)
 		c.sent = res
 		if err == nil && res.GetMembersOmitted() {
-			return partialAnswer{res}, nil
+			return newPartialAnswer(res), nil
 		}
 		return res, err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -150,16 +151,28 @@ type StateFetcher interface {
 }
 
 // partialAnswer is a partial send_join answer as the library's checks
-// (PerformJoin, CheckSendJoinResponse) read it: they look for the create
-// event and every auth event in auth_chain, from which MSC3706 lets the
-// resident leave out what state holds; both lists go there.
+// (PerformJoin, CheckSendJoinResponse) read it: PerformJoin looks for the
+// create event in auth_chain, from which MSC3706 lets the resident leave
+// out what state holds. The checks look every other auth event up in both
+// lists, so only the create event is added: adding the whole state (tens
+// of thousands of events in a big room) had every state event parsed,
+// signature-checked and auth-checked twice.
 type partialAnswer struct {
 	gomatrixserverlib.SendJoinResponse
+	auth gomatrixserverlib.EventJSONs
 }
 
-func (p partialAnswer) GetAuthEvents() gomatrixserverlib.EventJSONs {
-	return append(append(gomatrixserverlib.EventJSONs{}, p.SendJoinResponse.GetAuthEvents()...), p.GetStateEvents()...)
+func newPartialAnswer(res gomatrixserverlib.SendJoinResponse) partialAnswer {
+	auth := append(gomatrixserverlib.EventJSONs{}, res.GetAuthEvents()...)
+	for _, raw := range res.GetStateEvents() {
+		if gjson.GetBytes(raw, "type").Str == spec.MRoomCreate && gjson.GetBytes(raw, "state_key").Str == "" {
+			auth = append(auth, raw)
+		}
+	}
+	return partialAnswer{SendJoinResponse: res, auth: auth}
 }
+
+func (p partialAnswer) GetAuthEvents() gomatrixserverlib.EventJSONs { return p.auth }
 
 // resyncer runs the background resyncs of one process.
 type resyncer struct {
