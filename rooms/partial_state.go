@@ -402,8 +402,9 @@ func (r *Rooms) fetchChecked(ctx context.Context, server spec.ServerName, ver go
 		if err != nil {
 			r.log.Info("resync: /state failed, fetching events one by one", "room", roomID, "server", server, "err", err)
 		}
-		for _, raw := range slices.Concat(state, chain) {
-			if p, err := parsePDU(ver, raw); err == nil && wanted[p.EventID()] {
+		pdus, _ := parseAll(ver, slices.Concat(state, chain))
+		for _, p := range pdus {
+			if p != nil && wanted[p.EventID()] {
 				parsed[p.EventID()] = p
 			}
 		}
@@ -428,7 +429,7 @@ func (r *Rooms) fetchChecked(ctx context.Context, server spec.ServerName, ver go
 		pdus = append(pdus, p)
 	}
 	kept := pdus[:0]
-	for i, err := range gomatrixserverlib.VerifyAllEventSignatures(ctx, pdus, r.verifier, userIDForSender) {
+	for i, err := range r.verifyAll(ctx, pdus) {
 		if err != nil {
 			r.log.Info("resync: dropping an event with bad signatures", "event", pdus[i].EventID(), "err", err)
 			continue

@@ -53,6 +53,13 @@ func (r *Rooms) CurrentState(ctx context.Context, roomID string) (State, error) 
 	return r.StateAt(ctx, room.CurrentSnapshot)
 }
 
+// CurrentStateID is the event ID of one key of the room's current state,
+// or "" when it has none: a point lookup, where CurrentState copies the
+// whole state (tens of thousands of entries in a big room).
+func (r *Rooms) CurrentStateID(ctx context.Context, roomID string, k storage.StateKey) (string, error) {
+	return storage.CurrentStateEventID(ctx, r.db.Read(), roomID, k.Type, k.StateKey)
+}
+
 // StateEvents loads the events of a state.
 func (r *Rooms) StateEvents(ctx context.Context, st State) ([]*Event, error) {
 	ids := make([]string, 0, len(st))
