@@ -313,11 +313,37 @@ func InsertSnapshot(ctx context.Context, tx *sql.Tx, roomID string, parent int64
 		roomID, parentArg, chainLen).Scan(&id); err != nil {
 		return 0, fmt.Errorf("inserting snapshot: %w", err)
 	}
-	for k, ev := range entries {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
-			id, k.Type, k.StateKey, ev); err != nil {
-			return 0, fmt.Errorf("inserting snapshot entry: %w", err)
+	// Many rows per statement: a full copy of a big room's state has tens
+	// of thousands of entries.
+	const cols, perStmt = 4, 250
+	args := make([]any, 0, min(len(entries), perStmt)*cols)
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
 		}
+		var b strings.Builder
+		b.WriteString(`INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES `)
+		for i := 0; i < len(args)/cols; i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(" + placeholders(i*cols+1, cols) + ")")
+		}
+		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("inserting snapshot entries: %w", err)
+		}
+		args = args[:0]
+		return nil
+	}
+	for k, ev := range entries {
+		if args = append(args, id, k.Type, k.StateKey, ev); len(args) == perStmt*cols {
+			if err := flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return 0, err
 	}
 	return id, nil
 }
