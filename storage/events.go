@@ -436,6 +436,38 @@ func SetCurrentState(ctx context.Context, tx *sql.Tx, roomID string, k StateKey,
 	return nil
 }
 
+// CurrentStateEntry is one row of SetCurrentStates.
+type CurrentStateEntry struct {
+	Key        StateKey
+	EventID    string
+	Membership *string
+}
+
+// SetCurrentStates is SetCurrentState for many keys (each at most once),
+// many rows per statement: a joined or resynced big room sets tens of
+// thousands at once.
+func SetCurrentStates(ctx context.Context, tx *sql.Tx, roomID string, entries []CurrentStateEntry) error {
+	const cols, perStmt = 5, 200
+	for start := 0; start < len(entries); start += perStmt {
+		chunk := entries[start:min(start+perStmt, len(entries))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES `)
+		args := make([]any, 0, len(chunk)*cols)
+		for i, e := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(" + placeholders(i*cols+1, cols) + ")")
+			args = append(args, roomID, e.Key.Type, e.Key.StateKey, e.EventID, e.Membership)
+		}
+		b.WriteString(` ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership`)
+		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("updating current state: %w", err)
+		}
+	}
+	return nil
+}
+
 // DeleteCurrentState removes an entry (state resolution may drop one).
 func DeleteCurrentState(ctx context.Context, tx *sql.Tx, roomID string, k StateKey) error {
 	_, err := tx.ExecContext(ctx, `DELETE FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3`, roomID, k.Type, k.StateKey)
