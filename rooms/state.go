@@ -60,6 +60,11 @@ func (r *Rooms) CurrentStateID(ctx context.Context, roomID string, k storage.Sta
 	return storage.CurrentStateEventID(ctx, r.db.Read(), roomID, k.Type, k.StateKey)
 }
 
+// CurrentStateIDs is CurrentStateID for several keys, in one query.
+func (r *Rooms) CurrentStateIDs(ctx context.Context, roomID string, keys ...storage.StateKey) (State, error) {
+	return storage.CurrentStateEventIDs(ctx, r.db.Read(), roomID, keys...)
+}
+
 // StateEvents loads the events of a state.
 func (r *Rooms) StateEvents(ctx context.Context, st State) ([]*Event, error) {
 	ids := make([]string, 0, len(st))
