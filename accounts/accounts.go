@@ -42,10 +42,11 @@ type Accounts struct {
 	AppServices *appservice.Registry
 
 	lastSeenState
-	tokens      tokenCache
-	deviceHooks []DeviceDeletedHook
-	addedHooks  []DeviceAddedHook
-	signInHooks []SignInHook
+	tokens           tokenCache
+	deviceHooks      []DeviceDeletedHook
+	addedHooks       []DeviceAddedHook
+	signInHooks      []SignInHook
+	deactivatedHooks []DeactivatedHook
 }
 
 // NewUser describes an account to create.

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/matrix-org/gomatrixserverlib/spec"
-
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/mxhttp"
 	"github.com/hearth-matrix/hearth/storage"
@@ -276,31 +274,12 @@ func emptyNil(s string) *string {
 	return &s
 }
 
-// deactivate deactivates a user (password and devices gone, profile
-// erased with erase) and then makes them leave every room they are
-// joined to, invited to or knocking on, through the room core. A repeated
-// deactivation finishes the leaving an interrupted one left undone.
+// deactivate deactivates a user through the one road every deactivation
+// takes (accounts.Deactivate: devices, password, sessions, rooms). A
+// repeated deactivation finishes the leaving an interrupted one left
+// undone.
 func (a *API) deactivate(r *http.Request, userID string, erase bool) error {
-	ctx := r.Context()
-	err := a.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		if err := storage.DeactivateUser(ctx, tx, userID, erase); err != nil {
-			return err
-		}
-		return a.accounts.DeleteOtherDevices(ctx, tx, userID, "")
-	})
-	if err != nil {
-		return err
-	}
-	ms, err := storage.RoomsOfUser(ctx, a.db.Read(), userID, spec.Join, spec.Invite, spec.Knock)
-	if err != nil {
-		return err
-	}
-	for _, m := range ms {
-		if _, err := a.rooms.SetMembership(ctx, m.RoomID, roomsLeave(userID)); err != nil {
-			a.log.Warn("deactivated user could not leave a room", "user", userID, "room", m.RoomID, "err", err)
-		}
-	}
-	return nil
+	return a.accounts.Deactivate(r.Context(), userID, erase, nil)
 }
 
 // POST /_synapse/admin/v1/deactivate/{userId} {"erase": bool}.

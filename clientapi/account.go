@@ -73,7 +73,8 @@ func (a *API) changePassword(r *http.Request, c accounts.Caller) (any, error) {
 }
 
 // POST /account/deactivate (UIA). The account keeps its user ID forever
-// (it can never be registered again); its password and every device go.
+// (it can never be registered again); its password and every device go
+// and it leaves every room (accounts.Deactivate).
 func (a *API) deactivate(r *http.Request, c accounts.Caller) (any, error) {
 	var req struct {
 		Auth  json.RawMessage `json:"auth"`
@@ -86,18 +87,13 @@ func (a *API) deactivate(r *http.Request, c accounts.Caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = a.db.WriteTx(r.Context(), func(tx *sql.Tx) error {
-		if err := passed.consume(r.Context(), tx); err != nil {
-			return err
-		}
-		if err := storage.DeactivateUser(r.Context(), tx, c.UserID, req.Erase); err != nil {
-			return err
-		}
-		return a.accounts.DeleteOtherDevices(r.Context(), tx, c.UserID, "")
+	err = a.accounts.Deactivate(r.Context(), c.UserID, req.Erase, func(tx *sql.Tx) error {
+		return passed.consume(r.Context(), tx)
 	})
 	if err != nil {
 		return nil, err
 	}
-	// No identity server support: nothing was bound, nothing to unbind.
-	return map[string]string{"id_server_unbind_result": "no-support"}, nil
+	// No identity server binding exists here: nothing to unbind, which the
+	// spec answers with success.
+	return map[string]string{"id_server_unbind_result": "success"}, nil
 }

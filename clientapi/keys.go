@@ -97,12 +97,18 @@ func (a *API) uploadCrossSigningKeys(r *http.Request, c accounts.Caller) (any, e
 		need := passwordFlows("keys/device_signing/upload", c.UserID)
 		// A device signed in through OAuth has no password to give: the
 		// user approves the reset on the account page (m.oauth, v1.17).
+		// With password login off no device has a password to give either;
+		// the approval is offered next to the SSO stage (withSignInStages).
+		oauthParams := map[string]any{stageOAuth: map[string]string{
+			"url": oauth.AccountManagementURL(oauth.BaseURL(*a.conf(), r), "org.matrix.cross_signing_reset")}}
 		if _, _, err := storage.OAuthSession(r.Context(), a.db.Read(), c.UserID, c.DeviceID); err == nil {
 			need.flows = []uiaFlow{{Stages: []string{stageOAuth}}}
-			need.params = map[string]any{stageOAuth: map[string]string{
-				"url": oauth.AccountManagementURL(oauth.BaseURL(*a.conf(), r), "org.matrix.cross_signing_reset")}}
+			need.params = oauthParams
 		} else if !errors.Is(err, storage.ErrNotFound) {
 			return nil, err
+		} else if !a.conf().PasswordLogin {
+			need.flows = append(need.flows, uiaFlow{Stages: []string{stageOAuth}})
+			need.params = oauthParams
 		}
 		passed, err := a.userInteractiveAuth(r, need, req.Auth)
 		if err != nil {

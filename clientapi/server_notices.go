@@ -24,8 +24,8 @@ import (
 
 const serverNoticeTag = "m.server_notice"
 
-// noticeRooms serialises finding-or-making a user's notices room, so two
-// notices at once do not make two rooms.
+// noticeRooms serialises making or mending a user's notices room in this
+// process (storage.LockServerNoticeRoom does across processes).
 type noticeRooms struct{ mu sync.Mutex }
 
 // POST /_synapse/admin/v1/send_server_notice and PUT .../{txnId}
@@ -80,10 +80,30 @@ func (a *API) noticesUserID() string {
 }
 
 // serverNoticeRoom returns the user's notices room, making it (and the
-// notices account) on first use, and invites the user again if they left.
+// notices account) on first use. A user who left is invited back into the
+// same room (the spec's one notices room per user); a room that can no
+// longer serve (purged, deleted by an admin, left by the notices account,
+// or refusing the invite) is replaced by a new one.
 func (a *API) serverNoticeRoom(ctx context.Context, userID string) (string, error) {
+	// The usual case reads only: the room works and the user is in it or
+	// invited.
+	if roomID, err := storage.ServerNoticeRoom(ctx, a.db.Read(), userID); err == nil {
+		if ready, err := a.noticeRoomReady(ctx, roomID, userID); err != nil || ready {
+			return roomID, err
+		}
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return "", err
+	}
+	// Making or mending the room is serialised per process by the mutex
+	// and across processes sharing PostgreSQL by a per-user lock there, so
+	// two notices at once never make two rooms.
 	a.notices.mu.Lock()
 	defer a.notices.mu.Unlock()
+	unlock, err := a.db.LockServerNoticeRoom(ctx, userID)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	sender := a.noticesUserID()
 	if _, err := a.db.GetUser(ctx, sender); errors.Is(err, storage.ErrNotFound) {
 		// No password: nobody can log in as the notices account.
@@ -94,37 +114,71 @@ func (a *API) serverNoticeRoom(ctx context.Context, userID string) (string, erro
 	} else if err != nil {
 		return "", err
 	}
-	roomID, err := storage.ServerNoticeRoom(ctx, a.db.Read(), userID)
-	if errors.Is(err, storage.ErrNotFound) {
-		name := "Server Notices"
-		// Users may read and leave but not talk: users_default below
-		// events_default.
-		roomID, err = a.rooms.Create(ctx, rooms.CreateRequest{Creator: sender, Preset: "private_chat", Name: &name,
-			Invite: []string{userID}, PowerLevelContentOverride: map[string]json.RawMessage{"users_default": json.RawMessage("-10")}})
-		if err != nil {
-			return "", err
+	old, err := storage.ServerNoticeRoom(ctx, a.db.Read(), userID)
+	if err == nil {
+		ok, err := a.mendNoticeRoom(ctx, old, userID)
+		if err != nil || ok {
+			return old, err
 		}
-		if err := a.db.SetServerNoticeRoom(ctx, userID, roomID); err != nil {
-			return "", err
-		}
-		if err := a.changeTag(ctx, userID, roomID, serverNoticeTag, json.RawMessage(`{}`)); err != nil {
-			return "", err
-		}
-		return roomID, nil
+		a.log.Info("the server notices room no longer works: making a new one", "user", userID, "old_room", old)
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return "", err
 	}
+	name := "Server Notices"
+	// Users may read and leave but not talk: users_default below
+	// events_default.
+	roomID, err := a.rooms.Create(ctx, rooms.CreateRequest{Creator: sender, Preset: "private_chat", Name: &name,
+		Invite: []string{userID}, PowerLevelContentOverride: map[string]json.RawMessage{"users_default": json.RawMessage("-10")}})
 	if err != nil {
 		return "", err
 	}
-	m, _, err := storage.CurrentMembership(ctx, a.db.Read(), roomID, userID)
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+	if err := a.db.SetServerNoticeRoom(ctx, userID, roomID); err != nil {
 		return "", err
 	}
-	if m != spec.Join && m != spec.Invite {
-		if _, err := a.rooms.SetMembership(ctx, roomID, rooms.ChangeMembership{Sender: sender, Target: userID, Membership: spec.Invite}); err != nil {
+	if err := a.changeTag(ctx, userID, roomID, serverNoticeTag, json.RawMessage(`{}`)); err != nil {
+		return "", err
+	}
+	if old != "" {
+		// Clients find the notices room by its tag: one room has it.
+		if err := a.changeTag(ctx, userID, old, serverNoticeTag, nil); err != nil {
 			return "", err
 		}
 	}
 	return roomID, nil
+}
+
+// noticeRoomReady reports whether notices can go to roomID as it is: the
+// notices account is joined and the user joined or invited.
+func (a *API) noticeRoomReady(ctx context.Context, roomID, userID string) (bool, error) {
+	if m, _, err := storage.CurrentMembership(ctx, a.db.Read(), roomID, a.noticesUserID()); err != nil || m != spec.Join {
+		return false, err
+	}
+	m, _, err := storage.CurrentMembership(ctx, a.db.Read(), roomID, userID)
+	return m == spec.Join || m == spec.Invite, err
+}
+
+// mendNoticeRoom makes roomID serve again if it can, inviting the user
+// back when they left; false when the room cannot serve any more (the
+// notices account is not in it, or the invite is refused).
+func (a *API) mendNoticeRoom(ctx context.Context, roomID, userID string) (bool, error) {
+	sender := a.noticesUserID()
+	if m, _, err := storage.CurrentMembership(ctx, a.db.Read(), roomID, sender); err != nil || m != spec.Join {
+		return false, err
+	}
+	m, _, err := storage.CurrentMembership(ctx, a.db.Read(), roomID, userID)
+	if err != nil {
+		return false, err
+	}
+	if m == spec.Join || m == spec.Invite {
+		return true, nil
+	}
+	_, err = a.rooms.SetMembership(ctx, roomID, rooms.ChangeMembership{Sender: sender, Target: userID, Membership: spec.Invite})
+	var me *mxhttp.Error
+	if errors.As(err, &me) && me.Status < http.StatusInternalServerError {
+		a.log.Info("the server notices room refuses the invite", "user", userID, "room", roomID, "err", err)
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // refuseNoticeRoomReject: an invite to one's server notices room cannot

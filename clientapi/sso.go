@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"context"
+	"slices"
 
 	"github.com/hearth-matrix/hearth/config"
 	"github.com/hearth-matrix/hearth/storage"
@@ -29,25 +30,45 @@ func ssoFlow(providers config.SSOProviders) map[string]any {
 	return map[string]any{"type": "m.login.sso", "identity_providers": idps, "oauth_aware_preferred": true}
 }
 
-// withSSOStage adds the m.login.sso stage (client-server API, SSO during
-// User-Interactive Authentication) as another way to pass a password
-// requirement, for a user whose account is linked to a configured
-// provider: an account made through SSO has no password. The stage is
-// passed on its fallback page, /auth/m.login.sso/fallback/web (package
-// oauth), by signing in again with the provider.
-func (a *API) withSSOStage(ctx context.Context, req uiaRequirement) (uiaRequirement, error) {
-	if req.userID == "" || len(a.conf().SSOProviders) == 0 || !offersStage(req.flows, stagePassword) || offersStage(req.flows, stageSSO) {
+// withSignInStages fits a requirement that re-checks the caller to the
+// ways this server lets them sign in. The m.login.sso stage (client-server
+// API, SSO during User-Interactive Authentication) is another way to pass
+// a password requirement, for a user whose account is linked to a
+// configured provider: an account made through SSO has no password. The
+// stage is passed on its fallback page, /auth/m.login.sso/fallback/web
+// (package oauth), by signing in again with the provider. With password
+// login off the password stage is not offered (as Synapse does without
+// password re-authentication), so a flow needing it goes: what is left
+// may be no flow at all, and the request then cannot be authorised (the
+// account page still serves such a user).
+func (a *API) withSignInStages(ctx context.Context, req uiaRequirement) (uiaRequirement, error) {
+	if req.userID == "" || !offersStage(req.flows, stagePassword) {
 		return req, nil
 	}
-	links, err := storage.SSOLinksOfUser(ctx, a.db.Read(), req.userID)
-	if err != nil {
-		return req, err
-	}
-	for _, l := range links {
-		if _, ok := a.conf().SSOProviders.Provider(l.IdPID); ok {
-			req.flows = append(append([]uiaFlow(nil), req.flows...), uiaFlow{Stages: []string{stageSSO}})
-			return req, nil
+	flows := req.flows
+	if !a.conf().PasswordLogin {
+		flows = nil
+		for _, f := range req.flows {
+			if !slices.Contains(f.Stages, stagePassword) {
+				flows = append(flows, f)
+			}
 		}
 	}
+	if len(a.conf().SSOProviders) > 0 && !offersStage(flows, stageSSO) {
+		links, err := storage.SSOLinksOfUser(ctx, a.db.Read(), req.userID)
+		if err != nil {
+			return req, err
+		}
+		for _, l := range links {
+			if _, ok := a.conf().SSOProviders.Provider(l.IdPID); ok {
+				flows = append(append([]uiaFlow(nil), flows...), uiaFlow{Stages: []string{stageSSO}})
+				break
+			}
+		}
+	}
+	if flows == nil {
+		flows = []uiaFlow{} // "flows": [], never null
+	}
+	req.flows = flows
 	return req, nil
 }

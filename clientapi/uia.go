@@ -87,7 +87,7 @@ type uiaAuthDict struct {
 // after a failed stage, errcode/error), or a plain Matrix error.
 func (a *API) userInteractiveAuth(r *http.Request, req uiaRequirement, auth json.RawMessage) (uiaPassed, error) {
 	ctx := r.Context()
-	req, err := a.withSSOStage(ctx, req)
+	req, err := a.withSignInStages(ctx, req)
 	if err != nil {
 		return uiaPassed{}, err
 	}
@@ -117,12 +117,19 @@ func (a *API) userInteractiveAuth(r *http.Request, req uiaRequirement, auth json
 		}
 	}
 	// The m.oauth stage's auth dict has only the session (client-server
-	// API, OAuth authentication).
-	if dict.Type == "" && dict.Session != "" && offersStage(req.flows, stageOAuth) {
+	// API, OAuth authentication); so has a retry after a stage passed
+	// elsewhere (the SSO fallback page), which must not be taken for it.
+	if dict.Type == "" && dict.Session != "" && offersStage(req.flows, stageOAuth) && !anyFlowCompleted(req.flows, sess.Completed) {
 		dict.Type = stageOAuth
 	}
 	if dict.Type != "" && !slices.Contains(sess.Completed, dict.Type) {
 		if !offersStage(req.flows, dict.Type) {
+			// A failed attempt the client may follow with an offered stage:
+			// 401 with the flows and M_FORBIDDEN (User-Interactive
+			// Authentication API).
+			if dict.Type == stagePassword && !a.conf().PasswordLogin {
+				return uiaPassed{}, uiaChallenge(req, sess, mxhttp.Forbidden("Password authentication is turned off on this server"))
+			}
 			return uiaPassed{}, uiaChallenge(req, sess, mxhttp.Forbidden("Authentication type %q is not offered here", dict.Type))
 		}
 		if err := a.attemptStage(r, req, sess, dict, auth); err != nil {
@@ -134,12 +141,19 @@ func (a *API) userInteractiveAuth(r *http.Request, req uiaRequirement, auth json
 		}
 		sess.Completed = append(sess.Completed, dict.Type)
 	}
-	for _, f := range req.flows {
-		if allCompleted(f.Stages, sess.Completed) {
-			return uiaPassed{session: sess.SessionID}, nil
-		}
+	if anyFlowCompleted(req.flows, sess.Completed) {
+		return uiaPassed{session: sess.SessionID}, nil
 	}
 	return uiaPassed{}, uiaChallenge(req, sess, nil)
+}
+
+func anyFlowCompleted(flows []uiaFlow, completed []string) bool {
+	for _, f := range flows {
+		if allCompleted(f.Stages, completed) {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *API) newUIASession(ctx context.Context, req uiaRequirement) (storage.UIASession, error) {

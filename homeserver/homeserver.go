@@ -246,6 +246,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 		s.Notifier.RoomEvent(context.Background(), roomID, pos, "", "")
 	})
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
+	// Every deactivation road ends with the user leaving their rooms.
+	s.Accounts.OnDeactivated(s.Rooms.LeaveAll)
 	// With several processes, application services get their events from
 	// the leader only, as gateways and other servers do.
 	if s.AppServices, err = startAppServices(ctx, s, regs, s.relay != nil); err != nil {

@@ -248,8 +248,9 @@ func (a *API) accountProfile(w http.ResponseWriter, r *http.Request) error {
 
 // POST /_hearth/account/deactivate: the user deactivates their account,
 // confirming with their password (or, when password login is off, by
-// typing their user ID), as POST /account/deactivate does: the password
-// and every device and browser session go, the user ID stays taken.
+// typing their user ID), by the road POST /account/deactivate takes: the
+// password, every device and browser session go, the user leaves every
+// room, the user ID stays taken.
 func (a *API) accountDeactivate(w http.ResponseWriter, r *http.Request) error {
 	user, err := a.formUser(r)
 	if err != nil {
@@ -280,16 +281,7 @@ func (a *API) accountDeactivate(w http.ResponseWriter, r *http.Request) error {
 	} else if strings.TrimSpace(r.PostForm.Get("confirm_user_id")) != user {
 		return again(http.StatusBadRequest, say("Type your user ID exactly as shown to confirm."))
 	}
-	ctx := r.Context()
-	if err := a.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		if err := storage.DeactivateUser(ctx, tx, user, r.PostForm.Get("erase") == "true"); err != nil {
-			return err
-		}
-		if err := a.accounts.DeleteOtherDevices(ctx, tx, user, ""); err != nil {
-			return err
-		}
-		return storage.DeleteUserBrowserSessions(ctx, tx, user)
-	}); err != nil {
+	if err := a.accounts.Deactivate(r.Context(), user, r.PostForm.Get("erase") == "true", nil); err != nil {
 		return err
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: cookiePath, MaxAge: -1, HttpOnly: true, Secure: a.secure(r)})

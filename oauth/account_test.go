@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -89,9 +90,11 @@ func TestAccountProfileAndDeactivation(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		s := hearthtest.NewServer(t, b, nil)
 		alice, token := s.RegisterUser(t, "alice")
-		r := s.Do(t, "POST", "/_matrix/client/v3/createRoom", token, map[string]any{})
+		r := s.Do(t, "POST", "/_matrix/client/v3/createRoom", token, map[string]any{"preset": "public_chat"})
 		hearthtest.Expect(t, r, http.StatusOK, "")
 		roomID := r.JSON["room_id"].(string)
+		_, carolToken := s.RegisterUser(t, "carol")
+		hearthtest.Expect(t, s.Do(t, "POST", "/_matrix/client/v3/rooms/"+roomID+"/join", carolToken, map[string]any{}), http.StatusOK, "")
 
 		md := metadata(t, s)
 		if !contains(md["account_management_actions_supported"], "org.matrix.profile") || !contains(md["account_management_actions_supported"], "org.matrix.account_deactivate") {
@@ -134,9 +137,29 @@ func TestAccountProfileAndDeactivation(t *testing.T) {
 		}
 		hearthtest.Expect(t, whoami(t, s, token), http.StatusOK, "")
 
+		r = s.Do(t, "GET", "/_matrix/client/v3/sync", carolToken, nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		since := r.JSON["next_batch"].(string)
 		q = br.submit(p, "/_hearth/account/deactivate", map[string]string{"password": "password", "erase": "true"}, "")
 		if q.status != http.StatusOK || !strings.Contains(q.body, alice) {
 			t.Fatalf("deactivation: %d %s", q.status, q.body)
+		}
+		// Alice left the room: carol sees the leave in her /sync.
+		r = s.Do(t, "GET", "/_matrix/client/v3/sync?timeout=5000&since="+url.QueryEscape(since), carolToken, nil)
+		left := false
+		if rooms, _ := r.JSON["rooms"].(map[string]any); rooms != nil {
+			room, _ := rooms["join"].(map[string]any)[roomID].(map[string]any)
+			if room != nil {
+				for _, e := range room["timeline"].(map[string]any)["events"].([]any) {
+					ev := e.(map[string]any)
+					if ev["type"] == "m.room.member" && ev["state_key"] == alice && ev["content"].(map[string]any)["membership"] == "leave" {
+						left = true
+					}
+				}
+			}
+		}
+		if !left {
+			t.Fatalf("carol's sync lacks alice's leave after the account page deactivated her: %s", r.Body)
 		}
 		hearthtest.Expect(t, whoami(t, s, token), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 		hearthtest.Expect(t, passwordLoginReq(t, s, "alice", "password"), http.StatusForbidden, "")

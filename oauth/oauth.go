@@ -62,10 +62,14 @@ type API struct {
 	// userCode the device codes typed, clientReg client registrations.
 	passwordIP, userCode, clientReg *ratelimit.Limiter
 	rendezvousIP                    *ratelimit.Limiter
-	onRename                        DeviceRenamedHook
-	onAccountData                   func(userID string, pos int64)
-	onProfile                       func(ctx context.Context, userID string) error
-	up                              *upstreams // company SSO providers (upstream.go)
+	// ssoStartIP bounds upstream sign-ins started per address: each
+	// stores a pending request and may ask the provider for its discovery
+	// document.
+	ssoStartIP    *ratelimit.Limiter
+	onRename      DeviceRenamedHook
+	onAccountData func(userID string, pos int64)
+	onProfile     func(ctx context.Context, userID string) error
+	up            *upstreams // company SSO providers (upstream.go)
 }
 
 // DeviceRenamedHook runs inside the transaction that renames a device on
@@ -101,6 +105,7 @@ func New(d Deps) *API {
 		a.userCode = ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst)
 		a.clientReg = ratelimit.New(d.Config.RateLimitRegisterPerSecond, d.Config.RateLimitRegisterBurst)
 		a.rendezvousIP = ratelimit.New(rendezvousRate, rendezvousBurst)
+		a.ssoStartIP = ratelimit.New(d.Config.RateLimitLoginPerSecond, d.Config.RateLimitLoginBurst)
 	}
 	a.Update(d.Config)
 	d.Accounts.OnDevicesDeleted(func(ctx context.Context, tx *sql.Tx, userID string, deviceIDs []string) error {

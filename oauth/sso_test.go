@@ -233,7 +233,7 @@ func ssoBrowser(t *testing.T, s *hearthtest.Server, h *hydra) *browser {
 // ssoServer starts Hearth with three providers on one Hydra: corp links
 // by verified email and always makes accounts; strict links nothing and
 // makes none; names links by localpart.
-func ssoServer(t *testing.T, b hearthtest.Backend, h *hydra) *hearthtest.Server {
+func ssoServer(t *testing.T, b hearthtest.Backend, h *hydra, modify func(*config.Config)) *hearthtest.Server {
 	secretFile := filepath.Join(t.TempDir(), "corp-secret")
 	if err := os.WriteFile(secretFile, []byte("corp-secret-value\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -248,6 +248,9 @@ func ssoServer(t *testing.T, b hearthtest.Backend, h *hydra) *hearthtest.Server 
 			{ID: "strict", Name: "Strict SSO", Issuer: h.issuer, ClientID: ids["strict"], ClientSecretEnv: "HEARTH_TEST_STRICT_SECRET"},
 			{ID: "names", Name: "Names SSO", Issuer: h.issuer, ClientID: ids["names"], ClientSecret: "names-secret-value",
 				LinkExisting: config.SSOLinkLocalpart, Register: config.SSORegisterNever},
+		}
+		if modify != nil {
+			modify(c)
 		}
 	})
 	for id, clientID := range ids {
@@ -303,7 +306,7 @@ func TestCompanySSO(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		n++
 		sub := func(name string) string { return fmt.Sprintf("%s-%d", name, n) }
-		s := ssoServer(t, b, h)
+		s := ssoServer(t, b, h, nil)
 
 		// GET /login offers m.login.sso with the providers.
 		r := s.Do(t, "GET", "/_matrix/client/v3/login", "", nil)
@@ -531,6 +534,33 @@ func TestCompanySSO(t *testing.T) {
 		}
 		hearthtest.Expect(t, del(map[string]any{"type": "m.login.sso", "session": uia}), http.StatusOK, "")
 
+		// With password login off, a linked account that has a password
+		// too is offered the SSO stage only, and its password is refused.
+		if err := s.Server.DB.WriteTx(t.Context(), func(tx *sql.Tx) error {
+			hash, err := s.Accounts.Passwords.Hash(t.Context(), "carol-password")
+			if err != nil {
+				return err
+			}
+			return storage.SetPasswordHash(t.Context(), tx, carol, hash)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		noPassword := s.Config
+		noPassword.PasswordLogin = false
+		if err := s.Reload(s.Config.WithReloaded(noPassword)); err != nil {
+			t.Fatal(err)
+		}
+		logout := func(auth map[string]any) hearthtest.Response {
+			return s.Do(t, "POST", "/_matrix/client/v3/account/password", carolToken, map[string]any{"new_password": "x", "auth": auth})
+		}
+		if r = logout(nil); r.Status != http.StatusUnauthorized || !strings.Contains(string(r.Body), `"flows":[{"stages":["m.login.sso"]}]`) {
+			t.Fatalf("UIA flows with password login off: %d %s", r.Status, r.Body)
+		}
+		pw := map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": carol}, "password": "carol-password"}
+		if r = logout(pw); r.Status != http.StatusUnauthorized || r.ErrCode() != "M_FORBIDDEN" || !strings.Contains(string(r.Body), `"flows":[{"stages":["m.login.sso"]}]`) {
+			t.Fatalf("password stage with password login off: %d %s", r.Status, r.Body)
+		}
+
 		// A deactivated account is refused, and its name is not given again.
 		if err := s.Server.DB.WriteTx(t.Context(), func(tx *sql.Tx) error { return storage.DeactivateUser(t.Context(), tx, carol, false) }); err != nil {
 			t.Fatal(err)
@@ -543,6 +573,56 @@ func TestCompanySSO(t *testing.T) {
 		// redirectUrl is checked.
 		refused(t, br.get(s.URL+"/_matrix/client/v3/login/sso/redirect?redirectUrl="+url.QueryEscape("javascript:alert(1)")), http.StatusBadRequest, "redirectUrl")
 		refused(t, br.get(s.URL+"/_matrix/client/v3/login/sso/redirect"), http.StatusBadRequest, "redirectUrl")
+	})
+}
+
+// TestSSOStartRateLimited: starting an upstream sign-in is limited per
+// client address with the login limits, on every road in (the legacy
+// /login/sso/redirect/{idpId} and the sign-in page's provider links share
+// one bucket); a refused start is 429 with Retry-After and stores nothing.
+func TestSSOStartRateLimited(t *testing.T) {
+	h := startHydra(t)
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		s := ssoServer(t, b, h, func(c *config.Config) {
+			c.RateLimits = "on"
+			c.RateLimitLoginPerSecond, c.RateLimitLoginBurst = 0.01, 2
+		})
+		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		get := func(path string) *http.Response {
+			t.Helper()
+			resp, err := client.Get(s.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp
+		}
+		legacy := "/_matrix/client/v3/login/sso/redirect/corp?redirectUrl=" + url.QueryEscape(clientRedirect)
+		for i, path := range []string{legacy, "/_hearth/oauth2/upstream/corp?next=/_hearth/account"} {
+			resp := get(path)
+			loc, _ := resp.Location()
+			if resp.StatusCode != http.StatusSeeOther || loc == nil || !strings.HasPrefix(loc.String(), h.issuer) {
+				t.Fatalf("start %d within the burst: %d %v", i, resp.StatusCode, loc)
+			}
+		}
+		for _, path := range []string{legacy, "/_hearth/oauth2/upstream/corp?next=/_hearth/account"} {
+			resp := get(path)
+			if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("start beyond the burst: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+			}
+		}
+		var n int
+		if err := s.Server.DB.Read().QueryRowContext(t.Context(), `SELECT COUNT(*) FROM sso_requests`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 2 {
+			t.Fatalf("%d pending upstream sign-ins stored, want the 2 allowed", n)
+		}
+		// Without a provider in the path nothing upstream starts: the
+		// sign-in page is not limited by this bucket.
+		if resp := get("/_matrix/client/v3/login/sso/redirect?redirectUrl=" + url.QueryEscape(clientRedirect)); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("/login/sso/redirect without a provider: %d", resp.StatusCode)
+		}
 	})
 }
 

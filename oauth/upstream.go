@@ -6,9 +6,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -139,7 +141,14 @@ func (a *API) upstreamStart(w http.ResponseWriter, r *http.Request) error {
 // endpoint with a fresh state, nonce and PKCE verifier, kept for the
 // callback; the state also goes into a cookie of this browser. With a
 // UIA session, the sign-in re-authenticates for its m.login.sso stage.
+// Every road in (/login/sso/redirect/{idpId}, the sign-in page's provider
+// links, the m.login.sso fallback) is rate limited per client address,
+// with the login limits: 429 and Retry-After.
 func (a *API) startUpstream(w http.ResponseWriter, r *http.Request, sp config.SSOProvider, next, uiaSession string) error {
+	if ok, wait := a.ssoStartIP.Allow(clientIP(r)); !ok {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(wait.Seconds())), 10))
+		return pageErr(http.StatusTooManyRequests, "Too many attempts. Wait a minute and try again.")
+	}
 	p, err := a.up.provider(r.Context(), sp)
 	if err != nil {
 		return a.unreachable(r, sp, err)

@@ -141,6 +141,23 @@ func (r *Rooms) ProfileChanged(ctx context.Context, userID string) error {
 	return nil
 }
 
+// LeaveAll makes a user leave every room they are joined to, invited to
+// or knocking on (account deactivation: the leave rejects invites and
+// retracts knocks too). A room that refuses the leave is logged and
+// skipped, so one broken room does not keep the user in all the others.
+func (r *Rooms) LeaveAll(ctx context.Context, userID string) error {
+	ms, err := storage.RoomsOfUser(ctx, r.db.Read(), userID, spec.Join, spec.Invite, spec.Knock)
+	if err != nil {
+		return err
+	}
+	for _, m := range ms {
+		if _, err := r.SetMembership(ctx, m.RoomID, ChangeMembership{Sender: userID, Target: userID, Membership: spec.Leave}); err != nil {
+			r.log.Warn("a deactivated user could not leave a room", "user", userID, "room", m.RoomID, "err", err)
+		}
+	}
+	return nil
+}
+
 // CanJoinLocally reports whether a join can go through our own copy of the
 // room: we know the room, and either one of our users is in it (our copy is
 // live) or no other server's user is (nobody else could tell us more).

@@ -40,7 +40,9 @@ type DirectoryUser struct {
 }
 
 // JoinedMembersOfRooms returns the users joined to any of rooms, once each,
-// with their profile when local.
+// with their profile when local; deactivated local users are left out
+// (they leave their rooms, but a leave can fail: the directory must not
+// show them meanwhile).
 func JoinedMembersOfRooms(ctx context.Context, q Reader, rooms []string) ([]DirectoryUser, error) {
 	var out []DirectoryUser
 	seen := map[string]bool{}
@@ -53,7 +55,9 @@ func JoinedMembersOfRooms(ctx context.Context, q Reader, rooms []string) ([]Dire
 		err := queryEach(ctx, q, "listing joined members", `SELECT cs.state_key, e.json, p.displayname, p.avatar_url FROM current_state cs
 			JOIN events e ON e.event_id = cs.event_id
 			LEFT JOIN profiles p ON p.user_id = cs.state_key
-			WHERE cs.type = 'm.room.member' AND cs.membership = 'join' AND cs.room_id IN (`+placeholders(1, len(chunk))+`)`, args, func(rows *sql.Rows) error {
+			LEFT JOIN users u ON u.user_id = cs.state_key
+			WHERE cs.type = 'm.room.member' AND cs.membership = 'join' AND NOT COALESCE(u.deactivated, FALSE)
+			AND cs.room_id IN (`+placeholders(1, len(chunk))+`)`, args, func(rows *sql.Rows) error {
 			var u DirectoryUser
 			var js string
 			if err := rows.Scan(&u.UserID, &js, &u.DisplayName, &u.AvatarURL); err != nil {
