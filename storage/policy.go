@@ -4,8 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
-	"strings"
 )
 
 // CurrentStateEventID returns the event ID of one state key of a room's
@@ -21,27 +19,18 @@ func CurrentStateEventID(ctx context.Context, q Reader, roomID, eventType, state
 }
 
 // CurrentStateEventIDs returns the event IDs of the given keys of a room's
-// current state (absent keys are left out), in one query.
+// current state (absent keys are left out): one indexed lookup per key,
+// which an OR of the keys in one query is not always planned as.
 func CurrentStateEventIDs(ctx context.Context, q Reader, roomID string, keys ...StateKey) (map[StateKey]string, error) {
 	out := map[StateKey]string{}
-	if len(keys) == 0 {
-		return out, nil
-	}
-	args := []any{roomID}
-	var conds []string
 	for _, k := range keys {
-		conds = append(conds, fmt.Sprintf("(type = $%d AND state_key = $%d)", len(args)+1, len(args)+2))
-		args = append(args, k.Type, k.StateKey)
-	}
-	err := queryEach(ctx, q, "loading current state entries", `SELECT type, state_key, event_id FROM current_state WHERE room_id = $1 AND (`+
-		strings.Join(conds, " OR ")+`)`, args, func(rows *sql.Rows) error {
-		var k StateKey
-		var id string
-		if err := rows.Scan(&k.Type, &k.StateKey, &id); err != nil {
-			return err
+		id, err := CurrentStateEventID(ctx, q, roomID, k.Type, k.StateKey)
+		if err != nil {
+			return nil, err
 		}
-		out[k] = id
-		return nil
-	})
-	return out, err
+		if id != "" {
+			out[k] = id
+		}
+	}
+	return out, nil
 }
