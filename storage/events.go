@@ -155,7 +155,7 @@ func InsertEvent(ctx context.Context, tx *sql.Tx, e Event) (int64, error) {
 // storing the same auth event at the same time and PostgreSQL aborts a
 // transaction on a unique violation.
 func InsertOutliers(ctx context.Context, tx *sql.Tx, evs []Event) error {
-	const cols, perStmt = 20, 50
+	const cols, perStmt = 20, 10 // 200 parameters: see InsertSnapshot
 	for start := 0; start < len(evs); start += perStmt {
 		chunk := evs[start:min(start+perStmt, len(evs))]
 		var b strings.Builder
@@ -314,8 +314,10 @@ func InsertSnapshot(ctx context.Context, tx *sql.Tx, roomID string, parent int64
 		return 0, fmt.Errorf("inserting snapshot: %w", err)
 	}
 	// Many rows per statement: a full copy of a big room's state has tens
-	// of thousands of entries.
-	const cols, perStmt = 4, 250
+	// of thousands of entries. Not more: the SQLite driver looks each
+	// numbered parameter up in a list, which costs the square of their
+	// number per statement (about 200 is the sweet spot).
+	const cols, perStmt = 4, 50
 	args := make([]any, 0, min(len(entries), perStmt)*cols)
 	flush := func() error {
 		if len(args) == 0 {
@@ -447,7 +449,7 @@ type CurrentStateEntry struct {
 // many rows per statement: a joined or resynced big room sets tens of
 // thousands at once.
 func SetCurrentStates(ctx context.Context, tx *sql.Tx, roomID string, entries []CurrentStateEntry) error {
-	const cols, perStmt = 5, 200
+	const cols, perStmt = 5, 40 // 200 parameters: see InsertSnapshot
 	for start := 0; start < len(entries); start += perStmt {
 		chunk := entries[start:min(start+perStmt, len(entries))]
 		var b strings.Builder
