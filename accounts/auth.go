@@ -22,6 +22,12 @@ type Caller struct {
 	// Suspended: the account is suspended (v1.13); handlers refuse the
 	// actions a suspended account may not take with ErrSuspended.
 	Suspended bool
+	// ShadowBanned and MessageLimit (nil: none) are the admin's moderation
+	// of the account, known with the token (SetShadowBanned and
+	// SetMessageLimit drop cached tokens like SetLocked); not set for an
+	// application service.
+	ShadowBanned bool
+	MessageLimit *storage.RatelimitOverride
 	// Token is the access token the request presented.
 	Token string
 	// AppService is the application service whose as_token the request
@@ -96,6 +102,25 @@ func (a *Accounts) SetSuspended(ctx context.Context, userID string, suspended bo
 	})
 }
 
+// SetShadowBanned sets or clears an account's shadow-ban (clientapi's
+// limitMessage); like SetLocked it drops the cached tokens everywhere, so
+// every process sees it at once.
+func (a *Accounts) SetShadowBanned(ctx context.Context, userID string, banned bool) error {
+	return a.DB.WriteTx(ctx, func(tx *sql.Tx) error {
+		a.forgetTokensOnCommit(tx, userID)
+		return storage.SetShadowBanned(ctx, tx, userID, banned)
+	})
+}
+
+// SetMessageLimit sets (o non-nil) or removes an account's own message
+// rate limit; like SetLocked it drops the cached tokens everywhere.
+func (a *Accounts) SetMessageLimit(ctx context.Context, userID string, o *storage.RatelimitOverride) error {
+	return a.DB.WriteTx(ctx, func(tx *sql.Tx) error {
+		a.forgetTokensOnCommit(tx, userID)
+		return storage.SetRatelimitOverride(ctx, tx, userID, o)
+	})
+}
+
 // ErrSuspended is the answer to an action a suspended account may not
 // take (client-server API, Account suspension): 403 M_USER_SUSPENDED.
 func ErrSuspended() *mxhttp.Error {
@@ -146,7 +171,8 @@ func (a *Accounts) authenticate(r *http.Request) (Caller, bool, error) {
 		}
 	}
 	a.touchDevice(r, owner.UserID, owner.DeviceID, now)
-	return Caller{UserID: owner.UserID, DeviceID: owner.DeviceID, IsGuest: owner.IsGuest, Suspended: owner.Suspended, Token: tok}, owner.Locked, nil
+	return Caller{UserID: owner.UserID, DeviceID: owner.DeviceID, IsGuest: owner.IsGuest, Suspended: owner.Suspended,
+		ShadowBanned: owner.ShadowBanned, MessageLimit: owner.MessageLimit, Token: tok}, owner.Locked, nil
 }
 
 // touchDevice records last_seen_ts and last_seen_ip at most once a minute

@@ -188,7 +188,7 @@ func (a *API) shadowBan(ban bool) handler {
 		if err != nil {
 			return nil, err
 		}
-		if err := a.db.SetShadowBanned(r.Context(), u.UserID, ban); err != nil {
+		if err := a.accounts.SetShadowBanned(r.Context(), u.UserID, ban); err != nil {
 			return nil, err
 		}
 		return struct{}{}, nil
@@ -241,7 +241,7 @@ func (a *API) setRatelimit(r *http.Request, c accounts.Caller) (any, error) {
 	if o.BurstCount, err = num(req.BurstCount, "burst_count"); err != nil {
 		return nil, err
 	}
-	if err := a.db.SetRatelimitOverride(r.Context(), u.UserID, &o); err != nil {
+	if err := a.accounts.SetMessageLimit(r.Context(), u.UserID, &o); err != nil {
 		return nil, err
 	}
 	return map[string]int64{"messages_per_second": o.MessagesPerSecond, "burst_count": o.BurstCount}, nil
@@ -252,7 +252,7 @@ func (a *API) deleteRatelimit(r *http.Request, c accounts.Caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := a.db.SetRatelimitOverride(r.Context(), u.UserID, nil); err != nil {
+	if err := a.accounts.SetMessageLimit(r.Context(), u.UserID, nil); err != nil {
 		return nil, err
 	}
 	return struct{}{}, nil

@@ -118,6 +118,28 @@ func (a *API) join(r *http.Request, c accounts.Caller, roomID string, servers []
 		return nil, err
 	}
 	if local {
+		// MSC3902: a partial state cannot tell whether the user may join
+		// (a ban it does not hold): unless they are joined already, a
+		// server with the full state makes the join (as Synapse does).
+		partial, err := a.rooms.IsPartialState(r.Context(), roomID)
+		if err != nil {
+			return nil, err
+		}
+		if partial {
+			if m, _, err := a.rooms.MembershipOf(r.Context(), roomID, c.UserID); err == nil && m == spec.Join {
+				partial = false
+			}
+		}
+		if partial {
+			others, err := a.rooms.ServersInRoom(r.Context(), roomID)
+			if err != nil {
+				return nil, err
+			}
+			servers = append(servers, others...)
+			local = false
+		}
+	}
+	if local {
 		_, err := a.joinAuthorisation(r, roomID, c.UserID)
 		var me *mxhttp.Error
 		if !errors.As(err, &me) || me.ErrCode != "M_UNABLE_TO_GRANT_JOIN" {

@@ -275,3 +275,63 @@ func TestRotationKeepsCounts(t *testing.T) {
 		expectUnread(t, "bob", bob, roomID, 0, 0)
 	})
 }
+
+// TestIncrementalCountsFollowEveryChange: a sync's counts are kept by
+// push between syncs and only the rows after the last sync are read
+// (push.UnreadCountsAt); they must still follow every other change:
+// receipts, rotation, purged events, leaving and a change of push rules.
+func TestIncrementalCountsFollowEveryChange(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := pushServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		tok := bob.sync(t, "", "").JSON["next_batch"].(string)
+		send := func(body string) string {
+			return alice.sendContent(t, roomID, map[string]any{"msgtype": "m.text", "body": body})
+		}
+		// next sends a message and gives bob's counts in the incremental
+		// sync that carries it.
+		next := func(body string, notif, highlight float64) {
+			t.Helper()
+			send(body)
+			r := bob.sync(t, tok, "timeout=5000")
+			c, _ := unread(t, r, roomID)
+			expectCounts(t, c, notif, highlight)
+			tok = r.JSON["next_batch"].(string)
+		}
+		var ids []string
+		for i := range 3 {
+			ids = append(ids, send(fmt.Sprintf("m%d", i)))
+		}
+		next("m3", 4, 0)
+		next("m4", 5, 0)
+		// A receipt on m1: m2 to m5 are unread.
+		hearthtest.Expect(t, bob.do(t, "POST", "/_matrix/client/v3/rooms/"+roomID+"/receipt/m.read/"+url.PathEscape(ids[1]), map[string]any{}), http.StatusOK, "")
+		next("m5", 4, 0)
+		// Rotation moves the rows into a summary: the same count.
+		if err := hs.Push.Rotate(context.Background(), time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		next("m6", 5, 0)
+		// Purging unread events takes their rows away, counted or not.
+		m7 := send("m7")
+		next("m8", 7, 0)
+		m9 := send("m9")
+		if err := hs.DB.PurgeEvents(context.Background(), []string{m7, m9}); err != nil {
+			t.Fatal(err)
+		}
+		hs.Rooms.ForgetEvents(m7, m9)
+		next("m9b", 7, 0)
+		// Rules of his own (a keyword) start a new range in another group.
+		hearthtest.Expect(t, bob.do(t, "PUT", "/_matrix/client/v3/pushrules/global/content/kw", map[string]any{
+			"pattern": "cake", "actions": []any{"notify", map[string]any{"set_tweak": "highlight"}}}), http.StatusOK, "")
+		next("cake", 8, 1)
+		next("m10", 9, 1)
+		// After leaving, nothing more counts; his counts of the room stay.
+		hearthtest.Expect(t, bob.member(t, roomID, "leave", nil), http.StatusOK, "")
+		send("m11")
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		next("m12", 10, 1)
+	})
+}

@@ -645,3 +645,27 @@ func TestLegacyBodyMentions(t *testing.T) {
 		}
 	})
 }
+
+// TestInvitePushesTheInvitee: the worker evaluates only events with a
+// recipient who has pushers; an invite's target is one though not a
+// member, and members without pushers never get a push.
+func TestInvitePushesTheInvitee(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := pushServer(t, b, nil)
+		gw := newGateway(t)
+		alice, carol := newUser(t, hs, "alice"), newUser(t, hs, "carol")
+		laptop := newUser(t, hs, "bob")
+		phone := laptop.login(t, "bob")
+		hearthtest.Expect(t, phone.do(t, "POST", "/_matrix/client/v3/pushers/set", pusherBody(gw.url(), "phone", nil)), http.StatusOK, "")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, carol.member(t, roomID, "join", nil), http.StatusOK, "")
+		alice.send(t, roomID, "only carol is here")
+		hearthtest.Expect(t, alice.member(t, roomID, "invite", map[string]any{"user_id": laptop.id}), http.StatusOK, "")
+		waitFor(t, "the invite pushed", func() bool { return len(gw.notifications("phone")) >= 1 })
+		flush(t, hs)
+		got := gw.notifications("phone")
+		if len(got) != 1 || got[0]["type"] != "m.room.member" || got[0]["user_is_target"] != true {
+			t.Fatalf("pushes to the invitee: %v", got)
+		}
+	})
+}

@@ -113,13 +113,27 @@ func TestUserDirectoryAndMutualRooms(t *testing.T) {
 			t.Fatalf("bob shares a room with carol: %v", got)
 		}
 		if got := users(search(bob, "bob", nil)); len(got) != 0 {
-			t.Fatalf("the caller is not a result: %v", got)
+			t.Fatalf("sharing a private room with oneself does not make the caller a result: %v", got)
 		}
 		if got := users(search(bob, "Secret", nil)); len(got) != 0 {
 			t.Fatalf("per-room name leaked: %v", got)
 		}
 		hearthtest.Expect(t, bob.member(t, public, "join", nil), http.StatusOK, "")
 		hearthtest.Expect(t, carol.member(t, public, "join", nil), http.StatusOK, "")
+		// A member of a public room is found by everyone, the caller too.
+		if got := users(search(bob, "bob", nil)); !sameStrings(got, []string{bob.id}) {
+			t.Fatalf("bob, in a public room, finds himself: %v", got)
+		}
+		// So are the members of a world-readable room that is not public.
+		erin := newUser(t, hs, "erin")
+		if got := users(search(dave, "erin", nil)); len(got) != 0 {
+			t.Fatalf("erin is in no room: %v", got)
+		}
+		erin.createRoom(t, map[string]any{"preset": "private_chat",
+			"initial_state": []any{map[string]any{"type": "m.room.history_visibility", "state_key": "", "content": map[string]any{"history_visibility": "world_readable"}}}})
+		if got := users(search(dave, "erin", nil)); !sameStrings(got, []string{erin.id}) {
+			t.Fatalf("dave finds erin in a world-readable room: %v", got)
+		}
 		r = search(dave, "hearth.test", 2)
 		if got := users(r); len(got) != 2 || r.JSON["limited"] != true {
 			t.Fatalf("limit: %s", r.Body)

@@ -16,10 +16,7 @@ import (
 // state changes and invites answer as if they succeeded, with an event ID
 // nobody else will ever see, and reach no room (Synapse's shadow-ban).
 func (a *API) shadowBanned(r *http.Request, c accounts.Caller) (bool, error) {
-	if c.AppService != nil {
-		return false, nil
-	}
-	return a.db.ShadowBanned(r.Context(), c.UserID)
+	return c.AppService == nil && c.ShadowBanned, nil
 }
 
 // fakeEventID is the event ID a shadow-banned sender is answered with.
@@ -50,16 +47,20 @@ func (o *overrideLimiters) get(rate, burst int64) *ratelimit.Limiter {
 
 // limitMessage applies the message rate limit to c: the user's own
 // override when an admin set one (0 and 0: none), else the configured
-// one. It reports whether c is shadow-banned (read in the same query).
+// one. It reports whether c is shadow-banned. Both come with a user's
+// access token (accounts.Caller); an application service's rate-limited
+// users are read here.
 func (a *API) limitMessage(r *http.Request, c accounts.Caller) (shadowBanned bool, err error) {
 	if c.AppService != nil && !a.rateLimited(c) {
 		return false, nil
 	}
-	banned, o, err := a.db.SenderModeration(r.Context(), c.UserID)
-	if err != nil {
-		return false, err
+	banned, o := c.ShadowBanned, c.MessageLimit
+	if c.AppService != nil {
+		if _, o, err = a.db.SenderModeration(r.Context(), c.UserID); err != nil {
+			return false, err
+		}
+		banned = false
 	}
-	banned = banned && c.AppService == nil
 	if !a.rateLimited(c) {
 		return banned, nil
 	}

@@ -934,7 +934,7 @@ func (a *API) slidingJoinedRoom(ctx context.Context, sreq syncRequest, roomID st
 		return nil, after, err
 	}
 	jr := &joinedRoom{}
-	if err := a.syncUnreadCounts(ctx, sreq.userID, roomID, rf, jr); err != nil {
+	if err := a.syncUnreadCounts(ctx, sreq.userID, roomID, to.Events, rf, jr); err != nil {
 		return nil, after, err
 	}
 	after.Notif, after.Highlight = jr.UnreadNotifications.NotificationCount, jr.UnreadNotifications.HighlightCount
@@ -1190,7 +1190,11 @@ func (a *API) slidingExtensions(ctx context.Context, req ssRequest, sreq syncReq
 		res := &ssAccountDataResult{Global: []any{}, Rooms: map[string][]any{}}
 		tmp := &syncResponse{}
 		roomData := map[string][]any{}
-		if err := a.syncAccountData(ctx, sreq, sincePos, to, tmp, roomData); err != nil {
+		entries, err := a.db.AccountDataSince(ctx, sreq.userID, sincePos.AccountData)
+		if err != nil {
+			return err
+		}
+		if err := a.syncAccountData(ctx, sreq, entries, to, tmp, roomData); err != nil {
 			return err
 		}
 		res.Global = append(res.Global, tmp.AccountData.Events...)

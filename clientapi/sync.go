@@ -259,7 +259,6 @@ func (s *syncResponse) empty() bool {
 
 // buildSync computes the response for positions (since, to].
 func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Position) (*syncResponse, error) {
-	req.ignored = a.ignoredUsers(ctx, req.userID)
 	resp := &syncResponse{
 		NextBatch: to.String(),
 		Rooms: syncRooms{Join: map[string]*joinedRoom{}, Invite: map[string]*invitedRoom{},
@@ -276,13 +275,22 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 		roomFilter = &filter.RoomFilter{}
 	}
 
-	// Account data, global and per room.
+	// Account data, global and per room, and the ignored users with it.
+	entries, ignoredList, err := a.db.AccountDataSinceAnd(ctx, req.userID, since.AccountData, ignoredUsersType)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	req.ignored = parseIgnored(ignoredList.Content)
 	roomData := map[string][]any{}
-	if err := a.syncAccountData(ctx, req, since, to, resp, roomData); err != nil {
+	if err := a.syncAccountData(ctx, req, entries, to, resp, roomData); err != nil {
 		return nil, err
 	}
 
-	memberships, err := storage.RoomsOfUser(ctx, a.db.Read(), req.userID, spec.Join, spec.Invite, spec.Leave, spec.Ban, spec.Knock)
+	// Partial-state rooms (MSC3902) come with the memberships: left out
+	// of eager syncs until their state is complete, then shown as if
+	// joined then (full state); lazy-loading syncs show them all along.
+	memberships, partial, err := storage.RoomsOfUserWithPartialState(ctx, a.db.Read(), req.userID, since.Events,
+		spec.Join, spec.Invite, spec.Leave, spec.Ban, spec.Knock)
 	if err != nil {
 		return nil, err
 	}
@@ -290,20 +298,19 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 	// in this window: their presence is sent even if it did not change.
 	newlyShared := map[string]bool{}
 	var changed, receiptsChanged map[string]bool
-	if !initial {
-		if changed, err = storage.RoomsWithEventsBetween(ctx, a.db.Read(), since.Events, to.Events); err != nil {
-			return nil, err
-		}
-		if receiptsChanged, err = a.db.RoomsWithReceiptsBetween(ctx, since.Receipts, to.Receipts); err != nil {
+	// memberMoves: some m.room.member event in (since, to], which device
+	// lists look for.
+	var memberMoves bool
+	// A stream that did not move needs no query.
+	if !initial && since.Events < to.Events {
+		if changed, memberMoves, err = storage.RoomsWithEventsAndMembersBetween(ctx, a.db.Read(), since.Events, to.Events); err != nil {
 			return nil, err
 		}
 	}
-	// Partial-state rooms (MSC3902): left out of eager syncs until their
-	// state is complete, then shown as if joined then (full state);
-	// lazy-loading syncs show them all along.
-	partial, err := storage.PartialStateSince(ctx, a.db.Read(), since.Events)
-	if err != nil {
-		return nil, err
+	if !initial && since.Receipts < to.Receipts {
+		if receiptsChanged, err = a.db.RoomsWithReceiptsBetween(ctx, since.Receipts, to.Receipts); err != nil {
+			return nil, err
+		}
 	}
 	lazy := roomFilter.State != nil && roomFilter.State.LazyLoadMembers
 	for _, m := range memberships {
@@ -361,7 +368,7 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			if jr.AccountData.Events == nil {
 				jr.AccountData.Events = []any{}
 			}
-			if jr.Ephemeral.Events, err = a.syncEphemeral(ctx, req, m.RoomID, since, to, initial || typingChanged); err != nil {
+			if jr.Ephemeral.Events, err = a.syncEphemeral(ctx, req, m.RoomID, since, to, initial || typingChanged, initial || receiptsChanged[m.RoomID]); err != nil {
 				return nil, err
 			}
 			if !initial && !req.fullState && !joinedNow && len(jr.Timeline.Events) == 0 && len(jr.stateEvents()) == 0 &&
@@ -424,7 +431,7 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			return nil, err
 		}
 	}
-	if err := a.syncE2EE(ctx, req, since, to, resp); err != nil {
+	if err := a.syncE2EE(ctx, req, since, to, memberMoves, resp); err != nil {
 		return nil, err
 	}
 	return resp, nil
@@ -438,7 +445,7 @@ const maxToDevicePerSync = 100
 // A sync from a token acknowledges the to-device messages that token
 // covered: they are deleted from the device's inbox only then, so nothing
 // is lost if a response never reaches the device.
-func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse) error {
+func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstream.Position, memberMoves bool, resp *syncResponse) error {
 	var ack int64
 	if req.since != nil {
 		ack = since.ToDevice
@@ -455,7 +462,11 @@ func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstrea
 		resp.NextBatch = next.String()
 	}
 	if req.since != nil {
-		if resp.DeviceLists, err = a.deviceListChanges(ctx, req.userID, since, to); err != nil {
+		from := since
+		if !memberMoves {
+			from.Events = to.Events // no membership changed: none to look for
+		}
+		if resp.DeviceLists, err = a.deviceListChanges(ctx, req.userID, from, to); err != nil {
 			return err
 		}
 	}
@@ -472,6 +483,9 @@ func (a *API) toDeviceBatch(ctx context.Context, userID, deviceID string, ack, f
 		if err := a.e2ee.AckInbox(ctx, userID, deviceID, ack); err != nil {
 			return nil, 0, err
 		}
+	}
+	if from >= to {
+		return []any{}, from, nil // nothing new: no query
 	}
 	msgs, upTo, err := a.e2ee.InboxBetween(ctx, userID, deviceID, from, to, limit)
 	if err != nil {
@@ -498,27 +512,20 @@ func (a *API) deviceListChanges(ctx context.Context, userID string, since, to sy
 // deviceKeyCounts is the device's one-time key counts and unused fallback
 // key types, never nil.
 func (a *API) deviceKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
-	counts, err := a.e2ee.OneTimeKeyCounts(ctx, userID, deviceID)
-	if err != nil {
-		return nil, nil, err
-	}
-	if counts == nil {
-		counts = map[string]int{}
-	}
-	fallback, err := a.e2ee.UnusedFallbackKeyTypes(ctx, userID, deviceID)
-	if err != nil {
-		return nil, nil, err
-	}
-	if fallback == nil {
-		fallback = []string{}
-	}
-	return counts, fallback, nil
+	return a.e2ee.DeviceKeyCounts(ctx, userID, deviceID)
 }
 
 // syncEphemeral gives a joined room's typing (when it changed) and the
-// receipts that changed in (since, to].
-func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string, since, to syncstream.Position, withTyping bool) ([]any, error) {
+// receipts that changed in (since, to] (withReceipts: the room has some
+// there, or a first sync). What the filter leaves out is not read.
+func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string, since, to syncstream.Position, withTyping, withReceipts bool) ([]any, error) {
 	out := []any{}
+	var ef *filter.RoomEventFilter
+	if req.filter.Room != nil {
+		ef = req.filter.Room.Ephemeral
+	}
+	withTyping = withTyping && ef.AllowsType("m.typing")
+	withReceipts = withReceipts && ef.AllowsType("m.receipt")
 	if withTyping {
 		// A first sync tells only who is typing now; an incremental one also
 		// that typing stopped (an empty list).
@@ -526,16 +533,18 @@ func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string,
 			out = append(out, map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
 		}
 	}
-	from := since.Receipts
-	if req.since == nil {
-		from = 0
-	}
-	receipts, err := a.db.ReceiptsSince(ctx, roomID, from, to.Receipts)
-	if err != nil {
-		return nil, err
-	}
-	if ev := receiptEvent(receipts, req.userID); ev != nil {
-		out = append(out, ev)
+	if withReceipts {
+		from := since.Receipts
+		if req.since == nil {
+			from = 0
+		}
+		receipts, err := a.db.ReceiptsSince(ctx, roomID, from, to.Receipts)
+		if err != nil {
+			return nil, err
+		}
+		if ev := receiptEvent(receipts, req.userID); ev != nil {
+			out = append(out, ev)
+		}
 	}
 	if req.filter.Room != nil && req.filter.Room.Ephemeral != nil {
 		kept := out[:0]
@@ -552,6 +561,9 @@ func (a *API) syncEphemeral(ctx context.Context, req syncRequest, roomID string,
 // syncPresence lists presence changes of the user and of users sharing a
 // joined room with them.
 func (a *API) syncPresence(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse, memberships []storage.Membership, newlyShared map[string]bool) error {
+	if !req.filter.Presence.AllowsType("m.presence") {
+		return nil // the filter drops them all: no need to look
+	}
 	changed := a.presence.ChangedSince(since.Presence, to.Presence)
 	seen := map[string]bool{}
 	for _, u := range changed {
@@ -593,11 +605,8 @@ func (a *API) syncPresence(ctx context.Context, req syncRequest, since, to syncs
 }
 
 // syncAccountData fills global account data and collects per-room entries.
-func (a *API) syncAccountData(ctx context.Context, req syncRequest, since, to syncstream.Position, resp *syncResponse, roomData map[string][]any) error {
-	entries, err := a.db.AccountDataSince(ctx, req.userID, since.AccountData)
-	if err != nil {
-		return err
-	}
+// entries are the user's account data changed since the sync's token.
+func (a *API) syncAccountData(ctx context.Context, req syncRequest, entries []storage.AccountData, to syncstream.Position, resp *syncResponse, roomData map[string][]any) error {
 	sawPushRules := false
 	for _, e := range entries {
 		if e.StreamPos > to.AccountData {
@@ -661,7 +670,7 @@ func (a *API) syncJoinedRoom(ctx context.Context, req syncRequest, roomID string
 			return nil, err
 		}
 	}
-	if err := a.syncUnreadCounts(ctx, req.userID, roomID, rf, jr); err != nil {
+	if err := a.syncUnreadCounts(ctx, req.userID, roomID, to.Events, rf, jr); err != nil {
 		return nil, err
 	}
 	return jr, nil
@@ -769,11 +778,12 @@ func stateDiff(before, after rooms.State) rooms.State {
 	return out
 }
 
-// syncUnreadCounts fills a joined room's notification counts. They are
-// stored in the transaction of the events they count (push.Record), so
-// they include every event the sync shows without waiting for anything.
-func (a *API) syncUnreadCounts(ctx context.Context, userID, roomID string, rf *filter.RoomFilter, jr *joinedRoom) error {
-	notif, highlight, perThread, err := a.push.UnreadCounts(ctx, userID, roomID)
+// syncUnreadCounts fills a joined room's notification counts of the
+// events up to the sync's position. They are stored in the transaction of
+// the events they count (push.Record), so they include every event the
+// sync shows without waiting for anything.
+func (a *API) syncUnreadCounts(ctx context.Context, userID, roomID string, to int64, rf *filter.RoomFilter, jr *joinedRoom) error {
+	notif, highlight, perThread, err := a.push.UnreadCountsAt(ctx, userID, roomID, to)
 	if err != nil {
 		return err
 	}
@@ -851,16 +861,28 @@ func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, 
 	return out, nil
 }
 
+// ignoredUsersType is the account data listing the users one ignores.
+const ignoredUsersType = "m.ignored_user_list"
+
 // ignoredUsers reads m.ignored_user_list.
 func (a *API) ignoredUsers(ctx context.Context, userID string) map[string]bool {
-	d, err := a.db.GetAccountData(ctx, userID, "", "m.ignored_user_list")
+	d, err := a.db.GetAccountData(ctx, userID, "", ignoredUsersType)
 	if err != nil {
+		return nil
+	}
+	return parseIgnored(d.Content)
+}
+
+// parseIgnored gives the users an m.ignored_user_list names (nil for
+// none or for content that is not one).
+func parseIgnored(list []byte) map[string]bool {
+	if list == nil {
 		return nil
 	}
 	var content struct {
 		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
 	}
-	if json.Unmarshal(d.Content, &content) != nil {
+	if json.Unmarshal(list, &content) != nil {
 		return nil
 	}
 	out := make(map[string]bool, len(content.IgnoredUsers))

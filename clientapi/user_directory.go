@@ -27,10 +27,18 @@ type userDirectoryResult struct {
 }
 
 // POST /v3/user_directory/search: the users who share a joined room with
-// the caller or are joined to a public room (join rule public), matched
-// case-insensitively on user ID and display name. Local users are shown
-// with their global profile, never a per-room name; remote users with the
-// name of their membership event.
+// the caller or are joined to a public room (join rule public, or history
+// visibility world_readable), matched case-insensitively on user ID and
+// display name. Local users are shown with their global profile, never a
+// per-room name; remote users with the name of their membership event.
+//
+// The caller is a result only as a member of a public room: the spec's
+// "users who are joined to rooms ... that have a public join rule" includes
+// them there (Complement's msc3902 user-directory test finds the searcher),
+// while sharing a room with oneself is no reason (Complement's csapi
+// directory tests expect only the other user). Synapse behaves the same
+// way: its users_in_public_rooms holds the searcher, users_who_share_private_rooms
+// never pairs a user with themself.
 func (a *API) searchUserDirectory(r *http.Request, c accounts.Caller) (any, error) {
 	var body struct {
 		SearchTerm *string `json:"search_term"`
@@ -54,19 +62,16 @@ func (a *API) searchUserDirectory(r *http.Request, c accounts.Caller) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	joinRules, err := storage.CurrentStateOfType(ctx, a.db.Read(), spec.MRoomJoinRules)
+	public, err := a.findableRooms(r)
 	if err != nil {
 		return nil, err
 	}
-	for roomID, js := range joinRules {
-		var ev struct {
-			Content struct {
-				JoinRule string `json:"join_rule"`
-			} `json:"content"`
-		}
-		if json.Unmarshal(js, &ev) == nil && ev.Content.JoinRule == spec.Public {
-			roomIDs = append(roomIDs, roomID)
-		}
+	callerPublic := false
+	for _, id := range roomIDs {
+		callerPublic = callerPublic || public[id]
+	}
+	for id := range public {
+		roomIDs = append(roomIDs, id)
 	}
 	users, err := storage.JoinedMembersOfRooms(ctx, a.db.Read(), roomIDs)
 	if err != nil {
@@ -75,8 +80,8 @@ func (a *API) searchUserDirectory(r *http.Request, c accounts.Caller) (any, erro
 	term := strings.ToLower(strings.TrimSpace(*body.SearchTerm))
 	results := []userDirectoryResult{}
 	for _, u := range users {
-		if u.UserID == c.UserID {
-			continue // the caller is not among the results (as in Synapse)
+		if u.UserID == c.UserID && !callerPublic {
+			continue
 		}
 		res := userDirectoryResult{UserID: u.UserID, DisplayName: u.DisplayName, AvatarURL: u.AvatarURL}
 		if !a.isLocalUser(u.UserID) {
@@ -103,6 +108,31 @@ func (a *API) searchUserDirectory(r *http.Request, c accounts.Caller) (any, erro
 		results = results[:limit]
 	}
 	return map[string]any{"results": results, "limited": limited}, nil
+}
+
+// findableRooms is the set of rooms whose joined members every user may find:
+// join rule public or history visibility world_readable (client-server
+// API, User directory).
+func (a *API) findableRooms(r *http.Request) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, c := range []struct{ typ, field, value string }{
+		{spec.MRoomJoinRules, "join_rule", spec.Public},
+		{spec.MRoomHistoryVisibility, "history_visibility", "world_readable"},
+	} {
+		rooms, err := storage.CurrentStateOfType(r.Context(), a.db.Read(), c.typ)
+		if err != nil {
+			return nil, err
+		}
+		for roomID, js := range rooms {
+			var ev struct {
+				Content map[string]any `json:"content"`
+			}
+			if json.Unmarshal(js, &ev) == nil && ev.Content[c.field] == c.value {
+				out[roomID] = true
+			}
+		}
+	}
+	return out, nil
 }
 
 // GET /v1/mutual_rooms?user_id=: the rooms both users are joined to, in

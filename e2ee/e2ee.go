@@ -172,6 +172,12 @@ func (e *E2EE) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID stri
 	return storage.UnusedFallbackKeyTypes(ctx, e.db.Read(), userID, deviceID)
 }
 
+// DeviceKeyCounts is OneTimeKeyCounts and UnusedFallbackKeyTypes read
+// together, never nil.
+func (e *E2EE) DeviceKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
+	return storage.DeviceKeyCounts(ctx, e.db.Read(), userID, deviceID)
+}
+
 // RecordDeviceListChange appends a change of one of userID's devices (new,
 // deleted, keys or signatures changed) to the device-list stream in tx,
 // and for a local user queues the m.device_list_update for the servers

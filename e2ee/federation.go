@@ -1,6 +1,7 @@
 package e2ee
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -25,6 +26,10 @@ import (
 // remoteTimeout bounds a key query, claim or device-list resync to another
 // server, so one slow server delays a client's request at most this long.
 const remoteTimeout = 10 * time.Second
+
+// maxParallelResyncs bounds the device-list fetches one key query runs at
+// once.
+const maxParallelResyncs = 8
 
 // Remote is what end-to-end encryption asks of other servers; the
 // federation package implements it over its signing client and send queue.
@@ -109,6 +114,27 @@ func (e *E2EE) remoteServersSharingRoomWith(ctx context.Context, q storage.Reade
 	return out, nil
 }
 
+// deviceListDestinations lists the servers a local user's device-list and
+// cross-signing changes go to: those sharing a room with them, and for a
+// room whose state is partial the servers its send_join answer named
+// (MSC3902: its members are not known yet).
+func (e *E2EE) deviceListDestinations(ctx context.Context, q storage.Reader, userID string) ([]string, error) {
+	out, err := e.remoteServersSharingRoomWith(ctx, q, userID)
+	if err != nil {
+		return nil, err
+	}
+	partial, err := storage.PartialStateServersOfUser(ctx, q, userID)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range partial {
+		if s != e.serverName && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
 // sharesRoomWithLocalUser reports whether a local user is joined to a room
 // userID is joined to: only then do we follow userID's device list.
 func (e *E2EE) sharesRoomWithLocalUser(ctx context.Context, q storage.Reader, userID string) (bool, error) {
@@ -122,7 +148,7 @@ func (e *E2EE) sharesRoomWithLocalUser(ctx context.Context, q storage.Reader, us
 // queueDeviceListUpdate sends a local device's change (stream position pos,
 // the user's previous one prev) to the servers sharing a room with the user.
 func (e *E2EE) queueDeviceListUpdate(ctx context.Context, tx *sql.Tx, userID, deviceID string, pos, prev int64) error {
-	servers, err := e.remoteServersSharingRoomWith(ctx, tx, userID)
+	servers, err := e.deviceListDestinations(ctx, tx, userID)
 	if err != nil || len(servers) == 0 {
 		return err
 	}
@@ -151,7 +177,7 @@ func (e *E2EE) queueDeviceListUpdate(ctx context.Context, tx *sql.Tx, userID, de
 // queueSigningKeyUpdate sends a local user's master and self-signing keys
 // to the servers sharing a room with them.
 func (e *E2EE) queueSigningKeyUpdate(ctx context.Context, tx *sql.Tx, userID string) error {
-	servers, err := e.remoteServersSharingRoomWith(ctx, tx, userID)
+	servers, err := e.deviceListDestinations(ctx, tx, userID)
 	if err != nil || len(servers) == 0 {
 		return err
 	}
@@ -229,20 +255,79 @@ func remoteFailure(err error) map[string]any {
 
 // queryRemoteKeys fills resp with remote users' keys: from the device
 // lists we keep for users whose servers keep us updated, else from their
-// servers, all servers at once.
+// servers, all servers at once. The list of a user who shares a room with
+// a local user (whose server so keeps us updated) is fetched whole and
+// kept first (GET /user/devices), as the spec's Device management has it.
 func (e *E2EE) queryRemoteKeys(ctx context.Context, byServer map[string]map[string][]string, resp *QueryResponse) error {
 	ask := map[string]map[string][]string{}
+	type user struct {
+		server, id string
+		devices    []string
+	}
+	var track []user
 	for server, users := range byServer {
 		for userID, deviceIDs := range users {
 			cached, err := e.cachedKeys(ctx, userID, deviceIDs, resp)
 			if err != nil {
 				return err
 			}
-			if !cached {
-				if ask[server] == nil {
-					ask[server] = map[string][]string{}
+			if cached {
+				continue
+			}
+			if e.remote != nil {
+				shares, err := e.sharesRoomWithLocalUser(ctx, e.db.Read(), userID)
+				if err != nil {
+					return err
 				}
-				ask[server][userID] = deviceIDs
+				if shares {
+					track = append(track, user{server, userID, deviceIDs})
+					continue
+				}
+			}
+			if ask[server] == nil {
+				ask[server] = map[string][]string{}
+			}
+			ask[server][userID] = deviceIDs
+		}
+	}
+	if len(track) > 0 {
+		fetchErrs := make([]error, len(track))
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, maxParallelResyncs)
+		var errMu sync.Mutex
+		var firstErr error
+		for i, u := range track {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				fetchErr, err := e.fetchDeviceList(ctx, u.server, u.id, false)
+				fetchErrs[i] = fetchErr
+				if err != nil {
+					errMu.Lock()
+					firstErr = cmp.Or(firstErr, err)
+					errMu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return firstErr
+		}
+		for i, u := range track {
+			if fetchErrs[i] != nil {
+				resp.Failures[u.server] = remoteFailure(fetchErrs[i])
+				continue
+			}
+			cached, err := e.cachedKeys(ctx, u.id, u.devices, resp)
+			if err != nil {
+				return err
+			}
+			if !cached { // dropped again meanwhile: ask as for any user
+				if ask[u.server] == nil {
+					ask[u.server] = map[string][]string{}
+				}
+				ask[u.server][u.id] = u.devices
 			}
 		}
 	}
@@ -425,7 +510,10 @@ func (e *E2EE) ReceiveToDevice(ctx context.Context, origin, sender, eventType, m
 // Updates about users no local user shares a room with are ignored.
 func (e *E2EE) ReceiveDeviceListUpdate(ctx context.Context, origin string, u DeviceListUpdate) error {
 	if ok, err := e.sharesRoomWithLocalUser(ctx, e.db.Read(), u.UserID); err != nil || !ok {
-		return err
+		if err != nil {
+			return err
+		}
+		return e.keepPending(ctx, u.UserID)
 	}
 	stored, have, err := storage.RemoteDeviceListStreamID(ctx, e.db.Read(), u.UserID)
 	if err != nil {
@@ -476,8 +564,14 @@ func (e *E2EE) ReceiveDeviceListUpdate(ctx context.Context, origin string, u Dev
 // dropped (so /keys/query asks the server). With showChanged, local users
 // sharing a room with the user see them in device_lists.changed.
 func (e *E2EE) resyncDeviceList(ctx context.Context, origin, userID string, showChanged bool) error {
+	_, err := e.fetchDeviceList(ctx, origin, userID, showChanged)
+	return err
+}
+
+// fetchDeviceList is resyncDeviceList that also says why the server's
+// list could not be had (fetchErr), if it could not.
+func (e *E2EE) fetchDeviceList(ctx context.Context, origin, userID string, showChanged bool) (fetchErr, err error) {
 	var list UserDevices
-	var fetchErr error
 	if e.remote == nil {
 		fetchErr = errors.New("federation is off")
 	} else {
@@ -491,7 +585,7 @@ func (e *E2EE) resyncDeviceList(ctx context.Context, origin, userID string, show
 	if fetchErr != nil {
 		e.log.Info("device list resync failed", "user_id", userID, "server", origin, "err", fetchErr)
 	}
-	err := e.db.WriteTx(ctx, func(tx *sql.Tx) error {
+	err = e.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		if err := storage.ForgetRemoteDeviceList(ctx, tx, userID, fetchErr != nil); err != nil {
 			return err
 		}
@@ -519,10 +613,10 @@ func (e *E2EE) resyncDeviceList(ctx context.Context, origin, userID string, show
 		return err
 	})
 	if err != nil || !showChanged {
-		return err
+		return fetchErr, err
 	}
 	e.NotifyDeviceListChange(ctx, userID)
-	return nil
+	return fetchErr, nil
 }
 
 func (e *E2EE) storeRemoteCrossSigning(ctx context.Context, tx *sql.Tx, userID string, master, selfSigning json.RawMessage) error {
@@ -545,7 +639,10 @@ func (e *E2EE) storeRemoteCrossSigning(ctx context.Context, tx *sql.Tx, userID s
 // origin's) and shows the user as changed.
 func (e *E2EE) ReceiveSigningKeyUpdate(ctx context.Context, u SigningKeyUpdate) error {
 	if ok, err := e.sharesRoomWithLocalUser(ctx, e.db.Read(), u.UserID); err != nil || !ok {
-		return err
+		if err != nil {
+			return err
+		}
+		return e.keepPending(ctx, u.UserID)
 	}
 	err := e.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		if err := e.storeRemoteCrossSigning(ctx, tx, u.UserID, u.MasterKey, u.SelfSigningKey); err != nil {
@@ -650,31 +747,35 @@ func (e *E2EE) announceDevices(ctx context.Context, roomID, userID string) error
 		return nil
 	}
 	servers := sortedKeys(fresh)
-	return e.db.WriteTx(ctx, func(tx *sql.Tx) error {
-		pos, err := storage.LastDeviceListPosition(ctx, tx, userID)
-		if err != nil {
+	return e.db.WriteTx(ctx, func(tx *sql.Tx) error { return e.queueDeviceList(ctx, tx, userID, servers) })
+}
+
+// queueDeviceList sends all of a local user's devices, and their
+// cross-signing keys, to servers (in tx).
+func (e *E2EE) queueDeviceList(ctx context.Context, tx *sql.Tx, userID string, servers []string) error {
+	pos, err := storage.LastDeviceListPosition(ctx, tx, userID)
+	if err != nil {
+		return err
+	}
+	names, err := storage.DeviceNames(ctx, tx, userID)
+	if err != nil {
+		return err
+	}
+	k, err := e.localKeys(ctx, tx, userID, "", nil)
+	if err != nil {
+		return err
+	}
+	for _, id := range sortedKeys(keysOf(names)) {
+		u := DeviceListUpdate{UserID: userID, DeviceID: id, DisplayName: names[id], StreamID: pos, Keys: k.devices[id]}
+		if err := e.remote.QueueEDU(ctx, tx, servers, "m.device_list_update", u); err != nil {
 			return err
 		}
-		names, err := storage.DeviceNames(ctx, tx, userID)
-		if err != nil {
-			return err
-		}
-		k, err := e.localKeys(ctx, tx, userID, "", nil)
-		if err != nil {
-			return err
-		}
-		for _, id := range sortedKeys(keysOf(names)) {
-			u := DeviceListUpdate{UserID: userID, DeviceID: id, DisplayName: names[id], StreamID: pos, Keys: k.devices[id]}
-			if err := e.remote.QueueEDU(ctx, tx, servers, "m.device_list_update", u); err != nil {
-				return err
-			}
-		}
-		if k.master == nil {
-			return nil
-		}
-		return e.remote.QueueEDU(ctx, tx, servers, "m.signing_key_update",
-			SigningKeyUpdate{UserID: userID, MasterKey: k.master, SelfSigningKey: k.selfSigning})
-	})
+	}
+	if k.master == nil {
+		return nil
+	}
+	return e.remote.QueueEDU(ctx, tx, servers, "m.signing_key_update",
+		SigningKeyUpdate{UserID: userID, MasterKey: k.master, SelfSigningKey: k.selfSigning})
 }
 
 func keysOf(m map[string]string) map[string]bool {

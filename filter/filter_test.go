@@ -19,3 +19,35 @@ func TestAbsentAndEmptyListsDiffer(t *testing.T) {
 		t.Errorf("timeline: %#v", f.Room.Timeline)
 	}
 }
+
+// AllowsType lets sync skip reading what a filter drops whatever its
+// sender; it must never say no to a type some event could pass with.
+func TestAllowsType(t *testing.T) {
+	for _, c := range []struct {
+		filter string
+		want   bool
+	}{
+		{`{}`, true},
+		{`{"presence":{"not_types":["*"]}}`, false},
+		{`{"presence":{"not_types":["m.*"]}}`, false},
+		{`{"presence":{"not_types":["m.typing"]}}`, true},
+		{`{"presence":{"types":[]}}`, false},
+		{`{"presence":{"types":["m.pres*"]}}`, true},
+		{`{"presence":{"types":["m.typing"]}}`, false},
+		{`{"presence":{"senders":[]}}`, false},
+		{`{"presence":{"senders":["@a:x"]}}`, true},
+		{`{"presence":{"not_senders":["@a:x"]}}`, true},
+	} {
+		f, err := Parse([]byte(c.filter))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.Presence.AllowsType("m.presence"); got != c.want {
+			t.Errorf("%s: AllowsType(m.presence) = %v, want %v", c.filter, got, c.want)
+		}
+	}
+	var ef *RoomEventFilter
+	if !ef.AllowsType("m.receipt") {
+		t.Error("a nil room event filter must allow every type")
+	}
+}

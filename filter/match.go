@@ -51,6 +51,32 @@ func (f *EventFilter) Allows(eventType, sender string) bool {
 	return true
 }
 
+// AllowsType reports whether some event of this type can pass the filter
+// (from some sender): false lets a caller skip reading them at all.
+func (f *EventFilter) AllowsType(eventType string) bool {
+	if f == nil {
+		return true
+	}
+	for _, t := range f.NotTypes {
+		if matchType(t, eventType) {
+			return false
+		}
+	}
+	if f.Types != nil && !slices.ContainsFunc(f.Types, func(t string) bool { return matchType(t, eventType) }) {
+		return false
+	}
+	return f.Senders == nil || len(f.Senders) > 0
+}
+
+// AllowsType is EventFilter.AllowsType for a room event filter (nil allows
+// all).
+func (f *RoomEventFilter) AllowsType(eventType string) bool {
+	if f == nil {
+		return true
+	}
+	return f.EventFilter.AllowsType(eventType)
+}
+
 // AllowsEvent applies a room event filter to an event's type, sender and
 // content (contains_url and MSC3874's rel_types / not_rel_types).
 func (f *RoomEventFilter) AllowsEvent(eventType, sender string, content []byte) bool {

@@ -242,8 +242,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Server, err
 	s.Rooms.Observe(feedNotifier(s.Notifier))
 	// A partial-state room whose state is complete now shows in eager
 	// syncs (MSC3902): its users wake.
-	s.Rooms.OnStateComplete(func(roomID string, pos int64) {
-		s.Notifier.RoomEvent(context.Background(), roomID, pos, "", "")
+	s.Rooms.OnStateComplete(func(c rooms.StateCompletion) {
+		// Device lists first: the users woken read the changes it shows.
+		if err := s.E2EE.StateCompleted(context.Background(), c.RoomID, c.Servers, c.DeviceListPos, c.MembersChanged, c.MembersChangedSinceJoin); err != nil {
+			log.Warn("bringing device lists up to date after a partial-state join", "room", c.RoomID, "err", err)
+		}
+		s.Notifier.RoomEvent(context.Background(), c.RoomID, c.Pos, "", "")
 	})
 	s.Accounts.OnDevicesDeleted(push.DevicesDeleted)
 	// Every deactivation road ends with the user leaving their rooms.

@@ -229,6 +229,110 @@ func TestSuspendAcrossProcesses(t *testing.T) {
 	})
 }
 
+// A shadow-ban and a message rate limit override set through one process
+// apply at once to sends through another, although the other had the
+// sender's token (which carries both) cached; lifting them works the
+// same way.
+func TestSenderModerationAcrossProcesses(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		p1, _, alice, bob, roomID := twoProcesses(t, func(c *config.Config) {
+			c.RateLimits = "on"
+			c.RateLimitMessagePerSecond, c.RateLimitMessageBurst = 0.001, 3
+		})
+		login, err := p1.Accounts.Register(t.Context(), accounts.NewUser{Localpart: "admin", Password: "password", Admin: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin := user{p1, login.UserID, login.AccessToken}
+		send := func(u user, txn string) hearthtest.Response {
+			return u.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/"+txn,
+				map[string]any{"msgtype": "m.text", "body": txn})
+		}
+		visible := func(eventID string) bool {
+			return alice.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/event/"+url.PathEscape(eventID), nil).Status == http.StatusOK
+		}
+		bobAdmin := "/_synapse/admin/v1/users/" + url.PathEscape(bob.id)
+
+		r := send(bob, "before") // bob's token is cached on p2
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !visible(r.JSON["event_id"].(string)) {
+			t.Fatal("a message before the shadow-ban is not in the room")
+		}
+		hearthtest.Expect(t, admin.do(t, "POST", bobAdmin+"/shadow_ban", map[string]any{}), http.StatusOK, "")
+		r = send(bob, "hidden")
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if visible(r.JSON["event_id"].(string)) {
+			t.Fatal("a shadow-banned user's message sent through the other process reached the room")
+		}
+		hearthtest.Expect(t, admin.do(t, "DELETE", bobAdmin+"/shadow_ban", nil), http.StatusOK, "")
+		r = send(bob, "seen")
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		if !visible(r.JSON["event_id"].(string)) {
+			t.Fatal("a message after the shadow-ban was lifted is not in the room")
+		}
+
+		// The burst of 3 is spent; an override of 0/0 lifts the limit, and
+		// removing it brings the limit back, both through p1.
+		hearthtest.Expect(t, send(bob, "limited"), http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
+		hearthtest.Expect(t, admin.do(t, "POST", bobAdmin+"/override_ratelimit", map[string]any{}), http.StatusOK, "")
+		for i := range 4 {
+			hearthtest.Expect(t, send(bob, fmt.Sprint("free", i)), http.StatusOK, "")
+		}
+		hearthtest.Expect(t, admin.do(t, "DELETE", bobAdmin+"/override_ratelimit", nil), http.StatusOK, "")
+		hearthtest.Expect(t, send(bob, "limited-again"), http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
+	})
+}
+
+// A send retried through another process (a balancer without sticky
+// sessions) returns the first event, also when both attempts race: one
+// event per transaction ID.
+func TestTxnIDAcrossProcesses(t *testing.T) {
+	onPostgres(t, func(t *testing.T) {
+		p1, p2, alice, _, roomID := twoProcesses(t, nil)
+		send := func(hs *hearthtest.Server, txn string) hearthtest.Response {
+			return alice.on(hs).do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/send/m.room.message/"+txn,
+				map[string]any{"msgtype": "m.text", "body": txn})
+		}
+		first := send(p1, "retried")
+		hearthtest.Expect(t, first, http.StatusOK, "")
+		again := send(p2, "retried")
+		hearthtest.Expect(t, again, http.StatusOK, "")
+		if first.JSON["event_id"] != again.JSON["event_id"] {
+			t.Fatalf("a retry through the other process made a second event: %v, %v", first.JSON, again.JSON)
+		}
+		const races = 10
+		var wg sync.WaitGroup
+		ids := make([][2]any, races)
+		for i := range races {
+			for j, hs := range []*hearthtest.Server{p1, p2} {
+				wg.Go(func() {
+					r := send(hs, fmt.Sprint("race", i))
+					if r.Status == http.StatusOK {
+						ids[i][j] = r.JSON["event_id"]
+					}
+				})
+			}
+		}
+		wg.Wait()
+		for i, pair := range ids {
+			if pair[0] == nil || pair[0] != pair[1] {
+				t.Fatalf("race %d: the two processes answered %v", i, pair)
+			}
+		}
+		r := alice.do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/messages?dir=b&limit=100", nil)
+		hearthtest.Expect(t, r, http.StatusOK, "")
+		n := 0
+		for _, ev := range r.JSON["chunk"].([]any) {
+			if ev.(map[string]any)["type"] == "m.room.message" {
+				n++
+			}
+		}
+		if n != races+1 {
+			t.Fatalf("%d messages, want %d (one per transaction ID)", n, races+1)
+		}
+	})
+}
+
 // A message redacted through one process reads redacted through another
 // that had it in its event cache.
 func TestRedactionAcrossProcesses(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"fmt"
 	"maps"
 	"strings"
 	"sync"
@@ -498,9 +497,9 @@ func (p *Push) observeCommitted(evs []*rooms.Event) {
 	}
 }
 
-// evaluateCommitted evaluates a committed event for delivery to gateways,
-// with the members as last committed.
-func (p *Push) evaluateCommitted(ctx context.Context, ev *rooms.Event, bases map[string]*roomMembers) (*evaluation, error) {
+// committedMembers returns the members after a committed event, from
+// the members as last committed.
+func (p *Push) committedMembers(ctx context.Context, ev *rooms.Event, bases map[string]*roomMembers) (*roomMembers, error) {
 	base := bases[ev.RoomID]
 	if base == nil {
 		if c := p.roomCache.get(ev.RoomID); c != nil {
@@ -512,9 +511,5 @@ func (p *Push) evaluateCommitted(ctx context.Context, ev *rooms.Event, bases map
 		return nil, err
 	}
 	bases[ev.RoomID] = rm
-	e, err := p.evaluate(ctx, p.db.Read(), ev, rm)
-	if err != nil {
-		return nil, fmt.Errorf("evaluating %s: %w", ev.EventID, err)
-	}
-	return e, nil
+	return rm, nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,71 +33,135 @@ type notified struct {
 // recordEvents queues pushes for the recipients with pushers of evs (their
 // notifications were stored with the events, see Record) and moves the
 // progress, in chunks of one transaction each; then wakes the affected
-// senders.
+// senders. Rules are evaluated again here only for events with a
+// recipient who has pushers: most recipients have none, and their
+// outcome is already stored.
 func (p *Push) recordEvents(ctx context.Context, evs []*rooms.Event) error {
-	var maxPos int64
 	bases := map[string]*roomMembers{}
 	for len(evs) > 0 {
-		var chunk []*evaluation
-		n := 0
-		for n < len(evs) && len(chunk) < maxChunkEvents {
-			ev := evs[n]
-			n++
+		n := min(len(evs), maxChunkEvents)
+		chunk := evs[:n]
+		evs = evs[n:]
+		var maxPos int64
+		type candidate struct {
+			ev    *rooms.Event
+			rm    *roomMembers
+			users []string
+		}
+		var cands []candidate
+		var users []string
+		seen := map[string]bool{}
+		for _, ev := range chunk {
 			maxPos = max(maxPos, ev.StreamPos)
 			if ev.Rejected || ev.SoftFailed || ev.Outlier {
 				continue
 			}
-			e, err := p.evaluateCommitted(ctx, ev, bases)
+			rm, err := p.committedMembers(ctx, ev, bases)
 			if err != nil {
 				p.log.Warn("evaluating push rules", "event", ev.EventID, "err", err)
 				continue
 			}
-			chunk = append(chunk, e)
+			c := candidate{ev: ev, rm: rm, users: potentialRecipients(ev, rm, p.suffix)}
+			for _, u := range c.users {
+				if !seen[u] {
+					seen[u] = true
+					users = append(users, u)
+				}
+			}
+			cands = append(cands, c)
 		}
-		evs = evs[n:]
-		if err := p.queuePushes(ctx, chunk, maxPos); err != nil {
+		withPushers, err := p.withPushers(ctx, users)
+		if err != nil {
+			return err
+		}
+		has := map[string]bool{}
+		for _, u := range withPushers {
+			has[u] = true
+		}
+		var evals []*evaluation
+		for _, c := range cands {
+			if !slices.ContainsFunc(c.users, func(u string) bool { return has[u] }) {
+				continue
+			}
+			e, err := p.evaluate(ctx, p.db.Read(), c.ev, c.rm)
+			if err != nil {
+				p.log.Warn("evaluating push rules", "event", c.ev.EventID, "err", err)
+				continue
+			}
+			evals = append(evals, e)
+		}
+		if err := p.queuePushes(ctx, evals, withPushers, maxPos); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// potentialRecipients are those who may get an outcome for ev: the local
+// joined members other than the sender, and the target of an invite of a
+// local user (evaluation.recipients is the exact list).
+func potentialRecipients(ev *rooms.Event, rm *roomMembers, suffix string) []string {
+	out := make([]string, 0, len(rm.local))
+	for u := range rm.local {
+		if u != ev.Sender {
+			out = append(out, u)
+		}
+	}
+	if ev.Type == spec.MRoomMember && ev.StateKey != nil && ev.Membership != nil && *ev.Membership == spec.Invite &&
+		strings.HasSuffix(*ev.StateKey, suffix) && rm.local[*ev.StateKey] == nil {
+		out = append(out, *ev.StateKey)
+	}
+	return out
+}
+
 // maxChunkEvents bounds the events whose pushes are queued in one
 // transaction.
 const maxChunkEvents = 200
 
-// queuePushes queues the notifications of the recipients with pushers and
-// moves the progress to maxPos.
-func (p *Push) queuePushes(ctx context.Context, evals []*evaluation, maxPos int64) error {
-	seen := map[string]bool{}
-	var users []string
-	for _, e := range evals {
-		for _, u := range e.recipients() {
-			if !seen[u] {
-				seen[u] = true
-				users = append(users, u)
-			}
-		}
+// withPushers returns those of users who have http pushers.
+func (p *Push) withPushers(ctx context.Context, users []string) ([]string, error) {
+	if len(users) == 0 {
+		return nil, nil
 	}
 	// One pusher_versions row per recipient tells whether the sender's
 	// cached list of their pushers is current: the cost here is per
 	// recipient, never per pusher.
 	versions, err := storage.PusherVersions(ctx, p.db.Read(), users)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var withPushers []string
+	var out []string
 	for _, user := range users {
 		if v, ok := versions[user]; ok {
 			has, err := p.sender.hasPushers(ctx, user, v)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if has {
-				withPushers = append(withPushers, user)
+				out = append(out, user)
 			}
 		}
 	}
+	return out, nil
+}
+
+// progressEvery bounds how often the progress is stored when nothing was
+// queued: a crash re-evaluates at most this much at the next start.
+const progressEvery = time.Second
+
+// queuePushes queues the notifications of withPushers, the recipients with
+// pushers, and moves the progress to maxPos. When nothing is queued the
+// progress is stored at most every progressEvery (storeProgress), so the
+// writer is not taken after every send for it.
+func (p *Push) queuePushes(ctx context.Context, evals []*evaluation, withPushers []string, maxPos int64) error {
+	p.owedProgress = max(p.owedProgress, maxPos)
+	if len(evals) == 0 || len(withPushers) == 0 {
+		if time.Since(p.progressStored) < progressEvery {
+			return nil
+		}
+		return p.storeProgress(ctx)
+	}
+	var err error
 	byUser := map[string][]notified{}
 	now := time.Now().UnixMilli()
 	for _, e := range evals {
@@ -163,13 +228,26 @@ func (p *Push) queuePushes(ctx context.Context, evals []*evaluation, maxPos int6
 				return err
 			}
 		}
-		return storage.SetPushProgress(ctx, tx, maxPos)
+		return storage.SetPushProgress(ctx, tx, p.owedProgress)
 	})
 	if err != nil {
 		return err
 	}
+	p.owedProgress, p.progressStored = 0, time.Now()
 	p.sender.wakeUsers(queuedFor...)
 	return nil
+}
+
+// storeProgress stores the progress owed (queuePushes), if any.
+func (p *Push) storeProgress(ctx context.Context) error {
+	if p.owedProgress == 0 {
+		return nil
+	}
+	err := p.db.WriteTx(ctx, func(tx *sql.Tx) error { return storage.SetPushProgress(ctx, tx, p.owedProgress) })
+	if err == nil {
+		p.owedProgress, p.progressStored = 0, time.Now()
+	}
+	return err
 }
 
 // roomCtx answers the room questions of one event's evaluation, loading
@@ -240,21 +318,51 @@ func (p *Push) UnreadCounts(ctx context.Context, userID, roomID string) (notif, 
 }
 
 func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) (notif, highlight int, perThread map[string][2]int, err error) {
-	read, err := storage.ReadPositions(ctx, q, userID, roomID)
+	in, err := storage.UnreadInputs(ctx, q, userID, roomID, 0, 0)
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	perThread, err = rowCounts(ctx, q, userID, roomID, read, 0)
+	return countsOf(ctx, q, userID, roomID, in, 0)
+}
+
+// UnreadCountsAt is UnreadCounts of the events at stream positions up to
+// upTo, which must all be committed (a sync's position). Counted once, a
+// member's group rows are kept here by room (countCache), so a later count
+// reads only the rows after the last one: the cost of a sync's counts
+// does not grow with the number of unread messages.
+func (p *Push) UnreadCountsAt(ctx context.Context, userID, roomID string, upTo int64) (notif, highlight int, perThread map[string][2]int, err error) {
+	q := p.db.Read()
+	key := userID + "\x00" + roomID
+	prev := p.counts.get(key)
+	var after int64
+	if prev != nil && prev.upTo <= upTo {
+		after = prev.upTo
+	}
+	in, err := storage.UnreadInputs(ctx, q, userID, roomID, after, upTo)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	if after > 0 {
+		if in.Deletions == prev.deletions && in.Read[""] == prev.floor && slices.Equal(in.Epochs, prev.epochs) {
+			in.Groups = addCounts(prev.groups, in.Groups)
+		} else if in, err = storage.UnreadInputs(ctx, q, userID, roomID, 0, upTo); err != nil {
+			return 0, 0, nil, err
+		}
+	}
+	p.counts.put(key, &countEntry{deletions: in.Deletions, floor: in.Read[""], epochs: in.Epochs, upTo: upTo, groups: in.Groups})
+	return countsOf(ctx, q, userID, roomID, in, upTo)
+}
+
+// countsOf finishes UnreadCounts from what storage.UnreadInputs read.
+func countsOf(ctx context.Context, q storage.Reader, userID, roomID string, in storage.UnreadRows, upTo int64) (notif, highlight int, perThread map[string][2]int, err error) {
+	perThread, err = rowCounts(ctx, q, userID, roomID, in, upTo)
 	if err != nil {
 		return 0, 0, nil, err
 	}
 	// What rotation took out of the rows (see rotate.go) counts while the
 	// receipts are those it was taken with.
-	sums, err := storage.PushSummaries(ctx, q, userID, roomID)
-	if err != nil {
-		return 0, 0, nil, err
-	}
-	for _, sm := range sums {
+	read := in.Read
+	for _, sm := range in.Summaries {
 		if read[""] == sm.ReadPos && read[sm.Thread] == sm.ThreadReadPos {
 			c := perThread[sm.Thread]
 			perThread[sm.Thread] = [2]int{c[0] + sm.Notif, c[1] + sm.Highlight}
@@ -271,10 +379,60 @@ func unreadCounts(ctx context.Context, q storage.Reader, userID, roomID string) 
 	return notif, highlight, perThread, nil
 }
 
+// countEntry is a member's group rows in a room counted up to upTo, with
+// what decides which rows count: valid while none was deleted
+// (storage.PushDeletions), the unthreaded receipt and the ranges are the
+// same.
+type countEntry struct {
+	deletions, floor, upTo int64
+	epochs                 []storage.PushEpoch
+	groups                 []storage.ThreadCount
+}
+
+// countCache holds countEntry by member and room.
+type countCache struct {
+	mu sync.Mutex
+	m  map[string]*countEntry
+}
+
+// maxCachedCounts bounds the cache; beyond it, it starts over.
+const maxCachedCounts = 100_000
+
+func (c *countCache) get(key string) *countEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+func (c *countCache) put(key string, e *countEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedCounts {
+		c.m = map[string]*countEntry{}
+	}
+	c.m[key] = e
+}
+
+// addCounts sums two lists of per-thread counts.
+func addCounts(a, b []storage.ThreadCount) []storage.ThreadCount {
+	out := slices.Clone(a)
+	for _, c := range b {
+		i := slices.IndexFunc(out, func(o storage.ThreadCount) bool { return o.Thread == c.Thread })
+		if i < 0 {
+			out = append(out, c)
+			continue
+		}
+		out[i].Notif += c.Notif
+		out[i].Highlight += c.Highlight
+	}
+	return out
+}
+
 // rowCounts counts a member's unread notifications in a room from the
-// stored rows at positions up to upTo (0: all), per thread, given their
-// read positions (storage.ReadPositions).
-func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, read map[string]int64, upTo int64) (map[string][2]int, error) {
+// stored rows at positions up to upTo (0: all), per thread, given what
+// storage.UnreadInputs read with the same upTo.
+func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, in storage.UnreadRows, upTo int64) (map[string][2]int, error) {
+	read := in.Read
 	floor := read[""]
 	perThread := map[string][2]int{}
 	add := func(thread string, n, h int) {
@@ -286,31 +444,26 @@ func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, rea
 	// The rows of the user's groups, over the user's ranges, after the
 	// unthreaded receipt; then those a threaded receipt covers are taken
 	// off again.
-	epochs, err := storage.PushEpochsOf(ctx, q, userID, roomID, floor)
-	if err != nil {
-		return nil, err
+	for _, c := range in.Groups {
+		add(c.Thread, c.Notif, c.Highlight)
 	}
-	for _, e := range epochs {
-		lo, hi := max(e.Since, floor), e.Until
-		if upTo != 0 && (hi == 0 || hi > upTo) {
-			hi = upTo
-		}
-		if hi != 0 && hi <= lo {
+	for thread, pos := range read {
+		if thread == "" || perThread[thread][0] == 0 {
 			continue
 		}
-		cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, hi, "")
-		if err != nil {
-			return nil, err
-		}
-		for _, c := range cs {
-			add(c.Thread, c.Notif, c.Highlight)
-		}
-		for thread, pos := range read {
+		for _, e := range in.Epochs {
+			lo, hi := max(e.Since, floor), e.Until
+			if upTo != 0 && (hi == 0 || hi > upTo) {
+				hi = upTo
+			}
+			if hi != 0 && hi <= lo {
+				continue
+			}
 			top := pos
 			if hi != 0 {
 				top = min(top, hi)
 			}
-			if thread == "" || top <= lo || perThread[thread][0] == 0 {
+			if top <= lo {
 				continue
 			}
 			cs, err := storage.GroupCounts(ctx, q, roomID, e.GroupID, userID, lo, top, thread)
@@ -323,11 +476,7 @@ func rowCounts(ctx context.Context, q storage.Reader, userID, roomID string, rea
 		}
 	}
 	// The user's own outcomes correct their group's.
-	own, err := storage.NotificationsAfter(ctx, q, userID, roomID, floor)
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range own {
+	for _, n := range in.Own {
 		if read[n.ThreadID] >= n.StreamPos || (upTo != 0 && n.StreamPos > upTo) {
 			continue
 		}

@@ -73,10 +73,16 @@ type Push struct {
 	names    memberNames
 	// roomCache holds each room's members and open ranges as committed.
 	roomCache roomCache
-	sender    *sender
+	// counts keeps members' counted group rows for sync (UnreadCountsAt).
+	counts countCache
+	sender *sender
 	// rulesChanged is Deps.RulesChanged.
 	rulesChanged func(userID string)
 	retention    time.Duration
+	// owedProgress is the progress not stored yet, progressStored when it
+	// last was (the worker's goroutine only; queuePushes).
+	owedProgress   int64
+	progressStored time.Time
 
 	mu      sync.Mutex
 	pending []job
@@ -210,6 +216,17 @@ func (p *Push) run() {
 	defer p.wg.Done()
 	rotation := time.NewTicker(rotateEvery)
 	defer rotation.Stop()
+	progress := time.NewTicker(progressEvery)
+	defer progress.Stop()
+	defer func() {
+		// Stopping: store the progress owed, so a restart does not
+		// evaluate again what was evaluated.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.storeProgress(ctx); err != nil {
+			p.log.Error("storing push progress", "err", err)
+		}
+	}()
 	for {
 		p.mu.Lock()
 		jobs := p.pending
@@ -218,6 +235,13 @@ func (p *Push) run() {
 		if len(jobs) == 0 {
 			select {
 			case <-p.signal:
+				continue
+			case <-progress.C:
+				if time.Since(p.progressStored) >= progressEvery {
+					if err := p.storeProgress(p.ctx); err != nil {
+						p.log.Error("storing push progress", "err", err)
+					}
+				}
 				continue
 			case <-rotation.C:
 				if err := p.Rotate(p.ctx, time.Now().Add(-p.retention)); err != nil {

@@ -50,10 +50,12 @@ func (p *Push) rotateRoom(ctx context.Context, roomID string, cutoff int64) erro
 		reads := map[string]map[string]int64{}
 		before := map[string]map[string][2]int{}
 		for _, u := range users {
-			if reads[u], err = storage.ReadPositions(ctx, tx, u, roomID); err != nil {
+			in, err := storage.UnreadInputs(ctx, tx, u, roomID, 0, cutoff)
+			if err != nil {
 				return err
 			}
-			if before[u], err = rowCounts(ctx, tx, u, roomID, reads[u], cutoff); err != nil {
+			reads[u] = in.Read
+			if before[u], err = rowCounts(ctx, tx, u, roomID, in, cutoff); err != nil {
 				return err
 			}
 		}
@@ -61,7 +63,11 @@ func (p *Push) rotateRoom(ctx context.Context, roomID string, cutoff int64) erro
 			return err
 		}
 		for _, u := range users {
-			after, err := rowCounts(ctx, tx, u, roomID, reads[u], cutoff)
+			in, err := storage.UnreadInputs(ctx, tx, u, roomID, 0, cutoff)
+			if err != nil {
+				return err
+			}
+			after, err := rowCounts(ctx, tx, u, roomID, in, cutoff)
 			if err != nil {
 				return err
 			}

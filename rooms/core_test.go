@@ -649,6 +649,39 @@ func TestBigStateReloads(t *testing.T) {
 		}
 		if st[storage.StateKey{Type: "org.example.k", StateKey: fmt.Sprint(keys - 1)}] != last.EventID {
 			t.Fatal("the last key names another event")
+
+// ServersInRoom keeps each room's servers with the state snapshot they
+// were read at: a membership change committed by another core on the
+// same store (another process) is seen by the next call.
+func TestServersInRoomFollowsMembership(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		c := newCore(t, b)
+		ctx := context.Background()
+		roomID := c.createRoom(t, "public_chat")
+		servers := func() []spec.ServerName {
+			t.Helper()
+			s, err := c.ServersInRoom(ctx, roomID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		if got := servers(); !slices.Equal(got, []spec.ServerName{"hearth.test"}) {
+			t.Fatalf("servers of a new room: %v", got)
+		}
+		servers() // from the cache
+		other := c.fresh()
+		if _, err := other.SetMembership(ctx, roomID, rooms.ChangeMembership{Sender: alice, Target: alice, Membership: spec.Leave}); err != nil {
+			t.Fatal(err)
+		}
+		if got := servers(); len(got) != 0 {
+			t.Fatalf("servers after the only member left through another core: %v", got)
+		}
+		if _, err := other.SetMembership(ctx, roomID, rooms.ChangeMembership{Sender: bob, Target: bob, Membership: spec.Join}); err != nil {
+			t.Fatal(err)
+		}
+		if got := servers(); !slices.Equal(got, []spec.ServerName{"hearth.test"}) {
+			t.Fatalf("servers after a join through another core: %v", got)
 		}
 	})
 }

@@ -463,34 +463,75 @@ func (r *Rooms) EventAuth(ctx context.Context, server spec.ServerName, roomID, e
 
 // ServersInRoom lists the servers with a joined member, for fan-out;
 // while the room's state is partial, with the servers the send_join
-// answer named (MSC3706 servers_in_room).
+// answer named (MSC3706 servers_in_room). Otherwise the list is kept per
+// room with the current snapshot it was read at (joins and leaves move
+// it), so each send's fan-out reads one row, not every member.
 func (r *Rooms) ServersInRoom(ctx context.Context, roomID string) ([]spec.ServerName, error) {
-	ms, err := storage.MembersOfRoom(ctx, r.db.Read(), roomID)
-	if err != nil {
-		return nil, err
-	}
 	seen := map[spec.ServerName]bool{}
 	var out []spec.ServerName
-	if ps, err := storage.GetPartialStateRoom(ctx, r.db.Read(), roomID); err == nil && ps.CompletedPos == nil {
+	ps, err := storage.GetPartialStateRoom(ctx, r.db.Read(), roomID)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	partial := err == nil && ps.CompletedPos == nil
+	if partial {
 		for _, s := range ps.Servers {
 			if !seen[spec.ServerName(s)] {
 				seen[spec.ServerName(s)] = true
 				out = append(out, spec.ServerName(s))
 			}
 		}
-	} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
+	}
+	joined, err := r.joinedServers(ctx, roomID, !partial)
+	if err != nil {
 		return nil, err
 	}
-	for _, m := range ms {
-		if m.Membership != spec.Join {
-			continue
+	for _, s := range joined {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
 		}
-		_, domain, err := gomatrixserverlib.SplitID('@', m.UserID)
+	}
+	return out, nil
+}
+
+// joinedServers are the servers of a room's joined members, from the
+// cache when it holds them for the room's current snapshot (and cache
+// is set).
+func (r *Rooms) joinedServers(ctx context.Context, roomID string, cache bool) ([]spec.ServerName, error) {
+	if cache {
+		if v, ok := r.serversAt.Load(roomID); ok {
+			e := v.(serversEntry)
+			if snap, err := storage.RoomSnapshot(ctx, r.db.Read(), roomID); err == nil && snap == e.snapshot {
+				return e.servers, nil
+			}
+		}
+	}
+	snap, members, err := storage.JoinedAtSnapshot(ctx, r.db.Read(), roomID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	seen := map[spec.ServerName]bool{}
+	var out []spec.ServerName
+	for _, u := range members {
+		_, domain, err := gomatrixserverlib.SplitID('@', u)
 		if err != nil || seen[domain] {
 			continue
 		}
 		seen[domain] = true
 		out = append(out, domain)
 	}
+	if cache && snap != 0 {
+		r.serversAt.Store(roomID, serversEntry{snapshot: snap, servers: out})
+	}
 	return out, nil
+}
+
+// serversEntry is a room's joined servers at a state snapshot.
+type serversEntry struct {
+	snapshot int64
+	servers  []spec.ServerName
 }

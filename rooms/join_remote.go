@@ -113,6 +113,9 @@ func (r *Rooms) JoinRemote(ctx context.Context, roomID, userID string, servers [
 			if err != nil {
 				return nil, err
 			}
+			// The server that took it sends it to the room.
+			r.sentJoins.Store(resp.JoinEvent.EventID(), true)
+			defer r.sentJoins.Delete(resp.JoinEvent.EventID())
 			if err := r.ingest(ctx, server, ver, resp.JoinEvent, &budget, fetchHoles); err != nil {
 				return nil, err
 			}

@@ -264,17 +264,37 @@ type resyncer struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	running map[string]bool
+	// finishing holds the rooms whose completion this process is writing
+	// or telling the hooks of: waiters wait for the hooks too.
+	finishing map[string]bool
 	// done has a channel per partial room this process waits on, closed
-	// when the room's state is complete.
+	// when the room's state is complete and the hooks are told.
 	done map[string]chan struct{}
-	// onComplete is told of each room whose state became complete, with
-	// the stream position eager syncs show it from.
-	onComplete []func(roomID string, pos int64)
+	// onComplete is told of each room whose state became complete.
+	onComplete []func(StateCompletion)
+}
+
+// StateCompletion is what a partial-state room's resync found.
+type StateCompletion struct {
+	RoomID string
+	// Pos is the event stream position eager syncs show the room from.
+	Pos int64
+	// Servers are those the send_join answer named (servers_in_room).
+	Servers []string
+	// DeviceListPos is the device-list stream head at the join.
+	DeviceListPos int64
+	// MembersChanged are the users whose current membership the full
+	// state changed (one believed joined may not be, and the other way).
+	MembersChanged []string
+	// MembersChangedSinceJoin are the users whose membership differs
+	// between the full state at the join and the full current state: their
+	// servers may have been in the room while the state was partial.
+	MembersChangedSinceJoin []string
 }
 
 // OnStateComplete registers fn to be told when a partial-state room's
-// state is complete (sync wakes its users with it).
-func (r *Rooms) OnStateComplete(fn func(roomID string, pos int64)) {
+// state is complete (sync wakes its users with it; device lists catch up).
+func (r *Rooms) OnStateComplete(fn func(StateCompletion)) {
 	r.resync.mu.Lock()
 	defer r.resync.mu.Unlock()
 	r.resync.onComplete = append(r.resync.onComplete, fn)
@@ -361,11 +381,15 @@ func (r *Rooms) IsPartialState(ctx context.Context, roomID string) (bool, error)
 func (r *Rooms) AwaitFullState(ctx context.Context, roomID string) error {
 	for {
 		partial, err := r.IsPartialState(ctx, roomID)
-		if err != nil || !partial {
+		if err != nil {
 			return err
 		}
 		rs := &r.resync
 		rs.mu.Lock()
+		if !partial && !rs.finishing[roomID] {
+			rs.mu.Unlock()
+			return nil
+		}
 		if rs.done == nil {
 			rs.done = map[string]chan struct{}{}
 		}
@@ -537,9 +561,25 @@ func (r *Rooms) fetchChecked(ctx context.Context, server spec.ServerName, ver go
 func (r *Rooms) completeState(ctx context.Context, roomID string, join *Event, full State) error {
 	unlock := r.locks.lock(roomID)
 	defer unlock()
+	rs := &r.resync
+	rs.mu.Lock()
+	if rs.finishing == nil {
+		rs.finishing = map[string]bool{}
+	}
+	rs.finishing[roomID] = true
+	rs.mu.Unlock()
+	defer func() {
+		rs.mu.Lock()
+		delete(rs.finishing, roomID)
+		if ch, ok := rs.done[roomID]; ok {
+			close(ch)
+			delete(rs.done, roomID)
+		}
+		rs.mu.Unlock()
+	}()
 	var snaps []*snapshot
 	var changed []string
-	var pos int64
+	var sc StateCompletion
 	done := false
 	err := r.db.WriteTx(ctx, func(tx *sql.Tx) error {
 		ps, err := storage.GetPartialStateRoom(ctx, tx, roomID)
@@ -653,6 +693,9 @@ func (r *Rooms) completeState(ctx context.Context, roomID string, join *Event, f
 		if err != nil {
 			return err
 		}
+		sc = StateCompletion{RoomID: roomID, Servers: ps.Servers, DeviceListPos: ps.DeviceListPos,
+			MembersChanged:          changedMembers(w.cur.state, cur.state),
+			MembersChangedSinceJoin: changedMembers(after[join.EventID].state, cur.state)}
 		if err := r.updateCurrentState(ctx, tx, roomID, w.cur.state, cur.state); err != nil {
 			return err
 		}
@@ -664,11 +707,11 @@ func (r *Rooms) completeState(ctx context.Context, roomID string, join *Event, f
 		if err := r.db.LockEventStream(ctx, tx); err != nil {
 			return err
 		}
-		if pos, err = storage.TakeStreamPos(ctx, tx, roomID); err != nil {
+		if sc.Pos, err = storage.TakeStreamPos(ctx, tx, roomID); err != nil {
 			return err
 		}
 		snaps = w.snaps
-		return storage.CompletePartialStateRoom(ctx, tx, roomID, pos)
+		return storage.CompletePartialStateRoom(ctx, tx, roomID, sc.Pos)
 	})
 	if err != nil {
 		return fmt.Errorf("completing the state: %w", err)
@@ -681,18 +724,31 @@ func (r *Rooms) completeState(ctx context.Context, roomID string, join *Event, f
 		r.ForgetEvents(changed...)
 	}
 	r.log.Info("the partial-state room is complete", "room", roomID, "state_events", len(full), "events_replaced", len(changed))
-	rs := &r.resync
 	rs.mu.Lock()
-	if ch, ok := rs.done[roomID]; ok {
-		close(ch)
-		delete(rs.done, roomID)
-	}
 	hooks := slices.Clone(rs.onComplete)
 	rs.mu.Unlock()
 	for _, fn := range hooks {
-		fn(roomID, pos)
+		fn(sc)
 	}
 	return nil
+}
+
+// changedMembers lists the users whose m.room.member entry differs
+// between two states.
+func changedMembers(a, b map[storage.StateKey]string) []string {
+	var out []string
+	for k, id := range b {
+		if k.Type == spec.MRoomMember && a[k] != id {
+			out = append(out, k.StateKey)
+		}
+	}
+	for k := range a {
+		if _, ok := b[k]; k.Type == spec.MRoomMember && !ok {
+			out = append(out, k.StateKey)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // partialAuthState is the state a live event of a partial-state room is

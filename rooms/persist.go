@@ -281,7 +281,8 @@ func (r *Rooms) persistEvent(ctx context.Context, tx *sql.Tx, w *roomWrite, in i
 			}
 		}
 	}
-	ev := &Event{PDU: pdu, Event: eventRow(pdu), Distributed: a == arriveJoin}
+	_, sentJoin := r.sentJoins.Load(pdu.EventID())
+	ev := &Event{PDU: pdu, Event: eventRow(pdu), Distributed: a == arriveJoin || sentJoin}
 	ev.SenderDevice, ev.TxnID = in.device, in.txnID
 	ev.Outlier = !a.inDAG()
 

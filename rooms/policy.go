@@ -445,7 +445,7 @@ func (r *Rooms) signBeforeSend(ctx context.Context, roomID string, p *roomPolicy
 		if err != nil {
 			return nil, err
 		}
-		if _, err := r.sendOne(ctx, tx, b, req.protos); err != nil {
+		if _, err := r.sendOne(ctx, tx, b, req.protos, true); err != nil {
 			return nil, err
 		}
 		return b.appended, nil

@@ -43,7 +43,10 @@ type Rooms struct {
 	log            *slog.Logger
 	DefaultVersion gomatrixserverlib.RoomVersion
 
-	locks     roomLocks
+	locks roomLocks
+	// sentJoins are our joins to rooms we hold that another server's
+	// send_join took (and so sends to the room): not sent again.
+	sentJoins sync.Map
 	snapshots *snapshotCache
 	pdus      *pduCache
 	versions  versionCache
@@ -69,6 +72,9 @@ type Rooms struct {
 	// policyDown: policy servers that could not be reached, until when
 	// they are not asked again.
 	policyDown sync.Map
+	// serversAt holds each room's joined servers with the snapshot they
+	// were read at (ServersInRoom); roomID -> serversEntry.
+	serversAt sync.Map
 
 	obsMu     sync.RWMutex
 	observers []Observer

@@ -24,10 +24,11 @@ func (r *Rooms) Visible(ctx context.Context, userID string, evs []*Event) ([]*Ev
 	if len(evs) == 0 {
 		return evs, nil
 	}
-	current, _, err := r.MembershipOf(ctx, evs[0].RoomID, userID)
-	if err != nil {
-		return nil, err
-	}
+	// The current membership matters only for shared history the user
+	// was not joined at: read it then, once.
+	var current string
+	currentRead := false
+	var err error
 	type verdict struct {
 		visibility gomatrixserverlib.HistoryVisibility
 		membership string
@@ -41,6 +42,12 @@ func (r *Rooms) Visible(ctx context.Context, userID string, evs []*Event) ([]*Ev
 				return nil, err
 			}
 			bySnapshot[ev.SnapshotAfter] = v
+		}
+		if !currentRead && v.visibility == gomatrixserverlib.HistoryVisibilityShared && v.membership != spec.Join {
+			if current, _, err = r.MembershipOf(ctx, evs[0].RoomID, userID); err != nil {
+				return nil, err
+			}
+			currentRead = true
 		}
 		allowed := false
 		switch {

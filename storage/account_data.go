@@ -140,6 +140,36 @@ func (db *DB) DeleteAccountDataTx(ctx context.Context, tx *sql.Tx, userID, roomI
 	return putAccountData(ctx, tx, userID, roomID, dataType, []byte(deletedAccountData))
 }
 
+// AccountDataSinceAnd is AccountDataSince plus, in the same query, the
+// user's current global account data of type also (ErrNotFound when
+// there is none): sync reads m.ignored_user_list with the changes.
+func (db *DB) AccountDataSinceAnd(ctx context.Context, userID string, since int64, also string) ([]AccountData, AccountData, error) {
+	var out []AccountData
+	cur := AccountData{Type: also}
+	found := false
+	err := queryEach(ctx, db.read, "reading account data", `SELECT stream_pos, room_id, data_type, content FROM account_data
+		WHERE user_id = $1 AND (stream_pos > $2 OR (room_id = '' AND data_type = $3)) ORDER BY stream_pos`, []any{userID, since, also}, func(rows *sql.Rows) error {
+		var d AccountData
+		var content string
+		if err := rows.Scan(&d.StreamPos, &d.RoomID, &d.Type, &content); err != nil {
+			return err
+		}
+		d.Content = []byte(content)
+		if d.RoomID == "" && d.Type == also {
+			cur, found = d, true
+		}
+		if d.StreamPos <= since || since == 0 && content == deletedAccountData {
+			return nil
+		}
+		out = append(out, d)
+		return nil
+	})
+	if err == nil && !found {
+		err = ErrNotFound
+	}
+	return out, cur, err
+}
+
 // AccountDataSince returns the user's account data changed after position
 // since (0: all of it, without deleted entries), global and per room,
 // oldest change first.

@@ -145,6 +145,11 @@ type TokenOwner struct {
 	IsGuest   bool
 	Locked    bool // the account is locked (v1.12)
 	Suspended bool // the account is suspended (v1.13)
+	// ShadowBanned and MessageLimit (nil: none) are the admin's moderation
+	// of the account (clientapi's limitMessage), read with the token so a
+	// send needs no query of its own for them.
+	ShadowBanned bool
+	MessageLimit *RatelimitOverride
 	// PrevRefreshHash is set until the token's first use (see AccessToken).
 	PrevRefreshHash []byte
 }
@@ -155,10 +160,12 @@ func (db *DB) LookupAccessToken(ctx context.Context, token string) (TokenOwner, 
 	want := TokenHash(token)
 	var o TokenOwner
 	var got []byte
-	var exp sql.NullInt64
-	err := db.read.QueryRowContext(ctx, `SELECT t.token_hash, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.locked, u.suspended, t.prev_refresh_hash
-		FROM access_tokens t JOIN users u ON u.user_id = t.user_id
-		WHERE t.token_hash = $1 AND NOT u.deactivated`, want).Scan(&got, &o.UserID, &o.DeviceID, &exp, &o.IsGuest, &o.Locked, &o.Suspended, &o.PrevRefreshHash)
+	var exp, mps, burst sql.NullInt64
+	err := db.read.QueryRowContext(ctx, `SELECT t.token_hash, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.locked, u.suspended, t.prev_refresh_hash,
+			u.shadow_banned, o.messages_per_second, o.burst_count
+		FROM access_tokens t JOIN users u ON u.user_id = t.user_id LEFT JOIN ratelimit_overrides o ON o.user_id = t.user_id
+		WHERE t.token_hash = $1 AND NOT u.deactivated`, want).Scan(&got, &o.UserID, &o.DeviceID, &exp, &o.IsGuest, &o.Locked, &o.Suspended, &o.PrevRefreshHash,
+		&o.ShadowBanned, &mps, &burst)
 	if errors.Is(err, sql.ErrNoRows) {
 		return o, ErrNotFound
 	}
@@ -169,6 +176,9 @@ func (db *DB) LookupAccessToken(ctx context.Context, token string) (TokenOwner, 
 		return TokenOwner{}, ErrNotFound
 	}
 	o.ExpiresTS = exp.Int64
+	if mps.Valid {
+		o.MessageLimit = &RatelimitOverride{MessagesPerSecond: mps.Int64, BurstCount: burst.Int64}
+	}
 	return o, nil
 }
 

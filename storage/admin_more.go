@@ -50,27 +50,12 @@ func (db *DB) JoinedRoomCountEver(ctx context.Context, userID string) (int, erro
 }
 
 // SetShadowBanned sets or clears userID's shadow-ban.
-func (db *DB) SetShadowBanned(ctx context.Context, userID string, banned bool) error {
-	return db.WriteTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE users SET shadow_banned = $1 WHERE user_id = $2`, banned, userID)
-		if err != nil {
-			return fmt.Errorf("setting shadow-ban: %w", err)
-		}
-		return nil
-	})
-}
-
-// ShadowBanned reports whether userID is shadow-banned.
-func (db *DB) ShadowBanned(ctx context.Context, userID string) (bool, error) {
-	var b bool
-	err := db.Read().QueryRowContext(ctx, `SELECT shadow_banned FROM users WHERE user_id = $1`, userID).Scan(&b)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
+func SetShadowBanned(ctx context.Context, tx *sql.Tx, userID string, banned bool) error {
+	_, err := tx.ExecContext(ctx, `UPDATE users SET shadow_banned = $1 WHERE user_id = $2`, banned, userID)
 	if err != nil {
-		return false, fmt.Errorf("reading shadow-ban: %w", err)
+		return fmt.Errorf("setting shadow-ban: %w", err)
 	}
-	return b, nil
+	return nil
 }
 
 // RatelimitOverride is a user's own message rate limit.
@@ -94,21 +79,19 @@ func (db *DB) GetRatelimitOverride(ctx context.Context, userID string) (Ratelimi
 }
 
 // SetRatelimitOverride sets (o non-nil) or removes userID's override.
-func (db *DB) SetRatelimitOverride(ctx context.Context, userID string, o *RatelimitOverride) error {
-	return db.WriteTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM ratelimit_overrides WHERE user_id = $1`, userID); err != nil {
-			return fmt.Errorf("removing rate limit override: %w", err)
-		}
-		if o == nil {
-			return nil
-		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO ratelimit_overrides (user_id, messages_per_second, burst_count) VALUES ($1, $2, $3)`,
-			userID, o.MessagesPerSecond, o.BurstCount)
-		if err != nil {
-			return fmt.Errorf("storing rate limit override: %w", err)
-		}
+func SetRatelimitOverride(ctx context.Context, tx *sql.Tx, userID string, o *RatelimitOverride) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM ratelimit_overrides WHERE user_id = $1`, userID); err != nil {
+		return fmt.Errorf("removing rate limit override: %w", err)
+	}
+	if o == nil {
 		return nil
-	})
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO ratelimit_overrides (user_id, messages_per_second, burst_count) VALUES ($1, $2, $3)`,
+		userID, o.MessagesPerSecond, o.BurstCount)
+	if err != nil {
+		return fmt.Errorf("storing rate limit override: %w", err)
+	}
+	return nil
 }
 
 // SetMediaProtected protects a media item from quarantine and from

@@ -122,6 +122,11 @@ func (db *DB) PurgeableEvents(ctx context.Context, roomID string, depth, pos int
 // transaction.
 func (db *DB) PurgeEvents(ctx context.Context, ids []string) error {
 	return db.WriteTx(ctx, func(tx *sql.Tx) error {
+		if len(ids) > 0 {
+			if err := bumpPushDeletions(ctx, tx); err != nil {
+				return err
+			}
+		}
 		for _, id := range ids {
 			if err := db.UnindexForSearch(ctx, tx, id); err != nil {
 				return err

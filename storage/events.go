@@ -512,6 +512,43 @@ func MembersOfRoom(ctx context.Context, q Reader, roomID string) ([]Membership, 
 	}, roomID)
 }
 
+// RoomSnapshot returns a room's current state snapshot.
+func RoomSnapshot(ctx context.Context, q Reader, roomID string) (int64, error) {
+	var snap int64
+	err := q.QueryRowContext(ctx, `SELECT current_snapshot FROM rooms WHERE room_id = $1`, roomID).Scan(&snap)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading room snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+// JoinedAtSnapshot returns a room's joined members with its current
+// snapshot, read in one statement so the two agree; ErrNotFound when
+// there is no such room.
+func JoinedAtSnapshot(ctx context.Context, q Reader, roomID string) (snapshot int64, joined []string, err error) {
+	found := false
+	err = queryEach(ctx, q, "listing joined members", `SELECT r.current_snapshot, cs.state_key FROM rooms r
+		LEFT JOIN current_state cs ON cs.room_id = r.room_id AND cs.type = 'm.room.member' AND cs.membership = 'join'
+		WHERE r.room_id = $1`, []any{roomID}, func(rows *sql.Rows) error {
+		var user sql.NullString
+		if err := rows.Scan(&snapshot, &user); err != nil {
+			return err
+		}
+		found = true
+		if user.Valid {
+			joined = append(joined, user.String)
+		}
+		return nil
+	})
+	if err == nil && !found {
+		err = ErrNotFound
+	}
+	return snapshot, joined, err
+}
+
 // LookupTxn returns the event ID a client transaction produced, if any.
 func LookupTxn(ctx context.Context, q Reader, userID, deviceID, scope, txnID string) (string, error) {
 	var id string
@@ -537,6 +574,24 @@ func InsertTxn(ctx context.Context, tx *sql.Tx, userID, deviceID, scope, txnID, 
 // events with stream positions in (from, to].
 func RoomsWithEventsBetween(ctx context.Context, q Reader, from, to int64) (map[string]bool, error) {
 	return querySet[string](ctx, q, "rooms with new events", `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, from, to)
+}
+
+// RoomsWithEventsAndMembersBetween is RoomsWithEventsBetween, and whether
+// any of those events is an m.room.member event (sync looks for
+// membership changes only then).
+func RoomsWithEventsAndMembersBetween(ctx context.Context, q Reader, from, to int64) (map[string]bool, bool, error) {
+	out, members := map[string]bool{}, false
+	err := queryEach(ctx, q, "rooms with new events", `SELECT room_id, MAX(CASE WHEN type = 'm.room.member' THEN 1 ELSE 0 END) FROM events
+		WHERE stream_pos > $1 AND stream_pos <= $2 GROUP BY room_id`, []any{from, to}, func(rows *sql.Rows) error {
+		var room string
+		var m int
+		if err := rows.Scan(&room, &m); err != nil {
+			return err
+		}
+		out[room], members = true, members || m == 1
+		return nil
+	})
+	return out, members, err
 }
 
 // SnapshotAtStream returns the state snapshot of a room after its last

@@ -200,6 +200,31 @@ func UnusedFallbackKeyTypes(ctx context.Context, q Reader, userID, deviceID stri
 		ORDER BY algorithm`, userID, deviceID))
 }
 
+// DeviceKeyCounts is OneTimeKeyCounts and UnusedFallbackKeyTypes in one
+// query (every sync response carries both).
+func DeviceKeyCounts(ctx context.Context, q Reader, userID, deviceID string) (map[string]int, []string, error) {
+	counts, fallback := map[string]int{}, []string{}
+	err := queryEach(ctx, q, "counting device keys", `SELECT 0, algorithm, COUNT(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm
+		UNION ALL SELECT 1, algorithm, 0 FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used
+		ORDER BY 1, 2`, []any{userID, deviceID}, func(rows *sql.Rows) error {
+		var kind, n int
+		var alg string
+		if err := rows.Scan(&kind, &alg, &n); err != nil {
+			return err
+		}
+		if kind == 0 {
+			counts[alg] = n
+		} else {
+			fallback = append(fallback, alg)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return counts, fallback, nil
+}
+
 // CrossSigningKey is one of a user's cross-signing keys.
 type CrossSigningKey struct {
 	KeyID   string // the unpadded base64 public key

@@ -117,15 +117,6 @@ func ClosePushEpoch(ctx context.Context, tx *sql.Tx, userID, roomID string, unti
 	return nil
 }
 
-// PushEpochsOf returns a member's ranges in a room that end after pos.
-func PushEpochsOf(ctx context.Context, q Reader, userID, roomID string, pos int64) ([]PushEpoch, error) {
-	return queryList(ctx, q, "loading push epochs", `SELECT since_pos, COALESCE(until_pos, 0), group_id FROM push_epochs
-		WHERE user_id = $1 AND room_id = $2 AND (until_pos IS NULL OR until_pos > $3)`, func(rows *sql.Rows, e *PushEpoch) error {
-		e.RoomID = roomID
-		return rows.Scan(&e.Since, &e.Until, &e.GroupID)
-	}, userID, roomID, pos)
-}
-
 // ThreadCount is a number of notifications and of highlights in a thread.
 type ThreadCount struct {
 	Thread           string
@@ -146,14 +137,108 @@ func GroupCounts(ctx context.Context, q Reader, roomID string, groupID int64, se
 	}, roomID, groupID, after, upTo, sender, thread)
 }
 
-// NotificationsAfter returns the user's own rows in a room with positions
-// after pos (only the fields counting needs).
-func NotificationsAfter(ctx context.Context, q Reader, userID, roomID string, pos int64) ([]Notification, error) {
-	return queryList(ctx, q, "loading notifications", `SELECT stream_pos, thread_id, notify, highlight, group_notify, group_highlight FROM notifications
-		WHERE user_id = $1 AND room_id = $2 AND stream_pos > $3`, func(rows *sql.Rows, n *Notification) error {
-		n.UserID, n.RoomID = userID, roomID
-		return rows.Scan(&n.StreamPos, &n.ThreadID, &n.Notify, &n.Highlight, &n.GroupNotify, &n.GroupHighlight)
-	}, userID, roomID, pos)
+// UnreadRows is what a member's unread counts in a room are made of, read
+// in one query (UnreadInputs): the cost of the counts in a sync is one
+// round trip, plus one per range and thread a threaded receipt covers.
+type UnreadRows struct {
+	// Read is ReadPositions.
+	Read map[string]int64
+	// Epochs are the member's ranges that end after the unthreaded read
+	// position.
+	Epochs []PushEpoch
+	// Groups counts, per thread, the rows of the member's groups within
+	// their ranges, after the unthreaded read position and at or before
+	// upTo, leaving out the member's own events (GroupCounts summed over
+	// Epochs).
+	Groups []ThreadCount
+	// Own are the member's own rows after the unthreaded read position
+	// (the fields counting needs).
+	Own []Notification
+	// Summaries are PushSummaries.
+	Summaries []PushSummary
+	// Deletions is the push_deletions count (pushDeletionsStream), read
+	// with the rest.
+	Deletions int64
+}
+
+// UnreadInputs reads a member's UnreadRows in a room; upTo 0 is no bound.
+// Groups counts only rows after after (0: all), for a caller that counted
+// those before and keeps the sum (see pushDeletionsStream).
+func UnreadInputs(ctx context.Context, q Reader, userID, roomID string, after, upTo int64) (UnreadRows, error) {
+	if upTo == 0 {
+		upTo = math.MaxInt64
+	}
+	out := UnreadRows{Read: map[string]int64{}}
+	// One row per part, told apart by the first column; fl is the
+	// unthreaded read position. The group rows' lower bound is one
+	// expression (the greatest of three), so that it bounds the index
+	// range and only the rows after it are read; CROSS JOIN keeps SQLite
+	// from reading push_actions before what the bound is made of.
+	const query = `WITH fl AS (SELECT COALESCE(MAX(e.stream_pos), 0) AS pos FROM receipts r JOIN events e ON e.event_id = r.event_id
+			WHERE r.room_id = $2 AND r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') AND r.thread_id = '')
+		SELECT 0, r.thread_id, MAX(e.stream_pos), 0, 0, 0, 0 FROM receipts r JOIN events e ON e.event_id = r.event_id
+			WHERE r.room_id = $2 AND r.user_id = $1 AND r.receipt_type IN ('m.read', 'm.read.private') GROUP BY r.thread_id
+		UNION ALL
+		SELECT 1, '', ep.since_pos, COALESCE(ep.until_pos, 0), ep.group_id, 0, 0 FROM push_epochs ep CROSS JOIN fl
+			WHERE ep.user_id = $1 AND ep.room_id = $2 AND (ep.until_pos IS NULL OR ep.until_pos > fl.pos)
+		UNION ALL
+		SELECT 2, a.thread_id, COUNT(*), SUM(CASE WHEN a.highlight THEN 1 ELSE 0 END), 0, 0, 0
+			FROM push_epochs ep CROSS JOIN fl CROSS JOIN push_actions a
+			WHERE ep.user_id = $1 AND ep.room_id = $2 AND a.room_id = ep.room_id AND a.group_id = ep.group_id
+				AND a.stream_pos > CASE WHEN ep.since_pos >= fl.pos AND ep.since_pos >= $4 THEN ep.since_pos WHEN fl.pos >= $4 THEN fl.pos ELSE $4 END
+				AND (ep.until_pos IS NULL OR a.stream_pos <= ep.until_pos) AND a.stream_pos <= $3 AND a.sender <> $1
+			GROUP BY a.thread_id
+		UNION ALL
+		SELECT 3, n.thread_id, n.stream_pos, CASE WHEN n.notify THEN 1 ELSE 0 END, CASE WHEN n.highlight THEN 1 ELSE 0 END,
+				CASE WHEN n.group_notify THEN 1 ELSE 0 END, CASE WHEN n.group_highlight THEN 1 ELSE 0 END
+			FROM notifications n CROSS JOIN fl WHERE n.user_id = $1 AND n.room_id = $2 AND n.stream_pos > fl.pos
+		UNION ALL
+		SELECT 4, thread_id, notif, highlight, upto_pos, read_pos, thread_read_pos FROM push_summaries WHERE user_id = $1 AND room_id = $2
+		UNION ALL
+		SELECT 5, '', position, 0, 0, 0, 0 FROM stream_heads WHERE stream = '` + pushDeletionsStream + `'`
+	err := queryEach(ctx, q, "loading unread counts", query, []any{userID, roomID, upTo, after}, func(rows *sql.Rows) error {
+		var kind int
+		var thread string
+		var a, b, c, d, e int64
+		if err := rows.Scan(&kind, &thread, &a, &b, &c, &d, &e); err != nil {
+			return err
+		}
+		switch kind {
+		case 0:
+			out.Read[thread] = a
+		case 1:
+			out.Epochs = append(out.Epochs, PushEpoch{RoomID: roomID, Since: a, Until: b, GroupID: c})
+		case 2:
+			out.Groups = append(out.Groups, ThreadCount{Thread: thread, Notif: int(a), Highlight: int(b)})
+		case 3:
+			out.Own = append(out.Own, Notification{UserID: userID, RoomID: roomID, StreamPos: a, ThreadID: thread,
+				Notify: b != 0, Highlight: c != 0, GroupNotify: d != 0, GroupHighlight: e != 0})
+		case 4:
+			out.Summaries = append(out.Summaries, PushSummary{Thread: thread, Notif: int(a), Highlight: int(b), UpTo: c, ReadPos: d, ThreadReadPos: e})
+		case 5:
+			out.Deletions = a
+		}
+		return nil
+	})
+	return out, err
+}
+
+// pushDeletionsStream names the stream_heads row that counts the
+// transactions that deleted push_actions rows (rotation, purges). Rows are
+// otherwise only ever added, with their event, at its stream position; so
+// a count of a range of positions that were all committed stays exact
+// while this number does not move, and a reader may add the rows after
+// the range to it (UnreadRows.Deletions, push's count cache).
+const pushDeletionsStream = "push_deletions"
+
+// bumpPushDeletions moves the push_deletions count in a transaction that deletes
+// push_actions rows.
+func bumpPushDeletions(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO stream_heads (stream, position) VALUES ($1, 1)
+		ON CONFLICT (stream) DO UPDATE SET position = stream_heads.position + 1`, pushDeletionsStream); err != nil {
+		return fmt.Errorf("counting push row deletions: %w", err)
+	}
+	return nil
 }
 
 // RoomsWithNotifications lists the rooms where the user may have
@@ -527,6 +612,9 @@ func PushRotationUsers(ctx context.Context, q Reader, roomID string, cutoff int6
 func DeletePushRows(ctx context.Context, tx *sql.Tx, roomID string, cutoff int64) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM push_actions WHERE room_id = $1 AND stream_pos <= $2 AND NOT highlight`, roomID, cutoff); err != nil {
 		return fmt.Errorf("rotating push rows: %w", err)
+	}
+	if err := bumpPushDeletions(ctx, tx); err != nil {
+		return err
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM notifications WHERE room_id = $1 AND stream_pos <= $2 AND NOT highlight AND NOT group_highlight`, roomID, cutoff); err != nil {
 		return fmt.Errorf("rotating notifications: %w", err)
