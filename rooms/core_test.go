@@ -649,6 +649,9 @@ func TestBigStateReloads(t *testing.T) {
 		}
 		if st[storage.StateKey{Type: "org.example.k", StateKey: fmt.Sprint(keys - 1)}] != last.EventID {
 			t.Fatal("the last key names another event")
+		}
+	})
+}
 
 // ServersInRoom keeps each room's servers with the state snapshot they
 // were read at: a membership change committed by another core on the
