@@ -32,6 +32,9 @@ type Info struct {
 // Info summarises a room's current state; storage.ErrNotFound for an
 // unknown room.
 func (r *Rooms) Info(ctx context.Context, roomID string) (Info, error) {
+	if _, err := storage.GetRoom(ctx, r.db.Read(), roomID); err != nil {
+		return Info{}, err // ErrNotFound for a room we do not have
+	}
 	info := Info{RoomID: roomID, JoinRule: "invite"}
 	var wanted []storage.StateKey
 	for _, t := range []string{spec.MRoomCreate, spec.MRoomName, spec.MRoomTopic, spec.MRoomCanonicalAlias, "m.room.avatar",
