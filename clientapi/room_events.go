@@ -219,11 +219,9 @@ func (a *API) putState(r *http.Request, c accounts.Caller) (any, error) {
 		return map[string]string{"event_id": fakeEventID()}, err
 	}
 	// Sending the same state again is a no-op that returns the existing event.
-	if cur, err := a.rooms.CurrentState(r.Context(), roomID); err == nil {
-		if id, ok := cur[storage.StateKey{Type: evType, StateKey: stateKey}]; ok {
-			if ev, err := a.rooms.Event(r.Context(), id); err == nil && ev.Sender == c.UserID && jsonEqual(ev.PDU.Content(), content) {
-				return map[string]string{"event_id": id}, nil
-			}
+	if id, err := a.rooms.CurrentStateID(r.Context(), roomID, storage.StateKey{Type: evType, StateKey: stateKey}); err == nil && id != "" {
+		if ev, err := a.rooms.Event(r.Context(), id); err == nil && ev.Sender == c.UserID && jsonEqual(ev.PDU.Content(), content) {
+			return map[string]string{"event_id": id}, nil
 		}
 	}
 	evs, err := a.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: c.UserID, Type: evType, StateKey: &stateKey, Content: content, Timestamp: ts})

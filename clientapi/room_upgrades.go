@@ -77,12 +77,8 @@ func (a *API) copyPushRules(r *http.Request, oldRoomID, newRoomID string) error 
 // room, as Synapse does; upgrades made by hand (createRoom with a
 // predecessor) and remote upgrades are covered this way.
 func (a *API) copyPushRulesOnJoin(ctx context.Context, userID, roomID string) {
-	st, err := a.rooms.CurrentState(ctx, roomID)
-	if err != nil {
-		return
-	}
-	createID, ok := st[storage.StateKey{Type: spec.MRoomCreate}]
-	if !ok {
+	createID, err := a.rooms.CurrentStateID(ctx, roomID, storage.StateKey{Type: spec.MRoomCreate})
+	if err != nil || createID == "" {
 		return
 	}
 	create, err := a.rooms.Event(ctx, createID)

@@ -561,3 +561,28 @@ func TestStateFormatEvent(t *testing.T) {
 		}
 	})
 }
+
+// TestPutSameStateAgain: the same state from the same sender again is a
+// no-op that answers with the event already there; other content is a new
+// event.
+func TestPutSameStateAgain(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice := newUser(t, hs, "alice")
+		roomID := alice.createRoom(t, nil)
+		path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/state/org.example.thing/k"
+		put := func(v string) string {
+			r := alice.do(t, "PUT", path, map[string]any{"v": v})
+			hearthtest.Expect(t, r, http.StatusOK, "")
+			id, _ := r.JSON["event_id"].(string)
+			return id
+		}
+		first := put("a")
+		if again := put("a"); again != first {
+			t.Errorf("the same state again: event %s, want the existing %s", again, first)
+		}
+		if other := put("b"); other == first || other == "" {
+			t.Errorf("other content: event %q, want a new one", other)
+		}
+	})
+}

@@ -2,7 +2,9 @@ package federation_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
 	"github.com/hearth-matrix/hearth/storage"
@@ -159,6 +162,14 @@ func TestPartialStateJoinBetweenHearths(t *testing.T) {
 			members = append(members, u.id)
 		}
 
+		// State the join's auth rules do not read, which the joining
+		// server checks itself (rooms.partialAnswer): kept, except the one
+		// whose signature B's answer spoils.
+		for _, k := range []string{"good", "bad"} {
+			hearthtest.Expect(t, alice.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/org.example.thing/"+k,
+				map[string]any{"k": k}), http.StatusOK, "")
+		}
+
 		// B holds state_ids (the resync) until released.
 		release := make(chan struct{})
 		var releaseOnce sync.Once
@@ -166,6 +177,25 @@ func TestPartialStateJoinBetweenHearths(t *testing.T) {
 		var asked atomic.Int32
 		bsrv.WrapFederation(func(fedH, _ http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if strings.Contains(req.URL.Path, "/send_join/") {
+					rec := httptest.NewRecorder()
+					fedH.ServeHTTP(rec, req)
+					body := rec.Body.Bytes()
+					for i, ev := range gjson.GetBytes(body, "state").Array() {
+						if ev.Get("type").Str == "org.example.thing" && ev.Get("state_key").Str == "bad" {
+							var err error
+							body, err = sjson.SetBytes(body, fmt.Sprintf("state.%d.signatures", i),
+								map[string]any{bsrv.Config.ServerName: map[string]string{string(bsrv.Key.ID): strings.Repeat("A", 86)}})
+							if err != nil {
+								t.Error(err)
+							}
+						}
+					}
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(rec.Code)
+					_, _ = w.Write(body)
+					return
+				}
 				if strings.Contains(req.URL.Path, "/state_ids/") {
 					asked.Add(1)
 					select {
@@ -190,6 +220,12 @@ func TestPartialStateJoinBetweenHearths(t *testing.T) {
 		}
 		if _, ok := cur[storage.StateKey{Type: "m.room.member", StateKey: "@bob:" + bsrv.Config.ServerName}]; ok {
 			t.Fatal("the partial state holds bob's membership")
+		}
+		if _, ok := cur[storage.StateKey{Type: "org.example.thing", StateKey: "good"}]; !ok {
+			t.Fatal("the partial state lacks a state event of the answer")
+		}
+		if _, ok := cur[storage.StateKey{Type: "org.example.thing", StateKey: "bad"}]; ok {
+			t.Fatal("the partial state holds a state event with a bad signature")
 		}
 
 		// Usable at once: both ways.

@@ -50,8 +50,13 @@ func (c *lru[K, V]) put(k K, v V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	w := c.weight(v)
-	if w > c.max/4 {
-		return // one value must not push out most of the others
+	if w > c.max {
+		// Larger than the whole cache. A value may push out most of the
+		// others: the state of a room of 50,000 state events is half the
+		// snapshot cache, and loading it for each of the room's events
+		// instead (as when anything over a quarter was refused) cost
+		// more than all the rest of a send.
+		return
 	}
 	if el, ok := c.items[k]; ok {
 		e := el.Value.(*lruEntry[K, V])

@@ -625,6 +625,34 @@ func TestSendsFromTwoCoresKeepLinearDAG(t *testing.T) {
 	})
 }
 
+// TestBigStateReloads: a room whose state outgrows one multi-row insert
+// (a full copy of it every maxChainLen changes) reads back from the
+// database, uncached, with every key.
+func TestBigStateReloads(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		c := newCore(t, b)
+		ctx := context.Background()
+		roomID := c.createRoom(t, "private_chat")
+		const keys = 700
+		var last *rooms.Event
+		for i := range keys {
+			last = c.send(t, roomID, stateProto(alice, "org.example.k", fmt.Sprint(i), map[string]int{"v": i}))
+		}
+		st, err := c.fresh().StateAt(ctx, last.SnapshotAfter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range keys {
+			if _, ok := st[storage.StateKey{Type: "org.example.k", StateKey: fmt.Sprint(i)}]; !ok {
+				t.Fatalf("key %d missing from the reloaded state of %d entries", i, len(st))
+			}
+		}
+		if st[storage.StateKey{Type: "org.example.k", StateKey: fmt.Sprint(keys - 1)}] != last.EventID {
+			t.Fatal("the last key names another event")
+		}
+	})
+}
+
 // ServersInRoom keeps each room's servers with the state snapshot they
 // were read at: a membership change committed by another core on the
 // same store (another process) is seen by the next call.

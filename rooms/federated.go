@@ -526,16 +526,20 @@ func (r *Rooms) updateCurrentState(ctx context.Context, tx *sql.Tx, roomID strin
 			}
 		}
 	}
-	var changed []string
+	var changed, members []string
 	for k, id := range now {
 		if old[k] != id {
 			changed = append(changed, id)
+			if k.Type == spec.MRoomMember {
+				members = append(members, id) // only these have a membership
+			}
 		}
 	}
-	memberships, err := r.memberships(ctx, tx, changed)
+	memberships, err := r.memberships(ctx, tx, members)
 	if err != nil {
 		return err
 	}
+	set := make([]storage.CurrentStateEntry, 0, len(changed))
 	for k, id := range now {
 		if old[k] == id {
 			continue
@@ -547,12 +551,9 @@ func (r *Rooms) updateCurrentState(ctx context.Context, tx *sql.Tx, roomID strin
 				continue
 			}
 		}
-		membership := memberships[id]
-		if err := storage.SetCurrentState(ctx, tx, roomID, k, id, membership); err != nil {
-			return err
-		}
+		set = append(set, storage.CurrentStateEntry{Key: k, EventID: id, Membership: memberships[id]})
 	}
-	return nil
+	return storage.SetCurrentStates(ctx, tx, roomID, set)
 }
 
 // newerOutOfRoomMembership reports whether a local user's current

@@ -101,13 +101,9 @@ func (r *Rooms) buildTemplate(ctx context.Context, ver gomatrixserverlib.IRoomVe
 type restrictedQuerier struct{ r *Rooms }
 
 func (q restrictedQuerier) CurrentStateEvent(ctx context.Context, roomID spec.RoomID, eventType, stateKey string) (gomatrixserverlib.PDU, error) {
-	st, err := q.r.CurrentState(ctx, roomID.String())
-	if err != nil {
+	id, err := q.r.CurrentStateID(ctx, roomID.String(), storage.StateKey{Type: eventType, StateKey: stateKey})
+	if err != nil || id == "" {
 		return nil, err
-	}
-	id, ok := st[storage.StateKey{Type: eventType, StateKey: stateKey}]
-	if !ok {
-		return nil, nil
 	}
 	ev, err := q.r.Event(ctx, id)
 	if err != nil {

@@ -36,7 +36,7 @@ func (c *supportedVersionsOnly) SendJoin(ctx context.Context, origin, s spec.Ser
 		res, err := pc.SendJoinPartialState(ctx, origin, s, event)
 		c.sent = res
 		if err == nil && res.GetMembersOmitted() {
-			return partialAnswer{res}, nil
+			return newPartialAnswer(res, event), nil
 		}
 		return res, err
 	}
@@ -170,6 +170,18 @@ func (r *Rooms) storeJoin(ctx context.Context, resident spec.ServerName, resp *g
 	// chain in auth order, each event after its auth events.
 	authEvs := resp.StateSnapshot.GetAuthEvents().UntrustedEvents(join.Version())
 	stateEvs := resp.StateSnapshot.GetStateEvents().UntrustedEvents(join.Version())
+	if sent != nil && sent.GetMembersOmitted() {
+		// The library checked only part of the state (partialAnswer).
+		verImpl, err := gomatrixserverlib.GetRoomVersion(version)
+		if err != nil {
+			return nil, err
+		}
+		rest, err := r.checkRestOfState(ctx, verImpl, join.RoomID().String(), sent, slices.Concat(authEvs, stateEvs))
+		if err != nil {
+			return nil, mxhttp.Forbidden("Could not join %s: %v", join.RoomID().String(), err)
+		}
+		stateEvs = append(stateEvs, rest...)
+	}
 	if _, owned := ownedBases[version]; owned && sent != nil {
 		moreAuth, moreState := r.recheckOwnedState(ctx, version, sent, authEvs, stateEvs)
 		authEvs, stateEvs = append(authEvs, moreAuth...), append(stateEvs, moreState...)

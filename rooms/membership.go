@@ -167,11 +167,9 @@ func (r *Rooms) CanJoinLocally(ctx context.Context, roomID string) (bool, error)
 	} else if err != nil {
 		return false, err
 	}
-	st, err := r.CurrentState(ctx, roomID)
-	if err != nil {
+	if id, err := r.CurrentStateID(ctx, roomID, storage.StateKey{Type: spec.MRoomCreate}); err != nil {
 		return false, err
-	}
-	if _, ok := st[storage.StateKey{Type: spec.MRoomCreate}]; !ok {
+	} else if id == "" {
 		return false, nil // a stub for an invite to a room we are not in
 	}
 	ms, err := storage.MembersOfRoom(ctx, r.db.Read(), roomID)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -150,15 +151,110 @@ type StateFetcher interface {
 }
 
 // partialAnswer is a partial send_join answer as the library's checks
-// (PerformJoin, CheckSendJoinResponse) read it: they look for the create
-// event and every auth event in auth_chain, from which MSC3706 lets the
-// resident leave out what state holds; both lists go there.
+// (PerformJoin, CheckSendJoinResponse) read it. The library checks every
+// event of an answer in turn, on one CPU: the state of a big room without
+// its members can still be tens of thousands of events. So it is handed
+// the auth chain and, of the state, only what the join's auth rules read
+// (the state it checks the join against), with the create event in
+// auth_chain too (PerformJoin looks for it there; MSC3706 lets the
+// resident leave out of auth_chain what state holds). checkRestOfState
+// checks the rest of the state the same way, on every CPU.
 type partialAnswer struct {
 	gomatrixserverlib.SendJoinResponse
+	auth, state gomatrixserverlib.EventJSONs
 }
 
-func (p partialAnswer) GetAuthEvents() gomatrixserverlib.EventJSONs {
-	return append(append(gomatrixserverlib.EventJSONs{}, p.SendJoinResponse.GetAuthEvents()...), p.GetStateEvents()...)
+func newPartialAnswer(res gomatrixserverlib.SendJoinResponse, join gomatrixserverlib.PDU) partialAnswer {
+	needed := map[storage.StateKey]bool{{Type: spec.MRoomCreate}: true}
+	for _, t := range gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{join}).Tuples() {
+		needed[storage.StateKey{Type: t.EventType, StateKey: t.StateKey}] = true
+	}
+	auth := append(gomatrixserverlib.EventJSONs{}, res.GetAuthEvents()...)
+	var state gomatrixserverlib.EventJSONs
+	for _, raw := range res.GetStateEvents() {
+		k := storage.StateKey{Type: gjson.GetBytes(raw, "type").Str, StateKey: gjson.GetBytes(raw, "state_key").Str}
+		if !needed[k] {
+			continue
+		}
+		state = append(state, raw)
+		if k.Type == spec.MRoomCreate {
+			auth = append(auth, raw)
+		}
+	}
+	return partialAnswer{SendJoinResponse: res, auth: auth, state: state}
+}
+
+func (p partialAnswer) GetAuthEvents() gomatrixserverlib.EventJSONs  { return p.auth }
+func (p partialAnswer) GetStateEvents() gomatrixserverlib.EventJSONs { return p.state }
+
+// checkRestOfState checks the state events of a partial send_join answer
+// that the library did not (see partialAnswer), as its CheckStateResponse
+// would: each must have a state key and no two the same key (else the
+// answer is refused); one that does not parse, is of another room, has a
+// bad signature or is not allowed by its auth events (found in the answer)
+// is left out. checked are the events the library kept.
+func (r *Rooms) checkRestOfState(ctx context.Context, ver gomatrixserverlib.IRoomVersion, roomID string, sent gomatrixserverlib.SendJoinResponse, checked []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+	byID := make(map[string]gomatrixserverlib.PDU, len(sent.GetStateEvents())+len(checked))
+	keys := map[storage.StateKey]bool{}
+	for _, p := range checked {
+		byID[p.EventID()] = p
+	}
+	raws := make([]json.RawMessage, len(sent.GetStateEvents()))
+	for i, raw := range sent.GetStateEvents() {
+		raws[i] = json.RawMessage(raw)
+	}
+	parsed, _ := parseAll(ver, raws)
+	var rest []gomatrixserverlib.PDU
+	for _, p := range parsed {
+		if p == nil {
+			continue
+		}
+		k, ok := stateKeyOf(p)
+		if !ok {
+			return nil, fmt.Errorf("state event %s has no state key", p.EventID())
+		}
+		if keys[k] {
+			return nil, fmt.Errorf("two state events for (%s, %s)", k.Type, k.StateKey)
+		}
+		keys[k] = true
+		if _, done := byID[p.EventID()]; done || p.RoomID().String() != roomID {
+			continue
+		}
+		rest = append(rest, p)
+	}
+	kept := rest[:0]
+	for i, err := range r.verifyAll(ctx, rest) {
+		if err != nil {
+			r.log.Info("join: dropping a state event with bad signatures", "event", rest[i].EventID(), "err", err)
+			continue
+		}
+		kept = append(kept, rest[i])
+	}
+	for _, p := range kept {
+		byID[p.EventID()] = p
+	}
+	ok := make([]bool, len(kept))
+	inParallel(len(kept), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			var auth []gomatrixserverlib.PDU
+			for _, id := range kept[i].AuthEventIDs() {
+				if a, found := byID[id]; found {
+					auth = append(auth, a)
+				}
+			}
+			provider, err := gomatrixserverlib.NewAuthEvents(auth)
+			ok[i] = err == nil && allowed(kept[i], provider) == nil
+		}
+	})
+	out := make([]gomatrixserverlib.PDU, 0, len(kept))
+	for i, p := range kept {
+		if !ok[i] {
+			r.log.Info("join: dropping a state event its auth events do not allow", "event", p.EventID())
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // resyncer runs the background resyncs of one process.
@@ -413,8 +509,9 @@ func (r *Rooms) fetchChecked(ctx context.Context, server spec.ServerName, ver go
 		if err != nil {
 			r.log.Info("resync: /state failed, fetching events one by one", "room", roomID, "server", server, "err", err)
 		}
-		for _, raw := range slices.Concat(state, chain) {
-			if p, err := parsePDU(ver, raw); err == nil && wanted[p.EventID()] {
+		pdus, _ := parseAll(ver, slices.Concat(state, chain))
+		for _, p := range pdus {
+			if p != nil && wanted[p.EventID()] {
 				parsed[p.EventID()] = p
 			}
 		}
@@ -439,7 +536,7 @@ func (r *Rooms) fetchChecked(ctx context.Context, server spec.ServerName, ver go
 		pdus = append(pdus, p)
 	}
 	kept := pdus[:0]
-	for i, err := range gomatrixserverlib.VerifyAllEventSignatures(ctx, pdus, r.verifier, userIDForSender) {
+	for i, err := range r.verifyAll(ctx, pdus) {
 		if err != nil {
 			r.log.Info("resync: dropping an event with bad signatures", "event", pdus[i].EventID(), "err", err)
 			continue

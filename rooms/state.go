@@ -53,6 +53,18 @@ func (r *Rooms) CurrentState(ctx context.Context, roomID string) (State, error) 
 	return r.StateAt(ctx, room.CurrentSnapshot)
 }
 
+// CurrentStateID is the event ID of one key of the room's current state,
+// or "" when it has none: a point lookup, where CurrentState copies the
+// whole state (tens of thousands of entries in a big room).
+func (r *Rooms) CurrentStateID(ctx context.Context, roomID string, k storage.StateKey) (string, error) {
+	return storage.CurrentStateEventID(ctx, r.db.Read(), roomID, k.Type, k.StateKey)
+}
+
+// CurrentStateIDs is CurrentStateID for several keys, in one query.
+func (r *Rooms) CurrentStateIDs(ctx context.Context, roomID string, keys ...storage.StateKey) (State, error) {
+	return storage.CurrentStateEventIDs(ctx, r.db.Read(), roomID, keys...)
+}
+
 // StateEvents loads the events of a state.
 func (r *Rooms) StateEvents(ctx context.Context, st State) ([]*Event, error) {
 	ids := make([]string, 0, len(st))

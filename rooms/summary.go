@@ -32,18 +32,23 @@ type Info struct {
 // Info summarises a room's current state; storage.ErrNotFound for an
 // unknown room.
 func (r *Rooms) Info(ctx context.Context, roomID string) (Info, error) {
-	st, err := r.CurrentState(ctx, roomID)
+	if _, err := storage.GetRoom(ctx, r.db.Read(), roomID); err != nil {
+		return Info{}, err // ErrNotFound for a room we do not have
+	}
+	info := Info{RoomID: roomID, JoinRule: "invite"}
+	var wanted []storage.StateKey
+	for _, t := range []string{spec.MRoomCreate, spec.MRoomName, spec.MRoomTopic, spec.MRoomCanonicalAlias, "m.room.avatar",
+		spec.MRoomHistoryVisibility, spec.MRoomGuestAccess, spec.MRoomJoinRules, "m.room.encryption"} {
+		wanted = append(wanted, storage.StateKey{Type: t})
+	}
+	// Those keys only: a big room's whole state is tens of thousands.
+	st, err := r.CurrentStateIDs(ctx, roomID, wanted...)
 	if err != nil {
 		return Info{}, err
 	}
-	info := Info{RoomID: roomID, JoinRule: "invite"}
-	wanted := []string{spec.MRoomCreate, spec.MRoomName, spec.MRoomTopic, spec.MRoomCanonicalAlias, "m.room.avatar",
-		spec.MRoomHistoryVisibility, spec.MRoomGuestAccess, spec.MRoomJoinRules, "m.room.encryption"}
-	ids := make([]string, 0, len(wanted))
-	for _, t := range wanted {
-		if id, ok := st[storage.StateKey{Type: t}]; ok {
-			ids = append(ids, id)
-		}
+	ids := make([]string, 0, len(st))
+	for _, id := range st {
+		ids = append(ids, id)
 	}
 	evs, err := r.Events(ctx, r.db.Read(), ids)
 	if err != nil {

@@ -155,7 +155,7 @@ func InsertEvent(ctx context.Context, tx *sql.Tx, e Event) (int64, error) {
 // storing the same auth event at the same time and PostgreSQL aborts a
 // transaction on a unique violation.
 func InsertOutliers(ctx context.Context, tx *sql.Tx, evs []Event) error {
-	const cols, perStmt = 20, 50
+	const cols, perStmt = 20, 10 // 200 parameters: see InsertSnapshot
 	for start := 0; start < len(evs); start += perStmt {
 		chunk := evs[start:min(start+perStmt, len(evs))]
 		var b strings.Builder
@@ -313,11 +313,39 @@ func InsertSnapshot(ctx context.Context, tx *sql.Tx, roomID string, parent int64
 		roomID, parentArg, chainLen).Scan(&id); err != nil {
 		return 0, fmt.Errorf("inserting snapshot: %w", err)
 	}
-	for k, ev := range entries {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
-			id, k.Type, k.StateKey, ev); err != nil {
-			return 0, fmt.Errorf("inserting snapshot entry: %w", err)
+	// Many rows per statement: a full copy of a big room's state has tens
+	// of thousands of entries. Not more: the SQLite driver looks each
+	// numbered parameter up in a list, which costs the square of their
+	// number per statement (about 200 is the sweet spot).
+	const cols, perStmt = 4, 50
+	args := make([]any, 0, min(len(entries), perStmt)*cols)
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
 		}
+		var b strings.Builder
+		b.WriteString(`INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES `)
+		for i := 0; i < len(args)/cols; i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(" + placeholders(i*cols+1, cols) + ")")
+		}
+		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("inserting snapshot entries: %w", err)
+		}
+		args = args[:0]
+		return nil
+	}
+	for k, ev := range entries {
+		if args = append(args, id, k.Type, k.StateKey, ev); len(args) == perStmt*cols {
+			if err := flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return 0, err
 	}
 	return id, nil
 }
@@ -406,6 +434,38 @@ func SetCurrentState(ctx context.Context, tx *sql.Tx, roomID string, k StateKey,
 		roomID, k.Type, k.StateKey, eventID, membership)
 	if err != nil {
 		return fmt.Errorf("updating current state: %w", err)
+	}
+	return nil
+}
+
+// CurrentStateEntry is one row of SetCurrentStates.
+type CurrentStateEntry struct {
+	Key        StateKey
+	EventID    string
+	Membership *string
+}
+
+// SetCurrentStates is SetCurrentState for many keys (each at most once),
+// many rows per statement: a joined or resynced big room sets tens of
+// thousands at once.
+func SetCurrentStates(ctx context.Context, tx *sql.Tx, roomID string, entries []CurrentStateEntry) error {
+	const cols, perStmt = 5, 40 // 200 parameters: see InsertSnapshot
+	for start := 0; start < len(entries); start += perStmt {
+		chunk := entries[start:min(start+perStmt, len(entries))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO current_state (room_id, type, state_key, event_id, membership) VALUES `)
+		args := make([]any, 0, len(chunk)*cols)
+		for i, e := range chunk {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(" + placeholders(i*cols+1, cols) + ")")
+			args = append(args, roomID, e.Key.Type, e.Key.StateKey, e.EventID, e.Membership)
+		}
+		b.WriteString(` ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership`)
+		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("updating current state: %w", err)
+		}
 	}
 	return nil
 }

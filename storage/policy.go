@@ -17,3 +17,20 @@ func CurrentStateEventID(ctx context.Context, q Reader, roomID, eventType, state
 	}
 	return id, err
 }
+
+// CurrentStateEventIDs returns the event IDs of the given keys of a room's
+// current state (absent keys are left out): one indexed lookup per key,
+// which an OR of the keys in one query is not always planned as.
+func CurrentStateEventIDs(ctx context.Context, q Reader, roomID string, keys ...StateKey) (map[StateKey]string, error) {
+	out := map[StateKey]string{}
+	for _, k := range keys {
+		id, err := CurrentStateEventID(ctx, q, roomID, k.Type, k.StateKey)
+		if err != nil {
+			return nil, err
+		}
+		if id != "" {
+			out[k] = id
+		}
+	}
+	return out, nil
+}

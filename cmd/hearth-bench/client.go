@@ -359,3 +359,46 @@ func (c *client) roomEventIDs(ctx context.Context, s session, roomID string) (ma
 	}
 	return nil, errors.New("messages: too many pages")
 }
+
+// joinVia joins a room through the server named (POST /join/{roomIdOrAlias}
+// with server_name), as a client joins a room of another server.
+func (c *client) joinVia(ctx context.Context, s session, roomID, server string) error {
+	var out struct {
+		RoomID string `json:"room_id"`
+	}
+	path := v3 + "/join/" + url.PathEscape(roomID) + "?" + url.Values{"server_name": {server}}.Encode()
+	err := c.do(ctx, "POST", path, s.Token, map[string]any{}, &out)
+	if err == nil && out.RoomID != roomID {
+		err = fmt.Errorf("join: room_id %q in the response, want %q", out.RoomID, roomID)
+	}
+	return err
+}
+
+// putState sends a state event.
+func (c *client) putState(ctx context.Context, s session, roomID, evType, stateKey string, content any) error {
+	var out struct {
+		EventID string `json:"event_id"`
+	}
+	path := v3 + "/rooms/" + url.PathEscape(roomID) + "/state/" + url.PathEscape(evType) + "/" + url.PathEscape(stateKey)
+	err := c.do(ctx, "PUT", path, s.Token, content, &out)
+	if err == nil && out.EventID == "" {
+		err = errors.New("state: no event_id in the response")
+	}
+	return err
+}
+
+// stateCount is the number of events in a room's current state.
+func (c *client) stateCount(ctx context.Context, s session, roomID string) (int, error) {
+	var out []json.RawMessage
+	err := c.do(ctx, "GET", v3+"/rooms/"+url.PathEscape(roomID)+"/state", s.Token, nil, &out)
+	return len(out), err
+}
+
+// joinedMembers is the number of members GET /joined_members lists.
+func (c *client) joinedMembers(ctx context.Context, s session, roomID string) (int, error) {
+	var out struct {
+		Joined map[string]json.RawMessage `json:"joined"`
+	}
+	err := c.do(ctx, "GET", v3+"/rooms/"+url.PathEscape(roomID)+"/joined_members", s.Token, nil, &out)
+	return len(out.Joined), err
+}

@@ -50,7 +50,7 @@ func main() {
 }
 
 // allWorkloads in the order they run.
-var allWorkloads = []string{"send", "fanout", "multidevice", "initialsync", "register", "joins"}
+var allWorkloads = []string{"send", "fanout", "multidevice", "initialsync", "register", "joins", "partialjoin"}
 
 func splitList(s string) []string {
 	var out []string
@@ -96,6 +96,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	intFlag("registrations", "register: registrations and logins (default 100)")
 	intFlag("join-members", "joins: members of the big room (default 1000)")
 	intFlag("join-events", "joins: events in the big room (default 5000)")
+	intFlag("partialjoin-members", "partialjoin: members of the room joined over federation (default 10000)")
+	intFlag("partialjoin-state", "partialjoin: state events of that room, members included (default 50000)")
+	pjURLs := fs.String("partialjoin-url", "", "partialjoin against running servers: RESIDENT,JOINER base URLs of two homeservers that federate (otherwise --start-hearth starts a pair per source tree)")
 	rate := fs.Float64("rate", 0, "fanout and multidevice: messages per second (default 20)")
 	timeout := fs.Duration("timeout", 0, "time limit per workload and server, setup included (default 10m; smoke 60s)")
 	if err := fs.Parse(args); err != nil {
@@ -110,7 +113,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	for name, dst := range map[string]*int{"send-users": &p.SendUsers, "send-messages": &p.SendMessages,
 		"fanout-receivers": &p.FanoutReceivers, "fanout-messages": &p.FanoutMessages, "devices": &p.Devices,
 		"device-messages": &p.DeviceMessages, "sync-rooms": &p.SyncRooms, "sync-messages": &p.SyncMessages,
-		"registrations": &p.Registrations, "join-members": &p.JoinMembers, "join-events": &p.JoinEvents} {
+		"registrations": &p.Registrations, "join-members": &p.JoinMembers, "join-events": &p.JoinEvents,
+		"partialjoin-members": &p.PartialMembers, "partialjoin-state": &p.PartialState} {
 		if v := *sizes[name]; v > 0 {
 			*dst = v
 		} else if v < 0 {
@@ -121,10 +125,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		p.FanoutRate, p.DeviceRate = *rate, *rate
 	}
 	if *timeout > 0 {
-		p.Timeout = *timeout
+		p.Timeout, p.PartialTimeout = *timeout, *timeout
 	}
-	if p.SendUsers < 1 || p.FanoutReceivers < 1 || p.Devices < 1 || p.SyncRooms < 1 || p.JoinMembers < 2 || p.Registrations < 1 {
-		return 0, errors.New("every count must be at least 1 (join-members at least 2)")
+	if p.SendUsers < 1 || p.FanoutReceivers < 1 || p.Devices < 1 || p.SyncRooms < 1 || p.JoinMembers < 2 || p.Registrations < 1 || p.PartialMembers < 2 {
+		return 0, errors.New("every count must be at least 1 (join-members and partialjoin-members at least 2)")
 	}
 	chosen := map[string]bool{}
 	for _, w := range splitList(*workloads) {
@@ -234,8 +238,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 			if len(srcList) > 1 {
 				label = fmt.Sprintf("hearth%d[%s]", i+1, filepath.Base(abs))
 			}
+			bin, pairDir := h.cmd.Path, filepath.Join(work, fmt.Sprintf("pair-%d", i))
 			targets = append(targets, &target{label: label, c: &client{base: h.url, http: httpClient, sharedSecret: *secret},
-				pid: h.cmd.Process.Pid, dataDir: h.dataDir})
+				pid: h.cmd.Process.Pid, dataDir: h.dataDir,
+				pair: func(ctx context.Context) (*fedPair, error) {
+					fmt.Fprintf(stderr, "partialjoin: starting two federating Hearths of %s\n", abs)
+					return startPair(ctx, bin, pairDir, bcryptCost)
+				}})
 		}
 	}
 	for i, u := range urlList {
@@ -256,6 +265,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 			t.dataDir = dirList[i]
 		}
 		targets = append(targets, t)
+	}
+	if *pjURLs != "" {
+		us := splitList(*pjURLs)
+		if len(us) != 2 || len(targets) != 1 {
+			return 0, errors.New("--partialjoin-url takes RESIDENT,JOINER, with one --url")
+		}
+		for _, u := range us {
+			if pu, err := url.Parse(u); err != nil || !isLoopback(pu.Hostname()) && !*allowRemote {
+				return 0, fmt.Errorf("--partialjoin-url %q is not a loopback base URL", u)
+			}
+		}
+		targets[0].pair = func(context.Context) (*fedPair, error) {
+			return &fedPair{resident: &client{base: strings.TrimRight(us[0], "/"), sharedSecret: *secret},
+				joiner: &client{base: strings.TrimRight(us[1], "/"), sharedSecret: *secret}, stop: func() {}}, nil
+		}
 	}
 	for i, l := range labelList {
 		if i < len(targets) {
@@ -280,6 +304,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	runners := map[string]func(context.Context, *target) *result{
 		"send": b.runSend, "fanout": b.runFanout, "multidevice": b.runDevices,
 		"initialsync": b.runInitialSync, "register": b.runRegisterLogin, "joins": b.runJoins,
+		"partialjoin": b.runPartialJoin,
 	}
 	for _, w := range allWorkloads {
 		if !chosen[w] || ctx.Err() != nil {
@@ -296,7 +321,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 				before = t.c.retry.Load()
 			}
 			r := runners[w](ctx, t)
-			if t.rss != nil {
+			if t.rss != nil && w != "partialjoin" { // that one reports its own two servers'
 				r.add("server RSS peak", t.rss.takeWindow(), "MB")
 			}
 			if t.c.retry != nil {

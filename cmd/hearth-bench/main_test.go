@@ -109,3 +109,62 @@ func TestSharedSecretRegistration(t *testing.T) {
 		t.Fatalf("hearth-bench: code %d, err %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout.String(), stderr.String())
 	}
 }
+
+// TestSmokePartialJoin runs the partialjoin workload against two in-process
+// servers that federate: the user of the second joins the first's room
+// over federation, sends, and sees every member once the state is full.
+func TestSmokePartialJoin(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		fed := hearthtest.NewFederation(t, b, 2, nil)
+		out := filepath.Join(t.TempDir(), "report.json")
+		var stdout, stderr bytes.Buffer
+		code, err := run(context.Background(), []string{"--url", fed[0].URL, "--partialjoin-url", fed[0].URL + "," + fed[1].URL,
+			"--smoke", "--workloads", "partialjoin", "--json", out}, &stdout, &stderr)
+		if err != nil || code != 0 {
+			t.Fatalf("hearth-bench: code %d, err %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout.String(), stderr.String())
+		}
+		raw, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep report
+		if err := json.Unmarshal(raw, &rep); err != nil {
+			t.Fatalf("decoding the JSON report: %v", err)
+		}
+		var pj *result
+		for _, r := range rep.Results {
+			if r.Workload == "partialjoin" {
+				pj = r
+			}
+		}
+		if pj == nil {
+			t.Fatalf("no partialjoin result:\n%s", stdout.String())
+		}
+		want := map[string]float64{"members once complete": float64(smokeParams().PartialMembers + 1)}
+		for _, m := range pj.Metrics {
+			if v, ok := want[m.Name]; ok && m.Value != v {
+				t.Errorf("%s = %v, want %v", m.Name, m.Value, v)
+			}
+			delete(want, m.Name)
+		}
+		for _, name := range []string{"join", "join to first send", "join to full state", "join to message at the resident"} {
+			if !hasMetric(pj, name) {
+				t.Errorf("partialjoin has no %q", name)
+			}
+		}
+		if len(want) > 0 {
+			t.Errorf("partialjoin lacks %v", want)
+		}
+	})
+}
+
+// TestPartialJoinNeedsTwoServers: against one running server the workload
+// says it was skipped, without failing the run.
+func TestPartialJoinNeedsTwoServers(t *testing.T) {
+	hs := hearthtest.NewServer(t, hearthtest.SQLite, nil)
+	var stdout, stderr bytes.Buffer
+	code, err := run(context.Background(), []string{"--url", hs.URL, "--smoke", "--workloads", "partialjoin"}, &stdout, &stderr)
+	if err != nil || code != 0 || !strings.Contains(stdout.String(), "skipped: needs two federating servers") {
+		t.Fatalf("code %d, err %v\nstdout:\n%s", code, err, stdout.String())
+	}
+}

@@ -21,6 +21,8 @@ type params struct {
 	SyncRooms, SyncMessages, SyncRuns   int
 	Registrations                       int
 	JoinMembers, JoinEvents, JoinTrials int
+	PartialMembers, PartialState        int
+	PartialTimeout                      time.Duration // partialjoin's own limit: its setup is long
 	Concurrency                         int           // parallel requests while setting up
 	Timeout                             time.Duration // per workload and target, setup included
 	Grace                               time.Duration // how long receivers may lag the last send
@@ -35,6 +37,7 @@ func defaultParams() params {
 		SyncRooms: 100, SyncMessages: 20, SyncRuns: 5,
 		Registrations: 100,
 		JoinMembers:   1000, JoinEvents: 5000, JoinTrials: 3,
+		PartialMembers: 10000, PartialState: 50000, PartialTimeout: 30 * time.Minute,
 		Concurrency: 16, Timeout: 10 * time.Minute, Grace: 10 * time.Second, LongPoll: 10 * time.Second,
 	}
 }
@@ -48,6 +51,7 @@ func smokeParams() params {
 		SyncRooms: 3, SyncMessages: 3, SyncRuns: 3,
 		Registrations: 3,
 		JoinMembers:   10, JoinEvents: 40, JoinTrials: 1,
+		PartialMembers: 20, PartialState: 60, PartialTimeout: 90 * time.Second,
 		Concurrency: 8, Timeout: 60 * time.Second, Grace: 5 * time.Second, LongPoll: 5 * time.Second,
 	}
 }
@@ -63,6 +67,9 @@ type target struct {
 	// one of them is killed halfway through each delivery workload.
 	group *group
 	kill  bool
+	// pair, when set, starts (or names) the two federating servers of
+	// the partialjoin workload.
+	pair func(ctx context.Context) (*fedPair, error)
 }
 
 // midway is called once halfway through a workload's messages: with kill
