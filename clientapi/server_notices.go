@@ -108,7 +108,10 @@ func (a *API) serverNoticeRoom(ctx context.Context, userID string) (string, erro
 	if _, err := a.db.GetUser(ctx, sender); errors.Is(err, storage.ErrNotFound) {
 		// No password: nobody can log in as the notices account.
 		_, err := a.accounts.Register(ctx, accounts.NewUser{Localpart: a.conf().ServerNoticesLocalpart, DisplayName: "Server Notices", InhibitLogin: true})
-		if err != nil && !errors.Is(err, storage.ErrConflict) {
+		// Another process may have made it a moment ago (the lock above is
+		// per user, not per notices account).
+		var me *mxhttp.Error
+		if err != nil && !(errors.As(err, &me) && me.ErrCode == "M_USER_IN_USE") {
 			return "", err
 		}
 	} else if err != nil {
