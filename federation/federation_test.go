@@ -38,6 +38,12 @@ func signedGet(t *testing.T, from, to *hearthtest.Server, path string, keyID gom
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sendTo(t, to, req)
+}
+
+// sendTo sends a request made for server `to` to its federation listener.
+func sendTo(t *testing.T, to *hearthtest.Server, req *http.Request) hearthtest.Response {
+	t.Helper()
 	req.URL.Scheme, req.URL.Host = "https", string(serverName(to))
 	resp, err := to.Client.Do(req)
 	if err != nil {

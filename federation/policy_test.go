@@ -380,16 +380,7 @@ func TestPolicySignEndpoint(t *testing.T) {
 			if !json.Valid(body) {
 				req.Body = http.NoBody
 			}
-			req.URL.Scheme, req.URL.Host = "https", string(serverName(to))
-			resp, err := to.Client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			var out hearthtest.Response
-			out.Status = resp.StatusCode
-			_ = json.NewDecoder(resp.Body).Decode(&out.JSON)
-			return out
+			return sendTo(t, to, req)
 		}
 		neutral := p.forge(t, "fine", "")
 		r := post(p.a, neutral.JSON())

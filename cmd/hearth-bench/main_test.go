@@ -20,21 +20,7 @@ import (
 func TestSmokeAgainstHearth(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		hs := hearthtest.NewServer(t, b, nil)
-		out := filepath.Join(t.TempDir(), "report.json")
-		var stdout, stderr bytes.Buffer
-		code, err := run(context.Background(), []string{"--url", hs.URL, "--smoke", "--hash-cost", "4",
-			"--data-dir", hs.Config.DataDir, "--json", out}, &stdout, &stderr)
-		if err != nil || code != 0 {
-			t.Fatalf("hearth-bench: code %d, err %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout.String(), stderr.String())
-		}
-		raw, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rep report
-		if err := json.Unmarshal(raw, &rep); err != nil {
-			t.Fatalf("decoding the JSON report: %v", err)
-		}
+		rep, stdout := runBench(t, "--url", hs.URL, "--smoke", "--hash-cost", "4", "--data-dir", hs.Config.DataDir)
 		got := map[string]*result{}
 		for _, r := range rep.Results {
 			if r.Errors != 0 || r.Misses != 0 || r.Duplicates != 0 || r.Lost != 0 {
@@ -68,8 +54,8 @@ func TestSmokeAgainstHearth(t *testing.T) {
 		if !hasMetric(got["resources@"+target], "database on disk") {
 			t.Errorf("resources has no database size")
 		}
-		if !strings.Contains(stdout.String(), "fraction of limit") {
-			t.Errorf("the table lacks the limit comparison:\n%s", stdout.String())
+		if !strings.Contains(stdout, "fraction of limit") {
+			t.Errorf("the table lacks the limit comparison:\n%s", stdout)
 		}
 	})
 }
@@ -116,21 +102,7 @@ func TestSharedSecretRegistration(t *testing.T) {
 func TestSmokePartialJoin(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
 		fed := hearthtest.NewFederation(t, b, 2, nil)
-		out := filepath.Join(t.TempDir(), "report.json")
-		var stdout, stderr bytes.Buffer
-		code, err := run(context.Background(), []string{"--url", fed[0].URL, "--partialjoin-url", fed[0].URL + "," + fed[1].URL,
-			"--smoke", "--workloads", "partialjoin", "--json", out}, &stdout, &stderr)
-		if err != nil || code != 0 {
-			t.Fatalf("hearth-bench: code %d, err %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout.String(), stderr.String())
-		}
-		raw, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rep report
-		if err := json.Unmarshal(raw, &rep); err != nil {
-			t.Fatalf("decoding the JSON report: %v", err)
-		}
+		rep, stdout := runBench(t, "--url", fed[0].URL, "--partialjoin-url", fed[0].URL+","+fed[1].URL, "--smoke", "--workloads", "partialjoin")
 		var pj *result
 		for _, r := range rep.Results {
 			if r.Workload == "partialjoin" {
@@ -138,7 +110,7 @@ func TestSmokePartialJoin(t *testing.T) {
 			}
 		}
 		if pj == nil {
-			t.Fatalf("no partialjoin result:\n%s", stdout.String())
+			t.Fatalf("no partialjoin result:\n%s", stdout)
 		}
 		want := map[string]float64{"members once complete": float64(smokeParams().PartialMembers + 1)}
 		for _, m := range pj.Metrics {
@@ -167,4 +139,25 @@ func TestPartialJoinNeedsTwoServers(t *testing.T) {
 	if err != nil || code != 0 || !strings.Contains(stdout.String(), "skipped: needs two federating servers") {
 		t.Fatalf("code %d, err %v\nstdout:\n%s", code, err, stdout.String())
 	}
+}
+
+// runBench runs hearth-bench with args and returns its JSON report and
+// the table it printed.
+func runBench(t *testing.T, args ...string) (report, string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "report.json")
+	var stdout, stderr bytes.Buffer
+	code, err := run(context.Background(), append(args, "--json", out), &stdout, &stderr)
+	if err != nil || code != 0 {
+		t.Fatalf("hearth-bench: code %d, err %v\nstdout:\n%s\nstderr:\n%s", code, err, stdout.String(), stderr.String())
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("decoding the JSON report: %v", err)
+	}
+	return rep, stdout.String()
 }
