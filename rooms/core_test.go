@@ -393,58 +393,73 @@ func TestConcurrentSendsKeepLinearDAG(t *testing.T) {
 		c := newCore(t, b)
 		roomID := c.createRoom(t, "public_chat")
 		c.join(t, roomID, bob)
-		const senders, each = 6, 15
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		sent := map[string]bool{}
-		var failures []error
-		for s := range senders {
-			wg.Go(func() {
-				for i := range each {
-					sender := alice
-					if s%2 == 1 {
-						sender = bob
-					}
-					p := message(sender, fmt.Sprintf("%d/%d", s, i))
-					refused := s == 0 && i%5 == 0
-					if refused {
-						p = message("@carol:hearth.test", "not a member")
-					}
-					evs, err := c.Send(context.Background(), roomID, p)
-					mu.Lock()
-					switch {
-					case refused && err == nil:
-						failures = append(failures, fmt.Errorf("a non-member's send %d succeeded", i))
-					case !refused && err != nil:
-						failures = append(failures, err)
-					case !refused:
-						sent[evs[0].EventID] = true
-					}
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
-		if len(failures) > 0 {
-			t.Fatal(failures)
-		}
-		evs := c.assertLinear(t, roomID)
-		var messages int
-		for _, ev := range evs {
-			if ev.Type == "m.room.message" {
-				messages++
-				if !sent[ev.EventID] {
-					t.Fatalf("stored message %s no send returned", ev.EventID)
-				}
-				if ev.Sender == "@carol:hearth.test" {
-					t.Fatal("a refused event was stored")
-				}
+		c.sendConcurrently(t, roomID, func(int) *rooms.Rooms { return c.Rooms }, func(s, i int) bool { return s == 0 && i%5 == 0 })
+	})
+}
+
+// sendConcurrently has 6 senders send 15 messages each to roomID at once,
+// sender s through core(s); where refused(s, i), a non-member's message is
+// sent instead and must fail. The room's DAG must stay one chain holding
+// exactly the messages whose sends returned.
+func (c *core) sendConcurrently(t *testing.T, roomID string, core func(s int) *rooms.Rooms, refused func(s, i int) bool) {
+	t.Helper()
+	const senders, each = 6, 15
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	sent := map[string]bool{}
+	var failures []error
+	want := 0
+	for s := range senders {
+		for i := range each {
+			if !refused(s, i) {
+				want++
 			}
 		}
-		if want := senders*each - 3; messages != want || len(sent) != want {
-			t.Fatalf("%d messages stored, %d sends returned, want %d", messages, len(sent), want)
+		wg.Go(func() {
+			r := core(s)
+			for i := range each {
+				sender := alice
+				if s%2 == 1 {
+					sender = bob
+				}
+				p := message(sender, fmt.Sprintf("%d/%d", s, i))
+				refused := refused(s, i)
+				if refused {
+					p = message("@carol:hearth.test", "not a member")
+				}
+				evs, err := r.Send(context.Background(), roomID, p)
+				mu.Lock()
+				switch {
+				case refused && err == nil:
+					failures = append(failures, fmt.Errorf("a non-member's send %d succeeded", i))
+				case !refused && err != nil:
+					failures = append(failures, err)
+				case !refused:
+					sent[evs[0].EventID] = true
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatal(failures)
+	}
+	var messages int
+	for _, ev := range c.assertLinear(t, roomID) {
+		if ev.Type == "m.room.message" {
+			messages++
+			if !sent[ev.EventID] {
+				t.Fatalf("stored message %s no send returned", ev.EventID)
+			}
+			if ev.Sender == "@carol:hearth.test" {
+				t.Fatal("a refused event was stored")
+			}
 		}
-	})
+	}
+	if messages != want || len(sent) != want {
+		t.Fatalf("%d messages stored, %d sends returned, want %d", messages, len(sent), want)
+	}
 }
 
 // A redaction marks its target redacted in the store, and the target is
@@ -583,45 +598,12 @@ func TestSendsFromTwoCoresKeepLinearDAG(t *testing.T) {
 		other := c.fresh()
 		roomID := c.createRoom(t, "public_chat")
 		c.join(t, roomID, bob)
-		const senders, each = 6, 15
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		sent := map[string]bool{}
-		var failures []error
-		for s := range senders {
-			wg.Go(func() {
-				r := c.Rooms
-				if s%2 == 1 {
-					r = other
-				}
-				for i := range each {
-					evs, err := r.Send(context.Background(), roomID, message(bob, fmt.Sprintf("%d/%d", s, i)))
-					mu.Lock()
-					if err != nil {
-						failures = append(failures, err)
-					} else {
-						sent[evs[0].EventID] = true
-					}
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
-		if len(failures) > 0 {
-			t.Fatal(failures)
-		}
-		var messages int
-		for _, ev := range c.assertLinear(t, roomID) {
-			if ev.Type == "m.room.message" {
-				messages++
-				if !sent[ev.EventID] {
-					t.Fatalf("stored message %s no send returned", ev.EventID)
-				}
+		c.sendConcurrently(t, roomID, func(s int) *rooms.Rooms {
+			if s%2 == 1 {
+				return other
 			}
-		}
-		if messages != senders*each || len(sent) != senders*each {
-			t.Fatalf("%d messages stored, %d sends returned, want %d", messages, len(sent), senders*each)
-		}
+			return c.Rooms
+		}, func(int, int) bool { return false })
 	})
 }
 
