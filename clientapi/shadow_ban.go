@@ -1,12 +1,14 @@
 package clientapi
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
 
 	"github.com/hearth-matrix/hearth/accounts"
 	"github.com/hearth-matrix/hearth/ratelimit"
+	"github.com/hearth-matrix/hearth/storage"
 )
 
 // Moderation set through the Synapse admin API: shadow-bans and per-user
@@ -15,8 +17,8 @@ import (
 // shadowBanned reports whether c's user is shadow-banned: their sends,
 // state changes and invites answer as if they succeeded, with an event ID
 // nobody else will ever see, and reach no room (Synapse's shadow-ban).
-func (a *API) shadowBanned(r *http.Request, c accounts.Caller) (bool, error) {
-	return c.AppService == nil && c.ShadowBanned, nil
+func shadowBanned(c accounts.Caller) bool {
+	return c.AppService == nil && c.ShadowBanned
 }
 
 // fakeEventID is the event ID a shadow-banned sender is answered with.
@@ -56,10 +58,13 @@ func (a *API) limitMessage(r *http.Request, c accounts.Caller) (shadowBanned boo
 	}
 	banned, o := c.ShadowBanned, c.MessageLimit
 	if c.AppService != nil {
-		if _, o, err = a.db.SenderModeration(r.Context(), c.UserID); err != nil {
+		banned = false
+		switch ov, err := a.db.GetRatelimitOverride(r.Context(), c.UserID); {
+		case err == nil:
+			o = &ov
+		case !errors.Is(err, storage.ErrNotFound):
 			return false, err
 		}
-		banned = false
 	}
 	if !a.rateLimited(c) {
 		return banned, nil

@@ -1173,7 +1173,7 @@ func (a *API) slidingExtensions(ctx context.Context, req ssRequest, sreq syncReq
 				return err
 			}
 		}
-		if res.OTKCounts, res.FallbackKey, err = a.deviceKeyCounts(ctx, userID, deviceID); err != nil {
+		if res.OTKCounts, res.FallbackKey, err = a.e2ee.DeviceKeyCounts(ctx, userID, deviceID); err != nil {
 			return err
 		}
 		resp.Extensions.E2EE = res

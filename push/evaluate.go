@@ -197,23 +197,6 @@ func (e *evaluation) outcome(userID string) (pushrules.Result, bool) {
 	return pushrules.Result{}, false
 }
 
-// recipients lists everyone with an outcome: the local joined members
-// other than the sender, and own outcomes (an invite's target).
-func (e *evaluation) recipients() []string {
-	var out []string
-	for u := range e.members.local {
-		if u != e.ev.Sender {
-			out = append(out, u)
-		}
-	}
-	for u := range e.own {
-		if _, ok := e.members.local[u]; !ok {
-			out = append(out, u)
-		}
-	}
-	return out
-}
-
 // evaluate runs the rules of ev's recipients: once per group, and with
 // their own rules for the candidates.
 func (p *Push) evaluate(ctx context.Context, q storage.Reader, ev *rooms.Event, rm *roomMembers) (*evaluation, error) {

@@ -60,7 +60,7 @@ func (r *Rooms) CurrentStateID(ctx context.Context, roomID string, k storage.Sta
 	return storage.CurrentStateEventID(ctx, r.db.Read(), roomID, k.Type, k.StateKey)
 }
 
-// CurrentStateIDs is CurrentStateID for several keys, in one query.
+// CurrentStateIDs is CurrentStateID for several keys (one indexed lookup each).
 func (r *Rooms) CurrentStateIDs(ctx context.Context, roomID string, keys ...storage.StateKey) (State, error) {
 	return storage.CurrentStateEventIDs(ctx, r.db.Read(), roomID, keys...)
 }

@@ -320,21 +320,3 @@ func (db *DB) CrossSigningReplaceableUntil(ctx context.Context, userID string) (
 	}
 	return ts, nil
 }
-
-// SenderModeration reads, in one query, whether userID is shadow-banned
-// and their rate limit override (nil: none), for the send path.
-func (db *DB) SenderModeration(ctx context.Context, userID string) (shadowBanned bool, o *RatelimitOverride, err error) {
-	var mps, burst sql.NullInt64
-	err = db.Read().QueryRowContext(ctx, `SELECT u.shadow_banned, o.messages_per_second, o.burst_count FROM users u
-		LEFT JOIN ratelimit_overrides o ON o.user_id = u.user_id WHERE u.user_id = $1`, userID).Scan(&shadowBanned, &mps, &burst)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil, nil
-	}
-	if err != nil {
-		return false, nil, fmt.Errorf("reading sender moderation: %w", err)
-	}
-	if mps.Valid {
-		o = &RatelimitOverride{MessagesPerSecond: mps.Int64, BurstCount: burst.Int64}
-	}
-	return shadowBanned, o, nil
-}

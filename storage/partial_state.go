@@ -71,23 +71,10 @@ func PendingPartialStateRooms(ctx context.Context, q Reader) ([]PartialStateRoom
 		FROM partial_state_rooms WHERE completed_pos IS NULL`, scanPartialStateRoom)
 }
 
-// PartialStateSince maps the rooms that are partial now (to nil) or whose
-// state became complete after stream position since (to that position).
-func PartialStateSince(ctx context.Context, q Reader, since int64) (map[string]*int64, error) {
-	ps, err := queryList(ctx, q, "listing partial-state rooms", `SELECT room_id, join_event_id, servers, completed_pos, device_list_pos
-		FROM partial_state_rooms WHERE completed_pos IS NULL OR completed_pos > $1`, scanPartialStateRoom, since)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]*int64, len(ps))
-	for _, p := range ps {
-		out[p.RoomID] = p.CompletedPos
-	}
-	return out, nil
-}
-
 // RoomsOfUserWithPartialState is RoomsOfUser and, for those rooms only,
-// PartialStateSince, in one query (every sync needs both).
+// the ones partial now (to nil) or whose state became complete after
+// stream position since (to that position), in one query (every sync
+// needs both).
 func RoomsOfUserWithPartialState(ctx context.Context, q Reader, userID string, since int64, memberships ...string) ([]Membership, map[string]*int64, error) {
 	args := []any{userID, since}
 	for _, m := range memberships {
