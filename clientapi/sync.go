@@ -470,7 +470,7 @@ func (a *API) syncE2EE(ctx context.Context, req syncRequest, since, to syncstrea
 			return err
 		}
 	}
-	resp.OTKCounts, resp.FallbackKey, err = a.deviceKeyCounts(ctx, req.userID, req.deviceID)
+	resp.OTKCounts, resp.FallbackKey, err = a.e2ee.DeviceKeyCounts(ctx, req.userID, req.deviceID)
 	return err
 }
 
@@ -507,12 +507,6 @@ func (a *API) deviceListChanges(ctx context.Context, userID string, since, to sy
 		return nil, err
 	}
 	return &syncDeviceLists{Changed: changed, Left: left}, nil
-}
-
-// deviceKeyCounts is the device's one-time key counts and unused fallback
-// key types, never nil.
-func (a *API) deviceKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, []string, error) {
-	return a.e2ee.DeviceKeyCounts(ctx, userID, deviceID)
 }
 
 // syncEphemeral gives a joined room's typing (when it changed) and the
@@ -727,22 +721,40 @@ func (a *API) newSenderMemberships(ctx context.Context, tl []*rooms.Event, since
 	for _, ev := range tl {
 		inTimeline[ev.EventID] = true
 	}
+	auth, err := a.authEventsOf(ctx, tl)
+	if err != nil {
+		return nil, err
+	}
 	for _, ev := range tl {
 		k := storage.StateKey{Type: spec.MRoomMember, StateKey: ev.Sender}
 		if _, ok := out[k]; ok {
 			continue
 		}
-		auth, err := a.rooms.Events(ctx, a.db.Read(), ev.PDU.AuthEventIDs())
-		if err != nil {
-			return nil, err
-		}
-		for id, aev := range auth {
-			if aev.Type == spec.MRoomMember && aev.StateKey != nil && *aev.StateKey == ev.Sender && aev.StreamPos > since && !inTimeline[id] {
+		for _, id := range ev.PDU.AuthEventIDs() {
+			if aev := auth[id]; aev != nil && aev.Type == spec.MRoomMember && aev.StateKey != nil && *aev.StateKey == ev.Sender && aev.StreamPos > since && !inTimeline[id] {
 				out[k] = id
 			}
 		}
 	}
 	return out, nil
+}
+
+// authEventsOf reads the auth events of evs in one lookup.
+func (a *API) authEventsOf(ctx context.Context, evs []*rooms.Event) (map[string]*rooms.Event, error) {
+	var ids []string
+	seen := map[string]bool{}
+	for _, ev := range evs {
+		for _, id := range ev.PDU.AuthEventIDs() {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return a.rooms.Events(ctx, a.db.Read(), ids)
 }
 
 // syncStateAfter is state_after: the full state at the end of the timeline
@@ -930,17 +942,23 @@ func (a *API) syncStateEvents(ctx context.Context, st rooms.State, tl []*rooms.E
 	if lazy {
 		// A sender missing from the state (a partial-state room, MSC3902):
 		// their membership is among the event's auth events.
+		var missing []*rooms.Event
 		for _, ev := range tl {
+			if _, ok := st[storage.StateKey{Type: spec.MRoomMember, StateKey: ev.Sender}]; !ok {
+				missing = append(missing, ev)
+			}
+		}
+		auth, err := a.authEventsOf(ctx, missing)
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range missing {
 			k := storage.StateKey{Type: spec.MRoomMember, StateKey: ev.Sender}
-			if _, ok := st[k]; ok || keep[k] != "" {
+			if keep[k] != "" {
 				continue
 			}
-			auth, err := a.rooms.Events(ctx, a.db.Read(), ev.PDU.AuthEventIDs())
-			if err != nil {
-				return nil, err
-			}
-			for id, aev := range auth {
-				if aev.Type == spec.MRoomMember && aev.StateKey != nil && *aev.StateKey == ev.Sender && !inTimeline[id] {
+			for _, id := range ev.PDU.AuthEventIDs() {
+				if aev := auth[id]; aev != nil && aev.Type == spec.MRoomMember && aev.StateKey != nil && *aev.StateKey == ev.Sender && !inTimeline[id] {
 					keep[k] = id
 				}
 			}
