@@ -110,8 +110,7 @@ func (a *API) serverNoticeRoom(ctx context.Context, userID string) (string, erro
 		_, err := a.accounts.Register(ctx, accounts.NewUser{Localpart: a.conf().ServerNoticesLocalpart, DisplayName: "Server Notices", InhibitLogin: true})
 		// Another process may have made it a moment ago (the lock above is
 		// per user, not per notices account).
-		var me *mxhttp.Error
-		if err != nil && !(errors.As(err, &me) && me.ErrCode == "M_USER_IN_USE") {
+		if err != nil && mxhttp.AsError(err).ErrCode != "M_USER_IN_USE" {
 			return "", err
 		}
 	} else if err != nil {
