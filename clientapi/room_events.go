@@ -289,7 +289,22 @@ func (a *API) getState(r *http.Request, c accounts.Caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	id, ok := st[storage.StateKey{Type: evType, StateKey: stateKey}]
+	k := storage.StateKey{Type: evType, StateKey: stateKey}
+	id, ok := st[k]
+	if !ok && rooms.LeftForResync(k) {
+		// A partial-state room may learn it with its resync (MSC3902).
+		if partial, err := a.rooms.IsPartialState(r.Context(), roomID); err != nil {
+			return nil, err
+		} else if partial {
+			if err := a.rooms.AwaitFullState(r.Context(), roomID); err != nil {
+				return nil, err
+			}
+			if st, err = a.visibleState(r, roomID, c.UserID); err != nil {
+				return nil, err
+			}
+			id, ok = st[k]
+		}
+	}
 	if !ok {
 		return nil, mxhttp.NotFound("No %s state with key %q in %s", evType, stateKey, roomID)
 	}
@@ -310,6 +325,11 @@ func (a *API) getState(r *http.Request, c accounts.Caller) (any, error) {
 // GET /_matrix/client/v3/rooms/{roomId}/state
 func (a *API) getAllState(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
+	// A partial-state room's whole state is known once its resync is done
+	// (MSC3902; Synapse waits too).
+	if err := a.rooms.AwaitFullState(r.Context(), roomID); err != nil {
+		return nil, err
+	}
 	st, err := a.visibleState(r, roomID, c.UserID)
 	if err != nil {
 		return nil, err

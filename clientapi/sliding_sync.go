@@ -420,12 +420,17 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 	}
 
 	var memberships []storage.Membership
+	var completed map[string]*int64
 	var err error
 	// A connection for extensions only (say encryption) has no rooms to
 	// look at.
 	hasRooms := len(req.Lists)+len(req.Subs)+len(prev.Rooms) > 0
 	if hasRooms {
-		memberships, err = storage.RoomsOfUser(ctx, a.db.Read(), c.UserID, spec.Join, spec.Invite, spec.Knock, spec.Leave, spec.Ban)
+		// completed: the rooms joined with partial state (MSC3902) and
+		// when each became complete; a room the connection had before
+		// then is sent again in full, for the resync brought state the
+		// partial state lacked (rooms' deferredState, members).
+		memberships, completed, err = storage.RoomsOfUserWithPartialState(ctx, a.db.Read(), c.UserID, 0, spec.Join, spec.Invite, spec.Knock, spec.Leave, spec.Ban)
 		if err != nil {
 			return nil, next, err
 		}
@@ -582,6 +587,9 @@ func (a *API) buildSliding(ctx context.Context, c accounts.Caller, req ssRequest
 			next.Rooms[roomID] = ssSentRoom{Pos: to.Events, Membership: cand.membership, EventID: cand.ev.EventID, Timeline: cfg.TimelineLimit, States: cfg.stateHashes(), Bump: cand.bump, DM: isDM}
 		case spec.Join:
 			initial := !had || sent.Membership != spec.Join || cfg.expands(sent)
+			if pos := completed[roomID]; had && pos != nil && *pos > sent.Pos && *pos <= to.Events {
+				initial = true
+			}
 			// A room sent up to the previous response needs a look only if
 			// it has events, receipts (the user's own change its counts) or
 			// DM status since; one out of the lists meanwhile may have

@@ -166,9 +166,14 @@ func TestPartialStateJoinBetweenHearths(t *testing.T) {
 		// server checks itself (rooms.partialAnswer): kept, except the one
 		// whose signature B's answer spoils.
 		for _, k := range []string{"good", "bad"} {
-			hearthtest.Expect(t, alice.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/org.example.thing/"+k,
-				map[string]any{"k": k}), http.StatusOK, "")
+			hearthtest.Expect(t, alice.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/m.space.child/"+k,
+				map[string]any{"via": []string{"example.org"}}), http.StatusOK, "")
 		}
+		// State left for the resync (rooms.deferredState): absent until
+		// the room is complete, then in every sync.
+		hearthtest.Expect(t, alice.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/org.example.thing/x",
+			map[string]any{"k": "x"}), http.StatusOK, "")
+		deferred := storage.StateKey{Type: "org.example.thing", StateKey: "x"}
 
 		// B holds state_ids (the resync) until released.
 		release := make(chan struct{})
@@ -182,7 +187,7 @@ func TestPartialStateJoinBetweenHearths(t *testing.T) {
 					fedH.ServeHTTP(rec, req)
 					body := rec.Body.Bytes()
 					for i, ev := range gjson.GetBytes(body, "state").Array() {
-						if ev.Get("type").Str == "org.example.thing" && ev.Get("state_key").Str == "bad" {
+						if ev.Get("type").Str == "m.space.child" && ev.Get("state_key").Str == "bad" {
 							var err error
 							body, err = sjson.SetBytes(body, fmt.Sprintf("state.%d.signatures", i),
 								map[string]any{bsrv.Config.ServerName: map[string]string{string(bsrv.Key.ID): strings.Repeat("A", 86)}})
@@ -221,11 +226,14 @@ func TestPartialStateJoinBetweenHearths(t *testing.T) {
 		if _, ok := cur[storage.StateKey{Type: "m.room.member", StateKey: "@bob:" + bsrv.Config.ServerName}]; ok {
 			t.Fatal("the partial state holds bob's membership")
 		}
-		if _, ok := cur[storage.StateKey{Type: "org.example.thing", StateKey: "good"}]; !ok {
+		if _, ok := cur[storage.StateKey{Type: "m.space.child", StateKey: "good"}]; !ok {
 			t.Fatal("the partial state lacks a state event of the answer")
 		}
-		if _, ok := cur[storage.StateKey{Type: "org.example.thing", StateKey: "bad"}]; ok {
+		if _, ok := cur[storage.StateKey{Type: "m.space.child", StateKey: "bad"}]; ok {
 			t.Fatal("the partial state holds a state event with a bad signature")
+		}
+		if _, ok := cur[deferred]; ok {
+			t.Fatal("the partial state holds state left for the resync")
 		}
 
 		// Usable at once: both ways.
@@ -249,6 +257,17 @@ func TestPartialStateJoinBetweenHearths(t *testing.T) {
 		}
 		eager := charlie.syncOnce(t, "")
 		since, _ = eager.JSON["next_batch"].(string)
+		lazySince, _ := charlie.syncOnce(t, lazyFilter).JSON["next_batch"].(string)
+		// A sliding sync connection has the room while partial.
+		slidingPath := "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
+		slidingBody := map[string]any{"lists": map[string]any{"all": map[string]any{
+			"ranges": [][]int{{0, 10}}, "required_state": [][]string{{"*", "*"}}, "timeline_limit": 1}}}
+		sr := charlie.do(t, "POST", slidingPath, slidingBody)
+		hearthtest.Expect(t, sr, http.StatusOK, "")
+		if !gjson.GetBytes(sr.Body, "rooms."+gjson.Escape(roomID)).Exists() {
+			t.Fatalf("the sliding sync lacks the partial-state room: %s", sr.Body)
+		}
+		slidingPos := gjson.GetBytes(sr.Body, "pos").Str
 
 		// Meanwhile A gives no state of the room and takes no join or
 		// knock through it: it could answer neither in full.
@@ -276,13 +295,20 @@ func TestPartialStateJoinBetweenHearths(t *testing.T) {
 		if partial, err := a.Rooms.IsPartialState(ctx, roomID); err != nil || !partial {
 			t.Fatalf("after the restart: partial %v, %v", partial, err)
 		}
-		answered := make(chan hearthtest.Response, 1)
+		// /members, and the state the partial state lacks, wait for the
+		// resync (MSC3902).
+		answered, deferredAnswered := make(chan hearthtest.Response, 1), make(chan hearthtest.Response, 1)
 		go func() {
 			answered <- a.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/members", charlie.token, nil)
+		}()
+		go func() {
+			deferredAnswered <- a.Do(t, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/org.example.thing/x", charlie.token, nil)
 		}()
 		select {
 		case r := <-answered:
 			t.Fatalf("/members answered during the resync: %d %s", r.Status, r.Body)
+		case r := <-deferredAnswered:
+			t.Fatalf("/state of state left for the resync answered during the resync: %d %s", r.Status, r.Body)
 		case <-time.After(300 * time.Millisecond):
 		}
 		releaseOnce.Do(func() { close(release) })
@@ -293,6 +319,15 @@ func TestPartialStateJoinBetweenHearths(t *testing.T) {
 			t.Fatal("/members never answered after the resync")
 		}
 		hearthtest.Expect(t, r, http.StatusOK, "")
+		select {
+		case dr := <-deferredAnswered:
+			hearthtest.Expect(t, dr, http.StatusOK, "")
+			if gjson.GetBytes(dr.Body, "k").Str != "x" {
+				t.Fatalf("/state of the deferred state: %s", dr.Body)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("/state of the deferred state never answered after the resync")
+		}
 		for _, m := range append(members, charlie.id) {
 			if !strings.Contains(string(r.Body), `"state_key":"`+m+`"`) {
 				t.Errorf("/members lacks %s: %s", m, r.Body)
@@ -310,10 +345,50 @@ func TestPartialStateJoinBetweenHearths(t *testing.T) {
 				t.Errorf("the complete state lacks %s", m)
 			}
 		}
+		if _, ok := cur[deferred]; !ok {
+			t.Error("the complete state lacks the state left for the resync")
+		}
 		// The eager sync that left the room out now shows it, whole.
 		r = charlie.syncUntil(t, &since, "the resynced room", func(r hearthtest.Response) bool { return roomIn(r, "join", roomID) })
 		if !strings.Contains(string(r.Body), `"state_key":"@bob:`+bsrv.Config.ServerName+`"`) {
 			t.Fatalf("the eager sync after the resync lacks bob's membership: %s", r.Body)
+		}
+		if !strings.Contains(string(r.Body), `"type":"org.example.thing"`) {
+			t.Fatalf("the eager sync after the resync lacks the state left for the resync: %s", r.Body)
+		}
+		// A lazy-loading sync, which had the room all along, gets the
+		// state the resync brought.
+		hasDeferred := func(body []byte) bool {
+			for _, ev := range gjson.GetBytes(body, "rooms.join."+gjson.Escape(roomID)+".state.events").Array() {
+				if ev.Get("type").Str == deferred.Type && ev.Get("state_key").Str == deferred.StateKey {
+					return true
+				}
+			}
+			return false
+		}
+		for lazyDeadline := time.Now().Add(15 * time.Second); ; {
+			lr := charlie.do(t, "GET", "/_matrix/client/v3/sync?timeout=1000&filter="+url.QueryEscape(lazyFilter)+"&since="+url.QueryEscape(lazySince), nil)
+			hearthtest.Expect(t, lr, http.StatusOK, "")
+			if hasDeferred(lr.Body) {
+				break
+			}
+			lazySince = gjson.GetBytes(lr.Body, "next_batch").Str
+			if time.Now().After(lazyDeadline) {
+				t.Fatal("the lazy-loading sync never showed the state left for the resync")
+			}
+		}
+		// The sliding sync connection gets the room again in full.
+		for slidingDeadline := time.Now().Add(15 * time.Second); ; {
+			sr := charlie.do(t, "POST", slidingPath+"?timeout=1000&pos="+url.QueryEscape(slidingPos), slidingBody)
+			hearthtest.Expect(t, sr, http.StatusOK, "")
+			room := gjson.GetBytes(sr.Body, "rooms."+gjson.Escape(roomID))
+			if room.Get("initial").Bool() && strings.Contains(room.Get("required_state").Raw, `"org.example.thing"`) {
+				break
+			}
+			slidingPos = gjson.GetBytes(sr.Body, "pos").Str
+			if time.Now().After(slidingDeadline) {
+				t.Fatalf("the sliding sync never sent the resynced room again in full: %s", sr.Body)
+			}
 		}
 		// And the room goes on.
 		alice.send(t, roomID, "after the resync")

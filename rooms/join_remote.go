@@ -233,6 +233,9 @@ func (r *Rooms) recheckOwnedState(ctx context.Context, version gomatrixserverlib
 	}
 	dropped := map[string]gomatrixserverlib.PDU{}
 	for _, p := range slices.Concat(sent.GetAuthEvents().UntrustedEvents(version), rawState) {
+		if k, ok := stateKeyOf(p); ok && sent.GetMembersOmitted() && deferredState(k) {
+			continue // left for the resync (checkRestOfState)
+		}
 		if _, kept := byID[p.EventID()]; !kept && p.StateKey() != nil {
 			dropped[p.EventID()] = p
 		}

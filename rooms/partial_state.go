@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -187,21 +188,59 @@ func newPartialAnswer(res gomatrixserverlib.SendJoinResponse, join gomatrixserve
 func (p partialAnswer) GetAuthEvents() gomatrixserverlib.EventJSONs  { return p.auth }
 func (p partialAnswer) GetStateEvents() gomatrixserverlib.EventJSONs { return p.state }
 
+// deferredState reports whether a state event of a partial send_join
+// answer is left for the resync, as the members are: state of a type
+// outside the spec's m. namespace with a non-empty state key (a bridge's,
+// a widget's or an application's state per user or item). Besides the
+// members, that is what makes a big room's state big: checking tens of
+// thousands of signatures before the join answers kept the user waiting
+// seconds. MSC3902 has the joining server act on a partial state until
+// the resync; what clients need to show and use the room (name, topic,
+// encryption, power levels, ACLs, pinned events, space children) and
+// MatrixRTC call memberships are stored with the join. Syncs show the
+// deferred state once the room is complete (sync.go, sliding_sync.go).
+func deferredState(k storage.StateKey) bool {
+	return k.StateKey != "" && !strings.HasPrefix(k.Type, "m.") && k.Type != rtcMemberType
+}
+
+// LeftForResync reports whether a partial-state room may lack the state
+// at k until its resync: members (MSC3706 omits them) and deferredState.
+func LeftForResync(k storage.StateKey) bool {
+	return k.Type == spec.MRoomMember || deferredState(k)
+}
+
+// rtcMemberType is MatrixRTC's call membership (MSC4143), still under
+// its unstable name.
+const rtcMemberType = "org.matrix.msc3401.call.member"
+
 // checkRestOfState checks the state events of a partial send_join answer
 // that the library did not (see partialAnswer), as its CheckStateResponse
 // would: each must have a state key and no two the same key (else the
 // answer is refused); one that does not parse, is of another room, has a
 // bad signature or is not allowed by its auth events (found in the answer)
-// is left out. checked are the events the library kept.
+// is left out. checked are the events the library kept. The deferred
+// state (deferredState) is left out of the result unchecked.
 func (r *Rooms) checkRestOfState(ctx context.Context, ver gomatrixserverlib.IRoomVersion, roomID string, sent gomatrixserverlib.SendJoinResponse, checked []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
 	byID := make(map[string]gomatrixserverlib.PDU, len(sent.GetStateEvents())+len(checked))
 	keys := map[storage.StateKey]bool{}
 	for _, p := range checked {
 		byID[p.EventID()] = p
 	}
-	raws := make([]json.RawMessage, len(sent.GetStateEvents()))
-	for i, raw := range sent.GetStateEvents() {
-		raws[i] = json.RawMessage(raw)
+	// The deferred state is neither parsed nor checked now (the resync
+	// fetches and checks it); its keys still count against duplicates.
+	var raws []json.RawMessage
+	for _, raw := range sent.GetStateEvents() {
+		t, sk := gjson.GetBytes(raw, "type"), gjson.GetBytes(raw, "state_key")
+		if t.Type == gjson.String && sk.Type == gjson.String {
+			if k := (storage.StateKey{Type: t.Str, StateKey: sk.Str}); deferredState(k) {
+				if keys[k] {
+					return nil, fmt.Errorf("two state events for (%s, %s)", k.Type, k.StateKey)
+				}
+				keys[k] = true
+				continue
+			}
+		}
+		raws = append(raws, json.RawMessage(raw))
 	}
 	parsed, _ := parseAll(ver, raws)
 	var rest []gomatrixserverlib.PDU
