@@ -34,7 +34,7 @@ const maxPartialHeroes = 5
 // sync picks them) so the joining server
 // can name the room at once; and the auth chain of the join and of that
 // state, less the events already in the state.
-func (r *Rooms) partialJoinState(ctx context.Context, roomID string, join gomatrixserverlib.PDU, snapshotID int64) (state, authChain []gomatrixserverlib.PDU, err error) {
+func (r *Rooms) partialJoinState(ctx context.Context, roomID string, join gomatrixserverlib.PDU, snapshotID int64) (state, authChain map[string]json.RawMessage, err error) {
 	before, err := r.StateAt(ctx, snapshotID)
 	if err != nil {
 		return nil, nil, err
@@ -63,26 +63,7 @@ func (r *Rooms) partialJoinState(ctx context.Context, roomID string, join gomatr
 			keep[k] = before[k]
 		}
 	}
-	evs, err := r.StateEvents(ctx, keep)
-	if err != nil {
-		return nil, nil, err
-	}
-	inState := make(map[string]bool, len(evs))
-	for _, ev := range evs {
-		state = append(state, ev.PDU)
-		inState[ev.EventID] = true
-	}
-	chain, err := r.authChain(ctx, r.db.Read(), append([]gomatrixserverlib.PDU{join}, state...))
-	if err != nil {
-		return nil, nil, err
-	}
-	// "Any events returned within state can be omitted from auth_chain."
-	for _, ev := range chain {
-		if !inState[ev.EventID] {
-			authChain = append(authChain, ev.PDU)
-		}
-	}
-	return state, authChain, nil
+	return r.servedState(ctx, keep, join.AuthEventIDs(), true)
 }
 
 // heroesIn picks the heroes of the state before a join from the room's
