@@ -162,9 +162,8 @@ func parseSendJoinAnswer(body []byte) (*fclient.RespSendJoin, error) {
 	if !root.IsObject() {
 		return nil, errors.New("the send_join answer is not a JSON object")
 	}
-	events := func(key string) (gomatrixserverlib.EventJSONs, error) {
-		v := root.Get(key)
-		if !v.Exists() || v.Type == gjson.Null {
+	events := func(key string, v gjson.Result) (gomatrixserverlib.EventJSONs, error) {
+		if v.Type == gjson.Null {
 			return nil, nil
 		}
 		if !v.IsArray() {
@@ -182,21 +181,34 @@ func parseSendJoinAnswer(body []byte) (*fclient.RespSendJoin, error) {
 		})
 		return out, bad
 	}
-	res := &fclient.RespSendJoin{Origin: spec.ServerName(root.Get("origin").Str), MembersOmitted: root.Get("members_omitted").Bool()}
+	// One pass over the top level: each Get would scan it again.
+	res := &fclient.RespSendJoin{}
 	var err error
-	if res.StateEvents, err = events("state"); err != nil {
-		return nil, err
-	}
-	if res.AuthEvents, err = events("auth_chain"); err != nil {
-		return nil, err
-	}
-	if ev := root.Get("event"); ev.IsObject() {
-		res.Event = spec.RawJSON(ev.Raw)
-	}
-	for _, srv := range root.Get("servers_in_room").Array() {
-		if srv.Type == gjson.String {
-			res.ServersInRoom = append(res.ServersInRoom, srv.Str)
+	root.ForEach(func(key, v gjson.Result) bool {
+		switch key.Str {
+		case "state":
+			res.StateEvents, err = events(key.Str, v)
+		case "auth_chain":
+			res.AuthEvents, err = events(key.Str, v)
+		case "event":
+			if v.IsObject() {
+				res.Event = spec.RawJSON(v.Raw)
+			}
+		case "origin":
+			res.Origin = spec.ServerName(v.Str)
+		case "members_omitted":
+			res.MembersOmitted = v.Bool()
+		case "servers_in_room":
+			for _, srv := range v.Array() {
+				if srv.Type == gjson.String {
+					res.ServersInRoom = append(res.ServersInRoom, srv.Str)
+				}
+			}
 		}
+		return err == nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return res, nil
 }

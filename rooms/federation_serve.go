@@ -202,6 +202,10 @@ func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, ev
 		if err := r.ingest(ctx, origin, ver, join, &budget, fetchHoles); err != nil {
 			return nil, nil, nil, err
 		}
+		// The answer is the state before the join, usually the one just
+		// checked; storing the join cached the state after it, which in a
+		// big room can push this one out of the cache.
+		r.snapshots.put(cur.id, cur)
 	}
 	stored, err := r.Event(ctx, join.EventID())
 	if err != nil {

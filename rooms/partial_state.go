@@ -154,7 +154,7 @@ func newPartialAnswer(res gomatrixserverlib.SendJoinResponse, join gomatrixserve
 	auth := append(gomatrixserverlib.EventJSONs{}, res.GetAuthEvents()...)
 	var state gomatrixserverlib.EventJSONs
 	for _, raw := range res.GetStateEvents() {
-		k := storage.StateKey{Type: gjson.GetBytes(raw, "type").Str, StateKey: gjson.GetBytes(raw, "state_key").Str}
+		k, _ := rawStateKey(raw)
 		if !needed[k] {
 			continue
 		}
@@ -168,6 +168,23 @@ func newPartialAnswer(res gomatrixserverlib.SendJoinResponse, join gomatrixserve
 
 func (p partialAnswer) GetAuthEvents() gomatrixserverlib.EventJSONs  { return p.auth }
 func (p partialAnswer) GetStateEvents() gomatrixserverlib.EventJSONs { return p.state }
+
+// rawStateKey reads the type and state key of an event's JSON in one pass
+// over its top level (each gjson.Get would scan it again); ok is false
+// unless both are strings.
+func rawStateKey(raw []byte) (k storage.StateKey, ok bool) {
+	var haveType, haveKey bool
+	gjson.ParseBytes(raw).ForEach(func(key, v gjson.Result) bool {
+		switch key.Str {
+		case "type":
+			k.Type, haveType = v.Str, v.Type == gjson.String
+		case "state_key":
+			k.StateKey, haveKey = v.Str, v.Type == gjson.String
+		}
+		return !haveType || !haveKey
+	})
+	return k, haveType && haveKey
+}
 
 // deferredState reports whether a state event of a partial send_join
 // answer is left for the resync, as the members are: state of a type
@@ -211,9 +228,8 @@ func (r *Rooms) checkRestOfState(ctx context.Context, ver gomatrixserverlib.IRoo
 	// fetches and checks it); its keys still count against duplicates.
 	var raws []json.RawMessage
 	for _, raw := range sent.GetStateEvents() {
-		t, sk := gjson.GetBytes(raw, "type"), gjson.GetBytes(raw, "state_key")
-		if t.Type == gjson.String && sk.Type == gjson.String {
-			if k := (storage.StateKey{Type: t.Str, StateKey: sk.Str}); deferredState(k) {
+		if k, ok := rawStateKey(raw); ok {
+			if deferredState(k) {
 				if keys[k] {
 					return nil, fmt.Errorf("two state events for (%s, %s)", k.Type, k.StateKey)
 				}
