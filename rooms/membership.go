@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -172,20 +171,10 @@ func (r *Rooms) CanJoinLocally(ctx context.Context, roomID string) (bool, error)
 	} else if id == "" {
 		return false, nil // a stub for an invite to a room we are not in
 	}
-	ms, err := storage.MembersOfRoom(ctx, r.db.Read(), roomID)
+	// Two probes, not the member list: a big room has tens of thousands.
+	local, remote, err := storage.JoinedHere(ctx, r.db.Read(), roomID, string(r.serverName))
 	if err != nil {
 		return false, err
 	}
-	suffix := ":" + string(r.serverName)
-	remoteJoined := false
-	for _, m := range ms {
-		if m.Membership != spec.Join {
-			continue
-		}
-		if strings.HasSuffix(m.UserID, suffix) {
-			return true, nil
-		}
-		remoteJoined = true
-	}
-	return !remoteJoined, nil
+	return local || !remote, nil
 }

@@ -93,3 +93,42 @@ func TestStateLookupsAgreeWithWholeState(t *testing.T) {
 		}
 	})
 }
+
+// JoinedHere finds a joined member of a server by the exact end of the
+// user ID, on both engines, and a member of another server only when none
+// of the server's is there.
+func TestJoinedHere(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		c := newCore(t, b)
+		ctx := context.Background()
+		roomID := c.createRoom(t, "public_chat") // alice of hearth.test
+		for _, tc := range []struct {
+			server        string
+			local, remote bool
+		}{
+			{"hearth.test", true, false},
+			{"other.test", false, true},
+			{"test", false, true},        // ":test" is not the end of ":hearth.test"
+			{"earth.test", false, true},  // nor is ":earth.test"
+			{"HEARTH.TEST", false, true}, // compared exactly
+			{"hearth.test:8448", false, true},
+		} {
+			local, remote, err := storage.JoinedHere(ctx, c.db.Read(), roomID, tc.server)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if local != tc.local || remote != tc.remote {
+				t.Errorf("%s: local %v remote %v, want %v %v", tc.server, local, remote, tc.local, tc.remote)
+			}
+		}
+		if ok, err := c.CanJoinLocally(ctx, roomID); err != nil || !ok {
+			t.Fatalf("CanJoinLocally: %v, %v", ok, err)
+		}
+		if _, err := c.SetMembership(ctx, roomID, rooms.ChangeMembership{Sender: alice, Target: alice, Membership: spec.Leave}); err != nil {
+			t.Fatal(err)
+		}
+		if local, remote, err := storage.JoinedHere(ctx, c.db.Read(), roomID, "hearth.test"); err != nil || local || remote {
+			t.Fatalf("after the leave: local %v remote %v, %v", local, remote, err)
+		}
+	})
+}

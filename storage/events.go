@@ -569,6 +569,31 @@ func RoomsOfUser(ctx context.Context, q Reader, userID string, memberships ...st
 	}, args...)
 }
 
+// JoinedHere reports whether a room has a joined member of server and,
+// when it has none, whether it has one of another server, without listing
+// the members.
+func JoinedHere(ctx context.Context, q Reader, roomID, server string) (local, remote bool, err error) {
+	suffix := ":" + server
+	probe := func(cond string) (bool, error) {
+		var n int
+		err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM current_state
+			WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'
+			AND `+cond+` LIMIT 1) x`, roomID, suffix).Scan(&n)
+		if err != nil {
+			return false, fmt.Errorf("looking for joined members: %w", err)
+		}
+		return n > 0, nil
+	}
+	// The user ID's end compared exactly: substr with a start of 1 or
+	// more reads the same on both engines.
+	const ends = `length(state_key) >= length(CAST($2 AS TEXT)) AND substr(state_key, length(state_key) - length(CAST($2 AS TEXT)) + 1) = CAST($2 AS TEXT)`
+	if local, err = probe(ends); err != nil || local {
+		return local, false, err
+	}
+	remote, err = probe(`NOT (` + ends + `)`)
+	return false, remote, err
+}
+
 // MembersOfRoom lists the current memberships of a room.
 func MembersOfRoom(ctx context.Context, q Reader, roomID string) ([]Membership, error) {
 	return queryList(ctx, q, "listing members", `SELECT state_key, membership, event_id FROM current_state
