@@ -124,11 +124,77 @@ func newPDUCache(maxBytes int) *pduCache {
 // CacheStats are the hits and misses of one cache since start.
 type CacheStats struct{ Hits, Misses int64 }
 
-// CacheStats reports the room core's caches: parsed events ("events") and
-// state snapshots ("state").
+// CacheStats reports the room core's caches: parsed events ("events"),
+// state snapshots ("state") and the bundled aggregations syncs share
+// ("bundles").
 func (r *Rooms) CacheStats() map[string]CacheStats {
 	return map[string]CacheStats{
-		"events": {r.pdus.hits.Load(), r.pdus.misses.Load()},
-		"state":  {r.snapshots.hits.Load(), r.snapshots.misses.Load()},
+		"events":  {r.pdus.hits.Load(), r.pdus.misses.Load()},
+		"state":   {r.snapshots.hits.Load(), r.snapshots.misses.Load()},
+		"bundles": {r.bundles.hits.Load(), r.bundles.misses.Load()},
+	}
+}
+
+// bundleCache holds events' bundled aggregations (bundle) as a sync at a
+// stream position sees them, so the members of a room woken by one
+// message read its relations once, not once each. The key's position is
+// the sync's events position: every event at or before it committed
+// before any sync could use it (events commit in stream order and a
+// position is announced after its commit), so a bundle read by the first
+// such sync has every relation a sync at that position must show, and a
+// new child (an edit, a thread reply, a reference) moves the position of
+// the syncs that could show it. What changes a bundle without a new
+// position is a redaction (of a child, which cuts it off), a purge or a
+// partial-state resync changing an event: each bumps bundleGen (see
+// ForgetEvents and cache), which retires every entry made before.
+type bundleCache = lru[bundleKey, bundleEntry]
+
+type bundleKey struct {
+	eventID string
+	pos     int64
+}
+
+type bundleEntry struct {
+	gen    uint64 // bundleGen when its reading began
+	bundle *bundle
+}
+
+// bundleCacheWeight bounds the cache: an entry weighs 1 plus the thread
+// senders and references it holds (bundled events are shared with the
+// event cache). Most entries are events without children.
+const bundleCacheWeight = 20_000
+
+func newBundleCache() *bundleCache {
+	return newLRU[bundleKey](bundleCacheWeight, func(e bundleEntry) int {
+		w := 1
+		if b := e.bundle; b != nil {
+			w += len(b.refs)
+			if b.thread != nil {
+				w += len(b.thread.Senders)
+			}
+		}
+		return w
+	})
+}
+
+// cachedBundle is the bundle of eventID for a sync at pos, if one read
+// since the last invalidation (gen) is cached. pos 0: not cached.
+func (r *Rooms) cachedBundle(eventID string, pos int64, gen uint64) (*bundle, bool) {
+	if pos <= 0 || r.bundles == nil {
+		return nil, false
+	}
+	e, ok := r.bundles.get(bundleKey{eventID, pos})
+	if !ok || e.gen != gen {
+		return nil, false
+	}
+	return e.bundle, true
+}
+
+// forgetBundles retires every cached bundle: after the bump, entries read
+// before it are never served, even one whose reading is still running.
+func (r *Rooms) forgetBundles() {
+	r.bundleGen.Add(1)
+	if r.bundles != nil {
+		r.bundles.clear()
 	}
 }

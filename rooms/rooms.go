@@ -18,6 +18,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -50,6 +51,10 @@ type Rooms struct {
 	snapshots *snapshotCache
 	pdus      *pduCache
 	versions  versionCache
+	// bundles and bundleGen: bundled aggregations shared by the syncs at
+	// one position (cache.go, bundleCache).
+	bundles   *bundleCache
+	bundleGen atomic.Uint64
 
 	keyRing  *gomatrixserverlib.KeyRing
 	verifier gomatrixserverlib.JSONVerifier
@@ -101,6 +106,7 @@ func New(db *storage.DB, serverName string, key serverkey.Key, log *slog.Logger)
 		DefaultVersion: DefaultVersion, PartialStateJoins: true,
 		snapshots: newSnapshotCache(snapshotCacheEntries),
 		pdus:      newPDUCache(pduCacheBytes),
+		bundles:   newBundleCache(),
 	}
 }
 
@@ -108,6 +114,9 @@ func New(db *storage.DB, serverName string, key serverkey.Key, log *slog.Logger)
 // process sharing the database committed; with no IDs, every cached event
 // (when such news may have been missed).
 func (r *Rooms) ForgetEvents(ids ...string) {
+	// Bundles hold children of other events: retire them all (redactions
+	// and purges are rare).
+	r.forgetBundles()
 	if len(ids) == 0 {
 		r.pdus.clear()
 	}

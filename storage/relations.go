@@ -74,33 +74,43 @@ func ChildIDs(ctx context.Context, q Reader, roomID string, parents []string) ([
 		AND relates_to IN (`+placeholders(2, len(parents))+`)`, args...)
 }
 
-// ThreadSummary is what a thread root's bundled m.thread aggregation needs.
+// ThreadSummary is what a thread root's bundled m.thread aggregation needs,
+// the same for every viewer: whether the viewer participated is whether
+// Senders names them (or they sent the root).
 type ThreadSummary struct {
-	Count        int
-	LatestPos    int64
-	Participated bool // the viewer sent an event in the thread
+	Count     int
+	LatestPos int64
+	Senders   map[string]bool // who sent the thread's events
 }
 
-// ThreadSummaries summarises the threads rooted at any of roots, for viewer.
-func ThreadSummaries(ctx context.Context, q Reader, roots []string, viewer string) (map[string]ThreadSummary, error) {
+// ThreadSummaries summarises the threads rooted at any of roots.
+func ThreadSummaries(ctx context.Context, q Reader, roots []string) (map[string]ThreadSummary, error) {
 	out := map[string]ThreadSummary{}
 	if len(roots) == 0 {
 		return out, nil
 	}
-	args := []any{viewer}
-	for _, r := range roots {
-		args = append(args, r)
+	args := make([]any, len(roots))
+	for i, r := range roots {
+		args[i] = r
 	}
-	err := queryEach(ctx, q, "summarising threads", `SELECT relates_to, COUNT(*), MAX(stream_pos), SUM(CASE WHEN sender = $1 THEN 1 ELSE 0 END)
-		FROM events WHERE rel_type = 'm.thread' AND `+relationTimeline+` AND relates_to IN (`+placeholders(2, len(roots))+`)
-		GROUP BY relates_to`, args, func(rows *sql.Rows) error {
-		var root string
-		var s ThreadSummary
-		var mine int64
-		if err := rows.Scan(&root, &s.Count, &s.LatestPos, &mine); err != nil {
+	// One row per root and sender: a thread has few senders, and the
+	// summary serves every viewer (rooms' bundle cache).
+	err := queryEach(ctx, q, "summarising threads", `SELECT relates_to, sender, COUNT(*), MAX(stream_pos)
+		FROM events WHERE rel_type = 'm.thread' AND `+relationTimeline+` AND relates_to IN (`+placeholders(1, len(roots))+`)
+		GROUP BY relates_to, sender`, args, func(rows *sql.Rows) error {
+		var root, sender string
+		var count int
+		var latest int64
+		if err := rows.Scan(&root, &sender, &count, &latest); err != nil {
 			return err
 		}
-		s.Participated = mine > 0
+		s := out[root]
+		if s.Senders == nil {
+			s.Senders = map[string]bool{}
+		}
+		s.Count += count
+		s.LatestPos = max(s.LatestPos, latest)
+		s.Senders[sender] = true
 		out[root] = s
 		return nil
 	})
