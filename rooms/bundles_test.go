@@ -120,3 +120,53 @@ func TestFormatAtSharesBundlesSafely(t *testing.T) {
 		}
 	})
 }
+
+// TestRecentSharedUntilRedaction: the syncs asking for one range of a
+// room's timeline at one position share the answer, and a redaction
+// retires it, in this process and, told by the relay, in another.
+func TestRecentSharedUntilRedaction(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		c := newCore(t, b)
+		other := c.fresh()
+		ctx := context.Background()
+		roomID := c.createRoom(t, "public_chat")
+		c.join(t, roomID, bob)
+		first := c.send(t, roomID, message(bob, "first"))
+		target := c.send(t, roomID, message(bob, "regrettable"))
+		from, to := first.StreamPos-1, target.StreamPos
+
+		recent := func(r *rooms.Rooms) map[string]*rooms.Event {
+			t.Helper()
+			evs, limited, err := r.Recent(ctx, roomID, from, to, 10)
+			if err != nil || limited || len(evs) != 2 {
+				t.Fatalf("recent: %d events, limited %v, %v", len(evs), limited, err)
+			}
+			out := map[string]*rooms.Event{}
+			for _, ev := range evs {
+				out[ev.EventID] = ev
+			}
+			return out
+		}
+		hits := c.CacheStats()["recent"].Hits
+		for _, r := range []*rooms.Rooms{c.Rooms, c.Rooms, other} {
+			if ev := recent(r)[target.EventID]; ev == nil || ev.RedactedBy != nil {
+				t.Fatal("the target before its redaction")
+			}
+		}
+		if c.CacheStats()["recent"].Hits != hits+1 {
+			t.Fatalf("the second read of one range was not shared")
+		}
+		content, _ := json.Marshal(map[string]string{"redacts": target.EventID})
+		red := c.send(t, roomID, rooms.Proto{Sender: alice, Type: spec.MRoomRedaction, Redacts: target.EventID, Content: content})
+		other.ForgetEvents(target.EventID) // what the relay does
+		for name, r := range map[string]*rooms.Rooms{"this process": c.Rooms, "another": other} {
+			ev := recent(r)[target.EventID]
+			if ev == nil || ev.RedactedBy == nil || *ev.RedactedBy != red.EventID {
+				t.Fatalf("%s: a timeline read before the redaction is still served", name)
+			}
+			if len(ev.PDU.Content()) > 2 {
+				t.Fatalf("%s: the redacted target keeps its content: %s", name, ev.PDU.Content())
+			}
+		}
+	})
+}

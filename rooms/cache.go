@@ -125,28 +125,32 @@ func newPDUCache(maxBytes int) *pduCache {
 type CacheStats struct{ Hits, Misses int64 }
 
 // CacheStats reports the room core's caches: parsed events ("events"),
-// state snapshots ("state") and the bundled aggregations syncs share
-// ("bundles").
+// state snapshots ("state"), and the timelines ("recent") and bundled
+// aggregations ("bundles") the syncs at one position share.
 func (r *Rooms) CacheStats() map[string]CacheStats {
 	return map[string]CacheStats{
 		"events":  {r.pdus.hits.Load(), r.pdus.misses.Load()},
 		"state":   {r.snapshots.hits.Load(), r.snapshots.misses.Load()},
 		"bundles": {r.bundles.hits.Load(), r.bundles.misses.Load()},
+		"recent":  {r.recents.hits.Load(), r.recents.misses.Load()},
 	}
 }
 
-// bundleCache holds events' bundled aggregations (bundle) as a sync at a
-// stream position sees them, so the members of a room woken by one
-// message read its relations once, not once each. The key's position is
-// the sync's events position: every event at or before it committed
-// before any sync could use it (events commit in stream order and a
-// position is announced after its commit), so a bundle read by the first
-// such sync has every relation a sync at that position must show, and a
-// new child (an edit, a thread reply, a reference) moves the position of
-// the syncs that could show it. What changes a bundle without a new
-// position is a redaction (of a child, which cuts it off), a purge or a
-// partial-state resync changing an event: each bumps bundleGen (see
-// ForgetEvents and cache), which retires every entry made before.
+// Caches shared by the syncs at one stream position (a sync's events
+// position, or a leave event's): the members of a room woken by one
+// message read its timeline and its bundled aggregations once, not once
+// each. Every event at or before such a position committed before any
+// sync could use it (events commit in stream order and a position is
+// announced after its commit), so what the first sync at a position reads
+// has all a sync there must show, and anything new (a message, an edit,
+// a thread reply) moves the position of the syncs that could show it.
+// What changes an answer without a new position is a redaction (of an
+// event or of a child, which cuts it off), a purge or a partial-state
+// resync changing an event: each bumps sharedGen (ForgetEvents, also run
+// for the relay's news of another process's redactions, and cache), and
+// an entry read before the bump is never served after it.
+
+// bundleCache holds events' bundles by event and position.
 type bundleCache = lru[bundleKey, bundleEntry]
 
 type bundleKey struct {
@@ -155,7 +159,7 @@ type bundleKey struct {
 }
 
 type bundleEntry struct {
-	gen    uint64 // bundleGen when its reading began
+	gen    uint64 // sharedGen when its reading began
 	bundle *bundle
 }
 
@@ -190,11 +194,44 @@ func (r *Rooms) cachedBundle(eventID string, pos int64, gen uint64) (*bundle, bo
 	return e.bundle, true
 }
 
-// forgetBundles retires every cached bundle: after the bump, entries read
-// before it are never served, even one whose reading is still running.
-func (r *Rooms) forgetBundles() {
-	r.bundleGen.Add(1)
+// recentCache holds Recent's answers by room, range and limit.
+type recentCache = lru[recentKey, recentEntry]
+
+type recentKey struct {
+	roomID   string
+	from, to int64
+	limit    int
+}
+
+type recentEntry struct {
+	gen     uint64
+	evs     []*Event // read-only: Recent hands out copies
+	limited bool
+}
+
+// recentCacheBytes bounds the events recentCache holds, weighed as the
+// event cache weighs them; a fan-out's entry is one small event.
+const recentCacheBytes = 4 << 20
+
+func newRecentCache() *recentCache {
+	return newLRU[recentKey](recentCacheBytes, func(e recentEntry) int {
+		w := 64
+		for _, ev := range e.evs {
+			w += 2*len(ev.JSON) + 512
+		}
+		return w
+	})
+}
+
+// forgetShared retires every entry of the shared caches: after the bump,
+// entries read before it are never served, even one whose reading is
+// still running.
+func (r *Rooms) forgetShared() {
+	r.sharedGen.Add(1)
 	if r.bundles != nil {
 		r.bundles.clear()
+	}
+	if r.recents != nil {
+		r.recents.clear()
 	}
 }

@@ -22,7 +22,7 @@ func (r *Rooms) Aggregations(ctx context.Context, evs []*Event, viewer Viewer) (
 }
 
 // aggregations is Aggregations; with pos > 0 (a sync's events position)
-// the bundles come from and go to the bundle cache (see bundleCache).
+// the bundles come from and go to the bundle cache (see cache.go).
 func (r *Rooms) aggregations(ctx context.Context, evs []*Event, viewer Viewer, pos int64) (map[string]map[string]any, error) {
 	byID := make(map[string]*Event, len(evs))
 	for _, ev := range evs {
@@ -37,7 +37,7 @@ func (r *Rooms) aggregations(ctx context.Context, evs []*Event, viewer Viewer, p
 	}
 	bundles := make(map[string]*bundle, len(byID))
 	var missing []*Event
-	gen := r.bundleGen.Load()
+	gen := r.sharedGen.Load()
 	for id, ev := range byID {
 		if b, ok := r.cachedBundle(id, pos, gen); ok {
 			bundles[id] = b

@@ -51,10 +51,11 @@ type Rooms struct {
 	snapshots *snapshotCache
 	pdus      *pduCache
 	versions  versionCache
-	// bundles and bundleGen: bundled aggregations shared by the syncs at
-	// one position (cache.go, bundleCache).
+	// bundles and recents are shared by the syncs at one position;
+	// sharedGen retires their entries (cache.go).
 	bundles   *bundleCache
-	bundleGen atomic.Uint64
+	recents   *recentCache
+	sharedGen atomic.Uint64
 
 	keyRing  *gomatrixserverlib.KeyRing
 	verifier gomatrixserverlib.JSONVerifier
@@ -107,6 +108,7 @@ func New(db *storage.DB, serverName string, key serverkey.Key, log *slog.Logger)
 		snapshots: newSnapshotCache(snapshotCacheEntries),
 		pdus:      newPDUCache(pduCacheBytes),
 		bundles:   newBundleCache(),
+		recents:   newRecentCache(),
 	}
 }
 
@@ -114,9 +116,10 @@ func New(db *storage.DB, serverName string, key serverkey.Key, log *slog.Logger)
 // process sharing the database committed; with no IDs, every cached event
 // (when such news may have been missed).
 func (r *Rooms) ForgetEvents(ids ...string) {
-	// Bundles hold children of other events: retire them all (redactions
-	// and purges are rare).
-	r.forgetBundles()
+	// The shared caches hold events in answers about others (a child in
+	// a bundle, a timeline): retire them all (redactions and purges are
+	// rare).
+	r.forgetShared()
 	if len(ids) == 0 {
 		r.pdus.clear()
 	}

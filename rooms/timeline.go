@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"slices"
 
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -98,7 +99,25 @@ func (r *Rooms) End(ctx context.Context, roomID string) (TopoToken, error) {
 
 // Recent returns up to limit timeline events of a room with stream
 // positions in (from, to], oldest first, and whether more were left out.
+// Every event up to to must be committed (to is a sync's position, or a
+// committed event's): the answer is shared by the syncs asking the same
+// (see cache.go).
 func (r *Rooms) Recent(ctx context.Context, roomID string, from, to int64, limit int) ([]*Event, bool, error) {
+	key := recentKey{roomID, from, to, limit}
+	gen := r.sharedGen.Load()
+	if r.recents != nil {
+		if e, ok := r.recents.get(key); ok && e.gen == gen {
+			return slices.Clone(e.evs), e.limited, nil
+		}
+	}
+	evs, limited, err := r.recent(ctx, roomID, from, to, limit)
+	if err == nil && r.recents != nil {
+		r.recents.put(key, recentEntry{gen, slices.Clone(evs), limited})
+	}
+	return evs, limited, err
+}
+
+func (r *Rooms) recent(ctx context.Context, roomID string, from, to int64, limit int) ([]*Event, bool, error) {
 	rows, err := storage.RoomEventsStream(ctx, r.db.Read(), roomID, from, to, limit+1)
 	if err != nil {
 		return nil, false, err
