@@ -29,15 +29,15 @@ func (a *API) checkACL(ctx context.Context, roomID string, origin spec.ServerNam
 // know, allows everyone; so does an ACL we cannot read (logged), since
 // only a well-formed event can deny.
 func (a *API) ACLAllows(ctx context.Context, roomID string, serverName spec.ServerName) bool {
-	st, err := a.rooms.CurrentState(ctx, roomID)
+	// A point lookup: every request of a big room comes through here.
+	id, err := a.rooms.CurrentStateID(ctx, roomID, storage.StateKey{Type: "m.room.server_acl"})
 	if err != nil {
 		if !errors.Is(err, storage.ErrNotFound) {
 			a.log.Warn("server ACL: loading room state", "room", roomID, "err", err)
 		}
 		return true
 	}
-	id, ok := st[storage.StateKey{Type: "m.room.server_acl"}]
-	if !ok {
+	if id == "" {
 		return true
 	}
 	ev, err := a.rooms.Event(ctx, id)

@@ -2,7 +2,10 @@ package rooms
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -88,15 +91,12 @@ func (r *Rooms) Events(ctx context.Context, q storage.Reader, ids []string) (map
 	if len(missing) == 0 {
 		return out, nil
 	}
-	rows, err := storage.GetEvents(ctx, q, missing)
+	loaded, err := r.loadEvents(ctx, q, missing, committed)
 	if err != nil {
 		return nil, err
 	}
-	for _, row := range rows {
-		ev, err := r.parseEvent(ctx, q, row)
-		if err != nil {
-			return nil, err
-		}
+	for _, ev := range loaded {
+		row := ev.Event
 		out[row.EventID] = ev
 		if !committed {
 			continue // only committed rows are cached
@@ -109,6 +109,54 @@ func (r *Rooms) Events(ctx context.Context, q storage.Reader, ids []string) (map
 		r.pdus.put(row.EventID, ev)
 	}
 	return out, nil
+}
+
+// loadEventsInParallel is how many events a read loads before it splits
+// them over the CPUs: a big room's state (a send_join answer, /state) is
+// tens of thousands of rows, each read and parsed on its own.
+const loadEventsInParallel = 4096
+
+// loadEvents reads and parses the rows of ids; from the read pool (pooled
+// connections, so concurrent reads) a big read is split over the CPUs.
+func (r *Rooms) loadEvents(ctx context.Context, q storage.Reader, ids []string, pooled bool) ([]*Event, error) {
+	parts := 1
+	if pooled && len(ids) >= loadEventsInParallel {
+		parts = runtime.GOMAXPROCS(0)
+	}
+	load := func(chunk []string) ([]*Event, error) {
+		rows, err := storage.GetEvents(ctx, q, chunk)
+		if err != nil {
+			return nil, err
+		}
+		evs := make([]*Event, 0, len(rows))
+		for _, row := range rows {
+			ev, err := r.parseEvent(ctx, q, row)
+			if err != nil {
+				return nil, err
+			}
+			evs = append(evs, ev)
+		}
+		return evs, nil
+	}
+	if parts <= 1 {
+		return load(ids)
+	}
+	step := (len(ids) + parts - 1) / parts
+	results := make([][]*Event, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for i := 0; i < parts; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = load(ids[min(i*step, len(ids)):min((i+1)*step, len(ids))])
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return slices.Concat(results...), nil
 }
 
 // Event loads one event, or storage.ErrNotFound.

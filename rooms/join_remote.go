@@ -190,7 +190,7 @@ func (r *Rooms) storeJoin(ctx context.Context, resident spec.ServerName, resp *g
 	for _, p := range slices.Concat(authEvs, stateEvs) {
 		byID[p.EventID()] = p
 	}
-	ordered := gomatrixserverlib.ReverseTopologicalOrdering(slices.Collect(maps.Values(byID)), gomatrixserverlib.TopologicalOrderByAuthEvents)
+	ordered := authOrder(slices.Collect(maps.Values(byID)))
 	state := State{}
 	for _, p := range stateEvs {
 		if k, ok := stateKeyOf(p); ok {
@@ -240,7 +240,7 @@ func (r *Rooms) recheckOwnedState(ctx context.Context, version gomatrixserverlib
 			dropped[p.EventID()] = p
 		}
 	}
-	ordered := gomatrixserverlib.ReverseTopologicalOrdering(slices.Collect(maps.Values(dropped)), gomatrixserverlib.TopologicalOrderByAuthEvents)
+	ordered := authOrder(slices.Collect(maps.Values(dropped)))
 	for _, p := range ordered {
 		if gomatrixserverlib.VerifyEventSignatures(ctx, p, r.keyRing, userIDForSender) != nil {
 			continue

@@ -573,7 +573,7 @@ func (r *Rooms) advanceHead(ctx context.Context, tx *sql.Tx, w *roomWrite, a arr
 // against its auth events (found among them or in have) in auth order and
 // stored rejected when they refuse it, all in one transaction.
 func (r *Rooms) storeResyncedOutliers(ctx context.Context, pdus []gomatrixserverlib.PDU, have map[string]*Event) (map[string]*Event, error) {
-	ordered := gomatrixserverlib.ReverseTopologicalOrdering(pdus, gomatrixserverlib.TopologicalOrderByAuthEvents)
+	ordered := authOrder(pdus)
 	out := make(map[string]*Event, len(ordered))
 	rows := make([]storage.Event, 0, len(ordered))
 	for _, p := range ordered {
