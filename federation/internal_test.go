@@ -205,3 +205,29 @@ func TestKeyFetchesCoalesced(t *testing.T) {
 		t.Errorf("second fetch: %v, %d calls", err, inner.calls.Load())
 	}
 }
+
+// A partial send_join answer split with gjson holds what the library's
+// decoding would, each event as sent; anything but a JSON object with
+// arrays of events is refused with an error, not a panic.
+func TestParseSendJoinAnswer(t *testing.T) {
+	ok := `{"origin":"b.test","members_omitted":true,"servers_in_room":["b.test","c.test",3],
+		"event":{"type":"m.room.member"},"state":[{"type":"a","x":[1,{"y":"]"}]},{"type":"b"}],"auth_chain":[{"type":"c"}]}`
+	res, err := parseSendJoinAnswer([]byte(ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Origin != "b.test" || !res.MembersOmitted || len(res.ServersInRoom) != 2 || string(res.Event) != `{"type":"m.room.member"}` {
+		t.Fatalf("answer: %+v", res)
+	}
+	if len(res.StateEvents) != 2 || string(res.StateEvents[0]) != `{"type":"a","x":[1,{"y":"]"}]}` || string(res.StateEvents[1]) != `{"type":"b"}` {
+		t.Fatalf("state: %q", res.StateEvents)
+	}
+	if len(res.AuthEvents) != 1 || string(res.AuthEvents[0]) != `{"type":"c"}` {
+		t.Fatalf("auth_chain: %q", res.AuthEvents)
+	}
+	for _, bad := range []string{``, `[]`, `{"state":[{}`, `{"state":{}}`, `{"state":[1]}`, `{"auth_chain":"x"}`, `{"state":[{"a":1},]}`} {
+		if _, err := parseSendJoinAnswer([]byte(bad)); err == nil {
+			t.Errorf("%q was taken", bad)
+		}
+	}
+}

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 
 	"net/http"
 	"net/url"
 
 	"github.com/matrix-org/gomatrix"
+	"github.com/tidwall/gjson"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -84,12 +86,131 @@ func (c roomClient) SendJoin(ctx context.Context, origin, s spec.ServerName, eve
 }
 
 // SendJoinPartialState is send_join with omit_members=true (MSC3706).
+// The answer (tens of MB for a big room: its state less the members) is
+// split with gjson after one validation pass: the library's client
+// decodes it with encoding/json, which scans it twice and copies every
+// event.
 func (c roomClient) SendJoinPartialState(ctx context.Context, origin, s spec.ServerName, event gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
-	res, err := c.a.client.SendJoinPartialState(ctx, origin, s, event)
+	raw, ok := c.a.client.(rawRequester)
+	if !ok {
+		res, err := c.a.client.SendJoinPartialState(ctx, origin, s, event)
+		if err != nil {
+			return nil, err
+		}
+		return &res, nil
+	}
+	path := "/_matrix/federation/v2/send_join/" + url.PathEscape(event.RoomID().String()) + "/" + url.PathEscape(event.EventID()) + "?omit_members=true"
+	fr := fclient.NewFederationRequest(http.MethodPut, origin, s, path)
+	if err := fr.SetContent(event); err != nil {
+		return nil, err
+	}
+	if err := fr.Sign(c.a.serverName, c.a.key.ID, c.a.key.Private); err != nil {
+		return nil, err
+	}
+	req, err := fr.HTTPRequest()
 	if err != nil {
 		return nil, err
 	}
-	return &res, nil
+	resp, err := raw.DoHTTPRequest(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		// Perhaps a server without v2: the library falls back to v1.
+		res, err := c.a.client.SendJoinPartialState(ctx, origin, s, event)
+		if err != nil {
+			return nil, err
+		}
+		return &res, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxSendJoinAnswer+1))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		// As the library's client reports it.
+		herr := gomatrix.HTTPError{Code: resp.StatusCode, Message: fmt.Sprintf("send_join to %s: %d %s", s, resp.StatusCode, body), Contents: body}
+		var respErr gomatrix.RespError
+		if json.Unmarshal(body, &respErr) == nil && respErr.ErrCode != "" {
+			herr.WrappedError = respErr
+		}
+		return nil, herr
+	}
+	return parseSendJoinAnswer(body)
+}
+
+// maxSendJoinAnswer bounds a send_join answer read into memory.
+const maxSendJoinAnswer = 1 << 30
+
+// rawRequester is the part of the library's federation client that sends
+// a signed request and hands back the response as it is.
+type rawRequester interface {
+	DoHTTPRequest(ctx context.Context, req *http.Request) (*http.Response, error)
+}
+
+// parseSendJoinAnswer splits a send_join answer as fclient.RespSendJoin
+// holds it, each event a slice of body.
+func parseSendJoinAnswer(body []byte) (*fclient.RespSendJoin, error) {
+	if len(body) > maxSendJoinAnswer {
+		return nil, fmt.Errorf("the send_join answer is larger than %d bytes", maxSendJoinAnswer)
+	}
+	if !gjson.ValidBytes(body) {
+		return nil, errors.New("the send_join answer is not valid JSON")
+	}
+	root := gjson.ParseBytes(body)
+	if !root.IsObject() {
+		return nil, errors.New("the send_join answer is not a JSON object")
+	}
+	events := func(key string, v gjson.Result) (gomatrixserverlib.EventJSONs, error) {
+		if v.Type == gjson.Null {
+			return nil, nil
+		}
+		if !v.IsArray() {
+			return nil, fmt.Errorf("the send_join answer's %s is not an array", key)
+		}
+		var out gomatrixserverlib.EventJSONs
+		var bad error
+		v.ForEach(func(_, ev gjson.Result) bool {
+			if !ev.IsObject() {
+				bad = fmt.Errorf("the send_join answer's %s holds something other than events", key)
+				return false
+			}
+			out = append(out, spec.RawJSON(ev.Raw))
+			return true
+		})
+		return out, bad
+	}
+	// One pass over the top level: each Get would scan it again.
+	res := &fclient.RespSendJoin{}
+	var err error
+	root.ForEach(func(key, v gjson.Result) bool {
+		switch key.Str {
+		case "state":
+			res.StateEvents, err = events(key.Str, v)
+		case "auth_chain":
+			res.AuthEvents, err = events(key.Str, v)
+		case "event":
+			if v.IsObject() {
+				res.Event = spec.RawJSON(v.Raw)
+			}
+		case "origin":
+			res.Origin = spec.ServerName(v.Str)
+		case "members_omitted":
+			res.MembersOmitted = v.Bool()
+		case "servers_in_room":
+			for _, srv := range v.Array() {
+				if srv.Type == gjson.String {
+					res.ServersInRoom = append(res.ServersInRoom, srv.Str)
+				}
+			}
+		}
+		return err == nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // StateAt fetches the state before eventID with its auth chain (/state).

@@ -3,7 +3,9 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -72,11 +74,11 @@ func (a *API) sendJoinV1(r *http.Request, origin spec.ServerName) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []any{200, res}, nil
+	return json.RawMessage(slices.Concat([]byte("[200,"), res, []byte("]"))), nil
 }
 
 // receiveJoin checks and persists a send_join and returns the answer.
-func (a *API) receiveJoin(r *http.Request, origin spec.ServerName) (map[string]any, error) {
+func (a *API) receiveJoin(r *http.Request, origin spec.ServerName) (json.RawMessage, error) {
 	roomID, eventID := pathParam(r, "roomId"), pathParam(r, "eventId")
 	if err := a.refuseIfPartial(r, roomID); err != nil {
 		return nil, err
@@ -106,11 +108,46 @@ func (a *API) receiveJoin(r *http.Request, origin spec.ServerName) (map[string]a
 			return nil, err
 		}
 	}
-	return map[string]any{
+	return withEventArrays(map[string]any{
 		"origin": a.serverName, "event": json.RawMessage(join.JSON()),
-		"state": pduJSONs(state), "auth_chain": pduJSONs(chain),
 		"members_omitted": omit, "servers_in_room": servers,
-	}, nil
+	}, map[string]map[string]json.RawMessage{"state": state, "auth_chain": chain})
+}
+
+// withEventArrays is the JSON object of fields plus, for each key of
+// arrays, an array of the events (stored JSON, written as it is: a big
+// room's state is tens of MB, which encoding/json would check and compact
+// event by event).
+func withEventArrays(fields map[string]any, arrays map[string]map[string]json.RawMessage) (json.RawMessage, error) {
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return nil, err
+	}
+	size := len(b)
+	for _, evs := range arrays {
+		for _, raw := range evs {
+			size += len(raw) + 1
+		}
+	}
+	out := make([]byte, 0, size+64*len(arrays))
+	out = append(out, b[:len(b)-1]...) // without the closing brace
+	for _, k := range slices.Sorted(maps.Keys(arrays)) {
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = strconv.AppendQuote(out, k)
+		out = append(out, ':', '[')
+		first := true
+		for _, raw := range arrays[k] {
+			if !first {
+				out = append(out, ',')
+			}
+			first = false
+			out = append(out, raw...)
+		}
+		out = append(out, ']')
+	}
+	return append(out, '}'), nil
 }
 
 // refuseIfPartial refuses a join or knock through us while our copy of
@@ -286,7 +323,7 @@ func (a *API) state(r *http.Request, origin spec.ServerName) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"pdus": pduJSONs(state), "auth_chain": pduJSONs(chain)}, nil
+	return withEventArrays(map[string]any{}, map[string]map[string]json.RawMessage{"pdus": state, "auth_chain": chain})
 }
 
 // GET /v1/state_ids/{roomId}?event_id=
@@ -299,14 +336,7 @@ func (a *API) stateIDs(r *http.Request, origin spec.ServerName) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids := func(pdus []gomatrixserverlib.PDU) []string {
-		out := make([]string, 0, len(pdus))
-		for _, p := range pdus {
-			out = append(out, p.EventID())
-		}
-		return out
-	}
-	return map[string]any{"pdu_ids": ids(state), "auth_chain_ids": ids(chain)}, nil
+	return map[string]any{"pdu_ids": slices.Collect(maps.Keys(state)), "auth_chain_ids": slices.Collect(maps.Keys(chain))}, nil
 }
 
 // transaction is the wire shape of /event and /backfill answers.

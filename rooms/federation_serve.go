@@ -155,7 +155,7 @@ func (q restrictedQuerier) RestrictedRoomJoinInfo(ctx context.Context, roomID sp
 //
 // With omitMembers (MSC3706, the omit_members query parameter) the state
 // is partial: see partialJoinState.
-func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, eventID string, raw json.RawMessage, omitMembers bool) (join gomatrixserverlib.PDU, state, authChain []gomatrixserverlib.PDU, err error) {
+func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, eventID string, raw json.RawMessage, omitMembers bool) (join gomatrixserverlib.PDU, state, authChain map[string]json.RawMessage, err error) {
 	ver, err := r.Version(ctx, roomID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, nil, nil, mxhttp.NotFound("Unknown room %s", roomID)
@@ -202,6 +202,10 @@ func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, ev
 		if err := r.ingest(ctx, origin, ver, join, &budget, fetchHoles); err != nil {
 			return nil, nil, nil, err
 		}
+		// The answer is the state before the join, usually the one just
+		// checked; storing the join cached the state after it, which in a
+		// big room can push this one out of the cache.
+		r.snapshots.put(cur.id, cur)
 	}
 	stored, err := r.Event(ctx, join.EventID())
 	if err != nil {
@@ -229,31 +233,17 @@ func (q membershipQuerier) CurrentMembership(ctx context.Context, roomID spec.Ro
 }
 
 // stateAndChain returns a snapshot's events and their auth chain.
-func (r *Rooms) stateAndChain(ctx context.Context, snapshotID int64) (state, authChain []gomatrixserverlib.PDU, err error) {
+func (r *Rooms) stateAndChain(ctx context.Context, snapshotID int64) (state, authChain map[string]json.RawMessage, err error) {
 	st, err := r.StateAt(ctx, snapshotID)
 	if err != nil {
 		return nil, nil, err
 	}
-	evs, err := r.StateEvents(ctx, st)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, ev := range evs {
-		state = append(state, ev.PDU)
-	}
-	chain, err := r.authChain(ctx, r.db.Read(), state)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, ev := range chain {
-		authChain = append(authChain, ev.PDU)
-	}
-	return state, authChain, nil
+	return r.servedState(ctx, st, nil, false)
 }
 
 // StateForServer answers /state and /state_ids: the state before eventID
 // and its auth chain, if server may see the event.
-func (r *Rooms) StateForServer(ctx context.Context, server spec.ServerName, roomID, eventID string) (state, authChain []gomatrixserverlib.PDU, err error) {
+func (r *Rooms) StateForServer(ctx context.Context, server spec.ServerName, roomID, eventID string) (state, authChain map[string]json.RawMessage, err error) {
 	ev, err := r.eventForServer(ctx, server, roomID, eventID)
 	if err != nil {
 		return nil, nil, err

@@ -1,14 +1,18 @@
 package rooms
 
 import (
+	"context"
 	"encoding/json"
+	"maps"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/hearth-matrix/hearth/serverkey"
+	"github.com/hearth-matrix/hearth/storage"
 )
 
 // authOrder puts each event after its auth events in the set, whatever
@@ -63,6 +67,49 @@ func TestAuthOrder(t *testing.T) {
 				if j, ok := pos[a]; ok && j > pos[p.EventID()] {
 					t.Fatalf("%s (%s) comes before its auth event %s", p.EventID(), p.Type(), a)
 				}
+			}
+		}
+	}
+}
+
+// A snapshot read when an ancestor is cached (the deltas after it applied
+// to a copy) is the state LoadSnapshot assembles from the database, for
+// every snapshot of a chain longer than one full copy's interval.
+func TestSnapshotFromCachedAncestor(t *testing.T) {
+	f := newRoadFixture(t)
+	ctx := context.Background()
+	var snaps []int64
+	for i := range 120 {
+		k := strconv.Itoa(i % 70) // some keys set twice
+		c, _ := json.Marshal(map[string]int{"v": i})
+		evs, err := f.r.Send(ctx, f.roomID, Proto{Sender: roadAlice, Type: "org.example.s", StateKey: &k, Content: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, f.stored(evs[0].EventID).SnapshotAfter)
+	}
+	for i, id := range snaps {
+		want, _, err := storage.LoadSnapshot(ctx, f.r.db.Read(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, back := range []int{1, 5, 47, 60} {
+			if i < back {
+				continue
+			}
+			f.r.snapshots.clear()
+			anc, err := f.r.snapshotState(ctx, f.r.db.Read(), snaps[i-back])
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.r.snapshots.clear()
+			f.r.snapshots.put(anc.id, anc)
+			got, err := f.r.snapshotState(ctx, f.r.db.Read(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !maps.Equal(got.state, want) {
+				t.Fatalf("snapshot %d (event %d) from the one %d events before: %d entries, want %d", id, i, back, len(got.state), len(want))
 			}
 		}
 	}

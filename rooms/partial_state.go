@@ -34,7 +34,7 @@ const maxPartialHeroes = 5
 // sync picks them) so the joining server
 // can name the room at once; and the auth chain of the join and of that
 // state, less the events already in the state.
-func (r *Rooms) partialJoinState(ctx context.Context, roomID string, join gomatrixserverlib.PDU, snapshotID int64) (state, authChain []gomatrixserverlib.PDU, err error) {
+func (r *Rooms) partialJoinState(ctx context.Context, roomID string, join gomatrixserverlib.PDU, snapshotID int64) (state, authChain map[string]json.RawMessage, err error) {
 	before, err := r.StateAt(ctx, snapshotID)
 	if err != nil {
 		return nil, nil, err
@@ -63,26 +63,7 @@ func (r *Rooms) partialJoinState(ctx context.Context, roomID string, join gomatr
 			keep[k] = before[k]
 		}
 	}
-	evs, err := r.StateEvents(ctx, keep)
-	if err != nil {
-		return nil, nil, err
-	}
-	inState := make(map[string]bool, len(evs))
-	for _, ev := range evs {
-		state = append(state, ev.PDU)
-		inState[ev.EventID] = true
-	}
-	chain, err := r.authChain(ctx, r.db.Read(), append([]gomatrixserverlib.PDU{join}, state...))
-	if err != nil {
-		return nil, nil, err
-	}
-	// "Any events returned within state can be omitted from auth_chain."
-	for _, ev := range chain {
-		if !inState[ev.EventID] {
-			authChain = append(authChain, ev.PDU)
-		}
-	}
-	return state, authChain, nil
+	return r.servedState(ctx, keep, join.AuthEventIDs(), true)
 }
 
 // heroesIn picks the heroes of the state before a join from the room's
@@ -173,7 +154,7 @@ func newPartialAnswer(res gomatrixserverlib.SendJoinResponse, join gomatrixserve
 	auth := append(gomatrixserverlib.EventJSONs{}, res.GetAuthEvents()...)
 	var state gomatrixserverlib.EventJSONs
 	for _, raw := range res.GetStateEvents() {
-		k := storage.StateKey{Type: gjson.GetBytes(raw, "type").Str, StateKey: gjson.GetBytes(raw, "state_key").Str}
+		k, _ := rawStateKey(raw)
 		if !needed[k] {
 			continue
 		}
@@ -187,6 +168,23 @@ func newPartialAnswer(res gomatrixserverlib.SendJoinResponse, join gomatrixserve
 
 func (p partialAnswer) GetAuthEvents() gomatrixserverlib.EventJSONs  { return p.auth }
 func (p partialAnswer) GetStateEvents() gomatrixserverlib.EventJSONs { return p.state }
+
+// rawStateKey reads the type and state key of an event's JSON in one pass
+// over its top level (each gjson.Get would scan it again); ok is false
+// unless both are strings.
+func rawStateKey(raw []byte) (k storage.StateKey, ok bool) {
+	var haveType, haveKey bool
+	gjson.ParseBytes(raw).ForEach(func(key, v gjson.Result) bool {
+		switch key.Str {
+		case "type":
+			k.Type, haveType = v.Str, v.Type == gjson.String
+		case "state_key":
+			k.StateKey, haveKey = v.Str, v.Type == gjson.String
+		}
+		return !haveType || !haveKey
+	})
+	return k, haveType && haveKey
+}
 
 // deferredState reports whether a state event of a partial send_join
 // answer is left for the resync, as the members are: state of a type
@@ -230,9 +228,8 @@ func (r *Rooms) checkRestOfState(ctx context.Context, ver gomatrixserverlib.IRoo
 	// fetches and checks it); its keys still count against duplicates.
 	var raws []json.RawMessage
 	for _, raw := range sent.GetStateEvents() {
-		t, sk := gjson.GetBytes(raw, "type"), gjson.GetBytes(raw, "state_key")
-		if t.Type == gjson.String && sk.Type == gjson.String {
-			if k := (storage.StateKey{Type: t.Str, StateKey: sk.Str}); deferredState(k) {
+		if k, ok := rawStateKey(raw); ok {
+			if deferredState(k) {
 				if keys[k] {
 					return nil, fmt.Errorf("two state events for (%s, %s)", k.Type, k.StateKey)
 				}

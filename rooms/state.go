@@ -24,9 +24,32 @@ func (r *Rooms) snapshotState(ctx context.Context, q storage.Reader, id int64) (
 	if s, ok := r.snapshots.get(id); ok {
 		return s, nil
 	}
-	state, info, err := storage.LoadSnapshot(ctx, q, id)
-	if err != nil {
-		return nil, err
+	// A snapshot is a delta on its parent, up to 48 deep: when an ancestor
+	// is cached, only the deltas after it are read (a big room's new
+	// snapshot is then a copy and a few rows, not tens of thousands).
+	var chain []int64
+	var info storage.SnapshotInfo
+	if id != 0 {
+		var err error
+		if chain, info, err = storage.SnapshotChain(ctx, q, id); err != nil {
+			return nil, err
+		}
+	}
+	var state map[storage.StateKey]string
+	for i, anc := range chain[min(1, len(chain)):] {
+		if base, ok := r.snapshots.get(anc); ok {
+			state = maps.Clone(base.state)
+			if err := storage.ApplySnapshotDeltas(ctx, q, chain[:i+1], state); err != nil {
+				return nil, err
+			}
+			break
+		}
+	}
+	if state == nil {
+		var err error
+		if state, info, err = storage.LoadSnapshot(ctx, q, id); err != nil {
+			return nil, err
+		}
 	}
 	s := &snapshot{id: id, info: info, state: state}
 	if q == storage.Reader(r.db.Read()) {

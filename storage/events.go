@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -391,6 +392,76 @@ func LoadSnapshot(ctx context.Context, q Reader, snapshotID int64) (map[StateKey
 	return state, info, nil
 }
 
+// SnapshotChain lists a snapshot and its ancestors, nearest first, to the
+// full copy at its root, with the snapshot's own info: a reader holding
+// one of the ancestors need load only the deltas after it
+// (ApplySnapshotDeltas).
+func SnapshotChain(ctx context.Context, q Reader, snapshotID int64) ([]int64, SnapshotInfo, error) {
+	var chain []int64
+	var info SnapshotInfo
+	err := queryEach(ctx, q, fmt.Sprintf("loading snapshot chain %d", snapshotID), `WITH RECURSIVE chain(id, parent, len, lvl) AS (
+			SELECT snapshot_id, parent_id, chain_len, 0 FROM state_snapshots WHERE snapshot_id = $1
+			UNION ALL
+			SELECT s.snapshot_id, s.parent_id, s.chain_len, c.lvl + 1 FROM state_snapshots s JOIN chain c ON s.snapshot_id = c.parent
+		)
+		SELECT id, parent, len FROM chain ORDER BY lvl`, []any{snapshotID}, func(rows *sql.Rows) error {
+		var id int64
+		var parent sql.NullInt64
+		var n int
+		if err := rows.Scan(&id, &parent, &n); err != nil {
+			return err
+		}
+		if len(chain) == 0 {
+			info = SnapshotInfo{Parent: parent.Int64, ChainLen: n}
+		}
+		chain = append(chain, id)
+		return nil
+	})
+	if err == nil && len(chain) == 0 {
+		err = fmt.Errorf("loading snapshot %d: %w", snapshotID, sql.ErrNoRows)
+	}
+	return chain, info, err
+}
+
+// ApplySnapshotDeltas applies the entries of the snapshots deltas (a part
+// of a SnapshotChain, nearest first) to state, the farthest first, as
+// LoadSnapshot does.
+func ApplySnapshotDeltas(ctx context.Context, q Reader, deltas []int64, state map[StateKey]string) error {
+	if len(deltas) == 0 {
+		return nil
+	}
+	order := make(map[int64]int, len(deltas))
+	args := make([]any, len(deltas))
+	for i, id := range deltas {
+		order[id], args[i] = i, id
+	}
+	type entry struct {
+		at int
+		k  StateKey
+		ev string
+	}
+	var entries []entry
+	err := queryEach(ctx, q, "loading snapshot deltas", `SELECT snapshot_id, type, state_key, event_id FROM state_snapshot_entries
+		WHERE snapshot_id IN (`+placeholders(1, len(deltas))+`)`, args, func(rows *sql.Rows) error {
+		var id int64
+		var e entry
+		if err := rows.Scan(&id, &e.k.Type, &e.k.StateKey, &e.ev); err != nil {
+			return err
+		}
+		e.at = order[id]
+		entries = append(entries, e)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].at > entries[j].at })
+	for _, e := range entries {
+		state[e.k] = e.ev
+	}
+	return nil
+}
+
 // SnapshotEntries returns the entries of a snapshot for the given keys
 // only (absent keys are left out): the lookups of history visibility at
 // an event need two entries of a state that may have thousands.
@@ -696,4 +767,38 @@ func ServerJoinedNow(ctx context.Context, q Reader, roomID, server string) (bool
 		return false, fmt.Errorf("checking if %s is in %s: %w", server, roomID, err)
 	}
 	return n > 0, nil
+}
+
+// EventJSON is an event's stored JSON, and whether it was redacted since
+// (the JSON is then the original's, to be redacted by the reader).
+type EventJSON struct {
+	EventID  string
+	JSON     []byte
+	Redacted bool
+}
+
+// GetEventJSONs reads the stored JSON of events, in no particular order;
+// missing IDs are left out. Only the columns needed to send events on as
+// they are (a big room's state to another server), not the whole row.
+func GetEventJSONs(ctx context.Context, q Reader, eventIDs []string) ([]EventJSON, error) {
+	var out []EventJSON
+	for start := 0; start < len(eventIDs); start += 500 {
+		chunk := eventIDs[start:min(start+500, len(eventIDs))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		err := queryEach(ctx, q, "reading events' JSON", `SELECT event_id, json, redacted_by IS NOT NULL FROM events WHERE event_id IN (`+placeholders(1, len(chunk))+`)`, args, func(rows *sql.Rows) error {
+			var e EventJSON
+			if err := rows.Scan(&e.EventID, &e.JSON, &e.Redacted); err != nil {
+				return err
+			}
+			out = append(out, e)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

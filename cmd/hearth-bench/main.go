@@ -99,6 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	intFlag("partialjoin-members", "partialjoin: members of the room joined over federation (default 10000)")
 	intFlag("partialjoin-state", "partialjoin: state events of that room, members included (default 50000)")
 	pjURLs := fs.String("partialjoin-url", "", "partialjoin against running servers: RESIDENT,JOINER base URLs of two homeservers that federate (otherwise --start-hearth starts a pair per source tree)")
+	pjRoom := fs.String("partialjoin-room", "", "with --partialjoin-url: join this room of the resident, built by an earlier run, instead of building one (its size is what it is; the setup takes most of 10 minutes at full size)")
 	rate := fs.Float64("rate", 0, "fanout and multidevice: messages per second (default 20)")
 	timeout := fs.Duration("timeout", 0, "time limit per workload and server, setup included (default 10m; smoke 60s)")
 	if err := fs.Parse(args); err != nil {
@@ -266,6 +267,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		}
 		targets = append(targets, t)
 	}
+	if *pjRoom != "" && *pjURLs == "" {
+		return 0, errors.New("--partialjoin-room needs --partialjoin-url (the resident that holds the room)")
+	}
 	if *pjURLs != "" {
 		us := splitList(*pjURLs)
 		if len(us) != 2 || len(targets) != 1 {
@@ -276,6 +280,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 				return 0, fmt.Errorf("--partialjoin-url %q is not a loopback base URL", u)
 			}
 		}
+		p.PartialRoom = *pjRoom
 		targets[0].pair = func(context.Context) (*fedPair, error) {
 			return &fedPair{resident: &client{base: strings.TrimRight(us[0], "/"), sharedSecret: *secret},
 				joiner: &client{base: strings.TrimRight(us[1], "/"), sharedSecret: *secret}, stop: func() {}}, nil

@@ -101,33 +101,57 @@ func TestSharedSecretRegistration(t *testing.T) {
 // over federation, sends, and sees every member once the state is full.
 func TestSmokePartialJoin(t *testing.T) {
 	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
-		fed := hearthtest.NewFederation(t, b, 2, nil)
-		rep, stdout := runBench(t, "--url", fed[0].URL, "--partialjoin-url", fed[0].URL+","+fed[1].URL, "--smoke", "--workloads", "partialjoin")
-		var pj *result
-		for _, r := range rep.Results {
-			if r.Workload == "partialjoin" {
-				pj = r
-			}
+		fed := hearthtest.NewFederation(t, b, 3, nil)
+		pj, stdout := partialJoinResult(t, "--url", fed[0].URL, "--partialjoin-url", fed[0].URL+","+fed[1].URL, "--smoke", "--workloads", "partialjoin")
+		checkPartialJoin(t, pj, map[string]float64{"members once complete": float64(smokeParams().PartialMembers + 1)})
+		// The room again, from a third server, without building it: the
+		// members now include the first joiner and the run's observer.
+		_, roomID, ok := strings.Cut(pj.Note, "the room: ")
+		roomID, _, _ = strings.Cut(roomID, " ")
+		if !ok || !strings.HasPrefix(roomID, "!") {
+			t.Fatalf("the note names no room: %q\n%s", pj.Note, stdout)
 		}
-		if pj == nil {
-			t.Fatalf("no partialjoin result:\n%s", stdout)
-		}
-		want := map[string]float64{"members once complete": float64(smokeParams().PartialMembers + 1)}
-		for _, m := range pj.Metrics {
-			if v, ok := want[m.Name]; ok && m.Value != v {
-				t.Errorf("%s = %v, want %v", m.Name, m.Value, v)
-			}
-			delete(want, m.Name)
-		}
-		for _, name := range []string{"join", "join to first send", "join to full state", "join to message at the resident"} {
-			if !hasMetric(pj, name) {
-				t.Errorf("partialjoin has no %q", name)
-			}
-		}
-		if len(want) > 0 {
-			t.Errorf("partialjoin lacks %v", want)
-		}
+		again, _ := partialJoinResult(t, "--url", fed[0].URL, "--partialjoin-url", fed[0].URL+","+fed[2].URL, "--partialjoin-room", roomID, "--smoke", "--workloads", "partialjoin")
+		n := float64(smokeParams().PartialMembers + 2)
+		checkPartialJoin(t, again, map[string]float64{"members before the join": n, "members once complete": n + 1})
 	})
+}
+
+// partialJoinResult runs hearth-bench with args and returns its
+// partialjoin result, which must have no errors.
+func partialJoinResult(t *testing.T, args ...string) (*result, string) {
+	t.Helper()
+	rep, stdout := runBench(t, args...)
+	for _, r := range rep.Results {
+		if r.Workload == "partialjoin" {
+			if r.Errors > 0 {
+				t.Fatalf("partialjoin had %d errors: %v\n%s", r.Errors, r.ErrorSamples, stdout)
+			}
+			return r, stdout
+		}
+	}
+	t.Fatalf("no partialjoin result:\n%s", stdout)
+	return nil, ""
+}
+
+// checkPartialJoin checks a partialjoin result's timings are there and
+// its counts are want.
+func checkPartialJoin(t *testing.T, pj *result, want map[string]float64) {
+	t.Helper()
+	for _, m := range pj.Metrics {
+		if v, ok := want[m.Name]; ok && m.Value != v {
+			t.Errorf("%s = %v, want %v", m.Name, m.Value, v)
+		}
+		delete(want, m.Name)
+	}
+	for _, name := range []string{"join", "join to first send", "join to full state", "join to message at the resident"} {
+		if !hasMetric(pj, name) {
+			t.Errorf("partialjoin has no %q", name)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("partialjoin lacks %v", want)
+	}
 }
 
 // TestPartialJoinNeedsTwoServers: against one running server the workload

@@ -131,8 +131,26 @@ func (b *bench) runPartialJoin(ctx context.Context, t *target) *result {
 		defer joiRSS.finish()
 	}
 
-	room, err := b.bigRoom(ctx, &res, members, states)
-	if err != nil {
+	var room bigRoomInfo
+	wantMembers := members + 1
+	if b.p.PartialRoom != "" {
+		// A room an earlier run built: a new user of the resident joins it
+		// to read it (the joiner's message), and counts its members.
+		r.Params = fmt.Sprintf("room %s of the resident, built by an earlier run; a user of a second server joins it over federation, sends, and waits for the full state", b.p.PartialRoom)
+		observer, err := res.register(ctx, fmt.Sprintf("bench%s_pjobserver", b.runID), "")
+		if err != nil {
+			return setupFailed(r, err)
+		}
+		if err := res.join(ctx, observer, b.p.PartialRoom); err != nil {
+			return setupFailed(r, fmt.Errorf("joining %s on the resident: %w", b.p.PartialRoom, err))
+		}
+		n, err := res.joinedMembers(ctx, observer, b.p.PartialRoom)
+		if err != nil {
+			return setupFailed(r, err)
+		}
+		room, wantMembers = bigRoomInfo{id: b.p.PartialRoom, creator: observer}, n+1
+		r.add("members before the join", float64(n), "count")
+	} else if room, err = b.bigRoom(ctx, &res, members, states); err != nil {
 		return setupFailed(r, err)
 	}
 	r.add("setup", time.Since(start).Seconds(), "s")
@@ -180,8 +198,8 @@ func (b *bench) runPartialJoin(ctx context.Context, t *target) *result {
 			sleepCtx(ctx, time.Second)
 		}
 	}
-	if joined != members+1 {
-		ec.add(fmt.Errorf("the joiner's server lists %d joined members once complete, want %d", joined, members+1))
+	if joined != wantMembers {
+		ec.add(fmt.Errorf("the joiner's server lists %d joined members once complete, want %d", joined, wantMembers))
 	}
 	// The message went out over federation during the partial state.
 	var deliveredT time.Duration
@@ -219,7 +237,7 @@ func (b *bench) runPartialJoin(ctx context.Context, t *target) *result {
 			r.add(d.who+" database on disk", db, "MB")
 		}
 	}
-	r.Note = "full state: GET /joined_members on the joiner answered (it waits for the resync, MSC3902) with every member"
+	r.Note = fmt.Sprintf("full state: GET /joined_members on the joiner answered (it waits for the resync, MSC3902) with every member; the room: %s (--partialjoin-room joins it again from another server)", room.id)
 	return r
 }
 

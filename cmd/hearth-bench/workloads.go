@@ -23,10 +23,13 @@ type params struct {
 	JoinMembers, JoinEvents, JoinTrials int
 	PartialMembers, PartialState        int
 	PartialTimeout                      time.Duration // partialjoin's own limit: its setup is long
-	Concurrency                         int           // parallel requests while setting up
-	Timeout                             time.Duration // per workload and target, setup included
-	Grace                               time.Duration // how long receivers may lag the last send
-	LongPoll                            time.Duration
+	// PartialRoom is a room of the resident built by an earlier run
+	// (--partialjoin-room): joined again without the setup.
+	PartialRoom string
+	Concurrency int           // parallel requests while setting up
+	Timeout     time.Duration // per workload and target, setup included
+	Grace       time.Duration // how long receivers may lag the last send
+	LongPoll    time.Duration
 }
 
 func defaultParams() params {
