@@ -123,3 +123,45 @@ func TestSyncSharedBundlesStayPerViewer(t *testing.T) {
 		}
 	})
 }
+
+// TestLeftRoomTimelineAfterLeave: a left room's timeline ends at the leave,
+// so every sync showing it asks at the leave's position, however long
+// after: what the syncs there share must still follow a redaction made
+// after the first of them, and a bundle holds only what came up to the
+// leave (a later edit is not the former member's to see).
+func TestLeftRoomTimelineAfterLeave(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := hearthtest.NewServer(t, b, nil)
+		alice, bob := newUser(t, hs, "alice"), newUser(t, hs, "bob")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		hearthtest.Expect(t, bob.member(t, roomID, "join", nil), http.StatusOK, "")
+		msg := alice.sendEvent(t, roomID, "m.room.message", map[string]any{"msgtype": "m.text", "body": "regrettable"})
+		hearthtest.Expect(t, bob.member(t, roomID, "leave", nil), http.StatusOK, "")
+		leftEvent := func() map[string]any {
+			t.Helper()
+			r := bob.sync(t, "", `filter={"room":{"include_leave":true,"timeline":{"limit":50}}}`)
+			evs, _ := path(r.JSON, "rooms", "leave", roomID, "timeline", "events").([]any)
+			for _, ev := range evs {
+				if m, _ := ev.(map[string]any); m["event_id"] == msg {
+					return m
+				}
+			}
+			t.Fatalf("the message is not in the left room's timeline: %s", r.Body)
+			return nil
+		}
+		alice.sendEvent(t, roomID, "m.room.message", map[string]any{"msgtype": "m.text", "body": "* better",
+			"m.new_content": map[string]any{"msgtype": "m.text", "body": "better"},
+			"m.relates_to":  map[string]any{"rel_type": "m.replace", "event_id": msg}})
+		if ev := leftEvent(); path(ev, "content", "body") != "regrettable" || path(ev, "unsigned", "m.relations") != nil {
+			t.Fatalf("an edit made after the leave is bundled: %v", ev)
+		}
+		hearthtest.Expect(t, alice.do(t, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/redact/"+url.PathEscape(msg)+"/"+nextTxn(), map[string]any{}), http.StatusOK, "")
+		ev := leftEvent()
+		if body := path(ev, "content", "body"); body != nil {
+			t.Fatalf("the redacted message still has its body %q", body)
+		}
+		if path(ev, "unsigned", "redacted_because", "type") != "m.room.redaction" {
+			t.Fatalf("no redacted_because: %v", path(ev, "unsigned"))
+		}
+	})
+}

@@ -139,16 +139,17 @@ func (r *Rooms) CacheStats() map[string]CacheStats {
 // Caches shared by the syncs at one stream position (a sync's events
 // position, or a leave event's): the members of a room woken by one
 // message read its timeline and its bundled aggregations once, not once
-// each. Every event at or before such a position committed before any
-// sync could use it (events commit in stream order and a position is
-// announced after its commit), so what the first sync at a position reads
-// has all a sync there must show, and anything new (a message, an edit,
-// a thread reply) moves the position of the syncs that could show it.
-// What changes an answer without a new position is a redaction (of an
-// event or of a child, which cuts it off), a purge or a partial-state
-// resync changing an event: each bumps sharedGen (ForgetEvents, also run
-// for the relay's news of another process's redactions, and cache), and
-// an entry read before the bump is never served after it.
+// each. Both answers are of the events up to the position: the timeline
+// range ends there, and a bundle counts the children up to it (a child
+// after it comes in the sync's next timeline). Every event at or before
+// such a position committed before any sync could use it (events commit
+// in stream order and a position is announced after its commit), so the
+// first sync at a position reads what every later one would. What
+// changes such an answer afterwards is a redaction (of an event or of a
+// child, which cuts it off), a purge or a partial-state resync changing
+// an event: each bumps sharedGen (ForgetEvents, also run for the relay's
+// news of another process's redactions, and cache), and an entry read
+// before the bump is never served after it.
 
 // bundleCache holds events' bundles by event and position.
 type bundleCache = lru[bundleKey, bundleEntry]

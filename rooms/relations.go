@@ -22,7 +22,8 @@ func (r *Rooms) Aggregations(ctx context.Context, evs []*Event, viewer Viewer) (
 }
 
 // aggregations is Aggregations; with pos > 0 (a sync's events position)
-// the bundles come from and go to the bundle cache (see cache.go).
+// the bundles are of the children up to pos, and come from and go to the
+// bundle cache (see cache.go).
 func (r *Rooms) aggregations(ctx context.Context, evs []*Event, viewer Viewer, pos int64) (map[string]map[string]any, error) {
 	byID := make(map[string]*Event, len(evs))
 	for _, ev := range evs {
@@ -46,7 +47,7 @@ func (r *Rooms) aggregations(ctx context.Context, evs []*Event, viewer Viewer, p
 		}
 	}
 	if len(missing) > 0 {
-		read, err := r.readBundles(ctx, missing)
+		read, err := r.readBundles(ctx, missing, pos)
 		if err != nil {
 			return nil, err
 		}
@@ -102,8 +103,9 @@ func (b *bundle) render(parent *Event, viewer Viewer) map[string]any {
 }
 
 // readBundles reads the bundles of parents (distinct, neither redacted nor
-// state) from the store; an event without children has none (nil).
-func (r *Rooms) readBundles(ctx context.Context, parents []*Event) (map[string]*bundle, error) {
+// state) from the store, of the children up to position upTo (0: all); an
+// event without children has none (nil).
+func (r *Rooms) readBundles(ctx context.Context, parents []*Event, upTo int64) (map[string]*bundle, error) {
 	byID := make(map[string]*Event, len(parents))
 	ids := make([]string, 0, len(parents))
 	for _, ev := range parents {
@@ -117,7 +119,7 @@ func (r *Rooms) readBundles(ctx context.Context, parents []*Event) (map[string]*
 		}
 		return out[id]
 	}
-	threads, err := storage.ThreadSummaries(ctx, r.db.Read(), ids)
+	threads, err := storage.ThreadSummaries(ctx, r.db.Read(), ids, upTo)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +148,7 @@ func (r *Rooms) readBundles(ctx context.Context, parents []*Event) (map[string]*
 			b.thread, b.latest = &t, l
 		}
 	}
-	rows, err := storage.EditsAndReferences(ctx, r.db.Read(), ids)
+	rows, err := storage.EditsAndReferences(ctx, r.db.Read(), ids, upTo)
 	if err != nil {
 		return nil, err
 	}

@@ -115,8 +115,9 @@ func (r *Rooms) Format(ctx context.Context, evs []*Event, viewer Viewer) ([]Clie
 }
 
 // FormatAt is Format for a sync at events position pos (every event up to
-// it committed): the bundled aggregations are read once for all the syncs
-// at pos and shared (bundleCache); the rest is the viewer's own.
+// it committed): the bundled aggregations, of the children up to pos, are
+// read once for all the syncs at pos and shared (cache.go); the rest is
+// the viewer's own.
 func (r *Rooms) FormatAt(ctx context.Context, evs []*Event, viewer Viewer, pos int64) ([]ClientEvent, error) {
 	return r.format(ctx, evs, viewer, pos)
 }

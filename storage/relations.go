@@ -83,8 +83,9 @@ type ThreadSummary struct {
 	Senders   map[string]bool // who sent the thread's events
 }
 
-// ThreadSummaries summarises the threads rooted at any of roots.
-func ThreadSummaries(ctx context.Context, q Reader, roots []string) (map[string]ThreadSummary, error) {
+// ThreadSummaries summarises the threads rooted at any of roots, counting
+// their events up to stream position upTo (0: all).
+func ThreadSummaries(ctx context.Context, q Reader, roots []string, upTo int64) (map[string]ThreadSummary, error) {
 	out := map[string]ThreadSummary{}
 	if len(roots) == 0 {
 		return out, nil
@@ -93,10 +94,11 @@ func ThreadSummaries(ctx context.Context, q Reader, roots []string) (map[string]
 	for i, r := range roots {
 		args[i] = r
 	}
+	bound := upToBound(&args, upTo)
 	// One row per root and sender: a thread has few senders, and the
 	// summary serves every viewer (rooms' bundle cache).
 	err := queryEach(ctx, q, "summarising threads", `SELECT relates_to, sender, COUNT(*), MAX(stream_pos)
-		FROM events WHERE rel_type = 'm.thread' AND `+relationTimeline+` AND relates_to IN (`+placeholders(1, len(roots))+`)
+		FROM events WHERE rel_type = 'm.thread' AND `+relationTimeline+` AND relates_to IN (`+placeholders(1, len(roots))+`)`+bound+`
 		GROUP BY relates_to, sender`, args, func(rows *sql.Rows) error {
 		var root, sender string
 		var count int
@@ -133,8 +135,9 @@ func EventsAtPositions(ctx context.Context, q Reader, positions []int64) ([]Even
 }
 
 // EditsAndReferences returns the m.replace and m.reference children of
-// parents (the few events bundled whole or by ID).
-func EditsAndReferences(ctx context.Context, q Reader, parents []string) ([]Event, error) {
+// parents (the few events bundled whole or by ID) up to stream position
+// upTo (0: all).
+func EditsAndReferences(ctx context.Context, q Reader, parents []string, upTo int64) ([]Event, error) {
 	if len(parents) == 0 {
 		return nil, nil
 	}
@@ -142,8 +145,19 @@ func EditsAndReferences(ctx context.Context, q Reader, parents []string) ([]Even
 	for i, p := range parents {
 		args[i] = p
 	}
+	bound := upToBound(&args, upTo)
 	return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events WHERE rel_type IN ('m.replace', 'm.reference') AND `+relationTimeline+`
-		AND relates_to IN (`+placeholders(1, len(parents))+`) ORDER BY stream_pos`, args...)
+		AND relates_to IN (`+placeholders(1, len(parents))+`)`+bound+` ORDER BY stream_pos`, args...)
+}
+
+// upToBound adds upTo to args and returns the condition bounding
+// stream_pos by it, or nothing for 0.
+func upToBound(args *[]any, upTo int64) string {
+	if upTo <= 0 {
+		return ""
+	}
+	*args = append(*args, upTo)
+	return fmt.Sprintf(` AND stream_pos <= $%d`, len(*args))
 }
 
 // ThreadRoot is a thread of a room with the position of its latest event.
