@@ -2,7 +2,10 @@ package rooms
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/tidwall/gjson"
 
@@ -47,16 +50,12 @@ func (r *Rooms) aggregations(ctx context.Context, evs []*Event, viewer Viewer, p
 		}
 	}
 	if len(missing) > 0 {
-		read, err := r.readBundles(ctx, missing, pos)
+		read, err := r.sharedReadBundles(ctx, missing, pos, gen)
 		if err != nil {
 			return nil, err
 		}
 		for _, ev := range missing {
-			b := read[ev.EventID]
-			bundles[ev.EventID] = b
-			if pos > 0 && r.bundles != nil {
-				r.bundles.put(bundleKey{ev.EventID, pos}, bundleEntry{gen, b})
-			}
+			bundles[ev.EventID] = read[ev.EventID]
 		}
 	}
 	for id, b := range bundles {
@@ -100,6 +99,36 @@ func (b *bundle) render(parent *Event, viewer Viewer) map[string]any {
 		out["m.reference"] = map[string]any{"chunk": chunk}
 	}
 	return out
+}
+
+// sharedReadBundles reads the bundles of parents for a sync at pos and
+// caches them; the syncs missing the same ones at once (a room's members
+// woken together) wait for one reading. pos 0: read, not shared.
+func (r *Rooms) sharedReadBundles(ctx context.Context, parents []*Event, pos int64, gen uint64) (map[string]*bundle, error) {
+	if pos <= 0 || r.bundles == nil {
+		return r.readBundles(ctx, parents, 0)
+	}
+	ids := make([]string, len(parents))
+	for i, ev := range parents {
+		ids[i] = ev.EventID
+	}
+	slices.Sort(ids)
+	key := fmt.Sprintf("bundles\x00%d\x00%d\x00%s", pos, gen, strings.Join(ids, "\x00"))
+	v, err, _ := r.flights.Do(key, func() (any, error) {
+		// Not the first caller's context: the others wait on this read.
+		read, err := r.readBundles(context.WithoutCancel(ctx), parents, pos)
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range parents {
+			r.bundles.put(bundleKey{ev.EventID, pos}, bundleEntry{gen, read[ev.EventID]})
+		}
+		return read, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(map[string]*bundle), nil // read-only: shared by the waiters
 }
 
 // readBundles reads the bundles of parents (distinct, neither redacted nor

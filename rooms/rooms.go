@@ -22,6 +22,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/hearth-matrix/hearth/serverkey"
 	"github.com/hearth-matrix/hearth/stateres"
@@ -56,6 +57,9 @@ type Rooms struct {
 	bundles   *bundleCache
 	recents   *recentCache
 	sharedGen atomic.Uint64
+	// flights: the shared caches' readings under way, joined by the
+	// syncs that miss the same entry at once.
+	flights singleflight.Group
 
 	keyRing  *gomatrixserverlib.KeyRing
 	verifier gomatrixserverlib.JSONVerifier

@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"fmt"
 	"slices"
 
 	"github.com/hearth-matrix/hearth/storage"
@@ -110,11 +111,26 @@ func (r *Rooms) Recent(ctx context.Context, roomID string, from, to int64, limit
 			return slices.Clone(e.evs), e.limited, nil
 		}
 	}
-	evs, limited, err := r.recent(ctx, roomID, from, to, limit)
-	if err == nil && r.recents != nil {
-		r.recents.put(key, recentEntry{gen, slices.Clone(evs), limited})
+	if r.recents == nil {
+		return r.recent(ctx, roomID, from, to, limit)
 	}
-	return evs, limited, err
+	// The syncs missing the same range at once (a room's members woken
+	// together) wait for one reading.
+	v, err, _ := r.flights.Do(fmt.Sprintf("recent\x00%s\x00%d\x00%d\x00%d\x00%d", roomID, from, to, limit, gen), func() (any, error) {
+		// Not the first caller's context: the others wait on this read.
+		evs, limited, err := r.recent(context.WithoutCancel(ctx), roomID, from, to, limit)
+		if err != nil {
+			return nil, err
+		}
+		e := recentEntry{gen, evs, limited}
+		r.recents.put(key, e)
+		return e, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	e := v.(recentEntry)
+	return slices.Clone(e.evs), e.limited, nil
 }
 
 func (r *Rooms) recent(ctx context.Context, roomID string, from, to int64, limit int) ([]*Event, bool, error) {
