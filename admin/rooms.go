@@ -355,18 +355,14 @@ func (a *API) roomState(r *http.Request, c accounts.Caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := a.rooms.CurrentState(r.Context(), s.RoomID)
+	var st rooms.State
+	if t := r.URL.Query().Get("type"); t != "" {
+		st, err = a.rooms.CurrentStateOfType(r.Context(), s.RoomID, t)
+	} else {
+		st, err = a.rooms.CurrentState(r.Context(), s.RoomID)
+	}
 	if err != nil {
 		return nil, err
-	}
-	if t := r.URL.Query().Get("type"); t != "" {
-		only := rooms.State{}
-		for k, id := range st {
-			if k.Type == t {
-				only[k] = id
-			}
-		}
-		st = only
 	}
 	evs, err := a.rooms.StateEvents(r.Context(), st)
 	if err != nil {

@@ -135,13 +135,14 @@ func (a *API) makeRoomAdmin(r *http.Request, c accounts.Caller) (any, error) {
 			}
 		}
 	}
-	st, err := a.rooms.CurrentState(ctx, roomID)
+	// The room is known: PowerLevels found its create event.
+	plID, err := a.rooms.CurrentStateID(ctx, roomID, storage.StateKey{Type: spec.MRoomPowerLevels})
 	if err != nil {
 		return nil, err
 	}
 	content := map[string]any{}
-	if id, ok := st[storage.StateKey{Type: spec.MRoomPowerLevels}]; ok {
-		ev, err := a.rooms.Event(ctx, id)
+	if plID != "" {
+		ev, err := a.rooms.Event(ctx, plID)
 		if err != nil {
 			return nil, err
 		}

@@ -158,12 +158,8 @@ func (a *API) deleteAlias(r *http.Request, c accounts.Caller) (any, error) {
 // m.room.canonical_alias, as the spec asks servers to; if the user may not
 // send that state, the event stays as it is.
 func (a *API) dropFromCanonicalAlias(r *http.Request, roomID, alias, userID string) {
-	st, err := a.rooms.CurrentState(r.Context(), roomID)
-	if err != nil {
-		return
-	}
-	id, ok := st[storage.StateKey{Type: spec.MRoomCanonicalAlias}]
-	if !ok {
+	id, err := a.rooms.CurrentStateID(r.Context(), roomID, storage.StateKey{Type: spec.MRoomCanonicalAlias})
+	if err != nil || id == "" {
 		return
 	}
 	ev, err := a.rooms.Event(r.Context(), id)
@@ -214,7 +210,7 @@ func (a *API) roomAliases(r *http.Request, c accounts.Caller) (any, error) {
 		}
 		return a.listAliases(r, roomID)
 	}
-	st, err := a.visibleState(r, roomID, c.UserID)
+	st, err := a.visibleStateKeys(r, roomID, c.UserID, storage.StateKey{Type: spec.MRoomHistoryVisibility})
 	if err != nil {
 		return nil, err
 	}

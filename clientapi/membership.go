@@ -406,15 +406,9 @@ func (a *API) joinedMembers(r *http.Request, c accounts.Caller) (any, error) {
 		}
 		return nil, err
 	}
-	st, err := a.rooms.CurrentState(r.Context(), roomID)
+	memberState, err := a.rooms.CurrentStateOfType(r.Context(), roomID, spec.MRoomMember)
 	if err != nil {
 		return nil, err
-	}
-	memberState := rooms.State{}
-	for k, id := range st {
-		if k.Type == spec.MRoomMember {
-			memberState[k] = id
-		}
 	}
 	evs, err := a.rooms.StateEvents(r.Context(), memberState)
 	if err != nil {

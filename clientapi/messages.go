@@ -218,7 +218,7 @@ func (a *API) parsePaginationToken(r *http.Request, roomID, s string) (rooms.Top
 // see (never joined, not world_readable) and for unknown rooms alike, so
 // the answer does not tell whether a room exists.
 func (a *API) requireCanSee(r *http.Request, roomID, userID string) error {
-	_, err := a.visibleState(r, roomID, userID)
+	_, _, err := a.stateVisible(r, roomID, userID)
 	var me *mxhttp.Error
 	if errors.As(err, &me) && me.ErrCode == "M_NOT_FOUND" {
 		return mxhttp.Forbidden("You are not in room %s", roomID)

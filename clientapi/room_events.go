@@ -245,51 +245,79 @@ func jsonEqual(a, b []byte) bool {
 // when joined, else the state at the moment they left (or were kicked or
 // banned), else, for world_readable rooms, the current state.
 func (a *API) visibleState(r *http.Request, roomID, userID string) (rooms.State, error) {
-	m, memberEventID, err := a.rooms.MembershipOf(r.Context(), roomID, userID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, mxhttp.NotFound("Unknown room %s", roomID)
-	}
+	current, at, err := a.stateVisible(r, roomID, userID)
 	if err != nil {
 		return nil, err
 	}
-	if m == spec.Join {
+	if current {
 		return a.rooms.CurrentState(r.Context(), roomID)
 	}
-	cur, err := a.rooms.CurrentState(r.Context(), roomID)
+	return a.rooms.StateAt(r.Context(), at)
+}
+
+// visibleStateKeys is visibleState for the given keys only: point lookups,
+// where the whole state of a big room is tens of thousands of entries.
+func (a *API) visibleStateKeys(r *http.Request, roomID, userID string, keys ...storage.StateKey) (rooms.State, error) {
+	current, at, err := a.stateVisible(r, roomID, userID)
 	if err != nil {
 		return nil, err
 	}
-	if hvID, ok := cur[storage.StateKey{Type: spec.MRoomHistoryVisibility}]; ok {
+	if current {
+		return a.rooms.CurrentStateIDs(r.Context(), roomID, keys...)
+	}
+	return a.rooms.StateIDsAt(r.Context(), at, keys...)
+}
+
+// stateVisible says which state of the room the user may see (as
+// visibleState): the current state, else the snapshot after their leave or
+// ban.
+func (a *API) stateVisible(r *http.Request, roomID, userID string) (current bool, snapshot int64, err error) {
+	m, memberEventID, err := a.rooms.MembershipOf(r.Context(), roomID, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, 0, mxhttp.NotFound("Unknown room %s", roomID)
+	}
+	if err != nil {
+		return false, 0, err
+	}
+	if m == spec.Join {
+		return true, 0, nil
+	}
+	// The room is known (MembershipOf found it): a missing key is absent.
+	hvID, err := a.rooms.CurrentStateID(r.Context(), roomID, storage.StateKey{Type: spec.MRoomHistoryVisibility})
+	if err != nil {
+		return false, 0, err
+	}
+	if hvID != "" {
 		if ev, err := a.rooms.Event(r.Context(), hvID); err == nil {
 			if hv, _ := ev.PDU.HistoryVisibility(); hv == "world_readable" {
-				return cur, nil
+				return true, 0, nil
 			}
 		}
 	}
 	if m == spec.Leave || m == spec.Ban {
 		if forgotten, err := storage.IsForgotten(r.Context(), a.db.Read(), userID, roomID); err != nil {
-			return nil, err
+			return false, 0, err
 		} else if forgotten {
-			return nil, mxhttp.Forbidden("You forgot room %s", roomID)
+			return false, 0, mxhttp.Forbidden("You forgot room %s", roomID)
 		}
 		// The state as the user left it, their leave included.
 		ev, err := a.rooms.Event(r.Context(), memberEventID)
 		if err != nil {
-			return nil, err
+			return false, 0, err
 		}
-		return a.rooms.StateAt(r.Context(), ev.SnapshotAfter)
+		return false, ev.SnapshotAfter, nil
 	}
-	return nil, mxhttp.Forbidden("You are not in room %s", roomID)
+	return false, 0, mxhttp.Forbidden("You are not in room %s", roomID)
 }
 
 // GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
 func (a *API) getState(r *http.Request, c accounts.Caller) (any, error) {
 	roomID, evType, stateKey := pathParam(r, "roomId"), pathParam(r, "eventType"), pathParam(r, "stateKey")
-	st, err := a.visibleState(r, roomID, c.UserID)
+	k := storage.StateKey{Type: evType, StateKey: stateKey}
+	st, err := a.visibleStateKeys(r, roomID, c.UserID, k)
 	if err != nil {
 		return nil, err
 	}
-	k := storage.StateKey{Type: evType, StateKey: stateKey}
 	id, ok := st[k]
 	if !ok && rooms.LeftForResync(k) {
 		// A partial-state room may learn it with its resync (MSC3902).
@@ -299,7 +327,7 @@ func (a *API) getState(r *http.Request, c accounts.Caller) (any, error) {
 			if err := a.rooms.AwaitFullState(r.Context(), roomID); err != nil {
 				return nil, err
 			}
-			if st, err = a.visibleState(r, roomID, c.UserID); err != nil {
+			if st, err = a.visibleStateKeys(r, roomID, c.UserID, k); err != nil {
 				return nil, err
 			}
 			id, ok = st[k]

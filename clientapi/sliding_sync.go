@@ -844,15 +844,9 @@ func (a *API) spaceChildren(ctx context.Context, space string, ld *ssListData, j
 	if !joined[space] {
 		return children, nil
 	}
-	st, err := a.rooms.CurrentState(ctx, space)
+	want, err := a.rooms.CurrentStateOfType(ctx, space, "m.space.child")
 	if err != nil {
 		return nil, err
-	}
-	want := rooms.State{}
-	for k, id := range st {
-		if k.Type == "m.space.child" {
-			want[k] = id
-		}
 	}
 	evs, err := a.rooms.StateEvents(ctx, want)
 	if err != nil {
@@ -899,7 +893,8 @@ func (a *API) loadRoomFacts(ctx context.Context, cand *ssCandidate) error {
 			}
 		}
 	} else {
-		st, err := a.rooms.CurrentState(ctx, cand.roomID)
+		// Two keys, not the whole state: this runs per candidate room.
+		st, err := a.rooms.CurrentStateIDs(ctx, cand.roomID, storage.StateKey{Type: "m.room.encryption"}, storage.StateKey{Type: spec.MRoomCreate})
 		if err != nil {
 			return err
 		}

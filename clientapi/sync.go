@@ -1017,7 +1017,7 @@ func (a *API) roomSummary(ctx context.Context, roomID, userID string) (*roomSumm
 		heroes = heroes[:5]
 	}
 	s := &roomSummary{Joined: &joined, Invited: &invited}
-	st, err := a.rooms.CurrentState(ctx, roomID)
+	st, err := a.rooms.CurrentStateIDs(ctx, roomID, storage.StateKey{Type: spec.MRoomName}, storage.StateKey{Type: spec.MRoomCanonicalAlias})
 	if err != nil {
 		return nil, err
 	}

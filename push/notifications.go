@@ -259,26 +259,16 @@ type roomCtx struct {
 	ev     *rooms.Event
 	joined int
 
-	stateOnce sync.Once
-	state     rooms.State
-	plOnce    sync.Once
-	pl        *gomatrixserverlib.PowerLevelContent
+	plOnce sync.Once
+	pl     *gomatrixserverlib.PowerLevelContent
 }
 
-func (r *roomCtx) currentState() rooms.State {
-	r.stateOnce.Do(func() {
-		st, err := r.p.rooms.CurrentState(r.ctx, r.ev.RoomID)
-		if err == nil {
-			r.state = st
-		}
-	})
-	return r.state
-}
-
-// stateContent returns the content of a current state event, or nil.
+// stateContent returns the content of a current state event, or nil. It
+// looks the one key up: an event's push reads three (eventInfo, once per
+// event), where a big room's whole state is tens of thousands.
 func (r *roomCtx) stateContent(typ, stateKey string) map[string]any {
-	id, ok := r.currentState()[storage.StateKey{Type: typ, StateKey: stateKey}]
-	if !ok {
+	id, err := r.p.rooms.CurrentStateID(r.ctx, r.ev.RoomID, storage.StateKey{Type: typ, StateKey: stateKey})
+	if err != nil || id == "" {
 		return nil
 	}
 	ev, err := r.p.rooms.Event(r.ctx, id)

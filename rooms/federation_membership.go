@@ -109,7 +109,11 @@ func (r *Rooms) SendKnock(ctx context.Context, origin spec.ServerName, roomID, e
 	if _, err := r.receiveMembership(ctx, origin, roomID, eventID, raw, spec.Knock); err != nil {
 		return nil, err
 	}
-	cur, err := r.CurrentState(ctx, roomID)
+	keys := make([]storage.StateKey, 0, len(inviteStateTypes))
+	for _, typ := range inviteStateTypes {
+		keys = append(keys, storage.StateKey{Type: typ})
+	}
+	cur, err := r.CurrentStateIDs(ctx, roomID, keys...)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +154,13 @@ func (r *Rooms) receiveMembership(ctx context.Context, origin spec.ServerName, r
 		}
 		return pdu, nil // a retry
 	}
-	cur, err := r.CurrentState(ctx, roomID)
+	// The keys the auth rules read, not the room's whole state (the room
+	// is known: Version found it).
+	var keys []storage.StateKey
+	for _, t := range gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{pdu}).Tuples() {
+		keys = append(keys, storage.StateKey{Type: t.EventType, StateKey: t.StateKey})
+	}
+	cur, err := r.CurrentStateIDs(ctx, roomID, keys...)
 	if err != nil {
 		return nil, err
 	}

@@ -112,12 +112,15 @@ func (r *Rooms) inviteRemote(ctx context.Context, roomID string, c ChangeMembers
 	return r.persist(ctx, incoming{arrival: arriveLive, pdu: signed, prevs: prevs})
 }
 
+// inviteStateTypes are the types (empty state key) of inviteStrippedState.
+var inviteStateTypes = []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar", spec.MRoomCanonicalAlias, "m.room.encryption", spec.MRoomTopic}
+
 // inviteStrippedState is the state an invitee's server is sent to show
 // the room before joining: the create event (required) and the
 // recommended events, as full PDUs (server-server API, invite_room_state).
 func (r *Rooms) inviteStrippedState(ctx context.Context, st map[storage.StateKey]string) ([]json.RawMessage, error) {
 	var ids []string
-	for _, typ := range []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar", spec.MRoomCanonicalAlias, "m.room.encryption", spec.MRoomTopic} {
+	for _, typ := range inviteStateTypes {
 		if id, ok := st[storage.StateKey{Type: typ}]; ok {
 			ids = append(ids, id)
 		}

@@ -288,11 +288,16 @@ func (r *Rooms) CanRedactOthers(ctx context.Context, roomID, userID string) (boo
 // are added to Users at gomatrixserverlib.CreatorPowerLevel, above any
 // level an event can give. The result is a view, never event content.
 func (r *Rooms) PowerLevels(ctx context.Context, roomID string) (*gomatrixserverlib.PowerLevelContent, error) {
-	st, err := r.CurrentState(ctx, roomID)
+	// Two keys, not the whole state (push asks this per event).
+	st, err := r.CurrentStateIDs(ctx, roomID, storage.StateKey{Type: spec.MRoomCreate}, storage.StateKey{Type: spec.MRoomPowerLevels})
 	if err != nil {
 		return nil, err
 	}
-	create, err := r.Event(ctx, st[storage.StateKey{Type: spec.MRoomCreate}])
+	createID, ok := st[storage.StateKey{Type: spec.MRoomCreate}]
+	if !ok {
+		return nil, storage.ErrNotFound // an unknown room
+	}
+	create, err := r.Event(ctx, createID)
 	if err != nil {
 		return nil, err
 	}

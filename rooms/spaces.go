@@ -60,15 +60,12 @@ func PubliclyPreviewable(info Info) bool {
 // a non-empty list), in the spec's order: by content.order when valid,
 // then origin_server_ts, then room ID.
 func (r *Rooms) SpaceChildren(ctx context.Context, roomID string) ([]SpaceChild, error) {
-	st, err := r.CurrentState(ctx, roomID)
+	if _, err := storage.GetRoom(ctx, r.db.Read(), roomID); err != nil {
+		return nil, err // ErrNotFound for a room we do not have
+	}
+	keep, err := r.CurrentStateOfType(ctx, roomID, "m.space.child")
 	if err != nil {
 		return nil, err
-	}
-	keep := State{}
-	for k, id := range st {
-		if k.Type == "m.space.child" {
-			keep[k] = id
-		}
 	}
 	evs, err := r.StateEvents(ctx, keep)
 	if err != nil {

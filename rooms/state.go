@@ -67,6 +67,22 @@ func (r *Rooms) StateAt(ctx context.Context, snapshotID int64) (State, error) {
 	return maps.Clone(State(s.state)), nil
 }
 
+// StateIDsAt is StateAt for the given keys only (absent keys are left
+// out), without copying the rest.
+func (r *Rooms) StateIDsAt(ctx context.Context, snapshotID int64, keys ...storage.StateKey) (State, error) {
+	s, err := r.snapshotState(ctx, r.db.Read(), snapshotID)
+	if err != nil {
+		return nil, err
+	}
+	out := State{}
+	for _, k := range keys {
+		if id, ok := s.state[k]; ok {
+			out[k] = id
+		}
+	}
+	return out, nil
+}
+
 // CurrentState returns a copy of a room's current state.
 func (r *Rooms) CurrentState(ctx context.Context, roomID string) (State, error) {
 	room, err := storage.GetRoom(ctx, r.db.Read(), roomID)
@@ -86,6 +102,20 @@ func (r *Rooms) CurrentStateID(ctx context.Context, roomID string, k storage.Sta
 // CurrentStateIDs is CurrentStateID for several keys (one indexed lookup each).
 func (r *Rooms) CurrentStateIDs(ctx context.Context, roomID string, keys ...storage.StateKey) (State, error) {
 	return storage.CurrentStateEventIDs(ctx, r.db.Read(), roomID, keys...)
+}
+
+// CurrentStateOfType is the part of the room's current state of one event
+// type (m.space.child, say), read without the rest.
+func (r *Rooms) CurrentStateOfType(ctx context.Context, roomID, eventType string) (State, error) {
+	byKey, err := storage.RoomStateOfType(ctx, r.db.Read(), roomID, eventType)
+	if err != nil {
+		return nil, err
+	}
+	st := make(State, len(byKey))
+	for k, id := range byKey {
+		st[storage.StateKey{Type: eventType, StateKey: k}] = id
+	}
+	return st, nil
 }
 
 // StateEvents loads the events of a state.

@@ -34,3 +34,11 @@ func CurrentStateEventIDs(ctx context.Context, q Reader, roomID string, keys ...
 	}
 	return out, nil
 }
+
+// RoomStateOfType returns the state keys and event IDs of one event
+// type in a room's current state (a range of the primary key, where
+// loading the whole state reads every entry).
+func RoomStateOfType(ctx context.Context, q Reader, roomID, eventType string) (map[string]string, error) {
+	return queryMap[string, string](ctx, q, "reading "+eventType+" state",
+		`SELECT state_key, event_id FROM current_state WHERE room_id = $1 AND type = $2`, roomID, eventType)
+}
