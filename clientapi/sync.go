@@ -870,7 +870,9 @@ func (a *API) syncTimeline(ctx context.Context, req syncRequest, roomID string, 
 			out.timeline.PrevBatch = end.String()
 		}
 	}
-	formatted, err := a.rooms.Format(ctx, out.events, rooms.Viewer{UserID: req.userID, DeviceID: req.deviceID})
+	// Every event up to to is committed (a sync's position, or a leave
+	// that is): the members of a room woken together share its bundles.
+	formatted, err := a.rooms.FormatAt(ctx, out.events, rooms.Viewer{UserID: req.userID, DeviceID: req.deviceID}, to)
 	if err != nil {
 		return syncedTimeline{}, err
 	}

@@ -124,11 +124,115 @@ func newPDUCache(maxBytes int) *pduCache {
 // CacheStats are the hits and misses of one cache since start.
 type CacheStats struct{ Hits, Misses int64 }
 
-// CacheStats reports the room core's caches: parsed events ("events") and
-// state snapshots ("state").
+// CacheStats reports the room core's caches: parsed events ("events"),
+// state snapshots ("state"), and the timelines ("recent") and bundled
+// aggregations ("bundles") the syncs at one position share.
 func (r *Rooms) CacheStats() map[string]CacheStats {
 	return map[string]CacheStats{
-		"events": {r.pdus.hits.Load(), r.pdus.misses.Load()},
-		"state":  {r.snapshots.hits.Load(), r.snapshots.misses.Load()},
+		"events":  {r.pdus.hits.Load(), r.pdus.misses.Load()},
+		"state":   {r.snapshots.hits.Load(), r.snapshots.misses.Load()},
+		"bundles": {r.bundles.hits.Load(), r.bundles.misses.Load()},
+		"recent":  {r.recents.hits.Load(), r.recents.misses.Load()},
+	}
+}
+
+// Caches shared by the syncs at one stream position (a sync's events
+// position, or a leave event's): the members of a room woken by one
+// message read its timeline and its bundled aggregations once, not once
+// each. Both answers are of the events up to the position: the timeline
+// range ends there, and a bundle counts the children up to it (a child
+// after it comes in the sync's next timeline). Every event at or before
+// such a position committed before any sync could use it (events commit
+// in stream order and a position is announced after its commit), so the
+// first sync at a position reads what every later one would. What
+// changes such an answer afterwards is a redaction (of an event or of a
+// child, which cuts it off), a purge or a partial-state resync changing
+// an event: each bumps sharedGen (ForgetEvents, also run for the relay's
+// news of another process's redactions, and cache), and an entry read
+// before the bump is never served after it.
+
+// bundleCache holds events' bundles by event and position.
+type bundleCache = lru[bundleKey, bundleEntry]
+
+type bundleKey struct {
+	eventID string
+	pos     int64
+}
+
+type bundleEntry struct {
+	gen    uint64 // sharedGen when its reading began
+	bundle *bundle
+}
+
+// bundleCacheWeight bounds the cache: an entry weighs 1 plus the thread
+// senders and references it holds (bundled events are shared with the
+// event cache). Most entries are events without children.
+const bundleCacheWeight = 20_000
+
+func newBundleCache() *bundleCache {
+	return newLRU[bundleKey](bundleCacheWeight, func(e bundleEntry) int {
+		w := 1
+		if b := e.bundle; b != nil {
+			w += len(b.refs)
+			if b.thread != nil {
+				w += len(b.thread.Senders)
+			}
+		}
+		return w
+	})
+}
+
+// cachedBundle is the bundle of eventID for a sync at pos, if one read
+// since the last invalidation (gen) is cached. pos 0: not cached.
+func (r *Rooms) cachedBundle(eventID string, pos int64, gen uint64) (*bundle, bool) {
+	if pos <= 0 || r.bundles == nil {
+		return nil, false
+	}
+	e, ok := r.bundles.get(bundleKey{eventID, pos})
+	if !ok || e.gen != gen {
+		return nil, false
+	}
+	return e.bundle, true
+}
+
+// recentCache holds Recent's answers by room, range and limit.
+type recentCache = lru[recentKey, recentEntry]
+
+type recentKey struct {
+	roomID   string
+	from, to int64
+	limit    int
+}
+
+type recentEntry struct {
+	gen     uint64
+	evs     []*Event // read-only: Recent hands out copies
+	limited bool
+}
+
+// recentCacheBytes bounds the events recentCache holds, weighed as the
+// event cache weighs them; a fan-out's entry is one small event.
+const recentCacheBytes = 4 << 20
+
+func newRecentCache() *recentCache {
+	return newLRU[recentKey](recentCacheBytes, func(e recentEntry) int {
+		w := 64
+		for _, ev := range e.evs {
+			w += 2*len(ev.JSON) + 512
+		}
+		return w
+	})
+}
+
+// forgetShared retires every entry of the shared caches: after the bump,
+// entries read before it are never served, even one whose reading is
+// still running.
+func (r *Rooms) forgetShared() {
+	r.sharedGen.Add(1)
+	if r.bundles != nil {
+		r.bundles.clear()
+	}
+	if r.recents != nil {
+		r.recents.clear()
 	}
 }

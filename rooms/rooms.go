@@ -18,9 +18,11 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/hearth-matrix/hearth/serverkey"
 	"github.com/hearth-matrix/hearth/stateres"
@@ -50,6 +52,14 @@ type Rooms struct {
 	snapshots *snapshotCache
 	pdus      *pduCache
 	versions  versionCache
+	// bundles and recents are shared by the syncs at one position;
+	// sharedGen retires their entries (cache.go).
+	bundles   *bundleCache
+	recents   *recentCache
+	sharedGen atomic.Uint64
+	// flights: the shared caches' readings under way, joined by the
+	// syncs that miss the same entry at once.
+	flights singleflight.Group
 
 	keyRing  *gomatrixserverlib.KeyRing
 	verifier gomatrixserverlib.JSONVerifier
@@ -101,6 +111,8 @@ func New(db *storage.DB, serverName string, key serverkey.Key, log *slog.Logger)
 		DefaultVersion: DefaultVersion, PartialStateJoins: true,
 		snapshots: newSnapshotCache(snapshotCacheEntries),
 		pdus:      newPDUCache(pduCacheBytes),
+		bundles:   newBundleCache(),
+		recents:   newRecentCache(),
 	}
 }
 
@@ -108,6 +120,10 @@ func New(db *storage.DB, serverName string, key serverkey.Key, log *slog.Logger)
 // process sharing the database committed; with no IDs, every cached event
 // (when such news may have been missed).
 func (r *Rooms) ForgetEvents(ids ...string) {
+	// The shared caches hold events in answers about others (a child in
+	// a bundle, a timeline): retire them all (redactions and purges are
+	// rare).
+	r.forgetShared()
 	if len(ids) == 0 {
 		r.pdus.clear()
 	}

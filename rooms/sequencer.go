@@ -238,6 +238,8 @@ func (r *Rooms) cache(evs []*Event, snaps []*snapshot) {
 		if ev.Type == spec.MRoomRedaction {
 			if target := ev.PDU.Redacts(); target != "" {
 				r.pdus.remove(target)
+				// The target may be in a shared timeline or bundle.
+				r.forgetShared()
 			}
 		}
 		r.pdus.put(ev.EventID, ev)

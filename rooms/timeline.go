@@ -2,6 +2,8 @@ package rooms
 
 import (
 	"context"
+	"fmt"
+	"slices"
 
 	"github.com/hearth-matrix/hearth/storage"
 )
@@ -98,7 +100,40 @@ func (r *Rooms) End(ctx context.Context, roomID string) (TopoToken, error) {
 
 // Recent returns up to limit timeline events of a room with stream
 // positions in (from, to], oldest first, and whether more were left out.
+// Every event up to to must be committed (to is a sync's position, or a
+// committed event's): the answer is shared by the syncs asking the same
+// (see cache.go).
 func (r *Rooms) Recent(ctx context.Context, roomID string, from, to int64, limit int) ([]*Event, bool, error) {
+	key := recentKey{roomID, from, to, limit}
+	gen := r.sharedGen.Load()
+	if r.recents != nil {
+		if e, ok := r.recents.get(key); ok && e.gen == gen {
+			return slices.Clone(e.evs), e.limited, nil
+		}
+	}
+	if r.recents == nil {
+		return r.recent(ctx, roomID, from, to, limit)
+	}
+	// The syncs missing the same range at once (a room's members woken
+	// together) wait for one reading.
+	v, err, _ := r.flights.Do(fmt.Sprintf("recent\x00%s\x00%d\x00%d\x00%d\x00%d", roomID, from, to, limit, gen), func() (any, error) {
+		// Not the first caller's context: the others wait on this read.
+		evs, limited, err := r.recent(context.WithoutCancel(ctx), roomID, from, to, limit)
+		if err != nil {
+			return nil, err
+		}
+		e := recentEntry{gen, evs, limited}
+		r.recents.put(key, e)
+		return e, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	e := v.(recentEntry)
+	return slices.Clone(e.evs), e.limited, nil
+}
+
+func (r *Rooms) recent(ctx context.Context, roomID string, from, to int64, limit int) ([]*Event, bool, error) {
 	rows, err := storage.RoomEventsStream(ctx, r.db.Read(), roomID, from, to, limit+1)
 	if err != nil {
 		return nil, false, err

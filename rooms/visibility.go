@@ -111,6 +111,18 @@ func (r *Rooms) visibilityAt(ctx context.Context, snapshotID int64, userID strin
 // unsigned.redacted_because to redacted ones and the bundled aggregations
 // (unsigned["m.relations"]) of events with children.
 func (r *Rooms) Format(ctx context.Context, evs []*Event, viewer Viewer) ([]ClientEvent, error) {
+	return r.format(ctx, evs, viewer, 0)
+}
+
+// FormatAt is Format for a sync at events position pos (every event up to
+// it committed): the bundled aggregations, of the children up to pos, are
+// read once for all the syncs at pos and shared (cache.go); the rest is
+// the viewer's own.
+func (r *Rooms) FormatAt(ctx context.Context, evs []*Event, viewer Viewer, pos int64) ([]ClientEvent, error) {
+	return r.format(ctx, evs, viewer, pos)
+}
+
+func (r *Rooms) format(ctx context.Context, evs []*Event, viewer Viewer, pos int64) ([]ClientEvent, error) {
 	var redactionIDs []string
 	for _, ev := range evs {
 		if ev.RedactedBy != nil {
@@ -146,7 +158,7 @@ func (r *Rooms) Format(ctx context.Context, evs []*Event, viewer Viewer) ([]Clie
 		}
 		out = append(out, ce)
 	}
-	aggs, err := r.Aggregations(ctx, evs, viewer)
+	aggs, err := r.aggregations(ctx, evs, viewer, pos)
 	if err != nil {
 		return nil, err
 	}

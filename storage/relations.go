@@ -74,33 +74,45 @@ func ChildIDs(ctx context.Context, q Reader, roomID string, parents []string) ([
 		AND relates_to IN (`+placeholders(2, len(parents))+`)`, args...)
 }
 
-// ThreadSummary is what a thread root's bundled m.thread aggregation needs.
+// ThreadSummary is what a thread root's bundled m.thread aggregation needs,
+// the same for every viewer: whether the viewer participated is whether
+// Senders names them (or they sent the root).
 type ThreadSummary struct {
-	Count        int
-	LatestPos    int64
-	Participated bool // the viewer sent an event in the thread
+	Count     int
+	LatestPos int64
+	Senders   map[string]bool // who sent the thread's events
 }
 
-// ThreadSummaries summarises the threads rooted at any of roots, for viewer.
-func ThreadSummaries(ctx context.Context, q Reader, roots []string, viewer string) (map[string]ThreadSummary, error) {
+// ThreadSummaries summarises the threads rooted at any of roots, counting
+// their events up to stream position upTo (0: all).
+func ThreadSummaries(ctx context.Context, q Reader, roots []string, upTo int64) (map[string]ThreadSummary, error) {
 	out := map[string]ThreadSummary{}
 	if len(roots) == 0 {
 		return out, nil
 	}
-	args := []any{viewer}
-	for _, r := range roots {
-		args = append(args, r)
+	args := make([]any, len(roots))
+	for i, r := range roots {
+		args[i] = r
 	}
-	err := queryEach(ctx, q, "summarising threads", `SELECT relates_to, COUNT(*), MAX(stream_pos), SUM(CASE WHEN sender = $1 THEN 1 ELSE 0 END)
-		FROM events WHERE rel_type = 'm.thread' AND `+relationTimeline+` AND relates_to IN (`+placeholders(2, len(roots))+`)
-		GROUP BY relates_to`, args, func(rows *sql.Rows) error {
-		var root string
-		var s ThreadSummary
-		var mine int64
-		if err := rows.Scan(&root, &s.Count, &s.LatestPos, &mine); err != nil {
+	bound := upToBound(&args, upTo)
+	// One row per root and sender: a thread has few senders, and the
+	// summary serves every viewer (rooms' bundle cache).
+	err := queryEach(ctx, q, "summarising threads", `SELECT relates_to, sender, COUNT(*), MAX(stream_pos)
+		FROM events WHERE rel_type = 'm.thread' AND `+relationTimeline+` AND relates_to IN (`+placeholders(1, len(roots))+`)`+bound+`
+		GROUP BY relates_to, sender`, args, func(rows *sql.Rows) error {
+		var root, sender string
+		var count int
+		var latest int64
+		if err := rows.Scan(&root, &sender, &count, &latest); err != nil {
 			return err
 		}
-		s.Participated = mine > 0
+		s := out[root]
+		if s.Senders == nil {
+			s.Senders = map[string]bool{}
+		}
+		s.Count += count
+		s.LatestPos = max(s.LatestPos, latest)
+		s.Senders[sender] = true
 		out[root] = s
 		return nil
 	})
@@ -123,8 +135,9 @@ func EventsAtPositions(ctx context.Context, q Reader, positions []int64) ([]Even
 }
 
 // EditsAndReferences returns the m.replace and m.reference children of
-// parents (the few events bundled whole or by ID).
-func EditsAndReferences(ctx context.Context, q Reader, parents []string) ([]Event, error) {
+// parents (the few events bundled whole or by ID) up to stream position
+// upTo (0: all).
+func EditsAndReferences(ctx context.Context, q Reader, parents []string, upTo int64) ([]Event, error) {
 	if len(parents) == 0 {
 		return nil, nil
 	}
@@ -132,8 +145,19 @@ func EditsAndReferences(ctx context.Context, q Reader, parents []string) ([]Even
 	for i, p := range parents {
 		args[i] = p
 	}
+	bound := upToBound(&args, upTo)
 	return queryEvents(ctx, q, `SELECT `+eventColumns+` FROM events WHERE rel_type IN ('m.replace', 'm.reference') AND `+relationTimeline+`
-		AND relates_to IN (`+placeholders(1, len(parents))+`) ORDER BY stream_pos`, args...)
+		AND relates_to IN (`+placeholders(1, len(parents))+`)`+bound+` ORDER BY stream_pos`, args...)
+}
+
+// upToBound adds upTo to args and returns the condition bounding
+// stream_pos by it, or nothing for 0.
+func upToBound(args *[]any, upTo int64) string {
+	if upTo <= 0 {
+		return ""
+	}
+	*args = append(*args, upTo)
+	return fmt.Sprintf(` AND stream_pos <= $%d`, len(*args))
 }
 
 // ThreadRoot is a thread of a room with the position of its latest event.
