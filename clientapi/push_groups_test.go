@@ -335,3 +335,24 @@ func TestIncrementalCountsFollowEveryChange(t *testing.T) {
 		next("m12", 10, 1)
 	})
 }
+
+// After a restart the members' rules are read in batches (the rule cache
+// is cold): a keyword rule of one member among others without rules still
+// applies, on both engines.
+func TestKeywordRuleAfterRestart(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		hs := pushServer(t, b, nil)
+		alice, bob, carol := newUser(t, hs, "alice"), newUser(t, hs, "bob"), newUser(t, hs, "carol")
+		roomID := alice.createRoom(t, map[string]any{"preset": "public_chat"})
+		for _, u := range []user{bob, carol} {
+			hearthtest.Expect(t, u.member(t, roomID, "join", nil), http.StatusOK, "")
+		}
+		hearthtest.Expect(t, carol.do(t, "PUT", "/_matrix/client/v3/pushrules/global/content/lunch", map[string]any{
+			"pattern": "lunch", "actions": []any{"notify", map[string]any{"set_tweak": "highlight"}},
+		}), http.StatusOK, "")
+		hs.Restart(t)
+		alice.sendContent(t, roomID, map[string]any{"msgtype": "m.text", "body": "Lunch at noon?"})
+		expectUnread(t, "carol", carol, roomID, 1, 1)
+		expectUnread(t, "bob", bob, roomID, 1, 0)
+	})
+}

@@ -75,6 +75,15 @@ type roomMembers struct {
 func (p *Push) newRoomMembers(ctx context.Context, roomID string, snapshot int64, version uint64, joined map[string]bool, local map[string]*member) (*roomMembers, error) {
 	rm := &roomMembers{roomID: roomID, snapshot: snapshot, rulesVersion: version, joined: joined, local: local,
 		groups: map[int64]*pushrules.Compiled{}, localIdx: map[string][]string{}}
+	var uncompiled []string
+	for _, m := range local {
+		if m.rules == nil {
+			uncompiled = append(uncompiled, m.userID)
+		}
+	}
+	if err := p.rules.prefetch(ctx, uncompiled); err != nil {
+		return nil, err
+	}
 	for _, m := range local {
 		if m.rules == nil {
 			r, err := p.rules.get(ctx, m.userID)

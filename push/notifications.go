@@ -597,19 +597,56 @@ func (c *ruleCache) get(ctx context.Context, userID string) (*userRules, error) 
 	if ok {
 		return r, nil
 	}
-	var u pushrules.UserRules
+	var content []byte
 	d, err := c.db.GetAccountData(ctx, userID, "", "m.push_rules")
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 	case err != nil:
 		return nil, err
 	default:
-		if u, err = pushrules.ParseUserRules(d.Content); err != nil {
+		content = d.Content
+	}
+	return c.store(userID, content, version)
+}
+
+// prefetch reads the rules of those of users not cached yet in batches:
+// a big room's members on a cold cache cost a read per 500 members, not
+// one each. A user whose rules do not parse is left for get to report.
+func (c *ruleCache) prefetch(ctx context.Context, users []string) error {
+	c.mu.RLock()
+	version := c.version
+	var missing []string
+	for _, u := range users {
+		if _, ok := c.m[u]; !ok {
+			missing = append(missing, u)
+		}
+	}
+	c.mu.RUnlock()
+	if len(missing) < 2 {
+		return nil
+	}
+	contents, err := c.db.GlobalAccountDataOfUsers(ctx, missing, "m.push_rules")
+	if err != nil {
+		return err
+	}
+	for _, u := range missing {
+		_, _ = c.store(u, contents[u], version)
+	}
+	return nil
+}
+
+// store compiles a user's rules (content nil: none stored) and caches
+// them, unless the rules changed since version was read.
+func (c *ruleCache) store(userID string, content []byte, version uint64) (*userRules, error) {
+	var u pushrules.UserRules
+	if content != nil {
+		var err error
+		if u, err = pushrules.ParseUserRules(content); err != nil {
 			return nil, err
 		}
 	}
 	u.ThreadRules = c.threadRules
-	r = &userRules{group: u.GroupKey(), ownRules: u, userID: userID}
+	r := &userRules{group: u.GroupKey(), ownRules: u, userID: userID}
 	localpart, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
 	if !strings.ContainsAny(localpart, "*?[") {
 		r.localWord = pushrules.FirstWord(localpart)

@@ -62,6 +62,35 @@ func (db *DB) GetAccountData(ctx context.Context, userID, roomID, dataType strin
 	return d, err
 }
 
+// GlobalAccountDataOfUsers reads one type of global account data of many
+// users at once, 500 per query; users without it (or whose entry was
+// deleted) are left out.
+func (db *DB) GlobalAccountDataOfUsers(ctx context.Context, userIDs []string, dataType string) (map[string][]byte, error) {
+	out := make(map[string][]byte, len(userIDs))
+	for start := 0; start < len(userIDs); start += 500 {
+		chunk := userIDs[start:min(start+500, len(userIDs))]
+		args := []any{dataType}
+		for _, u := range chunk {
+			args = append(args, u)
+		}
+		err := queryEach(ctx, db.read, "loading account data of users", `SELECT user_id, content FROM account_data
+			WHERE data_type = $1 AND room_id = '' AND user_id IN (`+placeholders(2, len(chunk))+`)`, args, func(rows *sql.Rows) error {
+			var user, content string
+			if err := rows.Scan(&user, &content); err != nil {
+				return err
+			}
+			if content != deletedAccountData {
+				out[user] = []byte(content)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 func getAccountData(ctx context.Context, q Reader, userID, roomID, dataType string) (AccountData, error) {
 	d := AccountData{RoomID: roomID, Type: dataType}
 	var content string

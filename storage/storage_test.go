@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"testing"
 
 	"github.com/hearth-matrix/hearth/hearthtest"
@@ -70,4 +71,48 @@ func openDB(t *testing.T, b hearthtest.Backend) *storage.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// Global account data of many users in one read: room account data of the
+// same type, other types, deleted entries and users without any are left
+// out, across the 500-user batches.
+func TestGlobalAccountDataOfUsers(t *testing.T) {
+	hearthtest.ForEachBackend(t, func(t *testing.T, b hearthtest.Backend) {
+		ctx := context.Background()
+		db, err := storage.Open(ctx, hearthtest.DatabaseURL(t, b), storage.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var users []string
+		for i := range 1200 {
+			users = append(users, fmt.Sprintf("@u%d:x", i))
+		}
+		put := func(user, room, typ, content string) {
+			t.Helper()
+			if _, err := db.PutAccountData(ctx, user, room, typ, []byte(content)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		put(users[0], "", "m.push_rules", `{"a":0}`)
+		put(users[700], "", "m.push_rules", `{"a":700}`)
+		put(users[1199], "", "m.push_rules", `{"a":1199}`)
+		put(users[1], "!r:x", "m.push_rules", `{"room":1}`)
+		put(users[2], "", "m.other", `{"other":2}`)
+		put(users[3], "", "m.push_rules", `{"a":3}`)
+		put(users[3], "", "m.push_rules", `{}`) // deleted
+		got, err := db.GlobalAccountDataOfUsers(ctx, users, "m.push_rules")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{users[0]: `{"a":0}`, users[700]: `{"a":700}`, users[1199]: `{"a":1199}`}
+		if len(got) != len(want) {
+			t.Fatalf("got %d users, want %d: %q", len(got), len(want), got)
+		}
+		for u, c := range want {
+			if string(got[u]) != c {
+				t.Errorf("%s: %s, want %s", u, got[u], c)
+			}
+		}
+	})
 }
