@@ -2,10 +2,7 @@ package rooms
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"runtime"
-	"slices"
 	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -111,18 +108,9 @@ func (r *Rooms) Events(ctx context.Context, q storage.Reader, ids []string) (map
 	return out, nil
 }
 
-// loadEventsInParallel is how many events a read loads before it splits
-// them over the CPUs: a big room's state (a send_join answer, /state) is
-// tens of thousands of rows, each read and parsed on its own.
-const loadEventsInParallel = 4096
-
 // loadEvents reads and parses the rows of ids; from the read pool (pooled
 // connections, so concurrent reads) a big read is split over the CPUs.
 func (r *Rooms) loadEvents(ctx context.Context, q storage.Reader, ids []string, pooled bool) ([]*Event, error) {
-	parts := 1
-	if pooled && len(ids) >= loadEventsInParallel {
-		parts = runtime.GOMAXPROCS(0)
-	}
 	load := func(chunk []string) ([]*Event, error) {
 		rows, err := storage.GetEvents(ctx, q, chunk)
 		if err != nil {
@@ -138,25 +126,10 @@ func (r *Rooms) loadEvents(ctx context.Context, q storage.Reader, ids []string, 
 		}
 		return evs, nil
 	}
-	if parts <= 1 {
+	if !pooled {
 		return load(ids)
 	}
-	step := (len(ids) + parts - 1) / parts
-	results := make([][]*Event, parts)
-	errs := make([]error, parts)
-	var wg sync.WaitGroup
-	for i := 0; i < parts; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i], errs[i] = load(ids[min(i*step, len(ids)):min((i+1)*step, len(ids))])
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return slices.Concat(results...), nil
+	return readInParts(ids, load)
 }
 
 // Event loads one event, or storage.ErrNotFound.

@@ -3,7 +3,9 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -104,4 +106,37 @@ func authOrder(pdus []gomatrixserverlib.PDU) []gomatrixserverlib.PDU {
 		}
 	}
 	return out
+}
+
+// readInPartsFrom is how many IDs a read takes before it is split over
+// the CPUs: a big room's state (a send_join answer, /state) is tens of
+// thousands of rows, each read and parsed on its own.
+const readInPartsFrom = 4096
+
+// readInParts calls read on ids, or, from readInPartsFrom of them, on one
+// part per CPU at once (read pool connections), and joins the results.
+func readInParts[T any](ids []string, read func([]string) ([]T, error)) ([]T, error) {
+	parts := 1
+	if len(ids) >= readInPartsFrom {
+		parts = runtime.GOMAXPROCS(0)
+	}
+	if parts <= 1 {
+		return read(ids)
+	}
+	step := (len(ids) + parts - 1) / parts
+	results := make([][]T, parts)
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for i := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = read(ids[min(i*step, len(ids)):min((i+1)*step, len(ids))])
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return slices.Concat(results...), nil
 }

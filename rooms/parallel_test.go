@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 	"strconv"
@@ -112,5 +113,34 @@ func TestSnapshotFromCachedAncestor(t *testing.T) {
 				t.Fatalf("snapshot %d (event %d) from the one %d events before: %d entries, want %d", id, i, back, len(got.state), len(want))
 			}
 		}
+	}
+}
+
+// readInParts reads a big list in parts and joins every result once; an
+// error of any part is the read's.
+func TestReadInParts(t *testing.T) {
+	for _, n := range []int{0, 10, readInPartsFrom - 1, readInPartsFrom, 3*readInPartsFrom + 7} {
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = strconv.Itoa(i)
+		}
+		got, err := readInParts(ids, func(part []string) ([]string, error) { return slices.Clone(part), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(got, func(a, b string) int { x, _ := strconv.Atoi(a); y, _ := strconv.Atoi(b); return x - y })
+		if !slices.Equal(got, ids) {
+			t.Fatalf("%d ids: got %d back, not each once", n, len(got))
+		}
+	}
+	ids := make([]string, 2*readInPartsFrom)
+	ids[len(ids)-1] = "bad"
+	if _, err := readInParts(ids, func(part []string) ([]string, error) {
+		if slices.Contains(part, "bad") {
+			return nil, errors.New("bad part")
+		}
+		return part, nil
+	}); err == nil {
+		t.Fatal("a part's error was lost")
 	}
 }

@@ -3,9 +3,6 @@ package rooms
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"runtime"
-	"sync"
 
 	"github.com/tidwall/gjson"
 
@@ -21,35 +18,20 @@ import (
 // (redacted where they were redacted); missing IDs are left out. A big
 // read is split over the CPUs (pooled read connections).
 func (r *Rooms) eventJSONs(ctx context.Context, ids []string) (map[string]json.RawMessage, error) {
-	parts := 1
-	if len(ids) >= loadEventsInParallel {
-		parts = runtime.GOMAXPROCS(0)
-	}
-	step := (len(ids) + parts - 1) / parts
-	results := make([][]storage.EventJSON, parts)
-	errs := make([]error, parts)
-	var wg sync.WaitGroup
-	for i := 0; i < parts; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i], errs[i] = storage.GetEventJSONs(ctx, r.db.Read(), ids[min(i*step, len(ids)):min((i+1)*step, len(ids))])
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	rows, err := readInParts(ids, func(chunk []string) ([]storage.EventJSON, error) {
+		return storage.GetEventJSONs(ctx, r.db.Read(), chunk)
+	})
+	if err != nil {
 		return nil, err
 	}
 	out := make(map[string]json.RawMessage, len(ids))
 	var redacted []string
-	for _, part := range results {
-		for _, e := range part {
-			if e.Redacted {
-				redacted = append(redacted, e.EventID)
-				continue
-			}
-			out[e.EventID] = e.JSON
+	for _, e := range rows {
+		if e.Redacted {
+			redacted = append(redacted, e.EventID)
+			continue
 		}
+		out[e.EventID] = e.JSON
 	}
 	if len(redacted) > 0 {
 		evs, err := r.Events(ctx, r.db.Read(), redacted)
