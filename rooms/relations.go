@@ -16,17 +16,12 @@ import (
 // events leaving the server carry unsigned["m.relations"] with a summary of
 // their m.thread, m.replace and m.reference children.
 
-// Aggregations returns, for each event of evs that has children, its
+// aggregations returns, for each event of evs that has children, its
 // unsigned["m.relations"] value as formatted for viewer. Redacted events
 // get none (redaction cuts an event off from its relations), nor do state
-// events, so formatting room state costs no relation queries.
-func (r *Rooms) Aggregations(ctx context.Context, evs []*Event, viewer Viewer) (map[string]map[string]any, error) {
-	return r.aggregations(ctx, evs, viewer, 0)
-}
-
-// aggregations is Aggregations; with pos > 0 (a sync's events position)
-// the bundles are of the children up to pos, and come from and go to the
-// bundle cache (see cache.go).
+// events, so formatting room state costs no relation queries. With pos > 0
+// (a sync's events position) the bundles are of the children up to pos,
+// and come from and go to the bundle cache (see cache.go).
 func (r *Rooms) aggregations(ctx context.Context, evs []*Event, viewer Viewer, pos int64) (map[string]map[string]any, error) {
 	byID := make(map[string]*Event, len(evs))
 	for _, ev := range evs {
