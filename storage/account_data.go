@@ -203,25 +203,11 @@ func (db *DB) AccountDataSinceAnd(ctx context.Context, userID string, since int6
 // since (0: all of it, without deleted entries), global and per room,
 // oldest change first.
 func (db *DB) AccountDataSince(ctx context.Context, userID string, since int64) ([]AccountData, error) {
-	var out []AccountData
-	err := queryEach(ctx, db.read, "reading account data", `SELECT stream_pos, room_id, data_type, content FROM account_data
-		WHERE user_id = $1 AND stream_pos > $2 ORDER BY stream_pos`, []any{userID, since}, func(rows *sql.Rows) error {
-		var d AccountData
-		var content string
-		if err := rows.Scan(&d.StreamPos, &d.RoomID, &d.Type, &content); err != nil {
-			return err
-		}
-		if since == 0 && content == deletedAccountData {
-			return nil
-		}
-		d.Content = []byte(content)
-		out = append(out, d)
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	out, _, err := db.AccountDataSinceAnd(ctx, userID, since, "")
+	if errors.Is(err, ErrNotFound) {
+		err = nil // no entry of type "": none was asked for
 	}
-	return out, nil
+	return out, err
 }
 
 // MaxAccountDataPos is the latest position of the account-data stream (0
