@@ -573,24 +573,10 @@ func RoomsOfUser(ctx context.Context, q Reader, userID string, memberships ...st
 // when it has none, whether it has one of another server, without listing
 // the members.
 func JoinedHere(ctx context.Context, q Reader, roomID, server string) (local, remote bool, err error) {
-	suffix := ":" + server
-	probe := func(cond string) (bool, error) {
-		var n int
-		err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM current_state
-			WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'
-			AND `+cond+` LIMIT 1) x`, roomID, suffix).Scan(&n)
-		if err != nil {
-			return false, fmt.Errorf("looking for joined members: %w", err)
-		}
-		return n > 0, nil
-	}
-	// The user ID's end compared exactly: substr with a start of 1 or
-	// more reads the same on both engines.
-	const ends = `length(state_key) >= length(CAST($2 AS TEXT)) AND substr(state_key, length(state_key) - length(CAST($2 AS TEXT)) + 1) = CAST($2 AS TEXT)`
-	if local, err = probe(ends); err != nil || local {
+	if local, err = ServerJoinedNow(ctx, q, roomID, server); err != nil || local {
 		return local, false, err
 	}
-	remote, err = probe(`NOT (` + ends + `)`)
+	remote, err = serverJoined(ctx, q, roomID, server, false)
 	return false, remote, err
 }
 
@@ -784,10 +770,20 @@ func InsertHistoricalEvent(ctx context.Context, tx *sql.Tx, e Event) (int64, err
 
 // ServerJoinedNow reports whether a user of server is joined to the room.
 func ServerJoinedNow(ctx context.Context, q Reader, roomID, server string) (bool, error) {
+	return serverJoined(ctx, q, roomID, server, true)
+}
+
+// serverJoined reports whether a room has a joined member of server (of
+// another server: !of), stopping at the first.
+func serverJoined(ctx context.Context, q Reader, roomID, server string, of bool) (bool, error) {
 	suffix := ":" + server
+	cond := `substr(state_key, length(state_key) - $2 + 1) = $3`
+	if !of {
+		cond = `NOT (` + cond + `)`
+	}
 	var n int
-	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM current_state WHERE room_id = $1 AND type = 'm.room.member'
-		AND membership = 'join' AND substr(state_key, length(state_key) - $2 + 1) = $3`, roomID, len(suffix), suffix).Scan(&n)
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM current_state WHERE room_id = $1 AND type = 'm.room.member'
+		AND membership = 'join' AND `+cond+` LIMIT 1) x`, roomID, len(suffix), suffix).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("checking if %s is in %s: %w", server, roomID, err)
 	}
