@@ -182,6 +182,10 @@ func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, ev
 		return nil, nil, nil, fmt.Errorf("re-parsing the signed join: %w", err)
 	}
 	join.EventID()
+	// checked is the state the join was checked against: usually the state
+	// before it, which is then not looked up again (storing the join cached
+	// the state after it, which in a big room can push this one out).
+	var checked *snapshot
 	if !res.AlreadyJoined {
 		room, err := storage.GetRoom(ctx, r.db.Read(), roomID)
 		if err != nil {
@@ -202,10 +206,7 @@ func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, ev
 		if err := r.ingest(ctx, origin, ver, join, &budget, fetchHoles); err != nil {
 			return nil, nil, nil, err
 		}
-		// The answer is the state before the join, usually the one just
-		// checked; storing the join cached the state after it, which in a
-		// big room can push this one out of the cache.
-		r.snapshots.put(cur.id, cur)
+		checked = cur
 	}
 	stored, err := r.Event(ctx, join.EventID())
 	if err != nil {
@@ -214,10 +215,16 @@ func (r *Rooms) SendJoin(ctx context.Context, origin spec.ServerName, roomID, ev
 	if stored.Rejected || stored.SoftFailed {
 		return nil, nil, nil, mxhttp.Forbidden("The join was rejected")
 	}
+	before := checked
+	if before == nil || before.id != stored.SnapshotBefore {
+		if before, err = r.snapshotState(ctx, r.db.Read(), stored.SnapshotBefore); err != nil {
+			return nil, nil, nil, err
+		}
+	}
 	if omitMembers {
-		state, authChain, err = r.partialJoinState(ctx, roomID, join, stored.SnapshotBefore)
+		state, authChain, err = r.partialJoinState(ctx, roomID, join, before.state)
 	} else {
-		state, authChain, err = r.stateAndChain(ctx, stored.SnapshotBefore)
+		state, authChain, err = r.servedState(ctx, before.state, nil, false)
 	}
 	return join, state, authChain, err
 }
@@ -234,11 +241,11 @@ func (q membershipQuerier) CurrentMembership(ctx context.Context, roomID spec.Ro
 
 // stateAndChain returns a snapshot's events and their auth chain.
 func (r *Rooms) stateAndChain(ctx context.Context, snapshotID int64) (state, authChain map[string]json.RawMessage, err error) {
-	st, err := r.StateAt(ctx, snapshotID)
+	st, err := r.snapshotState(ctx, r.db.Read(), snapshotID)
 	if err != nil {
 		return nil, nil, err
 	}
-	return r.servedState(ctx, st, nil, false)
+	return r.servedState(ctx, st.state, nil, false) // read only: no copy
 }
 
 // StateForServer answers /state and /state_ids: the state before eventID

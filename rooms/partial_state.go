@@ -27,18 +27,15 @@ import (
 // (client-server API, Calculating the display name for a room).
 const maxPartialHeroes = 5
 
-// partialJoinState answers a send_join with omit_members=true: the state
+// partialJoinState answers a send_join with omit_members=true from the
+// state before the join (read only): that state
 // before the join without m.room.member events, except the joining user's
 // own, those the join's auth events name, and, for a room with neither
 // name nor canonical alias, the heroes' (joined or invited members, as
 // sync picks them) so the joining server
 // can name the room at once; and the auth chain of the join and of that
 // state, less the events already in the state.
-func (r *Rooms) partialJoinState(ctx context.Context, roomID string, join gomatrixserverlib.PDU, snapshotID int64) (state, authChain map[string]json.RawMessage, err error) {
-	before, err := r.StateAt(ctx, snapshotID)
-	if err != nil {
-		return nil, nil, err
-	}
+func (r *Rooms) partialJoinState(ctx context.Context, roomID string, join gomatrixserverlib.PDU, before State) (state, authChain map[string]json.RawMessage, err error) {
 	// The join's own auth events stay too: a restricted join names the
 	// membership of the user who authorised it, which the joining server
 	// checks the join against.
