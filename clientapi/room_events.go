@@ -320,18 +320,15 @@ func (a *API) getState(r *http.Request, c accounts.Caller) (any, error) {
 	}
 	id, ok := st[k]
 	if !ok && rooms.LeftForResync(k) {
-		// A partial-state room may learn it with its resync (MSC3902).
-		if partial, err := a.rooms.IsPartialState(r.Context(), roomID); err != nil {
+		// A partial-state room may learn it with its resync (MSC3902);
+		// AwaitFullState answers at once for a room that is not partial.
+		if err := a.rooms.AwaitFullState(r.Context(), roomID); err != nil {
 			return nil, err
-		} else if partial {
-			if err := a.rooms.AwaitFullState(r.Context(), roomID); err != nil {
-				return nil, err
-			}
-			if st, err = a.visibleStateKeys(r, roomID, c.UserID, k); err != nil {
-				return nil, err
-			}
-			id, ok = st[k]
 		}
+		if st, err = a.visibleStateKeys(r, roomID, c.UserID, k); err != nil {
+			return nil, err
+		}
+		id, ok = st[k]
 	}
 	if !ok {
 		return nil, mxhttp.NotFound("No %s state with key %q in %s", evType, stateKey, roomID)
@@ -353,8 +350,12 @@ func (a *API) getState(r *http.Request, c accounts.Caller) (any, error) {
 // GET /_matrix/client/v3/rooms/{roomId}/state
 func (a *API) getAllState(r *http.Request, c accounts.Caller) (any, error) {
 	roomID := pathParam(r, "roomId")
-	// A partial-state room's whole state is known once its resync is done
-	// (MSC3902; Synapse waits too).
+	// Only a user who may see the state waits for it: a partial-state
+	// room's whole state is known once its resync is done (MSC3902;
+	// Synapse waits too).
+	if _, _, err := a.stateVisible(r, roomID, c.UserID); err != nil {
+		return nil, err
+	}
 	if err := a.rooms.AwaitFullState(r.Context(), roomID); err != nil {
 		return nil, err
 	}

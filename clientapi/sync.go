@@ -321,12 +321,12 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 		if wasPartial && !lazy && m.Membership == spec.Join && (completedPos == nil || *completedPos > to.Events) {
 			continue
 		}
-		resynced := wasPartial && !lazy && !initial && completedPos != nil
-		// A lazy-loading sync showed the room while partial: once it is
-		// complete, its whole state comes again (members lazily), for the
+		// The room became complete in this window: eager syncs show it as
+		// if joined then; a lazy-loading sync, which showed it while
+		// partial, gets its whole state again (members lazily), for the
 		// resync brought state the partial state lacked (rooms'
 		// deferredState) or had wrong.
-		lazyResynced := wasPartial && lazy && !initial && completedPos != nil && *completedPos <= to.Events
+		resynced := wasPartial && !initial && completedPos != nil && *completedPos <= to.Events
 		memberEv, err := a.rooms.Event(ctx, m.EventID)
 		if err != nil {
 			return nil, err
@@ -339,19 +339,19 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 		case spec.Join:
 			_, typingPos := a.typing.Users(m.RoomID)
 			typingChanged := typingPos > since.Typing && typingPos <= to.Typing
-			if !initial && !changed[m.RoomID] && !req.fullState && len(roomData[m.RoomID]) == 0 && !receiptsChanged[m.RoomID] && !typingChanged && !resynced && !lazyResynced {
+			if !initial && !changed[m.RoomID] && !req.fullState && len(roomData[m.RoomID]) == 0 && !receiptsChanged[m.RoomID] && !typingChanged && !resynced {
 				continue
 			}
 			// Full state for a first sync, a full_state request or a room
 			// joined since the last sync (or whose resync ended since).
 			joinedNow := resynced || newMembership && (memberEv.PrevContent == nil || !strings.Contains(*memberEv.PrevContent, `"join"`))
 			roomSince := since
-			if resynced {
+			if resynced && !lazy {
 				// Its timeline too is as a first sync's: what came while
 				// eager syncs left the room out.
 				roomSince = syncstream.Position{}
 			}
-			jr, err := a.syncJoinedRoom(ctx, req, m.RoomID, roomSince, to, initial || req.fullState || joinedNow || lazyResynced, roomFilter)
+			jr, err := a.syncJoinedRoom(ctx, req, m.RoomID, roomSince, to, initial || req.fullState || joinedNow, roomFilter)
 			if err != nil {
 				return nil, err
 			}
@@ -376,7 +376,7 @@ func (a *API) buildSync(ctx context.Context, req syncRequest, to syncstream.Posi
 			if jr.Ephemeral.Events, err = a.syncEphemeral(ctx, req, m.RoomID, since, to, initial || typingChanged, initial || receiptsChanged[m.RoomID]); err != nil {
 				return nil, err
 			}
-			if !initial && !req.fullState && !joinedNow && !lazyResynced && len(jr.Timeline.Events) == 0 && len(jr.stateEvents()) == 0 &&
+			if !initial && !req.fullState && !joinedNow && len(jr.Timeline.Events) == 0 && len(jr.stateEvents()) == 0 &&
 				len(roomData[m.RoomID]) == 0 && len(jr.Ephemeral.Events) == 0 {
 				continue
 			}
