@@ -99,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	intFlag("partialjoin-members", "partialjoin: members of the room joined over federation (default 10000)")
 	intFlag("partialjoin-state", "partialjoin: state events of that room, members included (default 50000)")
 	pjURLs := fs.String("partialjoin-url", "", "partialjoin against running servers: RESIDENT,JOINER base URLs of two homeservers that federate (otherwise --start-hearth starts a pair per source tree)")
-	pjRoom := fs.String("partialjoin-room", "", "with --partialjoin-url: join this room of the resident, built by an earlier run, instead of building one (its size is what it is; the setup takes most of 10 minutes at full size)")
+	pjRoom := fs.String("partialjoin-room", "", "with --partialjoin-url: join this room of the resident, built by an earlier run, instead of building one (its size is what it is; the setup takes 10 to 15 minutes at full size)")
 	rate := fs.Float64("rate", 0, "fanout and multidevice: messages per second (default 20)")
 	timeout := fs.Duration("timeout", 0, "time limit per workload and server, setup included (default 10m; smoke 60s)")
 	if err := fs.Parse(args); err != nil {
